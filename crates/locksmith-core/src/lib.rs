@@ -1,0 +1,21 @@
+//! Pure analysis for locksmith: no I/O, no server, no clock.
+//!
+//! - [`lock`]: the eight table lock modes and the conflict matrix, shared by
+//!   every command that reasons about who waits for whom.
+//! - [`duration`]: the one duration syntax used by every flag.
+//! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
+//!
+//! Everything that talks to a live server lives in `locksmith-pg`; throwaway
+//! clusters and simulated traffic in `locksmith-sandbox`. This crate depends
+//! on neither, so its analysis can be tested and fuzzed without a database.
+//!
+//! ```
+//! use locksmith_core::lock::LockMode;
+//! // The incident: the ALTER's AccessExclusiveLock waits for a plain SELECT's lock.
+//! assert!(LockMode::AccessExclusive.conflicts_with(LockMode::AccessShare));
+//! ```
+#![warn(missing_docs)]
+
+pub mod duration;
+pub mod lock;
+pub mod quote;

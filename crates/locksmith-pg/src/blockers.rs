@@ -1,0 +1,412 @@
+//! The blocker graph: who waits for whom, built from one [`Snapshot`].
+//!
+//! PostgreSQL's lock queue is why a 250-row ALTER took production down: a
+//! request waits for every *earlier* conflicting request, granted or not.
+//! `pg_blocking_pids` reports both, and this module tells them apart:
+//! a *hard* block is a conflicting lock that is held; a *soft* block is a
+//! conflicting request queued ahead (the ALTER that every SELECT waits
+//! behind). Root blockers are sessions that block others and wait for no one:
+//! the ones to blame. This module is pure: it reads a snapshot, nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use locksmith_core::lock::LockMode;
+use serde::Serialize;
+
+use crate::snapshot::{LockRow, Session, Snapshot};
+
+/// A relation and a lock mode on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelationLock {
+    /// Relation name, or the lock type for non-relation locks (e.g. `transactionid`).
+    pub relation: String,
+    /// `pg_locks` spelling, e.g. `AccessShareLock`.
+    pub mode: String,
+}
+
+/// A session that blocks others and waits for no one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Blocker {
+    /// Backend pid.
+    pub pid: i32,
+    /// `idle in transaction`, `active`, …
+    pub state: Option<String>,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// Client address.
+    pub client_addr: Option<String>,
+    /// Role.
+    pub usename: Option<String>,
+    /// Transaction age.
+    pub xact_age_ms: Option<i64>,
+    /// Time in the current state (idle time for an idle-in-transaction session).
+    pub state_age_ms: Option<i64>,
+    /// Last query.
+    pub query: String,
+    /// Relation locks it holds.
+    pub holds: Vec<RelationLock>,
+    /// Sessions that wait directly for it.
+    pub blocking: Vec<i32>,
+}
+
+/// A session waiting for a lock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Waiting {
+    /// Backend pid.
+    pub pid: i32,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// The statement that waits.
+    pub query: String,
+    /// The lock it waits for.
+    pub wants: Option<RelationLock>,
+    /// How long it has waited (from `waitstart` on 14+, else since the statement began).
+    pub waiting_ms: Option<i64>,
+    /// `pg_blocking_pids`: holders of conflicting locks and conflicting requests queued ahead.
+    pub blocked_by: Vec<i32>,
+    /// The subset of `blocked_by` that waits in the queue ahead of it (soft blocks).
+    pub queued_after: Vec<i32>,
+    /// Every session that waits because of this one, directly or through the queue.
+    pub queued_behind: Vec<i32>,
+}
+
+/// A session idle inside an open transaction: the story's leak.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdleInTransaction {
+    /// Backend pid.
+    pub pid: i32,
+    /// `idle in transaction` or `idle in transaction (aborted)`.
+    pub state: Option<String>,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// Client address.
+    pub client_addr: Option<String>,
+    /// Role.
+    pub usename: Option<String>,
+    /// Transaction age.
+    pub xact_age_ms: Option<i64>,
+    /// Idle time.
+    pub state_age_ms: Option<i64>,
+    /// Last query.
+    pub query: String,
+    /// Relation locks it holds.
+    pub holds: Vec<RelationLock>,
+}
+
+/// Connection headroom.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connections {
+    /// Client connections in use.
+    pub used: usize,
+    /// `max_connections`.
+    pub max: i32,
+    /// Slots reserved for superusers (and `pg_use_reserved_connections` on 16+).
+    pub reserved: i32,
+}
+
+/// The whole diagnosis, serialised as the `blockers --format json` contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockerReport {
+    /// Root blockers, most-blocking first.
+    pub blockers: Vec<Blocker>,
+    /// Sessions waiting on locks, longest wait first.
+    pub waiting: Vec<Waiting>,
+    /// Sessions idle in transaction, oldest transaction first.
+    pub idle_in_transaction: Vec<IdleInTransaction>,
+    /// Connections used and available.
+    pub connections: Connections,
+}
+
+/// One line of the wait tree: a session at a depth under its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLine {
+    /// The session.
+    pub pid: i32,
+    /// 0 for a root blocker.
+    pub depth: usize,
+    /// Whether it waits behind its parent in the queue (a soft block) rather than for a held lock.
+    pub soft: bool,
+}
+
+impl BlockerReport {
+    /// Builds the diagnosis from a snapshot.
+    pub fn from_snapshot(snapshot: &Snapshot) -> BlockerReport {
+        let graph = Graph::new(snapshot);
+        let holds = |pid: i32| held_locks(&snapshot.locks, pid);
+
+        let mut waiting: Vec<Waiting> = snapshot
+            .sessions
+            .iter()
+            .filter(|s| s.is_waiting_on_lock())
+            .map(|s| {
+                let wanted = wanted_lock(&snapshot.locks, s.pid);
+                Waiting {
+                    pid: s.pid,
+                    application_name: s.application_name.clone(),
+                    query: s.query.clone(),
+                    wants: wanted.map(|l| RelationLock {
+                        relation: l.relation.clone().unwrap_or_else(|| l.locktype.clone()),
+                        mode: l.mode.clone(),
+                    }),
+                    waiting_ms: wanted.and_then(|l| l.waiting_ms).or(s.query_age_ms),
+                    blocked_by: s.blocked_by.clone(),
+                    queued_after: s.blocked_by.iter().copied().filter(|b| graph.is_soft(s.pid, *b)).collect(),
+                    queued_behind: graph.behind(s.pid),
+                }
+            })
+            .collect();
+        waiting.sort_by_key(|w| std::cmp::Reverse(w.waiting_ms.unwrap_or(0)));
+
+        let mut blockers: Vec<Blocker> = graph
+            .roots()
+            .into_iter()
+            .filter_map(|pid| snapshot.session(pid))
+            .map(|s| Blocker {
+                pid: s.pid,
+                state: s.state.clone(),
+                application_name: s.application_name.clone(),
+                client_addr: s.client_addr.clone(),
+                usename: s.usename.clone(),
+                xact_age_ms: s.xact_age_ms,
+                state_age_ms: s.state_age_ms,
+                query: s.query.clone(),
+                holds: holds(s.pid),
+                blocking: graph.direct_waiters(s.pid),
+            })
+            .collect();
+        blockers.sort_by_key(|b| (std::cmp::Reverse(graph.behind(b.pid).len()), b.pid));
+
+        let idle_in_transaction = snapshot
+            .sessions
+            .iter()
+            .filter(|s| s.is_idle_in_transaction())
+            .map(|s| IdleInTransaction {
+                pid: s.pid,
+                state: s.state.clone(),
+                application_name: s.application_name.clone(),
+                client_addr: s.client_addr.clone(),
+                usename: s.usename.clone(),
+                xact_age_ms: s.xact_age_ms,
+                state_age_ms: s.state_age_ms,
+                query: s.query.clone(),
+                holds: holds(s.pid),
+            })
+            .collect();
+
+        BlockerReport {
+            blockers,
+            waiting,
+            idle_in_transaction,
+            connections: Connections {
+                used: snapshot.connections_used(),
+                max: snapshot.max_connections,
+                reserved: snapshot.reserved_connections,
+            },
+        }
+    }
+
+    /// The wait tree in display order: each root blocker, then depth-first the
+    /// sessions waiting for it. A session reachable twice is drawn once, under
+    /// its first parent.
+    pub fn tree(&self) -> Vec<TreeLine> {
+        let mut children: BTreeMap<i32, Vec<(i32, bool)>> = BTreeMap::new();
+        for w in &self.waiting {
+            for b in &w.blocked_by {
+                children.entry(*b).or_default().push((w.pid, w.queued_after.contains(b)));
+            }
+        }
+        let mut lines = Vec::new();
+        let mut seen = BTreeSet::new();
+        fn visit(
+            pid: i32,
+            depth: usize,
+            soft: bool,
+            children: &BTreeMap<i32, Vec<(i32, bool)>>,
+            seen: &mut BTreeSet<i32>,
+            lines: &mut Vec<TreeLine>,
+        ) {
+            if !seen.insert(pid) {
+                return;
+            }
+            lines.push(TreeLine { pid, depth, soft });
+            for (child, soft) in children.get(&pid).into_iter().flatten() {
+                visit(*child, depth + 1, *soft, children, seen, lines);
+            }
+        }
+        for b in &self.blockers {
+            visit(b.pid, 0, false, &children, &mut seen, &mut lines);
+        }
+        lines
+    }
+}
+
+/// Locks a session holds on relations, strongest first, system catalogs left out.
+pub fn held_locks(locks: &[LockRow], pid: i32) -> Vec<RelationLock> {
+    let mut held: Vec<&LockRow> = locks
+        .iter()
+        .filter(|l| l.pid == pid && l.granted && l.locktype == "relation")
+        .filter(|l| l.relation.as_deref().is_some_and(|r| !r.starts_with("pg_")))
+        .collect();
+    held.sort_by_key(|l| std::cmp::Reverse(LockMode::from_pg_name(&l.mode)));
+    held.into_iter()
+        .map(|l| RelationLock { relation: l.relation.clone().unwrap_or_default(), mode: l.mode.clone() })
+        .collect()
+}
+
+/// The lock a session waits for.
+pub fn wanted_lock(locks: &[LockRow], pid: i32) -> Option<&LockRow> {
+    locks.iter().find(|l| l.pid == pid && !l.granted)
+}
+
+/// Edges `waiter → blocker` from `pg_blocking_pids`, with the lock rows to tell hard from soft.
+struct Graph<'a> {
+    sessions: &'a [Session],
+    locks: &'a [LockRow],
+}
+
+impl<'a> Graph<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        Graph { sessions: &snapshot.sessions, locks: &snapshot.locks }
+    }
+
+    fn blocked_by(&self, pid: i32) -> &[i32] {
+        self.sessions.iter().find(|s| s.pid == pid).map(|s| s.blocked_by.as_slice()).unwrap_or(&[])
+    }
+
+    /// `waiter` waits for `blocker` only because `blocker` is queued ahead of
+    /// it for the same object, not because `blocker` holds a conflicting lock.
+    fn is_soft(&self, waiter: i32, blocker: i32) -> bool {
+        let Some(wanted) = wanted_lock(self.locks, waiter) else { return false };
+        let want_mode = LockMode::from_pg_name(&wanted.mode);
+        let holds_conflicting = self.locks.iter().any(|l| {
+            l.pid == blocker
+                && l.granted
+                && l.locktype == wanted.locktype
+                && l.relation == wanted.relation
+                && match (want_mode, LockMode::from_pg_name(&l.mode)) {
+                    (Some(w), Some(h)) => w.conflicts_with(h),
+                    _ => true,
+                }
+        });
+        !holds_conflicting && wanted_lock(self.locks, blocker).is_some()
+    }
+
+    fn direct_waiters(&self, pid: i32) -> Vec<i32> {
+        self.sessions.iter().filter(|s| s.blocked_by.contains(&pid)).map(|s| s.pid).collect()
+    }
+
+    /// Everyone who waits because of `pid`, transitively.
+    fn behind(&self, pid: i32) -> Vec<i32> {
+        let mut found = BTreeSet::new();
+        let mut stack = vec![pid];
+        while let Some(p) = stack.pop() {
+            for w in self.direct_waiters(p) {
+                if w != pid && found.insert(w) {
+                    stack.push(w);
+                }
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Sessions that block someone and wait for no one.
+    fn roots(&self) -> Vec<i32> {
+        let mut roots = BTreeSet::new();
+        for s in self.sessions {
+            for b in &s.blocked_by {
+                if self.blocked_by(*b).is_empty() {
+                    roots.insert(*b);
+                }
+            }
+        }
+        roots.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(pid: i32, state: &str, query: &str, blocked_by: &[i32]) -> Session {
+        Session {
+            pid,
+            datname: Some("app".into()),
+            usename: Some("web".into()),
+            application_name: format!("app-{pid}"),
+            client_addr: Some("10.0.0.5".into()),
+            backend_type: "client backend".into(),
+            state: Some(state.into()),
+            xact_age_ms: Some(41_000 - pid as i64),
+            state_age_ms: Some(40_000),
+            query_age_ms: Some(1000),
+            query: query.into(),
+            wait_event_type: (!blocked_by.is_empty()).then(|| "Lock".into()),
+            wait_event: (!blocked_by.is_empty()).then(|| "relation".into()),
+            blocked_by: blocked_by.to_vec(),
+        }
+    }
+
+    fn lock(pid: i32, mode: &str, granted: bool) -> LockRow {
+        LockRow {
+            pid,
+            locktype: "relation".into(),
+            relation: Some("academic_partners".into()),
+            mode: mode.into(),
+            granted,
+            waiting_ms: (!granted).then_some(5000),
+        }
+    }
+
+    /// The incident: two leakers, the ALTER queued behind them, two SELECTs behind the ALTER.
+    fn incident() -> Snapshot {
+        Snapshot {
+            max_connections: 100,
+            reserved_connections: 3,
+            own_pid: 1,
+            sessions: vec![
+                session(10, "idle in transaction", "SELECT * FROM academic_partners", &[]),
+                session(11, "idle in transaction", "SELECT * FROM academic_partners", &[]),
+                session(20, "active", "ALTER TABLE academic_partners ADD CONSTRAINT u UNIQUE (informal_name)", &[10, 11]),
+                session(30, "active", "SELECT * FROM academic_partners", &[20]),
+                session(31, "active", "SELECT * FROM academic_partners", &[20]),
+                session(40, "idle", "SELECT 1", &[]),
+            ],
+            locks: vec![
+                lock(10, "AccessShareLock", true),
+                lock(11, "AccessShareLock", true),
+                lock(20, "AccessExclusiveLock", false),
+                lock(30, "AccessShareLock", false),
+                lock(31, "AccessShareLock", false),
+            ],
+        }
+    }
+
+    #[test]
+    fn incident_roots_waiters_and_queue() {
+        let report = BlockerReport::from_snapshot(&incident());
+        assert_eq!(report.blockers.iter().map(|b| b.pid).collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(report.blockers[0].blocking, vec![20]);
+        let alter = report.waiting.iter().find(|w| w.pid == 20).unwrap();
+        assert_eq!(alter.queued_behind, vec![30, 31]);
+        assert_eq!(alter.queued_after, Vec::<i32>::new());
+        assert_eq!(alter.wants.as_ref().unwrap().mode, "AccessExclusiveLock");
+        let select = report.waiting.iter().find(|w| w.pid == 30).unwrap();
+        assert_eq!(select.queued_after, vec![20], "the SELECT waits behind the queued ALTER: a soft block");
+        assert!(select.queued_behind.is_empty());
+        assert_eq!(report.idle_in_transaction.len(), 2);
+        assert_eq!(report.connections.used, 7);
+        // Both leakers reach the SELECTs through the ALTER.
+        let tree: Vec<(i32, usize, bool)> = report.tree().iter().map(|l| (l.pid, l.depth, l.soft)).collect();
+        assert_eq!(tree, vec![(10, 0, false), (20, 1, false), (30, 2, true), (31, 2, true), (11, 0, false)]);
+    }
+
+    #[test]
+    fn no_waits_means_no_blockers() {
+        let mut snap = incident();
+        snap.sessions.retain(|s| s.blocked_by.is_empty());
+        let report = BlockerReport::from_snapshot(&snap);
+        assert!(report.blockers.is_empty());
+        assert!(report.waiting.is_empty());
+        assert_eq!(report.idle_in_transaction.len(), 2);
+    }
+}

@@ -1,0 +1,101 @@
+//! Everything locksmith does with a live PostgreSQL server.
+//!
+//! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
+//! - [`snapshot`]: sessions and locks at one moment, in two queries.
+//! - [`blockers`]: the blocker graph built from a snapshot (pure).
+//!
+//! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
+//! this crate adds I/O and nothing that could be computed without a server.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), locksmith_pg::Error> {
+//! use locksmith_pg::{blockers::BlockerReport, snapshot::Snapshotter, ConnectionSettings};
+//! let client = ConnectionSettings::resolve(None)?.connect().await?;
+//! let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
+//! let report = BlockerReport::from_snapshot(&snapshot);
+//! println!("{} root blockers", report.blockers.len());
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod blockers;
+pub mod settings;
+pub mod snapshot;
+pub mod tls;
+
+pub use settings::{redact, ConnectionSettings};
+
+/// What can go wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection string could not be understood.
+    #[error("invalid connection string `{url}`: {reason}")]
+    BadUrl {
+        /// The string, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server could not be reached or refused us.
+    #[error("could not connect to {target}: {reason}")]
+    Connect {
+        /// `user@host:port/db`.
+        target: String,
+        /// Why, without the password.
+        reason: String,
+    },
+    /// TLS could not be set up as `sslmode` asks.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("{context}: {}", describe_sql_error(.source))]
+    Query {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a query error with what we were doing.
+    pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        Error::Query { context: context.into(), source }
+    }
+
+    /// The SQLSTATE of a server error, e.g. `55P03` for `lock_not_available`.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Query { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+}
+
+/// A server error's message with its SQLSTATE, detail and hint; the driver's text otherwise.
+pub fn describe_sql_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! Connection settings with libpq's conventions: the one way locksmith finds
+//! out where and how to connect.
+//!
+//! Precedence: `--database-url`, else `DATABASE_URL`; whatever that string
+//! leaves unset comes from libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`,
+//! `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME`,
+//! `PGOPTIONS`), then `~/.pgpass` (or `PGPASSFILE`) for the password, then
+//! libpq's defaults. Both URL and `key=value` forms are parsed by
+//! `tokio_postgres::Config`; only the TLS keys it does not know
+//! (`verify-ca`, `verify-full`, `sslrootcert`, …) are taken out first.
+//!
+//! Passwords never leave this type: [`ConnectionSettings::describe`] and
+//! [`redact`] are what reports print, and `Debug` hides the password.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_postgres::config::{Host, SslMode as WireSslMode};
+use tokio_postgres::Config;
+
+use crate::tls::{self, SslMode};
+use crate::Error;
+
+/// Where and how to connect to one server and database.
+#[derive(Clone)]
+pub struct ConnectionSettings {
+    config: Config,
+    ssl_mode: SslMode,
+    ssl_root_cert: Option<PathBuf>,
+    ssl_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSettings")
+            .field("target", &self.describe())
+            .field("ssl_mode", &self.ssl_mode)
+            .finish()
+    }
+}
+
+/// The environment as libpq reads it; a function so tests need not mutate
+/// the process environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+const TLS_KEYS: [&str; 6] = ["sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcompression"];
+
+impl ConnectionSettings {
+    /// Resolves settings the way every command does: `url` (the flag), else
+    /// `DATABASE_URL`, then libpq's environment and `~/.pgpass`.
+    pub fn resolve(url: Option<&str>) -> Result<ConnectionSettings, Error> {
+        Self::resolve_with(url, &process_env)
+    }
+
+    /// [`ConnectionSettings::resolve`] with an explicit environment.
+    pub fn resolve_with(url: Option<&str>, env: Env<'_>) -> Result<ConnectionSettings, Error> {
+        let given = url.map(str::to_string).or_else(|| env("DATABASE_URL"));
+        let (config_text, tls) = match &given {
+            Some(text) => split_tls_keys(text),
+            None => (String::new(), Vec::new()),
+        };
+        let mut config: Config = if config_text.trim().is_empty() {
+            Config::new()
+        } else {
+            config_text.parse().map_err(|e: tokio_postgres::Error| Error::BadUrl {
+                url: redact(given.as_deref().unwrap_or_default()),
+                reason: e.to_string(),
+            })?
+        };
+        let tls_value = |key: &str, var: &str| {
+            tls.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).or_else(|| env(var))
+        };
+
+        if config.get_hosts().is_empty() {
+            match env("PGHOST") {
+                Some(hosts) => hosts.split(',').for_each(|h| {
+                    config.host(h);
+                }),
+                None if Path::new("/var/run/postgresql/.s.PGSQL.5432").exists() => {
+                    config.host_path("/var/run/postgresql");
+                }
+                None => {
+                    config.host("localhost");
+                }
+            }
+        }
+        if config.get_ports().is_empty() {
+            let port = match env("PGPORT") {
+                Some(p) => p.parse().map_err(|_| Error::BadUrl {
+                    url: format!("PGPORT={p}"),
+                    reason: "not a port number".into(),
+                })?,
+                None => 5432,
+            };
+            config.port(port);
+        }
+        if config.get_user().is_none() {
+            let user = env("PGUSER").or_else(|| env("USER")).unwrap_or_else(|| "postgres".into());
+            config.user(&user);
+        }
+        if config.get_dbname().is_none() {
+            let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
+            config.dbname(&db);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "locksmith".into()));
+        }
+        if config.get_options().is_none() {
+            if let Some(options) = env("PGOPTIONS") {
+                config.options(&options);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            let secs = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse().ok()).unwrap_or(10);
+            config.connect_timeout(Duration::from_secs(secs));
+        }
+        if config.get_password().is_none() {
+            if let Some(pw) = env("PGPASSWORD").or_else(|| pgpass_lookup(&config, env)) {
+                config.password(pw);
+            }
+        }
+
+        let ssl_mode: SslMode = match tls_value("sslmode", "PGSSLMODE") {
+            Some(m) => m.parse()?,
+            None => SslMode::Prefer,
+        };
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => WireSslMode::Disable,
+            SslMode::Allow | SslMode::Prefer => WireSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireSslMode::Require,
+        });
+        let ssl_root_cert = tls_value("sslrootcert", "PGSSLROOTCERT").map(PathBuf::from).or_else(|| {
+            let default = home(env)?.join(".postgresql/root.crt");
+            default.exists().then_some(default)
+        });
+        let ssl_cert = match (tls_value("sslcert", "PGSSLCERT"), tls_value("sslkey", "PGSSLKEY")) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            _ => None,
+        };
+        Ok(ConnectionSettings { config, ssl_mode, ssl_root_cert, ssl_cert })
+    }
+
+    /// Settings for a loopback server with a known superuser, as the sandbox starts.
+    pub fn loopback(port: u16, user: &str, password: &str, dbname: &str, application_name: &str) -> Self {
+        let mut config = Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(user)
+            .password(password)
+            .dbname(dbname)
+            .application_name(application_name)
+            .connect_timeout(Duration::from_secs(10))
+            .ssl_mode(WireSslMode::Disable);
+        ConnectionSettings { config, ssl_mode: SslMode::Disable, ssl_root_cert: None, ssl_cert: None }
+    }
+
+    /// The same target under another `application_name`, so locksmith's own
+    /// sessions are recognisable (and excluded) in `pg_stat_activity`.
+    pub fn with_application_name(&self, name: &str) -> Self {
+        let mut copy = self.clone();
+        copy.config.application_name(name);
+        copy
+    }
+
+    /// The same target in another database.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut copy = self.clone();
+        copy.config.dbname(dbname);
+        copy
+    }
+
+    /// The same target with another password (tests of authentication failures).
+    pub fn with_password(&self, password: &str) -> Self {
+        let mut copy = self.clone();
+        copy.config.password(password);
+        copy
+    }
+
+    /// Server-side settings sent at connection start (`-c name=value …`).
+    pub fn with_options(&self, options: &str) -> Self {
+        let mut copy = self.clone();
+        copy.config.options(options);
+        copy
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or("postgres")
+    }
+
+    /// The database name.
+    pub fn dbname(&self) -> &str {
+        self.config.get_dbname().unwrap_or("postgres")
+    }
+
+    /// The application name sessions will carry.
+    pub fn application_name(&self) -> &str {
+        self.config.get_application_name().unwrap_or("locksmith")
+    }
+
+    /// The TLS mode, as libpq spells it.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// `user@host:port/db`, safe to print: no password.
+    pub fn describe(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{}@{host}:{port}/{}", self.user(), self.dbname())
+    }
+
+    /// A libpq URL for these settings with the password left out: what a child
+    /// process may be handed when it reads the password from `PGPASSWORD`.
+    pub fn password(&self) -> Option<String> {
+        self.config.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+
+    /// libpq environment variables describing this target (for a wrapped
+    /// migration tool that reads `PG*`), password included.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut vars = Vec::new();
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => vars.push(("PGHOST", h.clone())),
+            Some(Host::Unix(p)) => vars.push(("PGHOST", p.display().to_string())),
+            None => {}
+        }
+        if let Some(port) = self.config.get_ports().first() {
+            vars.push(("PGPORT", port.to_string()));
+        }
+        vars.push(("PGUSER", self.user().to_string()));
+        vars.push(("PGDATABASE", self.dbname().to_string()));
+        if let Some(pw) = self.password() {
+            vars.push(("PGPASSWORD", pw));
+        }
+        vars.push(("PGSSLMODE", self.ssl_mode.to_string()));
+        if let Some(root) = &self.ssl_root_cert {
+            vars.push(("PGSSLROOTCERT", root.display().to_string()));
+        }
+        vars
+    }
+
+    /// Opens a connection; its driver task runs on the current tokio runtime.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, Error> {
+        let fail = |e: tokio_postgres::Error| Error::Connect {
+            target: self.describe(),
+            reason: connect_reason(&e),
+        };
+        if self.ssl_mode == SslMode::Disable {
+            let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            return Ok(client);
+        }
+        let tls = tls::connector(self.ssl_mode, self.ssl_root_cert.as_deref(), self.ssl_cert.as_ref())?;
+        let (client, connection) = self.config.connect(tls).await.map_err(fail)?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// A connector for cancel requests, matching how [`connect`](Self::connect) connects.
+    pub async fn cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), Error> {
+        let result = if self.ssl_mode == SslMode::Disable {
+            token.cancel_query(tokio_postgres::NoTls).await
+        } else {
+            let tls = tls::connector(self.ssl_mode, self.ssl_root_cert.as_deref(), self.ssl_cert.as_ref())?;
+            token.cancel_query(tls).await
+        };
+        result.map_err(|e| Error::Connect { target: self.describe(), reason: connect_reason(&e) })
+    }
+}
+
+/// Why a connection attempt failed, in one line without the password.
+fn connect_reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    if text.contains("Connection refused") {
+        text.push_str(" (is the server running and accepting connections on that host and port?)");
+    }
+    text
+}
+
+/// Takes the TLS keys tokio-postgres does not know out of a URL or
+/// `key=value` string; returns the rest and the keys taken.
+fn split_tls_keys(text: &str) -> (String, Vec<(String, String)>) {
+    let mut taken = Vec::new();
+    let trimmed = text.trim();
+    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
+        let Some((base, query)) = trimmed.split_once('?') else {
+            return (trimmed.to_string(), taken);
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if TLS_KEYS.contains(&k) {
+                taken.push((k.to_string(), percent_decode(v)));
+            } else {
+                kept.push(pair);
+            }
+        }
+        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        return (rest, taken);
+    }
+    let mut kept = Vec::new();
+    for (k, v) in keyword_pairs(trimmed) {
+        if TLS_KEYS.contains(&k.as_str()) {
+            taken.push((k, v));
+        } else {
+            kept.push(format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")));
+        }
+    }
+    (kept.join(" "), taken)
+}
+
+/// Splits `key=value key='quoted value'` as libpq does.
+fn keyword_pairs(text: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if key.is_empty() {
+            break;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == '=') {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        pairs.push((key, value));
+    }
+    pairs
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn home(env: Env<'_>) -> Option<PathBuf> {
+    env("HOME").map(PathBuf::from)
+}
+
+/// Looks the password up in `PGPASSFILE` or `~/.pgpass`, as libpq does:
+/// `host:port:database:user:password`, `*` matches anything, `\` escapes.
+/// A file readable by group or others is ignored, as libpq ignores it.
+fn pgpass_lookup(config: &Config, env: Env<'_>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = env("PGPASSFILE").map(PathBuf::from).or_else(|| Some(home(env)?.join(".pgpass")))?;
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let host = match config.get_hosts().first()? {
+        Host::Tcp(h) => h.clone(),
+        // libpq matches socket connections against "localhost".
+        Host::Unix(_) => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let wanted = [host.as_str(), port.as_str(), config.get_dbname()?, config.get_user()?];
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let fields = pgpass_fields(line);
+        if fields.len() < 5 {
+            return None;
+        }
+        let matches = fields[..4].iter().zip(wanted).all(|(f, w)| f == "*" || f == w);
+        matches.then(|| fields[4].clone())
+    })
+}
+
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => fields.last_mut().unwrap().extend(chars.next()),
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+/// Hides the password in a connection string, URL or `key=value` form.
+pub fn redact(text: &str) -> String {
+    let trimmed = text.trim();
+    if let Some(scheme_end) = trimmed.find("://") {
+        let (scheme, rest) = trimmed.split_at(scheme_end + 3);
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+                format!("{masked}{}", &authority[at..])
+            }
+            None => authority.to_string(),
+        };
+        let tail = redact_query(tail);
+        return format!("{scheme}{authority}{tail}");
+    }
+    keyword_pairs(trimmed)
+        .into_iter()
+        .map(|(k, v)| if k == "password" { format!("{k}=***") } else { format!("{k}={v}") })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| if p.starts_with("password=") { "password=***".to_string() } else { p.to_string() })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn resolve(url: Option<&str>, env: &[(&str, &str)]) -> ConnectionSettings {
+        let env = env_of(env);
+        ConnectionSettings::resolve_with(url, &env).unwrap()
+    }
+
+    #[test]
+    fn url_forms_and_env_precedence() {
+        struct Case {
+            url: Option<&'static str>,
+            env: &'static [(&'static str, &'static str)],
+            describe: &'static str,
+            ssl: SslMode,
+        }
+        let cases = [
+            Case { url: Some("postgres://app:pw@db.example:6543/shop"), env: &[], describe: "app@db.example:6543/shop", ssl: SslMode::Prefer },
+            Case { url: Some("postgresql://app@db/shop?sslmode=verify-full"), env: &[], describe: "app@db:5432/shop", ssl: SslMode::VerifyFull },
+            Case { url: Some("host=db port=7000 user=ops dbname=x sslmode=require"), env: &[], describe: "ops@db:7000/x", ssl: SslMode::Require },
+            // The flag wins over DATABASE_URL.
+            Case { url: Some("postgres://a@h1/d1"), env: &[("DATABASE_URL", "postgres://b@h2/d2")], describe: "a@h1:5432/d1", ssl: SslMode::Prefer },
+            // DATABASE_URL wins over PG* for what it sets; PG* fills the rest.
+            Case { url: None, env: &[("DATABASE_URL", "postgres://b@h2/d2"), ("PGPORT", "6000"), ("PGHOST", "ignored")], describe: "b@h2:6000/d2", ssl: SslMode::Prefer },
+            // Only libpq variables.
+            Case { url: None, env: &[("PGHOST", "pg.internal"), ("PGUSER", "u"), ("PGDATABASE", "d"), ("PGSSLMODE", "disable")], describe: "u@pg.internal:5432/d", ssl: SslMode::Disable },
+            // Database defaults to the user name, as in libpq.
+            Case { url: None, env: &[("PGHOST", "h"), ("PGUSER", "alice")], describe: "alice@h:5432/alice", ssl: SslMode::Prefer },
+        ];
+        for case in cases {
+            let s = resolve(case.url, case.env);
+            assert_eq!(s.describe(), case.describe, "{:?}", case.url);
+            assert_eq!(s.ssl_mode(), case.ssl, "{:?}", case.url);
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_clear_and_redacted() {
+        let env = env_of(&[]);
+        let err = ConnectionSettings::resolve_with(Some("postgres://u:secret@h:notaport/db"), &env).unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+        assert!(err.contains("u:***@h"), "{err}");
+        let err = ConnectionSettings::resolve_with(Some("postgres://h/db?sslmode=sometimes"), &env).unwrap_err().to_string();
+        assert!(err.contains("sslmode"), "{err}");
+    }
+
+    #[test]
+    fn pgpass_is_read_with_wildcards_and_escapes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "# comment\nother:5432:*:u:nope\ndb.example:*:*:u:pa\\:ss\n*:*:*:*:fallback\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.display().to_string();
+        let s = resolve(Some("postgres://u@db.example/app"), &[("PGPASSFILE", path.as_str())]);
+        assert_eq!(s.password().as_deref(), Some("pa:ss"));
+        let s = resolve(Some("postgres://v@elsewhere/app"), &[("PGPASSFILE", path.as_str())]);
+        assert_eq!(s.password().as_deref(), Some("fallback"));
+        // PGPASSWORD wins over the file, the URL over both.
+        let s = resolve(Some("postgres://u@db.example/app"), &[("PGPASSFILE", path.as_str()), ("PGPASSWORD", "env")]);
+        assert_eq!(s.password().as_deref(), Some("env"));
+        let s = resolve(Some("postgres://u:url@db.example/app"), &[("PGPASSWORD", "env")]);
+        assert_eq!(s.password().as_deref(), Some("url"));
+        // A world-readable file is ignored, as libpq ignores it.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = resolve(Some("postgres://u@db.example/app"), &[("PGPASSFILE", path.as_str())]);
+        assert_eq!(s.password(), None);
+    }
+
+    #[test]
+    fn redaction() {
+        let cases = [
+            ("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgresql://u@h/db", "postgresql://u@h/db"),
+            ("postgres://h/db?user=u&password=secret&sslmode=require", "postgres://h/db?user=u&password=***&sslmode=require"),
+            ("host=h password='se cret' user=u", "host=h password=*** user=u"),
+            ("postgres://u:p%40ss@h/db", "postgres://u:***@h/db"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact(input), expected);
+        }
+        let s = resolve(Some("postgres://u:secret@h/db"), &[]);
+        assert!(!format!("{s:?}").contains("secret"));
+        assert!(!s.describe().contains("secret"));
+    }
+
+    #[test]
+    fn keyword_strings_keep_quoted_values() {
+        let (rest, tls) = split_tls_keys("host=h application_name='my app' sslrootcert='/tmp/a b.crt' sslmode=verify-ca");
+        assert_eq!(tls, vec![("sslrootcert".into(), "/tmp/a b.crt".into()), ("sslmode".into(), "verify-ca".into())]);
+        let config: Config = rest.parse().unwrap();
+        assert_eq!(config.get_application_name(), Some("my app"));
+    }
+}

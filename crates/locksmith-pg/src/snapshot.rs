@@ -1,0 +1,223 @@
+//! One picture of the server: sessions (`pg_stat_activity`) and locks
+//! (`pg_locks`), taken with exactly two queries so that `top` can refresh
+//! every second on a busy server.
+//!
+//! `pg_blocking_pids` briefly takes the lock manager's locks, so it is called
+//! only for sessions that are waiting on a lock (`wait_event_type = 'Lock'`).
+//! This module only reads; interpreting the picture is `blockers`' job.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::Error;
+
+/// One backend, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    /// Backend process id.
+    pub pid: i32,
+    /// Database, when the backend is connected to one.
+    pub datname: Option<String>,
+    /// Role name.
+    pub usename: Option<String>,
+    /// `application_name` the client set.
+    pub application_name: String,
+    /// Client address (`None` for Unix sockets).
+    pub client_addr: Option<String>,
+    /// `client backend`, `autovacuum worker`, …
+    pub backend_type: String,
+    /// `active`, `idle`, `idle in transaction`, `idle in transaction (aborted)`, …
+    pub state: Option<String>,
+    /// Age of the current transaction.
+    pub xact_age_ms: Option<i64>,
+    /// Time since `state` last changed (for an idle-in-transaction session: how long it has been idle).
+    pub state_age_ms: Option<i64>,
+    /// Age of the current (or last) query.
+    pub query_age_ms: Option<i64>,
+    /// The current or last query.
+    pub query: String,
+    /// `Lock` when waiting on a heavyweight lock.
+    pub wait_event_type: Option<String>,
+    /// e.g. `relation`, `transactionid`.
+    pub wait_event: Option<String>,
+    /// `pg_blocking_pids(pid)`, only for sessions waiting on a lock.
+    pub blocked_by: Vec<i32>,
+}
+
+impl Session {
+    /// Waiting on a heavyweight lock.
+    pub fn is_waiting_on_lock(&self) -> bool {
+        self.wait_event_type.as_deref() == Some("Lock")
+    }
+
+    /// Idle inside an open transaction (including an aborted one).
+    pub fn is_idle_in_transaction(&self) -> bool {
+        self.state.as_deref().is_some_and(|s| s.starts_with("idle in transaction"))
+    }
+
+    /// `application@client` for one-line reports.
+    pub fn label(&self) -> String {
+        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        match &self.client_addr {
+            Some(addr) => format!("{app}@{addr}"),
+            None => format!("{app}@local"),
+        }
+    }
+}
+
+/// One row of `pg_locks` that matters here: relation locks, and any lock
+/// that is not granted (a wait).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LockRow {
+    /// Backend holding or waiting for the lock.
+    pub pid: i32,
+    /// `relation`, `transactionid`, `advisory`, …
+    pub locktype: String,
+    /// The relation's name (schema-qualified when not on the search path), for relation locks
+    /// in the current database; `oid:N` for other databases.
+    pub relation: Option<String>,
+    /// `pg_locks.mode`, e.g. `AccessExclusiveLock`.
+    pub mode: String,
+    /// Held (`true`) or waited for (`false`).
+    pub granted: bool,
+    /// How long it has been waited for (PostgreSQL 14+: `waitstart`).
+    pub waiting_ms: Option<i64>,
+}
+
+/// Sessions and locks at one moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// `max_connections`.
+    pub max_connections: i32,
+    /// `superuser_reserved_connections` (plus `reserved_connections` on 16+).
+    pub reserved_connections: i32,
+    /// The pid of the connection that took the snapshot (left out of `sessions`).
+    pub own_pid: i32,
+    /// Every other backend.
+    pub sessions: Vec<Session>,
+    /// Relation locks and ungranted locks.
+    pub locks: Vec<LockRow>,
+}
+
+impl Snapshot {
+    /// Client connections in use, including the one that took the snapshot.
+    pub fn connections_used(&self) -> usize {
+        1 + self.sessions.iter().filter(|s| s.backend_type == "client backend").count()
+    }
+
+    /// The session with this pid.
+    pub fn session(&self, pid: i32) -> Option<&Session> {
+        self.sessions.iter().find(|s| s.pid == pid)
+    }
+}
+
+/// Takes snapshots over one connection; remembers the server version,
+/// which decides whether `pg_locks.waitstart` exists.
+pub struct Snapshotter {
+    server_version_num: i32,
+}
+
+impl Snapshotter {
+    /// Reads the server version once.
+    pub async fn new(client: &Client) -> Result<Snapshotter, Error> {
+        // The server's version decides which catalog columns exist.
+        let row = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| Error::query("reading the server version", e))?;
+        Ok(Snapshotter { server_version_num: row.get(0) })
+    }
+
+    /// `server_version_num`, e.g. 150018.
+    pub fn server_version_num(&self) -> i32 {
+        self.server_version_num
+    }
+
+    /// Takes one snapshot: two queries.
+    pub async fn take(&self, client: &Client) -> Result<Snapshot, Error> {
+        let mut snapshot = self.sessions(client).await?;
+        snapshot.locks = self.locks(client).await?;
+        Ok(snapshot)
+    }
+
+    async fn sessions(&self, client: &Client) -> Result<Snapshot, Error> {
+        let reserved = if self.server_version_num >= 160000 {
+            "current_setting('superuser_reserved_connections')::int + current_setting('reserved_connections')::int"
+        } else {
+            "current_setting('superuser_reserved_connections')::int"
+        };
+        // Every other backend with ages in ms, plus the connection limits; blocking pids only for lock waiters.
+        let sql = format!(
+            "SELECT current_setting('max_connections')::int, {reserved}, pg_backend_pid(),
+                    a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''),
+                    host(a.client_addr), coalesce(a.backend_type, ''), a.state,
+                    (extract(epoch FROM now() - a.xact_start) * 1000)::bigint,
+                    (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
+                    (extract(epoch FROM now() - a.query_start) * 1000)::bigint,
+                    coalesce(a.query, ''), a.wait_event_type, a.wait_event,
+                    CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END
+             FROM (SELECT 1) AS one
+             LEFT JOIN pg_stat_activity a ON a.pid <> pg_backend_pid()
+             ORDER BY a.xact_start NULLS LAST, a.pid"
+        );
+        let rows = client.query(&sql, &[]).await.map_err(|e| Error::query("reading pg_stat_activity", e))?;
+        let mut snapshot = Snapshot::default();
+        for row in rows {
+            snapshot.max_connections = row.get(0);
+            snapshot.reserved_connections = row.get(1);
+            snapshot.own_pid = row.get(2);
+            let Some(pid) = row.get::<_, Option<i32>>(3) else { continue };
+            snapshot.sessions.push(Session {
+                pid,
+                datname: row.get(4),
+                usename: row.get(5),
+                application_name: row.get(6),
+                client_addr: row.get(7),
+                backend_type: row.get(8),
+                state: row.get(9),
+                xact_age_ms: row.get(10),
+                state_age_ms: row.get(11),
+                query_age_ms: row.get(12),
+                query: row.get(13),
+                wait_event_type: row.get(14),
+                wait_event: row.get(15),
+                blocked_by: row.get::<_, Option<Vec<i32>>>(16).unwrap_or_default(),
+            });
+        }
+        Ok(snapshot)
+    }
+
+    async fn locks(&self, client: &Client) -> Result<Vec<LockRow>, Error> {
+        let waitstart = if self.server_version_num >= 140000 {
+            "(extract(epoch FROM now() - l.waitstart) * 1000)::bigint"
+        } else {
+            "NULL::bigint"
+        };
+        // Relation locks (named when in this database) and every ungranted lock, other backends only.
+        let sql = format!(
+            "SELECT l.pid, l.locktype,
+                    CASE WHEN l.relation IS NULL THEN NULL
+                         WHEN l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                           OR l.database = 0
+                         THEN l.relation::regclass::text
+                         ELSE 'oid:' || l.relation::text END,
+                    l.mode, l.granted, {waitstart}
+             FROM pg_locks l
+             WHERE l.pid IS NOT NULL AND l.pid <> pg_backend_pid()
+               AND (l.locktype = 'relation' OR NOT l.granted)
+             ORDER BY l.pid, l.granted DESC"
+        );
+        let rows = client.query(&sql, &[]).await.map_err(|e| Error::query("reading pg_locks", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| LockRow {
+                pid: row.get(0),
+                locktype: row.get(1),
+                relation: row.get(2),
+                mode: row.get(3),
+                granted: row.get(4),
+                waiting_ms: row.get(5),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,376 @@
+//! A throwaway PostgreSQL cluster: started from the installed binaries in a
+//! temporary folder, listening on a free loopback port, gone when dropped.
+//!
+//! Why it is built this way:
+//! - `initdb` runs once per server version and user; every later cluster
+//!   copies that template folder, which is several times faster.
+//! - As root, `initdb` and `postgres` refuse to run, so both run as the
+//!   `postgres` OS user (`Command::uid`), like `runuser -u postgres`.
+//! - Rust does not run destructors on `kill -9`, `abort` or a static at exit,
+//!   so each cluster has a *guardian*: a tiny shell that blocks reading a
+//!   pipe whose only writer is this process. When the process dies for any
+//!   reason the pipe closes, and the guardian stops the server and deletes
+//!   the folder. Tests that panic or are killed leave nothing behind.
+//! - The server runs in its own process group, so Ctrl-C at the terminal
+//!   reaches locksmith (which cleans up in order) and not the server.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use locksmith_pg::ConnectionSettings;
+
+use crate::bin_dir::BinDir;
+use crate::Error;
+
+/// The superuser's password on every sandbox cluster. TCP connections use
+/// `scram-sha-256`, so tests can exercise real password authentication; the
+/// server only listens on loopback and lives as long as the process.
+pub const SUPERUSER_PASSWORD: &str = "locksmith-sandbox";
+/// The superuser's name on every sandbox cluster.
+pub const SUPERUSER: &str = "postgres";
+
+/// Options for [`Cluster::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Server binaries; found with [`BinDir::find`] when `None`.
+    pub bin: Option<BinDir>,
+    /// Extra server settings (`-c name=value`), e.g. `max_connections`.
+    pub settings: Vec<(String, String)>,
+}
+
+/// A running throwaway cluster. Stopped and deleted on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    root: PathBuf,
+    port: u16,
+    bin: BinDir,
+    server: Child,
+    guardian: Option<Child>,
+    ready_in: Duration,
+}
+
+/// Whose account the server runs under: ours, or `postgres` when we are root.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    switch: bool,
+}
+
+impl Cluster {
+    /// Starts a cluster with the default options.
+    pub fn start() -> Result<Cluster, Error> {
+        Cluster::start_with(ClusterOptions::default())
+    }
+
+    /// Starts a cluster: copy the template (made on first use), pick a free
+    /// port, start `postgres`, wait until it accepts connections.
+    pub fn start_with(options: ClusterOptions) -> Result<Cluster, Error> {
+        let started = Instant::now();
+        let bin = match options.bin {
+            Some(bin) => bin,
+            None => BinDir::find(None)?,
+        };
+        let owner = Owner::current()?;
+        let template = template_for(&bin, owner)?;
+        let root = unique_dir("locksmith-cluster")?;
+        let guardian = spawn_guardian(&root)?;
+        chown(&root, owner)?;
+        run(Command::new("cp").arg("-a").arg(&template).arg(root.join("data")), "copying the template cluster")?;
+        std::fs::create_dir(root.join("socket")).map_err(|e| Error::io("creating the socket folder", e))?;
+        chown(&root.join("socket"), owner)?;
+
+        let mut last_log = String::new();
+        for _ in 0..8 {
+            let port = free_port()?;
+            let mut server = spawn_server(&bin, &root, port, owner, &options.settings)?;
+            match wait_ready(&root, &mut server) {
+                Ok(()) => {
+                    guardian_arm(&guardian, server.id());
+                    return Ok(Cluster {
+                        root,
+                        port,
+                        bin,
+                        server,
+                        guardian: Some(guardian),
+                        ready_in: started.elapsed(),
+                    });
+                }
+                Err(log) => {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                    // Another process took the port between our probe and the
+                    // server's bind: try another one.
+                    let port_taken = log.contains("could not bind") || log.contains("already in use");
+                    last_log = log;
+                    if !port_taken {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        Err(Error::StartFailed { log_tail: tail(&last_log, 20) })
+    }
+
+    /// The loopback TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's major version.
+    pub fn major(&self) -> u32 {
+        self.bin.major
+    }
+
+    /// The cluster's data folder (inside a temporary folder removed on drop).
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// The binaries this cluster runs.
+    pub fn bin(&self) -> &BinDir {
+        &self.bin
+    }
+
+    /// How long it took from `start` until the server accepted connections.
+    pub fn ready_in(&self) -> Duration {
+        self.ready_in
+    }
+
+    /// Connection settings for `dbname` as the superuser over TCP, with an
+    /// `application_name` so the sessions are recognisable in `pg_stat_activity`.
+    pub fn settings(&self, dbname: &str, application_name: &str) -> ConnectionSettings {
+        ConnectionSettings::loopback(self.port, SUPERUSER, SUPERUSER_PASSWORD, dbname, application_name)
+    }
+
+    /// A URL for `dbname` (with the password: hand it to programs, never print it).
+    pub fn url(&self, dbname: &str) -> String {
+        format!("postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    /// Creates a database and returns settings to reach it.
+    pub async fn create_database(&self, name: &str) -> Result<ConnectionSettings, Error> {
+        let admin = self.settings("postgres", "locksmith-sandbox");
+        let client = admin.connect().await?;
+        let ident = locksmith_core::quote::ident(name);
+        client
+            .batch_execute(&format!("CREATE DATABASE {ident}"))
+            .await
+            .map_err(|e| Error::Sql { context: format!("creating database {name}"), source: e })?;
+        Ok(self.settings(name, "locksmith-sandbox"))
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server and deletes the folder now (drop does the same).
+    pub fn stop(self) {}
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Disarm the guardian first, so it cannot signal a recycled pid later.
+        if let Some(mut g) = self.guardian.take() {
+            let _ = g.kill();
+            let _ = g.wait();
+        }
+        // SIGQUIT: immediate shutdown. Nothing here is worth a checkpoint.
+        unsafe {
+            libc::kill(self.server.id() as i32, libc::SIGQUIT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Owner {
+    fn current() -> Result<Owner, Error> {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if uid != 0 {
+            return Ok(Owner { uid, gid, switch: false });
+        }
+        let (uid, gid) = lookup_user("postgres").ok_or(Error::NoPostgresUser)?;
+        Ok(Owner { uid, gid, switch: true })
+    }
+
+    fn apply(self, cmd: &mut Command) -> &mut Command {
+        if self.switch {
+            cmd.uid(self.uid).gid(self.gid);
+        }
+        cmd
+    }
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// The initialized template for this server version and owner, made once.
+/// Several processes may race here; each initdb's into its own folder and
+/// the first rename wins.
+fn template_for(bin: &BinDir, owner: Owner) -> Result<PathBuf, Error> {
+    let base = std::env::temp_dir().join(format!("locksmith-template-v1-pg{}-uid{}", bin.major, owner.uid));
+    let ready = base.join("data");
+    if ready.join("PG_VERSION").is_file() && ready.join("postgresql.conf").is_file() {
+        return Ok(ready);
+    }
+    std::fs::create_dir_all(&base).map_err(|e| Error::io("creating the template folder", e))?;
+    chown(&base, owner)?;
+    let staging = base.join(format!("staging-{}-{}", std::process::id(), unique()));
+    let pwfile = base.join(format!("pw-{}-{}", std::process::id(), unique()));
+    std::fs::write(&pwfile, SUPERUSER_PASSWORD).map_err(|e| Error::io("writing the password file", e))?;
+    chown(&pwfile, owner)?;
+    let mut cmd = Command::new(bin.tool("initdb"));
+    cmd.arg("-D")
+        .arg(&staging)
+        .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .current_dir(&base);
+    let result = run(owner.apply(&mut cmd), "initdb");
+    let _ = std::fs::remove_file(&pwfile);
+    result?;
+    if std::fs::rename(&staging, &ready).is_err() {
+        // Someone else finished first; theirs is as good as ours.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(ready)
+}
+
+fn spawn_server(
+    bin: &BinDir,
+    root: &Path,
+    port: u16,
+    owner: Owner,
+    extra: &[(String, String)],
+) -> Result<Child, Error> {
+    let log = std::fs::File::create(root.join("server.log")).map_err(|e| Error::io("creating the server log", e))?;
+    chown(&root.join("server.log"), owner)?;
+    let mut cmd = Command::new(bin.tool("postgres"));
+    cmd.arg("-D")
+        .arg(root.join("data"))
+        .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+        .arg(root.join("socket"));
+    let defaults = [
+        ("fsync", "off"),
+        ("synchronous_commit", "off"),
+        ("full_page_writes", "off"),
+        ("shared_buffers", "32MB"),
+        ("log_lock_waits", "on"),
+        ("deadlock_timeout", "1s"),
+        ("log_min_messages", "warning"),
+    ];
+    for (name, value) in defaults.iter().map(|(n, v)| (n.to_string(), v.to_string())).chain(extra.iter().cloned()) {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    owner
+        .apply(&mut cmd)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io("opening the server log", e))?)
+        .stderr(log)
+        .process_group(0);
+    cmd.spawn().map_err(|e| Error::io("starting postgres", e))
+}
+
+/// Waits until `postmaster.pid` says "ready"; on failure returns the log.
+fn wait_ready(root: &Path, server: &mut Child) -> Result<(), String> {
+    let pidfile = root.join("data").join("postmaster.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read_log = || std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&pidfile) {
+            if text.lines().nth(7).map(str::trim) == Some("ready") {
+                return Ok(());
+            }
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            return Err(format!("{}\n(postgres exited: {status})", read_log()));
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    Err(format!("{}\n(not ready after 30 s)", read_log()))
+}
+
+/// See the module doc: a shell that cleans up once our end of its stdin closes.
+fn spawn_guardian(root: &Path) -> Result<Child, Error> {
+    let script = r#"read pid; read _; [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; sleep 0.2; rm -rf "$1""#;
+    Command::new("sh")
+        .args(["-c", script, "locksmith-guardian"])
+        .arg(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("starting the cleanup guardian", e))
+}
+
+fn guardian_arm(guardian: &Child, server_pid: u32) {
+    if let Some(stdin) = guardian.stdin.as_ref() {
+        let mut stdin = stdin;
+        let _ = writeln!(stdin, "{server_pid}");
+    }
+}
+
+fn chown(path: &Path, owner: Owner) -> Result<(), Error> {
+    if owner.switch {
+        std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
+            .map_err(|e| Error::io(&format!("giving {} to the postgres user", path.display()), e))?;
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), Error> {
+    let out = cmd.output().map_err(|e| Error::io(what, e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Err(Error::Command { what: what.to_string(), output: tail(&text, 20) })
+}
+
+fn free_port() -> Result<u16, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
+    Ok(listener.local_addr().map_err(|e| Error::io("finding a free port", e))?.port())
+}
+
+fn unique() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn unique_dir(prefix: &str) -> Result<PathBuf, Error> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}-{nanos:x}", std::process::id(), unique()));
+    std::fs::create_dir(&dir).map_err(|e| Error::io("creating the cluster folder", e))?;
+    Ok(dir)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,81 @@
+//! The embedded default: throwaway PostgreSQL clusters and simulated traffic.
+//!
+//! - [`cluster`]: a cluster from the installed server binaries, in a temporary
+//!   folder, on a free loopback port; stopped and deleted on drop, on panic and
+//!   even on `kill -9` of the owning process.
+//! - [`bin_dir`]: finding those binaries.
+//! - [`traffic`]: open-loop request traffic with latency recording, and leaked
+//!   idle-in-transaction sessions.
+//! - [`incident`]: the story's table and roles, staged on a cluster.
+//!
+//! Used by `locksmith demo`, `trace`, `rehearse` and by every test that needs
+//! a real server. Nothing here is used against a user's database.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), locksmith_sandbox::Error> {
+//! let cluster = locksmith_sandbox::cluster::Cluster::start()?;
+//! let db = cluster.create_database("scratch").await?;
+//! let client = db.connect().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod bin_dir;
+pub mod cluster;
+pub mod incident;
+pub mod traffic;
+
+pub use cluster::Cluster;
+
+/// What can go wrong starting or using a throwaway cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No PostgreSQL server binaries were found.
+    #[error("no PostgreSQL server binaries found (looked in {looked}); install them with `apt-get install postgresql`, or point --pg-bin / LOCKSMITH_PG_BIN at the folder holding initdb and postgres")]
+    NoServer {
+        /// Where we looked.
+        looked: String,
+    },
+    /// Running as root, but there is no `postgres` OS user to run the server as.
+    #[error("running as root, and PostgreSQL refuses to run as root, but there is no `postgres` OS user to run it as; create one (`useradd --system postgres`) or run locksmith as an ordinary user")]
+    NoPostgresUser,
+    /// A helper command failed.
+    #[error("{what} failed:\n{output}")]
+    Command {
+        /// Which command.
+        what: String,
+        /// The tail of its output.
+        output: String,
+    },
+    /// The server did not start.
+    #[error("the PostgreSQL server did not start; the end of its log:\n{log_tail}")]
+    StartFailed {
+        /// The tail of the server log.
+        log_tail: String,
+    },
+    /// A file system operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Talking to the cluster failed.
+    #[error(transparent)]
+    Pg(#[from] locksmith_pg::Error),
+    /// A statement on the cluster failed.
+    #[error("{context}: {}", locksmith_pg::describe_sql_error(.source))]
+    Sql {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
+        Error::Io { what: what.to_string(), source }
+    }
+}

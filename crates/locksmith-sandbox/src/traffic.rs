@@ -1,0 +1,301 @@
+//! Simulated application traffic and leaked sessions, as in the incident.
+//!
+//! [`Traffic`] is an open-loop request generator: requests arrive at a fixed
+//! rate whatever the database does (web traffic does not slow down because
+//! the database did), each takes a pooled connection, runs the app's query
+//! and gives the connection back. A request slower than the gateway timeout
+//! counts as a timeout (the story's 504s). Every request's latency is
+//! recorded, so a stall shows up as what users saw.
+//!
+//! [`LeakedSessions`] reproduces the bug: a `scoped_session` that is never
+//! removed leaves its connection *idle in transaction*, holding an
+//! `AccessShareLock` on every table it read.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use locksmith_pg::ConnectionSettings;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+
+use crate::Error;
+
+/// How the simulated application behaves.
+#[derive(Debug, Clone)]
+pub struct TrafficProfile {
+    /// Requests per second.
+    pub rate: f64,
+    /// Connections the app's pool may open.
+    pub pool_size: usize,
+    /// The query one request runs; `$1` receives a number from 1 to 250.
+    pub query: String,
+    /// A request slower than this is a gateway timeout.
+    pub gateway_timeout: Duration,
+}
+
+impl Default for TrafficProfile {
+    fn default() -> Self {
+        TrafficProfile {
+            rate: 40.0,
+            pool_size: 20,
+            query: "SELECT id, name, informal_name FROM academic_partners WHERE id = $1".into(),
+            gateway_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One request's fate.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// When it arrived, from the start of the traffic.
+    pub at_ms: u64,
+    /// How long the user waited for it.
+    pub latency_ms: u64,
+    /// Whether it failed (connection refused, query error).
+    pub failed: bool,
+}
+
+/// What the traffic saw, summarised.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrafficReport {
+    /// Requests that arrived.
+    pub requests: usize,
+    /// Requests slower than the gateway timeout, or never answered.
+    pub timeouts: usize,
+    /// Requests that failed outright.
+    pub errors: usize,
+    /// The longest any request waited.
+    pub max_stall_ms: u64,
+    /// 99th percentile latency.
+    pub p99_ms: u64,
+    /// Median latency.
+    pub p50_ms: u64,
+    /// Most connections the app had open at once.
+    pub peak_connections: usize,
+    /// Every request, in arrival order.
+    pub samples: Vec<Sample>,
+}
+
+/// What is happening right now, for a live line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveStats {
+    /// Requests answered so far.
+    pub served: usize,
+    /// Requests waiting for an answer now.
+    pub in_flight: usize,
+    /// The longest wait so far, counting requests still waiting.
+    pub worst_ms: u64,
+    /// Connections the app has open.
+    pub connections: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    samples: Vec<Sample>,
+    in_flight: Vec<(u64, Instant)>,
+    next_id: u64,
+}
+
+/// A running request generator. Stop it with [`Traffic::stop`].
+pub struct Traffic {
+    started: Instant,
+    shared: Arc<Mutex<Shared>>,
+    connections: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    stop: tokio::sync::watch::Sender<bool>,
+    driver: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+}
+
+impl Traffic {
+    /// Starts sending requests to `settings` with `profile`.
+    pub fn start(settings: ConnectionSettings, profile: TrafficProfile) -> Traffic {
+        let started = Instant::now();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let timeout = profile.gateway_timeout;
+        let driver = {
+            let shared = shared.clone();
+            let connections = connections.clone();
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                let pool = Arc::new(Pool::new(settings, profile.pool_size, connections, peak));
+                let query = Arc::new(profile.query);
+                let interval = Duration::from_secs_f64(1.0 / profile.rate.max(0.1));
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut requests = JoinSet::new();
+                let mut n: i32 = 0;
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stopped.changed() => break,
+                    }
+                    n = n % 250 + 1;
+                    let id = {
+                        let mut s = shared.lock().unwrap();
+                        s.next_id += 1;
+                        let id = s.next_id;
+                        s.in_flight.push((id, Instant::now()));
+                        id
+                    };
+                    let (pool, query, shared) = (pool.clone(), query.clone(), shared.clone());
+                    requests.spawn(async move {
+                        let arrived = Instant::now();
+                        let failed = pool.request(&query, n).await.is_err();
+                        let mut s = shared.lock().unwrap();
+                        s.in_flight.retain(|(i, _)| *i != id);
+                        s.samples.push(Sample {
+                            at_ms: arrived.duration_since(started).as_millis() as u64,
+                            latency_ms: arrived.elapsed().as_millis() as u64,
+                            failed,
+                        });
+                    });
+                    while requests.try_join_next().is_some() {}
+                }
+                // Give stuck requests a moment to finish; what is still stuck is abandoned
+                // (and counted as a timeout by `stop`).
+                let _ = tokio::time::timeout(Duration::from_secs(2), async { while requests.join_next().await.is_some() {} }).await;
+                requests.abort_all();
+            })
+        };
+        Traffic { started, shared, connections, peak, stop, driver, timeout }
+    }
+
+    /// What is happening now.
+    pub fn live(&self) -> LiveStats {
+        let s = self.shared.lock().unwrap();
+        let worst_done = s.samples.iter().map(|x| x.latency_ms).max().unwrap_or(0);
+        let worst_open = s.in_flight.iter().map(|(_, t)| t.elapsed().as_millis() as u64).max().unwrap_or(0);
+        LiveStats {
+            served: s.samples.len(),
+            in_flight: s.in_flight.len(),
+            worst_ms: worst_done.max(worst_open),
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How long the traffic has been running.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops sending, waits briefly for requests in flight, and summarises.
+    pub async fn stop(self) -> TrafficReport {
+        let _ = self.stop.send(true);
+        let _ = self.driver.await;
+        let s = self.shared.lock().unwrap();
+        let mut samples = s.samples.clone();
+        // Requests never answered waited until now: count them as they are.
+        for (_, arrived) in &s.in_flight {
+            samples.push(Sample {
+                at_ms: arrived.duration_since(self.started).as_millis() as u64,
+                latency_ms: arrived.elapsed().as_millis() as u64,
+                failed: true,
+            });
+        }
+        samples.sort_by_key(|x| x.at_ms);
+        summarise(samples, self.timeout, self.peak.load(Ordering::Relaxed))
+    }
+}
+
+/// Summarises samples: percentiles, timeouts, worst stall.
+pub fn summarise(samples: Vec<Sample>, gateway_timeout: Duration, peak_connections: usize) -> TrafficReport {
+    let mut latencies: Vec<u64> = samples.iter().map(|s| s.latency_ms).collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| -> u64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+        latencies[rank - 1]
+    };
+    let limit = gateway_timeout.as_millis() as u64;
+    TrafficReport {
+        requests: samples.len(),
+        timeouts: samples.iter().filter(|s| s.latency_ms > limit).count(),
+        errors: samples.iter().filter(|s| s.failed && s.latency_ms <= limit).count(),
+        max_stall_ms: latencies.last().copied().unwrap_or(0),
+        p99_ms: pct(0.99),
+        p50_ms: pct(0.50),
+        peak_connections,
+        samples,
+    }
+}
+
+/// A minimal connection pool, like the app's: at most `size` connections,
+/// opened on demand, returned after each request.
+struct Pool {
+    settings: ConnectionSettings,
+    permits: Semaphore,
+    idle: Mutex<Vec<Client>>,
+    open: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    fn new(settings: ConnectionSettings, size: usize, open: Arc<AtomicUsize>, peak: Arc<AtomicUsize>) -> Pool {
+        Pool { settings, permits: Semaphore::new(size), idle: Mutex::new(Vec::new()), open, peak }
+    }
+
+    async fn request(&self, query: &str, n: i32) -> Result<(), ()> {
+        let _permit = self.permits.acquire().await.map_err(|_| ())?;
+        let pooled = self.idle.lock().unwrap().pop();
+        let client = match pooled {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let c = self.settings.connect().await.map_err(|_| ())?;
+                let now = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+                self.peak.fetch_max(now, Ordering::Relaxed);
+                c
+            }
+        };
+        let result = client.query(query, &[&n]).await;
+        if client.is_closed() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.idle.lock().unwrap().push(client);
+        }
+        result.map(|_| ()).map_err(|_| ())
+    }
+}
+
+/// Sessions left *idle in transaction*, as an unremoved SQLAlchemy
+/// `scoped_session` leaves them: `BEGIN`, one `SELECT`, then nothing.
+pub struct LeakedSessions {
+    clients: Vec<Client>,
+    pids: Vec<i32>,
+}
+
+impl LeakedSessions {
+    /// Opens `count` sessions that each read `table` inside a transaction and stay idle.
+    pub async fn open(settings: &ConnectionSettings, count: usize, table: &str) -> Result<LeakedSessions, Error> {
+        let sql_error = |e| Error::Sql { context: "opening a leaked session".into(), source: e };
+        let sql = format!("BEGIN; SELECT id, name FROM {} ORDER BY id LIMIT 10;", locksmith_core::quote::qualified(table));
+        let mut leaked = LeakedSessions { clients: Vec::with_capacity(count), pids: Vec::with_capacity(count) };
+        for _ in 0..count {
+            let client = settings.connect().await?;
+            // The pid first: any later query would reset the session's idle time.
+            let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(sql_error)?.get(0);
+            client.batch_execute(&sql).await.map_err(sql_error)?;
+            leaked.clients.push(client);
+            leaked.pids.push(pid);
+        }
+        Ok(leaked)
+    }
+
+    /// The sessions' backend pids.
+    pub fn pids(&self) -> &[i32] {
+        &self.pids
+    }
+
+    /// How many of the sessions are still connected (a terminated one is closed).
+    pub fn alive(&self) -> usize {
+        self.clients.iter().filter(|c| !c.is_closed()).count()
+    }
+}

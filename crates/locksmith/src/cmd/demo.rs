@@ -1,0 +1,275 @@
+//! `locksmith demo`: the incident replayed on a throwaway cluster.
+//!
+//! A 250-row `academic_partners`, open-loop request traffic, three sessions
+//! leaked idle in transaction, and the story's ALTER run the way the story
+//! ran it: it queues for its ACCESS EXCLUSIVE lock behind the leakers, every
+//! request queues behind it, until it is cancelled on the server after the cap.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use locksmith_pg::blockers::BlockerReport;
+use locksmith_pg::snapshot::Snapshotter;
+use locksmith_sandbox::bin_dir::BinDir;
+use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
+use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
+use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, TrafficReport};
+use serde::Serialize;
+
+use crate::cli::DemoArgs;
+use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render::{self, style::Style};
+
+/// Leaked sessions, as in the story's `watch ps` output.
+const LEAKERS: usize = 3;
+/// Traffic before the migration starts, so the baseline is visible.
+const WARM_UP: Duration = Duration::from_millis(1000);
+/// Traffic after the migration ends, so the recovery is visible.
+const COOL_DOWN: Duration = Duration::from_millis(1500);
+
+/// One half of the demo, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HalfResult {
+    /// The longest any request waited.
+    pub max_stall_ms: u64,
+    /// 99th percentile request latency.
+    pub p99_ms: u64,
+    /// Requests sent.
+    pub requests: usize,
+    /// Requests slower than the 5 s gateway timeout.
+    pub timeouts: usize,
+    /// Whether the migration completed.
+    pub completed: bool,
+    /// Most connections the app held at once.
+    pub peak_connections: usize,
+    /// How long the migration ran (until done, cancelled or given up).
+    pub migration_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct DemoResult {
+    naive: HalfResult,
+}
+
+/// What a migration strategy reports back to the scenario.
+pub struct MigrationOutcome {
+    pub completed: bool,
+    pub summary: String,
+}
+
+pub async fn run(args: DemoArgs) -> CmdResult {
+    let out = Output { json: args.json, style: Style::detect(), tty: std::io::stderr().is_terminal() };
+    let bin = BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    out.say(&format!("Starting a throwaway PostgreSQL {} from {} …", bin.major, bin.path.display()));
+    let cluster = start_cluster(bin).await?;
+    out.say(&format!(
+        "  ready in {} on 127.0.0.1:{} (deleted when the demo ends)\n",
+        locksmith_core::duration::human(cluster.ready_in()),
+        cluster.port()
+    ));
+
+    out.heading("1. The migration as the story ran it: plain ALTER TABLE, no timeout");
+    out.say(&format!("   {MIGRATION};"));
+    out.say(&format!(
+        "   {LEAKERS} web sessions are idle in transaction (a scoped_session never removed); requests keep arriving.\n"
+    ));
+    let cap = args.cap;
+    let (naive, naive_outcome) = scenario(&cluster, "incident_naive", &out, |incident| naive_migration(incident, cap)).await?;
+    out.say(&format!("\n   {}", naive_outcome.summary));
+    out.results("naive (plain ALTER)", &naive);
+
+    if args.json {
+        let mut stdout = std::io::stdout().lock();
+        render::json(&mut stdout, &DemoResult { naive })?;
+    } else {
+        out.say(&diagnosis(&naive));
+    }
+    Ok(Outcome::Done)
+}
+
+async fn start_cluster(bin: BinDir) -> Result<Cluster, Failure> {
+    // Enough connection slots that the app's pool, the leakers and diagnosis all fit.
+    let options = ClusterOptions { bin: Some(bin), settings: vec![("max_connections".into(), "120".into())] };
+    tokio::task::spawn_blocking(move || Cluster::start_with(options))
+        .await
+        .map_err(|e| Failure::other(miette::miette!("starting the cluster: {e}")))?
+        .map_err(|e| Failure::other(miette::miette!("{e}")))
+}
+
+/// Runs one half: stage the database, start traffic, leak sessions, run
+/// `migrate` while showing a live line and, once, the blocker tree.
+async fn scenario<F, Fut>(
+    cluster: &Cluster,
+    dbname: &str,
+    out: &Output,
+    migrate: F,
+) -> Result<(HalfResult, MigrationOutcome), Failure>
+where
+    F: FnOnce(Incident) -> Fut,
+    Fut: Future<Output = Result<MigrationOutcome, Failure>> + Send + 'static,
+{
+    let incident = Incident::stage(cluster, dbname).await.map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
+    tokio::time::sleep(WARM_UP).await;
+    let leak_settings = incident.app.with_application_name("web-app (leaked scoped_session)");
+    let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
+        .await
+        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+
+    let monitor = incident.admin.with_application_name("locksmith-demo-monitor").connect().await?;
+    let snapshotter = Snapshotter::new(&monitor).await?;
+    let started = Instant::now();
+    let mut migration = tokio::spawn(migrate(incident.clone()));
+    let mut tree_shown = false;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    let outcome = loop {
+        tokio::select! {
+            done = &mut migration => {
+                break done.map_err(|e| Failure::other(miette::miette!("the migration task failed: {e}")))??;
+            }
+            _ = ticker.tick() => {
+                let snapshot = snapshotter.take(&monitor).await?;
+                let waiting = snapshot.sessions.iter().filter(|s| s.is_waiting_on_lock()).count();
+                out.live(started.elapsed(), &traffic, waiting);
+                // Show the tree once the queue has formed: that is the moment to diagnose.
+                if !tree_shown && waiting > 5 && started.elapsed() > Duration::from_secs(2) {
+                    tree_shown = true;
+                    out.tree(&BlockerReport::from_snapshot(&snapshot));
+                }
+            }
+        }
+    };
+    let migration_ms = started.elapsed().as_millis() as u64;
+    out.end_live();
+    tokio::time::sleep(COOL_DOWN).await;
+    drop(leaked);
+    let report: TrafficReport = traffic.stop().await;
+    Ok((
+        HalfResult {
+            max_stall_ms: report.max_stall_ms,
+            p99_ms: report.p99_ms,
+            requests: report.requests,
+            timeouts: report.timeouts,
+            completed: outcome.completed,
+            peak_connections: report.peak_connections + LEAKERS,
+            migration_ms,
+        },
+        outcome,
+    ))
+}
+
+/// The story's way: the ALTER with no timeout, cancelled on the server after
+/// `cap` (what Ctrl-C in psql does; killing the client would not help).
+async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationOutcome, Failure> {
+    let settings = incident.admin.with_application_name("alembic");
+    let client = settings.connect().await?;
+    let token = client.cancel_token();
+    let started = Instant::now();
+    let alter = client.batch_execute(MIGRATION);
+    tokio::pin!(alter);
+    let result = tokio::select! {
+        r = &mut alter => r,
+        _ = tokio::time::sleep(cap) => {
+            settings.cancel(&token).await?;
+            alter.await
+        }
+    };
+    let took = locksmith_core::duration::human(started.elapsed());
+    Ok(match result {
+        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}.") },
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => MigrationOutcome {
+            completed: false,
+            summary: format!(
+                "The ALTER was still waiting for its lock after {took} and was cancelled on the server (as Ctrl-C in psql does)."
+            ),
+        },
+        Err(e) => MigrationOutcome {
+            completed: false,
+            summary: format!("The ALTER failed: {}", locksmith_pg::describe_sql_error(&e)),
+        },
+    })
+}
+
+fn diagnosis(naive: &HalfResult) -> String {
+    format!(
+        "\nDiagnosis: nothing was slow; everything was waiting. The ALTER needs an ACCESS EXCLUSIVE lock, \
+         so it queued behind {LEAKERS} sessions idle in transaction (each holding an ACCESS SHARE lock on \
+         academic_partners), and every request queued behind the ALTER: worst stall {}, {} gateway timeouts.\n\
+         Fix the leak (SQLAlchemy: scoped_session.remove() at the end of each request), set \
+         idle_in_transaction_session_timeout on the app's role, and never run DDL without a lock budget.",
+        render::age(Some(naive.max_stall_ms as i64)),
+        naive.timeouts,
+    )
+}
+
+/// Where the demo's narration goes: stderr, or nowhere with `--json`.
+struct Output {
+    json: bool,
+    style: Style,
+    tty: bool,
+}
+
+impl Output {
+    fn say(&self, line: &str) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    fn heading(&self, line: &str) {
+        self.say(&self.style.bold(line));
+    }
+
+    fn live(&self, t: Duration, traffic: &Traffic, waiting: usize) {
+        if self.json {
+            return;
+        }
+        let s = traffic.live();
+        let worst = render::age(Some(s.worst_ms as i64));
+        let worst = if s.worst_ms > 1000 { self.style.red(&worst) } else { worst };
+        let line = format!(
+            "   t={:>5}  requests served {:>5}  in flight {:>4}  worst latency {:>6}  sessions waiting on locks {:>3}",
+            locksmith_core::duration::human(t),
+            s.served,
+            s.in_flight,
+            worst,
+            waiting
+        );
+        if self.tty {
+            eprint!("\r{line}\x1b[K");
+        } else if t.as_millis() % 1000 < 250 {
+            eprintln!("{line}");
+        }
+    }
+
+    fn end_live(&self) {
+        if !self.json && self.tty {
+            eprintln!();
+        }
+    }
+
+    fn tree(&self, report: &BlockerReport) {
+        if self.json {
+            return;
+        }
+        self.end_live();
+        println!("\n   {}", self.style.bold("locksmith blockers, taken now:"));
+        for line in render::blockers::human(report, self.style).lines() {
+            println!("   {line}");
+        }
+        println!();
+    }
+
+    fn results(&self, label: &str, r: &HalfResult) {
+        self.say(&format!(
+            "   {label}: worst stall {}, p99 {}, {} requests, {} timeouts (>5s), peak {} app connections, migration {}",
+            render::age(Some(r.max_stall_ms as i64)),
+            render::age(Some(r.p99_ms as i64)),
+            r.requests,
+            r.timeouts,
+            r.peak_connections,
+            if r.completed { "completed" } else { "not applied" },
+        ));
+    }
+}

@@ -1,0 +1,33 @@
+//! One module per command. Each turns parsed arguments into working objects,
+//! calls the library crates and hands the result to a renderer.
+
+mod blockers;
+mod demo;
+
+use crate::cli::{Cli, Command, ConnectionArgs};
+use crate::exit::{CmdResult, Failure};
+use locksmith_pg::ConnectionSettings;
+
+/// Runs the command on a fresh tokio runtime.
+pub fn run(cli: Cli) -> CmdResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::other(miette::miette!("starting the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Blockers(args) => blockers::run(args).await,
+        }
+    })
+}
+
+/// Resolves connection settings from `--database-url`, `DATABASE_URL` or libpq's variables.
+pub fn settings(args: &ConnectionArgs) -> Result<ConnectionSettings, Failure> {
+    ConnectionSettings::resolve(args.database_url.as_deref()).map_err(|e| Failure::input(miette::miette!("{e}")))
+}
+
+/// Connects, turning a connection failure into a one-line error (exit 1).
+pub async fn connect(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, Failure> {
+    settings.connect().await.map_err(|e| Failure::other(miette::miette!("{e}")))
+}

@@ -1,0 +1,34 @@
+//! Rendering for people and machines: one renderer per format and report.
+//! Renderers only format; they never query a server or decide exit codes.
+
+pub mod blockers;
+pub mod style;
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// Writes `value` as pretty JSON followed by a newline.
+pub fn json<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// Milliseconds as a short age: `850ms`, `41s`, `3m05s`.
+pub fn age(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => locksmith_core::duration::human(std::time::Duration::from_millis(ms.max(0) as u64)),
+        None => "-".into(),
+    }
+}
+
+/// One line of SQL, whitespace folded, cut to `width` characters.
+pub fn one_line(sql: &str, width: usize) -> String {
+    let folded = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if folded.chars().count() <= width {
+        folded
+    } else {
+        let cut: String = folded.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what locksmith needs on a fresh Debian/Ubuntu machine, and only
+# what is missing: the PostgreSQL server (for `demo`, `trace` and the tests)
+# and libclang (to build the real PostgreSQL parser, pg_query).
+set -euo pipefail
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+
+missing=()
+have_server() {
+  [[ -n "${LOCKSMITH_PG_BIN:-}" && -x "${LOCKSMITH_PG_BIN}/initdb" ]] && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+have_server || missing+=(postgresql)
+dpkg -s libclang1-14 >/dev/null 2>&1 || missing+=(libclang1-14)
+dpkg -s libclang-common-14-dev >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts a system cluster on install; locksmith brings its own.
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
+  fi
+fi
+
+# Point bindgen at libclang 14 when several versions are around.
+if [[ -z "${LIBCLANG_PATH:-}" && -d /usr/lib/llvm-14/lib ]]; then
+  echo "export LIBCLANG_PATH=/usr/lib/llvm-14/lib" > /dev/null
+fi
