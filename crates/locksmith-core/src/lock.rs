@@ -73,7 +73,9 @@ impl LockMode {
 
     /// The modes that make a request for `self` wait.
     pub fn conflicting_modes(self) -> impl Iterator<Item = LockMode> {
-        Self::ALL.into_iter().filter(move |m| self.conflicts_with(*m))
+        Self::ALL
+            .into_iter()
+            .filter(move |m| self.conflicts_with(*m))
     }
 
     /// The spelling used by `pg_locks.mode`, e.g. `AccessExclusiveLock`.
@@ -175,22 +177,52 @@ mod tests {
     const DOCUMENTED: [(LockMode, &[LockMode]); 8] = [
         (AccessShare, &[AccessExclusive]),
         (RowShare, &[Exclusive, AccessExclusive]),
-        (RowExclusive, &[Share, ShareRowExclusive, Exclusive, AccessExclusive]),
+        (
+            RowExclusive,
+            &[Share, ShareRowExclusive, Exclusive, AccessExclusive],
+        ),
         (
             ShareUpdateExclusive,
-            &[ShareUpdateExclusive, Share, ShareRowExclusive, Exclusive, AccessExclusive],
+            &[
+                ShareUpdateExclusive,
+                Share,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
         ),
         (
             Share,
-            &[RowExclusive, ShareUpdateExclusive, ShareRowExclusive, Exclusive, AccessExclusive],
+            &[
+                RowExclusive,
+                ShareUpdateExclusive,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
         ),
         (
             ShareRowExclusive,
-            &[RowExclusive, ShareUpdateExclusive, Share, ShareRowExclusive, Exclusive, AccessExclusive],
+            &[
+                RowExclusive,
+                ShareUpdateExclusive,
+                Share,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
         ),
         (
             Exclusive,
-            &[RowShare, RowExclusive, ShareUpdateExclusive, Share, ShareRowExclusive, Exclusive, AccessExclusive],
+            &[
+                RowShare,
+                RowExclusive,
+                ShareUpdateExclusive,
+                Share,
+                ShareRowExclusive,
+                Exclusive,
+                AccessExclusive,
+            ],
         ),
         (AccessExclusive, &LockMode::ALL),
     ];
@@ -228,7 +260,10 @@ mod tests {
             }
             for m in LockMode::ALL {
                 if weak.conflicts_with(m) {
-                    assert!(strong.conflicts_with(m), "{strong} should conflict with {m}");
+                    assert!(
+                        strong.conflicts_with(m),
+                        "{strong} should conflict with {m}"
+                    );
                 }
             }
         }
@@ -259,6 +294,9 @@ mod tests {
 
     #[test]
     fn strongest_is_max() {
-        assert_eq!([AccessShare, AccessExclusive, Share].into_iter().max(), Some(AccessExclusive));
+        assert_eq!(
+            [AccessShare, AccessExclusive, Share].into_iter().max(),
+            Some(AccessExclusive)
+        );
     }
 }

@@ -10,7 +10,11 @@ pub fn ident(name: &str) -> String {
 /// Quotes a possibly schema-qualified name, part by part: `app.users` → `"app"."users"`.
 /// A part already in double quotes is kept as written.
 pub fn qualified(name: &str) -> String {
-    split_qualified(name).iter().map(|part| ident(part)).collect::<Vec<_>>().join(".")
+    split_qualified(name)
+        .iter()
+        .map(|part| ident(part))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Splits `schema.table` (respecting double quotes) into unquoted parts.
@@ -48,6 +52,9 @@ mod tests {
         assert_eq!(qualified("app.users"), "\"app\".\"users\"");
         assert_eq!(qualified("\"My.Schema\".t"), "\"My.Schema\".\"t\"");
         assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(split_qualified("\"a\"\"b\".c"), vec!["a\"b".to_string(), "c".to_string()]);
+        assert_eq!(
+            split_qualified("\"a\"\"b\".c"),
+            vec!["a\"b".to_string(), "c".to_string()]
+        );
     }
 }

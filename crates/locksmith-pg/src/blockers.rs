@@ -150,7 +150,12 @@ impl BlockerReport {
                     }),
                     waiting_ms: wanted.and_then(|l| l.waiting_ms).or(s.query_age_ms),
                     blocked_by: s.blocked_by.clone(),
-                    queued_after: s.blocked_by.iter().copied().filter(|b| graph.is_soft(s.pid, *b)).collect(),
+                    queued_after: s
+                        .blocked_by
+                        .iter()
+                        .copied()
+                        .filter(|b| graph.is_soft(s.pid, *b))
+                        .collect(),
                     queued_behind: graph.behind(s.pid),
                 }
             })
@@ -212,7 +217,10 @@ impl BlockerReport {
         let mut children: BTreeMap<i32, Vec<(i32, bool)>> = BTreeMap::new();
         for w in &self.waiting {
             for b in &w.blocked_by {
-                children.entry(*b).or_default().push((w.pid, w.queued_after.contains(b)));
+                children
+                    .entry(*b)
+                    .or_default()
+                    .push((w.pid, w.queued_after.contains(b)));
             }
         }
         let mut lines = Vec::new();
@@ -249,7 +257,10 @@ pub fn held_locks(locks: &[LockRow], pid: i32) -> Vec<RelationLock> {
         .collect();
     held.sort_by_key(|l| std::cmp::Reverse(LockMode::from_pg_name(&l.mode)));
     held.into_iter()
-        .map(|l| RelationLock { relation: l.relation.clone().unwrap_or_default(), mode: l.mode.clone() })
+        .map(|l| RelationLock {
+            relation: l.relation.clone().unwrap_or_default(),
+            mode: l.mode.clone(),
+        })
         .collect()
 }
 
@@ -266,17 +277,26 @@ struct Graph<'a> {
 
 impl<'a> Graph<'a> {
     fn new(snapshot: &'a Snapshot) -> Self {
-        Graph { sessions: &snapshot.sessions, locks: &snapshot.locks }
+        Graph {
+            sessions: &snapshot.sessions,
+            locks: &snapshot.locks,
+        }
     }
 
     fn blocked_by(&self, pid: i32) -> &[i32] {
-        self.sessions.iter().find(|s| s.pid == pid).map(|s| s.blocked_by.as_slice()).unwrap_or(&[])
+        self.sessions
+            .iter()
+            .find(|s| s.pid == pid)
+            .map(|s| s.blocked_by.as_slice())
+            .unwrap_or(&[])
     }
 
     /// `waiter` waits for `blocker` only because `blocker` is queued ahead of
     /// it for the same object, not because `blocker` holds a conflicting lock.
     fn is_soft(&self, waiter: i32, blocker: i32) -> bool {
-        let Some(wanted) = wanted_lock(self.locks, waiter) else { return false };
+        let Some(wanted) = wanted_lock(self.locks, waiter) else {
+            return false;
+        };
         let want_mode = LockMode::from_pg_name(&wanted.mode);
         let holds_conflicting = self.locks.iter().any(|l| {
             l.pid == blocker
@@ -292,7 +312,11 @@ impl<'a> Graph<'a> {
     }
 
     fn direct_waiters(&self, pid: i32) -> Vec<i32> {
-        self.sessions.iter().filter(|s| s.blocked_by.contains(&pid)).map(|s| s.pid).collect()
+        self.sessions
+            .iter()
+            .filter(|s| s.blocked_by.contains(&pid))
+            .map(|s| s.pid)
+            .collect()
     }
 
     /// Everyone who waits because of `pid`, transitively.
@@ -364,9 +388,24 @@ mod tests {
             reserved_connections: 3,
             own_pid: 1,
             sessions: vec![
-                session(10, "idle in transaction", "SELECT * FROM academic_partners", &[]),
-                session(11, "idle in transaction", "SELECT * FROM academic_partners", &[]),
-                session(20, "active", "ALTER TABLE academic_partners ADD CONSTRAINT u UNIQUE (informal_name)", &[10, 11]),
+                session(
+                    10,
+                    "idle in transaction",
+                    "SELECT * FROM academic_partners",
+                    &[],
+                ),
+                session(
+                    11,
+                    "idle in transaction",
+                    "SELECT * FROM academic_partners",
+                    &[],
+                ),
+                session(
+                    20,
+                    "active",
+                    "ALTER TABLE academic_partners ADD CONSTRAINT u UNIQUE (informal_name)",
+                    &[10, 11],
+                ),
                 session(30, "active", "SELECT * FROM academic_partners", &[20]),
                 session(31, "active", "SELECT * FROM academic_partners", &[20]),
                 session(40, "idle", "SELECT 1", &[]),
@@ -384,20 +423,40 @@ mod tests {
     #[test]
     fn incident_roots_waiters_and_queue() {
         let report = BlockerReport::from_snapshot(&incident());
-        assert_eq!(report.blockers.iter().map(|b| b.pid).collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(
+            report.blockers.iter().map(|b| b.pid).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
         assert_eq!(report.blockers[0].blocking, vec![20]);
         let alter = report.waiting.iter().find(|w| w.pid == 20).unwrap();
         assert_eq!(alter.queued_behind, vec![30, 31]);
         assert_eq!(alter.queued_after, Vec::<i32>::new());
         assert_eq!(alter.wants.as_ref().unwrap().mode, "AccessExclusiveLock");
         let select = report.waiting.iter().find(|w| w.pid == 30).unwrap();
-        assert_eq!(select.queued_after, vec![20], "the SELECT waits behind the queued ALTER: a soft block");
+        assert_eq!(
+            select.queued_after,
+            vec![20],
+            "the SELECT waits behind the queued ALTER: a soft block"
+        );
         assert!(select.queued_behind.is_empty());
         assert_eq!(report.idle_in_transaction.len(), 2);
         assert_eq!(report.connections.used, 7);
         // Both leakers reach the SELECTs through the ALTER.
-        let tree: Vec<(i32, usize, bool)> = report.tree().iter().map(|l| (l.pid, l.depth, l.soft)).collect();
-        assert_eq!(tree, vec![(10, 0, false), (20, 1, false), (30, 2, true), (31, 2, true), (11, 0, false)]);
+        let tree: Vec<(i32, usize, bool)> = report
+            .tree()
+            .iter()
+            .map(|l| (l.pid, l.depth, l.soft))
+            .collect();
+        assert_eq!(
+            tree,
+            vec![
+                (10, 0, false),
+                (20, 1, false),
+                (30, 2, true),
+                (31, 2, true),
+                (11, 0, false)
+            ]
+        );
     }
 
     #[test]

@@ -63,7 +63,10 @@ pub enum Error {
 impl Error {
     /// Wraps a query error with what we were doing.
     pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
-        Error::Query { context: context.into(), source }
+        Error::Query {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The SQLSTATE of a server error, e.g. `55P03` for `lock_not_available`.

@@ -48,7 +48,14 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-const TLS_KEYS: [&str; 6] = ["sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcompression"];
+const TLS_KEYS: [&str; 6] = [
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslcrl",
+    "sslcompression",
+];
 
 impl ConnectionSettings {
     /// Resolves settings the way every command does: `url` (the flag), else
@@ -67,13 +74,18 @@ impl ConnectionSettings {
         let mut config: Config = if config_text.trim().is_empty() {
             Config::new()
         } else {
-            config_text.parse().map_err(|e: tokio_postgres::Error| Error::BadUrl {
-                url: redact(given.as_deref().unwrap_or_default()),
-                reason: e.to_string(),
-            })?
+            config_text
+                .parse()
+                .map_err(|e: tokio_postgres::Error| Error::BadUrl {
+                    url: redact(given.as_deref().unwrap_or_default()),
+                    reason: e.to_string(),
+                })?
         };
         let tls_value = |key: &str, var: &str| {
-            tls.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).or_else(|| env(var))
+            tls.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env(var))
         };
 
         if config.get_hosts().is_empty() {
@@ -100,15 +112,18 @@ impl ConnectionSettings {
             config.port(port);
         }
         if config.get_user().is_none() {
-            let user = env("PGUSER").or_else(|| env("USER")).unwrap_or_else(|| "postgres".into());
+            let user = env("PGUSER")
+                .or_else(|| env("USER"))
+                .unwrap_or_else(|| "postgres".into());
             config.user(&user);
         }
         if config.get_dbname().is_none() {
-            let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
+            let db = env("PGDATABASE")
+                .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
             config.dbname(&db);
         }
         if config.get_application_name().is_none() {
-            config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "locksmith".into()));
+            config.application_name(env("PGAPPNAME").unwrap_or_else(|| "locksmith".into()));
         }
         if config.get_options().is_none() {
             if let Some(options) = env("PGOPTIONS") {
@@ -116,7 +131,9 @@ impl ConnectionSettings {
             }
         }
         if config.get_connect_timeout().is_none() {
-            let secs = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse().ok()).unwrap_or(10);
+            let secs = env("PGCONNECT_TIMEOUT")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10);
             config.connect_timeout(Duration::from_secs(secs));
         }
         if config.get_password().is_none() {
@@ -134,19 +151,35 @@ impl ConnectionSettings {
             SslMode::Allow | SslMode::Prefer => WireSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => WireSslMode::Require,
         });
-        let ssl_root_cert = tls_value("sslrootcert", "PGSSLROOTCERT").map(PathBuf::from).or_else(|| {
-            let default = home(env)?.join(".postgresql/root.crt");
-            default.exists().then_some(default)
-        });
-        let ssl_cert = match (tls_value("sslcert", "PGSSLCERT"), tls_value("sslkey", "PGSSLKEY")) {
+        let ssl_root_cert = tls_value("sslrootcert", "PGSSLROOTCERT")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let default = home(env)?.join(".postgresql/root.crt");
+                default.exists().then_some(default)
+            });
+        let ssl_cert = match (
+            tls_value("sslcert", "PGSSLCERT"),
+            tls_value("sslkey", "PGSSLKEY"),
+        ) {
             (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
             _ => None,
         };
-        Ok(ConnectionSettings { config, ssl_mode, ssl_root_cert, ssl_cert })
+        Ok(ConnectionSettings {
+            config,
+            ssl_mode,
+            ssl_root_cert,
+            ssl_cert,
+        })
     }
 
     /// Settings for a loopback server with a known superuser, as the sandbox starts.
-    pub fn loopback(port: u16, user: &str, password: &str, dbname: &str, application_name: &str) -> Self {
+    pub fn loopback(
+        port: u16,
+        user: &str,
+        password: &str,
+        dbname: &str,
+        application_name: &str,
+    ) -> Self {
         let mut config = Config::new();
         config
             .host("127.0.0.1")
@@ -157,7 +190,12 @@ impl ConnectionSettings {
             .application_name(application_name)
             .connect_timeout(Duration::from_secs(10))
             .ssl_mode(WireSslMode::Disable);
-        ConnectionSettings { config, ssl_mode: SslMode::Disable, ssl_root_cert: None, ssl_cert: None }
+        ConnectionSettings {
+            config,
+            ssl_mode: SslMode::Disable,
+            ssl_root_cert: None,
+            ssl_cert: None,
+        }
     }
 
     /// The same target under another `application_name`, so locksmith's own
@@ -223,7 +261,9 @@ impl ConnectionSettings {
     /// A libpq URL for these settings with the password left out: what a child
     /// process may be handed when it reads the password from `PGPASSWORD`.
     pub fn password(&self) -> Option<String> {
-        self.config.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
+        self.config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
     }
 
     /// libpq environment variables describing this target (for a wrapped
@@ -257,11 +297,19 @@ impl ConnectionSettings {
             reason: connect_reason(&e),
         };
         if self.ssl_mode == SslMode::Disable {
-            let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            let (client, connection) = self
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(fail)?;
             tokio::spawn(connection);
             return Ok(client);
         }
-        let tls = tls::connector(self.ssl_mode, self.ssl_root_cert.as_deref(), self.ssl_cert.as_ref())?;
+        let tls = tls::connector(
+            self.ssl_mode,
+            self.ssl_root_cert.as_deref(),
+            self.ssl_cert.as_ref(),
+        )?;
         let (client, connection) = self.config.connect(tls).await.map_err(fail)?;
         tokio::spawn(connection);
         Ok(client)
@@ -272,10 +320,17 @@ impl ConnectionSettings {
         let result = if self.ssl_mode == SslMode::Disable {
             token.cancel_query(tokio_postgres::NoTls).await
         } else {
-            let tls = tls::connector(self.ssl_mode, self.ssl_root_cert.as_deref(), self.ssl_cert.as_ref())?;
+            let tls = tls::connector(
+                self.ssl_mode,
+                self.ssl_root_cert.as_deref(),
+                self.ssl_cert.as_ref(),
+            )?;
             token.cancel_query(tls).await
         };
-        result.map_err(|e| Error::Connect { target: self.describe(), reason: connect_reason(&e) })
+        result.map_err(|e| Error::Connect {
+            target: self.describe(),
+            reason: connect_reason(&e),
+        })
     }
 }
 
@@ -314,7 +369,11 @@ fn split_tls_keys(text: &str) -> (String, Vec<(String, String)>) {
                 kept.push(pair);
             }
         }
-        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
         return (rest, taken);
     }
     let mut kept = Vec::new();
@@ -322,7 +381,10 @@ fn split_tls_keys(text: &str) -> (String, Vec<(String, String)>) {
         if TLS_KEYS.contains(&k.as_str()) {
             taken.push((k, v));
         } else {
-            kept.push(format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")));
+            kept.push(format!(
+                "{k}='{}'",
+                v.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
         }
     }
     (kept.join(" "), taken)
@@ -401,7 +463,9 @@ fn home(env: Env<'_>) -> Option<PathBuf> {
 /// A file readable by group or others is ignored, as libpq ignores it.
 fn pgpass_lookup(config: &Config, env: Env<'_>) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let path = env("PGPASSFILE").map(PathBuf::from).or_else(|| Some(home(env)?.join(".pgpass")))?;
+    let path = env("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| Some(home(env)?.join(".pgpass")))?;
     let meta = std::fs::metadata(&path).ok()?;
     if meta.permissions().mode() & 0o077 != 0 {
         return None;
@@ -412,16 +476,31 @@ fn pgpass_lookup(config: &Config, env: Env<'_>) -> Option<String> {
         // libpq matches socket connections against "localhost".
         Host::Unix(_) => "localhost".into(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
-    let wanted = [host.as_str(), port.as_str(), config.get_dbname()?, config.get_user()?];
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let fields = pgpass_fields(line);
-        if fields.len() < 5 {
-            return None;
-        }
-        let matches = fields[..4].iter().zip(wanted).all(|(f, w)| f == "*" || f == w);
-        matches.then(|| fields[4].clone())
-    })
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let wanted = [
+        host.as_str(),
+        port.as_str(),
+        config.get_dbname()?,
+        config.get_user()?,
+    ];
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let fields = pgpass_fields(line);
+            if fields.len() < 5 {
+                return None;
+            }
+            let matches = fields[..4]
+                .iter()
+                .zip(wanted)
+                .all(|(f, w)| f == "*" || f == w);
+            matches.then(|| fields[4].clone())
+        })
 }
 
 fn pgpass_fields(line: &str) -> Vec<String> {
@@ -448,7 +527,11 @@ pub fn redact(text: &str) -> String {
             Some(at) => {
                 let userinfo = &authority[..at];
                 let user = userinfo.split(':').next().unwrap_or("");
-                let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+                let masked = if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    user.to_string()
+                };
                 format!("{masked}{}", &authority[at..])
             }
             None => authority.to_string(),
@@ -458,7 +541,13 @@ pub fn redact(text: &str) -> String {
     }
     keyword_pairs(trimmed)
         .into_iter()
-        .map(|(k, v)| if k == "password" { format!("{k}=***") } else { format!("{k}={v}") })
+        .map(|(k, v)| {
+            if k == "password" {
+                format!("{k}=***")
+            } else {
+                format!("{k}={v}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -469,7 +558,13 @@ fn redact_query(tail: &str) -> String {
     };
     let query: Vec<String> = query
         .split('&')
-        .map(|p| if p.starts_with("password=") { "password=***".to_string() } else { p.to_string() })
+        .map(|p| {
+            if p.starts_with("password=") {
+                "password=***".to_string()
+            } else {
+                p.to_string()
+            }
+        })
         .collect();
     format!("{path}?{}", query.join("&"))
 }
@@ -480,7 +575,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -498,17 +596,61 @@ mod tests {
             ssl: SslMode,
         }
         let cases = [
-            Case { url: Some("postgres://app:pw@db.example:6543/shop"), env: &[], describe: "app@db.example:6543/shop", ssl: SslMode::Prefer },
-            Case { url: Some("postgresql://app@db/shop?sslmode=verify-full"), env: &[], describe: "app@db:5432/shop", ssl: SslMode::VerifyFull },
-            Case { url: Some("host=db port=7000 user=ops dbname=x sslmode=require"), env: &[], describe: "ops@db:7000/x", ssl: SslMode::Require },
+            Case {
+                url: Some("postgres://app:pw@db.example:6543/shop"),
+                env: &[],
+                describe: "app@db.example:6543/shop",
+                ssl: SslMode::Prefer,
+            },
+            Case {
+                url: Some("postgresql://app@db/shop?sslmode=verify-full"),
+                env: &[],
+                describe: "app@db:5432/shop",
+                ssl: SslMode::VerifyFull,
+            },
+            Case {
+                url: Some("host=db port=7000 user=ops dbname=x sslmode=require"),
+                env: &[],
+                describe: "ops@db:7000/x",
+                ssl: SslMode::Require,
+            },
             // The flag wins over DATABASE_URL.
-            Case { url: Some("postgres://a@h1/d1"), env: &[("DATABASE_URL", "postgres://b@h2/d2")], describe: "a@h1:5432/d1", ssl: SslMode::Prefer },
+            Case {
+                url: Some("postgres://a@h1/d1"),
+                env: &[("DATABASE_URL", "postgres://b@h2/d2")],
+                describe: "a@h1:5432/d1",
+                ssl: SslMode::Prefer,
+            },
             // DATABASE_URL wins over PG* for what it sets; PG* fills the rest.
-            Case { url: None, env: &[("DATABASE_URL", "postgres://b@h2/d2"), ("PGPORT", "6000"), ("PGHOST", "ignored")], describe: "b@h2:6000/d2", ssl: SslMode::Prefer },
+            Case {
+                url: None,
+                env: &[
+                    ("DATABASE_URL", "postgres://b@h2/d2"),
+                    ("PGPORT", "6000"),
+                    ("PGHOST", "ignored"),
+                ],
+                describe: "b@h2:6000/d2",
+                ssl: SslMode::Prefer,
+            },
             // Only libpq variables.
-            Case { url: None, env: &[("PGHOST", "pg.internal"), ("PGUSER", "u"), ("PGDATABASE", "d"), ("PGSSLMODE", "disable")], describe: "u@pg.internal:5432/d", ssl: SslMode::Disable },
+            Case {
+                url: None,
+                env: &[
+                    ("PGHOST", "pg.internal"),
+                    ("PGUSER", "u"),
+                    ("PGDATABASE", "d"),
+                    ("PGSSLMODE", "disable"),
+                ],
+                describe: "u@pg.internal:5432/d",
+                ssl: SslMode::Disable,
+            },
             // Database defaults to the user name, as in libpq.
-            Case { url: None, env: &[("PGHOST", "h"), ("PGUSER", "alice")], describe: "alice@h:5432/alice", ssl: SslMode::Prefer },
+            Case {
+                url: None,
+                env: &[("PGHOST", "h"), ("PGUSER", "alice")],
+                describe: "alice@h:5432/alice",
+                ssl: SslMode::Prefer,
+            },
         ];
         for case in cases {
             let s = resolve(case.url, case.env);
@@ -520,10 +662,14 @@ mod tests {
     #[test]
     fn bad_urls_are_clear_and_redacted() {
         let env = env_of(&[]);
-        let err = ConnectionSettings::resolve_with(Some("postgres://u:secret@h:notaport/db"), &env).unwrap_err().to_string();
+        let err = ConnectionSettings::resolve_with(Some("postgres://u:secret@h:notaport/db"), &env)
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret"), "{err}");
         assert!(err.contains("u:***@h"), "{err}");
-        let err = ConnectionSettings::resolve_with(Some("postgres://h/db?sslmode=sometimes"), &env).unwrap_err().to_string();
+        let err = ConnectionSettings::resolve_with(Some("postgres://h/db?sslmode=sometimes"), &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sslmode"), "{err}");
     }
 
@@ -532,31 +678,59 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pgpass");
-        std::fs::write(&file, "# comment\nother:5432:*:u:nope\ndb.example:*:*:u:pa\\:ss\n*:*:*:*:fallback\n").unwrap();
+        std::fs::write(
+            &file,
+            "# comment\nother:5432:*:u:nope\ndb.example:*:*:u:pa\\:ss\n*:*:*:*:fallback\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let path = file.display().to_string();
-        let s = resolve(Some("postgres://u@db.example/app"), &[("PGPASSFILE", path.as_str())]);
+        let s = resolve(
+            Some("postgres://u@db.example/app"),
+            &[("PGPASSFILE", path.as_str())],
+        );
         assert_eq!(s.password().as_deref(), Some("pa:ss"));
-        let s = resolve(Some("postgres://v@elsewhere/app"), &[("PGPASSFILE", path.as_str())]);
+        let s = resolve(
+            Some("postgres://v@elsewhere/app"),
+            &[("PGPASSFILE", path.as_str())],
+        );
         assert_eq!(s.password().as_deref(), Some("fallback"));
         // PGPASSWORD wins over the file, the URL over both.
-        let s = resolve(Some("postgres://u@db.example/app"), &[("PGPASSFILE", path.as_str()), ("PGPASSWORD", "env")]);
+        let s = resolve(
+            Some("postgres://u@db.example/app"),
+            &[("PGPASSFILE", path.as_str()), ("PGPASSWORD", "env")],
+        );
         assert_eq!(s.password().as_deref(), Some("env"));
-        let s = resolve(Some("postgres://u:url@db.example/app"), &[("PGPASSWORD", "env")]);
+        let s = resolve(
+            Some("postgres://u:url@db.example/app"),
+            &[("PGPASSWORD", "env")],
+        );
         assert_eq!(s.password().as_deref(), Some("url"));
         // A world-readable file is ignored, as libpq ignores it.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let s = resolve(Some("postgres://u@db.example/app"), &[("PGPASSFILE", path.as_str())]);
+        let s = resolve(
+            Some("postgres://u@db.example/app"),
+            &[("PGPASSFILE", path.as_str())],
+        );
         assert_eq!(s.password(), None);
     }
 
     #[test]
     fn redaction() {
         let cases = [
-            ("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db"),
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
             ("postgresql://u@h/db", "postgresql://u@h/db"),
-            ("postgres://h/db?user=u&password=secret&sslmode=require", "postgres://h/db?user=u&password=***&sslmode=require"),
-            ("host=h password='se cret' user=u", "host=h password=*** user=u"),
+            (
+                "postgres://h/db?user=u&password=secret&sslmode=require",
+                "postgres://h/db?user=u&password=***&sslmode=require",
+            ),
+            (
+                "host=h password='se cret' user=u",
+                "host=h password=*** user=u",
+            ),
             ("postgres://u:p%40ss@h/db", "postgres://u:***@h/db"),
         ];
         for (input, expected) in cases {
@@ -569,8 +743,16 @@ mod tests {
 
     #[test]
     fn keyword_strings_keep_quoted_values() {
-        let (rest, tls) = split_tls_keys("host=h application_name='my app' sslrootcert='/tmp/a b.crt' sslmode=verify-ca");
-        assert_eq!(tls, vec![("sslrootcert".into(), "/tmp/a b.crt".into()), ("sslmode".into(), "verify-ca".into())]);
+        let (rest, tls) = split_tls_keys(
+            "host=h application_name='my app' sslrootcert='/tmp/a b.crt' sslmode=verify-ca",
+        );
+        assert_eq!(
+            tls,
+            vec![
+                ("sslrootcert".into(), "/tmp/a b.crt".into()),
+                ("sslmode".into(), "verify-ca".into())
+            ]
+        );
         let config: Config = rest.parse().unwrap();
         assert_eq!(config.get_application_name(), Some("my app"));
     }

@@ -52,12 +52,18 @@ impl Session {
 
     /// Idle inside an open transaction (including an aborted one).
     pub fn is_idle_in_transaction(&self) -> bool {
-        self.state.as_deref().is_some_and(|s| s.starts_with("idle in transaction"))
+        self.state
+            .as_deref()
+            .is_some_and(|s| s.starts_with("idle in transaction"))
     }
 
     /// `application@client` for one-line reports.
     pub fn label(&self) -> String {
-        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        let app = if self.application_name.is_empty() {
+            "(no application_name)"
+        } else {
+            &self.application_name
+        };
         match &self.client_addr {
             Some(addr) => format!("{app}@{addr}"),
             None => format!("{app}@local"),
@@ -102,7 +108,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Client connections in use, including the one that took the snapshot.
     pub fn connections_used(&self) -> usize {
-        1 + self.sessions.iter().filter(|s| s.backend_type == "client backend").count()
+        1 + self
+            .sessions
+            .iter()
+            .filter(|s| s.backend_type == "client backend")
+            .count()
     }
 
     /// The session with this pid.
@@ -125,7 +135,9 @@ impl Snapshotter {
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await
             .map_err(|e| Error::query("reading the server version", e))?;
-        Ok(Snapshotter { server_version_num: row.get(0) })
+        Ok(Snapshotter {
+            server_version_num: row.get(0),
+        })
     }
 
     /// `server_version_num`, e.g. 150018.
@@ -160,13 +172,18 @@ impl Snapshotter {
              LEFT JOIN pg_stat_activity a ON a.pid <> pg_backend_pid()
              ORDER BY a.xact_start NULLS LAST, a.pid"
         );
-        let rows = client.query(&sql, &[]).await.map_err(|e| Error::query("reading pg_stat_activity", e))?;
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(|e| Error::query("reading pg_stat_activity", e))?;
         let mut snapshot = Snapshot::default();
         for row in rows {
             snapshot.max_connections = row.get(0);
             snapshot.reserved_connections = row.get(1);
             snapshot.own_pid = row.get(2);
-            let Some(pid) = row.get::<_, Option<i32>>(3) else { continue };
+            let Some(pid) = row.get::<_, Option<i32>>(3) else {
+                continue;
+            };
             snapshot.sessions.push(Session {
                 pid,
                 datname: row.get(4),
@@ -207,7 +224,10 @@ impl Snapshotter {
                AND (l.locktype = 'relation' OR NOT l.granted)
              ORDER BY l.pid, l.granted DESC"
         );
-        let rows = client.query(&sql, &[]).await.map_err(|e| Error::query("reading pg_locks", e))?;
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(|e| Error::query("reading pg_locks", e))?;
         Ok(rows
             .iter()
             .map(|row| LockRow {

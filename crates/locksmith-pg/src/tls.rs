@@ -20,7 +20,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::Error;
@@ -55,7 +57,9 @@ impl FromStr for SslMode {
             other => {
                 return Err(Error::BadUrl {
                     url: format!("sslmode={other}"),
-                    reason: "sslmode must be disable, allow, prefer, require, verify-ca or verify-full".into(),
+                    reason:
+                        "sslmode must be disable, allow, prefer, require, verify-ca or verify-full"
+                            .into(),
                 })
             }
         })
@@ -111,28 +115,43 @@ pub(crate) fn connector(
                 .map_err(|e| tls_error(format!("reading sslcert {}: {e}", cert.display())))?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| tls_error(format!("reading sslkey {}: {e}", key.display())))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| tls_error(e.to_string()))?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls_error(e.to_string()))?
         }
         None => builder.with_no_client_auth(),
     };
     Ok(MakeRustlsConnect::new(config))
 }
 
-fn webpki(roots: Arc<RootCertStore>, provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, Error> {
+fn webpki(
+    roots: Arc<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, Error> {
     WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
-        .map_err(|e| Error::Tls { reason: e.to_string() })
+        .map_err(|e| Error::Tls {
+            reason: e.to_string(),
+        })
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
-    let path = if path == Path::new("system") { Path::new("/etc/ssl/certs/ca-certificates.crt") } else { path };
+    let path = if path == Path::new("system") {
+        Path::new("/etc/ssl/certs/ca-certificates.crt")
+    } else {
+        path
+    };
     let mut store = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Tls { reason: format!("reading sslrootcert {}: {e}", path.display()) })?;
+        .map_err(|e| Error::Tls {
+            reason: format!("reading sslrootcert {}: {e}", path.display()),
+        })?;
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(Error::Tls { reason: format!("no certificate found in sslrootcert {}", path.display()) });
+        return Err(Error::Tls {
+            reason: format!("no certificate found in sslrootcert {}", path.display()),
+        });
     }
     Ok(store)
 }
@@ -153,7 +172,10 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // webpki checks the chain before the name, so a name error means the chain was fine.
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -205,7 +227,12 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -213,9 +240,16 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

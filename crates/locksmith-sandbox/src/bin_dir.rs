@@ -48,12 +48,22 @@ impl BinDir {
         if !dir.join("initdb").is_file() || !dir.join("postgres").is_file() {
             return None;
         }
-        let out = Command::new(dir.join("postgres")).arg("--version").output().ok()?;
+        let out = Command::new(dir.join("postgres"))
+            .arg("--version")
+            .output()
+            .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
         // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
         let version = text.split_whitespace().nth(2)?;
-        let major = version.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-        Some(BinDir { path: dir.to_path_buf(), major })
+        let major = version
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        Some(BinDir {
+            path: dir.to_path_buf(),
+            major,
+        })
     }
 
     /// The path of one of the binaries.
@@ -81,7 +91,7 @@ fn candidates() -> Vec<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    debian.sort_by(|a, b| b.0.cmp(&a.0));
+    debian.sort_by_key(|d| std::cmp::Reverse(d.0));
     dirs.extend(debian.into_iter().map(|(_, p)| p));
     dirs
 }

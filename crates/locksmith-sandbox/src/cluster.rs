@@ -81,8 +81,15 @@ impl Cluster {
         let root = unique_dir("locksmith-cluster")?;
         let guardian = spawn_guardian(&root)?;
         chown(&root, owner)?;
-        run(Command::new("cp").arg("-a").arg(&template).arg(root.join("data")), "copying the template cluster")?;
-        std::fs::create_dir(root.join("socket")).map_err(|e| Error::io("creating the socket folder", e))?;
+        run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&template)
+                .arg(root.join("data")),
+            "copying the template cluster",
+        )?;
+        std::fs::create_dir(root.join("socket"))
+            .map_err(|e| Error::io("creating the socket folder", e))?;
         chown(&root.join("socket"), owner)?;
 
         let mut last_log = String::new();
@@ -106,7 +113,8 @@ impl Cluster {
                     let _ = server.wait();
                     // Another process took the port between our probe and the
                     // server's bind: try another one.
-                    let port_taken = log.contains("could not bind") || log.contains("already in use");
+                    let port_taken =
+                        log.contains("could not bind") || log.contains("already in use");
                     last_log = log;
                     if !port_taken {
                         break;
@@ -115,7 +123,9 @@ impl Cluster {
             }
         }
         let _ = std::fs::remove_dir_all(&root);
-        Err(Error::StartFailed { log_tail: tail(&last_log, 20) })
+        Err(Error::StartFailed {
+            log_tail: tail(&last_log, 20),
+        })
     }
 
     /// The loopback TCP port the server listens on.
@@ -146,12 +156,21 @@ impl Cluster {
     /// Connection settings for `dbname` as the superuser over TCP, with an
     /// `application_name` so the sessions are recognisable in `pg_stat_activity`.
     pub fn settings(&self, dbname: &str, application_name: &str) -> ConnectionSettings {
-        ConnectionSettings::loopback(self.port, SUPERUSER, SUPERUSER_PASSWORD, dbname, application_name)
+        ConnectionSettings::loopback(
+            self.port,
+            SUPERUSER,
+            SUPERUSER_PASSWORD,
+            dbname,
+            application_name,
+        )
     }
 
     /// A URL for `dbname` (with the password: hand it to programs, never print it).
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{dbname}", self.port)
+        format!(
+            "postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{dbname}",
+            self.port
+        )
     }
 
     /// Creates a database and returns settings to reach it.
@@ -162,7 +181,10 @@ impl Cluster {
         client
             .batch_execute(&format!("CREATE DATABASE {ident}"))
             .await
-            .map_err(|e| Error::Sql { context: format!("creating database {name}"), source: e })?;
+            .map_err(|e| Error::Sql {
+                context: format!("creating database {name}"),
+                source: e,
+            })?;
         Ok(self.settings(name, "locksmith-sandbox"))
     }
 
@@ -204,10 +226,18 @@ impl Owner {
         // SAFETY: geteuid/getegid cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         if uid != 0 {
-            return Ok(Owner { uid, gid, switch: false });
+            return Ok(Owner {
+                uid,
+                gid,
+                switch: false,
+            });
         }
         let (uid, gid) = lookup_user("postgres").ok_or(Error::NoPostgresUser)?;
-        Ok(Owner { uid, gid, switch: true })
+        Ok(Owner {
+            uid,
+            gid,
+            switch: true,
+        })
     }
 
     fn apply(self, cmd: &mut Command) -> &mut Command {
@@ -230,7 +260,10 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
 /// Several processes may race here; each initdb's into its own folder and
 /// the first rename wins.
 fn template_for(bin: &BinDir, owner: Owner) -> Result<PathBuf, Error> {
-    let base = std::env::temp_dir().join(format!("locksmith-template-v1-pg{}-uid{}", bin.major, owner.uid));
+    let base = std::env::temp_dir().join(format!(
+        "locksmith-template-v1-pg{}-uid{}",
+        bin.major, owner.uid
+    ));
     let ready = base.join("data");
     if ready.join("PG_VERSION").is_file() && ready.join("postgresql.conf").is_file() {
         return Ok(ready);
@@ -239,12 +272,22 @@ fn template_for(bin: &BinDir, owner: Owner) -> Result<PathBuf, Error> {
     chown(&base, owner)?;
     let staging = base.join(format!("staging-{}-{}", std::process::id(), unique()));
     let pwfile = base.join(format!("pw-{}-{}", std::process::id(), unique()));
-    std::fs::write(&pwfile, SUPERUSER_PASSWORD).map_err(|e| Error::io("writing the password file", e))?;
+    std::fs::write(&pwfile, SUPERUSER_PASSWORD)
+        .map_err(|e| Error::io("writing the password file", e))?;
     chown(&pwfile, owner)?;
     let mut cmd = Command::new(bin.tool("initdb"));
     cmd.arg("-D")
         .arg(&staging)
-        .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(&base);
     let result = run(owner.apply(&mut cmd), "initdb");
@@ -264,7 +307,8 @@ fn spawn_server(
     owner: Owner,
     extra: &[(String, String)],
 ) -> Result<Child, Error> {
-    let log = std::fs::File::create(root.join("server.log")).map_err(|e| Error::io("creating the server log", e))?;
+    let log = std::fs::File::create(root.join("server.log"))
+        .map_err(|e| Error::io("creating the server log", e))?;
     chown(&root.join("server.log"), owner)?;
     let mut cmd = Command::new(bin.tool("postgres"));
     cmd.arg("-D")
@@ -280,14 +324,21 @@ fn spawn_server(
         ("deadlock_timeout", "1s"),
         ("log_min_messages", "warning"),
     ];
-    for (name, value) in defaults.iter().map(|(n, v)| (n.to_string(), v.to_string())).chain(extra.iter().cloned()) {
+    for (name, value) in defaults
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .chain(extra.iter().cloned())
+    {
         cmd.arg("-c").arg(format!("{name}={value}"));
     }
     owner
         .apply(&mut cmd)
         .current_dir(root)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| Error::io("opening the server log", e))?)
+        .stdout(
+            log.try_clone()
+                .map_err(|e| Error::io("opening the server log", e))?,
+        )
         .stderr(log)
         .process_group(0);
     cmd.spawn().map_err(|e| Error::io("starting postgres", e))
@@ -335,8 +386,12 @@ fn guardian_arm(guardian: &Child, server_pid: u32) {
 
 fn chown(path: &Path, owner: Owner) -> Result<(), Error> {
     if owner.switch {
-        std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
-            .map_err(|e| Error::io(&format!("giving {} to the postgres user", path.display()), e))?;
+        std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid)).map_err(|e| {
+            Error::io(
+                &format!("giving {} to the postgres user", path.display()),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
@@ -346,13 +401,24 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), Error> {
     if out.status.success() {
         return Ok(());
     }
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Err(Error::Command { what: what.to_string(), output: tail(&text, 20) })
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Err(Error::Command {
+        what: what.to_string(),
+        output: tail(&text, 20),
+    })
 }
 
 fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
-    Ok(listener.local_addr().map_err(|e| Error::io("finding a free port", e))?.port())
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| Error::io("finding a free port", e))?
+        .port())
 }
 
 fn unique() -> u32 {
@@ -365,7 +431,11 @@ fn unique_dir(prefix: &str) -> Result<PathBuf, Error> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}-{nanos:x}", std::process::id(), unique()));
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        unique()
+    ));
     std::fs::create_dir(&dir).map_err(|e| Error::io("creating the cluster folder", e))?;
     Ok(dir)
 }

@@ -27,7 +27,10 @@ pub struct Incident {
 impl Incident {
     /// Creates the database `name` with the table, its 250 rows and the app role.
     pub async fn stage(cluster: &Cluster, name: &str) -> Result<Incident, Error> {
-        let admin = cluster.create_database(name).await?.with_application_name("locksmith-demo-setup");
+        let admin = cluster
+            .create_database(name)
+            .await?
+            .with_application_name("locksmith-demo-setup");
         let client = admin.connect().await?;
         let (role, password) = APP_ROLE;
         let sql = format!(
@@ -48,11 +51,14 @@ impl Incident {
              GRANT USAGE ON SEQUENCE academic_partners_id_seq TO {role};
              ANALYZE academic_partners;"
         );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| Error::Sql { context: "staging the incident's table".into(), source: e })?;
+        client.batch_execute(&sql).await.map_err(|e| Error::Sql {
+            context: "staging the incident's table".into(),
+            source: e,
+        })?;
         let app = ConnectionSettings::loopback(cluster.port(), role, password, name, "web-app");
-        Ok(Incident { admin: admin.with_application_name("locksmith"), app })
+        Ok(Incident {
+            admin: admin.with_application_name("locksmith"),
+            app,
+        })
     }
 }

@@ -76,6 +76,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
-        Error::Io { what: what.to_string(), source }
+        Error::Io {
+            what: what.to_string(),
+            source,
+        }
     }
 }

@@ -160,18 +160,34 @@ impl Traffic {
                 }
                 // Give stuck requests a moment to finish; what is still stuck is abandoned
                 // (and counted as a timeout by `stop`).
-                let _ = tokio::time::timeout(Duration::from_secs(2), async { while requests.join_next().await.is_some() {} }).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while requests.join_next().await.is_some() {}
+                })
+                .await;
                 requests.abort_all();
             })
         };
-        Traffic { started, shared, connections, peak, stop, driver, timeout }
+        Traffic {
+            started,
+            shared,
+            connections,
+            peak,
+            stop,
+            driver,
+            timeout,
+        }
     }
 
     /// What is happening now.
     pub fn live(&self) -> LiveStats {
         let s = self.shared.lock().unwrap();
         let worst_done = s.samples.iter().map(|x| x.latency_ms).max().unwrap_or(0);
-        let worst_open = s.in_flight.iter().map(|(_, t)| t.elapsed().as_millis() as u64).max().unwrap_or(0);
+        let worst_open = s
+            .in_flight
+            .iter()
+            .map(|(_, t)| t.elapsed().as_millis() as u64)
+            .max()
+            .unwrap_or(0);
         LiveStats {
             served: s.samples.len(),
             in_flight: s.in_flight.len(),
@@ -205,7 +221,11 @@ impl Traffic {
 }
 
 /// Summarises samples: percentiles, timeouts, worst stall.
-pub fn summarise(samples: Vec<Sample>, gateway_timeout: Duration, peak_connections: usize) -> TrafficReport {
+pub fn summarise(
+    samples: Vec<Sample>,
+    gateway_timeout: Duration,
+    peak_connections: usize,
+) -> TrafficReport {
     let mut latencies: Vec<u64> = samples.iter().map(|s| s.latency_ms).collect();
     latencies.sort_unstable();
     let pct = |p: f64| -> u64 {
@@ -219,7 +239,10 @@ pub fn summarise(samples: Vec<Sample>, gateway_timeout: Duration, peak_connectio
     TrafficReport {
         requests: samples.len(),
         timeouts: samples.iter().filter(|s| s.latency_ms > limit).count(),
-        errors: samples.iter().filter(|s| s.failed && s.latency_ms <= limit).count(),
+        errors: samples
+            .iter()
+            .filter(|s| s.failed && s.latency_ms <= limit)
+            .count(),
         max_stall_ms: latencies.last().copied().unwrap_or(0),
         p99_ms: pct(0.99),
         p50_ms: pct(0.50),
@@ -239,8 +262,19 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(settings: ConnectionSettings, size: usize, open: Arc<AtomicUsize>, peak: Arc<AtomicUsize>) -> Pool {
-        Pool { settings, permits: Semaphore::new(size), idle: Mutex::new(Vec::new()), open, peak }
+    fn new(
+        settings: ConnectionSettings,
+        size: usize,
+        open: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    ) -> Pool {
+        Pool {
+            settings,
+            permits: Semaphore::new(size),
+            idle: Mutex::new(Vec::new()),
+            open,
+            peak,
+        }
     }
 
     async fn request(&self, query: &str, n: i32) -> Result<(), ()> {
@@ -274,14 +308,31 @@ pub struct LeakedSessions {
 
 impl LeakedSessions {
     /// Opens `count` sessions that each read `table` inside a transaction and stay idle.
-    pub async fn open(settings: &ConnectionSettings, count: usize, table: &str) -> Result<LeakedSessions, Error> {
-        let sql_error = |e| Error::Sql { context: "opening a leaked session".into(), source: e };
-        let sql = format!("BEGIN; SELECT id, name FROM {} ORDER BY id LIMIT 10;", locksmith_core::quote::qualified(table));
-        let mut leaked = LeakedSessions { clients: Vec::with_capacity(count), pids: Vec::with_capacity(count) };
+    pub async fn open(
+        settings: &ConnectionSettings,
+        count: usize,
+        table: &str,
+    ) -> Result<LeakedSessions, Error> {
+        let sql_error = |e| Error::Sql {
+            context: "opening a leaked session".into(),
+            source: e,
+        };
+        let sql = format!(
+            "BEGIN; SELECT id, name FROM {} ORDER BY id LIMIT 10;",
+            locksmith_core::quote::qualified(table)
+        );
+        let mut leaked = LeakedSessions {
+            clients: Vec::with_capacity(count),
+            pids: Vec::with_capacity(count),
+        };
         for _ in 0..count {
             let client = settings.connect().await?;
             // The pid first: any later query would reset the session's idle time.
-            let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(sql_error)?.get(0);
+            let pid: i32 = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(sql_error)?
+                .get(0);
             client.batch_execute(&sql).await.map_err(sql_error)?;
             leaked.clients.push(client);
             leaked.pids.push(pid);

@@ -15,12 +15,26 @@ fn data_dir_of(cluster: &Cluster) -> PathBuf {
 async fn starts_serves_and_cleans_up_on_drop() {
     let cluster = Cluster::start().unwrap();
     assert!(cluster.ready_in() < Duration::from_secs(20));
-    let client = cluster.settings("postgres", "test").connect().await.unwrap();
-    let row = client.query_one("SELECT current_setting('fsync'), inet_server_addr()::text", &[]).await.unwrap();
+    let client = cluster
+        .settings("postgres", "test")
+        .connect()
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT current_setting('fsync'), inet_server_addr()::text",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "off");
     let db = cluster.create_database("scratch").await.unwrap();
     let other = db.connect().await.unwrap();
-    let name: String = other.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    let name: String = other
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(name, "scratch");
     let data = data_dir_of(&cluster);
     let root = data.parent().unwrap().to_path_buf();
@@ -34,15 +48,26 @@ async fn starts_serves_and_cleans_up_on_drop() {
 #[tokio::test]
 async fn wrong_password_is_refused_without_echoing_it() {
     let cluster = Cluster::start().unwrap();
-    let err = cluster.settings("postgres", "test").with_password("hunter2-wrong").connect().await.unwrap_err().to_string();
+    let err = cluster
+        .settings("postgres", "test")
+        .with_password("hunter2-wrong")
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("password authentication failed"), "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{}", cluster.port())), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", cluster.port())),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test]
 async fn many_clusters_at_once_do_not_clash() {
-    let handles: Vec<_> = (0..4).map(|_| std::thread::spawn(|| Cluster::start().unwrap())).collect();
+    let handles: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| Cluster::start().unwrap()))
+        .collect();
     let clusters: Vec<Cluster> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let mut ports: Vec<u16> = clusters.iter().map(|c| c.port()).collect();
     ports.sort();
@@ -60,7 +85,12 @@ fn cleans_up_after_panic_and_kill() {
     for mode in ["panic", "kill"] {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_that_dies", "--nocapture", "--include-ignored"])
+            .args([
+                "--exact",
+                "child_that_dies",
+                "--nocapture",
+                "--include-ignored",
+            ])
             .env("LOCKSMITH_TEST_DIE", mode)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -81,10 +111,18 @@ fn cleans_up_after_panic_and_kill() {
             child.kill().unwrap();
             child.wait().unwrap();
         } else {
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
             child.wait().unwrap();
         }
-        let line = out.lines().find(|l| l.starts_with("CLUSTER ")).unwrap_or_else(|| panic!("{mode}: {out}"));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("CLUSTER "))
+            .unwrap_or_else(|| panic!("{mode}: {out}"));
         let mut parts = line.split_whitespace().skip(1);
         let port: u16 = parts.next().unwrap().parse().unwrap();
         let root = PathBuf::from(parts.next().unwrap());
@@ -95,14 +133,19 @@ fn cleans_up_after_panic_and_kill() {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!root.exists(), "{mode}: {} left behind", root.display());
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "{mode}: server still listening");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{mode}: server still listening"
+        );
     }
 }
 
 #[test]
 #[ignore = "run by cleans_up_after_panic_and_kill in a child process"]
 fn child_that_dies() {
-    let Ok(mode) = std::env::var("LOCKSMITH_TEST_DIE") else { return };
+    let Ok(mode) = std::env::var("LOCKSMITH_TEST_DIE") else {
+        return;
+    };
     let cluster = Cluster::start().unwrap();
     let root = data_dir_of(&cluster).parent().unwrap().to_path_buf();
     println!("CLUSTER {} {} END", cluster.port(), root.display());

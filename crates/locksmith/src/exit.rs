@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 /// How a command ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // Findings/Blocked/Code: lint, apply and run
 pub enum Outcome {
     /// Everything done (exit 0).
     Done,
@@ -31,11 +32,17 @@ pub struct Failure {
 impl Failure {
     /// Bad usage or input (exit 2).
     pub fn input(report: impl Into<miette::Report>) -> Self {
-        Failure { code: 2, report: report.into() }
+        Failure {
+            code: 2,
+            report: report.into(),
+        }
     }
     /// Anything else (exit 1).
     pub fn other(report: impl Into<miette::Report>) -> Self {
-        Failure { code: 1, report: report.into() }
+        Failure {
+            code: 1,
+            report: report.into(),
+        }
     }
 }
 

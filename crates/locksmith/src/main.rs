@@ -13,6 +13,10 @@ mod render;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Errors are one line a user may grep for; don't wrap them at 80 columns.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     let cli = cli::Cli::parse();
     exit::finish(cmd::run(cli))
 }

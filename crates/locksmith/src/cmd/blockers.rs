@@ -17,7 +17,9 @@ pub async fn run(args: BlockersArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => render::json(&mut out, &report)?,
-        Format::Human => out.write_all(render::blockers::human(&report, render::style::Style::detect()).as_bytes())?,
+        Format::Human => out.write_all(
+            render::blockers::human(&report, render::style::Style::detect()).as_bytes(),
+        )?,
     }
     Ok(Outcome::Done)
 }

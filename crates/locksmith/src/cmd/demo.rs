@@ -59,9 +59,18 @@ pub struct MigrationOutcome {
 }
 
 pub async fn run(args: DemoArgs) -> CmdResult {
-    let out = Output { json: args.json, style: Style::detect(), tty: std::io::stderr().is_terminal() };
-    let bin = BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?;
-    out.say(&format!("Starting a throwaway PostgreSQL {} from {} …", bin.major, bin.path.display()));
+    let out = Output {
+        json: args.json,
+        style: Style::detect(),
+        tty: std::io::stderr().is_terminal(),
+    };
+    let bin =
+        BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    out.say(&format!(
+        "Starting a throwaway PostgreSQL {} from {} …",
+        bin.major,
+        bin.path.display()
+    ));
     let cluster = start_cluster(bin).await?;
     out.say(&format!(
         "  ready in {} on 127.0.0.1:{} (deleted when the demo ends)\n",
@@ -75,7 +84,10 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         "   {LEAKERS} web sessions are idle in transaction (a scoped_session never removed); requests keep arriving.\n"
     ));
     let cap = args.cap;
-    let (naive, naive_outcome) = scenario(&cluster, "incident_naive", &out, |incident| naive_migration(incident, cap)).await?;
+    let (naive, naive_outcome) = scenario(&cluster, "incident_naive", &out, |incident| {
+        naive_migration(incident, cap)
+    })
+    .await?;
     out.say(&format!("\n   {}", naive_outcome.summary));
     out.results("naive (plain ALTER)", &naive);
 
@@ -90,7 +102,10 @@ pub async fn run(args: DemoArgs) -> CmdResult {
 
 async fn start_cluster(bin: BinDir) -> Result<Cluster, Failure> {
     // Enough connection slots that the app's pool, the leakers and diagnosis all fit.
-    let options = ClusterOptions { bin: Some(bin), settings: vec![("max_connections".into(), "120".into())] };
+    let options = ClusterOptions {
+        bin: Some(bin),
+        settings: vec![("max_connections".into(), "120".into())],
+    };
     tokio::task::spawn_blocking(move || Cluster::start_with(options))
         .await
         .map_err(|e| Failure::other(miette::miette!("starting the cluster: {e}")))?
@@ -109,15 +124,23 @@ where
     F: FnOnce(Incident) -> Fut,
     Fut: Future<Output = Result<MigrationOutcome, Failure>> + Send + 'static,
 {
-    let incident = Incident::stage(cluster, dbname).await.map_err(|e| Failure::other(miette::miette!("{e}")))?;
-    let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
-    tokio::time::sleep(WARM_UP).await;
-    let leak_settings = incident.app.with_application_name("web-app (leaked scoped_session)");
+    let incident = Incident::stage(cluster, dbname)
+        .await
+        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    let leak_settings = incident
+        .app
+        .with_application_name("web-app (leaked scoped_session)");
     let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
         .await
         .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
+    tokio::time::sleep(WARM_UP).await;
 
-    let monitor = incident.admin.with_application_name("locksmith-demo-monitor").connect().await?;
+    let monitor = incident
+        .admin
+        .with_application_name("locksmith-demo-monitor")
+        .connect()
+        .await?;
     let snapshotter = Snapshotter::new(&monitor).await?;
     let started = Instant::now();
     let mut migration = tokio::spawn(migrate(incident.clone()));
@@ -227,7 +250,11 @@ impl Output {
         }
         let s = traffic.live();
         let worst = render::age(Some(s.worst_ms as i64));
-        let worst = if s.worst_ms > 1000 { self.style.red(&worst) } else { worst };
+        let worst = if s.worst_ms > 1000 {
+            self.style.red(&worst)
+        } else {
+            worst
+        };
         let line = format!(
             "   t={:>5}  requests served {:>5}  in flight {:>4}  worst latency {:>6}  sessions waiting on locks {:>3}",
             locksmith_core::duration::human(t),

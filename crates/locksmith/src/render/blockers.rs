@@ -20,10 +20,42 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
     if report.blockers.is_empty() && report.waiting.is_empty() {
         let _ = writeln!(out, "{}", style.green("No session is waiting for a lock."));
     } else {
-        let _ = writeln!(out, "\n{}", style.bold("Lock waits (root blocker → the sessions waiting for it):"));
-        for line in report.tree() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.bold("Lock waits (root blocker → the sessions waiting for it):")
+        );
+        let tree = report.tree();
+        let mut hidden = 0;
+        for (i, line) in tree.iter().enumerate() {
             let indent = "   ".repeat(line.depth);
-            let arrow = if line.depth == 0 { "" } else if line.soft { "└─ queued behind it: " } else { "└─ waits for it: " };
+            // A long queue of identical waiters says one thing: show three, count the rest.
+            let leaf = tree.get(i + 1).is_none_or(|next| next.depth <= line.depth);
+            let siblings_before = tree[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.depth >= line.depth)
+                .filter(|l| l.depth == line.depth)
+                .count();
+            let last_sibling = tree.get(i + 1).is_none_or(|next| next.depth < line.depth);
+            if line.depth > 0 && leaf && siblings_before >= 3 {
+                hidden += 1;
+                if last_sibling {
+                    let _ = writeln!(
+                        out,
+                        "{indent}└─ … and {hidden} more sessions waiting the same way"
+                    );
+                    hidden = 0;
+                }
+                continue;
+            }
+            let arrow = if line.depth == 0 {
+                ""
+            } else if line.soft {
+                "└─ queued behind it: "
+            } else {
+                "└─ waits for it: "
+            };
             if let Some(b) = report.blockers.iter().find(|b| b.pid == line.pid) {
                 let state = b.state.as_deref().unwrap_or("?");
                 let what = if state.starts_with("idle in transaction") {
@@ -42,15 +74,26 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                     what,
                 );
                 let _ = writeln!(out, "{indent}   holds {}", holds(&b.holds));
-                let _ = writeln!(out, "{indent}   last query: {}", style.dim(&one_line(&b.query, 100)));
+                let _ = writeln!(
+                    out,
+                    "{indent}   last query: {}",
+                    style.dim(&one_line(&b.query, 100))
+                );
                 let blocked: Vec<String> = b.blocking.iter().map(|p| p.to_string()).collect();
                 let _ = writeln!(out, "{indent}   blocks pid {}", blocked.join(", "));
             } else if let Some(w) = report.waiting.iter().find(|w| w.pid == line.pid) {
-                let wants = w.wants.as_ref().map(|l| format!("{} on {}", l.mode, l.relation)).unwrap_or_else(|| "a lock".into());
+                let wants = w
+                    .wants
+                    .as_ref()
+                    .map(|l| format!("{} on {}", l.mode, l.relation))
+                    .unwrap_or_else(|| "a lock".into());
                 let behind = if w.queued_behind.is_empty() {
                     String::new()
                 } else {
-                    style.red(&format!(", {} sessions queued behind it", w.queued_behind.len()))
+                    style.red(&format!(
+                        ", {} sessions queued behind it",
+                        w.queued_behind.len()
+                    ))
                 };
                 let _ = writeln!(
                     out,
@@ -65,7 +108,11 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
         }
     }
     if !report.idle_in_transaction.is_empty() {
-        let _ = writeln!(out, "\n{}", style.bold("Sessions idle in transaction (each holds its locks until it ends):"));
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.bold("Sessions idle in transaction (each holds its locks until it ends):")
+        );
         for s in &report.idle_in_transaction {
             let _ = writeln!(
                 out,
@@ -89,12 +136,20 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
 }
 
 fn app(name: &str) -> String {
-    if name.is_empty() { "(no application_name)".into() } else { format!("\"{name}\"") }
+    if name.is_empty() {
+        "(no application_name)".into()
+    } else {
+        format!("\"{name}\"")
+    }
 }
 
 fn holds(locks: &[RelationLock]) -> String {
     if locks.is_empty() {
         return "no table locks".into();
     }
-    locks.iter().map(|l| format!("{} on {}", l.mode, l.relation)).collect::<Vec<_>>().join(", ")
+    locks
+        .iter()
+        .map(|l| format!("{} on {}", l.mode, l.relation))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

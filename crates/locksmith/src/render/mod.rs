@@ -17,7 +17,9 @@ pub fn json<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()>
 /// Milliseconds as a short age: `850ms`, `41s`, `3m05s`.
 pub fn age(ms: Option<i64>) -> String {
     match ms {
-        Some(ms) => locksmith_core::duration::human(std::time::Duration::from_millis(ms.max(0) as u64)),
+        Some(ms) => {
+            locksmith_core::duration::human(std::time::Duration::from_millis(ms.max(0) as u64))
+        }
         None => "-".into(),
     }
 }

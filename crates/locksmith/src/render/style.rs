@@ -17,7 +17,9 @@ pub struct Style {
 impl Style {
     /// Colour when stdout is a terminal and `NO_COLOR` is unset.
     pub fn detect() -> Self {
-        Style { on: color_enabled() }
+        Style {
+            on: color_enabled(),
+        }
     }
 
     /// No colour at all (files, tests).

@@ -1,0 +1,224 @@
+//! `locksmith blockers` against the incident staged with real sessions.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
+use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::Cluster;
+use serde_json::Value;
+
+fn locksmith(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn wait_until_waiting(admin: &tokio_postgres::Client, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sessions never started waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn names_leakers_as_roots_and_the_alter_as_the_queue_head() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "incident").await.unwrap();
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
+        .await
+        .unwrap();
+
+    let migrator = incident
+        .admin
+        .with_application_name("alembic")
+        .connect()
+        .await
+        .unwrap();
+    let alter = tokio::spawn(async move { migrator.batch_execute(MIGRATION).await });
+    let admin = incident.admin.connect().await.unwrap();
+    wait_until_waiting(&admin, 1).await;
+    let reader = incident
+        .app
+        .with_application_name("web-request")
+        .connect()
+        .await
+        .unwrap();
+    let select = tokio::spawn(async move {
+        reader
+            .query("SELECT count(*) FROM academic_partners", &[])
+            .await
+    });
+    wait_until_waiting(&admin, 2).await;
+
+    let url = cluster.url("incident");
+    let (code, stdout, stderr) =
+        locksmith(&["blockers", "--format", "json", "--database-url", &url]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+
+    let roots: Vec<i64> = report["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_i64().unwrap())
+        .collect();
+    let mut leakers: Vec<i64> = leaked.pids().iter().map(|p| *p as i64).collect();
+    leakers.sort();
+    assert_eq!(roots, leakers, "the leakers are the root blockers");
+    for b in report["blockers"].as_array().unwrap() {
+        assert_eq!(b["state"], "idle in transaction");
+        assert_eq!(b["application_name"], "leaky-app");
+        assert_eq!(b["client_addr"], "127.0.0.1");
+        assert_eq!(b["usename"], "app");
+        assert!(b["xact_age_ms"].as_i64().unwrap() >= 0);
+        assert!(b["holds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["relation"] == TABLE && h["mode"] == "AccessShareLock"));
+        assert_eq!(b["blocking"].as_array().unwrap().len(), 1);
+    }
+    let waiting = report["waiting"].as_array().unwrap();
+    let alter_row = waiting
+        .iter()
+        .find(|w| w["query"].as_str().unwrap().starts_with("ALTER TABLE"))
+        .unwrap();
+    assert_eq!(alter_row["wants"]["mode"], "AccessExclusiveLock");
+    assert_eq!(alter_row["wants"]["relation"], TABLE);
+    let mut blocked_by: Vec<i64> = alter_row["blocked_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    blocked_by.sort();
+    assert_eq!(blocked_by, leakers);
+    let select_row = waiting
+        .iter()
+        .find(|w| w["query"].as_str().unwrap().starts_with("SELECT count"))
+        .unwrap();
+    assert_eq!(
+        alter_row["queued_behind"],
+        serde_json::json!([select_row["pid"]]),
+        "the SELECT queues behind the ALTER"
+    );
+    assert_eq!(
+        select_row["blocked_by"],
+        serde_json::json!([alter_row["pid"]])
+    );
+    assert_eq!(select_row["wants"]["mode"], "AccessShareLock");
+    assert!(select_row["waiting_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(report["idle_in_transaction"].as_array().unwrap().len(), 2);
+    let used = report["connections"]["used"].as_i64().unwrap();
+    assert!(used >= 6, "{used}");
+    assert_eq!(report["connections"]["max"], 100);
+
+    // The human view tells the same story.
+    let (code, human, _) = locksmith(&["blockers", "--database-url", &url]);
+    assert_eq!(code, 0);
+    assert!(human.contains("ROOT pid"), "{human}");
+    assert!(
+        human.contains("wants AccessExclusiveLock on academic_partners"),
+        "{human}"
+    );
+    assert!(human.contains("queued behind it"), "{human}");
+    assert!(
+        !human.contains(locksmith_sandbox::cluster::SUPERUSER_PASSWORD),
+        "password printed: {human}"
+    );
+
+    // Cancel the ALTER: the SELECT gets through at once.
+    admin
+        .execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'alembic'", &[])
+        .await
+        .unwrap();
+    assert!(alter.await.unwrap().is_err());
+    assert_eq!(select.await.unwrap().unwrap()[0].get::<_, i64>(0), 250);
+    drop(leaked);
+}
+
+#[tokio::test]
+async fn quiet_server_has_no_blockers() {
+    let cluster = Cluster::start().unwrap();
+    let (code, stdout, stderr) = locksmith(&[
+        "blockers",
+        "--format",
+        "json",
+        "--database-url",
+        &cluster.url("postgres"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["blockers"], serde_json::json!([]));
+    assert_eq!(report["waiting"], serde_json::json!([]));
+}
+
+#[test]
+fn unreachable_server_is_one_clear_line() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://someone:s3cret@127.0.0.1:{port}/app");
+    let (code, _, stderr) = locksmith(&["blockers", "--database-url", &url]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("someone@127.0.0.1:{port}/app")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
+fn bad_url_is_bad_input() {
+    let (code, _, stderr) = locksmith(&[
+        "blockers",
+        "--database-url",
+        "postgres://u:s3cret@h:notaport/db",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid connection string"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn wrong_password_names_the_target() {
+    let cluster = Cluster::start().unwrap();
+    let url = format!(
+        "postgres://postgres:wrong-pw@127.0.0.1:{}/postgres",
+        cluster.port()
+    );
+    let (code, _, stderr) = locksmith(&["blockers", "--database-url", &url]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("postgres@127.0.0.1:{}/postgres", cluster.port())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-pw"), "{stderr}");
+}
