@@ -3,6 +3,7 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
+//! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
 //!
 //! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
 //! this crate adds I/O and nothing that could be computed without a server.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod blockers;
+pub mod guard;
 pub mod settings;
 pub mod snapshot;
 pub mod tls;
@@ -49,6 +51,14 @@ pub enum Error {
     Tls {
         /// Why.
         reason: String,
+    },
+    /// The role lacks a privilege the action needs.
+    #[error("not allowed to {action}: the role needs {needs} (GRANT {needs} TO <role>) or superuser")]
+    Permission {
+        /// What we tried.
+        action: String,
+        /// The missing role or privilege.
+        needs: String,
     },
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]

@@ -58,6 +58,40 @@ pub struct DemoArgs {
     pub cap: std::time::Duration,
 }
 
+/// Options shared by `apply` and `run`: the lock budget and how long to keep trying.
+#[derive(Debug, Args, Clone)]
+pub struct GuardArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// The most one lock attempt may make traffic wait.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Lock attempts before giving up (exit 3).
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Total time before giving up (exit 3).
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = duration)]
+    pub deadline: std::time::Duration,
+    /// Terminate sessions idle in transaction at least this long that block the migration (never active queries, never other databases) [default: off]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub terminate_idle_after: Option<std::time::Duration>,
+    /// Output format of the final report.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+impl GuardArgs {
+    /// The guard policy these flags describe.
+    pub fn policy(&self) -> locksmith_pg::guard::GuardPolicy {
+        locksmith_pg::guard::GuardPolicy {
+            lock_timeout: self.lock_timeout,
+            max_attempts: self.max_attempts,
+            deadline: self.deadline,
+            terminate_idle_after: self.terminate_idle_after,
+        }
+    }
+}
+
 /// The one duration parser, for clap.
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
     locksmith_core::duration::parse_duration(s).map_err(|e| e.to_string())

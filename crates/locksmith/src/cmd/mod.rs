@@ -2,6 +2,7 @@
 //! calls the library crates and hands the result to a renderer.
 
 mod blockers;
+mod signals;
 mod demo;
 
 use crate::cli::{Cli, Command, ConnectionArgs};

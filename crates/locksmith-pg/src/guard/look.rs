@@ -1,0 +1,192 @@
+//! "Look before you queue": which sessions hold a lock that conflicts with
+//! the locks a migration is about to ask for, and ending the ones the policy
+//! allows. Queueing behind a session idle in transaction is exactly what
+//! took production down, so the guard asks here first and queues only when
+//! nobody long-lived is in the way.
+
+use std::time::Duration;
+
+use locksmith_core::lock::LockMode;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::LockTarget;
+use crate::Error;
+
+/// A session holding a lock the migration needs, as reports name it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Holder {
+    /// Backend pid.
+    pub pid: i32,
+    /// `idle in transaction`, `active`, …
+    pub state: Option<String>,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// Client address (`None` for Unix sockets).
+    pub client_addr: Option<String>,
+    /// Role.
+    pub usename: Option<String>,
+    /// Transaction age.
+    pub xact_age_ms: Option<i64>,
+    /// Time in the current state: for an idle-in-transaction session, its idle time.
+    pub state_age_ms: Option<i64>,
+    /// Last query.
+    pub query: String,
+    /// The relation it holds a conflicting lock on.
+    pub relation: String,
+    /// The lock it holds (`pg_locks` spelling).
+    pub mode: String,
+    /// `client backend`, `autovacuum worker`, …
+    #[serde(skip)]
+    pub backend_type: String,
+}
+
+impl Holder {
+    /// Idle inside a transaction (or an aborted one): holding locks while doing nothing.
+    pub fn is_idle_in_transaction(&self) -> bool {
+        self.state.as_deref().is_some_and(|s| s.starts_with("idle in transaction"))
+    }
+
+    /// A holder that will not let go within `budget` on its own: idle in a
+    /// transaction, or in a transaction already older than the budget.
+    pub fn is_long_lived(&self, budget: Duration) -> bool {
+        self.is_idle_in_transaction() || self.xact_age_ms.unwrap_or(0) as u128 >= budget.as_millis()
+    }
+
+    /// `app@client idle 41s` for one-line reports.
+    pub fn label(&self) -> String {
+        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        let client = self.client_addr.as_deref().unwrap_or("local");
+        let age = |ms: Option<i64>| locksmith_core::duration::human(Duration::from_millis(ms.unwrap_or(0).max(0) as u64));
+        match self.state.as_deref() {
+            Some(s) if s.starts_with("idle in transaction") => format!("pid {} {app}@{client} idle {}", self.pid, age(self.state_age_ms)),
+            Some(s) => format!("pid {} {app}@{client} {s} for {}", self.pid, age(self.state_age_ms)),
+            None => format!("pid {} {app}@{client}", self.pid),
+        }
+    }
+}
+
+/// The relations of a plan that exist now, with their oids and whether `LOCK TABLE` applies.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub name: String,
+    /// The name as the server quotes it, for `LOCK TABLE`.
+    pub lock_name: String,
+    pub oid: u32,
+    pub lockable: bool,
+    pub mode: LockMode,
+}
+
+/// Resolves target names to oids; relations that do not exist yet (created
+/// by the migration itself) are left out.
+pub(crate) async fn resolve(client: &Client, targets: &[LockTarget]) -> Result<Vec<Resolved>, Error> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = targets.iter().map(|t| t.relation.clone()).collect();
+    // Each name's oid and kind, as the server's search_path resolves it.
+    let rows = client
+        .query(
+            "SELECT n.name, c.oid, c.relkind::text, c.oid::regclass::text
+             FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i)
+             JOIN pg_class c ON c.oid = to_regclass(n.name)
+             ORDER BY n.i",
+            &[&names],
+        )
+        .await
+        .map_err(|e| Error::query("resolving the migration's tables", e))?;
+    let mut resolved: Vec<Resolved> = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let oid: u32 = row.get(1);
+        let kind: String = row.get(2);
+        let lock_name: String = row.get(3);
+        let mode = targets.iter().filter(|t| t.relation == name).map(|t| t.mode).max().unwrap_or(LockMode::AccessExclusive);
+        match resolved.iter_mut().find(|r| r.oid == oid) {
+            Some(r) => r.mode = r.mode.max(mode),
+            None => resolved.push(Resolved { name, lock_name, oid, lockable: matches!(kind.as_str(), "r" | "p" | "v" | "m" | "f"), mode }),
+        }
+    }
+    Ok(resolved)
+}
+
+/// Sessions of any database holding a granted lock that conflicts with what we want.
+pub(crate) async fn conflicting_holders(client: &Client, targets: &[Resolved]) -> Result<Vec<Holder>, Error> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let oids: Vec<u32> = targets.iter().map(|t| t.oid).collect();
+    // Granted relation locks held by other backends on our tables, with who holds them.
+    let rows = client
+        .query(
+            "SELECT l.pid, l.relation, l.mode, a.state, coalesce(a.application_name, ''), host(a.client_addr),
+                    a.usename::text,
+                    (extract(epoch FROM now() - a.xact_start) * 1000)::bigint,
+                    (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
+                    coalesce(a.query, ''), coalesce(a.backend_type, '')
+             FROM pg_locks l
+             JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'relation' AND l.granted
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.relation = ANY($1::oid[])
+               AND l.pid <> pg_backend_pid()
+             ORDER BY a.xact_start NULLS LAST, l.pid",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| Error::query("looking for sessions holding conflicting locks", e))?;
+    let mut holders: Vec<Holder> = Vec::new();
+    for row in rows {
+        let oid: u32 = row.get(1);
+        let mode: String = row.get(2);
+        let Some(target) = targets.iter().find(|t| t.oid == oid) else { continue };
+        let held = LockMode::from_pg_name(&mode);
+        if !held.is_some_and(|h| target.mode.conflicts_with(h)) {
+            continue;
+        }
+        let pid: i32 = row.get(0);
+        if holders.iter().any(|h| h.pid == pid) {
+            continue;
+        }
+        holders.push(Holder {
+            pid,
+            relation: target.name.clone(),
+            mode,
+            state: row.get(3),
+            application_name: row.get(4),
+            client_addr: row.get(5),
+            usename: row.get(6),
+            xact_age_ms: row.get(7),
+            state_age_ms: row.get(8),
+            query: row.get(9),
+            backend_type: row.get(10),
+        });
+    }
+    Ok(holders)
+}
+
+/// Terminates `pid` only if, at this instant, it is still a client backend
+/// of this database, idle in a transaction for at least `idle_for`. The
+/// conditions are checked in the same statement that terminates, so a
+/// session that woke up in between is left alone. Returns whether it was terminated.
+pub(crate) async fn terminate_if_still_idle(client: &Client, pid: i32, idle_for: Duration) -> Result<bool, Error> {
+    let idle_ms = idle_for.as_millis() as f64;
+    // Terminate only an idle-in-transaction client session of our database, idle long enough.
+    let row = client
+        .query_opt(
+            "SELECT pg_terminate_backend(pid)
+             FROM pg_stat_activity
+             WHERE pid = $1 AND datname = current_database() AND backend_type = 'client backend'
+               AND state IN ('idle in transaction', 'idle in transaction (aborted)')
+               AND (extract(epoch FROM now() - state_change) * 1000)::float8 >= $2::float8",
+            &[&pid, &idle_ms],
+        )
+        .await;
+    match row {
+        Ok(row) => Ok(row.map(|r| r.get::<_, bool>(0)).unwrap_or(false)),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            Err(Error::Permission { action: format!("terminate session {pid}"), needs: "pg_signal_backend".into() })
+        }
+        Err(e) => Err(Error::query(format!("terminating session {pid}"), e)),
+    }
+}

@@ -1,0 +1,507 @@
+//! The guard: run DDL without ever making traffic wait longer than a budget.
+//!
+//! Each unit of work (a migration in one transaction, or one statement that
+//! cannot run in a transaction) goes through the same loop:
+//! 1. **Look** ([`look`]): find sessions holding locks that conflict with the
+//!    plan. Long-lived ones (idle in transaction, or older than the budget)
+//!    are waited out *without queueing*, with backoff — or, under
+//!    `terminate_idle_after`, terminated if idle in transaction that long.
+//! 2. **Attempt**: `BEGIN`, `lock_timeout` and `statement_timeout` set on the
+//!    server (so it gives up by itself if we die), `LOCK … NOWAIT` in a fixed
+//!    order, the statements, the history row, `COMMIT`. After a few NOWAIT
+//!    losses to a stream of short transactions, the `LOCK` waits at most the
+//!    budget instead. A [`watchdog`] on a second connection cancels any lock
+//!    wait that outlives the budget.
+//! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
+//!    the deadline, then give up naming the blockers. Never an unbounded wait.
+//!
+//! Interrupts (Ctrl-C, SIGTERM) and the deadline cancel the in-flight
+//! statement on the server and roll back, so no lock request of ours stays
+//! queued. The guard knows nothing about files or history tables: callers
+//! pass SQL and the locks it needs.
+
+pub mod backoff;
+pub mod look;
+pub mod watchdog;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use locksmith_core::duration::to_pg_setting;
+use locksmith_core::lock::LockMode;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{CancelToken, Client};
+
+use crate::{ConnectionSettings, Error};
+use backoff::Backoff;
+pub use look::Holder;
+use look::Resolved;
+use watchdog::{Watch, Watchdog};
+
+/// How patient the guard is, and what it may do to blockers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardPolicy {
+    /// The most any one lock attempt may make traffic wait.
+    pub lock_timeout: Duration,
+    /// Lock attempts before giving up.
+    pub max_attempts: u32,
+    /// Total time before giving up.
+    pub deadline: Duration,
+    /// Terminate blockers idle in transaction at least this long (off when `None`).
+    pub terminate_idle_after: Option<Duration>,
+}
+
+impl Default for GuardPolicy {
+    /// Chosen from the benchmark (docs/benchmarks.md): a 200 ms budget keeps
+    /// the story's traffic under 500 ms even when a fallback attempt queues;
+    /// three minutes is long enough to outlast a burst, short enough for a deploy.
+    fn default() -> Self {
+        GuardPolicy {
+            lock_timeout: Duration::from_millis(200),
+            max_attempts: 60,
+            deadline: Duration::from_secs(180),
+            terminate_idle_after: None,
+        }
+    }
+}
+
+/// One statement and the table locks it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The SQL to run.
+    pub sql: String,
+    /// Relations and the mode each needs (the strongest, per relation).
+    pub locks: Vec<LockTarget>,
+    /// The index a `CREATE INDEX CONCURRENTLY` builds: dropped before a retry if
+    /// a failed build left it INVALID.
+    pub builds_index: Option<String>,
+}
+
+/// A relation and the lock mode a statement needs on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockTarget {
+    /// The relation as written.
+    pub relation: String,
+    /// The mode.
+    pub mode: LockMode,
+}
+
+/// A signal that asks the guard to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Interrupt {
+    /// Ctrl-C.
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+/// What happened, for live progress lines.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Long-lived sessions hold conflicting locks; waiting without queueing.
+    Waiting {
+        /// Who.
+        holders: &'a [Holder],
+        /// How long until the next look.
+        next_look: Duration,
+    },
+    /// A blocker was terminated under the policy.
+    Terminated(&'a Holder),
+    /// A lock attempt starts.
+    Attempt {
+        /// 1-based attempt number.
+        number: u32,
+        /// `LOCK … NOWAIT` (true) or `LOCK` bounded by `lock_timeout`.
+        nowait: bool,
+    },
+    /// An attempt lost the race for its locks and was rolled back.
+    LostRace {
+        /// Which attempt.
+        number: u32,
+        /// What the watchdog saw.
+        watch: &'a Watch,
+    },
+    /// An INVALID index left by a failed concurrent build was dropped.
+    DroppedInvalidIndex(&'a str),
+}
+
+/// What the guard did, across everything it ran.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuardReport {
+    /// Lock attempts made.
+    pub attempts: u32,
+    /// Sessions terminated under the policy.
+    pub terminated: Vec<Holder>,
+    /// The blockers seen last while waiting (named when giving up).
+    pub blockers: Vec<Holder>,
+    /// Most sessions that queued behind one of our lock requests.
+    pub max_queued_behind: i64,
+    /// Longest lock wait of ours.
+    pub longest_wait_ms: u64,
+}
+
+/// Why a unit of work did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// Still blocked when attempts or the deadline ran out.
+    #[error("gave up: {reason}")]
+    Blocked {
+        /// Attempts exhausted, or deadline reached.
+        reason: String,
+        /// Who held conflicting locks when we gave up.
+        holders: Vec<Holder>,
+    },
+    /// Ctrl-C or SIGTERM: the statement was cancelled on the server and rolled back.
+    #[error("interrupted ({0:?}); the in-flight statement was cancelled on the server and rolled back")]
+    Interrupted(Interrupt),
+    /// A statement failed for another reason; the transaction was rolled back.
+    #[error("{0}")]
+    Failed(Error),
+}
+
+impl From<Error> for GuardError {
+    fn from(e: Error) -> Self {
+        GuardError::Failed(e)
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Done,
+    LostRace(Watch),
+}
+
+/// NOWAIT attempts lost in a row before the guard lets `LOCK` wait up to the budget.
+const NOWAIT_TRIES: u32 = 3;
+
+/// The guard over one server; owns the migration connection and the sidecar.
+pub struct Guard {
+    settings: ConnectionSettings,
+    client: Client,
+    cancel: CancelToken,
+    pid: i32,
+    sidecar: Arc<Client>,
+    policy: GuardPolicy,
+    started: Instant,
+    interrupt: watch::Receiver<Option<Interrupt>>,
+    on_event: Box<dyn FnMut(Event<'_>) + Send>,
+    /// What the guard did so far.
+    pub report: GuardReport,
+}
+
+impl Guard {
+    /// Opens the migration connection and the sidecar. The deadline starts now.
+    pub async fn connect(
+        settings: &ConnectionSettings,
+        policy: GuardPolicy,
+        interrupt: watch::Receiver<Option<Interrupt>>,
+    ) -> Result<Guard, Error> {
+        let client = settings.connect().await?;
+        let sidecar = settings.with_application_name("locksmith-watchdog").connect().await?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| Error::query("reading our backend pid", e))?
+            .get(0);
+        Ok(Guard {
+            cancel: client.cancel_token(),
+            settings: settings.clone(),
+            client,
+            pid,
+            sidecar: Arc::new(sidecar),
+            policy,
+            started: Instant::now(),
+            interrupt,
+            on_event: Box::new(|_| {}),
+            report: GuardReport::default(),
+        })
+    }
+
+    /// Receives progress events.
+    pub fn on_event(&mut self, f: impl FnMut(Event<'_>) + Send + 'static) {
+        self.on_event = Box::new(f);
+    }
+
+    /// The migration connection, for the caller's own bookkeeping queries.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The migration connection's backend pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &GuardPolicy {
+        &self.policy
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.policy.deadline.saturating_sub(self.started.elapsed())
+    }
+
+    /// Runs `steps` in one transaction; `finish(attempt, elapsed)` returns SQL
+    /// run last in the same transaction (e.g. the history row).
+    pub async fn run_transaction(
+        &mut self,
+        steps: &[Step],
+        finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
+    ) -> Result<u32, GuardError> {
+        self.run_unit(steps, true, finish).await
+    }
+
+    /// Runs one statement that cannot run inside a transaction block, guarded the same way.
+    pub async fn run_outside_transaction(&mut self, step: &Step) -> Result<u32, GuardError> {
+        self.run_unit(std::slice::from_ref(step), false, None).await
+    }
+
+    async fn run_unit(
+        &mut self,
+        steps: &[Step],
+        in_transaction: bool,
+        finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
+    ) -> Result<u32, GuardError> {
+        let unit_started = Instant::now();
+        let targets: Vec<LockTarget> = steps.iter().flat_map(|s| s.locks.iter().cloned()).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut nowait_losses = 0;
+        let mut unit_attempts = 0;
+        loop {
+            if let Some(signal) = *self.interrupt.borrow() {
+                return Err(GuardError::Interrupted(signal));
+            }
+            if self.remaining().is_zero() {
+                return Err(self.give_up(&targets, "the deadline passed while the migration was still blocked").await);
+            }
+            let resolved = look::resolve(&self.sidecar, &targets).await?;
+            let mut holders = look::conflicting_holders(&self.sidecar, &resolved).await?;
+            self.apply_terminate_policy(&mut holders).await?;
+            let long_lived: Vec<Holder> =
+                holders.iter().filter(|h| h.is_long_lived(self.policy.lock_timeout)).cloned().collect();
+            if !long_lived.is_empty() {
+                let wait = self.next_look(&long_lived, &mut backoff);
+                (self.on_event)(Event::Waiting { holders: &long_lived, next_look: wait });
+                self.report.blockers = long_lived;
+                self.sleep(wait).await?;
+                continue;
+            }
+            if unit_attempts >= self.policy.max_attempts {
+                return Err(self.give_up(&targets, &format!("{} lock attempts failed", unit_attempts)).await);
+            }
+            unit_attempts += 1;
+            self.report.attempts += 1;
+            let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
+            (self.on_event)(Event::Attempt { number: unit_attempts, nowait });
+            let outcome = if in_transaction {
+                let finish_sql = finish.map(|f| f(unit_attempts, unit_started.elapsed()));
+                self.attempt_transaction(steps, &resolved, nowait, finish_sql.as_deref()).await?
+            } else {
+                self.attempt_single(&steps[0]).await?
+            };
+            match outcome {
+                Attempt::Done => {
+                    self.report.blockers.clear();
+                    return Ok(unit_attempts);
+                }
+                Attempt::LostRace(watch) => {
+                    if nowait {
+                        nowait_losses += 1;
+                    }
+                    (self.on_event)(Event::LostRace { number: unit_attempts, watch: &watch });
+                    let delay = if nowait { Duration::from_millis(5 + fastrand::u64(0..20)) } else { backoff.next_delay() };
+                    self.sleep(delay).await?;
+                }
+            }
+        }
+    }
+
+    /// How long to wait before looking again: the backoff, but no later than
+    /// when an idle blocker reaches the termination threshold.
+    fn next_look(&self, holders: &[Holder], backoff: &mut Backoff) -> Duration {
+        let mut wait = backoff.next_delay();
+        if let Some(threshold) = self.policy.terminate_idle_after {
+            for h in holders.iter().filter(|h| h.is_idle_in_transaction()) {
+                let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
+                wait = wait.min(threshold.saturating_sub(idle) + Duration::from_millis(10));
+            }
+        }
+        wait.min(self.remaining())
+    }
+
+    async fn apply_terminate_policy(&mut self, holders: &mut Vec<Holder>) -> Result<(), GuardError> {
+        let Some(threshold) = self.policy.terminate_idle_after else { return Ok(()) };
+        let mut kept = Vec::with_capacity(holders.len());
+        for h in holders.drain(..) {
+            let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
+            let eligible = h.is_idle_in_transaction() && h.backend_type == "client backend" && idle >= threshold;
+            if eligible && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold).await? {
+                (self.on_event)(Event::Terminated(&h));
+                self.report.terminated.push(h);
+            } else {
+                kept.push(h);
+            }
+        }
+        *holders = kept;
+        Ok(())
+    }
+
+    async fn give_up(&mut self, targets: &[LockTarget], reason: &str) -> GuardError {
+        // Name whoever holds conflicting locks now; fall back to the last seen.
+        let now = match look::resolve(&self.sidecar, targets).await {
+            Ok(resolved) => look::conflicting_holders(&self.sidecar, &resolved).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if !now.is_empty() {
+            self.report.blockers = now;
+        }
+        GuardError::Blocked { reason: reason.to_string(), holders: self.report.blockers.clone() }
+    }
+
+    async fn sleep(&mut self, d: Duration) -> Result<(), GuardError> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.interrupt.changed() => match *self.interrupt.borrow() {
+                Some(signal) => Err(GuardError::Interrupted(signal)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    async fn attempt_transaction(
+        &mut self,
+        steps: &[Step],
+        resolved: &[Resolved],
+        nowait: bool,
+        finish: Option<&str>,
+    ) -> Result<Attempt, GuardError> {
+        let mut order: Vec<&Resolved> = resolved.iter().filter(|r| r.lockable).collect();
+        // A fixed order, so two guarded migrations can never deadlock on each other.
+        order.sort_by(|a, b| a.lock_name.cmp(&b.lock_name));
+        let mut sql = vec![
+            "BEGIN".to_string(),
+            format!("SET LOCAL lock_timeout = '{}'", to_pg_setting(self.policy.lock_timeout)),
+            format!("SET LOCAL statement_timeout = '{}'", to_pg_setting(self.remaining().max(Duration::from_secs(1)))),
+        ];
+        for r in order {
+            let wait = if nowait { " NOWAIT" } else { "" };
+            sql.push(format!("LOCK TABLE {} IN {} MODE{wait}", r.lock_name, r.mode.sql_name()));
+        }
+        sql.extend(steps.iter().map(|s| s.sql.clone()));
+        sql.extend(finish.map(str::to_string));
+        sql.push("COMMIT".to_string());
+
+        let dog = Watchdog::start(self.sidecar.clone(), vec![self.pid], self.policy.lock_timeout);
+        let mut result = Ok(());
+        for statement in &sql {
+            result = self.exec(statement).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let watch = dog.finish().await;
+        self.note(&watch);
+        match result {
+            Ok(()) => Ok(Attempt::Done),
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                self.classify(e, watch)
+            }
+        }
+    }
+
+    async fn attempt_single(&mut self, step: &Step) -> Result<Attempt, GuardError> {
+        let timeouts = format!(
+            "SET lock_timeout = '{}'; SET statement_timeout = '{}'",
+            to_pg_setting(self.policy.lock_timeout),
+            to_pg_setting(self.remaining().max(Duration::from_secs(1)))
+        );
+        self.client.batch_execute(&timeouts).await.map_err(|e| Error::query("setting timeouts", e))?;
+        let dog = Watchdog::start(self.sidecar.clone(), vec![self.pid], self.policy.lock_timeout);
+        let result = self.exec(&step.sql).await;
+        let watch = dog.finish().await;
+        self.note(&watch);
+        let _ = self.client.batch_execute("RESET lock_timeout; RESET statement_timeout").await;
+        match result {
+            Ok(()) => Ok(Attempt::Done),
+            Err(e) => {
+                if let Some(index) = &step.builds_index {
+                    self.drop_invalid_index(index).await?;
+                }
+                self.classify(e, watch)
+            }
+        }
+    }
+
+    /// A failed `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind,
+    /// which would make the retry fail with "already exists" and slows writes.
+    async fn drop_invalid_index(&mut self, index: &str) -> Result<(), GuardError> {
+        // Whether the index exists and is invalid, with its quoted name.
+        let row = self
+            .client
+            .query_opt(
+                "SELECT i.indexrelid::regclass::text FROM pg_index i
+                 WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid",
+                &[&index],
+            )
+            .await
+            .map_err(|e| Error::query("looking for an invalid index", e))?;
+        if let Some(row) = row {
+            let name: String = row.get(0);
+            self.client
+                .batch_execute(&format!("SET lock_timeout = '{}'; DROP INDEX CONCURRENTLY IF EXISTS {name}; RESET lock_timeout", to_pg_setting(self.policy.lock_timeout)))
+                .await
+                .map_err(|e| Error::query(format!("dropping the invalid index {name}"), e))?;
+            (self.on_event)(Event::DroppedInvalidIndex(&name));
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, watch: &Watch) {
+        self.report.max_queued_behind = self.report.max_queued_behind.max(watch.max_queued_behind);
+        self.report.longest_wait_ms = self.report.longest_wait_ms.max(watch.longest_wait.as_millis() as u64);
+    }
+
+    fn classify(&mut self, e: ExecError, watch: Watch) -> Result<Attempt, GuardError> {
+        match e {
+            ExecError::Interrupted(signal) => Err(GuardError::Interrupted(signal)),
+            ExecError::Deadline => Ok(Attempt::LostRace(watch)),
+            ExecError::Sql(e) => {
+                let code = e.code();
+                if code == Some(&SqlState::LOCK_NOT_AVAILABLE) || (code == Some(&SqlState::QUERY_CANCELED) && watch.cancelled) {
+                    Ok(Attempt::LostRace(watch))
+                } else {
+                    Err(GuardError::Failed(Error::query("the migration failed and was rolled back", e)))
+                }
+            }
+        }
+    }
+
+    /// Runs one statement; an interrupt or the deadline cancels it on the server.
+    async fn exec(&mut self, sql: &str) -> Result<(), ExecError> {
+        let deadline = tokio::time::sleep(self.remaining());
+        let run = self.client.batch_execute(sql);
+        tokio::pin!(run, deadline);
+        let mut stop = self.interrupt.clone();
+        let cause = tokio::select! {
+            r = &mut run => return r.map_err(ExecError::Sql),
+            signal = stop.wait_for(|s| s.is_some()) => {
+                ExecError::Interrupted(signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt))
+            }
+            _ = &mut deadline => ExecError::Deadline,
+        };
+        // Cancel on the server: dropping our side would leave the request queued.
+        let _ = self.settings.cancel(&self.cancel).await;
+        let _ = run.await;
+        Err(cause)
+    }
+}
+
+enum ExecError {
+    Sql(tokio_postgres::Error),
+    Interrupted(Interrupt),
+    Deadline,
+}

@@ -1,0 +1,141 @@
+//! The report of a guarded run (`apply`, `run`): JSON contract and human text.
+
+use std::fmt::Write;
+
+use locksmith_pg::guard::{GuardReport, Holder};
+use serde::Serialize;
+
+use super::style::Style;
+use super::{age, one_line};
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Everything pending was applied (or nothing was pending).
+    Applied,
+    /// Gave up because still blocked.
+    Blocked,
+    /// Something else failed.
+    Failed,
+}
+
+/// One applied (or attempted) migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationRecord {
+    /// Version number (for `run`: 0).
+    pub version: i64,
+    /// Name.
+    pub name: String,
+    /// Lock attempts it took.
+    pub attempts: u32,
+    /// Wall time, including waiting.
+    pub duration_ms: u64,
+}
+
+/// The whole report, as `--format json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// applied | blocked | failed.
+    pub status: Status,
+    /// Lock attempts in all.
+    pub attempts: u32,
+    /// Migrations applied in this run, in order.
+    pub migrations: Vec<MigrationRecord>,
+    /// Who blocked us (when blocked: who still does).
+    pub blockers: Vec<Holder>,
+    /// Sessions terminated under `--terminate-idle-after`.
+    pub terminated: Vec<Holder>,
+    /// Most sessions that queued behind one of our lock requests.
+    pub max_queued_behind: i64,
+    /// What went wrong, when something did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    /// A report from the guard's account of what it did.
+    pub fn new(status: Status, guard: &GuardReport, migrations: Vec<MigrationRecord>, error: Option<String>) -> Self {
+        RunReport {
+            status,
+            attempts: guard.attempts,
+            migrations,
+            blockers: if status == Status::Applied { Vec::new() } else { guard.blockers.clone() },
+            terminated: guard.terminated.clone(),
+            max_queued_behind: guard.max_queued_behind,
+            error,
+        }
+    }
+}
+
+/// What to do about blockers, in the story's terms.
+pub const ADVICE: &str = "\
+What to do:
+  - End these transactions in the application: a session idle in transaction holds its locks until it ends.
+    SQLAlchemy: call scoped_session.remove() (or session.close()) at the end of every request.
+  - Let the server end them: ALTER ROLE <app role> SET idle_in_transaction_session_timeout = '60s';
+  - Or rerun with --terminate-idle-after 30s to end blockers idle in transaction that long (active queries are never touched).";
+
+/// Human text for the report.
+pub fn human(report: &RunReport, style: Style) -> String {
+    let mut out = String::new();
+    match report.status {
+        Status::Applied if report.migrations.is_empty() => {
+            let _ = writeln!(out, "{}", style.green("Nothing to apply: the database is up to date."));
+        }
+        Status::Applied => {
+            for m in &report.migrations {
+                let _ = writeln!(
+                    out,
+                    "{} {} {} in {} ({} attempt{})",
+                    style.green("applied"),
+                    m.version,
+                    m.name,
+                    age(Some(m.duration_ms as i64)),
+                    m.attempts,
+                    if m.attempts == 1 { "" } else { "s" }
+                );
+            }
+        }
+        Status::Blocked => {
+            let _ = writeln!(out, "{}", style.red("Gave up: the migration stayed blocked. Nothing was left queued on the server."));
+        }
+        Status::Failed => {
+            let _ = writeln!(out, "{}", style.red("Failed; the failed migration was rolled back."));
+        }
+    }
+    if let Some(e) = &report.error {
+        let _ = writeln!(out, "  {e}");
+    }
+    if !report.terminated.is_empty() {
+        let _ = writeln!(out, "Terminated (idle in transaction past --terminate-idle-after, blocking the migration):");
+        for h in &report.terminated {
+            let _ = writeln!(out, "  {}", holder_line(h));
+        }
+    }
+    if !report.blockers.is_empty() {
+        let _ = writeln!(out, "Blocked by:");
+        for h in &report.blockers {
+            let _ = writeln!(out, "  {}", holder_line(h));
+        }
+        let _ = writeln!(out, "{ADVICE}");
+    }
+    out
+}
+
+/// One line naming a session: pid, application, client, state, ages, lock, last query.
+pub fn holder_line(h: &Holder) -> String {
+    format!(
+        "pid {} \"{}\" {} user {}: {} for {}, transaction {}; holds {} on {}; last query: {}",
+        h.pid,
+        h.application_name,
+        h.client_addr.as_deref().unwrap_or("local"),
+        h.usename.as_deref().unwrap_or("?"),
+        h.state.as_deref().unwrap_or("?"),
+        age(h.state_age_ms),
+        age(h.xact_age_ms),
+        h.mode,
+        h.relation,
+        one_line(&h.query, 80),
+    )
+}
