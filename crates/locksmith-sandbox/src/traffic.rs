@@ -318,7 +318,7 @@ impl LeakedSessions {
             source: e,
         };
         let sql = format!(
-            "BEGIN; SELECT id, name FROM {} ORDER BY id LIMIT 10;",
+            "BEGIN; SELECT * FROM {} LIMIT 10;",
             locksmith_core::quote::qualified(table)
         );
         let mut leaked = LeakedSessions {
