@@ -15,7 +15,10 @@ use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, TrafficReport};
+use locksmith_core::lock::LockMode;
+use locksmith_pg::guard::{Event, Guard, GuardError, GuardPolicy, LockTarget, Step};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::cli::DemoArgs;
 use crate::exit::{CmdResult, Failure, Outcome};
@@ -50,6 +53,10 @@ pub struct HalfResult {
 #[derive(Debug, Serialize)]
 struct DemoResult {
     naive: HalfResult,
+    /// The guard without the terminate policy: gives up, traffic untouched.
+    guarded_no_terminate: HalfResult,
+    /// The guard with `--terminate-idle-after 1s`: the leakers go, the migration completes.
+    guarded: HalfResult,
 }
 
 /// What a migration strategy reports back to the scenario.
@@ -91,10 +98,32 @@ pub async fn run(args: DemoArgs) -> CmdResult {
     out.say(&format!("\n   {}", naive_outcome.summary));
     out.results("naive (plain ALTER)", &naive);
 
+    let guarded_cluster = start_cluster(BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?).await?;
+    out.heading("\n2. The same migration under the guard (lock budget 200ms, give up after 5s)");
+    out.say("   It looks before it queues: while sessions idle in transaction hold the table, it waits without queueing.\n");
+    let policy = GuardPolicy { deadline: Duration::from_secs(5), ..GuardPolicy::default() };
+    let (blocked, blocked_outcome) = {
+        let (policy, out_events) = (policy.clone(), out.events());
+        scenario(&guarded_cluster, "incident_guarded", &out, move |incident| guarded_migration(incident, policy, out_events)).await?
+    };
+    out.say(&format!("\n   {}", blocked_outcome.summary));
+    out.results("guard, no termination", &blocked);
+
+    out.heading("\n3. Under the guard with --terminate-idle-after 1s");
+    out.say("   Sessions idle in transaction for 1s that block the migration are terminated; nothing else is touched.\n");
+    let policy = GuardPolicy { terminate_idle_after: Some(Duration::from_secs(1)), ..policy };
+    let (guarded, guarded_outcome) = {
+        let out_events = out.events();
+        scenario(&guarded_cluster, "incident_terminate", &out, move |incident| guarded_migration(incident, policy, out_events)).await?
+    };
+    out.say(&format!("\n   {}", guarded_outcome.summary));
+    out.results("guard + terminate", &guarded);
+
     if args.json {
         let mut stdout = std::io::stdout().lock();
-        render::json(&mut stdout, &DemoResult { naive })?;
+        render::json(&mut stdout, &DemoResult { naive, guarded_no_terminate: blocked, guarded })?;
     } else {
+        out.say(&side_by_side(&[("plain ALTER", &naive), ("guard", &blocked), ("guard + terminate 1s", &guarded)]));
         out.say(&diagnosis(&naive));
     }
     Ok(Outcome::Done)
@@ -214,6 +243,99 @@ async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationO
     })
 }
 
+/// The guarded way: the same [`Guard`] `apply` and `run` use.
+async fn guarded_migration(incident: Incident, policy: GuardPolicy, events: EventPrinter) -> Result<MigrationOutcome, Failure> {
+    let (_never, interrupt) = watch::channel(None);
+    let settings = incident.admin.with_application_name("locksmith");
+    let mut guard = Guard::connect(&settings, policy, interrupt).await?;
+    guard.on_event(move |e| events.print(&e));
+    let step = Step {
+        sql: MIGRATION.to_string(),
+        locks: vec![LockTarget { relation: TABLE.into(), mode: LockMode::AccessExclusive }],
+        builds_index: None,
+    };
+    let started = Instant::now();
+    let result = guard.run_transaction(&[step], None).await;
+    let took = locksmith_core::duration::human(started.elapsed());
+    let terminated = guard.report.terminated.len();
+    Ok(match result {
+        Ok(attempts) => MigrationOutcome {
+            completed: true,
+            summary: format!(
+                "Applied in {took} ({attempts} lock attempt{}, {terminated} idle session{} terminated); at most {} sessions ever queued behind it.",
+                if attempts == 1 { "" } else { "s" },
+                if terminated == 1 { "" } else { "s" },
+                guard.report.max_queued_behind
+            ),
+        },
+        Err(GuardError::Blocked { holders, reason }) => MigrationOutcome {
+            completed: false,
+            summary: format!(
+                "Gave up after {took} ({reason}), exit code 3, nothing left queued. Blocked by:\n{}",
+                holders.iter().map(|h| format!("     {}", render::guard::holder_line(h))).collect::<Vec<_>>().join("\n")
+            ),
+        },
+        Err(e) => return Err(Failure::other(miette::miette!("{e}"))),
+    })
+}
+
+/// Prints guard events as indented lines, clearing the live line first.
+#[derive(Clone, Copy)]
+struct EventPrinter {
+    quiet: bool,
+    tty: bool,
+    style: Style,
+}
+
+impl EventPrinter {
+    fn print(&self, event: &Event<'_>) {
+        if self.quiet {
+            return;
+        }
+        let line = match event {
+            Event::Waiting { holders, next_look } => format!(
+                "guard: waiting for {} session{} idle in transaction: {}{}; not queueing, next look in {}",
+                holders.len(),
+                if holders.len() == 1 { "" } else { "s" },
+                holders[0].label(),
+                if holders.len() > 1 { " …" } else { "" },
+                locksmith_core::duration::human(*next_look)
+            ),
+            Event::Terminated(h) => self.style.yellow(&format!("guard: terminated {}", render::guard::holder_line(h))),
+            Event::Attempt { number, nowait } => {
+                format!("guard: attempt {number}: LOCK TABLE … {}", if *nowait { "NOWAIT" } else { "with lock_timeout" })
+            }
+            Event::LostRace { number, .. } => format!("guard: attempt {number} lost the race for the lock; rolled back"),
+            Event::DroppedInvalidIndex(name) => format!("guard: dropped invalid index {name}"),
+        };
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+        println!("   {line}");
+    }
+}
+
+fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
+    let mut out = String::from("\n");
+    let row = |label: &str, cells: Vec<String>| {
+        let mut line = format!("   {label:<22}");
+        for c in cells {
+            line.push_str(&format!("{c:>24}"));
+        }
+        line + "\n"
+    };
+    out.push_str(&row("", columns.iter().map(|(name, _)| name.to_string()).collect()));
+    let ms = |v: u64| render::age(Some(v as i64));
+    out.push_str(&row("worst request stall", columns.iter().map(|(_, r)| ms(r.max_stall_ms)).collect()));
+    out.push_str(&row("p99 latency", columns.iter().map(|(_, r)| ms(r.p99_ms)).collect()));
+    out.push_str(&row("requests", columns.iter().map(|(_, r)| r.requests.to_string()).collect()));
+    out.push_str(&row("gateway timeouts (>5s)", columns.iter().map(|(_, r)| r.timeouts.to_string()).collect()));
+    out.push_str(&row("peak app connections", columns.iter().map(|(_, r)| r.peak_connections.to_string()).collect()));
+    out.push_str(&row("migration", columns.iter().map(|(_, r)| (if r.completed { "applied" } else { "not applied" }).to_string()).collect()));
+    out.push_str(&row("migration time", columns.iter().map(|(_, r)| ms(r.migration_ms)).collect()));
+    out
+}
+
 fn diagnosis(naive: &HalfResult) -> String {
     format!(
         "\nDiagnosis: nothing was slow; everything was waiting. The ALTER needs an ACCESS EXCLUSIVE lock, \
@@ -234,6 +356,10 @@ struct Output {
 }
 
 impl Output {
+    fn events(&self) -> EventPrinter {
+        EventPrinter { quiet: self.json, tty: self.tty, style: self.style }
+    }
+
     fn say(&self, line: &str) {
         if !self.json {
             println!("{line}");
