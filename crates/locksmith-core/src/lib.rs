@@ -3,6 +3,7 @@
 //! - [`lock`]: the eight table lock modes and the conflict matrix, shared by
 //!   every command that reasons about who waits for whom.
 //! - [`duration`]: the one duration syntax used by every flag.
+//! - [`migration`]: migration file names, order, checksums and directives.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
 //!
 //! Everything that talks to a live server lives in `locksmith-pg`; throwaway
@@ -18,4 +19,5 @@
 
 pub mod duration;
 pub mod lock;
+pub mod migration;
 pub mod quote;

@@ -3,6 +3,7 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
+//! - [`history`]: the history table and the runner lock for `apply`.
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
 //!
 //! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
@@ -21,6 +22,7 @@
 
 pub mod blockers;
 pub mod guard;
+pub mod history;
 pub mod settings;
 pub mod snapshot;
 pub mod tls;

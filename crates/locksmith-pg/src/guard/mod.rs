@@ -239,6 +239,12 @@ impl Guard {
         &self.policy
     }
 
+    /// Sessions holding locks that conflict with `targets` right now (for `--dry-run`).
+    pub async fn holders_for(&self, targets: &[LockTarget]) -> Result<Vec<Holder>, Error> {
+        let resolved = look::resolve(&self.sidecar, targets).await?;
+        look::conflicting_holders(&self.sidecar, &resolved).await
+    }
+
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
         self.policy.deadline.saturating_sub(self.started.elapsed())
