@@ -3,6 +3,7 @@
 
 mod blockers;
 mod demo;
+mod lint;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
 use crate::exit::{CmdResult, Failure};
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> CmdResult {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
+            Command::Lint(args) => lint::run(args),
         }
     })
 }
