@@ -2,6 +2,9 @@
 //!
 //! - [`lock`]: the eight table lock modes and the conflict matrix, shared by
 //!   every command that reasons about who waits for whom.
+//! - [`analysis`]: SQL text → per-statement summary (locks, rewrites, scans,
+//!   transaction requirements). The only module that knows `pg_query`.
+//! - [`lint`]: rules over that summary, one file each, with their docs.
 //! - [`duration`]: the one duration syntax used by every flag.
 //! - [`migration`]: migration file names, order, checksums and directives.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
@@ -17,7 +20,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod duration;
+pub mod lint;
 pub mod lock;
 pub mod migration;
 pub mod quote;

@@ -46,12 +46,16 @@ impl MigrationName {
     /// Classifies a file name: `Ok(None)` for files that are not migrations
     /// (no `.sql` ending, or a `.down.sql`), an error for a `.sql` file with a bad name.
     pub fn parse(file: &str) -> Result<Option<MigrationName>, NameError> {
-        let Some(stem) = file.strip_suffix(".sql") else { return Ok(None) };
+        let Some(stem) = file.strip_suffix(".sql") else {
+            return Ok(None);
+        };
         if stem.ends_with(".down") || file.starts_with('.') {
             return Ok(None);
         }
         let stem = stem.strip_suffix(".up").unwrap_or(stem);
-        let bad = || NameError::Unrecognised { file: file.to_string() };
+        let bad = || NameError::Unrecognised {
+            file: file.to_string(),
+        };
         let (version, name) = if let Some(rest) = stem.strip_prefix('V') {
             rest.split_once("__").ok_or_else(bad)?
         } else {
@@ -61,11 +65,17 @@ impl MigrationName {
             return Err(bad());
         }
         let version = version.parse().map_err(|_| bad())?;
-        Ok(Some(MigrationName { version, name: name.to_string(), file: file.to_string() }))
+        Ok(Some(MigrationName {
+            version,
+            name: name.to_string(),
+            file: file.to_string(),
+        }))
     }
 
     /// Sorts the migrations among `files` by version, refusing bad names and duplicates.
-    pub fn ordered<'a>(files: impl IntoIterator<Item = &'a str>) -> Result<Vec<MigrationName>, NameError> {
+    pub fn ordered<'a>(
+        files: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<MigrationName>, NameError> {
         let mut found = Vec::new();
         for file in files {
             if let Some(m) = MigrationName::parse(file)? {
@@ -94,7 +104,10 @@ impl fmt::Display for MigrationName {
 
 /// The checksum recorded in the history table: SHA-256 of the file, hex.
 pub fn checksum(content: &str) -> String {
-    Sha256::digest(content.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(content.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether the file asks to run statement by statement, outside a
@@ -103,7 +116,11 @@ pub fn wants_no_transaction(content: &str) -> bool {
     content.lines().any(|l| {
         let l = l.trim();
         l.strip_prefix("--")
-            .map(|rest| rest.trim().replace(' ', "").eq_ignore_ascii_case("locksmith:no-transaction"))
+            .map(|rest| {
+                rest.trim()
+                    .replace(' ', "")
+                    .eq_ignore_ascii_case("locksmith:no-transaction")
+            })
             .unwrap_or(false)
     })
 }
@@ -116,7 +133,11 @@ mod tests {
     fn names() {
         let ok = [
             ("001_create_users.sql", 1, "create_users"),
-            ("20240101120000_add_index.up.sql", 20240101120000, "add_index"),
+            (
+                "20240101120000_add_index.up.sql",
+                20240101120000,
+                "add_index",
+            ),
             ("V3__unique_name.sql", 3, "unique_name"),
         ];
         for (file, version, name) in ok {
@@ -126,7 +147,13 @@ mod tests {
         for ignored in ["README.md", "001_x.down.sql", "notes.txt"] {
             assert_eq!(MigrationName::parse(ignored).unwrap(), None, "{ignored}");
         }
-        for bad in ["add_users.sql", "1-add.sql", "V1_single.sql", "01a_x.sql", "7_.sql"] {
+        for bad in [
+            "add_users.sql",
+            "1-add.sql",
+            "V1_single.sql",
+            "01a_x.sql",
+            "7_.sql",
+        ] {
             let err = MigrationName::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with(bad), "{err}");
         }
@@ -134,16 +161,24 @@ mod tests {
 
     #[test]
     fn ordering_and_duplicates() {
-        let ordered = MigrationName::ordered(["10_b.sql", "2_a.sql", "README.md", "2_a.down.sql"]).unwrap();
-        assert_eq!(ordered.iter().map(|m| m.version).collect::<Vec<_>>(), vec![2, 10]);
+        let ordered =
+            MigrationName::ordered(["10_b.sql", "2_a.sql", "README.md", "2_a.down.sql"]).unwrap();
+        assert_eq!(
+            ordered.iter().map(|m| m.version).collect::<Vec<_>>(),
+            vec![2, 10]
+        );
         let err = MigrationName::ordered(["2_a.sql", "V2__b.sql"]).unwrap_err();
         assert!(matches!(err, NameError::Duplicate { version: 2, .. }));
     }
 
     #[test]
     fn directives_and_checksums() {
-        assert!(wants_no_transaction("-- locksmith: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"));
-        assert!(!wants_no_transaction("SELECT 1; -- locksmith: no-transaction is mentioned here"));
+        assert!(wants_no_transaction(
+            "-- locksmith: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"
+        ));
+        assert!(!wants_no_transaction(
+            "SELECT 1; -- locksmith: no-transaction is mentioned here"
+        ));
         assert_eq!(checksum("").len(), 64);
         assert_ne!(checksum("a"), checksum("b"));
     }

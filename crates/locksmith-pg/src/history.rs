@@ -46,21 +46,40 @@ pub async fn ensure_table(client: &Client, lock_timeout: Duration) -> Result<(),
          RESET lock_timeout;",
         locksmith_core::duration::to_pg_setting(lock_timeout)
     );
-    client.batch_execute(&sql).await.map_err(|e| Error::query(format!("creating the history table {TABLE}"), e))
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::query(format!("creating the history table {TABLE}"), e))
 }
 
 /// The migrations applied so far, by version.
 pub async fn applied(client: &Client) -> Result<Vec<Applied>, Error> {
     // Every recorded migration, oldest version first.
     let rows = client
-        .query(&format!("SELECT version, name, checksum FROM {TABLE} ORDER BY version"), &[])
+        .query(
+            &format!("SELECT version, name, checksum FROM {TABLE} ORDER BY version"),
+            &[],
+        )
         .await
         .map_err(|e| Error::query(format!("reading {TABLE}"), e))?;
-    Ok(rows.iter().map(|r| Applied { version: r.get(0), name: r.get(1), checksum: r.get(2) }).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Applied {
+            version: r.get(0),
+            name: r.get(1),
+            checksum: r.get(2),
+        })
+        .collect())
 }
 
 /// The statement that records a migration; run last inside its transaction.
-pub fn insert_sql(version: i64, name: &str, checksum: &str, duration: Duration, attempts: u32) -> String {
+pub fn insert_sql(
+    version: i64,
+    name: &str,
+    checksum: &str,
+    duration: Duration,
+    attempts: u32,
+) -> String {
     format!(
         "INSERT INTO {TABLE} (version, name, checksum, duration_ms, attempts) VALUES ({version}, {}, {}, {}, {attempts})",
         literal(name),

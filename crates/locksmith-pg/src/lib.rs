@@ -55,7 +55,9 @@ pub enum Error {
         reason: String,
     },
     /// The role lacks a privilege the action needs.
-    #[error("not allowed to {action}: the role needs {needs} (GRANT {needs} TO <role>) or superuser")]
+    #[error(
+        "not allowed to {action}: the role needs {needs} (GRANT {needs} TO <role>) or superuser"
+    )]
     Permission {
         /// What we tried.
         action: String,

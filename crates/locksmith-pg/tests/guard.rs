@@ -14,7 +14,10 @@ use tokio::sync::watch;
 fn alter_step() -> Step {
     Step {
         sql: MIGRATION.to_string(),
-        locks: vec![LockTarget { relation: TABLE.into(), mode: LockMode::AccessExclusive }],
+        locks: vec![LockTarget {
+            relation: TABLE.into(),
+            mode: LockMode::AccessExclusive,
+        }],
         builds_index: None,
     }
 }
@@ -42,7 +45,10 @@ async fn constraint_exists(client: &tokio_postgres::Client) -> bool {
 
 async fn ungranted_locks_of(client: &tokio_postgres::Client, pid: i32) -> i64 {
     client
-        .query_one("SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", &[&pid])
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",
+            &[&pid],
+        )
         .await
         .unwrap()
         .get(0)
@@ -52,33 +58,60 @@ async fn ungranted_locks_of(client: &tokio_postgres::Client, pid: i32) -> i64 {
 async fn gives_up_naming_the_leakers_without_stalling_traffic() {
     let cluster = Cluster::start().unwrap();
     let incident = Incident::stage(&cluster, "guard_blocked").await.unwrap();
-    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 3, TABLE).await.unwrap();
-    let traffic = Traffic::start(incident.app.clone(), TrafficProfile { rate: 50.0, ..TrafficProfile::default() });
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 3, TABLE)
+        .await
+        .unwrap();
+    let traffic = Traffic::start(
+        incident.app.clone(),
+        TrafficProfile {
+            rate: 50.0,
+            ..TrafficProfile::default()
+        },
+    );
 
     let (_tx, rx) = watch::channel(None);
-    let mut guard = Guard::connect(&incident.admin, policy(2500, None), rx).await.unwrap();
+    let mut guard = Guard::connect(&incident.admin, policy(2500, None), rx)
+        .await
+        .unwrap();
     let started = Instant::now();
-    let err = guard.run_transaction(&[alter_step()], None).await.unwrap_err();
+    let err = guard
+        .run_transaction(&[alter_step()], None)
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     let report = traffic.stop().await;
 
-    let GuardError::Blocked { holders, .. } = err else { panic!("expected Blocked, got {err:?}") };
+    let GuardError::Blocked { holders, .. } = err else {
+        panic!("expected Blocked, got {err:?}")
+    };
     let mut named: Vec<i32> = holders.iter().map(|h| h.pid).collect();
     named.sort();
     let mut leakers = leaked.pids().to_vec();
     leakers.sort();
     assert_eq!(named, leakers, "the blockers named are exactly the leakers");
-    assert!(holders.iter().all(|h| h.application_name == "leaky-app" && h.mode == "AccessShareLock"));
-    assert!(holders.iter().all(|h| h.state.as_deref() == Some("idle in transaction")));
+    assert!(holders
+        .iter()
+        .all(|h| h.application_name == "leaky-app" && h.mode == "AccessShareLock"));
+    assert!(holders
+        .iter()
+        .all(|h| h.state.as_deref() == Some("idle in transaction")));
     assert!(took < Duration::from_secs(5), "gave up in {took:?}");
     assert!(report.requests > 50);
     // Generous bound: the guard never queued, so traffic never waited for it.
-    assert!(report.max_stall_ms < 1000, "traffic stalled {} ms", report.max_stall_ms);
+    assert!(
+        report.max_stall_ms < 1000,
+        "traffic stalled {} ms",
+        report.max_stall_ms
+    );
     assert_eq!(report.timeouts, 0);
     let admin = incident.admin.connect().await.unwrap();
     assert!(!constraint_exists(&admin).await);
     assert_eq!(ungranted_locks_of(&admin, guard.pid()).await, 0);
-    assert_eq!(leaked.alive(), 3, "nothing was terminated without the policy");
+    assert_eq!(
+        leaked.alive(),
+        3,
+        "nothing was terminated without the policy"
+    );
 }
 
 #[tokio::test]
@@ -86,17 +119,38 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
     let cluster = Cluster::start().unwrap();
     let incident = Incident::stage(&cluster, "guard_terminate").await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute("CREATE TABLE other (id int); GRANT SELECT ON other TO app").await.unwrap();
-    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE).await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE other (id int); GRANT SELECT ON other TO app")
+        .await
+        .unwrap();
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
+        .await
+        .unwrap();
     // Idle in transaction, but on another table: does not block us, must survive.
-    let bystander = LeakedSessions::open(&incident.app.with_application_name("bystander"), 1, "other").await.unwrap();
+    let bystander =
+        LeakedSessions::open(&incident.app.with_application_name("bystander"), 1, "other")
+            .await
+            .unwrap();
     // An active query in another database's session is never touched either.
-    let busy = incident.app.with_application_name("busy").connect().await.unwrap();
+    let busy = incident
+        .app
+        .with_application_name("busy")
+        .connect()
+        .await
+        .unwrap();
     let busy_query = tokio::spawn(async move { busy.batch_execute("SELECT pg_sleep(2)").await });
-    let traffic = Traffic::start(incident.app.clone(), TrafficProfile { rate: 50.0, ..TrafficProfile::default() });
+    let traffic = Traffic::start(
+        incident.app.clone(),
+        TrafficProfile {
+            rate: 50.0,
+            ..TrafficProfile::default()
+        },
+    );
 
     let (_tx, rx) = watch::channel(None);
-    let mut guard = Guard::connect(&incident.admin, policy(10_000, Some(500)), rx).await.unwrap();
+    let mut guard = Guard::connect(&incident.admin, policy(10_000, Some(500)), rx)
+        .await
+        .unwrap();
     let started = Instant::now();
     let attempts = guard.run_transaction(&[alter_step()], None).await.unwrap();
     let took = started.elapsed();
@@ -110,26 +164,49 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
     assert_eq!(terminated, leakers);
     assert!(constraint_exists(&admin).await);
     assert!(took < Duration::from_millis(2500), "took {took:?}");
-    assert!(report.max_stall_ms < 1000, "traffic stalled {} ms", report.max_stall_ms);
+    assert!(
+        report.max_stall_ms < 1000,
+        "traffic stalled {} ms",
+        report.max_stall_ms
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(leaked.alive(), 0);
-    assert_eq!(bystander.alive(), 1, "a session that does not block us is left alone");
-    assert!(busy_query.await.unwrap().is_ok(), "an active query is never terminated");
+    assert_eq!(
+        bystander.alive(),
+        1,
+        "a session that does not block us is left alone"
+    );
+    assert!(
+        busy_query.await.unwrap().is_ok(),
+        "an active query is never terminated"
+    );
 }
 
 #[tokio::test]
 async fn active_long_query_is_waited_for_not_terminated() {
     let cluster = Cluster::start().unwrap();
     let incident = Incident::stage(&cluster, "guard_active").await.unwrap();
-    let reader = incident.app.with_application_name("report-job").connect().await.unwrap();
+    let reader = incident
+        .app
+        .with_application_name("report-job")
+        .connect()
+        .await
+        .unwrap();
     let long_read = tokio::spawn(async move {
-        reader.batch_execute("BEGIN; SELECT count(*) FROM academic_partners, pg_sleep(1.5); COMMIT").await
+        reader
+            .batch_execute("BEGIN; SELECT count(*) FROM academic_partners, pg_sleep(1.5); COMMIT")
+            .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_tx, rx) = watch::channel(None);
-    let mut guard = Guard::connect(&incident.admin, policy(10_000, Some(0)), rx).await.unwrap();
+    let mut guard = Guard::connect(&incident.admin, policy(10_000, Some(0)), rx)
+        .await
+        .unwrap();
     guard.run_transaction(&[alter_step()], None).await.unwrap();
-    assert!(guard.report.terminated.is_empty(), "an active query is never terminated");
+    assert!(
+        guard.report.terminated.is_empty(),
+        "an active query is never terminated"
+    );
     assert!(long_read.await.unwrap().is_ok());
 }
 
@@ -140,7 +217,12 @@ async fn wins_against_a_stream_of_short_transactions() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for _ in 0..8 {
-        let client = incident.app.with_application_name("writer").connect().await.unwrap();
+        let client = incident
+            .app
+            .with_application_name("writer")
+            .connect()
+            .await
+            .unwrap();
         let stop = stop.clone();
         writers.push(tokio::spawn(async move {
             let mut worst = Duration::ZERO;
@@ -157,7 +239,9 @@ async fn wins_against_a_stream_of_short_transactions() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_tx, rx) = watch::channel(None);
-    let mut guard = Guard::connect(&incident.admin, policy(20_000, None), rx).await.unwrap();
+    let mut guard = Guard::connect(&incident.admin, policy(20_000, None), rx)
+        .await
+        .unwrap();
     let started = Instant::now();
     guard.run_transaction(&[alter_step()], None).await.unwrap();
     let took = started.elapsed();
@@ -169,7 +253,10 @@ async fn wins_against_a_stream_of_short_transactions() {
     let admin = incident.admin.connect().await.unwrap();
     assert!(constraint_exists(&admin).await);
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(worst < Duration::from_millis(1500), "a writer waited {worst:?}");
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a writer waited {worst:?}"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +266,10 @@ async fn interrupt_while_waiting_leaves_nothing_queued() {
     let _leaked = LeakedSessions::open(&incident.app, 1, TABLE).await.unwrap();
     let (tx, rx) = watch::channel(None);
     // A policy that lets the LOCK wait a long time: the interrupt must still cancel it on the server.
-    let policy = GuardPolicy { lock_timeout: Duration::from_secs(30), ..policy(60_000, None) };
+    let policy = GuardPolicy {
+        lock_timeout: Duration::from_secs(30),
+        ..policy(60_000, None)
+    };
     let mut guard = Guard::connect(&incident.admin, policy, rx).await.unwrap();
     let pid = guard.pid();
     let sender = tokio::spawn(async move {
@@ -187,8 +277,14 @@ async fn interrupt_while_waiting_leaves_nothing_queued() {
         tx.send(Some(Interrupt::Interrupt)).unwrap();
         tx
     });
-    let err = guard.run_transaction(&[alter_step()], None).await.unwrap_err();
-    assert!(matches!(err, GuardError::Interrupted(Interrupt::Interrupt)), "{err:?}");
+    let err = guard
+        .run_transaction(&[alter_step()], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GuardError::Interrupted(Interrupt::Interrupt)),
+        "{err:?}"
+    );
     let _tx = sender.await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
     assert_eq!(ungranted_locks_of(&admin, pid).await, 0);
@@ -200,19 +296,44 @@ async fn history_row_commits_with_the_migration_or_not_at_all() {
     let cluster = Cluster::start().unwrap();
     let incident = Incident::stage(&cluster, "guard_atomic").await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute("CREATE TABLE history (version int)").await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE history (version int)")
+        .await
+        .unwrap();
     let (_tx, rx) = watch::channel(None);
-    let mut guard = Guard::connect(&incident.admin, policy(5000, None), rx).await.unwrap();
-    let failing = Step { sql: "ALTER TABLE academic_partners ADD COLUMN x int DEFAULT 1/0".into(), ..alter_step() };
+    let mut guard = Guard::connect(&incident.admin, policy(5000, None), rx)
+        .await
+        .unwrap();
+    let failing = Step {
+        sql: "ALTER TABLE academic_partners ADD COLUMN x int DEFAULT 1/0".into(),
+        ..alter_step()
+    };
     let finish = |_: u32, _: Duration| "INSERT INTO history VALUES (1)".to_string();
-    let err = guard.run_transaction(&[alter_step(), failing], Some(&finish)).await.unwrap_err();
+    let err = guard
+        .run_transaction(&[alter_step(), failing], Some(&finish))
+        .await
+        .unwrap_err();
     assert!(matches!(err, GuardError::Failed(_)), "{err:?}");
     assert!(err.to_string().contains("division by zero"), "{err}");
-    assert!(!constraint_exists(&admin).await, "the first statement was rolled back too");
-    let rows: i64 = admin.query_one("SELECT count(*) FROM history", &[]).await.unwrap().get(0);
+    assert!(
+        !constraint_exists(&admin).await,
+        "the first statement was rolled back too"
+    );
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM history", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(rows, 0);
-    guard.run_transaction(&[alter_step()], Some(&finish)).await.unwrap();
-    let rows: i64 = admin.query_one("SELECT count(*) FROM history", &[]).await.unwrap().get(0);
+    guard
+        .run_transaction(&[alter_step()], Some(&finish))
+        .await
+        .unwrap();
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM history", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(rows, 1);
     assert!(constraint_exists(&admin).await);
 }

@@ -19,6 +19,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// One-shot diagnosis: lock-wait chains, idle-in-transaction sessions, who to blame.
     Blockers(BlockersArgs),
+    /// Static analysis with the real PostgreSQL parser: per statement, the locks it
+    /// takes, whether it rewrites the table, and findings with a runnable safe rewrite.
+    Lint(LintArgs),
 }
 
 /// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's `PG*` variables.
@@ -90,6 +93,41 @@ impl GuardArgs {
             terminate_idle_after: self.terminate_idle_after,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// SQL files, directories (their `*.sql`, recursively, in name order), or `-` for stdin
+    #[arg(value_name = "FILE|DIR|-", required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// PostgreSQL major version to lint for, 13 to 18 [default: `pg_version` in locksmith.toml, else 18]
+    #[arg(long, value_name = "N", value_parser = pg_version)]
+    pub pg_version: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LintFormat,
+    /// Configuration file [default: ./locksmith.toml when present]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LintFormat {
+    #[default]
+    Human,
+    Json,
+    /// SARIF 2.1.0, for code-scanning dashboards.
+    Sarif,
+    /// GitHub Actions workflow commands (`::error file=…`).
+    Github,
+}
+
+/// A supported PostgreSQL major version, for clap.
+pub fn pg_version(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a major version number"))?;
+    locksmith_core::lint::config::check_version(v)
 }
 
 /// The one duration parser, for clap.

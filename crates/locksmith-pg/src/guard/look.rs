@@ -44,7 +44,9 @@ pub struct Holder {
 impl Holder {
     /// Idle inside a transaction (or an aborted one): holding locks while doing nothing.
     pub fn is_idle_in_transaction(&self) -> bool {
-        self.state.as_deref().is_some_and(|s| s.starts_with("idle in transaction"))
+        self.state
+            .as_deref()
+            .is_some_and(|s| s.starts_with("idle in transaction"))
     }
 
     /// A holder that will not let go within `budget` on its own: idle in a
@@ -55,12 +57,26 @@ impl Holder {
 
     /// `app@client idle 41s` for one-line reports.
     pub fn label(&self) -> String {
-        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        let app = if self.application_name.is_empty() {
+            "(no application_name)"
+        } else {
+            &self.application_name
+        };
         let client = self.client_addr.as_deref().unwrap_or("local");
-        let age = |ms: Option<i64>| locksmith_core::duration::human(Duration::from_millis(ms.unwrap_or(0).max(0) as u64));
+        let age = |ms: Option<i64>| {
+            locksmith_core::duration::human(Duration::from_millis(ms.unwrap_or(0).max(0) as u64))
+        };
         match self.state.as_deref() {
-            Some(s) if s.starts_with("idle in transaction") => format!("pid {} {app}@{client} idle {}", self.pid, age(self.state_age_ms)),
-            Some(s) => format!("pid {} {app}@{client} {s} for {}", self.pid, age(self.state_age_ms)),
+            Some(s) if s.starts_with("idle in transaction") => format!(
+                "pid {} {app}@{client} idle {}",
+                self.pid,
+                age(self.state_age_ms)
+            ),
+            Some(s) => format!(
+                "pid {} {app}@{client} {s} for {}",
+                self.pid,
+                age(self.state_age_ms)
+            ),
             None => format!("pid {} {app}@{client}", self.pid),
         }
     }
@@ -79,7 +95,10 @@ pub(crate) struct Resolved {
 
 /// Resolves target names to oids; relations that do not exist yet (created
 /// by the migration itself) are left out.
-pub(crate) async fn resolve(client: &Client, targets: &[LockTarget]) -> Result<Vec<Resolved>, Error> {
+pub(crate) async fn resolve(
+    client: &Client,
+    targets: &[LockTarget],
+) -> Result<Vec<Resolved>, Error> {
     if targets.is_empty() {
         return Ok(Vec::new());
     }
@@ -101,17 +120,31 @@ pub(crate) async fn resolve(client: &Client, targets: &[LockTarget]) -> Result<V
         let oid: u32 = row.get(1);
         let kind: String = row.get(2);
         let lock_name: String = row.get(3);
-        let mode = targets.iter().filter(|t| t.relation == name).map(|t| t.mode).max().unwrap_or(LockMode::AccessExclusive);
+        let mode = targets
+            .iter()
+            .filter(|t| t.relation == name)
+            .map(|t| t.mode)
+            .max()
+            .unwrap_or(LockMode::AccessExclusive);
         match resolved.iter_mut().find(|r| r.oid == oid) {
             Some(r) => r.mode = r.mode.max(mode),
-            None => resolved.push(Resolved { name, lock_name, oid, lockable: matches!(kind.as_str(), "r" | "p" | "v" | "m" | "f"), mode }),
+            None => resolved.push(Resolved {
+                name,
+                lock_name,
+                oid,
+                lockable: matches!(kind.as_str(), "r" | "p" | "v" | "m" | "f"),
+                mode,
+            }),
         }
     }
     Ok(resolved)
 }
 
 /// Sessions of any database holding a granted lock that conflicts with what we want.
-pub(crate) async fn conflicting_holders(client: &Client, targets: &[Resolved]) -> Result<Vec<Holder>, Error> {
+pub(crate) async fn conflicting_holders(
+    client: &Client,
+    targets: &[Resolved],
+) -> Result<Vec<Holder>, Error> {
     if targets.is_empty() {
         return Ok(Vec::new());
     }
@@ -139,7 +172,9 @@ pub(crate) async fn conflicting_holders(client: &Client, targets: &[Resolved]) -
     for row in rows {
         let oid: u32 = row.get(1);
         let mode: String = row.get(2);
-        let Some(target) = targets.iter().find(|t| t.oid == oid) else { continue };
+        let Some(target) = targets.iter().find(|t| t.oid == oid) else {
+            continue;
+        };
         let held = LockMode::from_pg_name(&mode);
         if !held.is_some_and(|h| target.mode.conflicts_with(h)) {
             continue;
@@ -169,7 +204,11 @@ pub(crate) async fn conflicting_holders(client: &Client, targets: &[Resolved]) -
 /// of this database, idle in a transaction for at least `idle_for`. The
 /// conditions are checked in the same statement that terminates, so a
 /// session that woke up in between is left alone. Returns whether it was terminated.
-pub(crate) async fn terminate_if_still_idle(client: &Client, pid: i32, idle_for: Duration) -> Result<bool, Error> {
+pub(crate) async fn terminate_if_still_idle(
+    client: &Client,
+    pid: i32,
+    idle_for: Duration,
+) -> Result<bool, Error> {
     let idle_ms = idle_for.as_millis() as f64;
     // Terminate only an idle-in-transaction client session of our database, idle long enough.
     let row = client
@@ -185,7 +224,10 @@ pub(crate) async fn terminate_if_still_idle(client: &Client, pid: i32, idle_for:
     match row {
         Ok(row) => Ok(row.map(|r| r.get::<_, bool>(0)).unwrap_or(false)),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            Err(Error::Permission { action: format!("terminate session {pid}"), needs: "pg_signal_backend".into() })
+            Err(Error::Permission {
+                action: format!("terminate session {pid}"),
+                needs: "pg_signal_backend".into(),
+            })
         }
         Err(e) => Err(Error::query(format!("terminating session {pid}"), e)),
     }

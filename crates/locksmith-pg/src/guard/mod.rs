@@ -154,7 +154,9 @@ pub enum GuardError {
         holders: Vec<Holder>,
     },
     /// Ctrl-C or SIGTERM: the statement was cancelled on the server and rolled back.
-    #[error("interrupted ({0:?}); the in-flight statement was cancelled on the server and rolled back")]
+    #[error(
+        "interrupted ({0:?}); the in-flight statement was cancelled on the server and rolled back"
+    )]
     Interrupted(Interrupt),
     /// A statement failed for another reason; the transaction was rolled back.
     #[error("{0}")]
@@ -199,7 +201,10 @@ impl Guard {
         interrupt: watch::Receiver<Option<Interrupt>>,
     ) -> Result<Guard, Error> {
         let client = settings.connect().await?;
-        let sidecar = settings.with_application_name("locksmith-watchdog").connect().await?;
+        let sidecar = settings
+            .with_application_name("locksmith-watchdog")
+            .connect()
+            .await?;
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -281,30 +286,47 @@ impl Guard {
                 return Err(GuardError::Interrupted(signal));
             }
             if self.remaining().is_zero() {
-                return Err(self.give_up(&targets, "the deadline passed while the migration was still blocked").await);
+                return Err(self
+                    .give_up(
+                        &targets,
+                        "the deadline passed while the migration was still blocked",
+                    )
+                    .await);
             }
             let resolved = look::resolve(&self.sidecar, &targets).await?;
             let mut holders = look::conflicting_holders(&self.sidecar, &resolved).await?;
             self.apply_terminate_policy(&mut holders).await?;
-            let long_lived: Vec<Holder> =
-                holders.iter().filter(|h| h.is_long_lived(self.policy.lock_timeout)).cloned().collect();
+            let long_lived: Vec<Holder> = holders
+                .iter()
+                .filter(|h| h.is_long_lived(self.policy.lock_timeout))
+                .cloned()
+                .collect();
             if !long_lived.is_empty() {
                 let wait = self.next_look(&long_lived, &mut backoff);
-                (self.on_event)(Event::Waiting { holders: &long_lived, next_look: wait });
+                (self.on_event)(Event::Waiting {
+                    holders: &long_lived,
+                    next_look: wait,
+                });
                 self.report.blockers = long_lived;
                 self.sleep(wait).await?;
                 continue;
             }
             if unit_attempts >= self.policy.max_attempts {
-                return Err(self.give_up(&targets, &format!("{} lock attempts failed", unit_attempts)).await);
+                return Err(self
+                    .give_up(&targets, &format!("{} lock attempts failed", unit_attempts))
+                    .await);
             }
             unit_attempts += 1;
             self.report.attempts += 1;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
-            (self.on_event)(Event::Attempt { number: unit_attempts, nowait });
+            (self.on_event)(Event::Attempt {
+                number: unit_attempts,
+                nowait,
+            });
             let outcome = if in_transaction {
                 let finish_sql = finish.map(|f| f(unit_attempts, unit_started.elapsed()));
-                self.attempt_transaction(steps, &resolved, nowait, finish_sql.as_deref()).await?
+                self.attempt_transaction(steps, &resolved, nowait, finish_sql.as_deref())
+                    .await?
             } else {
                 self.attempt_single(&steps[0]).await?
             };
@@ -317,8 +339,15 @@ impl Guard {
                     if nowait {
                         nowait_losses += 1;
                     }
-                    (self.on_event)(Event::LostRace { number: unit_attempts, watch: &watch });
-                    let delay = if nowait { Duration::from_millis(5 + fastrand::u64(0..20)) } else { backoff.next_delay() };
+                    (self.on_event)(Event::LostRace {
+                        number: unit_attempts,
+                        watch: &watch,
+                    });
+                    let delay = if nowait {
+                        Duration::from_millis(5 + fastrand::u64(0..20))
+                    } else {
+                        backoff.next_delay()
+                    };
                     self.sleep(delay).await?;
                 }
             }
@@ -338,12 +367,19 @@ impl Guard {
         wait.min(self.remaining())
     }
 
-    async fn apply_terminate_policy(&mut self, holders: &mut Vec<Holder>) -> Result<(), GuardError> {
-        let Some(threshold) = self.policy.terminate_idle_after else { return Ok(()) };
+    async fn apply_terminate_policy(
+        &mut self,
+        holders: &mut Vec<Holder>,
+    ) -> Result<(), GuardError> {
+        let Some(threshold) = self.policy.terminate_idle_after else {
+            return Ok(());
+        };
         let mut kept = Vec::with_capacity(holders.len());
         for h in holders.drain(..) {
             let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
-            let eligible = h.is_idle_in_transaction() && h.backend_type == "client backend" && idle >= threshold;
+            let eligible = h.is_idle_in_transaction()
+                && h.backend_type == "client backend"
+                && idle >= threshold;
             if eligible && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold).await? {
                 (self.on_event)(Event::Terminated(&h));
                 self.report.terminated.push(h);
@@ -358,13 +394,18 @@ impl Guard {
     async fn give_up(&mut self, targets: &[LockTarget], reason: &str) -> GuardError {
         // Name whoever holds conflicting locks now; fall back to the last seen.
         let now = match look::resolve(&self.sidecar, targets).await {
-            Ok(resolved) => look::conflicting_holders(&self.sidecar, &resolved).await.unwrap_or_default(),
+            Ok(resolved) => look::conflicting_holders(&self.sidecar, &resolved)
+                .await
+                .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
         if !now.is_empty() {
             self.report.blockers = now;
         }
-        GuardError::Blocked { reason: reason.to_string(), holders: self.report.blockers.clone() }
+        GuardError::Blocked {
+            reason: reason.to_string(),
+            holders: self.report.blockers.clone(),
+        }
     }
 
     async fn sleep(&mut self, d: Duration) -> Result<(), GuardError> {
@@ -389,18 +430,32 @@ impl Guard {
         order.sort_by(|a, b| a.lock_name.cmp(&b.lock_name));
         let mut sql = vec![
             "BEGIN".to_string(),
-            format!("SET LOCAL lock_timeout = '{}'", to_pg_setting(self.policy.lock_timeout)),
-            format!("SET LOCAL statement_timeout = '{}'", to_pg_setting(self.remaining().max(Duration::from_secs(1)))),
+            format!(
+                "SET LOCAL lock_timeout = '{}'",
+                to_pg_setting(self.policy.lock_timeout)
+            ),
+            format!(
+                "SET LOCAL statement_timeout = '{}'",
+                to_pg_setting(self.remaining().max(Duration::from_secs(1)))
+            ),
         ];
         for r in order {
             let wait = if nowait { " NOWAIT" } else { "" };
-            sql.push(format!("LOCK TABLE {} IN {} MODE{wait}", r.lock_name, r.mode.sql_name()));
+            sql.push(format!(
+                "LOCK TABLE {} IN {} MODE{wait}",
+                r.lock_name,
+                r.mode.sql_name()
+            ));
         }
         sql.extend(steps.iter().map(|s| s.sql.clone()));
         sql.extend(finish.map(str::to_string));
         sql.push("COMMIT".to_string());
 
-        let dog = Watchdog::start(self.sidecar.clone(), vec![self.pid], self.policy.lock_timeout);
+        let dog = Watchdog::start(
+            self.sidecar.clone(),
+            vec![self.pid],
+            self.policy.lock_timeout,
+        );
         let mut result = Ok(());
         for statement in &sql {
             result = self.exec(statement).await;
@@ -425,12 +480,22 @@ impl Guard {
             to_pg_setting(self.policy.lock_timeout),
             to_pg_setting(self.remaining().max(Duration::from_secs(1)))
         );
-        self.client.batch_execute(&timeouts).await.map_err(|e| Error::query("setting timeouts", e))?;
-        let dog = Watchdog::start(self.sidecar.clone(), vec![self.pid], self.policy.lock_timeout);
+        self.client
+            .batch_execute(&timeouts)
+            .await
+            .map_err(|e| Error::query("setting timeouts", e))?;
+        let dog = Watchdog::start(
+            self.sidecar.clone(),
+            vec![self.pid],
+            self.policy.lock_timeout,
+        );
         let result = self.exec(&step.sql).await;
         let watch = dog.finish().await;
         self.note(&watch);
-        let _ = self.client.batch_execute("RESET lock_timeout; RESET statement_timeout").await;
+        let _ = self
+            .client
+            .batch_execute("RESET lock_timeout; RESET statement_timeout")
+            .await;
         match result {
             Ok(()) => Ok(Attempt::Done),
             Err(e) => {
@@ -468,7 +533,10 @@ impl Guard {
 
     fn note(&mut self, watch: &Watch) {
         self.report.max_queued_behind = self.report.max_queued_behind.max(watch.max_queued_behind);
-        self.report.longest_wait_ms = self.report.longest_wait_ms.max(watch.longest_wait.as_millis() as u64);
+        self.report.longest_wait_ms = self
+            .report
+            .longest_wait_ms
+            .max(watch.longest_wait.as_millis() as u64);
     }
 
     fn classify(&mut self, e: ExecError, watch: Watch) -> Result<Attempt, GuardError> {
@@ -477,10 +545,15 @@ impl Guard {
             ExecError::Deadline => Ok(Attempt::LostRace(watch)),
             ExecError::Sql(e) => {
                 let code = e.code();
-                if code == Some(&SqlState::LOCK_NOT_AVAILABLE) || (code == Some(&SqlState::QUERY_CANCELED) && watch.cancelled) {
+                if code == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    || (code == Some(&SqlState::QUERY_CANCELED) && watch.cancelled)
+                {
                     Ok(Attempt::LostRace(watch))
                 } else {
-                    Err(GuardError::Failed(Error::query("the migration failed and was rolled back", e)))
+                    Err(GuardError::Failed(Error::query(
+                        "the migration failed and was rolled back",
+                        e,
+                    )))
                 }
             }
         }

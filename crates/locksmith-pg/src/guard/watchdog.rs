@@ -87,7 +87,9 @@ impl Watchdog {
                             if waited > budget + POLL * 2 {
                                 // Cancel our own backend on the server: the one remedy that works
                                 // even when our client is stuck.
-                                let _ = sidecar.execute("SELECT pg_cancel_backend($1)", &[&pid]).await;
+                                let _ = sidecar
+                                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                                    .await;
                                 seen.lock().unwrap().cancelled = true;
                                 waiting_since = None;
                             }

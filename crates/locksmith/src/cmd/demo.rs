@@ -9,14 +9,14 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use locksmith_core::lock::LockMode;
 use locksmith_pg::blockers::BlockerReport;
+use locksmith_pg::guard::{Event, Guard, GuardError, GuardPolicy, LockTarget, Step};
 use locksmith_pg::snapshot::Snapshotter;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, TrafficReport};
-use locksmith_core::lock::LockMode;
-use locksmith_pg::guard::{Event, Guard, GuardError, GuardPolicy, LockTarget, Step};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -98,32 +98,64 @@ pub async fn run(args: DemoArgs) -> CmdResult {
     out.say(&format!("\n   {}", naive_outcome.summary));
     out.results("naive (plain ALTER)", &naive);
 
-    let guarded_cluster = start_cluster(BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?).await?;
+    let guarded_cluster = start_cluster(
+        BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?,
+    )
+    .await?;
     out.heading("\n2. The same migration under the guard (lock budget 200ms, give up after 5s)");
     out.say("   It looks before it queues: while sessions idle in transaction hold the table, it waits without queueing.\n");
-    let policy = GuardPolicy { deadline: Duration::from_secs(5), ..GuardPolicy::default() };
+    let policy = GuardPolicy {
+        deadline: Duration::from_secs(5),
+        ..GuardPolicy::default()
+    };
     let (blocked, blocked_outcome) = {
         let (policy, out_events) = (policy.clone(), out.events());
-        scenario(&guarded_cluster, "incident_guarded", &out, move |incident| guarded_migration(incident, policy, out_events)).await?
+        scenario(
+            &guarded_cluster,
+            "incident_guarded",
+            &out,
+            move |incident| guarded_migration(incident, policy, out_events),
+        )
+        .await?
     };
     out.say(&format!("\n   {}", blocked_outcome.summary));
     out.results("guard, no termination", &blocked);
 
     out.heading("\n3. Under the guard with --terminate-idle-after 1s");
     out.say("   Sessions idle in transaction for 1s that block the migration are terminated; nothing else is touched.\n");
-    let policy = GuardPolicy { terminate_idle_after: Some(Duration::from_secs(1)), ..policy };
+    let policy = GuardPolicy {
+        terminate_idle_after: Some(Duration::from_secs(1)),
+        ..policy
+    };
     let (guarded, guarded_outcome) = {
         let out_events = out.events();
-        scenario(&guarded_cluster, "incident_terminate", &out, move |incident| guarded_migration(incident, policy, out_events)).await?
+        scenario(
+            &guarded_cluster,
+            "incident_terminate",
+            &out,
+            move |incident| guarded_migration(incident, policy, out_events),
+        )
+        .await?
     };
     out.say(&format!("\n   {}", guarded_outcome.summary));
     out.results("guard + terminate", &guarded);
 
     if args.json {
         let mut stdout = std::io::stdout().lock();
-        render::json(&mut stdout, &DemoResult { naive, guarded_no_terminate: blocked, guarded })?;
+        render::json(
+            &mut stdout,
+            &DemoResult {
+                naive,
+                guarded_no_terminate: blocked,
+                guarded,
+            },
+        )?;
     } else {
-        out.say(&side_by_side(&[("plain ALTER", &naive), ("guard", &blocked), ("guard + terminate 1s", &guarded)]));
+        out.say(&side_by_side(&[
+            ("plain ALTER", &naive),
+            ("guard", &blocked),
+            ("guard + terminate 1s", &guarded),
+        ]));
         out.say(&diagnosis(&naive));
     }
     Ok(Outcome::Done)
@@ -244,14 +276,21 @@ async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationO
 }
 
 /// The guarded way: the same [`Guard`] `apply` and `run` use.
-async fn guarded_migration(incident: Incident, policy: GuardPolicy, events: EventPrinter) -> Result<MigrationOutcome, Failure> {
+async fn guarded_migration(
+    incident: Incident,
+    policy: GuardPolicy,
+    events: EventPrinter,
+) -> Result<MigrationOutcome, Failure> {
     let (_never, interrupt) = watch::channel(None);
     let settings = incident.admin.with_application_name("locksmith");
     let mut guard = Guard::connect(&settings, policy, interrupt).await?;
     guard.on_event(move |e| events.print(&e));
     let step = Step {
         sql: MIGRATION.to_string(),
-        locks: vec![LockTarget { relation: TABLE.into(), mode: LockMode::AccessExclusive }],
+        locks: vec![LockTarget {
+            relation: TABLE.into(),
+            mode: LockMode::AccessExclusive,
+        }],
         builds_index: None,
     };
     let started = Instant::now();
@@ -324,15 +363,58 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         }
         line + "\n"
     };
-    out.push_str(&row("", columns.iter().map(|(name, _)| name.to_string()).collect()));
+    out.push_str(&row(
+        "",
+        columns.iter().map(|(name, _)| name.to_string()).collect(),
+    ));
     let ms = |v: u64| render::age(Some(v as i64));
-    out.push_str(&row("worst request stall", columns.iter().map(|(_, r)| ms(r.max_stall_ms)).collect()));
-    out.push_str(&row("p99 latency", columns.iter().map(|(_, r)| ms(r.p99_ms)).collect()));
-    out.push_str(&row("requests", columns.iter().map(|(_, r)| r.requests.to_string()).collect()));
-    out.push_str(&row("gateway timeouts (>5s)", columns.iter().map(|(_, r)| r.timeouts.to_string()).collect()));
-    out.push_str(&row("peak app connections", columns.iter().map(|(_, r)| r.peak_connections.to_string()).collect()));
-    out.push_str(&row("migration", columns.iter().map(|(_, r)| (if r.completed { "applied" } else { "not applied" }).to_string()).collect()));
-    out.push_str(&row("migration time", columns.iter().map(|(_, r)| ms(r.migration_ms)).collect()));
+    out.push_str(&row(
+        "worst request stall",
+        columns.iter().map(|(_, r)| ms(r.max_stall_ms)).collect(),
+    ));
+    out.push_str(&row(
+        "p99 latency",
+        columns.iter().map(|(_, r)| ms(r.p99_ms)).collect(),
+    ));
+    out.push_str(&row(
+        "requests",
+        columns
+            .iter()
+            .map(|(_, r)| r.requests.to_string())
+            .collect(),
+    ));
+    out.push_str(&row(
+        "gateway timeouts (>5s)",
+        columns
+            .iter()
+            .map(|(_, r)| r.timeouts.to_string())
+            .collect(),
+    ));
+    out.push_str(&row(
+        "peak app connections",
+        columns
+            .iter()
+            .map(|(_, r)| r.peak_connections.to_string())
+            .collect(),
+    ));
+    out.push_str(&row(
+        "migration",
+        columns
+            .iter()
+            .map(|(_, r)| {
+                (if r.completed {
+                    "applied"
+                } else {
+                    "not applied"
+                })
+                .to_string()
+            })
+            .collect(),
+    ));
+    out.push_str(&row(
+        "migration time",
+        columns.iter().map(|(_, r)| ms(r.migration_ms)).collect(),
+    ));
     out
 }
 
@@ -357,7 +439,11 @@ struct Output {
 
 impl Output {
     fn events(&self) -> EventPrinter {
-        EventPrinter { quiet: self.json, tty: self.tty, style: self.style }
+        EventPrinter {
+            quiet: self.json,
+            tty: self.tty,
+            style: self.style,
+        }
     }
 
     fn say(&self, line: &str) {

@@ -9,10 +9,11 @@ use tokio::sync::watch;
 pub fn interrupts() -> watch::Receiver<Option<Interrupt>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         let which = tokio::select! {
             _ = tokio::signal::ctrl_c() => Interrupt::Interrupt,
             _ = term.recv() => Interrupt::Terminate,

@@ -55,12 +55,21 @@ pub struct RunReport {
 
 impl RunReport {
     /// A report from the guard's account of what it did.
-    pub fn new(status: Status, guard: &GuardReport, migrations: Vec<MigrationRecord>, error: Option<String>) -> Self {
+    pub fn new(
+        status: Status,
+        guard: &GuardReport,
+        migrations: Vec<MigrationRecord>,
+        error: Option<String>,
+    ) -> Self {
         RunReport {
             status,
             attempts: guard.attempts,
             migrations,
-            blockers: if status == Status::Applied { Vec::new() } else { guard.blockers.clone() },
+            blockers: if status == Status::Applied {
+                Vec::new()
+            } else {
+                guard.blockers.clone()
+            },
             terminated: guard.terminated.clone(),
             max_queued_behind: guard.max_queued_behind,
             error,
@@ -81,7 +90,11 @@ pub fn human(report: &RunReport, style: Style) -> String {
     let mut out = String::new();
     match report.status {
         Status::Applied if report.migrations.is_empty() => {
-            let _ = writeln!(out, "{}", style.green("Nothing to apply: the database is up to date."));
+            let _ = writeln!(
+                out,
+                "{}",
+                style.green("Nothing to apply: the database is up to date.")
+            );
         }
         Status::Applied => {
             for m in &report.migrations {
@@ -98,17 +111,30 @@ pub fn human(report: &RunReport, style: Style) -> String {
             }
         }
         Status::Blocked => {
-            let _ = writeln!(out, "{}", style.red("Gave up: the migration stayed blocked. Nothing was left queued on the server."));
+            let _ = writeln!(
+                out,
+                "{}",
+                style.red(
+                    "Gave up: the migration stayed blocked. Nothing was left queued on the server."
+                )
+            );
         }
         Status::Failed => {
-            let _ = writeln!(out, "{}", style.red("Failed; the failed migration was rolled back."));
+            let _ = writeln!(
+                out,
+                "{}",
+                style.red("Failed; the failed migration was rolled back.")
+            );
         }
     }
     if let Some(e) = &report.error {
         let _ = writeln!(out, "  {e}");
     }
     if !report.terminated.is_empty() {
-        let _ = writeln!(out, "Terminated (idle in transaction past --terminate-idle-after, blocking the migration):");
+        let _ = writeln!(
+            out,
+            "Terminated (idle in transaction past --terminate-idle-after, blocking the migration):"
+        );
         for h in &report.terminated {
             let _ = writeln!(out, "  {}", holder_line(h));
         }

@@ -1,0 +1,674 @@
+//! Parse node → [`StatementKind`] plus the locks, rewrites and scans of every
+//! statement family except `ALTER TABLE` (see `alter_table`).
+//!
+//! Lock levels follow PostgreSQL's source and documentation ("Explicit
+//! Locking", each command's page); `docs/locks.md` records what `trace`
+//! observed on each version. Must not do I/O or keep state beyond
+//! [`FileSchema`], the little the file itself tells about its own objects.
+
+use std::collections::{HashMap, HashSet};
+
+use pg_query::protobuf::{self, ObjectType};
+use pg_query::NodeEnum;
+
+use super::expr::{object_names, range_var, relations_in, strings};
+use super::kind::{RenameTarget, StatementKind, TransactionControl};
+use super::Requirement;
+use crate::lock::LockMode;
+
+/// What the file has said so far about its own objects, so that later
+/// statements can be judged better than from their text alone.
+#[derive(Debug, Default)]
+pub(crate) struct FileSchema {
+    /// (table, column) → type, from `CREATE TABLE` and `ADD COLUMN`.
+    pub column_types: HashMap<(String, String), (String, Vec<i64>)>,
+    /// (table, column) proven not null by a validated `CHECK (col IS NOT NULL)`.
+    pub not_null_checks: HashSet<(String, String)>,
+    /// `CHECK (col IS NOT NULL)` constraints added `NOT VALID`: name → (table, column).
+    pub pending_not_null_checks: HashMap<String, (String, String)>,
+    /// Foreign keys added in this file: constraint name → referenced table.
+    pub foreign_keys: HashMap<String, String>,
+    /// Indexes created in this file: index → table.
+    pub indexes: HashMap<String, String>,
+}
+
+/// Locks in first-seen order, the strongest mode kept per relation.
+#[derive(Debug, Default)]
+pub(crate) struct Locks(Vec<super::RelationLock>);
+
+impl Locks {
+    pub fn add(&mut self, relation: impl Into<String>, mode: LockMode) {
+        let relation = relation.into();
+        if relation.is_empty() {
+            return;
+        }
+        match self.0.iter_mut().find(|l| l.relation == relation) {
+            Some(l) => l.mode = l.mode.max(mode),
+            None => self.0.push(super::RelationLock { relation, mode }),
+        }
+    }
+    pub fn into_vec(self) -> Vec<super::RelationLock> {
+        self.0
+    }
+}
+
+/// Everything `analyze` needs about one statement.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    pub kind: StatementKind,
+    pub locks: Locks,
+    pub rewrites: Vec<String>,
+    pub scans: Vec<String>,
+    pub transactional: bool,
+    pub requires: Vec<Requirement>,
+}
+
+impl Summary {
+    pub fn new(kind: StatementKind) -> Self {
+        Summary {
+            kind,
+            locks: Locks::default(),
+            rewrites: Vec::new(),
+            scans: Vec::new(),
+            transactional: true,
+            requires: Vec::new(),
+        }
+    }
+    pub fn rewrite(&mut self, table: &str) {
+        if !self.rewrites.iter().any(|t| t == table) {
+            self.rewrites.push(table.to_string());
+        }
+    }
+    pub fn scan(&mut self, table: &str) {
+        if !self.scans.iter().any(|t| t == table) {
+            self.scans.push(table.to_string());
+        }
+    }
+    pub fn require(&mut self, version: u32, min_version: u32, feature: &'static str) {
+        if version < min_version {
+            self.requires.push(Requirement {
+                min_version,
+                feature,
+            });
+        }
+    }
+    fn reads(&mut self, node: &NodeEnum, mode: LockMode) {
+        for r in relations_in(node) {
+            self.locks.add(r, mode);
+        }
+    }
+}
+
+fn object_type(i: i32) -> ObjectType {
+    ObjectType::try_from(i).unwrap_or(ObjectType::Undefined)
+}
+
+/// Summarises one statement for a server of major version `version`.
+pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileSchema) -> Summary {
+    use LockMode::*;
+    let Some(node) = node else {
+        return Summary::new(StatementKind::Empty);
+    };
+    match &node {
+        NodeEnum::AlterTableStmt(s) => super::alter_table::summarize(s, version, schema),
+        NodeEnum::IndexStmt(s) => {
+            let table = s.relation.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::CreateIndex {
+                name: (!s.idxname.is_empty()).then(|| s.idxname.clone()),
+                table: table.clone(),
+                unique: s.unique,
+                concurrently: s.concurrent,
+            });
+            // CONCURRENTLY: SHARE UPDATE EXCLUSIVE, two scans, no transaction block.
+            sum.locks.add(
+                &table,
+                if s.concurrent {
+                    ShareUpdateExclusive
+                } else {
+                    Share
+                },
+            );
+            sum.scan(&table);
+            sum.transactional = !s.concurrent;
+            if !s.idxname.is_empty() {
+                schema.indexes.insert(s.idxname.clone(), table);
+            }
+            sum
+        }
+        NodeEnum::DropStmt(s) => drop_stmt(s, schema),
+        NodeEnum::ReindexStmt(s) => {
+            let concurrently = s.params.iter().any(
+                |p| matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently"),
+            );
+            let kind = protobuf::ReindexObjectType::try_from(s.kind)
+                .unwrap_or(protobuf::ReindexObjectType::Undefined);
+            let target = s.relation.as_ref().map(range_var);
+            let mut sum = Summary::new(StatementKind::Reindex {
+                target: target.clone(),
+                concurrently,
+            });
+            match (kind, &target) {
+                // REINDEX INDEX: SHARE on its table, ACCESS EXCLUSIVE on the index.
+                (protobuf::ReindexObjectType::ReindexObjectIndex, Some(index)) => {
+                    if let Some(table) = schema.indexes.get(index) {
+                        sum.locks.add(
+                            table.clone(),
+                            if concurrently {
+                                ShareUpdateExclusive
+                            } else {
+                                Share
+                            },
+                        );
+                    }
+                    sum.locks.add(
+                        index,
+                        if concurrently {
+                            ShareUpdateExclusive
+                        } else {
+                            AccessExclusive
+                        },
+                    );
+                }
+                (protobuf::ReindexObjectType::ReindexObjectTable, Some(table)) => {
+                    sum.locks.add(
+                        table,
+                        if concurrently {
+                            ShareUpdateExclusive
+                        } else {
+                            Share
+                        },
+                    );
+                    sum.scan(table);
+                }
+                _ => {}
+            }
+            // SCHEMA/DATABASE/SYSTEM run one transaction per table, so never in a block.
+            sum.transactional = !concurrently
+                && matches!(
+                    kind,
+                    protobuf::ReindexObjectType::ReindexObjectIndex
+                        | protobuf::ReindexObjectType::ReindexObjectTable
+                );
+            sum
+        }
+        NodeEnum::CreateStmt(s) => {
+            let table = s.relation.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::CreateTable {
+                table: table.clone(),
+            });
+            sum.locks.add(&table, AccessExclusive);
+            for parent in object_names(&s.inh_relations) {
+                // PARTITION OF locks the parent fully; INHERITS only against schema changes.
+                sum.locks.add(
+                    parent,
+                    if s.partbound.is_some() {
+                        AccessExclusive
+                    } else {
+                        ShareUpdateExclusive
+                    },
+                );
+            }
+            for elt in s.table_elts.iter().chain(&s.constraints) {
+                match &elt.node {
+                    Some(NodeEnum::ColumnDef(c)) => {
+                        if let Some(t) = &c.type_name {
+                            schema.column_types.insert(
+                                (table.clone(), c.colname.clone()),
+                                super::expr::type_parts(t),
+                            );
+                        }
+                        for con in &c.constraints {
+                            if let Some(NodeEnum::Constraint(con)) = &con.node {
+                                if let Some(pk) = &con.pktable {
+                                    sum.locks.add(range_var(pk), ShareRowExclusive);
+                                }
+                            }
+                        }
+                    }
+                    Some(NodeEnum::Constraint(con)) => {
+                        if let Some(pk) = &con.pktable {
+                            sum.locks.add(range_var(pk), ShareRowExclusive);
+                        }
+                    }
+                    Some(NodeEnum::TableLikeClause(l)) => {
+                        if let Some(rv) = &l.relation {
+                            sum.locks.add(range_var(rv), AccessShare);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            sum
+        }
+        NodeEnum::CreateTableAsStmt(s) => {
+            let table = s
+                .into
+                .as_ref()
+                .and_then(|i| i.rel.as_ref())
+                .map(range_var)
+                .unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::CreateTable {
+                table: table.clone(),
+            });
+            sum.locks.add(&table, AccessExclusive);
+            if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
+                sum.reads(q, AccessShare);
+            }
+            sum
+        }
+        NodeEnum::ViewStmt(s) => {
+            let view = s.view.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::Other {
+                tag: "CREATE VIEW".into(),
+            });
+            sum.locks.add(&view, AccessExclusive);
+            if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
+                sum.reads(q, AccessShare);
+            }
+            sum
+        }
+        NodeEnum::RenameStmt(s) => rename(s),
+        NodeEnum::AlterObjectSchemaStmt(s) => {
+            let mut sum = Summary::new(StatementKind::Other {
+                tag: "ALTER … SET SCHEMA".into(),
+            });
+            if let Some(rv) = &s.relation {
+                sum.locks.add(range_var(rv), AccessExclusive);
+            }
+            sum
+        }
+        NodeEnum::TruncateStmt(s) => {
+            let tables = object_names(&s.relations);
+            let mut sum = Summary::new(StatementKind::Truncate {
+                tables: tables.clone(),
+            });
+            for t in &tables {
+                sum.locks.add(t, AccessExclusive);
+                // A new, empty relfilenode replaces the old one.
+                sum.rewrite(t);
+            }
+            sum
+        }
+        NodeEnum::VacuumStmt(s) => {
+            let full = s.options.iter().any(|o| {
+                matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == "full"
+                    && d.arg.as_ref().and_then(|a| super::expr::const_text(a)).is_none_or(|v| v != "false" && v != "0" && v != "off"))
+            });
+            let tables: Vec<String> = s
+                .rels
+                .iter()
+                .filter_map(|r| match &r.node {
+                    Some(NodeEnum::VacuumRelation(v)) => v.relation.as_ref().map(range_var),
+                    _ => None,
+                })
+                .collect();
+            let mut sum = Summary::new(StatementKind::Vacuum {
+                full,
+                is_vacuum: s.is_vacuumcmd,
+                tables: tables.clone(),
+            });
+            for t in &tables {
+                sum.locks.add(
+                    t,
+                    if full {
+                        AccessExclusive
+                    } else {
+                        ShareUpdateExclusive
+                    },
+                );
+                if full {
+                    sum.rewrite(t);
+                }
+            }
+            // ANALYZE may run in a transaction block; VACUUM never.
+            sum.transactional = !s.is_vacuumcmd;
+            sum
+        }
+        NodeEnum::ClusterStmt(s) => {
+            let table = s.relation.as_ref().map(range_var);
+            let mut sum = Summary::new(StatementKind::Cluster {
+                table: table.clone(),
+            });
+            match &table {
+                Some(t) => {
+                    sum.locks.add(t, AccessExclusive);
+                    sum.rewrite(t);
+                }
+                // CLUSTER with no table re-clusters every clustered table, one
+                // transaction each.
+                None => sum.transactional = false,
+            }
+            sum
+        }
+        NodeEnum::RefreshMatViewStmt(s) => {
+            let view = s.relation.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::RefreshMatView {
+                view: view.clone(),
+                concurrently: s.concurrent,
+            });
+            if s.concurrent {
+                sum.locks.add(&view, Exclusive);
+            } else {
+                sum.locks.add(&view, AccessExclusive);
+                sum.rewrite(&view);
+            }
+            sum
+        }
+        NodeEnum::LockStmt(s) => {
+            let mode = lock_stmt_mode(s.mode);
+            let tables = object_names(&s.relations);
+            let mut sum = Summary::new(StatementKind::Lock {
+                tables: tables.clone(),
+                mode,
+                nowait: s.nowait,
+            });
+            for t in tables {
+                sum.locks.add(t, mode);
+            }
+            sum
+        }
+        NodeEnum::CreateTrigStmt(s) => {
+            let table = s.relation.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::CreateTrigger {
+                table: table.clone(),
+            });
+            sum.locks.add(&table, ShareRowExclusive);
+            if let Some(rv) = &s.constrrel {
+                sum.locks.add(range_var(rv), ShareRowExclusive);
+            }
+            if s.replace {
+                sum.require(version, 14, "CREATE OR REPLACE TRIGGER");
+            }
+            sum
+        }
+        NodeEnum::CreatePolicyStmt(s) => {
+            table_stmt("CREATE POLICY", s.table.as_ref(), AccessExclusive)
+        }
+        NodeEnum::AlterPolicyStmt(s) => {
+            table_stmt("ALTER POLICY", s.table.as_ref(), AccessExclusive)
+        }
+        NodeEnum::RuleStmt(s) => table_stmt("CREATE RULE", s.relation.as_ref(), AccessExclusive),
+        NodeEnum::CommentStmt(s) => {
+            let mut sum = Summary::new(StatementKind::Other {
+                tag: "COMMENT".into(),
+            });
+            if let Some(rel) = comment_relation(s) {
+                sum.locks.add(rel, ShareUpdateExclusive);
+            }
+            sum
+        }
+        NodeEnum::CreateStatsStmt(s) => {
+            let mut sum = Summary::new(StatementKind::Other {
+                tag: "CREATE STATISTICS".into(),
+            });
+            for r in object_names(&s.relations) {
+                sum.locks.add(r, ShareUpdateExclusive);
+            }
+            sum
+        }
+        NodeEnum::AlterSeqStmt(s) => {
+            table_stmt("ALTER SEQUENCE", s.sequence.as_ref(), ShareRowExclusive)
+        }
+        NodeEnum::InsertStmt(s) => dml("INSERT", s.relation.as_ref(), false, &node),
+        NodeEnum::UpdateStmt(s) => dml(
+            "UPDATE",
+            s.relation.as_ref(),
+            s.where_clause.is_none(),
+            &node,
+        ),
+        NodeEnum::DeleteStmt(s) => dml(
+            "DELETE",
+            s.relation.as_ref(),
+            s.where_clause.is_none(),
+            &node,
+        ),
+        NodeEnum::MergeStmt(s) => dml("MERGE", s.relation.as_ref(), false, &node),
+        NodeEnum::CopyStmt(s) => match (&s.relation, s.is_from) {
+            (Some(rv), true) => dml("COPY", Some(rv), false, &node),
+            _ => {
+                let mut sum = Summary::new(StatementKind::Other {
+                    tag: "COPY TO".into(),
+                });
+                sum.reads(&node, AccessShare);
+                sum
+            }
+        },
+        NodeEnum::SelectStmt(s) => {
+            let mut sum = Summary::new(StatementKind::Select);
+            sum.reads(&node, AccessShare);
+            // FOR UPDATE/SHARE: ROW SHARE on the locked tables (all of them when none is named).
+            for clause in &s.locking_clause {
+                if let Some(NodeEnum::LockingClause(lc)) = &clause.node {
+                    let named = object_names(&lc.locked_rels);
+                    let targets = if named.is_empty() {
+                        relations_in(&node)
+                    } else {
+                        named
+                    };
+                    for t in targets {
+                        sum.locks.add(t, RowShare);
+                    }
+                }
+            }
+            if let Some(into) = s.into_clause.as_ref().and_then(|i| i.rel.as_ref()) {
+                sum.kind = StatementKind::CreateTable {
+                    table: range_var(into),
+                };
+                sum.locks.add(range_var(into), AccessExclusive);
+            }
+            sum
+        }
+        NodeEnum::TransactionStmt(s) => {
+            use protobuf::TransactionStmtKind as K;
+            let control = match K::try_from(s.kind).unwrap_or(K::Undefined) {
+                K::TransStmtBegin | K::TransStmtStart => TransactionControl::Begin,
+                K::TransStmtCommit | K::TransStmtPrepare => TransactionControl::Commit,
+                K::TransStmtRollback => TransactionControl::Rollback,
+                _ => TransactionControl::Savepoint,
+            };
+            Summary::new(StatementKind::Transaction(control))
+        }
+        NodeEnum::VariableSetStmt(s) => {
+            use protobuf::VariableSetKind as K;
+            let value = match K::try_from(s.kind).unwrap_or(K::Undefined) {
+                K::VarSetValue => Some(
+                    s.args
+                        .iter()
+                        .filter_map(super::expr::const_text)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                _ => None,
+            };
+            Summary::new(StatementKind::Set {
+                name: s.name.to_ascii_lowercase(),
+                value,
+                local: s.is_local,
+            })
+        }
+        NodeEnum::AlterEnumStmt(_) => Summary::new(StatementKind::Other {
+            tag: "ALTER TYPE … ADD VALUE".into(),
+        }),
+        NodeEnum::GrantStmt(_) => {
+            // GRANT/REVOKE update pg_class.relacl under a row lock, not a table lock.
+            Summary::new(StatementKind::Other {
+                tag: "GRANT".into(),
+            })
+        }
+        other => {
+            let mut sum = Summary::new(StatementKind::Other { tag: tag_of(other) });
+            if matches!(
+                other,
+                NodeEnum::CreatedbStmt(_) | NodeEnum::DropdbStmt(_) | NodeEnum::AlterSystemStmt(_)
+            ) {
+                sum.transactional = false;
+            }
+            sum
+        }
+    }
+}
+
+fn tag_of(node: &NodeEnum) -> String {
+    let debug = format!("{node:?}");
+    debug
+        .split(['(', ' '])
+        .next()
+        .unwrap_or("Unknown")
+        .to_string()
+}
+
+fn table_stmt(tag: &str, rv: Option<&protobuf::RangeVar>, mode: LockMode) -> Summary {
+    let mut sum = Summary::new(StatementKind::Other { tag: tag.into() });
+    if let Some(rv) = rv {
+        sum.locks.add(range_var(rv), mode);
+    }
+    sum
+}
+
+fn dml(
+    command: &'static str,
+    rv: Option<&protobuf::RangeVar>,
+    whole_table: bool,
+    node: &NodeEnum,
+) -> Summary {
+    let table = rv.map(range_var).unwrap_or_default();
+    let mut sum = Summary::new(StatementKind::Dml {
+        command,
+        table: table.clone(),
+        whole_table,
+    });
+    // The target first, so it keeps its place; other tables are only read.
+    sum.locks.add(&table, LockMode::RowExclusive);
+    sum.reads(node, LockMode::AccessShare);
+    sum
+}
+
+/// `LOCK TABLE … IN <mode> MODE`: pg_query carries the lockdefs.h number.
+fn lock_stmt_mode(mode: i32) -> LockMode {
+    match mode {
+        1 => LockMode::AccessShare,
+        2 => LockMode::RowShare,
+        3 => LockMode::RowExclusive,
+        4 => LockMode::ShareUpdateExclusive,
+        5 => LockMode::Share,
+        6 => LockMode::ShareRowExclusive,
+        7 => LockMode::Exclusive,
+        _ => LockMode::AccessExclusive,
+    }
+}
+
+fn comment_relation(s: &protobuf::CommentStmt) -> Option<String> {
+    let obj = s.object.as_ref()?.node.as_ref()?;
+    let names = match obj {
+        NodeEnum::List(l) => strings(&l.items),
+        NodeEnum::String(s) => vec![s.sval.clone()],
+        _ => return None,
+    };
+    match object_type(s.objtype) {
+        ObjectType::ObjectTable
+        | ObjectType::ObjectView
+        | ObjectType::ObjectMatview
+        | ObjectType::ObjectIndex => Some(names.join(".")),
+        // COMMENT ON COLUMN t.c / CONSTRAINT c ON t: the table is all but the last name.
+        ObjectType::ObjectColumn if names.len() >= 2 => Some(names[..names.len() - 1].join(".")),
+        _ => None,
+    }
+}
+
+fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
+    use LockMode::*;
+    let names = object_names(&s.objects);
+    let object = match object_type(s.remove_type) {
+        ObjectType::ObjectTable => "TABLE",
+        ObjectType::ObjectIndex => "INDEX",
+        ObjectType::ObjectView => "VIEW",
+        ObjectType::ObjectMatview => "MATERIALIZED VIEW",
+        ObjectType::ObjectSequence => "SEQUENCE",
+        ObjectType::ObjectTrigger => "TRIGGER",
+        ObjectType::ObjectPolicy => "POLICY",
+        ObjectType::ObjectRule => "RULE",
+        ObjectType::ObjectForeignTable => "FOREIGN TABLE",
+        _ => "OTHER",
+    };
+    if object == "INDEX" {
+        let mut sum = Summary::new(StatementKind::DropIndex {
+            indexes: names.clone(),
+            concurrently: s.concurrent,
+        });
+        // The table is locked like the index; we know it when the file created the index.
+        let mode = if s.concurrent {
+            ShareUpdateExclusive
+        } else {
+            AccessExclusive
+        };
+        for index in &names {
+            if let Some(table) = schema.indexes.get(index) {
+                sum.locks.add(table.clone(), mode);
+            }
+            sum.locks
+                .add(index, if s.concurrent { AccessExclusive } else { mode });
+        }
+        sum.transactional = !s.concurrent;
+        return sum;
+    }
+    let mut sum = Summary::new(StatementKind::Drop {
+        object,
+        names: names.clone(),
+    });
+    match object {
+        "TABLE" | "VIEW" | "MATERIALIZED VIEW" | "SEQUENCE" | "FOREIGN TABLE" => {
+            for n in &names {
+                sum.locks.add(n, AccessExclusive);
+            }
+        }
+        // DROP TRIGGER/POLICY/RULE name ON table: the table is all but the last name.
+        "TRIGGER" | "POLICY" | "RULE" => {
+            for o in &s.objects {
+                if let Some(NodeEnum::List(l)) = &o.node {
+                    let parts = strings(&l.items);
+                    if parts.len() >= 2 {
+                        sum.locks
+                            .add(parts[..parts.len() - 1].join("."), AccessExclusive);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    sum
+}
+
+fn rename(s: &protobuf::RenameStmt) -> Summary {
+    use LockMode::*;
+    let relation = s.relation.as_ref().map(range_var).unwrap_or_default();
+    let (target, mode) = match object_type(s.rename_type) {
+        ObjectType::ObjectTable
+        | ObjectType::ObjectView
+        | ObjectType::ObjectMatview
+        | ObjectType::ObjectSequence
+        | ObjectType::ObjectForeignTable => (RenameTarget::Relation, AccessExclusive),
+        ObjectType::ObjectColumn | ObjectType::ObjectAttribute => {
+            (RenameTarget::Column, AccessExclusive)
+        }
+        // Renaming an index takes SHARE UPDATE EXCLUSIVE since 12.
+        ObjectType::ObjectIndex => (RenameTarget::Index, ShareUpdateExclusive),
+        ObjectType::ObjectTabconstraint => (RenameTarget::Constraint, AccessExclusive),
+        ObjectType::ObjectTrigger | ObjectType::ObjectPolicy | ObjectType::ObjectRule => {
+            (RenameTarget::Other, AccessExclusive)
+        }
+        _ => (RenameTarget::Other, AccessShare),
+    };
+    let mut sum = Summary::new(StatementKind::Rename {
+        target,
+        relation: relation.clone(),
+        new_name: s.newname.clone(),
+    });
+    // Renames of non-relations (functions, schemas …) lock no table.
+    if !(relation.is_empty() || target == RenameTarget::Other && mode == AccessShare) {
+        sum.locks.add(&relation, mode);
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! Source text: splitting into statements, positions, comments, and syntax
+//! errors located at the offending token.
+//!
+//! `pg_query`'s Rust API returns a parse error's message but drops libpg_query's
+//! cursor position. We recover it without unsafe code: the error message names
+//! the token (`at or near "X"`, or `at end of input`); the statement that fails
+//! is found by parsing the scanner's split pieces one by one; and among the
+//! tokens spelled `X` in it, the offending one is the first whose prefix
+//! (the text up to and including it) fails with the same message — an LR
+//! parser detects an error at the first token that cannot continue a valid
+//! prefix, so earlier occurrences parse fine.
+//!
+//! What it must not do: interpret statements; that is `convert`'s job.
+
+use pg_query::protobuf::{KeywordKind, Token};
+use pg_query::NodeEnum;
+use serde::Serialize;
+
+/// A syntax error at a position in the input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct SyntaxError {
+    /// PostgreSQL's message, e.g. `syntax error at or near "TABEL"`.
+    pub message: String,
+    /// Byte offset of the offending token (the input's length at end of input).
+    pub offset: usize,
+    /// 1-based line of the offending token.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+}
+
+/// A comment in the input, with its position (for suppressions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// The comment's text, including its `--` or `/* */` markers.
+    pub text: String,
+    /// Byte offset of the comment.
+    pub offset: usize,
+    /// 1-based line of the comment's start.
+    pub line: u32,
+}
+
+/// Maps byte offsets to 1-based line and character column.
+#[derive(Debug, Clone)]
+pub struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    /// Indexes the line starts of `text`.
+    pub fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { text, starts }
+    }
+
+    /// 1-based (line, column) of a byte offset; the column counts characters.
+    pub fn position(&self, offset: usize) -> (u32, u32) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.starts[line];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        (line as u32 + 1, column as u32 + 1)
+    }
+
+    /// The text of a 1-based line, without its line break.
+    pub fn line_text(&self, line: u32) -> &'a str {
+        let i = (line as usize).saturating_sub(1).min(self.starts.len() - 1);
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.text.len());
+        self.text[self.starts[i]..end].trim_end_matches(['\n', '\r'])
+    }
+}
+
+/// One statement of a parsed input.
+pub(crate) struct RawStatement {
+    pub node: Option<NodeEnum>,
+    pub start: usize,
+    pub end: usize,
+    pub line: u32,
+    pub column: u32,
+}
+
+pub(crate) struct Parsed {
+    pub statements: Vec<RawStatement>,
+}
+
+fn is_comment(token: i32) -> bool {
+    token == Token::SqlComment as i32 || token == Token::CComment as i32
+}
+
+/// Parses the whole input once and cuts it into statements.
+pub(crate) fn parse(sql: &str) -> Result<Parsed, SyntaxError> {
+    let index = LineIndex::new(sql);
+    // A NUL byte cannot reach the C parser; report it where it is.
+    if let Some(at) = sql.find('\0') {
+        return Err(error_at(&index, "invalid NUL byte in input".into(), at));
+    }
+    let result = match pg_query::parse(sql, 0) {
+        Ok(r) => r,
+        Err(e) => return Err(locate_error(sql, &index, &error_message(e))),
+    };
+    let tokens = pg_query::scan(sql)
+        .map_err(|e| locate_error(sql, &index, &error_message(e)))?
+        .tokens;
+    let code: Vec<(usize, usize)> = tokens
+        .iter()
+        .filter(|t| !is_comment(t.token) && t.token != Token::Ascii59 as i32)
+        .map(|t| (t.start as usize, t.end as usize))
+        .collect();
+    let mut statements = Vec::with_capacity(result.protobuf.stmts.len());
+    for raw in result.protobuf.stmts {
+        let from = raw.stmt_location.max(0) as usize;
+        let to = if raw.stmt_len <= 0 {
+            sql.len()
+        } else {
+            from + raw.stmt_len as usize
+        };
+        // The statement's own tokens: the range includes leading comments and
+        // whitespace (the first statement's range starts at 0).
+        let first = code.partition_point(|&(s, _)| s < from);
+        let last = code.partition_point(|&(_, e)| e <= to);
+        let (start, end) = if first < last {
+            (code[first].0, code[last - 1].1)
+        } else {
+            (from, to)
+        };
+        let (line, column) = index.position(start);
+        statements.push(RawStatement {
+            node: raw.stmt.and_then(|n| n.node),
+            start,
+            end,
+            line,
+            column,
+        });
+    }
+    Ok(Parsed { statements })
+}
+
+/// Every comment in `sql`, in order. Empty when the text does not scan.
+pub fn comments(sql: &str) -> Vec<Comment> {
+    let index = LineIndex::new(sql);
+    let Ok(scan) = pg_query::scan(sql) else {
+        return Vec::new();
+    };
+    scan.tokens
+        .iter()
+        .filter(|t| is_comment(t.token))
+        .map(|t| {
+            let offset = t.start as usize;
+            Comment {
+                text: sql[offset..t.end as usize].to_string(),
+                offset,
+                line: index.position(offset).0,
+            }
+        })
+        .collect()
+}
+
+/// Whether `word` is a keyword that cannot be used as a bare identifier.
+pub(crate) fn is_keyword(word: &str) -> bool {
+    let Ok(scan) = pg_query::scan(word) else {
+        return true;
+    };
+    scan.tokens.first().is_some_and(|t| {
+        t.keyword_kind != KeywordKind::NoKeyword as i32
+            && t.keyword_kind != KeywordKind::UnreservedKeyword as i32
+    })
+}
+
+fn error_message(e: pg_query::Error) -> String {
+    match e {
+        pg_query::Error::Parse(m) | pg_query::Error::Scan(m) | pg_query::Error::Split(m) => m,
+        other => other.to_string(),
+    }
+}
+
+fn error_at(index: &LineIndex<'_>, message: String, offset: usize) -> SyntaxError {
+    let (line, column) = index.position(offset);
+    SyntaxError {
+        message,
+        offset,
+        line,
+        column,
+    }
+}
+
+/// Finds where the parse error `message` happened in `sql`.
+fn locate_error(sql: &str, index: &LineIndex<'_>, message: &str) -> SyntaxError {
+    // The failing piece: the scanner splits on top-level semicolons without
+    // parsing, so the first piece that does not parse holds the error.
+    let mut piece_start = 0;
+    let mut piece = sql;
+    let mut piece_message = message.to_string();
+    if let Ok(pieces) = pg_query::split_with_scanner(sql) {
+        for p in pieces {
+            if let Err(e) = pg_query::parse(p, 0) {
+                piece_start = p.as_ptr() as usize - sql.as_ptr() as usize;
+                piece = p;
+                piece_message = error_message(e);
+                break;
+            }
+        }
+    }
+    let offset = piece_start + offset_in_piece(piece, &piece_message);
+    error_at(index, message.to_string(), offset)
+}
+
+fn offset_in_piece(piece: &str, message: &str) -> usize {
+    let tokens = pg_query::scan(piece).map(|s| s.tokens).unwrap_or_default();
+    let code: Vec<(usize, usize)> = tokens
+        .iter()
+        .filter(|t| !is_comment(t.token))
+        .map(|t| (t.start as usize, t.end as usize))
+        .collect();
+    let first_token = code.first().map_or(0, |t| t.0);
+    if message.ends_with("at end of input") {
+        return code.last().map_or(piece.len(), |t| t.1);
+    }
+    let Some(near) = near_text(message) else {
+        return first_token;
+    };
+    let candidates: Vec<usize> = code
+        .iter()
+        .filter(|&&(s, e)| piece.get(s..e) == Some(near))
+        .map(|&(s, _)| s)
+        .collect();
+    for &start in &candidates {
+        let end = start + near.len();
+        if let Err(e) = pg_query::parse(&piece[..end], 0) {
+            if error_message(e) == message {
+                return start;
+            }
+        }
+    }
+    if let Some(&start) = candidates.first() {
+        return start;
+    }
+    // Not a whole token (e.g. an unterminated literal runs to the end).
+    if piece.ends_with(near) {
+        return piece.len() - near.len();
+    }
+    piece.find(near).unwrap_or(first_token)
+}
+
+/// The `X` of `… at or near "X"`.
+fn near_text(message: &str) -> Option<&str> {
+    let at = message.rfind(" at or near \"")?;
+    let rest = &message[at + " at or near \"".len()..];
+    rest.strip_suffix('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(sql: &str) -> SyntaxError {
+        parse(sql).err().expect("should fail")
+    }
+
+    #[test]
+    fn positions_are_of_the_first_token_not_comments() {
+        let sql = "-- hello\n  /* c */ SELECT 1;\nSELECT 2; -- trailing\n\n   update t set a = 1";
+        let p = parse(sql).unwrap();
+        let got: Vec<_> = p
+            .statements
+            .iter()
+            .map(|s| (s.line, s.column, &sql[s.start..s.end]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, 11, "SELECT 1"),
+                (3, 1, "SELECT 2"),
+                (5, 4, "update t set a = 1")
+            ]
+        );
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let sql = "SELECT 'é'; SELECT 2";
+        let p = parse(sql).unwrap();
+        assert_eq!((p.statements[1].line, p.statements[1].column), (1, 13));
+    }
+
+    #[test]
+    fn syntax_error_at_the_offending_token() {
+        let e = err("SELECT 1;\nALTER TABEL users ADD COLUMN a int;");
+        assert_eq!(e.message, "syntax error at or near \"TABEL\"");
+        assert_eq!((e.line, e.column), (2, 7));
+    }
+
+    #[test]
+    fn syntax_error_picks_the_right_occurrence() {
+        // `a` appears three times; only the last one is wrong.
+        let e = err("SELECT a FROM a WHERE a a a;");
+        assert_eq!(e.message, "syntax error at or near \"a\"");
+        assert_eq!(e.column, 25);
+    }
+
+    #[test]
+    fn syntax_error_at_end_of_input() {
+        let e = err("SELECT 1;\nCREATE TABLE t (");
+        assert_eq!(e.message, "syntax error at end of input");
+        assert_eq!((e.line, e.column), (2, 17));
+    }
+
+    #[test]
+    fn unterminated_string() {
+        let e = err("SELECT 1;\nSELECT 'abc");
+        assert!(
+            e.message.starts_with("unterminated quoted string"),
+            "{}",
+            e.message
+        );
+        assert_eq!((e.line, e.column), (2, 8));
+    }
+
+    #[test]
+    fn comments_are_listed_with_lines() {
+        let c = comments("-- a\nSELECT '-- not a comment'; /* b */");
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].text.as_str(), c[0].line), ("-- a", 1));
+        assert_eq!(c[1].text, "/* b */");
+    }
+
+    #[test]
+    fn line_text() {
+        let idx = LineIndex::new("a\r\nbc\n");
+        assert_eq!(idx.line_text(2), "bc");
+        assert_eq!(idx.line_text(1), "a");
+    }
+}

@@ -1,0 +1,320 @@
+//! Lint rules over analysed statements: what is unsafe to run against live
+//! traffic, why, and what to write instead.
+//!
+//! One file per rule under `rules/` (ruff style): a unit struct whose doc
+//! comment *is* the user documentation (What it does / Why is this bad? /
+//! Example / Use instead), its check, and its tests. [`RULES`] is the one
+//! registry table (id, name, default severity, check); `docs/rules.md` is
+//! generated from it ([`docs::markdown`]) and a test fails when it is stale.
+//!
+//! Rules see only [`Statement`] summaries and the [`TransactionState`] before
+//! the statement — never parse nodes. Suppression: `-- locksmith: ignore
+//! LS101 reason` in the comments right before a statement; an ignore that
+//! matches no finding is itself reported ([`UNMATCHED_IGNORE`]).
+//!
+//! ```
+//! use locksmith_core::lint::{lint, Options, Severity};
+//! let report = lint("ALTER TABLE users ADD CONSTRAINT u UNIQUE (email);", &Options::default()).unwrap();
+//! let finding = &report.statements[0].findings[0];
+//! assert_eq!((finding.rule, finding.severity), ("LS101", Severity::Error));
+//! assert!(finding.fix.as_deref().unwrap().starts_with("CREATE UNIQUE INDEX CONCURRENTLY"));
+//! ```
+
+pub mod config;
+pub mod docs;
+mod registry;
+pub mod rules;
+mod suppress;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::analysis::{analyze, Statement, SyntaxError, TransactionState, MAX_PG_VERSION};
+
+pub use config::{Config, ConfigError};
+pub use registry::{rule_by_id, RULES};
+
+/// The id of the finding for an ignore comment that matched nothing.
+pub const UNMATCHED_IGNORE: &str = "LS900";
+
+/// How serious a finding is. Errors fail `locksmith lint` (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; never fails a build.
+    Info,
+    /// Probably unsafe; review it.
+    Warning,
+    /// Blocks traffic or fails outright; fix it or suppress it with a reason.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// A rule's entry in the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Stable id, e.g. `LS101`.
+    pub id: &'static str,
+    /// Kebab-case name of the bad pattern, e.g. `adding-unique-constraint`.
+    pub name: &'static str,
+    /// Default severity.
+    pub severity: Severity,
+    /// The rule's documentation in Markdown (its doc comment).
+    pub doc: &'static str,
+    /// The check.
+    pub check: fn(&Context<'_>) -> Vec<Violation>,
+}
+
+impl Rule {
+    /// The first paragraph of "What it does", for summaries.
+    pub fn summary(&self) -> String {
+        docs::summary(self.doc)
+    }
+}
+
+/// What a rule sees: one statement and the file's state before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The statement checked.
+    pub statement: &'a Statement,
+    /// The transaction state before it.
+    pub state: &'a TransactionState,
+    /// The server major version analysed for.
+    pub pg_version: u32,
+}
+
+impl Context<'_> {
+    /// Whether `relation` is new: created earlier in this file or by this
+    /// very statement. No running code uses it yet, so locking it blocks nobody.
+    pub fn is_new(&self, relation: &str) -> bool {
+        use crate::analysis::StatementKind;
+        self.state.is_new(relation)
+            || match &self.statement.kind {
+                StatementKind::CreateTable { table } => table == relation,
+                StatementKind::CreateIndex { name, .. } => name.as_deref() == Some(relation),
+                _ => false,
+            }
+    }
+}
+
+/// What a rule reports; the registry adds its id and severity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The problem, naming the lock and what it blocks.
+    pub message: String,
+    /// Runnable SQL that does the same safely, where one exists.
+    pub fix: Option<String>,
+    /// A lower severity than the rule's, when the rule is not sure (e.g. the
+    /// rewrite depends on a column type only the server knows).
+    pub severity: Option<Severity>,
+}
+
+impl Violation {
+    /// A violation without a fix.
+    pub fn new(message: impl Into<String>) -> Self {
+        Violation {
+            message: message.into(),
+            fix: None,
+            severity: None,
+        }
+    }
+    /// Adds a runnable fix when there is one.
+    pub fn with_fix_opt(mut self, fix: Option<String>) -> Self {
+        self.fix = fix;
+        self
+    }
+    /// Reports it at `severity` instead of the rule's default.
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = Some(severity);
+        self
+    }
+    /// Adds a runnable fix.
+    pub fn with_fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// A finding as reported (the JSON contract's `findings[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Rule id, e.g. `LS101`.
+    pub rule: &'static str,
+    /// Severity.
+    pub severity: Severity,
+    /// The problem.
+    pub message: String,
+    /// Runnable SQL that does it safely, if any.
+    pub fix: Option<String>,
+}
+
+/// A statement with its findings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LintedStatement {
+    /// The analysed statement.
+    pub statement: Statement,
+    /// Its findings, in registry order.
+    pub findings: Vec<Finding>,
+}
+
+/// A finding not attached to a statement (an ignore comment after the last one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileFinding {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+    /// The finding.
+    pub finding: Finding,
+}
+
+/// The result of linting one input.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// Every statement, in order, with its findings.
+    pub statements: Vec<LintedStatement>,
+    /// Findings with no statement to attach to.
+    pub file_findings: Vec<FileFinding>,
+}
+
+impl Report {
+    /// Every finding, statement-level and file-level.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.statements
+            .iter()
+            .flat_map(|s| &s.findings)
+            .chain(self.file_findings.iter().map(|f| &f.finding))
+    }
+
+    /// The most serious finding's severity.
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.findings().map(|f| f.severity).max()
+    }
+}
+
+/// How to lint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Server major version (13..=18).
+    pub pg_version: u32,
+    /// Rule ids or names turned off.
+    pub disabled: BTreeSet<String>,
+    /// The migration tool runs each file inside one transaction.
+    pub assume_in_transaction: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pg_version: MAX_PG_VERSION,
+            disabled: BTreeSet::new(),
+            assume_in_transaction: false,
+        }
+    }
+}
+
+impl Options {
+    fn enabled(&self, rule: &Rule) -> bool {
+        !self.disabled.contains(rule.id) && !self.disabled.contains(rule.name)
+    }
+}
+
+/// Analyses and lints `sql`.
+pub fn lint(sql: &str, options: &Options) -> Result<Report, SyntaxError> {
+    let statements = analyze(sql, options.pg_version)?;
+    let mut ignores = suppress::collect(sql, &statements);
+    let mut state = if options.assume_in_transaction {
+        TransactionState::wrapped()
+    } else {
+        TransactionState::default()
+    };
+    let mut report = Report::default();
+    for (i, statement) in statements.into_iter().enumerate() {
+        let ctx = Context {
+            statement: &statement,
+            state: &state,
+            pg_version: options.pg_version,
+        };
+        let mut findings = Vec::new();
+        for rule in RULES.iter().filter(|r| options.enabled(r)) {
+            for v in (rule.check)(&ctx) {
+                if suppress::consume(&mut ignores, i, rule) {
+                    continue;
+                }
+                let severity = v.severity.unwrap_or(rule.severity);
+                findings.push(Finding {
+                    rule: rule.id,
+                    severity,
+                    message: v.message,
+                    fix: v.fix,
+                });
+            }
+        }
+        state.apply(&statement);
+        report.statements.push(LintedStatement {
+            statement,
+            findings,
+        });
+    }
+    let unmatched = rule_by_id(UNMATCHED_IGNORE).filter(|r| options.enabled(r));
+    for ignore in ignores.into_iter().filter(|i| !i.used) {
+        let Some(rule) = unmatched else { break };
+        let finding = Finding {
+            rule: rule.id,
+            severity: rule.severity,
+            message: ignore.unmatched_message(),
+            fix: None,
+        };
+        match ignore.statement.and_then(|i| report.statements.get_mut(i)) {
+            Some(s) => s.findings.push(finding),
+            None => report.file_findings.push(FileFinding {
+                line: ignore.line,
+                column: ignore.column,
+                finding,
+            }),
+        }
+    }
+    Ok(report)
+}
+
+/// Declares a rule: its doc comment becomes [`Rule::doc`], so the
+/// documentation lives once, on the rule.
+macro_rules! declare_rule {
+    (
+        $(#[doc = $doc:literal])+
+        pub struct $ty:ident {
+            id: $id:literal,
+            name: $name:literal,
+            severity: $sev:ident,
+            check: $check:path $(,)?
+        }
+    ) => {
+        $(#[doc = $doc])+
+        pub struct $ty;
+
+        impl $ty {
+            /// This rule's registry entry.
+            pub const RULE: $crate::lint::Rule = $crate::lint::Rule {
+                id: $id,
+                name: $name,
+                severity: $crate::lint::Severity::$sev,
+                doc: concat!($($doc, "\n"),+),
+                check: $check,
+            };
+        }
+    };
+}
+pub(crate) use declare_rule;

@@ -1,0 +1,98 @@
+//! LS401: a lock that blocks traffic, requested with no `lock_timeout`.
+
+use crate::lint::{declare_rule, Context, Violation};
+use crate::lock::LockMode;
+
+declare_rule! {
+    /// ## What it does
+    /// Flags a statement that takes a lock blocking writes or reads (`ShareLock`
+    /// or stronger) on an existing table when no `lock_timeout` was set
+    /// earlier in the file — once per file, at the first such statement.
+    /// Turn it off when migrations always run under
+    /// `locksmith apply` or `locksmith run`, which set one.
+    ///
+    /// ## Why is this bad?
+    /// A lock request waits behind every transaction holding a conflicting
+    /// lock — one idle-in-transaction session is enough — and, while it waits,
+    /// every later query that conflicts with it waits too. Without
+    /// `lock_timeout` that wait has no end: the statement that would take a
+    /// millisecond takes the application down instead.
+    ///
+    /// ## Example
+    /// ```sql
+    /// ALTER TABLE users ADD COLUMN nickname text;
+    /// ```
+    ///
+    /// ## Use instead
+    /// ```sql
+    /// SET lock_timeout = '2s';
+    /// ALTER TABLE users ADD COLUMN nickname text;
+    /// ```
+    /// and retry when it gives up (`locksmith apply` does both).
+    pub struct MissingLockTimeout {
+        id: "LS401",
+        name: "missing-lock-timeout",
+        severity: Warning,
+        check: check,
+    }
+}
+
+fn check(ctx: &Context<'_>) -> Vec<Violation> {
+    // Once per file: one `SET lock_timeout` at the top fixes them all.
+    if ctx.state.lock_timeout().is_some() || ctx.state.unbounded_strong_locks > 0 {
+        return Vec::new();
+    }
+    let strong = ctx
+        .statement
+        .locks
+        .iter()
+        .filter(|l| l.mode.conflicts_with(LockMode::RowExclusive) && !ctx.is_new(&l.relation))
+        .max_by_key(|l| l.mode);
+    let Some(lock) = strong else {
+        return Vec::new();
+    };
+    let message = format!(
+        "{} on `{}` is requested with no lock_timeout: while it waits for a conflicting transaction, it blocks {} of `{}` behind it, with no limit (set lock_timeout once at the top of the file)",
+        lock.mode,
+        lock.relation,
+        lock.mode.blocks(),
+        lock.relation
+    );
+    vec![Violation::new(message)
+        .with_fix(format!("SET lock_timeout = '2s';\n{};", ctx.statement.sql))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MissingLockTimeout as R;
+    use crate::lint::testing::{lint_errors, lint_ok};
+
+    #[test]
+    fn strong_locks_need_a_timeout() {
+        let v = lint_errors(&R::RULE, "ALTER TABLE users ADD COLUMN n text");
+        assert_eq!(
+            v[0].fix.as_deref(),
+            Some("SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN n text;")
+        );
+        lint_errors(&R::RULE, "SET lock_timeout = 0; CREATE INDEX i ON t (a)");
+        assert_eq!(
+            lint_errors(
+                &R::RULE,
+                "ALTER TABLE a ADD COLUMN n text; ALTER TABLE b ADD COLUMN n text"
+            )
+            .len(),
+            1
+        );
+        lint_ok(&R::RULE, "CREATE TABLE t (id int)");
+        lint_ok(
+            &R::RULE,
+            "SET lock_timeout = '1s'; ALTER TABLE users ADD COLUMN n text",
+        );
+        lint_ok(
+            &R::RULE,
+            "BEGIN; SET LOCAL lock_timeout = '1s'; ALTER TABLE users ADD COLUMN n text",
+        );
+        lint_ok(&R::RULE, "CREATE INDEX CONCURRENTLY i ON t (a)");
+        lint_ok(&R::RULE, "UPDATE t SET a = 1 WHERE id = 1");
+    }
+}

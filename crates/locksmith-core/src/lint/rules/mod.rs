@@ -1,0 +1,136 @@
+//! The rules, one file each: a documented unit struct, its check, its tests.
+//! Helpers shared by several rules live here; rule-specific logic stays in
+//! the rule's file.
+
+pub mod adding_constraint_without_not_valid;
+pub mod adding_serial_column;
+pub mod adding_unique_constraint;
+pub mod adding_volatile_default;
+pub mod changing_column_type;
+pub mod concurrently_in_transaction;
+pub mod creating_index_without_concurrently;
+pub mod dropping_column_or_table;
+pub mod dropping_index_without_concurrently;
+pub mod holding_access_exclusive_across_statements;
+pub mod locking_table_maintenance;
+pub mod missing_lock_timeout;
+pub mod refreshing_matview_without_concurrently;
+pub mod reindexing_without_concurrently;
+pub mod renaming_column_or_table;
+pub mod requiring_newer_postgres;
+pub mod rewriting_table;
+pub mod setting_not_null;
+pub mod unknown_alter_subcommand;
+pub mod unmatched_ignore;
+pub mod updating_whole_table;
+
+use crate::analysis::{quote_qualified, AlterAction, StatementKind};
+use crate::lock::LockMode;
+
+use super::Context;
+
+/// "takes AccessExclusiveLock on `t`, which blocks all reads and writes".
+pub(crate) fn takes(mode: LockMode, relation: &str) -> String {
+    format!(
+        "takes {mode} on `{relation}`, which blocks {}",
+        mode.blocks()
+    )
+}
+
+/// The table and subcommands of an `ALTER TABLE` on a relation the file did
+/// not create (a table created in the same migration has no traffic yet).
+pub(crate) fn alter_on_existing<'a>(ctx: &Context<'a>) -> Option<(&'a str, &'a [AlterAction])> {
+    match &ctx.statement.kind {
+        StatementKind::AlterTable { table, actions } if !ctx.is_new(table) => {
+            Some((table, actions))
+        }
+        _ => None,
+    }
+}
+
+/// The lock the statement takes on `table` (AccessExclusive if unknown).
+pub(crate) fn mode_on(ctx: &Context<'_>, table: &str) -> LockMode {
+    ctx.statement
+        .lock_on(table)
+        .unwrap_or(LockMode::AccessExclusive)
+}
+
+/// PostgreSQL's default constraint name: `table_col1_col2_suffix`, at most 63 bytes.
+pub(crate) fn default_name(table: &str, columns: &[String], suffix: &str) -> String {
+    let base = table.rsplit('.').next().unwrap_or(table);
+    let mut parts = vec![base.to_string()];
+    parts.extend(columns.iter().cloned());
+    parts.push(suffix.to_string());
+    let mut name = parts.join("_");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// A relation name ready for generated SQL.
+pub(crate) fn q(name: &str) -> String {
+    quote_qualified(name)
+}
+
+/// A column list ready for generated SQL: `(a, "Weird")`.
+pub(crate) fn cols(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| crate::analysis::quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `sql` with ` word_to_add` inserted after the first whole word in `after`
+/// (case-insensitive), e.g. `CREATE INDEX` → `CREATE INDEX CONCURRENTLY`.
+pub(crate) fn insert_after_word(sql: &str, after: &[&str], word_to_add: &str) -> Option<String> {
+    let mut start = None;
+    for (i, c) in sql.char_indices().chain(std::iter::once((sql.len(), ' '))) {
+        let boundary = !(c.is_alphanumeric() || c == '_' || c == '"');
+        match (start, boundary) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                if after.iter().any(|w| sql[s..i].eq_ignore_ascii_case(w)) {
+                    return Some(format!("{} {word_to_add}{}", &sql[..i], &sql[i..]));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_after_the_first_matching_word() {
+        assert_eq!(
+            insert_after_word("create unique index i on t (a)", &["INDEX"], "CONCURRENTLY")
+                .as_deref(),
+            Some("create unique index CONCURRENTLY i on t (a)")
+        );
+        assert_eq!(
+            insert_after_word(
+                "REINDEX (VERBOSE) TABLE t",
+                &["TABLE", "INDEX"],
+                "CONCURRENTLY"
+            )
+            .as_deref(),
+            Some("REINDEX (VERBOSE) TABLE CONCURRENTLY t")
+        );
+        assert_eq!(insert_after_word("DROP TABLE t", &["INDEX"], "X"), None);
+    }
+
+    #[test]
+    fn default_names_follow_postgres() {
+        assert_eq!(
+            default_name("app.users", &["a".into(), "b".into()], "key"),
+            "users_a_b_key"
+        );
+        assert_eq!(default_name(&"x".repeat(70), &[], "pkey").len(), 63);
+    }
+}

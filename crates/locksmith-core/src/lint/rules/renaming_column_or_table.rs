@@ -1,0 +1,79 @@
+//! LS201: renaming a column or table breaks the code that is running.
+
+use crate::analysis::{RenameTarget, StatementKind};
+use crate::lint::{declare_rule, Context, Violation};
+
+use super::takes;
+
+declare_rule! {
+    /// ## What it does
+    /// Flags `ALTER TABLE … RENAME COLUMN` and `ALTER TABLE … RENAME TO`
+    /// (tables, views, materialized views, sequences).
+    ///
+    /// ## Why is this bad?
+    /// During a deploy the old version of the application is still running,
+    /// and its queries name the old column or table: they fail the moment the
+    /// rename commits. The rename also needs an `AccessExclusiveLock`.
+    ///
+    /// ## Example
+    /// ```sql
+    /// ALTER TABLE users RENAME COLUMN email TO email_address;
+    /// ```
+    ///
+    /// ## Use instead
+    /// Expand and contract: add the new column, write both, backfill, move
+    /// the readers, and drop the old one in a later release:
+    /// ```sql
+    /// ALTER TABLE users ADD COLUMN email_address text;
+    /// ```
+    pub struct RenamingColumnOrTable {
+        id: "LS201",
+        name: "renaming-column-or-table",
+        severity: Warning,
+        check: check,
+    }
+}
+
+fn check(ctx: &Context<'_>) -> Vec<Violation> {
+    let StatementKind::Rename {
+        target,
+        relation,
+        new_name,
+    } = &ctx.statement.kind
+    else {
+        return Vec::new();
+    };
+    if ctx.is_new(relation) {
+        return Vec::new();
+    }
+    let what = match target {
+        RenameTarget::Column => "renaming a column",
+        RenameTarget::Relation => "renaming a table",
+        _ => return Vec::new(),
+    };
+    let lock = ctx
+        .statement
+        .lock_on(relation)
+        .unwrap_or(crate::lock::LockMode::AccessExclusive);
+    vec![Violation::new(format!(
+        "{what} (to `{new_name}`) breaks every running query that uses the old name; it also {}",
+        takes(lock, relation)
+    ))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RenamingColumnOrTable as R;
+    use crate::lint::testing::{lint_errors, lint_ok};
+
+    #[test]
+    fn renames() {
+        lint_errors(&R::RULE, "ALTER TABLE t RENAME COLUMN a TO b");
+        lint_errors(&R::RULE, "ALTER TABLE t RENAME TO u");
+        lint_ok(&R::RULE, "ALTER INDEX i RENAME TO j");
+        lint_ok(
+            &R::RULE,
+            "CREATE TABLE t (a int); ALTER TABLE t RENAME COLUMN a TO b",
+        );
+    }
+}

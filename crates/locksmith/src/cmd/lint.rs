@@ -1,0 +1,132 @@
+//! `locksmith lint`: read SQL files, directories or stdin, lint each with
+//! `locksmith-core`, render, and pick the exit code (0 clean, 1 error
+//! findings, 2 bad input such as a syntax error or a missing file).
+//!
+//! This module does the I/O (files, `locksmith.toml`) and nothing else: the
+//! analysis is the core's, the formatting `render::lint`'s.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use locksmith_core::lint::{lint, Config, Severity};
+use miette::miette;
+
+use crate::cli::{LintArgs, LintFormat};
+use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render::lint::{self as render, LintedFile};
+
+/// The name stdin is reported under.
+pub const STDIN: &str = "<stdin>";
+
+pub fn run(args: LintArgs) -> CmdResult {
+    let config = load_config(args.config.as_deref())?;
+    let options = config.options(args.pg_version);
+    let inputs = read_inputs(&args.paths)?;
+    let files: Vec<LintedFile> = inputs
+        .into_iter()
+        .map(|(path, text)| {
+            let result = lint(&text, &options);
+            LintedFile { path, text, result }
+        })
+        .collect();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        LintFormat::Human => {
+            render::human(&mut out, &files, &crate::render::style::Style::detect())?
+        }
+        LintFormat::Json => render::json(&mut out, &files)?,
+        LintFormat::Sarif => render::sarif(&mut out, &files)?,
+        LintFormat::Github => render::github(&mut out, &files)?,
+    }
+    out.flush()?;
+    Ok(outcome(&files))
+}
+
+fn outcome(files: &[LintedFile]) -> Outcome {
+    let mut syntax_error = false;
+    for f in files {
+        if let Err(e) = &f.result {
+            // The contract: `FILE:LINE:COLUMN: message`, on stderr, for every format.
+            eprintln!("{}:{}:{}: {}", f.path, e.line, e.column, e.message);
+            syntax_error = true;
+        }
+    }
+    let errors = files
+        .iter()
+        .filter_map(|f| f.result.as_ref().ok())
+        .any(|r| r.max_severity() == Some(Severity::Error));
+    if syntax_error {
+        Outcome::Code(2)
+    } else if errors {
+        Outcome::Findings
+    } else {
+        Outcome::Done
+    }
+}
+
+/// `--config FILE`, else `./locksmith.toml` when present, else defaults.
+fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
+    let default = Path::new("locksmith.toml");
+    let path = match explicit {
+        Some(p) => p,
+        None if default.is_file() => default,
+        None => return Ok(Config::default()),
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::input(miette!("reading {}: {e}", path.display())))?;
+    Config::parse(&text).map_err(|e| Failure::input(miette!("{}: {e}", path.display())))
+}
+
+/// Every input as (display path, text), in the order given; a directory
+/// contributes its `*.sql` files recursively, sorted by path.
+fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("locksmith lint: reading SQL from stdin (end with Ctrl-D)");
+            }
+            let mut text = String::new();
+            stdin
+                .read_to_string(&mut text)
+                .map_err(|e| Failure::input(miette!("reading stdin: {e}")))?;
+            out.push((STDIN.to_string(), text));
+        } else if path.is_dir() {
+            let mut files = Vec::new();
+            sql_files(path, &mut files)?;
+            files.sort();
+            for f in files {
+                out.push((f.display().to_string(), read(&f)?));
+            }
+        } else {
+            out.push((path.display().to_string(), read(path)?));
+        }
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::input(miette!("reading {}: {e}", path.display())))
+}
+
+fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Failure::input(miette!("reading {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Failure::input(miette!("reading {}: {e}", dir.display())))?
+            .path();
+        if path.is_dir() {
+            sql_files(&path, out)?;
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

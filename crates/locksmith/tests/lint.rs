@@ -1,0 +1,232 @@
+//! `locksmith lint` end to end: the built binary on files, directories and
+//! stdin, every format, the exit codes and the syntax-error line.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn locksmith(args: &[&str], cwd: &Path, stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const INCIDENT: &str = "-- the incident\nALTER TABLE academic_partners ADD CONSTRAINT academic_partners_name_key UNIQUE (name);\n";
+const SAFE: &str = "SET lock_timeout = '2s';\nALTER TABLE t ADD COLUMN note text;\n";
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn json_contract_and_exit_1_on_errors() {
+    let dir = dir_with(&[("m.sql", INCIDENT)]);
+    let out = locksmith(&["lint", "--format", "json", "m.sql"], dir.path(), None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["files"][0]["statements"][0];
+    assert_eq!(v["files"][0]["path"], "m.sql");
+    assert_eq!(
+        (s["line"].as_u64(), s["column"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        s["sql"],
+        "ALTER TABLE academic_partners ADD CONSTRAINT academic_partners_name_key UNIQUE (name)"
+    );
+    assert_eq!(
+        s["locks"][0],
+        serde_json::json!({"relation": "academic_partners", "mode": "AccessExclusiveLock"})
+    );
+    assert_eq!(s["rewrites"], serde_json::json!([]));
+    let f = &s["findings"][0];
+    assert_eq!(
+        (f["rule"].as_str(), f["severity"].as_str()),
+        (Some("LS101"), Some("error"))
+    );
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("AccessExclusiveLock"));
+    assert!(f["fix"]
+        .as_str()
+        .unwrap()
+        .starts_with("CREATE UNIQUE INDEX CONCURRENTLY academic_partners_name_key"));
+}
+
+#[test]
+fn clean_input_exits_0() {
+    let dir = dir_with(&[("ok.sql", SAFE)]);
+    let out = locksmith(&["lint", "ok.sql"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("0 errors, 0 warnings in 1 file, 2 statements"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn syntax_error_is_file_line_column_and_exit_2() {
+    let dir = dir_with(&[("bad.sql", "SELECT 1;\nALTER TABEL t ADD COLUMN a int;\n")]);
+    let out = locksmith(&["lint", "--format", "json", "bad.sql"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "bad.sql:2:7: syntax error at or near \"TABEL\""
+    );
+}
+
+#[test]
+fn missing_file_is_bad_input() {
+    let dir = dir_with(&[]);
+    let out = locksmith(&["lint", "nope.sql"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.sql"));
+}
+
+#[test]
+fn stdin_and_directories() {
+    let dir = dir_with(&[
+        ("migrations/002_b.sql", SAFE),
+        ("migrations/001_a.sql", INCIDENT),
+        ("migrations/notes.txt", "x"),
+    ]);
+    let out = locksmith(
+        &["lint", "--format", "json", "migrations", "-"],
+        dir.path(),
+        Some("VACUUM FULL t;"),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 3);
+    assert!(
+        paths[0].ends_with("001_a.sql") && paths[1].ends_with("002_b.sql"),
+        "{paths:?}"
+    );
+    assert_eq!(paths[2], "<stdin>");
+}
+
+#[test]
+fn github_annotations() {
+    let dir = dir_with(&[("m.sql", INCIDENT)]);
+    let out = locksmith(&["lint", "--format", "github", "m.sql"], dir.path(), None);
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with(
+            "::error file=m.sql,line=2,col=1,title=LS101 adding-unique-constraint::ADD CONSTRAINT"
+        ),
+        "{first}"
+    );
+    assert!(
+        first.contains("%0AFix:%0ACREATE UNIQUE INDEX CONCURRENTLY"),
+        "{first}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("::warning file=m.sql,line=2,col=1,title=LS401")),
+        "{text}"
+    );
+}
+
+#[test]
+fn sarif_2_1_0() {
+    let dir = dir_with(&[("m.sql", INCIDENT)]);
+    let out = locksmith(&["lint", "--format", "sarif", "m.sql"], dir.path(), None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    assert!(run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == "LS101"));
+    let result = &run["results"][0];
+    assert_eq!(result["ruleId"], "LS101");
+    assert_eq!(result["level"], "error");
+    let region = &result["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(
+        (region["startLine"].as_u64(), region["startColumn"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "m.sql"
+    );
+}
+
+#[test]
+fn human_shows_the_source_line_with_a_marker() {
+    let dir = dir_with(&[("m.sql", INCIDENT)]);
+    let out = locksmith(&["lint", "m.sql"], dir.path(), None);
+    insta::assert_snapshot!(stdout(&out));
+}
+
+#[test]
+fn config_turns_rules_off_and_sets_the_version() {
+    let sql = "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;\n";
+    let dir = dir_with(&[
+        ("m.sql", sql),
+        ("locksmith.toml", "pg_version = 13\ndisable = [\"LS401\"]\n"),
+    ]);
+    let out = locksmith(&["lint", "--format", "json", "m.sql"], dir.path(), None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules: Vec<&str> = v["files"][0]["statements"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["LS501"]);
+    // The flag wins over the file.
+    let out = locksmith(
+        &["lint", "--format", "json", "--pg-version", "17", "m.sql"],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = locksmith(&["lint", "--pg-version", "9", "m.sql"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_config_is_bad_input() {
+    let dir = dir_with(&[
+        ("m.sql", SAFE),
+        ("locksmith.toml", "disable = [\"LS999\"]\n"),
+    ]);
+    let out = locksmith(&["lint", "m.sql"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LS999"));
+}
