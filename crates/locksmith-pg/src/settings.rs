@@ -67,10 +67,15 @@ impl ConnectionSettings {
     /// [`ConnectionSettings::resolve`] with an explicit environment.
     pub fn resolve_with(url: Option<&str>, env: Env<'_>) -> Result<ConnectionSettings, Error> {
         let given = url.map(str::to_string).or_else(|| env("DATABASE_URL"));
-        let (config_text, tls) = match &given {
+        let (mut config_text, tls) = match &given {
             Some(text) => split_tls_keys(text),
             None => (String::new(), Vec::new()),
         };
+        // tokio-postgres fills in 5432 for a URL without a port; libpq would use PGPORT.
+        let port_given = given.as_deref().is_some_and(sets_port);
+        if let (false, Some(port), true) = (port_given, env("PGPORT"), is_url(&config_text)) {
+            config_text = with_url_port(&config_text, &port);
+        }
         let mut config: Config = if config_text.trim().is_empty() {
             Config::new()
         } else {
@@ -349,6 +354,39 @@ fn connect_reason(e: &tokio_postgres::Error) -> String {
         text.push_str(" (is the server running and accepting connections on that host and port?)");
     }
     text
+}
+
+fn is_url(text: &str) -> bool {
+    let t = text.trim_start();
+    t.starts_with("postgres://") || t.starts_with("postgresql://")
+}
+
+/// Adds `:port` to every host of a URL that names none.
+fn with_url_port(url: &str, port: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let hosts: Vec<String> = hosts.split(',').map(|h| if h.is_empty() { h.to_string() } else { format!("{h}:{port}") }).collect();
+    format!("{}{userinfo}{}{tail}", &url[..scheme_end], hosts.join(","))
+}
+
+/// Whether a URL or `key=value` string names a port itself.
+fn sets_port(text: &str) -> bool {
+    let trimmed = text.trim();
+    if let Some(rest) = trimmed.strip_prefix("postgres://").or_else(|| trimmed.strip_prefix("postgresql://")) {
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let query_port = rest.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
+        // A port follows the last ':' outside IPv6 brackets.
+        let after_bracket = hosts.rsplit_once(']').map_or(hosts, |(_, tail)| tail);
+        return query_port || after_bracket.split(',').any(|h| h.contains(':'));
+    }
+    keyword_pairs(trimmed).iter().any(|(k, _)| k == "port")
 }
 
 /// Takes the TLS keys tokio-postgres does not know out of a URL or
