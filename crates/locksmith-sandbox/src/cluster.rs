@@ -52,6 +52,7 @@ pub struct Cluster {
     server: Child,
     guardian: Option<Child>,
     ready_in: Duration,
+    settings: Vec<(String, String)>,
 }
 
 /// Whose account the server runs under: ours, or `postgres` when we are root.
@@ -106,6 +107,7 @@ impl Cluster {
                         server,
                         guardian: Some(guardian),
                         ready_in: started.elapsed(),
+                        settings: options.settings,
                     });
                 }
                 Err(log) => {
@@ -186,6 +188,25 @@ impl Cluster {
                 source: e,
             })?;
         Ok(self.settings(name, "locksmith-sandbox"))
+    }
+
+    /// Restarts the server on the same port (fast shutdown, then start), as an
+    /// operator's restart or a failover would: every connection is dropped.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        unsafe {
+            libc::kill(self.server.id() as i32, libc::SIGINT);
+        }
+        let _ = self.server.wait();
+        let owner = Owner::current()?;
+        let mut server = spawn_server(&self.bin, &self.root, self.port, owner, &self.settings)?;
+        wait_ready(&self.root, &mut server).map_err(|log| Error::StartFailed {
+            log_tail: tail(&log, 20),
+        })?;
+        self.server = server;
+        if let Some(g) = &self.guardian {
+            guardian_arm(g, self.server.id());
+        }
+        Ok(())
     }
 
     /// The server log so far.
@@ -307,7 +328,10 @@ fn spawn_server(
     owner: Owner,
     extra: &[(String, String)],
 ) -> Result<Child, Error> {
-    let log = std::fs::File::create(root.join("server.log"))
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("server.log"))
         .map_err(|e| Error::io("creating the server log", e))?;
     chown(&root.join("server.log"), owner)?;
     let mut cmd = Command::new(bin.tool("postgres"));
@@ -365,7 +389,8 @@ fn wait_ready(root: &Path, server: &mut Child) -> Result<(), String> {
 
 /// See the module doc: a shell that cleans up once our end of its stdin closes.
 fn spawn_guardian(root: &Path) -> Result<Child, Error> {
-    let script = r#"read pid; read _; [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; sleep 0.2; rm -rf "$1""#;
+    // Each line is the server's current pid (a restart sends a new one); EOF means we died.
+    let script = r#"pid=; while read line; do pid=$line; done; [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; sleep 0.2; rm -rf "$1""#;
     Command::new("sh")
         .args(["-c", script, "locksmith-guardian"])
         .arg(root)

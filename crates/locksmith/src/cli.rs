@@ -17,6 +17,9 @@ pub enum Command {
     /// traffic, leaked idle-in-transaction sessions and the ALTER that took
     /// production down.
     Demo(DemoArgs),
+    /// Apply pending SQL migrations from DIR in order, under the guard, recorded in
+    /// locksmith_migrations, exactly once even when several deploys run it at once.
+    Apply(ApplyArgs),
     /// One-shot diagnosis: lock-wait chains, idle-in-transaction sessions, who to blame.
     Blockers(BlockersArgs),
     /// Static analysis with the real PostgreSQL parser: per statement, the locks it
@@ -59,6 +62,27 @@ pub struct DemoArgs {
     /// How long the naive ALTER may wait before it is cancelled on the server.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     pub cap: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Folder of migrations: <VERSION>_<name>.sql, <VERSION>_<name>.up.sql or V<VERSION>__<name>.sql
+    #[arg(value_name = "DIR", default_value = "migrations")]
+    pub dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+    /// Show the plan (statements, locks, who would block them now) and execute nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accept applied migrations whose file changed since (their checksum is not updated).
+    #[arg(long)]
+    pub allow_changed: bool,
+    /// Apply a pending migration even when a later version is already applied.
+    #[arg(long)]
+    pub out_of_order: bool,
+    /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
+    #[arg(long, value_name = "N", value_parser = pg_version)]
+    pub pg_version: Option<u32>,
 }
 
 /// Options shared by `apply` and `run`: the lock budget and how long to keep trying.

@@ -499,10 +499,15 @@ impl Guard {
         match result {
             Ok(()) => Ok(Attempt::Done),
             Err(e) => {
-                if let Some(index) = &step.builds_index {
-                    self.drop_invalid_index(index).await?;
+                // Clean up first, but report the build's own error (e.g. the duplicate key).
+                let cleanup = match &step.builds_index {
+                    Some(index) => self.drop_invalid_index(index).await,
+                    None => Ok(()),
+                };
+                match self.classify(e, watch) {
+                    Err(e) => Err(e),
+                    Ok(attempt) => cleanup.map(|_| attempt),
                 }
-                self.classify(e, watch)
             }
         }
     }
@@ -522,10 +527,22 @@ impl Guard {
             .map_err(|e| Error::query("looking for an invalid index", e))?;
         if let Some(row) = row {
             let name: String = row.get(0);
-            self.client
-                .batch_execute(&format!("SET lock_timeout = '{}'; DROP INDEX CONCURRENTLY IF EXISTS {name}; RESET lock_timeout", to_pg_setting(self.policy.lock_timeout)))
-                .await
-                .map_err(|e| Error::query(format!("dropping the invalid index {name}"), e))?;
+            // Separate calls: several statements in one simple query form an implicit
+            // transaction block, where DROP INDEX CONCURRENTLY cannot run.
+            let sql = [
+                format!(
+                    "SET lock_timeout = '{}'",
+                    to_pg_setting(self.policy.lock_timeout)
+                ),
+                format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"),
+                "RESET lock_timeout".to_string(),
+            ];
+            for statement in sql {
+                self.client
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(|e| Error::query(format!("dropping the invalid index {name}"), e))?;
+            }
             (self.on_event)(Event::DroppedInvalidIndex(&name));
         }
         Ok(())

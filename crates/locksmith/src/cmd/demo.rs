@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::lock::LockMode;
 use locksmith_pg::blockers::BlockerReport;
-use locksmith_pg::guard::{Event, Guard, GuardError, GuardPolicy, LockTarget, Step};
+use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, LockTarget, Step};
 use locksmith_pg::snapshot::Snapshotter;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
@@ -20,6 +20,7 @@ use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, Traffi
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::progress::EventLines;
 use crate::cli::DemoArgs;
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::{self, style::Style};
@@ -279,12 +280,12 @@ async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationO
 async fn guarded_migration(
     incident: Incident,
     policy: GuardPolicy,
-    events: EventPrinter,
+    events: EventLines,
 ) -> Result<MigrationOutcome, Failure> {
     let (_never, interrupt) = watch::channel(None);
     let settings = incident.admin.with_application_name("locksmith");
     let mut guard = Guard::connect(&settings, policy, interrupt).await?;
-    guard.on_event(move |e| events.print(&e));
+    guard.on_event(events.into_handler());
     let step = Step {
         sql: MIGRATION.to_string(),
         locks: vec![LockTarget {
@@ -316,42 +317,6 @@ async fn guarded_migration(
         },
         Err(e) => return Err(Failure::other(miette::miette!("{e}"))),
     })
-}
-
-/// Prints guard events as indented lines, clearing the live line first.
-#[derive(Clone, Copy)]
-struct EventPrinter {
-    quiet: bool,
-    tty: bool,
-    style: Style,
-}
-
-impl EventPrinter {
-    fn print(&self, event: &Event<'_>) {
-        if self.quiet {
-            return;
-        }
-        let line = match event {
-            Event::Waiting { holders, next_look } => format!(
-                "guard: waiting for {} session{} idle in transaction: {}{}; not queueing, next look in {}",
-                holders.len(),
-                if holders.len() == 1 { "" } else { "s" },
-                holders[0].label(),
-                if holders.len() > 1 { " …" } else { "" },
-                locksmith_core::duration::human(*next_look)
-            ),
-            Event::Terminated(h) => self.style.yellow(&format!("guard: terminated {}", render::guard::holder_line(h))),
-            Event::Attempt { number, nowait } => {
-                format!("guard: attempt {number}: LOCK TABLE … {}", if *nowait { "NOWAIT" } else { "with lock_timeout" })
-            }
-            Event::LostRace { number, .. } => format!("guard: attempt {number} lost the race for the lock; rolled back"),
-            Event::DroppedInvalidIndex(name) => format!("guard: dropped invalid index {name}"),
-        };
-        if self.tty {
-            eprint!("\r\x1b[K");
-        }
-        println!("   {line}");
-    }
 }
 
 fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
@@ -438,12 +403,8 @@ struct Output {
 }
 
 impl Output {
-    fn events(&self) -> EventPrinter {
-        EventPrinter {
-            quiet: self.json,
-            tty: self.tty,
-            style: self.style,
-        }
+    fn events(&self) -> EventLines {
+        EventLines::new(self.json, self.style).indented()
     }
 
     fn say(&self, line: &str) {

@@ -1,9 +1,11 @@
 //! One module per command. Each turns parsed arguments into working objects,
 //! calls the library crates and hands the result to a renderer.
 
+mod apply;
 mod blockers;
 mod demo;
 mod lint;
+mod progress;
 mod signals;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
@@ -18,6 +20,7 @@ pub fn run(cli: Cli) -> CmdResult {
         .map_err(|e| Failure::other(miette::miette!("starting the async runtime: {e}")))?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Apply(args) => apply::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
             Command::Lint(args) => lint::run(args),

@@ -120,11 +120,7 @@ pub fn human(report: &RunReport, style: Style) -> String {
             );
         }
         Status::Failed => {
-            let _ = writeln!(
-                out,
-                "{}",
-                style.red("Failed; the failed migration was rolled back.")
-            );
+            let _ = writeln!(out, "{}", style.red("Failed."));
         }
     }
     if let Some(e) = &report.error {

@@ -1,0 +1,80 @@
+//! Live progress lines for guarded runs (`apply`, `run`, `demo`): one line
+//! per guard event on stderr, so stdout stays clean for reports and JSON.
+
+use std::io::IsTerminal;
+
+use locksmith_pg::guard::Event;
+
+use crate::render::{self, style::Style};
+
+/// Prints guard events as lines on stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLines {
+    quiet: bool,
+    tty: bool,
+    indent: bool,
+    style: Style,
+}
+
+impl EventLines {
+    /// Lines unless `quiet` (e.g. `--format json`).
+    pub fn new(quiet: bool, style: Style) -> Self {
+        EventLines {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            indent: false,
+            style,
+        }
+    }
+
+    /// Indented under a heading (the demo).
+    pub fn indented(mut self) -> Self {
+        self.indent = true;
+        self
+    }
+
+    /// A handler for [`locksmith_pg::guard::Guard::on_event`].
+    pub fn into_handler(self) -> impl FnMut(Event<'_>) + Send + 'static {
+        move |e| self.print(&e)
+    }
+
+    /// Prints one event.
+    pub fn print(&self, event: &Event<'_>) {
+        if self.quiet {
+            return;
+        }
+        let line = match event {
+            Event::Waiting { holders, next_look } => format!(
+                "waiting for {} session{} holding a conflicting lock: {}{}; not queueing, next look in {}",
+                holders.len(),
+                if holders.len() == 1 { "" } else { "s" },
+                holders[0].label(),
+                if holders.len() > 1 { " …" } else { "" },
+                locksmith_core::duration::human(*next_look)
+            ),
+            Event::Terminated(h) => self.style.yellow(&format!("terminated {}", render::guard::holder_line(h))),
+            Event::Attempt { number, nowait } => {
+                format!("attempt {number}: taking locks {}", if *nowait { "with NOWAIT" } else { "within lock_timeout" })
+            }
+            Event::LostRace { number, watch } => format!(
+                "attempt {number} lost the race for its locks and was rolled back{}",
+                if watch.waited_for.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (waited for pid {})", watch.waited_for.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+                }
+            ),
+            Event::DroppedInvalidIndex(name) => format!("dropped the invalid index {name} left by a failed concurrent build"),
+        };
+        let prefix = if self.indent {
+            "   guard: "
+        } else {
+            "locksmith: "
+        };
+        if self.tty {
+            // Clear a live status line the demo may have drawn.
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{prefix}{line}");
+    }
+}

@@ -1,0 +1,591 @@
+//! `locksmith apply` end to end, against real servers: ordering, history,
+//! refusal of bad input before anything runs, blocking, concurrency, faults.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use locksmith_sandbox::incident::{Incident, TABLE};
+use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::Cluster;
+use serde_json::Value;
+
+fn locksmith(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (name, sql) in files {
+        std::fs::write(dir.join(name), sql).unwrap();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+const UNIQUE: &str =
+    "ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\n";
+
+#[tokio::test]
+async fn applies_in_order_records_history_and_is_idempotent() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_basic").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("002_unique.sql", UNIQUE),
+            ("001_add_column.up.sql", "BEGIN;\nSET lock_timeout = '10s';\nALTER TABLE academic_partners ADD COLUMN country text;\nCOMMIT;\n"),
+            ("001_add_column.down.sql", "ALTER TABLE academic_partners DROP COLUMN country;"),
+            ("README.md", "not a migration"),
+        ],
+    );
+    let url = cluster.url("apply_basic");
+    let out = locksmith(
+        &url,
+        &["apply", dir.path().to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "applied");
+    let versions: Vec<i64> = report["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(report["migrations"][0]["name"], "add_column");
+    assert!(report["attempts"].as_i64().unwrap() >= 2);
+
+    let admin = incident.admin.connect().await.unwrap();
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        2
+    );
+    let row = admin.query_one("SELECT name, length(checksum), attempts, duration_ms >= 0 FROM locksmith_migrations WHERE version = 2", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "unique");
+    assert_eq!(row.get::<_, i32>(1), 64);
+    assert_eq!(row.get::<_, i32>(2), 1);
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'country'"
+        )
+        .await,
+        1
+    );
+
+    let again = locksmith(&url, &["apply", dir.path().to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains("Nothing to apply"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[tokio::test]
+async fn bad_input_stops_before_anything_runs() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_bad").await.unwrap();
+    let url = cluster.url("apply_bad");
+    let admin = incident.admin.connect().await.unwrap();
+
+    // A syntax error in the second file: the first (valid) one must not run either.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("1_ok.sql", "CREATE TABLE t1 (id int);"),
+            (
+                "2_broken.sql",
+                "CREATE TABLE t2 (id int);\nALTER TABLE t2 ADD COLUMN x int DEFALT 1;\n",
+            ),
+        ],
+    );
+    let out = locksmith(&url, &["apply", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let expected = format!("{}:2:33", dir.path().join("2_broken.sql").display());
+    assert!(
+        text(&out).contains(&expected),
+        "wanted {expected} in {}",
+        text(&out)
+    );
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('t1', 'locksmith_migrations')"
+        )
+        .await,
+        0
+    );
+
+    // A file that looks like a migration but has no version.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[("1_ok.sql", "SELECT 1;"), ("add_users.sql", "SELECT 1;")],
+    );
+    let out = locksmith(&url, &["apply", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("add_users.sql"), "{}", text(&out));
+
+    // A missing folder.
+    let out = locksmith(&url, &["apply", "/nonexistent/migrations"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("/nonexistent/migrations"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn changed_and_out_of_order_files_are_refused() {
+    let cluster = Cluster::start().unwrap();
+    let _incident = Incident::stage(&cluster, "apply_changed").await.unwrap();
+    let url = cluster.url("apply_changed");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("1_a.sql", "CREATE TABLE a (id int);"),
+            ("3_c.sql", "CREATE TABLE c (id int);"),
+        ],
+    );
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(locksmith(&url, &["apply", d]).status.code(), Some(0));
+
+    write(dir.path(), &[("1_a.sql", "CREATE TABLE a (id bigint);")]);
+    let out = locksmith(&url, &["apply", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("1_a.sql") && text(&out).contains("changed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        locksmith(&url, &["apply", d, "--allow-changed"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    write(dir.path(), &[("2_b.sql", "CREATE TABLE b (id int);")]);
+    let out = locksmith(&url, &["apply", d, "--allow-changed"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("out of order"), "{}", text(&out));
+    let out = locksmith(&url, &["apply", d, "--allow-changed", "--out-of-order"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn blocked_by_leakers_gives_up_then_terminates_them_when_allowed() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_blocked").await.unwrap();
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("1_unique.sql", UNIQUE)]);
+    let url = cluster.url("apply_blocked");
+    let d = dir.path().to_str().unwrap();
+
+    let dry = locksmith(&url, &["apply", d, "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert!(
+        text(&dry).contains("AccessExclusiveLock on academic_partners"),
+        "{}",
+        text(&dry)
+    );
+    assert!(text(&dry).contains("leaky-app"), "{}", text(&dry));
+
+    let started = Instant::now();
+    let out = locksmith(&url, &["apply", d, "--deadline", "2s", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked");
+    let mut named: Vec<i64> = report["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_i64().unwrap())
+        .collect();
+    named.sort();
+    let mut pids: Vec<i64> = leaked.pids().iter().map(|p| *p as i64).collect();
+    pids.sort();
+    assert_eq!(named, pids);
+    for b in report["blockers"].as_array().unwrap() {
+        for key in [
+            "state",
+            "application_name",
+            "client_addr",
+            "xact_age_ms",
+            "state_age_ms",
+            "query",
+        ] {
+            assert!(b.get(key).is_some(), "blocker lacks {key}: {b}");
+        }
+    }
+    let admin = incident.admin.connect().await.unwrap();
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        0
+    );
+
+    // The human report names them and says what to do.
+    let out = locksmith(&url, &["apply", d, "--deadline", "1s"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out).contains("leaky-app")
+            && text(&out).contains("idle_in_transaction_session_timeout"),
+        "{}",
+        text(&out)
+    );
+
+    let out = locksmith(
+        &url,
+        &[
+            "apply",
+            d,
+            "--terminate-idle-after",
+            "200ms",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["terminated"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn ten_simultaneous_runners_apply_exactly_once() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_race").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Not idempotent on purpose: a second run of any file would fail.
+    write(
+        dir.path(),
+        &[
+            ("1_a.sql", "CREATE TABLE a (id int);"),
+            ("2_b.sql", "ALTER TABLE a ADD COLUMN b int;"),
+            ("3_c.sql", UNIQUE),
+        ],
+    );
+    let url = cluster.url("apply_race");
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_locksmith"))
+                .args(["apply", dir.path().to_str().unwrap()])
+                .env("DATABASE_URL", &url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let admin = incident.admin.connect().await.unwrap();
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn failure_halfway_rolls_back_and_says_what_next() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_fail").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("1_ok.sql", "CREATE TABLE ok (id int);"),
+            (
+                "2_half.sql",
+                "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1/0);\n",
+            ),
+        ],
+    );
+    let out = locksmith(
+        &cluster.url("apply_fail"),
+        &["apply", dir.path().to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["migrations"].as_array().unwrap().len(), 1);
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("division by zero") && error.contains("rolled back"),
+        "{error}"
+    );
+    let admin = incident.admin.connect().await.unwrap();
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname = 'half'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn failed_concurrent_unique_index_leaves_no_invalid_index() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_cic").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin
+        .batch_execute("UPDATE academic_partners SET informal_name = 'dup' WHERE id IN (1, 2)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[("1_unique_index.sql", "CREATE UNIQUE INDEX CONCURRENTLY partners_informal_name ON academic_partners (informal_name);\n")],
+    );
+    let out = locksmith(
+        &cluster.url("apply_cic"),
+        &["apply", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("(informal_name)=(dup)"),
+        "the duplicates are reported: {}",
+        text(&out)
+    );
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname = 'partners_informal_name'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "apply_sigint").await.unwrap();
+    // A young, active transaction holding the table: the guard will queue for it (within its budget).
+    let holder = incident
+        .app
+        .with_application_name("busy")
+        .connect()
+        .await
+        .unwrap();
+    let busy = tokio::spawn(async move {
+        holder
+            .batch_execute(
+                "BEGIN; SELECT count(*) FROM academic_partners; SELECT pg_sleep(8); COMMIT",
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("1_unique.sql", UNIQUE)]);
+    let child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args([
+            "apply",
+            dir.path().to_str().unwrap(),
+            "--lock-timeout",
+            "30s",
+        ])
+        .env("DATABASE_URL", cluster.url("apply_sigint"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while query_i64(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply' AND wait_event_type = 'Lock'").await == 0 {
+        assert!(Instant::now() < deadline, "locksmith never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unsafe {
+        libc_kill(child.id() as i32, 2);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'locksmith%' AND NOT l.granted").await,
+        0
+    );
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
+        )
+        .await,
+        0
+    );
+    busy.abort();
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// `kill -9` of locksmith at random moments: whatever is recorded in the
+/// history table was applied, whatever is not was not, and a rerun finishes.
+#[tokio::test]
+async fn kill_9_at_random_points_never_half_applies() {
+    let cluster = Cluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                "1_a.sql",
+                "CREATE TABLE a (id int);\nSELECT pg_sleep(0.15);\nINSERT INTO a VALUES (1);\n",
+            ),
+            (
+                "2_b.sql",
+                "CREATE TABLE b (id int);\nSELECT pg_sleep(0.15);\nINSERT INTO b VALUES (1);\n",
+            ),
+            (
+                "3_c.sql",
+                "CREATE TABLE c (id int);\nSELECT pg_sleep(0.15);\nINSERT INTO c VALUES (1);\n",
+            ),
+        ],
+    );
+    for trial in 0..12 {
+        let db = format!("kill_{trial}");
+        let settings = cluster.create_database(&db).await.unwrap();
+        let admin = settings.connect().await.unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+            .args(["apply", dir.path().to_str().unwrap()])
+            .env("DATABASE_URL", cluster.url(&db))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the whole run (about 0.5 s plus start-up).
+        tokio::time::sleep(Duration::from_millis(30 + trial * 60)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let recorded: Vec<i64> = match admin
+            .query(
+                "SELECT version FROM locksmith_migrations ORDER BY version",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(_) => Vec::new(), // killed before the table existed
+        };
+        for (version, table) in [(1, "a"), (2, "b"), (3, "c")] {
+            let exists = query_i64(
+                &admin,
+                &format!("SELECT count(*) FROM pg_class WHERE relname = '{table}'"),
+            )
+            .await
+                == 1;
+            assert_eq!(
+                exists,
+                recorded.contains(&version),
+                "trial {trial}: table {table} exists={exists}, recorded={recorded:?}"
+            );
+            if exists {
+                assert_eq!(
+                    query_i64(&admin, &format!("SELECT count(*) FROM {table}")).await,
+                    1,
+                    "trial {trial}: {table} half-applied"
+                );
+            }
+        }
+        let out = locksmith(&cluster.url(&db), &["apply", dir.path().to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "trial {trial}: rerun failed: {}",
+            text(&out)
+        );
+        assert_eq!(
+            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+            3
+        );
+    }
+}
+
+/// The server restarts while a migration runs: locksmith fails cleanly (exit 1),
+/// nothing is half-applied, and a rerun completes.
+#[tokio::test]
+async fn server_restart_mid_run_leaves_history_consistent() {
+    let mut cluster = Cluster::start().unwrap();
+    let settings = cluster.create_database("restart").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "1_slow.sql",
+            "CREATE TABLE slow (id int);\nSELECT pg_sleep(2);\n",
+        )],
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir.path().to_str().unwrap()])
+        .env("DATABASE_URL", cluster.url("restart"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.restart().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let admin = settings.connect().await.unwrap();
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname = 'slow'"
+        )
+        .await,
+        0
+    );
+    let out = locksmith(
+        &cluster.url("restart"),
+        &["apply", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+}
