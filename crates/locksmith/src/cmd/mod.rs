@@ -2,8 +2,9 @@
 //! calls the library crates and hands the result to a renderer.
 
 mod blockers;
-mod signals;
 mod demo;
+mod run;
+mod signals;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
 use crate::exit::{CmdResult, Failure};
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> CmdResult {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     })
 }

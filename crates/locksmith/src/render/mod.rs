@@ -3,6 +3,7 @@
 
 pub mod blockers;
 pub mod guard;
+pub mod run;
 pub mod style;
 
 use std::io::Write;
