@@ -643,3 +643,69 @@ async fn the_command_sees_lock_timeout_and_application_name() {
         "-c statement_timeout=5s -c lock_timeout=200ms|deploy-42|postgres://elsewhere/db"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_race_is_retried_once_the_blocker_is_gone() {
+    let project = AlembicProject::new();
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "incident").await.unwrap();
+    let url = cluster.url("incident");
+    project.upgrade_directly(&url, "0001");
+    let admin = incident
+        .admin
+        .with_application_name("test-admin")
+        .connect()
+        .await
+        .unwrap();
+    // A request that holds its transaction open for a while, then ends it.
+    let slow = incident
+        .app
+        .with_application_name("slow-request")
+        .connect()
+        .await
+        .unwrap();
+    slow.batch_execute("BEGIN; SELECT count(*) FROM academic_partners")
+        .await
+        .unwrap();
+    let alembic = project.upgrade("head");
+
+    // --max-attempts 1: one lost race and it gives up at once, naming the blocker (human report).
+    let mut args = vec!["--max-attempts", "1", "--database-url", &url, "--"];
+    args.extend(alembic.iter().map(String::as_str));
+    let ran = locksmith_run(&args).await;
+    assert_eq!(ran.code, 3);
+    assert!(
+        ran.stderr
+            .contains("lost the race for its locks 1 time (--max-attempts 1)"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("Blocked by:") && ran.stderr.contains("\"slow-request\""));
+    assert!(ran.stderr.contains("scoped_session.remove()"), "the advice");
+    assert_eq!(alembic_version(&admin).await, "0001");
+
+    // With the defaults, it waits without queueing and reruns once the transaction ended.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        slow.batch_execute("COMMIT").await.unwrap();
+        slow
+    });
+    let mut args = vec!["--format", "json", "--database-url", &url, "--"];
+    args.extend(alembic.iter().map(String::as_str));
+    let ran = locksmith_run(&args).await;
+    let _slow = release.await.unwrap();
+    assert_eq!(ran.code, 0);
+    let report: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(report["status"], "applied");
+    assert!(
+        report["attempts"].as_u64().unwrap() >= 2,
+        "rerun after the lost race"
+    );
+    assert!(
+        ran.stderr.contains("waiting for 1 session"),
+        "looked before queueing again"
+    );
+    assert!(constraint_exists(&admin).await);
+    assert_eq!(alembic_version(&admin).await, "0002");
+    assert_nothing_left_queued(&admin).await;
+}

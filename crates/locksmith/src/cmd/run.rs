@@ -112,7 +112,9 @@ pub async fn run(args: RunArgs) -> CmdResult {
         ));
         if number >= policy.max_attempts {
             return run.blocked(format!(
-                "{number} attempts lost the race for their locks (--max-attempts)"
+                "lost the race for its locks {number} time{} (--max-attempts {})",
+                if number == 1 { "" } else { "s" },
+                policy.max_attempts
             ));
         }
         // Look before queueing again: while long-lived sessions hold what the
