@@ -25,6 +25,28 @@ pub enum Command {
     /// Static analysis with the real PostgreSQL parser: per statement, the locks it
     /// takes, whether it rewrites the table, and findings with a runnable safe rewrite.
     Lint(LintArgs),
+    /// Run any migration tool (e.g. `alembic upgrade head`) under the guard, unchanged.
+    ///
+    /// The command gets `-c lock_timeout=<budget>ms` appended to PGOPTIONS (what is there is
+    /// kept) and PGAPPNAME=locksmith-run-<pid> unless PGAPPNAME is set; with --database-url,
+    /// DATABASE_URL is set to it unless the command's environment already has one. Nothing
+    /// else about where the command connects is changed. A second connection (--database-url,
+    /// else DATABASE_URL, else PG*) watches the sessions carrying that application_name: a
+    /// lock wait over the budget is cancelled on the server even if the driver ignored
+    /// PGOPTIONS, and --terminate-idle-after applies to the sessions blocking them.
+    ///
+    /// When the command fails because it lost a lock race (a wait was cancelled, or its output
+    /// carries SQLSTATE 55P03 / "lock timeout"), it is rerun with backoff and jitter, but not
+    /// while long-lived sessions still hold the lock it waited for, until --max-attempts or
+    /// --deadline (no new attempt starts after it); then exit 3 naming the blockers. Any other
+    /// failure exits with the command's own code. Ctrl-C/SIGTERM: the signal is passed on, the
+    /// command's statements are cancelled on the server, exit 130/143.
+    ///
+    /// The command's stdout and stderr pass through live. The final report goes to stderr
+    /// (human) or stdout (--format json; the command's stdout then goes to stderr, so stdout
+    /// holds only the JSON).
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
 }
 
 /// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's `PG*` variables.
@@ -83,6 +105,15 @@ pub struct ApplyArgs {
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub guard: GuardArgs,
+    /// The migration command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
 }
 
 /// Options shared by `apply` and `run`: the lock budget and how long to keep trying.

@@ -19,9 +19,14 @@
 //! statement on the server and roll back, so no lock request of ours stays
 //! queued. The guard knows nothing about files or history tables: callers
 //! pass SQL and the locks it needs.
+//!
+//! For a migration tool that keeps its own connections (`locksmith run`),
+//! [`sessions`] watches its sessions by `application_name` instead: the same
+//! cancel-over-budget and terminate policy, applied from outside.
 
 pub mod backoff;
 pub mod look;
+pub mod sessions;
 pub mod watchdog;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@ mod blockers;
 mod demo;
 mod lint;
 mod progress;
+mod run;
 mod signals;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
             Command::Lint(args) => lint::run(args),
+            Command::Run(args) => run::run(args).await,
         }
     })
 }

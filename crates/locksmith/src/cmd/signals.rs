@@ -30,3 +30,30 @@ pub fn exit_code(signal: Interrupt) -> u8 {
         Interrupt::Terminate => 143,
     }
 }
+
+/// The signal number behind an [`Interrupt`].
+fn signal_number(signal: Interrupt) -> libc::c_int {
+    match signal {
+        Interrupt::Interrupt => libc::SIGINT,
+        Interrupt::Terminate => libc::SIGTERM,
+    }
+}
+
+/// Whether a Ctrl-C typed now already reached a child in our process group:
+/// the terminal sends SIGINT to its whole foreground process group, and
+/// sending it a second time could interrupt the child's own clean-up.
+pub fn terminal_delivers_to_group() -> bool {
+    // SAFETY: plain queries of the process group ids, no memory involved.
+    unsafe {
+        let foreground = libc::tcgetpgrp(libc::STDIN_FILENO);
+        foreground > 0 && foreground == libc::getpgrp()
+    }
+}
+
+/// Sends `signal` to the process `pid` (a child we spawned and have not reaped).
+pub fn send(pid: u32, signal: Interrupt) {
+    // SAFETY: kill(2) with a pid we own; a failure (already exited) is harmless.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal_number(signal));
+    }
+}

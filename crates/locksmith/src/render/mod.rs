@@ -4,6 +4,7 @@
 pub mod blockers;
 pub mod guard;
 pub mod lint;
+pub mod run;
 pub mod style;
 
 use std::io::Write;

@@ -1,0 +1,427 @@
+//! A sidecar that watches *another program's* sessions: every session
+//! carrying one `application_name` (the one `locksmith run` gives a wrapped
+//! migration tool through `PGAPPNAME`), opened since the watch started.
+//!
+//! Where [`super::watchdog`] watches backends whose pids the guard knows, the
+//! wrapped tool opens its own connections, so they are found by name. For
+//! each of them, every poll:
+//! - a lock wait that outlives the budget (plus a small grace) is cancelled
+//!   on the server (`pg_cancel_backend`): the remedy that works even when the
+//!   tool's driver ignored `lock_timeout` and its client is stuck;
+//! - the sessions it waits for are recorded as [`Holder`]s (for the report)
+//!   together with the lock it wanted (so a retry can look before it queues);
+//! - under `terminate_idle_after`, those blockers that are idle in
+//!   transaction at least that long are terminated.
+//!
+//! It must not touch anything else: never a session that does not block a
+//! watched one, never an active query, never another database's session
+//! (termination re-checks all that in the terminating statement), never a
+//! watched session except to cancel a lock wait. Sessions opened before the
+//! watch started are ignored even when they carry the name, so a reused
+//! `PGAPPNAME` cannot turn the watchdog on an application's old sessions.
+//!
+//! If the sidecar connection is lost, the watch goes blind but the watched
+//! sessions still carry `lock_timeout`: the server keeps bounding their waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use locksmith_core::lock::LockMode;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use super::look::{self, Holder, Resolved};
+use crate::{ConnectionSettings, Error};
+
+/// How often the sidecar looks: small against the budget, light on the server.
+const POLL: Duration = Duration::from_millis(25);
+
+/// A lock a watched session waited for: what a retry must not queue for while
+/// long-lived sessions hold a conflicting one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedLock {
+    /// The relation, as the server names it.
+    pub relation: String,
+    /// Its oid.
+    pub oid: u32,
+    /// The mode wanted.
+    pub mode: LockMode,
+}
+
+/// What the watchdog saw since the last [`SessionWatchdog::take`].
+#[derive(Debug, Clone, Default)]
+pub struct SessionWatch {
+    /// Pids whose lock waits were cancelled for outliving the budget.
+    pub cancelled: Vec<i32>,
+    /// Sessions a watched session waited for; the latest view of each.
+    pub blockers: Vec<Holder>,
+    /// Blockers terminated under `terminate_idle_after`.
+    pub terminated: Vec<Holder>,
+    /// Locks the watched sessions waited for.
+    pub wanted: Vec<WantedLock>,
+    /// The longest continuous lock wait of one watched session.
+    pub longest_wait: Duration,
+    /// Most sessions queued behind one watched session at once.
+    pub max_queued_behind: i64,
+    /// Actions that failed (e.g. a termination refused for lack of privilege).
+    pub errors: Vec<String>,
+}
+
+impl SessionWatch {
+    fn note_blocker(&mut self, h: Holder) {
+        match self.blockers.iter_mut().find(|b| b.pid == h.pid) {
+            Some(b) => *b = h,
+            None => self.blockers.push(h),
+        }
+    }
+
+    fn note_wanted(&mut self, w: WantedLock) {
+        if !self.wanted.contains(&w) {
+            self.wanted.push(w);
+        }
+    }
+}
+
+/// A running watch over the sessions named `application_name`. Stop it with
+/// [`SessionWatchdog::stop`]; dropping it stops the polling too.
+pub struct SessionWatchdog {
+    sidecar: Arc<Client>,
+    application_name: String,
+    since_epoch: f64,
+    terminate_idle_after: Option<Duration>,
+    seen: Arc<Mutex<SessionWatch>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SessionWatchdog {
+    /// Connects the sidecar (as `locksmith-watchdog`) and starts watching the
+    /// sessions named `application_name` that open from now on.
+    pub async fn start(
+        settings: &ConnectionSettings,
+        application_name: &str,
+        budget: Duration,
+        terminate_idle_after: Option<Duration>,
+    ) -> Result<SessionWatchdog, Error> {
+        let sidecar = Arc::new(
+            settings
+                .with_application_name("locksmith-watchdog")
+                .connect()
+                .await?,
+        );
+        // The server's clock, so the "opened since" filter compares like with like.
+        let since_epoch: f64 = sidecar
+            .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+            .await
+            .map_err(|e| Error::query("reading the server clock", e))?
+            .get(0);
+        let seen = Arc::new(Mutex::new(SessionWatch::default()));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(poll_loop(
+            sidecar.clone(),
+            application_name.to_string(),
+            since_epoch,
+            budget,
+            terminate_idle_after,
+            seen.clone(),
+            stopped,
+        ));
+        Ok(SessionWatchdog {
+            sidecar,
+            application_name: application_name.to_string(),
+            since_epoch,
+            terminate_idle_after,
+            seen,
+            stop,
+            task,
+        })
+    }
+
+    /// What was seen since the last call; starts a fresh account.
+    pub fn take(&self) -> SessionWatch {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    /// Long-lived sessions holding a lock that conflicts with one of `wanted`
+    /// right now, after applying the terminate policy to them: who a retry
+    /// would queue behind. Terminated sessions are recorded for [`take`](Self::take).
+    pub async fn blocking_retry(
+        &self,
+        wanted: &[WantedLock],
+        budget: Duration,
+    ) -> Result<Vec<Holder>, Error> {
+        let targets: Vec<Resolved> = wanted
+            .iter()
+            .map(|w| Resolved {
+                name: w.relation.clone(),
+                lock_name: w.relation.clone(),
+                oid: w.oid,
+                lockable: true,
+                mode: w.mode,
+            })
+            .collect();
+        let holders = look::conflicting_holders(&self.sidecar, &targets).await?;
+        let holders = terminate_eligible(
+            &self.sidecar,
+            holders,
+            self.terminate_idle_after,
+            &self.seen,
+        )
+        .await;
+        Ok(holders
+            .into_iter()
+            .filter(|h| h.is_long_lived(budget))
+            .collect())
+    }
+
+    /// Cancels the current statement of every watched session (Ctrl-C,
+    /// SIGTERM): a queued lock request is removed only by a cancel on the
+    /// server, never by the client going away. Returns how many were signalled.
+    pub async fn cancel_all(&self) -> Result<u64, Error> {
+        self.cancel_where("").await
+    }
+
+    /// Cancels the watched sessions that are waiting on a lock: after the
+    /// wrapped program ended, such a backend would otherwise stay queued
+    /// (and keep traffic queued behind it) until its wait ends.
+    pub async fn cancel_lock_waits(&self) -> Result<u64, Error> {
+        self.cancel_where("AND wait_event_type = 'Lock'").await
+    }
+
+    async fn cancel_where(&self, condition: &str) -> Result<u64, Error> {
+        // The watched sessions (by name, opened since the watch began), cancelled.
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND extract(epoch FROM backend_start)::float8 >= $2
+               AND pid <> pg_backend_pid() {condition}"
+        );
+        let row = self
+            .sidecar
+            .query_one(&sql, &[&self.application_name, &self.since_epoch])
+            .await
+            .map_err(|e| Error::query("cancelling the watched sessions' statements", e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Stops polling and returns what was seen since the last [`take`](Self::take).
+    pub async fn stop(self) -> SessionWatch {
+        let SessionWatchdog {
+            stop, task, seen, ..
+        } = self;
+        let _ = stop.send(true);
+        let _ = task.await;
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+}
+
+/// The polling loop: see the module documentation.
+async fn poll_loop(
+    sidecar: Arc<Client>,
+    application_name: String,
+    since_epoch: f64,
+    budget: Duration,
+    terminate_idle_after: Option<Duration>,
+    seen: Arc<Mutex<SessionWatch>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut waiting_since: HashMap<i32, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        if sidecar.is_closed() {
+            return;
+        }
+        // The watched sessions: whether each waits on a lock, for whom, and how many queue behind it.
+        let rows = sidecar
+            .query(
+                "SELECT a.pid, coalesce(a.wait_event_type = 'Lock', false),
+                        CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
+                        (SELECT count(*) FROM pg_stat_activity w
+                          WHERE w.wait_event_type = 'Lock' AND a.pid = ANY(pg_blocking_pids(w.pid)))
+                 FROM pg_stat_activity a
+                 WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
+                   AND a.pid <> pg_backend_pid()",
+                &[&application_name, &since_epoch],
+            )
+            .await;
+        let Ok(rows) = rows else { continue };
+        let watched: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        let mut still_waiting = Vec::new();
+        for row in &rows {
+            let pid: i32 = row.get(0);
+            let waiting: bool = row.get(1);
+            let behind: i64 = row.get(3);
+            {
+                let mut s = seen.lock().unwrap();
+                s.max_queued_behind = s.max_queued_behind.max(behind);
+            }
+            if !waiting {
+                continue;
+            }
+            still_waiting.push(pid);
+            // Half a poll: the wait began somewhere between the last look and this one.
+            let since = *waiting_since
+                .entry(pid)
+                .or_insert_with(|| Instant::now() - POLL / 2);
+            let waited = since.elapsed();
+            {
+                let mut s = seen.lock().unwrap();
+                s.longest_wait = s.longest_wait.max(waited);
+            }
+            // Blockers outside the watched program: its own sessions waiting for each
+            // other are its business, and are never candidates for termination.
+            let blocking: Vec<i32> = row
+                .get::<_, Option<Vec<i32>>>(2)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|b| !watched.contains(b))
+                .collect();
+            if let Ok((holders, wanted)) = describe_wait(&sidecar, pid, &blocking).await {
+                {
+                    let mut s = seen.lock().unwrap();
+                    if let Some(w) = wanted {
+                        s.note_wanted(w);
+                    }
+                    holders.iter().for_each(|h| s.note_blocker(h.clone()));
+                }
+                terminate_eligible(&sidecar, holders, terminate_idle_after, &seen).await;
+            }
+            // Grace of two polls: the server's own lock_timeout should fire first.
+            if waited > budget + POLL * 2 {
+                // Cancel on the server: the client may be a driver that ignores lock_timeout.
+                let _ = sidecar
+                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                    .await;
+                seen.lock().unwrap().cancelled.push(pid);
+                waiting_since.remove(&pid);
+            }
+        }
+        waiting_since.retain(|pid, _| still_waiting.contains(pid));
+    }
+}
+
+/// The sessions `blocking` (pids) that `waiter` waits for, each with the lock
+/// it holds (or is queued for) on the object `waiter` wants; and that object
+/// when it is a relation of this database.
+async fn describe_wait(
+    client: &Client,
+    waiter: i32,
+    blocking: &[i32],
+) -> Result<(Vec<Holder>, Option<WantedLock>), Error> {
+    // The relation lock the waiter is queued for, in our database.
+    let wanted = client
+        .query_opt(
+            "SELECT l.relation, l.relation::regclass::text, l.mode FROM pg_locks l
+             WHERE l.pid = $1 AND NOT l.granted AND l.locktype = 'relation'
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             LIMIT 1",
+            &[&waiter],
+        )
+        .await
+        .map_err(|e| Error::query("reading the lock a watched session waits for", e))?
+        .and_then(|row| {
+            let mode: String = row.get(2);
+            Some(WantedLock {
+                oid: row.get(0),
+                relation: row.get(1),
+                mode: LockMode::from_pg_name(&mode)?,
+            })
+        });
+    if blocking.is_empty() {
+        return Ok((Vec::new(), wanted));
+    }
+    // Each blocker, and its lock on the very object the waiter is queued for
+    // (granted first: a holder, else a request queued ahead of the waiter).
+    let rows = client
+        .query(
+            "SELECT a.pid, a.state, coalesce(a.application_name, ''), host(a.client_addr), a.usename::text,
+                    (extract(epoch FROM now() - a.xact_start) * 1000)::bigint,
+                    (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
+                    coalesce(a.query, ''), coalesce(a.backend_type, ''),
+                    coalesce(h.relation::regclass::text, h.locktype, ''), coalesce(h.mode, '')
+             FROM pg_stat_activity a
+             LEFT JOIN LATERAL (
+                 SELECT h.relation, h.locktype, h.mode FROM pg_locks h, pg_locks w
+                 WHERE h.pid = a.pid AND w.pid = $1 AND NOT w.granted
+                   AND h.locktype = w.locktype
+                   AND h.database IS NOT DISTINCT FROM w.database
+                   AND h.relation IS NOT DISTINCT FROM w.relation
+                   AND h.page IS NOT DISTINCT FROM w.page
+                   AND h.tuple IS NOT DISTINCT FROM w.tuple
+                   AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid
+                   AND h.transactionid IS NOT DISTINCT FROM w.transactionid
+                   AND h.classid IS NOT DISTINCT FROM w.classid
+                   AND h.objid IS NOT DISTINCT FROM w.objid
+                   AND h.objsubid IS NOT DISTINCT FROM w.objsubid
+                 ORDER BY h.granted DESC LIMIT 1
+             ) h ON true
+             WHERE a.pid = ANY($2)
+             ORDER BY a.xact_start NULLS LAST, a.pid",
+            &[&waiter, &blocking],
+        )
+        .await
+        .map_err(|e| Error::query("describing the sessions a watched session waits for", e))?;
+    let holders = rows
+        .iter()
+        .map(|row| Holder {
+            pid: row.get(0),
+            state: row.get(1),
+            application_name: row.get(2),
+            client_addr: row.get(3),
+            usename: row.get(4),
+            xact_age_ms: row.get(5),
+            state_age_ms: row.get(6),
+            query: row.get(7),
+            backend_type: row.get(8),
+            relation: row.get(9),
+            mode: row.get(10),
+        })
+        .collect();
+    Ok((holders, wanted))
+}
+
+/// Applies the terminate policy to `holders`: those idle in transaction (or
+/// aborted) at least `threshold`, client backends, are terminated (re-checked
+/// in the terminating statement). Returns the ones left; records the rest.
+async fn terminate_eligible(
+    client: &Client,
+    holders: Vec<Holder>,
+    threshold: Option<Duration>,
+    seen: &Mutex<SessionWatch>,
+) -> Vec<Holder> {
+    let Some(threshold) = threshold else {
+        return holders;
+    };
+    let mut kept = Vec::with_capacity(holders.len());
+    for h in holders {
+        let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
+        let eligible =
+            h.is_idle_in_transaction() && h.backend_type == "client backend" && idle >= threshold;
+        if !eligible {
+            kept.push(h);
+            continue;
+        }
+        match look::terminate_if_still_idle(client, h.pid, threshold).await {
+            Ok(true) => {
+                let mut s = seen.lock().unwrap();
+                if !s.terminated.iter().any(|t| t.pid == h.pid) {
+                    s.terminated.push(h);
+                }
+            }
+            Ok(false) => kept.push(h),
+            Err(e) => {
+                let mut s = seen.lock().unwrap();
+                let text = e.to_string();
+                if !s.errors.contains(&text) {
+                    s.errors.push(text);
+                }
+                kept.push(h);
+            }
+        }
+    }
+    kept
+}

@@ -1,0 +1,589 @@
+//! `locksmith run [GUARD] -- CMD ARGS…`: runs any migration tool, unchanged,
+//! under the guard.
+//!
+//! The tool keeps its own connections; locksmith only shapes its environment
+//! (`lock_timeout` through `PGOPTIONS`, an `application_name` through
+//! `PGAPPNAME` so its sessions can be found, `DATABASE_URL` from
+//! `--database-url` when the tool has none) and watches its sessions from a
+//! second connection ([`SessionWatchdog`]). When an attempt lost a lock race,
+//! the tool is rerun with backoff — but not while long-lived sessions still
+//! hold the lock it waited for: queueing behind them is the outage.
+//!
+//! It must not: change where the tool connects beyond the above; buffer the
+//! tool's output (it passes through live, scanned on the way for lock-timeout
+//! errors); rerun a tool that failed for any other reason (its exit code is
+//! passed through); start a new attempt after the deadline; or leave one of
+//! the tool's lock requests queued on the server, whichever way it ends.
+
+use std::io::IsTerminal;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use locksmith_pg::guard::backoff::Backoff;
+use locksmith_pg::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
+use locksmith_pg::guard::{GuardPolicy, GuardReport, Holder, Interrupt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::signals;
+use crate::cli::{Format, RunArgs};
+use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render;
+use crate::render::guard::{RunReport, Status};
+use crate::render::style::Style;
+
+/// Runs the command until it succeeds, fails for a reason other than a lost
+/// lock race, or attempts or the deadline run out.
+pub async fn run(args: RunArgs) -> CmdResult {
+    let settings = super::settings(&args.guard.connection)?;
+    let policy = args.guard.policy();
+    let mut interrupt = signals::interrupts();
+    let env = child_env(&args, &policy, &|name| std::env::var(name).ok());
+    let dog = SessionWatchdog::start(
+        &settings,
+        &env.app_name,
+        policy.lock_timeout,
+        policy.terminate_idle_after,
+    )
+    .await
+    .map_err(|e| {
+        Failure::other(miette::miette!(
+            "cannot watch the migration's sessions, so it was not run: {e}"
+        ))
+    })?;
+    let command = args.cmd.join(" ");
+    let shown = render::one_line(&command, 100);
+    let mut run = Run {
+        args: &args,
+        policy: &policy,
+        command: &command,
+        started: Instant::now(),
+        report: GuardReport::default(),
+        wanted: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        run.report.attempts += 1;
+        let number = run.report.attempts;
+        progress(&format!(
+            "attempt {number}: {shown} (lock_timeout {}, application_name {})",
+            locksmith_core::duration::human(policy.lock_timeout),
+            env.app_name
+        ));
+        let end = attempt(&args.cmd, &env, args.guard.format, &dog, &mut interrupt).await?;
+        // Whatever happened, no lock request of the command's may stay queued.
+        let _ = dog.cancel_lock_waits().await;
+        let watch = dog.take();
+        run.absorb(&watch);
+        if let Some(signal) = end.interrupted {
+            return run.interrupted(signal);
+        }
+        if end.status.success() {
+            run.finish(Status::Applied, None)?;
+            return Ok(Outcome::Done);
+        }
+        let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
+        if !lost_race {
+            let code = exit_code(end.status);
+            run.finish(
+                Status::Failed,
+                Some(format!(
+                    "`{shown}` failed with exit code {code} (not a lost lock race)"
+                )),
+            )?;
+            return Ok(Outcome::Code(code));
+        }
+        let why = if watch.cancelled.is_empty() {
+            "its lock wait hit lock_timeout".to_string()
+        } else {
+            "a lock wait over the budget was cancelled on the server".to_string()
+        };
+        let waited_for: Vec<String> = watch.blockers.iter().map(Holder::label).collect();
+        progress(&format!(
+            "attempt {number} lost a lock race ({why}){}",
+            if waited_for.is_empty() {
+                String::new()
+            } else {
+                format!("; it waited for {}", waited_for.join(", "))
+            }
+        ));
+        if number >= policy.max_attempts {
+            return run.blocked(format!(
+                "lost the race for its locks {number} time{} (--max-attempts {})",
+                if number == 1 { "" } else { "s" },
+                policy.max_attempts
+            ));
+        }
+        // Look before queueing again: while long-lived sessions hold what the
+        // last attempt waited for, a rerun would only queue behind them.
+        loop {
+            if run.remaining().is_zero() {
+                return run
+                    .blocked("the deadline passed while the migration was still blocked".into());
+            }
+            let holders = dog
+                .blocking_retry(&run.wanted, policy.lock_timeout)
+                .await
+                .unwrap_or_default();
+            run.absorb(&dog.take());
+            if holders.is_empty() {
+                break;
+            }
+            let wait = run.next_look(&holders, &mut backoff);
+            progress(&format!(
+                "waiting for {} session{} holding what the migration needs: {} (next look in {})",
+                holders.len(),
+                if holders.len() == 1 { "" } else { "s" },
+                holders
+                    .iter()
+                    .map(Holder::label)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                locksmith_core::duration::human(wait)
+            ));
+            run.report.blockers = holders;
+            if let Some(signal) = sleep(wait, &mut interrupt).await {
+                return run.interrupted(signal);
+            }
+        }
+        let delay = backoff.next_delay().min(run.remaining());
+        if let Some(signal) = sleep(delay, &mut interrupt).await {
+            return run.interrupted(signal);
+        }
+        if run.remaining().is_zero() {
+            return run.blocked("the deadline passed while the migration was still blocked".into());
+        }
+    }
+}
+
+/// The environment the command runs with.
+#[derive(Debug, Clone, PartialEq)]
+struct ChildEnv {
+    /// The `application_name` its sessions carry (`PGAPPNAME`).
+    app_name: String,
+    /// Variables to set.
+    set: Vec<(String, String)>,
+}
+
+/// `PGOPTIONS` gains `-c lock_timeout=…` (last, so it wins over an earlier
+/// one); `PGAPPNAME` is set unless the user set it; `DATABASE_URL` comes from
+/// `--database-url` only when the command's environment has none.
+fn child_env(
+    args: &RunArgs,
+    policy: &GuardPolicy,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> ChildEnv {
+    let budget = format!(
+        "-c lock_timeout={}ms",
+        policy.lock_timeout.as_millis().max(1)
+    );
+    let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
+        Some(existing) => format!("{existing} {budget}"),
+        None => budget,
+    };
+    let app_name = env("PGAPPNAME")
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| format!("locksmith-run-{}", std::process::id()));
+    let mut set = vec![
+        ("PGOPTIONS".to_string(), options),
+        ("PGAPPNAME".to_string(), app_name.clone()),
+    ];
+    if let Some(url) = &args.guard.connection.database_url {
+        if env("DATABASE_URL").is_none_or(|u| u.is_empty()) {
+            set.push(("DATABASE_URL".to_string(), url.clone()));
+        }
+    }
+    ChildEnv { app_name, set }
+}
+
+/// How one run of the command ended.
+struct AttemptEnd {
+    status: ExitStatus,
+    /// Its output carried a lock-timeout error.
+    lock_race_in_output: bool,
+    /// Ctrl-C or SIGTERM arrived while it ran.
+    interrupted: Option<Interrupt>,
+}
+
+/// Runs the command once, its output passing through live while scanned.
+async fn attempt(
+    cmd: &[String],
+    env: &ChildEnv,
+    format: Format,
+    dog: &SessionWatchdog,
+    interrupt: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<AttemptEnd, Failure> {
+    let mut child = tokio::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .envs(env.set.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            // A shell's codes: 127 not found, 126 found but not runnable.
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            Failure {
+                code,
+                report: miette::miette!("cannot run `{}`: {e}", cmd[0]),
+            }
+        })?;
+    let pid = child.id();
+    let race = Arc::new(AtomicBool::new(false));
+    // With --format json, stdout carries only the report: the command's stdout goes to stderr.
+    let stdout_to_stderr = format == Format::Json;
+    let pumps = [
+        tokio::spawn(pump(
+            child.stdout.take().expect("piped"),
+            stdout_to_stderr,
+            race.clone(),
+        )),
+        tokio::spawn(pump(
+            child.stderr.take().expect("piped"),
+            true,
+            race.clone(),
+        )),
+    ];
+    let mut interrupted = None;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        signal = interrupt.wait_for(|s| s.is_some()) => {
+            let signal = signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt);
+            interrupted = Some(signal);
+            stop_child(&mut child, pid, signal, dog).await
+        }
+    }
+    .map_err(|e| Failure::other(miette::miette!("waiting for `{}`: {e}", cmd[0])))?;
+    // A grandchild may hold the pipes open; don't wait for it forever.
+    for pump in pumps {
+        let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+    }
+    Ok(AttemptEnd {
+        status,
+        lock_race_in_output: race.load(Ordering::Relaxed),
+        interrupted,
+    })
+}
+
+/// Ctrl-C or SIGTERM while the command runs: pass the signal on, cancel its
+/// statements on the server (killing a client never removes its queued lock
+/// request; a cancel does), and give it a moment to exit before insisting.
+async fn stop_child(
+    child: &mut tokio::process::Child,
+    pid: Option<u32>,
+    signal: Interrupt,
+    dog: &SessionWatchdog,
+) -> std::io::Result<ExitStatus> {
+    let mut sent = false;
+    if let Some(pid) = pid {
+        if signal == Interrupt::Terminate || !signals::terminal_delivers_to_group() {
+            signals::send(pid, signal);
+            sent = true;
+        }
+    }
+    let _ = dog.cancel_all().await;
+    if let Ok(status) = tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
+        return status;
+    }
+    if let (Some(pid), false) = (pid, sent) {
+        signals::send(pid, signal);
+    }
+    if let Ok(status) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        return status;
+    }
+    let _ = child.start_kill();
+    child.wait().await
+}
+
+/// Copies a child's stream to ours as it comes, flagging lock-timeout errors.
+async fn pump(mut from: impl AsyncRead + Unpin, to_stderr: bool, race: Arc<AtomicBool>) {
+    let mut scanner = LockRaceScanner::default();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if scanner.feed(&buf[..n]) {
+            race.store(true, Ordering::Relaxed);
+        }
+        // A closed stdout of ours must not stop the command: keep draining its pipe.
+        let _ = if to_stderr {
+            let mut out = tokio::io::stderr();
+            match out.write_all(&buf[..n]).await {
+                Ok(()) => out.flush().await,
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut out = tokio::io::stdout();
+            match out.write_all(&buf[..n]).await {
+                Ok(()) => out.flush().await,
+                Err(e) => Err(e),
+            }
+        };
+    }
+}
+
+/// Finds lock-timeout errors in a byte stream, across chunk boundaries.
+#[derive(Default)]
+struct LockRaceScanner {
+    tail: Vec<u8>,
+}
+
+/// What drivers print when a lock wait hit `lock_timeout` or `NOWAIT` failed:
+/// the SQLSTATE, its name, psycopg2's class name and the server's messages.
+const LOCK_RACE_MARKERS: [&str; 5] = [
+    "55p03",
+    "lock_not_available",
+    "locknotavailable",
+    "lock timeout",
+    "could not obtain lock",
+];
+
+impl LockRaceScanner {
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        let mut text = std::mem::take(&mut self.tail);
+        text.extend(chunk.iter().map(u8::to_ascii_lowercase));
+        let found = LOCK_RACE_MARKERS
+            .iter()
+            .any(|m| text.windows(m.len()).any(|w| w == m.as_bytes()));
+        // Keep enough to find a marker split across two chunks.
+        let keep = LOCK_RACE_MARKERS.iter().map(|m| m.len()).max().unwrap_or(0);
+        self.tail = text[text.len().saturating_sub(keep)..].to_vec();
+        found
+    }
+}
+
+/// Sleeps, unless a signal arrives first (returned).
+async fn sleep(
+    d: Duration,
+    interrupt: &mut watch::Receiver<Option<Interrupt>>,
+) -> Option<Interrupt> {
+    if let Some(signal) = *interrupt.borrow() {
+        return Some(signal);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => None,
+        signal = interrupt.wait_for(|s| s.is_some()) => Some(signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt)),
+    }
+}
+
+/// The code to pass through: the command's own, or 128 + the signal that killed it.
+fn exit_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.clamp(0, 255) as u8,
+        (None, Some(signal)) => (128 + signal).clamp(0, 255) as u8,
+        (None, None) => 1,
+    }
+}
+
+/// A live line on stderr, between the command's own output.
+fn progress(line: &str) {
+    eprintln!("locksmith run: {line}");
+}
+
+/// The run so far, across attempts.
+struct Run<'a> {
+    args: &'a RunArgs,
+    policy: &'a GuardPolicy,
+    command: &'a str,
+    started: Instant,
+    report: GuardReport,
+    /// Locks the command waited for, in any attempt: what a retry looks at first.
+    wanted: Vec<WantedLock>,
+    /// Failed actions of the watchdog (e.g. termination not permitted), each once.
+    errors: Vec<String>,
+}
+
+impl Run<'_> {
+    fn remaining(&self) -> Duration {
+        self.policy.deadline.saturating_sub(self.started.elapsed())
+    }
+
+    /// Folds what the watchdog saw into the run's account, announcing terminations.
+    fn absorb(&mut self, watch: &SessionWatch) {
+        for h in &watch.terminated {
+            progress(&format!("terminated {}", render::guard::holder_line(h)));
+            self.report.terminated.push(h.clone());
+        }
+        for e in &watch.errors {
+            if !self.errors.contains(e) {
+                progress(&format!("warning: {e}"));
+                self.errors.push(e.clone());
+            }
+        }
+        for w in &watch.wanted {
+            if !self.wanted.contains(w) {
+                self.wanted.push(w.clone());
+            }
+        }
+        // Who the command waited for, minus those since terminated.
+        let live: Vec<Holder> = watch
+            .blockers
+            .iter()
+            .filter(|b| !self.report.terminated.iter().any(|t| t.pid == b.pid))
+            .cloned()
+            .collect();
+        if !live.is_empty() {
+            self.report.blockers = live;
+        }
+        self.report.max_queued_behind = self.report.max_queued_behind.max(watch.max_queued_behind);
+        self.report.longest_wait_ms = self
+            .report
+            .longest_wait_ms
+            .max(watch.longest_wait.as_millis() as u64);
+    }
+
+    /// The backoff's delay, but no later than when an idle blocker reaches the
+    /// termination threshold, nor past the deadline.
+    fn next_look(&self, holders: &[Holder], backoff: &mut Backoff) -> Duration {
+        let mut wait = backoff.next_delay();
+        if let Some(threshold) = self.policy.terminate_idle_after {
+            for h in holders.iter().filter(|h| h.is_idle_in_transaction()) {
+                let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
+                wait = wait.min(threshold.saturating_sub(idle) + Duration::from_millis(10));
+            }
+        }
+        wait.min(self.remaining())
+    }
+
+    /// Gives up: the report names the blockers (exit 3).
+    fn blocked(&mut self, reason: String) -> CmdResult {
+        self.finish(Status::Blocked, Some(reason))?;
+        Ok(Outcome::Blocked)
+    }
+
+    /// Prints the final report: JSON on stdout, or human text on stderr.
+    fn finish(&mut self, status: Status, error: Option<String>) -> Result<(), Failure> {
+        let error = match (error, self.errors.is_empty()) {
+            (Some(e), false) => Some(format!("{e}; {}", self.errors.join("; "))),
+            (None, false) => Some(self.errors.join("; ")),
+            (e, true) => e,
+        };
+        let migrations = if status == Status::Applied {
+            vec![render::guard::MigrationRecord {
+                version: 0,
+                name: self.command.to_string(),
+                attempts: self.report.attempts,
+                duration_ms: self.started.elapsed().as_millis() as u64,
+            }]
+        } else {
+            Vec::new()
+        };
+        let report = RunReport::new(status, &self.report, migrations, error);
+        match self.args.guard.format {
+            Format::Json => {
+                let mut out = std::io::stdout().lock();
+                render::json(&mut out, &report)?;
+            }
+            Format::Human => {
+                let style = if std::io::stderr().is_terminal() {
+                    Style::detect()
+                } else {
+                    Style::plain()
+                };
+                eprint!("{}", render::run::human(&report, self.command, style));
+            }
+        }
+        Ok(())
+    }
+
+    fn interrupted(&mut self, signal: Interrupt) -> CmdResult {
+        let name = if signal == Interrupt::Interrupt {
+            "Ctrl-C"
+        } else {
+            "SIGTERM"
+        };
+        let _ = self.finish(
+            Status::Failed,
+            Some(format!(
+                "interrupted ({name}); the command's statements were cancelled on the server"
+            )),
+        );
+        Ok(Outcome::Code(signals::exit_code(signal)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(line: &[&str]) -> RunArgs {
+        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
+        match cli.command {
+            crate::cli::Command::Run(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scanner_finds_markers_across_chunks() {
+        let mut s = LockRaceScanner::default();
+        assert!(!s.feed(b"INFO  [alembic] Running upgrade\n"));
+        assert!(!s.feed(b"psycopg2.errors.LockNotAv"));
+        assert!(s.feed(b"ailable: canceling statement due to lock timeout\n"));
+        let mut s = LockRaceScanner::default();
+        assert!(s.feed(b"ERROR:  could not obtain lock on relation \"t\"\n"));
+        let mut s = LockRaceScanner::default();
+        assert!(
+            !s.feed(b"ERROR: duplicate key value violates unique constraint (SQLSTATE 23505)\n")
+        );
+        assert!(s.feed(b"SQLSTATE 55P03"));
+    }
+
+    #[test]
+    fn child_env_keeps_what_the_user_set() {
+        let a = args(&[
+            "locksmith",
+            "run",
+            "--lock-timeout",
+            "150ms",
+            "--database-url",
+            "postgres://h/db",
+            "--",
+            "alembic",
+            "upgrade",
+            "head",
+        ]);
+        assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
+        let policy = a.guard.policy();
+        let none = |_: &str| None;
+        let env = child_env(&a, &policy, &none);
+        assert!(env.app_name.starts_with("locksmith-run-"));
+        assert!(env
+            .set
+            .contains(&("PGOPTIONS".into(), "-c lock_timeout=150ms".into())));
+        assert!(env
+            .set
+            .contains(&("DATABASE_URL".into(), "postgres://h/db".into())));
+        let user = |k: &str| match k {
+            "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
+            "PGAPPNAME" => Some("deploy".to_string()),
+            "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
+            _ => None,
+        };
+        let env = child_env(&a, &policy, &user);
+        assert_eq!(env.app_name, "deploy");
+        assert!(env.set.contains(&(
+            "PGOPTIONS".into(),
+            "-c statement_timeout=5s -c lock_timeout=150ms".into()
+        )));
+        assert!(!env.set.iter().any(|(k, _)| k == "DATABASE_URL"));
+    }
+
+    #[test]
+    fn the_command_is_required() {
+        assert!(crate::cli::Cli::try_parse_from(["locksmith", "run"]).is_err());
+        assert!(crate::cli::Cli::try_parse_from(["locksmith", "run", "--"]).is_err());
+    }
+}
