@@ -13,6 +13,8 @@ have_server() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 have_server || missing+=(postgresql)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 dpkg -s libclang1-14 >/dev/null 2>&1 || missing+=(libclang1-14)
 dpkg -s libclang-common-14-dev >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
 
@@ -24,9 +26,4 @@ if ((${#missing[@]})); then
   if command -v pg_lsclusters >/dev/null 2>&1; then
     "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
   fi
-fi
-
-# Point bindgen at libclang 14 when several versions are around.
-if [[ -z "${LIBCLANG_PATH:-}" && -d /usr/lib/llvm-14/lib ]]; then
-  echo "export LIBCLANG_PATH=/usr/lib/llvm-14/lib" > /dev/null
 fi

@@ -3,6 +3,12 @@
 # their own throwaway PostgreSQL clusters. Used by CI and by the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The `run` tests wrap a real alembic + SQLAlchemy + psycopg2 (from PyPI).
+if [[ -z "${LOCKSMITH_TEST_PYTHON:-}" ]]; then
+  echo "--- python venv for the run tests (alembic, SQLAlchemy, psycopg2)"
+  LOCKSMITH_TEST_PYTHON="$(bash scripts/python-venv.sh)"
+  export LOCKSMITH_TEST_PYTHON
+fi
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked
