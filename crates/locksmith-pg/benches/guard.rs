@@ -229,23 +229,6 @@ async fn main() {
          under contention finish within 2 s with stall ≤ 100 ms.\n",
     );
     print!("{section}");
-    write_section("guard", &section);
-}
-
-/// Replaces this benchmark's section of docs/benchmarks.md, keeping the others.
-fn write_section(name: &str, body: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# Benchmarks\n\nEach section is written by the benchmark it names.\n".into()
-    });
-    let (start, end) = (
-        format!("<!-- {name}:start -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let block = format!("{start}\n{body}{end}");
-    let new = match (old.find(&start), old.find(&end)) {
-        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
-        _ => format!("{}\n{block}\n", old.trim_end()),
-    };
-    std::fs::write(&path, new).unwrap();
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
+    locksmith_sandbox::bench_doc::write_section(&doc, "guard", &section).unwrap();
 }

@@ -6,6 +6,7 @@
 //! - [`bin_dir`]: finding those binaries.
 //! - [`traffic`]: open-loop request traffic with latency recording, and leaked
 //!   idle-in-transaction sessions.
+//! - [`bench_doc`]: benchmark sections of docs/benchmarks.md.
 //! - [`incident`]: the story's table and roles, staged on a cluster.
 //!
 //! Used by `locksmith demo`, `trace`, `rehearse` and by every test that needs
@@ -20,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
 pub mod incident;
