@@ -4,6 +4,7 @@
 //!   every command that reasons about who waits for whom.
 //! - [`duration`]: the one duration syntax used by every flag.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
+//! - [`server_log`]: the telltale lines of a server log (stderr or csvlog), counted.
 //!
 //! Everything that talks to a live server lives in `locksmith-pg`; throwaway
 //! clusters and simulated traffic in `locksmith-sandbox`. This crate depends
@@ -19,3 +20,4 @@
 pub mod duration;
 pub mod lock;
 pub mod quote;
+pub mod server_log;

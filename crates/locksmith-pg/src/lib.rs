@@ -3,6 +3,8 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
+//! - [`signal`]: cancelling and terminating other sessions.
+//! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
 //!
 //! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
 //! this crate adds I/O and nothing that could be computed without a server.
@@ -18,8 +20,10 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod blockers;
 pub mod settings;
+pub mod signal;
 pub mod snapshot;
 pub mod tls;
 
