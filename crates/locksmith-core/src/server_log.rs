@@ -187,6 +187,38 @@ pub fn scan(text: &str) -> Vec<LogSummary> {
     found
 }
 
+/// Scans several logs (each in its own format) and adds their counts up.
+pub fn scan_all<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<LogSummary> {
+    let mut all: Vec<LogSummary> = Vec::new();
+    for found in texts.into_iter().map(scan) {
+        for s in found {
+            match all.iter_mut().find(|a| a.kind == s.kind) {
+                None => all.push(s),
+                Some(a) => {
+                    a.count += s.count;
+                    a.first = [a.first.take(), s.first].into_iter().flatten().min();
+                    a.last = [a.last.take(), s.last].into_iter().flatten().max();
+                    for (to, from) in [
+                        (&mut a.pids, s.pids),
+                        (&mut a.holding, s.holding),
+                        (&mut a.queue, s.queue),
+                    ] {
+                        to.extend(from);
+                        to.sort_unstable();
+                        to.dedup();
+                    }
+                    a.locks.extend(s.locks);
+                    a.locks.sort();
+                    a.locks.dedup();
+                }
+            }
+        }
+    }
+    let order = |k: &str| KINDS.iter().position(|(kind, _, _)| *kind == k);
+    all.sort_by_key(|s| order(s.kind));
+    all
+}
+
 /// `Process holding the lock: 7890. Wait queue: 7891, 7892.` → holders, queue.
 pub fn lock_wait_detail(detail: &str) -> (Vec<i32>, Vec<i32>) {
     let list_after = |marker: &str| -> Vec<i32> {

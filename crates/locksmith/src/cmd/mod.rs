@@ -3,6 +3,7 @@
 
 mod blockers;
 mod demo;
+mod doctor;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
 use crate::exit::{CmdResult, Failure};
@@ -18,6 +19,8 @@ pub fn run(cli: Cli) -> CmdResult {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
+            Command::Top(args) => crate::top::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     })
 }
