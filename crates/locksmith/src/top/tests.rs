@@ -293,7 +293,11 @@ async fn a_refused_signal_shows_in_the_status_line() {
 #[tokio::test]
 async fn a_lost_connection_shows_reconnecting_then_recovers() {
     let cluster = Cluster::start().unwrap();
-    let settings = cluster.settings("postgres", "locksmith top");
+    let settings = cluster
+        .create_database("watched")
+        .await
+        .unwrap()
+        .with_application_name("locksmith top");
     let admin = cluster
         .settings("postgres", "admin")
         .connect()
@@ -301,19 +305,41 @@ async fn a_lost_connection_shows_reconnecting_then_recovers() {
         .unwrap();
     let mut source = Source::new(settings);
     let mut app = live_app(&mut source).await;
+    // The connection drops, and cannot come back for now.
     admin
-        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locksmith top'", &[])
+        .batch_execute(
+            "ALTER DATABASE watched ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locksmith top'",
+        )
         .await
         .unwrap();
-    let err = source.refresh().await.unwrap_err();
-    assert!(err.lost, "{err:?}");
-    app.refresh_failed(err.message, err.lost);
-    assert!(matches!(app.link, Link::Reconnecting { attempts: 1, .. }));
+    for attempt in 1..=2 {
+        let err = source.refresh().await.unwrap_err();
+        assert!(err.lost, "{err:?}");
+        app.refresh_failed(err.message, err.lost);
+        assert_eq!(
+            app.link,
+            Link::Reconnecting {
+                attempts: attempt,
+                error: match &app.link {
+                    Link::Reconnecting { error, .. } => error.clone(),
+                    _ => String::new(),
+                }
+            }
+        );
+    }
+    let frame = screen(&app, 80, 24);
     assert!(
-        screen(&app, 80, 24)[0].contains("reconnecting"),
+        frame[0].contains("reconnecting (attempt 2)"),
         "{}",
-        screen(&app, 80, 24).join("\n")
+        frame.join("\n")
     );
+    // The last snapshot stays on screen meanwhile.
+    assert!(frame[1].contains("conn "), "{}", frame.join("\n"));
+    admin
+        .batch_execute("ALTER DATABASE watched ALLOW_CONNECTIONS true")
+        .await
+        .unwrap();
     let (snapshot, took) = source.refresh().await.unwrap();
     app.refreshed(snapshot, took);
     assert_eq!(app.link, Link::Up);
