@@ -120,7 +120,7 @@ pub async fn send_signal(client: &Client, signal: Signal, pid: i32) -> Result<bo
 }
 
 enum Update {
-    Refreshed(Source, Result<(Snapshot, Duration), RefreshError>),
+    Refreshed(Box<Source>, Result<(Snapshot, Duration), RefreshError>),
     Signalled(Signal, i32, Result<bool, String>),
 }
 
@@ -149,7 +149,7 @@ async fn event_loop(
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let result = s.refresh().await;
-                    let _ = tx.send(Update::Refreshed(s, result)).await;
+                    let _ = tx.send(Update::Refreshed(Box::new(s), result)).await;
                 });
             }
         };
@@ -186,7 +186,7 @@ async fn event_loop(
             Some(update) = rx.recv() => match update {
                 Update::Refreshed(s, result) => {
                     client = s.client();
-                    source = Some(s);
+                    source = Some(*s);
                     match result {
                         Ok((snapshot, took)) => app.refreshed(snapshot, took),
                         Err(e) => app.refresh_failed(e.message, e.lost),

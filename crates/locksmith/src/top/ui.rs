@@ -110,7 +110,7 @@ pub fn render(app: &App, frame: &mut Frame) {
             100,
             30,
         ),
-        Mode::Help => popup(frame, p, "Keys (Esc to close)", help(p), 60, 16),
+        Mode::Help => popup(frame, p, "Keys (Esc to close)", help(p), 76, 16),
         Mode::Normal | Mode::Filter => {}
     }
 }
