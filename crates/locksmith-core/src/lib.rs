@@ -8,6 +8,7 @@
 //! - [`duration`]: the one duration syntax used by every flag.
 //! - [`migration`]: migration file names, order, checksums and directives.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
+//! - [`server_log`]: the telltale lines of a server log (stderr or csvlog), counted.
 //!
 //! Everything that talks to a live server lives in `locksmith-pg`; throwaway
 //! clusters and simulated traffic in `locksmith-sandbox`. This crate depends
@@ -26,3 +27,4 @@ pub mod lint;
 pub mod lock;
 pub mod migration;
 pub mod quote;
+pub mod server_log;

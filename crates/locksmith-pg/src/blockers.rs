@@ -179,7 +179,8 @@ impl BlockerReport {
                 blocking: graph.direct_waiters(s.pid),
             })
             .collect();
-        blockers.sort_by_key(|b| (std::cmp::Reverse(graph.behind(b.pid).len()), b.pid));
+        // Cached: `behind` walks the graph, and a sort would call it O(n log n) times.
+        blockers.sort_by_cached_key(|b| (std::cmp::Reverse(graph.behind(b.pid).len()), b.pid));
 
         let idle_in_transaction = snapshot
             .sessions
@@ -273,13 +274,23 @@ pub fn wanted_lock(locks: &[LockRow], pid: i32) -> Option<&LockRow> {
 struct Graph<'a> {
     sessions: &'a [Session],
     locks: &'a [LockRow],
+    /// blocker → the sessions that list it in `pg_blocking_pids`, built once:
+    /// with hundreds of sessions, scanning them per lookup made a refresh slow.
+    waiters: BTreeMap<i32, Vec<i32>>,
 }
 
 impl<'a> Graph<'a> {
     fn new(snapshot: &'a Snapshot) -> Self {
+        let mut waiters: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for s in &snapshot.sessions {
+            for b in &s.blocked_by {
+                waiters.entry(*b).or_default().push(s.pid);
+            }
+        }
         Graph {
             sessions: &snapshot.sessions,
             locks: &snapshot.locks,
+            waiters,
         }
     }
 
@@ -312,11 +323,7 @@ impl<'a> Graph<'a> {
     }
 
     fn direct_waiters(&self, pid: i32) -> Vec<i32> {
-        self.sessions
-            .iter()
-            .filter(|s| s.blocked_by.contains(&pid))
-            .map(|s| s.pid)
-            .collect()
+        self.waiters.get(&pid).cloned().unwrap_or_default()
     }
 
     /// Everyone who waits because of `pid`, transitively.

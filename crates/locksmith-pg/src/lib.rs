@@ -5,6 +5,8 @@
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`history`]: the history table and the runner lock for `apply`.
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
+//! - [`signal`]: cancelling and terminating other sessions.
+//! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
 //!
 //! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
 //! this crate adds I/O and nothing that could be computed without a server.
@@ -20,10 +22,12 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod blockers;
 pub mod guard;
 pub mod history;
 pub mod settings;
+pub mod signal;
 pub mod snapshot;
 pub mod tls;
 

@@ -8,7 +8,10 @@ use std::path::Path;
 pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
     let old = std::fs::read_to_string(path)
         .unwrap_or_else(|_| "# Benchmarks\n\nEach section is written by the benchmark it names; rerun it to refresh.\n".into());
-    let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
     let block = format!("{start}\n{body}{end}");
     let new = match (old.find(&start), old.find(&end)) {
         (Some(a), Some(b)) if b > a => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
@@ -19,14 +22,26 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()>
 
 /// One line describing this machine for benchmark reports: cores and CPU model.
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
         .map(|kb| kb / 1024 / 1024)
         .unwrap_or(0);
     format!("{cores} cores ({cpu}), {mem_gib} GiB")
@@ -48,7 +63,10 @@ mod tests {
         assert!(text.contains("<!-- a:start -->\nthree\n<!-- a:end -->"));
         assert!(text.contains("two"));
         assert!(!text.contains("one"));
-        assert!(text.find("three").unwrap() < text.find("two").unwrap(), "order kept");
+        assert!(
+            text.find("three").unwrap() < text.find("two").unwrap(),
+            "order kept"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -47,6 +47,10 @@ pub enum Command {
     /// holds only the JSON).
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// Live view of sessions and lock queues; cancel or terminate a session with confirmation.
+    Top(TopArgs),
+    /// Audit server and role settings that make lock-queue outages likely, and scan server logs.
+    Doctor(DoctorArgs),
 }
 
 /// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's `PG*` variables.
@@ -188,4 +192,25 @@ pub fn pg_version(s: &str) -> Result<u32, String> {
 /// The one duration parser, for clap.
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
     locksmith_core::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// How often to refresh.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub interval: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Server log files to scan (plain stderr or csvlog format).
+    #[arg(long = "log", value_name = "FILE", num_args = 1..)]
+    pub logs: Vec<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }

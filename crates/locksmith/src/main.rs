@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod exit;
 mod render;
+mod top;
 
 use clap::Parser;
 

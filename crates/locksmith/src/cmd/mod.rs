@@ -4,6 +4,7 @@
 mod apply;
 mod blockers;
 mod demo;
+mod doctor;
 mod lint;
 mod progress;
 mod run;
@@ -26,6 +27,8 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Blockers(args) => blockers::run(args).await,
             Command::Lint(args) => lint::run(args),
             Command::Run(args) => run::run(args).await,
+            Command::Top(args) => crate::top::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     })
 }

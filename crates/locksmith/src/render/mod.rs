@@ -2,6 +2,7 @@
 //! Renderers only format; they never query a server or decide exit codes.
 
 pub mod blockers;
+pub mod doctor;
 pub mod guard;
 pub mod lint;
 pub mod run;

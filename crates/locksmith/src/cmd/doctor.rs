@@ -1,0 +1,67 @@
+//! `locksmith doctor`: audits settings and live state, scans server logs.
+//! The rules live in `locksmith_pg::audit` and `locksmith_core::server_log`;
+//! this file reads the inputs, renders, and picks the outcome.
+
+use std::io::Write;
+
+use locksmith_core::server_log::{self, LogSummary};
+use locksmith_pg::audit::{self, Finding, Severity};
+use serde::Serialize;
+
+use crate::cli::{DoctorArgs, Format};
+use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render;
+
+/// The `doctor --format json` contract.
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    /// Settings and live-state findings, worst first.
+    pub findings: Vec<Finding>,
+    /// Telltale log lines, counted by kind.
+    pub log: Vec<LogSummary>,
+}
+
+pub async fn run(args: DoctorArgs) -> CmdResult {
+    let mut texts = Vec::new();
+    for path in &args.logs {
+        let text = std::fs::read(path)
+            .map_err(|e| Failure::input(miette::miette!("reading log {}: {e}", path.display())))?;
+        texts.push(String::from_utf8_lossy(&text).into_owned());
+    }
+    let log = server_log::scan_all(texts.iter().map(String::as_str));
+
+    let settings = super::settings(&args.connection)?.with_application_name("locksmith doctor");
+    let findings = match settings.connect().await {
+        Ok(client) => audit::audit(&audit::gather(&client).await?),
+        // With a log to read, an unreachable server is one finding, not the end.
+        Err(e) if !args.logs.is_empty() => vec![Finding {
+            id: "server_unreachable",
+            severity: Severity::Error,
+            message: format!("settings not audited: {e}"),
+            why: "Only the log was scanned.".into(),
+            fix:
+                "Pass --database-url (or set DATABASE_URL / PG* variables) to audit the server too."
+                    .into(),
+        }],
+        Err(e) => return Err(Failure::other(miette::miette!("{e}"))),
+    };
+    let report = DoctorReport { findings, log };
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => render::json(&mut out, &report)?,
+        Format::Human => out.write_all(
+            render::doctor::human(
+                &report.findings,
+                &report.log,
+                render::style::Style::detect(),
+            )
+            .as_bytes(),
+        )?,
+    }
+    let worst = report.findings.iter().map(|f| f.severity).max();
+    Ok(if worst >= Some(Severity::Warning) {
+        Outcome::Findings
+    } else {
+        Outcome::Done
+    })
+}

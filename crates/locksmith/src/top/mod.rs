@@ -1,0 +1,202 @@
+//! `locksmith top`: a live view of sessions and lock queues.
+//!
+//! The event loop is one `tokio::select!` over a refresh tick, terminal
+//! events and a channel of results (snapshots and signals, each run in its
+//! own task so the screen never waits for the server). State lives in
+//! [`app::App`], drawing in [`ui::render`]; this file only moves messages
+//! between them and the server, and must not grow view logic of its own.
+//!
+//! One connection, two queries per refresh ([`Snapshotter`]), at most one
+//! refresh in flight. A lost connection shows "reconnecting" and is reopened
+//! on the next tick. `ratatui::init` restores the terminal on panic; the
+//! loop restores it on every other way out.
+
+pub mod app;
+pub mod ui;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use futures_util::StreamExt;
+use locksmith_pg::signal::{self, Signal};
+use locksmith_pg::snapshot::{Snapshot, Snapshotter};
+use locksmith_pg::ConnectionSettings;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use crate::cli::TopArgs;
+use crate::exit::{CmdResult, Failure, Outcome};
+use app::{App, Effect};
+
+/// Runs `locksmith top` until the user quits.
+pub async fn run(args: TopArgs) -> CmdResult {
+    let settings = crate::cmd::settings(&args.connection)?.with_application_name("locksmith top");
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Failure::input(miette::miette!(
+            "locksmith top needs a terminal; for a one-shot report use `locksmith blockers`"
+        )));
+    }
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut app = App::new(settings.describe(), args.interval, color);
+    let mut terminal = ratatui::try_init()?;
+    let result = event_loop(&mut app, &mut terminal, Source::new(settings)).await;
+    ratatui::restore();
+    result.map(|()| Outcome::Done)
+}
+
+/// The connection snapshots and signals go through; reopened when lost.
+pub struct Source {
+    settings: ConnectionSettings,
+    conn: Option<(Arc<Client>, Snapshotter)>,
+}
+
+/// Why a refresh failed.
+#[derive(Debug)]
+pub struct RefreshError {
+    /// What to show.
+    pub message: String,
+    /// The connection is gone (reconnect) rather than a query refused.
+    pub lost: bool,
+}
+
+impl Source {
+    /// Not connected yet: the first refresh connects.
+    pub fn new(settings: ConnectionSettings) -> Source {
+        Source {
+            settings,
+            conn: None,
+        }
+    }
+
+    /// The open connection, for signals.
+    pub fn client(&self) -> Option<Arc<Client>> {
+        self.conn.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// Connects if needed and takes one snapshot.
+    pub async fn refresh(&mut self) -> Result<(Snapshot, Duration), RefreshError> {
+        if self.conn.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let lost = |e: locksmith_pg::Error| RefreshError {
+                message: e.to_string(),
+                lost: true,
+            };
+            let client = self.settings.connect().await.map_err(lost)?;
+            let snapshotter = Snapshotter::new(&client).await.map_err(lost)?;
+            self.conn = Some((Arc::new(client), snapshotter));
+        }
+        let (client, snapshotter) = self.conn.as_ref().expect("connected above");
+        let started = Instant::now();
+        match snapshotter.take(client).await {
+            Ok(snap) => Ok((snap, started.elapsed())),
+            Err(e) => {
+                // A server error (e.g. a permission) keeps the connection; anything else drops it.
+                let lost = client.is_closed()
+                    || matches!(&e, locksmith_pg::Error::Query { source, .. } if source.as_db_error().is_none());
+                if lost {
+                    self.conn = None;
+                }
+                Err(RefreshError {
+                    message: e.to_string(),
+                    lost,
+                })
+            }
+        }
+    }
+}
+
+/// Sends `signal` to `pid`; the error text is what the status line shows.
+pub async fn send_signal(client: &Client, signal: Signal, pid: i32) -> Result<bool, String> {
+    signal::send(client, signal, pid)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+enum Update {
+    Refreshed(Box<Source>, Result<(Snapshot, Duration), RefreshError>),
+    Signalled(Signal, i32, Result<bool, String>),
+}
+
+async fn event_loop(
+    app: &mut App,
+    terminal: &mut ratatui::DefaultTerminal,
+    source: Source,
+) -> Result<(), Failure> {
+    let (tx, mut rx) = mpsc::channel::<Update>(8);
+    let mut events = EventStream::new();
+    let mut tick = tokio::time::interval(app.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `None` while a refresh is in flight: at most one at a time.
+    let mut source = Some(source);
+    let mut client: Option<Arc<Client>> = None;
+    let mut refresh_now = false;
+    loop {
+        terminal.draw(|frame| ui::render(app, frame))?;
+        if app.quit {
+            return Ok(());
+        }
+        let due = refresh_now;
+        refresh_now = false;
+        let start_refresh = |source: &mut Option<Source>| {
+            if let Some(mut s) = source.take() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = s.refresh().await;
+                    let _ = tx.send(Update::Refreshed(Box::new(s), result)).await;
+                });
+            }
+        };
+        if due && !app.paused {
+            start_refresh(&mut source);
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                if !app.paused {
+                    start_refresh(&mut source);
+                }
+            }
+            event = events.next() => match event {
+                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => {
+                    match app.handle_key(key) {
+                        Some(Effect::Refresh) => refresh_now = true,
+                        Some(Effect::Signal(signal, pid)) => match client.clone() {
+                            Some(c) => {
+                                let tx = tx.clone();
+                                tokio::spawn(async move {
+                                    let result = send_signal(&c, signal, pid).await;
+                                    let _ = tx.send(Update::Signalled(signal, pid, result)).await;
+                                });
+                            }
+                            None => app.signal_done(signal, pid, Err("not connected; try again once reconnected".into())),
+                        },
+                        None => {}
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+            Some(update) = rx.recv() => match update {
+                Update::Refreshed(s, result) => {
+                    client = s.client();
+                    source = Some(*s);
+                    match result {
+                        Ok((snapshot, took)) => app.refreshed(snapshot, took),
+                        Err(e) => app.refresh_failed(e.message, e.lost),
+                    }
+                }
+                Update::Signalled(signal, pid, result) => {
+                    app.signal_done(signal, pid, result);
+                    refresh_now = true;
+                }
+            },
+        }
+    }
+}

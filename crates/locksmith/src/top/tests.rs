@@ -1,0 +1,498 @@
+//! `top` against a real staged incident: what is on screen, and what the keys
+//! do to real sessions. Plus key handling on a hand-made snapshot, which
+//! needs no server.
+
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use locksmith_pg::signal::Signal;
+use locksmith_pg::snapshot::{LockRow, Session, Snapshot};
+use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
+use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::Cluster;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+use super::app::{App, Effect, Link, Mode, Sort};
+use super::{send_signal, ui, Source};
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, code: KeyCode) -> Option<Effect> {
+    app.handle_key(key(code))
+}
+
+/// The screen as text, one string per row.
+fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::render(app, f)).unwrap();
+    let buf = terminal.backend().buffer();
+    (0..height)
+        .map(|y| (0..width).map(|x| buf[(x, y)].symbol()).collect::<String>())
+        .collect()
+}
+
+fn row_of(screen: &[String], needle: &str) -> usize {
+    screen
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not on screen:\n{}", screen.join("\n")))
+}
+
+/// The story, live: two leaked sessions, the ALTER queued behind them, a SELECT queued behind the ALTER.
+struct Staged {
+    cluster: Cluster,
+    incident: Incident,
+    leaked: LeakedSessions,
+    admin: Client,
+    alter: JoinHandle<Result<(), tokio_postgres::Error>>,
+    select: JoinHandle<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>,
+    alter_pid: i32,
+    select_pid: i32,
+}
+
+async fn pid_of(admin: &Client, app: &str) -> i32 {
+    admin
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_for(admin: &Client, sql: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !admin.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stage() -> Staged {
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "incident").await.unwrap();
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
+        .await
+        .unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let migrator = incident
+        .admin
+        .with_application_name("alembic")
+        .connect()
+        .await
+        .unwrap();
+    let alter = tokio::spawn(async move { migrator.batch_execute(MIGRATION).await });
+    let waiting = |n: i32| {
+        format!("SELECT count(*) >= {n} FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    };
+    wait_for(&admin, &waiting(1), "the ALTER waits").await;
+    let reader = incident
+        .app
+        .with_application_name("web-request")
+        .connect()
+        .await
+        .unwrap();
+    let select = tokio::spawn(async move {
+        reader
+            .query("SELECT count(*) FROM academic_partners", &[])
+            .await
+    });
+    wait_for(&admin, &waiting(2), "the SELECT waits").await;
+    // Let the ages grow past zero so they show as seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let alter_pid = pid_of(&admin, "alembic").await;
+    let select_pid = pid_of(&admin, "web-request").await;
+    Staged {
+        cluster,
+        incident,
+        leaked,
+        admin,
+        alter,
+        select,
+        alter_pid,
+        select_pid,
+    }
+}
+
+async fn live_app(source: &mut Source) -> App {
+    let mut app = App::new(
+        "postgres@127.0.0.1/incident".into(),
+        Duration::from_secs(1),
+        false,
+    );
+    let (snapshot, took) = source.refresh().await.unwrap();
+    app.refreshed(snapshot, took);
+    app
+}
+
+#[tokio::test]
+async fn the_incident_on_screen_at_160x40_and_80x24() {
+    let s = stage().await;
+    let mut source = Source::new(s.incident.admin.with_application_name("locksmith top"));
+    let app = live_app(&mut source).await;
+    let root_pid = s.leaked.pids().iter().min().unwrap();
+
+    for (w, h) in [(160, 40), (80, 24)] {
+        let screen = screen(&app, w, h);
+        let text = screen.join("\n");
+        let root = row_of(&screen, &format!("ROOT {root_pid} "));
+        let alter = row_of(&screen, &format!("└─ {} alembic", s.alter_pid));
+        let select = row_of(&screen, &format!("└┄ {} web-request", s.select_pid));
+        assert!(
+            root < alter && alter < select,
+            "tree order at {w}x{h}:\n{text}"
+        );
+        assert!(screen[root].contains("leaky-app@127.0.0.1"), "{text}");
+        assert!(screen[root].contains("idle in tx"), "{text}");
+        // Ages in seconds: the transaction has been open for more than a second.
+        assert!(
+            screen[root].contains("idle in tx 1.") || screen[root].contains("idle in tx 2."),
+            "{text}"
+        );
+        assert!(
+            screen[alter].contains("wait 1.") || screen[alter].contains("wait 2."),
+            "{text}"
+        );
+        assert!(screen[0].contains("locksmith top"), "{text}");
+        assert!(screen[1].contains("idle in tx 2"), "{text}");
+        assert!(screen[1].contains("waiting 2"), "{text}");
+        assert!(
+            text.contains("PID"),
+            "the session list is visible at {w}x{h}:\n{text}"
+        );
+        assert!(screen[h as usize - 1].contains("q quit"), "{text}");
+        if w == 160 {
+            assert!(
+                screen[alter].contains("wants AccessExclusiveLock academic_partners"),
+                "{text}"
+            );
+            assert!(screen[alter].contains("(1 queued behind)"), "{text}");
+            assert!(
+                screen[root].contains(" tx 1.") || screen[root].contains(" tx 2."),
+                "{text}"
+            );
+            assert!(
+                screen[root].contains("holds AccessShareLock academic_partners"),
+                "{text}"
+            );
+        }
+    }
+    drop(s.cluster);
+}
+
+#[tokio::test]
+async fn cancel_and_terminate_keys_end_the_sessions_on_the_server() {
+    let s = stage().await;
+    let mut source = Source::new(s.incident.admin.with_application_name("locksmith top"));
+    let mut app = live_app(&mut source).await;
+    let client = source.client().unwrap();
+
+    // `c` on the ALTER, then `n`: nothing happens.
+    assert!(app.select_pid(s.alter_pid));
+    assert_eq!(press(&mut app, KeyCode::Char('c')), None);
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("{:?}", app.mode)
+    };
+    assert!(
+        confirm.label.contains("alembic@127.0.0.1"),
+        "{}",
+        confirm.label
+    );
+    assert!(screen(&app, 80, 24)
+        .join("\n")
+        .contains(&format!("Cancel pid {}?", s.alter_pid)));
+    assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+    assert_eq!(app.mode, Mode::Normal);
+
+    // `c` then `y`: the ALTER is cancelled, and the SELECT behind it gets through.
+    press(&mut app, KeyCode::Char('c'));
+    let effect = press(&mut app, KeyCode::Char('y'));
+    assert_eq!(effect, Some(Effect::Signal(Signal::Cancel, s.alter_pid)));
+    app.signal_done(
+        Signal::Cancel,
+        s.alter_pid,
+        send_signal(&client, Signal::Cancel, s.alter_pid).await,
+    );
+    assert!(!app.status.as_ref().unwrap().error, "{:?}", app.status);
+    let err = s.alter.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+    assert_eq!(s.select.await.unwrap().unwrap()[0].get::<_, i64>(0), 250);
+    wait_for(
+        &s.admin,
+        "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock')",
+        "nobody waits any more",
+    )
+    .await;
+
+    // `k` then `y` on a leaker: its session is gone from pg_stat_activity.
+    let (snapshot, took) = source.refresh().await.unwrap();
+    app.refreshed(snapshot, took);
+    let leaker = s.leaked.pids()[0];
+    assert!(app.select_pid(leaker));
+    press(&mut app, KeyCode::Char('k'));
+    assert!(screen(&app, 160, 40)
+        .join("\n")
+        .contains(&format!("Terminate pid {leaker}?")));
+    let effect = press(&mut app, KeyCode::Char('y'));
+    assert_eq!(effect, Some(Effect::Signal(Signal::Terminate, leaker)));
+    app.signal_done(
+        Signal::Terminate,
+        leaker,
+        send_signal(&client, Signal::Terminate, leaker).await,
+    );
+    wait_for(
+        &s.admin,
+        &format!("SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = {leaker})"),
+        "the terminated session is gone",
+    )
+    .await;
+    assert_eq!(s.leaked.alive(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_signal_shows_in_the_status_line() {
+    let s = stage().await;
+    // The application's role may not signal the superuser's ALTER.
+    let mut source = Source::new(s.incident.app.with_application_name("locksmith top"));
+    let mut app = live_app(&mut source).await;
+    assert!(app.select_pid(s.alter_pid));
+    press(&mut app, KeyCode::Char('k'));
+    let Some(Effect::Signal(signal, pid)) = press(&mut app, KeyCode::Char('y')) else {
+        panic!()
+    };
+    let result = send_signal(&source.client().unwrap(), signal, pid).await;
+    app.signal_done(signal, pid, result);
+    let status = app.status.clone().unwrap();
+    assert!(
+        status.error && status.text.contains("pg_signal_backend"),
+        "{status:?}"
+    );
+    let screen = screen(&app, 80, 24);
+    assert!(
+        screen[22].contains("pg_signal_backend"),
+        "{}",
+        screen.join("\n")
+    );
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(!app.quit);
+    s.admin
+        .execute("SELECT pg_cancel_backend($1)", &[&s.alter_pid])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_connection_shows_reconnecting_then_recovers() {
+    let cluster = Cluster::start().unwrap();
+    let settings = cluster
+        .create_database("watched")
+        .await
+        .unwrap()
+        .with_application_name("locksmith top");
+    let admin = cluster
+        .settings("postgres", "admin")
+        .connect()
+        .await
+        .unwrap();
+    let mut source = Source::new(settings);
+    let mut app = live_app(&mut source).await;
+    // The connection drops, and cannot come back for now.
+    admin
+        .batch_execute(
+            "ALTER DATABASE watched ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locksmith top'",
+        )
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let err = source.refresh().await.unwrap_err();
+        assert!(err.lost, "{err:?}");
+        app.refresh_failed(err.message, err.lost);
+        assert_eq!(
+            app.link,
+            Link::Reconnecting {
+                attempts: attempt,
+                error: match &app.link {
+                    Link::Reconnecting { error, .. } => error.clone(),
+                    _ => String::new(),
+                }
+            }
+        );
+    }
+    let frame = screen(&app, 80, 24);
+    assert!(
+        frame[0].contains("reconnecting (attempt 2)"),
+        "{}",
+        frame.join("\n")
+    );
+    // The last snapshot stays on screen meanwhile.
+    assert!(frame[1].contains("conn "), "{}", frame.join("\n"));
+    admin
+        .batch_execute("ALTER DATABASE watched ALLOW_CONNECTIONS true")
+        .await
+        .unwrap();
+    let (snapshot, took) = source.refresh().await.unwrap();
+    app.refreshed(snapshot, took);
+    assert_eq!(app.link, Link::Up);
+    assert!(!screen(&app, 80, 24)[0].contains("reconnecting"));
+    assert_eq!(app.status.as_ref().unwrap().text, "reconnected");
+}
+
+fn session(
+    pid: i32,
+    app: &str,
+    state: &str,
+    xact_ms: i64,
+    state_ms: i64,
+    blocked_by: &[i32],
+) -> Session {
+    Session {
+        pid,
+        datname: Some("app".into()),
+        usename: Some("web".into()),
+        application_name: app.into(),
+        client_addr: Some("10.0.0.5".into()),
+        backend_type: "client backend".into(),
+        state: Some(state.into()),
+        xact_age_ms: Some(xact_ms),
+        state_age_ms: Some(state_ms),
+        query_age_ms: Some(state_ms),
+        query: format!("SELECT * FROM academic_partners -- {app}"),
+        wait_event_type: (!blocked_by.is_empty()).then(|| "Lock".into()),
+        wait_event: (!blocked_by.is_empty()).then(|| "relation".into()),
+        blocked_by: blocked_by.to_vec(),
+    }
+}
+
+fn lock(pid: i32, mode: &str, granted: bool) -> LockRow {
+    LockRow {
+        pid,
+        locktype: "relation".into(),
+        relation: Some("academic_partners".into()),
+        mode: mode.into(),
+        granted,
+        waiting_ms: (!granted).then_some(12_000),
+    }
+}
+
+/// The incident as a fixed snapshot: deterministic frames.
+fn fixed() -> App {
+    let mut alter = session(20, "alembic", "active", 13_000, 12_000, &[10]);
+    alter.query = "ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name_academic_partner UNIQUE (informal_name)".into();
+    let snapshot = Snapshot {
+        max_connections: 100,
+        reserved_connections: 3,
+        own_pid: 1,
+        sessions: vec![
+            session(10, "leaky-app", "idle in transaction", 95_000, 94_000, &[]),
+            alter,
+            session(30, "web-request", "active", 11_000, 11_000, &[20]),
+            session(40, "worker", "idle", 0, 5_000, &[]),
+        ],
+        locks: vec![
+            lock(10, "AccessShareLock", true),
+            lock(20, "AccessExclusiveLock", false),
+            lock(30, "AccessShareLock", false),
+        ],
+    };
+    let mut app = App::new(
+        "app@db.internal:5432/app".into(),
+        Duration::from_secs(1),
+        false,
+    );
+    app.refreshed(snapshot, Duration::from_millis(4));
+    app
+}
+
+#[test]
+fn fixed_incident_frame_80x24() {
+    insta::assert_snapshot!(screen(&fixed(), 80, 24).join("\n"));
+}
+
+#[test]
+fn fixed_incident_frame_160x40() {
+    insta::assert_snapshot!(screen(&fixed(), 160, 40).join("\n"));
+}
+
+#[test]
+fn keys_filter_sort_pause_help_details() {
+    let mut app = fixed();
+    assert_eq!(
+        app.sessions().iter().map(|s| s.pid).collect::<Vec<_>>(),
+        vec![10, 20, 30, 40]
+    );
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.sort, Sort::State);
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.sort, Sort::Wait);
+    assert_eq!(app.sessions()[0].pid, 20, "the longest wait first");
+    press(&mut app, KeyCode::Char('/'));
+    for c in "web-r".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(app.mode, Mode::Filter);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.sessions().iter().map(|s| s.pid).collect::<Vec<_>>(),
+        vec![30]
+    );
+    assert!(screen(&app, 80, 24).join("\n").contains("filter \"web-r\""));
+    press(&mut app, KeyCode::Char('/'));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.sessions().len(), 4);
+
+    assert_eq!(press(&mut app, KeyCode::Char('p')), None);
+    assert!(app.paused);
+    assert!(screen(&app, 80, 24)[0].contains("PAUSED"));
+    assert_eq!(press(&mut app, KeyCode::Char('p')), Some(Effect::Refresh));
+
+    press(&mut app, KeyCode::Char('?'));
+    assert!(screen(&app, 80, 24)
+        .join("\n")
+        .contains("terminate the selected session"));
+    press(&mut app, KeyCode::Esc);
+
+    // The cursor starts on the root; Down moves to the ALTER; Enter shows its details.
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected().unwrap().pid, 20);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode, Mode::Details(20));
+    let details = screen(&app, 160, 40).join("\n");
+    assert!(
+        details.contains("AccessExclusiveLock on academic_partners, for 12.0s"),
+        "{details}"
+    );
+    assert!(details.contains("queued behind it  30"), "{details}");
+    assert!(details.contains("(informal_name)"), "{details}");
+    press(&mut app, KeyCode::Char('q'));
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(!app.quit, "q closes the popup first");
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn selection_follows_the_session_across_refreshes() {
+    let mut app = fixed();
+    assert!(app.select_pid(30));
+    let (mut snapshot, _) = app.snapshot.clone().unwrap();
+    snapshot.sessions.retain(|s| s.pid != 10);
+    snapshot.locks.retain(|l| l.pid != 10);
+    // Without the leaker the ALTER is no longer waiting: the tree is empty, the rows shift.
+    snapshot.sessions.iter_mut().for_each(|s| {
+        s.blocked_by.clear();
+        s.wait_event_type = None;
+    });
+    app.refreshed(snapshot, Duration::from_millis(3));
+    assert_eq!(app.selected().unwrap().pid, 30);
+}
