@@ -115,23 +115,45 @@ async fn main() {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     let (tm, tp) = percentiles(&mut take);
     let (gm, gp) = percentiles(&mut graph);
-    println!("## top refresh\n");
-    println!(
-        "{} connections on PostgreSQL {} (`max_connections=600`): {LEAKED} idle in transaction, 1 ALTER and {WAITING_READERS} SELECTs waiting on locks, {idle_count} idle; opened in {:.1} s.",
-        snap.connections_used(),
+    let mut section = String::from("## top refresh\n\n");
+    section.push_str(&format!(
+        "`cargo run -p locksmith-pg --example refresh_bench` on {}, PostgreSQL {}, profile {}.\n\n",
+        locksmith_sandbox::bench_doc::machine(),
         cluster.major(),
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        }
+    ));
+    section.push_str(&format!(
+        "{} connections (`max_connections=600`): {LEAKED} idle in transaction, 1 ALTER and {WAITING_READERS} SELECTs waiting on locks, {idle_count} idle; opened in {:.1} s.\n",
+        snap.connections_used(),
         opened_in.as_secs_f64()
-    );
-    println!(
-        "Each refresh read {} sessions and {} lock rows; the blocker graph found {} root blockers and {} waiting sessions.\n",
+    ));
+    section.push_str(&format!(
+        "Each refresh read {} sessions and {} lock rows; the blocker graph found {} root blockers and {} waiting sessions.\n\n",
         snap.sessions.len(),
         snap.locks.len(),
         report.blockers.len(),
         report.waiting.len()
-    );
-    println!("| {REFRESHES} refreshes | median | p95 |\n|---|---|---|");
-    println!("| snapshot (2 queries) | {} | {} |", ms(tm), ms(tp));
-    println!("| blocker graph + tree (pure) | {} | {} |", ms(gm), ms(gp));
+    ));
+    section.push_str(&format!(
+        "| {REFRESHES} refreshes | median | p95 |\n|---|---|---|\n"
+    ));
+    section.push_str(&format!(
+        "| snapshot (2 queries) | {} | {} |\n",
+        ms(tm),
+        ms(tp)
+    ));
+    section.push_str(&format!(
+        "| blocker graph + tree (pure) | {} | {} |\n",
+        ms(gm),
+        ms(gp)
+    ));
+    print!("{section}");
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
+    locksmith_sandbox::bench_doc::write_section(&doc, "top-refresh", &section).unwrap();
 
     drop(alter);
     drop(readers);

@@ -281,8 +281,8 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
 /// Several processes may race here; each initdb's into its own folder and
 /// the first rename wins.
 fn template_for(bin: &BinDir, owner: Owner) -> Result<PathBuf, Error> {
-    let base = std::env::temp_dir().join(format!(
-        "locksmith-template-v1-pg{}-uid{}",
+    let base = scratch_root().join(format!(
+        "locksmith-template-v2-pg{}-uid{}",
         bin.major, owner.uid
     ));
     let ready = base.join("data");
@@ -308,6 +308,8 @@ fn template_for(bin: &BinDir, owner: Owner) -> Result<PathBuf, Error> {
             "-E",
             "UTF8",
             "--locale=C",
+            // 1 MB WAL segments: the template is copied for every cluster, and a 16 MB segment is most of it.
+            "--wal-segsize=1",
         ])
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(&base);
@@ -456,13 +458,31 @@ fn unique_dir(prefix: &str) -> Result<PathBuf, Error> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
+    let dir = scratch_root().join(format!(
         "{prefix}-{}-{}-{nanos:x}",
         std::process::id(),
         unique()
     ));
     std::fs::create_dir(&dir).map_err(|e| Error::io("creating the cluster folder", e))?;
     Ok(dir)
+}
+
+/// Where clusters live: `LOCKSMITH_SANDBOX_DIR`, else `/dev/shm` (memory: copying
+/// the template and running the server there is several times faster than on
+/// disk, and nothing in a throwaway cluster needs to survive), else the temp folder.
+fn scratch_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LOCKSMITH_SANDBOX_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    let writable = std::fs::metadata(shm)
+        .map(|m| m.is_dir() && !m.permissions().readonly())
+        .unwrap_or(false);
+    if writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {
