@@ -10,10 +10,21 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
         .args(["demo", "--json", "--cap", "4s"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
     let naive = &result["naive"];
-    for key in ["max_stall_ms", "p99_ms", "requests", "timeouts", "completed"] {
+    for key in [
+        "max_stall_ms",
+        "p99_ms",
+        "requests",
+        "timeouts",
+        "completed",
+    ] {
         assert!(naive.get(key).is_some(), "naive lacks {key}: {naive}");
         assert!(result["guarded"].get(key).is_some(), "guarded lacks {key}");
     }
@@ -23,11 +34,17 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
     // The guard without termination gives up and never makes traffic wait.
     let blocked = &result["guarded_no_terminate"];
     assert_eq!(blocked["completed"], false);
-    assert!(blocked["max_stall_ms"].as_u64().unwrap() < 1000, "{blocked}");
+    assert!(
+        blocked["max_stall_ms"].as_u64().unwrap() < 1000,
+        "{blocked}"
+    );
     assert_eq!(blocked["timeouts"], 0);
     // With the terminate policy it completes, still without stalling traffic.
     let guarded = &result["guarded"];
     assert_eq!(guarded["completed"], true);
-    assert!(guarded["max_stall_ms"].as_u64().unwrap() < 1000, "{guarded}");
+    assert!(
+        guarded["max_stall_ms"].as_u64().unwrap() < 1000,
+        "{guarded}"
+    );
     assert_eq!(guarded["timeouts"], 0);
 }
