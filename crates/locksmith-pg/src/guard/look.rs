@@ -49,6 +49,21 @@ impl Holder {
             .is_some_and(|s| s.starts_with("idle in transaction"))
     }
 
+    /// How long it has been in its current state (idle, for an idle-in-transaction session).
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(self.state_age_ms.unwrap_or(0).max(0) as u64)
+    }
+
+    /// The terminate policy, in one place: only a client session idle in a
+    /// transaction (or an aborted one) for at least `threshold`. Active
+    /// queries, background workers and younger idle sessions never qualify.
+    /// [`terminate_if_still_idle`] re-checks this on the server as it terminates.
+    pub fn may_terminate(&self, threshold: Duration) -> bool {
+        self.is_idle_in_transaction()
+            && self.backend_type == "client backend"
+            && self.idle_for() >= threshold
+    }
+
     /// A holder that will not let go within `budget` on its own: idle in a
     /// transaction, or in a transaction already older than the budget.
     pub fn is_long_lived(&self, budget: Duration) -> bool {
@@ -80,6 +95,25 @@ impl Holder {
             None => format!("pid {} {app}@{client}", self.pid),
         }
     }
+}
+
+/// When to look again while long-lived holders are in the way: after `delay`
+/// (the backoff's), but no later than when an idle holder reaches the
+/// termination threshold, and never past the deadline (`remaining`).
+pub fn next_look(
+    holders: &[Holder],
+    delay: Duration,
+    terminate_after: Option<Duration>,
+    remaining: Duration,
+) -> Duration {
+    let mut wait = delay;
+    if let Some(threshold) = terminate_after {
+        for h in holders.iter().filter(|h| h.is_idle_in_transaction()) {
+            // A little past the threshold, so the server-side re-check agrees.
+            wait = wait.min(threshold.saturating_sub(h.idle_for()) + Duration::from_millis(10));
+        }
+    }
+    wait.min(remaining)
 }
 
 /// The relations of a plan that exist now, with their oids and whether `LOCK TABLE` applies.

@@ -307,7 +307,12 @@ impl Guard {
                 .cloned()
                 .collect();
             if !long_lived.is_empty() {
-                let wait = self.next_look(&long_lived, &mut backoff);
+                let wait = look::next_look(
+                    &long_lived,
+                    backoff.next_delay(),
+                    self.policy.terminate_idle_after,
+                    self.remaining(),
+                );
                 (self.on_event)(Event::Waiting {
                     holders: &long_lived,
                     next_look: wait,
@@ -359,19 +364,6 @@ impl Guard {
         }
     }
 
-    /// How long to wait before looking again: the backoff, but no later than
-    /// when an idle blocker reaches the termination threshold.
-    fn next_look(&self, holders: &[Holder], backoff: &mut Backoff) -> Duration {
-        let mut wait = backoff.next_delay();
-        if let Some(threshold) = self.policy.terminate_idle_after {
-            for h in holders.iter().filter(|h| h.is_idle_in_transaction()) {
-                let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
-                wait = wait.min(threshold.saturating_sub(idle) + Duration::from_millis(10));
-            }
-        }
-        wait.min(self.remaining())
-    }
-
     async fn apply_terminate_policy(
         &mut self,
         holders: &mut Vec<Holder>,
@@ -381,11 +373,9 @@ impl Guard {
         };
         let mut kept = Vec::with_capacity(holders.len());
         for h in holders.drain(..) {
-            let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
-            let eligible = h.is_idle_in_transaction()
-                && h.backend_type == "client backend"
-                && idle >= threshold;
-            if eligible && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold).await? {
+            if h.may_terminate(threshold)
+                && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold).await?
+            {
                 (self.on_event)(Event::Terminated(&h));
                 self.report.terminated.push(h);
             } else {

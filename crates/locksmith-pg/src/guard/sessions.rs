@@ -398,10 +398,7 @@ async fn terminate_eligible(
     };
     let mut kept = Vec::with_capacity(holders.len());
     for h in holders {
-        let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
-        let eligible =
-            h.is_idle_in_transaction() && h.backend_type == "client backend" && idle >= threshold;
-        if !eligible {
+        if !h.may_terminate(threshold) {
             kept.push(h);
             continue;
         }

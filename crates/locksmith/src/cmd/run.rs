@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::backoff::Backoff;
 use locksmith_pg::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
-use locksmith_pg::guard::{GuardPolicy, GuardReport, Holder, Interrupt};
+use locksmith_pg::guard::{look, GuardPolicy, GuardReport, Holder, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -132,7 +132,12 @@ pub async fn run(args: RunArgs) -> CmdResult {
             if holders.is_empty() {
                 break;
             }
-            let wait = run.next_look(&holders, &mut backoff);
+            let wait = look::next_look(
+                &holders,
+                backoff.next_delay(),
+                run.policy.terminate_idle_after,
+                run.remaining(),
+            );
             progress(&format!(
                 "waiting for {} session{} holding what the migration needs: {} (next look in {})",
                 holders.len(),
@@ -441,19 +446,6 @@ impl Run<'_> {
             .report
             .longest_wait_ms
             .max(watch.longest_wait.as_millis() as u64);
-    }
-
-    /// The backoff's delay, but no later than when an idle blocker reaches the
-    /// termination threshold, nor past the deadline.
-    fn next_look(&self, holders: &[Holder], backoff: &mut Backoff) -> Duration {
-        let mut wait = backoff.next_delay();
-        if let Some(threshold) = self.policy.terminate_idle_after {
-            for h in holders.iter().filter(|h| h.is_idle_in_transaction()) {
-                let idle = Duration::from_millis(h.state_age_ms.unwrap_or(0).max(0) as u64);
-                wait = wait.min(threshold.saturating_sub(idle) + Duration::from_millis(10));
-            }
-        }
-        wait.min(self.remaining())
     }
 
     /// Gives up: the report names the blockers (exit 3).
