@@ -20,12 +20,7 @@ pub enum Command {
     /// Apply pending SQL migrations from DIR in order, under the guard, recorded in
     /// locksmith_migrations, exactly once even when several deploys run it at once.
     Apply(ApplyArgs),
-    /// One-shot diagnosis: lock-wait chains, idle-in-transaction sessions, who to blame.
-    Blockers(BlockersArgs),
-    /// Static analysis with the real PostgreSQL parser: per statement, the locks it
-    /// takes, whether it rewrites the table, and findings with a runnable safe rewrite.
-    Lint(LintArgs),
-    /// Run any migration tool (e.g. `alembic upgrade head`) under the guard, unchanged.
+    /// Run any migration tool (e.g. `alembic upgrade head`) under the guard, unchanged
     ///
     /// The command gets `-c lock_timeout=<budget>ms` appended to PGOPTIONS (what is there is
     /// kept) and PGAPPNAME=locksmith-run-<pid> unless PGAPPNAME is set; with --database-url,
@@ -47,8 +42,13 @@ pub enum Command {
     /// holds only the JSON).
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// One-shot diagnosis: lock-wait chains, idle-in-transaction sessions, who to blame.
+    Blockers(BlockersArgs),
     /// Live view of sessions and lock queues; cancel or terminate a session with confirmation.
     Top(TopArgs),
+    /// Static analysis with the real PostgreSQL parser: per statement, the locks it
+    /// takes, whether it rewrites the table, and findings with a runnable safe rewrite.
+    Lint(LintArgs),
     /// Audit server and role settings that make lock-queue outages likely, and scan server logs.
     Doctor(DoctorArgs),
 }
