@@ -8,7 +8,6 @@ use locksmith_core::lock::LockMode;
 use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, Interrupt, LockTarget, Step};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile};
-use locksmith_sandbox::Cluster;
 use tokio::sync::watch;
 
 fn alter_step() -> Step {
@@ -56,8 +55,7 @@ async fn ungranted_locks_of(client: &tokio_postgres::Client, pid: i32) -> i64 {
 
 #[tokio::test]
 async fn gives_up_naming_the_leakers_without_stalling_traffic() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "guard_blocked").await.unwrap();
+    let incident = Incident::stage_shared("guard_blocked").await.unwrap();
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 3, TABLE)
         .await
         .unwrap();
@@ -116,8 +114,7 @@ async fn gives_up_naming_the_leakers_without_stalling_traffic() {
 
 #[tokio::test]
 async fn terminates_only_idle_blockers_past_the_threshold() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "guard_terminate").await.unwrap();
+    let incident = Incident::stage_shared("guard_terminate").await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
     admin
         .batch_execute("CREATE TABLE other (id int); GRANT SELECT ON other TO app")
@@ -184,8 +181,7 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
 
 #[tokio::test]
 async fn active_long_query_is_waited_for_not_terminated() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "guard_active").await.unwrap();
+    let incident = Incident::stage_shared("guard_active").await.unwrap();
     let reader = incident
         .app
         .with_application_name("report-job")
@@ -212,8 +208,7 @@ async fn active_long_query_is_waited_for_not_terminated() {
 
 #[tokio::test]
 async fn wins_against_a_stream_of_short_transactions() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "guard_contention").await.unwrap();
+    let incident = Incident::stage_shared("guard_contention").await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for _ in 0..8 {
@@ -261,8 +256,7 @@ async fn wins_against_a_stream_of_short_transactions() {
 
 #[tokio::test]
 async fn interrupt_while_waiting_leaves_nothing_queued() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "guard_interrupt").await.unwrap();
+    let incident = Incident::stage_shared("guard_interrupt").await.unwrap();
     let _leaked = LeakedSessions::open(&incident.app, 1, TABLE).await.unwrap();
     let (tx, rx) = watch::channel(None);
     // A policy that lets the LOCK wait a long time: the interrupt must still cancel it on the server.
@@ -293,8 +287,7 @@ async fn interrupt_while_waiting_leaves_nothing_queued() {
 
 #[tokio::test]
 async fn history_row_commits_with_the_migration_or_not_at_all() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "guard_atomic").await.unwrap();
+    let incident = Incident::stage_shared("guard_atomic").await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
     admin
         .batch_execute("CREATE TABLE history (version int)")

@@ -22,6 +22,8 @@ pub struct Incident {
     pub admin: ConnectionSettings,
     /// The database as the web application.
     pub app: ConnectionSettings,
+    /// A URL for the database as the superuser (with the password: hand it to programs, never print it).
+    pub url: String,
 }
 
 impl Incident {
@@ -38,6 +40,8 @@ impl Incident {
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
                  CREATE ROLE {role} LOGIN PASSWORD '{password}';
                END IF;
+             -- Roles are cluster-wide: another database's staging may have just made it.
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
              END $$;
              CREATE TABLE academic_partners (
                id serial PRIMARY KEY,
@@ -59,6 +63,15 @@ impl Incident {
         Ok(Incident {
             admin: admin.with_application_name("locksmith"),
             app,
+            url: cluster.url(name),
         })
+    }
+
+    /// Stages the incident in a fresh database of the process-wide cluster
+    /// ([`crate::shared`]), for tests that need no server of their own.
+    pub async fn stage_shared(hint: &str) -> Result<Incident, Error> {
+        let cluster = crate::shared::cluster()?;
+        let name = crate::shared::unique_name(hint);
+        Incident::stage(cluster, &name).await
     }
 }

@@ -7,6 +7,7 @@
 //! - [`traffic`]: open-loop request traffic with latency recording, and leaked
 //!   idle-in-transaction sessions.
 //! - [`bench_doc`]: benchmark sections of docs/benchmarks.md.
+//! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`incident`]: the story's table and roles, staged on a cluster.
 //!
 //! Used by `locksmith demo`, `trace`, `rehearse` and by every test that needs
@@ -25,6 +26,7 @@ pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
 pub mod incident;
+pub mod shared;
 pub mod traffic;
 
 pub use cluster::Cluster;

@@ -42,8 +42,7 @@ const UNIQUE: &str =
 
 #[tokio::test]
 async fn applies_in_order_records_history_and_is_idempotent() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_basic").await.unwrap();
+    let incident = Incident::stage_shared("apply_basic").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -54,7 +53,7 @@ async fn applies_in_order_records_history_and_is_idempotent() {
             ("README.md", "not a migration"),
         ],
     );
-    let url = cluster.url("apply_basic");
+    let url = incident.url.clone();
     let out = locksmith(
         &url,
         &["apply", dir.path().to_str().unwrap(), "--format", "json"],
@@ -101,9 +100,8 @@ async fn applies_in_order_records_history_and_is_idempotent() {
 
 #[tokio::test]
 async fn bad_input_stops_before_anything_runs() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_bad").await.unwrap();
-    let url = cluster.url("apply_bad");
+    let incident = Incident::stage_shared("apply_bad").await.unwrap();
+    let url = incident.url.clone();
     let admin = incident.admin.connect().await.unwrap();
 
     // A syntax error in the second file: the first (valid) one must not run either.
@@ -157,9 +155,8 @@ async fn bad_input_stops_before_anything_runs() {
 
 #[tokio::test]
 async fn changed_and_out_of_order_files_are_refused() {
-    let cluster = Cluster::start().unwrap();
-    let _incident = Incident::stage(&cluster, "apply_changed").await.unwrap();
-    let url = cluster.url("apply_changed");
+    let incident = Incident::stage_shared("apply_changed").await.unwrap();
+    let url = incident.url.clone();
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -196,14 +193,13 @@ async fn changed_and_out_of_order_files_are_refused() {
 
 #[tokio::test]
 async fn blocked_by_leakers_gives_up_then_terminates_them_when_allowed() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_blocked").await.unwrap();
+    let incident = Incident::stage_shared("apply_blocked").await.unwrap();
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[("1_unique.sql", UNIQUE)]);
-    let url = cluster.url("apply_blocked");
+    let url = incident.url.clone();
     let d = dir.path().to_str().unwrap();
 
     let dry = locksmith(&url, &["apply", d, "--dry-run"]);
@@ -281,8 +277,7 @@ async fn blocked_by_leakers_gives_up_then_terminates_them_when_allowed() {
 
 #[tokio::test]
 async fn ten_simultaneous_runners_apply_exactly_once() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_race").await.unwrap();
+    let incident = Incident::stage_shared("apply_race").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Not idempotent on purpose: a second run of any file would fail.
     write(
@@ -293,7 +288,7 @@ async fn ten_simultaneous_runners_apply_exactly_once() {
             ("3_c.sql", UNIQUE),
         ],
     );
-    let url = cluster.url("apply_race");
+    let url = incident.url.clone();
     let children: Vec<_> = (0..10)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -318,8 +313,7 @@ async fn ten_simultaneous_runners_apply_exactly_once() {
 
 #[tokio::test]
 async fn failure_halfway_rolls_back_and_says_what_next() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_fail").await.unwrap();
+    let incident = Incident::stage_shared("apply_fail").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -332,7 +326,7 @@ async fn failure_halfway_rolls_back_and_says_what_next() {
         ],
     );
     let out = locksmith(
-        &cluster.url("apply_fail"),
+        &incident.url,
         &["apply", dir.path().to_str().unwrap(), "--format", "json"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -361,8 +355,7 @@ async fn failure_halfway_rolls_back_and_says_what_next() {
 
 #[tokio::test]
 async fn failed_concurrent_unique_index_leaves_no_invalid_index() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_cic").await.unwrap();
+    let incident = Incident::stage_shared("apply_cic").await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
     admin
         .batch_execute("UPDATE academic_partners SET informal_name = 'dup' WHERE id IN (1, 2)")
@@ -373,10 +366,7 @@ async fn failed_concurrent_unique_index_leaves_no_invalid_index() {
         dir.path(),
         &[("1_unique_index.sql", "CREATE UNIQUE INDEX CONCURRENTLY partners_informal_name ON academic_partners (informal_name);\n")],
     );
-    let out = locksmith(
-        &cluster.url("apply_cic"),
-        &["apply", dir.path().to_str().unwrap()],
-    );
+    let out = locksmith(&incident.url, &["apply", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("(informal_name)=(dup)"),
@@ -399,8 +389,7 @@ async fn failed_concurrent_unique_index_leaves_no_invalid_index() {
 
 #[tokio::test]
 async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
-    let cluster = Cluster::start().unwrap();
-    let incident = Incident::stage(&cluster, "apply_sigint").await.unwrap();
+    let incident = Incident::stage_shared("apply_sigint").await.unwrap();
     // A young, active transaction holding the table: the guard will queue for it (within its budget).
     let holder = incident
         .app
@@ -425,14 +414,14 @@ async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
             "--lock-timeout",
             "30s",
         ])
-        .env("DATABASE_URL", cluster.url("apply_sigint"))
+        .env("DATABASE_URL", incident.url.clone())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let admin = incident.admin.connect().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while query_i64(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply' AND wait_event_type = 'Lock'").await == 0 {
+    while query_i64(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply' AND wait_event_type = 'Lock' AND datname = current_database()").await == 0 {
         assert!(Instant::now() < deadline, "locksmith never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -443,7 +432,7 @@ async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'locksmith%' AND NOT l.granted").await,
+        query_i64(&admin, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'locksmith%' AND a.datname = current_database() AND NOT l.granted").await,
         0
     );
     assert_eq!(
@@ -466,7 +455,7 @@ extern "C" {
 /// history table was applied, whatever is not was not, and a rerun finishes.
 #[tokio::test]
 async fn kill_9_at_random_points_never_half_applies() {
-    let cluster = Cluster::start().unwrap();
+    let cluster = locksmith_sandbox::shared::cluster().unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -486,7 +475,7 @@ async fn kill_9_at_random_points_never_half_applies() {
         ],
     );
     for trial in 0..12 {
-        let db = format!("kill_{trial}");
+        let db = locksmith_sandbox::shared::unique_name(&format!("kill_{trial}"));
         let settings = cluster.create_database(&db).await.unwrap();
         let admin = settings.connect().await.unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -587,5 +576,64 @@ async fn server_restart_mid_run_leaves_history_consistent() {
     assert_eq!(
         query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         1
+    );
+}
+
+/// A migration role that may not terminate the app's sessions gets a clear
+/// error naming `pg_signal_backend`, and nothing is applied.
+#[tokio::test]
+async fn terminating_without_permission_names_pg_signal_backend() {
+    let incident = Incident::stage_shared("apply_perm").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE migrator LOGIN PASSWORD 'migrator-pw';
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             ALTER TABLE academic_partners OWNER TO migrator;
+             GRANT CREATE ON SCHEMA public TO migrator;",
+        )
+        .await
+        .unwrap();
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 1, TABLE)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("1_unique.sql", UNIQUE)]);
+    let prefix = format!(
+        "{}:{}@",
+        locksmith_sandbox::cluster::SUPERUSER,
+        locksmith_sandbox::cluster::SUPERUSER_PASSWORD
+    );
+    let url = incident.url.replace(&prefix, "migrator:migrator-pw@");
+    let args = [
+        "apply",
+        dir.path().to_str().unwrap(),
+        "--terminate-idle-after",
+        "100ms",
+        "--deadline",
+        "10s",
+    ];
+    // Without pg_read_all_stats the role cannot even see that the blocker is idle.
+    let out = locksmith(&url, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pg_read_all_stats"), "{}", text(&out));
+    // Seeing is not terminating: that takes pg_signal_backend.
+    admin
+        .batch_execute("GRANT pg_read_all_stats TO migrator")
+        .await
+        .unwrap();
+    let out = locksmith(&url, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pg_signal_backend"), "{}", text(&out));
+    assert!(!text(&out).contains("migrator-pw"), "{}", text(&out));
+    assert_eq!(leaked.alive(), 1);
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
+        )
+        .await,
+        0
     );
 }

@@ -65,9 +65,19 @@ impl Holder {
     }
 
     /// A holder that will not let go within `budget` on its own: idle in a
-    /// transaction, or in a transaction already older than the budget.
+    /// transaction, or in a transaction already older than the budget. One we
+    /// may not inspect counts as long-lived: queueing behind an unknown is the
+    /// outage this tool exists to prevent.
     pub fn is_long_lived(&self, budget: Duration) -> bool {
-        self.is_idle_in_transaction() || self.xact_age_ms.unwrap_or(0) as u128 >= budget.as_millis()
+        !self.is_visible()
+            || self.is_idle_in_transaction()
+            || self.xact_age_ms.unwrap_or(0) as u128 >= budget.as_millis()
+    }
+
+    /// Whether our role may see this session's state: without superuser,
+    /// `pg_read_all_stats` or the same role, `pg_stat_activity` hides it.
+    pub fn is_visible(&self) -> bool {
+        self.state.is_some()
     }
 
     /// `app@client idle 41s` for one-line reports.

@@ -371,6 +371,16 @@ impl Guard {
         let Some(threshold) = self.policy.terminate_idle_after else {
             return Ok(());
         };
+        if let Some(hidden) = holders.iter().find(|h| !h.is_visible()) {
+            // The policy depends on idle time, which this role cannot see.
+            return Err(GuardError::Failed(Error::Permission {
+                action: format!(
+                    "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
+                    hidden.pid
+                ),
+                needs: "pg_read_all_stats".into(),
+            }));
+        }
         let mut kept = Vec::with_capacity(holders.len());
         for h in holders.drain(..) {
             if h.may_terminate(threshold)
