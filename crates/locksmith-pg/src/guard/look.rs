@@ -102,7 +102,10 @@ impl Holder {
                 self.pid,
                 age(self.state_age_ms)
             ),
-            None => format!("pid {} {app}@{client}", self.pid),
+            None => format!(
+                "pid {} {app}@{client} (state hidden from this role: grant it pg_read_all_stats)",
+                self.pid
+            ),
         }
     }
 }
