@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
 
-use crate::snapshot::{LockRow, Session, Snapshot};
+use crate::snapshot::{LockRow, Session, SessionSummary, Snapshot};
 
 /// A relation and a lock mode on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,26 +27,20 @@ pub struct RelationLock {
 /// A session that blocks others and waits for no one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Blocker {
-    /// Backend pid.
-    pub pid: i32,
-    /// `idle in transaction`, `active`, …
-    pub state: Option<String>,
-    /// The client's `application_name`.
-    pub application_name: String,
-    /// Client address.
-    pub client_addr: Option<String>,
-    /// Role.
-    pub usename: Option<String>,
-    /// Transaction age.
-    pub xact_age_ms: Option<i64>,
-    /// Time in the current state (idle time for an idle-in-transaction session).
-    pub state_age_ms: Option<i64>,
-    /// Last query.
-    pub query: String,
+    /// Who it is and what it is doing.
+    #[serde(flatten)]
+    pub session: SessionSummary,
     /// Relation locks it holds.
     pub holds: Vec<RelationLock>,
     /// Sessions that wait directly for it.
     pub blocking: Vec<i32>,
+}
+
+impl std::ops::Deref for Blocker {
+    type Target = SessionSummary;
+    fn deref(&self) -> &SessionSummary {
+        &self.session
+    }
 }
 
 /// A session waiting for a lock.
@@ -73,24 +67,18 @@ pub struct Waiting {
 /// A session idle inside an open transaction: the story's leak.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IdleInTransaction {
-    /// Backend pid.
-    pub pid: i32,
-    /// `idle in transaction` or `idle in transaction (aborted)`.
-    pub state: Option<String>,
-    /// The client's `application_name`.
-    pub application_name: String,
-    /// Client address.
-    pub client_addr: Option<String>,
-    /// Role.
-    pub usename: Option<String>,
-    /// Transaction age.
-    pub xact_age_ms: Option<i64>,
-    /// Idle time.
-    pub state_age_ms: Option<i64>,
-    /// Last query.
-    pub query: String,
+    /// Who it is and how long it has been idle.
+    #[serde(flatten)]
+    pub session: SessionSummary,
     /// Relation locks it holds.
     pub holds: Vec<RelationLock>,
+}
+
+impl std::ops::Deref for IdleInTransaction {
+    type Target = SessionSummary;
+    fn deref(&self) -> &SessionSummary {
+        &self.session
+    }
 }
 
 /// Connection headroom.
@@ -167,34 +155,25 @@ impl BlockerReport {
             .into_iter()
             .filter_map(|pid| snapshot.session(pid))
             .map(|s| Blocker {
-                pid: s.pid,
-                state: s.state.clone(),
-                application_name: s.application_name.clone(),
-                client_addr: s.client_addr.clone(),
-                usename: s.usename.clone(),
-                xact_age_ms: s.xact_age_ms,
-                state_age_ms: s.state_age_ms,
-                query: s.query.clone(),
+                session: s.into(),
                 holds: holds(s.pid),
                 blocking: graph.direct_waiters(s.pid),
             })
             .collect();
         // Cached: `behind` walks the graph, and a sort would call it O(n log n) times.
-        blockers.sort_by_cached_key(|b| (std::cmp::Reverse(graph.behind(b.pid).len()), b.pid));
+        blockers.sort_by_cached_key(|b| {
+            (
+                std::cmp::Reverse(graph.behind(b.session.pid).len()),
+                b.session.pid,
+            )
+        });
 
         let idle_in_transaction = snapshot
             .sessions
             .iter()
             .filter(|s| s.is_idle_in_transaction())
             .map(|s| IdleInTransaction {
-                pid: s.pid,
-                state: s.state.clone(),
-                application_name: s.application_name.clone(),
-                client_addr: s.client_addr.clone(),
-                usename: s.usename.clone(),
-                xact_age_ms: s.xact_age_ms,
-                state_age_ms: s.state_age_ms,
-                query: s.query.clone(),
+                session: s.into(),
                 holds: holds(s.pid),
             })
             .collect();

@@ -6,6 +6,8 @@
 //! only for sessions that are waiting on a lock (`wait_event_type = 'Lock'`).
 //! This module only reads; interpreting the picture is `blockers`' job.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -67,6 +69,107 @@ impl Session {
         match &self.client_addr {
             Some(addr) => format!("{app}@{addr}"),
             None => format!("{app}@local"),
+        }
+    }
+}
+
+/// What every report says about a session: who it is, what it is doing and
+/// since when. Blockers, idle sessions and the guard's holders all carry one,
+/// flattened, so their JSON keys are the same everywhere.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionSummary {
+    /// Backend pid.
+    pub pid: i32,
+    /// `idle in transaction`, `active`, …; `None` when our role may not see it.
+    pub state: Option<String>,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// Client address (`None` for Unix sockets).
+    pub client_addr: Option<String>,
+    /// Role.
+    pub usename: Option<String>,
+    /// Transaction age.
+    pub xact_age_ms: Option<i64>,
+    /// Time in the current state: for an idle-in-transaction session, its idle time.
+    pub state_age_ms: Option<i64>,
+    /// Current or last query.
+    pub query: String,
+}
+
+/// The columns [`SessionSummary::from_row`] reads, in order, from a query
+/// with `pg_stat_activity a` in its FROM clause: one spelling of "who is it".
+pub const SUMMARY_COLUMNS: &str =
+    "a.pid, a.state, coalesce(a.application_name, ''), host(a.client_addr), a.usename::text,
+    (extract(epoch FROM now() - a.xact_start) * 1000)::bigint,
+    (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
+    coalesce(a.query, '')";
+
+impl SessionSummary {
+    /// Reads [`SUMMARY_COLUMNS`] from `row`, starting at column `at`.
+    pub fn from_row(row: &tokio_postgres::Row, at: usize) -> SessionSummary {
+        SessionSummary {
+            pid: row.get(at),
+            state: row.get(at + 1),
+            application_name: row.get(at + 2),
+            client_addr: row.get(at + 3),
+            usename: row.get(at + 4),
+            xact_age_ms: row.get(at + 5),
+            state_age_ms: row.get(at + 6),
+            query: row.get(at + 7),
+        }
+    }
+
+    /// Idle inside a transaction (or an aborted one): holding locks while doing nothing.
+    pub fn is_idle_in_transaction(&self) -> bool {
+        self.state
+            .as_deref()
+            .is_some_and(|s| s.starts_with("idle in transaction"))
+    }
+
+    /// How long it has been in its current state (idle, for an idle-in-transaction session).
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(self.state_age_ms.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Whether our role may see this session's state: without superuser,
+    /// `pg_read_all_stats` or the same role, `pg_stat_activity` hides it.
+    pub fn is_visible(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// `pid 4242 app@10.0.0.5 idle 41s` for one-line reports.
+    pub fn label(&self) -> String {
+        let app = if self.application_name.is_empty() {
+            "(no application_name)"
+        } else {
+            &self.application_name
+        };
+        let client = self.client_addr.as_deref().unwrap_or("local");
+        let age = locksmith_core::duration::human(self.idle_for());
+        match self.state.as_deref() {
+            Some(s) if s.starts_with("idle in transaction") => {
+                format!("pid {} {app}@{client} idle {age}", self.pid)
+            }
+            Some(s) => format!("pid {} {app}@{client} {s} for {age}", self.pid),
+            None => format!(
+                "pid {} {app}@{client} (state hidden from this role: grant it pg_read_all_stats)",
+                self.pid
+            ),
+        }
+    }
+}
+
+impl From<&Session> for SessionSummary {
+    fn from(s: &Session) -> Self {
+        SessionSummary {
+            pid: s.pid,
+            state: s.state.clone(),
+            application_name: s.application_name.clone(),
+            client_addr: s.client_addr.clone(),
+            usename: s.usename.clone(),
+            xact_age_ms: s.xact_age_ms,
+            state_age_ms: s.state_age_ms,
+            query: s.query.clone(),
         }
     }
 }

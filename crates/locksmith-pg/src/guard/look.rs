@@ -11,27 +11,15 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::LockTarget;
+use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::Error;
 
 /// A session holding a lock the migration needs, as reports name it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Holder {
-    /// Backend pid.
-    pub pid: i32,
-    /// `idle in transaction`, `active`, …
-    pub state: Option<String>,
-    /// The client's `application_name`.
-    pub application_name: String,
-    /// Client address (`None` for Unix sockets).
-    pub client_addr: Option<String>,
-    /// Role.
-    pub usename: Option<String>,
-    /// Transaction age.
-    pub xact_age_ms: Option<i64>,
-    /// Time in the current state: for an idle-in-transaction session, its idle time.
-    pub state_age_ms: Option<i64>,
-    /// Last query.
-    pub query: String,
+    /// Who it is and what it is doing.
+    #[serde(flatten)]
+    pub session: SessionSummary,
     /// The relation it holds a conflicting lock on.
     pub relation: String,
     /// The lock it holds (`pg_locks` spelling).
@@ -41,19 +29,14 @@ pub struct Holder {
     pub backend_type: String,
 }
 
+impl std::ops::Deref for Holder {
+    type Target = SessionSummary;
+    fn deref(&self) -> &SessionSummary {
+        &self.session
+    }
+}
+
 impl Holder {
-    /// Idle inside a transaction (or an aborted one): holding locks while doing nothing.
-    pub fn is_idle_in_transaction(&self) -> bool {
-        self.state
-            .as_deref()
-            .is_some_and(|s| s.starts_with("idle in transaction"))
-    }
-
-    /// How long it has been in its current state (idle, for an idle-in-transaction session).
-    pub fn idle_for(&self) -> Duration {
-        Duration::from_millis(self.state_age_ms.unwrap_or(0).max(0) as u64)
-    }
-
     /// The terminate policy, in one place: only a client session idle in a
     /// transaction (or an aborted one) for at least `threshold`. Active
     /// queries, background workers and younger idle sessions never qualify.
@@ -72,41 +55,6 @@ impl Holder {
         !self.is_visible()
             || self.is_idle_in_transaction()
             || self.xact_age_ms.unwrap_or(0) as u128 >= budget.as_millis()
-    }
-
-    /// Whether our role may see this session's state: without superuser,
-    /// `pg_read_all_stats` or the same role, `pg_stat_activity` hides it.
-    pub fn is_visible(&self) -> bool {
-        self.state.is_some()
-    }
-
-    /// `app@client idle 41s` for one-line reports.
-    pub fn label(&self) -> String {
-        let app = if self.application_name.is_empty() {
-            "(no application_name)"
-        } else {
-            &self.application_name
-        };
-        let client = self.client_addr.as_deref().unwrap_or("local");
-        let age = |ms: Option<i64>| {
-            locksmith_core::duration::human(Duration::from_millis(ms.unwrap_or(0).max(0) as u64))
-        };
-        match self.state.as_deref() {
-            Some(s) if s.starts_with("idle in transaction") => format!(
-                "pid {} {app}@{client} idle {}",
-                self.pid,
-                age(self.state_age_ms)
-            ),
-            Some(s) => format!(
-                "pid {} {app}@{client} {s} for {}",
-                self.pid,
-                age(self.state_age_ms)
-            ),
-            None => format!(
-                "pid {} {app}@{client} (state hidden from this role: grant it pg_read_all_stats)",
-                self.pid
-            ),
-        }
     }
 }
 
@@ -199,26 +147,24 @@ pub(crate) async fn conflicting_holders(
     // Granted relation locks held by other backends on our tables, with who holds them.
     let rows = client
         .query(
-            "SELECT l.pid, l.relation, l.mode, a.state, coalesce(a.application_name, ''), host(a.client_addr),
-                    a.usename::text,
-                    (extract(epoch FROM now() - a.xact_start) * 1000)::bigint,
-                    (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
-                    coalesce(a.query, ''), coalesce(a.backend_type, '')
+            &format!(
+                "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''), l.relation, l.mode
              FROM pg_locks l
              JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'relation' AND l.granted
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND l.relation = ANY($1::oid[])
                AND l.pid <> pg_backend_pid()
-             ORDER BY a.xact_start NULLS LAST, l.pid",
+             ORDER BY a.xact_start NULLS LAST, l.pid"
+            ),
             &[&oids],
         )
         .await
         .map_err(|e| Error::query("looking for sessions holding conflicting locks", e))?;
     let mut holders: Vec<Holder> = Vec::new();
     for row in rows {
-        let oid: u32 = row.get(1);
-        let mode: String = row.get(2);
+        let oid: u32 = row.get(9);
+        let mode: String = row.get(10);
         let Some(target) = targets.iter().find(|t| t.oid == oid) else {
             continue;
         };
@@ -226,22 +172,15 @@ pub(crate) async fn conflicting_holders(
         if !held.is_some_and(|h| target.mode.conflicts_with(h)) {
             continue;
         }
-        let pid: i32 = row.get(0);
-        if holders.iter().any(|h| h.pid == pid) {
+        let session = SessionSummary::from_row(&row, 0);
+        if holders.iter().any(|h| h.pid == session.pid) {
             continue;
         }
         holders.push(Holder {
-            pid,
+            session,
             relation: target.name.clone(),
             mode,
-            state: row.get(3),
-            application_name: row.get(4),
-            client_addr: row.get(5),
-            usename: row.get(6),
-            xact_age_ms: row.get(7),
-            state_age_ms: row.get(8),
-            query: row.get(9),
-            backend_type: row.get(10),
+            backend_type: row.get(8),
         });
     }
     Ok(holders)

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::look::{self, Holder, Resolved};
+use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
 
 /// How often the sidecar looks: small against the budget, light on the server.
@@ -338,10 +339,8 @@ async fn describe_wait(
     // (granted first: a holder, else a request queued ahead of the waiter).
     let rows = client
         .query(
-            "SELECT a.pid, a.state, coalesce(a.application_name, ''), host(a.client_addr), a.usename::text,
-                    (extract(epoch FROM now() - a.xact_start) * 1000)::bigint,
-                    (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
-                    coalesce(a.query, ''), coalesce(a.backend_type, ''),
+            &format!(
+                "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
                     coalesce(h.relation::regclass::text, h.locktype, ''), coalesce(h.mode, '')
              FROM pg_stat_activity a
              LEFT JOIN LATERAL (
@@ -360,7 +359,8 @@ async fn describe_wait(
                  ORDER BY h.granted DESC LIMIT 1
              ) h ON true
              WHERE a.pid = ANY($2)
-             ORDER BY a.xact_start NULLS LAST, a.pid",
+             ORDER BY a.xact_start NULLS LAST, a.pid"
+            ),
             &[&waiter, &blocking],
         )
         .await
@@ -368,14 +368,7 @@ async fn describe_wait(
     let holders = rows
         .iter()
         .map(|row| Holder {
-            pid: row.get(0),
-            state: row.get(1),
-            application_name: row.get(2),
-            client_addr: row.get(3),
-            usename: row.get(4),
-            xact_age_ms: row.get(5),
-            state_age_ms: row.get(6),
-            query: row.get(7),
+            session: SessionSummary::from_row(row, 0),
             backend_type: row.get(8),
             relation: row.get(9),
             mode: row.get(10),

@@ -101,7 +101,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
         } else {
             "a lock wait over the budget was cancelled on the server".to_string()
         };
-        let waited_for: Vec<String> = watch.blockers.iter().map(Holder::label).collect();
+        let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.label()).collect();
         progress(&format!(
             "attempt {number} lost a lock race ({why}){}",
             if waited_for.is_empty() {
@@ -144,7 +144,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 if holders.len() == 1 { "" } else { "s" },
                 holders
                     .iter()
-                    .map(Holder::label)
+                    .map(|h| h.label())
                     .collect::<Vec<_>>()
                     .join(", "),
                 locksmith_core::duration::human(wait)
