@@ -5,6 +5,8 @@
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`history`]: the history table and the runner lock for `apply`.
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
+//! - [`trace`]: runs a migration and records the locks, rewrites and constraints
+//!   each statement actually took, compared with lint's model.
 //!
 //! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
 //! this crate adds I/O and nothing that could be computed without a server.
@@ -26,6 +28,7 @@ pub mod history;
 pub mod settings;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 
 pub use settings::{redact, ConnectionSettings};
 

@@ -371,17 +371,31 @@ fn with_url_port(url: &str, port: &str) -> String {
         Some((u, h)) => (format!("{u}@"), h),
         None => (String::new(), authority),
     };
-    let hosts: Vec<String> = hosts.split(',').map(|h| if h.is_empty() { h.to_string() } else { format!("{h}:{port}") }).collect();
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(|h| {
+            if h.is_empty() {
+                h.to_string()
+            } else {
+                format!("{h}:{port}")
+            }
+        })
+        .collect();
     format!("{}{userinfo}{}{tail}", &url[..scheme_end], hosts.join(","))
 }
 
 /// Whether a URL or `key=value` string names a port itself.
 fn sets_port(text: &str) -> bool {
     let trimmed = text.trim();
-    if let Some(rest) = trimmed.strip_prefix("postgres://").or_else(|| trimmed.strip_prefix("postgresql://")) {
+    if let Some(rest) = trimmed
+        .strip_prefix("postgres://")
+        .or_else(|| trimmed.strip_prefix("postgresql://"))
+    {
         let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
         let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let query_port = rest.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
+        let query_port = rest
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
         // A port follows the last ':' outside IPv6 brackets.
         let after_bracket = hosts.rsplit_once(']').map_or(hosts, |(_, tail)| tail);
         return query_port || after_bracket.split(',').any(|h| h.contains(':'));

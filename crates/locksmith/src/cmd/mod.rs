@@ -5,6 +5,7 @@ mod blockers;
 mod demo;
 mod lint;
 mod signals;
+mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
 use crate::exit::{CmdResult, Failure};
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
             Command::Lint(args) => lint::run(args),
+            Command::Trace(args) => trace::run(args).await,
         }
     })
 }
