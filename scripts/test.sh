@@ -3,6 +3,12 @@
 # their own throwaway PostgreSQL clusters. Used by CI and by the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The other PostgreSQL majors for the conformance test (installed by setup.sh;
+# idempotent, so this only lists them when they are there).
+if [[ -z "${LOCKSMITH_PG_BINS:-}" ]]; then
+  LOCKSMITH_PG_BINS=$(bash scripts/pg-versions.sh | paste -sd: -)
+  export LOCKSMITH_PG_BINS
+fi
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked

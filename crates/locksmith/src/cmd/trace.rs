@@ -29,6 +29,15 @@ pub async fn run(args: TraceArgs) -> CmdResult {
             .map_err(|e| Failure::input(miette!("reading {}: {e}", p.display())))?,
         None => String::new(),
     };
+    if let (Some(p), Err(e)) = (&args.setup, analyze_after("", &setup, 18)) {
+        return Err(Failure::input(miette!(
+            "{}:{}:{}: {}",
+            p.display(),
+            e.line,
+            e.column,
+            e.message
+        )));
+    }
     // Keeps the throwaway cluster alive until the trace is done.
     let mut _cluster = None;
     let (settings, target) = match &args.database_url {
