@@ -18,6 +18,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 dpkg -s libclang1-14 >/dev/null 2>&1 || missing+=(libclang1-14)
 dpkg -s libclang-common-14-dev >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
+# npm fetches the other PostgreSQL majors the conformance test traces on.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -28,3 +30,6 @@ if ((${#missing[@]})); then
     "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
   fi
 fi
+# PostgreSQL 13, 14, 16, 17 and 18 for the conformance test (15 is Debian's)
+# are installed by scripts/test.sh (scripts/pg-versions.sh), not here: the demo
+# needs only the one server.

@@ -9,6 +9,12 @@ if [[ -z "${LOCKSMITH_TEST_PYTHON:-}" ]]; then
   LOCKSMITH_TEST_PYTHON="$(bash scripts/python-venv.sh)"
   export LOCKSMITH_TEST_PYTHON
 fi
+# The other PostgreSQL majors for the conformance test (installed by setup.sh;
+# idempotent, so this only lists them when they are there).
+if [[ -z "${LOCKSMITH_PG_BINS:-}" ]]; then
+  LOCKSMITH_PG_BINS=$(bash scripts/pg-versions.sh | paste -sd: -)
+  export LOCKSMITH_PG_BINS
+fi
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked

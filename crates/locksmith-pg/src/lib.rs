@@ -7,6 +7,8 @@
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
 //! - [`signal`]: cancelling and terminating other sessions.
 //! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
+//! - [`trace`]: runs a migration and records the locks, rewrites and constraints
+//!   each statement actually took, compared with lint's model.
 //!
 //! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
 //! this crate adds I/O and nothing that could be computed without a server.
@@ -30,6 +32,7 @@ pub mod settings;
 pub mod signal;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 
 pub use settings::{redact, ConnectionSettings};
 

@@ -49,6 +49,9 @@ pub enum Command {
     /// Static analysis with the real PostgreSQL parser: per statement, the locks it
     /// takes, whether it rewrites the table, and findings with a runnable safe rewrite.
     Lint(LintArgs),
+    /// Run a migration on a throwaway database (or, rolled back, on --database-url) and
+    /// report the locks each statement actually took and the tables it rewrote.
+    Trace(TraceArgs),
     /// Audit server and role settings that make lock-queue outages likely, and scan server logs.
     Doctor(DoctorArgs),
 }
@@ -166,6 +169,31 @@ pub struct LintArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: LintFormat,
     /// Configuration file [default: ./locksmith.toml when present]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// SQL files or directories (their `*.sql`, recursively, in name order), run in order
+    #[arg(value_name = "FILE", required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Run on this database instead, inside one transaction that is always rolled back
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// SQL run (and committed, on the throwaway database) before the migration
+    #[arg(long, value_name = "FILE")]
+    pub setup: Option<std::path::PathBuf>,
+    /// PostgreSQL major version of the throwaway server and of lint's model, 13 to 18 [default: the server's]
+    #[arg(long, value_name = "N", value_parser = pg_version)]
+    pub pg_version: Option<u32>,
+    /// Directory with the server binaries for the throwaway database [default: $LOCKSMITH_PG_BIN, $LOCKSMITH_PG_BINS, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LintFormat,
+    /// Configuration file for lint's findings [default: ./locksmith.toml when present]
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 }

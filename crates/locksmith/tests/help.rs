@@ -19,7 +19,9 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_texts() {
     insta::assert_snapshot!("locksmith", help(&[]));
-    for command in ["demo", "apply", "run", "blockers", "top", "lint", "doctor"] {
+    for command in [
+        "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor",
+    ] {
         insta::assert_snapshot!(command, help(&[command]));
     }
 }

@@ -159,12 +159,18 @@ fn subcommand(
                 ShareUpdateExclusive,
             )
         }
-        T::AtDropConstraint => (
-            AlterAction::DropConstraint {
-                name: cmd.name.clone(),
-            },
-            AccessExclusive,
-        ),
+        T::AtDropConstraint => {
+            // A foreign key's triggers on the referenced table go too (traced on 13–18).
+            if let Some(referenced) = schema.foreign_keys.remove(&cmd.name) {
+                sum.locks.add(referenced, AccessExclusive);
+            }
+            (
+                AlterAction::DropConstraint {
+                    name: cmd.name.clone(),
+                },
+                AccessExclusive,
+            )
+        }
         T::AtDropColumn => (AlterAction::DropColumn { column }, AccessExclusive),
         T::AtAttachPartition => {
             let partition = partition_name(cmd);
@@ -185,18 +191,26 @@ fn subcommand(
                 sum.require(version, 14, "DETACH PARTITION … CONCURRENTLY");
                 sum.transactional = false;
             }
-            let mode = if concurrently && version >= 14 {
+            // Traced: 13 detaches under SHARE UPDATE EXCLUSIVE on the partition,
+            // 14+ under ACCESS EXCLUSIVE — also CONCURRENTLY, whose second
+            // transaction takes it (the parent then gets SHARE UPDATE EXCLUSIVE).
+            let parent = if concurrently && version >= 14 {
                 ShareUpdateExclusive
             } else {
                 AccessExclusive
             };
-            sum.locks.add(&partition, mode);
+            let partition_mode = if version >= 14 {
+                AccessExclusive
+            } else {
+                ShareUpdateExclusive
+            };
+            sum.locks.add(&partition, partition_mode);
             (
                 AlterAction::DetachPartition {
                     partition,
                     concurrently,
                 },
-                mode,
+                parent,
             )
         }
         T::AtDetachPartitionFinalize => {
@@ -257,6 +271,11 @@ fn subcommand(
                 T::AtSetTableSpace => "SET TABLESPACE",
                 T::AtSetAccessMethod => {
                     sum.require(version, 15, "SET ACCESS METHOD");
+                    // Tables are `heap` unless created otherwise, and setting the
+                    // current access method keeps the data file (traced on 15–18).
+                    if cmd.name == "heap" {
+                        return other("SET ACCESS METHOD", AccessExclusive);
+                    }
                     "SET ACCESS METHOD"
                 }
                 _ => {

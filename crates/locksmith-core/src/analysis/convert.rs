@@ -30,6 +30,8 @@ pub(crate) struct FileSchema {
     pub foreign_keys: HashMap<String, String>,
     /// Indexes created in this file: index → table.
     pub indexes: HashMap<String, String>,
+    /// Materialized views created in this file: view → the relations its query reads.
+    pub matview_sources: HashMap<String, Vec<String>>,
 }
 
 /// Locks in first-seen order, the strongest mode kept per relation.
@@ -253,6 +255,11 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             sum.locks.add(&table, AccessExclusive);
             if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
                 sum.reads(q, AccessShare);
+                if object_type(s.objtype) == ObjectType::ObjectMatview {
+                    schema
+                        .matview_sources
+                        .insert(table.clone(), relations_in(q));
+                }
             }
             sum
         }
@@ -351,6 +358,10 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             } else {
                 sum.locks.add(&view, AccessExclusive);
                 sum.rewrite(&view);
+            }
+            // Re-running the view's query reads its tables (known when the file made it).
+            for source in schema.matview_sources.get(&view).into_iter().flatten() {
+                sum.locks.add(source, AccessShare);
             }
             sum
         }
@@ -489,11 +500,19 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
         NodeEnum::AlterEnumStmt(_) => Summary::new(StatementKind::Other {
             tag: "ALTER TYPE … ADD VALUE".into(),
         }),
-        NodeEnum::GrantStmt(_) => {
-            // GRANT/REVOKE update pg_class.relacl under a row lock, not a table lock.
-            Summary::new(StatementKind::Other {
+        NodeEnum::GrantStmt(s) => {
+            // GRANT/REVOKE update pg_class.relacl under a row lock; 18 also takes
+            // ACCESS SHARE on each table named (traced).
+            let mut sum = Summary::new(StatementKind::Other {
                 tag: "GRANT".into(),
-            })
+            });
+            let named = s.targtype == protobuf::GrantTargetType::AclTargetObject as i32;
+            if version >= 18 && named && object_type(s.objtype) == ObjectType::ObjectTable {
+                for t in object_names(&s.objects) {
+                    sum.locks.add(t, AccessShare);
+                }
+            }
+            sum
         }
         other => {
             let mut sum = Summary::new(StatementKind::Other { tag: tag_of(other) });

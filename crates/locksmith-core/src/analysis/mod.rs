@@ -119,9 +119,26 @@ impl Statement {
 /// A syntax error anywhere stops the analysis: nothing of a file with a
 /// syntax error should be run, so nothing is returned for it.
 pub fn analyze(sql: &str, pg_version: u32) -> Result<Vec<Statement>, SyntaxError> {
+    analyze_after("", sql, pg_version)
+}
+
+/// Like [`analyze`], after learning what `context` (SQL that already ran,
+/// e.g. `trace --setup`) says about its objects: column types, indexes,
+/// foreign keys. Only `sql`'s statements are returned; a syntax error in
+/// `context` is returned as is (its positions are `context`'s).
+pub fn analyze_after(
+    context: &str,
+    sql: &str,
+    pg_version: u32,
+) -> Result<Vec<Statement>, SyntaxError> {
     let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
-    let parsed = source::parse(sql)?;
     let mut schema = convert::FileSchema::default();
+    if !context.trim().is_empty() {
+        for raw in source::parse(context)?.statements {
+            convert::summarize(raw.node, version, &mut schema);
+        }
+    }
+    let parsed = source::parse(sql)?;
     let mut out = Vec::with_capacity(parsed.statements.len());
     for raw in parsed.statements {
         let summary = convert::summarize(raw.node, version, &mut schema);

@@ -26,7 +26,12 @@ pub fn run(args: LintArgs) -> CmdResult {
         .into_iter()
         .map(|(path, text)| {
             let result = lint(&text, &options);
-            LintedFile { path, text, result }
+            LintedFile {
+                path,
+                text,
+                result,
+                traced: Vec::new(),
+            }
         })
         .collect();
     let stdout = std::io::stdout();
@@ -43,7 +48,7 @@ pub fn run(args: LintArgs) -> CmdResult {
     Ok(outcome(&files))
 }
 
-fn outcome(files: &[LintedFile]) -> Outcome {
+pub(super) fn outcome(files: &[LintedFile]) -> Outcome {
     let mut syntax_error = false;
     for f in files {
         if let Err(e) = &f.result {
@@ -66,7 +71,7 @@ fn outcome(files: &[LintedFile]) -> Outcome {
 }
 
 /// `--config FILE`, else `./locksmith.toml` when present, else defaults.
-fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
+pub(super) fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
     let default = Path::new("locksmith.toml");
     let path = match explicit {
         Some(p) => p,
@@ -80,7 +85,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
 
 /// Every input as (display path, text), in the order given; a directory
 /// contributes its `*.sql` files recursively, sorted by path.
-fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
+pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
     let mut out = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {

@@ -9,6 +9,7 @@ mod lint;
 mod progress;
 mod run;
 mod signals;
+mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
 use crate::exit::{CmdResult, Failure};
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Run(args) => run::run(args).await,
             Command::Top(args) => crate::top::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Trace(args) => trace::run(args).await,
         }
     })
 }

@@ -1,5 +1,7 @@
-//! Rendering `lint` results: human (source line with a marker), JSON (the
-//! contract other tools read), SARIF 2.1.0 and GitHub workflow commands.
+//! Rendering `lint` and `trace` results: human (source line with a marker),
+//! JSON (the contract other tools read), SARIF 2.1.0 and GitHub workflow
+//! commands. `trace` reports in the same shape, with the observed locks and
+//! rewrites in place of the predicted ones and a `trace` object per statement.
 //!
 //! Formatting only: no file access, no exit codes. Syntax errors are printed
 //! by the command (`FILE:LINE:COLUMN: message`); renderers include them where
@@ -8,7 +10,7 @@
 use std::io::{self, Write};
 
 use locksmith_core::analysis::source::LineIndex;
-use locksmith_core::analysis::{RelationLock, SyntaxError};
+use locksmith_core::analysis::{RelationLock, Statement, SyntaxError};
 use locksmith_core::lint::{Finding, Report, Severity, RULES};
 use serde::Serialize;
 use serde_json::json;
@@ -23,6 +25,30 @@ pub struct LintedFile {
     pub text: String,
     /// The report, or the syntax error that stopped the analysis.
     pub result: Result<Report, SyntaxError>,
+    /// For `trace`: what each statement did, in statement order; empty for `lint`.
+    pub traced: Vec<Traced>,
+}
+
+/// What `trace` observed for one statement, beside lint's model of it.
+pub struct Traced {
+    /// The observation.
+    pub trace: locksmith_pg::trace::StatementTrace,
+    /// Lint's model of the statement (with what `--setup` taught it).
+    pub model: Statement,
+}
+
+#[derive(Serialize)]
+struct JsonTrace<'a> {
+    #[serde(flatten)]
+    trace: &'a locksmith_pg::trace::StatementTrace,
+    model: JsonModel<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonModel<'a> {
+    locks: &'a [RelationLock],
+    rewrites: &'a [String],
+    scans: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -45,6 +71,8 @@ struct JsonStatement<'a> {
     scans: &'a [String],
     transactional: bool,
     findings: &'a [Finding],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<JsonTrace<'a>>,
 }
 
 /// `{"files": [{"path", "statements": [{"line", "column", "sql", "locks", "rewrites", "findings"}]}]}`.
@@ -57,7 +85,8 @@ pub fn json(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
                 statements: report
                     .statements
                     .iter()
-                    .map(|s| JsonStatement {
+                    .enumerate()
+                    .map(|(i, s)| JsonStatement {
                         line: s.statement.line,
                         column: s.statement.column,
                         sql: &s.statement.sql,
@@ -66,6 +95,14 @@ pub fn json(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
                         scans: &s.statement.scans,
                         transactional: s.statement.transactional,
                         findings: &s.findings,
+                        trace: f.traced.get(i).map(|t| JsonTrace {
+                            trace: &t.trace,
+                            model: JsonModel {
+                                locks: &t.model.locks,
+                                rewrites: &t.model.rewrites,
+                                scans: &t.model.scans,
+                            },
+                        }),
                     })
                     .collect(),
                 findings: report.file_findings.iter().map(|f| &f.finding).collect(),
@@ -225,7 +262,12 @@ fn gh_property(s: &str) -> String {
 }
 
 fn rule_name(id: &str) -> &'static str {
-    RULES.iter().find(|r| r.id == id).map_or("", |r| r.name)
+    RULES
+        .iter()
+        .map(|r| (r.id, r.name))
+        .chain(locksmith_pg::trace::FINDING_NAMES.iter().copied())
+        .find(|(rule, _)| *rule == id)
+        .map_or("", |(_, name)| name)
 }
 
 /// For people: each statement that locks something, then its findings with
@@ -249,9 +291,10 @@ pub fn human(out: &mut dyn Write, files: &[LintedFile], style: &Style) -> io::Re
         };
         statements += report.statements.len();
         writeln!(out, "{}", style.bold(&f.path))?;
-        for s in &report.statements {
+        for (i, s) in report.statements.iter().enumerate() {
             let st = &s.statement;
-            if st.locks.is_empty() && s.findings.is_empty() {
+            let traced = f.traced.get(i).map(|t| traced_effects(&t.trace));
+            if st.locks.is_empty() && s.findings.is_empty() && traced.is_none() {
                 continue;
             }
             let locks: Vec<String> = st
@@ -266,6 +309,7 @@ pub fn human(out: &mut dyn Write, files: &[LintedFile], style: &Style) -> io::Re
             if !st.scans.is_empty() {
                 effects += &format!("  scans {}", st.scans.join(", "));
             }
+            effects += traced.as_deref().unwrap_or("");
             writeln!(
                 out,
                 "  {:>4}:{:<3} {}  {}{}",
@@ -320,6 +364,28 @@ pub fn human(out: &mut dyn Write, files: &[LintedFile], style: &Style) -> io::Re
         style.green(&summary)
     };
     writeln!(out, "{summary}")
+}
+
+/// What `trace` adds to a statement's line: constraints, and how it was observed.
+fn traced_effects(t: &locksmith_pg::trace::StatementTrace) -> String {
+    use locksmith_pg::trace::Method;
+    let mut out = String::new();
+    for c in &t.constraints {
+        out += &format!(
+            "  {} {} {} on {}{}",
+            c.change,
+            c.kind,
+            c.name,
+            c.relation,
+            if c.validated { "" } else { " (not validated)" }
+        );
+    }
+    match t.method {
+        Method::Transaction => {}
+        Method::SecondSession => out += "  [seen from a second session]",
+        Method::NotTraced => out += "  [not traced]",
+    }
+    out
 }
 
 /// `  --> path:line:col`, the source line, and carets from the column to the

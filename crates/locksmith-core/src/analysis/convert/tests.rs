@@ -89,7 +89,7 @@ fn lock_model_per_statement() {
         ("ALTER TABLE t ALTER COLUMN a ADD GENERATED ALWAYS AS IDENTITY", "t:AccessExclusive"),
         ("ALTER TABLE p ATTACH PARTITION p1 FOR VALUES IN (1)", "p:ShareUpdateExclusive p1:AccessExclusive scans=p1"),
         ("ALTER TABLE p DETACH PARTITION p1", "p:AccessExclusive p1:AccessExclusive"),
-        ("ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY", "p:ShareUpdateExclusive p1:ShareUpdateExclusive no-tx"),
+        ("ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY", "p:ShareUpdateExclusive p1:AccessExclusive no-tx"),
         ("ALTER TABLE app.t ADD COLUMN a int, ALTER COLUMN b SET STATISTICS 100", "app.t:AccessExclusive"),
         ("ALTER TABLE t SET STATISTICS_PLACEHOLDER", ""),
         ("CREATE INDEX i ON t (a)", "t:Share scans=t"),
@@ -116,7 +116,11 @@ fn lock_model_per_statement() {
         ("CREATE VIEW v AS SELECT * FROM t JOIN u USING (id)", "v:AccessExclusive t:AccessShare u:AccessShare"),
         ("COMMENT ON TABLE t IS 'x'", "t:ShareUpdateExclusive"),
         ("COMMENT ON COLUMN s.t.a IS 'x'", "s.t:ShareUpdateExclusive"),
-        ("GRANT SELECT ON t TO bob", ""),
+        ("GRANT SELECT ON t TO bob", "t:AccessShare"),
+        ("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bob", ""),
+        ("CREATE MATERIALIZED VIEW mv AS SELECT * FROM t; REFRESH MATERIALIZED VIEW mv", "mv:AccessExclusive t:AccessShare rewrites=mv"),
+        ("ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES u (id); ALTER TABLE t DROP CONSTRAINT f", "t:AccessExclusive u:AccessExclusive"),
+        ("ALTER TABLE t SET ACCESS METHOD heap", "t:AccessExclusive"),
         ("CREATE STATISTICS st ON a, b FROM t", "t:ShareUpdateExclusive"),
         ("ALTER TYPE mood ADD VALUE 'meh'", ""),
         ("INSERT INTO t SELECT * FROM u", "t:RowExclusive u:AccessShare"),
@@ -146,8 +150,13 @@ fn lock_model_per_statement() {
 fn version_differences() {
     assert_eq!(
         model("ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY", 13),
-        "p:AccessExclusive p1:AccessExclusive no-tx needs14"
+        "p:AccessExclusive p1:ShareUpdateExclusive no-tx needs14"
     );
+    assert_eq!(
+        model("ALTER TABLE p DETACH PARTITION p1", 13),
+        "p:AccessExclusive p1:ShareUpdateExclusive"
+    );
+    assert_eq!(model("GRANT SELECT ON t TO bob", 17), "");
     assert_eq!(
         model("ALTER TABLE t SET ACCESS METHOD heap2", 14),
         "t:AccessExclusive rewrites=t needs15"

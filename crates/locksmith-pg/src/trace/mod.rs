@@ -1,0 +1,446 @@
+//! The tracer: runs a migration on a real server, statement by statement,
+//! and records what each statement actually did — the new relation locks
+//! its backend holds (`pg_locks`, strongest per relation), the tables it
+//! rewrote (`pg_class.relfilenode` changed) and the constraints it added or
+//! validated — then compares that with lint's model.
+//!
+//! Two ways to observe a statement:
+//! - **In a transaction** (most statements): each runs under a savepoint in
+//!   one open transaction; after it, the backend's locks are read from
+//!   `pg_locks`. A failing statement is rolled back to its savepoint and
+//!   reported; the next statements still run.
+//! - **From second sessions** (statements that refuse a transaction block:
+//!   `CONCURRENTLY`, `VACUUM`, …; see `waits`): other sessions hold each
+//!   named table in `ACCESS EXCLUSIVE` mode, the statement queues, and the
+//!   lock it waits for is read from `pg_locks` before that table is let go.
+//!
+//! On a user's database (`live`) everything runs inside one transaction that
+//! is always rolled back; statements that cannot run in a transaction are
+//! then reported as not traced, with the reason — never skipped silently.
+//! What this module must not do: commit on a live database, or judge the
+//! migration (lint does that; [`compare`] only states differences).
+
+pub mod catalog;
+pub mod compare;
+mod waits;
+
+use std::collections::HashMap;
+
+use locksmith_core::analysis::{RelationLock, Statement, StatementKind, TransactionControl};
+use locksmith_core::lock::LockMode;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::{ConnectionSettings, Error};
+use catalog::{Constraint, Relation};
+use compare::Observed;
+
+/// Finding id: the server took other locks (or rewrote other tables) than lint's model says.
+pub const MODEL_MISMATCH: &str = "LS950";
+/// Finding id: a statement was not traced, with the reason.
+pub const NOT_TRACED: &str = "LS951";
+/// Finding id: a statement failed on the server.
+pub const STATEMENT_FAILED: &str = "LS952";
+/// The tracer's finding ids with their names, for renderers.
+pub const FINDING_NAMES: &[(&str, &str)] = &[
+    (MODEL_MISMATCH, "lock-model-mismatch"),
+    (NOT_TRACED, "statement-not-traced"),
+    (STATEMENT_FAILED, "statement-failed"),
+];
+
+/// How a statement was observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Run inside the open transaction; locks read afterwards.
+    Transaction,
+    /// Run outside a transaction while other sessions held its tables.
+    SecondSession,
+    /// Not observed (see the note).
+    NotTraced,
+}
+
+/// A constraint a statement added or validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConstraintChange {
+    /// Its table.
+    pub relation: String,
+    /// Its name.
+    pub name: String,
+    /// `primary key`, `unique`, `foreign key`, `check`, `exclusion`, `not null`, `trigger`.
+    pub kind: &'static str,
+    /// `added` or `validated`.
+    pub change: &'static str,
+    /// Whether existing rows were checked (`false` for `NOT VALID`).
+    pub validated: bool,
+}
+
+/// What one statement did on the server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatementTrace {
+    /// How it was observed.
+    pub method: Method,
+    /// New relation locks, strongest mode per relation (user schemas only).
+    #[serde(skip)]
+    pub locks: Vec<RelationLock>,
+    /// Tables and materialized views whose data file was replaced.
+    #[serde(skip)]
+    pub rewrites: Vec<String>,
+    /// Constraints added or validated.
+    pub constraints: Vec<ConstraintChange>,
+    /// Why it was not traced, or what a second-session trace could not see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The server's error, when the statement failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where the observation differs from lint's model; empty when they agree.
+    pub differences: Vec<String>,
+    /// The observed locks with the relations' kinds.
+    #[serde(skip)]
+    pub observed: Vec<Observed>,
+}
+
+impl StatementTrace {
+    fn not_traced(note: impl Into<String>) -> Self {
+        StatementTrace {
+            method: Method::NotTraced,
+            locks: Vec::new(),
+            rewrites: Vec::new(),
+            constraints: Vec::new(),
+            note: Some(note.into()),
+            error: None,
+            differences: Vec::new(),
+            observed: Vec::new(),
+        }
+    }
+}
+
+/// Where the migration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A throwaway database: transactions may commit, and statements that
+    /// refuse a transaction block run for real.
+    Sandbox,
+    /// A user's database: one transaction, always rolled back.
+    Live,
+}
+
+/// Traces the migration `files` in order (each analysed by lint's model,
+/// which it is compared with) after running `setup`. On a sandbox the setup
+/// and each file are committed, as a migration tool would; on a live
+/// database everything runs in one transaction that is rolled back.
+pub async fn trace(
+    settings: &ConnectionSettings,
+    target: Target,
+    setup: &str,
+    files: &[Vec<Statement>],
+) -> Result<Vec<Vec<StatementTrace>>, Error> {
+    let client = settings
+        .with_application_name("locksmith trace")
+        .connect()
+        .await?;
+    let mut tracer = Tracer {
+        settings,
+        pid: catalog::backend_pid(&client).await?,
+        client,
+        target,
+        in_transaction: false,
+        held: HashMap::new(),
+    };
+    if target == Target::Live {
+        tracer.begin().await?;
+        // Never make the user's traffic wait long for a rehearsal.
+        tracer.exec("SET LOCAL lock_timeout = '5s'").await?;
+    }
+    if !setup.trim().is_empty() {
+        tracer
+            .client
+            .batch_execute(setup)
+            .await
+            .map_err(|e| Error::query("running the setup SQL", e))?;
+        if target == Target::Live {
+            tracer.held = tracer.held_locks().await?;
+        }
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for statements in files {
+        let mut traces = Vec::with_capacity(statements.len());
+        for s in statements {
+            traces.push(tracer.statement(s).await?);
+        }
+        if tracer.in_transaction && target == Target::Sandbox {
+            tracer.exec("COMMIT").await?;
+            tracer.in_transaction = false;
+        }
+        out.push(traces);
+    }
+    if tracer.in_transaction {
+        tracer.exec("ROLLBACK").await?;
+    }
+    Ok(out)
+}
+
+struct Tracer<'a> {
+    settings: &'a ConnectionSettings,
+    client: Client,
+    pid: i32,
+    target: Target,
+    in_transaction: bool,
+    /// Relation → strongest mode held by the open transaction.
+    held: HashMap<i64, LockMode>,
+}
+
+/// The catalog before a statement ran.
+struct Before {
+    relations: HashMap<i64, Relation>,
+    constraints: Vec<Constraint>,
+}
+
+impl Tracer<'_> {
+    async fn exec(&self, sql: &str) -> Result<(), Error> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| Error::query(format!("running `{sql}`"), e))
+    }
+
+    async fn begin(&mut self) -> Result<(), Error> {
+        self.exec("BEGIN").await?;
+        self.in_transaction = true;
+        self.held.clear();
+        Ok(())
+    }
+
+    async fn held_locks(&self) -> Result<HashMap<i64, LockMode>, Error> {
+        let mut held = HashMap::new();
+        for l in catalog::locks(&self.client, self.pid).await? {
+            if l.granted {
+                let m = held.entry(l.oid).or_insert(l.mode);
+                *m = (*m).max(l.mode);
+            }
+        }
+        Ok(held)
+    }
+
+    async fn before(&self) -> Result<Before, Error> {
+        Ok(Before {
+            relations: catalog::relations(&self.client).await?,
+            constraints: catalog::constraints(&self.client).await?,
+        })
+    }
+
+    async fn statement(&mut self, s: &Statement) -> Result<StatementTrace, Error> {
+        if let StatementKind::Transaction(control) = &s.kind {
+            return self.transaction_control(*control).await;
+        }
+        if !s.transactional {
+            return match self.target {
+                Target::Live => Ok(StatementTrace::not_traced(
+                    "cannot run inside a transaction block, and trace never commits on a \
+                     database given with --database-url; trace it on the embedded cluster",
+                )),
+                Target::Sandbox => {
+                    if self.in_transaction {
+                        self.exec("COMMIT").await?;
+                        self.in_transaction = false;
+                        self.held.clear();
+                    }
+                    let before = self.before().await?;
+                    let run =
+                        waits::trace(self.settings, &self.client, self.pid, s, &before.relations)
+                            .await?;
+                    let mut t = self
+                        .after(s, &before, run.observed, &HashMap::new())
+                        .await?;
+                    t.method = run.method;
+                    t.note = run.note;
+                    t.error = run.error;
+                    t.differences = match run.compared {
+                        Some(held) => compare::lock_differences(
+                            &s.locks,
+                            &t.observed,
+                            &HashMap::new(),
+                            Some(&held),
+                        ),
+                        None => Vec::new(),
+                    };
+                    if t.error.is_none() && t.method != Method::NotTraced {
+                        t.differences
+                            .extend(compare::rewrite_differences(&s.rewrites, &t.rewrites));
+                    }
+                    Ok(t)
+                }
+            };
+        }
+        if !self.in_transaction {
+            self.begin().await?;
+        }
+        let before = self.before().await?;
+        let held_before = self.held.clone();
+        self.exec("SAVEPOINT locksmith_trace").await?;
+        let error = match self.client.batch_execute(&s.sql).await {
+            Ok(()) => {
+                self.exec("RELEASE SAVEPOINT locksmith_trace").await?;
+                None
+            }
+            Err(e) => {
+                self.exec("ROLLBACK TO SAVEPOINT locksmith_trace").await?;
+                Some(crate::describe_sql_error(&e))
+            }
+        };
+        let now = self.held_locks().await?;
+        let mut new = Vec::new();
+        for (oid, mode) in &now {
+            if held_before.get(oid).is_none_or(|h| mode > h) {
+                new.push((*oid, *mode));
+            }
+        }
+        self.held = now;
+        let names = |held: &HashMap<i64, LockMode>, rels: &HashMap<i64, Relation>| {
+            held.iter()
+                .filter_map(|(oid, m)| Some((rels.get(oid)?.name.clone(), *m)))
+                .collect::<HashMap<_, _>>()
+        };
+        let held_names = names(&held_before, &before.relations);
+        let mut t = self.after(s, &before, new, &held_names).await?;
+        t.error = error;
+        if t.error.is_some() {
+            t.differences.clear();
+        }
+        Ok(t)
+    }
+
+    /// Observations after a statement: names for the new locks, rewrites,
+    /// constraints, and the comparison with the model.
+    async fn after(
+        &self,
+        s: &Statement,
+        before: &Before,
+        new: Vec<(i64, LockMode)>,
+        held_before: &HashMap<String, LockMode>,
+    ) -> Result<StatementTrace, Error> {
+        let relations = catalog::relations(&self.client).await?;
+        let constraints = catalog::constraints(&self.client).await?;
+        let name_of = |oid: i64| before.relations.get(&oid).or_else(|| relations.get(&oid));
+        let mut observed: Vec<Observed> = new
+            .iter()
+            .filter_map(|(oid, mode)| {
+                let r = name_of(*oid)?;
+                Some(Observed {
+                    relation: r.name.clone(),
+                    kind: r.kind,
+                    mode: *mode,
+                })
+            })
+            .collect();
+        // The model's order first (the statement's subject leads), then by name.
+        let rank = |o: &Observed| {
+            s.locks
+                .iter()
+                .position(|l| compare::normalize(&l.relation) == o.relation)
+                .unwrap_or(usize::MAX)
+        };
+        observed.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.relation.cmp(&b.relation)));
+        let mut rewrites: Vec<String> = before
+            .relations
+            .iter()
+            .filter(|(oid, r)| {
+                matches!(r.kind, 'r' | 'm')
+                    && relations
+                        .get(oid)
+                        .is_some_and(|now| now.filenode != r.filenode)
+            })
+            .map(|(_, r)| r.name.clone())
+            .collect();
+        rewrites.sort();
+        let mut changes = Vec::new();
+        for c in &constraints {
+            let old = before
+                .constraints
+                .iter()
+                .find(|o| o.table == c.table && o.name == c.name);
+            let change = match old {
+                None => "added",
+                Some(o) if !o.validated && c.validated => "validated",
+                Some(_) => continue,
+            };
+            changes.push(ConstraintChange {
+                relation: name_of(c.table).map(|r| r.name.clone()).unwrap_or_default(),
+                name: c.name.clone(),
+                kind: constraint_kind(c.kind),
+                change,
+                validated: c.validated,
+            });
+        }
+        changes.sort_by(|a, b| (&a.relation, &a.name).cmp(&(&b.relation, &b.name)));
+        let mut differences = compare::lock_differences(&s.locks, &observed, held_before, None);
+        differences.extend(compare::rewrite_differences(&s.rewrites, &rewrites));
+        Ok(StatementTrace {
+            method: Method::Transaction,
+            locks: observed
+                .iter()
+                .map(|o| RelationLock {
+                    relation: o.relation.clone(),
+                    mode: o.mode,
+                })
+                .collect(),
+            rewrites,
+            constraints: changes,
+            note: None,
+            error: None,
+            differences,
+            observed,
+        })
+    }
+
+    async fn transaction_control(
+        &mut self,
+        control: TransactionControl,
+    ) -> Result<StatementTrace, Error> {
+        let note = match (control, self.target) {
+            (TransactionControl::Begin, _) => {
+                "trace runs the statements in a transaction of its own; this BEGIN was not sent"
+            }
+            (TransactionControl::Savepoint, _) => {
+                "trace puts each statement under a savepoint of its own; this one was not sent"
+            }
+            (_, Target::Live) => {
+                "not sent: on --database-url trace never commits, and rolls back once at the end"
+            }
+            (TransactionControl::Commit | TransactionControl::Rollback, Target::Sandbox) => {
+                if self.in_transaction {
+                    let sql = if control == TransactionControl::Commit {
+                        "COMMIT"
+                    } else {
+                        "ROLLBACK"
+                    };
+                    self.exec(sql).await?;
+                    self.in_transaction = false;
+                    self.held.clear();
+                }
+                return Ok(StatementTrace {
+                    note: Some(
+                        "ends trace's transaction: the locks held so far are released".into(),
+                    ),
+                    method: Method::Transaction,
+                    ..StatementTrace::not_traced("")
+                });
+            }
+        };
+        Ok(StatementTrace::not_traced(note))
+    }
+}
+
+fn constraint_kind(contype: char) -> &'static str {
+    match contype {
+        'p' => "primary key",
+        'u' => "unique",
+        'f' => "foreign key",
+        'c' => "check",
+        'x' => "exclusion",
+        'n' => "not null",
+        't' => "trigger",
+        _ => "other",
+    }
+}

@@ -1,0 +1,310 @@
+//! Conformance: every statement of `tests/conformance/catalogue.sql` is
+//! traced on every PostgreSQL major version available and compared with
+//! lint's model for that version; a disagreement fails the test. The
+//! observations are the table in `docs/locks.md`, which this test writes
+//! with `UPDATE_DOCS=1` and checks otherwise (when all of 13–18 ran).
+//!
+//! Versions: the system server plus each bin folder in `LOCKSMITH_PG_BINS`
+//! (colon-separated; `scripts/pg-versions.sh` installs 13, 14, 16, 17, 18).
+//! One cluster per version; each case gets its own database, copied from a
+//! template database that holds the catalogue's base schema.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use locksmith_core::analysis::analyze_after;
+use locksmith_core::lock::LockMode;
+use locksmith_pg::trace::{self, Method, StatementTrace, Target};
+use locksmith_sandbox::bin_dir::BinDir;
+use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
+
+const ALL_VERSIONS: [u32; 6] = [13, 14, 15, 16, 17, 18];
+
+struct Case {
+    name: String,
+    setup: String,
+    since: u32,
+    sql: String,
+}
+
+struct Catalogue {
+    base: String,
+    cases: Vec<Case>,
+}
+
+fn catalogue() -> Catalogue {
+    let text = include_str!("conformance/catalogue.sql");
+    let mut base = String::new();
+    let mut cases: Vec<Case> = Vec::new();
+    let mut in_base = false;
+    for line in text.lines() {
+        if line.trim() == "-- @base" {
+            in_base = true;
+        } else if let Some(name) = line.strip_prefix("-- @case ") {
+            in_base = false;
+            cases.push(Case {
+                name: name.trim().to_string(),
+                setup: String::new(),
+                since: 13,
+                sql: String::new(),
+            });
+        } else if let Some(case) = cases.last_mut() {
+            if let Some(sql) = line.strip_prefix("-- @setup ") {
+                case.setup += sql;
+                case.setup.push('\n');
+            } else if let Some(v) = line.strip_prefix("-- @since ") {
+                case.since = v.trim().parse().expect("@since takes a major version");
+            } else if !line.trim().is_empty() && !line.starts_with("--") {
+                case.sql += line;
+                case.sql.push('\n');
+            }
+        } else if in_base {
+            base += line;
+            base.push('\n');
+        }
+    }
+    Catalogue { base, cases }
+}
+
+/// The servers to trace on, one per major version.
+fn versions() -> BTreeMap<u32, BinDir> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("LOCKSMITH_PG_BINS")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    if let Ok(system) = BinDir::find(None) {
+        dirs.push(system.path);
+    }
+    let mut found = BTreeMap::new();
+    for d in dirs {
+        match BinDir::at(&d) {
+            Some(b) => {
+                found.entry(b.major).or_insert(b);
+            }
+            None => eprintln!(
+                "conformance: {} holds no PostgreSQL server; ignored",
+                d.display()
+            ),
+        }
+    }
+    found
+}
+
+/// What one case did on one version.
+struct Cell {
+    trace: Option<StatementTrace>,
+    problem: Option<String>,
+}
+
+async fn run_version(bin: BinDir, catalogue: &Catalogue) -> Vec<Cell> {
+    let version = bin.major;
+    let cluster = Cluster::start_with(ClusterOptions {
+        bin: Some(bin),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("starting PostgreSQL {version}: {e}"));
+    let template = cluster.create_database("base").await.unwrap();
+    {
+        let client = template.connect().await.unwrap();
+        client
+            .batch_execute(&catalogue.base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL {version}: base schema: {e}"));
+    }
+    let admin = cluster
+        .settings("postgres", "conformance")
+        .connect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for (i, case) in catalogue.cases.iter().enumerate() {
+        if version < case.since {
+            out.push(Cell {
+                trace: None,
+                problem: None,
+            });
+            continue;
+        }
+        let db = format!("case{i}");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE base"))
+            .await
+            .unwrap();
+        let settings = cluster.settings(&db, "conformance");
+        let context = format!("{}{}", catalogue.base, case.setup);
+        let model = analyze_after(&context, &case.sql, version)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let cell = match trace::trace(&settings, Target::Sandbox, &case.setup, &[model]).await {
+            Ok(mut files) => {
+                let t = files.remove(0).remove(0);
+                let problem = if let Some(e) = &t.error {
+                    Some(format!("failed: {e}"))
+                } else if !t.differences.is_empty() {
+                    Some(t.differences.join("; "))
+                } else {
+                    None
+                };
+                Cell {
+                    trace: Some(t),
+                    problem,
+                }
+            }
+            Err(e) => Cell {
+                trace: None,
+                problem: Some(format!("trace failed: {e}")),
+            },
+        };
+        out.push(cell);
+        admin
+            .batch_execute(&format!("DROP DATABASE {db}"))
+            .await
+            .unwrap();
+    }
+    out
+}
+
+fn short(mode: LockMode) -> &'static str {
+    match mode {
+        LockMode::AccessShare => "AS",
+        LockMode::RowShare => "RS",
+        LockMode::RowExclusive => "RX",
+        LockMode::ShareUpdateExclusive => "SUX",
+        LockMode::Share => "S",
+        LockMode::ShareRowExclusive => "SRX",
+        LockMode::Exclusive => "X",
+        LockMode::AccessExclusive => "AX",
+    }
+}
+
+/// One table cell: the compared locks, the rewrites, how it was seen.
+fn cell_text(cell: &Cell) -> String {
+    let Some(t) = &cell.trace else {
+        return "n/a".into();
+    };
+    let mut parts: Vec<String> = t
+        .observed
+        .iter()
+        .filter(|o| matches!(o.kind, 'r' | 'p' | 'v' | 'm' | 'f' | 'S') || t.observed.len() == 1)
+        .map(|o| format!("{} {}", short(o.mode), o.relation))
+        .collect();
+    if parts.is_empty() {
+        parts.push("none".into());
+    }
+    for r in &t.rewrites {
+        parts.push(format!("**rewrites** {r}"));
+    }
+    let mut text = parts.join("<br>");
+    match t.method {
+        Method::Transaction => {}
+        Method::SecondSession => text += " †",
+        Method::NotTraced => text = "not traced".into(),
+    }
+    if cell.problem.is_some() {
+        text += " ❌";
+    }
+    text
+}
+
+fn markdown(catalogue: &Catalogue, results: &BTreeMap<u32, Vec<Cell>>) -> String {
+    let mut out = String::from(
+        "# What each statement locks, observed\n\n\
+         <!-- Generated by crates/locksmith-pg/tests/conformance.rs from tests/conformance/catalogue.sql; \
+         run `bash scripts/pg-versions.sh`, then `UPDATE_DOCS=1 LOCKSMITH_PG_BINS=… cargo test -p locksmith-pg --test conformance`. -->\n\n\
+         Every statement below was run by `locksmith trace` on a real server of each major version, \
+         after the catalogue's base schema (`users`, `orders` with index `orders_user_idx`, partitioned \
+         `events` with partition `events_2024`, materialized view `user_counts`, …) and the case's own setup. \
+         A cell lists the new locks the statement's backend held afterwards on tables, views, materialized \
+         views and sequences (strongest mode per relation; index locks are left out unless the statement \
+         names the index), and the tables whose data file was replaced (`relfilenode` changed). \
+         The conformance test fails when lint's model for that version says otherwise, so `locksmith lint` \
+         reports exactly this table.\n\n\
+         Modes: AS AccessShare, RS RowShare, RX RowExclusive, SUX ShareUpdateExclusive, S Share, \
+         SRX ShareRowExclusive, X Exclusive, AX AccessExclusive. † traced from second sessions: the \
+         statement cannot run in a transaction block, so other sessions held each named table and the \
+         lock it queued for was read from `pg_locks` (locks on indexes are not observed that way). \
+         n/a: the statement does not exist in that version.\n\n",
+    );
+    let versions: Vec<u32> = results.keys().copied().collect();
+    out += "| statement | ";
+    out += &versions
+        .iter()
+        .map(|v| format!("PG {v}"))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    out += " |\n|---|";
+    out += &"---|".repeat(versions.len());
+    out.push('\n');
+    for (i, case) in catalogue.cases.iter().enumerate() {
+        let sql = case.sql.trim().trim_end_matches(';').replace('|', "\\|");
+        let mut row = format!("| {}<br>`{}` |", case.name, sql);
+        for v in &versions {
+            row += &format!(" {} |", cell_text(&results[v][i]));
+        }
+        out += &row;
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_matches_the_model_on_every_version() {
+    let catalogue = catalogue();
+    assert!(
+        catalogue.cases.len() >= 70,
+        "the catalogue needs ≥ 70 statements"
+    );
+    let available = versions();
+    for v in ALL_VERSIONS {
+        if !available.contains_key(&v) {
+            eprintln!(
+                "conformance: PostgreSQL {v} not available (run scripts/pg-versions.sh and set LOCKSMITH_PG_BINS); skipped"
+            );
+        }
+    }
+    assert!(!available.is_empty(), "no PostgreSQL server found");
+    let catalogue = std::sync::Arc::new(catalogue);
+    let mut tasks = Vec::new();
+    for (v, bin) in available {
+        let catalogue = catalogue.clone();
+        tasks.push((
+            v,
+            tokio::spawn(async move { run_version(bin, &catalogue).await }),
+        ));
+    }
+    let mut results = BTreeMap::new();
+    for (v, task) in tasks {
+        results.insert(v, task.await.expect("a version's run panicked"));
+    }
+    let mut problems = Vec::new();
+    for (v, cells) in &results {
+        for (case, cell) in catalogue.cases.iter().zip(cells) {
+            if let Some(p) = &cell.problem {
+                problems.push(format!("PG {v} `{}`: {p}", case.sql.trim()));
+            }
+        }
+    }
+    let complete = ALL_VERSIONS.iter().all(|v| results.contains_key(v));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/locks.md");
+    let want = markdown(&catalogue, &results);
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        assert!(
+            complete,
+            "docs/locks.md needs every version 13–18 (LOCKSMITH_PG_BINS)"
+        );
+        std::fs::write(&path, &want).unwrap();
+    }
+    assert!(
+        problems.is_empty(),
+        "{} disagreements between the server and lint's model:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    if complete {
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/locks.md is stale: run `UPDATE_DOCS=1 cargo test -p locksmith-pg --test conformance`"
+        );
+    } else {
+        eprintln!("conformance: not every version ran; docs/locks.md not checked");
+    }
+}

@@ -1,0 +1,194 @@
+//! `locksmith trace`: run a migration on a throwaway cluster (or, rolled
+//! back, on `--database-url`), and report per statement the locks it took,
+//! the tables it rewrote and the constraints it added, with lint's findings
+//! and the places where lint's model was wrong.
+//!
+//! This module picks the server, reads the files and turns the tracer's
+//! observations into the lint report shape so that `render::lint` draws
+//! both; the tracing itself is `locksmith_pg::trace`'s.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use locksmith_core::analysis::{analyze_after, StatementKind};
+use locksmith_core::lint::{lint, Finding, Severity};
+use locksmith_pg::trace::{self, Method, StatementTrace, Target};
+use locksmith_sandbox::bin_dir::BinDir;
+use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
+use miette::miette;
+
+use crate::cli::{LintFormat, TraceArgs};
+use crate::exit::{CmdResult, Failure};
+use crate::render::lint::{self as render, LintedFile, Traced};
+
+pub async fn run(args: TraceArgs) -> CmdResult {
+    let config = super::lint::load_config(args.config.as_deref())?;
+    let inputs = super::lint::read_inputs(&args.paths)?;
+    let setup = match &args.setup {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| Failure::input(miette!("reading {}: {e}", p.display())))?,
+        None => String::new(),
+    };
+    if let (Some(p), Err(e)) = (&args.setup, analyze_after("", &setup, 18)) {
+        return Err(Failure::input(miette!(
+            "{}:{}:{}: {}",
+            p.display(),
+            e.line,
+            e.column,
+            e.message
+        )));
+    }
+    // Keeps the throwaway cluster alive until the trace is done.
+    let mut _cluster = None;
+    let (settings, target) = match &args.database_url {
+        Some(url) => (
+            locksmith_pg::ConnectionSettings::resolve(Some(url))
+                .map_err(|e| Failure::input(miette!("{e}")))?,
+            Target::Live,
+        ),
+        None => {
+            let bin = server_binaries(args.pg_bin.as_ref(), args.pg_version)?;
+            let cluster = Cluster::start_with(ClusterOptions {
+                bin: Some(bin),
+                ..Default::default()
+            })
+            .map_err(|e| Failure::other(miette!("{e}")))?;
+            let settings = cluster
+                .create_database("trace")
+                .await
+                .map_err(|e| Failure::other(miette!("{e}")))?;
+            _cluster = Some(cluster);
+            (settings, Target::Sandbox)
+        }
+    };
+    let server = {
+        let client = super::connect(&settings).await?;
+        trace::catalog::server_major(&client).await?
+    };
+    let version = args.pg_version.unwrap_or(server);
+    if version != server {
+        eprintln!(
+            "locksmith trace: comparing with lint's model for PostgreSQL {version}, on a PostgreSQL {server} server"
+        );
+    }
+    let options = config.options(Some(version));
+
+    let mut files = Vec::new();
+    let mut models = Vec::new();
+    for (path, text) in inputs {
+        let result = lint(&text, &options);
+        // The model with what the setup taught it (types, indexes), to compare with.
+        let model = match (&result, analyze_after(&setup, &text, version)) {
+            (Ok(_), Ok(model)) => model,
+            _ => Vec::new(),
+        };
+        models.push(model);
+        files.push(LintedFile {
+            path,
+            text,
+            result,
+            traced: Vec::new(),
+        });
+    }
+    let traces = trace::trace(&settings, target, &setup, &models)
+        .await
+        .map_err(|e| Failure::other(miette!("{e}")))?;
+    for ((file, model), traces) in files.iter_mut().zip(models).zip(traces) {
+        let Ok(report) = &mut file.result else {
+            continue;
+        };
+        for ((linted, model), trace) in report.statements.iter_mut().zip(model).zip(traces) {
+            linted.findings.extend(findings(&model.kind, &trace));
+            linted.statement.locks = trace.locks.clone();
+            linted.statement.rewrites = trace.rewrites.clone();
+            // Scans are not observed; the model's are in `trace.model`.
+            linted.statement.scans.clear();
+            file.traced.push(Traced { trace, model });
+        }
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        LintFormat::Human => {
+            render::human(&mut out, &files, &crate::render::style::Style::detect())?
+        }
+        LintFormat::Json => render::json(&mut out, &files)?,
+        LintFormat::Sarif => render::sarif(&mut out, &files)?,
+        LintFormat::Github => render::github(&mut out, &files)?,
+    }
+    out.flush()?;
+    Ok(super::lint::outcome(&files))
+}
+
+/// The tracer's own findings for one statement.
+fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(error) = &t.error {
+        out.push(Finding {
+            rule: trace::STATEMENT_FAILED,
+            severity: Severity::Error,
+            message: format!("the statement failed on the server: {error}"),
+            fix: None,
+        });
+    }
+    if !t.differences.is_empty() {
+        out.push(Finding {
+            rule: trace::MODEL_MISMATCH,
+            severity: Severity::Warning,
+            message: format!(
+                "the server did not do what lint's model predicts: {}",
+                t.differences.join("; ")
+            ),
+            fix: None,
+        });
+    }
+    if t.method == Method::NotTraced && !matches!(kind, StatementKind::Transaction(_)) {
+        out.push(Finding {
+            rule: trace::NOT_TRACED,
+            severity: Severity::Warning,
+            message: format!(
+                "not traced: {}",
+                t.note.as_deref().unwrap_or("no reason given")
+            ),
+            fix: None,
+        });
+    }
+    out
+}
+
+/// The server binaries for the throwaway cluster: `--pg-bin`, else the
+/// first of `LOCKSMITH_PG_BIN`, `LOCKSMITH_PG_BINS` and the usual places
+/// with the requested major version, else the default server.
+fn server_binaries(explicit: Option<&PathBuf>, version: Option<u32>) -> Result<BinDir, Failure> {
+    if let Some(dir) = explicit {
+        return BinDir::at(dir).ok_or_else(|| {
+            Failure::input(miette!(
+                "{} holds no PostgreSQL server (initdb, postgres)",
+                dir.display()
+            ))
+        });
+    }
+    let Some(version) = version else {
+        return BinDir::find(None).map_err(|e| Failure::other(miette!("{e}")));
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for var in ["LOCKSMITH_PG_BIN", "LOCKSMITH_PG_BINS"] {
+        if let Some(v) = std::env::var_os(var) {
+            dirs.extend(std::env::split_paths(&v));
+        }
+    }
+    dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{version}/bin")));
+    if let Ok(found) = BinDir::find(None) {
+        dirs.push(found.path);
+    }
+    dirs.iter()
+        .filter_map(|d| BinDir::at(d))
+        .find(|b| b.major == version)
+        .ok_or_else(|| {
+            Failure::input(miette!(
+                "no PostgreSQL {version} server binaries found; install them (scripts/pg-versions.sh) and \
+                 list their bin folder in LOCKSMITH_PG_BINS, or pass --pg-bin"
+            ))
+        })
+}
