@@ -101,6 +101,10 @@ async fn contention(cluster: &Cluster, db: &str) -> Sample {
     let started = Instant::now();
     guard.run_transaction(&[step()], None).await.unwrap();
     let migration_ms = started.elapsed().as_millis() as u64;
+    eprintln!(
+        "contention: {} attempts, longest lock wait {} ms, at most {} queued behind",
+        guard.report.attempts, guard.report.longest_wait_ms, guard.report.max_queued_behind
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();

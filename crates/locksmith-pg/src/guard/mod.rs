@@ -181,7 +181,12 @@ enum Attempt {
 }
 
 /// NOWAIT attempts lost in a row before the guard lets `LOCK` wait up to the budget.
-const NOWAIT_TRIES: u32 = 3;
+const NOWAIT_TRIES: u32 = 5;
+
+/// The first fallback attempt's wait for its locks. Each later one doubles
+/// it, up to the budget: against a stream of short transactions a few tens
+/// of milliseconds usually win, and that is all traffic then waits behind us.
+const FIRST_FALLBACK_WAIT: Duration = Duration::from_millis(25);
 
 /// The guard over one server; owns the migration connection and the sidecar.
 pub struct Guard {
@@ -329,13 +334,17 @@ impl Guard {
             unit_attempts += 1;
             self.report.attempts += 1;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
+            // NOWAIT first; then LOCK waits, but briefly, growing towards the budget.
+            let fallback = unit_attempts.saturating_sub(nowait_losses + 1).min(10);
+            let lock_wait = (!nowait)
+                .then(|| (FIRST_FALLBACK_WAIT * (1 << fallback)).min(self.policy.lock_timeout));
             (self.on_event)(Event::Attempt {
                 number: unit_attempts,
                 nowait,
             });
             let outcome = if in_transaction {
                 let finish_sql = finish.map(|f| f(unit_attempts, unit_started.elapsed()));
-                self.attempt_transaction(steps, &resolved, nowait, finish_sql.as_deref())
+                self.attempt_transaction(steps, &resolved, lock_wait, finish_sql.as_deref())
                     .await?
             } else {
                 self.attempt_single(&steps[0]).await?
@@ -427,13 +436,15 @@ impl Guard {
         &mut self,
         steps: &[Step],
         resolved: &[Resolved],
-        nowait: bool,
+        lock_wait: Option<Duration>,
         finish: Option<&str>,
     ) -> Result<Attempt, GuardError> {
         let mut order: Vec<&Resolved> = resolved.iter().filter(|r| r.lockable).collect();
         // A fixed order, so two guarded migrations can never deadlock on each other.
         order.sort_by(|a, b| a.lock_name.cmp(&b.lock_name));
-        let mut sql = vec![
+        // Our own statements travel in as few round trips as possible: the
+        // lock is held from the LOCK until COMMIT, and traffic queues behind it.
+        let mut opening = vec![
             "BEGIN".to_string(),
             format!(
                 "SET LOCAL lock_timeout = '{}'",
@@ -444,17 +455,39 @@ impl Guard {
                 to_pg_setting(self.remaining().max(Duration::from_secs(1)))
             ),
         ];
-        for r in order {
-            let wait = if nowait { " NOWAIT" } else { "" };
-            sql.push(format!(
+        let locks = order.iter().map(|r| {
+            let wait = if lock_wait.is_some() { "" } else { " NOWAIT" };
+            format!(
                 "LOCK TABLE {} IN {} MODE{wait}",
                 r.lock_name,
                 r.mode.sql_name()
-            ));
+            )
+        });
+        match lock_wait {
+            // The statements keep the full budget for locks the plan did not name.
+            Some(wait) if !order.is_empty() => {
+                opening.push(format!(
+                    "SET LOCAL lock_timeout = '{}'",
+                    to_pg_setting(wait)
+                ));
+                opening.extend(locks);
+                opening.push(format!(
+                    "SET LOCAL lock_timeout = '{}'",
+                    to_pg_setting(self.policy.lock_timeout)
+                ));
+            }
+            _ => opening.extend(locks),
         }
+        let mut sql = vec![opening.join("; ")];
+        // The migration's statements one by one, so an error names the one that failed.
         sql.extend(steps.iter().map(|s| s.sql.clone()));
-        sql.extend(finish.map(str::to_string));
-        sql.push("COMMIT".to_string());
+        sql.push(
+            finish
+                .into_iter()
+                .chain(["COMMIT"])
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
 
         let dog = Watchdog::start(
             self.sidecar.clone(),
