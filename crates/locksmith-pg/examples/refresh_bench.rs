@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use locksmith_pg::blockers::BlockerReport;
 use locksmith_pg::snapshot::Snapshotter;
 use locksmith_sandbox::cluster::ClusterOptions;
-use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
-use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::incident::Incident;
+use locksmith_sandbox::queue::Queue;
 use locksmith_sandbox::Cluster;
 
 const CONNECTIONS: usize = 500;
@@ -31,35 +31,11 @@ async fn main() {
     let incident = Incident::stage(&cluster, "bench").await.expect("staging");
     let opened = Instant::now();
 
-    // Idle in transaction, holding AccessShareLock on the table.
-    let leaked = LeakedSessions::open(
-        &incident.app.with_application_name("leaky-app"),
-        LEAKED,
-        TABLE,
-    )
-    .await
-    .expect("leaking sessions");
-    // The ALTER queues behind them; readers queue behind the ALTER.
-    let migrator = incident
-        .admin
-        .with_application_name("alembic")
-        .connect()
+    // Idle in transaction, holding AccessShareLock on the table; the ALTER
+    // queued behind them; readers queued behind the ALTER.
+    let queue = Queue::form(&incident, LEAKED, WAITING_READERS)
         .await
-        .unwrap();
-    let alter = tokio::spawn(async move { migrator.batch_execute(MIGRATION).await });
-    let mut readers = Vec::new();
-    for _ in 0..WAITING_READERS {
-        let c = incident
-            .app
-            .with_application_name("web-request")
-            .connect()
-            .await
-            .unwrap();
-        readers.push(tokio::spawn(async move {
-            let r = c.query("SELECT count(*) FROM academic_partners", &[]).await;
-            (c, r)
-        }));
-    }
+        .expect("forming the lock queue");
     // The rest: idle connections, as a big pool leaves them.
     let idle_count = CONNECTIONS - LEAKED - 1 - WAITING_READERS;
     let mut idle = Vec::new();
@@ -155,10 +131,8 @@ async fn main() {
     let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
     locksmith_sandbox::bench_doc::write_section(&doc, "top-refresh", &section).unwrap();
 
-    drop(alter);
-    drop(readers);
     drop(idle);
-    drop(leaked);
+    drop(queue);
 }
 
 fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {

@@ -8,6 +8,7 @@
 //!   idle-in-transaction sessions.
 //! - [`bench_doc`]: benchmark sections of docs/benchmarks.md.
 //! - [`shared`]: one cluster per process, a fresh database per test.
+//! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
 //!
 //! Used by `locksmith demo`, `trace`, `rehearse` and by every test that needs
@@ -26,6 +27,7 @@ pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
 pub mod incident;
+pub mod queue;
 pub mod shared;
 pub mod traffic;
 
@@ -57,6 +59,9 @@ pub enum Error {
         /// The tail of the server log.
         log_tail: String,
     },
+    /// Something expected on the cluster did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// A file system operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -1,10 +1,9 @@
 //! `locksmith blockers` against the incident staged with real sessions.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
-use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::incident::{Incident, TABLE};
+use locksmith_sandbox::queue::Queue;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
 
@@ -21,53 +20,13 @@ fn locksmith(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn wait_until_waiting(admin: &tokio_postgres::Client, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if row.get::<_, i64>(0) >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "sessions never started waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn names_leakers_as_roots_and_the_alter_as_the_queue_head() {
     let cluster = Cluster::start().unwrap();
     let incident = Incident::stage(&cluster, "incident").await.unwrap();
-    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
-        .await
-        .unwrap();
-
-    let migrator = incident
-        .admin
-        .with_application_name("alembic")
-        .connect()
-        .await
-        .unwrap();
-    let alter = tokio::spawn(async move { migrator.batch_execute(MIGRATION).await });
+    let queue = Queue::form(&incident, 2, 1).await.unwrap();
+    let leaked = &queue.leaked;
     let admin = incident.admin.connect().await.unwrap();
-    wait_until_waiting(&admin, 1).await;
-    let reader = incident
-        .app
-        .with_application_name("web-request")
-        .connect()
-        .await
-        .unwrap();
-    let select = tokio::spawn(async move {
-        reader
-            .query("SELECT count(*) FROM academic_partners", &[])
-            .await
-    });
-    wait_until_waiting(&admin, 2).await;
 
     let url = cluster.url("incident");
     let (code, stdout, stderr) =
@@ -151,9 +110,10 @@ async fn names_leakers_as_roots_and_the_alter_as_the_queue_head() {
         .execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'alembic'", &[])
         .await
         .unwrap();
-    assert!(alter.await.unwrap().is_err());
-    assert_eq!(select.await.unwrap().unwrap()[0].get::<_, i64>(0), 250);
-    drop(leaked);
+    assert!(queue.alter.await.unwrap().is_err());
+    for reader in queue.readers {
+        assert_eq!(reader.await.unwrap().unwrap()[0].get::<_, i64>(0), 250);
+    }
 }
 
 #[tokio::test]

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use locksmith_pg::signal::Signal;
 use locksmith_pg::snapshot::{LockRow, Session, Snapshot};
-use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
-use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::incident::Incident;
+use locksmith_sandbox::queue::Queue;
 use locksmith_sandbox::Cluster;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::app::{App, Effect, Link, Mode, Sort};
@@ -47,23 +46,17 @@ fn row_of(screen: &[String], needle: &str) -> usize {
 struct Staged {
     cluster: Cluster,
     incident: Incident,
-    leaked: LeakedSessions,
+    queue: Queue,
     admin: Client,
-    alter: JoinHandle<Result<(), tokio_postgres::Error>>,
-    select: JoinHandle<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>>,
-    alter_pid: i32,
-    select_pid: i32,
 }
 
-async fn pid_of(admin: &Client, app: &str) -> i32 {
-    admin
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap()
-        .get(0)
+impl Staged {
+    fn alter_pid(&self) -> i32 {
+        self.queue.alter_pid
+    }
+    fn select_pid(&self) -> i32 {
+        self.queue.reader_pids[0]
+    }
 }
 
 async fn wait_for(admin: &Client, sql: &str, what: &str) {
@@ -77,46 +70,15 @@ async fn wait_for(admin: &Client, sql: &str, what: &str) {
 async fn stage() -> Staged {
     let cluster = Cluster::start().unwrap();
     let incident = Incident::stage(&cluster, "incident").await.unwrap();
-    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
-        .await
-        .unwrap();
+    let queue = Queue::form(&incident, 2, 1).await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
-    let migrator = incident
-        .admin
-        .with_application_name("alembic")
-        .connect()
-        .await
-        .unwrap();
-    let alter = tokio::spawn(async move { migrator.batch_execute(MIGRATION).await });
-    let waiting = |n: i32| {
-        format!("SELECT count(*) >= {n} FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-    };
-    wait_for(&admin, &waiting(1), "the ALTER waits").await;
-    let reader = incident
-        .app
-        .with_application_name("web-request")
-        .connect()
-        .await
-        .unwrap();
-    let select = tokio::spawn(async move {
-        reader
-            .query("SELECT count(*) FROM academic_partners", &[])
-            .await
-    });
-    wait_for(&admin, &waiting(2), "the SELECT waits").await;
     // Let the ages grow past zero so they show as seconds.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let alter_pid = pid_of(&admin, "alembic").await;
-    let select_pid = pid_of(&admin, "web-request").await;
     Staged {
         cluster,
         incident,
-        leaked,
+        queue,
         admin,
-        alter,
-        select,
-        alter_pid,
-        select_pid,
     }
 }
 
@@ -136,14 +98,14 @@ async fn the_incident_on_screen_at_160x40_and_80x24() {
     let s = stage().await;
     let mut source = Source::new(s.incident.admin.with_application_name("locksmith top"));
     let app = live_app(&mut source).await;
-    let root_pid = s.leaked.pids().iter().min().unwrap();
+    let root_pid = s.queue.leaked.pids().iter().min().unwrap();
 
     for (w, h) in [(160, 40), (80, 24)] {
         let screen = screen(&app, w, h);
         let text = screen.join("\n");
         let root = row_of(&screen, &format!("ROOT {root_pid} "));
-        let alter = row_of(&screen, &format!("└─ {} alembic", s.alter_pid));
-        let select = row_of(&screen, &format!("└┄ {} web-request", s.select_pid));
+        let alter = row_of(&screen, &format!("└─ {} alembic", s.alter_pid()));
+        let select = row_of(&screen, &format!("└┄ {} web-request", s.select_pid()));
         assert!(
             root < alter && alter < select,
             "tree order at {w}x{h}:\n{text}"
@@ -188,13 +150,13 @@ async fn the_incident_on_screen_at_160x40_and_80x24() {
 
 #[tokio::test]
 async fn cancel_and_terminate_keys_end_the_sessions_on_the_server() {
-    let s = stage().await;
+    let mut s = stage().await;
     let mut source = Source::new(s.incident.admin.with_application_name("locksmith top"));
     let mut app = live_app(&mut source).await;
     let client = source.client().unwrap();
 
     // `c` on the ALTER, then `n`: nothing happens.
-    assert!(app.select_pid(s.alter_pid));
+    assert!(app.select_pid(s.alter_pid()));
     assert_eq!(press(&mut app, KeyCode::Char('c')), None);
     let Mode::Confirm(confirm) = &app.mode else {
         panic!("{:?}", app.mode)
@@ -206,26 +168,29 @@ async fn cancel_and_terminate_keys_end_the_sessions_on_the_server() {
     );
     assert!(screen(&app, 80, 24)
         .join("\n")
-        .contains(&format!("Cancel pid {}?", s.alter_pid)));
+        .contains(&format!("Cancel pid {}?", s.alter_pid())));
     assert_eq!(press(&mut app, KeyCode::Char('n')), None);
     assert_eq!(app.mode, Mode::Normal);
 
     // `c` then `y`: the ALTER is cancelled, and the SELECT behind it gets through.
     press(&mut app, KeyCode::Char('c'));
     let effect = press(&mut app, KeyCode::Char('y'));
-    assert_eq!(effect, Some(Effect::Signal(Signal::Cancel, s.alter_pid)));
+    assert_eq!(effect, Some(Effect::Signal(Signal::Cancel, s.alter_pid())));
     app.signal_done(
         Signal::Cancel,
-        s.alter_pid,
-        send_signal(&client, Signal::Cancel, s.alter_pid).await,
+        s.alter_pid(),
+        send_signal(&client, Signal::Cancel, s.alter_pid()).await,
     );
     assert!(!app.status.as_ref().unwrap().error, "{:?}", app.status);
-    let err = s.alter.await.unwrap().unwrap_err();
+    let err = s.queue.alter.await.unwrap().unwrap_err();
     assert_eq!(
         err.code(),
         Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
     );
-    assert_eq!(s.select.await.unwrap().unwrap()[0].get::<_, i64>(0), 250);
+    assert_eq!(
+        s.queue.readers.remove(0).await.unwrap().unwrap()[0].get::<_, i64>(0),
+        250
+    );
     wait_for(
         &s.admin,
         "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock')",
@@ -236,7 +201,7 @@ async fn cancel_and_terminate_keys_end_the_sessions_on_the_server() {
     // `k` then `y` on a leaker: its session is gone from pg_stat_activity.
     let (snapshot, took) = source.refresh().await.unwrap();
     app.refreshed(snapshot, took);
-    let leaker = s.leaked.pids()[0];
+    let leaker = s.queue.leaked.pids()[0];
     assert!(app.select_pid(leaker));
     press(&mut app, KeyCode::Char('k'));
     assert!(screen(&app, 160, 40)
@@ -255,7 +220,7 @@ async fn cancel_and_terminate_keys_end_the_sessions_on_the_server() {
         "the terminated session is gone",
     )
     .await;
-    assert_eq!(s.leaked.alive(), 1);
+    assert_eq!(s.queue.leaked.alive(), 1);
 }
 
 #[tokio::test]
@@ -264,7 +229,7 @@ async fn a_refused_signal_shows_in_the_status_line() {
     // The application's role may not signal the superuser's ALTER.
     let mut source = Source::new(s.incident.app.with_application_name("locksmith top"));
     let mut app = live_app(&mut source).await;
-    assert!(app.select_pid(s.alter_pid));
+    assert!(app.select_pid(s.alter_pid()));
     press(&mut app, KeyCode::Char('k'));
     let Some(Effect::Signal(signal, pid)) = press(&mut app, KeyCode::Char('y')) else {
         panic!()
@@ -285,7 +250,7 @@ async fn a_refused_signal_shows_in_the_status_line() {
     assert_eq!(app.mode, Mode::Normal);
     assert!(!app.quit);
     s.admin
-        .execute("SELECT pg_cancel_backend($1)", &[&s.alter_pid])
+        .execute("SELECT pg_cancel_backend($1)", &[&s.alter_pid()])
         .await
         .unwrap();
 }
