@@ -180,21 +180,8 @@ async fn main() {
     }
     ddl.sort_unstable();
     let machine = format!(
-        "{} cores, {}, PostgreSQL {} (sandbox, fsync off), profile {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(
-                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                    .split(':')
-                    .nth(1)
-                    .unwrap_or("")
-                    .trim()
-                    .to_string())
-            )
-            .unwrap_or_else(|| "unknown CPU".into()),
+        "{}, PostgreSQL {} (sandbox, fsync off), profile {}",
+        locksmith_sandbox::bench_doc::machine(),
         cluster.major(),
         if cfg!(debug_assertions) {
             "dev"
