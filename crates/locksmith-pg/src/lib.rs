@@ -26,15 +26,18 @@
 
 pub mod audit;
 pub mod blockers;
+mod conninfo;
 pub mod guard;
 pub mod history;
+mod pgpass;
 pub mod settings;
 pub mod signal;
 pub mod snapshot;
 pub mod tls;
 pub mod trace;
 
-pub use settings::{redact, ConnectionSettings};
+pub use conninfo::redact;
+pub use settings::ConnectionSettings;
 
 /// What can go wrong talking to a server.
 #[derive(Debug, thiserror::Error)]

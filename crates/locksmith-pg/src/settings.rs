@@ -10,7 +10,7 @@
 //! (`verify-ca`, `verify-full`, `sslrootcert`, …) are taken out first.
 //!
 //! Passwords never leave this type: [`ConnectionSettings::describe`] and
-//! [`redact`] are what reports print, and `Debug` hides the password.
+//! [`redact`](crate::redact) are what reports print, and `Debug` hides the password.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode as WireSslMode};
 use tokio_postgres::Config;
 
+use crate::conninfo::{is_url, redact, sets_port, split_tls_keys, with_url_port};
+use crate::pgpass::pgpass_lookup;
 use crate::tls::{self, SslMode};
 use crate::Error;
 
@@ -47,15 +49,6 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
-
-const TLS_KEYS: [&str; 6] = [
-    "sslmode",
-    "sslrootcert",
-    "sslcert",
-    "sslkey",
-    "sslcrl",
-    "sslcompression",
-];
 
 impl ConnectionSettings {
     /// Resolves settings the way every command does: `url` (the flag), else
@@ -356,269 +349,8 @@ fn connect_reason(e: &tokio_postgres::Error) -> String {
     text
 }
 
-fn is_url(text: &str) -> bool {
-    let t = text.trim_start();
-    t.starts_with("postgres://") || t.starts_with("postgresql://")
-}
-
-/// Adds `:port` to every host of a URL that names none.
-fn with_url_port(url: &str, port: &str) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((u, h)) => (format!("{u}@"), h),
-        None => (String::new(), authority),
-    };
-    let hosts: Vec<String> = hosts
-        .split(',')
-        .map(|h| {
-            if h.is_empty() {
-                h.to_string()
-            } else {
-                format!("{h}:{port}")
-            }
-        })
-        .collect();
-    format!("{}{userinfo}{}{tail}", &url[..scheme_end], hosts.join(","))
-}
-
-/// Whether a URL or `key=value` string names a port itself.
-fn sets_port(text: &str) -> bool {
-    let trimmed = text.trim();
-    if let Some(rest) = trimmed
-        .strip_prefix("postgres://")
-        .or_else(|| trimmed.strip_prefix("postgresql://"))
-    {
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let query_port = rest
-            .split_once('?')
-            .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
-        // A port follows the last ':' outside IPv6 brackets.
-        let after_bracket = hosts.rsplit_once(']').map_or(hosts, |(_, tail)| tail);
-        return query_port || after_bracket.split(',').any(|h| h.contains(':'));
-    }
-    keyword_pairs(trimmed).iter().any(|(k, _)| k == "port")
-}
-
-/// Takes the TLS keys tokio-postgres does not know out of a URL or
-/// `key=value` string; returns the rest and the keys taken.
-fn split_tls_keys(text: &str) -> (String, Vec<(String, String)>) {
-    let mut taken = Vec::new();
-    let trimmed = text.trim();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        let Some((base, query)) = trimmed.split_once('?') else {
-            return (trimmed.to_string(), taken);
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if TLS_KEYS.contains(&k) {
-                taken.push((k.to_string(), percent_decode(v)));
-            } else {
-                kept.push(pair);
-            }
-        }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return (rest, taken);
-    }
-    let mut kept = Vec::new();
-    for (k, v) in keyword_pairs(trimmed) {
-        if TLS_KEYS.contains(&k.as_str()) {
-            taken.push((k, v));
-        } else {
-            kept.push(format!(
-                "{k}='{}'",
-                v.replace('\\', "\\\\").replace('\'', "\\'")
-            ));
-        }
-    }
-    (kept.join(" "), taken)
-}
-
-/// Splits `key=value key='quoted value'` as libpq does.
-fn keyword_pairs(text: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if key.is_empty() {
-            break;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == '=') {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-        }
-        pairs.push((key, value));
-    }
-    pairs
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn home(env: Env<'_>) -> Option<PathBuf> {
+pub(crate) fn home(env: Env<'_>) -> Option<PathBuf> {
     env("HOME").map(PathBuf::from)
-}
-
-/// Looks the password up in `PGPASSFILE` or `~/.pgpass`, as libpq does:
-/// `host:port:database:user:password`, `*` matches anything, `\` escapes.
-/// A file readable by group or others is ignored, as libpq ignores it.
-fn pgpass_lookup(config: &Config, env: Env<'_>) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = env("PGPASSFILE")
-        .map(PathBuf::from)
-        .or_else(|| Some(home(env)?.join(".pgpass")))?;
-    let meta = std::fs::metadata(&path).ok()?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return None;
-    }
-    let text = std::fs::read_to_string(&path).ok()?;
-    let host = match config.get_hosts().first()? {
-        Host::Tcp(h) => h.clone(),
-        // libpq matches socket connections against "localhost".
-        Host::Unix(_) => "localhost".into(),
-    };
-    let port = config
-        .get_ports()
-        .first()
-        .copied()
-        .unwrap_or(5432)
-        .to_string();
-    let wanted = [
-        host.as_str(),
-        port.as_str(),
-        config.get_dbname()?,
-        config.get_user()?,
-    ];
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let fields = pgpass_fields(line);
-            if fields.len() < 5 {
-                return None;
-            }
-            let matches = fields[..4]
-                .iter()
-                .zip(wanted)
-                .all(|(f, w)| f == "*" || f == w);
-            matches.then(|| fields[4].clone())
-        })
-}
-
-fn pgpass_fields(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => fields.last_mut().unwrap().extend(chars.next()),
-            ':' if fields.len() < 5 => fields.push(String::new()),
-            c => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
-}
-
-/// Hides the password in a connection string, URL or `key=value` form.
-pub fn redact(text: &str) -> String {
-    let trimmed = text.trim();
-    if let Some(scheme_end) = trimmed.find("://") {
-        let (scheme, rest) = trimmed.split_at(scheme_end + 3);
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let authority = match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    user.to_string()
-                };
-                format!("{masked}{}", &authority[at..])
-            }
-            None => authority.to_string(),
-        };
-        let tail = redact_query(tail);
-        return format!("{scheme}{authority}{tail}");
-    }
-    keyword_pairs(trimmed)
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "password" {
-                format!("{k}=***")
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|p| {
-            if p.starts_with("password=") {
-                "password=***".to_string()
-            } else {
-                p.to_string()
-            }
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -712,6 +444,13 @@ mod tests {
     }
 
     #[test]
+    fn settings_never_show_the_password() {
+        let s = resolve(Some("postgres://u:secret@h/db"), &[]);
+        assert!(!format!("{s:?}").contains("secret"));
+        assert!(!s.describe().contains("secret"));
+    }
+
+    #[test]
     fn bad_urls_are_clear_and_redacted() {
         let env = env_of(&[]);
         let err = ConnectionSettings::resolve_with(Some("postgres://u:secret@h:notaport/db"), &env)
@@ -765,47 +504,5 @@ mod tests {
             &[("PGPASSFILE", path.as_str())],
         );
         assert_eq!(s.password(), None);
-    }
-
-    #[test]
-    fn redaction() {
-        let cases = [
-            (
-                "postgres://u:secret@h:5432/db",
-                "postgres://u:***@h:5432/db",
-            ),
-            ("postgresql://u@h/db", "postgresql://u@h/db"),
-            (
-                "postgres://h/db?user=u&password=secret&sslmode=require",
-                "postgres://h/db?user=u&password=***&sslmode=require",
-            ),
-            (
-                "host=h password='se cret' user=u",
-                "host=h password=*** user=u",
-            ),
-            ("postgres://u:p%40ss@h/db", "postgres://u:***@h/db"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(redact(input), expected);
-        }
-        let s = resolve(Some("postgres://u:secret@h/db"), &[]);
-        assert!(!format!("{s:?}").contains("secret"));
-        assert!(!s.describe().contains("secret"));
-    }
-
-    #[test]
-    fn keyword_strings_keep_quoted_values() {
-        let (rest, tls) = split_tls_keys(
-            "host=h application_name='my app' sslrootcert='/tmp/a b.crt' sslmode=verify-ca",
-        );
-        assert_eq!(
-            tls,
-            vec![
-                ("sslrootcert".into(), "/tmp/a b.crt".into()),
-                ("sslmode".into(), "verify-ca".into())
-            ]
-        );
-        let config: Config = rest.parse().unwrap();
-        assert_eq!(config.get_application_name(), Some("my app"));
     }
 }
