@@ -235,7 +235,12 @@ pub fn held_locks(locks: &[LockRow], pid: i32) -> Vec<RelationLock> {
         .filter(|l| l.pid == pid && l.granted && l.locktype == "relation")
         .filter(|l| l.relation.as_deref().is_some_and(|r| !r.starts_with("pg_")))
         .collect();
-    held.sort_by_key(|l| std::cmp::Reverse(LockMode::from_pg_name(&l.mode)));
+    // Strongest first, then by name: the same session always reads the same way.
+    held.sort_by(|a, b| {
+        LockMode::from_pg_name(&b.mode)
+            .cmp(&LockMode::from_pg_name(&a.mode))
+            .then_with(|| a.relation.cmp(&b.relation))
+    });
     held.into_iter()
         .map(|l| RelationLock {
             relation: l.relation.clone().unwrap_or_default(),
