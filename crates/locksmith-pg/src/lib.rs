@@ -1,6 +1,7 @@
 //! Everything locksmith does with a live PostgreSQL server.
 //!
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
+//! - [`tables`]: table sizes for grading lint findings.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`history`]: the history table and the runner lock for `apply`.
@@ -33,6 +34,7 @@ mod pgpass;
 pub mod settings;
 pub mod signal;
 pub mod snapshot;
+pub mod tables;
 pub mod tls;
 pub mod trace;
 

@@ -171,6 +171,10 @@ pub struct LintArgs {
     /// Configuration file [default: ./locksmith.toml when present]
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+    /// Grade with a live server: table sizes estimate how long a rewrite or scan holds its lock
+    /// (LS601), and sessions holding conflicting locks now are reported (LS602). Read-only.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

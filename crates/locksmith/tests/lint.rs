@@ -230,3 +230,68 @@ fn bad_config_is_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LS999"));
 }
+
+/// `--database-url`: the table's size grades the hold, and the sessions in the
+/// way right now are named — against the incident staged with real sessions.
+#[tokio::test]
+async fn live_grading_names_size_and_current_blockers() {
+    use locksmith_sandbox::incident::{Incident, TABLE};
+    use locksmith_sandbox::traffic::LeakedSessions;
+
+    let incident = Incident::stage_shared("lint_live").await.unwrap();
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.sql");
+    std::fs::write(
+        &file,
+        "ALTER TABLE academic_partners ADD COLUMN token uuid DEFAULT gen_random_uuid();\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["lint", "--format", "json", "--database-url", &incident.url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = &report["files"][0]["statements"][0]["findings"];
+    let rule = |id: &str| {
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == id)
+            .cloned()
+    };
+    let size = rule("LS601").expect("a size estimate");
+    assert!(
+        size["message"].as_str().unwrap().contains("about 250 rows"),
+        "{size}"
+    );
+    assert_eq!(
+        size["severity"], "info",
+        "a 250-row table rewrites in well under 100 ms"
+    );
+    let blocked = rule("LS602").expect("the leakers are named");
+    assert!(
+        blocked["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 sessions hold a lock"),
+        "{blocked}"
+    );
+    assert!(
+        blocked["message"].as_str().unwrap().contains("leaky-app"),
+        "{blocked}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout)
+        .contains(locksmith_sandbox::cluster::SUPERUSER_PASSWORD));
+    drop(leaked);
+}

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod docs;
+pub mod live;
 mod registry;
 pub mod rules;
 mod suppress;

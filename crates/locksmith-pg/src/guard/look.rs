@@ -77,6 +77,13 @@ pub fn next_look(
     wait.min(remaining)
 }
 
+/// Sessions holding locks that conflict with `targets` right now, on any
+/// connection (no guard needed): for `--dry-run` and `lint --database-url`.
+pub async fn holders(client: &Client, targets: &[LockTarget]) -> Result<Vec<Holder>, Error> {
+    let resolved = resolve(client, targets).await?;
+    conflicting_holders(client, &resolved).await
+}
+
 /// The relations of a plan that exist now, with their oids and whether `LOCK TABLE` applies.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {

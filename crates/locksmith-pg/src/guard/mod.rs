@@ -254,8 +254,7 @@ impl Guard {
 
     /// Sessions holding locks that conflict with `targets` right now (for `--dry-run`).
     pub async fn holders_for(&self, targets: &[LockTarget]) -> Result<Vec<Holder>, Error> {
-        let resolved = look::resolve(&self.sidecar, targets).await?;
-        look::conflicting_holders(&self.sidecar, &resolved).await
+        look::holders(&self.sidecar, targets).await
     }
 
     /// Time left before the deadline.

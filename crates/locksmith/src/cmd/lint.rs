@@ -8,21 +8,23 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
+use locksmith_core::lint::live::{self, Blocking};
 use locksmith_core::lint::{lint, Config, Severity};
+use locksmith_pg::guard::{look, LockTarget};
 use miette::miette;
 
-use crate::cli::{LintArgs, LintFormat};
+use crate::cli::{ConnectionArgs, LintArgs, LintFormat};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::lint::{self as render, LintedFile};
 
 /// The name stdin is reported under.
 pub const STDIN: &str = "<stdin>";
 
-pub fn run(args: LintArgs) -> CmdResult {
+pub async fn run(args: LintArgs) -> CmdResult {
     let config = load_config(args.config.as_deref())?;
     let options = config.options(args.pg_version);
     let inputs = read_inputs(&args.paths)?;
-    let files: Vec<LintedFile> = inputs
+    let mut files: Vec<LintedFile> = inputs
         .into_iter()
         .map(|(path, text)| {
             let result = lint(&text, &options);
@@ -34,6 +36,9 @@ pub fn run(args: LintArgs) -> CmdResult {
             }
         })
         .collect();
+    if let Some(url) = &args.database_url {
+        grade_live(url, &mut files).await?;
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
@@ -46,6 +51,54 @@ pub fn run(args: LintArgs) -> CmdResult {
     }
     out.flush()?;
     Ok(outcome(&files))
+}
+
+/// `--database-url`: adds the findings only a live server can give (table
+/// sizes, sessions in the way now). Reads the catalog; changes nothing.
+async fn grade_live(url: &str, files: &mut [LintedFile]) -> Result<(), Failure> {
+    let settings = super::settings(&ConnectionArgs {
+        database_url: Some(url.to_string()),
+    })?
+    .with_application_name("locksmith lint");
+    let client = super::connect(&settings).await?;
+    for file in files.iter_mut() {
+        let Ok(report) = file.result.as_mut() else {
+            continue;
+        };
+        let mut names: Vec<String> = report
+            .statements
+            .iter()
+            .flat_map(|s| {
+                s.statement
+                    .locks
+                    .iter()
+                    .map(|l| l.relation.clone())
+                    .chain(s.statement.rewrites.iter().cloned())
+                    .chain(s.statement.scans.iter().cloned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        let facts = locksmith_pg::tables::facts(&client, &names).await?;
+        for stmt in &mut report.statements {
+            let targets: Vec<LockTarget> = stmt
+                .statement
+                .locks
+                .iter()
+                .map(|l| LockTarget {
+                    relation: l.relation.clone(),
+                    mode: l.mode,
+                })
+                .collect();
+            let holders = look::holders(&client, &targets).await?;
+            let blocking = holders.first().map(|h| Blocking {
+                sessions: holders.len(),
+                first: h.label(),
+            });
+            live::grade(stmt, &facts, blocking.as_ref());
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn outcome(files: &[LintedFile]) -> Outcome {

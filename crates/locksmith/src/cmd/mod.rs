@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Apply(args) => apply::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Blockers(args) => blockers::run(args).await,
-            Command::Lint(args) => lint::run(args),
+            Command::Lint(args) => lint::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Top(args) => crate::top::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,

@@ -171,11 +171,14 @@ pub fn sarif(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
         for (line, column, finding) in located(f) {
             let mut result = json!({
                 "ruleId": finding.rule,
-                "ruleIndex": RULES.iter().position(|r| r.id == finding.rule),
                 "level": sarif_level(finding.severity),
                 "message": { "text": finding.message },
                 "locations": [location(&f.path, line, column)],
             });
+            // Live-only findings (LS601, LS602) have no entry in the rule table.
+            if let Some(index) = RULES.iter().position(|r| r.id == finding.rule) {
+                result["ruleIndex"] = json!(index);
+            }
             if let Some(fix) = &finding.fix {
                 result["properties"] = json!({ "fix": fix });
             }

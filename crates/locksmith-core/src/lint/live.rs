@@ -1,0 +1,196 @@
+//! Grading with facts from a live server (`lint --database-url`): a table's
+//! size turns "rewrites the table" into "holds AccessExclusiveLock for about
+//! 40 s", and sessions holding conflicting locks right now turn a plan into
+//! "would queue behind them". Pure: the caller fetches the facts.
+//!
+//! These findings (LS601, LS602) exist only with a live server, so they are
+//! not in the static rule registry; their ids are reserved here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::duration::human;
+use crate::lint::{Finding, LintedStatement, Severity};
+use crate::lock::LockMode;
+
+/// Id of the size-based estimate of how long a lock is held.
+pub const LOCK_HELD_FOR_TABLE_SIZE: &str = "LS601";
+/// Id of the finding that sessions would block the statement right now.
+pub const BLOCKED_RIGHT_NOW: &str = "LS602";
+
+/// What the server says about one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFacts {
+    /// `pg_class.reltuples` (an estimate; -1 when never analysed).
+    pub rows: i64,
+    /// Heap, TOAST and free-space map (`pg_table_size`).
+    pub bytes: i64,
+}
+
+/// Sessions that hold locks conflicting with a statement's, now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocking {
+    /// How many.
+    pub sessions: usize,
+    /// One line naming the first of them, e.g. `pid 42 app@10.0.0.5 idle 41s`.
+    pub first: String,
+}
+
+/// Conservative sequential rates for a cloud disk under load: reading for a
+/// scan, and rewriting (read, write, rebuild indexes) for a rewrite. The
+/// estimate is an order of magnitude, said as such in every message.
+const SCAN_BYTES_PER_SEC: f64 = 200.0 * 1024.0 * 1024.0;
+const REWRITE_BYTES_PER_SEC: f64 = 50.0 * 1024.0 * 1024.0;
+
+/// About how long reading (or rewriting) `bytes` holds the statement's lock.
+pub fn estimate_hold(bytes: i64, rewrite: bool) -> Duration {
+    let rate = if rewrite {
+        REWRITE_BYTES_PER_SEC
+    } else {
+        SCAN_BYTES_PER_SEC
+    };
+    Duration::from_secs_f64(bytes.max(0) as f64 / rate)
+}
+
+/// Adds the live findings to one statement.
+pub fn grade(
+    stmt: &mut LintedStatement,
+    facts: &BTreeMap<String, TableFacts>,
+    blocking: Option<&Blocking>,
+) {
+    let s = &stmt.statement;
+    let mut found = Vec::new();
+    let relations = s.rewrites.iter().map(|r| (r, true)).chain(
+        s.scans
+            .iter()
+            .filter(|r| !s.rewrites.contains(r))
+            .map(|r| (r, false)),
+    );
+    for (relation, rewrite) in relations {
+        let (Some(f), Some(mode)) = (facts.get(relation), s.lock_on(relation)) else {
+            continue;
+        };
+        let hold = estimate_hold(f.bytes, rewrite);
+        // Only a lock that stops traffic makes the duration matter.
+        let severity = match (mode >= LockMode::Share, hold) {
+            (false, _) => Severity::Info,
+            (true, h) if h >= Duration::from_secs(1) => Severity::Error,
+            (true, h) if h >= Duration::from_millis(100) => Severity::Warning,
+            _ => Severity::Info,
+        };
+        found.push(Finding {
+            rule: LOCK_HELD_FOR_TABLE_SIZE,
+            severity,
+            message: format!(
+                "`{relation}` has about {} rows ({}): {} it holds {mode}, which blocks {}, for roughly {} (estimate)",
+                f.rows.max(0),
+                bytes(f.bytes),
+                if rewrite { "rewriting it," } else { "while it reads the whole table" },
+                mode.blocks(),
+                human(hold),
+            ),
+            fix: None,
+        });
+    }
+    if let (Some(b), Some(strongest)) = (blocking, s.strongest_lock()) {
+        found.push(Finding {
+            rule: BLOCKED_RIGHT_NOW,
+            severity: Severity::Error,
+            message: format!(
+                "{} session{} hold{} a lock that conflicts with {} on `{}` right now ({}{}): run now, this statement would queue behind {} and every query on `{}` behind it; run it under `locksmith apply` or `locksmith run`, or end those transactions first",
+                b.sessions,
+                if b.sessions == 1 { "" } else { "s" },
+                if b.sessions == 1 { "s" } else { "" },
+                strongest.mode,
+                strongest.relation,
+                b.first,
+                if b.sessions > 1 { ", …" } else { "" },
+                if b.sessions == 1 { "it" } else { "them" },
+                strongest.relation,
+            ),
+            fix: None,
+        });
+    }
+    stmt.findings.extend(found);
+}
+
+fn bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    match n {
+        n if n >= 1024.0 * 1024.0 * 1024.0 => format!("{:.1} GB", n / (1024.0 * 1024.0 * 1024.0)),
+        n if n >= 1024.0 * 1024.0 => format!("{:.0} MB", n / (1024.0 * 1024.0)),
+        n => format!("{:.0} kB", n / 1024.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lint::{lint, Options};
+
+    fn linted(sql: &str) -> LintedStatement {
+        lint(sql, &Options::default()).unwrap().statements.remove(0)
+    }
+
+    #[test]
+    fn size_grades_the_hold() {
+        let facts = |bytes| BTreeMap::from([("t".to_string(), TableFacts { rows: 1000, bytes })]);
+        let mut small = linted("ALTER TABLE t ALTER COLUMN a TYPE bigint");
+        grade(&mut small, &facts(16 * 1024), None);
+        let f = small
+            .findings
+            .iter()
+            .find(|f| f.rule == LOCK_HELD_FOR_TABLE_SIZE)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Info);
+        let mut big = linted("ALTER TABLE t ALTER COLUMN a TYPE bigint");
+        grade(&mut big, &facts(10 * 1024 * 1024 * 1024), None);
+        let f = big
+            .findings
+            .iter()
+            .find(|f| f.rule == LOCK_HELD_FOR_TABLE_SIZE)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.message.contains("AccessExclusiveLock") && f.message.contains("3m"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn sessions_holding_conflicting_locks_are_an_error() {
+        let mut s = linted("ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)");
+        let b = Blocking {
+            sessions: 3,
+            first: "pid 42 app@10.0.0.5 idle 41s".into(),
+        };
+        grade(&mut s, &BTreeMap::new(), Some(&b));
+        let f = s
+            .findings
+            .iter()
+            .find(|f| f.rule == BLOCKED_RIGHT_NOW)
+            .unwrap();
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.message.starts_with(
+                "3 sessions hold a lock that conflicts with AccessExclusiveLock on `t`"
+            ),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn estimates() {
+        assert_eq!(
+            estimate_hold(200 * 1024 * 1024, false),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            estimate_hold(50 * 1024 * 1024, true),
+            Duration::from_secs(1)
+        );
+        assert_eq!(estimate_hold(-1, true), Duration::ZERO);
+    }
+}
