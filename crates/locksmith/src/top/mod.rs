@@ -98,8 +98,11 @@ impl Source {
             Ok(snap) => Ok((snap, started.elapsed())),
             Err(e) => {
                 // A server error (e.g. a permission) keeps the connection; anything else drops it.
+                // So does the server's own goodbye (57P01 terminated by an administrator, 57P02/57P03
+                // shutting down), which can arrive a moment before the socket closes.
                 let lost = client.is_closed()
-                    || matches!(&e, locksmith_pg::Error::Query { source, .. } if source.as_db_error().is_none());
+                    || matches!(&e, locksmith_pg::Error::Query { source, .. }
+                        if source.as_db_error().is_none_or(|db| db.code().code().starts_with("57P")));
                 if lost {
                     self.conn = None;
                 }
