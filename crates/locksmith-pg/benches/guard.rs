@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locksmith_core::lock::LockMode;
-use locksmith_pg::guard::{Guard, GuardPolicy, LockTarget, Step};
+use locksmith_pg::guard::{Guard, GuardPolicy, RelationLock, Step};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile};
 use locksmith_sandbox::Cluster;
@@ -26,7 +26,7 @@ const RUNS: usize = 5;
 fn step() -> Step {
     Step {
         sql: MIGRATION.into(),
-        locks: vec![LockTarget {
+        locks: vec![RelationLock {
             relation: TABLE.into(),
             mode: LockMode::AccessExclusive,
         }],

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use locksmith_core::lock::LockMode;
-use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, Interrupt, LockTarget, Step};
+use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, Interrupt, RelationLock, Step};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile};
 use tokio::sync::watch;
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 fn alter_step() -> Step {
     Step {
         sql: MIGRATION.to_string(),
-        locks: vec![LockTarget {
+        locks: vec![RelationLock {
             relation: TABLE.into(),
             mode: LockMode::AccessExclusive,
         }],

@@ -10,7 +10,7 @@ use locksmith_core::lock::LockMode;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::LockTarget;
+use super::RelationLock;
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::Error;
 
@@ -79,7 +79,7 @@ pub fn next_look(
 
 /// Sessions holding locks that conflict with `targets` right now, on any
 /// connection (no guard needed): for `--dry-run` and `lint --database-url`.
-pub async fn holders(client: &Client, targets: &[LockTarget]) -> Result<Vec<Holder>, Error> {
+pub async fn holders(client: &Client, targets: &[RelationLock]) -> Result<Vec<Holder>, Error> {
     let resolved = resolve(client, targets).await?;
     conflicting_holders(client, &resolved).await
 }
@@ -99,7 +99,7 @@ pub(crate) struct Resolved {
 /// by the migration itself) are left out.
 pub(crate) async fn resolve(
     client: &Client,
-    targets: &[LockTarget],
+    targets: &[RelationLock],
 ) -> Result<Vec<Resolved>, Error> {
     if targets.is_empty() {
         return Ok(Vec::new());

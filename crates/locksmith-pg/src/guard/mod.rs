@@ -33,7 +33,7 @@ pub mod watchdog;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use locksmith_core::lock::LockMode;
+use locksmith_core::analysis::{Statement, StatementKind};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::{CancelToken, Client};
@@ -76,19 +76,33 @@ pub struct Step {
     /// The SQL to run.
     pub sql: String,
     /// Relations and the mode each needs (the strongest, per relation).
-    pub locks: Vec<LockTarget>,
+    pub locks: Vec<RelationLock>,
     /// The index a `CREATE INDEX CONCURRENTLY` builds: dropped before a retry if
     /// a failed build left it INVALID.
     pub builds_index: Option<String>,
 }
 
-/// A relation and the lock mode a statement needs on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockTarget {
-    /// The relation as written.
-    pub relation: String,
-    /// The mode.
-    pub mode: LockMode,
+/// A relation and the lock mode a statement needs on it: the analysis' own type.
+pub use locksmith_core::analysis::RelationLock;
+
+impl From<&Statement> for Step {
+    /// The guard's work order for an analysed statement: its SQL, the locks the
+    /// analysis says it takes, and the index a concurrent build would leave behind.
+    fn from(s: &Statement) -> Step {
+        let builds_index = match &s.kind {
+            StatementKind::CreateIndex {
+                name: Some(name),
+                concurrently: true,
+                ..
+            } => Some(name.clone()),
+            _ => None,
+        };
+        Step {
+            sql: s.sql.clone(),
+            locks: s.locks.clone(),
+            builds_index,
+        }
+    }
 }
 
 /// A signal that asks the guard to stop.
@@ -253,7 +267,7 @@ impl Guard {
     }
 
     /// Sessions holding locks that conflict with `targets` right now (for `--dry-run`).
-    pub async fn holders_for(&self, targets: &[LockTarget]) -> Result<Vec<Holder>, Error> {
+    pub async fn holders_for(&self, targets: &[RelationLock]) -> Result<Vec<Holder>, Error> {
         look::holders(&self.sidecar, targets).await
     }
 
@@ -284,7 +298,8 @@ impl Guard {
         finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
     ) -> Result<u32, GuardError> {
         let unit_started = Instant::now();
-        let targets: Vec<LockTarget> = steps.iter().flat_map(|s| s.locks.iter().cloned()).collect();
+        let targets: Vec<RelationLock> =
+            steps.iter().flat_map(|s| s.locks.iter().cloned()).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut nowait_losses = 0;
         let mut unit_attempts = 0;
@@ -402,7 +417,7 @@ impl Guard {
         Ok(())
     }
 
-    async fn give_up(&mut self, targets: &[LockTarget], reason: &str) -> GuardError {
+    async fn give_up(&mut self, targets: &[RelationLock], reason: &str) -> GuardError {
         // Name whoever holds conflicting locks now; fall back to the last seen.
         let now = match look::resolve(&self.sidecar, targets).await {
             Ok(resolved) => look::conflicting_holders(&self.sidecar, &resolved)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::migration::{checksum, wants_no_transaction, MigrationName};
-use locksmith_pg::guard::{Guard, GuardError, LockTarget, Step};
+use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::history;
 use serde::Serialize;
 
@@ -255,27 +255,8 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
                 _ => {}
             }
             transactional &= s.transactional;
-            let builds_index = match &s.kind {
-                StatementKind::CreateIndex {
-                    name: Some(n),
-                    concurrently: true,
-                    ..
-                } => Some(n.clone()),
-                _ => None,
-            };
             steps.push(PlannedStep {
-                step: Step {
-                    sql: s.sql.clone(),
-                    locks: s
-                        .locks
-                        .iter()
-                        .map(|l| LockTarget {
-                            relation: l.relation.clone(),
-                            mode: l.mode,
-                        })
-                        .collect(),
-                    builds_index,
-                },
+                step: Step::from(&s),
                 line: s.line,
                 column: s.column,
             });
@@ -320,7 +301,7 @@ async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<S
         migrations: Vec::new(),
     };
     for p in pending {
-        let targets: Vec<LockTarget> = p
+        let targets: Vec<RelationLock> = p
             .steps
             .iter()
             .flat_map(|s| s.step.locks.iter().cloned())

@@ -9,9 +9,9 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use locksmith_core::lock::LockMode;
+use locksmith_core::analysis;
 use locksmith_pg::blockers::BlockerReport;
-use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, LockTarget, Step};
+use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, Step};
 use locksmith_pg::snapshot::Snapshotter;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
@@ -286,14 +286,13 @@ async fn guarded_migration(
     let settings = incident.admin.with_application_name("locksmith");
     let mut guard = Guard::connect(&settings, policy, interrupt).await?;
     guard.on_event(events.into_handler());
-    let step = Step {
-        sql: MIGRATION.to_string(),
-        locks: vec![LockTarget {
-            relation: TABLE.into(),
-            mode: LockMode::AccessExclusive,
-        }],
-        builds_index: None,
-    };
+    // The same analysis `apply` plans with: the ALTER takes AccessExclusiveLock on the table.
+    let statements = analysis::analyze(MIGRATION, analysis::MAX_PG_VERSION).map_err(|e| {
+        Failure::other(miette::miette!(
+            "the incident's migration does not parse: {e}"
+        ))
+    })?;
+    let step = Step::from(&statements[0]);
     let started = Instant::now();
     let result = guard.run_transaction(&[step], None).await;
     let took = locksmith_core::duration::human(started.elapsed());

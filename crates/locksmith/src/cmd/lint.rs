@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use locksmith_core::lint::live::{self, Blocking};
 use locksmith_core::lint::{lint, Config, Severity};
-use locksmith_pg::guard::{look, LockTarget};
+use locksmith_pg::guard::look;
 use miette::miette;
 
 use crate::cli::{ConnectionArgs, LintArgs, LintFormat};
@@ -81,16 +81,7 @@ async fn grade_live(url: &str, files: &mut [LintedFile]) -> Result<(), Failure> 
         names.dedup();
         let facts = locksmith_pg::tables::facts(&client, &names).await?;
         for stmt in &mut report.statements {
-            let targets: Vec<LockTarget> = stmt
-                .statement
-                .locks
-                .iter()
-                .map(|l| LockTarget {
-                    relation: l.relation.clone(),
-                    mode: l.mode,
-                })
-                .collect();
-            let holders = look::holders(&client, &targets).await?;
+            let holders = look::holders(&client, &stmt.statement.locks).await?;
             let blocking = holders.first().map(|h| Blocking {
                 sessions: holders.len(),
                 first: h.label(),
