@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use locksmith_core::quote::literal;
 use tokio_postgres::Client;
 
+use crate::guard::backoff::Backoff;
 use crate::Error;
 
 /// The history table's name.
@@ -93,7 +94,8 @@ pub fn insert_sql(
 /// waiting keeps this lock out of the server's lock queue and bounded.
 pub async fn lock_runners(client: &Client, timeout: Duration) -> Result<bool, Error> {
     let started = Instant::now();
-    let mut delay = Duration::from_millis(20);
+    // Jittered, so runners that lost together do not retry together.
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
     loop {
         // Non-blocking: never queue, even for our own lock.
         let got: bool = client
@@ -107,8 +109,12 @@ pub async fn lock_runners(client: &Client, timeout: Duration) -> Result<bool, Er
         if started.elapsed() >= timeout {
             return Ok(false);
         }
-        tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        tokio::time::sleep(
+            backoff
+                .next_delay()
+                .min(timeout.saturating_sub(started.elapsed())),
+        )
+        .await;
     }
 }
 

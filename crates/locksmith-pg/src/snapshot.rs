@@ -54,9 +54,7 @@ impl Session {
 
     /// Idle inside an open transaction (including an aborted one).
     pub fn is_idle_in_transaction(&self) -> bool {
-        self.state
-            .as_deref()
-            .is_some_and(|s| s.starts_with("idle in transaction"))
+        idle_in_transaction(self.state.as_deref())
     }
 
     /// `application@client` for one-line reports.
@@ -121,9 +119,7 @@ impl SessionSummary {
 
     /// Idle inside a transaction (or an aborted one): holding locks while doing nothing.
     pub fn is_idle_in_transaction(&self) -> bool {
-        self.state
-            .as_deref()
-            .is_some_and(|s| s.starts_with("idle in transaction"))
+        idle_in_transaction(self.state.as_deref())
     }
 
     /// How long it has been in its current state (idle, for an idle-in-transaction session).
@@ -147,7 +143,7 @@ impl SessionSummary {
         let client = self.client_addr.as_deref().unwrap_or("local");
         let age = locksmith_core::duration::human(self.idle_for());
         match self.state.as_deref() {
-            Some(s) if s.starts_with("idle in transaction") => {
+            Some(s) if idle_in_transaction(Some(s)) => {
                 format!("pid {} {app}@{client} idle {age}", self.pid)
             }
             Some(s) => format!("pid {} {app}@{client} {s} for {age}", self.pid),
@@ -343,4 +339,9 @@ impl Snapshotter {
             })
             .collect())
     }
+}
+
+/// `idle in transaction` or `idle in transaction (aborted)`: holding locks while doing nothing.
+fn idle_in_transaction(state: Option<&str>) -> bool {
+    state.is_some_and(|s| s.starts_with("idle in transaction"))
 }

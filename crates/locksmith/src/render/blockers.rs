@@ -58,7 +58,7 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
             };
             if let Some(b) = report.blockers.iter().find(|b| b.pid == line.pid) {
                 let state = b.state.as_deref().unwrap_or("?");
-                let what = if state.starts_with("idle in transaction") {
+                let what = if b.is_idle_in_transaction() {
                     style.red(&format!("{state} for {}", age(b.state_age_ms)))
                 } else {
                     style.yellow(state)
