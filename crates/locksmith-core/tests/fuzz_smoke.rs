@@ -4,8 +4,11 @@
 //! statements short. `FUZZ_SMOKE_SECS=600` runs it longer (default 5 s);
 //! the coverage-guided version is `fuzz/fuzz_targets/parse_analyze_lint.rs`.
 
-use locksmith_core::analysis::{MAX_PG_VERSION, MIN_PG_VERSION};
-use locksmith_core::lint::{lint, Options};
+mod support {
+    pub mod fuzz_property;
+}
+
+use support::fuzz_property::check;
 
 const CATALOGUE: &str = include_str!("../../locksmith-pg/tests/conformance/catalogue.sql");
 
@@ -50,28 +53,6 @@ impl Rng {
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn check(sql: &str) {
-    for pg_version in MIN_PG_VERSION..=MAX_PG_VERSION {
-        let options = Options {
-            pg_version,
-            ..Options::default()
-        };
-        if let Ok(report) = lint(sql, &options) {
-            for s in &report.statements {
-                let json = serde_json::json!({
-                    "line": s.statement.line,
-                    "column": s.statement.column,
-                    "sql": s.statement.sql,
-                    "locks": s.statement.locks,
-                    "rewrites": s.statement.rewrites,
-                    "findings": s.findings,
-                });
-                assert!(!json.to_string().is_empty());
-            }
-        }
     }
 }
 
