@@ -23,20 +23,17 @@
 //! If the sidecar connection is lost, the watch goes blind but the watched
 //! sessions still carry `lock_timeout`: the server keeps bounding their waits.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use super::look::{self, Holder, Resolved};
+use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
-
-/// How often the sidecar looks: small against the budget, light on the server.
-const POLL: Duration = Duration::from_millis(25);
 
 /// A lock a watched session waited for: what a retry must not queue for while
 /// long-lived sessions hold a conflicting one.
@@ -227,7 +224,7 @@ async fn poll_loop(
     seen: Arc<Mutex<SessionWatch>>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut waiting_since: HashMap<i32, Instant> = HashMap::new();
+    let mut clocks = WaitClocks::default();
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
@@ -239,13 +236,11 @@ async fn poll_loop(
         // The watched sessions: whether each waits on a lock, for whom, and how many queue behind it.
         let rows = sidecar
             .query(
-                "SELECT a.pid, coalesce(a.wait_event_type = 'Lock', false),
-                        CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
-                        (SELECT count(*) FROM pg_stat_activity w
-                          WHERE w.wait_event_type = 'Lock' AND a.pid = ANY(pg_blocking_pids(w.pid)))
-                 FROM pg_stat_activity a
-                 WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
-                   AND a.pid <> pg_backend_pid()",
+                &format!(
+                    "SELECT {WAIT_COLUMNS} FROM pg_stat_activity a
+                     WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
+                       AND a.pid <> pg_backend_pid()"
+                ),
                 &[&application_name, &since_epoch],
             )
             .await;
@@ -264,11 +259,7 @@ async fn poll_loop(
                 continue;
             }
             still_waiting.push(pid);
-            // Half a poll: the wait began somewhere between the last look and this one.
-            let since = *waiting_since
-                .entry(pid)
-                .or_insert_with(|| Instant::now() - POLL / 2);
-            let waited = since.elapsed();
+            let waited = clocks.waiting(pid);
             {
                 let mut s = seen.lock().unwrap();
                 s.longest_wait = s.longest_wait.max(waited);
@@ -291,17 +282,13 @@ async fn poll_loop(
                 }
                 terminate_eligible(&sidecar, holders, terminate_idle_after, &seen).await;
             }
-            // Grace of two polls: the server's own lock_timeout should fire first.
-            if waited > budget + POLL * 2 {
-                // Cancel on the server: the client may be a driver that ignores lock_timeout.
-                let _ = sidecar
-                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
-                    .await;
+            if WaitClocks::over_budget(waited, budget) {
+                cancel(&sidecar, pid).await;
                 seen.lock().unwrap().cancelled.push(pid);
-                waiting_since.remove(&pid);
+                clocks.reset(pid);
             }
         }
-        waiting_since.retain(|pid, _| still_waiting.contains(pid));
+        clocks.keep_only(&still_waiting);
     }
 }
 

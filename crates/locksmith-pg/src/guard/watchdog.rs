@@ -4,6 +4,7 @@
 //! watchdog cancels it on the server. It also records whom we waited for
 //! and how many sessions queued behind us: the traffic we made wait.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,58 @@ pub struct Watchdog {
     seen: Arc<Mutex<Watch>>,
 }
 
-/// How often the sidecar looks. Small against the budget, light on the server:
-/// one indexed lookup in `pg_stat_activity` per poll.
-const POLL: Duration = Duration::from_millis(25);
+/// How often a sidecar looks. Small against the budget, light on the server:
+/// one lookup in `pg_stat_activity` per poll.
+pub(crate) const POLL: Duration = Duration::from_millis(25);
+
+/// What one poll reads about a watched backend `a`: pid, whether it waits on a
+/// lock, whom for (`pg_blocking_pids`, only when waiting), and how many
+/// sessions wait behind it. Shared by this watchdog and [`super::sessions`].
+pub(crate) const WAIT_COLUMNS: &str = "a.pid, coalesce(a.wait_event_type = 'Lock', false),
+    CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
+    (SELECT count(*) FROM pg_stat_activity w
+      WHERE w.wait_event_type = 'Lock' AND a.pid = ANY(pg_blocking_pids(w.pid)))";
+
+/// When each watched backend started waiting on a lock, as seen poll by poll.
+#[derive(Debug, Default)]
+pub(crate) struct WaitClocks {
+    since: HashMap<i32, Instant>,
+}
+
+impl WaitClocks {
+    /// `pid` waits now: how long it has waited. A new wait began somewhere
+    /// between the last look and this one, so it counts from half a poll ago.
+    pub(crate) fn waiting(&mut self, pid: i32) -> Duration {
+        self.since
+            .entry(pid)
+            .or_insert_with(|| Instant::now() - POLL / 2)
+            .elapsed()
+    }
+
+    /// Forgets the backends that no longer wait.
+    pub(crate) fn keep_only(&mut self, waiting: &[i32]) {
+        self.since.retain(|pid, _| waiting.contains(pid));
+    }
+
+    /// Starts `pid`'s clock over (after cancelling it).
+    pub(crate) fn reset(&mut self, pid: i32) {
+        self.since.remove(&pid);
+    }
+
+    /// Past the budget by a grace of two polls: the server's own
+    /// `lock_timeout` should fire first; this is for when it did not.
+    pub(crate) fn over_budget(waited: Duration, budget: Duration) -> bool {
+        waited > budget + POLL * 2
+    }
+}
+
+/// Cancels `pid`'s statement on the server: the one remedy that works even
+/// when its client is stuck or its driver ignored `lock_timeout`.
+pub(crate) async fn cancel(sidecar: &Client, pid: i32) {
+    let _ = sidecar
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .await;
+}
 
 impl Watchdog {
     /// Starts watching `pids` (our backends) over `sidecar`, cancelling any
@@ -43,32 +93,27 @@ impl Watchdog {
         let task = {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut waiting_since: Option<Instant> = None;
+                let mut clocks = WaitClocks::default();
                 loop {
                     tokio::select! {
                         _ = stopped.changed() => return,
                         _ = tokio::time::sleep(POLL) => {}
                     }
                     // Our backends' lock waits: who blocks them and how many queue behind them.
-                    let rows = sidecar
-                        .query(
-                            "SELECT a.pid, a.wait_event_type = 'Lock',
-                                    CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
-                                    (SELECT count(*) FROM pg_stat_activity w
-                                      WHERE w.wait_event_type = 'Lock' AND a.pid = ANY(pg_blocking_pids(w.pid)))
-                             FROM pg_stat_activity a WHERE a.pid = ANY($1)",
-                            &[&pids],
-                        )
-                        .await;
-                    let Ok(rows) = rows else { continue };
-                    let mut any_waiting = None;
+                    let sql = format!(
+                        "SELECT {WAIT_COLUMNS} FROM pg_stat_activity a WHERE a.pid = ANY($1)"
+                    );
+                    let Ok(rows) = sidecar.query(&sql, &[&pids]).await else {
+                        continue;
+                    };
+                    let mut waiting = Vec::new();
                     for row in &rows {
-                        let waiting: Option<bool> = row.get(1);
+                        let pid: i32 = row.get(0);
                         let behind: i64 = row.get(3);
                         let mut s = seen.lock().unwrap();
                         s.max_queued_behind = s.max_queued_behind.max(behind);
-                        if waiting == Some(true) {
-                            any_waiting = Some(row.get::<_, i32>(0));
+                        if row.get::<_, bool>(1) {
+                            waiting.push(pid);
                             for b in row.get::<_, Option<Vec<i32>>>(2).unwrap_or_default() {
                                 if !s.waited_for.contains(&b) {
                                     s.waited_for.push(b);
@@ -76,26 +121,18 @@ impl Watchdog {
                             }
                         }
                     }
-                    match (any_waiting, waiting_since) {
-                        (Some(pid), Some(since)) => {
-                            let waited = since.elapsed();
-                            {
-                                let mut s = seen.lock().unwrap();
-                                s.longest_wait = s.longest_wait.max(waited);
-                            }
-                            // Grace of two polls: lock_timeout on the server should fire first.
-                            if waited > budget + POLL * 2 {
-                                // Cancel our own backend on the server: the one remedy that works
-                                // even when our client is stuck.
-                                let _ = sidecar
-                                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
-                                    .await;
-                                seen.lock().unwrap().cancelled = true;
-                                waiting_since = None;
-                            }
+                    clocks.keep_only(&waiting);
+                    for pid in waiting {
+                        let waited = clocks.waiting(pid);
+                        {
+                            let mut s = seen.lock().unwrap();
+                            s.longest_wait = s.longest_wait.max(waited);
                         }
-                        (Some(_), None) => waiting_since = Some(Instant::now() - POLL / 2),
-                        (None, _) => waiting_since = None,
+                        if WaitClocks::over_budget(waited, budget) {
+                            cancel(&sidecar, pid).await;
+                            seen.lock().unwrap().cancelled = true;
+                            clocks.reset(pid);
+                        }
                     }
                 }
             })
