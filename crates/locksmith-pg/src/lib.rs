@@ -76,6 +76,19 @@ pub enum Error {
         /// The missing role or privilege.
         needs: String,
     },
+    /// A concurrent index build found a valid index of another definition under its name.
+    #[error(
+        "index {name} already exists and is not the one the statement builds:\n  existing:  {found}\n  statement: {wanted}\n\
+         Give the statement's index another name, or drop the existing one (DROP INDEX CONCURRENTLY {name}) if it is obsolete"
+    )]
+    IndexExists {
+        /// The existing index, qualified.
+        name: String,
+        /// Its definition (`pg_get_indexdef`).
+        found: String,
+        /// The definition the statement would build.
+        wanted: String,
+    },
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]
     Query {

@@ -11,6 +11,8 @@
 //! - `convert` / `alter_table`: parse node → summary, one place per statement
 //!   family, with the lock each takes taken from PostgreSQL's
 //!   `AlterTableGetLockLevel` and the documentation.
+//! - [`index_copy`]: a `CREATE INDEX` retargeted at another table, so the
+//!   server can tell whether an existing index is the one a statement builds.
 //! - [`transaction`]: the per-file transaction state (explicit `BEGIN`?
 //!   `lock_timeout` set? `AccessExclusiveLock` already held?) that rules read.
 //!
@@ -30,6 +32,7 @@
 mod alter_table;
 mod convert;
 mod expr;
+pub mod index_copy;
 mod kind;
 pub mod source;
 pub mod transaction;

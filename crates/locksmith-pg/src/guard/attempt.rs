@@ -7,6 +7,7 @@ use std::time::Duration;
 use locksmith_core::duration::to_pg_setting;
 use tokio_postgres::error::SqlState;
 
+use super::index_build::Existing;
 use super::look::Resolved;
 use super::watchdog::{Watch, Watchdog};
 use super::{Attempt, Event, Guard, GuardError, Interrupt, Step};
@@ -94,6 +95,14 @@ impl Guard {
     }
 
     pub(super) async fn attempt_single(&mut self, step: &Step) -> Result<Attempt, GuardError> {
+        match self.prepare_index_build(step).await? {
+            Some(Existing::Built(name)) => {
+                (self.on_event)(Event::IndexAlreadyBuilt(&name));
+                return Ok(Attempt::Done);
+            }
+            Some(Existing::Absent | Existing::Invalid(_)) => {}
+            None => return Ok(Attempt::LostRace(Watch::default())),
+        }
         let timeouts = format!(
             "SET lock_timeout = '{}'; SET statement_timeout = '{}'",
             to_pg_setting(self.policy.lock_timeout),
@@ -119,52 +128,13 @@ impl Guard {
             Ok(()) => Ok(Attempt::Done),
             Err(e) => {
                 // Clean up first, but report the build's own error (e.g. the duplicate key).
-                let cleanup = match &step.builds_index {
-                    Some(index) => self.drop_invalid_index(index).await,
-                    None => Ok(()),
-                };
+                let cleanup = self.drop_invalid_index(step).await;
                 match self.classify(e, watch) {
                     Err(e) => Err(e),
                     Ok(attempt) => cleanup.map(|_| attempt),
                 }
             }
         }
-    }
-
-    /// A failed `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind,
-    /// which would make the retry fail with "already exists" and slows writes.
-    async fn drop_invalid_index(&mut self, index: &str) -> Result<(), GuardError> {
-        // Whether the index exists and is invalid, with its quoted name.
-        let row = self
-            .client
-            .query_opt(
-                "SELECT i.indexrelid::regclass::text FROM pg_index i
-                 WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid",
-                &[&index],
-            )
-            .await
-            .map_err(|e| Error::query("looking for an invalid index", e))?;
-        if let Some(row) = row {
-            let name: String = row.get(0);
-            // Separate calls: several statements in one simple query form an implicit
-            // transaction block, where DROP INDEX CONCURRENTLY cannot run.
-            let sql = [
-                format!(
-                    "SET lock_timeout = '{}'",
-                    to_pg_setting(self.policy.lock_timeout)
-                ),
-                format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"),
-                "RESET lock_timeout".to_string(),
-            ];
-            for statement in sql {
-                self.client
-                    .batch_execute(&statement)
-                    .await
-                    .map_err(|e| Error::query(format!("dropping the invalid index {name}"), e))?;
-            }
-            (self.on_event)(Event::DroppedInvalidIndex(&name));
-        }
-        Ok(())
     }
 
     fn note(&mut self, watch: &Watch) {

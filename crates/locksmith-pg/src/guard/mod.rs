@@ -26,6 +26,7 @@
 
 mod attempt;
 pub mod backoff;
+mod index_build;
 pub mod look;
 pub mod sessions;
 pub mod watchdog;
@@ -142,6 +143,9 @@ pub enum Event<'a> {
     },
     /// An INVALID index left by a failed concurrent build was dropped.
     DroppedInvalidIndex(&'a str),
+    /// The index a concurrent build makes already exists (an earlier run
+    /// finished it but was stopped before recording it): the step is done.
+    IndexAlreadyBuilt(&'a str),
 }
 
 /// What the guard did, across everything it ran.

@@ -65,6 +65,7 @@ impl EventLines {
                 }
             ),
             Event::DroppedInvalidIndex(name) => format!("dropped the invalid index {name} left by a failed concurrent build"),
+            Event::IndexAlreadyBuilt(name) => format!("the index {name} is already built as the statement defines it; nothing to do"),
         };
         let prefix = if self.indent {
             "   guard: "
