@@ -129,11 +129,16 @@ impl ConnectionSettings {
             }
         }
         if config.get_connect_timeout().is_none() {
-            let secs = env("PGCONNECT_TIMEOUT")
-                .and_then(|s| s.parse().ok())
+            // libpq: unset means wait forever; locksmith waits 10 s. 0 means forever,
+            // and libpq never waits less than 2 s.
+            let secs: u64 = env("PGCONNECT_TIMEOUT")
+                .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(10);
-            config.connect_timeout(Duration::from_secs(secs));
+            if secs > 0 {
+                config.connect_timeout(Duration::from_secs(secs.max(2)));
+            }
         }
+        with_keepalives(&mut config);
         if config.get_password().is_none() {
             if let Some(pw) = env("PGPASSWORD").or_else(|| pgpass_lookup(&config, env)) {
                 config.password(pw);
@@ -188,6 +193,7 @@ impl ConnectionSettings {
             .application_name(application_name)
             .connect_timeout(Duration::from_secs(10))
             .ssl_mode(WireSslMode::Disable);
+        with_keepalives(&mut config);
         ConnectionSettings {
             config,
             ssl_mode: SslMode::Disable,
@@ -289,27 +295,54 @@ impl ConnectionSettings {
     }
 
     /// Opens a connection; its driver task runs on the current tokio runtime.
+    ///
+    /// `connect_timeout` bounds the whole startup, as in libpq: TCP connect,
+    /// TLS, authentication and the first query, per host tried. A server that
+    /// accepts TCP and never answers fails here instead of hanging.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, Error> {
+        let Some(per_host) = self.config.get_connect_timeout().copied() else {
+            return self.start_session().await;
+        };
+        let limit = per_host * self.config.get_hosts().len().max(1) as u32;
+        match tokio::time::timeout(limit, self.start_session()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Connect {
+                target: self.describe(),
+                reason: format!(
+                    "no answer within connect_timeout ({}s): the TCP connection opened but the \
+                     server never completed startup (TLS, authentication); check that host and \
+                     port lead to PostgreSQL, or raise connect_timeout / PGCONNECT_TIMEOUT",
+                    limit.as_secs()
+                ),
+            }),
+        }
+    }
+
+    /// Connects and prepares the session ([`watch_for_vanished_client`]).
+    async fn start_session(&self) -> Result<tokio_postgres::Client, Error> {
         let fail = |e: tokio_postgres::Error| Error::Connect {
             target: self.describe(),
             reason: connect_reason(&e),
         };
-        if self.ssl_mode == SslMode::Disable {
+        let client = if self.ssl_mode == SslMode::Disable {
             let (client, connection) = self
                 .config
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map_err(fail)?;
             tokio::spawn(connection);
-            return Ok(client);
-        }
-        let tls = tls::connector(
-            self.ssl_mode,
-            self.ssl_root_cert.as_deref(),
-            self.ssl_cert.as_ref(),
-        )?;
-        let (client, connection) = self.config.connect(tls).await.map_err(fail)?;
-        tokio::spawn(connection);
+            client
+        } else {
+            let tls = tls::connector(
+                self.ssl_mode,
+                self.ssl_root_cert.as_deref(),
+                self.ssl_cert.as_ref(),
+            )?;
+            let (client, connection) = self.config.connect(tls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            client
+        };
+        watch_for_vanished_client(&client).await?;
         Ok(client)
     }
 
@@ -329,6 +362,43 @@ impl ConnectionSettings {
             target: self.describe(),
             reason: connect_reason(&e),
         })
+    }
+}
+
+/// Asks the server to notice quickly when this client vanishes (`kill -9`, a
+/// dead host): on PostgreSQL 14+ `client_connection_check_interval` makes a
+/// running statement check the socket every second, so a killed `apply`'s
+/// ACCESS EXCLUSIVE lock goes within about a second instead of when the
+/// statement ends; server-side TCP keepalives cover a peer that disappears
+/// without closing the socket. Settings the user chose (non-zero) are kept.
+async fn watch_for_vanished_client(client: &tokio_postgres::Client) -> Result<(), Error> {
+    // current_setting(…, true) is NULL where the setting does not exist (before 14).
+    client
+        .batch_execute(
+            "SELECT CASE WHEN current_setting('client_connection_check_interval', true) = '0'
+                    THEN set_config('client_connection_check_interval', '1s', false) END,
+                    CASE WHEN current_setting('tcp_keepalives_idle') = '0'
+                    THEN set_config('tcp_keepalives_idle', '10', false) END,
+                    CASE WHEN current_setting('tcp_keepalives_interval') = '0'
+                    THEN set_config('tcp_keepalives_interval', '5', false) END",
+        )
+        .await
+        .map_err(|e| Error::query("setting client_connection_check_interval", e))
+}
+
+/// TCP keepalives on our side, so a vanished server is noticed in seconds
+/// rather than the system's two hours; unless the connection string turned
+/// them off or chose its own timing.
+fn with_keepalives(config: &mut Config) {
+    let untouched = config.get_keepalives()
+        && config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60)
+        && config.get_keepalives_interval().is_none()
+        && config.get_keepalives_retries().is_none();
+    if untouched {
+        config
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
     }
 }
 
