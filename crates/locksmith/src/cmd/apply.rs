@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::migration::{checksum, wants_no_transaction, MigrationName};
-use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
+use locksmith_pg::guard::{Guard, GuardError, Interrupt, RelationLock, Step};
 use locksmith_pg::history;
 use serde::Serialize;
 
@@ -42,12 +42,26 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let settings =
         super::settings(&args.guard.connection)?.with_application_name("locksmith apply");
     let interrupts = signals::interrupts();
-    let mut guard = Guard::connect(&settings, args.guard.policy(), interrupts.clone()).await?;
+    let connecting = Guard::connect(&settings, args.guard.policy(), interrupts.clone());
+    let mut guard = match signals::unless_interrupted(&interrupts, connecting).await {
+        Ok(guard) => guard?,
+        Err(signal) => return Ok(interrupted(signal, "while connecting")),
+    };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
-    if !history::lock_runners(guard.client(), args.guard.deadline).await? {
+    let waiting = history::lock_runners(guard.client(), args.guard.deadline);
+    let got_lock = match signals::unless_interrupted(&interrupts, waiting).await {
+        Ok(got) => got?,
+        Err(signal) => {
+            return Ok(interrupted(
+                signal,
+                "while waiting for another locksmith apply to finish",
+            ))
+        }
+    };
+    if !got_lock {
         return finish(
             &args,
             RunReport::new(
@@ -137,6 +151,12 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         &args,
         RunReport::new(Status::Applied, &guard.report, records, None),
     )
+}
+
+/// A signal before anything ran: say so, and exit 128 + its number.
+fn interrupted(signal: Interrupt, when: &str) -> Outcome {
+    eprintln!("locksmith: interrupted ({signal:?}) {when}; nothing was run");
+    Outcome::Code(signals::exit_code(signal))
 }
 
 /// Runs one migration; on failure, also says how many statements completed

@@ -41,14 +41,17 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
     let env = child_env(&args, &policy, &|name| std::env::var(name).ok());
-    let dog = SessionWatchdog::start(
+    let starting = SessionWatchdog::start(
         &settings,
         &env.app_name,
         policy.lock_timeout,
         policy.terminate_idle_after,
-    )
-    .await
-    .map_err(|e| {
+    );
+    let started = match signals::unless_interrupted(&interrupt, starting).await {
+        Ok(started) => started,
+        Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
+    };
+    let dog = started.map_err(|e| {
         Failure::other(miette::miette!(
             "cannot watch the migration's sessions, so it was not run: {e}"
         ))

@@ -2,6 +2,8 @@
 //! its in-flight statement on the server and rolls back, instead of the
 //! process dying and leaving a queued lock request behind.
 
+use std::future::Future;
+
 use locksmith_pg::guard::Interrupt;
 use tokio::sync::watch;
 
@@ -21,6 +23,26 @@ pub fn interrupts() -> watch::Receiver<Option<Interrupt>> {
         let _ = tx.send(Some(which));
     });
     rx
+}
+
+/// Runs `work` unless a signal arrives first, which is then returned and
+/// `work` dropped. For waits that leave nothing queued on the server when
+/// abandoned: connecting, polling for the runner lock. A closed channel means
+/// no signal will ever come.
+pub async fn unless_interrupted<T>(
+    interrupt: &watch::Receiver<Option<Interrupt>>,
+    work: impl Future<Output = T>,
+) -> Result<T, Interrupt> {
+    tokio::pin!(work);
+    let mut interrupt = interrupt.clone();
+    let signal = tokio::select! {
+        done = &mut work => return Ok(done),
+        signal = interrupt.wait_for(Option::is_some) => signal.ok().and_then(|s| *s),
+    };
+    match signal {
+        Some(signal) => Err(signal),
+        None => Ok(work.await),
+    }
 }
 
 /// The conventional exit code after a signal: 128 + its number.
