@@ -10,6 +10,10 @@
 //!
 //! Root certificates come from `sslrootcert` (a PEM file, or `system` for the
 //! OS bundle), else `~/.postgresql/root.crt`, as libpq looks for them.
+//! Certificates OpenSSL accepts and webpki refuses (X.509 v1, a self-signed
+//! certificate as its own root) are checked by [`legacy`] instead.
+
+mod legacy;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -88,13 +92,17 @@ pub(crate) fn connector(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_error = |reason: String| Error::Tls { reason };
     let roots = match root_cert {
-        Some(path) => Some(Arc::new(load_roots(path)?)),
+        Some(path) => Some(load_roots(path)?),
         None => None,
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
-        (SslMode::VerifyFull, Some(roots)) => webpki(roots, &provider)?,
-        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => {
-            Arc::new(ChainOnly { inner: webpki(roots, &provider)? })
+        (SslMode::VerifyFull | SslMode::VerifyCa | SslMode::Require, Some((store, roots))) => {
+            Arc::new(Verified {
+                inner: webpki(Arc::new(store), &provider)?,
+                roots,
+                check_name: mode == SslMode::VerifyFull,
+                provider: provider.clone(),
+            })
         }
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
             return Err(tls_error(format!(
@@ -135,7 +143,8 @@ fn webpki(
         })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
+/// The trusted roots, as a store for webpki and as DER for [`legacy`].
+fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), Error> {
     let path = if path == Path::new("system") {
         Path::new("/etc/ssl/certs/ca-certificates.crt")
     } else {
@@ -147,22 +156,26 @@ fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
         .map_err(|e| Error::Tls {
             reason: format!("reading sslrootcert {}: {e}", path.display()),
         })?;
-    let (added, _) = store.add_parsable_certificates(certs);
+    let (added, _) = store.add_parsable_certificates(certs.iter().cloned());
     if added == 0 {
         return Err(Error::Tls {
             reason: format!("no certificate found in sslrootcert {}", path.display()),
         });
     }
-    Ok(store)
+    Ok((store, certs))
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name may differ.
+/// `verify-ca` and `verify-full` (and `require` with a root certificate): the
+/// chain must lead to a trusted root; under `verify-full` the name must match.
 #[derive(Debug)]
-struct ChainOnly {
+struct Verified {
     inner: Arc<WebPkiServerVerifier>,
+    roots: Vec<CertificateDer<'static>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verified {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -171,14 +184,21 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        // webpki checks the chain before the name, so a name error means the chain was fine.
         match self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
+            // webpki checks the chain before the name, so a name error means the chain was fine.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(e) if legacy::may_recheck(&e) => legacy::verify(
+                end_entity,
+                &self.roots,
+                self.check_name.then_some(server_name),
+                now,
+                &self.provider,
+            ),
             other => other,
         }
     }
@@ -188,7 +208,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self.inner.verify_tls12_signature(message, cert, dss) {
+            Err(e) if legacy::may_recheck(&e) => {
+                legacy::verify_handshake(message, cert, dss, &self.provider)
+            }
+            other => other,
+        }
     }
     fn verify_tls13_signature(
         &self,
@@ -196,7 +221,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self.inner.verify_tls13_signature(message, cert, dss) {
+            Err(e) if legacy::may_recheck(&e) => {
+                legacy::verify_handshake(message, cert, dss, &self.provider)
+            }
+            other => other,
+        }
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()

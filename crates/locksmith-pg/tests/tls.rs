@@ -206,3 +206,149 @@ async fn sslmodes_behave_like_libpq() {
     let err = s.connect().await.unwrap_err().to_string();
     assert!(err.contains("sslrootcert"), "{err}");
 }
+
+/// Runs `openssl` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether psql (libpq + OpenSSL) connects with `conninfo`: the reference.
+fn psql_connects(cluster: &Cluster, conninfo: &str) -> bool {
+    Command::new(cluster.bin().tool("psql"))
+        .args([conninfo, "-Atc", "SELECT 1"])
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Certificates psql accepts and webpki alone refuses: an X.509 v1 server
+/// certificate signed by a CA (what `openssl x509 -req` makes without
+/// extensions), and a self-signed certificate, v3 with `CA:TRUE` or v1, used
+/// as its own root. locksmith accepts and refuses exactly where psql does,
+/// host name checked under verify-full.
+#[tokio::test]
+async fn v1_and_self_signed_certificates_are_accepted_where_psql_accepts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path();
+    // v1: no extensions, so no subjectAltName; the name is in the Common Name.
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "v1.crt",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.crt",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-signkey",
+            "server.key",
+            "-days",
+            "2",
+            "-out",
+            "self-v1.crt",
+        ],
+    );
+    // The server (maybe another OS user) reads every certificate and key.
+    for f in ["v1.crt", "self.crt", "self.key", "self-v1.crt"] {
+        let _ = Command::new("chown")
+            .args(["--reference=server.key", f])
+            .current_dir(d)
+            .status();
+    }
+    let _ = Command::new("chmod")
+        .args(["600", "self.key"])
+        .current_dir(d)
+        .status();
+    let path = |f: &str| d.join(f).display().to_string();
+
+    // (server certificate, its key, root given to the client)
+    let servers = [
+        ("v1.crt", "server.key", "ca.crt"),
+        ("self.crt", "self.key", "self.crt"),
+        ("self-v1.crt", "server.key", "self-v1.crt"),
+    ];
+    for (cert, key, root) in servers {
+        let cluster = Cluster::start_with(ClusterOptions {
+            settings: vec![
+                ("ssl".into(), "on".into()),
+                ("ssl_cert_file".into(), path(cert)),
+                ("ssl_key_file".into(), path(key)),
+            ],
+            ..ClusterOptions::default()
+        })
+        .unwrap();
+        let cases = [
+            ("127.0.0.1", "verify-full", root, true),
+            ("127.0.0.1", "verify-ca", root, true),
+            ("localhost", "verify-ca", root, true),
+            ("localhost", "verify-full", root, false),
+            ("127.0.0.1", "verify-ca", "other-ca.crt", false),
+        ];
+        for (host, mode, trusted, accepted) in cases {
+            let conninfo = format!(
+                "host={host} port={} user=postgres dbname=postgres sslmode={mode} sslrootcert={}",
+                cluster.port(),
+                path(trusted)
+            );
+            let what = format!("server {cert}, {host}, {mode}, root {trusted}");
+            assert_eq!(psql_connects(&cluster, &conninfo), accepted, "psql: {what}");
+            let url = format!(
+                "postgresql://postgres:{SUPERUSER_PASSWORD}@{host}:{}/postgres?sslmode={mode}&sslrootcert={}",
+                cluster.port(),
+                path(trusted)
+            );
+            let settings = ConnectionSettings::resolve_with(Some(&url), &|_| None).unwrap();
+            let result = is_encrypted(&settings).await;
+            match accepted {
+                true => assert_eq!(result, Ok(true), "{what}"),
+                false => assert!(result.is_err(), "{what}: accepted"),
+            }
+        }
+    }
+}
