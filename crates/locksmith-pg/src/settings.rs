@@ -346,8 +346,24 @@ impl ConnectionSettings {
         Ok(client)
     }
 
-    /// A connector for cancel requests, matching how [`connect`](Self::connect) connects.
+    /// A connector for cancel requests, matching how [`connect`](Self::connect)
+    /// connects, bounded by `connect_timeout` the same way.
     pub async fn cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), Error> {
+        let send = self.send_cancel(token);
+        match self.config.get_connect_timeout() {
+            Some(limit) => tokio::time::timeout(*limit, send)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Connect {
+                        target: self.describe(),
+                        reason: "no answer to the cancel request within connect_timeout".into(),
+                    })
+                }),
+            None => send.await,
+        }
+    }
+
+    async fn send_cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), Error> {
         let result = if self.ssl_mode == SslMode::Disable {
             token.cancel_query(tokio_postgres::NoTls).await
         } else {

@@ -364,12 +364,18 @@ async fn signals_end_every_wait_of_apply() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[("1_a.sql", "CREATE TABLE a (id int);")]);
     let d = dir.path().to_str().unwrap();
-    let connecting = spawn(&server.url(""), &["apply", d]);
-    std::thread::sleep(Duration::from_millis(500));
-    send_signal(&connecting, libc::SIGTERM);
-    let (out, took) = wait_within(connecting, Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(143), "{}", text(&out));
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    for (args, signal, code) in [
+        (vec!["apply", d], libc::SIGTERM, 143),
+        (vec!["apply", d], libc::SIGINT, 130),
+        (vec!["run", "--", "true"], libc::SIGTERM, 143),
+    ] {
+        let connecting = spawn(&server.url(""), &args);
+        std::thread::sleep(Duration::from_millis(500));
+        send_signal(&connecting, signal);
+        let (out, took) = wait_within(connecting, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
+    }
 
     // Another runner holds the runner lock: apply polls for it, then SIGTERM.
     let (settings, cluster) = locksmith_sandbox::shared::database("sigterm_runner")
