@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::migration::{checksum, wants_no_transaction, MigrationName};
-use locksmith_pg::guard::{Guard, GuardError, Interrupt, RelationLock, Step};
+use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::history;
 use serde::Serialize;
 
@@ -45,7 +45,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let connecting = Guard::connect(&settings, args.guard.policy(), interrupts.clone());
     let mut guard = match signals::unless_interrupted(&interrupts, connecting).await {
         Ok(guard) => guard?,
-        Err(signal) => return Ok(interrupted(signal, "while connecting")),
+        Err(signal) => return Ok(signals::stopped_before_running(signal, "while connecting")),
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
@@ -55,7 +55,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let got_lock = match signals::unless_interrupted(&interrupts, waiting).await {
         Ok(got) => got?,
         Err(signal) => {
-            return Ok(interrupted(
+            return Ok(signals::stopped_before_running(
                 signal,
                 "while waiting for another locksmith apply to finish",
             ))
@@ -151,12 +151,6 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         &args,
         RunReport::new(Status::Applied, &guard.report, records, None),
     )
-}
-
-/// A signal before anything ran: say so, and exit 128 + its number.
-fn interrupted(signal: Interrupt, when: &str) -> Outcome {
-    eprintln!("locksmith: interrupted ({signal:?}) {when}; nothing was run");
-    Outcome::Code(signals::exit_code(signal))
 }
 
 /// Runs one migration; on failure, also says how many statements completed

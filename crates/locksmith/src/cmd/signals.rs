@@ -7,6 +7,8 @@ use std::future::Future;
 use locksmith_pg::guard::Interrupt;
 use tokio::sync::watch;
 
+use crate::exit::Outcome;
+
 /// Starts listening for SIGINT and SIGTERM; the receiver turns `Some` on the first one.
 pub fn interrupts() -> watch::Receiver<Option<Interrupt>> {
     let (tx, rx) = watch::channel(None);
@@ -43,6 +45,12 @@ pub async fn unless_interrupted<T>(
         Some(signal) => Err(signal),
         None => Ok(work.await),
     }
+}
+
+/// A signal before anything ran: says so on stderr; exit 128 + its number.
+pub fn stopped_before_running(signal: Interrupt, when: &str) -> Outcome {
+    eprintln!("locksmith: interrupted ({signal:?}) {when}; nothing was run");
+    Outcome::Code(exit_code(signal))
 }
 
 /// The conventional exit code after a signal: 128 + its number.
