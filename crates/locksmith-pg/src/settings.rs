@@ -530,6 +530,42 @@ mod tests {
     }
 
     #[test]
+    fn connect_timeout_defaults_to_10s_and_follows_libpq() {
+        let timeout = |url: Option<&str>, env: &[(&str, &str)]| {
+            resolve(url, env).config.get_connect_timeout().copied()
+        };
+        assert_eq!(timeout(None, &[]), Some(Duration::from_secs(10)));
+        assert_eq!(
+            timeout(None, &[("PGCONNECT_TIMEOUT", "4")]),
+            Some(Duration::from_secs(4))
+        );
+        // libpq waits at least 2 s, and 0 means forever.
+        assert_eq!(
+            timeout(None, &[("PGCONNECT_TIMEOUT", "1")]),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(timeout(None, &[("PGCONNECT_TIMEOUT", "0")]), None);
+        assert_eq!(
+            timeout(
+                Some("postgres://h/db?connect_timeout=3"),
+                &[("PGCONNECT_TIMEOUT", "7")]
+            ),
+            Some(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn keepalives_are_on_unless_the_url_says_otherwise() {
+        let s = resolve(Some("postgres://h/db"), &[]);
+        assert!(s.config.get_keepalives());
+        assert_eq!(s.config.get_keepalives_idle(), Duration::from_secs(10));
+        let s = resolve(Some("postgres://h/db?keepalives=0"), &[]);
+        assert!(!s.config.get_keepalives());
+        let s = resolve(Some("postgres://h/db?keepalives_idle=60"), &[]);
+        assert_eq!(s.config.get_keepalives_idle(), Duration::from_secs(60));
+    }
+
+    #[test]
     fn settings_never_show_the_password() {
         let s = resolve(Some("postgres://u:secret@h/db"), &[]);
         assert!(!format!("{s:?}").contains("secret"));

@@ -17,6 +17,8 @@
 //! keys, opclasses, collations, `INCLUDE`, storage options, predicate) plus
 //! uniqueness. Comparing SQL text would miss `a = 1` against `(a = 1)`.
 
+use std::time::Duration;
+
 use locksmith_core::analysis::index_copy::create_index_on;
 use locksmith_core::duration::to_pg_setting;
 use locksmith_core::quote::{ident, qualified};
@@ -52,7 +54,21 @@ impl Guard {
         let (Some(index), Some(table)) = (&step.builds_index, step.locks.first()) else {
             return Ok(Some(Existing::Absent));
         };
-        let existing = existing_index(&self.client, &step.sql, &table.relation, index).await?;
+        let lock_timeout = self.policy.lock_timeout;
+        let existing = match existing_index(
+            &self.client,
+            &step.sql,
+            &table.relation,
+            index,
+            lock_timeout,
+        )
+        .await
+        {
+            Ok(existing) => existing,
+            // The copy's brief ACCESS SHARE on the table lost to an ACCESS EXCLUSIVE holder.
+            Err(e) if e.sqlstate() == Some(SqlState::LOCK_NOT_AVAILABLE.code()) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         if let Existing::Invalid(name) = &existing {
             if !self.drop_index(name).await? {
                 return Ok(None);
@@ -127,6 +143,7 @@ async fn existing_index(
     sql: &str,
     table: &str,
     index: &str,
+    lock_timeout: Duration,
 ) -> Result<Existing, Error> {
     let Some((name, valid)) = find_index(client, table, index).await? else {
         return Ok(Existing::Absent);
@@ -140,7 +157,7 @@ async fn existing_index(
         .await
         .map_err(|e| Error::query(format!("reading the definition of {name}"), e))?
         .get(0);
-    let Some(wanted) = definition_built_by(client, sql, table).await? else {
+    let Some(wanted) = definition_built_by(client, sql, table, lock_timeout).await? else {
         // Not a statement we can retarget: let the build say "already exists".
         return Ok(Existing::Absent);
     };
@@ -163,6 +180,7 @@ async fn definition_built_by(
     client: &Client,
     sql: &str,
     table: &str,
+    lock_timeout: Duration,
 ) -> Result<Option<String>, Error> {
     let Some(copy) = create_index_on(sql, "pg_temp", COPY_TABLE, COPY_INDEX) else {
         return Ok(None);
@@ -170,8 +188,9 @@ async fn definition_built_by(
     let fail = |e| Error::query("comparing the existing index with the statement's", e);
     // LIKE copies names, types and collations, and takes only ACCESS SHARE on the table.
     let build = format!(
-        "BEGIN; SET LOCAL lock_timeout = '5s';
+        "BEGIN; SET LOCAL lock_timeout = '{}';
          CREATE TEMP TABLE {COPY_TABLE} (LIKE {}) ON COMMIT DROP; {copy}",
+        to_pg_setting(lock_timeout),
         qualified(table)
     );
     let result = async {
