@@ -140,6 +140,9 @@ pub struct GuardArgs {
     /// Terminate sessions idle in transaction at least this long that block the migration (never active queries, never other databases) [default: off]
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub terminate_idle_after: Option<std::time::Duration>,
+    /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    pub max_hold: std::time::Duration,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -153,6 +156,7 @@ impl GuardArgs {
             max_attempts: self.max_attempts,
             deadline: self.deadline,
             terminate_idle_after: self.terminate_idle_after,
+            max_hold: self.max_hold,
         }
     }
 }

@@ -13,6 +13,7 @@ use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::history;
 use serde::Serialize;
 
+use super::hold;
 use super::progress::EventLines;
 use super::signals;
 use crate::cli::{ApplyArgs, Format};
@@ -93,6 +94,22 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         return Ok(Outcome::Done);
     }
 
+    let version = args.pg_version.unwrap_or(analysis::MAX_PG_VERSION);
+    let statements: Vec<hold::Located> = pending.iter().flat_map(located).collect();
+    let max_hold = guard.policy().max_hold;
+    if let Some(refusal) =
+        hold::refuse_before_running(guard.client(), &statements, version, max_hold).await
+    {
+        history::unlock_runners(guard.client()).await?;
+        let report = RunReport::new(
+            Status::HoldExceeded,
+            &guard.report,
+            Vec::new(),
+            Some(refusal),
+        );
+        return finish(&args, report);
+    }
+
     let mut records = Vec::new();
     for p in &pending {
         if !quiet {
@@ -122,6 +139,15 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
                     }
                     GuardError::Interrupted(_) => (Status::Failed, format!("{}: {e}", p.name.file)),
                     GuardError::Failed(err) => (Status::Failed, failure_message(p, err, done)),
+                    GuardError::HoldExceeded { step, locks, .. } => {
+                        let at = if p.in_transaction { *step } else { done };
+                        let statements = located(p);
+                        let statement = &statements[at.min(statements.len().saturating_sub(1))];
+                        let message =
+                            hold::stopped(guard.client(), statement, locks, version, max_hold)
+                                .await;
+                        (Status::HoldExceeded, message)
+                    }
                 };
                 let report = RunReport::new(status, &guard.report, records, Some(message));
                 let outcome = finish(&args, report);
@@ -177,6 +203,19 @@ async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, u
     Ok(attempts)
 }
 
+/// Where each statement of `p` is written, for messages.
+fn located(p: &Planned) -> Vec<hold::Located<'_>> {
+    p.steps
+        .iter()
+        .map(|s| hold::Located {
+            path: &p.path,
+            line: s.line,
+            column: s.column,
+            sql: &s.step.sql,
+        })
+        .collect()
+}
+
 fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> String {
     if p.in_transaction {
         return format!(
@@ -203,7 +242,7 @@ fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
     }
     Ok(match status {
         Status::Applied => Outcome::Done,
-        Status::Blocked => Outcome::Blocked,
+        Status::Blocked | Status::HoldExceeded => Outcome::Blocked,
         Status::Failed => Outcome::Code(1),
     })
 }

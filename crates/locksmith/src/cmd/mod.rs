@@ -5,6 +5,7 @@ mod apply;
 mod blockers;
 mod demo;
 mod doctor;
+mod hold;
 mod lint;
 mod progress;
 mod run;
