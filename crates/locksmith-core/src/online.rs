@@ -41,6 +41,65 @@ pub enum Online {
     Refused(String),
 }
 
+/// A unit of an online migration: run under the guard as one transaction
+/// (or, when not `transactional`, statement by statement), and recorded as
+/// done before the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    /// The statements, in order.
+    pub statements: Vec<Statement>,
+    /// A query true when an interrupted run already did this unit.
+    pub done_when: Option<String>,
+    /// Whether the statements run in one transaction.
+    pub transactional: bool,
+}
+
+/// A statement of the migration that cannot run online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Its index among the migration's statements.
+    pub index: usize,
+    /// Why, and what to do by hand.
+    pub why: String,
+}
+
+/// The units that run `statements` (one migration, in order) online, or
+/// `None` when none of them needs it and the migration can run as written.
+/// Statements kept as written are grouped into one transaction between the
+/// online steps, so each unit is done exactly once across interruptions.
+pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Unit>>, Refusal> {
+    let mut created = BTreeSet::new();
+    let mut units: Vec<Unit> = Vec::new();
+    let mut changed = false;
+    for (index, s) in statements.iter().enumerate() {
+        match plan(s, &created, pg_version) {
+            Online::Refused(why) => return Err(Refusal { index, why }),
+            Online::Steps(steps) => {
+                changed = true;
+                units.extend(steps.into_iter().map(|step| Unit {
+                    transactional: step.statement.transactional,
+                    statements: vec![step.statement],
+                    done_when: step.done_when,
+                }));
+            }
+            Online::AsIs => match units.last_mut() {
+                Some(u) if u.transactional && u.done_when.is_none() && s.transactional => {
+                    u.statements.push(s.clone())
+                }
+                _ => units.push(Unit {
+                    statements: vec![s.clone()],
+                    done_when: None,
+                    transactional: s.transactional,
+                }),
+            },
+        }
+        if let StatementKind::CreateTable { table } = &s.kind {
+            created.insert(table.clone());
+        }
+    }
+    Ok(changed.then_some(units))
+}
+
 /// The online plan for `s`, given the relations created earlier in the same
 /// migration (as written in their `CREATE` statements).
 pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Online {
@@ -102,9 +161,12 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
     analysed(steps, pg_version)
 }
 
+/// Steps as SQL, each with its done-when query, before analysis.
+type Draft = Vec<(String, Option<String>)>;
+
 /// Analyses the generated steps, each after the ones before it (so a
 /// `SET NOT NULL` after its validated check is known to need no scan).
-fn analysed(steps: Vec<(String, Option<String>)>, pg_version: u32) -> Online {
+fn analysed(steps: Draft, pg_version: u32) -> Online {
     let mut before = String::new();
     let mut out = Vec::new();
     for (sql, done_when) in steps {
@@ -176,7 +238,7 @@ fn by_hand(s: &Statement) -> &'static str {
 fn alter_table(
     table: &str,
     actions: &[AlterAction],
-) -> Option<Result<Vec<(String, Option<String>)>, String>> {
+) -> Option<Result<Draft, String>> {
     let needs = |a: &AlterAction| match a {
         AlterAction::AddConstraint(c) => transforms(c),
         AlterAction::SetNotNull { proven, .. } => !proven,
@@ -211,7 +273,7 @@ fn transforms(c: &ConstraintSummary) -> bool {
 }
 
 /// `UNIQUE` / `PRIMARY KEY`: the index built concurrently, then adopted.
-fn unique(table: &str, c: &ConstraintSummary) -> Result<Vec<(String, Option<String>)>, String> {
+fn unique(table: &str, c: &ConstraintSummary) -> Result<Draft, String> {
     let pk = c.kind == ConstraintKind::PrimaryKey;
     let word = if pk { "PRIMARY KEY" } else { "UNIQUE" };
     let plain = c.definition.to_ascii_uppercase();
@@ -270,7 +332,7 @@ fn unique(table: &str, c: &ConstraintSummary) -> Result<Vec<(String, Option<Stri
 
 /// `FOREIGN KEY` / `CHECK`: added without checking existing rows (a brief
 /// lock), then validated under a lock that lets reads and writes through.
-fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Vec<(String, Option<String>)> {
+fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Draft {
     let suffix = if c.kind == ConstraintKind::ForeignKey {
         "fkey"
     } else {
@@ -303,7 +365,7 @@ fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Vec<(String, O
 
 /// `SET NOT NULL` proven by a validated `CHECK (col IS NOT NULL)`, which is
 /// then dropped: the only scan runs under `VALIDATE`'s weak lock.
-fn not_null(table: &str, column: &str) -> Vec<(String, Option<String>)> {
+fn not_null(table: &str, column: &str) -> Draft {
     let check = default_name(table, &[column.to_string()], "not_null");
     let t = qualified(table);
     let (c, k) = (ident(column), ident(&check));

@@ -109,6 +109,11 @@ pub struct ApplyArgs {
     /// Apply a pending migration even when a later version is already applied.
     #[arg(long)]
     pub out_of_order: bool,
+    /// Run statements that would block traffic while they build an index, scan or rewrite as
+    /// their online equivalents (CREATE INDEX CONCURRENTLY, NOT VALID + VALIDATE, …), one guarded
+    /// step at a time, resumable after any interruption; refuse, before anything runs, what has none
+    #[arg(long)]
+    pub online: bool,
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,

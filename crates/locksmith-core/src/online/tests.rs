@@ -191,3 +191,46 @@ fn quoted_and_qualified_names_survive() {
         .unwrap()
         .contains(r#"'"app"."Weird""Name"'"#));
 }
+
+#[test]
+fn a_migration_becomes_units_with_kept_statements_grouped() {
+    let statements = analyze(
+        "CREATE TABLE n (id int);
+         ALTER TABLE n ADD CONSTRAINT n_u UNIQUE (id);
+         ALTER TABLE t ADD CONSTRAINT u UNIQUE (a);
+         ALTER TABLE t ADD COLUMN b int;
+         COMMENT ON TABLE t IS 'x';",
+        18,
+    )
+    .unwrap();
+    let planned = units(&statements, 18).unwrap().unwrap();
+    let shape: Vec<(usize, bool, bool)> = planned
+        .iter()
+        .map(|u| (u.statements.len(), u.transactional, u.done_when.is_some()))
+        .collect();
+    // The new table and its constraint as written; the index concurrently;
+    // the adoption; then the rest together.
+    assert_eq!(
+        shape,
+        [
+            (2, true, false),
+            (1, false, true),
+            (1, true, true),
+            (2, true, false)
+        ]
+    );
+    // Nothing to change: run as written.
+    let plain = analyze(
+        "ALTER TABLE t ADD COLUMN c int; CREATE INDEX CONCURRENTLY i ON t (c);",
+        18,
+    )
+    .unwrap();
+    assert_eq!(units(&plain, 18), Ok(None));
+    // One refusal refuses the migration, naming the statement.
+    let bad = analyze(
+        "ALTER TABLE t ADD COLUMN c int; ALTER TABLE t ALTER COLUMN a TYPE bigint;",
+        18,
+    )
+    .unwrap();
+    assert_eq!(units(&bad, 18).unwrap_err().index, 1);
+}

@@ -7,6 +7,7 @@ mod demo;
 mod doctor;
 mod hold;
 mod lint;
+mod online;
 mod progress;
 mod run;
 mod signals;
