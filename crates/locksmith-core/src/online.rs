@@ -15,7 +15,8 @@
 use std::collections::BTreeSet;
 
 use crate::analysis::{
-    analyze_after, AlterAction, ConstraintKind, ConstraintSummary, Statement, StatementKind,
+    analyze_after, split, AlterAction, ColumnDefault, ConstraintKind, ConstraintSummary, Statement,
+    StatementKind,
 };
 use crate::quote::{ident, literal, qualified, split_qualified};
 
@@ -105,7 +106,7 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
 pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Online {
     let steps = match &s.kind {
         StatementKind::AlterTable { table, actions } if !created.contains(table) => {
-            match alter_table(table, actions) {
+            match alter_table(&s.sql, table, actions) {
                 Some(Ok(sqls)) => sqls,
                 Some(Err(why)) => return Online::Refused(why),
                 None => return refuse_if_blocking(s, created),
@@ -127,7 +128,7 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
                     "cannot add CONCURRENTLY to this CREATE INDEX; write it by hand".into(),
                 );
             };
-            vec![(sql, Some(valid_index_exists(&sibling(table, name))))]
+            vec![(sql, Some(valid_index_exists(&sibling(table, name)))).into()]
         }
         StatementKind::DropIndex {
             indexes,
@@ -146,6 +147,7 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
                         format!("DROP INDEX CONCURRENTLY IF EXISTS {}", qualified(i)),
                         None,
                     )
+                        .into()
                 })
                 .collect()
         }
@@ -153,7 +155,7 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
             target: Some(_),
             concurrently: false,
         } => match with_concurrently(&s.sql, &["INDEX", "TABLE", "SCHEMA", "DATABASE"]) {
-            Some(sql) => vec![(sql, None)],
+            Some(sql) => vec![(sql, None).into()],
             None => return Online::Refused("REINDEX SYSTEM has no concurrent form".into()),
         },
         _ => return refuse_if_blocking(s, created),
@@ -162,18 +164,46 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
 }
 
 /// Steps as SQL, each with its done-when query, before analysis.
-type Draft = Vec<(String, Option<String>)>;
+type Draft = Vec<DraftStep>;
+
+/// Steps as SQL with their done-when queries, all of them transactional.
+type Pairs = Vec<(String, Option<String>)>;
+
+/// One step as SQL, before analysis.
+struct DraftStep {
+    sql: String,
+    done_when: Option<String>,
+    /// Must run outside a transaction block although the analysis cannot
+    /// tell (a `DO` block that commits its batches).
+    outside_transaction: bool,
+}
+
+impl From<(String, Option<String>)> for DraftStep {
+    fn from((sql, done_when): (String, Option<String>)) -> Self {
+        DraftStep {
+            sql,
+            done_when,
+            outside_transaction: false,
+        }
+    }
+}
 
 /// Analyses the generated steps, each after the ones before it (so a
 /// `SET NOT NULL` after its validated check is known to need no scan).
 fn analysed(steps: Draft, pg_version: u32) -> Online {
     let mut before = String::new();
     let mut out = Vec::new();
-    for (sql, done_when) in steps {
-        let statement = match analyze_after(&before, &sql, pg_version) {
+    for DraftStep {
+        sql,
+        done_when,
+        outside_transaction,
+    } in steps
+    {
+        let mut statement = match analyze_after(&before, &sql, pg_version) {
             Ok(mut s) if s.len() == 1 => s.remove(0),
             _ => return Online::Refused(format!("could not plan `{sql}`; write it by hand")),
         };
+        statement.transactional &= !outside_transaction;
         before.push_str(&sql);
         before.push_str(";\n");
         out.push(OnlineStep {
@@ -235,13 +265,16 @@ fn by_hand(s: &Statement) -> &'static str {
 }
 
 /// Online steps for a one-subcommand `ALTER TABLE`; `None` when it needs none.
-fn alter_table(
-    table: &str,
-    actions: &[AlterAction],
-) -> Option<Result<Draft, String>> {
+fn alter_table(sql: &str, table: &str, actions: &[AlterAction]) -> Option<Result<Draft, String>> {
     let needs = |a: &AlterAction| match a {
         AlterAction::AddConstraint(c) => transforms(c),
         AlterAction::SetNotNull { proven, .. } => !proven,
+        AlterAction::AddColumn { default, .. } => {
+            matches!(
+                default,
+                ColumnDefault::Volatile(_) | ColumnDefault::Unknown(_)
+            )
+        }
         _ => false,
     };
     if !actions.iter().any(needs) {
@@ -253,14 +286,82 @@ fn alter_table(
                 .into(),
         ));
     }
-    Some(match &actions[0] {
+    let pairs = match &actions[0] {
         AlterAction::AddConstraint(c) => match c.kind {
             ConstraintKind::Unique | ConstraintKind::PrimaryKey => unique(table, c),
             _ => Ok(not_valid_then_validate(table, c)),
         },
         AlterAction::SetNotNull { column, .. } => Ok(not_null(table, column)),
+        AlterAction::AddColumn { .. } => return Some(added_default(sql, table)),
         _ => unreachable!("only the subcommands `needs` accepts"),
-    })
+    };
+    Some(pairs.map(|p| p.into_iter().map(DraftStep::from).collect()))
+}
+
+/// Rows a backfill batch covers, as heap pages: about a thousand short rows,
+/// a few milliseconds of row locks per batch.
+const BACKFILL_PAGES: u32 = 10;
+
+/// `ADD COLUMN … DEFAULT <volatile>`: the column alone (no rewrite), its
+/// default for new rows, existing rows filled in committed batches, then
+/// `NOT NULL` through a validated check if it was asked for.
+fn added_default(sql: &str, table: &str) -> Result<Draft, String> {
+    let Some(split) = split::added_default(sql) else {
+        return Err(
+            "only ADD COLUMN … DEFAULT … [NOT NULL] is planned online; add the column, SET DEFAULT and backfill in batches by hand".into(),
+        );
+    };
+    let t = qualified(table);
+    let c = ident(&split.column);
+    let exists = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass({}) AND attname = {} AND NOT attisdropped)",
+        literal(&t),
+        literal(&split.column)
+    );
+    // By heap pages first (one pass, TID range scans from 14 on), then
+    // whatever rows moved behind the pass meanwhile, until none is left.
+    let backfill = format!(
+        "DO $locksmith$
+DECLARE
+  pages bigint := pg_relation_size({rel}) / current_setting('block_size')::int;
+  page bigint := 0;
+  filled bigint;
+BEGIN
+  WHILE page <= pages LOOP
+    UPDATE {t} SET {c} = DEFAULT
+     WHERE ctid >= format('(%s,0)', page)::tid AND ctid < format('(%s,0)', page + {BACKFILL_PAGES})::tid
+       AND {c} IS NULL;
+    COMMIT;
+    page := page + {BACKFILL_PAGES};
+  END LOOP;
+  LOOP
+    UPDATE {t} SET {c} = DEFAULT
+     WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT 1000));
+    GET DIAGNOSTICS filled = ROW_COUNT;
+    COMMIT;
+    EXIT WHEN filled = 0;
+  END LOOP;
+END
+$locksmith$",
+        rel = literal(&t),
+    );
+    let mut steps: Draft = vec![
+        (split.add_column, Some(exists)).into(),
+        (split.set_default, None).into(),
+        DraftStep {
+            sql: backfill,
+            done_when: None,
+            outside_transaction: true,
+        },
+    ];
+    if split.not_null {
+        steps.extend(
+            not_null(table, &split.column)
+                .into_iter()
+                .map(DraftStep::from),
+        );
+    }
+    Ok(steps)
 }
 
 /// Whether `ADD CONSTRAINT c` scans or builds under its lock, and has an online form.
@@ -273,7 +374,7 @@ fn transforms(c: &ConstraintSummary) -> bool {
 }
 
 /// `UNIQUE` / `PRIMARY KEY`: the index built concurrently, then adopted.
-fn unique(table: &str, c: &ConstraintSummary) -> Result<Draft, String> {
+fn unique(table: &str, c: &ConstraintSummary) -> Result<Pairs, String> {
     let pk = c.kind == ConstraintKind::PrimaryKey;
     let word = if pk { "PRIMARY KEY" } else { "UNIQUE" };
     let plain = c.definition.to_ascii_uppercase();
@@ -332,7 +433,7 @@ fn unique(table: &str, c: &ConstraintSummary) -> Result<Draft, String> {
 
 /// `FOREIGN KEY` / `CHECK`: added without checking existing rows (a brief
 /// lock), then validated under a lock that lets reads and writes through.
-fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Draft {
+fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Pairs {
     let suffix = if c.kind == ConstraintKind::ForeignKey {
         "fkey"
     } else {
@@ -365,7 +466,7 @@ fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Draft {
 
 /// `SET NOT NULL` proven by a validated `CHECK (col IS NOT NULL)`, which is
 /// then dropped: the only scan runs under `VALIDATE`'s weak lock.
-fn not_null(table: &str, column: &str) -> Draft {
+fn not_null(table: &str, column: &str) -> Pairs {
     let check = default_name(table, &[column.to_string()], "not_null");
     let t = qualified(table);
     let (c, k) = (ident(column), ident(&check));

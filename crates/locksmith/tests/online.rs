@@ -303,3 +303,51 @@ async fn a_statement_without_online_form_is_refused_before_anything_runs() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
+    let (plain, plain_admin) = staged("online_default_plain").await;
+    let (online, online_admin) = staged("online_default_online").await;
+    let dir = folder(
+        "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
+    );
+    let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let before = count(
+        &online_admin,
+        "SELECT pg_relation_filenode('enrollments')::bigint",
+    )
+    .await;
+    let out = locksmith(&online.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    assert_eq!(schema(&plain_admin).await, schema(&online_admin).await);
+    // Every existing row got its own value, and the table was never rewritten.
+    assert_eq!(
+        count(
+            &online_admin,
+            "SELECT count(DISTINCT token) FROM enrollments"
+        )
+        .await,
+        5000
+    );
+    let after = count(
+        &online_admin,
+        "SELECT pg_relation_filenode('enrollments')::bigint",
+    )
+    .await;
+    assert_eq!(before, after, "no rewrite");
+    // New rows get the default.
+    online_admin
+        .batch_execute("INSERT INTO enrollments (id, partner_id, amount) VALUES (9999, 1, 1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &online_admin,
+            "SELECT count(*) FROM enrollments WHERE token IS NULL"
+        )
+        .await,
+        0
+    );
+}

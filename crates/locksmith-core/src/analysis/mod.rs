@@ -32,6 +32,7 @@ mod convert;
 mod expr;
 mod kind;
 pub mod source;
+pub mod split;
 pub mod transaction;
 
 use serde::Serialize;

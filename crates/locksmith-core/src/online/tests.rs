@@ -234,3 +234,26 @@ fn a_migration_becomes_units_with_kept_statements_grouped() {
     .unwrap();
     assert_eq!(units(&bad, 18).unwrap_err().index, 1);
 }
+
+#[test]
+fn a_volatile_default_becomes_column_default_and_batched_backfill() {
+    let steps = steps("ALTER TABLE t ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid()");
+    let sqls = sqls(&steps);
+    assert_eq!(sqls[0], "ALTER TABLE t ADD COLUMN token uuid");
+    assert_eq!(
+        sqls[1],
+        "ALTER TABLE t ALTER COLUMN token SET DEFAULT gen_random_uuid()"
+    );
+    assert!(sqls[2].starts_with("DO $locksmith$"), "{}", sqls[2]);
+    assert!(
+        !steps[2].statement.transactional,
+        "the backfill commits its batches"
+    );
+    assert_eq!(steps.len(), 3 + 4, "NOT NULL through a validated check");
+    assert_online(&steps);
+    // Without NOT NULL: no check steps.
+    assert_eq!(
+        self::steps("ALTER TABLE t ADD COLUMN r float8 DEFAULT random()").len(),
+        3
+    );
+}
