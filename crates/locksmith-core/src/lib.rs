@@ -7,6 +7,7 @@
 //! - [`lint`]: rules over that summary, one file each, with their docs.
 //! - [`duration`]: the one duration syntax used by every flag.
 //! - [`migration`]: migration file names, order, checksums and directives.
+//! - [`online`]: the online plan: blocking statements as steps with brief locks only.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
 //! - [`server_log`]: the telltale lines of a server log (stderr or csvlog), counted.
 //!
@@ -26,5 +27,6 @@ pub mod duration;
 pub mod lint;
 pub mod lock;
 pub mod migration;
+pub mod online;
 pub mod quote;
 pub mod server_log;

@@ -112,6 +112,14 @@ impl LockMode {
         Self::ALL.into_iter().find(|m| m.pg_name() == name)
     }
 
+    /// Whether holding this mode makes ordinary traffic wait: it conflicts with
+    /// the `ROW EXCLUSIVE` of every `INSERT`, `UPDATE` and `DELETE` (and, for
+    /// `ACCESS EXCLUSIVE`, with every read too). How long such a lock is held is
+    /// what `--max-hold` bounds.
+    pub fn blocks_traffic(self) -> bool {
+        self.conflicts_with(LockMode::RowExclusive)
+    }
+
     /// What this mode blocks, in the words a reader needs when deciding
     /// whether a statement is safe during traffic.
     pub fn blocks(self) -> &'static str {
@@ -238,6 +246,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn traffic_blocking_modes_are_share_and_stronger() {
+        let blocking: Vec<LockMode> = LockMode::ALL
+            .into_iter()
+            .filter(|m| m.blocks_traffic())
+            .collect();
+        assert_eq!(
+            blocking,
+            [Share, ShareRowExclusive, Exclusive, AccessExclusive]
+        );
     }
 
     #[test]

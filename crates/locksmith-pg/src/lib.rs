@@ -6,6 +6,7 @@
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`history`]: the history table and the runner lock for `apply`.
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
+//! - [`online`]: runs a migration's online plan step by step under the guard, resumably.
 //! - [`signal`]: cancelling and terminating other sessions.
 //! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
 //! - [`trace`]: runs a migration and records the locks, rewrites and constraints
@@ -30,6 +31,7 @@ pub mod blockers;
 mod conninfo;
 pub mod guard;
 pub mod history;
+pub mod online;
 mod pgpass;
 pub mod settings;
 pub mod signal;

@@ -27,6 +27,7 @@ fn policy(deadline_ms: u64, terminate_ms: Option<u64>) -> GuardPolicy {
         max_attempts: 50,
         deadline: Duration::from_millis(deadline_ms),
         terminate_idle_after: terminate_ms.map(Duration::from_millis),
+        ..GuardPolicy::default()
     }
 }
 

@@ -190,6 +190,64 @@ impl Cluster {
         Ok(self.settings(name, "locksmith-sandbox"))
     }
 
+    /// Starts a hot standby of this cluster on this machine: `pg_basebackup -R`
+    /// from it, then a second server streaming from it, with `settings` on
+    /// top of the sandbox defaults (e.g. `max_standby_streaming_delay`).
+    /// Relation oids are the primary's, as on any physical standby.
+    pub fn start_standby(&self, settings: &[(&str, &str)]) -> Result<Cluster, Error> {
+        let started = Instant::now();
+        let owner = Owner::current()?;
+        let root = unique_dir("locksmith-standby")?;
+        let guardian = spawn_guardian(&root)?;
+        chown(&root, owner)?;
+        let mut backup = Command::new(self.bin.tool("pg_basebackup"));
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+            ])
+            .arg("-D")
+            .arg(root.join("data"))
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .env("PGPASSWORD", SUPERUSER_PASSWORD);
+        run(owner.apply(&mut backup), "pg_basebackup from the primary")?;
+        std::fs::create_dir(root.join("socket"))
+            .map_err(|e| Error::io("creating the socket folder", e))?;
+        chown(&root.join("socket"), owner)?;
+        let mut extra: Vec<(String, String)> = vec![(
+            "primary_conninfo".into(),
+            format!(
+                "host=127.0.0.1 port={} user={SUPERUSER} password={SUPERUSER_PASSWORD} application_name=locksmith-standby",
+                self.port
+            ),
+        )];
+        extra.extend(settings.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        let port = free_port()?;
+        let mut server = spawn_server(&self.bin, &root, port, owner, &extra)?;
+        if let Err(log) = wait_ready(&root, &mut server) {
+            let _ = server.kill();
+            let _ = server.wait();
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(Error::StartFailed {
+                log_tail: tail(&log, 20),
+            });
+        }
+        guardian_arm(&guardian, server.id());
+        Ok(Cluster {
+            root,
+            port,
+            bin: self.bin.clone(),
+            server,
+            guardian: Some(guardian),
+            ready_in: started.elapsed(),
+            settings: extra,
+        })
+    }
+
     /// Restarts the server on the same port (fast shutdown, then start), as an
     /// operator's restart or a failover would: every connection is dropped.
     pub fn restart(&mut self) -> Result<(), Error> {
@@ -377,7 +435,11 @@ fn wait_ready(root: &Path, server: &mut Child) -> Result<(), String> {
     let read_log = || std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(&pidfile) {
-            if text.lines().nth(7).map(str::trim) == Some("ready") {
+            // A hot standby says "standby" once it accepts read-only connections.
+            if matches!(
+                text.lines().nth(7).map(str::trim),
+                Some("ready" | "standby")
+            ) {
                 return Ok(());
             }
         }

@@ -109,6 +109,11 @@ pub struct ApplyArgs {
     /// Apply a pending migration even when a later version is already applied.
     #[arg(long)]
     pub out_of_order: bool,
+    /// Run statements that would block traffic while they build an index, scan or rewrite as
+    /// their online equivalents (CREATE INDEX CONCURRENTLY, NOT VALID + VALIDATE, …), one guarded
+    /// step at a time, resumable after any interruption; refuse, before anything runs, what has none
+    #[arg(long)]
+    pub online: bool,
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
@@ -140,6 +145,9 @@ pub struct GuardArgs {
     /// Terminate sessions idle in transaction at least this long that block the migration (never active queries, never other databases) [default: off]
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub terminate_idle_after: Option<std::time::Duration>,
+    /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    pub max_hold: std::time::Duration,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -153,6 +161,7 @@ impl GuardArgs {
             max_attempts: self.max_attempts,
             deadline: self.deadline,
             terminate_idle_after: self.terminate_idle_after,
+            max_hold: self.max_hold,
         }
     }
 }

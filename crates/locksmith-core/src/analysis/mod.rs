@@ -35,6 +35,7 @@ mod expr;
 pub mod index_copy;
 mod kind;
 pub mod source;
+pub mod split;
 pub mod transaction;
 
 use serde::Serialize;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::analysis::Statement;
 use crate::duration::human;
 use crate::lint::{Finding, LintedStatement, Severity};
 use crate::lock::LockMode;
@@ -114,13 +115,55 @@ pub fn grade(
     stmt.findings.extend(found);
 }
 
-fn bytes(n: i64) -> String {
+/// A size for people: `840 kB`, `42 MB`, `1.3 GB`.
+pub fn bytes(n: i64) -> String {
     let n = n.max(0) as f64;
     match n {
         n if n >= 1024.0 * 1024.0 * 1024.0 => format!("{:.1} GB", n / (1024.0 * 1024.0 * 1024.0)),
         n if n >= 1024.0 * 1024.0 => format!("{:.0} MB", n / (1024.0 * 1024.0)),
         n => format!("{:.0} kB", n / 1024.0),
     }
+}
+
+/// How long a statement is expected to hold a lock that blocks traffic while
+/// it rewrites or reads a table, from that table's size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldEstimate {
+    /// The table.
+    pub relation: String,
+    /// The lock held on it meanwhile.
+    pub mode: LockMode,
+    /// What the server says about the table.
+    pub facts: TableFacts,
+    /// Whether it is rewritten (else read in full).
+    pub rewrite: bool,
+    /// The estimate (an order of magnitude; see [`estimate_hold`]).
+    pub hold: Duration,
+}
+
+/// The longest traffic-blocking hold among the tables `s` rewrites or scans
+/// that `facts` knows (tables created earlier in the same run are not there,
+/// and are empty anyway). `None` when there is none.
+pub fn traffic_hold(s: &Statement, facts: &BTreeMap<String, TableFacts>) -> Option<HoldEstimate> {
+    let relations = s.rewrites.iter().map(|r| (r, true)).chain(
+        s.scans
+            .iter()
+            .filter(|r| !s.rewrites.contains(r))
+            .map(|r| (r, false)),
+    );
+    relations
+        .filter_map(|(relation, rewrite)| {
+            let mode = s.lock_on(relation).filter(|m| m.blocks_traffic())?;
+            let facts = *facts.get(relation)?;
+            Some(HoldEstimate {
+                relation: relation.clone(),
+                mode,
+                facts,
+                rewrite,
+                hold: estimate_hold(facts.bytes, rewrite),
+            })
+        })
+        .max_by_key(|e| e.hold)
 }
 
 #[cfg(test)]
@@ -130,6 +173,30 @@ mod tests {
 
     fn linted(sql: &str) -> LintedStatement {
         lint(sql, &Options::default()).unwrap().statements.remove(0)
+    }
+
+    #[test]
+    fn traffic_hold_counts_only_traffic_blocking_reads_and_rewrites() {
+        let facts = BTreeMap::from([(
+            "t".to_string(),
+            TableFacts {
+                rows: 1_000_000,
+                bytes: 1024 * 1024 * 1024,
+            },
+        )]);
+        let unique = linted("ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)").statement;
+        let e = traffic_hold(&unique, &facts).expect("a scan under ACCESS EXCLUSIVE");
+        assert_eq!(
+            (e.relation.as_str(), e.mode),
+            ("t", LockMode::AccessExclusive)
+        );
+        assert!(e.hold >= Duration::from_secs(5), "{e:?}");
+        // VALIDATE reads the table under SHARE UPDATE EXCLUSIVE: traffic flows.
+        let validate = linted("ALTER TABLE t VALIDATE CONSTRAINT c").statement;
+        assert_eq!(traffic_hold(&validate, &facts), None);
+        // A table the server does not know (e.g. created earlier in the run).
+        let other = linted("ALTER TABLE u ADD CONSTRAINT k UNIQUE (a)").statement;
+        assert_eq!(traffic_hold(&other, &facts), None);
     }
 
     #[test]

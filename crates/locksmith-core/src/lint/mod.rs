@@ -319,3 +319,16 @@ macro_rules! declare_rule {
     };
 }
 pub(crate) use declare_rule;
+
+/// The first runnable fix lint's rules give for the first statement of `sql`:
+/// what to run instead, for messages that must say it (e.g. when
+/// `--max-hold` stops a statement). `None` when no rule has one.
+pub fn safe_rewrite(sql: &str, pg_version: u32) -> Option<String> {
+    let options = Options {
+        pg_version,
+        ..Options::default()
+    };
+    let report = lint(sql, &options).ok()?;
+    let statement = report.statements.into_iter().next()?;
+    statement.findings.into_iter().find_map(|f| f.fix)
+}

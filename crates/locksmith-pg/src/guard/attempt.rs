@@ -2,7 +2,7 @@
 //! and runs the migration, watched by the sidecar, cancelled on the server on
 //! interrupt or deadline. The retry loop that calls it is in the parent module.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use locksmith_core::duration::to_pg_setting;
 use tokio_postgres::error::SqlState;
@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use super::index_build::Existing;
 use super::look::Resolved;
 use super::watchdog::{Watch, Watchdog};
-use super::{Attempt, Event, Guard, GuardError, Interrupt, Step};
+use super::{Attempt, Event, Guard, GuardError, Interrupt, RelationLock, Step};
 use crate::Error;
 
 impl Guard {
@@ -71,26 +71,79 @@ impl Guard {
                 .join("; "),
         );
 
+        let held = traffic_blocking(steps);
         let dog = Watchdog::start(
             self.sidecar.clone(),
             vec![self.pid],
             self.policy.lock_timeout,
         );
         let mut result = Ok(());
-        for statement in &sql {
-            result = self.exec(statement).await;
+        let mut held_since = None;
+        let mut over_hold = None;
+        for (i, statement) in sql.iter().enumerate() {
+            // From the moment the locks are ours, every statement runs with
+            // what is left of the hold budget as its server-side timeout.
+            let bound = held_since.map(|since: Instant| self.hold_left(since));
+            let statement = match bound {
+                Some(HoldLeft::Spent) => {
+                    over_hold = Some((i - 1, false));
+                    break;
+                }
+                Some(HoldLeft::Bounded(left)) => format!(
+                    "SET LOCAL statement_timeout = '{}'; {statement}",
+                    to_pg_setting(left)
+                ),
+                _ => statement.clone(),
+            };
+            let started = Instant::now();
+            result = self.exec(&statement).await;
+            if let (Err(e), Some(HoldLeft::Bounded(left))) = (&result, bound) {
+                if is_own_timeout(e, started, left) {
+                    over_hold = Some((i - 1, true));
+                }
+            }
             if result.is_err() {
                 break;
+            }
+            if i == 0 && !held.is_empty() {
+                held_since = Some(Instant::now());
             }
         }
         let watch = dog.finish().await;
         self.note(&watch);
+        // A cancel by the watchdog (a lock wait over budget) is a lost race, not a long hold.
+        if let Some((step, _)) = over_hold.filter(|&(_, timed_out)| !(timed_out && watch.cancelled))
+        {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            return Err(self.hold_exceeded(step.min(steps.len().saturating_sub(1)), held));
+        }
         match result {
             Ok(()) => Ok(Attempt::Done),
             Err(e) => {
                 let _ = self.client.batch_execute("ROLLBACK").await;
                 self.classify(e, watch)
             }
+        }
+    }
+
+    /// What is left of the hold budget for locks taken at `since`; `Unbounded`
+    /// when the deadline comes first (the deadline has its own handling).
+    fn hold_left(&self, since: Instant) -> HoldLeft {
+        let left = self.policy.max_hold.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            HoldLeft::Spent
+        } else if left < self.remaining() {
+            HoldLeft::Bounded(left.max(Duration::from_millis(1)))
+        } else {
+            HoldLeft::Unbounded
+        }
+    }
+
+    fn hold_exceeded(&self, step: usize, locks: Vec<RelationLock>) -> GuardError {
+        GuardError::HoldExceeded {
+            step,
+            locks,
+            max_hold: self.policy.max_hold,
         }
     }
 
@@ -103,10 +156,22 @@ impl Guard {
             Some(Existing::Absent | Existing::Invalid(_)) => {}
             None => return Ok(Attempt::LostRace(Watch::default())),
         }
+        // A statement outside a transaction holds its locks only while it runs,
+        // so its own timeout is the hold bound when those locks block traffic.
+        let held = traffic_blocking(std::slice::from_ref(step));
+        let bound = if held.is_empty() {
+            HoldLeft::Unbounded
+        } else {
+            self.hold_left(Instant::now())
+        };
+        let timeout = match bound {
+            HoldLeft::Bounded(left) => left,
+            _ => self.remaining().max(Duration::from_secs(1)),
+        };
         let timeouts = format!(
             "SET lock_timeout = '{}'; SET statement_timeout = '{}'",
             to_pg_setting(self.policy.lock_timeout),
-            to_pg_setting(self.remaining().max(Duration::from_secs(1)))
+            to_pg_setting(timeout)
         );
         self.client
             .batch_execute(&timeouts)
@@ -117,6 +182,7 @@ impl Guard {
             vec![self.pid],
             self.policy.lock_timeout,
         );
+        let started = Instant::now();
         let result = self.exec(&step.sql).await;
         let watch = dog.finish().await;
         self.note(&watch);
@@ -124,6 +190,11 @@ impl Guard {
             .client
             .batch_execute("RESET lock_timeout; RESET statement_timeout")
             .await;
+        if let (Err(e), HoldLeft::Bounded(left)) = (&result, bound) {
+            if is_own_timeout(e, started, left) && !watch.cancelled {
+                return Err(self.hold_exceeded(0, held));
+            }
+        }
         match result {
             Ok(()) => Ok(Attempt::Done),
             Err(e) => {
@@ -183,6 +254,40 @@ impl Guard {
         let _ = run.await;
         Err(cause)
     }
+}
+
+/// How much longer the locks may be held.
+#[derive(Debug, Clone, Copy)]
+enum HoldLeft {
+    /// The budget is used up.
+    Spent,
+    /// At most this long; the server enforces it.
+    Bounded(Duration),
+    /// No hold bound applies (no traffic-blocking lock, or the deadline is nearer).
+    Unbounded,
+}
+
+/// The traffic-blocking locks among `steps`' planned locks, each relation once.
+fn traffic_blocking(steps: &[Step]) -> Vec<RelationLock> {
+    let mut held: Vec<RelationLock> = Vec::new();
+    for lock in steps.iter().flat_map(|s| &s.locks) {
+        if !lock.mode.blocks_traffic() {
+            continue;
+        }
+        match held.iter_mut().find(|h| h.relation == lock.relation) {
+            Some(h) => h.mode = h.mode.max(lock.mode),
+            None => held.push(lock.clone()),
+        }
+    }
+    held
+}
+
+/// Whether `e` is the server's `statement_timeout` we set to `bound`: a
+/// `57014` after about that long. (A cancel by the watchdog or by an
+/// interrupt comes as another `ExecError`, or with `watch.cancelled` set.)
+fn is_own_timeout(e: &ExecError, started: Instant, bound: Duration) -> bool {
+    matches!(e, ExecError::Sql(e) if e.code() == Some(&SqlState::QUERY_CANCELED))
+        && started.elapsed() + Duration::from_millis(5) >= bound.mul_f64(0.9)
 }
 
 enum ExecError {

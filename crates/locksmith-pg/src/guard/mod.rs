@@ -55,6 +55,11 @@ pub struct GuardPolicy {
     pub deadline: Duration,
     /// Terminate blockers idle in transaction at least this long (off when `None`).
     pub terminate_idle_after: Option<Duration>,
+    /// The most a unit of work may hold a lock that blocks traffic (reads or
+    /// writes), from the moment it has its locks until it commits. Enforced by
+    /// the server through `statement_timeout`, so a rewrite or an index build
+    /// that would take longer is stopped and rolled back.
+    pub max_hold: Duration,
 }
 
 impl Default for GuardPolicy {
@@ -67,6 +72,7 @@ impl Default for GuardPolicy {
             max_attempts: 60,
             deadline: Duration::from_secs(180),
             terminate_idle_after: None,
+            max_hold: Duration::from_secs(2),
         }
     }
 }
@@ -179,9 +185,33 @@ pub enum GuardError {
         "interrupted ({0:?}); the in-flight statement was cancelled on the server and rolled back"
     )]
     Interrupted(Interrupt),
+    /// A statement held a lock that blocks traffic for longer than `max_hold`;
+    /// the server stopped it and the transaction was rolled back.
+    #[error(
+        "a statement held {} for longer than --max-hold {}; the server stopped it and rolled back",
+        describe_locks(.locks),
+        locksmith_core::duration::human(*.max_hold)
+    )]
+    HoldExceeded {
+        /// 0-based index of the statement among the unit's steps.
+        step: usize,
+        /// The traffic-blocking locks the unit held.
+        locks: Vec<RelationLock>,
+        /// The budget that was exceeded.
+        max_hold: Duration,
+    },
     /// A statement failed for another reason; the transaction was rolled back.
     #[error("{0}")]
     Failed(Error),
+}
+
+/// "ACCESS EXCLUSIVE on t, SHARE on u", for messages.
+fn describe_locks(locks: &[RelationLock]) -> String {
+    locks
+        .iter()
+        .map(|l| format!("{} on {}", l.mode.sql_name(), l.relation))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl From<Error> for GuardError {

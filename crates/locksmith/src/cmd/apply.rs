@@ -13,6 +13,8 @@ use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::history;
 use serde::Serialize;
 
+use super::hold;
+use super::online;
 use super::progress::EventLines;
 use super::signals;
 use crate::cli::{ApplyArgs, Format};
@@ -100,28 +102,63 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         }
     }
 
+    let version = args.pg_version.unwrap_or(analysis::MAX_PG_VERSION);
+    // With --online, each migration's plan, or None when it runs as written.
+    let mut plans = Vec::with_capacity(pending.len());
+    for p in &pending {
+        plans.push(match args.online {
+            true => online_units(p, version)?,
+            false => None,
+        });
+    }
+
     if args.dry_run {
-        let text = dry_run(&guard, &pending, args.guard.format).await?;
+        let text = dry_run(&guard, &pending, &plans, args.guard.format).await?;
         print!("{text}");
         history::unlock_runners(guard.client()).await?;
         return Ok(Outcome::Done);
     }
 
+    // Online steps are bounded by the server as they run; the up-front
+    // estimate is for statements that run as written.
+    let statements: Vec<hold::Located> = pending
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| plan.is_none())
+        .flat_map(|(p, _)| located(p))
+        .collect();
+    let max_hold = guard.policy().max_hold;
+    if let Some(refusal) =
+        hold::refuse_before_running(guard.client(), &statements, version, max_hold).await
+    {
+        history::unlock_runners(guard.client()).await?;
+        let report = RunReport::new(
+            Status::HoldExceeded,
+            &guard.report,
+            Vec::new(),
+            Some(refusal),
+        );
+        return finish(&args, report);
+    }
+
     let mut records = Vec::new();
-    for p in &pending {
+    for (p, plan) in pending.iter().zip(&plans) {
         if !quiet {
             eprintln!(
                 "applying {} ({})",
                 p.name.file,
-                if p.in_transaction {
-                    "one transaction"
-                } else {
-                    "statement by statement"
+                match plan {
+                    Some(units) => format!("online, {} steps", units.len()),
+                    None if p.in_transaction => "one transaction".into(),
+                    None => "statement by statement".into(),
                 }
             );
         }
         let started = Instant::now();
-        let result = apply_one(&mut guard, p).await;
+        let result = match plan {
+            Some(units) => apply_online(&mut guard, p, units).await,
+            None => apply_one(&mut guard, p).await,
+        };
         match result {
             Ok(attempts) => records.push(MigrationRecord {
                 version: p.name.version,
@@ -135,7 +172,23 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
                         (Status::Blocked, format!("{}: {reason}", p.name.file))
                     }
                     GuardError::Interrupted(_) => (Status::Failed, format!("{}: {e}", p.name.file)),
+                    GuardError::Failed(err) if plan.is_some() => {
+                        let total = plan.as_ref().map_or(0, Vec::len);
+                        (
+                            Status::Failed,
+                            online::failed(&p.name.file, done, total, err),
+                        )
+                    }
                     GuardError::Failed(err) => (Status::Failed, failure_message(p, err, done)),
+                    GuardError::HoldExceeded { step, locks, .. } => {
+                        let at = if p.in_transaction { *step } else { done };
+                        let statements = located(p);
+                        let statement = &statements[at.min(statements.len().saturating_sub(1))];
+                        let message =
+                            hold::stopped(guard.client(), statement, locks, version, max_hold)
+                                .await;
+                        (Status::HoldExceeded, message)
+                    }
                 };
                 let report = RunReport::new(status, &guard.report, records, Some(message));
                 let outcome = finish(&args, report);
@@ -191,6 +244,50 @@ async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, u
     Ok(attempts)
 }
 
+/// Runs `p` as its online plan; on failure, also says which unit failed.
+async fn apply_online(
+    guard: &mut Guard,
+    p: &Planned,
+    units: &[locksmith_core::online::Unit],
+) -> Result<u32, (GuardError, usize)> {
+    let (version, name, sum) = (p.name.version, p.name.name.clone(), p.checksum.clone());
+    let record = move |attempts: u32, elapsed: Duration| {
+        history::insert_sql(version, &name, &sum, elapsed, attempts)
+    };
+    locksmith_pg::online::run(guard, version, units, &record)
+        .await
+        .map(|run| run.attempts)
+        .map_err(|f| (f.error, f.unit))
+}
+
+/// `p`'s online plan, `None` when it runs as written.
+fn online_units(
+    p: &Planned,
+    pg_version: u32,
+) -> Result<Option<Vec<locksmith_core::online::Unit>>, Failure> {
+    let written: Vec<(&str, u32, u32)> = p
+        .steps
+        .iter()
+        .map(|s| (s.step.sql.as_str(), s.line, s.column))
+        .collect();
+    let statements = online::analysed(&p.path, &written, pg_version)?;
+    let positions: Vec<(u32, u32)> = p.steps.iter().map(|s| (s.line, s.column)).collect();
+    online::units(&p.path, &statements, &positions, pg_version)
+}
+
+/// Where each statement of `p` is written, for messages.
+fn located(p: &Planned) -> Vec<hold::Located<'_>> {
+    p.steps
+        .iter()
+        .map(|s| hold::Located {
+            path: &p.path,
+            line: s.line,
+            column: s.column,
+            sql: &s.step.sql,
+        })
+        .collect()
+}
+
 fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> String {
     if p.in_transaction {
         return format!(
@@ -217,7 +314,7 @@ fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
     }
     Ok(match status {
         Status::Applied => Outcome::Done,
-        Status::Blocked => Outcome::Blocked,
+        Status::Blocked | Status::HoldExceeded => Outcome::Blocked,
         Status::Failed => Outcome::Code(1),
     })
 }
@@ -299,6 +396,9 @@ struct DryRunMigration<'a> {
     in_transaction: bool,
     statements: Vec<DryRunStatement<'a>>,
     blockers: Vec<locksmith_pg::guard::Holder>,
+    /// With `--online`, the steps that run instead of the statements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online: Option<Vec<online::PlannedUnit>>,
 }
 
 #[derive(Serialize)]
@@ -309,12 +409,17 @@ struct DryRunStatement<'a> {
     locks: Vec<serde_json::Value>,
 }
 
-async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<String, Failure> {
+async fn dry_run(
+    guard: &Guard,
+    pending: &[Planned],
+    plans: &[Option<Vec<locksmith_core::online::Unit>>],
+    format: Format,
+) -> Result<String, Failure> {
     let mut plan = DryRun {
         status: "planned",
         migrations: Vec::new(),
     };
-    for p in pending {
+    for (p, units) in pending.iter().zip(plans) {
         let targets: Vec<RelationLock> = p
             .steps
             .iter()
@@ -335,6 +440,7 @@ async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<S
                 })
                 .collect(),
             blockers: guard.holders_for(&targets).await?,
+            online: units.as_deref().map(online::planned),
         });
     }
     if format == Format::Json {
@@ -383,6 +489,9 @@ async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<S
                     locks.join(", ")
                 }
             ));
+        }
+        if let Some(units) = &m.online {
+            out.push_str(&online::human(units));
         }
         if m.blockers.is_empty() {
             out.push_str("  would block it now: nobody\n");

@@ -16,6 +16,10 @@ pub enum Status {
     Applied,
     /// Gave up because still blocked.
     Blocked,
+    /// A statement would hold (or held) a traffic-blocking lock longer than
+    /// `--max-hold`; stopped and rolled back, or refused before running.
+    #[serde(rename = "hold_exceeded")]
+    HoldExceeded,
     /// Something else failed.
     Failed,
 }
@@ -36,7 +40,7 @@ pub struct MigrationRecord {
 /// The whole report, as `--format json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
-    /// applied | blocked | failed.
+    /// applied | blocked | hold_exceeded | failed.
     pub status: Status,
     /// Lock attempts in all.
     pub attempts: u32,
@@ -117,6 +121,13 @@ pub fn human(report: &RunReport, style: Style) -> String {
                 style.red(
                     "Gave up: the migration stayed blocked. Nothing was left queued on the server."
                 )
+            );
+        }
+        Status::HoldExceeded => {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.red("Stopped: a statement would hold a lock that blocks traffic for longer than --max-hold. Nothing of that migration was applied.")
             );
         }
         Status::Failed => {

@@ -35,7 +35,7 @@ pub fn human(report: &RunReport, command: &str, style: Style) -> String {
                 }
             }
         }
-        Status::Blocked => {
+        Status::Blocked | Status::HoldExceeded => {
             let _ = writeln!(
                 out,
                 "{} `{command}` after {} attempt{}",

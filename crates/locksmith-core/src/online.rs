@@ -1,0 +1,566 @@
+//! The online plan: a statement that would hold a traffic-blocking lock while
+//! it builds an index, scans or rewrites a table, turned into steps that do
+//! the same with brief locks only (`CONCURRENTLY`, `NOT VALID` + `VALIDATE`,
+//! a proven `SET NOT NULL`). `apply --online` runs these steps, each under
+//! the guard in its own transaction (or none, for `CONCURRENTLY`).
+//!
+//! Each step carries a `done_when` query, so a run interrupted at any point
+//! (kill -9, a restart) resumes where it stopped: a step already done is
+//! skipped, never run twice. Steps without one are idempotent as written.
+//!
+//! Pure: SQL in, SQL out. Whether a table is big, or exists, is the caller's
+//! business; the plan only knows which relations the same migration created
+//! (those have no traffic yet and are left as written).
+
+use std::collections::BTreeSet;
+
+use crate::analysis::{
+    analyze_after, split, AlterAction, ColumnDefault, ConstraintKind, ConstraintSummary, Statement,
+    StatementKind,
+};
+use crate::quote::{ident, literal, qualified, split_qualified};
+
+/// One step of an online plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineStep {
+    /// The step, analysed (its locks, and whether it may run in a transaction).
+    pub statement: Statement,
+    /// A query returning one boolean, true when an earlier, interrupted run
+    /// already did this step; `None` when the step is idempotent as written.
+    pub done_when: Option<String>,
+}
+
+/// What to do with one statement under `--online`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Online {
+    /// Safe to run as written: a brief lock, or a relation this migration created.
+    AsIs,
+    /// Run these steps instead, in order.
+    Steps(Vec<OnlineStep>),
+    /// It would block traffic while it works and has no online equivalent:
+    /// why, and what to do by hand.
+    Refused(String),
+}
+
+/// A unit of an online migration: run under the guard as one transaction
+/// (or, when not `transactional`, statement by statement), and recorded as
+/// done before the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    /// The statements, in order.
+    pub statements: Vec<Statement>,
+    /// A query true when an interrupted run already did this unit.
+    pub done_when: Option<String>,
+    /// Whether the statements run in one transaction.
+    pub transactional: bool,
+}
+
+/// A statement of the migration that cannot run online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Its index among the migration's statements.
+    pub index: usize,
+    /// Why, and what to do by hand.
+    pub why: String,
+}
+
+/// The units that run `statements` (one migration, in order) online, or
+/// `None` when none of them needs it and the migration can run as written.
+/// Statements kept as written are grouped into one transaction between the
+/// online steps, so each unit is done exactly once across interruptions.
+pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Unit>>, Refusal> {
+    let mut created = BTreeSet::new();
+    let mut units: Vec<Unit> = Vec::new();
+    let mut changed = false;
+    for (index, s) in statements.iter().enumerate() {
+        match plan(s, &created, pg_version) {
+            Online::Refused(why) => return Err(Refusal { index, why }),
+            Online::Steps(steps) => {
+                changed = true;
+                units.extend(steps.into_iter().map(|step| Unit {
+                    transactional: step.statement.transactional,
+                    statements: vec![step.statement],
+                    done_when: step.done_when,
+                }));
+            }
+            Online::AsIs => match units.last_mut() {
+                Some(u) if u.transactional && u.done_when.is_none() && s.transactional => {
+                    u.statements.push(s.clone())
+                }
+                _ => units.push(Unit {
+                    statements: vec![s.clone()],
+                    done_when: None,
+                    transactional: s.transactional,
+                }),
+            },
+        }
+        if let StatementKind::CreateTable { table } = &s.kind {
+            created.insert(table.clone());
+        }
+    }
+    Ok(changed.then_some(units))
+}
+
+/// The online plan for `s`, given the relations created earlier in the same
+/// migration (as written in their `CREATE` statements).
+pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Online {
+    let steps = match &s.kind {
+        StatementKind::AlterTable { table, actions } if !created.contains(table) => {
+            match alter_table(&s.sql, table, actions) {
+                Some(Ok(sqls)) => sqls,
+                Some(Err(why)) => return Online::Refused(why),
+                None => return refuse_if_blocking(s, created),
+            }
+        }
+        StatementKind::CreateIndex {
+            name,
+            table,
+            concurrently: false,
+            ..
+        } if !created.contains(table) => {
+            let Some(name) = name else {
+                return Online::Refused(
+                    "name the index: an interrupted concurrent build must be found by its name to be resumed".into(),
+                );
+            };
+            let Some(sql) = with_concurrently(&s.sql, &["INDEX"]) else {
+                return Online::Refused(
+                    "cannot add CONCURRENTLY to this CREATE INDEX; write it by hand".into(),
+                );
+            };
+            vec![(sql, Some(valid_index_exists(&sibling(table, name)))).into()]
+        }
+        StatementKind::DropIndex {
+            indexes,
+            concurrently: false,
+        } => {
+            if s.sql.to_ascii_uppercase().contains("CASCADE") {
+                return Online::Refused(
+                    "DROP INDEX CONCURRENTLY cannot CASCADE: drop the dependent objects first"
+                        .into(),
+                );
+            }
+            indexes
+                .iter()
+                .map(|i| {
+                    (
+                        format!("DROP INDEX CONCURRENTLY IF EXISTS {}", qualified(i)),
+                        None,
+                    )
+                        .into()
+                })
+                .collect()
+        }
+        StatementKind::Reindex {
+            target: Some(_),
+            concurrently: false,
+        } => match with_concurrently(&s.sql, &["INDEX", "TABLE", "SCHEMA", "DATABASE"]) {
+            Some(sql) => vec![(sql, None).into()],
+            None => return Online::Refused("REINDEX SYSTEM has no concurrent form".into()),
+        },
+        _ => return refuse_if_blocking(s, created),
+    };
+    analysed(steps, pg_version)
+}
+
+/// Steps as SQL, each with its done-when query, before analysis.
+type Draft = Vec<DraftStep>;
+
+/// Steps as SQL with their done-when queries, all of them transactional.
+type Pairs = Vec<(String, Option<String>)>;
+
+/// One step as SQL, before analysis.
+struct DraftStep {
+    sql: String,
+    done_when: Option<String>,
+    /// Must run outside a transaction block although the analysis cannot
+    /// tell (a `DO` block that commits its batches).
+    outside_transaction: bool,
+}
+
+impl From<(String, Option<String>)> for DraftStep {
+    fn from((sql, done_when): (String, Option<String>)) -> Self {
+        DraftStep {
+            sql,
+            done_when,
+            outside_transaction: false,
+        }
+    }
+}
+
+/// Analyses the generated steps, each after the ones before it (so a
+/// `SET NOT NULL` after its validated check is known to need no scan).
+fn analysed(steps: Draft, pg_version: u32) -> Online {
+    let mut before = String::new();
+    let mut out = Vec::new();
+    for DraftStep {
+        sql,
+        done_when,
+        outside_transaction,
+    } in steps
+    {
+        let mut statement = match analyze_after(&before, &sql, pg_version) {
+            Ok(mut s) if s.len() == 1 => s.remove(0),
+            _ => return Online::Refused(format!("could not plan `{sql}`; write it by hand")),
+        };
+        statement.transactional &= !outside_transaction;
+        before.push_str(&sql);
+        before.push_str(";\n");
+        out.push(OnlineStep {
+            statement,
+            done_when,
+        });
+    }
+    Online::Steps(out)
+}
+
+/// A statement with no online form: refused when it would block traffic
+/// while reading or rewriting an existing table.
+fn refuse_if_blocking(s: &Statement, created: &BTreeSet<String>) -> Online {
+    let busy = s
+        .rewrites
+        .iter()
+        .chain(&s.scans)
+        .find(|r| !created.contains(*r) && s.lock_on(r).is_some_and(|m| m.blocks_traffic()));
+    let Some(relation) = busy else {
+        return Online::AsIs;
+    };
+    let mode = s
+        .lock_on(relation)
+        .unwrap_or(crate::lock::LockMode::AccessExclusive);
+    let rewrite = s.rewrites.contains(relation);
+    Online::Refused(format!(
+        "it {} `{relation}` under {}, which blocks {}, and has no online equivalent. {}",
+        if rewrite { "rewrites" } else { "reads all of" },
+        mode.sql_name(),
+        mode.blocks(),
+        by_hand(s),
+    ))
+}
+
+/// The expand/contract steps for what cannot be done online.
+fn by_hand(s: &Statement) -> &'static str {
+    match &s.kind {
+        StatementKind::AlterTable { actions, .. } if actions.len() > 1 => {
+            "Split the ALTER TABLE into one statement per subcommand, so each can run online."
+        }
+        StatementKind::AlterTable { actions, .. }
+            if matches!(actions.first(), Some(AlterAction::AlterColumnType { .. })) =>
+        {
+            "Expand and contract instead: add a column of the new type, keep both written (a trigger), backfill in batches, switch reads, then drop the old column."
+        }
+        StatementKind::AlterTable { actions, .. }
+            if matches!(actions.first(), Some(AlterAction::AddColumn { .. })) =>
+        {
+            "Add the column without the default, SET DEFAULT, backfill existing rows in batches (UPDATE … WHERE id BETWEEN …), then add NOT NULL through a validated CHECK."
+        }
+        StatementKind::RefreshMatView { .. } => {
+            "Create a unique index on the view and use REFRESH MATERIALIZED VIEW CONCURRENTLY."
+        }
+        StatementKind::Vacuum { full: true, .. } | StatementKind::Cluster { .. } => {
+            "Use pg_repack, or a plain VACUUM, which takes no lock that blocks traffic."
+        }
+        _ => "Do it in expand/contract steps by hand, each holding its lock briefly.",
+    }
+}
+
+/// Online steps for a one-subcommand `ALTER TABLE`; `None` when it needs none.
+fn alter_table(sql: &str, table: &str, actions: &[AlterAction]) -> Option<Result<Draft, String>> {
+    let needs = |a: &AlterAction| match a {
+        AlterAction::AddConstraint(c) => transforms(c),
+        AlterAction::SetNotNull { proven, .. } => !proven,
+        AlterAction::AddColumn { default, .. } => {
+            matches!(
+                default,
+                ColumnDefault::Volatile(_) | ColumnDefault::Unknown(_)
+            )
+        }
+        _ => false,
+    };
+    if !actions.iter().any(needs) {
+        return None;
+    }
+    if actions.len() > 1 {
+        return Some(Err(
+            "split the ALTER TABLE into one statement per subcommand, so each can run online"
+                .into(),
+        ));
+    }
+    let pairs = match &actions[0] {
+        AlterAction::AddConstraint(c) => match c.kind {
+            ConstraintKind::Unique | ConstraintKind::PrimaryKey => unique(table, c),
+            _ => Ok(not_valid_then_validate(table, c)),
+        },
+        AlterAction::SetNotNull { column, .. } => Ok(not_null(table, column)),
+        AlterAction::AddColumn { .. } => return Some(added_default(sql, table)),
+        _ => unreachable!("only the subcommands `needs` accepts"),
+    };
+    Some(pairs.map(|p| p.into_iter().map(DraftStep::from).collect()))
+}
+
+/// Rows a backfill batch covers, as heap pages: about a thousand short rows,
+/// a few milliseconds of row locks per batch.
+const BACKFILL_PAGES: u32 = 10;
+
+/// `ADD COLUMN … DEFAULT <volatile>`: the column alone (no rewrite), its
+/// default for new rows, existing rows filled in committed batches, then
+/// `NOT NULL` through a validated check if it was asked for.
+fn added_default(sql: &str, table: &str) -> Result<Draft, String> {
+    let Some(split) = split::added_default(sql) else {
+        return Err(
+            "only ADD COLUMN … DEFAULT … [NOT NULL] is planned online; add the column, SET DEFAULT and backfill in batches by hand".into(),
+        );
+    };
+    let t = qualified(table);
+    let c = ident(&split.column);
+    let exists = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass({}) AND attname = {} AND NOT attisdropped)",
+        literal(&t),
+        literal(&split.column)
+    );
+    // By heap pages first (one pass, TID range scans from 14 on), then
+    // whatever rows moved behind the pass meanwhile, until none is left.
+    let backfill = format!(
+        "DO $locksmith$
+DECLARE
+  pages bigint := pg_relation_size({rel}) / current_setting('block_size')::int;
+  page bigint := 0;
+  filled bigint;
+BEGIN
+  WHILE page <= pages LOOP
+    UPDATE {t} SET {c} = DEFAULT
+     WHERE ctid >= format('(%s,0)', page)::tid AND ctid < format('(%s,0)', page + {BACKFILL_PAGES})::tid
+       AND {c} IS NULL;
+    COMMIT;
+    page := page + {BACKFILL_PAGES};
+  END LOOP;
+  LOOP
+    UPDATE {t} SET {c} = DEFAULT
+     WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {c} IS NULL LIMIT 1000));
+    GET DIAGNOSTICS filled = ROW_COUNT;
+    COMMIT;
+    EXIT WHEN filled = 0;
+  END LOOP;
+END
+$locksmith$",
+        rel = literal(&t),
+    );
+    let mut steps: Draft = vec![
+        (split.add_column, Some(exists)).into(),
+        (split.set_default, None).into(),
+        DraftStep {
+            sql: backfill,
+            done_when: None,
+            outside_transaction: true,
+        },
+    ];
+    if split.not_null {
+        steps.extend(
+            not_null(table, &split.column)
+                .into_iter()
+                .map(DraftStep::from),
+        );
+    }
+    Ok(steps)
+}
+
+/// Whether `ADD CONSTRAINT c` scans or builds under its lock, and has an online form.
+fn transforms(c: &ConstraintSummary) -> bool {
+    match c.kind {
+        ConstraintKind::Unique | ConstraintKind::PrimaryKey => c.using_index.is_none(),
+        ConstraintKind::ForeignKey | ConstraintKind::Check => !c.not_valid,
+        _ => false,
+    }
+}
+
+/// `UNIQUE` / `PRIMARY KEY`: the index built concurrently, then adopted.
+fn unique(table: &str, c: &ConstraintSummary) -> Result<Pairs, String> {
+    let pk = c.kind == ConstraintKind::PrimaryKey;
+    let word = if pk { "PRIMARY KEY" } else { "UNIQUE" };
+    let plain = c.definition.to_ascii_uppercase();
+    if c.columns.is_empty()
+        || ["INCLUDE", "DEFERRABLE", "NULLS", " WITH ", "TABLESPACE"]
+            .iter()
+            .any(|w| plain.contains(w))
+    {
+        return Err(format!(
+            "only a plain {word} (columns) is planned online; build the index with CREATE UNIQUE INDEX CONCURRENTLY and ADD CONSTRAINT … USING INDEX by hand"
+        ));
+    }
+    let name = c.name.clone().unwrap_or_else(|| {
+        default_name(
+            table,
+            if pk { &[] } else { &c.columns },
+            if pk { "pkey" } else { "key" },
+        )
+    });
+    let mut steps = Vec::new();
+    if pk {
+        for column in &c.columns {
+            steps.extend(not_null(table, column));
+        }
+    }
+    let columns = c
+        .columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let constraint = constraint_exists(table, &name);
+    steps.push((
+        format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY {} ON {} ({columns})",
+            ident(&name),
+            qualified(table)
+        ),
+        Some(format!(
+            "SELECT ({}) OR ({})",
+            strip_select(&valid_index_exists(&sibling(table, &name))),
+            strip_select(&constraint)
+        )),
+    ));
+    steps.push((
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {word} USING INDEX {}",
+            qualified(table),
+            ident(&name),
+            ident(&name)
+        ),
+        Some(constraint),
+    ));
+    Ok(steps)
+}
+
+/// `FOREIGN KEY` / `CHECK`: added without checking existing rows (a brief
+/// lock), then validated under a lock that lets reads and writes through.
+fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Pairs {
+    let suffix = if c.kind == ConstraintKind::ForeignKey {
+        "fkey"
+    } else {
+        "check"
+    };
+    let name = c
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(table, &c.columns, suffix));
+    vec![
+        (
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+                qualified(table),
+                ident(&name),
+                c.definition
+            ),
+            Some(constraint_exists(table, &name)),
+        ),
+        (
+            format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                qualified(table),
+                ident(&name)
+            ),
+            None,
+        ),
+    ]
+}
+
+/// `SET NOT NULL` proven by a validated `CHECK (col IS NOT NULL)`, which is
+/// then dropped: the only scan runs under `VALIDATE`'s weak lock.
+fn not_null(table: &str, column: &str) -> Pairs {
+    let check = default_name(table, &[column.to_string()], "not_null");
+    let t = qualified(table);
+    let (c, k) = (ident(column), ident(&check));
+    let is_not_null = format!(
+        "SELECT coalesce((SELECT attnotnull FROM pg_attribute WHERE attrelid = to_regclass({}) AND attname = {}), false)",
+        literal(&t),
+        literal(column)
+    );
+    let either = |other: &str| {
+        Some(format!(
+            "SELECT ({}) OR ({})",
+            strip_select(&is_not_null),
+            strip_select(other)
+        ))
+    };
+    vec![
+        (
+            format!("ALTER TABLE {t} ADD CONSTRAINT {k} CHECK ({c} IS NOT NULL) NOT VALID"),
+            either(&constraint_exists(table, &check)),
+        ),
+        (
+            format!("ALTER TABLE {t} VALIDATE CONSTRAINT {k}"),
+            either(&format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({}) AND conname = {} AND convalidated)",
+                literal(&t),
+                literal(&check)
+            )),
+        ),
+        (
+            format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"),
+            Some(is_not_null.clone()),
+        ),
+        (format!("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {k}"), None),
+    ]
+}
+
+/// The query "a valid index `index` exists".
+fn valid_index_exists(index: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass({}) AND indisvalid)",
+        literal(&qualified(index))
+    )
+}
+
+/// The query "`table` has a constraint `name`".
+fn constraint_exists(table: &str, name: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({}) AND conname = {})",
+        literal(&qualified(table)),
+        literal(name)
+    )
+}
+
+fn strip_select(query: &str) -> &str {
+    query.strip_prefix("SELECT ").unwrap_or(query)
+}
+
+/// `name` in `table`'s schema (an index lives beside its table).
+fn sibling(table: &str, name: &str) -> String {
+    let mut parts = split_qualified(table);
+    parts.pop();
+    parts.push(name.to_string());
+    parts.iter().map(|p| ident(p)).collect::<Vec<_>>().join(".")
+}
+
+/// PostgreSQL's default constraint name: `table_col1_col2_suffix`, at most 63 bytes.
+fn default_name(table: &str, columns: &[String], suffix: &str) -> String {
+    let base = split_qualified(table).pop().unwrap_or_default();
+    let mut parts = vec![base];
+    parts.extend(columns.iter().cloned());
+    parts.push(suffix.to_string());
+    let mut name = parts.join("_");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// `sql` with `CONCURRENTLY` after its first word among `after` (`INDEX`, …),
+/// or `None` when there is no such word.
+fn with_concurrently(sql: &str, after: &[&str]) -> Option<String> {
+    let mut offset = 0;
+    for word in sql.split_inclusive(char::is_whitespace) {
+        let end = offset + word.trim_end().len();
+        if after
+            .iter()
+            .any(|a| word.trim_end().eq_ignore_ascii_case(a))
+        {
+            return Some(format!("{} CONCURRENTLY{}", &sql[..end], &sql[end..]));
+        }
+        offset += word.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

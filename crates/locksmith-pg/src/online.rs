@@ -1,0 +1,163 @@
+//! Running one migration's online plan ([`locksmith_core::online`]) under the
+//! guard, resumably: each unit is recorded in `locksmith_online_steps` as it
+//! completes (inside its own transaction when it has one), and a unit an
+//! interrupted run already did is skipped — by that record, or by the unit's
+//! own `done_when` query when the crash came between a statement that cannot
+//! run in a transaction (`CREATE INDEX CONCURRENTLY`) and its record.
+//!
+//! The migration's row in the history table is written with the last unit,
+//! in the same transaction, and its progress rows are deleted then: until
+//! that commit the migration is not applied, and a rerun resumes it.
+
+use std::time::{Duration, Instant};
+
+use locksmith_core::online::Unit;
+use tokio_postgres::Client;
+
+use crate::guard::{Guard, GuardError, Step};
+use crate::Error;
+
+/// Progress of online migrations that have not finished yet.
+pub const STEPS_TABLE: &str = "locksmith_online_steps";
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OnlineRun {
+    /// Lock attempts in all.
+    pub attempts: u32,
+    /// Units run now.
+    pub ran: usize,
+    /// Units skipped because an earlier run had done them.
+    pub skipped: usize,
+}
+
+/// A unit failed: which one (0-based), and why.
+#[derive(Debug)]
+pub struct UnitFailed {
+    /// The unit.
+    pub unit: usize,
+    /// What went wrong.
+    pub error: GuardError,
+}
+
+/// Runs `units` of migration `version`; `record(attempts, elapsed)` is the SQL
+/// that records the whole migration, run in the last transaction.
+pub async fn run(
+    guard: &mut Guard,
+    version: i64,
+    units: &[Unit],
+    record: &(dyn Fn(u32, Duration) -> String + Sync),
+) -> Result<OnlineRun, UnitFailed> {
+    let started = Instant::now();
+    let fail = |unit| move |error| UnitFailed { unit, error };
+    ensure_table(guard.client())
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+    let done = done_units(guard.client(), version)
+        .await
+        .map_err(|e| fail(0)(e.into()))?;
+    let mut run = OnlineRun::default();
+    let last = units.len().saturating_sub(1);
+    for (i, unit) in units.iter().enumerate() {
+        let finishing = i == last;
+        let already = done.contains(&(i as i32))
+            || match &unit.done_when {
+                Some(query) => is_done(guard.client(), query)
+                    .await
+                    .map_err(|e| fail(i)(e.into()))?,
+                None => false,
+            };
+        let steps: Vec<Step> = unit.statements.iter().map(Step::from).collect();
+        if already {
+            run.skipped += 1;
+        } else {
+            run.ran += 1;
+        }
+        if unit.transactional && !already {
+            let progress = progress_sql(version, i, finishing);
+            let attempts_before = run.attempts;
+            let finish = |attempts: u32, _: Duration| {
+                if finishing {
+                    format!(
+                        "{}; {progress}",
+                        record(attempts_before + attempts, started.elapsed())
+                    )
+                } else {
+                    progress.clone()
+                }
+            };
+            run.attempts += guard
+                .run_transaction(&steps, Some(&finish))
+                .await
+                .map_err(fail(i))?;
+            continue;
+        }
+        if !already {
+            for step in &steps {
+                run.attempts += guard.run_outside_transaction(step).await.map_err(fail(i))?;
+            }
+        }
+        // Recorded after the fact: a crash before this is caught by `done_when`.
+        let mut sql = vec!["BEGIN".to_string()];
+        if finishing {
+            sql.push(record(run.attempts, started.elapsed()));
+        }
+        sql.push(progress_sql(version, i, finishing));
+        sql.push("COMMIT".into());
+        guard
+            .client()
+            .batch_execute(&sql.join("; "))
+            .await
+            .map_err(|e| fail(i)(Error::query("recording online progress", e).into()))?;
+    }
+    Ok(run)
+}
+
+/// Records unit `i` as done; with the last unit, forgets the migration's progress instead.
+fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
+    if finishing {
+        format!("DELETE FROM {STEPS_TABLE} WHERE version = {version}")
+    } else {
+        format!(
+            "INSERT INTO {STEPS_TABLE} (version, unit) VALUES ({version}, {i}) ON CONFLICT DO NOTHING"
+        )
+    }
+}
+
+async fn ensure_table(client: &Client) -> Result<(), Error> {
+    // Created once, empty most of the time; a short lock_timeout like the history table's.
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '2s';
+             CREATE TABLE IF NOT EXISTS {STEPS_TABLE} (
+               version bigint NOT NULL,
+               unit integer NOT NULL,
+               done_at timestamptz NOT NULL DEFAULT now(),
+               PRIMARY KEY (version, unit)
+             );
+             RESET lock_timeout;"
+        ))
+        .await
+        .map_err(|e| Error::query(format!("creating {STEPS_TABLE}"), e))
+}
+
+async fn done_units(client: &Client, version: i64) -> Result<Vec<i32>, Error> {
+    // The units of this migration that an interrupted run completed.
+    let rows = client
+        .query(
+            &format!("SELECT unit FROM {STEPS_TABLE} WHERE version = $1"),
+            &[&version],
+        )
+        .await
+        .map_err(|e| Error::query(format!("reading {STEPS_TABLE}"), e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn is_done(client: &Client, query: &str) -> Result<bool, Error> {
+    // The unit's own check, from the plan: true when its effect is already there.
+    client
+        .query_one(query, &[])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| Error::query("checking whether an online step is already done", e))
+}

@@ -1,0 +1,163 @@
+//! `--max-hold` at the edge of `apply`: refusing before anything runs when
+//! table sizes say a statement would hold a traffic-blocking lock far longer
+//! than the budget, and saying what to do when the server stopped one.
+//!
+//! The bound itself is enforced by the guard (`statement_timeout` from the
+//! moment the locks are held); this module only reads sizes and words the
+//! outcome. It must not decide anything the server did not confirm, except
+//! the up-front refusal, which needs an estimate well over the budget.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use locksmith_core::analysis::{self, RelationLock};
+use locksmith_core::duration::human;
+use locksmith_core::lint::live::{bytes, traffic_hold, HoldEstimate, TableFacts};
+use locksmith_core::lint::safe_rewrite;
+use tokio_postgres::Client;
+
+/// An estimate this many times the budget refuses the migration up front:
+/// the rates behind it are an order of magnitude, so only a clear overrun
+/// stops a run that the server might still have let finish.
+const CLEAR_OVERRUN: u32 = 2;
+
+/// A statement of a pending migration, where it is written.
+pub struct Located<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+    /// Its SQL.
+    pub sql: &'a str,
+}
+
+/// Before anything runs: the message refusing the first statement whose
+/// tables are big enough that it would clearly hold a traffic-blocking lock
+/// past `max_hold`, or `None`.
+pub async fn refuse_before_running(
+    client: &Client,
+    statements: &[Located<'_>],
+    pg_version: u32,
+    max_hold: Duration,
+) -> Option<String> {
+    let analysed: Vec<_> = statements
+        .iter()
+        .filter_map(|l| {
+            let s = analysis::analyze(l.sql, pg_version)
+                .ok()?
+                .into_iter()
+                .next()?;
+            Some((l, s))
+        })
+        .filter(|(_, s)| !s.rewrites.is_empty() || !s.scans.is_empty())
+        .collect();
+    let names: Vec<String> = analysed
+        .iter()
+        .flat_map(|(_, s)| s.rewrites.iter().chain(&s.scans).cloned())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let facts = table_facts(client, &names).await;
+    analysed.iter().find_map(|(l, s)| {
+        let e = traffic_hold(s, &facts)?;
+        (e.hold > max_hold * CLEAR_OVERRUN).then(|| {
+            format!(
+                "{}:{}:{}: refused before running anything: {} for roughly {} (estimate from its size), over --max-hold {}. {}",
+                l.path.display(),
+                l.line,
+                l.column,
+                describe(&e),
+                human(e.hold),
+                human(max_hold),
+                what_instead(l.sql, pg_version),
+            )
+        })
+    })
+}
+
+/// After the server stopped `statement` for holding `locks` past `max_hold`.
+pub async fn stopped(
+    client: &Client,
+    statement: &Located<'_>,
+    locks: &[RelationLock],
+    pg_version: u32,
+    max_hold: Duration,
+) -> String {
+    let names: Vec<String> = locks.iter().map(|l| l.relation.clone()).collect();
+    let facts = table_facts(client, &names).await;
+    let held: Vec<String> = locks
+        .iter()
+        .map(|l| match facts.get(&l.relation) {
+            Some(f) => format!(
+                "{} on {} (about {} rows, {})",
+                l.mode.sql_name(),
+                l.relation,
+                f.rows.max(0),
+                bytes(f.bytes)
+            ),
+            None => format!("{} on {}", l.mode.sql_name(), l.relation),
+        })
+        .collect();
+    format!(
+        "{}:{}:{}: `{}` held {} for longer than --max-hold {}, blocking traffic; the server stopped it and rolled the migration back (not recorded). {}",
+        statement.path.display(),
+        statement.line,
+        statement.column,
+        crate::render::one_line(statement.sql, 80),
+        held.join(", "),
+        human(max_hold),
+        what_instead(statement.sql, pg_version),
+    )
+}
+
+fn describe(e: &HoldEstimate) -> String {
+    format!(
+        "`{}` (about {} rows, {}) is {} under {}, which blocks {},",
+        e.relation,
+        e.facts.rows.max(0),
+        bytes(e.facts.bytes),
+        if e.rewrite {
+            "rewritten"
+        } else {
+            "read in full"
+        },
+        e.mode.sql_name(),
+        e.mode.blocks(),
+    )
+}
+
+fn what_instead(sql: &str, pg_version: u32) -> String {
+    match safe_rewrite(sql, pg_version) {
+        Some(fix) => format!(
+            "Run it online instead (each step holds its lock only briefly):\n{}\nor raise --max-hold if traffic may wait that long.",
+            indent(&fix)
+        ),
+        None => "It has no online equivalent: change the schema in expand/contract steps (add the new form beside the old, backfill in batches, switch the application, drop the old), or raise --max-hold if traffic may wait that long.".to_string(),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Sizes, read without ever queueing: a catalog read that would wait for a
+/// lock gives up at once and the size is unknown.
+async fn table_facts(client: &Client, names: &[String]) -> BTreeMap<String, TableFacts> {
+    if client
+        .batch_execute("BEGIN READ ONLY; SET LOCAL lock_timeout = '500ms'")
+        .await
+        .is_err()
+    {
+        return BTreeMap::new();
+    }
+    let facts = locksmith_pg::tables::facts(client, names).await;
+    let _ = client.batch_execute("ROLLBACK").await;
+    facts.unwrap_or_default()
+}

@@ -1,0 +1,353 @@
+//! `apply --online` end to end: blocking statements run as their online
+//! equivalents, reach the same schema as the plain migration, resume after an
+//! interruption without redoing finished steps, and what has no online form is
+//! refused before anything runs.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use locksmith_sandbox::incident::Incident;
+use serde_json::Value;
+
+const SETUP: &str = "
+    CREATE TABLE enrollments (id int, partner_id int, amount int);
+    INSERT INTO enrollments SELECT i, 1 + i % 250, 1 + i % 7 FROM generate_series(1, 5000) AS i;";
+
+const MIGRATION: &str = "\
+ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);
+CREATE INDEX enrollments_amount ON enrollments (amount);
+ALTER TABLE enrollments ADD CONSTRAINT enrollments_partner_fk FOREIGN KEY (partner_id) REFERENCES academic_partners (id);
+ALTER TABLE enrollments ADD CONSTRAINT positive CHECK (amount > 0);
+ALTER TABLE enrollments ALTER COLUMN amount SET NOT NULL;
+ALTER TABLE enrollments ADD PRIMARY KEY (id);
+";
+
+fn locksmith(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn staged(hint: &str) -> (Incident, tokio_postgres::Client) {
+    let incident = Incident::stage_shared(hint).await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin.batch_execute(SETUP).await.unwrap();
+    (incident, admin)
+}
+
+fn folder(sql: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("1_constraints.sql"), sql).unwrap();
+    dir
+}
+
+/// Columns, constraints and indexes of the two tables, as the catalog renders them.
+async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client
+        .query(
+            "SELECT format('%s.%s %s not null=%s', attrelid::regclass, attname, format_type(atttypid, atttypmod), attnotnull)
+               FROM pg_attribute WHERE attrelid IN ('academic_partners'::regclass, 'enrollments'::regclass) AND attnum > 0
+             UNION ALL
+             SELECT format('%s %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated)
+               FROM pg_constraint WHERE conrelid IN ('academic_partners'::regclass, 'enrollments'::regclass)
+             UNION ALL
+             SELECT indexdef FROM pg_indexes WHERE tablename IN ('academic_partners', 'enrollments')
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn dir_arg(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn online_reaches_the_same_schema_as_the_plain_migration() {
+    let (plain, plain_admin) = staged("online_plain").await;
+    let (online, online_admin) = staged("online_online").await;
+    let dir = folder(MIGRATION);
+
+    let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = locksmith(
+        &online.url,
+        &["apply", dir_arg(dir.path()), "--online", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "applied");
+
+    let (a, b) = (schema(&plain_admin).await, schema(&online_admin).await);
+    assert_eq!(a, b);
+    assert!(
+        b.iter()
+            .any(|l| l.contains("unique_informal_name UNIQUE (informal_name)")),
+        "{b:#?}"
+    );
+    assert!(
+        b.iter()
+            .any(|l| l.contains("enrollments_pkey PRIMARY KEY (id)")),
+        "{b:#?}"
+    );
+    assert!(
+        !b.iter().any(|l| l.contains("not_null")),
+        "helper checks dropped: {b:#?}"
+    );
+    assert_eq!(
+        count(&online_admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+    assert_eq!(
+        count(&online_admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        0
+    );
+
+    let again = locksmith(&online.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains("Nothing to apply"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_resumes_where_it_stopped() {
+    let (incident, admin) = staged("online_resume").await;
+    // A row that breaks the CHECK: its validation step fails.
+    admin
+        .batch_execute("UPDATE enrollments SET amount = -1 WHERE id = 7")
+        .await
+        .unwrap();
+    let dir = folder(MIGRATION);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("online step 7 of 17"), "{}", text(&out));
+    assert!(text(&out).contains("resume"), "{}", text(&out));
+    // The steps before it are done and recorded; the migration is not.
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        6
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        0
+    );
+    let index_before = count(
+        &admin,
+        "SELECT 'unique_informal_name'::regclass::oid::bigint",
+    )
+    .await;
+
+    admin
+        .batch_execute("UPDATE enrollments SET amount = 1 WHERE id = 7")
+        .await
+        .unwrap();
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let index_after = count(
+        &admin,
+        "SELECT 'unique_informal_name'::regclass::oid::bigint",
+    )
+    .await;
+    assert_eq!(
+        index_before, index_after,
+        "the finished index build was not redone"
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
+    let (incident, admin) = staged("online_kill").await;
+    // A slow statement kept as written after the index steps: the kill lands there.
+    let sql = format!("{MIGRATION}SELECT pg_sleep(8);\n");
+    let dir = folder(&sql);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir_arg(dir.path()), "--online"])
+        .env("DATABASE_URL", &incident.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Every online step before the sleep is recorded: 2 (unique) + 1 + 2 + 2 + 4 + 6 (primary key) = 17.
+    let started = Instant::now();
+    loop {
+        // (An error until the first run creates the table.)
+        let done = admin
+            .query_one("SELECT count(*) FROM locksmith_online_steps", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        if done >= 17 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {done} steps recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        0
+    );
+    let index_before = count(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
+
+    let rerun = tempfile::tempdir().unwrap();
+    std::fs::write(rerun.path().join("1_constraints.sql"), &sql).unwrap();
+    // The killed run's backend may sleep on until it notices its client is
+    // gone, holding the runner lock; the rerun waits for it, then resumes.
+    let out = locksmith(&incident.url, &["apply", dir_arg(rerun.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let index_after = count(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
+    assert_eq!(index_before, index_after, "finished steps were not redone");
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_online_plan_and_runs_nothing() {
+    let (incident, admin) = staged("online_dry").await;
+    let dir = folder(MIGRATION);
+    let out = locksmith(
+        &incident.url,
+        &[
+            "apply",
+            dir_arg(dir.path()),
+            "--online",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let units = plan["migrations"][0]["online"].as_array().unwrap();
+    assert_eq!(units[0]["transaction"], false);
+    assert_eq!(
+        units[0]["statements"][0]["sql"],
+        r#"CREATE UNIQUE INDEX CONCURRENTLY "unique_informal_name" ON "academic_partners" ("informal_name")"#
+    );
+    let human = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--dry-run"],
+    );
+    assert!(
+        text(&human).contains("step 1 (no transaction"),
+        "{}",
+        text(&human)
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_statement_without_online_form_is_refused_before_anything_runs() {
+    let (incident, admin) = staged("online_refuse").await;
+    let dir = folder(
+        "ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\n\
+         ALTER TABLE enrollments ALTER COLUMN amount TYPE bigint;\n",
+    );
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("1_constraints.sql:2:1"), "{said}");
+    assert!(said.contains("Expand and contract"), "{said}");
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
+    let (plain, plain_admin) = staged("online_default_plain").await;
+    let (online, online_admin) = staged("online_default_online").await;
+    let dir = folder(
+        "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
+    );
+    let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let before = count(
+        &online_admin,
+        "SELECT pg_relation_filenode('enrollments')::bigint",
+    )
+    .await;
+    let out = locksmith(&online.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    assert_eq!(schema(&plain_admin).await, schema(&online_admin).await);
+    // Every existing row got its own value, and the table was never rewritten.
+    assert_eq!(
+        count(
+            &online_admin,
+            "SELECT count(DISTINCT token) FROM enrollments"
+        )
+        .await,
+        5000
+    );
+    let after = count(
+        &online_admin,
+        "SELECT pg_relation_filenode('enrollments')::bigint",
+    )
+    .await;
+    assert_eq!(before, after, "no rewrite");
+    // New rows get the default.
+    online_admin
+        .batch_execute("INSERT INTO enrollments (id, partner_id, amount) VALUES (9999, 1, 1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &online_admin,
+            "SELECT count(*) FROM enrollments WHERE token IS NULL"
+        )
+        .await,
+        0
+    );
+}
