@@ -241,3 +241,19 @@ async fn a_statement_outside_a_transaction_is_bounded_by_max_hold_too() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_table_created_in_the_same_migration_is_not_bounded() {
+    let incident = Incident::stage_shared("hold_new_table").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody else can see `fresh` before the commit: holding it blocks nobody.
+    std::fs::write(
+        dir.path().join("1_fresh.sql"),
+        "CREATE TABLE fresh (id int);\nSELECT pg_sleep(0.5);\nINSERT INTO fresh VALUES (1);\n",
+    )
+    .unwrap();
+    let (out, report) = apply(&incident.url, dir.path(), &["--max-hold", "100ms"]);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let admin = incident.admin.connect().await.unwrap();
+    assert_eq!(count(&admin, "SELECT count(*) FROM fresh").await, 1);
+}

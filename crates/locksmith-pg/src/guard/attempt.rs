@@ -71,7 +71,11 @@ impl Guard {
                 .join("; "),
         );
 
-        let held = traffic_blocking(steps);
+        // A relation the unit itself creates has no traffic to block.
+        let held: Vec<RelationLock> = traffic_blocking(steps)
+            .into_iter()
+            .filter(|l| resolved.iter().any(|r| r.name == l.relation))
+            .collect();
         let dog = Watchdog::start(
             self.sidecar.clone(),
             vec![self.pid],
