@@ -2,15 +2,17 @@
 //! recorded in `locksmith_migrations`, exactly once across concurrent runners.
 //!
 //! Everything is read and parsed before anything runs: a syntax error stops
-//! the run at `FILE:LINE:COLUMN` with nothing executed.
+//! the run at `FILE:LINE:COLUMN` with nothing executed. Migrations come from
+//! `locksmith_core::source` (via `sources`), up sections only: a down section
+//! or file never reaches the guard.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
-use locksmith_core::migration::{checksum, wants_no_transaction, MigrationName};
+use locksmith_core::source::{self, Kind, Migration, Version};
 use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
-use locksmith_pg::history;
+use locksmith_pg::{foreign, history};
 use serde::Serialize;
 
 use super::progress::EventLines;
@@ -20,11 +22,12 @@ use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::guard::{MigrationRecord, RunReport, Status};
 use crate::render::{self, style::Style};
 
-/// A migration file, read and planned.
+/// A migration, read and planned.
 struct Planned {
-    name: MigrationName,
+    migration: Migration,
+    /// Its history key (`7`, `1.1`, `R__views`).
+    id: String,
     path: PathBuf,
-    checksum: String,
     /// One transaction (with its history row), or statement by statement.
     in_transaction: bool,
     steps: Vec<PlannedStep>,
@@ -36,9 +39,39 @@ struct PlannedStep {
     column: u32,
 }
 
+impl Planned {
+    fn record(&self) -> history::Record<'_> {
+        history::Record {
+            id: &self.id,
+            name: &self.migration.name,
+            checksum: &self.migration.checksum,
+            repeatable: self.migration.kind == Kind::Repeatable,
+        }
+    }
+
+    /// The version and name reports show: the version when it is one
+    /// integer, else 0 and the key in the name (`1.1 split`, `R__views`).
+    fn label(&self) -> (i64, String) {
+        match self.migration.version().and_then(Version::as_i64) {
+            Some(v) => (v, self.migration.name.clone()),
+            None if self.migration.kind == Kind::Repeatable => (0, self.id.clone()),
+            None => (0, format!("{} {}", self.id, self.migration.name)),
+        }
+    }
+
+    fn file(&self) -> &str {
+        &self.migration.path
+    }
+}
+
 pub async fn run(args: ApplyArgs) -> CmdResult {
     let style = Style::detect();
-    let planned = plan_dir(&args.dir, args.pg_version)?;
+    let migrations = super::sources::read_migrations(&args.dir)?;
+    let baseline = match &args.baseline {
+        Some(text) => Some(baseline_version(text, &args.dir, &migrations)?),
+        None => None,
+    };
+    let planned = plan(&args.dir, migrations, args.pg_version)?;
     let settings =
         super::settings(&args.guard.connection)?.with_application_name("locksmith apply");
     let interrupts = signals::interrupts();
@@ -58,39 +91,89 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             ),
         );
     }
-    history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
-    let applied = history::applied(guard.client()).await?;
+    let existed = history::exists(guard.client()).await?;
+    if existed {
+        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
+    }
+    let applied = if existed {
+        history::applied(guard.client()).await?
+    } else {
+        Vec::new()
+    };
+    if !applied.is_empty() && baseline.is_some() {
+        return Err(Failure::input(miette::miette!(
+            "--baseline adopts a database locksmith has not managed yet, but {} already records {} migrations; drop --baseline",
+            history::TABLE,
+            applied.len()
+        )));
+    }
+    if applied.is_empty() && baseline.is_none() {
+        if let Some(other) = foreign::find(guard.client()).await? {
+            return Err(Failure::input(adopt_hint(&args.dir, &other, &planned)));
+        }
+    }
+    if !existed {
+        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
+    }
 
+    let (baselined, planned): (Vec<Planned>, Vec<Planned>) =
+        planned
+            .into_iter()
+            .partition(|p| match (&baseline, p.migration.version()) {
+                (Some(b), Some(v)) => v <= b,
+                _ => false,
+            });
     let mut pending = Vec::new();
     for p in planned {
-        match applied.iter().find(|a| a.version == p.name.version) {
-            Some(a) if a.checksum != p.checksum && !args.allow_changed => {
-                return Err(Failure::input(miette::miette!(
-                    "{}: changed since it was applied (version {}); a migration that ran must not change. Restore it, or pass --allow-changed if the change is cosmetic.",
-                    p.path.display(),
-                    a.version
-                )));
+        match applied.iter().find(|a| a.id == p.id) {
+            Some(a) if a.checksum != p.migration.checksum => {
+                if p.migration.kind == Kind::Repeatable {
+                    pending.push(p);
+                } else if !args.allow_changed {
+                    return Err(Failure::input(miette::miette!(
+                        "{}: changed since it was applied (version {}); a migration that ran must not change. Restore it, or pass --allow-changed if the change is cosmetic.",
+                        p.path.display(),
+                        a.id
+                    )));
+                }
             }
             Some(_) => {}
             None => pending.push(p),
         }
     }
-    if let (Some(latest), Some(first)) = (applied.iter().map(|a| a.version).max(), pending.first())
-    {
-        if first.name.version < latest && !args.out_of_order {
+    let latest = applied
+        .iter()
+        .filter_map(|a| Version::parse(&a.id))
+        .chain(baseline.clone())
+        .max();
+    let first = pending
+        .iter()
+        .find_map(|p| Some((p, p.migration.version()?)));
+    if let (Some(latest), Some((first, version))) = (latest, first) {
+        if *version < latest && !args.out_of_order {
             return Err(Failure::input(miette::miette!(
-                "{}: version {} is older than the latest applied ({latest}); refusing to apply out of order. Renumber it, or pass --out-of-order.",
+                "{}: version {version} is older than the latest applied ({latest}); refusing to apply out of order. Renumber it, or pass --out-of-order.",
                 first.path.display(),
-                first.name.version
             )));
         }
     }
 
     if args.dry_run {
-        let text = dry_run(&guard, &pending, args.guard.format).await?;
+        let text = dry_run(&guard, &baselined, &pending, args.guard.format).await?;
         print!("{text}");
         history::unlock_runners(guard.client()).await?;
         return Ok(Outcome::Done);
+    }
+
+    if !baselined.is_empty() {
+        record_baseline(&guard, &baselined).await?;
+        if !quiet {
+            eprintln!(
+                "recorded {} migrations as applied without running them (--baseline {})",
+                baselined.len(),
+                args.baseline.as_deref().unwrap_or_default()
+            );
+        }
     }
 
     let mut records = Vec::new();
@@ -98,7 +181,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         if !quiet {
             eprintln!(
                 "applying {} ({})",
-                p.name.file,
+                p.file(),
                 if p.in_transaction {
                     "one transaction"
                 } else {
@@ -109,18 +192,21 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         let started = Instant::now();
         let result = apply_one(&mut guard, p).await;
         match result {
-            Ok(attempts) => records.push(MigrationRecord {
-                version: p.name.version,
-                name: p.name.name.clone(),
-                attempts,
-                duration_ms: started.elapsed().as_millis() as u64,
-            }),
+            Ok(attempts) => {
+                let (version, name) = p.label();
+                records.push(MigrationRecord {
+                    version,
+                    name,
+                    attempts,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                })
+            }
             Err((e, done)) => {
                 let (status, message) = match &e {
                     GuardError::Blocked { reason, .. } => {
-                        (Status::Blocked, format!("{}: {reason}", p.name.file))
+                        (Status::Blocked, format!("{}: {reason}", p.file()))
                     }
-                    GuardError::Interrupted(_) => (Status::Failed, format!("{}: {e}", p.name.file)),
+                    GuardError::Interrupted(_) => (Status::Failed, format!("{}: {e}", p.file())),
                     GuardError::Failed(err) => (Status::Failed, failure_message(p, err, done)),
                 };
                 let report = RunReport::new(status, &guard.report, records, Some(message));
@@ -139,16 +225,76 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     )
 }
 
+/// `--baseline VERSION`: a version, and one of the folder's, so that a typo
+/// cannot record the wrong migrations.
+fn baseline_version(text: &str, dir: &Path, migrations: &[Migration]) -> Result<Version, Failure> {
+    let version = Version::parse(text).ok_or_else(|| {
+        Failure::input(miette::miette!(
+            "--baseline {text}: not a version (expected e.g. 20240101120000 or 1.1)"
+        ))
+    })?;
+    let versions: Vec<&Version> = migrations.iter().filter_map(Migration::version).collect();
+    if !versions.contains(&&version) {
+        return Err(Failure::input(miette::miette!(
+            "--baseline {text}: no migration in {} has this version (they run from {} to {}); pass the version of the last migration the database already has",
+            dir.display(),
+            versions.first().map_or("-".into(), |v| v.to_string()),
+            versions.last().map_or("-".into(), |v| v.to_string()),
+        )));
+    }
+    Ok(version)
+}
+
+/// The refusal when another tool's history is there and locksmith's is empty.
+fn adopt_hint(dir: &Path, other: &foreign::ForeignHistory, planned: &[Planned]) -> miette::Report {
+    let in_folder = planned.iter().any(|p| p.id == other.latest);
+    let mut text = format!(
+        "this database was migrated by {} ({} says version {} was applied last) and {} is empty: applying {} from its first migration would run migrations again. \
+         Adopt it: record what is there without running it, then apply the rest:\n\n    locksmith apply {} --baseline {}\n",
+        other.tool,
+        other.table,
+        other.latest,
+        history::TABLE,
+        dir.display(),
+        dir.display(),
+        other.latest
+    );
+    if other.dirty {
+        text.push_str("\nNote: golang-migrate marked it dirty: its last migration failed halfway. Repair that first.\n");
+    }
+    if !in_folder {
+        text.push_str(&format!(
+            "\nNote: no migration in {} has version {}; pass the version of the last migration the database already has.\n",
+            dir.display(),
+            other.latest
+        ));
+    }
+    miette::miette!("{text}")
+}
+
+/// Records the `--baseline` migrations as applied (0 attempts, 0 ms), in one transaction.
+async fn record_baseline(guard: &Guard, baselined: &[Planned]) -> Result<(), Failure> {
+    let mut sql = String::from("BEGIN;\n");
+    for p in baselined {
+        sql.push_str(&history::insert_sql(&p.record(), Duration::ZERO, 0));
+        sql.push_str(";\n");
+    }
+    sql.push_str("COMMIT;");
+    guard
+        .client()
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Failure::other(miette::miette!("recording the --baseline migrations: {e}")))
+}
+
 /// Runs one migration; on failure, also says how many statements completed
 /// (only possible outside a transaction).
 async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, usize)> {
     let started = Instant::now();
     let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
     if p.in_transaction {
-        let (version, name, sum) = (p.name.version, p.name.name.clone(), p.checksum.clone());
-        let record = move |attempts: u32, elapsed: Duration| {
-            history::insert_sql(version, &name, &sum, elapsed, attempts)
-        };
+        let record =
+            |attempts: u32, elapsed: Duration| history::insert_sql(&p.record(), elapsed, attempts);
         return guard
             .run_transaction(&steps, Some(&record))
             .await
@@ -161,13 +307,7 @@ async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, u
             .await
             .map_err(|e| (e, i))?;
     }
-    let sql = history::insert_sql(
-        p.name.version,
-        &p.name.name,
-        &p.checksum,
-        started.elapsed(),
-        attempts,
-    );
+    let sql = history::insert_sql(&p.record(), started.elapsed(), attempts);
     guard.client().batch_execute(&sql).await.map_err(|e| {
         (
             GuardError::Failed(locksmith_pg::Error::query("recording the migration", e)),
@@ -181,7 +321,7 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
     if p.in_transaction {
         return format!(
             "{}: {err}. The whole migration was rolled back and not recorded; fix it and run apply again.",
-            p.name.file
+            p.file()
         );
     }
     let failed = &p.steps[done.min(p.steps.len().saturating_sub(1))];
@@ -208,28 +348,18 @@ fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
     })
 }
 
-/// Lists, reads and parses every migration in `dir`; any bad name or syntax
-/// error stops here, before a connection is even opened.
-fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Failure::input(miette::miette!(
-            "{}: cannot read the migrations folder: {e}",
-            dir.display()
-        ))
-    })?;
-    let mut files: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    files.sort();
-    let names = MigrationName::ordered(files.iter().map(String::as_str))
-        .map_err(|e| Failure::input(miette::miette!("{}: {e}", dir.display())))?;
+/// Parses every migration; any syntax error stops here, before a connection
+/// is even opened. goose `StatementBegin`/`End` blocks become one step each.
+fn plan(
+    dir: &Path,
+    migrations: Vec<Migration>,
+    pg_version: Option<u32>,
+) -> Result<Vec<Planned>, Failure> {
     let version = pg_version.unwrap_or(analysis::MAX_PG_VERSION);
     let mut planned = Vec::new();
-    for name in names {
-        let path = dir.join(&name.file);
-        let content = std::fs::read_to_string(&path)
-            .map_err(|e| Failure::input(miette::miette!("{}: {e}", path.display())))?;
-        let statements = analysis::analyze(&content, version).map_err(|e| {
+    for migration in migrations {
+        let path = dir.join(&migration.path);
+        let statements = analysis::analyze(&migration.sql, version).map_err(|e| {
             Failure::input(miette::miette!(
                 "{}:{}:{}: {}",
                 path.display(),
@@ -238,8 +368,9 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
                 e.message
             ))
         })?;
+        let statements = source::group_blocks(statements, &migration.blocks, &migration.sql);
         let mut steps = Vec::new();
-        let mut transactional = !wants_no_transaction(&content);
+        let mut transactional = !migration.no_transaction;
         for s in statements {
             match &s.kind {
                 // The guard owns the transaction and the budget: the file's own are dropped.
@@ -262,8 +393,8 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
             });
         }
         planned.push(Planned {
-            checksum: checksum(&content),
-            name,
+            id: migration.id(),
+            migration,
             path,
             in_transaction: transactional,
             steps,
@@ -275,13 +406,17 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
 #[derive(Serialize)]
 struct DryRun<'a> {
     status: &'static str,
+    /// Recorded as applied without running (`--baseline`).
+    baseline: Vec<serde_json::Value>,
     migrations: Vec<DryRunMigration<'a>>,
 }
 
 #[derive(Serialize)]
 struct DryRunMigration<'a> {
-    version: i64,
+    /// A number when the version is one, else its text (`1.1`, `R__views`).
+    version: serde_json::Value,
     name: &'a str,
+    file: &'a str,
     in_transaction: bool,
     statements: Vec<DryRunStatement<'a>>,
     blockers: Vec<locksmith_pg::guard::Holder>,
@@ -295,9 +430,23 @@ struct DryRunStatement<'a> {
     locks: Vec<serde_json::Value>,
 }
 
-async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<String, Failure> {
+/// The version as dry-run JSON shows it: a number when it is one.
+fn version_json(p: &Planned) -> serde_json::Value {
+    match p.id.parse::<i64>() {
+        Ok(n) => n.into(),
+        Err(_) => p.id.clone().into(),
+    }
+}
+
+async fn dry_run(
+    guard: &Guard,
+    baselined: &[Planned],
+    pending: &[Planned],
+    format: Format,
+) -> Result<String, Failure> {
     let mut plan = DryRun {
         status: "planned",
+        baseline: baselined.iter().map(version_json).collect(),
         migrations: Vec::new(),
     };
     for p in pending {
@@ -307,8 +456,9 @@ async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<S
             .flat_map(|s| s.step.locks.iter().cloned())
             .collect();
         plan.migrations.push(DryRunMigration {
-            version: p.name.version,
-            name: &p.name.name,
+            version: version_json(p),
+            name: &p.migration.name,
+            file: &p.migration.path,
             in_transaction: p.in_transaction,
             statements: p
                 .steps
@@ -329,13 +479,21 @@ async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<S
             + "\n");
     }
     let mut out = String::new();
+    if !baselined.is_empty() {
+        out.push_str("Would record as applied without running (--baseline):\n");
+        for p in baselined {
+            out.push_str(&format!("  {} {}\n", p.id, p.migration.name));
+        }
+    }
     if plan.migrations.is_empty() {
         out.push_str("Nothing to apply: the database is up to date.\n");
     }
     for m in &plan.migrations {
         out.push_str(&format!(
             "{} {} ({})\n",
-            m.version,
+            m.version
+                .as_str()
+                .map_or(m.version.to_string(), str::to_string),
             m.name,
             if m.in_transaction {
                 "one transaction, with its history row"

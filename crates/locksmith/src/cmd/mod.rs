@@ -9,6 +9,7 @@ mod lint;
 mod progress;
 mod run;
 mod signals;
+mod sources;
 mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
