@@ -72,7 +72,8 @@ mod tests {
         let start = sql.find("CREATE TABLE b").unwrap();
         let end = sql.find("SELECT").unwrap();
         let statements = analyze(sql, 18).unwrap();
-        let grouped = group_blocks(statements, &[start..end], sql);
+        let block: Vec<Range<usize>> = std::iter::once(start..end).collect();
+        let grouped = group_blocks(statements, &block, sql);
         assert_eq!(grouped.len(), 3);
         assert_eq!(
             grouped[1].sql,

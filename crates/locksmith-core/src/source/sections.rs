@@ -230,7 +230,7 @@ fn marker(line: &str) -> Result<Option<(Markers, Marker)>, Problem> {
 mod tests {
     use super::*;
 
-    fn up<'a>(content: &'a str) -> &'a str {
+    fn up(content: &str) -> &str {
         let s = read(content).unwrap();
         &content[s.up]
     }
