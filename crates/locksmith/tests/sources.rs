@@ -519,3 +519,98 @@ async fn a_golang_migrate_database_is_adopted_with_baseline() {
     let out = locksmith(&url, &["apply", d, "--baseline", "2"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn every_other_tools_history_is_recognised() {
+    let tables = [
+        (
+            "Flyway",
+            "CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), success boolean NOT NULL);
+             INSERT INTO flyway_schema_history VALUES (1, '1', true), (2, '1_1', true), (3, NULL, true), (4, '1.2', false);",
+            "--baseline 1.1",
+        ),
+        (
+            "sqlx",
+            "CREATE TABLE _sqlx_migrations (version bigint PRIMARY KEY, success boolean NOT NULL);
+             INSERT INTO _sqlx_migrations VALUES (1, true), (2, true), (3, false);",
+            "--baseline 2",
+        ),
+        (
+            "goose",
+            "CREATE TABLE goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL, is_applied boolean NOT NULL);
+             INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, true), (1, true), (2, true), (2, false);",
+            "--baseline 1",
+        ),
+        (
+            "dbmate",
+            "CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY);
+             INSERT INTO schema_migrations VALUES ('20240101000000'), ('20240102000000');",
+            "--baseline 20240102000000",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("1_t.sql", "CREATE TABLE t (id int);")]);
+    for (tool, setup, expected) in tables {
+        let (url, admin) = database(tool).await;
+        admin.batch_execute(setup).await.unwrap();
+        let out = locksmith(&url, &["apply", dir.path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{tool}: {}", text(&out));
+        assert!(text(&out).contains(tool), "{tool}: {}", text(&out));
+        assert!(
+            text(&out).contains(expected),
+            "{tool}: wanted {expected} in {}",
+            text(&out)
+        );
+        assert!(!exists(&admin, "t").await, "{tool}: something ran");
+    }
+}
+
+#[tokio::test]
+async fn a_history_table_from_an_older_locksmith_is_kept_and_extended() {
+    let (url, admin) = database("old_history").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE locksmith_migrations (version bigint PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now(), duration_ms bigint NOT NULL, attempts integer NOT NULL);
+             CREATE TABLE a (id int);",
+        )
+        .await
+        .unwrap();
+    let a = "CREATE TABLE a (id int);";
+    admin
+        .execute(
+            "INSERT INTO locksmith_migrations (version, name, checksum, duration_ms, attempts) VALUES (1, 'a', $1, 1, 1)",
+            &[&locksmith_core::source::checksum(a)],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("001_a.sql", a),
+            ("V1_1__b.sql", "CREATE TABLE b (id int);"),
+        ],
+    );
+    // Mixed layouts are refused; renamed to one layout, 1 is recognised as applied.
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(locksmith(&url, &["apply", d]).status.code(), Some(2));
+    std::fs::rename(dir.path().join("001_a.sql"), dir.path().join("V1__a.sql")).unwrap();
+    let out = locksmith(&url, &["apply", d, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["migrations"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(exists(&admin, "b").await);
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM locksmith_migrations WHERE version_text = '1.1' AND version < 0"
+        )
+        .await,
+        1
+    );
+}
