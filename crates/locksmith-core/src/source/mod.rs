@@ -32,6 +32,7 @@
 
 mod blocks;
 mod name;
+pub mod pending;
 pub mod sections;
 mod version;
 

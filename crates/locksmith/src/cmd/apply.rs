@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
-use locksmith_core::source::{self, Kind, Migration, Version};
+use locksmith_core::source::{self, pending, Kind, Migration, Version};
 use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::{foreign, history};
 use serde::Serialize;
@@ -67,11 +67,19 @@ impl Planned {
 pub async fn run(args: ApplyArgs) -> CmdResult {
     let style = Style::detect();
     let migrations = super::sources::read_migrations(&args.dir)?;
-    let baseline = match &args.baseline {
-        Some(text) => Some(baseline_version(text, &args.dir, &migrations)?),
-        None => None,
+    let options = pending::Options {
+        baseline: match &args.baseline {
+            Some(text) => Some(Version::parse(text).ok_or_else(|| {
+                Failure::input(miette::miette!(
+                    "--baseline {text}: not a version (expected e.g. 20240101120000 or 1.1)"
+                ))
+            })?),
+            None => None,
+        },
+        allow_changed: args.allow_changed,
+        out_of_order: args.out_of_order,
     };
-    let planned = plan(&args.dir, migrations, args.pg_version)?;
+    let planned = plan(&args.dir, &migrations, args.pg_version)?;
     let settings =
         super::settings(&args.guard.connection)?.with_application_name("locksmith apply");
     let interrupts = signals::interrupts();
@@ -100,63 +108,37 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     } else {
         Vec::new()
     };
-    if !applied.is_empty() && baseline.is_some() {
-        return Err(Failure::input(miette::miette!(
-            "--baseline adopts a database locksmith has not managed yet, but {} already records {} migrations; drop --baseline",
-            history::TABLE,
-            applied.len()
-        )));
-    }
-    if applied.is_empty() && baseline.is_none() {
+    if applied.is_empty() && options.baseline.is_none() {
         if let Some(other) = foreign::find(guard.client()).await? {
             return Err(Failure::input(adopt_hint(&args.dir, &other, &planned)));
         }
     }
+    let recorded: Vec<pending::Recorded> = applied
+        .into_iter()
+        .map(|a| pending::Recorded {
+            id: a.id,
+            checksum: a.checksum,
+        })
+        .collect();
+    let decision = pending::decide(&migrations, &recorded, &options).map_err(|e| {
+        // Errors about a file start with its path, relative to the folder.
+        let message = match &e {
+            pending::PendingError::Changed { .. } | pending::PendingError::OutOfOrder { .. } => {
+                format!("{}{}{e}", args.dir.display(), std::path::MAIN_SEPARATOR)
+            }
+            _ => format!("{}: {e}", args.dir.display()),
+        };
+        Failure::input(miette::miette!("{message}"))
+    })?;
     if !existed {
         history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
     }
-
-    let (baselined, planned): (Vec<Planned>, Vec<Planned>) =
-        planned
-            .into_iter()
-            .partition(|p| match (&baseline, p.migration.version()) {
-                (Some(b), Some(v)) => v <= b,
-                _ => false,
-            });
-    let mut pending = Vec::new();
-    for p in planned {
-        match applied.iter().find(|a| a.id == p.id) {
-            Some(a) if a.checksum != p.migration.checksum => {
-                if p.migration.kind == Kind::Repeatable {
-                    pending.push(p);
-                } else if !args.allow_changed {
-                    return Err(Failure::input(miette::miette!(
-                        "{}: changed since it was applied (version {}); a migration that ran must not change. Restore it, or pass --allow-changed if the change is cosmetic.",
-                        p.path.display(),
-                        a.id
-                    )));
-                }
-            }
-            Some(_) => {}
-            None => pending.push(p),
-        }
-    }
-    let latest = applied
-        .iter()
-        .filter_map(|a| Version::parse(&a.id))
-        .chain(baseline.clone())
-        .max();
-    let first = pending
-        .iter()
-        .find_map(|p| Some((p, p.migration.version()?)));
-    if let (Some(latest), Some((first, version))) = (latest, first) {
-        if *version < latest && !args.out_of_order {
-            return Err(Failure::input(miette::miette!(
-                "{}: version {version} is older than the latest applied ({latest}); refusing to apply out of order. Renumber it, or pass --out-of-order.",
-                first.path.display(),
-            )));
-        }
-    }
+    let mut planned: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
+    let mut take = |indices: &[usize]| -> Vec<Planned> {
+        indices.iter().filter_map(|&i| planned[i].take()).collect()
+    };
+    let baselined = take(&decision.baseline);
+    let pending = take(&decision.run);
 
     if args.dry_run {
         let text = dry_run(&guard, &baselined, &pending, args.guard.format).await?;
@@ -223,26 +205,6 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         &args,
         RunReport::new(Status::Applied, &guard.report, records, None),
     )
-}
-
-/// `--baseline VERSION`: a version, and one of the folder's, so that a typo
-/// cannot record the wrong migrations.
-fn baseline_version(text: &str, dir: &Path, migrations: &[Migration]) -> Result<Version, Failure> {
-    let version = Version::parse(text).ok_or_else(|| {
-        Failure::input(miette::miette!(
-            "--baseline {text}: not a version (expected e.g. 20240101120000 or 1.1)"
-        ))
-    })?;
-    let versions: Vec<&Version> = migrations.iter().filter_map(Migration::version).collect();
-    if !versions.contains(&&version) {
-        return Err(Failure::input(miette::miette!(
-            "--baseline {text}: no migration in {} has this version (they run from {} to {}); pass the version of the last migration the database already has",
-            dir.display(),
-            versions.first().map_or("-".into(), |v| v.to_string()),
-            versions.last().map_or("-".into(), |v| v.to_string()),
-        )));
-    }
-    Ok(version)
 }
 
 /// The refusal when another tool's history is there and locksmith's is empty.
@@ -352,12 +314,12 @@ fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
 /// is even opened. goose `StatementBegin`/`End` blocks become one step each.
 fn plan(
     dir: &Path,
-    migrations: Vec<Migration>,
+    migrations: &[Migration],
     pg_version: Option<u32>,
 ) -> Result<Vec<Planned>, Failure> {
     let version = pg_version.unwrap_or(analysis::MAX_PG_VERSION);
     let mut planned = Vec::new();
-    for migration in migrations {
+    for migration in migrations.iter().cloned() {
         let path = dir.join(&migration.path);
         let statements = analysis::analyze(&migration.sql, version).map_err(|e| {
             Failure::input(miette::miette!(
