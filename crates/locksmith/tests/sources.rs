@@ -263,6 +263,13 @@ async fn flyway_versions_repeatables_and_undo_files() {
         ],
     );
     let plan = dry_run_apply_reapply(&url, &admin, dir.path(), 5).await;
+    let history = admin
+        .query("SELECT coalesce(version_text, version::text) FROM locksmith_migrations ORDER BY applied_at, version", &[])
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = history.iter().map(|r| r.get(0)).collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "1.1", "1.10", "1.2", "R__user_view"]);
     let order: Vec<String> = plan["migrations"]
         .as_array()
         .unwrap()

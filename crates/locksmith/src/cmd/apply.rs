@@ -49,13 +49,16 @@ impl Planned {
         }
     }
 
-    /// The version and name reports show: the version when it is one
-    /// integer, else 0 and the key in the name (`1.1 split`, `R__views`).
-    fn label(&self) -> (i64, String) {
-        match self.migration.version().and_then(Version::as_i64) {
-            Some(v) => (v, self.migration.name.clone()),
-            None if self.migration.kind == Kind::Repeatable => (0, self.id.clone()),
-            None => (0, format!("{} {}", self.id, self.migration.name)),
+    /// The report's record: the version when it is one integer, else 0 and
+    /// the version's text (`1.1`, `R__views`).
+    fn report(&self, attempts: u32, duration: Duration) -> MigrationRecord {
+        let number = self.migration.version().and_then(Version::as_i64);
+        MigrationRecord {
+            version: number.unwrap_or(0),
+            version_text: number.is_none().then(|| self.id.clone()),
+            name: self.migration.name.clone(),
+            attempts,
+            duration_ms: duration.as_millis() as u64,
         }
     }
 
@@ -174,15 +177,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         let started = Instant::now();
         let result = apply_one(&mut guard, p).await;
         match result {
-            Ok(attempts) => {
-                let (version, name) = p.label();
-                records.push(MigrationRecord {
-                    version,
-                    name,
-                    attempts,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                })
-            }
+            Ok(attempts) => records.push(p.report(attempts, started.elapsed())),
             Err((e, done)) => {
                 let (status, message) = match &e {
                     GuardError::Blocked { reason, .. } => {
