@@ -6,7 +6,8 @@
 //!   transaction requirements). The only module that knows `pg_query`.
 //! - [`lint`]: rules over that summary, one file each, with their docs.
 //! - [`duration`]: the one duration syntax used by every flag.
-//! - [`migration`]: migration file names, order, checksums and directives.
+//! - [`source`]: migration folders of every popular layout → ordered
+//!   migrations, each with its up SQL only, directives and checksum.
 //! - [`online`]: the online plan: blocking statements as steps with brief locks only.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
 //! - [`server_log`]: the telltale lines of a server log (stderr or csvlog), counted.
@@ -26,7 +27,7 @@ pub mod analysis;
 pub mod duration;
 pub mod lint;
 pub mod lock;
-pub mod migration;
 pub mod online;
 pub mod quote;
 pub mod server_log;
+pub mod source;

@@ -6,9 +6,11 @@
 
 mod support {
     pub mod fuzz_property;
+    pub mod mutate;
 }
 
 use support::fuzz_property::check;
+use support::mutate::{mutate, Rng};
 
 const CATALOGUE: &str = include_str!("../../locksmith-pg/tests/conformance/catalogue.sql");
 
@@ -43,50 +45,6 @@ const TOKENS: &[&str] = &[
     ",",
 ];
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn mutate(rng: &mut Rng, seeds: &[&str]) -> String {
-    let mut s: Vec<char> = seeds[rng.below(seeds.len())].chars().collect();
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(s.len() + 1);
-        match rng.below(5) {
-            0 if !s.is_empty() => {
-                let end = (at + rng.below(8)).min(s.len());
-                s.drain(at.min(end)..end);
-            }
-            1 => {
-                let t = TOKENS[rng.below(TOKENS.len())];
-                s.splice(at..at, t.chars());
-            }
-            2 => {
-                let other: Vec<char> = seeds[rng.below(seeds.len())].chars().collect();
-                let from = rng.below(other.len());
-                let to = (from + rng.below(40)).min(other.len());
-                s.splice(at..at, other[from..to].iter().copied());
-            }
-            3 => s.truncate(at),
-            _ if !s.is_empty() => {
-                let j = rng.below(s.len());
-                let i = at.min(s.len() - 1);
-                s.swap(i, j);
-            }
-            _ => {}
-        }
-    }
-    s.into_iter().collect()
-}
-
 #[test]
 fn mutated_sql_never_panics() {
     let seeds: Vec<&str> = CATALOGUE
@@ -104,7 +62,7 @@ fn mutated_sql_never_panics() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut runs = 0u64;
     while std::time::Instant::now() < deadline {
-        let sql = mutate(&mut rng, &seeds);
+        let sql = mutate(&mut rng, &seeds, TOKENS);
         let result = std::panic::catch_unwind(|| check(&sql));
         assert!(result.is_ok(), "panicked on:\n{sql}");
         runs += 1;

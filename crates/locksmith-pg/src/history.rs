@@ -6,6 +6,11 @@
 //! leaves either both or neither. Runners serialise on a session-level
 //! advisory lock taken before any table lock; it is released when the
 //! session ends, so a killed runner never leaves it behind.
+//!
+//! Rows are keyed by `version bigint`. Versions that are not one integer
+//! (Flyway's `1.1`) and repeatable migrations (`R__views`) keep their key in
+//! `version_text` (added to older tables with `ADD COLUMN IF NOT EXISTS`) and
+//! get a negative `version` derived from it, so older readers still work.
 
 use std::time::{Duration, Instant};
 
@@ -24,8 +29,10 @@ const RUNNER_LOCK: i64 = 0x6c6f_636b_736d_6974;
 /// One applied migration, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// Version.
+    /// Version (the row's key; negative for keys that are not one integer).
     pub version: i64,
+    /// The migration's key: `version_text`, else `version` as text.
+    pub id: String,
     /// Name.
     pub name: String,
     /// SHA-256 of the file when it was applied.
@@ -42,7 +49,8 @@ pub async fn ensure_table(client: &Client, lock_timeout: Duration) -> Result<(),
            checksum text NOT NULL,
            applied_at timestamptz NOT NULL DEFAULT now(),
            duration_ms bigint NOT NULL,
-           attempts integer NOT NULL
+           attempts integer NOT NULL,
+           version_text text
          );
          RESET lock_timeout;",
         locksmith_core::duration::to_pg_setting(lock_timeout)
@@ -50,7 +58,38 @@ pub async fn ensure_table(client: &Client, lock_timeout: Duration) -> Result<(),
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| Error::query(format!("creating the history table {TABLE}"), e))
+        .map_err(|e| Error::query(format!("creating the history table {TABLE}"), e))?;
+    // Whether a table made by an older locksmith lacks the version_text column.
+    let has_text: bool = client
+        .query_one(
+            &format!("SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass AND attname = 'version_text' AND NOT attisdropped)"),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query(format!("reading {TABLE}'s columns"), e))?
+        .get(0);
+    if has_text {
+        return Ok(());
+    }
+    let sql = format!(
+        "SET lock_timeout = '{}';
+         ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS version_text text;
+         RESET lock_timeout;",
+        locksmith_core::duration::to_pg_setting(lock_timeout)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::query(format!("adding version_text to {TABLE}"), e))
+}
+
+/// Whether the history table exists (on the search path).
+pub async fn exists(client: &Client) -> Result<bool, Error> {
+    client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| Error::query(format!("looking for {TABLE}"), e))
 }
 
 /// The migrations applied so far, by version.
@@ -58,7 +97,7 @@ pub async fn applied(client: &Client) -> Result<Vec<Applied>, Error> {
     // Every recorded migration, oldest version first.
     let rows = client
         .query(
-            &format!("SELECT version, name, checksum FROM {TABLE} ORDER BY version"),
+            &format!("SELECT version, coalesce(version_text, version::text), name, checksum FROM {TABLE} ORDER BY version"),
             &[],
         )
         .await
@@ -67,24 +106,57 @@ pub async fn applied(client: &Client) -> Result<Vec<Applied>, Error> {
         .iter()
         .map(|r| Applied {
             version: r.get(0),
-            name: r.get(1),
-            checksum: r.get(2),
+            id: r.get(1),
+            name: r.get(2),
+            checksum: r.get(3),
         })
         .collect())
 }
 
+/// What a history row says about one migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The migration's key: its canonical version (`7`, `1.1`) or `R__<name>`.
+    pub id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// SHA-256 of what ran.
+    pub checksum: &'a str,
+    /// Repeatable: a rerun replaces the row instead of adding one.
+    pub repeatable: bool,
+}
+
+/// The `version` column for a key: the number itself when the key is one
+/// integer, else a negative number derived from the key (never a real version).
+pub fn row_version(id: &str) -> i64 {
+    if let Ok(v) = id.parse::<i64>() {
+        if v >= 0 {
+            return v;
+        }
+    }
+    let hash = locksmith_core::source::checksum(id);
+    let bits = u64::from_str_radix(&hash[..15], 16).unwrap_or(0);
+    -1 - bits as i64
+}
+
 /// The statement that records a migration; run last inside its transaction.
-pub fn insert_sql(
-    version: i64,
-    name: &str,
-    checksum: &str,
-    duration: Duration,
-    attempts: u32,
-) -> String {
+/// `attempts` 0 and `duration` zero mark a migration recorded by `--baseline`.
+pub fn insert_sql(record: &Record<'_>, duration: Duration, attempts: u32) -> String {
+    let version = row_version(record.id);
+    let text = if version.to_string() == record.id {
+        "NULL".to_string()
+    } else {
+        literal(record.id)
+    };
+    let upsert = if record.repeatable {
+        " ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, attempts = EXCLUDED.attempts"
+    } else {
+        ""
+    };
     format!(
-        "INSERT INTO {TABLE} (version, name, checksum, duration_ms, attempts) VALUES ({version}, {}, {}, {}, {attempts})",
-        literal(name),
-        literal(checksum),
+        "INSERT INTO {TABLE} (version, version_text, name, checksum, duration_ms, attempts) VALUES ({version}, {text}, {}, {}, {}, {attempts}){upsert}",
+        literal(record.name),
+        literal(record.checksum),
         duration.as_millis()
     )
 }
@@ -125,4 +197,20 @@ pub async fn unlock_runners(client: &Client) -> Result<(), Error> {
         .await
         .map(|_| ())
         .map_err(|e| Error::query("releasing the runner lock", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_versions_keep_integers_and_hide_other_keys_below_zero() {
+        assert_eq!(row_version("20240101120000"), 20240101120000);
+        assert_eq!(row_version("0"), 0);
+        for id in ["1.1", "R__views", "99999999999999999999"] {
+            assert!(row_version(id) < 0, "{id}");
+        }
+        assert_ne!(row_version("1.1"), row_version("1.2"));
+        assert_eq!(row_version("1.1"), row_version("1.1"));
+    }
 }

@@ -5,6 +5,7 @@
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`history`]: the history table and the runner lock for `apply`.
+//! - [`foreign`]: other migration tools' history tables, for `apply --baseline`.
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
 //! - [`online`]: runs a migration's online plan step by step under the guard, resumably.
 //! - [`signal`]: cancelling and terminating other sessions.
@@ -29,6 +30,7 @@
 pub mod audit;
 pub mod blockers;
 mod conninfo;
+pub mod foreign;
 pub mod guard;
 pub mod history;
 pub mod online;

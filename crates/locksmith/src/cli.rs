@@ -95,7 +95,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Folder of migrations: <VERSION>_<name>.sql, <VERSION>_<name>.up.sql or V<VERSION>__<name>.sql
+    /// Folder of migrations: sqlx, golang-migrate, Flyway, dbmate, goose or Prisma layout (down sections and files never run)
     #[arg(value_name = "DIR", default_value = "migrations")]
     pub dir: std::path::PathBuf,
     #[command(flatten)]
@@ -114,6 +114,9 @@ pub struct ApplyArgs {
     /// step at a time, resumable after any interruption; refuse, before anything runs, what has none
     #[arg(long)]
     pub online: bool,
+    /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
+    #[arg(long, value_name = "VERSION")]
+    pub baseline: Option<String>,
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,

@@ -2,15 +2,17 @@
 //! recorded in `locksmith_migrations`, exactly once across concurrent runners.
 //!
 //! Everything is read and parsed before anything runs: a syntax error stops
-//! the run at `FILE:LINE:COLUMN` with nothing executed.
+//! the run at `FILE:LINE:COLUMN` with nothing executed. Migrations come from
+//! `locksmith_core::source` (via `sources`), up sections only: a down section
+//! or file never reaches the guard.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
-use locksmith_core::migration::{checksum, wants_no_transaction, MigrationName};
+use locksmith_core::source::{self, pending, Kind, Migration, Version};
 use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
-use locksmith_pg::history;
+use locksmith_pg::{foreign, history};
 use serde::Serialize;
 
 use super::hold;
@@ -22,11 +24,12 @@ use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::guard::{MigrationRecord, RunReport, Status};
 use crate::render::{self, style::Style};
 
-/// A migration file, read and planned.
+/// A migration, read and planned.
 struct Planned {
-    name: MigrationName,
+    migration: Migration,
+    /// Its history key (`7`, `1.1`, `R__views`).
+    id: String,
     path: PathBuf,
-    checksum: String,
     /// One transaction (with its history row), or statement by statement.
     in_transaction: bool,
     steps: Vec<PlannedStep>,
@@ -38,9 +41,50 @@ struct PlannedStep {
     column: u32,
 }
 
+impl Planned {
+    fn record(&self) -> history::Record<'_> {
+        history::Record {
+            id: &self.id,
+            name: &self.migration.name,
+            checksum: &self.migration.checksum,
+            repeatable: self.migration.kind == Kind::Repeatable,
+        }
+    }
+
+    /// The report's record: the version when it is one integer, else 0 and
+    /// the version's text (`1.1`, `R__views`).
+    fn report(&self, attempts: u32, duration: Duration) -> MigrationRecord {
+        let number = self.migration.version().and_then(Version::as_i64);
+        MigrationRecord {
+            version: number.unwrap_or(0),
+            version_text: number.is_none().then(|| self.id.clone()),
+            name: self.migration.name.clone(),
+            attempts,
+            duration_ms: duration.as_millis() as u64,
+        }
+    }
+
+    fn file(&self) -> &str {
+        &self.migration.path
+    }
+}
+
 pub async fn run(args: ApplyArgs) -> CmdResult {
     let style = Style::detect();
-    let planned = plan_dir(&args.dir, args.pg_version)?;
+    let migrations = super::sources::read_migrations(&args.dir)?;
+    let options = pending::Options {
+        baseline: match &args.baseline {
+            Some(text) => Some(Version::parse(text).ok_or_else(|| {
+                Failure::input(miette::miette!(
+                    "--baseline {text}: not a version (expected e.g. 20240101120000 or 1.1)"
+                ))
+            })?),
+            None => None,
+        },
+        allow_changed: args.allow_changed,
+        out_of_order: args.out_of_order,
+    };
+    let planned = plan(&args.dir, &migrations, args.pg_version)?;
     let settings =
         super::settings(&args.guard.connection)?.with_application_name("locksmith apply");
     let interrupts = signals::interrupts();
@@ -74,33 +118,46 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             ),
         );
     }
-    history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
-    let applied = history::applied(guard.client()).await?;
-
-    let mut pending = Vec::new();
-    for p in planned {
-        match applied.iter().find(|a| a.version == p.name.version) {
-            Some(a) if a.checksum != p.checksum && !args.allow_changed => {
-                return Err(Failure::input(miette::miette!(
-                    "{}: changed since it was applied (version {}); a migration that ran must not change. Restore it, or pass --allow-changed if the change is cosmetic.",
-                    p.path.display(),
-                    a.version
-                )));
+    let existed = history::exists(guard.client()).await?;
+    if existed {
+        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
+    }
+    let applied = if existed {
+        history::applied(guard.client()).await?
+    } else {
+        Vec::new()
+    };
+    if applied.is_empty() && options.baseline.is_none() {
+        if let Some(other) = foreign::find(guard.client()).await? {
+            return Err(Failure::input(adopt_hint(&args.dir, &other, &planned)));
+        }
+    }
+    let recorded: Vec<pending::Recorded> = applied
+        .into_iter()
+        .map(|a| pending::Recorded {
+            id: a.id,
+            checksum: a.checksum,
+        })
+        .collect();
+    let decision = pending::decide(&migrations, &recorded, &options).map_err(|e| {
+        // Errors about a file start with its path, relative to the folder.
+        let message = match &e {
+            pending::PendingError::Changed { .. } | pending::PendingError::OutOfOrder { .. } => {
+                format!("{}{}{e}", args.dir.display(), std::path::MAIN_SEPARATOR)
             }
-            Some(_) => {}
-            None => pending.push(p),
-        }
+            _ => format!("{}: {e}", args.dir.display()),
+        };
+        Failure::input(miette::miette!("{message}"))
+    })?;
+    if !existed {
+        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
     }
-    if let (Some(latest), Some(first)) = (applied.iter().map(|a| a.version).max(), pending.first())
-    {
-        if first.name.version < latest && !args.out_of_order {
-            return Err(Failure::input(miette::miette!(
-                "{}: version {} is older than the latest applied ({latest}); refusing to apply out of order. Renumber it, or pass --out-of-order.",
-                first.path.display(),
-                first.name.version
-            )));
-        }
-    }
+    let mut planned: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
+    let mut take = |indices: &[usize]| -> Vec<Planned> {
+        indices.iter().filter_map(|&i| planned[i].take()).collect()
+    };
+    let baselined = take(&decision.baseline);
+    let pending = take(&decision.run);
 
     let version = args.pg_version.unwrap_or(analysis::MAX_PG_VERSION);
     // With --online, each migration's plan, or None when it runs as written.
@@ -113,7 +170,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     }
 
     if args.dry_run {
-        let text = dry_run(&guard, &pending, &plans, args.guard.format).await?;
+        let text = dry_run(&guard, &baselined, &pending, &plans, args.guard.format).await?;
         print!("{text}");
         history::unlock_runners(guard.client()).await?;
         return Ok(Outcome::Done);
@@ -141,12 +198,23 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         return finish(&args, report);
     }
 
+    if !baselined.is_empty() {
+        record_baseline(&guard, &baselined).await?;
+        if !quiet {
+            eprintln!(
+                "recorded {} migrations as applied without running them (--baseline {})",
+                baselined.len(),
+                args.baseline.as_deref().unwrap_or_default()
+            );
+        }
+    }
+
     let mut records = Vec::new();
     for (p, plan) in pending.iter().zip(&plans) {
         if !quiet {
             eprintln!(
                 "applying {} ({})",
-                p.name.file,
+                p.file(),
                 match plan {
                     Some(units) => format!("online, {} steps", units.len()),
                     None if p.in_transaction => "one transaction".into(),
@@ -160,24 +228,16 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             None => apply_one(&mut guard, p).await,
         };
         match result {
-            Ok(attempts) => records.push(MigrationRecord {
-                version: p.name.version,
-                name: p.name.name.clone(),
-                attempts,
-                duration_ms: started.elapsed().as_millis() as u64,
-            }),
+            Ok(attempts) => records.push(p.report(attempts, started.elapsed())),
             Err((e, done)) => {
                 let (status, message) = match &e {
                     GuardError::Blocked { reason, .. } => {
-                        (Status::Blocked, format!("{}: {reason}", p.name.file))
+                        (Status::Blocked, format!("{}: {reason}", p.file()))
                     }
-                    GuardError::Interrupted(_) => (Status::Failed, format!("{}: {e}", p.name.file)),
+                    GuardError::Interrupted(_) => (Status::Failed, format!("{}: {e}", p.file())),
                     GuardError::Failed(err) if plan.is_some() => {
                         let total = plan.as_ref().map_or(0, Vec::len);
-                        (
-                            Status::Failed,
-                            online::failed(&p.name.file, done, total, err),
-                        )
+                        (Status::Failed, online::failed(p.file(), done, total, err))
                     }
                     GuardError::Failed(err) => (Status::Failed, failure_message(p, err, done)),
                     GuardError::HoldExceeded { step, locks, .. } => {
@@ -206,16 +266,56 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     )
 }
 
+/// The refusal when another tool's history is there and locksmith's is empty.
+fn adopt_hint(dir: &Path, other: &foreign::ForeignHistory, planned: &[Planned]) -> miette::Report {
+    let in_folder = planned.iter().any(|p| p.id == other.latest);
+    let mut text = format!(
+        "this database was migrated by {} ({} says version {} was applied last) and {} is empty: applying {} from its first migration would run migrations again. \
+         Adopt it: record what is there without running it, then apply the rest:\n\n    locksmith apply {} --baseline {}\n",
+        other.tool,
+        other.table,
+        other.latest,
+        history::TABLE,
+        dir.display(),
+        dir.display(),
+        other.latest
+    );
+    if other.dirty {
+        text.push_str("\nNote: golang-migrate marked it dirty: its last migration failed halfway. Repair that first.\n");
+    }
+    if !in_folder {
+        text.push_str(&format!(
+            "\nNote: no migration in {} has version {}; pass the version of the last migration the database already has.\n",
+            dir.display(),
+            other.latest
+        ));
+    }
+    miette::miette!("{text}")
+}
+
+/// Records the `--baseline` migrations as applied (0 attempts, 0 ms), in one transaction.
+async fn record_baseline(guard: &Guard, baselined: &[Planned]) -> Result<(), Failure> {
+    let mut sql = String::from("BEGIN;\n");
+    for p in baselined {
+        sql.push_str(&history::insert_sql(&p.record(), Duration::ZERO, 0));
+        sql.push_str(";\n");
+    }
+    sql.push_str("COMMIT;");
+    guard
+        .client()
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Failure::other(miette::miette!("recording the --baseline migrations: {e}")))
+}
+
 /// Runs one migration; on failure, also says how many statements completed
 /// (only possible outside a transaction).
 async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, usize)> {
     let started = Instant::now();
     let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
     if p.in_transaction {
-        let (version, name, sum) = (p.name.version, p.name.name.clone(), p.checksum.clone());
-        let record = move |attempts: u32, elapsed: Duration| {
-            history::insert_sql(version, &name, &sum, elapsed, attempts)
-        };
+        let record =
+            |attempts: u32, elapsed: Duration| history::insert_sql(&p.record(), elapsed, attempts);
         return guard
             .run_transaction(&steps, Some(&record))
             .await
@@ -228,13 +328,7 @@ async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, u
             .await
             .map_err(|e| (e, i))?;
     }
-    let sql = history::insert_sql(
-        p.name.version,
-        &p.name.name,
-        &p.checksum,
-        started.elapsed(),
-        attempts,
-    );
+    let sql = history::insert_sql(&p.record(), started.elapsed(), attempts);
     guard.client().batch_execute(&sql).await.map_err(|e| {
         (
             GuardError::Failed(locksmith_pg::Error::query("recording the migration", e)),
@@ -250,11 +344,9 @@ async fn apply_online(
     p: &Planned,
     units: &[locksmith_core::online::Unit],
 ) -> Result<u32, (GuardError, usize)> {
-    let (version, name, sum) = (p.name.version, p.name.name.clone(), p.checksum.clone());
-    let record = move |attempts: u32, elapsed: Duration| {
-        history::insert_sql(version, &name, &sum, elapsed, attempts)
-    };
-    locksmith_pg::online::run(guard, version, units, &record)
+    let record =
+        |attempts: u32, elapsed: Duration| history::insert_sql(&p.record(), elapsed, attempts);
+    locksmith_pg::online::run(guard, history::row_version(&p.id), units, &record)
         .await
         .map(|run| run.attempts)
         .map_err(|f| (f.error, f.unit))
@@ -292,7 +384,7 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
     if p.in_transaction {
         return format!(
             "{}: {err}. The whole migration was rolled back and not recorded; fix it and run apply again.",
-            p.name.file
+            p.file()
         );
     }
     let failed = &p.steps[done.min(p.steps.len().saturating_sub(1))];
@@ -319,28 +411,18 @@ fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
     })
 }
 
-/// Lists, reads and parses every migration in `dir`; any bad name or syntax
-/// error stops here, before a connection is even opened.
-fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Failure::input(miette::miette!(
-            "{}: cannot read the migrations folder: {e}",
-            dir.display()
-        ))
-    })?;
-    let mut files: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    files.sort();
-    let names = MigrationName::ordered(files.iter().map(String::as_str))
-        .map_err(|e| Failure::input(miette::miette!("{}: {e}", dir.display())))?;
+/// Parses every migration; any syntax error stops here, before a connection
+/// is even opened. goose `StatementBegin`/`End` blocks become one step each.
+fn plan(
+    dir: &Path,
+    migrations: &[Migration],
+    pg_version: Option<u32>,
+) -> Result<Vec<Planned>, Failure> {
     let version = pg_version.unwrap_or(analysis::MAX_PG_VERSION);
     let mut planned = Vec::new();
-    for name in names {
-        let path = dir.join(&name.file);
-        let content = std::fs::read_to_string(&path)
-            .map_err(|e| Failure::input(miette::miette!("{}: {e}", path.display())))?;
-        let statements = analysis::analyze(&content, version).map_err(|e| {
+    for migration in migrations.iter().cloned() {
+        let path = dir.join(&migration.path);
+        let statements = analysis::analyze(&migration.sql, version).map_err(|e| {
             Failure::input(miette::miette!(
                 "{}:{}:{}: {}",
                 path.display(),
@@ -349,8 +431,9 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
                 e.message
             ))
         })?;
+        let statements = source::group_blocks(statements, &migration.blocks, &migration.sql);
         let mut steps = Vec::new();
-        let mut transactional = !wants_no_transaction(&content);
+        let mut transactional = !migration.no_transaction;
         for s in statements {
             match &s.kind {
                 // The guard owns the transaction and the budget: the file's own are dropped.
@@ -373,8 +456,8 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
             });
         }
         planned.push(Planned {
-            checksum: checksum(&content),
-            name,
+            id: migration.id(),
+            migration,
             path,
             in_transaction: transactional,
             steps,
@@ -386,13 +469,17 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
 #[derive(Serialize)]
 struct DryRun<'a> {
     status: &'static str,
+    /// Recorded as applied without running (`--baseline`).
+    baseline: Vec<serde_json::Value>,
     migrations: Vec<DryRunMigration<'a>>,
 }
 
 #[derive(Serialize)]
 struct DryRunMigration<'a> {
-    version: i64,
+    /// A number when the version is one, else its text (`1.1`, `R__views`).
+    version: serde_json::Value,
     name: &'a str,
+    file: &'a str,
     in_transaction: bool,
     statements: Vec<DryRunStatement<'a>>,
     blockers: Vec<locksmith_pg::guard::Holder>,
@@ -409,14 +496,24 @@ struct DryRunStatement<'a> {
     locks: Vec<serde_json::Value>,
 }
 
+/// The version as dry-run JSON shows it: a number when it is one.
+fn version_json(p: &Planned) -> serde_json::Value {
+    match p.id.parse::<i64>() {
+        Ok(n) => n.into(),
+        Err(_) => p.id.clone().into(),
+    }
+}
+
 async fn dry_run(
     guard: &Guard,
+    baselined: &[Planned],
     pending: &[Planned],
     plans: &[Option<Vec<locksmith_core::online::Unit>>],
     format: Format,
 ) -> Result<String, Failure> {
     let mut plan = DryRun {
         status: "planned",
+        baseline: baselined.iter().map(version_json).collect(),
         migrations: Vec::new(),
     };
     for (p, units) in pending.iter().zip(plans) {
@@ -426,8 +523,9 @@ async fn dry_run(
             .flat_map(|s| s.step.locks.iter().cloned())
             .collect();
         plan.migrations.push(DryRunMigration {
-            version: p.name.version,
-            name: &p.name.name,
+            version: version_json(p),
+            name: &p.migration.name,
+            file: &p.migration.path,
             in_transaction: p.in_transaction,
             statements: p
                 .steps
@@ -449,13 +547,21 @@ async fn dry_run(
             + "\n");
     }
     let mut out = String::new();
+    if !baselined.is_empty() {
+        out.push_str("Would record as applied without running (--baseline):\n");
+        for p in baselined {
+            out.push_str(&format!("  {} {}\n", p.id, p.migration.name));
+        }
+    }
     if plan.migrations.is_empty() {
         out.push_str("Nothing to apply: the database is up to date.\n");
     }
     for m in &plan.migrations {
         out.push_str(&format!(
             "{} {} ({})\n",
-            m.version,
+            m.version
+                .as_str()
+                .map_or(m.version.to_string(), str::to_string),
             m.name,
             if m.in_transaction {
                 "one transaction, with its history row"

@@ -128,7 +128,9 @@ pub(super) fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
 }
 
 /// Every input as (display path, text), in the order given; a directory
-/// contributes its `*.sql` files recursively, sorted by path.
+/// contributes its `*.sql` files recursively, sorted by path, without down
+/// and undo files. A dbmate or goose file's text keeps its up section only
+/// (the rest blanked, positions unchanged): what `apply` would run.
 pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
     let mut out = Vec::new();
     for path in paths {
@@ -141,16 +143,18 @@ pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Fa
             stdin
                 .read_to_string(&mut text)
                 .map_err(|e| Failure::input(miette!("reading stdin: {e}")))?;
-            out.push((STDIN.to_string(), text));
+            out.push((STDIN.to_string(), super::sources::up_text(STDIN, text)?));
         } else if path.is_dir() {
             let mut files = Vec::new();
             sql_files(path, &mut files)?;
             files.sort();
             for f in files {
-                out.push((f.display().to_string(), read(&f)?));
+                let shown = f.display().to_string();
+                out.push((shown.clone(), super::sources::up_text(&shown, read(&f)?)?));
             }
         } else {
-            out.push((path.display().to_string(), read(path)?));
+            let shown = path.display().to_string();
+            out.push((shown.clone(), super::sources::up_text(&shown, read(path)?)?));
         }
     }
     Ok(out)
@@ -168,11 +172,16 @@ fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
         let path = entry
             .map_err(|e| Failure::input(miette!("reading {}: {e}", dir.display())))?
             .path();
+        let down = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(locksmith_core::source::is_down_or_undo);
         if path.is_dir() {
             sql_files(&path, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
+        } else if !down
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
         {
             out.push(path);
         }

@@ -11,6 +11,7 @@ mod online;
 mod progress;
 mod run;
 mod signals;
+mod sources;
 mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};

@@ -467,6 +467,7 @@ impl Run<'_> {
         let migrations = if status == Status::Applied {
             vec![render::guard::MigrationRecord {
                 version: 0,
+                version_text: None,
                 name: self.command.to_string(),
                 attempts: self.report.attempts,
                 duration_ms: self.started.elapsed().as_millis() as u64,

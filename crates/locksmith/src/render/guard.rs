@@ -27,8 +27,11 @@ pub enum Status {
 /// One applied (or attempted) migration.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationRecord {
-    /// Version number (for `run`: 0).
+    /// Version number (for `run`, and versions that are not one integer: 0).
     pub version: i64,
+    /// The version when it is not one integer (`1.1`, `R__views`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_text: Option<String>,
     /// Name.
     pub name: String,
     /// Lock attempts it took.
@@ -106,7 +109,7 @@ pub fn human(report: &RunReport, style: Style) -> String {
                     out,
                     "{} {} {} in {} ({} attempt{})",
                     style.green("applied"),
-                    m.version,
+                    m.version_text.clone().unwrap_or(m.version.to_string()),
                     m.name,
                     age(Some(m.duration_ms as i64)),
                     m.attempts,
