@@ -15,8 +15,8 @@
 use std::collections::BTreeSet;
 
 use crate::analysis::{
-    analyze_after, split, AlterAction, ColumnDefault, ConstraintKind, ConstraintSummary, Statement,
-    StatementKind,
+    analyze_after, quote_ident, quote_qualified, split, AlterAction, ColumnDefault, ConstraintKind,
+    ConstraintSummary, Statement, StatementKind,
 };
 use crate::quote::{ident, literal, qualified, split_qualified};
 
@@ -144,7 +144,7 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
                 .iter()
                 .map(|i| {
                     (
-                        format!("DROP INDEX CONCURRENTLY IF EXISTS {}", qualified(i)),
+                        format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_qualified(i)),
                         None,
                     )
                         .into()
@@ -311,8 +311,8 @@ fn added_default(sql: &str, table: &str) -> Result<Draft, String> {
             "only ADD COLUMN … DEFAULT … [NOT NULL] is planned online; add the column, SET DEFAULT and backfill in batches by hand".into(),
         );
     };
-    let t = qualified(table);
-    let c = ident(&split.column);
+    let t = quote_qualified(table);
+    let c = quote_ident(&split.column);
     let exists = format!(
         "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass({}) AND attname = {} AND NOT attisdropped)",
         literal(&t),
@@ -403,15 +403,15 @@ fn unique(table: &str, c: &ConstraintSummary) -> Result<Pairs, String> {
     let columns = c
         .columns
         .iter()
-        .map(|c| ident(c))
+        .map(|c| quote_ident(c))
         .collect::<Vec<_>>()
         .join(", ");
     let constraint = constraint_exists(table, &name);
     steps.push((
         format!(
             "CREATE UNIQUE INDEX CONCURRENTLY {} ON {} ({columns})",
-            ident(&name),
-            qualified(table)
+            quote_ident(&name),
+            quote_qualified(table)
         ),
         Some(format!(
             "SELECT ({}) OR ({})",
@@ -422,9 +422,9 @@ fn unique(table: &str, c: &ConstraintSummary) -> Result<Pairs, String> {
     steps.push((
         format!(
             "ALTER TABLE {} ADD CONSTRAINT {} {word} USING INDEX {}",
-            qualified(table),
-            ident(&name),
-            ident(&name)
+            quote_qualified(table),
+            quote_ident(&name),
+            quote_ident(&name)
         ),
         Some(constraint),
     ));
@@ -447,8 +447,8 @@ fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Pairs {
         (
             format!(
                 "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
-                qualified(table),
-                ident(&name),
+                quote_qualified(table),
+                quote_ident(&name),
                 c.definition
             ),
             Some(constraint_exists(table, &name)),
@@ -456,8 +456,8 @@ fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Pairs {
         (
             format!(
                 "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                qualified(table),
-                ident(&name)
+                quote_qualified(table),
+                quote_ident(&name)
             ),
             None,
         ),
@@ -468,8 +468,8 @@ fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Pairs {
 /// then dropped: the only scan runs under `VALIDATE`'s weak lock.
 fn not_null(table: &str, column: &str) -> Pairs {
     let check = default_name(table, &[column.to_string()], "not_null");
-    let t = qualified(table);
-    let (c, k) = (ident(column), ident(&check));
+    let t = quote_qualified(table);
+    let (c, k) = (quote_ident(column), quote_ident(&check));
     let is_not_null = format!(
         "SELECT coalesce((SELECT attnotnull FROM pg_attribute WHERE attrelid = to_regclass({}) AND attname = {}), false)",
         literal(&t),

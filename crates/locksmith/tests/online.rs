@@ -261,7 +261,7 @@ async fn dry_run_prints_the_online_plan_and_runs_nothing() {
     assert_eq!(units[0]["transaction"], false);
     assert_eq!(
         units[0]["statements"][0]["sql"],
-        r#"CREATE UNIQUE INDEX CONCURRENTLY "unique_informal_name" ON "academic_partners" ("informal_name")"#
+        "CREATE UNIQUE INDEX CONCURRENTLY unique_informal_name ON academic_partners (informal_name)"
     );
     let human = locksmith(
         &incident.url,

@@ -48,8 +48,8 @@ fn unique_constraint_becomes_a_concurrent_index_then_adopted() {
     assert_eq!(
         sqls(&steps),
         [
-            r#"CREATE UNIQUE INDEX CONCURRENTLY "u" ON "academic_partners" ("informal_name")"#,
-            r#"ALTER TABLE "academic_partners" ADD CONSTRAINT "u" UNIQUE USING INDEX "u""#,
+            "CREATE UNIQUE INDEX CONCURRENTLY u ON academic_partners (informal_name)",
+            "ALTER TABLE academic_partners ADD CONSTRAINT u UNIQUE USING INDEX u",
         ]
     );
     assert!(!steps[0].statement.transactional);
@@ -62,7 +62,7 @@ fn unique_constraint_becomes_a_concurrent_index_then_adopted() {
 fn unnamed_unique_gets_postgres_default_name() {
     let steps = steps("ALTER TABLE t ADD UNIQUE (a, b)");
     assert!(
-        sqls(&steps)[0].contains(r#""t_a_b_key""#),
+        sqls(&steps)[0].contains(" t_a_b_key ON t (a, b)"),
         "{:?}",
         sqls(&steps)
     );
@@ -74,14 +74,14 @@ fn primary_key_proves_not_null_first() {
     let sqls = sqls(&steps);
     assert_eq!(sqls.len(), 6, "{sqls:?}");
     assert!(
-        sqls[0].ends_with("CHECK (\"id\" IS NOT NULL) NOT VALID"),
+        sqls[0].ends_with("CHECK (id IS NOT NULL) NOT VALID"),
         "{sqls:?}"
     );
     assert!(sqls[1].contains("VALIDATE CONSTRAINT"));
     assert!(sqls[2].ends_with("SET NOT NULL"));
     assert!(sqls[3].contains("DROP CONSTRAINT IF EXISTS"));
-    assert!(sqls[4].starts_with("CREATE UNIQUE INDEX CONCURRENTLY \"t_pkey\""));
-    assert!(sqls[5].ends_with("PRIMARY KEY USING INDEX \"t_pkey\""));
+    assert!(sqls[4].starts_with("CREATE UNIQUE INDEX CONCURRENTLY t_pkey"));
+    assert!(sqls[5].ends_with("PRIMARY KEY USING INDEX t_pkey"));
     assert_online(&steps);
 }
 
@@ -124,8 +124,8 @@ fn index_statements_become_concurrent() {
     assert_eq!(
         sqls(&drop),
         [
-            r#"DROP INDEX CONCURRENTLY IF EXISTS "i""#,
-            r#"DROP INDEX CONCURRENTLY IF EXISTS "j""#
+            "DROP INDEX CONCURRENTLY IF EXISTS i",
+            "DROP INDEX CONCURRENTLY IF EXISTS j"
         ]
     );
     assert_online(&drop);
@@ -183,7 +183,7 @@ fn quoted_and_qualified_names_survive() {
     let steps = steps(r#"ALTER TABLE app."Users" ADD CONSTRAINT "Weird""Name" UNIQUE ("E-mail")"#);
     assert_eq!(
         sqls(&steps)[0],
-        r#"CREATE UNIQUE INDEX CONCURRENTLY "Weird""Name" ON "app"."Users" ("E-mail")"#
+        r#"CREATE UNIQUE INDEX CONCURRENTLY "Weird""Name" ON app."Users" ("E-mail")"#
     );
     assert!(steps[0]
         .done_when
