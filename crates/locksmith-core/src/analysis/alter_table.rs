@@ -427,7 +427,18 @@ fn add_column(
             }
         }
     }
-    if serial || identity || generated_stored || matches!(default, ColumnDefault::Volatile(_)) {
+    // A domain with constraints is checked against every row: a rewrite.
+    let checked_domain = schema
+        .domains
+        .get(&parts.0)
+        .is_some_and(|checked| *checked)
+        .then(|| parts.0.clone());
+    if serial
+        || identity
+        || generated_stored
+        || checked_domain.is_some()
+        || matches!(default, ColumnDefault::Volatile(_))
+    {
         sum.rewrite(table);
     }
     schema
@@ -448,6 +459,7 @@ fn add_column(
             generated_stored,
             not_null,
             constraints,
+            checked_domain,
         },
         AccessExclusive,
     )
@@ -516,7 +528,7 @@ fn constraint_effects(c: &ConstraintSummary, table: &str, sum: &mut Summary) {
     }
 }
 
-fn constraint_summary(c: &Constraint, column: &[String]) -> ConstraintSummary {
+pub(crate) fn constraint_summary(c: &Constraint, column: &[String]) -> ConstraintSummary {
     let kind = match ConstrType::try_from(c.contype).unwrap_or(ConstrType::Undefined) {
         ConstrType::ConstrPrimary => ConstraintKind::PrimaryKey,
         ConstrType::ConstrUnique => ConstraintKind::Unique,

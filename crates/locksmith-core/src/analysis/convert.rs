@@ -32,6 +32,9 @@ pub(crate) struct FileSchema {
     pub indexes: HashMap<String, String>,
     /// Materialized views created in this file: view → the relations its query reads.
     pub matview_sources: HashMap<String, Vec<String>>,
+    /// Domains created in this file → whether they have constraints
+    /// (`CHECK`, `NOT NULL`), which a new column of the domain is checked against.
+    pub domains: HashMap<String, bool>,
 }
 
 /// Locks in first-seen order, the strongest mode kept per relation.
@@ -139,9 +142,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
         }
         NodeEnum::DropStmt(s) => drop_stmt(s, schema),
         NodeEnum::ReindexStmt(s) => {
-            let concurrently = s.params.iter().any(
-                |p| matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently"),
-            );
+            let concurrently = super::expr::option_enabled(&s.params, "concurrently");
             let kind = protobuf::ReindexObjectType::try_from(s.kind)
                 .unwrap_or(protobuf::ReindexObjectType::Undefined);
             let target = s.relation.as_ref().map(range_var);
@@ -265,8 +266,9 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
         }
         NodeEnum::ViewStmt(s) => {
             let view = s.view.as_ref().map(range_var).unwrap_or_default();
-            let mut sum = Summary::new(StatementKind::Other {
-                tag: "CREATE VIEW".into(),
+            let mut sum = Summary::new(StatementKind::CreateView {
+                view: view.clone(),
+                replace: s.replace,
             });
             sum.locks.add(&view, AccessExclusive);
             if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
@@ -297,10 +299,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             sum
         }
         NodeEnum::VacuumStmt(s) => {
-            let full = s.options.iter().any(|o| {
-                matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == "full"
-                    && d.arg.as_ref().and_then(|a| super::expr::const_text(a)).is_none_or(|v| v != "false" && v != "0" && v != "off"))
-            });
+            let full = super::expr::option_enabled(&s.options, "full");
             let tables: Vec<String> = s
                 .rels
                 .iter()
@@ -445,6 +444,13 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             }
         },
         NodeEnum::SelectStmt(s) => {
+            if let Some((name, value, local)) = super::expr::set_config_call(s) {
+                return Summary::new(StatementKind::Set {
+                    name,
+                    value: Some(value),
+                    local,
+                });
+            }
             let mut sum = Summary::new(StatementKind::Select);
             sum.reads(&node, AccessShare);
             // FOR UPDATE/SHARE: ROW SHARE on the locked tables (all of them when none is named).
@@ -497,9 +503,30 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
                 local: s.is_local,
             })
         }
+        NodeEnum::AlterEnumStmt(s) if !s.old_val.is_empty() => {
+            Summary::new(StatementKind::Rename {
+                target: RenameTarget::EnumValue,
+                relation: super::expr::dotted(&s.type_name),
+                new_name: s.new_val.clone(),
+            })
+        }
         NodeEnum::AlterEnumStmt(_) => Summary::new(StatementKind::Other {
             tag: "ALTER TYPE … ADD VALUE".into(),
         }),
+        NodeEnum::CreateDomainStmt(s) => {
+            let checked = s.constraints.iter().any(|c| {
+                matches!(&c.node, Some(NodeEnum::Constraint(c))
+                    if c.contype == protobuf::ConstrType::ConstrCheck as i32
+                        || c.contype == protobuf::ConstrType::ConstrNotnull as i32)
+            });
+            schema
+                .domains
+                .insert(super::expr::dotted(&s.domainname), checked);
+            Summary::new(StatementKind::Other {
+                tag: "CREATE DOMAIN".into(),
+            })
+        }
+        NodeEnum::AlterDomainStmt(s) => alter_domain(s, schema),
         NodeEnum::GrantStmt(s) => {
             // GRANT/REVOKE update pg_class.relacl under a row lock; 18 also takes
             // ACCESS SHARE on each table named (traced).
@@ -657,6 +684,57 @@ fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
     sum
 }
 
+/// `ALTER DOMAIN`: adding a constraint (or `NOT NULL`) or validating one
+/// checks every column of the domain, under a `ShareLock` on each table
+/// using it (`get_rels_with_domain`); the tables are known when this file
+/// made them.
+fn alter_domain(s: &protobuf::AlterDomainStmt, schema: &mut FileSchema) -> Summary {
+    let domain = super::expr::dotted(&s.type_name);
+    let constraint = match (s.subtype.as_str(), s.def.as_ref().and_then(|d| d.node.as_ref())) {
+        ("C", Some(NodeEnum::Constraint(c))) => {
+            Some(super::alter_table::constraint_summary(c, &[]))
+        }
+        ("O", _) => Some(super::kind::ConstraintSummary {
+            name: None,
+            kind: super::kind::ConstraintKind::NotNull,
+            columns: Vec::new(),
+            references: None,
+            not_valid: false,
+            using_index: None,
+            definition: "NOT NULL".into(),
+        }),
+        _ => None,
+    };
+    let validates = s.subtype == "V" || constraint.as_ref().is_some_and(|c| !c.not_valid);
+    if constraint.is_some() {
+        schema.domains.insert(domain.clone(), true);
+    }
+    let mut sum = match constraint {
+        Some(constraint) => Summary::new(StatementKind::AddDomainConstraint {
+            domain: domain.clone(),
+            constraint,
+        }),
+        None => Summary::new(StatementKind::Other {
+            tag: "ALTER DOMAIN".into(),
+        }),
+    };
+    if validates {
+        let mut tables: Vec<&String> = schema
+            .column_types
+            .iter()
+            .filter(|(_, (ty, _))| *ty == domain)
+            .map(|((table, _), _)| table)
+            .collect();
+        tables.sort();
+        tables.dedup();
+        for t in tables {
+            sum.locks.add(t, LockMode::Share);
+            sum.scan(t);
+        }
+    }
+    sum
+}
+
 fn rename(s: &protobuf::RenameStmt) -> Summary {
     use LockMode::*;
     let relation = s.relation.as_ref().map(range_var).unwrap_or_default();
@@ -674,6 +752,14 @@ fn rename(s: &protobuf::RenameStmt) -> Summary {
         ObjectType::ObjectTabconstraint => (RenameTarget::Constraint, AccessExclusive),
         ObjectType::ObjectTrigger | ObjectType::ObjectPolicy | ObjectType::ObjectRule => {
             (RenameTarget::Other, AccessExclusive)
+        }
+        // A schema rename locks no table, but every query naming it breaks.
+        ObjectType::ObjectSchema => {
+            return Summary::new(StatementKind::Rename {
+                target: RenameTarget::Schema,
+                relation: s.subname.clone(),
+                new_name: s.newname.clone(),
+            });
         }
         _ => (RenameTarget::Other, AccessShare),
     };

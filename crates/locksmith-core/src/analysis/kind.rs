@@ -47,6 +47,13 @@ pub enum StatementKind {
         /// The new table.
         table: String,
     },
+    /// `CREATE [OR REPLACE] VIEW`.
+    CreateView {
+        /// The view.
+        view: String,
+        /// `OR REPLACE`: the view may exist and be in use.
+        replace: bool,
+    },
     /// `DROP TABLE` / `VIEW` / `MATERIALIZED VIEW` / `SEQUENCE` …
     Drop {
         /// What kind of object, in SQL words (`TABLE`).
@@ -62,6 +69,14 @@ pub enum StatementKind {
         relation: String,
         /// The new name.
         new_name: String,
+    },
+    /// `ALTER DOMAIN … ADD CONSTRAINT` / `SET NOT NULL`: every column of the
+    /// domain is checked, under a `ShareLock` on each table using it.
+    AddDomainConstraint {
+        /// The domain.
+        domain: String,
+        /// The constraint added (`NOT NULL` for `SET NOT NULL`).
+        constraint: ConstraintSummary,
     },
     /// `TRUNCATE`.
     Truncate {
@@ -135,6 +150,48 @@ pub enum StatementKind {
     Empty,
 }
 
+impl StatementKind {
+    /// The relation this statement creates (a new table, index or view: no
+    /// running code uses it yet, so locking it blocks nobody).
+    pub fn creates(&self) -> Option<&str> {
+        match self {
+            StatementKind::CreateTable { table } => Some(table),
+            StatementKind::CreateIndex { name, .. } => name.as_deref(),
+            StatementKind::CreateView {
+                view,
+                replace: false,
+            } => Some(view),
+            _ => None,
+        }
+    }
+
+    /// The concurrent forms whose strong locks no application query waits
+    /// for: `DROP INDEX CONCURRENTLY` takes its `AccessExclusiveLock` on an
+    /// index already invalid and unused, `DETACH … CONCURRENTLY` on a
+    /// partition after waiting out every query that could see it, and
+    /// `REFRESH … CONCURRENTLY`'s `ExclusiveLock` blocks only writes, which
+    /// a materialized view never gets.
+    pub fn locks_block_no_traffic(&self) -> bool {
+        match self {
+            StatementKind::DropIndex { concurrently, .. }
+            | StatementKind::RefreshMatView { concurrently, .. } => *concurrently,
+            StatementKind::AlterTable { actions, .. } => {
+                !actions.is_empty()
+                    && actions.iter().all(|a| {
+                        matches!(
+                            a,
+                            AlterAction::DetachPartition {
+                                concurrently: true,
+                                ..
+                            }
+                        )
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `BEGIN`, `COMMIT` and friends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionControl {
@@ -159,6 +216,10 @@ pub enum RenameTarget {
     Index,
     /// A constraint.
     Constraint,
+    /// A schema (`ALTER SCHEMA … RENAME`).
+    Schema,
+    /// An enum's value (`ALTER TYPE … RENAME VALUE`).
+    EnumValue,
     /// Something else (trigger, policy, schema …).
     Other,
 }
@@ -184,6 +245,10 @@ pub enum AlterAction {
         not_null: bool,
         /// Inline constraints (`REFERENCES`, `UNIQUE`, `CHECK` …).
         constraints: Vec<ConstraintSummary>,
+        /// The column's type is a domain with constraints (known from
+        /// earlier statements): PostgreSQL checks them on every row by
+        /// rewriting the table.
+        checked_domain: Option<String>,
     },
     /// `ALTER COLUMN … TYPE`.
     AlterColumnType {

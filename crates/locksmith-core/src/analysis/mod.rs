@@ -131,17 +131,33 @@ pub fn analyze_after(
     sql: &str,
     pg_version: u32,
 ) -> Result<Vec<Statement>, SyntaxError> {
-    let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
-    let mut schema = convert::FileSchema::default();
+    let mut schema = Schema::default();
     if !context.trim().is_empty() {
-        for raw in source::parse(context)?.statements {
-            convert::summarize(raw.node, version, &mut schema);
-        }
+        analyze_in(&mut schema, context, pg_version)?;
     }
+    analyze_in(&mut schema, sql, pg_version)
+}
+
+/// What the statements analysed so far said about the schema: column types,
+/// validated `IS NOT NULL` checks, indexes, foreign keys, domains. Analysing
+/// a folder of migrations in order through one `Schema` judges each file
+/// against the schema the earlier ones leave (`varchar(50)` → `varchar(100)`
+/// is then known not to rewrite). Pure: nothing but what the SQL said.
+#[derive(Debug, Default)]
+pub struct Schema(convert::FileSchema);
+
+/// Like [`analyze`], reading and extending `schema`. A file with a syntax
+/// error leaves `schema` as it was.
+pub fn analyze_in(
+    schema: &mut Schema,
+    sql: &str,
+    pg_version: u32,
+) -> Result<Vec<Statement>, SyntaxError> {
+    let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
     let parsed = source::parse(sql)?;
     let mut out = Vec::with_capacity(parsed.statements.len());
     for raw in parsed.statements {
-        let summary = convert::summarize(raw.node, version, &mut schema);
+        let summary = convert::summarize(raw.node, version, &mut schema.0);
         out.push(Statement {
             sql: sql[raw.start..raw.end].to_string(),
             offset: raw.start,

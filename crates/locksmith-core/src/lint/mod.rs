@@ -34,7 +34,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::analysis::{analyze, Statement, SyntaxError, TransactionState, MAX_PG_VERSION};
+use crate::analysis::{
+    analyze_in, Schema, Statement, SyntaxError, TransactionState, MAX_PG_VERSION,
+};
 
 pub use config::{Config, ConfigError};
 pub use registry::{rule_by_id, RULES};
@@ -101,13 +103,7 @@ impl Context<'_> {
     /// Whether `relation` is new: created earlier in this file or by this
     /// very statement. No running code uses it yet, so locking it blocks nobody.
     pub fn is_new(&self, relation: &str) -> bool {
-        use crate::analysis::StatementKind;
-        self.state.is_new(relation)
-            || match &self.statement.kind {
-                StatementKind::CreateTable { table } => table == relation,
-                StatementKind::CreateIndex { name, .. } => name.as_deref() == Some(relation),
-                _ => false,
-            }
+        self.state.is_new(relation) || self.statement.kind.creates() == Some(relation)
     }
 }
 
@@ -235,7 +231,15 @@ impl Options {
 
 /// Analyses and lints `sql`.
 pub fn lint(sql: &str, options: &Options) -> Result<Report, SyntaxError> {
-    let statements = analyze(sql, options.pg_version)?;
+    lint_in(&mut Schema::default(), sql, options)
+}
+
+/// Lints `sql` against the schema earlier files left, and adds what it does
+/// to `schema`: lint a folder of migrations in order through one [`Schema`]
+/// and each file is judged against the schema it will meet. Objects created
+/// by an earlier file are not new: they are in use by then.
+pub fn lint_in(schema: &mut Schema, sql: &str, options: &Options) -> Result<Report, SyntaxError> {
+    let statements = analyze_in(schema, sql, options.pg_version)?;
     let mut ignores = suppress::collect(sql, &statements);
     let mut state = if options.assume_in_transaction {
         TransactionState::wrapped()
@@ -319,3 +323,50 @@ macro_rules! declare_rule {
     };
 }
 pub(crate) use declare_rule;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(report: &Report) -> Vec<&'static str> {
+        report.findings().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn later_files_are_judged_against_the_schema_earlier_files_left() {
+        let options = Options {
+            disabled: ["LS401".to_string()].into(),
+            ..Options::default()
+        };
+        let mut schema = Schema::default();
+        let first = lint_in(
+            &mut schema,
+            "CREATE TABLE users (email varchar(50), name varchar, nick text);\n\
+             ALTER TABLE users ADD CONSTRAINT email_nn CHECK (email IS NOT NULL) NOT VALID;\n\
+             ALTER TABLE users VALIDATE CONSTRAINT email_nn;",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(rules(&first), Vec::<&str>::new());
+        let second = "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n\
+             ALTER TABLE users ALTER COLUMN email TYPE varchar(100);\n\
+             ALTER TABLE users ALTER COLUMN name TYPE text;";
+        // Alone, the file's column types and the check are unknown.
+        assert_eq!(
+            rules(&lint(second, &options).unwrap()),
+            ["LS107", "LS108", "LS108"]
+        );
+        assert_eq!(
+            rules(&lint_in(&mut schema, second, &options).unwrap()),
+            Vec::<&str>::new()
+        );
+        // The earlier file's table is in use by now: locking it is a finding.
+        let third = lint_in(
+            &mut schema,
+            "ALTER TABLE users ADD CONSTRAINT u UNIQUE (email);",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(rules(&third), ["LS101"]);
+    }
+}

@@ -9,7 +9,8 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use locksmith_core::lint::live::{self, Blocking};
-use locksmith_core::lint::{lint, Config, Severity};
+use locksmith_core::analysis::Schema;
+use locksmith_core::lint::{lint_in, Config, Severity};
 use locksmith_pg::guard::look;
 use miette::miette;
 
@@ -24,10 +25,13 @@ pub async fn run(args: LintArgs) -> CmdResult {
     let config = load_config(args.config.as_deref())?;
     let options = config.options(args.pg_version);
     let inputs = read_inputs(&args.paths)?;
+    // Files in order through one schema: each is judged against what the
+    // earlier ones left.
+    let mut schema = Schema::default();
     let mut files: Vec<LintedFile> = inputs
         .into_iter()
         .map(|(path, text)| {
-            let result = lint(&text, &options);
+            let result = lint_in(&mut schema, &text, &options);
             LintedFile {
                 path,
                 text,

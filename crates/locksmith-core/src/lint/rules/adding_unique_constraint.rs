@@ -8,8 +8,10 @@ use super::{alter_on_existing, cols, default_name, mode_on, q, takes};
 
 declare_rule! {
     /// ## What it does
-    /// Flags `ALTER TABLE … ADD CONSTRAINT … UNIQUE` and `… PRIMARY KEY` (and
-    /// `ADD COLUMN … UNIQUE`) that build a new index, on a table that already exists.
+    /// Flags `ALTER TABLE … ADD CONSTRAINT … UNIQUE`, `… PRIMARY KEY` and
+    /// `… EXCLUDE` (and `ADD COLUMN … UNIQUE`) that build a new index, on a
+    /// table that already exists. An exclusion constraint has no concurrent
+    /// form: add it while the table is new or small.
     ///
     /// ## Why is this bad?
     /// The index is built while the statement holds an `AccessExclusiveLock`,
@@ -56,9 +58,17 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
             let word = match c.kind {
                 ConstraintKind::Unique => "UNIQUE",
                 ConstraintKind::PrimaryKey => "PRIMARY KEY",
+                ConstraintKind::Exclusion => "EXCLUDE",
                 _ => continue,
             };
             if c.using_index.is_some() {
+                continue;
+            }
+            if c.kind == ConstraintKind::Exclusion {
+                out.push(Violation::new(format!(
+                    "ADD CONSTRAINT … EXCLUDE builds its index while it {}, for as long as reading the whole table takes; an exclusion constraint cannot adopt an index built CONCURRENTLY, so add it while the table is new or small",
+                    takes(mode, table)
+                )));
                 continue;
             }
             let message = format!(
@@ -163,5 +173,19 @@ mod tests {
             &R::RULE,
             "ALTER TABLE users ADD CONSTRAINT c CHECK (id > 0) NOT VALID",
         );
+    }
+
+    #[test]
+    fn exclusion_constraint() {
+        let v = lint_errors(
+            &R::RULE,
+            "ALTER TABLE bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&)",
+        );
+        assert!(
+            v[0].message.starts_with("ADD CONSTRAINT … EXCLUDE builds its index while it takes AccessExclusiveLock on `bookings`"),
+            "{}",
+            v[0].message
+        );
+        assert_eq!(v[0].fix, None);
     }
 }

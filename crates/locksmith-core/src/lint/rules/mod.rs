@@ -3,6 +3,7 @@
 //! the rule's file.
 
 pub mod adding_constraint_without_not_valid;
+pub mod adding_domain_constraint;
 pub mod adding_serial_column;
 pub mod adding_unique_constraint;
 pub mod adding_volatile_default;
@@ -14,6 +15,7 @@ pub mod dropping_index_without_concurrently;
 pub mod holding_access_exclusive_across_statements;
 pub mod locking_table_maintenance;
 pub mod missing_lock_timeout;
+pub mod querying_while_holding_access_exclusive;
 pub mod refreshing_matview_without_concurrently;
 pub mod reindexing_without_concurrently;
 pub mod renaming_column_or_table;
