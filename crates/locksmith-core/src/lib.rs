@@ -5,6 +5,7 @@
 //! - [`analysis`]: SQL text → per-statement summary (locks, rewrites, scans,
 //!   transaction requirements). The only module that knows `pg_query`.
 //! - [`lint`]: rules over that summary, one file each, with their docs.
+//! - [`severity`]: the one severity scale of every finding.
 //! - [`duration`]: the one duration syntax used by every flag.
 //! - [`migration`]: migration file names, order, checksums and directives.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
@@ -28,3 +29,6 @@ pub mod lock;
 pub mod migration;
 pub mod quote;
 pub mod server_log;
+pub mod severity;
+
+pub use severity::Severity;

@@ -690,7 +690,10 @@ fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
 /// made them.
 fn alter_domain(s: &protobuf::AlterDomainStmt, schema: &mut FileSchema) -> Summary {
     let domain = super::expr::dotted(&s.type_name);
-    let constraint = match (s.subtype.as_str(), s.def.as_ref().and_then(|d| d.node.as_ref())) {
+    let constraint = match (
+        s.subtype.as_str(),
+        s.def.as_ref().and_then(|d| d.node.as_ref()),
+    ) {
         ("C", Some(NodeEnum::Constraint(c))) => {
             Some(super::alter_table::constraint_summary(c, &[]))
         }

@@ -234,9 +234,9 @@ pub fn const_text(node: &Node) -> Option<String> {
 pub fn option_enabled(options: &[Node], name: &str) -> bool {
     options.iter().any(|o| {
         matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == name
-            && d.arg.as_ref().and_then(|a| const_text(a)).is_none_or(|v| {
-                !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no")
-            }))
+        && d.arg.as_ref().and_then(|a| const_text(a)).is_none_or(|v| {
+            !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no")
+        }))
     })
 }
 

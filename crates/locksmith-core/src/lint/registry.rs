@@ -1,4 +1,5 @@
-//! The registry: every rule, in id order. Adding a rule is adding its file
+//! The registry: every rule, in id order — also those whose findings a live
+//! server (`lint --database-url`) or `trace` reports. Adding a rule is adding its file
 //! under `rules/` and one line here; `docs/rules.md` follows from a test.
 
 use super::rules::*;
@@ -27,8 +28,13 @@ pub static RULES: &[Rule] = &[
     querying_while_holding_access_exclusive::QueryingWhileHoldingAccessExclusive::RULE,
     missing_lock_timeout::MissingLockTimeout::RULE,
     requiring_newer_postgres::RequiringNewerPostgres::RULE,
+    holding_lock_on_large_table::HoldingLockOnLargeTable::RULE,
+    queueing_behind_open_transactions::QueueingBehindOpenTransactions::RULE,
     unmatched_ignore::UnmatchedIgnore::RULE,
     unknown_alter_subcommand::UnknownAlterSubcommand::RULE,
+    lock_model_mismatch::LockModelMismatch::RULE,
+    statement_not_traced::StatementNotTraced::RULE,
+    statement_failed::StatementFailed::RULE,
 ];
 
 /// The rule with this id (`LS101`), or this name.

@@ -8,8 +8,8 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use locksmith_core::lint::live::{self, Blocking};
 use locksmith_core::analysis::Schema;
+use locksmith_core::lint::live::{self, Blocking};
 use locksmith_core::lint::{lint_in, Config, Severity};
 use locksmith_pg::guard::look;
 use miette::miette;
@@ -41,7 +41,7 @@ pub async fn run(args: LintArgs) -> CmdResult {
         })
         .collect();
     if let Some(url) = &args.database_url {
-        grade_live(url, &mut files).await?;
+        grade_live(url, &mut files, &options).await?;
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -58,13 +58,25 @@ pub async fn run(args: LintArgs) -> CmdResult {
 }
 
 /// `--database-url`: adds the findings only a live server can give (table
-/// sizes, sessions in the way now). Reads the catalog; changes nothing.
-async fn grade_live(url: &str, files: &mut [LintedFile]) -> Result<(), Failure> {
+/// sizes, sessions in the way now). Reads the catalog, read-only and under
+/// a short `lock_timeout`, so it never queues behind the locks it reports.
+async fn grade_live(
+    url: &str,
+    files: &mut [LintedFile],
+    options: &locksmith_core::lint::Options,
+) -> Result<(), Failure> {
     let settings = super::settings(&ConnectionArgs {
         database_url: Some(url.to_string()),
     })?
     .with_application_name("locksmith lint");
     let client = super::connect(&settings).await?;
+    client
+        .batch_execute(&format!(
+            "SET default_transaction_read_only = on; SET lock_timeout = '{}ms'",
+            locksmith_pg::tables::SIZE_LOCK_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(|e| Failure::other(miette!("preparing the read-only session: {e}")))?;
     for file in files.iter_mut() {
         let Ok(report) = file.result.as_mut() else {
             continue;
@@ -90,7 +102,7 @@ async fn grade_live(url: &str, files: &mut [LintedFile]) -> Result<(), Failure> 
                 sessions: holders.len(),
                 first: h.label(),
             });
-            live::grade(stmt, &facts, blocking.as_ref());
+            live::grade(stmt, &facts, blocking.as_ref(), options);
         }
     }
     Ok(())

@@ -45,15 +45,11 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
     if !ctx.state.in_transaction() || ctx.state.access_exclusive.is_empty() {
         return Vec::new();
     }
-    let takes_new = ctx
-        .statement
-        .locks
-        .iter()
-        .any(|l| {
-            l.mode == LockMode::AccessExclusive
-                && !ctx.is_new(&l.relation)
-                && !ctx.state.holds_access_exclusive(&l.relation)
-        });
+    let takes_new = ctx.statement.locks.iter().any(|l| {
+        l.mode == LockMode::AccessExclusive
+            && !ctx.is_new(&l.relation)
+            && !ctx.state.holds_access_exclusive(&l.relation)
+    });
     if !takes_new {
         return Vec::new();
     }

@@ -90,7 +90,9 @@ mod tests {
             "renaming schema `app` (to `app_v2`) breaks every running query that names `app`"
         );
         let v = lint_errors(&R::RULE, "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'");
-        assert!(v[0].message.starts_with("renaming a value of enum `mood` (to `blue`)"));
+        assert!(v[0]
+            .message
+            .starts_with("renaming a value of enum `mood` (to `blue`)"));
         lint_ok(&R::RULE, "ALTER TYPE mood ADD VALUE 'meh'");
         lint_ok(
             &R::RULE,
