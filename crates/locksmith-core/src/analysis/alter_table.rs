@@ -6,18 +6,19 @@
 //! any of its subcommands needs. A subcommand this table does not know is
 //! assumed to take `AccessExclusiveLock` and is reported as
 //! [`AlterAction::Unknown`] so a rule can say so. Must not touch anything
-//! but the one statement and the file's [`FileSchema`].
+//! but the one statement and the [`Schema`] model.
 
 use pg_query::protobuf::{
     self, AlterTableCmd, AlterTableStmt, AlterTableType as T, ConstrType, Constraint,
 };
 use pg_query::NodeEnum;
 
-use super::convert::{FileSchema, Summary};
+use super::convert::Summary;
 use super::expr::{self, range_var, strings, type_parts};
 use super::kind::{
     AlterAction, Coercion, ColumnDefault, ConstraintKind, ConstraintSummary, StatementKind,
 };
+use super::schema::Schema;
 use crate::lock::LockMode::{self, *};
 
 /// Storage parameters whose change only needs `ShareUpdateExclusiveLock`
@@ -38,7 +39,7 @@ const LIGHT_RELOPTIONS: &[&str] = &[
     "n_distinct_inherited",
 ];
 
-pub(crate) fn summarize(s: &AlterTableStmt, version: u32, schema: &mut FileSchema) -> Summary {
+pub(crate) fn summarize(s: &AlterTableStmt, version: u32, schema: &mut Schema) -> Summary {
     let table = s.relation.as_ref().map(range_var).unwrap_or_default();
     let mut sum = Summary::new(StatementKind::Other { tag: String::new() });
     let mut actions = Vec::with_capacity(s.cmds.len());
@@ -78,7 +79,7 @@ fn subcommand(
     cmd: &AlterTableCmd,
     table: &str,
     version: u32,
-    schema: &mut FileSchema,
+    schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
     let subtype = T::try_from(cmd.subtype).unwrap_or(T::Undefined);
@@ -127,6 +128,9 @@ fn subcommand(
             if !proven {
                 sum.scan(table);
             }
+            schema
+                .not_null_checks
+                .insert((table.to_string(), column.clone()));
             (AlterAction::SetNotNull { column, proven }, AccessExclusive)
         }
         T::AtColumnDefault => {
@@ -171,7 +175,10 @@ fn subcommand(
                 AccessExclusive,
             )
         }
-        T::AtDropColumn => (AlterAction::DropColumn { column }, AccessExclusive),
+        T::AtDropColumn => {
+            schema.drop_column(table, &column);
+            (AlterAction::DropColumn { column }, AccessExclusive)
+        }
         T::AtAttachPartition => {
             let partition = partition_name(cmd);
             // The new partition is scanned to prove it fits its bound,
@@ -312,7 +319,12 @@ fn subcommand(
             other("SET COMPRESSION", AccessExclusive)
         }
         T::AtDropExpression => other("DROP EXPRESSION", AccessExclusive),
-        T::AtDropNotNull => other("DROP NOT NULL", AccessExclusive),
+        T::AtDropNotNull => {
+            schema
+                .not_null_checks
+                .remove(&(table.to_string(), column.clone()));
+            other("DROP NOT NULL", AccessExclusive)
+        }
         T::AtSetStorage => other("SET STORAGE", AccessExclusive),
         T::AtCookedColumnDefault => other("SET DEFAULT", AccessExclusive),
         T::AtAddIndex | T::AtReAddIndex => other("ADD INDEX", AccessExclusive),
@@ -383,7 +395,7 @@ fn add_column(
     def: &protobuf::ColumnDef,
     table: &str,
     version: u32,
-    schema: &mut FileSchema,
+    schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
     let column = def.colname.clone();
@@ -441,9 +453,11 @@ fn add_column(
     {
         sum.rewrite(table);
     }
-    schema
-        .column_types
-        .insert((table.to_string(), column.clone()), parts);
+    let key = (table.to_string(), column.clone());
+    if not_null {
+        schema.not_null_checks.insert(key.clone());
+    }
+    schema.column_types.insert(key, parts);
     let type_name = def
         .type_name
         .as_ref()
@@ -469,7 +483,7 @@ fn add_constraint(
     c: &Constraint,
     table: &str,
     version: u32,
-    schema: &mut FileSchema,
+    schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
     let summary = constraint_summary(c, &[]);

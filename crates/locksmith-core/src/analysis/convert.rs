@@ -4,38 +4,16 @@
 //! Lock levels follow PostgreSQL's source and documentation ("Explicit
 //! Locking", each command's page); `docs/locks.md` records what `trace`
 //! observed on each version. Must not do I/O or keep state beyond
-//! [`FileSchema`], the little the file itself tells about its own objects.
-
-use std::collections::{HashMap, HashSet};
+//! the [`Schema`] model the statements so far built.
 
 use pg_query::protobuf::{self, ObjectType};
 use pg_query::NodeEnum;
 
 use super::expr::{object_names, range_var, relations_in, strings};
 use super::kind::{RenameTarget, StatementKind, TransactionControl};
+use super::schema::Schema;
 use super::Requirement;
 use crate::lock::LockMode;
-
-/// What the file has said so far about its own objects, so that later
-/// statements can be judged better than from their text alone.
-#[derive(Debug, Default)]
-pub(crate) struct FileSchema {
-    /// (table, column) → type, from `CREATE TABLE` and `ADD COLUMN`.
-    pub column_types: HashMap<(String, String), (String, Vec<i64>)>,
-    /// (table, column) proven not null by a validated `CHECK (col IS NOT NULL)`.
-    pub not_null_checks: HashSet<(String, String)>,
-    /// `CHECK (col IS NOT NULL)` constraints added `NOT VALID`: name → (table, column).
-    pub pending_not_null_checks: HashMap<String, (String, String)>,
-    /// Foreign keys added in this file: constraint name → referenced table.
-    pub foreign_keys: HashMap<String, String>,
-    /// Indexes created in this file: index → table.
-    pub indexes: HashMap<String, String>,
-    /// Materialized views created in this file: view → the relations its query reads.
-    pub matview_sources: HashMap<String, Vec<String>>,
-    /// Domains created in this file → whether they have constraints
-    /// (`CHECK`, `NOT NULL`), which a new column of the domain is checked against.
-    pub domains: HashMap<String, bool>,
-}
 
 /// Locks in first-seen order, the strongest mode kept per relation.
 #[derive(Debug, Default)]
@@ -109,7 +87,7 @@ fn object_type(i: i32) -> ObjectType {
 }
 
 /// Summarises one statement for a server of major version `version`.
-pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileSchema) -> Summary {
+pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schema) -> Summary {
     use LockMode::*;
     let Some(node) = node else {
         return Summary::new(StatementKind::Empty);
@@ -220,10 +198,17 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
                                 super::expr::type_parts(t),
                             );
                         }
+                        let key = (table.clone(), c.colname.clone());
+                        if c.is_not_null {
+                            schema.not_null_checks.insert(key.clone());
+                        }
                         for con in &c.constraints {
                             if let Some(NodeEnum::Constraint(con)) = &con.node {
                                 if let Some(pk) = &con.pktable {
                                     sum.locks.add(range_var(pk), ShareRowExclusive);
+                                }
+                                if declares_not_null(con) {
+                                    schema.not_null_checks.insert(key.clone());
                                 }
                             }
                         }
@@ -231,6 +216,11 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
                     Some(NodeEnum::Constraint(con)) => {
                         if let Some(pk) = &con.pktable {
                             sum.locks.add(range_var(pk), ShareRowExclusive);
+                        }
+                        if con.contype == protobuf::ConstrType::ConstrPrimary as i32 {
+                            for column in strings(&con.keys) {
+                                schema.not_null_checks.insert((table.clone(), column));
+                            }
                         }
                     }
                     Some(NodeEnum::TableLikeClause(l)) => {
@@ -276,7 +266,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             }
             sum
         }
-        NodeEnum::RenameStmt(s) => rename(s),
+        NodeEnum::RenameStmt(s) => rename(s, schema),
         NodeEnum::AlterObjectSchemaStmt(s) => {
             let mut sum = Summary::new(StatementKind::Other {
                 tag: "ALTER … SET SCHEMA".into(),
@@ -554,6 +544,12 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
     }
 }
 
+/// `NOT NULL` or `PRIMARY KEY` on a column: no NULL in it, ever.
+fn declares_not_null(c: &protobuf::Constraint) -> bool {
+    c.contype == protobuf::ConstrType::ConstrNotnull as i32
+        || c.contype == protobuf::ConstrType::ConstrPrimary as i32
+}
+
 fn tag_of(node: &NodeEnum) -> String {
     let debug = format!("{node:?}");
     debug
@@ -621,7 +617,7 @@ fn comment_relation(s: &protobuf::CommentStmt) -> Option<String> {
     }
 }
 
-fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
+fn drop_stmt(s: &protobuf::DropStmt, schema: &mut Schema) -> Summary {
     use LockMode::*;
     let names = object_names(&s.objects);
     let object = match object_type(s.remove_type) {
@@ -665,6 +661,7 @@ fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
         "TABLE" | "VIEW" | "MATERIALIZED VIEW" | "SEQUENCE" | "FOREIGN TABLE" => {
             for n in &names {
                 sum.locks.add(n, AccessExclusive);
+                schema.drop_table(n);
             }
         }
         // DROP TRIGGER/POLICY/RULE name ON table: the table is all but the last name.
@@ -688,7 +685,7 @@ fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
 /// checks every column of the domain, under a `ShareLock` on each table
 /// using it (`get_rels_with_domain`); the tables are known when this file
 /// made them.
-fn alter_domain(s: &protobuf::AlterDomainStmt, schema: &mut FileSchema) -> Summary {
+fn alter_domain(s: &protobuf::AlterDomainStmt, schema: &mut Schema) -> Summary {
     let domain = super::expr::dotted(&s.type_name);
     let constraint = match (
         s.subtype.as_str(),
@@ -738,7 +735,7 @@ fn alter_domain(s: &protobuf::AlterDomainStmt, schema: &mut FileSchema) -> Summa
     sum
 }
 
-fn rename(s: &protobuf::RenameStmt) -> Summary {
+fn rename(s: &protobuf::RenameStmt, schema: &mut Schema) -> Summary {
     use LockMode::*;
     let relation = s.relation.as_ref().map(range_var).unwrap_or_default();
     let (target, mode) = match object_type(s.rename_type) {
@@ -766,6 +763,11 @@ fn rename(s: &protobuf::RenameStmt) -> Summary {
         }
         _ => (RenameTarget::Other, AccessShare),
     };
+    match target {
+        RenameTarget::Column => schema.rename_column(&relation, &s.subname, &s.newname),
+        RenameTarget::Relation => schema.rename_table(&relation, &s.newname),
+        _ => {}
+    }
     let mut sum = Summary::new(StatementKind::Rename {
         target,
         relation: relation.clone(),

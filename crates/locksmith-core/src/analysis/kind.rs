@@ -263,7 +263,8 @@ pub enum AlterAction {
     SetNotNull {
         /// Column name.
         column: String,
-        /// A validated `CHECK (col IS NOT NULL)` earlier in the file proves it: no scan.
+        /// Known to hold no NULL already (declared `NOT NULL` or `PRIMARY KEY`, or a
+        /// validated `CHECK (col IS NOT NULL)`): no scan.
         proven: bool,
     },
     /// `ALTER COLUMN … SET DEFAULT`.

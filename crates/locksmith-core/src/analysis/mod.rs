@@ -11,6 +11,9 @@
 //! - `convert` / `alter_table`: parse node → summary, one place per statement
 //!   family, with the lock each takes taken from PostgreSQL's
 //!   `AlterTableGetLockLevel` and the documentation.
+//! - [`Schema`]: the model the statements so far built (column types,
+//!   proven `NOT NULL`s, indexes, foreign keys, domains), carried from file
+//!   to file so each is judged against the schema it will meet.
 //! - [`transaction`]: the per-file transaction state (explicit `BEGIN`?
 //!   `lock_timeout` set? `AccessExclusiveLock` already held?) that rules read.
 //!
@@ -31,6 +34,7 @@ mod alter_table;
 mod convert;
 mod expr;
 mod kind;
+mod schema;
 pub mod source;
 pub mod transaction;
 
@@ -42,6 +46,7 @@ pub use kind::{
     AlterAction, Coercion, ColumnDefault, ConstraintKind, ConstraintSummary, RenameTarget,
     StatementKind, TransactionControl,
 };
+pub use schema::Schema;
 pub use source::SyntaxError;
 pub use transaction::TransactionState;
 
@@ -138,14 +143,6 @@ pub fn analyze_after(
     analyze_in(&mut schema, sql, pg_version)
 }
 
-/// What the statements analysed so far said about the schema: column types,
-/// validated `IS NOT NULL` checks, indexes, foreign keys, domains. Analysing
-/// a folder of migrations in order through one `Schema` judges each file
-/// against the schema the earlier ones leave (`varchar(50)` → `varchar(100)`
-/// is then known not to rewrite). Pure: nothing but what the SQL said.
-#[derive(Debug, Default)]
-pub struct Schema(convert::FileSchema);
-
 /// Like [`analyze`], reading and extending `schema`. A file with a syntax
 /// error leaves `schema` as it was.
 pub fn analyze_in(
@@ -157,7 +154,7 @@ pub fn analyze_in(
     let parsed = source::parse(sql)?;
     let mut out = Vec::with_capacity(parsed.statements.len());
     for raw in parsed.statements {
-        let summary = convert::summarize(raw.node, version, &mut schema.0);
+        let summary = convert::summarize(raw.node, version, schema);
         out.push(Statement {
             sql: sql[raw.start..raw.end].to_string(),
             offset: raw.start,

@@ -410,4 +410,49 @@ mod tests {
         .unwrap();
         assert_eq!(rules(&third), ["LS101"]);
     }
+
+    #[test]
+    fn the_schema_follows_renames_drops_and_declared_not_nulls() {
+        let options = Options {
+            disabled: [
+                "LS401".to_string(),
+                "LS201".to_string(),
+                "LS202".to_string(),
+            ]
+            .into(),
+            ..Options::default()
+        };
+        let mut schema = Schema::default();
+        lint_in(
+            &mut schema,
+            "CREATE TABLE t (id int PRIMARY KEY, a varchar(10) NOT NULL, b int);",
+            &options,
+        )
+        .unwrap();
+        let later = "ALTER TABLE t RENAME COLUMN a TO c;\n\
+             ALTER TABLE t ALTER COLUMN c SET NOT NULL;\n\
+             ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n\
+             ALTER TABLE t ALTER COLUMN id SET NOT NULL;";
+        assert_eq!(
+            rules(&lint_in(&mut schema.clone(), later, &options).unwrap()),
+            Vec::<&str>::new()
+        );
+        lint_in(
+            &mut schema,
+            "ALTER TABLE t DROP COLUMN a; ALTER TABLE t ADD COLUMN a text;",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            rules(
+                &lint_in(
+                    &mut schema,
+                    "ALTER TABLE t ALTER COLUMN a SET NOT NULL;",
+                    &options
+                )
+                .unwrap()
+            ),
+            ["LS107"]
+        );
+    }
 }
