@@ -151,9 +151,10 @@ pub fn analyze_in(
     pg_version: u32,
 ) -> Result<Vec<Statement>, SyntaxError> {
     let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
-    let parsed = source::parse(sql)?;
-    let mut out = Vec::with_capacity(parsed.statements.len());
-    for raw in parsed.statements {
+    // Nothing of a file with a syntax error is kept, in the schema either.
+    let before = schema.clone();
+    let mut out = Vec::new();
+    let parsed = source::parse_each(sql, |raw| {
         let summary = convert::summarize(raw.node, version, schema);
         out.push(Statement {
             sql: sql[raw.start..raw.end].to_string(),
@@ -167,8 +168,14 @@ pub fn analyze_in(
             requires: summary.requires,
             kind: summary.kind,
         });
+    });
+    match parsed {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            *schema = before;
+            Err(e)
+        }
     }
-    Ok(out)
 }
 
 /// Quotes an identifier for generated SQL when PostgreSQL needs it to be:

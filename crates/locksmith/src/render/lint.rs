@@ -116,7 +116,15 @@ pub fn json(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
             },
         })
         .collect();
-    super::json(out, &json!({ "files": files }))
+    // Serialized straight from the report, not through a `Value` tree: the
+    // output of a 50 MB file is written without a copy of it in memory.
+    #[derive(Serialize)]
+    struct JsonReport<'a> {
+        files: Vec<JsonFile<'a>>,
+    }
+    let mut buffered = io::BufWriter::new(out);
+    super::json(&mut buffered, &JsonReport { files })?;
+    buffered.flush()
 }
 
 /// Every finding with its position, in file order.

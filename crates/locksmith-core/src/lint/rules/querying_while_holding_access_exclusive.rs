@@ -8,11 +8,11 @@ use crate::lock::LockMode;
 declare_rule! {
     /// ## What it does
     /// Flags a statement that reads or writes table rows — a `SELECT` from a
-    /// table, `INSERT … SELECT`, `UPDATE`/`DELETE`/`MERGE`, `COPY`, an index
-    /// build or a validation scan — inside a transaction that already holds
-    /// an `AccessExclusiveLock` on an existing table. (A second
+    /// table, `INSERT … SELECT`, `UPDATE`/`DELETE`/`MERGE`, `COPY`, `VALIDATE
+    /// CONSTRAINT` — inside a transaction that already holds an
+    /// `AccessExclusiveLock` on an existing table. (A second
     /// `AccessExclusiveLock` is LS301's, a whole-table `UPDATE`/`DELETE`
-    /// LS302's.)
+    /// LS302's, an index build LS102's.)
     ///
     /// ## Why is this bad?
     /// The `AccessExclusiveLock` is held until `COMMIT`: every read and write
@@ -82,11 +82,14 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
         StatementKind::Other { tag } if tag == "COPY TO" => reads(ctx),
         _ => None,
     };
+    // A scan under a lock that blocks writes (an index build, a foreign key)
+    // is its own rule's finding already; one that alone blocks no traffic
+    // (`VALIDATE CONSTRAINT`) is this rule's.
     let what = what.or_else(|| {
         s.scans
             .iter()
             .chain(&s.rewrites)
-            .find(|r| existing(r))
+            .find(|r| existing(r) && s.lock_on(r).is_none_or(|m| m < LockMode::Share))
             .map(|r| format!("reading all of `{r}`"))
     });
     let Some(what) = what else {
@@ -132,9 +135,14 @@ mod tests {
             &R::RULE,
             "BEGIN; ALTER TABLE a ADD COLUMN x int; UPDATE a SET x = 1 WHERE id < 1000000;",
         );
-        lint_errors(
+        let v = lint_errors(
             &R::RULE,
-            "BEGIN; ALTER TABLE a ADD COLUMN x int; CREATE INDEX i ON b (y);",
+            "BEGIN; ALTER TABLE a ADD COLUMN x int; ALTER TABLE a VALIDATE CONSTRAINT c;",
+        );
+        assert!(
+            v[0].message.starts_with("reading all of `a`"),
+            "{}",
+            v[0].message
         );
     }
 
@@ -152,7 +160,12 @@ mod tests {
             &R::RULE,
             "BEGIN; CREATE TABLE n (id int); ALTER TABLE n ADD COLUMN x int; SELECT * FROM n;",
         );
-        // A whole-table UPDATE is LS302's; a second AccessExclusiveLock LS301's.
+        // An index build is LS102's, a whole-table UPDATE LS302's, a second
+        // AccessExclusiveLock LS301's.
+        lint_ok(
+            &R::RULE,
+            "BEGIN; ALTER TABLE a ADD COLUMN x int; CREATE INDEX i ON a (x);",
+        );
         lint_ok(
             &R::RULE,
             "BEGIN; ALTER TABLE a ADD COLUMN x int; UPDATE a SET x = 1; ALTER TABLE b ADD COLUMN y int;",
