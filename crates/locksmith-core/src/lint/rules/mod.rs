@@ -4,6 +4,8 @@
 
 pub mod adding_constraint_without_not_valid;
 pub mod adding_domain_constraint;
+pub mod adding_json_column;
+pub mod adding_required_column;
 pub mod adding_serial_column;
 pub mod adding_unique_constraint;
 pub mod adding_volatile_default;
