@@ -390,3 +390,62 @@ async fn live_grading_never_joins_the_lock_queue() {
     assert!(!queue.alter.is_finished());
     drop(queue);
 }
+
+/// `--database-url` fills lint's schema from the catalog: widening a
+/// `varchar` is known not to rewrite, and a column already `NOT NULL` is
+/// known not to be scanned.
+#[tokio::test]
+async fn live_catalog_judges_type_changes() {
+    use locksmith_sandbox::incident::Incident;
+
+    let incident = Incident::stage_shared("lint_catalog").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE lint_catalog (id bigint NOT NULL, name varchar(50), total numeric(10,2))",
+        )
+        .await
+        .unwrap();
+    let sql = "SET lock_timeout = '1s';\n\
+               ALTER TABLE lint_catalog ALTER COLUMN name TYPE varchar(100);\n\
+               ALTER TABLE lint_catalog ALTER COLUMN id SET NOT NULL;\n\
+               ALTER TABLE lint_catalog ALTER COLUMN total TYPE numeric(8,2);\n";
+    let dir = dir_with(&[("m.sql", sql)]);
+    let rules = |live: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_locksmith"));
+        cmd.args(["lint", "--format", "json"]);
+        if live {
+            cmd.args(["--database-url", &incident.url]);
+        }
+        let out = cmd.arg(dir.path().join("m.sql")).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["files"][0]["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["rule"].as_str().unwrap().to_string())
+                    .filter(|r| r != "LS601" && r != "LS602")
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rules(false),
+        [
+            vec![],
+            vec!["LS108".to_string()],
+            vec!["LS107".to_string()],
+            vec!["LS108".to_string()]
+        ]
+    );
+    // Known now: varchar widened (no rewrite), id NOT NULL (no scan), numeric narrowed (rewrite).
+    assert_eq!(
+        rules(true),
+        [vec![], vec![], vec![], vec!["LS108".to_string()]]
+    );
+}

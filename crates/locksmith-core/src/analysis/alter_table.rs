@@ -651,9 +651,13 @@ fn coercion(old: Option<&(String, Vec<i64>)>, new: &(String, Vec<i64>), using: b
         ("varchar" | "text" | "citext", "text") => Coercion::Binary,
         ("varchar" | "text", "varchar") if new_mods.is_empty() => Coercion::Binary,
         ("varchar", "varchar") | ("varbit", "varbit") if widened(0) => Coercion::Binary,
-        // numeric(p, s) → numeric(p', s) with p' ≥ p, or unconstrained numeric.
+        // numeric(p, s) → numeric(p', s) with p' ≥ p, or unconstrained numeric
+        // (a missing scale is 0: `numeric(10)` is `numeric(10,0)`).
         ("numeric", "numeric")
-            if new_mods.is_empty() || (widened(0) && old_mods.get(1) == new_mods.get(1)) =>
+            if new_mods.is_empty()
+                || (widened(0)
+                    && !old_mods.is_empty()
+                    && old_mods.get(1).unwrap_or(&0) == new_mods.get(1).unwrap_or(&0)) =>
         {
             Coercion::Binary
         }

@@ -37,6 +37,32 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// Learns a column as a live server's catalog has it (`lint
+    /// --database-url`): its type as `pg_type.typname` spells it (`varchar`,
+    /// `int4`, a domain's name), its modifiers (`[50]` for `varchar(50)`,
+    /// `[10, 2]` for `numeric(10,2)`), and whether it is `NOT NULL`.
+    pub fn learn_column(
+        &mut self,
+        table: &str,
+        column: &str,
+        type_name: &str,
+        modifiers: Vec<i64>,
+        not_null: bool,
+    ) {
+        let key = (table.to_string(), column.to_string());
+        if not_null {
+            self.not_null_checks.insert(key.clone());
+        }
+        self.column_types
+            .insert(key, (type_name.to_string(), modifiers));
+    }
+
+    /// Learns a domain from a live server's catalog, and whether it has
+    /// constraints (`CHECK`, `NOT NULL`).
+    pub fn learn_domain(&mut self, name: &str, constrained: bool) {
+        self.domains.insert(name.to_string(), constrained);
+    }
+
     /// Forgets a dropped table (or view) and everything on it.
     pub(crate) fn drop_table(&mut self, table: &str) {
         self.column_types.retain(|(t, _), _| t != table);

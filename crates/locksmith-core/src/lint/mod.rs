@@ -412,6 +412,26 @@ mod tests {
     }
 
     #[test]
+    fn a_live_catalog_fills_the_schema() {
+        let options = Options {
+            disabled: ["LS401".to_string()].into(),
+            ..Options::default()
+        };
+        let sql = "ALTER TABLE users ALTER COLUMN email TYPE varchar(100);\n\
+             ALTER TABLE users ALTER COLUMN id SET NOT NULL;\n\
+             ALTER TABLE users ADD COLUMN price positive;";
+        assert_eq!(rules(&lint(sql, &options).unwrap()), ["LS108", "LS107"]);
+        let mut schema = Schema::default();
+        schema.learn_column("users", "email", "varchar", vec![50], false);
+        schema.learn_column("users", "id", "int8", vec![], true);
+        schema.learn_domain("positive", true);
+        assert_eq!(
+            rules(&lint_in(&mut schema, sql, &options).unwrap()),
+            ["LS111"]
+        );
+    }
+
+    #[test]
     fn the_schema_follows_renames_drops_and_declared_not_nulls() {
         let options = Options {
             disabled: [

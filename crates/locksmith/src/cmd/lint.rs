@@ -8,7 +8,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use locksmith_core::analysis::Schema;
+use locksmith_core::analysis::{analyze, Schema};
 use locksmith_core::lint::live::{self, Blocking};
 use locksmith_core::lint::{lint_in, Config, Severity};
 use locksmith_pg::guard::look;
@@ -26,8 +26,23 @@ pub async fn run(args: LintArgs) -> CmdResult {
     let options = config.options(args.pg_version);
     let inputs = read_inputs(&args.paths)?;
     // Files in order through one schema: each is judged against what the
-    // earlier ones left.
+    // earlier ones left — and, with a live server, against its catalog.
     let mut schema = Schema::default();
+    let client = match &args.database_url {
+        Some(url) => Some(live_session(url).await?),
+        None => None,
+    };
+    if let Some(client) = &client {
+        let names: Vec<String> = inputs
+            .iter()
+            .filter_map(|(_, text)| analyze(text, options.pg_version).ok())
+            .flatten()
+            .flat_map(|s| s.locks.into_iter().map(|l| l.relation))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        locksmith_pg::tables::learn_schema(client, &names, &mut schema).await?;
+    }
     let mut files: Vec<LintedFile> = inputs
         .into_iter()
         .map(|(path, text)| {
@@ -40,8 +55,8 @@ pub async fn run(args: LintArgs) -> CmdResult {
             }
         })
         .collect();
-    if let Some(url) = &args.database_url {
-        grade_live(url, &mut files, &options).await?;
+    if let Some(client) = &client {
+        grade_live(client, &mut files, &options).await?;
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -57,14 +72,10 @@ pub async fn run(args: LintArgs) -> CmdResult {
     Ok(outcome(&files))
 }
 
-/// `--database-url`: adds the findings only a live server can give (table
-/// sizes, sessions in the way now). Reads the catalog, read-only and under
-/// a short `lock_timeout`, so it never queues behind the locks it reports.
-async fn grade_live(
-    url: &str,
-    files: &mut [LintedFile],
-    options: &locksmith_core::lint::Options,
-) -> Result<(), Failure> {
+/// `--database-url`: a read-only session whose every catalog read gives up
+/// after a short `lock_timeout`, so lint never queues behind the locks it
+/// reports.
+async fn live_session(url: &str) -> Result<tokio_postgres::Client, Failure> {
     let settings = super::settings(&ConnectionArgs {
         database_url: Some(url.to_string()),
     })?
@@ -77,6 +88,16 @@ async fn grade_live(
         ))
         .await
         .map_err(|e| Failure::other(miette!("preparing the read-only session: {e}")))?;
+    Ok(client)
+}
+
+/// Adds the findings only a live server can give (table sizes, sessions in
+/// the way now). Reads the catalog; changes nothing.
+async fn grade_live(
+    client: &tokio_postgres::Client,
+    files: &mut [LintedFile],
+    options: &locksmith_core::lint::Options,
+) -> Result<(), Failure> {
     for file in files.iter_mut() {
         let Ok(report) = file.result.as_mut() else {
             continue;
@@ -95,9 +116,9 @@ async fn grade_live(
             .collect();
         names.sort();
         names.dedup();
-        let facts = locksmith_pg::tables::facts(&client, &names).await?;
+        let facts = locksmith_pg::tables::facts(client, &names).await?;
         for stmt in &mut report.statements {
-            let holders = look::holders(&client, &stmt.statement.locks).await?;
+            let holders = look::holders(client, &stmt.statement.locks).await?;
             let blocking = holders.first().map(|h| Blocking {
                 sessions: holders.len(),
                 first: h.label(),

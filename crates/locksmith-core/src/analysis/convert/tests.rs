@@ -145,6 +145,8 @@ fn lock_model_per_statement() {
         ("ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'", ""),
         ("SELECT set_config('lock_timeout', '2s', false)", ""),
         ("ALTER TABLE t VALIDATE CONSTRAINT c, ADD COLUMN d int", "t:AccessExclusive scans=t"),
+        ("CREATE TABLE t (a numeric(10)); ALTER TABLE t ALTER COLUMN a TYPE numeric(12,0)", "t:AccessExclusive"),
+        ("CREATE TABLE t (a numeric(10,2)); ALTER TABLE t ALTER COLUMN a TYPE numeric(12)", "t:AccessExclusive rewrites=t"),
     ];
     let mut failures = Vec::new();
     for (sql, want) in cases {
