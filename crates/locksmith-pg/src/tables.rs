@@ -20,6 +20,19 @@ use crate::Error;
 /// How long reading a table's size may wait for its lock before the size is "unknown".
 pub const SIZE_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Makes `client`'s session fit for linting a live server: read-only, and
+/// every lock it would need given up after [`SIZE_LOCK_TIMEOUT`], so no
+/// catalog read ever joins a lock queue.
+pub async fn prepare_session(client: &Client) -> Result<(), Error> {
+    client
+        .batch_execute(&format!(
+            "SET default_transaction_read_only = on; SET lock_timeout = '{}ms'",
+            SIZE_LOCK_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::query("preparing a read-only session", e))
+}
+
 /// Rows (estimate) and size of each named relation that exists, keyed by the name as given.
 pub async fn facts(
     client: &Client,

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::analysis::Statement;
 use crate::duration::human;
 use crate::lint::{Finding, LintedStatement, Options, Severity};
 use crate::lock::LockMode;
@@ -39,6 +40,22 @@ pub struct Blocking {
     pub sessions: usize,
     /// One line naming the first of them, e.g. `pid 42 app@10.0.0.5 idle 41s`.
     pub first: String,
+}
+
+/// Every relation the statements lock, rewrite or scan, sorted, once each:
+/// what to ask the live server about.
+pub fn relations<'a>(statements: impl IntoIterator<Item = &'a Statement>) -> Vec<String> {
+    let names: std::collections::BTreeSet<&str> = statements
+        .into_iter()
+        .flat_map(|s| {
+            s.locks
+                .iter()
+                .map(|l| l.relation.as_str())
+                .chain(s.rewrites.iter().map(String::as_str))
+                .chain(s.scans.iter().map(String::as_str))
+        })
+        .collect();
+    names.into_iter().map(str::to_string).collect()
 }
 
 /// Conservative sequential rates for a cloud disk under load: reading for a

@@ -33,14 +33,12 @@ pub async fn run(args: LintArgs) -> CmdResult {
         None => None,
     };
     if let Some(client) = &client {
-        let names: Vec<String> = inputs
+        let statements: Vec<_> = inputs
             .iter()
             .filter_map(|(_, text)| analyze(text, options.pg_version).ok())
             .flatten()
-            .flat_map(|s| s.locks.into_iter().map(|l| l.relation))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
             .collect();
+        let names = live::relations(&statements);
         locksmith_pg::tables::learn_schema(client, &names, &mut schema).await?;
     }
     let mut files: Vec<LintedFile> = inputs
@@ -81,13 +79,7 @@ async fn live_session(url: &str) -> Result<tokio_postgres::Client, Failure> {
     })?
     .with_application_name("locksmith lint");
     let client = super::connect(&settings).await?;
-    client
-        .batch_execute(&format!(
-            "SET default_transaction_read_only = on; SET lock_timeout = '{}ms'",
-            locksmith_pg::tables::SIZE_LOCK_TIMEOUT.as_millis()
-        ))
-        .await
-        .map_err(|e| Failure::other(miette!("preparing the read-only session: {e}")))?;
+    locksmith_pg::tables::prepare_session(&client).await?;
     Ok(client)
 }
 
@@ -102,20 +94,7 @@ async fn grade_live(
         let Ok(report) = file.result.as_mut() else {
             continue;
         };
-        let mut names: Vec<String> = report
-            .statements
-            .iter()
-            .flat_map(|s| {
-                s.statement
-                    .locks
-                    .iter()
-                    .map(|l| l.relation.clone())
-                    .chain(s.statement.rewrites.iter().cloned())
-                    .chain(s.statement.scans.iter().cloned())
-            })
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = live::relations(report.statements.iter().map(|s| &s.statement));
         let facts = locksmith_pg::tables::facts(client, &names).await?;
         for stmt in &mut report.statements {
             let holders = look::holders(client, &stmt.statement.locks).await?;
