@@ -486,7 +486,33 @@ fn add_constraint(
     schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
-    let summary = constraint_summary(c, &[]);
+    let mut summary = constraint_summary(c, &[]);
+    if summary.kind == ConstraintKind::PrimaryKey {
+        // ADD PRIMARY KEY sets NOT NULL on its columns: a scan unless proven.
+        if let Some(index) = &summary.using_index {
+            if let Some(columns) = schema.index_columns.get(index) {
+                summary.columns = columns.clone();
+            }
+        }
+        summary.unproven_not_null = summary
+            .columns
+            .iter()
+            .filter(|col| {
+                !schema
+                    .not_null_checks
+                    .contains(&(table.to_string(), col.to_string()))
+            })
+            .cloned()
+            .collect();
+        if summary.using_index.is_some() && !summary.unproven_not_null.is_empty() {
+            sum.scan(table);
+        }
+        for col in &summary.columns {
+            schema
+                .not_null_checks
+                .insert((table.to_string(), col.clone()));
+        }
+    }
     if summary.kind == ConstraintKind::NotNull {
         sum.require(version, 18, "ADD CONSTRAINT … NOT NULL");
     }
@@ -576,6 +602,7 @@ pub(crate) fn constraint_summary(c: &Constraint, column: &[String]) -> Constrain
         not_valid: c.skip_validation
             || !c.is_enforced && matches!(kind, ConstraintKind::Check | ConstraintKind::ForeignKey),
         using_index: (!c.indexname.is_empty()).then(|| c.indexname.clone()),
+        unproven_not_null: Vec::new(),
         definition: definition(c),
     }
 }

@@ -114,6 +114,18 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schem
             sum.scan(&table);
             sum.transactional = !s.concurrent;
             if !s.idxname.is_empty() {
+                let columns: Vec<String> = s
+                    .index_params
+                    .iter()
+                    .filter_map(|p| match &p.node {
+                        Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                // An expression column cannot back a constraint: keep plain ones only.
+                if columns.len() == s.index_params.len() {
+                    schema.index_columns.insert(s.idxname.clone(), columns);
+                }
                 schema.indexes.insert(s.idxname.clone(), table);
             }
             sum

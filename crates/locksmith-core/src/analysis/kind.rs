@@ -376,6 +376,11 @@ pub struct ConstraintSummary {
     pub not_valid: bool,
     /// `USING INDEX name`: adopts an existing index.
     pub using_index: Option<String>,
+    /// For a `PRIMARY KEY`: its columns not known to be `NOT NULL`, which
+    /// PostgreSQL makes `NOT NULL` by scanning the table (all of them when
+    /// the table's columns are unknown; none when a `USING INDEX` names an
+    /// index whose columns are unknown).
+    pub unproven_not_null: Vec<String>,
     /// The constraint's definition as SQL without its name, e.g.
     /// `FOREIGN KEY (a) REFERENCES b (id)`; empty if it could not be rendered.
     pub definition: String,

@@ -29,6 +29,8 @@ pub struct Schema {
     pub(crate) foreign_keys: HashMap<String, String>,
     /// Indexes: index → table.
     pub(crate) indexes: HashMap<String, String>,
+    /// Indexes on plain columns: index → its columns, in order.
+    pub(crate) index_columns: HashMap<String, Vec<String>>,
     /// Materialized views → the relations their query reads.
     pub(crate) matview_sources: HashMap<String, Vec<String>>,
     /// Domains → whether they have constraints (`CHECK`, `NOT NULL`), which
@@ -69,6 +71,8 @@ impl Schema {
         self.not_null_checks.retain(|(t, _)| t != table);
         self.pending_not_null_checks.retain(|_, (t, _)| t != table);
         self.indexes.retain(|_, t| t != table);
+        let indexes = &self.indexes;
+        self.index_columns.retain(|i, _| indexes.contains_key(i));
         self.matview_sources.remove(table);
     }
 

@@ -96,6 +96,7 @@ pub(super) fn alter_domain(s: &protobuf::AlterDomainStmt, schema: &mut Schema) -
             references: None,
             not_valid: false,
             using_index: None,
+            unproven_not_null: Vec::new(),
             definition: "NOT NULL".into(),
         }),
         _ => None,

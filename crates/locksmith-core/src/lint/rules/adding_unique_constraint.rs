@@ -111,10 +111,18 @@ fn fix(table: &str, c: &ConstraintSummary, word: &str, action: &AlterAction) -> 
         );
     }
     sql += &format!(
-        "CREATE UNIQUE INDEX CONCURRENTLY {name} ON {} ({});\nALTER TABLE {} ADD CONSTRAINT {name} {word} USING INDEX {name};",
+        "CREATE UNIQUE INDEX CONCURRENTLY {name} ON {} ({});\n",
         q(table),
         cols(&c.columns),
-        q(table)
+    );
+    // A primary key sets NOT NULL on its columns: proven first, it scans nothing.
+    sql += &super::setting_not_null::proven_first(
+        table,
+        &c.unproven_not_null,
+        &format!(
+            "ALTER TABLE {} ADD CONSTRAINT {name} {word} USING INDEX {name};",
+            q(table)
+        ),
     );
     Some(sql)
 }
@@ -141,10 +149,17 @@ mod tests {
     #[test]
     fn primary_key_and_unnamed_constraints() {
         let v = lint_errors(&R::RULE, "ALTER TABLE app.users ADD PRIMARY KEY (id)");
-        assert_eq!(
-            v[0].fix.as_deref(),
-            Some("CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);\nALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;")
-        );
+        insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
+        CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);
+        ALTER TABLE app.users ADD CONSTRAINT users_id_not_null CHECK (id IS NOT NULL) NOT VALID;
+        ALTER TABLE app.users VALIDATE CONSTRAINT users_id_not_null;
+        ALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
+        ALTER TABLE app.users DROP CONSTRAINT users_id_not_null;
+        ");
+        // The fix itself is clean, for this rule and for SET NOT NULL's.
+        let fix = v[0].fix.clone().unwrap();
+        lint_ok(&R::RULE, &fix);
+        lint_ok(&super::super::setting_not_null::SettingNotNull::RULE, &fix);
         let v = lint_errors(&R::RULE, "ALTER TABLE users ADD UNIQUE (email)");
         assert!(v[0]
             .fix
