@@ -7,9 +7,12 @@ declare_rule! {
     /// ## What it does
     /// Flags a statement that takes a lock blocking writes or reads (`ShareLock`
     /// or stronger) on an existing table when no `lock_timeout` was set
-    /// earlier in the file — once per file, at the first such statement.
-    /// Turn it off when migrations always run under
-    /// `locksmith apply` or `locksmith run`, which set one.
+    /// earlier in the file (`SET`, `SET LOCAL` or `set_config`) — once per
+    /// file, at the first such statement. Relations created earlier in the
+    /// file and the concurrent forms whose locks no query waits for (`DROP
+    /// INDEX CONCURRENTLY`, `DETACH PARTITION … CONCURRENTLY`, `REFRESH …
+    /// CONCURRENTLY`) are not counted. Turn it off when migrations always run
+    /// under `locksmith apply` or `locksmith run`, which set one.
     ///
     /// ## Why is this bad?
     /// A lock request waits behind every transaction holding a conflicting
