@@ -266,6 +266,14 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schem
             }
             sum
         }
+        NodeEnum::CreateSeqStmt(s) => {
+            let sequence = s.sequence.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::CreateSequence {
+                sequence: sequence.clone(),
+            });
+            sum.locks.add(&sequence, AccessExclusive);
+            sum
+        }
         NodeEnum::ViewStmt(s) => {
             let view = s.view.as_ref().map(range_var).unwrap_or_default();
             let mut sum = Summary::new(StatementKind::CreateView {

@@ -47,6 +47,11 @@ pub enum StatementKind {
         /// The new table.
         table: String,
     },
+    /// `CREATE SEQUENCE`.
+    CreateSequence {
+        /// The new sequence.
+        sequence: String,
+    },
     /// `CREATE [OR REPLACE] VIEW`.
     CreateView {
         /// The view.
@@ -156,6 +161,7 @@ impl StatementKind {
     pub fn creates(&self) -> Option<&str> {
         match self {
             StatementKind::CreateTable { table } => Some(table),
+            StatementKind::CreateSequence { sequence } => Some(sequence),
             StatementKind::CreateIndex { name, .. } => name.as_deref(),
             StatementKind::CreateView {
                 view,

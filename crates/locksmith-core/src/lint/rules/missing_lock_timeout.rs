@@ -126,6 +126,11 @@ mod tests {
             "CREATE TABLE t (id int); CREATE VIEW v AS SELECT id FROM t; ALTER VIEW v RENAME TO w",
         );
         lint_errors(&R::RULE, "CREATE OR REPLACE VIEW v AS SELECT id FROM users");
+        lint_ok(
+            &R::RULE,
+            "CREATE SEQUENCE s; ALTER SEQUENCE s RESTART 100; ALTER TABLE s OWNER TO app",
+        );
+        lint_errors(&R::RULE, "ALTER SEQUENCE s RESTART 100");
         lint_ok(&R::RULE, "DROP INDEX CONCURRENTLY users_email_idx");
         lint_ok(&R::RULE, "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY");
         lint_ok(&R::RULE, "REFRESH MATERIALIZED VIEW CONCURRENTLY mv");
