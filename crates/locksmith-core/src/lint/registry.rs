@@ -28,6 +28,7 @@ pub static RULES: &[Rule] = &[
     holding_access_exclusive_across_statements::HoldingAccessExclusiveAcrossStatements::RULE,
     updating_whole_table::UpdatingWholeTable::RULE,
     querying_while_holding_access_exclusive::QueryingWhileHoldingAccessExclusive::RULE,
+    nesting_transactions::NestingTransactions::RULE,
     missing_lock_timeout::MissingLockTimeout::RULE,
     requiring_newer_postgres::RequiringNewerPostgres::RULE,
     holding_lock_on_large_table::HoldingLockOnLargeTable::RULE,

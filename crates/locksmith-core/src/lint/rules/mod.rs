@@ -19,6 +19,7 @@ pub mod holding_lock_on_large_table;
 pub mod lock_model_mismatch;
 pub mod locking_table_maintenance;
 pub mod missing_lock_timeout;
+pub mod nesting_transactions;
 pub mod querying_while_holding_access_exclusive;
 pub mod queueing_behind_open_transactions;
 pub mod refreshing_matview_without_concurrently;
