@@ -36,23 +36,34 @@ cargo build --release -p locksmith >&2
 
 # Best of three wall-clock runs, in seconds; a run over $limit seconds is
 # stopped and reported as ">limit" (squawk slows down faster than its input grows).
+# Also the largest peak resident memory of the runs, in MB, measured by GNU
+# time (`/usr/bin/time`) when it is installed: prints "SECONDS PEAK_MB" ("-"
+# when unmeasured).
 limit=${BENCH_TIMEOUT:-120}
+rss_file=$out/rss.txt
 best() {
-  local best=""
+  local best="" peak="-"
   for _ in 1 2 3; do
     local t0 t1
     local rc=0
     t0=$(date +%s.%N)
-    timeout "$limit" "$@" >/dev/null 2>&1 || rc=$?
+    if [[ -x /usr/bin/time ]]; then
+      timeout "$limit" /usr/bin/time -f %M -o "$rss_file" "$@" >/dev/null 2>&1 || rc=$?
+    else
+      timeout "$limit" "$@" >/dev/null 2>&1 || rc=$?
+    fi
     t1=$(date +%s.%N)
     # Linters exit non-zero on findings; only timeout's own 124 means "stopped".
     if [[ $rc == 124 ]]; then
-      echo ">$limit"
+      echo ">$limit $peak"
       return
+    fi
+    if [[ -x /usr/bin/time && -s $rss_file ]]; then
+      peak=$(python3 -c "import sys; kb=int(open('$rss_file').read().split()[-1]); p='$peak'; print(round(max(kb / 1024, 0 if p == '-' else float(p))))")
     fi
     best=$(python3 -c "a='$best'; t=$t1-$t0; print(t if not a else min(float(a), t))")
   done
-  echo "$best"
+  echo "$best $peak"
 }
 
 small=$out/corpus-10k.sql
@@ -62,22 +73,23 @@ small_n=$(python3 -c "import sys; print(sum(1 for l in open('$small') if l.rstri
 target_dir=${CARGO_TARGET_DIR:-target}
 declare -a rows
 locksmith_rate=""
-row() { # name version corpus-label statements seconds
-  local rate ratio
-  if [[ $5 == ">"* ]]; then
-    rows+=("| $1 | $2 | $3 | $5 (stopped) | < $(python3 -c "print(round($4 / ${5#>}))") | |")
+row() { # name version corpus-label statements "seconds peak_mb"
+  local rate ratio secs peak
+  read -r secs peak <<<"$5"
+  if [[ $secs == ">"* ]]; then
+    rows+=("| $1 | $2 | $3 | $secs (stopped) | < $(python3 -c "print(round($4 / ${secs#>}))") | $peak | |")
     return
   fi
-  rate=$(python3 -c "print(round($4 / $5))")
+  rate=$(python3 -c "print(round($4 / $secs))")
   ratio=""
   [[ -n $locksmith_rate && $1 != locksmith ]] && ratio=$(python3 -c "print(f'{$locksmith_rate / $rate:.1f}× slower' if $rate < $locksmith_rate else f'{$rate / $locksmith_rate:.1f}× faster')")
-  rows+=("| $1 | $2 | $3 | $(printf %.2f "$5") | $rate | $ratio |")
+  rows+=("| $1 | $2 | $3 | $(printf %.2f "$secs") | $rate | $peak | $ratio |")
 }
 ls_version="$("$target_dir/release/locksmith" --version | awk '{print $2}') (release)"
 for c in "$corpus:$n statements:$n" "$small:first 10 000 lines:$small_n"; do
   IFS=: read -r file label count <<<"$c"
   t=$(best "$target_dir/release/locksmith" lint --format json "$file")
-  locksmith_rate=$(python3 -c "print(round($count / $t))")
+  locksmith_rate=$(python3 -c "print(round($count / ${t%% *}))")
   row locksmith "$ls_version" "$label" "$count" "$t"
   if [[ -x $out/venv/bin/squawk ]]; then
     row squawk "$("$out/venv/bin/squawk" --version 2>&1 | awk '{print $NF}')" "$label" "$count" "$(best "$out/venv/bin/squawk" "$file")"
@@ -95,11 +107,12 @@ PyPI and eugene from crates.io under \`target/bench/\`): one file of $n statemen
 conformance catalogue (\`crates/locksmith-pg/tests/conformance/catalogue.sql\`: DDL, DML,
 \`CONCURRENTLY\`, maintenance), and its first 10 000 lines. Each tool runs three times, best
 wall-clock time kept (process start and file read included); a run over ${limit} s is stopped.
+Peak RSS is the largest maximum resident set size of the three runs (GNU \`time -f %M\`; "-" without it).
 \`locksmith lint --format json\`, \`squawk FILE\`, \`eugene lint FILE\`.
 Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB.
 
-| tool | version | corpus | seconds | statements/s | vs locksmith (same corpus size) |
-|---|---|---|---|---|---|
+| tool | version | corpus | seconds | statements/s | peak RSS (MB) | vs locksmith (same corpus size) |
+|---|---|---|---|---|---|---|
 $(printf '%s\n' "${rows[@]}")
 MD
 )

@@ -5,6 +5,7 @@
 //! - [`analysis`]: SQL text → per-statement summary (locks, rewrites, scans,
 //!   transaction requirements). The only module that knows `pg_query`.
 //! - [`lint`]: rules over that summary, one file each, with their docs.
+//! - [`severity`]: the one severity scale of every finding.
 //! - [`duration`]: the one duration syntax used by every flag.
 //! - [`source`]: migration folders of every popular layout → ordered
 //!   migrations, each with its up SQL only, directives and checksum.
@@ -30,4 +31,7 @@ pub mod lock;
 pub mod online;
 pub mod quote;
 pub mod server_log;
+pub mod severity;
 pub mod source;
+
+pub use severity::Severity;

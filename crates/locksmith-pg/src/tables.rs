@@ -1,12 +1,37 @@
-//! Table sizes from the catalog, for `lint --database-url`: how big is each
-//! table a migration rewrites or scans. Reads only `pg_class`; takes no lock.
+//! The catalog facts `lint --database-url` judges a migration with: the
+//! columns, types and domains of the tables it names (so a type change is
+//! known to rewrite or not), and how big each table it rewrites or scans is.
+//!
+//! Linting must never join the lock queue it warns about: `pg_table_size`
+//! opens the table (`AccessShareLock`), which waits behind a pending
+//! `ALTER TABLE` — so each size is read in a read-only transaction under a
+//! short `lock_timeout`, and one that would wait is reported as unknown.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use locksmith_core::analysis::Schema;
 use locksmith_core::lint::live::TableFacts;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::Error;
+
+/// How long reading a table's size may wait for its lock before the size is "unknown".
+pub const SIZE_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Makes `client`'s session fit for linting a live server: read-only, and
+/// every lock it would need given up after [`SIZE_LOCK_TIMEOUT`], so no
+/// catalog read ever joins a lock queue.
+pub async fn prepare_session(client: &Client) -> Result<(), Error> {
+    client
+        .batch_execute(&format!(
+            "SET default_transaction_read_only = on; SET lock_timeout = '{}ms'",
+            SIZE_LOCK_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::query("preparing a read-only session", e))
+}
 
 /// Rows (estimate) and size of each named relation that exists, keyed by the name as given.
 pub async fn facts(
@@ -16,26 +41,152 @@ pub async fn facts(
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
-    // Planner row estimate and on-disk size (heap, TOAST, FSM) per name, as the search_path resolves it.
+    // Planner row estimate and oid per name, as the search_path resolves it (reads pg_class only, no lock).
     let rows = client
         .query(
-            "SELECT n.name, c.reltuples::bigint, pg_table_size(c.oid)
+            "SELECT n.name, c.oid, c.reltuples::bigint
              FROM unnest($1::text[]) AS n(name)
              JOIN pg_class c ON c.oid = to_regclass(n.name)",
             &[&names],
         )
         .await
-        .map_err(|e| Error::query("reading table sizes", e))?;
+        .map_err(|e| Error::query("reading table row estimates", e))?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let bytes = size(client, r.get(1)).await?;
+        out.insert(
+            r.get(0),
+            TableFacts {
+                rows: r.get(2),
+                bytes,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// `pg_table_size` of one table, or `None` when its lock is not granted
+/// within [`SIZE_LOCK_TIMEOUT`].
+async fn size(client: &Client, oid: u32) -> Result<Option<i64>, Error> {
+    let context = "reading a table's size";
+    client
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL lock_timeout = '{}ms'",
+            SIZE_LOCK_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::query(context, e))?;
+    // Heap, TOAST and free-space map of the table.
+    let result = client
+        .query_one("SELECT pg_table_size($1::oid::regclass)", &[&oid])
+        .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client
+        .batch_execute(end)
+        .await
+        .map_err(|e| Error::query(context, e))?;
+    match result {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(None),
+        Err(e) => Err(Error::query(context, e)),
+    }
+}
+
+/// Teaches `schema` what the catalog says about the named relations'
+/// columns (types, `NOT NULL`) and about the database's domains.
+pub async fn learn_schema(
+    client: &Client,
+    names: &[String],
+    schema: &mut Schema,
+) -> Result<(), Error> {
+    for c in columns(client, names).await? {
+        schema.learn_column(&c.table, &c.column, &c.type_name, c.modifiers, c.not_null);
+    }
+    for (name, constrained) in domains(client).await? {
+        schema.learn_domain(&name, constrained);
+    }
+    Ok(())
+}
+
+/// One column as the catalog has it.
+struct LiveColumn {
+    table: String,
+    column: String,
+    type_name: String,
+    modifiers: Vec<i64>,
+    not_null: bool,
+}
+
+async fn columns(client: &Client, names: &[String]) -> Result<Vec<LiveColumn>, Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each named relation's live columns: type name, type modifier, NOT NULL (catalog rows only, no lock).
+    let rows = client
+        .query(
+            "SELECT n.name, a.attname::text, t.typname::text, a.atttypmod, a.attnotnull
+             FROM unnest($1::text[]) AS n(name)
+             JOIN pg_attribute a ON a.attrelid = to_regclass(n.name)
+             JOIN pg_type t ON t.oid = a.atttypid
+             WHERE a.attnum > 0 AND NOT a.attisdropped",
+            &[&names],
+        )
+        .await
+        .map_err(|e| Error::query("reading column types", e))?;
     Ok(rows
         .iter()
         .map(|r| {
-            (
-                r.get(0),
-                TableFacts {
-                    rows: r.get(1),
-                    bytes: r.get(2),
-                },
-            )
+            let type_name: String = r.get(2);
+            LiveColumn {
+                table: r.get(0),
+                column: r.get(1),
+                modifiers: modifiers(&type_name, r.get(3)),
+                type_name,
+                not_null: r.get(4),
+            }
         })
         .collect())
+}
+
+async fn domains(client: &Client) -> Result<Vec<(String, bool)>, Error> {
+    // Every user domain, and whether it has a CHECK or NOT NULL constraint.
+    let rows = client
+        .query(
+            "SELECT t.typname::text,
+                    t.typnotnull OR EXISTS (SELECT 1 FROM pg_constraint c WHERE c.contypid = t.oid)
+             FROM pg_type t
+             WHERE t.typtype = 'd'
+               AND t.typnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("reading domains", e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// `atttypmod` as the modifiers written in SQL: `varchar(50)` is stored as
+/// 54, `numeric(10,2)` as `(10 << 16 | 2) + 4`; -1 means none.
+fn modifiers(type_name: &str, typmod: i32) -> Vec<i64> {
+    if typmod < 0 {
+        return Vec::new();
+    }
+    let typmod = i64::from(typmod);
+    match type_name {
+        "varchar" | "bpchar" => vec![typmod - 4],
+        "numeric" => vec![(typmod - 4) >> 16, (typmod - 4) & 0xffff],
+        _ => vec![typmod],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::modifiers;
+
+    #[test]
+    fn typmods_become_sql_modifiers() {
+        assert_eq!(modifiers("varchar", 54), [50]);
+        assert_eq!(modifiers("numeric", (10 << 16 | 2) + 4), [10, 2]);
+        assert_eq!(modifiers("text", -1), Vec::<i64>::new());
+        assert_eq!(modifiers("timestamptz", 3), [3]);
+    }
 }

@@ -184,6 +184,54 @@ fn sarif_2_1_0() {
         result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
         "m.sql"
     );
+    assert!(
+        !v.to_string().contains("example.invalid"),
+        "no placeholder address"
+    );
+    assert_eq!(
+        run["tool"]["driver"]["properties"]["documentation"],
+        "docs/rules.md"
+    );
+    // Every finding id has its rule, with its name (LS601 and trace's too).
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    for id in ["LS105", "LS601", "LS602", "LS950"] {
+        assert!(
+            rules.iter().any(|r| r["id"] == id && r["name"].is_string()),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn sarif_artifact_uris_are_valid_for_stdin_and_odd_paths() {
+    let dir = dir_with(&[("my migrations/1 a.sql", INCIDENT)]);
+    let out = locksmith(
+        &["lint", "--format", "sarif", "my migrations/1 a.sql", "-"],
+        dir.path(),
+        Some(INCIDENT),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uris: Vec<String> = v["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        uris.contains(&"my%20migrations/1%20a.sql".to_string()),
+        "{uris:?}"
+    );
+    assert!(uris.contains(&"stdin".to_string()), "{uris:?}");
+    // RFC 3986: no spaces, angle brackets or backslashes in a URI reference.
+    assert!(
+        uris.iter().all(|u| !u.contains([' ', '<', '>', '\\'])),
+        "{uris:?}"
+    );
 }
 
 #[test]
@@ -294,4 +342,110 @@ async fn live_grading_names_size_and_current_blockers() {
     assert!(!String::from_utf8_lossy(&out.stdout)
         .contains(locksmith_sandbox::cluster::SUPERUSER_PASSWORD));
     drop(leaked);
+}
+
+/// `--database-url` during the incident: the ALTER is queued behind an idle
+/// transaction, so opening the table for its size would queue too. Lint
+/// reads the catalog under a short lock_timeout and says "size unknown"
+/// instead of hanging.
+#[tokio::test]
+async fn live_grading_never_joins_the_lock_queue() {
+    use locksmith_sandbox::incident::{Incident, MIGRATION};
+    use locksmith_sandbox::queue::Queue;
+
+    let incident = Incident::stage_shared("lint_queue").await.unwrap();
+    let queue = Queue::form(&incident, 1, 0).await.unwrap();
+    let dir = dir_with(&[("m.sql", &format!("{MIGRATION};\n"))]);
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["lint", "--format", "json", "--database-url", &incident.url])
+        .arg(dir.path().join("m.sql"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "lint took {took:?}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["files"][0]["statements"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let size = findings
+        .iter()
+        .find(|f| f["rule"] == "LS601")
+        .expect("a size finding");
+    assert!(
+        size["message"].as_str().unwrap().contains("size unknown"),
+        "{size}"
+    );
+    // The ALTER is still queued: lint took nothing from it.
+    assert!(!queue.alter.is_finished());
+    drop(queue);
+}
+
+/// `--database-url` fills lint's schema from the catalog: widening a
+/// `varchar` is known not to rewrite, and a column already `NOT NULL` is
+/// known not to be scanned.
+#[tokio::test]
+async fn live_catalog_judges_type_changes() {
+    use locksmith_sandbox::incident::Incident;
+
+    let incident = Incident::stage_shared("lint_catalog").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE lint_catalog (id bigint NOT NULL, name varchar(50), total numeric(10,2))",
+        )
+        .await
+        .unwrap();
+    let sql = "SET lock_timeout = '1s';\n\
+               ALTER TABLE lint_catalog ALTER COLUMN name TYPE varchar(100);\n\
+               ALTER TABLE lint_catalog ALTER COLUMN id SET NOT NULL;\n\
+               ALTER TABLE lint_catalog ALTER COLUMN total TYPE numeric(8,2);\n";
+    let dir = dir_with(&[("m.sql", sql)]);
+    let rules = |live: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_locksmith"));
+        cmd.args(["lint", "--format", "json"]);
+        if live {
+            cmd.args(["--database-url", &incident.url]);
+        }
+        let out = cmd.arg(dir.path().join("m.sql")).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["files"][0]["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["rule"].as_str().unwrap().to_string())
+                    .filter(|r| r != "LS601" && r != "LS602")
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rules(false),
+        [
+            vec![],
+            vec!["LS108".to_string()],
+            vec!["LS107".to_string()],
+            vec!["LS108".to_string()]
+        ]
+    );
+    // Known now: varchar widened (no rewrite), id NOT NULL (no scan), numeric narrowed (rewrite).
+    assert_eq!(
+        rules(true),
+        [vec![], vec![], vec![], vec!["LS108".to_string()]]
+    );
 }

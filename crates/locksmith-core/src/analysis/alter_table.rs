@@ -6,18 +6,19 @@
 //! any of its subcommands needs. A subcommand this table does not know is
 //! assumed to take `AccessExclusiveLock` and is reported as
 //! [`AlterAction::Unknown`] so a rule can say so. Must not touch anything
-//! but the one statement and the file's [`FileSchema`].
+//! but the one statement and the [`Schema`] model.
 
 use pg_query::protobuf::{
     self, AlterTableCmd, AlterTableStmt, AlterTableType as T, ConstrType, Constraint,
 };
 use pg_query::NodeEnum;
 
-use super::convert::{FileSchema, Summary};
+use super::convert::Summary;
 use super::expr::{self, range_var, strings, type_parts};
 use super::kind::{
     AlterAction, Coercion, ColumnDefault, ConstraintKind, ConstraintSummary, StatementKind,
 };
+use super::schema::Schema;
 use crate::lock::LockMode::{self, *};
 
 /// Storage parameters whose change only needs `ShareUpdateExclusiveLock`
@@ -38,7 +39,7 @@ const LIGHT_RELOPTIONS: &[&str] = &[
     "n_distinct_inherited",
 ];
 
-pub(crate) fn summarize(s: &AlterTableStmt, version: u32, schema: &mut FileSchema) -> Summary {
+pub(crate) fn summarize(s: &AlterTableStmt, version: u32, schema: &mut Schema) -> Summary {
     let table = s.relation.as_ref().map(range_var).unwrap_or_default();
     let mut sum = Summary::new(StatementKind::Other { tag: String::new() });
     let mut actions = Vec::with_capacity(s.cmds.len());
@@ -78,7 +79,7 @@ fn subcommand(
     cmd: &AlterTableCmd,
     table: &str,
     version: u32,
-    schema: &mut FileSchema,
+    schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
     let subtype = T::try_from(cmd.subtype).unwrap_or(T::Undefined);
@@ -127,6 +128,9 @@ fn subcommand(
             if !proven {
                 sum.scan(table);
             }
+            schema
+                .not_null_checks
+                .insert((table.to_string(), column.clone()));
             (AlterAction::SetNotNull { column, proven }, AccessExclusive)
         }
         T::AtColumnDefault => {
@@ -171,7 +175,10 @@ fn subcommand(
                 AccessExclusive,
             )
         }
-        T::AtDropColumn => (AlterAction::DropColumn { column }, AccessExclusive),
+        T::AtDropColumn => {
+            schema.drop_column(table, &column);
+            (AlterAction::DropColumn { column }, AccessExclusive)
+        }
         T::AtAttachPartition => {
             let partition = partition_name(cmd);
             // The new partition is scanned to prove it fits its bound,
@@ -312,7 +319,12 @@ fn subcommand(
             other("SET COMPRESSION", AccessExclusive)
         }
         T::AtDropExpression => other("DROP EXPRESSION", AccessExclusive),
-        T::AtDropNotNull => other("DROP NOT NULL", AccessExclusive),
+        T::AtDropNotNull => {
+            schema
+                .not_null_checks
+                .remove(&(table.to_string(), column.clone()));
+            other("DROP NOT NULL", AccessExclusive)
+        }
         T::AtSetStorage => other("SET STORAGE", AccessExclusive),
         T::AtCookedColumnDefault => other("SET DEFAULT", AccessExclusive),
         T::AtAddIndex | T::AtReAddIndex => other("ADD INDEX", AccessExclusive),
@@ -383,7 +395,7 @@ fn add_column(
     def: &protobuf::ColumnDef,
     table: &str,
     version: u32,
-    schema: &mut FileSchema,
+    schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
     let column = def.colname.clone();
@@ -427,12 +439,25 @@ fn add_column(
             }
         }
     }
-    if serial || identity || generated_stored || matches!(default, ColumnDefault::Volatile(_)) {
+    // A domain with constraints is checked against every row: a rewrite.
+    let checked_domain = schema
+        .domains
+        .get(&parts.0)
+        .is_some_and(|checked| *checked)
+        .then(|| parts.0.clone());
+    if serial
+        || identity
+        || generated_stored
+        || checked_domain.is_some()
+        || matches!(default, ColumnDefault::Volatile(_))
+    {
         sum.rewrite(table);
     }
-    schema
-        .column_types
-        .insert((table.to_string(), column.clone()), parts);
+    let key = (table.to_string(), column.clone());
+    if not_null {
+        schema.not_null_checks.insert(key.clone());
+    }
+    schema.column_types.insert(key, parts);
     let type_name = def
         .type_name
         .as_ref()
@@ -448,6 +473,7 @@ fn add_column(
             generated_stored,
             not_null,
             constraints,
+            checked_domain,
         },
         AccessExclusive,
     )
@@ -457,10 +483,36 @@ fn add_constraint(
     c: &Constraint,
     table: &str,
     version: u32,
-    schema: &mut FileSchema,
+    schema: &mut Schema,
     sum: &mut Summary,
 ) -> (AlterAction, LockMode) {
-    let summary = constraint_summary(c, &[]);
+    let mut summary = constraint_summary(c, &[]);
+    if summary.kind == ConstraintKind::PrimaryKey {
+        // ADD PRIMARY KEY sets NOT NULL on its columns: a scan unless proven.
+        if let Some(index) = &summary.using_index {
+            if let Some(columns) = schema.index_columns.get(index) {
+                summary.columns = columns.clone();
+            }
+        }
+        summary.unproven_not_null = summary
+            .columns
+            .iter()
+            .filter(|col| {
+                !schema
+                    .not_null_checks
+                    .contains(&(table.to_string(), col.to_string()))
+            })
+            .cloned()
+            .collect();
+        if summary.using_index.is_some() && !summary.unproven_not_null.is_empty() {
+            sum.scan(table);
+        }
+        for col in &summary.columns {
+            schema
+                .not_null_checks
+                .insert((table.to_string(), col.clone()));
+        }
+    }
     if summary.kind == ConstraintKind::NotNull {
         sum.require(version, 18, "ADD CONSTRAINT … NOT NULL");
     }
@@ -516,7 +568,7 @@ fn constraint_effects(c: &ConstraintSummary, table: &str, sum: &mut Summary) {
     }
 }
 
-fn constraint_summary(c: &Constraint, column: &[String]) -> ConstraintSummary {
+pub(crate) fn constraint_summary(c: &Constraint, column: &[String]) -> ConstraintSummary {
     let kind = match ConstrType::try_from(c.contype).unwrap_or(ConstrType::Undefined) {
         ConstrType::ConstrPrimary => ConstraintKind::PrimaryKey,
         ConstrType::ConstrUnique => ConstraintKind::Unique,
@@ -550,6 +602,7 @@ fn constraint_summary(c: &Constraint, column: &[String]) -> ConstraintSummary {
         not_valid: c.skip_validation
             || !c.is_enforced && matches!(kind, ConstraintKind::Check | ConstraintKind::ForeignKey),
         using_index: (!c.indexname.is_empty()).then(|| c.indexname.clone()),
+        unproven_not_null: Vec::new(),
         definition: definition(c),
     }
 }
@@ -625,9 +678,13 @@ fn coercion(old: Option<&(String, Vec<i64>)>, new: &(String, Vec<i64>), using: b
         ("varchar" | "text" | "citext", "text") => Coercion::Binary,
         ("varchar" | "text", "varchar") if new_mods.is_empty() => Coercion::Binary,
         ("varchar", "varchar") | ("varbit", "varbit") if widened(0) => Coercion::Binary,
-        // numeric(p, s) → numeric(p', s) with p' ≥ p, or unconstrained numeric.
+        // numeric(p, s) → numeric(p', s) with p' ≥ p, or unconstrained numeric
+        // (a missing scale is 0: `numeric(10)` is `numeric(10,0)`).
         ("numeric", "numeric")
-            if new_mods.is_empty() || (widened(0) && old_mods.get(1) == new_mods.get(1)) =>
+            if new_mods.is_empty()
+                || (widened(0)
+                    && !old_mods.is_empty()
+                    && old_mods.get(1).unwrap_or(&0) == new_mods.get(1).unwrap_or(&0)) =>
         {
             Coercion::Binary
         }

@@ -4,35 +4,16 @@
 //! Lock levels follow PostgreSQL's source and documentation ("Explicit
 //! Locking", each command's page); `docs/locks.md` records what `trace`
 //! observed on each version. Must not do I/O or keep state beyond
-//! [`FileSchema`], the little the file itself tells about its own objects.
-
-use std::collections::{HashMap, HashSet};
+//! the [`Schema`] model the statements so far built.
 
 use pg_query::protobuf::{self, ObjectType};
 use pg_query::NodeEnum;
 
 use super::expr::{object_names, range_var, relations_in, strings};
 use super::kind::{RenameTarget, StatementKind, TransactionControl};
+use super::schema::Schema;
 use super::Requirement;
 use crate::lock::LockMode;
-
-/// What the file has said so far about its own objects, so that later
-/// statements can be judged better than from their text alone.
-#[derive(Debug, Default)]
-pub(crate) struct FileSchema {
-    /// (table, column) → type, from `CREATE TABLE` and `ADD COLUMN`.
-    pub column_types: HashMap<(String, String), (String, Vec<i64>)>,
-    /// (table, column) proven not null by a validated `CHECK (col IS NOT NULL)`.
-    pub not_null_checks: HashSet<(String, String)>,
-    /// `CHECK (col IS NOT NULL)` constraints added `NOT VALID`: name → (table, column).
-    pub pending_not_null_checks: HashMap<String, (String, String)>,
-    /// Foreign keys added in this file: constraint name → referenced table.
-    pub foreign_keys: HashMap<String, String>,
-    /// Indexes created in this file: index → table.
-    pub indexes: HashMap<String, String>,
-    /// Materialized views created in this file: view → the relations its query reads.
-    pub matview_sources: HashMap<String, Vec<String>>,
-}
 
 /// Locks in first-seen order, the strongest mode kept per relation.
 #[derive(Debug, Default)]
@@ -106,7 +87,7 @@ fn object_type(i: i32) -> ObjectType {
 }
 
 /// Summarises one statement for a server of major version `version`.
-pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileSchema) -> Summary {
+pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schema) -> Summary {
     use LockMode::*;
     let Some(node) = node else {
         return Summary::new(StatementKind::Empty);
@@ -133,15 +114,25 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             sum.scan(&table);
             sum.transactional = !s.concurrent;
             if !s.idxname.is_empty() {
+                let columns: Vec<String> = s
+                    .index_params
+                    .iter()
+                    .filter_map(|p| match &p.node {
+                        Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                // An expression column cannot back a constraint: keep plain ones only.
+                if columns.len() == s.index_params.len() {
+                    schema.index_columns.insert(s.idxname.clone(), columns);
+                }
                 schema.indexes.insert(s.idxname.clone(), table);
             }
             sum
         }
-        NodeEnum::DropStmt(s) => drop_stmt(s, schema),
+        NodeEnum::DropStmt(s) => objects::drop_stmt(s, schema),
         NodeEnum::ReindexStmt(s) => {
-            let concurrently = s.params.iter().any(
-                |p| matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently"),
-            );
+            let concurrently = super::expr::option_enabled(&s.params, "concurrently");
             let kind = protobuf::ReindexObjectType::try_from(s.kind)
                 .unwrap_or(protobuf::ReindexObjectType::Undefined);
             let target = s.relation.as_ref().map(range_var);
@@ -219,10 +210,17 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
                                 super::expr::type_parts(t),
                             );
                         }
+                        let key = (table.clone(), c.colname.clone());
+                        if c.is_not_null {
+                            schema.not_null_checks.insert(key.clone());
+                        }
                         for con in &c.constraints {
                             if let Some(NodeEnum::Constraint(con)) = &con.node {
                                 if let Some(pk) = &con.pktable {
                                     sum.locks.add(range_var(pk), ShareRowExclusive);
+                                }
+                                if declares_not_null(con) {
+                                    schema.not_null_checks.insert(key.clone());
                                 }
                             }
                         }
@@ -230,6 +228,11 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
                     Some(NodeEnum::Constraint(con)) => {
                         if let Some(pk) = &con.pktable {
                             sum.locks.add(range_var(pk), ShareRowExclusive);
+                        }
+                        if con.contype == protobuf::ConstrType::ConstrPrimary as i32 {
+                            for column in strings(&con.keys) {
+                                schema.not_null_checks.insert((table.clone(), column));
+                            }
                         }
                     }
                     Some(NodeEnum::TableLikeClause(l)) => {
@@ -263,10 +266,19 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             }
             sum
         }
+        NodeEnum::CreateSeqStmt(s) => {
+            let sequence = s.sequence.as_ref().map(range_var).unwrap_or_default();
+            let mut sum = Summary::new(StatementKind::CreateSequence {
+                sequence: sequence.clone(),
+            });
+            sum.locks.add(&sequence, AccessExclusive);
+            sum
+        }
         NodeEnum::ViewStmt(s) => {
             let view = s.view.as_ref().map(range_var).unwrap_or_default();
-            let mut sum = Summary::new(StatementKind::Other {
-                tag: "CREATE VIEW".into(),
+            let mut sum = Summary::new(StatementKind::CreateView {
+                view: view.clone(),
+                replace: s.replace,
             });
             sum.locks.add(&view, AccessExclusive);
             if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
@@ -274,7 +286,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             }
             sum
         }
-        NodeEnum::RenameStmt(s) => rename(s),
+        NodeEnum::RenameStmt(s) => objects::rename(s, schema),
         NodeEnum::AlterObjectSchemaStmt(s) => {
             let mut sum = Summary::new(StatementKind::Other {
                 tag: "ALTER … SET SCHEMA".into(),
@@ -297,10 +309,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             sum
         }
         NodeEnum::VacuumStmt(s) => {
-            let full = s.options.iter().any(|o| {
-                matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == "full"
-                    && d.arg.as_ref().and_then(|a| super::expr::const_text(a)).is_none_or(|v| v != "false" && v != "0" && v != "off"))
-            });
+            let full = super::expr::option_enabled(&s.options, "full");
             let tables: Vec<String> = s
                 .rels
                 .iter()
@@ -445,6 +454,13 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             }
         },
         NodeEnum::SelectStmt(s) => {
+            if let Some((name, value, local)) = super::expr::set_config_call(s) {
+                return Summary::new(StatementKind::Set {
+                    name,
+                    value: Some(value),
+                    local,
+                });
+            }
             let mut sum = Summary::new(StatementKind::Select);
             sum.reads(&node, AccessShare);
             // FOR UPDATE/SHARE: ROW SHARE on the locked tables (all of them when none is named).
@@ -497,9 +513,30 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
                 local: s.is_local,
             })
         }
+        NodeEnum::AlterEnumStmt(s) if !s.old_val.is_empty() => {
+            Summary::new(StatementKind::Rename {
+                target: RenameTarget::EnumValue,
+                relation: super::expr::dotted(&s.type_name),
+                new_name: s.new_val.clone(),
+            })
+        }
         NodeEnum::AlterEnumStmt(_) => Summary::new(StatementKind::Other {
             tag: "ALTER TYPE … ADD VALUE".into(),
         }),
+        NodeEnum::CreateDomainStmt(s) => {
+            let checked = s.constraints.iter().any(|c| {
+                matches!(&c.node, Some(NodeEnum::Constraint(c))
+                    if c.contype == protobuf::ConstrType::ConstrCheck as i32
+                        || c.contype == protobuf::ConstrType::ConstrNotnull as i32)
+            });
+            schema
+                .domains
+                .insert(super::expr::dotted(&s.domainname), checked);
+            Summary::new(StatementKind::Other {
+                tag: "CREATE DOMAIN".into(),
+            })
+        }
+        NodeEnum::AlterDomainStmt(s) => objects::alter_domain(s, schema),
         NodeEnum::GrantStmt(s) => {
             // GRANT/REVOKE update pg_class.relacl under a row lock; 18 also takes
             // ACCESS SHARE on each table named (traced).
@@ -525,6 +562,12 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut FileS
             sum
         }
     }
+}
+
+/// `NOT NULL` or `PRIMARY KEY` on a column: no NULL in it, ever.
+fn declares_not_null(c: &protobuf::Constraint) -> bool {
+    c.contype == protobuf::ConstrType::ConstrNotnull as i32
+        || c.contype == protobuf::ConstrType::ConstrPrimary as i32
 }
 
 fn tag_of(node: &NodeEnum) -> String {
@@ -594,100 +637,6 @@ fn comment_relation(s: &protobuf::CommentStmt) -> Option<String> {
     }
 }
 
-fn drop_stmt(s: &protobuf::DropStmt, schema: &FileSchema) -> Summary {
-    use LockMode::*;
-    let names = object_names(&s.objects);
-    let object = match object_type(s.remove_type) {
-        ObjectType::ObjectTable => "TABLE",
-        ObjectType::ObjectIndex => "INDEX",
-        ObjectType::ObjectView => "VIEW",
-        ObjectType::ObjectMatview => "MATERIALIZED VIEW",
-        ObjectType::ObjectSequence => "SEQUENCE",
-        ObjectType::ObjectTrigger => "TRIGGER",
-        ObjectType::ObjectPolicy => "POLICY",
-        ObjectType::ObjectRule => "RULE",
-        ObjectType::ObjectForeignTable => "FOREIGN TABLE",
-        _ => "OTHER",
-    };
-    if object == "INDEX" {
-        let mut sum = Summary::new(StatementKind::DropIndex {
-            indexes: names.clone(),
-            concurrently: s.concurrent,
-        });
-        // The table is locked like the index; we know it when the file created the index.
-        let mode = if s.concurrent {
-            ShareUpdateExclusive
-        } else {
-            AccessExclusive
-        };
-        for index in &names {
-            if let Some(table) = schema.indexes.get(index) {
-                sum.locks.add(table.clone(), mode);
-            }
-            sum.locks
-                .add(index, if s.concurrent { AccessExclusive } else { mode });
-        }
-        sum.transactional = !s.concurrent;
-        return sum;
-    }
-    let mut sum = Summary::new(StatementKind::Drop {
-        object,
-        names: names.clone(),
-    });
-    match object {
-        "TABLE" | "VIEW" | "MATERIALIZED VIEW" | "SEQUENCE" | "FOREIGN TABLE" => {
-            for n in &names {
-                sum.locks.add(n, AccessExclusive);
-            }
-        }
-        // DROP TRIGGER/POLICY/RULE name ON table: the table is all but the last name.
-        "TRIGGER" | "POLICY" | "RULE" => {
-            for o in &s.objects {
-                if let Some(NodeEnum::List(l)) = &o.node {
-                    let parts = strings(&l.items);
-                    if parts.len() >= 2 {
-                        sum.locks
-                            .add(parts[..parts.len() - 1].join("."), AccessExclusive);
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
-    sum
-}
-
-fn rename(s: &protobuf::RenameStmt) -> Summary {
-    use LockMode::*;
-    let relation = s.relation.as_ref().map(range_var).unwrap_or_default();
-    let (target, mode) = match object_type(s.rename_type) {
-        ObjectType::ObjectTable
-        | ObjectType::ObjectView
-        | ObjectType::ObjectMatview
-        | ObjectType::ObjectSequence
-        | ObjectType::ObjectForeignTable => (RenameTarget::Relation, AccessExclusive),
-        ObjectType::ObjectColumn | ObjectType::ObjectAttribute => {
-            (RenameTarget::Column, AccessExclusive)
-        }
-        // Renaming an index takes SHARE UPDATE EXCLUSIVE since 12.
-        ObjectType::ObjectIndex => (RenameTarget::Index, ShareUpdateExclusive),
-        ObjectType::ObjectTabconstraint => (RenameTarget::Constraint, AccessExclusive),
-        ObjectType::ObjectTrigger | ObjectType::ObjectPolicy | ObjectType::ObjectRule => {
-            (RenameTarget::Other, AccessExclusive)
-        }
-        _ => (RenameTarget::Other, AccessShare),
-    };
-    let mut sum = Summary::new(StatementKind::Rename {
-        target,
-        relation: relation.clone(),
-        new_name: s.newname.clone(),
-    });
-    // Renames of non-relations (functions, schemas …) lock no table.
-    if !(relation.is_empty() || target == RenameTarget::Other && mode == AccessShare) {
-        sum.locks.add(&relation, mode);
-    }
-    sum
-}
-
+mod objects;
 #[cfg(test)]
 mod tests;

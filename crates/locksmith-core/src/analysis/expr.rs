@@ -227,3 +227,41 @@ pub fn const_text(node: &Node) -> Option<String> {
         _ => None,
     }
 }
+
+/// Whether the option `name` of a parenthesised list (`REINDEX (CONCURRENTLY
+/// false)`, `VACUUM (FULL)`) is on: named with no value, or with a value
+/// other than false/off/0.
+pub fn option_enabled(options: &[Node], name: &str) -> bool {
+    options.iter().any(|o| {
+        matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == name
+        && d.arg.as_ref().and_then(|a| const_text(a)).is_none_or(|v| {
+            !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no")
+        }))
+    })
+}
+
+/// `SELECT set_config('lock_timeout', '2s', false)` (and nothing else):
+/// the setting, lower case, its value and whether it is transaction-local.
+pub fn set_config_call(s: &pg_query::protobuf::SelectStmt) -> Option<(String, String, bool)> {
+    if !s.from_clause.is_empty() || s.target_list.len() != 1 {
+        return None;
+    }
+    let NodeEnum::ResTarget(t) = s.target_list[0].node.as_ref()? else {
+        return None;
+    };
+    let NodeEnum::FuncCall(f) = t.val.as_ref()?.node.as_ref()? else {
+        return None;
+    };
+    if strings(&f.funcname).last().map(String::as_str) != Some("set_config") {
+        return None;
+    }
+    let [name, value, local] = f.args.as_slice() else {
+        return None;
+    };
+    let local = const_text(local)?.to_ascii_lowercase();
+    Some((
+        const_text(name)?.to_ascii_lowercase(),
+        const_text(value)?,
+        matches!(local.as_str(), "true" | "t" | "on" | "1" | "yes"),
+    ))
+}

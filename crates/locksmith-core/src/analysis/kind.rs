@@ -47,6 +47,18 @@ pub enum StatementKind {
         /// The new table.
         table: String,
     },
+    /// `CREATE SEQUENCE`.
+    CreateSequence {
+        /// The new sequence.
+        sequence: String,
+    },
+    /// `CREATE [OR REPLACE] VIEW`.
+    CreateView {
+        /// The view.
+        view: String,
+        /// `OR REPLACE`: the view may exist and be in use.
+        replace: bool,
+    },
     /// `DROP TABLE` / `VIEW` / `MATERIALIZED VIEW` / `SEQUENCE` …
     Drop {
         /// What kind of object, in SQL words (`TABLE`).
@@ -62,6 +74,14 @@ pub enum StatementKind {
         relation: String,
         /// The new name.
         new_name: String,
+    },
+    /// `ALTER DOMAIN … ADD CONSTRAINT` / `SET NOT NULL`: every column of the
+    /// domain is checked, under a `ShareLock` on each table using it.
+    AddDomainConstraint {
+        /// The domain.
+        domain: String,
+        /// The constraint added (`NOT NULL` for `SET NOT NULL`).
+        constraint: ConstraintSummary,
     },
     /// `TRUNCATE`.
     Truncate {
@@ -135,6 +155,49 @@ pub enum StatementKind {
     Empty,
 }
 
+impl StatementKind {
+    /// The relation this statement creates (a new table, index or view: no
+    /// running code uses it yet, so locking it blocks nobody).
+    pub fn creates(&self) -> Option<&str> {
+        match self {
+            StatementKind::CreateTable { table } => Some(table),
+            StatementKind::CreateSequence { sequence } => Some(sequence),
+            StatementKind::CreateIndex { name, .. } => name.as_deref(),
+            StatementKind::CreateView {
+                view,
+                replace: false,
+            } => Some(view),
+            _ => None,
+        }
+    }
+
+    /// The concurrent forms whose strong locks no application query waits
+    /// for: `DROP INDEX CONCURRENTLY` takes its `AccessExclusiveLock` on an
+    /// index already invalid and unused, `DETACH … CONCURRENTLY` on a
+    /// partition after waiting out every query that could see it, and
+    /// `REFRESH … CONCURRENTLY`'s `ExclusiveLock` blocks only writes, which
+    /// a materialized view never gets.
+    pub fn locks_block_no_traffic(&self) -> bool {
+        match self {
+            StatementKind::DropIndex { concurrently, .. }
+            | StatementKind::RefreshMatView { concurrently, .. } => *concurrently,
+            StatementKind::AlterTable { actions, .. } => {
+                !actions.is_empty()
+                    && actions.iter().all(|a| {
+                        matches!(
+                            a,
+                            AlterAction::DetachPartition {
+                                concurrently: true,
+                                ..
+                            }
+                        )
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `BEGIN`, `COMMIT` and friends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionControl {
@@ -159,6 +222,10 @@ pub enum RenameTarget {
     Index,
     /// A constraint.
     Constraint,
+    /// A schema (`ALTER SCHEMA … RENAME`).
+    Schema,
+    /// An enum's value (`ALTER TYPE … RENAME VALUE`).
+    EnumValue,
     /// Something else (trigger, policy, schema …).
     Other,
 }
@@ -184,6 +251,10 @@ pub enum AlterAction {
         not_null: bool,
         /// Inline constraints (`REFERENCES`, `UNIQUE`, `CHECK` …).
         constraints: Vec<ConstraintSummary>,
+        /// The column's type is a domain with constraints (known from
+        /// earlier statements): PostgreSQL checks them on every row by
+        /// rewriting the table.
+        checked_domain: Option<String>,
     },
     /// `ALTER COLUMN … TYPE`.
     AlterColumnType {
@@ -198,7 +269,8 @@ pub enum AlterAction {
     SetNotNull {
         /// Column name.
         column: String,
-        /// A validated `CHECK (col IS NOT NULL)` earlier in the file proves it: no scan.
+        /// Known to hold no NULL already (declared `NOT NULL` or `PRIMARY KEY`, or a
+        /// validated `CHECK (col IS NOT NULL)`): no scan.
         proven: bool,
     },
     /// `ALTER COLUMN … SET DEFAULT`.
@@ -310,6 +382,11 @@ pub struct ConstraintSummary {
     pub not_valid: bool,
     /// `USING INDEX name`: adopts an existing index.
     pub using_index: Option<String>,
+    /// For a `PRIMARY KEY`: its columns not known to be `NOT NULL`, which
+    /// PostgreSQL makes `NOT NULL` by scanning the table (all of them when
+    /// the table's columns are unknown; none when a `USING INDEX` names an
+    /// index whose columns are unknown).
+    pub unproven_not_null: Vec<String>,
     /// The constraint's definition as SQL without its name, e.g.
     /// `FOREIGN KEY (a) REFERENCES b (id)`; empty if it could not be rendered.
     pub definition: String,

@@ -13,6 +13,9 @@
 //!   `AlterTableGetLockLevel` and the documentation.
 //! - [`index_copy`]: a `CREATE INDEX` retargeted at another table, so the
 //!   server can tell whether an existing index is the one a statement builds.
+//! - [`Schema`]: the model the statements so far built (column types,
+//!   proven `NOT NULL`s, indexes, foreign keys, domains), carried from file
+//!   to file so each is judged against the schema it will meet.
 //! - [`transaction`]: the per-file transaction state (explicit `BEGIN`?
 //!   `lock_timeout` set? `AccessExclusiveLock` already held?) that rules read.
 //!
@@ -34,6 +37,7 @@ mod convert;
 mod expr;
 pub mod index_copy;
 mod kind;
+mod schema;
 pub mod source;
 pub mod split;
 pub mod transaction;
@@ -46,6 +50,7 @@ pub use kind::{
     AlterAction, Coercion, ColumnDefault, ConstraintKind, ConstraintSummary, RenameTarget,
     StatementKind, TransactionControl,
 };
+pub use schema::Schema;
 pub use source::SyntaxError;
 pub use transaction::TransactionState;
 
@@ -135,17 +140,26 @@ pub fn analyze_after(
     sql: &str,
     pg_version: u32,
 ) -> Result<Vec<Statement>, SyntaxError> {
-    let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
-    let mut schema = convert::FileSchema::default();
+    let mut schema = Schema::default();
     if !context.trim().is_empty() {
-        for raw in source::parse(context)?.statements {
-            convert::summarize(raw.node, version, &mut schema);
-        }
+        analyze_in(&mut schema, context, pg_version)?;
     }
-    let parsed = source::parse(sql)?;
-    let mut out = Vec::with_capacity(parsed.statements.len());
-    for raw in parsed.statements {
-        let summary = convert::summarize(raw.node, version, &mut schema);
+    analyze_in(&mut schema, sql, pg_version)
+}
+
+/// Like [`analyze`], reading and extending `schema`. A file with a syntax
+/// error leaves `schema` as it was.
+pub fn analyze_in(
+    schema: &mut Schema,
+    sql: &str,
+    pg_version: u32,
+) -> Result<Vec<Statement>, SyntaxError> {
+    let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
+    // Nothing of a file with a syntax error is kept, in the schema either.
+    let before = schema.clone();
+    let mut out = Vec::new();
+    let parsed = source::parse_each(sql, |raw| {
+        let summary = convert::summarize(raw.node, version, schema);
         out.push(Statement {
             sql: sql[raw.start..raw.end].to_string(),
             offset: raw.start,
@@ -158,8 +172,14 @@ pub fn analyze_after(
             requires: summary.requires,
             kind: summary.kind,
         });
+    });
+    match parsed {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            *schema = before;
+            Err(e)
+        }
     }
-    Ok(out)
 }
 
 /// Quotes an identifier for generated SQL when PostgreSQL needs it to be:

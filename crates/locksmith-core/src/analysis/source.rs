@@ -86,60 +86,102 @@ pub(crate) struct RawStatement {
     pub column: u32,
 }
 
-pub(crate) struct Parsed {
-    pub statements: Vec<RawStatement>,
-}
-
 fn is_comment(token: i32) -> bool {
     token == Token::SqlComment as i32 || token == Token::CComment as i32
 }
 
-/// Parses the whole input once and cuts it into statements.
-pub(crate) fn parse(sql: &str) -> Result<Parsed, SyntaxError> {
+/// At most this many scanner pieces are joined to make one statement (a
+/// `BEGIN ATOMIC … END` body or a rule's action list holds semicolons).
+const MAX_JOINED_PIECES: usize = 256;
+
+/// Parses `sql` one statement at a time — so memory is bounded by the
+/// largest statement, not by the file — and calls `each` with every
+/// statement, in order. The scanner cuts the text at top-level semicolons;
+/// a piece that does not parse alone is joined with the pieces after it
+/// until it does. Stops at the first syntax error, located in `sql`.
+pub(crate) fn parse_each(sql: &str, mut each: impl FnMut(RawStatement)) -> Result<(), SyntaxError> {
     let index = LineIndex::new(sql);
     // A NUL byte cannot reach the C parser; report it where it is.
     if let Some(at) = sql.find('\0') {
         return Err(error_at(&index, "invalid NUL byte in input".into(), at));
     }
-    let result = match pg_query::parse(sql, 0) {
-        Ok(r) => r,
-        Err(e) => return Err(locate_error(sql, &index, &error_message(e))),
-    };
-    let tokens = pg_query::scan(sql)
+    // The scanner's split skips what it cannot make sense of (`SELEC 2`),
+    // so the pieces run from one split end to the next: every byte is parsed.
+    let base = sql.as_ptr() as usize;
+    let mut ends: Vec<usize> = pg_query::split_with_scanner(sql)
         .map_err(|e| locate_error(sql, &index, &error_message(e)))?
-        .tokens;
-    let code: Vec<(usize, usize)> = tokens
         .iter()
-        .filter(|t| !is_comment(t.token) && t.token != Token::Ascii59 as i32)
-        .map(|t| (t.start as usize, t.end as usize))
+        .map(|p| p.as_ptr() as usize - base + p.len())
         .collect();
-    let mut statements = Vec::with_capacity(result.protobuf.stmts.len());
-    for raw in result.protobuf.stmts {
-        let from = raw.stmt_location.max(0) as usize;
-        let to = if raw.stmt_len <= 0 {
-            sql.len()
-        } else {
-            from + raw.stmt_len as usize
-        };
-        // The statement's own tokens: the range includes leading comments and
-        // whitespace (the first statement's range starts at 0).
-        let first = code.partition_point(|&(s, _)| s < from);
-        let last = code.partition_point(|&(_, e)| e <= to);
-        let (start, end) = if first < last {
-            (code[first].0, code[last - 1].1)
-        } else {
-            (from, to)
-        };
-        let (line, column) = index.position(start);
-        statements.push(RawStatement {
-            node: raw.stmt.and_then(|n| n.node),
-            start,
-            end,
-            line,
-            column,
-        });
+    if ends.last().is_none_or(|&e| e < sql.len()) {
+        ends.push(sql.len());
     }
-    Ok(Parsed { statements })
+    let spans: Vec<(usize, usize)> = ends
+        .iter()
+        .scan(0, |start, &end| {
+            let span = (*start, end);
+            *start = end;
+            Some(span)
+        })
+        .collect();
+    let mut i = 0;
+    while i < spans.len() {
+        let start = spans[i].0;
+        let mut j = i;
+        let parsed = loop {
+            match pg_query::parse(&sql[start..spans[j].1], 0) {
+                Ok(parsed) => break parsed,
+                Err(_) if j + 1 < spans.len() && j - i < MAX_JOINED_PIECES => j += 1,
+                Err(e) => {
+                    // The piece's own error, not the joined text's.
+                    let message = match pg_query::parse(&sql[start..spans[i].1], 0) {
+                        Err(alone) => error_message(alone),
+                        Ok(_) => error_message(e),
+                    };
+                    return Err(locate_error(sql, &index, &message));
+                }
+            }
+        };
+        let chunk = &sql[start..spans[j].1];
+        i = j + 1;
+        // Only whitespace, comments or `;`. (With no statement there may be no
+        // token, and `scan_tokens` must not be asked for an empty list.)
+        if parsed.protobuf.stmts.is_empty() {
+            continue;
+        }
+        let code: Vec<(usize, usize)> = pg_query::scan_tokens(chunk)
+            .map_err(|e| locate_error(sql, &index, &error_message(e)))?
+            .iter()
+            .filter(|t| !is_comment(t.token) && t.token != Token::Ascii59 as i32)
+            .map(|t| (start + t.start as usize, start + t.end as usize))
+            .collect();
+        for raw in parsed.protobuf.stmts {
+            let from = start + raw.stmt_location.max(0) as usize;
+            let to = if raw.stmt_len <= 0 {
+                start + chunk.len()
+            } else {
+                from + raw.stmt_len as usize
+            };
+            // The statement's own tokens: the range includes leading comments
+            // and whitespace.
+            let first = code.partition_point(|&(s, _)| s < from);
+            let last = code.partition_point(|&(_, e)| e <= to);
+            let (from, to) = if first < last {
+                (code[first].0, code[last - 1].1)
+            } else {
+                (from, to)
+            };
+            let (line, column) = index.position(from);
+            each(RawStatement {
+                node: raw.stmt.and_then(|n| n.node),
+                start: from,
+                end: to,
+                line,
+                column,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Every comment in `sql`, in order. Empty when the text does not scan.
@@ -263,12 +305,36 @@ mod tests {
         parse(sql).err().expect("should fail")
     }
 
+    fn parse(sql: &str) -> Result<Vec<RawStatement>, SyntaxError> {
+        let mut out = Vec::new();
+        parse_each(sql, |s| out.push(s))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn statements_with_semicolons_inside_are_joined() {
+        let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\nSELECT 3;";
+        let p = parse(sql).unwrap();
+        let got: Vec<_> = p.iter().map(|s| (s.line, &sql[s.start..s.end])).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END"),
+                (2, "SELECT 3")
+            ]
+        );
+        let e = err("SELECT 1;\nSELEC 2;\nSELECT 3;");
+        assert_eq!(
+            (e.line, e.column, e.message.as_str()),
+            (2, 1, "syntax error at or near \"SELEC\"")
+        );
+    }
+
     #[test]
     fn positions_are_of_the_first_token_not_comments() {
         let sql = "-- hello\n  /* c */ SELECT 1;\nSELECT 2; -- trailing\n\n   update t set a = 1";
         let p = parse(sql).unwrap();
         let got: Vec<_> = p
-            .statements
             .iter()
             .map(|s| (s.line, s.column, &sql[s.start..s.end]))
             .collect();
@@ -286,7 +352,7 @@ mod tests {
     fn columns_count_characters() {
         let sql = "SELECT 'é'; SELECT 2";
         let p = parse(sql).unwrap();
-        assert_eq!((p.statements[1].line, p.statements[1].column), (1, 13));
+        assert_eq!((p[1].line, p[1].column), (1, 13));
     }
 
     #[test]

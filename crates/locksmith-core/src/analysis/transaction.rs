@@ -71,6 +71,11 @@ impl TransactionState {
         self.created.contains(relation)
     }
 
+    /// Whether the current transaction already holds `AccessExclusiveLock` on `relation`.
+    pub fn holds_access_exclusive(&self, relation: &str) -> bool {
+        self.access_exclusive.iter().any(|h| h.relation == relation)
+    }
+
     /// Moves the state past `stmt`.
     pub fn apply(&mut self, stmt: &Statement) {
         match &stmt.kind {
@@ -98,23 +103,20 @@ impl TransactionState {
             }
             _ => {}
         }
-        match &stmt.kind {
-            StatementKind::CreateTable { table } => {
-                self.created.insert(table.clone());
-            }
-            StatementKind::CreateIndex {
-                name: Some(name), ..
-            } => {
-                self.created.insert(name.clone());
-            }
-            _ => {}
+        if let Some(created) = stmt.kind.creates() {
+            self.created.insert(created.to_string());
         }
         let unbounded = self.lock_timeout().is_none()
+            && !stmt.kind.locks_block_no_traffic()
             && stmt.locks.iter().any(|l| {
                 l.mode.conflicts_with(LockMode::RowExclusive) && !self.is_new(&l.relation)
             });
         for lock in &stmt.locks {
-            if lock.mode == LockMode::AccessExclusive && !self.is_new(&lock.relation) {
+            // Each relation once, with the line that first took it.
+            if lock.mode == LockMode::AccessExclusive
+                && !self.is_new(&lock.relation)
+                && !self.holds_access_exclusive(&lock.relation)
+            {
                 self.access_exclusive.push(HeldLock {
                     relation: lock.relation.clone(),
                     mode: lock.mode,

@@ -93,6 +93,13 @@ mod tests {
     }
 
     #[test]
+    fn live_and_trace_findings_can_be_disabled() {
+        let c =
+            Config::parse("disable = [\"LS601\", \"LS602\", \"statement-not-traced\"]\n").unwrap();
+        assert_eq!(c.options(None).disabled.len(), 3);
+    }
+
+    #[test]
     fn refuses_typos() {
         assert!(Config::parse("pg_versoin = 14")
             .unwrap_err()

@@ -3,29 +3,34 @@
 //! 40 s", and sessions holding conflicting locks right now turn a plan into
 //! "would queue behind them". Pure: the caller fetches the facts.
 //!
-//! These findings (LS601, LS602) exist only with a live server, so they are
-//! not in the static rule registry; their ids are reserved here.
+//! These findings (LS601, LS602) exist only with a live server; their rules
+//! (and docs) are in the one registry like every other, so they are
+//! disabled and suppressed the same way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::analysis::Statement;
 use crate::duration::human;
-use crate::lint::{Finding, LintedStatement, Severity};
+use crate::lint::{Finding, LintedStatement, Options, Severity};
 use crate::lock::LockMode;
 
 /// Id of the size-based estimate of how long a lock is held.
-pub const LOCK_HELD_FOR_TABLE_SIZE: &str = "LS601";
+pub const LOCK_HELD_FOR_TABLE_SIZE: &str =
+    super::rules::holding_lock_on_large_table::HoldingLockOnLargeTable::RULE.id;
 /// Id of the finding that sessions would block the statement right now.
-pub const BLOCKED_RIGHT_NOW: &str = "LS602";
+pub const BLOCKED_RIGHT_NOW: &str =
+    super::rules::queueing_behind_open_transactions::QueueingBehindOpenTransactions::RULE.id;
 
 /// What the server says about one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableFacts {
     /// `pg_class.reltuples` (an estimate; -1 when never analysed).
     pub rows: i64,
-    /// Heap, TOAST and free-space map (`pg_table_size`).
-    pub bytes: i64,
+    /// Heap, TOAST and free-space map (`pg_table_size`); `None` when reading
+    /// it would have waited for a lock (someone holds or awaits a strong
+    /// lock on the table right now).
+    pub bytes: Option<i64>,
 }
 
 /// Sessions that hold locks conflicting with a statement's, now.
@@ -35,6 +40,22 @@ pub struct Blocking {
     pub sessions: usize,
     /// One line naming the first of them, e.g. `pid 42 app@10.0.0.5 idle 41s`.
     pub first: String,
+}
+
+/// Every relation the statements lock, rewrite or scan, sorted, once each:
+/// what to ask the live server about.
+pub fn relations<'a>(statements: impl IntoIterator<Item = &'a Statement>) -> Vec<String> {
+    let names: std::collections::BTreeSet<&str> = statements
+        .into_iter()
+        .flat_map(|s| {
+            s.locks
+                .iter()
+                .map(|l| l.relation.as_str())
+                .chain(s.rewrites.iter().map(String::as_str))
+                .chain(s.scans.iter().map(String::as_str))
+        })
+        .collect();
+    names.into_iter().map(str::to_string).collect()
 }
 
 /// Conservative sequential rates for a cloud disk under load: reading for a
@@ -53,11 +74,13 @@ pub fn estimate_hold(bytes: i64, rewrite: bool) -> Duration {
     Duration::from_secs_f64(bytes.max(0) as f64 / rate)
 }
 
-/// Adds the live findings to one statement.
+/// Adds the live findings to one statement, except those `options` turns
+/// off or an ignore comment before the statement names.
 pub fn grade(
     stmt: &mut LintedStatement,
     facts: &BTreeMap<String, TableFacts>,
     blocking: Option<&Blocking>,
+    options: &Options,
 ) {
     let s = &stmt.statement;
     let mut found = Vec::new();
@@ -71,9 +94,32 @@ pub fn grade(
         let (Some(f), Some(mode)) = (facts.get(relation), s.lock_on(relation)) else {
             continue;
         };
-        let hold = estimate_hold(f.bytes, rewrite);
         // Only a lock that stops traffic makes the duration matter.
-        let severity = match (mode >= LockMode::Share, hold) {
+        let stops_traffic = mode >= LockMode::Share;
+        let doing = if rewrite {
+            "rewriting it,"
+        } else {
+            "while it reads the whole table"
+        };
+        let Some(size) = f.bytes else {
+            found.push(Finding {
+                rule: LOCK_HELD_FOR_TABLE_SIZE,
+                severity: if stops_traffic {
+                    Severity::Warning
+                } else {
+                    Severity::Info
+                },
+                message: format!(
+                    "`{relation}` has about {} rows, size unknown (reading it would have waited for a lock: a session holds or awaits a strong lock on it right now): {doing} it holds {mode}, which blocks {}, for as long as that takes",
+                    f.rows.max(0),
+                    mode.blocks(),
+                ),
+                fix: None,
+            });
+            continue;
+        };
+        let hold = estimate_hold(size, rewrite);
+        let severity = match (stops_traffic, hold) {
             (false, _) => Severity::Info,
             (true, h) if h >= Duration::from_secs(1) => Severity::Error,
             (true, h) if h >= Duration::from_millis(100) => Severity::Warning,
@@ -83,10 +129,9 @@ pub fn grade(
             rule: LOCK_HELD_FOR_TABLE_SIZE,
             severity,
             message: format!(
-                "`{relation}` has about {} rows ({}): {} it holds {mode}, which blocks {}, for roughly {} (estimate)",
+                "`{relation}` has about {} rows ({}): {doing} it holds {mode}, which blocks {}, for roughly {} (estimate)",
                 f.rows.max(0),
-                bytes(f.bytes),
-                if rewrite { "rewriting it," } else { "while it reads the whole table" },
+                bytes(size),
                 mode.blocks(),
                 human(hold),
             ),
@@ -112,7 +157,7 @@ pub fn grade(
             fix: None,
         });
     }
-    stmt.findings.extend(found);
+    stmt.add_findings(options, found);
 }
 
 /// A size for people: `840 kB`, `42 MB`, `1.3 GB`.
@@ -160,7 +205,7 @@ pub fn traffic_hold(s: &Statement, facts: &BTreeMap<String, TableFacts>) -> Opti
                 mode,
                 facts,
                 rewrite,
-                hold: estimate_hold(facts.bytes, rewrite),
+                hold: estimate_hold(facts.bytes?, rewrite),
             })
         })
         .max_by_key(|e| e.hold)
@@ -181,7 +226,7 @@ mod tests {
             "t".to_string(),
             TableFacts {
                 rows: 1_000_000,
-                bytes: 1024 * 1024 * 1024,
+                bytes: Some(1024 * 1024 * 1024),
             },
         )]);
         let unique = linted("ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)").statement;
@@ -201,9 +246,17 @@ mod tests {
 
     #[test]
     fn size_grades_the_hold() {
-        let facts = |bytes| BTreeMap::from([("t".to_string(), TableFacts { rows: 1000, bytes })]);
+        let facts = |bytes| {
+            BTreeMap::from([(
+                "t".to_string(),
+                TableFacts {
+                    rows: 1000,
+                    bytes: Some(bytes),
+                },
+            )])
+        };
         let mut small = linted("ALTER TABLE t ALTER COLUMN a TYPE bigint");
-        grade(&mut small, &facts(16 * 1024), None);
+        grade(&mut small, &facts(16 * 1024), None, &Options::default());
         let f = small
             .findings
             .iter()
@@ -211,7 +264,12 @@ mod tests {
             .unwrap();
         assert_eq!(f.severity, Severity::Info);
         let mut big = linted("ALTER TABLE t ALTER COLUMN a TYPE bigint");
-        grade(&mut big, &facts(10 * 1024 * 1024 * 1024), None);
+        grade(
+            &mut big,
+            &facts(10 * 1024 * 1024 * 1024),
+            None,
+            &Options::default(),
+        );
         let f = big
             .findings
             .iter()
@@ -232,7 +290,7 @@ mod tests {
             sessions: 3,
             first: "pid 42 app@10.0.0.5 idle 41s".into(),
         };
-        grade(&mut s, &BTreeMap::new(), Some(&b));
+        grade(&mut s, &BTreeMap::new(), Some(&b), &Options::default());
         let f = s
             .findings
             .iter()
@@ -246,6 +304,59 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    #[test]
+    fn unknown_size_is_said_so() {
+        let mut s = linted("ALTER TABLE t ALTER COLUMN a TYPE bigint");
+        let facts = BTreeMap::from([(
+            "t".to_string(),
+            TableFacts {
+                rows: 10,
+                bytes: None,
+            },
+        )]);
+        grade(&mut s, &facts, None, &Options::default());
+        assert_eq!(s.findings.last().unwrap().severity, Severity::Warning);
+        assert!(
+            s.findings.last().unwrap().message.contains("size unknown"),
+            "{:?}",
+            s.findings
+        );
+    }
+
+    #[test]
+    fn live_findings_are_disabled_and_suppressed_like_any_other() {
+        let b = Blocking {
+            sessions: 1,
+            first: "pid 42".into(),
+        };
+        let rules = |sql: &str, options: &Options| {
+            let mut s = lint(sql, options).unwrap().statements.remove(0);
+            grade(&mut s, &BTreeMap::new(), Some(&b), options);
+            s.findings.iter().map(|f| f.rule).collect::<Vec<_>>()
+        };
+        let sql = "SET lock_timeout = '1s'; ALTER TABLE t ADD COLUMN a int";
+        let second = |sql: &str, options: &Options| {
+            let mut r = lint(sql, options).unwrap();
+            let mut s = r.statements.remove(1);
+            grade(&mut s, &BTreeMap::new(), Some(&b), options);
+            (
+                s.findings.iter().map(|f| f.rule).collect::<Vec<_>>(),
+                r.findings().map(|f| f.rule).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(second(sql, &Options::default()).0, [BLOCKED_RIGHT_NOW]);
+        let ignored = "SET lock_timeout = '1s';\n-- locksmith: ignore LS602 checked by hand\nALTER TABLE t ADD COLUMN a int";
+        // Suppressed, and the ignore is not reported as matching nothing.
+        assert_eq!(second(ignored, &Options::default()), (vec![], vec![]));
+        let disabled = Options {
+            disabled: [BLOCKED_RIGHT_NOW.to_string()].into(),
+            ..Options::default()
+        };
+        assert!(rules("ALTER TABLE t ADD COLUMN a int", &disabled)
+            .iter()
+            .all(|r| *r != BLOCKED_RIGHT_NOW));
     }
 
     #[test]

@@ -30,39 +30,19 @@ mod suppress;
 pub(crate) mod testing;
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde::Serialize;
 
-use crate::analysis::{analyze, Statement, SyntaxError, TransactionState, MAX_PG_VERSION};
+use crate::analysis::{
+    analyze_in, Schema, Statement, SyntaxError, TransactionState, MAX_PG_VERSION,
+};
 
+pub use crate::severity::Severity;
 pub use config::{Config, ConfigError};
 pub use registry::{rule_by_id, RULES};
 
 /// The id of the finding for an ignore comment that matched nothing.
 pub const UNMATCHED_IGNORE: &str = "LS900";
-
-/// How serious a finding is. Errors fail `locksmith lint` (exit 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing; never fails a build.
-    Info,
-    /// Probably unsafe; review it.
-    Warning,
-    /// Blocks traffic or fails outright; fix it or suppress it with a reason.
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        })
-    }
-}
 
 /// A rule's entry in the registry.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +55,21 @@ pub struct Rule {
     pub severity: Severity,
     /// The rule's documentation in Markdown (its doc comment).
     pub doc: &'static str,
-    /// The check.
-    pub check: fn(&Context<'_>) -> Vec<Violation>,
+    /// Where its findings come from.
+    pub check: Check,
+}
+
+/// Where a rule's findings come from. Every finding id is a [`Rule`] in
+/// [`RULES`], so each can be documented, disabled and suppressed the same
+/// way, whichever part of locksmith reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// Judged by [`lint`] from the statement and the transaction state.
+    Statement(fn(&Context<'_>) -> Vec<Violation>),
+    /// Reported by `lint --database-url` from live facts ([`live::grade`]).
+    LiveServer,
+    /// Reported by `locksmith trace` from what the server did.
+    Trace,
 }
 
 impl Rule {
@@ -101,13 +94,7 @@ impl Context<'_> {
     /// Whether `relation` is new: created earlier in this file or by this
     /// very statement. No running code uses it yet, so locking it blocks nobody.
     pub fn is_new(&self, relation: &str) -> bool {
-        use crate::analysis::StatementKind;
-        self.state.is_new(relation)
-            || match &self.statement.kind {
-                StatementKind::CreateTable { table } => table == relation,
-                StatementKind::CreateIndex { name, .. } => name.as_deref() == Some(relation),
-                _ => false,
-            }
+        self.state.is_new(relation) || self.statement.kind.creates() == Some(relation)
     }
 }
 
@@ -169,6 +156,23 @@ pub struct LintedStatement {
     pub statement: Statement,
     /// Its findings, in registry order.
     pub findings: Vec<Finding>,
+    /// Rules reported outside [`lint`] (a live server's, the tracer's) that
+    /// an ignore comment before this statement names.
+    pub ignored: Vec<&'static str>,
+}
+
+impl LintedStatement {
+    /// Adds findings reported outside [`lint`] (a live server's, the
+    /// tracer's), dropping those of a rule `options` turns off or an ignore
+    /// comment before the statement names.
+    pub fn add_findings(&mut self, options: &Options, findings: impl IntoIterator<Item = Finding>) {
+        for f in findings {
+            let enabled = rule_by_id(f.rule).is_none_or(|r| options.enabled(r));
+            if enabled && !self.ignored.contains(&f.rule) {
+                self.findings.push(f);
+            }
+        }
+    }
 }
 
 /// A finding not attached to a statement (an ignore comment after the last one).
@@ -228,14 +232,23 @@ impl Default for Options {
 }
 
 impl Options {
-    fn enabled(&self, rule: &Rule) -> bool {
+    /// Whether `rule` is on.
+    pub fn enabled(&self, rule: &Rule) -> bool {
         !self.disabled.contains(rule.id) && !self.disabled.contains(rule.name)
     }
 }
 
 /// Analyses and lints `sql`.
 pub fn lint(sql: &str, options: &Options) -> Result<Report, SyntaxError> {
-    let statements = analyze(sql, options.pg_version)?;
+    lint_in(&mut Schema::default(), sql, options)
+}
+
+/// Lints `sql` against the schema earlier files left, and adds what it does
+/// to `schema`: lint a folder of migrations in order through one [`Schema`]
+/// and each file is judged against the schema it will meet. Objects created
+/// by an earlier file are not new: they are in use by then.
+pub fn lint_in(schema: &mut Schema, sql: &str, options: &Options) -> Result<Report, SyntaxError> {
+    let statements = analyze_in(schema, sql, options.pg_version)?;
     let mut ignores = suppress::collect(sql, &statements);
     let mut state = if options.assume_in_transaction {
         TransactionState::wrapped()
@@ -250,8 +263,16 @@ pub fn lint(sql: &str, options: &Options) -> Result<Report, SyntaxError> {
             pg_version: options.pg_version,
         };
         let mut findings = Vec::new();
+        let mut ignored = Vec::new();
         for rule in RULES.iter().filter(|r| options.enabled(r)) {
-            for v in (rule.check)(&ctx) {
+            let Check::Statement(check) = rule.check else {
+                // Reported later, by whoever has the facts: keep the ignore for them.
+                if suppress::consume(&mut ignores, i, rule) {
+                    ignored.push(rule.id);
+                }
+                continue;
+            };
+            for v in check(&ctx) {
                 if suppress::consume(&mut ignores, i, rule) {
                     continue;
                 }
@@ -268,6 +289,7 @@ pub fn lint(sql: &str, options: &Options) -> Result<Report, SyntaxError> {
         report.statements.push(LintedStatement {
             statement,
             findings,
+            ignored,
         });
     }
     let unmatched = rule_by_id(UNMATCHED_IGNORE).filter(|r| options.enabled(r));
@@ -313,7 +335,30 @@ macro_rules! declare_rule {
                 name: $name,
                 severity: $crate::lint::Severity::$sev,
                 doc: concat!($($doc, "\n"),+),
-                check: $check,
+                check: $crate::lint::Check::Statement($check),
+            };
+        }
+    };
+    (
+        $(#[doc = $doc:literal])+
+        pub struct $ty:ident {
+            id: $id:literal,
+            name: $name:literal,
+            severity: $sev:ident,
+            reported_by: $by:ident $(,)?
+        }
+    ) => {
+        $(#[doc = $doc])+
+        pub struct $ty;
+
+        impl $ty {
+            /// This rule's registry entry.
+            pub const RULE: $crate::lint::Rule = $crate::lint::Rule {
+                id: $id,
+                name: $name,
+                severity: $crate::lint::Severity::$sev,
+                doc: concat!($($doc, "\n"),+),
+                check: $crate::lint::Check::$by,
             };
         }
     };
@@ -332,3 +377,6 @@ pub fn safe_rewrite(sql: &str, pg_version: u32) -> Option<String> {
     let statement = report.statements.into_iter().next()?;
     statement.findings.into_iter().find_map(|f| f.fix)
 }
+
+#[cfg(test)]
+mod tests;

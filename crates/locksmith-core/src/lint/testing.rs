@@ -10,9 +10,12 @@ use super::{Context, Rule, Violation};
 pub fn violations(rule: &Rule, sql: &str, pg_version: u32) -> Vec<Violation> {
     let stmts = analyze(sql, pg_version).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut state = TransactionState::default();
+    let super::Check::Statement(check) = rule.check else {
+        panic!("{} is not a statement rule", rule.id);
+    };
     let mut out = Vec::new();
     for s in &stmts {
-        out.extend((rule.check)(&Context {
+        out.extend(check(&Context {
             statement: s,
             state: &state,
             pg_version,

@@ -15,17 +15,7 @@ use serde::Serialize;
 
 use super::{Facts, LoginRole};
 
-/// How bad a finding is. `Warning` and worse make `doctor` exit 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing; no action required.
-    Info,
-    /// Makes the outage likely; fix it.
-    Warning,
-    /// The outage is happening, or nearly.
-    Error,
-}
+pub use locksmith_core::Severity;
 
 /// One problem found, with its fix. Serialises as the `doctor --format json`
 /// contract: `id`, `severity`, `message`, `fix`.

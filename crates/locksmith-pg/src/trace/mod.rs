@@ -27,6 +27,7 @@ mod waits;
 use std::collections::HashMap;
 
 use locksmith_core::analysis::{RelationLock, Statement, StatementKind, TransactionControl};
+use locksmith_core::lint::rules;
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -36,17 +37,11 @@ use catalog::{Constraint, Relation};
 use compare::Observed;
 
 /// Finding id: the server took other locks (or rewrote other tables) than lint's model says.
-pub const MODEL_MISMATCH: &str = "LS950";
+pub const MODEL_MISMATCH: &str = rules::lock_model_mismatch::LockModelMismatch::RULE.id;
 /// Finding id: a statement was not traced, with the reason.
-pub const NOT_TRACED: &str = "LS951";
+pub const NOT_TRACED: &str = rules::statement_not_traced::StatementNotTraced::RULE.id;
 /// Finding id: a statement failed on the server.
-pub const STATEMENT_FAILED: &str = "LS952";
-/// The tracer's finding ids with their names, for renderers.
-pub const FINDING_NAMES: &[(&str, &str)] = &[
-    (MODEL_MISMATCH, "lock-model-mismatch"),
-    (NOT_TRACED, "statement-not-traced"),
-    (STATEMENT_FAILED, "statement-failed"),
-];
+pub const STATEMENT_FAILED: &str = rules::statement_failed::StatementFailed::RULE.id;
 
 /// How a statement was observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -97,7 +97,7 @@ pub async fn stopped(
                 l.mode.sql_name(),
                 l.relation,
                 f.rows.max(0),
-                bytes(f.bytes)
+                f.bytes.map_or("size unknown".into(), bytes)
             ),
             None => format!("{} on {}", l.mode.sql_name(), l.relation),
         })
@@ -119,7 +119,7 @@ fn describe(e: &HoldEstimate) -> String {
         "`{}` (about {} rows, {}) is {} under {}, which blocks {},",
         e.relation,
         e.facts.rows.max(0),
-        bytes(e.facts.bytes),
+        e.facts.bytes.map_or("size unknown".into(), bytes),
         if e.rewrite {
             "rewritten"
         } else {
@@ -147,17 +147,10 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
-/// Sizes, read without ever queueing: a catalog read that would wait for a
-/// lock gives up at once and the size is unknown.
+/// Sizes, read without ever queueing (`tables::facts` gives up on a size
+/// whose lock would wait, and says it is unknown).
 async fn table_facts(client: &Client, names: &[String]) -> BTreeMap<String, TableFacts> {
-    if client
-        .batch_execute("BEGIN READ ONLY; SET LOCAL lock_timeout = '500ms'")
+    locksmith_pg::tables::facts(client, names)
         .await
-        .is_err()
-    {
-        return BTreeMap::new();
-    }
-    let facts = locksmith_pg::tables::facts(client, names).await;
-    let _ = client.batch_execute("ROLLBACK").await;
-    facts.unwrap_or_default()
+        .unwrap_or_default()
 }

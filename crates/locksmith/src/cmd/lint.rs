@@ -8,8 +8,9 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
+use locksmith_core::analysis::{analyze, Schema};
 use locksmith_core::lint::live::{self, Blocking};
-use locksmith_core::lint::{lint, Config, Severity};
+use locksmith_core::lint::{lint_in, Config, Severity};
 use locksmith_pg::guard::look;
 use miette::miette;
 
@@ -24,10 +25,26 @@ pub async fn run(args: LintArgs) -> CmdResult {
     let config = load_config(args.config.as_deref())?;
     let options = config.options(args.pg_version);
     let inputs = read_inputs(&args.paths)?;
+    // Files in order through one schema: each is judged against what the
+    // earlier ones left — and, with a live server, against its catalog.
+    let mut schema = Schema::default();
+    let client = match &args.database_url {
+        Some(url) => Some(live_session(url).await?),
+        None => None,
+    };
+    if let Some(client) = &client {
+        let statements: Vec<_> = inputs
+            .iter()
+            .filter_map(|(_, text)| analyze(text, options.pg_version).ok())
+            .flatten()
+            .collect();
+        let names = live::relations(&statements);
+        locksmith_pg::tables::learn_schema(client, &names, &mut schema).await?;
+    }
     let mut files: Vec<LintedFile> = inputs
         .into_iter()
         .map(|(path, text)| {
-            let result = lint(&text, &options);
+            let result = lint_in(&mut schema, &text, &options);
             LintedFile {
                 path,
                 text,
@@ -36,8 +53,8 @@ pub async fn run(args: LintArgs) -> CmdResult {
             }
         })
         .collect();
-    if let Some(url) = &args.database_url {
-        grade_live(url, &mut files).await?;
+    if let Some(client) = &client {
+        grade_live(client, &mut files, &options).await?;
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -53,40 +70,39 @@ pub async fn run(args: LintArgs) -> CmdResult {
     Ok(outcome(&files))
 }
 
-/// `--database-url`: adds the findings only a live server can give (table
-/// sizes, sessions in the way now). Reads the catalog; changes nothing.
-async fn grade_live(url: &str, files: &mut [LintedFile]) -> Result<(), Failure> {
+/// `--database-url`: a read-only session whose every catalog read gives up
+/// after a short `lock_timeout`, so lint never queues behind the locks it
+/// reports.
+async fn live_session(url: &str) -> Result<tokio_postgres::Client, Failure> {
     let settings = super::settings(&ConnectionArgs {
         database_url: Some(url.to_string()),
     })?
     .with_application_name("locksmith lint");
     let client = super::connect(&settings).await?;
+    locksmith_pg::tables::prepare_session(&client).await?;
+    Ok(client)
+}
+
+/// Adds the findings only a live server can give (table sizes, sessions in
+/// the way now). Reads the catalog; changes nothing.
+async fn grade_live(
+    client: &tokio_postgres::Client,
+    files: &mut [LintedFile],
+    options: &locksmith_core::lint::Options,
+) -> Result<(), Failure> {
     for file in files.iter_mut() {
         let Ok(report) = file.result.as_mut() else {
             continue;
         };
-        let mut names: Vec<String> = report
-            .statements
-            .iter()
-            .flat_map(|s| {
-                s.statement
-                    .locks
-                    .iter()
-                    .map(|l| l.relation.clone())
-                    .chain(s.statement.rewrites.iter().cloned())
-                    .chain(s.statement.scans.iter().cloned())
-            })
-            .collect();
-        names.sort();
-        names.dedup();
-        let facts = locksmith_pg::tables::facts(&client, &names).await?;
+        let names = live::relations(report.statements.iter().map(|s| &s.statement));
+        let facts = locksmith_pg::tables::facts(client, &names).await?;
         for stmt in &mut report.statements {
-            let holders = look::holders(&client, &stmt.statement.locks).await?;
+            let holders = look::holders(client, &stmt.statement.locks).await?;
             let blocking = holders.first().map(|h| Blocking {
                 sessions: holders.len(),
                 first: h.label(),
             });
-            live::grade(stmt, &facts, blocking.as_ref());
+            live::grade(stmt, &facts, blocking.as_ref(), options);
         }
     }
     Ok(())

@@ -98,7 +98,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
             continue;
         };
         for ((linted, model), trace) in report.statements.iter_mut().zip(model).zip(traces) {
-            linted.findings.extend(findings(&model.kind, &trace));
+            linted.add_findings(&options, findings(&model.kind, &trace));
             linted.statement.locks = trace.locks.clone();
             linted.statement.rewrites = trace.rewrites.clone();
             // Scans are not observed; the model's are in `trace.model`.

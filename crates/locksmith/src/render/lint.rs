@@ -116,7 +116,15 @@ pub fn json(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
             },
         })
         .collect();
-    super::json(out, &json!({ "files": files }))
+    // Serialized straight from the report, not through a `Value` tree: the
+    // output of a 50 MB file is written without a copy of it in memory.
+    #[derive(Serialize)]
+    struct JsonReport<'a> {
+        files: Vec<JsonFile<'a>>,
+    }
+    let mut buffered = io::BufWriter::new(out);
+    super::json(&mut buffered, &JsonReport { files })?;
+    buffered.flush()
 }
 
 /// Every finding with its position, in file order.
@@ -175,7 +183,6 @@ pub fn sarif(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
                 "message": { "text": finding.message },
                 "locations": [location(&f.path, line, column)],
             });
-            // Live-only findings (LS601, LS602) have no entry in the rule table.
             if let Some(index) = RULES.iter().position(|r| r.id == finding.rule) {
                 result["ruleIndex"] = json!(index);
             }
@@ -199,8 +206,10 @@ pub fn sarif(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
             "tool": { "driver": {
                 "name": "locksmith",
                 "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://example.invalid/locksmith",
+                // SARIF wants an absolute `informationUri`; the project has no
+                // published address yet, so the docs are named by their path.
                 "rules": rules,
+                "properties": { "documentation": RULES_DOC },
             }},
             "invocations": [{
                 "executionSuccessful": notifications.is_empty(),
@@ -212,11 +221,40 @@ pub fn sarif(out: &mut dyn Write, files: &[LintedFile]) -> io::Result<()> {
     super::json(out, &doc)
 }
 
+/// Where the rules' documentation lives in the repository.
+const RULES_DOC: &str = "docs/rules.md";
+
 fn location(path: &str, line: u32, column: u32) -> serde_json::Value {
+    // The name `lint` gives stdin (see `LintedFile::path`) is no URI.
+    let artifact = if path == "<stdin>" {
+        json!({ "uri": "stdin", "description": { "text": "standard input" } })
+    } else {
+        json!({ "uri": artifact_uri(path) })
+    };
     json!({ "physicalLocation": {
-        "artifactLocation": { "uri": path },
+        "artifactLocation": artifact,
         "region": { "startLine": line, "startColumn": column },
     }})
+}
+
+/// A path as a SARIF artifact URI: relative paths stay relative references,
+/// absolute ones become `file://` URIs; anything but unreserved characters
+/// and `/` is percent-encoded.
+fn artifact_uri(path: &str) -> String {
+    let path = path.replace('\\', "/");
+    let mut out = String::new();
+    if path.starts_with('/') {
+        out.push_str("file://");
+    }
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// GitHub Actions workflow commands: `::error file=F,line=L,col=C,title=T::message`.
@@ -265,12 +303,7 @@ fn gh_property(s: &str) -> String {
 }
 
 fn rule_name(id: &str) -> &'static str {
-    RULES
-        .iter()
-        .map(|r| (r.id, r.name))
-        .chain(locksmith_pg::trace::FINDING_NAMES.iter().copied())
-        .find(|(rule, _)| *rule == id)
-        .map_or("", |(_, name)| name)
+    locksmith_core::lint::rule_by_id(id).map_or("", |r| r.name)
 }
 
 /// For people: each statement that locks something, then its findings with

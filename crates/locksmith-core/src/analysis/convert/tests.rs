@@ -132,6 +132,21 @@ fn lock_model_per_statement() {
         ("DROP TABLE t, s.u", "t:AccessExclusive s.u:AccessExclusive"),
         ("CREATE POLICY p ON t USING (true)", "t:AccessExclusive"),
         ("ALTER TABLE t SET ACCESS METHOD heap2", "t:AccessExclusive rewrites=t"),
+        ("REINDEX (CONCURRENTLY false) TABLE t", "t:Share scans=t"),
+        ("REINDEX (CONCURRENTLY) TABLE t", "t:ShareUpdateExclusive scans=t no-tx"),
+        ("REINDEX (VERBOSE, CONCURRENTLY true) INDEX i", "i:ShareUpdateExclusive no-tx"),
+        ("VACUUM (FULL false) t", "t:ShareUpdateExclusive no-tx"),
+        ("CREATE DOMAIN price AS numeric; CREATE TABLE orders (total price); ALTER DOMAIN price SET NOT NULL", "orders:Share scans=orders"),
+        ("CREATE DOMAIN price AS numeric; CREATE TABLE orders (total price); ALTER DOMAIN price ADD CONSTRAINT p CHECK (VALUE > 0) NOT VALID", ""),
+        ("CREATE DOMAIN pos AS int CHECK (VALUE > 0); ALTER TABLE t ADD COLUMN n pos", "t:AccessExclusive rewrites=t"),
+        ("CREATE DOMAIN label AS text; ALTER TABLE t ADD COLUMN n label", "t:AccessExclusive"),
+        ("CREATE DOMAIN label AS text; ALTER DOMAIN label ADD CHECK (VALUE <> ''); ALTER TABLE t ADD COLUMN n label", "t:AccessExclusive rewrites=t"),
+        ("ALTER SCHEMA app RENAME TO app2", ""),
+        ("ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'", ""),
+        ("SELECT set_config('lock_timeout', '2s', false)", ""),
+        ("ALTER TABLE t VALIDATE CONSTRAINT c, ADD COLUMN d int", "t:AccessExclusive scans=t"),
+        ("CREATE TABLE t (a numeric(10)); ALTER TABLE t ALTER COLUMN a TYPE numeric(12,0)", "t:AccessExclusive"),
+        ("CREATE TABLE t (a numeric(10,2)); ALTER TABLE t ALTER COLUMN a TYPE numeric(12)", "t:AccessExclusive rewrites=t"),
     ];
     let mut failures = Vec::new();
     for (sql, want) in cases {

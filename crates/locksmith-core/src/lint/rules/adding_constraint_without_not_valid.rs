@@ -9,13 +9,17 @@ declare_rule! {
     /// ## What it does
     /// Flags `ADD CONSTRAINT … FOREIGN KEY`, `… CHECK` (and, on 18, `… NOT
     /// NULL`) without `NOT VALID` on a table that already exists, including
-    /// `ADD COLUMN … REFERENCES`.
+    /// `ADD COLUMN … REFERENCES`; and `VALIDATE CONSTRAINT` in an `ALTER
+    /// TABLE` whose other subcommands take a stronger lock.
     ///
     /// ## Why is this bad?
     /// Without `NOT VALID` the new constraint is checked against every existing
     /// row while the lock is held: a `CHECK` holds an `AccessExclusiveLock`
     /// (no reads, no writes) and a foreign key a `ShareRowExclusiveLock` on
-    /// *both* tables (no writes to either) for the whole scan.
+    /// *both* tables (no writes to either) for the whole scan. `VALIDATE
+    /// CONSTRAINT` alone takes only `ShareUpdateExclusiveLock`, but combined
+    /// with, say, `ADD COLUMN` it scans under that subcommand's
+    /// `AccessExclusiveLock`.
     ///
     /// ## Example
     /// ```sql
@@ -43,7 +47,18 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mode = mode_on(ctx, table);
     for action in actions {
+        if let AlterAction::ValidateConstraint { name } = action {
+            if mode > crate::lock::LockMode::ShareUpdateExclusive {
+                out.push(Violation::new(format!(
+                    "VALIDATE CONSTRAINT `{name}` checks every row while this ALTER TABLE {} (taken for its other subcommands); validate in a statement of its own, which takes only {}",
+                    takes(mode, table),
+                    crate::lock::LockMode::ShareUpdateExclusive
+                )).with_fix(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", q(table), crate::analysis::quote_ident(name))));
+            }
+            continue;
+        }
         let (constraints, new_column) = match action {
             AlterAction::AddConstraint(c) => (std::slice::from_ref(c), None),
             AlterAction::AddColumn {
@@ -143,5 +158,18 @@ mod tests {
             "CREATE TABLE t (a int); ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)",
         );
         lint_ok(&R::RULE, "ALTER TABLE t VALIDATE CONSTRAINT c");
+    }
+
+    #[test]
+    fn validate_under_a_stronger_lock() {
+        let v = lint_errors(
+            &R::RULE,
+            "ALTER TABLE t VALIDATE CONSTRAINT c, ADD COLUMN d int",
+        );
+        assert_eq!(v[0].message, "VALIDATE CONSTRAINT `c` checks every row while this ALTER TABLE takes AccessExclusiveLock on `t`, which blocks all reads and writes (taken for its other subcommands); validate in a statement of its own, which takes only ShareUpdateExclusiveLock");
+        lint_ok(
+            &R::RULE,
+            "ALTER TABLE t VALIDATE CONSTRAINT c, ALTER COLUMN a SET STATISTICS 100",
+        );
     }
 }

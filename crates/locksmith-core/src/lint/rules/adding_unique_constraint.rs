@@ -8,8 +8,10 @@ use super::{alter_on_existing, cols, default_name, mode_on, q, takes};
 
 declare_rule! {
     /// ## What it does
-    /// Flags `ALTER TABLE … ADD CONSTRAINT … UNIQUE` and `… PRIMARY KEY` (and
-    /// `ADD COLUMN … UNIQUE`) that build a new index, on a table that already exists.
+    /// Flags `ALTER TABLE … ADD CONSTRAINT … UNIQUE`, `… PRIMARY KEY` and
+    /// `… EXCLUDE` (and `ADD COLUMN … UNIQUE`) that build a new index, on a
+    /// table that already exists. An exclusion constraint has no concurrent
+    /// form: add it while the table is new or small.
     ///
     /// ## Why is this bad?
     /// The index is built while the statement holds an `AccessExclusiveLock`,
@@ -56,9 +58,17 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
             let word = match c.kind {
                 ConstraintKind::Unique => "UNIQUE",
                 ConstraintKind::PrimaryKey => "PRIMARY KEY",
+                ConstraintKind::Exclusion => "EXCLUDE",
                 _ => continue,
             };
             if c.using_index.is_some() {
+                continue;
+            }
+            if c.kind == ConstraintKind::Exclusion {
+                out.push(Violation::new(format!(
+                    "ADD CONSTRAINT … EXCLUDE builds its index while it {}, for as long as reading the whole table takes; an exclusion constraint cannot adopt an index built CONCURRENTLY, so add it while the table is new or small",
+                    takes(mode, table)
+                )));
                 continue;
             }
             let message = format!(
@@ -101,10 +111,18 @@ fn fix(table: &str, c: &ConstraintSummary, word: &str, action: &AlterAction) -> 
         );
     }
     sql += &format!(
-        "CREATE UNIQUE INDEX CONCURRENTLY {name} ON {} ({});\nALTER TABLE {} ADD CONSTRAINT {name} {word} USING INDEX {name};",
+        "CREATE UNIQUE INDEX CONCURRENTLY {name} ON {} ({});\n",
         q(table),
         cols(&c.columns),
-        q(table)
+    );
+    // A primary key sets NOT NULL on its columns: proven first, it scans nothing.
+    sql += &super::setting_not_null::proven_first(
+        table,
+        &c.unproven_not_null,
+        &format!(
+            "ALTER TABLE {} ADD CONSTRAINT {name} {word} USING INDEX {name};",
+            q(table)
+        ),
     );
     Some(sql)
 }
@@ -131,10 +149,17 @@ mod tests {
     #[test]
     fn primary_key_and_unnamed_constraints() {
         let v = lint_errors(&R::RULE, "ALTER TABLE app.users ADD PRIMARY KEY (id)");
-        assert_eq!(
-            v[0].fix.as_deref(),
-            Some("CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);\nALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;")
-        );
+        insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
+        CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);
+        ALTER TABLE app.users ADD CONSTRAINT users_id_not_null CHECK (id IS NOT NULL) NOT VALID;
+        ALTER TABLE app.users VALIDATE CONSTRAINT users_id_not_null;
+        ALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
+        ALTER TABLE app.users DROP CONSTRAINT users_id_not_null;
+        ");
+        // The fix itself is clean, for this rule and for SET NOT NULL's.
+        let fix = v[0].fix.clone().unwrap();
+        lint_ok(&R::RULE, &fix);
+        lint_ok(&super::super::setting_not_null::SettingNotNull::RULE, &fix);
         let v = lint_errors(&R::RULE, "ALTER TABLE users ADD UNIQUE (email)");
         assert!(v[0]
             .fix
@@ -163,5 +188,19 @@ mod tests {
             &R::RULE,
             "ALTER TABLE users ADD CONSTRAINT c CHECK (id > 0) NOT VALID",
         );
+    }
+
+    #[test]
+    fn exclusion_constraint() {
+        let v = lint_errors(
+            &R::RULE,
+            "ALTER TABLE bookings ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&)",
+        );
+        assert!(
+            v[0].message.starts_with("ADD CONSTRAINT … EXCLUDE builds its index while it takes AccessExclusiveLock on `bookings`"),
+            "{}",
+            v[0].message
+        );
+        assert_eq!(v[0].fix, None);
     }
 }

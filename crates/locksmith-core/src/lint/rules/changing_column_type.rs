@@ -9,8 +9,9 @@ declare_rule! {
     /// ## What it does
     /// Flags `ALTER COLUMN … TYPE` unless the change is known to be
     /// binary-coercible (e.g. `varchar(20)` → `varchar(50)` or `text`, for a
-    /// column whose type this file declared). When the current type is not in
-    /// the file and the change *could* be catalog-only, it is a warning.
+    /// column whose type the files linted declared, or the live catalog
+    /// reported with `--database-url`). When the current type is unknown and
+    /// the change *could* be catalog-only, it is a warning.
     ///
     /// ## Why is this bad?
     /// Most type changes rewrite the whole table and rebuild its indexes under

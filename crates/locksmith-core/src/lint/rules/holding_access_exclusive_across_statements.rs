@@ -45,11 +45,11 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
     if !ctx.state.in_transaction() || ctx.state.access_exclusive.is_empty() {
         return Vec::new();
     }
-    let takes_new = ctx
-        .statement
-        .locks
-        .iter()
-        .any(|l| l.mode == LockMode::AccessExclusive && !ctx.is_new(&l.relation));
+    let takes_new = ctx.statement.locks.iter().any(|l| {
+        l.mode == LockMode::AccessExclusive
+            && !ctx.is_new(&l.relation)
+            && !ctx.state.holds_access_exclusive(&l.relation)
+    });
     if !takes_new {
         return Vec::new();
     }
@@ -77,9 +77,21 @@ mod tests {
             "BEGIN;\nALTER TABLE a ADD COLUMN x int;\nALTER TABLE b ADD COLUMN y int;",
         );
         assert!(v[0].message.contains("`a` (line 2)"), "{}", v[0].message);
+        // Each held relation is named once, however many statements took it.
+        let v = lint_errors(
+            &R::RULE,
+            "BEGIN;\nALTER TABLE a ADD COLUMN x int;\nALTER TABLE a ADD COLUMN y int;\nALTER TABLE a ADD COLUMN z int;\nALTER TABLE b ADD COLUMN y int;",
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].message.matches("`a`").count(), 1, "{}", v[0].message);
         lint_ok(
             &R::RULE,
             "ALTER TABLE a ADD COLUMN x int; ALTER TABLE b ADD COLUMN y int;",
+        );
+        // The lock on `a` is already held: the second statement adds no wait.
+        lint_ok(
+            &R::RULE,
+            "BEGIN; ALTER TABLE a ADD COLUMN x int; ALTER TABLE a ALTER COLUMN x SET DEFAULT 0;",
         );
         lint_ok(&R::RULE, "BEGIN; CREATE TABLE n (id int); ALTER TABLE n ADD COLUMN x int; ALTER TABLE a ADD COLUMN y int;");
     }

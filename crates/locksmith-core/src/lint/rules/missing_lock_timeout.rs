@@ -7,9 +7,12 @@ declare_rule! {
     /// ## What it does
     /// Flags a statement that takes a lock blocking writes or reads (`ShareLock`
     /// or stronger) on an existing table when no `lock_timeout` was set
-    /// earlier in the file — once per file, at the first such statement.
-    /// Turn it off when migrations always run under
-    /// `locksmith apply` or `locksmith run`, which set one.
+    /// earlier in the file (`SET`, `SET LOCAL` or `set_config`) — once per
+    /// file, at the first such statement. Relations created earlier in the
+    /// file and the concurrent forms whose locks no query waits for (`DROP
+    /// INDEX CONCURRENTLY`, `DETACH PARTITION … CONCURRENTLY`, `REFRESH …
+    /// CONCURRENTLY`) are not counted. Turn it off when migrations always run
+    /// under `locksmith apply` or `locksmith run`, which set one.
     ///
     /// ## Why is this bad?
     /// A lock request waits behind every transaction holding a conflicting
@@ -39,7 +42,10 @@ declare_rule! {
 
 fn check(ctx: &Context<'_>) -> Vec<Violation> {
     // Once per file: one `SET lock_timeout` at the top fixes them all.
-    if ctx.state.lock_timeout().is_some() || ctx.state.unbounded_strong_locks > 0 {
+    if ctx.state.lock_timeout().is_some()
+        || ctx.state.unbounded_strong_locks > 0
+        || ctx.statement.kind.locks_block_no_traffic()
+    {
         return Vec::new();
     }
     let strong = ctx
@@ -94,5 +100,39 @@ mod tests {
         );
         lint_ok(&R::RULE, "CREATE INDEX CONCURRENTLY i ON t (a)");
         lint_ok(&R::RULE, "UPDATE t SET a = 1 WHERE id = 1");
+    }
+
+    #[test]
+    fn set_config_sets_lock_timeout() {
+        lint_ok(
+            &R::RULE,
+            "SELECT set_config('lock_timeout', '2s', false); ALTER TABLE users ADD COLUMN n text",
+        );
+        lint_ok(
+            &R::RULE,
+            "BEGIN; SELECT pg_catalog.set_config('lock_timeout', '2s', true); ALTER TABLE users ADD COLUMN n text",
+        );
+        lint_errors(
+            &R::RULE,
+            "SELECT set_config('lock_timeout', '0', false); ALTER TABLE users ADD COLUMN n text",
+        );
+    }
+
+    #[test]
+    fn new_objects_and_concurrent_forms_block_no_traffic() {
+        lint_ok(&R::RULE, "CREATE VIEW v AS SELECT id FROM users");
+        lint_ok(
+            &R::RULE,
+            "CREATE TABLE t (id int); CREATE VIEW v AS SELECT id FROM t; ALTER VIEW v RENAME TO w",
+        );
+        lint_errors(&R::RULE, "CREATE OR REPLACE VIEW v AS SELECT id FROM users");
+        lint_ok(
+            &R::RULE,
+            "CREATE SEQUENCE s; ALTER SEQUENCE s RESTART 100; ALTER TABLE s OWNER TO app",
+        );
+        lint_errors(&R::RULE, "ALTER SEQUENCE s RESTART 100");
+        lint_ok(&R::RULE, "DROP INDEX CONCURRENTLY users_email_idx");
+        lint_ok(&R::RULE, "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY");
+        lint_ok(&R::RULE, "REFRESH MATERIALIZED VIEW CONCURRENTLY mv");
     }
 }

@@ -3,6 +3,9 @@
 //! the rule's file.
 
 pub mod adding_constraint_without_not_valid;
+pub mod adding_domain_constraint;
+pub mod adding_json_column;
+pub mod adding_required_column;
 pub mod adding_serial_column;
 pub mod adding_unique_constraint;
 pub mod adding_volatile_default;
@@ -12,14 +15,21 @@ pub mod creating_index_without_concurrently;
 pub mod dropping_column_or_table;
 pub mod dropping_index_without_concurrently;
 pub mod holding_access_exclusive_across_statements;
+pub mod holding_lock_on_large_table;
+pub mod lock_model_mismatch;
 pub mod locking_table_maintenance;
 pub mod missing_lock_timeout;
+pub mod nesting_transactions;
+pub mod querying_while_holding_access_exclusive;
+pub mod queueing_behind_open_transactions;
 pub mod refreshing_matview_without_concurrently;
 pub mod reindexing_without_concurrently;
 pub mod renaming_column_or_table;
 pub mod requiring_newer_postgres;
 pub mod rewriting_table;
 pub mod setting_not_null;
+pub mod statement_failed;
+pub mod statement_not_traced;
 pub mod unknown_alter_subcommand;
 pub mod unmatched_ignore;
 pub mod updating_whole_table;

@@ -8,12 +8,15 @@ use super::takes;
 declare_rule! {
     /// ## What it does
     /// Flags `ALTER TABLE … RENAME COLUMN` and `ALTER TABLE … RENAME TO`
-    /// (tables, views, materialized views, sequences).
+    /// (tables, views, materialized views, sequences), and the renames that
+    /// break running code without locking a table: `ALTER SCHEMA … RENAME`
+    /// and `ALTER TYPE … RENAME VALUE`.
     ///
     /// ## Why is this bad?
     /// During a deploy the old version of the application is still running,
-    /// and its queries name the old column or table: they fail the moment the
-    /// rename commits. The rename also needs an `AccessExclusiveLock`.
+    /// and its queries name the old column, table or schema (or write the old
+    /// enum value): they fail the moment the rename commits. Renaming a
+    /// column or table also needs an `AccessExclusiveLock`.
     ///
     /// ## Example
     /// ```sql
@@ -49,6 +52,16 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
     let what = match target {
         RenameTarget::Column => "renaming a column",
         RenameTarget::Relation => "renaming a table",
+        RenameTarget::Schema => {
+            return vec![Violation::new(format!(
+                "renaming schema `{relation}` (to `{new_name}`) breaks every running query that names `{relation}`"
+            ))]
+        }
+        RenameTarget::EnumValue => {
+            return vec![Violation::new(format!(
+                "renaming a value of enum `{relation}` (to `{new_name}`) breaks every running query that reads or writes the old value"
+            ))]
+        }
         _ => return Vec::new(),
     };
     let lock = ctx
@@ -71,6 +84,16 @@ mod tests {
         lint_errors(&R::RULE, "ALTER TABLE t RENAME COLUMN a TO b");
         lint_errors(&R::RULE, "ALTER TABLE t RENAME TO u");
         lint_ok(&R::RULE, "ALTER INDEX i RENAME TO j");
+        let v = lint_errors(&R::RULE, "ALTER SCHEMA app RENAME TO app_v2");
+        assert_eq!(
+            v[0].message,
+            "renaming schema `app` (to `app_v2`) breaks every running query that names `app`"
+        );
+        let v = lint_errors(&R::RULE, "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'");
+        assert!(v[0]
+            .message
+            .starts_with("renaming a value of enum `mood` (to `blue`)"));
+        lint_ok(&R::RULE, "ALTER TYPE mood ADD VALUE 'meh'");
         lint_ok(
             &R::RULE,
             "CREATE TABLE t (a int); ALTER TABLE t RENAME COLUMN a TO b",
