@@ -8,6 +8,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod output;
 mod render;
 mod top;
 

@@ -4,6 +4,7 @@
 //! Everything is read and parsed before anything runs: a syntax error stops
 //! the run at `FILE:LINE:COLUMN` with nothing executed.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -88,8 +89,8 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
 
     if args.dry_run {
         let text = dry_run(&guard, &pending, args.guard.format).await?;
-        print!("{text}");
         history::unlock_runners(guard.client()).await?;
+        crate::output::stdout().write_all(text.as_bytes())?;
         return Ok(Outcome::Done);
     }
 
@@ -198,8 +199,9 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
 fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
     let status = report.status;
     match args.guard.format {
-        Format::Json => render::json(&mut std::io::stdout().lock(), &report)?,
-        Format::Human => print!("{}", render::guard::human(&report, Style::detect())),
+        Format::Json => render::json(&mut crate::output::stdout(), &report)?,
+        Format::Human => crate::output::stdout()
+            .write_all(render::guard::human(&report, Style::detect()).as_bytes())?,
     }
     Ok(match status {
         Status::Applied => Outcome::Done,

@@ -14,7 +14,7 @@ pub async fn run(args: BlockersArgs) -> CmdResult {
     let client = super::connect(&settings).await?;
     let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
     let report = BlockerReport::from_snapshot(&snapshot);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => render::json(&mut out, &report)?,
         Format::Human => out.write_all(

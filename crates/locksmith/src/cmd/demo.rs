@@ -6,7 +6,7 @@
 //! request queues behind it, until it is cancelled on the server after the cap.
 
 use std::future::Future;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use locksmith_core::analysis;
@@ -72,39 +72,36 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         style: Style::detect(),
         tty: std::io::stderr().is_terminal(),
     };
-    let bin =
-        BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    let bin = BinDir::find(args.pg_bin.as_deref()).map_err(Failure::from)?;
     out.say(&format!(
         "Starting a throwaway PostgreSQL {} from {} …",
         bin.major,
         bin.path.display()
-    ));
+    ))?;
     let cluster = start_cluster(bin).await?;
     out.say(&format!(
         "  ready in {} on 127.0.0.1:{} (deleted when the demo ends)\n",
         locksmith_core::duration::human(cluster.ready_in()),
         cluster.port()
-    ));
+    ))?;
 
-    out.heading("1. The migration as the story ran it: plain ALTER TABLE, no timeout");
-    out.say(&format!("   {MIGRATION};"));
+    out.heading("1. The migration as the story ran it: plain ALTER TABLE, no timeout")?;
+    out.say(&format!("   {MIGRATION};"))?;
     out.say(&format!(
         "   {LEAKERS} web sessions are idle in transaction (a scoped_session never removed); requests keep arriving.\n"
-    ));
+    ))?;
     let cap = args.cap;
     let (naive, naive_outcome) = scenario(&cluster, "incident_naive", &out, |incident| {
         naive_migration(incident, cap)
     })
     .await?;
-    out.say(&format!("\n   {}", naive_outcome.summary));
-    out.results("naive (plain ALTER)", &naive);
+    out.say(&format!("\n   {}", naive_outcome.summary))?;
+    out.results("naive (plain ALTER)", &naive)?;
 
-    let guarded_cluster = start_cluster(
-        BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?,
-    )
-    .await?;
-    out.heading("\n2. The same migration under the guard (lock budget 200ms, give up after 5s)");
-    out.say("   It looks before it queues: while sessions idle in transaction hold the table, it waits without queueing.\n");
+    let guarded_cluster =
+        start_cluster(BinDir::find(args.pg_bin.as_deref()).map_err(Failure::from)?).await?;
+    out.heading("\n2. The same migration under the guard (lock budget 200ms, give up after 5s)")?;
+    out.say("   It looks before it queues: while sessions idle in transaction hold the table, it waits without queueing.\n")?;
     let policy = GuardPolicy {
         deadline: Duration::from_secs(5),
         ..GuardPolicy::default()
@@ -119,11 +116,11 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         )
         .await?
     };
-    out.say(&format!("\n   {}", blocked_outcome.summary));
-    out.results("guard, no termination", &blocked);
+    out.say(&format!("\n   {}", blocked_outcome.summary))?;
+    out.results("guard, no termination", &blocked)?;
 
-    out.heading("\n3. Under the guard with --terminate-idle-after 1s");
-    out.say("   Sessions idle in transaction for 1s that block the migration are terminated; nothing else is touched.\n");
+    out.heading("\n3. Under the guard with --terminate-idle-after 1s")?;
+    out.say("   Sessions idle in transaction for 1s that block the migration are terminated; nothing else is touched.\n")?;
     let policy = GuardPolicy {
         terminate_idle_after: Some(Duration::from_secs(1)),
         ..policy
@@ -138,11 +135,11 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         )
         .await?
     };
-    out.say(&format!("\n   {}", guarded_outcome.summary));
-    out.results("guard + terminate", &guarded);
+    out.say(&format!("\n   {}", guarded_outcome.summary))?;
+    out.results("guard + terminate", &guarded)?;
 
     if args.json {
-        let mut stdout = std::io::stdout().lock();
+        let mut stdout = crate::output::stdout();
         render::json(
             &mut stdout,
             &DemoResult {
@@ -156,8 +153,8 @@ pub async fn run(args: DemoArgs) -> CmdResult {
             ("plain ALTER", &naive),
             ("guard", &blocked),
             ("guard + terminate 1s", &guarded),
-        ]));
-        out.say(&diagnosis(&naive));
+        ]))?;
+        out.say(&diagnosis(&naive))?;
     }
     Ok(Outcome::Done)
 }
@@ -171,7 +168,7 @@ async fn start_cluster(bin: BinDir) -> Result<Cluster, Failure> {
     tokio::task::spawn_blocking(move || Cluster::start_with(options))
         .await
         .map_err(|e| Failure::other(miette::miette!("starting the cluster: {e}")))?
-        .map_err(|e| Failure::other(miette::miette!("{e}")))
+        .map_err(Failure::from)
 }
 
 /// Runs one half: stage the database, start traffic, leak sessions, run
@@ -188,13 +185,13 @@ where
 {
     let incident = Incident::stage(cluster, dbname)
         .await
-        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+        .map_err(Failure::from)?;
     let leak_settings = incident
         .app
         .with_application_name("web-app (leaked scoped_session)");
     let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
         .await
-        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+        .map_err(Failure::from)?;
     let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
     tokio::time::sleep(WARM_UP).await;
 
@@ -220,7 +217,7 @@ where
                 // Show the tree once the queue has formed: that is the moment to diagnose.
                 if !tree_shown && waiting > 5 && started.elapsed() > Duration::from_secs(2) {
                     tree_shown = true;
-                    out.tree(&BlockerReport::from_snapshot(&snapshot));
+                    out.tree(&BlockerReport::from_snapshot(&snapshot))?;
                 }
             }
         }
@@ -314,7 +311,7 @@ async fn guarded_migration(
                 holders.iter().map(|h| format!("     {}", render::guard::holder_line(h))).collect::<Vec<_>>().join("\n")
             ),
         },
-        Err(e) => return Err(Failure::other(miette::miette!("{e}"))),
+        Err(e) => return Err(Failure::from(e)),
     })
 }
 
@@ -406,14 +403,15 @@ impl Output {
         EventLines::new(self.json, self.style).indented()
     }
 
-    fn say(&self, line: &str) {
+    fn say(&self, line: &str) -> std::io::Result<()> {
         if !self.json {
-            println!("{line}");
+            writeln!(crate::output::stdout(), "{line}")?;
         }
+        Ok(())
     }
 
-    fn heading(&self, line: &str) {
-        self.say(&self.style.bold(line));
+    fn heading(&self, line: &str) -> std::io::Result<()> {
+        self.say(&self.style.bold(line))
     }
 
     fn live(&self, t: Duration, traffic: &Traffic, waiting: usize) {
@@ -448,19 +446,24 @@ impl Output {
         }
     }
 
-    fn tree(&self, report: &BlockerReport) {
+    fn tree(&self, report: &BlockerReport) -> std::io::Result<()> {
         if self.json {
-            return;
+            return Ok(());
         }
         self.end_live();
-        println!("\n   {}", self.style.bold("locksmith blockers, taken now:"));
+        let mut out = crate::output::stdout();
+        writeln!(
+            out,
+            "\n   {}",
+            self.style.bold("locksmith blockers, taken now:")
+        )?;
         for line in render::blockers::human(report, self.style).lines() {
-            println!("   {line}");
+            writeln!(out, "   {line}")?;
         }
-        println!();
+        writeln!(out)
     }
 
-    fn results(&self, label: &str, r: &HalfResult) {
+    fn results(&self, label: &str, r: &HalfResult) -> std::io::Result<()> {
         self.say(&format!(
             "   {label}: worst stall {}, p99 {}, {} requests, {} timeouts (>5s), peak {} app connections, migration {}",
             render::age(Some(r.max_stall_ms as i64)),
@@ -469,6 +472,6 @@ impl Output {
             r.timeouts,
             r.peak_connections,
             if r.completed { "completed" } else { "not applied" },
-        ));
+        ))
     }
 }

@@ -39,8 +39,7 @@ pub async fn run(args: LintArgs) -> CmdResult {
     if let Some(url) = &args.database_url {
         grade_live(url, &mut files).await?;
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::output::stdout();
     match args.format {
         LintFormat::Human => {
             render::human(&mut out, &files, &crate::render::style::Style::detect())?

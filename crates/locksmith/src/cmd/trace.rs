@@ -107,8 +107,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
         }
     }
 
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::output::stdout();
     match args.format {
         LintFormat::Human => {
             render::human(&mut out, &files, &crate::render::style::Style::detect())?
