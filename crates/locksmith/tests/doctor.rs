@@ -1,11 +1,11 @@
 //! `locksmith doctor` against real servers and real server logs.
 
 use std::process::Command;
-use std::time::Duration;
 
 use locksmith_sandbox::cluster::ClusterOptions;
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::wait;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
 
@@ -157,17 +157,38 @@ async fn scans_real_stderr_and_csv_logs() {
     idle.batch_execute("SET idle_in_transaction_session_timeout = '100ms'; BEGIN; SELECT 1")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait::until(wait::BOUND, "the server to end the idle session", || async {
+        idle.is_closed()
+    })
+    .await
+    .unwrap();
     drop(leaked);
-    // The collector writes asynchronously.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
+    // The collector writes asynchronously: wait until both logs have the last line.
     let log_dir = cluster.data_dir().join("log");
-    let mut files: Vec<_> = std::fs::read_dir(&log_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let logs = || -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    };
+    wait::until(wait::BOUND, "the collector to log the idle timeout", || {
+        let files = logs();
+        async move {
+            ["log", "csv"].iter().all(|ext| {
+                files.iter().any(|p| {
+                    p.extension().is_some_and(|e| e == *ext)
+                        && std::fs::read_to_string(p)
+                            .unwrap_or_default()
+                            .contains("idle-in-transaction timeout")
+                })
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let files = logs();
     let stderr_log = files
         .iter()
         .find(|p| p.extension().is_some_and(|e| e == "log"))
