@@ -199,9 +199,11 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
         "traffic stalled {} ms",
         report.max_stall_ms
     );
-    wait::until(wait::BOUND, "the terminated leakers' connections to close", || async {
-        leaked.alive() == 0
-    })
+    wait::until(
+        wait::BOUND,
+        "the terminated leakers' connections to close",
+        || async { leaked.alive() == 0 },
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -255,7 +257,7 @@ async fn active_long_query_is_waited_for_not_terminated() {
     let (result, read_done) = long_read.await.unwrap();
     assert!(result.is_ok());
     // The guard waited for the reader, naming it, and got its lock only after the read ended.
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(
         seen.iter()
             .any(|(kind, pids)| *kind == "waiting" && pids == &[reader_pid]),
@@ -359,9 +361,11 @@ async fn interrupt_while_waiting_leaves_nothing_queued() {
     let watcher = incident.admin.connect().await.unwrap();
     let sender = tokio::spawn(async move {
         // Interrupt only once the guard's own lock request is queued on the server.
-        wait::until(wait::BOUND, "the guard's statement to queue for its lock", || {
-            has_table_lock(&watcher, pid, false)
-        })
+        wait::until(
+            wait::BOUND,
+            "the guard's statement to queue for its lock",
+            || has_table_lock(&watcher, pid, false),
+        )
         .await
         .unwrap();
         tx.send(Some(Interrupt::Interrupt)).unwrap();
@@ -375,7 +379,11 @@ async fn interrupt_while_waiting_leaves_nothing_queued() {
     );
     let _tx = sender.await.unwrap();
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen, [("attempt", vec![])], "one attempt, interrupted while queued");
+    assert_eq!(
+        seen,
+        [("attempt", vec![])],
+        "one attempt, interrupted while queued"
+    );
     assert_eq!(ungranted_locks_of(&admin, pid).await, 0);
     assert!(!constraint_exists(&admin).await);
     assert!(!long_read.is_finished(), "the read was left alone");

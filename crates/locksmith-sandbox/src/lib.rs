@@ -44,6 +44,14 @@ pub enum Error {
         /// Where we looked.
         looked: String,
     },
+    /// A folder listed as holding server binaries holds none.
+    #[error("{dir} (listed in {listed_in}) holds no PostgreSQL server (initdb, postgres)")]
+    NotAServer {
+        /// The folder.
+        dir: String,
+        /// Where it was listed, e.g. `LOCKSMITH_PG_BINS`.
+        listed_in: &'static str,
+    },
     /// Running as root, but there is no `postgres` OS user to run the server as.
     #[error("running as root, and PostgreSQL refuses to run as root, but there is no `postgres` OS user to run it as; create one (`useradd --system postgres`) or run locksmith as an ordinary user")]
     NoPostgresUser,

@@ -66,6 +66,9 @@ mod tests {
         let err = until(Duration::from_millis(50), "never", || async { false })
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("never did not happen within"), "{err}");
+        assert!(
+            err.to_string().contains("never did not happen within"),
+            "{err}"
+        );
     }
 }

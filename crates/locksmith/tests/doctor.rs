@@ -157,9 +157,11 @@ async fn scans_real_stderr_and_csv_logs() {
     idle.batch_execute("SET idle_in_transaction_session_timeout = '100ms'; BEGIN; SELECT 1")
         .await
         .unwrap();
-    wait::until(wait::BOUND, "the server to end the idle session", || async {
-        idle.is_closed()
-    })
+    wait::until(
+        wait::BOUND,
+        "the server to end the idle session",
+        || async { idle.is_closed() },
+    )
     .await
     .unwrap();
     drop(leaked);

@@ -171,19 +171,7 @@ fn server_binaries(explicit: Option<&PathBuf>, version: Option<u32>) -> Result<B
     let Some(version) = version else {
         return BinDir::find(None).map_err(|e| Failure::other(miette!("{e}")));
     };
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for var in ["LOCKSMITH_PG_BIN", "LOCKSMITH_PG_BINS"] {
-        if let Some(v) = std::env::var_os(var) {
-            dirs.extend(std::env::split_paths(&v));
-        }
-    }
-    dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{version}/bin")));
-    if let Ok(found) = BinDir::find(None) {
-        dirs.push(found.path);
-    }
-    dirs.iter()
-        .filter_map(|d| BinDir::at(d))
-        .find(|b| b.major == version)
+    BinDir::find_major(version)
         .ok_or_else(|| {
             Failure::input(miette!(
                 "no PostgreSQL {version} server binaries found; install them (scripts/pg-versions.sh) and \

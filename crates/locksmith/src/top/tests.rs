@@ -2,7 +2,7 @@
 //! do to real sessions. Plus key handling on a hand-made snapshot, which
 //! needs no server.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use locksmith_pg::signal::Signal;
@@ -60,11 +60,16 @@ impl Staged {
 }
 
 async fn wait_for(admin: &Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !admin.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    locksmith_sandbox::wait::until(locksmith_sandbox::wait::BOUND, what, || async {
+        admin
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
 }
 
 async fn stage() -> Staged {
@@ -72,8 +77,22 @@ async fn stage() -> Staged {
     let incident = Incident::stage(&cluster, "incident").await.unwrap();
     let queue = Queue::form(&incident, 2, 1).await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
-    // Let the ages grow past zero so they show as seconds.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Let the ages grow past a second so they show as seconds.
+    let leakers = queue
+        .leaked
+        .pids()
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>();
+    wait_for(
+        &admin,
+        &format!(
+            "SELECT bool_and(clock_timestamp() - xact_start > interval '1.1s') FROM pg_stat_activity WHERE pid IN ({})",
+            leakers.join(", ")
+        ),
+        "the leakers' transactions are over a second old",
+    )
+    .await;
     Staged {
         cluster,
         incident,
