@@ -36,13 +36,6 @@ pub struct Blocker {
     pub blocking: Vec<i32>,
 }
 
-impl std::ops::Deref for Blocker {
-    type Target = SessionSummary;
-    fn deref(&self) -> &SessionSummary {
-        &self.session
-    }
-}
-
 /// A session waiting for a lock.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Waiting {
@@ -72,13 +65,6 @@ pub struct IdleInTransaction {
     pub session: SessionSummary,
     /// Relation locks it holds.
     pub holds: Vec<RelationLock>,
-}
-
-impl std::ops::Deref for IdleInTransaction {
-    type Target = SessionSummary;
-    fn deref(&self) -> &SessionSummary {
-        &self.session
-    }
 }
 
 /// Connection headroom.
@@ -222,7 +208,7 @@ impl BlockerReport {
             }
         }
         for b in &self.blockers {
-            visit(b.pid, 0, false, &children, &mut seen, &mut lines);
+            visit(b.session.pid, 0, false, &children, &mut seen, &mut lines);
         }
         lines
     }

@@ -56,10 +56,11 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
             } else {
                 "└─ waits for it: "
             };
-            if let Some(b) = report.blockers.iter().find(|b| b.pid == line.pid) {
-                let state = b.state.as_deref().unwrap_or("?");
-                let what = if b.is_idle_in_transaction() {
-                    style.red(&format!("{state} for {}", age(b.state_age_ms)))
+            if let Some(b) = report.blockers.iter().find(|b| b.session.pid == line.pid) {
+                let session = &b.session;
+                let state = session.state.as_deref().unwrap_or("?");
+                let what = if session.is_idle_in_transaction() {
+                    style.red(&format!("{state} for {}", age(session.state_age_ms)))
                 } else {
                     style.yellow(state)
                 };
@@ -67,17 +68,17 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                     out,
                     "{indent}{} pid {} {} ({}), transaction open {}, {}",
                     style.bold("ROOT"),
-                    b.pid,
-                    app(&b.application_name),
-                    b.client_addr.as_deref().unwrap_or("local socket"),
-                    age(b.xact_age_ms),
+                    session.pid,
+                    app(&session.application_name),
+                    session.client_addr.as_deref().unwrap_or("local socket"),
+                    age(session.xact_age_ms),
                     what,
                 );
                 let _ = writeln!(out, "{indent}   holds {}", holds(&b.holds));
                 let _ = writeln!(
                     out,
                     "{indent}   last query: {}",
-                    style.dim(&one_line(&b.query, 100))
+                    style.dim(&one_line(&session.query, 100))
                 );
                 let blocked: Vec<String> = b.blocking.iter().map(|p| p.to_string()).collect();
                 let _ = writeln!(out, "{indent}   blocks pid {}", blocked.join(", "));
@@ -113,7 +114,8 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
             "\n{}",
             style.bold("Sessions idle in transaction (each holds its locks until it ends):")
         );
-        for s in &report.idle_in_transaction {
+        for idle in &report.idle_in_transaction {
+            let s = &idle.session;
             let _ = writeln!(
                 out,
                 "  pid {:<7} {:<28} {:<15} idle {:>7}  transaction {:>7}  holds {}",
@@ -122,7 +124,7 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                 s.client_addr.as_deref().unwrap_or("local"),
                 age(s.state_age_ms),
                 age(s.xact_age_ms),
-                holds(&s.holds),
+                holds(&idle.holds),
             );
         }
     }

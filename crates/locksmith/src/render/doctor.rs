@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use locksmith_core::server_log::{meaning, LogSummary};
+use locksmith_core::server_log::LogSummary;
 use locksmith_pg::audit::{Finding, Severity};
 
 use super::style::Style;
@@ -41,7 +41,7 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
         let _ = writeln!(
             out,
             "  {} ×{}  first {}  last {}  pids {}",
-            style.bold(s.kind),
+            style.bold(s.kind.id()),
             s.count,
             s.first.as_deref().unwrap_or("?"),
             s.last.as_deref().unwrap_or("?"),
@@ -64,7 +64,7 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
                 list(&s.queue)
             );
         }
-        let _ = writeln!(out, "      {}", style.dim(meaning(s.kind)));
+        let _ = writeln!(out, "      {}", style.dim(s.kind.meaning()));
     }
     out
 }

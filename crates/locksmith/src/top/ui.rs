@@ -151,7 +151,7 @@ fn render_header(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
         Some((snap, report)) => {
             let c = &report.connections;
             let idle = &report.idle_in_transaction;
-            let oldest = idle.iter().filter_map(|s| s.state_age_ms).max();
+            let oldest = idle.iter().filter_map(|s| s.session.state_age_ms).max();
             let longest = snap.sessions.iter().filter_map(|s| s.xact_age_ms).max();
             let idle_style = if idle.is_empty() { p.green() } else { p.red() };
             let wait_style = if report.waiting.is_empty() {
