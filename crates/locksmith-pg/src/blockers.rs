@@ -401,7 +401,11 @@ mod tests {
     fn incident_roots_waiters_and_queue() {
         let report = BlockerReport::from_snapshot(&incident());
         assert_eq!(
-            report.blockers.iter().map(|b| b.session.pid).collect::<Vec<_>>(),
+            report
+                .blockers
+                .iter()
+                .map(|b| b.session.pid)
+                .collect::<Vec<_>>(),
             vec![10, 11]
         );
         assert_eq!(report.blockers[0].blocking, vec![20]);

@@ -57,13 +57,19 @@ impl Session {
         idle_in_transaction(self.state.as_deref())
     }
 
+    /// The `application_name`; for a server process without one (the
+    /// autovacuum launcher, a WAL sender…) its `backend_type` in brackets.
+    pub fn name(&self) -> String {
+        match (self.application_name.is_empty(), self.backend_type.as_str()) {
+            (false, _) => self.application_name.clone(),
+            (true, "client backend") => "(no application_name)".into(),
+            (true, kind) => format!("[{kind}]"),
+        }
+    }
+
     /// `application@client` for one-line reports.
     pub fn label(&self) -> String {
-        let app = if self.application_name.is_empty() {
-            "(no application_name)"
-        } else {
-            &self.application_name
-        };
+        let app = self.name();
         match &self.client_addr {
             Some(addr) => format!("{app}@{addr}"),
             None => format!("{app}@local"),
