@@ -185,7 +185,8 @@ pub struct LockRow {
     /// `relation`, `transactionid`, `advisory`, …
     pub locktype: String,
     /// The relation's name (schema-qualified when not on the search path), for relation locks
-    /// in the current database; `oid:N` for other databases.
+    /// in the current database; `relation N in database D` for other databases (its
+    /// name can only be read from inside that database).
     pub relation: Option<String>,
     /// `pg_locks.mode`, e.g. `AccessExclusiveLock`.
     pub mode: String,
@@ -322,7 +323,9 @@ impl Snapshotter {
                          WHEN l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                            OR l.database = 0
                          THEN l.relation::regclass::text
-                         ELSE 'oid:' || l.relation::text END,
+                         ELSE 'relation ' || l.relation::text || ' in database '
+                              || coalesce((SELECT quote_ident(datname) FROM pg_database WHERE oid = l.database),
+                                          l.database::text) END,
                     l.mode, l.granted, {waitstart}
              FROM pg_locks l
              WHERE l.pid IS NOT NULL AND l.pid <> pg_backend_pid()

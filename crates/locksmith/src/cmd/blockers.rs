@@ -1,4 +1,6 @@
-//! `locksmith blockers`: one snapshot of who waits for whom.
+//! `locksmith blockers`: one snapshot of who waits for whom. Exit 3 while
+//! sessions wait behind a root blocker (an outage in progress, the roots
+//! named), 0 when nobody waits: usable from a monitoring script.
 
 use std::io::Write;
 
@@ -21,5 +23,9 @@ pub async fn run(args: BlockersArgs) -> CmdResult {
             render::blockers::human(&report, render::style::Style::detect()).as_bytes(),
         )?,
     }
-    Ok(Outcome::Done)
+    Ok(if report.blockers.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Blocked
+    })
 }
