@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd;
+mod examples;
 mod exit;
 mod output;
 mod render;
