@@ -46,12 +46,16 @@ async fn default_server_lacks_the_idle_timeout_until_the_role_has_one() {
         .find(|f| f["id"] == "idle_in_transaction_session_timeout")
         .unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(finding["severity"], "warning");
+    // The only role is the superuser an administrator works as: a backstop, not a minute.
     assert_eq!(
         finding["fix"],
-        "ALTER ROLE postgres SET idle_in_transaction_session_timeout = '60s';"
+        "ALTER ROLE postgres SET idle_in_transaction_session_timeout = '10min';"
     );
+    let why = finding["why"].as_str().unwrap();
+    assert!(why.contains("applies to new sessions only"), "{why}");
+    assert!(why.contains("superuser"), "{why}");
     let keys: Vec<&String> = finding.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["fix", "id", "message", "severity"]);
+    assert_eq!(keys, ["fix", "id", "message", "severity", "why"]);
     assert_eq!(report["log"], serde_json::json!([]));
 
     // Run the fix: the finding goes away, and a clean server exits 0.
@@ -244,6 +248,7 @@ async fn scans_real_stderr_and_csv_logs() {
         assert_eq!(kind("idle_in_transaction_timeout")["count"], 1);
         for e in log {
             let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+            assert!(e["meaning"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
             for k in ["kind", "count", "first", "last", "pids"] {
                 assert!(keys.iter().any(|x| *x == k), "{k} missing: {e}");
             }

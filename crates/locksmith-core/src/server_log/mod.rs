@@ -165,6 +165,8 @@ impl LogKind {
 pub struct LogSummary {
     /// e.g. `lock_wait`.
     pub kind: LogKind,
+    /// What lines of this kind mean, in the story's terms (the same text the human report shows).
+    pub meaning: &'static str,
     /// How many lines of this kind.
     pub count: usize,
     /// Timestamp of the first.
@@ -196,6 +198,7 @@ pub fn scan(text: &str) -> Vec<LogSummary> {
             None => {
                 found.push(LogSummary {
                     kind,
+                    meaning: kind.meaning(),
                     count: 0,
                     first: m.time.clone(),
                     last: None,
@@ -351,7 +354,7 @@ mod tests {
         let json = serde_json::to_value(&found[0]).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"kind": "client_eof_in_transaction", "count": 1,
+            serde_json::json!({"kind": "client_eof_in_transaction", "meaning": LogKind::ClientEofInTransaction.meaning(), "count": 1,
                 "first": "2024-05-11 09:13:09.000 UTC", "last": "2024-05-11 09:13:09.000 UTC", "pids": [7881]})
         );
     }

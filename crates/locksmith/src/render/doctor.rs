@@ -31,7 +31,10 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
             style.dim(&format!("[{}]", f.id))
         );
         let _ = writeln!(out, "        why: {}", f.why);
-        let _ = writeln!(out, "        fix: {}", f.fix);
+        for (i, line) in f.fix.lines().enumerate() {
+            let label = if i == 0 { "fix:" } else { "    " };
+            let _ = writeln!(out, "        {label} {line}");
+        }
     }
     if !log.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("Server log:"));
@@ -64,7 +67,7 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
                 list(&s.queue)
             );
         }
-        let _ = writeln!(out, "      {}", style.dim(s.kind.meaning()));
+        let _ = writeln!(out, "      {}", style.dim(s.meaning));
     }
     out
 }
