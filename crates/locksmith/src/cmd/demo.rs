@@ -64,6 +64,8 @@ struct DemoResult {
 pub struct MigrationOutcome {
     pub completed: bool,
     pub summary: String,
+    /// How long it ran: the one migration time the summary and the table both show.
+    pub took: Duration,
 }
 
 pub async fn run(args: DemoArgs) -> CmdResult {
@@ -72,6 +74,7 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         style: Style::detect(),
         tty: std::io::stderr().is_terminal(),
     };
+    out.say(STORY)?;
     let bin = BinDir::find(args.pg_bin.as_deref()).map_err(Failure::from)?;
     out.say(&format!(
         "Starting a throwaway PostgreSQL {} from {} …",
@@ -155,6 +158,7 @@ pub async fn run(args: DemoArgs) -> CmdResult {
             ("guard + terminate 1s", &guarded),
         ]))?;
         out.say(&diagnosis(&naive))?;
+        out.say(NEXT)?;
     }
     Ok(Outcome::Done)
 }
@@ -222,7 +226,7 @@ where
             }
         }
     };
-    let migration_ms = started.elapsed().as_millis() as u64;
+    let migration_ms = outcome.took.as_millis() as u64;
     out.end_live();
     tokio::time::sleep(COOL_DOWN).await;
     drop(leaked);
@@ -257,17 +261,20 @@ async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationO
             alter.await
         }
     };
-    let took = locksmith_core::duration::human(started.elapsed());
+    let elapsed = started.elapsed();
+    let took = locksmith_core::duration::human(elapsed);
     Ok(match result {
-        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}.") },
+        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}."), took: elapsed },
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => MigrationOutcome {
             completed: false,
+            took: elapsed,
             summary: format!(
                 "The ALTER was still waiting for its lock after {took} and was cancelled on the server (as Ctrl-C in psql does)."
             ),
         },
         Err(e) => MigrationOutcome {
             completed: false,
+            took: elapsed,
             summary: format!("The ALTER failed: {}", locksmith_pg::describe_sql_error(&e)),
         },
     })
@@ -292,20 +299,18 @@ async fn guarded_migration(
     let step = Step::from(&statements[0]);
     let started = Instant::now();
     let result = guard.run_transaction(&[step], None).await;
-    let took = locksmith_core::duration::human(started.elapsed());
+    let elapsed = started.elapsed();
+    let took = locksmith_core::duration::human(elapsed);
     let terminated = guard.report.terminated.len();
     Ok(match result {
         Ok(attempts) => MigrationOutcome {
             completed: true,
-            summary: format!(
-                "Applied in {took} ({attempts} lock attempt{}, {terminated} idle session{} terminated); at most {} sessions ever queued behind it.",
-                if attempts == 1 { "" } else { "s" },
-                if terminated == 1 { "" } else { "s" },
-                guard.report.max_queued_behind
-            ),
+            took: elapsed,
+            summary: applied_summary(&took, attempts, terminated, guard.report.max_queued_behind),
         },
         Err(GuardError::Blocked { holders, reason }) => MigrationOutcome {
             completed: false,
+            took: elapsed,
             summary: format!(
                 "Gave up after {took} ({reason}), exit code 3, nothing left queued. Blocked by:\n{}",
                 holders.iter().map(|h| format!("     {}", render::guard::holder_line(h))).collect::<Vec<_>>().join("\n")
@@ -313,6 +318,50 @@ async fn guarded_migration(
         },
         Err(e) => return Err(Failure::from(e)),
     })
+}
+
+/// What the demo is about to show, before anything starts.
+const STORY: &str = "\
+The story: a web app leaks sessions idle in transaction, and a deploy runs a one-line ALTER TABLE on a 250-row table.
+The ALTER waits for those sessions' locks, and every request queues behind the ALTER: the site is down while it waits.
+Below, on a throwaway PostgreSQL: that outage, then the same migration under locksmith's guard, twice.
+";
+
+/// Where to go from here, once the demo is over.
+const NEXT: &str = "\nNext: `locksmith lint migrations/` shows what each of your migrations locks and the safe way; \
+`locksmith doctor` audits your server's timeouts; `locksmith blockers` shows who blocks whom right now.";
+
+/// The live line, at most 80 columns without colour: `paint` colours the worst latency.
+fn live_line(
+    t: Duration,
+    served: usize,
+    in_flight: usize,
+    worst_ms: u64,
+    waiting: usize,
+    paint: &dyn Fn(&str) -> String,
+) -> String {
+    format!(
+        "  t={:>6}  served {:>5}  in flight {:>4}  worst wait {}  queued on locks {:>3}",
+        locksmith_core::duration::human(t),
+        served,
+        in_flight,
+        paint(&format!("{:>6}", render::age(Some(worst_ms as i64)))),
+        waiting
+    )
+}
+
+/// How the guarded migration went, when it was applied.
+fn applied_summary(took: &str, attempts: u32, terminated: usize, max_queued: i64) -> String {
+    let queued = match max_queued {
+        0 => "nothing ever queued behind it".to_string(),
+        1 => "at most 1 session queued behind it".to_string(),
+        n => format!("at most {n} sessions queued behind it"),
+    };
+    format!(
+        "Applied in {took} ({attempts} lock attempt{}, {terminated} idle session{} terminated); {queued}.",
+        if attempts == 1 { "" } else { "s" },
+        if terminated == 1 { "" } else { "s" },
+    )
 }
 
 fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
@@ -376,6 +425,9 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         "migration time",
         columns.iter().map(|(_, r)| ms(r.migration_ms)).collect(),
     ));
+    out.push_str(
+        "\n   peak app connections: most connections the app held at once (a request queued behind a lock\n   keeps its connection); the live line's \"in flight\" is the requests waiting for an answer at that moment.\n",
+    );
     out
 }
 
@@ -419,20 +471,13 @@ impl Output {
             return;
         }
         let s = traffic.live();
-        let worst = render::age(Some(s.worst_ms as i64));
-        let worst = if s.worst_ms > 1000 {
-            self.style.red(&worst)
-        } else {
-            worst
-        };
-        let line = format!(
-            "   t={:>5}  requests served {:>5}  in flight {:>4}  worst latency {:>6}  sessions waiting on locks {:>3}",
-            locksmith_core::duration::human(t),
-            s.served,
-            s.in_flight,
-            worst,
-            waiting
-        );
+        let line = live_line(t, s.served, s.in_flight, s.worst_ms, waiting, &|worst| {
+            if s.worst_ms > 1000 {
+                self.style.red(worst)
+            } else {
+                worst.to_string()
+            }
+        });
         if self.tty {
             eprint!("\r{line}\x1b[K");
         } else if t.as_millis() % 1000 < 250 {
@@ -473,5 +518,41 @@ impl Output {
             r.peak_connections,
             if r.completed { "completed" } else { "not applied" },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_line_fits_80_columns_even_at_its_widest() {
+        let line = live_line(
+            Duration::from_secs(599),
+            99_999,
+            9_999,
+            599_000,
+            999,
+            &|s| s.to_string(),
+        );
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+
+    #[test]
+    fn nothing_queued_is_said_as_such() {
+        let none = applied_summary("30ms", 1, 3, 0);
+        assert!(none.contains("nothing ever queued behind it"), "{none}");
+        assert!(!none.contains("at most 0"), "{none}");
+        assert!(applied_summary("30ms", 2, 1, 1).contains("at most 1 session queued"));
+    }
+
+    #[test]
+    fn the_story_is_three_lines_and_the_end_names_the_next_command() {
+        assert_eq!(STORY.lines().count(), 3);
+        assert!(NEXT.contains("locksmith lint"));
     }
 }
