@@ -12,13 +12,13 @@ use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::migration::{checksum, wants_no_transaction, MigrationName};
 use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::history;
-use serde::Serialize;
 
 use super::progress::EventLines;
 use super::signals;
 use crate::cli::{ApplyArgs, Format};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::guard::{MigrationRecord, RunReport, Status};
+use crate::render::plan::{Plan, PlannedLock, PlannedMigration, PlannedStatement};
 use crate::render::{self, style::Style};
 
 /// A migration file, read and planned.
@@ -274,31 +274,9 @@ fn plan_dir(dir: &Path, pg_version: Option<u32>) -> Result<Vec<Planned>, Failure
     Ok(planned)
 }
 
-#[derive(Serialize)]
-struct DryRun<'a> {
-    status: &'static str,
-    migrations: Vec<DryRunMigration<'a>>,
-}
-
-#[derive(Serialize)]
-struct DryRunMigration<'a> {
-    version: i64,
-    name: &'a str,
-    in_transaction: bool,
-    statements: Vec<DryRunStatement<'a>>,
-    blockers: Vec<locksmith_pg::guard::Holder>,
-}
-
-#[derive(Serialize)]
-struct DryRunStatement<'a> {
-    line: u32,
-    column: u32,
-    sql: &'a str,
-    locks: Vec<serde_json::Value>,
-}
-
+/// The plan of what `apply` would do, with who would block it now.
 async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<String, Failure> {
-    let mut plan = DryRun {
+    let mut plan = Plan {
         status: "planned",
         migrations: Vec::new(),
     };
@@ -308,78 +286,37 @@ async fn dry_run(guard: &Guard, pending: &[Planned], format: Format) -> Result<S
             .iter()
             .flat_map(|s| s.step.locks.iter().cloned())
             .collect();
-        plan.migrations.push(DryRunMigration {
+        plan.migrations.push(PlannedMigration {
             version: p.name.version,
             name: &p.name.name,
             in_transaction: p.in_transaction,
             statements: p
                 .steps
                 .iter()
-                .map(|s| DryRunStatement {
+                .map(|s| PlannedStatement {
                     line: s.line,
                     column: s.column,
                     sql: &s.step.sql,
-                    locks: s.step.locks.iter().map(|l| serde_json::json!({"relation": l.relation, "mode": l.mode.pg_name()})).collect(),
+                    locks: s
+                        .step
+                        .locks
+                        .iter()
+                        .map(|l| PlannedLock {
+                            relation: &l.relation,
+                            mode: l.mode.pg_name(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             blockers: guard.holders_for(&targets).await?,
         });
     }
-    if format == Format::Json {
-        return Ok(serde_json::to_string_pretty(&plan)
-            .map_err(|e| Failure::other(miette::miette!("{e}")))?
-            + "\n");
-    }
-    let mut out = String::new();
-    if plan.migrations.is_empty() {
-        out.push_str("Nothing to apply: the database is up to date.\n");
-    }
-    for m in &plan.migrations {
-        out.push_str(&format!(
-            "{} {} ({})\n",
-            m.version,
-            m.name,
-            if m.in_transaction {
-                "one transaction, with its history row"
-            } else {
-                "statement by statement"
-            }
-        ));
-        for s in &m.statements {
-            let locks: Vec<String> = s
-                .locks
-                .iter()
-                .map(|l| {
-                    format!(
-                        "{} on {}",
-                        l["mode"].as_str().unwrap_or(""),
-                        l["relation"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            out.push_str(&format!(
-                "  {}:{}  {}\n",
-                s.line,
-                s.column,
-                render::one_line(s.sql, 90)
-            ));
-            out.push_str(&format!(
-                "        locks: {}\n",
-                if locks.is_empty() {
-                    "none on existing tables".into()
-                } else {
-                    locks.join(", ")
-                }
-            ));
+    Ok(match format {
+        Format::Json => {
+            let mut out = Vec::new();
+            render::json(&mut out, &plan)?;
+            String::from_utf8_lossy(&out).into_owned()
         }
-        if m.blockers.is_empty() {
-            out.push_str("  would block it now: nobody\n");
-        } else {
-            out.push_str("  would block it now:\n");
-            for h in &m.blockers {
-                out.push_str(&format!("    {}\n", render::guard::holder_line(h)));
-            }
-        }
-    }
-    Ok(out)
+        Format::Human => render::plan::human(&plan),
+    })
 }
