@@ -104,7 +104,7 @@ async fn names_leakers_as_roots_and_the_alter_as_the_queue_head() {
         human.contains(&format!("WHERE pid IN ({leaker_pids})")),
         "{human}"
     );
-    assert!(human.contains("ALTER ROLE \"app\" SET"), "{human}");
+    assert!(human.contains("ALTER ROLE app SET"), "{human}");
     assert!(human.contains("ROOT pid"), "{human}");
     assert!(
         human.contains("wants AccessExclusiveLock on academic_partners"),

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use locksmith_core::analysis::quote_ident;
 use locksmith_core::quote;
 use serde::Serialize;
 
@@ -142,7 +143,7 @@ fn idle_in_transaction_timeout(facts: &Facts, out: &mut Vec<Finding>) {
             ),
             fix: format!(
                 "ALTER ROLE {} SET idle_in_transaction_session_timeout = '{timeout}';",
-                role_ident(&role.name)
+                quote_ident(&role.name)
             ),
         });
     }
@@ -150,7 +151,7 @@ fn idle_in_transaction_timeout(facts: &Facts, out: &mut Vec<Finding>) {
 
 fn migration_timeouts(facts: &Facts, out: &mut Vec<Finding>) {
     for role in user_roles(facts).filter(|r| r.owns_tables) {
-        let ident = role_ident(&role.name);
+        let ident = quote_ident(&role.name);
         if effective(facts, &role.name, "lock_timeout").is_none_or(is_off) {
             out.push(Finding {
                 id: "lock_timeout",
@@ -331,27 +332,6 @@ fn prepared_transactions(facts: &Facts, out: &mut Vec<Finding>) {
     }
 }
 
-/// A role name as SQL: bare when that is unambiguous (`app`), quoted otherwise.
-fn role_ident(name: &str) -> String {
-    const RESERVED: [&str; 6] = [
-        "user",
-        "public",
-        "all",
-        "current_user",
-        "session_user",
-        "none",
-    ];
-    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain && !RESERVED.contains(&name) {
-        name.to_string()
-    } else {
-        quote::ident(name)
-    }
-}
-
 fn human_ms(ms: i64) -> String {
     locksmith_core::duration::human(std::time::Duration::from_millis(ms.max(0) as u64))
 }
@@ -408,9 +388,9 @@ mod tests {
 
     #[test]
     fn role_names_are_quoted_only_when_needed() {
-        assert_eq!(role_ident("app_rw"), "app_rw");
-        assert_eq!(role_ident("App"), "\"App\"");
-        assert_eq!(role_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("app_rw"), "app_rw");
+        assert_eq!(quote_ident("App"), "\"App\"");
+        assert_eq!(quote_ident("user"), "\"user\"");
     }
 
     #[test]

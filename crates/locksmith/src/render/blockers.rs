@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use locksmith_core::quote;
+use locksmith_core::analysis::quote_ident;
 use locksmith_pg::blockers::{BlockerReport, RelationLock};
 use locksmith_pg::snapshot::SessionSummary;
 
@@ -167,7 +167,7 @@ pub fn advice(report: &BlockerReport) -> Vec<String> {
         for role in distinct(idle.iter().filter_map(|s| s.usename.clone())) {
             lines.push(format!(
                 "Let the server end them from now on: ALTER ROLE {} SET idle_in_transaction_session_timeout = '60s'; (new sessions of role {role} only; the ones open now keep running)",
-                quote::ident(&role)
+                quote_ident(&role)
             ));
         }
         lines.push(format!(
@@ -342,7 +342,7 @@ mod tests {
             "{advice}"
         );
         assert!(
-            advice.contains("ALTER ROLE \"web\" SET idle_in_transaction_session_timeout"),
+            advice.contains("ALTER ROLE web SET idle_in_transaction_session_timeout"),
             "{advice}"
         );
         assert!(advice.contains("new sessions of role web only"), "{advice}");
