@@ -15,14 +15,10 @@ use serde::Serialize;
 
 use crate::snapshot::{LockRow, Session, SessionSummary, Snapshot};
 
-/// A relation and a lock mode on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RelationLock {
-    /// Relation name, or the lock type for non-relation locks (e.g. `transactionid`).
-    pub relation: String,
-    /// `pg_locks` spelling, e.g. `AccessShareLock`.
-    pub mode: String,
-}
+/// A relation (or, for a lock on something else, its lock type, e.g.
+/// `transactionid`) and a lock mode on it: the analysis' own type, so lint,
+/// the guard and this report speak of locks the same way.
+pub use locksmith_core::analysis::RelationLock;
 
 /// A session that blocks others and waits for no one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,9 +114,11 @@ impl BlockerReport {
                     pid: s.pid,
                     application_name: s.application_name.clone(),
                     query: s.query.clone(),
-                    wants: wanted.map(|l| RelationLock {
-                        relation: l.relation.clone().unwrap_or_else(|| l.locktype.clone()),
-                        mode: l.mode.clone(),
+                    wants: wanted.and_then(|l| {
+                        Some(RelationLock {
+                            relation: l.relation.clone().unwrap_or_else(|| l.locktype.clone()),
+                            mode: LockMode::from_pg_name(&l.mode)?,
+                        })
                     }),
                     waiting_ms: wanted.and_then(|l| l.waiting_ms).or(s.query_age_ms),
                     blocked_by: s.blocked_by.clone(),
@@ -227,10 +225,13 @@ pub fn held_locks(locks: &[LockRow], pid: i32) -> Vec<RelationLock> {
             .cmp(&LockMode::from_pg_name(&a.mode))
             .then_with(|| a.relation.cmp(&b.relation))
     });
+    // Predicate locks (`SIReadLock`) block no one and have no table lock mode: left out.
     held.into_iter()
-        .map(|l| RelationLock {
-            relation: l.relation.clone().unwrap_or_default(),
-            mode: l.mode.clone(),
+        .filter_map(|l| {
+            Some(RelationLock {
+                relation: l.relation.clone().unwrap_or_default(),
+                mode: LockMode::from_pg_name(&l.mode)?,
+            })
         })
         .collect()
 }
@@ -412,7 +413,10 @@ mod tests {
         let alter = report.waiting.iter().find(|w| w.pid == 20).unwrap();
         assert_eq!(alter.queued_behind, vec![30, 31]);
         assert_eq!(alter.queued_after, Vec::<i32>::new());
-        assert_eq!(alter.wants.as_ref().unwrap().mode, "AccessExclusiveLock");
+        assert_eq!(
+            alter.wants.as_ref().unwrap().mode,
+            LockMode::AccessExclusive
+        );
         let select = report.waiting.iter().find(|w| w.pid == 30).unwrap();
         assert_eq!(
             select.queued_after,
