@@ -7,7 +7,6 @@
 //! observations into the lint report shape so that `render::lint` draws
 //! both; the tracing itself is `locksmith_pg::trace`'s.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use locksmith_core::analysis::{analyze_after, StatementKind};
@@ -17,9 +16,9 @@ use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use miette::miette;
 
-use crate::cli::{LintFormat, TraceArgs};
+use crate::cli::TraceArgs;
 use crate::exit::{CmdResult, Failure};
-use crate::render::lint::{self as render, LintedFile, Traced};
+use crate::render::lint::{LintedFile, Traced};
 
 pub async fn run(args: TraceArgs) -> CmdResult {
     let config = super::lint::load_config(args.config.as_deref())?;
@@ -107,16 +106,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
         }
     }
 
-    let mut out = crate::output::stdout();
-    match args.format {
-        LintFormat::Human => {
-            render::human(&mut out, &files, &crate::render::style::Style::detect())?
-        }
-        LintFormat::Json => render::json(&mut out, &files)?,
-        LintFormat::Sarif => render::sarif(&mut out, &files)?,
-        LintFormat::Github => render::github(&mut out, &files)?,
-    }
-    out.flush()?;
+    crate::render::lint_report(&mut crate::output::stdout(), args.format, &files)?;
     Ok(super::lint::outcome(&files))
 }
 
