@@ -41,6 +41,9 @@ pub struct HalfResult {
     pub p99_ms: u64,
     /// Requests sent.
     pub requests: usize,
+    /// How long the traffic ran (warm-up, migration, cool-down): the halves
+    /// differ in length, so compare requests per second, not requests.
+    pub traffic_ms: u64,
     /// Requests slower than the 5 s gateway timeout.
     pub timeouts: usize,
     /// Whether the migration completed.
@@ -196,6 +199,7 @@ where
     let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
         .await
         .map_err(Failure::from)?;
+    let traffic_started = Instant::now();
     let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
     tokio::time::sleep(WARM_UP).await;
 
@@ -231,11 +235,13 @@ where
     tokio::time::sleep(COOL_DOWN).await;
     drop(leaked);
     let report: TrafficReport = traffic.stop().await;
+    let traffic_ms = traffic_started.elapsed().as_millis() as u64;
     Ok((
         HalfResult {
             max_stall_ms: report.max_stall_ms,
             p99_ms: report.p99_ms,
             requests: report.requests,
+            traffic_ms,
             timeouts: report.timeouts,
             completed: outcome.completed,
             peak_connections: report.peak_connections + LEAKERS,
@@ -350,6 +356,11 @@ fn live_line(
     )
 }
 
+/// `n` over `ms` as a rate: `97/s`.
+fn per_second(n: usize, ms: u64) -> String {
+    format!("{:.0}/s", n as f64 * 1000.0 / ms.max(1) as f64)
+}
+
 /// How the guarded migration went, when it was applied.
 fn applied_summary(took: &str, attempts: u32, terminated: usize, max_queued: i64) -> String {
     let queued = match max_queued {
@@ -387,10 +398,10 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         columns.iter().map(|(_, r)| ms(r.p99_ms)).collect(),
     ));
     out.push_str(&row(
-        "requests",
+        "requests served per s",
         columns
             .iter()
-            .map(|(_, r)| r.requests.to_string())
+            .map(|(_, r)| per_second(r.requests, r.traffic_ms))
             .collect(),
     ));
     out.push_str(&row(
@@ -510,10 +521,12 @@ impl Output {
 
     fn results(&self, label: &str, r: &HalfResult) -> std::io::Result<()> {
         self.say(&format!(
-            "   {label}: worst stall {}, p99 {}, {} requests, {} timeouts (>5s), peak {} app connections, migration {}",
+            "   {label}: worst stall {}, p99 {}, {} requests in {} ({}), {} timeouts (>5s), peak {} app connections, migration {}",
             render::age(Some(r.max_stall_ms as i64)),
             render::age(Some(r.p99_ms as i64)),
             r.requests,
+            render::age(Some(r.traffic_ms as i64)),
+            per_second(r.requests, r.traffic_ms),
             r.timeouts,
             r.peak_connections,
             if r.completed { "completed" } else { "not applied" },
@@ -540,6 +553,12 @@ mod tests {
             "{} columns: {line}",
             line.chars().count()
         );
+    }
+
+    #[test]
+    fn request_counts_are_rates() {
+        assert_eq!(per_second(300, 3_000), "100/s");
+        assert_eq!(per_second(5, 0), "5000/s");
     }
 
     #[test]
