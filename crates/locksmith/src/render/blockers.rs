@@ -366,6 +366,11 @@ mod tests {
     }
 
     #[test]
+    fn the_outage_as_people_read_it() {
+        insta::assert_snapshot!(human(&report("leaky-app", 5), Style::plain()));
+    }
+
+    #[test]
     fn one_session_is_singular() {
         let text = human(&report("leaky-app", 1), Style::plain());
         assert!(text.contains("1 session queued behind it"), "{text}");
