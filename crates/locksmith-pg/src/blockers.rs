@@ -15,14 +15,10 @@ use serde::Serialize;
 
 use crate::snapshot::{LockRow, Session, SessionSummary, Snapshot};
 
-/// A relation and a lock mode on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RelationLock {
-    /// Relation name, or the lock type for non-relation locks (e.g. `transactionid`).
-    pub relation: String,
-    /// `pg_locks` spelling, e.g. `AccessShareLock`.
-    pub mode: String,
-}
+/// A relation (or, for a lock on something else, its lock type, e.g.
+/// `transactionid`) and a lock mode on it: the analysis' own type, so lint,
+/// the guard and this report speak of locks the same way.
+pub use locksmith_core::analysis::RelationLock;
 
 /// A session that blocks others and waits for no one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,13 +30,6 @@ pub struct Blocker {
     pub holds: Vec<RelationLock>,
     /// Sessions that wait directly for it.
     pub blocking: Vec<i32>,
-}
-
-impl std::ops::Deref for Blocker {
-    type Target = SessionSummary;
-    fn deref(&self) -> &SessionSummary {
-        &self.session
-    }
 }
 
 /// A session waiting for a lock.
@@ -72,13 +61,6 @@ pub struct IdleInTransaction {
     pub session: SessionSummary,
     /// Relation locks it holds.
     pub holds: Vec<RelationLock>,
-}
-
-impl std::ops::Deref for IdleInTransaction {
-    type Target = SessionSummary;
-    fn deref(&self) -> &SessionSummary {
-        &self.session
-    }
 }
 
 /// Connection headroom.
@@ -132,9 +114,11 @@ impl BlockerReport {
                     pid: s.pid,
                     application_name: s.application_name.clone(),
                     query: s.query.clone(),
-                    wants: wanted.map(|l| RelationLock {
-                        relation: l.relation.clone().unwrap_or_else(|| l.locktype.clone()),
-                        mode: l.mode.clone(),
+                    wants: wanted.and_then(|l| {
+                        Some(RelationLock {
+                            relation: l.relation.clone().unwrap_or_else(|| l.locktype.clone()),
+                            mode: LockMode::from_pg_name(&l.mode)?,
+                        })
                     }),
                     waiting_ms: wanted.and_then(|l| l.waiting_ms).or(s.query_age_ms),
                     blocked_by: s.blocked_by.clone(),
@@ -222,7 +206,7 @@ impl BlockerReport {
             }
         }
         for b in &self.blockers {
-            visit(b.pid, 0, false, &children, &mut seen, &mut lines);
+            visit(b.session.pid, 0, false, &children, &mut seen, &mut lines);
         }
         lines
     }
@@ -241,10 +225,13 @@ pub fn held_locks(locks: &[LockRow], pid: i32) -> Vec<RelationLock> {
             .cmp(&LockMode::from_pg_name(&a.mode))
             .then_with(|| a.relation.cmp(&b.relation))
     });
+    // Predicate locks (`SIReadLock`) block no one and have no table lock mode: left out.
     held.into_iter()
-        .map(|l| RelationLock {
-            relation: l.relation.clone().unwrap_or_default(),
-            mode: l.mode.clone(),
+        .filter_map(|l| {
+            Some(RelationLock {
+                relation: l.relation.clone().unwrap_or_default(),
+                mode: LockMode::from_pg_name(&l.mode)?,
+            })
         })
         .collect()
 }
@@ -415,14 +402,21 @@ mod tests {
     fn incident_roots_waiters_and_queue() {
         let report = BlockerReport::from_snapshot(&incident());
         assert_eq!(
-            report.blockers.iter().map(|b| b.pid).collect::<Vec<_>>(),
+            report
+                .blockers
+                .iter()
+                .map(|b| b.session.pid)
+                .collect::<Vec<_>>(),
             vec![10, 11]
         );
         assert_eq!(report.blockers[0].blocking, vec![20]);
         let alter = report.waiting.iter().find(|w| w.pid == 20).unwrap();
         assert_eq!(alter.queued_behind, vec![30, 31]);
         assert_eq!(alter.queued_after, Vec::<i32>::new());
-        assert_eq!(alter.wants.as_ref().unwrap().mode, "AccessExclusiveLock");
+        assert_eq!(
+            alter.wants.as_ref().unwrap().mode,
+            LockMode::AccessExclusive
+        );
         let select = report.waiting.iter().find(|w| w.pid == 30).unwrap();
         assert_eq!(
             select.queued_after,

@@ -2,9 +2,10 @@
 //! statement) and `pg_terminate_backend` (close the session, rolling back its
 //! transaction and releasing every lock it holds).
 //!
-//! Used by `top` (keys `c` and `k`) and by the guard (terminating
-//! idle-in-transaction blockers). This module only sends the signal; deciding
-//! *whom* to signal is the caller's job and must stay there.
+//! Used by `top` (keys `c` and `k`). The guard does not use it: it
+//! terminates idle-in-transaction blockers with a statement that re-checks
+//! idleness as it terminates (`guard::look`). This module only sends the
+//! signal; deciding *whom* to signal is the caller's job and must stay there.
 //!
 //! A role may signal its own sessions; other roles' sessions need membership
 //! in `pg_signal_backend`, and a superuser's sessions need a superuser. The
@@ -43,19 +44,8 @@ impl Signal {
     }
 }
 
-/// Cancels the statement `pid` is running. `Ok(false)` when `pid` is not a
-/// PostgreSQL backend (it already ended).
-pub async fn cancel_backend(client: &Client, pid: i32) -> Result<bool, Error> {
-    send(client, Signal::Cancel, pid).await
-}
-
-/// Terminates the session `pid`. `Ok(false)` when `pid` is not a PostgreSQL
+/// Sends `signal` to `pid`. `Ok(false)` when `pid` is not a PostgreSQL
 /// backend (it already ended).
-pub async fn terminate_backend(client: &Client, pid: i32) -> Result<bool, Error> {
-    send(client, Signal::Terminate, pid).await
-}
-
-/// Sends `signal` to `pid`.
 pub async fn send(client: &Client, signal: Signal, pid: i32) -> Result<bool, Error> {
     // Signals one backend; false (with a server warning) when the pid is not a backend.
     let sql = match signal {

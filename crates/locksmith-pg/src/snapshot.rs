@@ -57,13 +57,19 @@ impl Session {
         idle_in_transaction(self.state.as_deref())
     }
 
+    /// The `application_name`; for a server process without one (the
+    /// autovacuum launcher, a WAL sender…) its `backend_type` in brackets.
+    pub fn name(&self) -> String {
+        match (self.application_name.is_empty(), self.backend_type.as_str()) {
+            (false, _) => self.application_name.clone(),
+            (true, "client backend") => "(no application_name)".into(),
+            (true, kind) => format!("[{kind}]"),
+        }
+    }
+
     /// `application@client` for one-line reports.
     pub fn label(&self) -> String {
-        let app = if self.application_name.is_empty() {
-            "(no application_name)"
-        } else {
-            &self.application_name
-        };
+        let app = self.name();
         match &self.client_addr {
             Some(addr) => format!("{app}@{addr}"),
             None => format!("{app}@local"),
@@ -179,7 +185,8 @@ pub struct LockRow {
     /// `relation`, `transactionid`, `advisory`, …
     pub locktype: String,
     /// The relation's name (schema-qualified when not on the search path), for relation locks
-    /// in the current database; `oid:N` for other databases.
+    /// in the current database; `relation N in database D` for other databases (its
+    /// name can only be read from inside that database).
     pub relation: Option<String>,
     /// `pg_locks.mode`, e.g. `AccessExclusiveLock`.
     pub mode: String,
@@ -316,7 +323,9 @@ impl Snapshotter {
                          WHEN l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                            OR l.database = 0
                          THEN l.relation::regclass::text
-                         ELSE 'oid:' || l.relation::text END,
+                         ELSE 'relation ' || l.relation::text || ' in database '
+                              || coalesce((SELECT quote_ident(datname) FROM pg_database WHERE oid = l.database),
+                                          l.database::text) END,
                     l.mode, l.granted, {waitstart}
              FROM pg_locks l
              WHERE l.pid IS NOT NULL AND l.pid <> pg_backend_pid()

@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use locksmith_core::lock::LockMode;
-use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, Interrupt, RelationLock, Step};
+use locksmith_pg::guard::{Event, Guard, GuardError, GuardPolicy, Interrupt, RelationLock, Step};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile};
+use locksmith_sandbox::wait;
 use tokio::sync::watch;
 
 fn alter_step() -> Step {
@@ -41,6 +42,39 @@ async fn constraint_exists(client: &tokio_postgres::Client) -> bool {
         .unwrap()
         .get::<_, i64>(0)
         == 1
+}
+
+/// Whether `pid` holds (`granted`) or waits for (`!granted`) a lock on the story's table.
+async fn has_table_lock(client: &tokio_postgres::Client, pid: i32, granted: bool) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND granted = $2 AND relation = $3::text::regclass",
+            &[&pid, &granted, &TABLE],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+}
+
+/// The guard's events as (kind, pids of the holders named).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<i32>)>>>;
+
+fn record_events(guard: &mut Guard) -> Seen {
+    let seen = Seen::default();
+    let sink = seen.clone();
+    guard.on_event(move |event| {
+        let entry = match event {
+            Event::Waiting { holders, .. } => ("waiting", holders.iter().map(|h| h.pid).collect()),
+            Event::Attempt { .. } => ("attempt", Vec::new()),
+            Event::LostRace { .. } => ("lost_race", Vec::new()),
+            Event::Terminated(h) => ("terminated", vec![h.pid]),
+            Event::DroppedInvalidIndex(_) => ("dropped_invalid_index", Vec::new()),
+            Event::IndexAlreadyBuilt(_) => ("index_already_built", Vec::new()),
+        };
+        sink.lock().unwrap().push(entry);
+    });
+    seen
 }
 
 async fn ungranted_locks_of(client: &tokio_postgres::Client, pid: i32) -> i64 {
@@ -167,8 +201,13 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
         "traffic stalled {} ms",
         report.max_stall_ms
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(leaked.alive(), 0);
+    wait::until(
+        wait::BOUND,
+        "the terminated leakers' connections to close",
+        || async { leaked.alive() == 0 },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         bystander.alive(),
         1,
@@ -183,34 +222,58 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
 #[tokio::test]
 async fn active_long_query_is_waited_for_not_terminated() {
     let incident = Incident::stage_shared("guard_active").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
     let reader = incident
         .app
         .with_application_name("report-job")
         .connect()
         .await
         .unwrap();
+    let reader_pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let long_read = tokio::spawn(async move {
-        reader
+        let result = reader
             .batch_execute("BEGIN; SELECT count(*) FROM academic_partners, pg_sleep(1.5); COMMIT")
-            .await
+            .await;
+        (result, Instant::now())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait::until(wait::BOUND, "the report job to hold its lock", || {
+        has_table_lock(&admin, reader_pid, true)
+    })
+    .await
+    .unwrap();
     let (_tx, rx) = watch::channel(None);
     let mut guard = Guard::connect(&incident.admin, policy(10_000, Some(0)), rx)
         .await
         .unwrap();
+    let seen = record_events(&mut guard);
     guard.run_transaction(&[alter_step()], None).await.unwrap();
+    let applied = Instant::now();
     assert!(
         guard.report.terminated.is_empty(),
         "an active query is never terminated"
     );
-    assert!(long_read.await.unwrap().is_ok());
+    let (result, read_done) = long_read.await.unwrap();
+    assert!(result.is_ok());
+    // The guard waited for the reader, naming it, and got its lock only after the read ended.
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(kind, pids)| *kind == "waiting" && pids == &[reader_pid]),
+        "{seen:?}"
+    );
+    assert!(read_done <= applied, "applied before the read ended");
+    assert!(constraint_exists(&admin).await);
 }
 
 #[tokio::test]
 async fn wins_against_a_stream_of_short_transactions() {
     let incident = Incident::stage_shared("guard_contention").await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for _ in 0..8 {
         let client = incident
@@ -219,7 +282,7 @@ async fn wins_against_a_stream_of_short_transactions() {
             .connect()
             .await
             .unwrap();
-        let stop = stop.clone();
+        let (stop, done) = (stop.clone(), done.clone());
         writers.push(tokio::spawn(async move {
             let mut worst = Duration::ZERO;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -229,11 +292,17 @@ async fn wins_against_a_stream_of_short_transactions() {
                     .await
                     .unwrap();
                 worst = worst.max(t.elapsed());
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             worst
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream is flowing: every writer has committed a few transactions on average.
+    wait::until(wait::BOUND, "the writers to get going", || async {
+        done.load(std::sync::atomic::Ordering::Relaxed) >= 8 * 5
+    })
+    .await
+    .unwrap();
     let (_tx, rx) = watch::channel(None);
     let mut guard = Guard::connect(&incident.admin, policy(20_000, None), rx)
         .await
@@ -258,32 +327,69 @@ async fn wins_against_a_stream_of_short_transactions() {
 #[tokio::test]
 async fn interrupt_while_waiting_leaves_nothing_queued() {
     let incident = Incident::stage_shared("guard_interrupt").await.unwrap();
-    let _leaked = LeakedSessions::open(&incident.app, 1, TABLE).await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    // An active read, younger than the budget: the guard does not wait it out
+    // by looking but issues its statement, which queues behind the read.
+    let reader = incident
+        .app
+        .with_application_name("report-job")
+        .connect()
+        .await
+        .unwrap();
+    let reader_pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let long_read = tokio::spawn(async move {
+        reader
+            .batch_execute("BEGIN; SELECT count(*) FROM academic_partners, pg_sleep(60); COMMIT")
+            .await
+    });
+    wait::until(wait::BOUND, "the read to hold its lock", || {
+        has_table_lock(&admin, reader_pid, true)
+    })
+    .await
+    .unwrap();
     let (tx, rx) = watch::channel(None);
-    // A policy that lets the LOCK wait a long time: the interrupt must still cancel it on the server.
+    // A budget that lets the statement wait a long time: the interrupt must still cancel it on the server.
     let policy = GuardPolicy {
         lock_timeout: Duration::from_secs(30),
         ..policy(60_000, None)
     };
     let mut guard = Guard::connect(&incident.admin, policy, rx).await.unwrap();
+    let seen = record_events(&mut guard);
     let pid = guard.pid();
+    let watcher = incident.admin.connect().await.unwrap();
     let sender = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Interrupt only once the guard's own lock request is queued on the server.
+        wait::until(
+            wait::BOUND,
+            "the guard's statement to queue for its lock",
+            || has_table_lock(&watcher, pid, false),
+        )
+        .await
+        .unwrap();
         tx.send(Some(Interrupt::Interrupt)).unwrap();
         tx
     });
-    let err = guard
-        .run_transaction(&[alter_step()], None)
-        .await
-        .unwrap_err();
+    let step = alter_step();
+    let err = guard.run_outside_transaction(&step).await.unwrap_err();
     assert!(
         matches!(err, GuardError::Interrupted(Interrupt::Interrupt)),
         "{err:?}"
     );
     let _tx = sender.await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [("attempt", vec![])],
+        "one attempt, interrupted while queued"
+    );
     assert_eq!(ungranted_locks_of(&admin, pid).await, 0);
     assert!(!constraint_exists(&admin).await);
+    assert!(!long_read.is_finished(), "the read was left alone");
+    long_read.abort();
 }
 
 #[tokio::test]

@@ -3,6 +3,11 @@
 //! Order: an explicit directory (`--pg-bin` / `LOCKSMITH_PG_BIN`), then
 //! `pg_config --bindir`, then `PATH`, then `/usr/lib/postgresql/*/bin`,
 //! newest major first. Debian keeps `initdb` out of `PATH`, hence the last step.
+//!
+//! Other major versions (for `locksmith trace --pg-version` and the
+//! conformance test) are listed in `LOCKSMITH_PG_BINS`, colon-separated bin
+//! folders (`scripts/pg-versions.sh` installs them): [`BinDir::listed`] and
+//! [`BinDir::find_major`] read it, so the lookup is written once.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,10 +71,53 @@ impl BinDir {
         })
     }
 
+    /// Every bin folder in `LOCKSMITH_PG_BINS`, in order. A folder that holds
+    /// no server is an error: a list that names a version must deliver it.
+    pub fn listed() -> Result<Vec<BinDir>, Error> {
+        listed_dirs()
+            .into_iter()
+            .map(|dir| {
+                BinDir::at(&dir).ok_or_else(|| Error::NotAServer {
+                    dir: dir.display().to_string(),
+                    listed_in: "LOCKSMITH_PG_BINS",
+                })
+            })
+            .collect()
+    }
+
+    /// The server binaries of major `version`: the first of
+    /// `LOCKSMITH_PG_BIN`, `LOCKSMITH_PG_BINS`, `/usr/lib/postgresql/<version>/bin`
+    /// and the default server that has that version.
+    pub fn find_major(version: u32) -> Option<BinDir> {
+        let mut dirs: Vec<PathBuf> = std::env::var_os("LOCKSMITH_PG_BIN")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        dirs.extend(listed_dirs());
+        dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{version}/bin")));
+        if let Ok(found) = BinDir::find(None) {
+            dirs.push(found.path);
+        }
+        dirs.iter()
+            .filter_map(|d| BinDir::at(d))
+            .find(|b| b.major == version)
+    }
+
     /// The path of one of the binaries.
     pub fn tool(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
+}
+
+/// The folders `LOCKSMITH_PG_BINS` lists.
+fn listed_dirs() -> Vec<PathBuf> {
+    std::env::var_os("LOCKSMITH_PG_BINS")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn candidates() -> Vec<PathBuf> {

@@ -10,8 +10,9 @@
 //! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
+//! - [`wait`]: polling for a condition with a generous bound, for tests.
 //!
-//! Used by `locksmith demo`, `trace`, `rehearse` and by every test that needs
+//! Used by `locksmith demo`, `locksmith trace` and by every test that needs
 //! a real server. Nothing here is used against a user's database.
 //!
 //! ```no_run
@@ -30,6 +31,7 @@ pub mod incident;
 pub mod queue;
 pub mod shared;
 pub mod traffic;
+pub mod wait;
 
 pub use cluster::Cluster;
 
@@ -41,6 +43,14 @@ pub enum Error {
     NoServer {
         /// Where we looked.
         looked: String,
+    },
+    /// A folder listed as holding server binaries holds none.
+    #[error("{dir} (listed in {listed_in}) holds no PostgreSQL server (initdb, postgres)")]
+    NotAServer {
+        /// The folder.
+        dir: String,
+        /// Where it was listed, e.g. `LOCKSMITH_PG_BINS`.
+        listed_in: &'static str,
     },
     /// Running as root, but there is no `postgres` OS user to run the server as.
     #[error("running as root, and PostgreSQL refuses to run as root, but there is no `postgres` OS user to run it as; create one (`useradd --system postgres`) or run locksmith as an ordinary user")]

@@ -3,9 +3,11 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::examples;
+
 /// PostgreSQL schema migrations that never lock out your traffic.
 #[derive(Debug, Parser)]
-#[command(name = "locksmith", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "locksmith", version, about, long_about = None, max_term_width = 100, after_help = examples::LOCKSMITH)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -16,9 +18,11 @@ pub enum Command {
     /// Replay the incident on a throwaway PostgreSQL: a 250-row table, request
     /// traffic, leaked idle-in-transaction sessions and the ALTER that took
     /// production down.
+    #[command(after_help = examples::DEMO)]
     Demo(DemoArgs),
     /// Apply pending SQL migrations from DIR in order, under the guard, recorded in
     /// locksmith_migrations, exactly once even when several deploys run it at once.
+    #[command(after_help = examples::APPLY)]
     Apply(ApplyArgs),
     /// Run any migration tool (e.g. `alembic upgrade head`) under the guard, unchanged
     ///
@@ -40,19 +44,24 @@ pub enum Command {
     /// The command's stdout and stderr pass through live. The final report goes to stderr
     /// (human) or stdout (--format json; the command's stdout then goes to stderr, so stdout
     /// holds only the JSON).
-    #[command(verbatim_doc_comment)]
+    #[command(verbatim_doc_comment, after_help = examples::RUN)]
     Run(RunArgs),
     /// One-shot diagnosis: lock-wait chains, idle-in-transaction sessions, who to blame.
+    #[command(after_help = examples::BLOCKERS)]
     Blockers(BlockersArgs),
     /// Live view of sessions and lock queues; cancel or terminate a session with confirmation.
+    #[command(after_help = examples::TOP)]
     Top(TopArgs),
     /// Static analysis with the real PostgreSQL parser: per statement, the locks it
     /// takes, whether it rewrites the table, and findings with a runnable safe rewrite.
+    #[command(after_help = examples::LINT)]
     Lint(LintArgs),
     /// Run a migration on a throwaway database (or, rolled back, on --database-url) and
     /// report the locks each statement actually took and the tables it rewrote.
+    #[command(after_help = examples::TRACE)]
     Trace(TraceArgs),
     /// Audit server and role settings that make lock-queue outages likely, and scan server logs.
+    #[command(after_help = examples::DOCTOR)]
     Doctor(DoctorArgs),
 }
 

@@ -1,31 +1,40 @@
 //! Exit codes, decided in one place: 0 done; 1 anything else; 2 bad usage or
-//! input; 3 gave up because the migration stayed blocked. Commands return a
-//! [`Outcome`] or an error; this module prints the error and picks the code.
+//! input; 3 gave up because the migration stayed blocked. Commands return an
+//! [`Outcome`] or a [`Failure`]; this module prints the failure and picks the
+//! code.
+//!
+//! A failure keeps its error and the error's causes: [`exit_code`] reads the
+//! error's kind (never its text), and a report cut short because stdout was
+//! closed (`locksmith lint big.sql | head -1`) is recognised through the
+//! cause chain and ends quietly with 0, as ripgrep does.
 
+use std::error::Error;
 use std::process::ExitCode;
+
+use crate::output::StdoutWriteError;
 
 /// How a command ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // Findings/Blocked/Code: lint, apply and run
 pub enum Outcome {
     /// Everything done (exit 0).
     Done,
     /// The command worked and found problems the user must act on (exit 1),
     /// e.g. lint errors or doctor warnings.
     Findings,
-    /// Gave up because still blocked (exit 3).
+    /// Gave up because still blocked, or found an ongoing block (exit 3).
     Blocked,
     /// A code decided elsewhere, e.g. the wrapped command's own exit code
     /// for `run`, or 130/143 after a signal.
     Code(u8),
 }
 
-/// An error at the edge: what to print, and whether it was the user's input.
+/// An error at the edge: what to print, and the exit code it earns.
 #[derive(Debug)]
 pub struct Failure {
-    /// Exit code: 2 for bad usage or input, 1 otherwise.
+    /// Exit code: 2 for bad usage or input, 1 otherwise (or a shell's 126/127 for `run`).
     pub code: u8,
-    /// The diagnostic to print.
+    /// The diagnostic to print. Errors converted with `?` keep their causes
+    /// inside it (see [`Chained`]).
     pub report: miette::Report,
 }
 
@@ -44,16 +53,61 @@ impl Failure {
             report: report.into(),
         }
     }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::other(miette::Report::msg(ErrorChain(&e).to_string()))
+    /// An error, with its causes kept, as bad input (exit 2).
+    pub fn bad_input(error: impl Error + Send + Sync + 'static) -> Self {
+        Failure {
+            code: 2,
+            report: miette::Report::new(Chained(Box::new(error))),
+        }
     }
 }
 
+impl<E: Error + Send + Sync + 'static> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let code = exit_code(&e);
+        Failure {
+            code,
+            report: miette::Report::new(Chained(Box::new(e))),
+        }
+    }
+}
+
+/// The exit code an error earns, from its kind: a connection string or name
+/// the user got wrong is bad input (2); everything else is 1.
+fn exit_code(e: &(dyn Error + 'static)) -> u8 {
+    match e.downcast_ref::<locksmith_pg::Error>() {
+        Some(locksmith_pg::Error::BadUrl { .. }) => 2,
+        _ => 1,
+    }
+}
+
+/// An error kept whole, printed with its causes on one line:
+/// "connecting to …: password authentication failed". Its causes stay
+/// reachable through [`Chained::causes`] (miette would print them a second
+/// time if they were its `source`).
+#[derive(Debug)]
+pub struct Chained(pub Box<dyn Error + Send + Sync>);
+
+impl Chained {
+    /// The error, then each of its causes.
+    pub fn causes(&self) -> impl Iterator<Item = &(dyn Error + 'static)> {
+        let first: &(dyn Error + 'static) = &*self.0;
+        std::iter::successors(Some(first), |&e| e.source())
+    }
+}
+
+impl std::fmt::Display for Chained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        ErrorChain(&*self.0).fmt(f)
+    }
+}
+
+impl Error for Chained {}
+
+impl miette::Diagnostic for Chained {}
+
 /// Renders an error with its causes on one line: "connecting to …: password authentication failed".
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub struct ErrorChain<'a>(pub &'a (dyn Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,8 +135,8 @@ pub fn finish(result: CmdResult) -> ExitCode {
         Ok(Outcome::Blocked) => ExitCode::from(3),
         Ok(Outcome::Code(c)) => ExitCode::from(c),
         Err(failure) => {
-            // A closed pipe (`locksmith blockers | head`) is not an error.
-            if is_broken_pipe(&failure.report) {
+            // Whoever read our report stopped reading (`| head`): not an error.
+            if stdout_was_closed(&failure.report) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("{:?}", failure.report);
@@ -91,9 +145,42 @@ pub fn finish(result: CmdResult) -> ExitCode {
     }
 }
 
-fn is_broken_pipe(report: &miette::Report) -> bool {
-    report
-        .chain()
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+/// Whether the failure is a write to stdout that found the reader gone. Only
+/// writes through [`crate::output`] count: a server connection that breaks
+/// with EPIPE is a real failure.
+fn stdout_was_closed(report: &miette::Report) -> bool {
+    let mut chain: Vec<&(dyn Error + 'static)> = report.chain().collect();
+    if let Some(chained) = report.downcast_ref::<Chained>() {
+        chain.extend(chained.causes());
+    }
+    chain.into_iter().any(StdoutWriteError::is_closed_pipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_stdout_is_recognised_through_the_cause_chain() {
+        let closed = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let wrapped = crate::output::Stdout::wrap(closed);
+        let failure = Failure::from(wrapped);
+        assert!(stdout_was_closed(&failure.report));
+        assert_eq!(failure.code, 1);
+    }
+
+    #[test]
+    fn a_broken_server_connection_is_not_a_closed_stdout() {
+        let server = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(!stdout_was_closed(&Failure::from(server).report));
+    }
+
+    #[test]
+    fn bad_urls_are_bad_input_by_kind() {
+        let e = locksmith_pg::Error::BadUrl {
+            url: "x".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(Failure::from(e).code, 2);
+    }
 }

@@ -7,7 +7,9 @@
 
 mod cli;
 mod cmd;
+mod examples;
 mod exit;
+mod output;
 mod render;
 mod top;
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::{Incident, TABLE};
 use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::wait;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
 
@@ -31,6 +32,11 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Whether a session named `application_name` holds a lock on the story's table.
+async fn holds_lock(client: &tokio_postgres::Client, application_name: &str) -> bool {
+    query_i64(client, &format!("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{application_name}' AND l.granted AND l.relation = '{TABLE}'::regclass")).await > 0
 }
 
 async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -404,7 +410,12 @@ async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
             )
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = incident.admin.connect().await.unwrap();
+    wait::until(wait::BOUND, "the busy session to hold its lock", || {
+        holds_lock(&admin, "busy")
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[("1_unique.sql", UNIQUE)]);
     let child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -419,8 +430,7 @@ async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while query_i64(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply' AND wait_event_type = 'Lock' AND datname = current_database()").await == 0 {
         assert!(Instant::now() < deadline, "locksmith never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -430,11 +440,11 @@ async fn ctrl_c_while_queued_leaves_no_lock_request_behind() {
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'locksmith%' AND a.datname = current_database() AND NOT l.granted").await,
-        0
-    );
+    wait::until(wait::BOUND, "no lock request of locksmith's left queued", || async {
+        query_i64(&admin, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'locksmith%' AND a.datname = current_database() AND NOT l.granted").await == 0
+    })
+    .await
+    .unwrap();
     assert_eq!(
         query_i64(
             &admin,
@@ -489,7 +499,12 @@ async fn kill_9_at_random_points_never_half_applies() {
         tokio::time::sleep(Duration::from_millis(30 + trial * 60)).await;
         child.kill().unwrap();
         child.wait().unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The server ends the killed client's session once it notices; read after that.
+        wait::until(wait::BOUND, "the killed run's session to end", || async {
+            query_i64(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply' AND datname = current_database()").await == 0
+        })
+        .await
+        .unwrap();
         let recorded: Vec<i64> = match admin
             .query(
                 "SELECT version FROM locksmith_migrations ORDER BY version",
@@ -555,7 +570,14 @@ async fn server_restart_mid_run_leaves_history_consistent() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Restart while the migration runs its slow statement.
+    let watcher = settings.connect().await.unwrap();
+    wait::until(wait::BOUND, "the migration to reach its slow statement", || async {
+        query_i64(&watcher, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply' AND query LIKE '%pg_sleep(2)%'").await == 1
+    })
+    .await
+    .unwrap();
+    drop(watcher);
     cluster.restart().unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -597,7 +619,6 @@ async fn terminating_without_permission_names_pg_signal_backend() {
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 1, TABLE)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[("1_unique.sql", UNIQUE)]);
     let prefix = format!(

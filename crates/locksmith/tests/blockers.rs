@@ -31,7 +31,7 @@ async fn names_leakers_as_roots_and_the_alter_as_the_queue_head() {
     let url = cluster.url("incident");
     let (code, stdout, stderr) =
         locksmith(&["blockers", "--format", "json", "--database-url", &url]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 3, "an outage in progress: {stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
 
     let roots: Vec<i64> = report["blockers"]
@@ -93,7 +93,18 @@ async fn names_leakers_as_roots_and_the_alter_as_the_queue_head() {
 
     // The human view tells the same story.
     let (code, human, _) = locksmith(&["blockers", "--database-url", &url]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 3);
+    // The advice names the leakers and their role, not placeholders.
+    let leaker_pids = leakers
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(
+        human.contains(&format!("WHERE pid IN ({leaker_pids})")),
+        "{human}"
+    );
+    assert!(human.contains("ALTER ROLE app SET"), "{human}");
     assert!(human.contains("ROOT pid"), "{human}");
     assert!(
         human.contains("wants AccessExclusiveLock on academic_partners"),
@@ -181,4 +192,62 @@ async fn wrong_password_names_the_target() {
         "{stderr}"
     );
     assert!(!stderr.contains("wrong-pw"), "{stderr}");
+}
+
+/// A wait in another database is named by that database: its table's name
+/// can only be read from inside it.
+#[tokio::test]
+async fn relations_in_other_databases_name_the_database() {
+    let cluster = Cluster::start().unwrap();
+    let other = cluster.create_database("other_app").await.unwrap();
+    let holder = other.connect().await.unwrap();
+    holder
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiter = other.connect().await.unwrap();
+    let waiting =
+        tokio::spawn(async move { waiter.query("SELECT * FROM t", &[]).await.map(|_| ()) });
+    let admin = cluster
+        .settings("postgres", "test")
+        .connect()
+        .await
+        .unwrap();
+    locksmith_sandbox::wait::until(
+        locksmith_sandbox::wait::BOUND,
+        "the reader to queue",
+        || async {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await
+    .unwrap();
+    let (code, stdout, stderr) = locksmith(&[
+        "blockers",
+        "--format",
+        "json",
+        "--database-url",
+        &cluster.url("postgres"),
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let wants = report["waiting"][0]["wants"]["relation"].as_str().unwrap();
+    assert!(
+        wants.starts_with("relation ") && wants.ends_with(" in database other_app"),
+        "{wants}"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    waiting.await.unwrap().unwrap();
 }

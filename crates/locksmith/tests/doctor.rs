@@ -1,11 +1,11 @@
 //! `locksmith doctor` against real servers and real server logs.
 
 use std::process::Command;
-use std::time::Duration;
 
 use locksmith_sandbox::cluster::ClusterOptions;
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::wait;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
 
@@ -46,12 +46,16 @@ async fn default_server_lacks_the_idle_timeout_until_the_role_has_one() {
         .find(|f| f["id"] == "idle_in_transaction_session_timeout")
         .unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(finding["severity"], "warning");
+    // The only role is the superuser an administrator works as: a backstop, not a minute.
     assert_eq!(
         finding["fix"],
-        "ALTER ROLE postgres SET idle_in_transaction_session_timeout = '60s';"
+        "ALTER ROLE postgres SET idle_in_transaction_session_timeout = '10min';"
     );
+    let why = finding["why"].as_str().unwrap();
+    assert!(why.contains("applies to new sessions only"), "{why}");
+    assert!(why.contains("superuser"), "{why}");
     let keys: Vec<&String> = finding.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["fix", "id", "message", "severity"]);
+    assert_eq!(keys, ["fix", "id", "message", "severity", "why"]);
     assert_eq!(report["log"], serde_json::json!([]));
 
     // Run the fix: the finding goes away, and a clean server exits 0.
@@ -157,17 +161,40 @@ async fn scans_real_stderr_and_csv_logs() {
     idle.batch_execute("SET idle_in_transaction_session_timeout = '100ms'; BEGIN; SELECT 1")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait::until(
+        wait::BOUND,
+        "the server to end the idle session",
+        || async { idle.is_closed() },
+    )
+    .await
+    .unwrap();
     drop(leaked);
-    // The collector writes asynchronously.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
+    // The collector writes asynchronously: wait until both logs have the last line.
     let log_dir = cluster.data_dir().join("log");
-    let mut files: Vec<_> = std::fs::read_dir(&log_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let logs = || -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    };
+    wait::until(wait::BOUND, "the collector to log the idle timeout", || {
+        let files = logs();
+        async move {
+            ["log", "csv"].iter().all(|ext| {
+                files.iter().any(|p| {
+                    p.extension().is_some_and(|e| e == *ext)
+                        && std::fs::read_to_string(p)
+                            .unwrap_or_default()
+                            .contains("idle-in-transaction timeout")
+                })
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let files = logs();
     let stderr_log = files
         .iter()
         .find(|p| p.extension().is_some_and(|e| e == "log"))
@@ -221,6 +248,7 @@ async fn scans_real_stderr_and_csv_logs() {
         assert_eq!(kind("idle_in_transaction_timeout")["count"], 1);
         for e in log {
             let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+            assert!(e["meaning"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
             for k in ["kind", "count", "first", "last", "pids"] {
                 assert!(keys.iter().any(|x| *x == k), "{k} missing: {e}");
             }

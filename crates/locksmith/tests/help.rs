@@ -35,3 +35,25 @@ fn bad_durations_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("150ms"));
 }
+
+#[test]
+fn every_command_has_examples_and_exit_codes_and_top_lists_its_keys() {
+    for command in [
+        "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor",
+    ] {
+        let text = help(&[command]);
+        assert!(
+            text.contains(&format!("  locksmith {command}")),
+            "{command}: no example\n{text}"
+        );
+        assert!(
+            text.contains("Exit codes: 0"),
+            "{command}: no exit codes\n{text}"
+        );
+    }
+    assert!(help(&[]).contains("Exit codes: 0"));
+    let top = help(&["top"]);
+    for key in ["Enter", "c ", "k ", "[y/N]", "q  quit"] {
+        assert!(top.contains(key), "top --help lacks {key}\n{top}");
+    }
+}

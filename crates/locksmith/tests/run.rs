@@ -200,6 +200,34 @@ async fn collect(child: tokio::process::Child, started: Instant) -> Ran {
     ran
 }
 
+/// Reads the child's stderr as it comes: the first receiver fires when a
+/// line contains `needle`; the task returns all of stderr.
+fn watch_stderr(
+    child: &mut tokio::process::Child,
+    needle: &'static str,
+) -> (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::task::JoinHandle<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (seen, seen_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let (mut seen, mut text) = (Some(seen), String::new());
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(needle) {
+                if let Some(seen) = seen.take() {
+                    let _ = seen.send(());
+                }
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    (seen_rx, task)
+}
+
 async fn locksmith_run(args: &[&str]) -> Ran {
     let started = Instant::now();
     collect(locksmith_command(args).spawn().unwrap(), started).await
@@ -265,7 +293,7 @@ async fn alembic_version(client: &tokio_postgres::Client) -> String {
 
 /// No lock request left queued by anyone, and none of the wrapped command's sessions left.
 async fn assert_nothing_left_queued(client: &tokio_postgres::Client) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ungranted = scalar_i64(client, "SELECT count(*) FROM pg_locks WHERE NOT granted").await;
         let ours = scalar_i64(
@@ -446,7 +474,7 @@ async fn terminates_only_the_idle_blockers_and_completes() {
 
     assert!(constraint_exists(&admin).await);
     assert_eq!(alembic_version(&admin).await, "0002");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while leaked.alive() > 0 {
         assert!(Instant::now() < deadline, "the leakers were not terminated");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -529,7 +557,7 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
         .spawn()
         .unwrap();
         let pid = child.id().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while scalar_i64(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'").await == 0 {
             assert!(Instant::now() < deadline, "the command never queued");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -685,15 +713,21 @@ async fn a_lost_race_is_retried_once_the_blocker_is_gone() {
     assert_eq!(alembic_version(&admin).await, "0001");
 
     // With the defaults, it waits without queueing and reruns once the transaction ended.
-    let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        slow.batch_execute("COMMIT").await.unwrap();
-        slow
-    });
+    // The transaction ends only once locksmith says it lost the race and waits for it
+    // (a fixed delay raced the command's start-up on a loaded machine).
     let mut args = vec!["--format", "json", "--database-url", &url, "--"];
     args.extend(alembic.iter().map(String::as_str));
-    let ran = locksmith_run(&args).await;
-    let _slow = release.await.unwrap();
+    let started = Instant::now();
+    let mut child = locksmith_command(&args).spawn().unwrap();
+    let (waiting, stderr) = watch_stderr(&mut child, "waiting for 1 session");
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("within 60 s, locksmith lost the race and waited for the slow request")
+        .expect("locksmith ended without waiting for the slow request");
+    slow.batch_execute("COMMIT").await.unwrap();
+    let mut ran = collect(child, started).await;
+    ran.stderr = stderr.await.unwrap();
+    eprintln!("--- stderr:\n{}", ran.stderr);
     assert_eq!(ran.code, 0);
     let report: Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["status"], "applied");

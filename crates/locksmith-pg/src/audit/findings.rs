@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use locksmith_core::analysis::quote_ident;
 use locksmith_core::quote;
 use serde::Serialize;
 
@@ -18,7 +19,7 @@ use super::{Facts, LoginRole};
 pub use locksmith_core::Severity;
 
 /// One problem found, with its fix. Serialises as the `doctor --format json`
-/// contract: `id`, `severity`, `message`, `fix`.
+/// contract: `id`, `severity`, `message`, `why`, `fix`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// Stable identifier, e.g. `idle_in_transaction_session_timeout`.
@@ -27,10 +28,9 @@ pub struct Finding {
     pub severity: Severity,
     /// What is wrong, in one sentence.
     pub message: String,
-    /// Why it matters (human output only).
-    #[serde(skip)]
+    /// Why it matters, and what else to know, in prose.
     pub why: String,
-    /// What to run or change.
+    /// What to run or change: SQL that can be pasted as it is, where the fix is SQL.
     pub fix: String,
 }
 
@@ -106,6 +106,18 @@ fn idle_in_transaction_timeout(facts: &Facts, out: &mut Vec<Finding>) {
         if !effective(facts, &role.name, NAME).is_none_or(is_off) {
             continue;
         }
+        // A superuser is who a DBA investigates with (psql, a transaction
+        // left open while looking): a minute would cut them off. A long
+        // backstop there; applications get their own role and the minute.
+        let (timeout, who) = if role.superuser {
+            (
+                "10min",
+                " It is a superuser, which is what administrators work as: a long backstop there, \
+                 and a role of its own with '60s' for the application.",
+            )
+        } else {
+            ("60s", "")
+        };
         out.push(Finding {
             id: NAME,
             severity: Severity::Warning,
@@ -113,12 +125,15 @@ fn idle_in_transaction_timeout(facts: &Facts, out: &mut Vec<Finding>) {
                 "role {} has no idle_in_transaction_session_timeout: its sessions may stay idle in transaction forever",
                 role.name
             ),
-            why: "A session left idle in transaction (an unremoved SQLAlchemy scoped_session) keeps its locks; \
-                  the next ALTER TABLE queues behind it and every query on the table queues behind the ALTER."
-                .into(),
+            why: format!(
+                "A session left idle in transaction (an unremoved SQLAlchemy scoped_session) keeps its locks; \
+                 the next ALTER TABLE queues behind it and every query on the table queues behind the ALTER.{who} \
+                 ALTER ROLE … SET applies to new sessions only: sessions open now keep running without it \
+                 until they reconnect."
+            ),
             fix: format!(
-                "ALTER ROLE {} SET idle_in_transaction_session_timeout = '60s';",
-                role_ident(&role.name)
+                "ALTER ROLE {} SET idle_in_transaction_session_timeout = '{timeout}';",
+                quote_ident(&role.name)
             ),
         });
     }
@@ -126,7 +141,7 @@ fn idle_in_transaction_timeout(facts: &Facts, out: &mut Vec<Finding>) {
 
 fn migration_timeouts(facts: &Facts, out: &mut Vec<Finding>) {
     for role in user_roles(facts).filter(|r| r.owns_tables) {
-        let ident = role_ident(&role.name);
+        let ident = quote_ident(&role.name);
         if effective(facts, &role.name, "lock_timeout").is_none_or(is_off) {
             out.push(Finding {
                 id: "lock_timeout",
@@ -248,10 +263,12 @@ fn idle_sessions(facts: &Facts, out: &mut Vec<Finding>) {
                 human_ms(longest),
                 pids.join(", ")
             ),
-            why: "Each holds every lock its transaction took: the next migration on those tables queues behind them."
+            why: "Each holds every lock its transaction took: the next migration on those tables queues behind them. \
+                  End the transactions in the application where it leaks them (SQLAlchemy: scoped_session.remove() \
+                  after each request); the fix ends these sessions now, rolling their transactions back."
                 .into(),
             fix: format!(
-                "End the transactions in the application (SQLAlchemy: scoped_session.remove() after each request); now: SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({});",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({}) AND state LIKE 'idle in transaction%';",
                 pids.join(", ")
             ),
         });
@@ -275,9 +292,13 @@ fn long_transactions(facts: &Facts, out: &mut Vec<Finding>) {
                 human_ms(age),
                 s.state.as_deref().unwrap_or("?")
             ),
-            why: "A long transaction holds its locks throughout; a migration that needs one of them waits, and traffic waits behind it."
+            why: "A long transaction holds its locks throughout; a migration that needs one of them waits, and traffic waits behind it. \
+                  Check what it does first (the fix's first query); cancel it only if it is stuck."
                 .into(),
-            fix: format!("Check what it does: SELECT query FROM pg_stat_activity WHERE pid = {}; end it if it is stuck: SELECT pg_cancel_backend({});", s.pid, s.pid),
+            fix: format!(
+                "SELECT query FROM pg_stat_activity WHERE pid = {};\nSELECT pg_cancel_backend({});",
+                s.pid, s.pid
+            ),
         });
     }
 }
@@ -298,27 +319,6 @@ fn prepared_transactions(facts: &Facts, out: &mut Vec<Finding>) {
                 .into(),
             fix: format!("COMMIT PREPARED {}; or ROLLBACK PREPARED {};  -- in database {}", quote::literal(&p.gid), quote::literal(&p.gid), p.database),
         });
-    }
-}
-
-/// A role name as SQL: bare when that is unambiguous (`app`), quoted otherwise.
-fn role_ident(name: &str) -> String {
-    const RESERVED: [&str; 6] = [
-        "user",
-        "public",
-        "all",
-        "current_user",
-        "session_user",
-        "none",
-    ];
-    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain && !RESERVED.contains(&name) {
-        name.to_string()
-    } else {
-        quote::ident(name)
     }
 }
 
@@ -378,9 +378,9 @@ mod tests {
 
     #[test]
     fn role_names_are_quoted_only_when_needed() {
-        assert_eq!(role_ident("app_rw"), "app_rw");
-        assert_eq!(role_ident("App"), "\"App\"");
-        assert_eq!(role_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("app_rw"), "app_rw");
+        assert_eq!(quote_ident("App"), "\"App\"");
+        assert_eq!(quote_ident("user"), "\"user\"");
     }
 
     #[test]
@@ -403,6 +403,51 @@ mod tests {
             found[0].fix,
             "ALTER ROLE web SET idle_in_transaction_session_timeout = '60s';"
         );
+    }
+
+    #[test]
+    fn a_superuser_gets_a_backstop_not_the_minute() {
+        let mut facts = facts();
+        for r in &mut facts.roles {
+            r.superuser = true;
+        }
+        let found = audit(&facts);
+        assert_eq!(
+            found[0].fix,
+            "ALTER ROLE web SET idle_in_transaction_session_timeout = '10min';"
+        );
+        assert!(found[0].why.contains("superuser"), "{}", found[0].why);
+        assert!(
+            found[0].why.contains("new sessions only"),
+            "{}",
+            found[0].why
+        );
+    }
+
+    #[test]
+    fn fixes_are_sql_only() {
+        let mut facts = facts();
+        facts.role_settings.push(setting(
+            None,
+            None,
+            "idle_in_transaction_session_timeout",
+            "60s",
+        ));
+        facts.snapshot.sessions = vec![
+            session(10, "idle in transaction", 120_000, 130_000),
+            session(11, "active", 1_000, 7_200_000),
+        ];
+        let found = audit(&facts);
+        let checked: Vec<&str> = found
+            .iter()
+            .filter(|f| f.id == "idle_in_transaction_sessions" || f.id == "long_transaction")
+            .map(|f| {
+                assert!(f.fix.starts_with("SELECT "), "{}: {}", f.id, f.fix);
+                assert!(!f.fix.contains("SQLAlchemy"), "{}: {}", f.id, f.fix);
+                f.id
+            })
+            .collect();
+        assert_eq!(checked.len(), 2, "{found:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Exponential backoff with jitter, bounded by a deadline. Pure: the caller
-//! sleeps. Jitter matters because several deploys retrying in lock-step
+//! Exponential backoff with jitter, each delay capped. Pure: the caller
+//! sleeps, and bounds the total by its own deadline. Jitter matters because several deploys retrying in lock-step
 //! would keep colliding with each other and with the same traffic burst.
 
 use std::time::Duration;
@@ -30,11 +30,6 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         self.next_with(fastrand::f64())
     }
-
-    /// Starts over (after progress was made).
-    pub fn reset(&mut self) {
-        self.step = 0;
-    }
 }
 
 #[cfg(test)]
@@ -49,7 +44,5 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         assert_eq!(b.next_with(0.0), Duration::from_millis(50));
         assert!(b.next_with(0.999) < Duration::from_millis(300));
-        b.reset();
-        assert_eq!(b.next_with(0.5), Duration::from_millis(100));
     }
 }

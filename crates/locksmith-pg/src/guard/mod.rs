@@ -182,7 +182,7 @@ pub enum GuardError {
     },
     /// Ctrl-C or SIGTERM: the statement was cancelled on the server and rolled back.
     #[error(
-        "interrupted ({0:?}); the in-flight statement was cancelled on the server and rolled back"
+        "interrupted by {}; the in-flight statement was cancelled on the server and rolled back", match .0 { Interrupt::Interrupt => "Ctrl-C", Interrupt::Terminate => "SIGTERM" }
     )]
     Interrupted(Interrupt),
     /// A statement held a lock that blocks traffic for longer than `max_hold`;

@@ -6,6 +6,7 @@
 //! `locksmith_core::source` (via `sources`), up sections only: a down section
 //! or file never reaches the guard.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,6 @@ use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::source::{self, pending, Kind, Migration, Version};
 use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
 use locksmith_pg::{foreign, history};
-use serde::Serialize;
 
 use super::hold;
 use super::online;
@@ -22,6 +22,7 @@ use super::signals;
 use crate::cli::{ApplyArgs, Format};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::guard::{MigrationRecord, RunReport, Status};
+use crate::render::plan::{Plan, PlannedLock, PlannedMigration, PlannedStatement};
 use crate::render::{self, style::Style};
 
 /// A migration, read and planned.
@@ -171,8 +172,8 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
 
     if args.dry_run {
         let text = dry_run(&guard, &baselined, &pending, &plans, args.guard.format).await?;
-        print!("{text}");
         history::unlock_runners(guard.client()).await?;
+        crate::output::stdout().write_all(text.as_bytes())?;
         return Ok(Outcome::Done);
     }
 
@@ -401,8 +402,9 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
 fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
     let status = report.status;
     match args.guard.format {
-        Format::Json => render::json(&mut std::io::stdout().lock(), &report)?,
-        Format::Human => print!("{}", render::guard::human(&report, Style::detect())),
+        Format::Json => render::json(&mut crate::output::stdout(), &report)?,
+        Format::Human => crate::output::stdout()
+            .write_all(render::guard::human(&report, Style::detect()).as_bytes())?,
     }
     Ok(match status {
         Status::Applied => Outcome::Done,
@@ -466,36 +468,6 @@ fn plan(
     Ok(planned)
 }
 
-#[derive(Serialize)]
-struct DryRun<'a> {
-    status: &'static str,
-    /// Recorded as applied without running (`--baseline`).
-    baseline: Vec<serde_json::Value>,
-    migrations: Vec<DryRunMigration<'a>>,
-}
-
-#[derive(Serialize)]
-struct DryRunMigration<'a> {
-    /// A number when the version is one, else its text (`1.1`, `R__views`).
-    version: serde_json::Value,
-    name: &'a str,
-    file: &'a str,
-    in_transaction: bool,
-    statements: Vec<DryRunStatement<'a>>,
-    blockers: Vec<locksmith_pg::guard::Holder>,
-    /// With `--online`, the steps that run instead of the statements.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    online: Option<Vec<online::PlannedUnit>>,
-}
-
-#[derive(Serialize)]
-struct DryRunStatement<'a> {
-    line: u32,
-    column: u32,
-    sql: &'a str,
-    locks: Vec<serde_json::Value>,
-}
-
 /// The version as dry-run JSON shows it: a number when it is one.
 fn version_json(p: &Planned) -> serde_json::Value {
     match p.id.parse::<i64>() {
@@ -504,6 +476,7 @@ fn version_json(p: &Planned) -> serde_json::Value {
     }
 }
 
+/// The plan of what `apply` would do, with who would block it now.
 async fn dry_run(
     guard: &Guard,
     baselined: &[Planned],
@@ -511,7 +484,7 @@ async fn dry_run(
     plans: &[Option<Vec<locksmith_core::online::Unit>>],
     format: Format,
 ) -> Result<String, Failure> {
-    let mut plan = DryRun {
+    let mut plan = Plan {
         status: "planned",
         baseline: baselined.iter().map(version_json).collect(),
         migrations: Vec::new(),
@@ -522,7 +495,7 @@ async fn dry_run(
             .iter()
             .flat_map(|s| s.step.locks.iter().cloned())
             .collect();
-        plan.migrations.push(DryRunMigration {
+        plan.migrations.push(PlannedMigration {
             version: version_json(p),
             name: &p.migration.name,
             file: &p.migration.path,
@@ -530,83 +503,31 @@ async fn dry_run(
             statements: p
                 .steps
                 .iter()
-                .map(|s| DryRunStatement {
+                .map(|s| PlannedStatement {
                     line: s.line,
                     column: s.column,
                     sql: &s.step.sql,
-                    locks: s.step.locks.iter().map(|l| serde_json::json!({"relation": l.relation, "mode": l.mode.pg_name()})).collect(),
+                    locks: s
+                        .step
+                        .locks
+                        .iter()
+                        .map(|l| PlannedLock {
+                            relation: &l.relation,
+                            mode: l.mode.pg_name(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             blockers: guard.holders_for(&targets).await?,
             online: units.as_deref().map(online::planned),
         });
     }
-    if format == Format::Json {
-        return Ok(serde_json::to_string_pretty(&plan)
-            .map_err(|e| Failure::other(miette::miette!("{e}")))?
-            + "\n");
-    }
-    let mut out = String::new();
-    if !baselined.is_empty() {
-        out.push_str("Would record as applied without running (--baseline):\n");
-        for p in baselined {
-            out.push_str(&format!("  {} {}\n", p.id, p.migration.name));
+    Ok(match format {
+        Format::Json => {
+            let mut out = Vec::new();
+            render::json(&mut out, &plan)?;
+            String::from_utf8_lossy(&out).into_owned()
         }
-    }
-    if plan.migrations.is_empty() {
-        out.push_str("Nothing to apply: the database is up to date.\n");
-    }
-    for m in &plan.migrations {
-        out.push_str(&format!(
-            "{} {} ({})\n",
-            m.version
-                .as_str()
-                .map_or(m.version.to_string(), str::to_string),
-            m.name,
-            if m.in_transaction {
-                "one transaction, with its history row"
-            } else {
-                "statement by statement"
-            }
-        ));
-        for s in &m.statements {
-            let locks: Vec<String> = s
-                .locks
-                .iter()
-                .map(|l| {
-                    format!(
-                        "{} on {}",
-                        l["mode"].as_str().unwrap_or(""),
-                        l["relation"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            out.push_str(&format!(
-                "  {}:{}  {}\n",
-                s.line,
-                s.column,
-                render::one_line(s.sql, 90)
-            ));
-            out.push_str(&format!(
-                "        locks: {}\n",
-                if locks.is_empty() {
-                    "none on existing tables".into()
-                } else {
-                    locks.join(", ")
-                }
-            ));
-        }
-        if let Some(units) = &m.online {
-            out.push_str(&online::human(units));
-        }
-        if m.blockers.is_empty() {
-            out.push_str("  would block it now: nobody\n");
-        } else {
-            out.push_str("  would block it now:\n");
-            for h in &m.blockers {
-                out.push_str(&format!("    {}\n", render::guard::holder_line(h)));
-            }
-        }
-    }
-    Ok(out)
+        Format::Human => render::plan::human(&plan),
+    })
 }

@@ -1,4 +1,6 @@
-//! `locksmith blockers`: one snapshot of who waits for whom.
+//! `locksmith blockers`: one snapshot of who waits for whom. Exit 3 while
+//! sessions wait behind a root blocker (an outage in progress, the roots
+//! named), 0 when nobody waits: usable from a monitoring script.
 
 use std::io::Write;
 
@@ -14,12 +16,16 @@ pub async fn run(args: BlockersArgs) -> CmdResult {
     let client = super::connect(&settings).await?;
     let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
     let report = BlockerReport::from_snapshot(&snapshot);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => render::json(&mut out, &report)?,
         Format::Human => out.write_all(
             render::blockers::human(&report, render::style::Style::detect()).as_bytes(),
         )?,
     }
-    Ok(Outcome::Done)
+    Ok(if report.blockers.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Blocked
+    })
 }

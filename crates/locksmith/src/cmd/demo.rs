@@ -6,7 +6,7 @@
 //! request queues behind it, until it is cancelled on the server after the cap.
 
 use std::future::Future;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use locksmith_core::analysis;
@@ -41,6 +41,9 @@ pub struct HalfResult {
     pub p99_ms: u64,
     /// Requests sent.
     pub requests: usize,
+    /// How long the traffic ran (warm-up, migration, cool-down): the halves
+    /// differ in length, so compare requests per second, not requests.
+    pub traffic_ms: u64,
     /// Requests slower than the 5 s gateway timeout.
     pub timeouts: usize,
     /// Whether the migration completed.
@@ -64,6 +67,8 @@ struct DemoResult {
 pub struct MigrationOutcome {
     pub completed: bool,
     pub summary: String,
+    /// How long it ran: the one migration time the summary and the table both show.
+    pub took: Duration,
 }
 
 pub async fn run(args: DemoArgs) -> CmdResult {
@@ -72,39 +77,37 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         style: Style::detect(),
         tty: std::io::stderr().is_terminal(),
     };
-    let bin =
-        BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    out.say(STORY)?;
+    let bin = BinDir::find(args.pg_bin.as_deref()).map_err(Failure::from)?;
     out.say(&format!(
         "Starting a throwaway PostgreSQL {} from {} …",
         bin.major,
         bin.path.display()
-    ));
+    ))?;
     let cluster = start_cluster(bin).await?;
     out.say(&format!(
         "  ready in {} on 127.0.0.1:{} (deleted when the demo ends)\n",
         locksmith_core::duration::human(cluster.ready_in()),
         cluster.port()
-    ));
+    ))?;
 
-    out.heading("1. The migration as the story ran it: plain ALTER TABLE, no timeout");
-    out.say(&format!("   {MIGRATION};"));
+    out.heading("1. The migration as the story ran it: plain ALTER TABLE, no timeout")?;
+    out.say(&format!("   {MIGRATION};"))?;
     out.say(&format!(
         "   {LEAKERS} web sessions are idle in transaction (a scoped_session never removed); requests keep arriving.\n"
-    ));
+    ))?;
     let cap = args.cap;
     let (naive, naive_outcome) = scenario(&cluster, "incident_naive", &out, |incident| {
         naive_migration(incident, cap)
     })
     .await?;
-    out.say(&format!("\n   {}", naive_outcome.summary));
-    out.results("naive (plain ALTER)", &naive);
+    out.say(&format!("\n   {}", naive_outcome.summary))?;
+    out.results("naive (plain ALTER)", &naive)?;
 
-    let guarded_cluster = start_cluster(
-        BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette::miette!("{e}")))?,
-    )
-    .await?;
-    out.heading("\n2. The same migration under the guard (lock budget 200ms, give up after 5s)");
-    out.say("   It looks before it queues: while sessions idle in transaction hold the table, it waits without queueing.\n");
+    let guarded_cluster =
+        start_cluster(BinDir::find(args.pg_bin.as_deref()).map_err(Failure::from)?).await?;
+    out.heading("\n2. The same migration under the guard (lock budget 200ms, give up after 5s)")?;
+    out.say("   It looks before it queues: while sessions idle in transaction hold the table, it waits without queueing.\n")?;
     let policy = GuardPolicy {
         deadline: Duration::from_secs(5),
         ..GuardPolicy::default()
@@ -119,11 +122,11 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         )
         .await?
     };
-    out.say(&format!("\n   {}", blocked_outcome.summary));
-    out.results("guard, no termination", &blocked);
+    out.say(&format!("\n   {}", blocked_outcome.summary))?;
+    out.results("guard, no termination", &blocked)?;
 
-    out.heading("\n3. Under the guard with --terminate-idle-after 1s");
-    out.say("   Sessions idle in transaction for 1s that block the migration are terminated; nothing else is touched.\n");
+    out.heading("\n3. Under the guard with --terminate-idle-after 1s")?;
+    out.say("   Sessions idle in transaction for 1s that block the migration are terminated; nothing else is touched.\n")?;
     let policy = GuardPolicy {
         terminate_idle_after: Some(Duration::from_secs(1)),
         ..policy
@@ -138,11 +141,11 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         )
         .await?
     };
-    out.say(&format!("\n   {}", guarded_outcome.summary));
-    out.results("guard + terminate", &guarded);
+    out.say(&format!("\n   {}", guarded_outcome.summary))?;
+    out.results("guard + terminate", &guarded)?;
 
     if args.json {
-        let mut stdout = std::io::stdout().lock();
+        let mut stdout = crate::output::stdout();
         render::json(
             &mut stdout,
             &DemoResult {
@@ -156,8 +159,9 @@ pub async fn run(args: DemoArgs) -> CmdResult {
             ("plain ALTER", &naive),
             ("guard", &blocked),
             ("guard + terminate 1s", &guarded),
-        ]));
-        out.say(&diagnosis(&naive));
+        ]))?;
+        out.say(&diagnosis(&naive))?;
+        out.say(NEXT)?;
     }
     Ok(Outcome::Done)
 }
@@ -171,7 +175,7 @@ async fn start_cluster(bin: BinDir) -> Result<Cluster, Failure> {
     tokio::task::spawn_blocking(move || Cluster::start_with(options))
         .await
         .map_err(|e| Failure::other(miette::miette!("starting the cluster: {e}")))?
-        .map_err(|e| Failure::other(miette::miette!("{e}")))
+        .map_err(Failure::from)
 }
 
 /// Runs one half: stage the database, start traffic, leak sessions, run
@@ -188,13 +192,14 @@ where
 {
     let incident = Incident::stage(cluster, dbname)
         .await
-        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+        .map_err(Failure::from)?;
     let leak_settings = incident
         .app
         .with_application_name("web-app (leaked scoped_session)");
     let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
         .await
-        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+        .map_err(Failure::from)?;
+    let traffic_started = Instant::now();
     let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
     tokio::time::sleep(WARM_UP).await;
 
@@ -220,21 +225,23 @@ where
                 // Show the tree once the queue has formed: that is the moment to diagnose.
                 if !tree_shown && waiting > 5 && started.elapsed() > Duration::from_secs(2) {
                     tree_shown = true;
-                    out.tree(&BlockerReport::from_snapshot(&snapshot));
+                    out.tree(&BlockerReport::from_snapshot(&snapshot))?;
                 }
             }
         }
     };
-    let migration_ms = started.elapsed().as_millis() as u64;
+    let migration_ms = outcome.took.as_millis() as u64;
     out.end_live();
     tokio::time::sleep(COOL_DOWN).await;
     drop(leaked);
     let report: TrafficReport = traffic.stop().await;
+    let traffic_ms = traffic_started.elapsed().as_millis() as u64;
     Ok((
         HalfResult {
             max_stall_ms: report.max_stall_ms,
             p99_ms: report.p99_ms,
             requests: report.requests,
+            traffic_ms,
             timeouts: report.timeouts,
             completed: outcome.completed,
             peak_connections: report.peak_connections + LEAKERS,
@@ -260,17 +267,20 @@ async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationO
             alter.await
         }
     };
-    let took = locksmith_core::duration::human(started.elapsed());
+    let elapsed = started.elapsed();
+    let took = locksmith_core::duration::human(elapsed);
     Ok(match result {
-        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}.") },
+        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}."), took: elapsed },
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => MigrationOutcome {
             completed: false,
+            took: elapsed,
             summary: format!(
                 "The ALTER was still waiting for its lock after {took} and was cancelled on the server (as Ctrl-C in psql does)."
             ),
         },
         Err(e) => MigrationOutcome {
             completed: false,
+            took: elapsed,
             summary: format!("The ALTER failed: {}", locksmith_pg::describe_sql_error(&e)),
         },
     })
@@ -295,27 +305,74 @@ async fn guarded_migration(
     let step = Step::from(&statements[0]);
     let started = Instant::now();
     let result = guard.run_transaction(&[step], None).await;
-    let took = locksmith_core::duration::human(started.elapsed());
+    let elapsed = started.elapsed();
+    let took = locksmith_core::duration::human(elapsed);
     let terminated = guard.report.terminated.len();
     Ok(match result {
         Ok(attempts) => MigrationOutcome {
             completed: true,
-            summary: format!(
-                "Applied in {took} ({attempts} lock attempt{}, {terminated} idle session{} terminated); at most {} sessions ever queued behind it.",
-                if attempts == 1 { "" } else { "s" },
-                if terminated == 1 { "" } else { "s" },
-                guard.report.max_queued_behind
-            ),
+            took: elapsed,
+            summary: applied_summary(&took, attempts, terminated, guard.report.max_queued_behind),
         },
         Err(GuardError::Blocked { holders, reason }) => MigrationOutcome {
             completed: false,
+            took: elapsed,
             summary: format!(
                 "Gave up after {took} ({reason}), exit code 3, nothing left queued. Blocked by:\n{}",
                 holders.iter().map(|h| format!("     {}", render::guard::holder_line(h))).collect::<Vec<_>>().join("\n")
             ),
         },
-        Err(e) => return Err(Failure::other(miette::miette!("{e}"))),
+        Err(e) => return Err(Failure::from(e)),
     })
+}
+
+/// What the demo is about to show, before anything starts.
+const STORY: &str = "\
+The story: a web app leaks sessions idle in transaction, and a deploy runs a one-line ALTER TABLE on a 250-row table.
+The ALTER waits for those sessions' locks, and every request queues behind the ALTER: the site is down while it waits.
+Below, on a throwaway PostgreSQL: that outage, then the same migration under locksmith's guard, twice.
+";
+
+/// Where to go from here, once the demo is over.
+const NEXT: &str = "\nNext: `locksmith lint migrations/` shows what each of your migrations locks and the safe way; \
+`locksmith doctor` audits your server's timeouts; `locksmith blockers` shows who blocks whom right now.";
+
+/// The live line, at most 80 columns without colour: `paint` colours the worst latency.
+fn live_line(
+    t: Duration,
+    served: usize,
+    in_flight: usize,
+    worst_ms: u64,
+    waiting: usize,
+    paint: &dyn Fn(&str) -> String,
+) -> String {
+    format!(
+        "  t={:>6}  served {:>5}  in flight {:>4}  worst wait {}  queued on locks {:>3}",
+        locksmith_core::duration::human(t),
+        served,
+        in_flight,
+        paint(&format!("{:>6}", render::age(Some(worst_ms as i64)))),
+        waiting
+    )
+}
+
+/// `n` over `ms` as a rate: `97/s`.
+fn per_second(n: usize, ms: u64) -> String {
+    format!("{:.0}/s", n as f64 * 1000.0 / ms.max(1) as f64)
+}
+
+/// How the guarded migration went, when it was applied.
+fn applied_summary(took: &str, attempts: u32, terminated: usize, max_queued: i64) -> String {
+    let queued = match max_queued {
+        0 => "nothing ever queued behind it".to_string(),
+        1 => "at most 1 session queued behind it".to_string(),
+        n => format!("at most {n} sessions queued behind it"),
+    };
+    format!(
+        "Applied in {took} ({attempts} lock attempt{}, {terminated} idle session{} terminated); {queued}.",
+        if attempts == 1 { "" } else { "s" },
+        if terminated == 1 { "" } else { "s" },
+    )
 }
 
 fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
@@ -341,10 +398,10 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         columns.iter().map(|(_, r)| ms(r.p99_ms)).collect(),
     ));
     out.push_str(&row(
-        "requests",
+        "requests served per s",
         columns
             .iter()
-            .map(|(_, r)| r.requests.to_string())
+            .map(|(_, r)| per_second(r.requests, r.traffic_ms))
             .collect(),
     ));
     out.push_str(&row(
@@ -379,6 +436,9 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         "migration time",
         columns.iter().map(|(_, r)| ms(r.migration_ms)).collect(),
     ));
+    out.push_str(
+        "\n   peak app connections: most connections the app held at once (a request queued behind a lock\n   keeps its connection); the live line's \"in flight\" is the requests waiting for an answer at that moment.\n",
+    );
     out
 }
 
@@ -406,14 +466,15 @@ impl Output {
         EventLines::new(self.json, self.style).indented()
     }
 
-    fn say(&self, line: &str) {
+    fn say(&self, line: &str) -> std::io::Result<()> {
         if !self.json {
-            println!("{line}");
+            writeln!(crate::output::stdout(), "{line}")?;
         }
+        Ok(())
     }
 
-    fn heading(&self, line: &str) {
-        self.say(&self.style.bold(line));
+    fn heading(&self, line: &str) -> std::io::Result<()> {
+        self.say(&self.style.bold(line))
     }
 
     fn live(&self, t: Duration, traffic: &Traffic, waiting: usize) {
@@ -421,20 +482,13 @@ impl Output {
             return;
         }
         let s = traffic.live();
-        let worst = render::age(Some(s.worst_ms as i64));
-        let worst = if s.worst_ms > 1000 {
-            self.style.red(&worst)
-        } else {
-            worst
-        };
-        let line = format!(
-            "   t={:>5}  requests served {:>5}  in flight {:>4}  worst latency {:>6}  sessions waiting on locks {:>3}",
-            locksmith_core::duration::human(t),
-            s.served,
-            s.in_flight,
-            worst,
-            waiting
-        );
+        let line = live_line(t, s.served, s.in_flight, s.worst_ms, waiting, &|worst| {
+            if s.worst_ms > 1000 {
+                self.style.red(worst)
+            } else {
+                worst.to_string()
+            }
+        });
         if self.tty {
             eprint!("\r{line}\x1b[K");
         } else if t.as_millis() % 1000 < 250 {
@@ -448,27 +502,76 @@ impl Output {
         }
     }
 
-    fn tree(&self, report: &BlockerReport) {
+    fn tree(&self, report: &BlockerReport) -> std::io::Result<()> {
         if self.json {
-            return;
+            return Ok(());
         }
         self.end_live();
-        println!("\n   {}", self.style.bold("locksmith blockers, taken now:"));
+        let mut out = crate::output::stdout();
+        writeln!(
+            out,
+            "\n   {}",
+            self.style.bold("locksmith blockers, taken now:")
+        )?;
         for line in render::blockers::human(report, self.style).lines() {
-            println!("   {line}");
+            writeln!(out, "   {line}")?;
         }
-        println!();
+        writeln!(out)
     }
 
-    fn results(&self, label: &str, r: &HalfResult) {
+    fn results(&self, label: &str, r: &HalfResult) -> std::io::Result<()> {
         self.say(&format!(
-            "   {label}: worst stall {}, p99 {}, {} requests, {} timeouts (>5s), peak {} app connections, migration {}",
+            "   {label}: worst stall {}, p99 {}, {} requests in {} ({}), {} timeouts (>5s), peak {} app connections, migration {}",
             render::age(Some(r.max_stall_ms as i64)),
             render::age(Some(r.p99_ms as i64)),
             r.requests,
+            render::age(Some(r.traffic_ms as i64)),
+            per_second(r.requests, r.traffic_ms),
             r.timeouts,
             r.peak_connections,
             if r.completed { "completed" } else { "not applied" },
-        ));
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_line_fits_80_columns_even_at_its_widest() {
+        let line = live_line(
+            Duration::from_secs(599),
+            99_999,
+            9_999,
+            599_000,
+            999,
+            &|s| s.to_string(),
+        );
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+
+    #[test]
+    fn request_counts_are_rates() {
+        assert_eq!(per_second(300, 3_000), "100/s");
+        assert_eq!(per_second(5, 0), "5000/s");
+    }
+
+    #[test]
+    fn nothing_queued_is_said_as_such() {
+        let none = applied_summary("30ms", 1, 3, 0);
+        assert!(none.contains("nothing ever queued behind it"), "{none}");
+        assert!(!none.contains("at most 0"), "{none}");
+        assert!(applied_summary("30ms", 2, 1, 1).contains("at most 1 session queued"));
+    }
+
+    #[test]
+    fn the_story_is_three_lines_and_the_end_names_the_next_command() {
+        assert_eq!(STORY.lines().count(), 3);
+        assert!(NEXT.contains("locksmith lint"));
     }
 }

@@ -43,10 +43,10 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
                 "Pass --database-url (or set DATABASE_URL / PG* variables) to audit the server too."
                     .into(),
         }],
-        Err(e) => return Err(Failure::other(miette::miette!("{e}"))),
+        Err(e) => return Err(Failure::from(e)),
     };
     let report = DoctorReport { findings, log };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     match args.format {
         Format::Json => render::json(&mut out, &report)?,
         Format::Human => out.write_all(

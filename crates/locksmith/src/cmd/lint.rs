@@ -5,7 +5,7 @@
 //! This module does the I/O (files, `locksmith.toml`) and nothing else: the
 //! analysis is the core's, the formatting `render::lint`'s.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use locksmith_core::analysis::{analyze, Schema};
@@ -14,9 +14,9 @@ use locksmith_core::lint::{lint_in, Config, Severity};
 use locksmith_pg::guard::look;
 use miette::miette;
 
-use crate::cli::{ConnectionArgs, LintArgs, LintFormat};
+use crate::cli::{ConnectionArgs, LintArgs};
 use crate::exit::{CmdResult, Failure, Outcome};
-use crate::render::lint::{self as render, LintedFile};
+use crate::render::lint::LintedFile;
 
 /// The name stdin is reported under.
 pub const STDIN: &str = "<stdin>";
@@ -56,17 +56,7 @@ pub async fn run(args: LintArgs) -> CmdResult {
     if let Some(client) = &client {
         grade_live(client, &mut files, &options).await?;
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match args.format {
-        LintFormat::Human => {
-            render::human(&mut out, &files, &crate::render::style::Style::detect())?
-        }
-        LintFormat::Json => render::json(&mut out, &files)?,
-        LintFormat::Sarif => render::sarif(&mut out, &files)?,
-        LintFormat::Github => render::github(&mut out, &files)?,
-    }
-    out.flush()?;
+    crate::render::lint_report(&mut crate::output::stdout(), args.format, &files)?;
     Ok(outcome(&files))
 }
 

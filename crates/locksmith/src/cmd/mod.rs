@@ -40,14 +40,10 @@ pub fn run(cli: Cli) -> CmdResult {
 
 /// Resolves connection settings from `--database-url`, `DATABASE_URL` or libpq's variables.
 pub fn settings(args: &ConnectionArgs) -> Result<ConnectionSettings, Failure> {
-    ConnectionSettings::resolve(args.database_url.as_deref())
-        .map_err(|e| Failure::input(miette::miette!("{e}")))
+    ConnectionSettings::resolve(args.database_url.as_deref()).map_err(Failure::bad_input)
 }
 
 /// Connects, turning a connection failure into a one-line error (exit 1).
 pub async fn connect(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, Failure> {
-    settings
-        .connect()
-        .await
-        .map_err(|e| Failure::other(miette::miette!("{e}")))
+    settings.connect().await.map_err(Failure::from)
 }

@@ -3,14 +3,12 @@
 //! anything runs, the plan as `--dry-run` prints it, and the message when a
 //! step fails. Running the plan is `locksmith_pg::online`'s job.
 
-use std::fmt::Write;
 use std::path::Path;
 
+use crate::exit::Failure;
+use crate::render::plan::{OnlineStatement, OnlineUnit};
 use locksmith_core::analysis::{self, Statement};
 use locksmith_core::online::{self, Unit};
-use serde::Serialize;
-
-use crate::exit::Failure;
 
 /// A pending migration's statements, analysed again one by one (each after
 /// the ones before it), where they are written: `(sql, line, column)`.
@@ -55,78 +53,23 @@ pub fn units(
     })
 }
 
-/// One unit as `--dry-run --format json` prints it.
-#[derive(Debug, Serialize)]
-pub struct PlannedUnit {
-    /// Runs in one transaction (else statement by statement, outside any).
-    pub transaction: bool,
-    /// Skipped when this query says an interrupted run already did it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub done_when: Option<String>,
-    /// The statements.
-    pub statements: Vec<PlannedStatement>,
-}
-
-/// A statement of a unit, with its locks.
-#[derive(Debug, Serialize)]
-pub struct PlannedStatement {
-    /// The SQL.
-    pub sql: String,
-    /// The locks, as the analysis has them.
-    pub locks: Vec<analysis::RelationLock>,
-}
-
 /// The plan for the dry run.
-pub fn planned(units: &[Unit]) -> Vec<PlannedUnit> {
+pub fn planned(units: &[Unit]) -> Vec<OnlineUnit> {
     units
         .iter()
-        .map(|u| PlannedUnit {
+        .map(|u| OnlineUnit {
             transaction: u.transactional,
             done_when: u.done_when.clone(),
             statements: u
                 .statements
                 .iter()
-                .map(|s| PlannedStatement {
+                .map(|s| OnlineStatement {
                     sql: s.sql.clone(),
                     locks: s.locks.clone(),
                 })
                 .collect(),
         })
         .collect()
-}
-
-/// The plan as text: one block per step.
-pub fn human(units: &[PlannedUnit]) -> String {
-    let mut out = String::from("  online plan (each step guarded, recorded as it completes):\n");
-    for (i, u) in units.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "    step {} ({}{})",
-            i + 1,
-            if u.transaction {
-                "one transaction"
-            } else {
-                "no transaction"
-            },
-            if u.done_when.is_some() {
-                ", skipped when already done"
-            } else {
-                ""
-            }
-        );
-        for s in &u.statements {
-            let _ = writeln!(out, "      {};", crate::render::one_line(&s.sql, 100));
-            let locks: Vec<String> = s
-                .locks
-                .iter()
-                .map(|l| format!("{} on {}", l.mode, l.relation))
-                .collect();
-            if !locks.is_empty() {
-                let _ = writeln!(out, "        locks: {}", locks.join(", "));
-            }
-        }
-    }
-    out
 }
 
 /// What to say when step `unit` of `total` failed.

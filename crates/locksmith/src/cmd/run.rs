@@ -478,7 +478,7 @@ impl Run<'_> {
         let report = RunReport::new(status, &self.report, migrations, error);
         match self.args.guard.format {
             Format::Json => {
-                let mut out = std::io::stdout().lock();
+                let mut out = crate::output::stdout();
                 render::json(&mut out, &report)?;
             }
             Format::Human => {

@@ -7,7 +7,6 @@
 //! observations into the lint report shape so that `render::lint` draws
 //! both; the tracing itself is `locksmith_pg::trace`'s.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use locksmith_core::analysis::{analyze_after, StatementKind};
@@ -17,9 +16,9 @@ use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use miette::miette;
 
-use crate::cli::{LintFormat, TraceArgs};
+use crate::cli::TraceArgs;
 use crate::exit::{CmdResult, Failure};
-use crate::render::lint::{self as render, LintedFile, Traced};
+use crate::render::lint::{LintedFile, Traced};
 
 pub async fn run(args: TraceArgs) -> CmdResult {
     let config = super::lint::load_config(args.config.as_deref())?;
@@ -107,17 +106,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
         }
     }
 
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match args.format {
-        LintFormat::Human => {
-            render::human(&mut out, &files, &crate::render::style::Style::detect())?
-        }
-        LintFormat::Json => render::json(&mut out, &files)?,
-        LintFormat::Sarif => render::sarif(&mut out, &files)?,
-        LintFormat::Github => render::github(&mut out, &files)?,
-    }
-    out.flush()?;
+    crate::render::lint_report(&mut crate::output::stdout(), args.format, &files)?;
     Ok(super::lint::outcome(&files))
 }
 
@@ -172,19 +161,7 @@ fn server_binaries(explicit: Option<&PathBuf>, version: Option<u32>) -> Result<B
     let Some(version) = version else {
         return BinDir::find(None).map_err(|e| Failure::other(miette!("{e}")));
     };
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for var in ["LOCKSMITH_PG_BIN", "LOCKSMITH_PG_BINS"] {
-        if let Some(v) = std::env::var_os(var) {
-            dirs.extend(std::env::split_paths(&v));
-        }
-    }
-    dirs.push(PathBuf::from(format!("/usr/lib/postgresql/{version}/bin")));
-    if let Ok(found) = BinDir::find(None) {
-        dirs.push(found.path);
-    }
-    dirs.iter()
-        .filter_map(|d| BinDir::at(d))
-        .find(|b| b.major == version)
+    BinDir::find_major(version)
         .ok_or_else(|| {
             Failure::input(miette!(
                 "no PostgreSQL {version} server binaries found; install them (scripts/pg-versions.sh) and \

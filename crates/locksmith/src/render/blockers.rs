@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
+use locksmith_core::analysis::quote_ident;
 use locksmith_pg::blockers::{BlockerReport, RelationLock};
+use locksmith_pg::snapshot::SessionSummary;
 
 use super::style::Style;
 use super::{age, one_line};
@@ -43,7 +45,8 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                 if last_sibling {
                     let _ = writeln!(
                         out,
-                        "{indent}└─ … and {hidden} more sessions waiting the same way"
+                        "{indent}└─ … and {} waiting the same way",
+                        sessions(hidden, "more session")
                     );
                     hidden = 0;
                 }
@@ -56,10 +59,11 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
             } else {
                 "└─ waits for it: "
             };
-            if let Some(b) = report.blockers.iter().find(|b| b.pid == line.pid) {
-                let state = b.state.as_deref().unwrap_or("?");
-                let what = if b.is_idle_in_transaction() {
-                    style.red(&format!("{state} for {}", age(b.state_age_ms)))
+            if let Some(b) = report.blockers.iter().find(|b| b.session.pid == line.pid) {
+                let session = &b.session;
+                let state = session.state.as_deref().unwrap_or("?");
+                let what = if session.is_idle_in_transaction() {
+                    style.red(&format!("{state} for {}", age(session.state_age_ms)))
                 } else {
                     style.yellow(state)
                 };
@@ -67,17 +71,17 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                     out,
                     "{indent}{} pid {} {} ({}), transaction open {}, {}",
                     style.bold("ROOT"),
-                    b.pid,
-                    app(&b.application_name),
-                    b.client_addr.as_deref().unwrap_or("local socket"),
-                    age(b.xact_age_ms),
+                    session.pid,
+                    app(&session.application_name),
+                    session.client_addr.as_deref().unwrap_or("local socket"),
+                    age(session.xact_age_ms),
                     what,
                 );
                 let _ = writeln!(out, "{indent}   holds {}", holds(&b.holds));
                 let _ = writeln!(
                     out,
                     "{indent}   last query: {}",
-                    style.dim(&one_line(&b.query, 100))
+                    style.dim(&one_line(&session.query, 100))
                 );
                 let blocked: Vec<String> = b.blocking.iter().map(|p| p.to_string()).collect();
                 let _ = writeln!(out, "{indent}   blocks pid {}", blocked.join(", "));
@@ -91,8 +95,8 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                     String::new()
                 } else {
                     style.red(&format!(
-                        ", {} sessions queued behind it",
-                        w.queued_behind.len()
+                        ", {} queued behind it",
+                        sessions(w.queued_behind.len(), "session")
                     ))
                 };
                 let _ = writeln!(
@@ -113,7 +117,8 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
             "\n{}",
             style.bold("Sessions idle in transaction (each holds its locks until it ends):")
         );
-        for s in &report.idle_in_transaction {
+        for idle in &report.idle_in_transaction {
+            let s = &idle.session;
             let _ = writeln!(
                 out,
                 "  pid {:<7} {:<28} {:<15} idle {:>7}  transaction {:>7}  holds {}",
@@ -122,17 +127,135 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                 s.client_addr.as_deref().unwrap_or("local"),
                 age(s.state_age_ms),
                 age(s.xact_age_ms),
-                holds(&s.holds),
+                holds(&idle.holds),
             );
         }
     }
     if !report.blockers.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("What to do:"));
-        let _ = writeln!(out, "  - End the root blockers' transactions in the application (SQLAlchemy: call scoped_session.remove() at the end of every request).");
-        let _ = writeln!(out, "  - Let the server end them: ALTER ROLE <app role> SET idle_in_transaction_session_timeout = '60s';");
-        let _ = writeln!(out, "  - Now: SELECT pg_terminate_backend(pid) for an idle-in-transaction root, or cancel the queued DDL (pg_cancel_backend) to release everyone queued behind it.");
+        for line in advice(report) {
+            let _ = writeln!(out, "  - {line}");
+        }
     }
     out
+}
+
+/// The advice, naming the sessions, roles and statements of this report.
+pub fn advice(report: &BlockerReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    let idle: Vec<&SessionSummary> = report
+        .blockers
+        .iter()
+        .map(|b| &b.session)
+        .filter(|s| s.is_idle_in_transaction())
+        .collect();
+    if !idle.is_empty() {
+        let pids = pid_list(idle.iter().map(|s| s.pid));
+        let apps = distinct(idle.iter().map(|s| app(&s.application_name)));
+        let mut fix = format!(
+            "End the open transactions of {} in the application ({}) where it leaks them",
+            sessions_named(idle.len(), &pids),
+            apps.join(", ")
+        );
+        if idle
+            .iter()
+            .any(|s| looks_like_sqlalchemy(&s.application_name))
+        {
+            fix.push_str(" (SQLAlchemy: call scoped_session.remove() at the end of every request)");
+        }
+        lines.push(fix + ".");
+        for role in distinct(idle.iter().filter_map(|s| s.usename.clone())) {
+            lines.push(format!(
+                "Let the server end them from now on: ALTER ROLE {} SET idle_in_transaction_session_timeout = '60s'; (new sessions of role {role} only; the ones open now keep running)",
+                quote_ident(&role)
+            ));
+        }
+        lines.push(format!(
+            "Now: SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pids}) AND state LIKE 'idle in transaction%'; (their transactions roll back)"
+        ));
+    }
+    let active: Vec<&SessionSummary> = report
+        .blockers
+        .iter()
+        .map(|b| &b.session)
+        .filter(|s| !s.is_idle_in_transaction())
+        .collect();
+    for s in active {
+        lines.push(format!(
+            "pid {} {} (role {}) is {} and holds what others wait for: let it finish, or SELECT pg_cancel_backend({}); to stop its statement",
+            s.pid,
+            app(&s.application_name),
+            s.usename.as_deref().unwrap_or("?"),
+            s.state.as_deref().unwrap_or("running"),
+            s.pid
+        ));
+    }
+    // The queued request everyone else waits behind (the ALTER, in the story).
+    if let Some(head) = report
+        .waiting
+        .iter()
+        .filter(|w| !w.queued_behind.is_empty())
+        .max_by_key(|w| (w.queued_behind.len(), std::cmp::Reverse(w.pid)))
+    {
+        lines.push(format!(
+            "Or release the {} queued behind pid {} {} at once: SELECT pg_cancel_backend({}); (its statement fails; rerun it with a lock_timeout, e.g. under locksmith apply or run)",
+            sessions(head.queued_behind.len(), "session"),
+            head.pid,
+            app(&head.application_name),
+            head.pid
+        ));
+    }
+    lines
+}
+
+/// Whether an `application_name` looks like a Python web app on SQLAlchemy,
+/// where the usual leak is a `scoped_session` never removed.
+fn looks_like_sqlalchemy(name: &str) -> bool {
+    let name = name.to_lowercase();
+    [
+        "sqlalchemy",
+        "alembic",
+        "flask",
+        "django",
+        "python",
+        "psycopg",
+        "gunicorn",
+        "uwsgi",
+    ]
+    .iter()
+    .any(|k| name.contains(k))
+}
+
+/// `1 session`, `3 sessions`.
+fn sessions(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// `session 10`, `sessions 10, 11`.
+fn sessions_named(n: usize, pids: &str) -> String {
+    if n == 1 {
+        format!("session {pids}")
+    } else {
+        format!("sessions {pids}")
+    }
+}
+
+fn pid_list(pids: impl Iterator<Item = i32>) -> String {
+    pids.map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for i in items {
+        if !seen.contains(&i) {
+            seen.push(i);
+        }
+    }
+    seen
 }
 
 fn app(name: &str) -> String {
@@ -152,4 +275,105 @@ fn holds(locks: &[RelationLock]) -> String {
         .map(|l| format!("{} on {}", l.mode, l.relation))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locksmith_pg::snapshot::{LockRow, Session, Snapshot};
+
+    fn session(pid: i32, app: &str, role: &str, state: &str, blocked_by: &[i32]) -> Session {
+        Session {
+            pid,
+            datname: Some("app".into()),
+            usename: Some(role.into()),
+            application_name: app.into(),
+            client_addr: Some("10.0.0.5".into()),
+            backend_type: "client backend".into(),
+            state: Some(state.into()),
+            xact_age_ms: Some(60_000),
+            state_age_ms: Some(59_000),
+            query_age_ms: Some(59_000),
+            query: "SELECT 1".into(),
+            wait_event_type: (!blocked_by.is_empty()).then(|| "Lock".into()),
+            wait_event: (!blocked_by.is_empty()).then(|| "relation".into()),
+            blocked_by: blocked_by.to_vec(),
+        }
+    }
+
+    fn lock(pid: i32, mode: &str, granted: bool) -> LockRow {
+        LockRow {
+            pid,
+            locktype: "relation".into(),
+            relation: Some("academic_partners".into()),
+            mode: mode.into(),
+            granted,
+            waiting_ms: (!granted).then_some(5_000),
+        }
+    }
+
+    fn report(leaker_app: &str, readers: i32) -> BlockerReport {
+        let mut sessions = vec![
+            session(10, leaker_app, "web", "idle in transaction", &[]),
+            session(20, "alembic", "migrator", "active", &[10]),
+        ];
+        let mut locks = vec![
+            lock(10, "AccessShareLock", true),
+            lock(20, "AccessExclusiveLock", false),
+        ];
+        for pid in 30..30 + readers {
+            sessions.push(session(pid, "web", "web", "active", &[20]));
+            locks.push(lock(pid, "AccessShareLock", false));
+        }
+        BlockerReport::from_snapshot(&Snapshot {
+            max_connections: 100,
+            reserved_connections: 3,
+            own_pid: 1,
+            sessions,
+            locks,
+        })
+    }
+
+    #[test]
+    fn advice_names_the_pids_roles_and_the_queue_head() {
+        let advice = advice(&report("leaky-app", 3)).join("\n");
+        assert!(
+            advice.contains("session 10 in the application (\"leaky-app\")"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("ALTER ROLE web SET idle_in_transaction_session_timeout"),
+            "{advice}"
+        );
+        assert!(advice.contains("new sessions of role web only"), "{advice}");
+        assert!(advice.contains("WHERE pid IN (10)"), "{advice}");
+        assert!(
+            advice.contains("3 sessions queued behind pid 20 \"alembic\""),
+            "{advice}"
+        );
+        assert!(advice.contains("pg_cancel_backend(20)"), "{advice}");
+        assert!(
+            !advice.contains("SQLAlchemy"),
+            "not every app is SQLAlchemy: {advice}"
+        );
+        assert!(!advice.contains("<app role>"), "{advice}");
+    }
+
+    #[test]
+    fn sqlalchemy_advice_only_for_an_app_that_looks_like_one() {
+        let advice = advice(&report("flask-sqlalchemy", 1)).join("\n");
+        assert!(advice.contains("scoped_session.remove()"), "{advice}");
+    }
+
+    #[test]
+    fn the_outage_as_people_read_it() {
+        insta::assert_snapshot!(human(&report("leaky-app", 5), Style::plain()));
+    }
+
+    #[test]
+    fn one_session_is_singular() {
+        let text = human(&report("leaky-app", 1), Style::plain());
+        assert!(text.contains("1 session queued behind it"), "{text}");
+        assert!(!text.contains("1 sessions"), "{text}");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use locksmith_core::server_log::{meaning, LogSummary};
+use locksmith_core::server_log::LogSummary;
 use locksmith_pg::audit::{Finding, Severity};
 
 use super::style::Style;
@@ -31,7 +31,10 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
             style.dim(&format!("[{}]", f.id))
         );
         let _ = writeln!(out, "        why: {}", f.why);
-        let _ = writeln!(out, "        fix: {}", f.fix);
+        for (i, line) in f.fix.lines().enumerate() {
+            let label = if i == 0 { "fix:" } else { "    " };
+            let _ = writeln!(out, "        {label} {line}");
+        }
     }
     if !log.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("Server log:"));
@@ -41,7 +44,7 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
         let _ = writeln!(
             out,
             "  {} ×{}  first {}  last {}  pids {}",
-            style.bold(s.kind),
+            style.bold(s.kind.id()),
             s.count,
             s.first.as_deref().unwrap_or("?"),
             s.last.as_deref().unwrap_or("?"),
@@ -64,7 +67,7 @@ pub fn human(findings: &[Finding], log: &[LogSummary], style: Style) -> String {
                 list(&s.queue)
             );
         }
-        let _ = writeln!(out, "      {}", style.dim(meaning(s.kind)));
+        let _ = writeln!(out, "      {}", style.dim(s.meaning));
     }
     out
 }

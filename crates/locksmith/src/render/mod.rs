@@ -5,12 +5,29 @@ pub mod blockers;
 pub mod doctor;
 pub mod guard;
 pub mod lint;
+pub mod plan;
 pub mod run;
 pub mod style;
 
 use std::io::Write;
 
 use serde::Serialize;
+
+/// Writes the lint report (of `lint` or `trace`) in the chosen format: the one dispatch.
+pub fn lint_report(
+    out: &mut dyn Write,
+    format: crate::cli::LintFormat,
+    files: &[lint::LintedFile],
+) -> std::io::Result<()> {
+    use crate::cli::LintFormat;
+    match format {
+        LintFormat::Human => lint::human(out, files, &style::Style::detect())?,
+        LintFormat::Json => lint::json(out, files)?,
+        LintFormat::Sarif => lint::sarif(out, files)?,
+        LintFormat::Github => lint::github(out, files)?,
+    }
+    out.flush()
+}
 
 /// Writes `value` as pretty JSON followed by a newline.
 pub fn json<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {

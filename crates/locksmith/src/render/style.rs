@@ -23,7 +23,6 @@ impl Style {
     }
 
     /// No colour at all (files, tests).
-    #[allow(dead_code)]
     pub fn plain() -> Self {
         Style { on: false }
     }

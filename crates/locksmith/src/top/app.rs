@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use locksmith_pg::blockers::BlockerReport;
+use locksmith_pg::blockers::{BlockerReport, TreeLine};
 use locksmith_pg::signal::Signal;
 use locksmith_pg::snapshot::{Session, Snapshot};
 
@@ -102,6 +102,21 @@ pub struct Status {
     pub text: String,
     /// Drawn as an error.
     pub error: bool,
+    /// Refreshes left before it goes away (it would otherwise read as current forever).
+    pub refreshes_left: u32,
+}
+
+/// How many refreshes a status message stays on screen.
+pub const STATUS_REFRESHES: u32 = 5;
+
+/// One line of the lock-wait tree as `top` draws it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeRow {
+    /// The session and its place in the tree.
+    pub line: TreeLine,
+    /// Sessions after it waiting the same way (same parent, nobody behind
+    /// them), folded into this row as "+N more".
+    pub folded: usize,
 }
 
 /// Everything `top` shows.
@@ -164,6 +179,12 @@ impl App {
             self.say("reconnected", false);
         }
         self.link = Link::Up;
+        if let Some(status) = &mut self.status {
+            status.refreshes_left = status.refreshes_left.saturating_sub(1);
+            if status.refreshes_left == 0 {
+                self.status = None;
+            }
+        }
         let report = BlockerReport::from_snapshot(&snapshot);
         self.snapshot = Some((snapshot, report));
         self.refresh_took = Some(took);
@@ -197,15 +218,46 @@ impl App {
         self.status = Some(Status {
             text: text.to_string(),
             error,
+            refreshes_left: STATUS_REFRESHES,
         });
     }
 
-    /// The tree, as `BlockerReport::tree` orders it.
-    pub fn tree(&self) -> Vec<locksmith_pg::blockers::TreeLine> {
-        self.snapshot
+    /// The tree as drawn: every root blocker first (what to act on must be
+    /// on screen even at 80×24), then the waiters in `BlockerReport::tree`
+    /// order, a run of sessions waiting the same way folded into its first.
+    pub fn tree(&self) -> Vec<TreeRow> {
+        let lines = self
+            .snapshot
             .as_ref()
             .map(|(_, r)| r.tree())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let mut rows: Vec<TreeRow> = lines
+            .iter()
+            .filter(|l| l.depth == 0)
+            .map(|&line| TreeRow { line, folded: 0 })
+            .collect();
+        // The row that heads the current run of leaf siblings.
+        let mut run: Option<usize> = None;
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.depth > 0) {
+            let leaf = lines.get(i + 1).is_none_or(|next| next.depth <= line.depth);
+            let sibling_of_run = run.is_some_and(|r| {
+                let head = rows[r].line;
+                leaf && head.depth == line.depth
+                    && head.soft == line.soft
+                    && lines[i - 1].depth == line.depth
+            });
+            match run {
+                Some(r) if sibling_of_run => rows[r].folded += 1,
+                _ => {
+                    rows.push(TreeRow {
+                        line: *line,
+                        folded: 0,
+                    });
+                    run = leaf.then(|| rows.len() - 1);
+                }
+            }
+        }
+        rows
     }
 
     /// The session list: client backends and autovacuum, filtered, sorted longest first.
@@ -220,13 +272,15 @@ impl App {
             .filter(|s| s.backend_type == "client backend" || s.backend_type.contains("autovacuum"))
             .filter(|s| needle.is_empty() || haystack(s).contains(&needle))
             .collect();
+        // Whole seconds, then pid: sessions of about the same age keep their
+        // places across refreshes instead of swapping on milliseconds.
         let key = |s: &Session| -> i64 {
             match self.sort {
                 Sort::Transaction => s.xact_age_ms,
                 Sort::State => s.state_age_ms,
                 Sort::Wait => self.waiting_ms(s.pid),
             }
-            .unwrap_or(-1)
+            .map_or(-1, |ms| ms / 1000)
         };
         list.sort_by_key(|s| (std::cmp::Reverse(key(s)), s.pid));
         list
@@ -246,7 +300,7 @@ impl App {
     pub fn rows(&self) -> Vec<(Section, i32)> {
         self.tree()
             .iter()
-            .map(|l| (Section::Tree, l.pid))
+            .map(|r| (Section::Tree, r.line.pid))
             .chain(self.sessions().iter().map(|s| (Section::Sessions, s.pid)))
             .collect()
     }
@@ -358,6 +412,17 @@ impl App {
             self.say("select a session first (arrow keys)", true);
             return;
         };
+        // A cancel stops the running statement; an idle session runs none, so it would do nothing.
+        if signal == Signal::Cancel && s.state.as_deref().is_some_and(|st| st.starts_with("idle")) {
+            let (pid, state) = (s.pid, s.state.clone().unwrap_or_default());
+            self.say(
+                &format!(
+                    "pid {pid} is {state}: a cancel does nothing to an idle session (it runs no statement); press k to terminate it"
+                ),
+                true,
+            );
+            return;
+        }
         let label = format!(
             "{} ({}: {})",
             s.label(),
@@ -426,9 +491,10 @@ impl App {
 
 fn haystack(s: &Session) -> String {
     format!(
-        "{} {} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {}",
         s.pid,
         s.application_name,
+        s.backend_type,
         s.client_addr.as_deref().unwrap_or("local"),
         s.usename.as_deref().unwrap_or(""),
         s.datname.as_deref().unwrap_or(""),

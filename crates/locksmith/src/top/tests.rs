@@ -2,7 +2,7 @@
 //! do to real sessions. Plus key handling on a hand-made snapshot, which
 //! needs no server.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use locksmith_pg::signal::Signal;
@@ -60,11 +60,16 @@ impl Staged {
 }
 
 async fn wait_for(admin: &Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !admin.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    locksmith_sandbox::wait::until(locksmith_sandbox::wait::BOUND, what, || async {
+        admin
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
 }
 
 async fn stage() -> Staged {
@@ -72,8 +77,22 @@ async fn stage() -> Staged {
     let incident = Incident::stage(&cluster, "incident").await.unwrap();
     let queue = Queue::form(&incident, 2, 1).await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
-    // Let the ages grow past zero so they show as seconds.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Let the ages grow past a second so they show as seconds.
+    let leakers = queue
+        .leaked
+        .pids()
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>();
+    wait_for(
+        &admin,
+        &format!(
+            "SELECT bool_and(clock_timestamp() - xact_start > interval '1.1s') FROM pg_stat_activity WHERE pid IN ({})",
+            leakers.join(", ")
+        ),
+        "the leakers' transactions are over a second old",
+    )
+    .await;
     Staged {
         cluster,
         incident,
@@ -104,8 +123,8 @@ async fn the_incident_on_screen_at_160x40_and_80x24() {
         let screen = screen(&app, w, h);
         let text = screen.join("\n");
         let root = row_of(&screen, &format!("ROOT {root_pid} "));
-        let alter = row_of(&screen, &format!("└─ {} alembic", s.alter_pid()));
-        let select = row_of(&screen, &format!("└┄ {} web-request", s.select_pid()));
+        let alter = row_of(&screen, &format!("└─ {} academic_partners", s.alter_pid()));
+        let select = row_of(&screen, &format!("└┄ {} academic_partners", s.select_pid()));
         assert!(
             root < alter && alter < select,
             "tree order at {w}x{h}:\n{text}"
@@ -130,19 +149,22 @@ async fn the_incident_on_screen_at_160x40_and_80x24() {
         );
         assert!(screen[h as usize - 1].contains("q quit"), "{text}");
         if w == 160 {
+            assert!(screen[alter].contains("alembic@"), "{text}");
             assert!(
-                screen[alter].contains("wants AccessExclusiveLock academic_partners"),
+                screen[alter].contains("wants AccessExclusiveLock"),
                 "{text}"
             );
+            assert!(screen[select].contains("web-request@"), "{text}");
             assert!(screen[alter].contains("(1 queued behind)"), "{text}");
             assert!(
                 screen[root].contains(" tx 1.") || screen[root].contains(" tx 2."),
                 "{text}"
             );
             assert!(
-                screen[root].contains("holds AccessShareLock academic_partners"),
+                screen[root].contains(&format!("ROOT {root_pid} academic_partners")),
                 "{text}"
             );
+            assert!(screen[root].contains("holds AccessShareLock"), "{text}");
         }
     }
     drop(s.cluster);
@@ -460,4 +482,181 @@ fn selection_follows_the_session_across_refreshes() {
     });
     app.refreshed(snapshot, Duration::from_millis(3));
     assert_eq!(app.selected().unwrap().pid, 30);
+}
+
+/// The story at its worst: three leakers, the ALTER queued behind all of
+/// them, sixteen requests queued behind the ALTER, the pool at its limit.
+fn outage() -> App {
+    let mut sessions = Vec::new();
+    let mut locks = Vec::new();
+    for pid in [10, 11, 12] {
+        sessions.push(session(
+            pid,
+            "leaky-app",
+            "idle in transaction",
+            95_000,
+            94_000,
+            &[],
+        ));
+        locks.push(lock(pid, "AccessShareLock", true));
+    }
+    let mut alter = session(20, "alembic", "active", 13_000, 12_000, &[10, 11, 12]);
+    alter.query = "ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name_academic_partner UNIQUE (informal_name)".into();
+    sessions.push(alter);
+    locks.push(lock(20, "AccessExclusiveLock", false));
+    for pid in 30..46 {
+        sessions.push(session(pid, "web-request", "active", 11_000, 11_000, &[20]));
+        locks.push(lock(pid, "AccessShareLock", false));
+    }
+    let mut launcher = session(5, "", "", 0, 0, &[]);
+    launcher.backend_type = "autovacuum launcher".into();
+    launcher.state = None;
+    sessions.push(launcher);
+    let snapshot = Snapshot {
+        max_connections: 23,
+        reserved_connections: 3,
+        own_pid: 1,
+        sessions,
+        locks,
+    };
+    let mut app = App::new(
+        "postgres@a-rather-long-host-name.eu-west-1.rds.amazonaws.com:5432/app_production".into(),
+        Duration::from_secs(1),
+        false,
+    );
+    app.refreshed(snapshot, Duration::from_millis(4));
+    app
+}
+
+#[test]
+fn outage_frame_80x24() {
+    let app = outage();
+    let frame = screen(&app, 80, 24);
+    let text = frame.join("\n");
+    insta::assert_snapshot!(text);
+    // Every root is on screen, before the waiters.
+    let roots: Vec<usize> = [10, 11, 12]
+        .iter()
+        .map(|pid| row_of(&frame, &format!("ROOT {pid} academic_partners")))
+        .collect();
+    let alter = row_of(&frame, "└─ 20 academic_partners");
+    assert!(roots.iter().all(|r| *r < alter), "{text}");
+    assert!(frame[alter].contains("(16 queued behind)"), "{text}");
+    // The identical waiters are one row and a count.
+    let reader = row_of(&frame, "└┄ 30 academic_partners");
+    assert!(frame[reader].contains("+15 more like it"), "{text}");
+    assert!(!text.contains("└┄ 31 "), "{text}");
+    // The header fits: the timing is on screen, the pool at its limit says so.
+    assert!(
+        frame[0].contains("every 1.0s · snapshot took 4ms"),
+        "{text}"
+    );
+    assert!(frame[1].contains("/23 FULL"), "{text}");
+    // A server process without an application_name says what it is.
+    let mut app = app;
+    press(&mut app, KeyCode::Char('/'));
+    for c in "launcher".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    let text = screen(&app, 80, 24).join("\n");
+    assert!(text.contains("5       [autovacuum la"), "{text}");
+}
+
+#[test]
+fn a_tree_taller_than_its_area_says_how_much_is_cut() {
+    let mut app = outage();
+    let (mut snapshot, _) = app.snapshot.clone().unwrap();
+    // Sixteen separate roots, each blocking one waiter: nothing folds.
+    for pid in 100..116 {
+        snapshot.sessions.push(session(
+            pid,
+            "leaky-app",
+            "idle in transaction",
+            5_000,
+            5_000,
+            &[],
+        ));
+        let mut held = lock(pid, "AccessExclusiveLock", true);
+        held.relation = Some(format!("t{pid}"));
+        snapshot.locks.push(held);
+        snapshot
+            .sessions
+            .push(session(pid + 100, "job", "active", 1_000, 1_000, &[pid]));
+        let mut wanted = lock(pid + 100, "AccessShareLock", false);
+        wanted.relation = Some(format!("t{pid}"));
+        snapshot.locks.push(wanted);
+    }
+    app.refreshed(snapshot, Duration::from_millis(4));
+    let text = screen(&app, 80, 24).join("\n");
+    assert!(text.contains("more below (↓ scrolls)"), "{text}");
+}
+
+#[test]
+fn cancel_on_an_idle_session_offers_terminate_and_dialogs_say_y_n() {
+    let mut app = outage();
+    assert!(app.select_pid(10));
+    assert_eq!(press(&mut app, KeyCode::Char('c')), None);
+    assert_eq!(
+        app.mode,
+        Mode::Normal,
+        "no dialog for a cancel that would do nothing"
+    );
+    let status = app.status.clone().unwrap();
+    assert!(
+        status
+            .text
+            .contains("a cancel does nothing to an idle session"),
+        "{status:?}"
+    );
+    assert!(status.text.contains("press k"), "{status:?}");
+    press(&mut app, KeyCode::Char('k'));
+    assert!(matches!(app.mode, Mode::Confirm(_)));
+    let text = screen(&app, 80, 24).join("\n");
+    assert!(text.contains("Terminate pid 10? [y/N]"), "{text}");
+    // Anything but y is no.
+    assert_eq!(press(&mut app, KeyCode::Char('x')), None);
+    assert_eq!(press(&mut app, KeyCode::Esc), None);
+    assert_eq!(app.mode, Mode::Normal);
+    // An active statement can be cancelled.
+    assert!(app.select_pid(20));
+    press(&mut app, KeyCode::Char('c'));
+    assert!(screen(&app, 80, 24)
+        .join("\n")
+        .contains("Cancel pid 20? [y/N]"));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('y')),
+        Some(Effect::Signal(Signal::Cancel, 20))
+    );
+}
+
+#[test]
+fn the_status_line_expires_after_a_few_refreshes() {
+    let mut app = outage();
+    assert!(app.select_pid(10));
+    press(&mut app, KeyCode::Char('c'));
+    assert!(app.status.is_some());
+    let (snapshot, _) = app.snapshot.clone().unwrap();
+    for _ in 0..super::app::STATUS_REFRESHES {
+        app.refreshed(snapshot.clone(), Duration::from_millis(4));
+    }
+    assert_eq!(app.status, None);
+}
+
+#[test]
+fn sessions_of_about_the_same_age_keep_their_order() {
+    let mut app = fixed();
+    let (mut snapshot, _) = app.snapshot.clone().unwrap();
+    snapshot.sessions.retain(|s| s.pid == 40);
+    let mut other = snapshot.sessions[0].clone();
+    other.pid = 41;
+    for (a, b) in [(5_100, 5_900), (5_900, 5_100)] {
+        snapshot.sessions[0].xact_age_ms = Some(a);
+        other.xact_age_ms = Some(b);
+        let mut both = snapshot.clone();
+        both.sessions.push(other.clone());
+        app.refreshed(both, Duration::from_millis(4));
+        let order: Vec<i32> = app.sessions().iter().map(|s| s.pid).collect();
+        assert_eq!(order, vec![40, 41], "same second, so by pid");
+    }
 }

@@ -16,7 +16,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
-use super::app::{App, Link, Mode, Section};
+use super::app::{App, Link, Mode, Section, TreeRow};
 use crate::render::{age, one_line};
 
 /// Colours when allowed; modifiers always.
@@ -94,11 +94,11 @@ pub fn render(app: &App, frame: &mut Frame) {
                 ),
             };
             let text = vec![
-                Line::styled(format!("{title} pid {}?", c.pid), p.bold()),
+                Line::styled(format!("{title} pid {}? [y/N]", c.pid), p.bold()),
                 Line::raw(c.label.clone()),
                 Line::styled(format!("({}: {what})", c.signal.function()), p.dim()),
                 Line::raw(""),
-                Line::styled("y = yes, n = no", p.bold()),
+                Line::styled("y = yes; n, Esc or anything else = no", p.bold()),
             ];
             popup(frame, p, title, text, 70, 7);
         }
@@ -135,23 +135,28 @@ fn render_header(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
             p.red().add_modifier(Modifier::BOLD),
         )),
     }
-    first.push(Span::raw(app.target.clone()));
-    first.push(Span::styled(
-        format!("  every {}", age(Some(app.interval.as_millis() as i64))),
-        p.dim(),
-    ));
+    let mut timing = format!(" · every {}", age(Some(app.interval.as_millis() as i64)));
     if let Some(took) = app.refresh_took {
-        first.push(Span::styled(
-            format!(", refresh {}", age(Some(took.as_millis() as i64))),
-            p.dim(),
+        timing.push_str(&format!(
+            " · snapshot took {}",
+            age(Some(took.as_millis() as i64))
         ));
     }
+    // The target gets what is left of the width, so the timing stays on screen.
+    let used: usize = first
+        .iter()
+        .map(|s| s.content.chars().count())
+        .sum::<usize>()
+        + timing.chars().count();
+    let room = (area.width as usize).saturating_sub(used).max(12);
+    first.push(Span::raw(one_line(&app.target, room)));
+    first.push(Span::styled(timing, p.dim()));
     let second = match &app.snapshot {
         None => Line::styled("waiting for the first snapshot…", p.dim()),
         Some((snap, report)) => {
             let c = &report.connections;
             let idle = &report.idle_in_transaction;
-            let oldest = idle.iter().filter_map(|s| s.state_age_ms).max();
+            let oldest = idle.iter().filter_map(|s| s.session.state_age_ms).max();
             let longest = snap.sessions.iter().filter_map(|s| s.xact_age_ms).max();
             let idle_style = if idle.is_empty() { p.green() } else { p.red() };
             let wait_style = if report.waiting.is_empty() {
@@ -159,17 +164,24 @@ fn render_header(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
             } else {
                 p.red()
             };
+            // Out of ordinary slots: new connections are refused, so say it loudly.
+            let full = c.used as i64 >= i64::from(c.max - c.reserved);
+            let conn = if full {
+                Span::styled(
+                    format!("conn {}/{} FULL", c.used, c.max),
+                    p.red().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+                )
+            } else {
+                Span::raw(format!("conn {}/{}", c.used, c.max))
+            };
             let mut spans = vec![
-                Span::raw(format!(
-                    "conn {}/{} ({} reserved)",
-                    c.used, c.max, c.reserved
-                )),
+                conn,
                 Span::styled(" │ ", p.dim()),
                 Span::styled(format!("idle in tx {}", idle.len()), idle_style),
             ];
             if oldest.is_some() {
                 spans.push(Span::styled(
-                    format!(" (oldest {})", age(oldest)),
+                    format!(", oldest {}", age(oldest)),
                     idle_style,
                 ));
             }
@@ -177,7 +189,7 @@ fn render_header(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
                 Span::styled(" │ ", p.dim()),
                 Span::styled(format!("waiting {}", report.waiting.len()), wait_style),
                 Span::styled(" │ ", p.dim()),
-                Span::raw(format!("max tx {}", age(longest))),
+                Span::raw(format!("longest tx {}", age(longest))),
             ]);
             Line::from(spans)
         }
@@ -211,55 +223,11 @@ fn render_tree(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
         .get(app.cursor)
         .filter(|(s, _)| *s == Section::Tree)
         .map(|_| app.cursor);
-    let lines: Vec<Line> = tree
+    let mut lines: Vec<Line> = tree
         .iter()
         .enumerate()
-        .map(|(i, line)| {
-            let Some(s) = snap.session(line.pid) else {
-                return Line::raw(format!("pid {} (gone)", line.pid));
-            };
-            let mut spans = Vec::new();
-            let indent = "   ".repeat(line.depth.saturating_sub(1));
-            if line.depth == 0 {
-                spans.push(Span::styled("ROOT ", p.red().add_modifier(Modifier::BOLD)));
-            } else if line.soft {
-                spans.push(Span::raw(format!("{indent}└┄ ")));
-            } else {
-                spans.push(Span::raw(format!("{indent}└─ ")));
-            }
-            spans.push(Span::styled(format!("{} ", s.pid), p.bold()));
-            spans.push(Span::raw(format!("{} ", s.label())));
-            // Most telling first, since narrow terminals cut the end: the lock, then the ages, then the query.
-            if let Some(w) = report.waiting.iter().find(|w| w.pid == s.pid) {
-                spans.push(Span::styled(
-                    format!("wait {} ", age(w.waiting_ms)),
-                    p.yellow(),
-                ));
-                if let Some(l) = &w.wants {
-                    spans.push(Span::styled(
-                        format!("wants {} {} ", l.mode, l.relation),
-                        p.yellow(),
-                    ));
-                }
-                if !w.queued_behind.is_empty() {
-                    spans.push(Span::styled(
-                        format!("({} queued behind) ", w.queued_behind.len()),
-                        p.red(),
-                    ));
-                }
-                spans.push(Span::raw(format!("tx {} ", age(s.xact_age_ms))));
-            } else {
-                spans.push(Span::styled(
-                    format!("{} {} ", short_state(s), age(s.state_age_ms)),
-                    p.idle_age(s),
-                ));
-                spans.push(Span::raw(format!("tx {} ", age(s.xact_age_ms))));
-                if let Some(l) = held_locks(&snap.locks, s.pid).first() {
-                    spans.push(Span::raw(format!("holds {} {} ", l.mode, l.relation)));
-                }
-            }
-            spans.push(Span::styled(one_line(&s.query, 200), p.dim()));
-            let line = Line::from(spans);
+        .map(|(i, row)| {
+            let line = tree_line(snap, report, p, row);
             if Some(i) == cursor {
                 line.style(p.selected())
             } else {
@@ -267,11 +235,84 @@ fn render_tree(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
             }
         })
         .collect();
-    // Keep the selected line visible.
-    let scroll = cursor
-        .map(|c| (c + 1).saturating_sub(inner.height as usize))
-        .unwrap_or(0) as u16;
-    frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
+    // Keep the selected line visible; say how many rows the screen cuts off.
+    let height = inner.height as usize;
+    let scroll = cursor.map(|c| (c + 1).saturating_sub(height)).unwrap_or(0);
+    let below = lines.len().saturating_sub(scroll + height);
+    if below > 0 && height > 0 {
+        lines.truncate(scroll + height - 1);
+        lines.push(Line::styled(
+            format!("+{} more below (↓ scrolls)", below + 1),
+            p.bold(),
+        ));
+    }
+    frame.render_widget(Paragraph::new(lines).scroll((scroll as u16, 0)), inner);
+}
+
+/// One row of the tree. Most telling first, since narrow terminals cut the
+/// end: pid, table, how long, how many behind; then who; then the query.
+fn tree_line(
+    snap: &locksmith_pg::snapshot::Snapshot,
+    report: &locksmith_pg::blockers::BlockerReport,
+    p: Palette,
+    row: &TreeRow,
+) -> Line<'static> {
+    let line = row.line;
+    let Some(s) = snap.session(line.pid) else {
+        return Line::raw(format!("pid {} (gone)", line.pid));
+    };
+    let mut spans = Vec::new();
+    let indent = "   ".repeat(line.depth.saturating_sub(1));
+    if line.depth == 0 {
+        spans.push(Span::styled("ROOT ", p.red().add_modifier(Modifier::BOLD)));
+    } else if line.soft {
+        spans.push(Span::raw(format!("{indent}└┄ ")));
+    } else {
+        spans.push(Span::raw(format!("{indent}└─ ")));
+    }
+    spans.push(Span::styled(format!("{} ", s.pid), p.bold()));
+    if let Some(w) = report.waiting.iter().find(|w| w.pid == s.pid) {
+        if let Some(l) = &w.wants {
+            spans.push(Span::styled(format!("{} ", l.relation), p.bold()));
+        }
+        spans.push(Span::styled(
+            format!("wait {} ", age(w.waiting_ms)),
+            p.yellow(),
+        ));
+        if !w.queued_behind.is_empty() {
+            spans.push(Span::styled(
+                format!("({} queued behind) ", w.queued_behind.len()),
+                p.red(),
+            ));
+        }
+        if row.folded > 0 {
+            spans.push(Span::styled(
+                format!("+{} more like it ", row.folded),
+                p.bold(),
+            ));
+        }
+        spans.push(Span::raw(format!("{} ", s.label())));
+        if let Some(l) = &w.wants {
+            spans.push(Span::styled(format!("wants {} ", l.mode), p.yellow()));
+        }
+        spans.push(Span::raw(format!("tx {} ", age(s.xact_age_ms))));
+    } else {
+        let held = held_locks(&snap.locks, s.pid);
+        if let Some(l) = held.first() {
+            spans.push(Span::styled(format!("{} ", l.relation), p.bold()));
+        }
+        spans.push(Span::styled(
+            format!("{} {} ", short_state(s), age(s.state_age_ms)),
+            p.idle_age(s),
+        ));
+        spans.push(Span::raw(format!("{} ", s.label())));
+        spans.push(Span::raw(format!("tx {} ", age(s.xact_age_ms))));
+        if let Some(l) = held.first() {
+            spans.push(Span::raw(format!("holds {} ", l.mode)));
+        }
+    }
+    spans.push(Span::styled(one_line(&s.query, 200), p.dim()));
+    Line::from(spans)
 }
 
 fn short_state(s: &Session) -> String {
@@ -321,10 +362,7 @@ fn render_sessions(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
     let rows: Vec<Row> = sessions
         .iter()
         .map(|s| {
-            let mut cells = vec![
-                Cell::from(s.pid.to_string()),
-                Cell::from(s.application_name.clone()),
-            ];
+            let mut cells = vec![Cell::from(s.pid.to_string()), Cell::from(s.name())];
             if wide {
                 cells.push(Cell::from(
                     s.client_addr.clone().unwrap_or_else(|| "local".into()),
@@ -486,8 +524,8 @@ fn help(p: Palette) -> Vec<Line<'static>> {
             "select a session (tree first, then the list)",
         ),
         ("Enter", "details: full query, locks held and wanted"),
-        ("c", "cancel the selected session's statement (asks y/n)"),
-        ("k", "terminate the selected session (asks y/n)"),
+        ("c", "cancel the selected session's statement (asks [y/N])"),
+        ("k", "terminate the selected session (asks [y/N])"),
         ("/", "filter the session list (pid, app, client, query…)"),
         ("s", "sort by transaction age, state age, lock wait"),
         ("p", "pause / resume refreshing"),
@@ -504,11 +542,15 @@ fn help(p: Palette) -> Vec<Line<'static>> {
     .chain([
         Line::raw(""),
         Line::styled(
-            "ROOT: blocks others, waits for no one. └┄ queued behind:",
+            "ROOT: blocks others, waits for no one (all roots come first).",
             p.dim(),
         ),
         Line::styled(
-            "waits only because a request is queued ahead of it.",
+            "└┄ queued behind: waits only because a request is queued ahead.",
+            p.dim(),
+        ),
+        Line::styled(
+            "A cancel does nothing to an idle session: terminate it (k).",
             p.dim(),
         ),
     ])
