@@ -123,7 +123,7 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
                     "name the index: an interrupted concurrent build must be found by its name to be resumed".into(),
                 );
             };
-            let Some(sql) = with_concurrently(&s.sql, &["INDEX"]) else {
+            let Some(sql) = insert_after_word(&s.sql, &["INDEX"], "CONCURRENTLY") else {
                 return Online::Refused(
                     "cannot add CONCURRENTLY to this CREATE INDEX; write it by hand".into(),
                 );
@@ -154,7 +154,11 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
         StatementKind::Reindex {
             target: Some(_),
             concurrently: false,
-        } => match with_concurrently(&s.sql, &["INDEX", "TABLE", "SCHEMA", "DATABASE"]) {
+        } => match insert_after_word(
+            &s.sql,
+            &["INDEX", "TABLE", "SCHEMA", "DATABASE"],
+            "CONCURRENTLY",
+        ) {
             Some(sql) => vec![(sql, None).into()],
             None => return Online::Refused("REINDEX SYSTEM has no concurrent form".into()),
         },
@@ -545,21 +549,68 @@ fn default_name(table: &str, columns: &[String], suffix: &str) -> String {
     name
 }
 
-/// `sql` with `CONCURRENTLY` after its first word among `after` (`INDEX`, …),
-/// or `None` when there is no such word.
-fn with_concurrently(sql: &str, after: &[&str]) -> Option<String> {
-    let mut offset = 0;
-    for word in sql.split_inclusive(char::is_whitespace) {
-        let end = offset + word.trim_end().len();
-        if after
-            .iter()
-            .any(|a| word.trim_end().eq_ignore_ascii_case(a))
-        {
-            return Some(format!("{} CONCURRENTLY{}", &sql[..end], &sql[end..]));
+/// `sql` with `word_to_add` after its first word among `after` (any case),
+/// e.g. `CONCURRENTLY` after `INDEX`; `None` when there is no such word.
+pub(crate) fn insert_after_word(sql: &str, after: &[&str], word_to_add: &str) -> Option<String> {
+    let mut start = None;
+    for (i, c) in sql.char_indices().chain(std::iter::once((sql.len(), ' '))) {
+        let boundary = !(c.is_alphanumeric() || c == '_' || c == '"');
+        match (start, boundary) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                if after.iter().any(|w| sql[s..i].eq_ignore_ascii_case(w)) {
+                    return Some(format!("{} {word_to_add}{}", &sql[..i], &sql[i..]));
+                }
+                start = None;
+            }
+            _ => {}
         }
-        offset += word.len();
     }
     None
+}
+
+/// The lock budget a printed plan sets for itself (the same as the
+/// missing-lock-timeout rule's fix): it runs by hand, without the guard's retries.
+pub const SCRIPT_LOCK_TIMEOUT: &str = "2s";
+
+/// A fix as printed: with `SET lock_timeout` first unless it sets one, so
+/// the SQL lint tells people to run never queues without bound itself.
+pub fn bounded(fix: String) -> String {
+    if fix.to_ascii_lowercase().contains("lock_timeout") {
+        fix
+    } else {
+        format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}';\n{fix}")
+    }
+}
+
+/// The plan as a script to run by hand: `SET lock_timeout` first (its
+/// brief locks must never queue for long), then each step as its own
+/// transaction, as `apply --online` runs them. When the statement sat inside
+/// the file's own transaction block, that block is committed before the
+/// steps, each transactional step gets its own `BEGIN … COMMIT`, steps that
+/// cannot run in a transaction run between them, and a block is reopened at
+/// the end for the file's own `COMMIT`.
+pub fn script(steps: &[OnlineStep], in_transaction_block: bool) -> String {
+    let mut out = format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}';\n");
+    let mut open = in_transaction_block;
+    for (i, step) in steps.iter().enumerate() {
+        let s = &step.statement;
+        if open && (i > 0 || !s.transactional) {
+            out.push_str("COMMIT;\n");
+            open = false;
+        }
+        if in_transaction_block && s.transactional && !open {
+            out.push_str("BEGIN;\n");
+            open = true;
+        }
+        out.push_str(&s.sql);
+        out.push_str(";\n");
+    }
+    if in_transaction_block && !open {
+        out.push_str("BEGIN;\n");
+    }
+    out.truncate(out.trim_end().len());
+    out
 }
 
 #[cfg(test)]

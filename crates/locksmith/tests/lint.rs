@@ -73,10 +73,9 @@ fn json_contract_and_exit_1_on_errors() {
         .as_str()
         .unwrap()
         .contains("AccessExclusiveLock"));
-    assert!(f["fix"]
-        .as_str()
-        .unwrap()
-        .starts_with("CREATE UNIQUE INDEX CONCURRENTLY academic_partners_name_key"));
+    assert!(f["fix"].as_str().unwrap().starts_with(
+        "SET lock_timeout = '2s';\nCREATE UNIQUE INDEX CONCURRENTLY academic_partners_name_key"
+    ));
 }
 
 #[test]
@@ -150,7 +149,7 @@ fn github_annotations() {
         "{first}"
     );
     assert!(
-        first.contains("%0AFix:%0ACREATE UNIQUE INDEX CONCURRENTLY"),
+        first.contains("%0AFix:%0ASET lock_timeout = '2s';%0ACREATE UNIQUE INDEX CONCURRENTLY"),
         "{first}"
     );
     assert!(

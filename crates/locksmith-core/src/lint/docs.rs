@@ -160,6 +160,56 @@ mod tests {
         }
     }
 
+    /// What lint prints as a fix is safe as printed: linted again, alone or
+    /// in place inside the file's own transaction block, it draws no
+    /// warning or error.
+    #[test]
+    fn every_printed_fix_relints_clean() {
+        let strict = |sql: &str| -> Vec<String> {
+            lint(sql, &Options::default())
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .findings()
+                .filter(|f| f.severity >= crate::Severity::Warning)
+                .map(|f| format!("{} {}", f.rule, f.message))
+                .collect()
+        };
+        let mut checked = 0;
+        for rule in RULES {
+            let Some(example) = section(rule.doc, "Example") else {
+                continue;
+            };
+            for bad in sql_blocks(&example) {
+                for wrapped in [false, true] {
+                    let sql = if wrapped {
+                        format!("BEGIN;\n{bad}\nCOMMIT;")
+                    } else {
+                        bad.clone()
+                    };
+                    let Ok(report) = lint(&sql, &Options::default()) else {
+                        continue;
+                    };
+                    for f in report.findings().filter(|f| f.rule == rule.id) {
+                        let Some(fix) = &f.fix else { continue };
+                        let fix = fix.trim_end().trim_end_matches(';');
+                        let in_place = if wrapped {
+                            format!("BEGIN;\n{fix};\nCOMMIT;")
+                        } else {
+                            format!("{fix};")
+                        };
+                        let left = strict(&in_place);
+                        assert!(
+                            left.is_empty(),
+                            "{}'s fix for\n{sql}\nis not clean:\n{in_place}\n{left:#?}",
+                            rule.id
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 10, "only {checked} fixes checked");
+    }
+
     #[test]
     fn docs_are_current() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rules.md");

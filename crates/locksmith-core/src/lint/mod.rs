@@ -281,7 +281,7 @@ pub fn lint_in(schema: &mut Schema, sql: &str, options: &Options) -> Result<Repo
                     rule: rule.id,
                     severity,
                     message: v.message,
-                    fix: v.fix,
+                    fix: v.fix.map(crate::online::bounded),
                 });
             }
         }

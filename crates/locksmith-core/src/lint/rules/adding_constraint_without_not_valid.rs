@@ -3,7 +3,7 @@
 use crate::analysis::{AlterAction, ConstraintKind};
 use crate::lint::{declare_rule, Context, Violation};
 
-use super::{alter_on_existing, cols, default_name, mode_on, q, takes};
+use super::{alter_on_existing, cols, default_name, mode_on, online_fix, q, takes};
 
 declare_rule! {
     /// ## What it does
@@ -105,7 +105,7 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
                     t = q(table)
                 )
             });
-            out.push(Violation::new(message).with_fix_opt(fix));
+            out.push(Violation::new(message).with_fix_opt(online_fix(ctx).or(fix)));
         }
     }
     out
@@ -123,11 +123,12 @@ mod tests {
             "ALTER TABLE orders ADD FOREIGN KEY (customer_id) REFERENCES customers (id)",
         );
         insta::assert_snapshot!(format!("{}\n---\n{}", v[0].message, v[0].fix.as_deref().unwrap()), @r"
-        ADD CONSTRAINT … FOREIGN KEY checks every existing row while it takes ShareRowExclusiveLock on `orders`, which blocks writes (INSERT, UPDATE, DELETE), and takes ShareRowExclusiveLock on `customers`
-        ---
-        ALTER TABLE orders ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES customers (id) NOT VALID;
-        ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_id_fkey;
-        ");
+            ADD CONSTRAINT … FOREIGN KEY checks every existing row while it takes ShareRowExclusiveLock on `orders`, which blocks writes (INSERT, UPDATE, DELETE), and takes ShareRowExclusiveLock on `customers`
+            ---
+            SET lock_timeout = '2s';
+            ALTER TABLE orders ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES customers (id) NOT VALID;
+            ALTER TABLE orders VALIDATE CONSTRAINT orders_customer_id_fkey;
+            ");
     }
 
     #[test]
@@ -138,7 +139,7 @@ mod tests {
         );
         assert_eq!(
             v[0].fix.as_deref(),
-            Some("ALTER TABLE t ADD CONSTRAINT positive CHECK (amount > 0) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT positive;")
+            Some("SET lock_timeout = '2s';\nALTER TABLE t ADD CONSTRAINT positive CHECK (amount > 0) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT positive;")
         );
         let v = lint_errors(
             &R::RULE,

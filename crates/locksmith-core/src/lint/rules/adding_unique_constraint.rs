@@ -4,7 +4,7 @@
 use crate::analysis::{AlterAction, ConstraintKind, ConstraintSummary};
 use crate::lint::{declare_rule, Context, Violation};
 
-use super::{alter_on_existing, cols, default_name, mode_on, q, takes};
+use super::{alter_on_existing, cols, default_name, mode_on, online_fix, q, takes};
 
 declare_rule! {
     /// ## What it does
@@ -75,7 +75,10 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
                 "ADD CONSTRAINT … {word} builds its index while it {}, for as long as reading the whole table takes",
                 takes(mode, table)
             );
-            out.push(Violation::new(message).with_fix_opt(fix(table, c, word, action)));
+            out.push(
+                Violation::new(message)
+                    .with_fix_opt(online_fix(ctx).or_else(|| fix(table, c, word, action))),
+            );
         }
     }
     out
@@ -139,23 +142,26 @@ mod tests {
             "ALTER TABLE academic_partners ADD CONSTRAINT uq UNIQUE (name, \"Kind\")",
         );
         insta::assert_snapshot!(format!("{}\n---\n{}", v[0].message, v[0].fix.as_deref().unwrap()), @r#"
-        ADD CONSTRAINT … UNIQUE builds its index while it takes AccessExclusiveLock on `academic_partners`, which blocks all reads and writes, for as long as reading the whole table takes
-        ---
-        CREATE UNIQUE INDEX CONCURRENTLY uq ON academic_partners (name, "Kind");
-        ALTER TABLE academic_partners ADD CONSTRAINT uq UNIQUE USING INDEX uq;
-        "#);
+            ADD CONSTRAINT … UNIQUE builds its index while it takes AccessExclusiveLock on `academic_partners`, which blocks all reads and writes, for as long as reading the whole table takes
+            ---
+            SET lock_timeout = '2s';
+            CREATE UNIQUE INDEX CONCURRENTLY uq ON academic_partners (name, "Kind");
+            ALTER TABLE academic_partners ADD CONSTRAINT uq UNIQUE USING INDEX uq;
+            "#);
     }
 
     #[test]
     fn primary_key_and_unnamed_constraints() {
         let v = lint_errors(&R::RULE, "ALTER TABLE app.users ADD PRIMARY KEY (id)");
         insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
-        CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);
-        ALTER TABLE app.users ADD CONSTRAINT users_id_not_null CHECK (id IS NOT NULL) NOT VALID;
-        ALTER TABLE app.users VALIDATE CONSTRAINT users_id_not_null;
-        ALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
-        ALTER TABLE app.users DROP CONSTRAINT users_id_not_null;
-        ");
+            SET lock_timeout = '2s';
+            ALTER TABLE app.users ADD CONSTRAINT users_id_not_null CHECK (id IS NOT NULL) NOT VALID;
+            ALTER TABLE app.users VALIDATE CONSTRAINT users_id_not_null;
+            ALTER TABLE app.users ALTER COLUMN id SET NOT NULL;
+            ALTER TABLE app.users DROP CONSTRAINT IF EXISTS users_id_not_null;
+            CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);
+            ALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
+            ");
         // The fix itself is clean, for this rule and for SET NOT NULL's.
         let fix = v[0].fix.clone().unwrap();
         lint_ok(&R::RULE, &fix);

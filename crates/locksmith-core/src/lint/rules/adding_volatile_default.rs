@@ -3,7 +3,7 @@
 use crate::analysis::{quote_ident, AlterAction, ColumnDefault};
 use crate::lint::{declare_rule, Context, Severity, Violation};
 
-use super::{alter_on_existing, mode_on, q, takes};
+use super::{alter_on_existing, mode_on, online_fix, q, takes};
 
 declare_rule! {
     /// ## What it does
@@ -74,7 +74,7 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
         let fix = default_sql.filter(|_| actions.len() == 1).map(|expr| {
             format!("ALTER TABLE {t} ADD COLUMN {c} {type_name};\nALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {expr};")
         });
-        let v = Violation::new(message).with_fix_opt(fix);
+        let v = Violation::new(message).with_fix_opt(online_fix(ctx).or(fix));
         out.push(if uncertain {
             v.with_severity(Severity::Warning)
         } else {
@@ -119,9 +119,15 @@ mod tests {
             &R::RULE,
             "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid() NOT NULL",
         );
-        assert_eq!(
-            v[0].fix.as_deref(),
-            Some("ALTER TABLE users ADD COLUMN token uuid;\nALTER TABLE users ALTER COLUMN token SET DEFAULT gen_random_uuid();")
+        // The online plan: the column, its default, a batched backfill, NOT NULL proven.
+        let fix = v[0].fix.as_deref().unwrap();
+        assert!(
+            fix.starts_with("SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN token uuid;\nALTER TABLE users ALTER COLUMN token SET DEFAULT gen_random_uuid();\nDO $locksmith$"),
+            "{fix}"
+        );
+        assert!(
+            fix.ends_with("DROP CONSTRAINT IF EXISTS users_token_not_null;"),
+            "{fix}"
         );
         let v = lint_errors(
             &R::RULE,

@@ -3,7 +3,7 @@
 use crate::analysis::StatementKind;
 use crate::lint::{declare_rule, Context, Violation};
 
-use super::{insert_after_word, mode_on, takes};
+use super::{insert_after_word, mode_on, online_fix, takes};
 
 declare_rule! {
     /// ## What it does
@@ -45,11 +45,10 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
                 "CREATE INDEX {} while it builds the index",
                 takes(mode_on(ctx, table), table)
             );
-            vec![Violation::new(message).with_fix_opt(insert_after_word(
-                &ctx.statement.sql,
-                &["INDEX"],
-                "CONCURRENTLY",
-            ))]
+            vec![Violation::new(message).with_fix_opt(
+                online_fix(ctx)
+                    .or_else(|| insert_after_word(&ctx.statement.sql, &["INDEX"], "CONCURRENTLY")),
+            )]
         }
         _ => Vec::new(),
     }
@@ -66,7 +65,7 @@ mod tests {
         assert_eq!(v[0].message, "CREATE INDEX takes ShareLock on `t`, which blocks writes (INSERT, UPDATE, DELETE) while it builds the index");
         assert_eq!(
             v[0].fix.as_deref(),
-            Some("create unique index CONCURRENTLY i on t (a) where a > 0")
+            Some("SET lock_timeout = '2s';\ncreate unique index CONCURRENTLY i on t (a) where a > 0;")
         );
     }
 

@@ -4,7 +4,7 @@
 use crate::analysis::StatementKind;
 use crate::lint::{declare_rule, Context, Violation};
 
-use super::insert_after_word;
+use super::{insert_after_word, online_fix};
 
 declare_rule! {
     /// ## What it does
@@ -45,11 +45,10 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
                 "DROP INDEX {} takes AccessExclusiveLock on its table, which blocks all reads and writes",
                 indexes.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
             );
-            vec![Violation::new(message).with_fix_opt(insert_after_word(
-                &ctx.statement.sql,
-                &["INDEX"],
-                "CONCURRENTLY",
-            ))]
+            vec![Violation::new(message).with_fix_opt(
+                online_fix(ctx)
+                    .or_else(|| insert_after_word(&ctx.statement.sql, &["INDEX"], "CONCURRENTLY")),
+            )]
         }
         _ => Vec::new(),
     }
@@ -65,7 +64,7 @@ mod tests {
         let v = lint_errors(&R::RULE, "DROP INDEX IF EXISTS i");
         assert_eq!(
             v[0].fix.as_deref(),
-            Some("DROP INDEX CONCURRENTLY IF EXISTS i")
+            Some("SET lock_timeout = '2s';\nDROP INDEX CONCURRENTLY IF EXISTS i;")
         );
         lint_ok(&R::RULE, "DROP INDEX CONCURRENTLY i");
     }

@@ -92,24 +92,18 @@ pub(crate) fn cols(columns: &[String]) -> String {
         .join(", ")
 }
 
-/// `sql` with ` word_to_add` inserted after the first whole word in `after`
-/// (case-insensitive), e.g. `CREATE INDEX` → `CREATE INDEX CONCURRENTLY`.
-pub(crate) fn insert_after_word(sql: &str, after: &[&str], word_to_add: &str) -> Option<String> {
-    let mut start = None;
-    for (i, c) in sql.char_indices().chain(std::iter::once((sql.len(), ' '))) {
-        let boundary = !(c.is_alphanumeric() || c == '_' || c == '"');
-        match (start, boundary) {
-            (None, false) => start = Some(i),
-            (Some(s), true) => {
-                if after.iter().any(|w| sql[s..i].eq_ignore_ascii_case(w)) {
-                    return Some(format!("{} {word_to_add}{}", &sql[..i], &sql[i..]));
-                }
-                start = None;
-            }
-            _ => {}
+pub(crate) use crate::online::insert_after_word;
+
+/// The statement's fix as the online plan writes it: exactly the steps
+/// `apply --online` runs, as a script ([`crate::online::script`]). `None`
+/// when the plan has no steps for it (the rule then gives its own).
+pub(crate) fn online_fix(ctx: &Context<'_>) -> Option<String> {
+    match crate::online::plan(ctx.statement, &ctx.state.created, ctx.pg_version) {
+        crate::online::Online::Steps(steps) => {
+            Some(crate::online::script(&steps, ctx.state.in_transaction()))
         }
+        _ => None,
     }
-    None
 }
 
 #[cfg(test)]

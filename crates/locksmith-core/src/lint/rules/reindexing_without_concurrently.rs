@@ -3,7 +3,7 @@
 use crate::analysis::StatementKind;
 use crate::lint::{declare_rule, Context, Violation};
 
-use super::insert_after_word;
+use super::{insert_after_word, online_fix};
 
 declare_rule! {
     /// ## What it does
@@ -48,7 +48,7 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
                 &["INDEX", "TABLE", "SCHEMA", "DATABASE", "SYSTEM"],
                 "CONCURRENTLY",
             );
-            vec![Violation::new(message).with_fix_opt(fix)]
+            vec![Violation::new(message).with_fix_opt(online_fix(ctx).or(fix))]
         }
         _ => Vec::new(),
     }
@@ -64,7 +64,7 @@ mod tests {
         let v = lint_errors(&R::RULE, "REINDEX TABLE orders");
         assert_eq!(
             v[0].fix.as_deref(),
-            Some("REINDEX TABLE CONCURRENTLY orders")
+            Some("SET lock_timeout = '2s';\nREINDEX TABLE CONCURRENTLY orders;")
         );
         lint_ok(&R::RULE, "REINDEX (VERBOSE) TABLE CONCURRENTLY orders");
     }

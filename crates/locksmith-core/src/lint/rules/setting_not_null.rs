@@ -3,7 +3,7 @@
 use crate::analysis::{quote_ident, AlterAction, ConstraintKind};
 use crate::lint::{declare_rule, Context, Violation};
 
-use super::{alter_on_existing, default_name, mode_on, q, takes};
+use super::{alter_on_existing, default_name, mode_on, online_fix, q, takes};
 
 declare_rule! {
     /// ## What it does
@@ -63,7 +63,7 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
                         "SET NOT NULL on `{}` scans the whole table while it {lock}",
                         column[0]
                     ))
-                    .with_fix(proven_first(table, column, &set)),
+                    .with_fix(online_fix(ctx).unwrap_or_else(|| proven_first(table, column, &set))),
                 );
             }
             // PRIMARY KEY … USING INDEX sets NOT NULL on its columns the same way
@@ -137,11 +137,12 @@ mod tests {
             "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
         );
         insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
-        ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;
-        ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;
-        ALTER TABLE users ALTER COLUMN email SET NOT NULL;
-        ALTER TABLE users DROP CONSTRAINT users_email_not_null;
-        ");
+            SET lock_timeout = '2s';
+            ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;
+            ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;
+            ALTER TABLE users ALTER COLUMN email SET NOT NULL;
+            ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_not_null;
+            ");
     }
 
     #[test]
