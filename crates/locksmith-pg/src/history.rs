@@ -74,18 +74,21 @@ pub async fn applied(client: &Client) -> Result<Vec<Applied>, Error> {
 }
 
 /// The statement that records a migration; run last inside its transaction.
+/// `before` is the time spent before that transaction began (waiting, lost
+/// attempts); the server adds the transaction's own time so far, so the
+/// recorded duration counts the statements that just ran.
 pub fn insert_sql(
     version: i64,
     name: &str,
     checksum: &str,
-    duration: Duration,
+    before: Duration,
     attempts: u32,
 ) -> String {
     format!(
-        "INSERT INTO {TABLE} (version, name, checksum, duration_ms, attempts) VALUES ({version}, {}, {}, {}, {attempts})",
+        "INSERT INTO {TABLE} (version, name, checksum, duration_ms, attempts) VALUES ({version}, {}, {}, {} + (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, {attempts})",
         literal(name),
         literal(checksum),
-        duration.as_millis()
+        before.as_millis()
     )
 }
 

@@ -9,7 +9,7 @@ use tokio_postgres::error::SqlState;
 
 use super::look::Resolved;
 use super::watchdog::{Watch, Watchdog};
-use super::{Attempt, Event, Guard, GuardError, Interrupt, Step};
+use super::{next_interrupt, Attempt, Event, Guard, GuardError, Interrupt, Step};
 use crate::Error;
 
 impl Guard {
@@ -33,7 +33,7 @@ impl Guard {
             ),
             format!(
                 "SET LOCAL statement_timeout = '{}'",
-                to_pg_setting(self.remaining().max(Duration::from_secs(1)))
+                to_pg_setting(self.attempt_left().max(Duration::from_secs(1)))
             ),
         ];
         let locks = order.iter().map(|r| {
@@ -97,7 +97,7 @@ impl Guard {
         let timeouts = format!(
             "SET lock_timeout = '{}'; SET statement_timeout = '{}'",
             to_pg_setting(self.policy.lock_timeout),
-            to_pg_setting(self.remaining().max(Duration::from_secs(1)))
+            to_pg_setting(self.attempt_left().max(Duration::from_secs(1)))
         );
         self.client
             .batch_execute(&timeouts)
@@ -195,17 +195,22 @@ impl Guard {
         }
     }
 
-    /// Runs one statement; an interrupt or the deadline cancels it on the server.
+    /// Time left for the attempt in flight.
+    fn attempt_left(&self) -> Duration {
+        self.attempt_until
+            .saturating_duration_since(std::time::Instant::now())
+    }
+
+    /// Runs one statement; an interrupt or the attempt's end (the deadline)
+    /// cancels it on the server.
     async fn exec(&mut self, sql: &str) -> Result<(), ExecError> {
-        let deadline = tokio::time::sleep(self.remaining());
+        let deadline = tokio::time::sleep(self.attempt_left());
         let run = self.client.batch_execute(sql);
         tokio::pin!(run, deadline);
         let mut stop = self.interrupt.clone();
         let cause = tokio::select! {
             r = &mut run => return r.map_err(ExecError::Sql),
-            signal = stop.wait_for(|s| s.is_some()) => {
-                ExecError::Interrupted(signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt))
-            }
+            signal = next_interrupt(&mut stop) => ExecError::Interrupted(signal),
             _ = &mut deadline => ExecError::Deadline,
         };
         // Cancel on the server: dropping our side would leave the request queued.

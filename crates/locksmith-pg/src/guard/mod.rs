@@ -3,9 +3,12 @@
 //! Each unit of work (a migration in one transaction, or one statement that
 //! cannot run in a transaction) goes through the same loop:
 //! 1. **Look** ([`look`]): find sessions holding locks that conflict with the
-//!    plan. Long-lived ones (idle in transaction, or older than the budget)
-//!    are waited out *without queueing*, with backoff — or, under
-//!    `terminate_idle_after`, terminated if idle in transaction that long.
+//!    plan (its relations and their partitions; before a concurrent build,
+//!    old snapshots; and whoever an earlier attempt waited for, on any lock).
+//!    Long-lived ones (idle in transaction, or in one, for at least
+//!    [`look::long_lived_after`] the budget) are waited out *without
+//!    queueing*, with backoff — or, under `terminate_idle_after`, terminated
+//!    if idle in transaction that long. Younger ones are raced, as writers are.
 //! 2. **Attempt**: `BEGIN`, `lock_timeout` and `statement_timeout` set on the
 //!    server (so it gives up by itself if we die), `LOCK … NOWAIT` in a fixed
 //!    order, the statements, the history row, `COMMIT`. After a few NOWAIT
@@ -13,7 +16,8 @@
 //!    budget instead. A [`watchdog`] on a second connection cancels any lock
 //!    wait that outlives the budget.
 //! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
-//!    the deadline, then give up naming the blockers. Never an unbounded wait.
+//!    the deadline, then give up naming the blockers. Never an unbounded wait:
+//!    every sleep ends at the deadline, and so does an attempt in flight.
 //!
 //! Interrupts (Ctrl-C, SIGTERM) and the deadline cancel the in-flight
 //! statement on the server and roll back, so no lock request of ours stays
@@ -27,6 +31,7 @@
 mod attempt;
 pub mod backoff;
 pub mod look;
+mod policy;
 pub mod sessions;
 pub mod watchdog;
 
@@ -200,6 +205,10 @@ const NOWAIT_TRIES: u32 = 5;
 /// of milliseconds usually win, and that is all traffic then waits behind us.
 const FIRST_FALLBACK_WAIT: Duration = Duration::from_millis(25);
 
+/// The least time the first attempt of a unit gets, even when the deadline
+/// has passed (e.g. `--deadline 0s`): "try once, never wait".
+const FIRST_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
+
 /// The guard over one server; owns the migration connection and the sidecar.
 pub struct Guard {
     settings: ConnectionSettings,
@@ -209,6 +218,8 @@ pub struct Guard {
     sidecar: Arc<Client>,
     policy: GuardPolicy,
     started: Instant,
+    /// When the attempt in flight must stop (the deadline, or the first attempt's floor).
+    attempt_until: Instant,
     interrupt: watch::Receiver<Option<Interrupt>>,
     on_event: Box<dyn FnMut(Event<'_>) + Send>,
     /// What the guard did so far.
@@ -240,6 +251,7 @@ impl Guard {
             sidecar: Arc::new(sidecar),
             policy,
             started: Instant::now(),
+            attempt_until: Instant::now(),
             interrupt,
             on_event: Box::new(|_| {}),
             report: GuardReport::default(),
@@ -298,8 +310,7 @@ impl Guard {
         finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
     ) -> Result<u32, GuardError> {
         let unit_started = Instant::now();
-        let targets: Vec<RelationLock> =
-            steps.iter().flat_map(|s| s.locks.iter().cloned()).collect();
+        let mut plan = policy::Plan::new(steps, in_transaction, self.policy.lock_timeout);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut nowait_losses = 0;
         let mut unit_attempts = 0;
@@ -307,22 +318,18 @@ impl Guard {
             if let Some(signal) = *self.interrupt.borrow() {
                 return Err(GuardError::Interrupted(signal));
             }
-            if self.remaining().is_zero() {
-                return Err(self
-                    .give_up(
-                        &targets,
-                        "the deadline passed while the migration was still blocked",
-                    )
-                    .await);
-            }
-            let resolved = look::resolve(&self.sidecar, &targets).await?;
-            let mut holders = look::conflicting_holders(&self.sidecar, &resolved).await?;
-            self.apply_terminate_policy(&mut holders).await?;
+            let (resolved, holders) = self.look(&mut plan).await?;
             let long_lived: Vec<Holder> = holders
                 .iter()
-                .filter(|h| h.is_long_lived(self.policy.lock_timeout))
+                .filter(|h| plan.is_long_lived(h))
                 .cloned()
                 .collect();
+            // Every unit gets one attempt, even with no time left, unless
+            // someone long-lived is in the way: only then is it "blocked".
+            if self.remaining().is_zero() && (unit_attempts > 0 || !long_lived.is_empty()) {
+                let reason = "the deadline passed while the migration was still blocked";
+                return Err(self.give_up(holders, long_lived, reason));
+            }
             if !long_lived.is_empty() {
                 let wait = look::next_look(
                     &long_lived,
@@ -339,12 +346,18 @@ impl Guard {
                 continue;
             }
             if unit_attempts >= self.policy.max_attempts {
-                return Err(self
-                    .give_up(&targets, &format!("{} lock attempts failed", unit_attempts))
-                    .await);
+                let reason = format!("{unit_attempts} lock attempts failed");
+                return Err(self.give_up(holders, long_lived, &reason));
             }
             unit_attempts += 1;
             self.report.attempts += 1;
+            // The first attempt of a unit may run a moment past the deadline;
+            // later ones stop at it.
+            let budget = match unit_attempts {
+                1 => self.remaining().max(FIRST_ATTEMPT_FLOOR),
+                _ => self.remaining(),
+            };
+            self.attempt_until = Instant::now() + budget;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
             // NOWAIT first; then LOCK waits, but briefly, growing towards the budget.
             let fallback = unit_attempts.saturating_sub(nowait_losses + 1).min(10);
@@ -374,6 +387,7 @@ impl Guard {
                         number: unit_attempts,
                         watch: &watch,
                     });
+                    plan.waited_for(&watch);
                     let delay = if nowait {
                         Duration::from_millis(5 + fastrand::u64(0..20))
                     } else {
@@ -385,62 +399,22 @@ impl Guard {
         }
     }
 
-    async fn apply_terminate_policy(
-        &mut self,
-        holders: &mut Vec<Holder>,
-    ) -> Result<(), GuardError> {
-        let Some(threshold) = self.policy.terminate_idle_after else {
-            return Ok(());
-        };
-        if let Some(hidden) = holders.iter().find(|h| !h.is_visible()) {
-            // The policy depends on idle time, which this role cannot see.
-            return Err(GuardError::Failed(Error::Permission {
-                action: format!(
-                    "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
-                    hidden.pid
-                ),
-                needs: "pg_read_all_stats".into(),
-            }));
-        }
-        let mut kept = Vec::with_capacity(holders.len());
-        for h in holders.drain(..) {
-            if h.may_terminate(threshold)
-                && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold).await?
-            {
-                (self.on_event)(Event::Terminated(&h));
-                self.report.terminated.push(h);
-            } else {
-                kept.push(h);
-            }
-        }
-        *holders = kept;
-        Ok(())
-    }
-
-    async fn give_up(&mut self, targets: &[RelationLock], reason: &str) -> GuardError {
-        // Name whoever holds conflicting locks now; fall back to the last seen.
-        let now = match look::resolve(&self.sidecar, targets).await {
-            Ok(resolved) => look::conflicting_holders(&self.sidecar, &resolved)
-                .await
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        if !now.is_empty() {
-            self.report.blockers = now;
-        }
-        GuardError::Blocked {
-            reason: reason.to_string(),
-            holders: self.report.blockers.clone(),
-        }
-    }
-
+    /// Sleeps `d`, never past the deadline; an interrupt ends it early.
     async fn sleep(&mut self, d: Duration) -> Result<(), GuardError> {
+        let d = d.min(self.remaining());
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.interrupt.changed() => match *self.interrupt.borrow() {
-                Some(signal) => Err(GuardError::Interrupted(signal)),
-                None => Ok(()),
-            },
+            signal = next_interrupt(&mut self.interrupt) => Err(GuardError::Interrupted(signal)),
         }
+    }
+}
+
+/// Resolves when an interrupt arrives (at once if one already has). A closed
+/// channel means nobody can interrupt any more: that never resolves.
+pub(crate) async fn next_interrupt(rx: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {
+    let signal = rx.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s);
+    match signal {
+        Some(signal) => signal,
+        None => std::future::pending().await,
     }
 }

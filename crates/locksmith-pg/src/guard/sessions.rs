@@ -169,7 +169,7 @@ impl SessionWatchdog {
         .await;
         Ok(holders
             .into_iter()
-            .filter(|h| h.is_long_lived(budget))
+            .filter(|h| h.is_long_lived(look::long_lived_after(budget)))
             .collect())
     }
 
@@ -328,7 +328,10 @@ async fn describe_wait(
         .query(
             &format!(
                 "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
-                    coalesce(h.relation::regclass::text, h.locktype, ''), coalesce(h.mode, '')
+                    CASE WHEN h.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                         THEN h.relation::regclass::text END,
+                    coalesce(h.locktype, ''), coalesce(h.mode, ''),
+                    a.datname IS DISTINCT FROM current_database()
              FROM pg_stat_activity a
              LEFT JOIN LATERAL (
                  SELECT h.relation, h.locktype, h.mode FROM pg_locks h, pg_locks w
@@ -358,7 +361,9 @@ async fn describe_wait(
             session: SessionSummary::from_row(row, 0),
             backend_type: row.get(8),
             relation: row.get(9),
-            mode: row.get(10),
+            lock_type: row.get(10),
+            mode: row.get(11),
+            other_database: row.get(12),
         })
         .collect();
     Ok((holders, wanted))
@@ -382,7 +387,7 @@ async fn terminate_eligible(
             kept.push(h);
             continue;
         }
-        match look::terminate_if_still_idle(client, h.pid, threshold).await {
+        match look::terminate_if_still_idle(client, h.pid, threshold, h.other_database).await {
             Ok(true) => {
                 let mut s = seen.lock().unwrap();
                 if !s.terminated.iter().any(|t| t.pid == h.pid) {
