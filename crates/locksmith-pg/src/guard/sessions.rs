@@ -334,7 +334,7 @@ async fn describe_wait(
                     a.datname IS DISTINCT FROM current_database()
              FROM pg_stat_activity a
              LEFT JOIN LATERAL (
-                 SELECT h.relation, h.locktype, h.mode FROM pg_locks h, pg_locks w
+                 SELECT h.database, h.relation, h.locktype, h.mode FROM pg_locks h, pg_locks w
                  WHERE h.pid = a.pid AND w.pid = $1 AND NOT w.granted
                    AND h.locktype = w.locktype
                    AND h.database IS NOT DISTINCT FROM w.database
