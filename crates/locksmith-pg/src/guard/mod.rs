@@ -30,6 +30,7 @@
 
 mod attempt;
 pub mod backoff;
+pub mod commits;
 pub mod look;
 mod policy;
 pub mod sessions;
@@ -200,11 +201,6 @@ enum Attempt {
 /// NOWAIT attempts lost in a row before the guard lets `LOCK` wait up to the budget.
 const NOWAIT_TRIES: u32 = 5;
 
-/// The first fallback attempt's wait for its locks. Each later one doubles
-/// it, up to the budget: against a stream of short transactions a few tens
-/// of milliseconds usually win, and that is all traffic then waits behind us.
-const FIRST_FALLBACK_WAIT: Duration = Duration::from_millis(25);
-
 /// The least time the first attempt of a unit gets, even when the deadline
 /// has passed (e.g. `--deadline 0s`): "try once, never wait".
 const FIRST_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
@@ -360,9 +356,9 @@ impl Guard {
             self.attempt_until = Instant::now() + budget;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
             // NOWAIT first; then LOCK waits, but briefly, growing towards the budget.
-            let fallback = unit_attempts.saturating_sub(nowait_losses + 1).min(10);
-            let lock_wait = (!nowait)
-                .then(|| (FIRST_FALLBACK_WAIT * (1 << fallback)).min(self.policy.lock_timeout));
+            let fallback = unit_attempts.saturating_sub(nowait_losses + 1);
+            let lock_wait =
+                (!nowait).then(|| backoff::growing_lock_wait(fallback, self.policy.lock_timeout));
             (self.on_event)(Event::Attempt {
                 number: unit_attempts,
                 nowait,

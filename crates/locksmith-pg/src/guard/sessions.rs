@@ -30,6 +30,7 @@ use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+use super::commits;
 use super::look::{self, Holder, Resolved};
 use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
@@ -64,6 +65,8 @@ pub struct SessionWatch {
     pub max_queued_behind: i64,
     /// Actions that failed (e.g. a termination refused for lack of privilege).
     pub errors: Vec<String>,
+    /// Transaction ids (32-bit) the watched sessions held: see [`super::commits`].
+    pub xids: Vec<i64>,
 }
 
 impl SessionWatch {
@@ -173,6 +176,18 @@ impl SessionWatchdog {
             .collect())
     }
 
+    /// A mark to take before running the tool: see [`Self::committed_since`].
+    pub async fn mark(&self) -> Result<i64, Error> {
+        commits::next_txid(&self.sidecar).await
+    }
+
+    /// What the tool committed since `mark`, if anything, judging by the
+    /// transaction ids its sessions held (`xids`, from [`SessionWatch`]) and
+    /// the catalog: a rerun would repeat it.
+    pub async fn committed_since(&self, mark: i64, xids: &[i64]) -> Result<Option<String>, Error> {
+        commits::committed_since(&self.sidecar, mark, xids).await
+    }
+
     /// Cancels the current statement of every watched session (Ctrl-C,
     /// SIGTERM): a queued lock request is removed only by a cancel on the
     /// server, never by the client going away. Returns how many were signalled.
@@ -237,7 +252,7 @@ async fn poll_loop(
         let rows = sidecar
             .query(
                 &format!(
-                    "SELECT {WAIT_COLUMNS} FROM pg_stat_activity a
+                    "SELECT {WAIT_COLUMNS}, a.backend_xid::text::bigint FROM pg_stat_activity a
                      WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
                        AND a.pid <> pg_backend_pid()"
                 ),
@@ -254,6 +269,11 @@ async fn poll_loop(
             {
                 let mut s = seen.lock().unwrap();
                 s.max_queued_behind = s.max_queued_behind.max(behind);
+                if let Some(xid) = row.get::<_, Option<i64>>(4) {
+                    if !s.xids.contains(&xid) {
+                        s.xids.push(xid);
+                    }
+                }
             }
             if !waiting {
                 continue;

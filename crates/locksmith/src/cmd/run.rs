@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use locksmith_pg::guard::backoff::Backoff;
+use locksmith_pg::guard::backoff::{growing_lock_wait, Backoff};
 use locksmith_pg::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
 use locksmith_pg::guard::{look, GuardPolicy, GuardReport, Holder, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -40,7 +40,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let settings = super::settings(&args.guard.connection)?;
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
-    let env = child_env(&args, &policy, &|name| std::env::var(name).ok());
+    let env = child_env(&args, policy.lock_timeout, &|name| std::env::var(name).ok());
     let dog = SessionWatchdog::start(
         &settings,
         &env.app_name,
@@ -68,11 +68,19 @@ pub async fn run(args: RunArgs) -> CmdResult {
     loop {
         run.report.attempts += 1;
         let number = run.report.attempts;
+        // Short waits first, growing to the budget: the first attempt knows
+        // nothing about who holds what, so it may make traffic wait very little.
+        let lock_wait = growing_lock_wait(number - 1, policy.lock_timeout);
+        let env = child_env(&args, lock_wait, &|name| std::env::var(name).ok());
         progress(&format!(
             "attempt {number}: {shown} (lock_timeout {}, application_name {})",
-            locksmith_core::duration::human(policy.lock_timeout),
+            locksmith_core::duration::human(lock_wait),
             env.app_name
         ));
+        let mark = dog
+            .mark()
+            .await
+            .map_err(|e| Failure::other(miette::miette!("the command was not run: {e}")))?;
         let end = attempt(&args.cmd, &env, args.guard.format, &dog, &mut interrupt).await?;
         // Whatever happened, no lock request of the command's may stay queued.
         let _ = dog.cancel_lock_waits().await;
@@ -86,12 +94,30 @@ pub async fn run(args: RunArgs) -> CmdResult {
             return Ok(Outcome::Done);
         }
         let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
+        let code = exit_code(end.status);
         if !lost_race {
-            let code = exit_code(end.status);
             run.finish(
                 Status::Failed,
                 Some(format!(
-                    "`{shown}` failed with exit code {code} (not a lost lock race)"
+                    "`{shown}` failed with exit code {code} (not a lost lock race){}",
+                    own_exit_3(code)
+                )),
+            )?;
+            return Ok(Outcome::Code(code));
+        }
+        // A rerun repeats whatever the attempt committed before it lost.
+        let committed = dog
+            .committed_since(mark, &watch.xids)
+            .await
+            .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+        if let Some(what) = committed {
+            run.finish(
+                Status::Failed,
+                Some(format!(
+                    "`{shown}` lost a lock race after part of its work was committed: {what}. \
+                     Not rerunning it, since a rerun would repeat that work; check the database, \
+                     then rerun it (exit code {code} is the command's own){}",
+                    own_exit_3(code)
                 )),
             )?;
             return Ok(Outcome::Code(code));
@@ -164,6 +190,16 @@ pub async fn run(args: RunArgs) -> CmdResult {
     }
 }
 
+/// Says so when the command's own exit code is 3, which `locksmith run` also
+/// uses for "gave up blocked": the report's status tells them apart.
+fn own_exit_3(code: u8) -> &'static str {
+    if code == 3 {
+        "; this exit code 3 is the command's own, not locksmith giving up blocked"
+    } else {
+        ""
+    }
+}
+
 /// The environment the command runs with.
 #[derive(Debug, Clone, PartialEq)]
 struct ChildEnv {
@@ -173,18 +209,16 @@ struct ChildEnv {
     set: Vec<(String, String)>,
 }
 
-/// `PGOPTIONS` gains `-c lock_timeout=…` (last, so it wins over an earlier
-/// one); `PGAPPNAME` is set unless the user set it; `DATABASE_URL` comes from
-/// `--database-url` only when the command's environment has none.
+/// `PGOPTIONS` gains `-c lock_timeout=…` (`lock_wait`; last, so it wins
+/// over an earlier one); `PGAPPNAME` is set unless the user set it;
+/// `DATABASE_URL` comes from `--database-url` only when the command's
+/// environment has none.
 fn child_env(
     args: &RunArgs,
-    policy: &GuardPolicy,
+    lock_wait: Duration,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ChildEnv {
-    let budget = format!(
-        "-c lock_timeout={}ms",
-        policy.lock_timeout.as_millis().max(1)
-    );
+    let budget = format!("-c lock_timeout={}ms", lock_wait.as_millis().max(1));
     let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
         Some(existing) => format!("{existing} {budget}"),
         None => budget,
@@ -550,7 +584,7 @@ mod tests {
         assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
         let policy = a.guard.policy();
         let none = |_: &str| None;
-        let env = child_env(&a, &policy, &none);
+        let env = child_env(&a, policy.lock_timeout, &none);
         assert!(env.app_name.starts_with("locksmith-run-"));
         assert!(env
             .set
@@ -564,7 +598,7 @@ mod tests {
             "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
             _ => None,
         };
-        let env = child_env(&a, &policy, &user);
+        let env = child_env(&a, policy.lock_timeout, &user);
         assert_eq!(env.app_name, "deploy");
         assert!(env.set.contains(&(
             "PGOPTIONS".into(),
