@@ -7,12 +7,15 @@
 //! `--database-url` when the tool has none) and watches its sessions from a
 //! second connection ([`SessionWatchdog`]). When an attempt lost a lock race,
 //! the tool is rerun with backoff — but not while long-lived sessions still
-//! hold the lock it waited for: queueing behind them is the outage.
+//! hold the lock it waited for: queueing behind them is the outage. Each try
+//! waits for its locks a little longer (25 ms, doubling up to the budget):
+//! the first knows nothing of who holds what.
 //!
 //! It must not: change where the tool connects beyond the above; buffer the
 //! tool's output (it passes through live, scanned on the way for lock-timeout
-//! errors); rerun a tool that failed for any other reason (its exit code is
-//! passed through); start a new attempt after the deadline; or leave one of
+//! errors); rerun a tool that failed for any other reason, or that committed
+//! part of its work before it lost (its exit code is passed through; see
+//! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; or leave one of
 //! the tool's lock requests queued on the server, whichever way it ends.
 
 use std::io::IsTerminal;
