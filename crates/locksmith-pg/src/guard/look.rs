@@ -36,7 +36,8 @@ pub struct Holder {
     /// What the lock is on: `relation`, `tuple`, `transactionid`,
     /// `virtualxid`, …, or `snapshot` (an old snapshot a concurrent build waits out).
     pub lock_type: String,
-    /// The lock it holds (`pg_locks` spelling); empty for a snapshot.
+    /// The lock it holds (`pg_locks` spelling); empty for a snapshot, or
+    /// when it holds none of the kind we waited on (queued ahead of us).
     pub mode: String,
     /// `client backend`, `autovacuum worker`, …
     #[serde(skip)]
@@ -314,20 +315,27 @@ pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<V
     }
     let pids: Vec<i32> = waits.iter().map(|w| w.pid).collect();
     let seen: Vec<f64> = waits.iter().map(|w| w.seen_at).collect();
-    // Each session we waited for, if its current transaction began before we saw it block us.
+    let kinds: Vec<String> = waits.iter().map(|w| w.lock_type.clone()).collect();
+    // Each session we waited for, if its current transaction began before we
+    // saw it block us, with a lock it holds of the kind we waited on.
     let rows = client
         .query(
             &format!(
                 "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
-                    a.datname IS DISTINCT FROM current_database()
-             FROM unnest($1::int[], $2::float8[]) AS w(pid, seen_at)
+                    a.datname IS DISTINCT FROM current_database(), coalesce(l.mode, '')
+             FROM unnest($1::int[], $2::float8[], $3::text[]) AS w(pid, seen_at, kind)
              JOIN pg_stat_activity a ON a.pid = w.pid
+             LEFT JOIN LATERAL (
+                 SELECT l.mode FROM pg_locks l
+                 WHERE l.pid = w.pid AND l.granted AND l.locktype = w.kind
+                 LIMIT 1
+             ) l ON true
              WHERE a.xact_start IS NOT NULL
                AND extract(epoch FROM a.xact_start)::float8 <= w.seen_at
                AND a.pid <> pg_backend_pid()
              ORDER BY a.xact_start, a.pid"
             ),
-            &[&pids, &seen],
+            &[&pids, &seen, &kinds],
         )
         .await
         .map_err(|e| Error::query("looking at the sessions our attempts waited for", e))?;
@@ -344,7 +352,7 @@ pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<V
             session,
             relation: wait.relation.clone(),
             lock_type: wait.lock_type.clone(),
-            mode: String::new(),
+            mode: row.get(10),
             backend_type: row.get(8),
             other_database: row.get(9),
         });

@@ -407,7 +407,7 @@ impl Guard {
 
 /// Resolves when an interrupt arrives (at once if one already has). A closed
 /// channel means nobody can interrupt any more: that never resolves.
-pub(crate) async fn next_interrupt(rx: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {
+pub async fn next_interrupt(rx: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {
     let signal = rx.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s);
     match signal {
         Some(signal) => signal,

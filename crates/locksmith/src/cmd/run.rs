@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::backoff::{growing_lock_wait, Backoff};
 use locksmith_pg::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
-use locksmith_pg::guard::{look, GuardPolicy, GuardReport, Holder, Interrupt};
+use locksmith_pg::guard::{look, next_interrupt, GuardPolicy, GuardReport, Holder, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -297,8 +297,7 @@ async fn attempt(
     let mut interrupted = None;
     let status = tokio::select! {
         status = child.wait() => status,
-        signal = interrupt.wait_for(|s| s.is_some()) => {
-            let signal = signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt);
+        signal = next_interrupt(interrupt) => {
             interrupted = Some(signal);
             stop_child(&mut child, pid, signal, dog).await
         }
@@ -414,7 +413,7 @@ async fn sleep(
     }
     tokio::select! {
         _ = tokio::time::sleep(d) => None,
-        signal = interrupt.wait_for(|s| s.is_some()) => Some(signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt)),
+        signal = next_interrupt(interrupt) => Some(signal),
     }
 }
 
