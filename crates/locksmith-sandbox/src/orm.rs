@@ -22,12 +22,14 @@ pub struct OrmReport {
     pub errors: u64,
     /// The longest any one transaction took, pause included.
     pub worst: Duration,
+    /// The 99th percentile of transaction times, pause included.
+    pub p99: Duration,
 }
 
 /// Running ORM clients; stop them with [`OrmTraffic::stop`].
 pub struct OrmTraffic {
     stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<OrmReport>>,
+    clients: Vec<tokio::task::JoinHandle<(OrmReport, Vec<Duration>)>>,
 }
 
 impl OrmTraffic {
@@ -47,6 +49,7 @@ impl OrmTraffic {
             let (stop, table) = (stop.clone(), table.clone());
             tasks.push(tokio::spawn(async move {
                 let mut report = OrmReport::default();
+                let mut times = Vec::new();
                 // Each client walks the rows from its own starting point.
                 let mut id = (c as i32 * 31) % 250;
                 while !stop.load(Ordering::Relaxed) {
@@ -59,9 +62,9 @@ impl OrmTraffic {
                             let _ = client.batch_execute("ROLLBACK").await;
                         }
                     }
-                    report.worst = report.worst.max(started.elapsed());
+                    times.push(started.elapsed());
                 }
-                report
+                (report, times)
             }));
         }
         Ok(OrmTraffic {
@@ -74,13 +77,20 @@ impl OrmTraffic {
     pub async fn stop(self) -> OrmReport {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = OrmReport::default();
+        let mut times = Vec::new();
         for task in self.clients {
-            if let Ok(r) = task.await {
+            if let Ok((r, t)) = task.await {
                 total.committed += r.committed;
                 total.errors += r.errors;
-                total.worst = total.worst.max(r.worst);
+                times.extend(t);
             }
         }
+        times.sort_unstable();
+        total.worst = times.last().copied().unwrap_or_default();
+        total.p99 = times
+            .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default();
         total
     }
 }
