@@ -192,7 +192,8 @@ pub(crate) async fn resolve(
     Ok(resolved)
 }
 
-/// Sessions of any database holding a granted lock that conflicts with what we want.
+/// Sessions holding a granted lock on one of `targets` (relations of this
+/// database) that conflicts with the mode we want there.
 pub(crate) async fn conflicting_holders(
     client: &Client,
     targets: &[Resolved],

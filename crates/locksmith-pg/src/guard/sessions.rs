@@ -15,8 +15,10 @@
 //!
 //! It must not touch anything else: never a session that does not block a
 //! watched one, never an active query, never another database's session
-//! (termination re-checks all that in the terminating statement), never a
-//! watched session except to cancel a lock wait. Sessions opened before the
+//! unless the server names it as the holder of a shared catalog row (a
+//! role's) a watched one waits for (termination re-checks all that in the
+//! terminating statement), never a watched session except to cancel a lock
+//! wait. Sessions opened before the
 //! watch started are ignored even when they carry the name, so a reused
 //! `PGAPPNAME` cannot turn the watchdog on an application's old sessions.
 //!
