@@ -424,3 +424,30 @@ async fn recorded_duration_counts_the_statements() {
         "recorded {recorded} ms for a 400 ms migration"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_that_needs_no_fix_does_not_ask_for_one() {
+    let incident = Incident::stage_shared("apply_transient").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let dir =
+        migration("SELECT pg_sleep(30);\nALTER TABLE academic_partners ADD COLUMN never text;\n");
+    let (url, d) = (incident.url.clone(), path(&dir).to_string());
+    let apply = tokio::task::spawn_blocking(move || locksmith(&url, &["apply", &d]));
+    // An operator cancels the migration's statement (SQLSTATE 57014): nothing in the file is wrong.
+    let started = Instant::now();
+    while query_i64(
+        &admin,
+        "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
+         WHERE query LIKE 'SELECT pg_sleep(30)%' AND pid <> pg_backend_pid()",
+    )
+    .await
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = apply.await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("run apply again"), "{}", text(&out));
+    assert!(!text(&out).contains("fix it"), "{}", text(&out));
+}
