@@ -640,7 +640,7 @@ async fn the_command_sees_lock_timeout_and_application_name() {
     assert_eq!(ran.code, 0);
     assert_eq!(
         ran.stdout.trim(),
-        "-c statement_timeout=5s -c lock_timeout=25ms|deploy-42|postgres://elsewhere/db",
+        "-c statement_timeout=5s -c lock_timeout=75ms|deploy-42|postgres://elsewhere/db",
         "the first attempt waits briefly for its locks"
     );
 }

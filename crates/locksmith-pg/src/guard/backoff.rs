@@ -43,11 +43,9 @@ impl Backoff {
 pub const FIRST_LOCK_WAIT: Duration = Duration::from_millis(25);
 
 /// How long the `n`th (0-based) queueing attempt may wait for its locks:
-/// [`FIRST_LOCK_WAIT`], doubling each time, never more than `budget`.
-pub fn growing_lock_wait(n: u32, budget: Duration) -> Duration {
-    FIRST_LOCK_WAIT
-        .saturating_mul(1u32 << n.min(20))
-        .min(budget)
+/// `first`, doubling each time, never more than `budget`.
+pub fn growing_lock_wait(first: Duration, n: u32, budget: Duration) -> Duration {
+    first.saturating_mul(1u32 << n.min(20)).min(budget)
 }
 
 #[cfg(test)]

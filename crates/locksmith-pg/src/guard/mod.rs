@@ -363,8 +363,13 @@ impl Guard {
                 true if !holders.is_empty() => 0,
                 _ => unit_attempts.saturating_sub(nowait_losses + 1),
             };
-            let lock_wait =
-                (!nowait).then(|| backoff::growing_lock_wait(fallback, self.policy.lock_timeout));
+            let lock_wait = (!nowait).then(|| {
+                backoff::growing_lock_wait(
+                    backoff::FIRST_LOCK_WAIT,
+                    fallback,
+                    self.policy.lock_timeout,
+                )
+            });
             (self.on_event)(Event::Attempt {
                 number: unit_attempts,
                 nowait,

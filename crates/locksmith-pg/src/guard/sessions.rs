@@ -38,6 +38,11 @@ use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
 
+/// The shortest lock wait this watch is sure to see (three polls): a wrapped
+/// tool's try should wait at least this long, or a lost race may teach
+/// nothing about who holds what.
+pub const SHORTEST_SEEN_WAIT: Duration = Duration::from_millis(POLL.as_millis() as u64 * 3);
+
 /// A lock a watched session waited for: what a retry must not queue for while
 /// long-lived sessions hold a conflicting one.
 #[derive(Debug, Clone, PartialEq, Eq)]

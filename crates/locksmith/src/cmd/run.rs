@@ -8,8 +8,9 @@
 //! second connection ([`SessionWatchdog`]). When an attempt lost a lock race,
 //! the tool is rerun with backoff — but not while long-lived sessions still
 //! hold the lock it waited for: queueing behind them is the outage. Each try
-//! waits for its locks a little longer (25 ms, doubling up to the budget):
-//! the first knows nothing of who holds what.
+//! waits for its locks a little longer (75 ms — three polls of the watch, so
+//! it learns whom it waited for — doubling up to the budget): the first
+//! knows nothing of who holds what.
 //!
 //! It must not: change where the tool connects beyond the above; buffer the
 //! tool's output (it passes through live, scanned on the way for lock-timeout
@@ -25,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::backoff::{growing_lock_wait, Backoff};
-use locksmith_pg::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
+use locksmith_pg::guard::sessions::{
+    SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
+};
 use locksmith_pg::guard::{look, next_interrupt, GuardPolicy, GuardReport, Holder, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -72,8 +75,9 @@ pub async fn run(args: RunArgs) -> CmdResult {
         run.report.attempts += 1;
         let number = run.report.attempts;
         // Short waits first, growing to the budget: the first attempt knows
-        // nothing about who holds what, so it may make traffic wait very little.
-        let lock_wait = growing_lock_wait(number - 1, policy.lock_timeout);
+        // nothing about who holds what, so it may make traffic wait very little
+        // (but long enough for the watch to see whom it waited for).
+        let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
         let env = child_env(&args, lock_wait, &|name| std::env::var(name).ok());
         progress(&format!(
             "attempt {number}: {shown} (lock_timeout {}, application_name {})",
