@@ -68,9 +68,9 @@ mod tests {
     fn lock_waits_double_up_to_the_budget() {
         let budget = Duration::from_millis(200);
         let waits: Vec<u128> = (0..6)
-            .map(|n| growing_lock_wait(n, budget).as_millis())
+            .map(|n| growing_lock_wait(FIRST_LOCK_WAIT, n, budget).as_millis())
             .collect();
         assert_eq!(waits, vec![25, 50, 100, 200, 200, 200]);
-        assert_eq!(growing_lock_wait(u32::MAX, budget), budget);
+        assert_eq!(growing_lock_wait(FIRST_LOCK_WAIT, u32::MAX, budget), budget);
     }
 }
