@@ -355,20 +355,9 @@ impl Guard {
             };
             self.attempt_until = Instant::now() + budget;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
-            // NOWAIT first; then LOCK waits, but briefly, growing towards the budget.
-            // A holder idle in its transaction ends it within milliseconds once
-            // its client wakes, or never: against such holders only, the wait
-            // does not grow (it would only make traffic wait longer behind us).
-            let fallback = match holders.iter().all(|h| h.is_idle_in_transaction()) {
-                true if !holders.is_empty() => 0,
-                _ => unit_attempts.saturating_sub(nowait_losses + 1),
-            };
             let lock_wait = (!nowait).then(|| {
-                backoff::growing_lock_wait(
-                    backoff::FIRST_LOCK_WAIT,
-                    fallback,
-                    self.policy.lock_timeout,
-                )
+                let fallback = unit_attempts.saturating_sub(nowait_losses + 1);
+                policy::fallback_lock_wait(fallback, &holders, self.policy.lock_timeout)
             });
             (self.on_event)(Event::Attempt {
                 number: unit_attempts,

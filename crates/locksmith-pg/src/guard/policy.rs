@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use locksmith_core::lock::LockMode;
 
+use super::backoff;
 use super::look::{self, Holder, Resolved, WaitedFor};
 use super::watchdog::Watch;
 use super::{Event, Guard, GuardError, RelationLock, Step};
@@ -143,6 +144,17 @@ impl Guard {
             holders: self.report.blockers.clone(),
         }
     }
+}
+
+/// How long the `n`th (0-based) attempt that queues with `LOCK` (after the
+/// NOWAIT ones lost) may wait: briefly, growing towards the budget. A holder
+/// idle in its transaction ends it within milliseconds once its client
+/// wakes, or never: when every holder in the way is idle so, the wait does
+/// not grow (it would only make traffic wait longer behind us).
+pub(super) fn fallback_lock_wait(n: u32, holders: &[Holder], budget: Duration) -> Duration {
+    let all_idle = !holders.is_empty() && holders.iter().all(|h| h.is_idle_in_transaction());
+    let n = if all_idle { 0 } else { n };
+    backoff::growing_lock_wait(backoff::FIRST_LOCK_WAIT, n, budget)
 }
 
 /// Adds the holders of `more` not already in `holders` (one entry per session).
