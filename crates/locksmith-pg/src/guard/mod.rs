@@ -17,7 +17,8 @@
 //!    wait that outlives the budget.
 //! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
 //!    the deadline, then give up naming the blockers. Never an unbounded wait:
-//!    every sleep ends at the deadline, and so does an attempt in flight.
+//!    every sleep ends at the deadline, and so does an attempt in flight. The
+//!    decisions are [`retry`]'s, shared with `locksmith run`.
 //!
 //! Interrupts (Ctrl-C, SIGTERM) and the deadline cancel the in-flight
 //! statement on the server and roll back, so no lock request of ours stays
@@ -33,6 +34,7 @@ pub mod backoff;
 pub mod commits;
 pub mod look;
 mod policy;
+pub mod retry;
 pub mod sessions;
 pub mod watchdog;
 
@@ -45,8 +47,8 @@ use tokio::sync::watch;
 use tokio_postgres::{CancelToken, Client};
 
 use crate::{ConnectionSettings, Error};
-use backoff::Backoff;
 pub use look::Holder;
+use retry::{Next, Retry};
 use watchdog::Watch;
 
 /// How patient the guard is, and what it may do to blockers.
@@ -307,9 +309,8 @@ impl Guard {
     ) -> Result<u32, GuardError> {
         let unit_started = Instant::now();
         let mut plan = policy::Plan::new(steps, in_transaction, self.policy.lock_timeout);
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut retry = Retry::new(&self.policy, self.started);
         let mut nowait_losses = 0;
-        let mut unit_attempts = 0;
         loop {
             if let Some(signal) = *self.interrupt.borrow() {
                 return Err(GuardError::Interrupted(signal));
@@ -320,51 +321,35 @@ impl Guard {
                 .filter(|h| plan.is_long_lived(h))
                 .cloned()
                 .collect();
-            // Every unit gets one attempt, even with no time left, unless
-            // someone long-lived is in the way: only then is it "blocked".
-            if self.remaining().is_zero() && (unit_attempts > 0 || !long_lived.is_empty()) {
-                let reason = "the deadline passed while the migration was still blocked";
-                return Err(self.give_up(holders, long_lived, reason));
-            }
-            if !long_lived.is_empty() {
-                let wait = look::next_look(
-                    &long_lived,
-                    backoff.next_delay(),
-                    self.policy.terminate_idle_after,
-                    self.remaining(),
-                );
-                (self.on_event)(Event::Waiting {
-                    holders: &long_lived,
-                    next_look: wait,
-                });
-                self.report.blockers = long_lived;
-                self.sleep(wait).await?;
-                continue;
-            }
-            if unit_attempts >= self.policy.max_attempts {
-                let reason = format!("{unit_attempts} lock attempts failed");
-                return Err(self.give_up(holders, long_lived, &reason));
-            }
-            unit_attempts += 1;
+            let number = match retry.next(&long_lived) {
+                Next::Attempt(number) => number,
+                Next::GiveUp(reason) => return Err(self.give_up(holders, long_lived, &reason)),
+                Next::Wait(wait) => {
+                    (self.on_event)(Event::Waiting {
+                        holders: &long_lived,
+                        next_look: wait,
+                    });
+                    self.report.blockers = long_lived;
+                    self.sleep(wait).await?;
+                    continue;
+                }
+            };
             self.report.attempts += 1;
             // The first attempt of a unit may run a moment past the deadline;
             // later ones stop at it.
-            let budget = match unit_attempts {
-                1 => self.remaining().max(FIRST_ATTEMPT_FLOOR),
-                _ => self.remaining(),
+            let budget = match number {
+                1 => retry.remaining().max(FIRST_ATTEMPT_FLOOR),
+                _ => retry.remaining(),
             };
             self.attempt_until = Instant::now() + budget;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
             let lock_wait = (!nowait).then(|| {
-                let fallback = unit_attempts.saturating_sub(nowait_losses + 1);
+                let fallback = number.saturating_sub(nowait_losses + 1);
                 policy::fallback_lock_wait(fallback, &holders, self.policy.lock_timeout)
             });
-            (self.on_event)(Event::Attempt {
-                number: unit_attempts,
-                nowait,
-            });
+            (self.on_event)(Event::Attempt { number, nowait });
             let outcome = if in_transaction {
-                let finish_sql = finish.map(|f| f(unit_attempts, unit_started.elapsed()));
+                let finish_sql = finish.map(|f| f(number, unit_started.elapsed()));
                 self.attempt_transaction(steps, &resolved, lock_wait, finish_sql.as_deref())
                     .await?
             } else {
@@ -373,23 +358,18 @@ impl Guard {
             match outcome {
                 Attempt::Done => {
                     self.report.blockers.clear();
-                    return Ok(unit_attempts);
+                    return Ok(number);
                 }
                 Attempt::LostRace(watch) => {
                     if nowait {
                         nowait_losses += 1;
                     }
                     (self.on_event)(Event::LostRace {
-                        number: unit_attempts,
+                        number,
                         watch: &watch,
                     });
                     plan.waited_for(&watch);
-                    let delay = if nowait {
-                        Duration::from_millis(5 + fastrand::u64(0..20))
-                    } else {
-                        backoff.next_delay()
-                    };
-                    self.sleep(delay).await?;
+                    self.sleep(retry.lost(nowait)).await?;
                 }
             }
         }

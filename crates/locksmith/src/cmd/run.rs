@@ -25,11 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use locksmith_pg::guard::backoff::{growing_lock_wait, Backoff};
+use locksmith_pg::guard::backoff::growing_lock_wait;
+use locksmith_pg::guard::retry::{Next, Retry};
 use locksmith_pg::guard::sessions::{
     SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
 };
-use locksmith_pg::guard::{look, next_interrupt, GuardPolicy, GuardReport, Holder, Interrupt};
+use locksmith_pg::guard::{next_interrupt, GuardReport, Holder, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -63,17 +64,50 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let shown = render::one_line(&command, 100);
     let mut run = Run {
         args: &args,
-        policy: &policy,
         command: &command,
         started: Instant::now(),
         report: GuardReport::default(),
         wanted: Vec::new(),
         errors: Vec::new(),
     };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut retry = Retry::new(&policy, run.started);
     loop {
-        run.report.attempts += 1;
-        let number = run.report.attempts;
+        // Look before queueing: while long-lived sessions hold what an earlier
+        // attempt waited for, an attempt would only queue behind them. (Before
+        // the first attempt nothing is known yet: it learns the tables.)
+        let holders = if run.wanted.is_empty() {
+            Vec::new()
+        } else {
+            let holders = dog
+                .blocking_retry(&run.wanted, policy.lock_timeout)
+                .await
+                .unwrap_or_default();
+            run.absorb(&dog.take());
+            holders
+        };
+        let number = match retry.next(&holders) {
+            Next::Attempt(number) => number,
+            Next::GiveUp(reason) => return run.blocked(reason),
+            Next::Wait(wait) => {
+                progress(&format!(
+                    "waiting for {} session{} holding what the migration needs: {} (next look in {})",
+                    holders.len(),
+                    if holders.len() == 1 { "" } else { "s" },
+                    holders
+                        .iter()
+                        .map(|h| h.label())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    locksmith_core::duration::human(wait)
+                ));
+                run.report.blockers = holders;
+                if let Some(signal) = sleep(wait, &mut interrupt).await {
+                    return run.interrupted(signal);
+                }
+                continue;
+            }
+        };
+        run.report.attempts = number;
         // Short waits first, growing to the budget: the first attempt knows
         // nothing about who holds what, so it may make traffic wait very little
         // (but long enough for the watch to see whom it waited for).
@@ -143,56 +177,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 format!("; it waited for {}", waited_for.join(", "))
             }
         ));
-        if number >= policy.max_attempts {
-            return run.blocked(format!(
-                "lost the race for its locks {number} time{} (--max-attempts {})",
-                if number == 1 { "" } else { "s" },
-                policy.max_attempts
-            ));
-        }
-        // Look before queueing again: while long-lived sessions hold what the
-        // last attempt waited for, a rerun would only queue behind them.
-        loop {
-            if run.remaining().is_zero() {
-                return run
-                    .blocked("the deadline passed while the migration was still blocked".into());
-            }
-            let holders = dog
-                .blocking_retry(&run.wanted, policy.lock_timeout)
-                .await
-                .unwrap_or_default();
-            run.absorb(&dog.take());
-            if holders.is_empty() {
-                break;
-            }
-            let wait = look::next_look(
-                &holders,
-                backoff.next_delay(),
-                run.policy.terminate_idle_after,
-                run.remaining(),
-            );
-            progress(&format!(
-                "waiting for {} session{} holding what the migration needs: {} (next look in {})",
-                holders.len(),
-                if holders.len() == 1 { "" } else { "s" },
-                holders
-                    .iter()
-                    .map(|h| h.label())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                locksmith_core::duration::human(wait)
-            ));
-            run.report.blockers = holders;
-            if let Some(signal) = sleep(wait, &mut interrupt).await {
-                return run.interrupted(signal);
-            }
-        }
-        let delay = backoff.next_delay().min(run.remaining());
-        if let Some(signal) = sleep(delay, &mut interrupt).await {
+        if let Some(signal) = sleep(retry.lost(false), &mut interrupt).await {
             return run.interrupted(signal);
-        }
-        if run.remaining().is_zero() {
-            return run.blocked("the deadline passed while the migration was still blocked".into());
         }
     }
 }
@@ -439,7 +425,6 @@ fn progress(line: &str) {
 /// The run so far, across attempts.
 struct Run<'a> {
     args: &'a RunArgs,
-    policy: &'a GuardPolicy,
     command: &'a str,
     started: Instant,
     report: GuardReport,
@@ -450,10 +435,6 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn remaining(&self) -> Duration {
-        self.policy.deadline.saturating_sub(self.started.elapsed())
-    }
-
     /// Folds what the watchdog saw into the run's account, announcing terminations.
     fn absorb(&mut self, watch: &SessionWatch) {
         for h in &watch.terminated {
