@@ -686,8 +686,10 @@ async fn a_lost_race_is_retried_once_the_blocker_is_gone() {
     assert_eq!(alembic_version(&admin).await, "0001");
 
     // With the defaults, it waits without queueing and reruns once the transaction ended.
+    // Long enough for alembic to start, lose its first try and look (python
+    // starts slowly on a loaded machine), so the look finds the blocker.
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(3000)).await;
         slow.batch_execute("COMMIT").await.unwrap();
         slow
     });

@@ -120,9 +120,9 @@ async fn a_row_lock_blocker_is_reported_with_its_lock_type() {
             "--format",
             "json",
             "--max-attempts",
-            "4",
+            "5",
             "--lock-timeout",
-            "300ms",
+            "400ms",
         ],
         "UPDATE academic_partners SET informal_name = 'nine' WHERE id = 9;\n",
     )
