@@ -8,15 +8,17 @@
 //! - a transaction id one of the tool's sessions held (seen by the session
 //!   watch) that ended committed (`txid_status`);
 //! - catalog rows (tables, columns, constraints, functions, triggers,
-//!   schemas; temporary ones aside) written by a transaction that began
-//!   during the attempt and committed: a schema change too quick for a poll to see.
+//!   schemas; temporary ones aside) written by a transaction whose id was
+//!   assigned during the attempt, and committed: a schema change too quick
+//!   for a poll to see.
 
 use tokio_postgres::Client;
 
 use crate::Error;
 
-/// The server's next transaction id (64-bit, with epoch): a mark taken before
-/// an attempt, for [`committed_since`].
+/// A transaction id (64-bit, with epoch) no later than any assigned from now
+/// on (the current snapshot's `xmax`): a mark taken before an attempt, for
+/// [`committed_since`].
 pub async fn next_txid(client: &Client) -> Result<i64, Error> {
     // The next transaction id to be assigned, without assigning one.
     let row = client
@@ -53,11 +55,11 @@ pub async fn committed_since(
             if committed == 1 { "" } else { "s" }
         )));
     }
-    // Visible (so committed) catalog rows written by a transaction that began since the mark.
+    // Visible (so committed) catalog rows written by a transaction whose id is
+    // at or after the mark (32-bit ids compared on the circle; 0-2 are special).
     let row = client
         .query_one(
-            "WITH span AS (SELECT txid_snapshot_xmax(txid_current_snapshot()) - $1 AS ids),
-             rows AS (
+            "WITH rows AS (
                  SELECT c.xmin, 'table ' || c.oid::regclass::text AS what FROM pg_class c
                    WHERE c.relpersistence <> 't'
                  UNION ALL SELECT a.xmin, 'column ' || a.attname || ' of ' || c.oid::regclass::text
@@ -71,8 +73,10 @@ pub async fn committed_since(
                  UNION ALL SELECT n.xmin, 'schema ' || n.nspname FROM pg_namespace n
                    WHERE n.nspname NOT LIKE 'pg\\_%temp\\_%'
              )
-             SELECT string_agg(DISTINCT what, ', ') FROM rows, span
-             WHERE age(rows.xmin) <= span.ids",
+             SELECT string_agg(DISTINCT what, ', ') FROM rows
+             WHERE rows.xmin::text::bigint >= 3
+               AND (rows.xmin::text::bigint - $1 % 4294967296 + 4294967296) % 4294967296
+                   < 2147483648",
             &[&mark],
         )
         .await
