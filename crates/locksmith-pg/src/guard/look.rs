@@ -250,7 +250,9 @@ pub(crate) async fn conflicting_holders(
 /// snapshot: a concurrent index build waits for every transaction whose
 /// snapshot is older than its own (a `REPEATABLE READ` transaction left idle
 /// waits it out forever). Active queries hold one for a moment too; the
-/// long-lived rule tells them apart.
+/// long-lived rule tells them apart. Sessions whose state our role may not
+/// see are left out (every query of theirs would look like an unknown
+/// holder); if one makes the build wait, the watchdog names it.
 pub(crate) async fn snapshot_holders(client: &Client, except: i32) -> Result<Vec<Holder>, Error> {
     // Sessions of our database with a snapshot (backend_xmin), oldest transaction first.
     let rows = client
@@ -259,7 +261,7 @@ pub(crate) async fn snapshot_holders(client: &Client, except: i32) -> Result<Vec
                 "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, '')
              FROM pg_stat_activity a
              WHERE a.datname = current_database() AND a.backend_xmin IS NOT NULL
-               AND a.backend_type = 'client backend'
+               AND a.backend_type = 'client backend' AND a.state IS NOT NULL
                AND a.pid <> pg_backend_pid() AND a.pid <> $1
              ORDER BY a.xact_start NULLS LAST, a.pid"
             ),
