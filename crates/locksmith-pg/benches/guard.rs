@@ -3,7 +3,9 @@
 //!
 //! Scenario S is the story: 250 rows, 3 sessions leaked idle in transaction,
 //! a request loop, the ALTER. Contention is 8 clients running short write
-//! transactions as fast as they can, no leakers. Each scenario runs several
+//! transactions as fast as they can, no leakers. ORM is 8 clients each
+//! looping `BEGIN; SELECT; 5 ms pause; UPDATE; COMMIT` (briefly idle in
+//! transaction between statements, as web requests are). Each scenario runs several
 //! times on a fresh database; the section "guard" of docs/benchmarks.md is
 //! rewritten with the results.
 //!
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use locksmith_core::lock::LockMode;
 use locksmith_pg::guard::{Guard, GuardPolicy, RelationLock, Step};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
+use locksmith_sandbox::orm::OrmTraffic;
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile};
 use locksmith_sandbox::Cluster;
 use tokio::sync::watch;
@@ -126,6 +129,33 @@ async fn contention(cluster: &Cluster, db: &str, migrate: bool) -> Sample {
     }
 }
 
+/// 8 ORM clients; the guard runs the ALTER with its defaults once they are busy.
+async fn orm(cluster: &Cluster, db: &str) -> Sample {
+    let incident = Incident::stage(cluster, db).await.unwrap();
+    let clients = OrmTraffic::start(&incident.app, 8, TABLE, Duration::from_millis(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_tx, rx) = watch::channel(None);
+    let mut guard = Guard::connect(&incident.admin, GuardPolicy::default(), rx)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    guard.run_transaction(&[step()], None).await.unwrap();
+    let migration_ms = started.elapsed().as_millis() as u64;
+    eprintln!(
+        "orm: {} attempts, longest lock wait {} ms",
+        guard.report.attempts, guard.report.longest_wait_ms
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = clients.stop().await;
+    Sample {
+        migration_ms,
+        worst_ms: report.worst.as_millis() as u64,
+        p99_ms: report.p99.as_millis() as u64,
+    }
+}
+
 fn summary(label: &str, samples: &[Sample]) -> String {
     let med = |f: &dyn Fn(&Sample) -> u64| {
         let mut v: Vec<u64> = samples.iter().map(f).collect();
@@ -151,8 +181,8 @@ async fn main() {
     }
     let cluster = Cluster::start().unwrap();
     let mut ddl = Vec::new();
-    let (mut give_up, mut terminate, mut contend, mut baseline) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut give_up, mut terminate, mut contend, mut baseline, mut orms) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..RUNS {
         ddl.push(ddl_alone(&cluster, &format!("ddl_{i}")).await);
         let policy = GuardPolicy {
@@ -184,6 +214,7 @@ async fn main() {
         );
         contend.push(contention(&cluster, &format!("c_{i}"), true).await);
         baseline.push(contention(&cluster, &format!("b_{i}"), false).await);
+        orms.push(orm(&cluster, &format!("o_{i}")).await);
         eprintln!("run {} of {RUNS} done", i + 1);
     }
     ddl.sort_unstable();
@@ -226,6 +257,10 @@ async fn main() {
     section.push_str(&summary(
         "baseline: the same 8 writers, no migration (200 ms window)",
         &baseline,
+    ));
+    section.push_str(&summary(
+        "ORM: 8 clients `BEGIN; SELECT; 5 ms; UPDATE; COMMIT`, defaults (request = one transaction)",
+        &orms,
     ));
     section.push_str(
         "\nGoals (issue 3): stall no more than the DDL's own time + 50 ms; finish within D + 1 s of the leakers' idle start; \

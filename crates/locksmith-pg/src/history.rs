@@ -141,7 +141,10 @@ pub fn row_version(id: &str) -> i64 {
 
 /// The statement that records a migration; run last inside its transaction.
 /// `attempts` 0 and `duration` zero mark a migration recorded by `--baseline`.
-pub fn insert_sql(record: &Record<'_>, duration: Duration, attempts: u32) -> String {
+/// Otherwise `before` is the time spent before that transaction began
+/// (waiting, lost attempts); the server adds the transaction's own time so
+/// far, so the recorded duration counts the statements that just ran.
+pub fn insert_sql(record: &Record<'_>, before: Duration, attempts: u32) -> String {
     let version = row_version(record.id);
     let text = if version.to_string() == record.id {
         "NULL".to_string()
@@ -153,11 +156,18 @@ pub fn insert_sql(record: &Record<'_>, duration: Duration, attempts: u32) -> Str
     } else {
         ""
     };
+    let duration = if attempts == 0 {
+        "0".to_string()
+    } else {
+        format!(
+            "{} + (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint",
+            before.as_millis()
+        )
+    };
     format!(
-        "INSERT INTO {TABLE} (version, version_text, name, checksum, duration_ms, attempts) VALUES ({version}, {text}, {}, {}, {}, {attempts}){upsert}",
+        "INSERT INTO {TABLE} (version, version_text, name, checksum, duration_ms, attempts) VALUES ({version}, {text}, {}, {}, {duration}, {attempts}){upsert}",
         literal(record.name),
         literal(record.checksum),
-        duration.as_millis()
     )
 }
 

@@ -437,3 +437,17 @@ async fn history_row_commits_with_the_migration_or_not_at_all() {
     assert_eq!(rows, 1);
     assert!(constraint_exists(&admin).await);
 }
+
+#[tokio::test]
+async fn a_dropped_interrupt_sender_means_never_interrupted() {
+    let incident = Incident::stage_shared("guard_no_sender").await.unwrap();
+    let (tx, rx) = watch::channel(None);
+    drop(tx);
+    let mut guard = Guard::connect(&incident.admin, policy(5000, None), rx)
+        .await
+        .unwrap();
+    let attempts = guard.run_transaction(&[alter_step()], None).await.unwrap();
+    assert_eq!(attempts, 1);
+    let admin = incident.admin.connect().await.unwrap();
+    assert!(constraint_exists(&admin).await);
+}

@@ -28,6 +28,7 @@ pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
 pub mod incident;
+pub mod orm;
 pub mod queue;
 pub mod shared;
 pub mod traffic;

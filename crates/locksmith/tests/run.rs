@@ -635,7 +635,7 @@ async fn the_command_sees_lock_timeout_and_application_name() {
     let echo = r#"echo "$PGOPTIONS|$PGAPPNAME|$DATABASE_URL""#;
     let ran = locksmith_run(&[
         "--lock-timeout",
-        "250ms",
+        "20ms",
         "--database-url",
         &url,
         "--",
@@ -646,7 +646,7 @@ async fn the_command_sees_lock_timeout_and_application_name() {
     .await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let fields: Vec<&str> = ran.stdout.trim().split('|').collect();
-    assert_eq!(fields[0], "-c lock_timeout=250ms");
+    assert_eq!(fields[0], "-c lock_timeout=20ms");
     let suffix = fields[1]
         .strip_prefix("locksmith-run-")
         .expect("a PGAPPNAME to find its sessions by");
@@ -668,7 +668,8 @@ async fn the_command_sees_lock_timeout_and_application_name() {
     assert_eq!(ran.code, 0);
     assert_eq!(
         ran.stdout.trim(),
-        "-c statement_timeout=5s -c lock_timeout=200ms|deploy-42|postgres://elsewhere/db"
+        "-c statement_timeout=5s -c lock_timeout=75ms|deploy-42|postgres://elsewhere/db",
+        "the first attempt waits briefly for its locks"
     );
 }
 

@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use super::index_build::Existing;
 use super::look::Resolved;
 use super::watchdog::{Watch, Watchdog};
-use super::{Attempt, Event, Guard, GuardError, Interrupt, RelationLock, Step};
+use super::{next_interrupt, Attempt, Event, Guard, GuardError, Interrupt, RelationLock, Step};
 use crate::Error;
 
 impl Guard {
@@ -34,7 +34,7 @@ impl Guard {
             ),
             format!(
                 "SET LOCAL statement_timeout = '{}'",
-                to_pg_setting(self.remaining().max(Duration::from_secs(1)))
+                to_pg_setting(self.attempt_left().max(Duration::from_secs(1)))
             ),
         ];
         let locks = order.iter().map(|r| {
@@ -136,7 +136,7 @@ impl Guard {
         let left = self.policy.max_hold.saturating_sub(since.elapsed());
         if left.is_zero() {
             HoldLeft::Spent
-        } else if left < self.remaining() {
+        } else if left < self.attempt_left() {
             HoldLeft::Bounded(left.max(Duration::from_millis(1)))
         } else {
             HoldLeft::Unbounded
@@ -170,7 +170,7 @@ impl Guard {
         };
         let timeout = match bound {
             HoldLeft::Bounded(left) => left,
-            _ => self.remaining().max(Duration::from_secs(1)),
+            _ => self.attempt_left().max(Duration::from_secs(1)),
         };
         let timeouts = format!(
             "SET lock_timeout = '{}'; SET statement_timeout = '{}'",
@@ -240,17 +240,22 @@ impl Guard {
         }
     }
 
-    /// Runs one statement; an interrupt or the deadline cancels it on the server.
+    /// Time left for the attempt in flight.
+    fn attempt_left(&self) -> Duration {
+        self.attempt_until
+            .saturating_duration_since(std::time::Instant::now())
+    }
+
+    /// Runs one statement; an interrupt or the attempt's end (the deadline)
+    /// cancels it on the server.
     async fn exec(&mut self, sql: &str) -> Result<(), ExecError> {
-        let deadline = tokio::time::sleep(self.remaining());
+        let deadline = tokio::time::sleep(self.attempt_left());
         let run = self.client.batch_execute(sql);
         tokio::pin!(run, deadline);
         let mut stop = self.interrupt.clone();
         let cause = tokio::select! {
             r = &mut run => return r.map_err(ExecError::Sql),
-            signal = stop.wait_for(|s| s.is_some()) => {
-                ExecError::Interrupted(signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt))
-            }
+            signal = next_interrupt(&mut stop) => ExecError::Interrupted(signal),
             _ = &mut deadline => ExecError::Deadline,
         };
         // Cancel on the server: dropping our side would leave the request queued.

@@ -32,6 +32,17 @@ impl Backoff {
     }
 }
 
+/// The first lock wait an attempt that must queue gets. Against a stream of
+/// short transactions a few tens of milliseconds usually win, and that is
+/// all traffic then waits behind us.
+pub const FIRST_LOCK_WAIT: Duration = Duration::from_millis(25);
+
+/// How long the `n`th (0-based) queueing attempt may wait for its locks:
+/// `first`, doubling each time, never more than `budget`.
+pub fn growing_lock_wait(first: Duration, n: u32, budget: Duration) -> Duration {
+    first.saturating_mul(1u32 << n.min(20)).min(budget)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +55,15 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         assert_eq!(b.next_with(0.0), Duration::from_millis(50));
         assert!(b.next_with(0.999) < Duration::from_millis(300));
+    }
+
+    #[test]
+    fn lock_waits_double_up_to_the_budget() {
+        let budget = Duration::from_millis(200);
+        let waits: Vec<u128> = (0..6)
+            .map(|n| growing_lock_wait(FIRST_LOCK_WAIT, n, budget).as_millis())
+            .collect();
+        assert_eq!(waits, vec![25, 50, 100, 200, 200, 200]);
+        assert_eq!(growing_lock_wait(FIRST_LOCK_WAIT, u32::MAX, budget), budget);
     }
 }

@@ -3,6 +3,16 @@
 //! allows. Queueing behind a session idle in transaction is exactly what
 //! took production down, so the guard asks here first and queues only when
 //! nobody long-lived is in the way.
+//!
+//! Three ways to find a holder, merged into one list of [`Holder`]s that the
+//! terminate policy and the reports treat alike:
+//! - relation locks on the plan's relations and, as `LOCK` recurses, on
+//!   their partitions and inheritance children ([`resolve`], [`conflicting_holders`]);
+//! - before a concurrent index build, sessions of this database with a
+//!   snapshot the build would wait out ([`snapshot_holders`]);
+//! - sessions the server said an earlier attempt waited for, on any lock
+//!   (row, transaction id, shared catalog), while still in that same
+//!   transaction ([`waited_for`]).
 
 use std::time::Duration;
 
@@ -20,13 +30,22 @@ pub struct Holder {
     /// Who it is and what it is doing.
     #[serde(flatten)]
     pub session: SessionSummary,
-    /// The relation it holds a conflicting lock on.
-    pub relation: String,
-    /// The lock it holds (`pg_locks` spelling).
+    /// The relation of the conflicting lock; `None` when the lock is on no
+    /// relation (a transaction id, a snapshot).
+    pub relation: Option<String>,
+    /// What the lock is on: `relation`, `tuple`, `transactionid`,
+    /// `virtualxid`, …, or `snapshot` (an old snapshot a concurrent build waits out).
+    pub lock_type: String,
+    /// The lock it holds (`pg_locks` spelling); empty for a snapshot, or
+    /// when it holds none of the kind we waited on (queued ahead of us).
     pub mode: String,
     /// `client backend`, `autovacuum worker`, …
     #[serde(skip)]
     pub backend_type: String,
+    /// Connected to another database: only ever a session the server said
+    /// we waited for (a shared catalog's row, e.g. a role's).
+    #[serde(skip)]
+    pub other_database: bool,
 }
 
 impl std::ops::Deref for Holder {
@@ -47,15 +66,31 @@ impl Holder {
             && self.idle_for() >= threshold
     }
 
-    /// A holder that will not let go within `budget` on its own: idle in a
-    /// transaction, or in a transaction already older than the budget. One we
-    /// may not inspect counts as long-lived: queueing behind an unknown is the
-    /// outage this tool exists to prevent.
-    pub fn is_long_lived(&self, budget: Duration) -> bool {
+    /// A holder not worth racing: idle in a transaction, or in a transaction,
+    /// for at least `after` (see [`long_lived_after`]). A healthy request pauses
+    /// inside its transaction for milliseconds and is raced like any writer;
+    /// a leaked one stays idle for seconds to forever. One we may not inspect
+    /// counts as long-lived: queueing behind an unknown is the outage this
+    /// tool exists to prevent.
+    pub fn is_long_lived(&self, after: Duration) -> bool {
+        let after = after.as_millis() as i64;
         !self.is_visible()
-            || self.is_idle_in_transaction()
-            || self.xact_age_ms.unwrap_or(0) as u128 >= budget.as_millis()
+            || (self.is_idle_in_transaction() && self.state_age_ms.unwrap_or(0) >= after)
+            || self.xact_age_ms.unwrap_or(0) >= after
     }
+}
+
+/// The least age at which a holder counts as long-lived.
+pub const LONG_LIVED_FLOOR: Duration = Duration::from_secs(1);
+
+/// How old a holder's transaction (or its idleness in one) must be before the
+/// guard stops racing it and waits it out instead: the budget a lock attempt
+/// may make traffic wait (`lock_timeout`), and at least [`LONG_LIVED_FLOOR`].
+/// Racing a younger holder costs traffic at most one budget per attempt;
+/// waiting on it would mistake healthy traffic (an ORM's `BEGIN; SELECT;
+/// …; UPDATE; COMMIT`, idle for milliseconds between statements) for a leak.
+pub fn long_lived_after(lock_timeout: Duration) -> Duration {
+    lock_timeout.max(LONG_LIVED_FLOOR)
 }
 
 /// When to look again while long-lived holders are in the way: after `delay`
@@ -95,8 +130,10 @@ pub(crate) struct Resolved {
     pub mode: LockMode,
 }
 
-/// Resolves target names to oids; relations that do not exist yet (created
-/// by the migration itself) are left out.
+/// Resolves target names to oids, with every partition and inheritance
+/// child below them (as `LOCK` and `ALTER TABLE` recurse); relations that do
+/// not exist yet (created by the migration itself) are left out. Children
+/// are looked at but not locked by name: the parent's `LOCK` covers them.
 pub(crate) async fn resolve(
     client: &Client,
     targets: &[RelationLock],
@@ -105,13 +142,20 @@ pub(crate) async fn resolve(
         return Ok(Vec::new());
     }
     let names: Vec<String> = targets.iter().map(|t| t.relation.clone()).collect();
-    // Each name's oid and kind, as the server's search_path resolves it.
+    // Each name's oid and kind, as the server's search_path resolves it, then its descendants.
     let rows = client
         .query(
-            "SELECT n.name, c.oid, c.relkind::text, c.oid::regclass::text
-             FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i)
-             JOIN pg_class c ON c.oid = to_regclass(n.name)
-             ORDER BY n.i",
+            "WITH RECURSIVE tree(name, i, oid, inherited) AS (
+                 SELECT n.name, n.i, c.oid, false
+                 FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i)
+                 JOIN pg_class c ON c.oid = to_regclass(n.name)
+               UNION
+                 SELECT t.name, t.i, h.inhrelid, true
+                 FROM tree t JOIN pg_inherits h ON h.inhparent = t.oid
+             )
+             SELECT t.name, c.oid, c.relkind::text, c.oid::regclass::text, t.inherited
+             FROM tree t JOIN pg_class c ON c.oid = t.oid
+             ORDER BY t.i, t.inherited, c.oid",
             &[&names],
         )
         .await
@@ -122,19 +166,25 @@ pub(crate) async fn resolve(
         let oid: u32 = row.get(1);
         let kind: String = row.get(2);
         let lock_name: String = row.get(3);
+        let inherited: bool = row.get(4);
         let mode = targets
             .iter()
             .filter(|t| t.relation == name)
             .map(|t| t.mode)
             .max()
             .unwrap_or(LockMode::AccessExclusive);
+        let lockable = !inherited && matches!(kind.as_str(), "r" | "p" | "v" | "m" | "f");
         match resolved.iter_mut().find(|r| r.oid == oid) {
-            Some(r) => r.mode = r.mode.max(mode),
+            Some(r) => {
+                r.mode = r.mode.max(mode);
+                r.lockable |= lockable;
+            }
             None => resolved.push(Resolved {
-                name,
+                // A child is reported by its own name.
+                name: if inherited { lock_name.clone() } else { name },
                 lock_name,
                 oid,
-                lockable: matches!(kind.as_str(), "r" | "p" | "v" | "m" | "f"),
+                lockable,
                 mode,
             }),
         }
@@ -142,7 +192,8 @@ pub(crate) async fn resolve(
     Ok(resolved)
 }
 
-/// Sessions of any database holding a granted lock that conflicts with what we want.
+/// Sessions holding a granted lock on one of `targets` (relations of this
+/// database) that conflicts with the mode we want there.
 pub(crate) async fn conflicting_holders(
     client: &Client,
     targets: &[Resolved],
@@ -185,22 +236,144 @@ pub(crate) async fn conflicting_holders(
         }
         holders.push(Holder {
             session,
-            relation: target.name.clone(),
+            relation: Some(target.name.clone()),
+            lock_type: "relation".into(),
             mode,
             backend_type: row.get(8),
+            other_database: false,
+        });
+    }
+    Ok(holders)
+}
+
+/// Client sessions of this database (other than ours, `except`) holding a
+/// snapshot: a concurrent index build waits for every transaction whose
+/// snapshot is older than its own (a `REPEATABLE READ` transaction left idle
+/// waits it out forever). Active queries hold one for a moment too; the
+/// long-lived rule tells them apart. Sessions whose state our role may not
+/// see are left out (every query of theirs would look like an unknown
+/// holder); if one makes the build wait, the watchdog names it.
+pub(crate) async fn snapshot_holders(client: &Client, except: i32) -> Result<Vec<Holder>, Error> {
+    // Sessions of our database with a snapshot (backend_xmin), oldest transaction first.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, '')
+             FROM pg_stat_activity a
+             WHERE a.datname = current_database() AND a.backend_xmin IS NOT NULL
+               AND a.backend_type = 'client backend' AND a.state IS NOT NULL
+               AND a.pid <> pg_backend_pid() AND a.pid <> $1
+             ORDER BY a.xact_start NULLS LAST, a.pid"
+            ),
+            &[&except],
+        )
+        .await
+        .map_err(|e| {
+            Error::query(
+                "looking for old snapshots a concurrent build would wait for",
+                e,
+            )
+        })?;
+    Ok(rows
+        .iter()
+        .map(|row| Holder {
+            session: SessionSummary::from_row(row, 0),
+            relation: None,
+            lock_type: "snapshot".into(),
+            mode: String::new(),
+            backend_type: row.get(8),
+            other_database: false,
+        })
+        .collect())
+}
+
+/// A session the server said one of our attempts waited for
+/// (`pg_blocking_pids`), and on what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitedFor {
+    /// Its pid.
+    pub pid: i32,
+    /// When we saw it block us (server clock, seconds since the epoch): its
+    /// transaction then started no later than this.
+    pub seen_at: f64,
+    /// The kind of lock we waited on (`relation`, `tuple`, `transactionid`, …).
+    pub lock_type: String,
+    /// The relation of that lock, when it is one of this database.
+    pub relation: Option<String>,
+}
+
+impl std::fmt::Display for WaitedFor {
+    /// The pid, as progress lines name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.pid)
+    }
+}
+
+/// The sessions among `waits` still in the transaction that blocked us (one
+/// that ended and began another no longer blocks us), in any database: a
+/// shared catalog's row (a role) is held across databases.
+pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<Vec<Holder>, Error> {
+    if waits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pids: Vec<i32> = waits.iter().map(|w| w.pid).collect();
+    let seen: Vec<f64> = waits.iter().map(|w| w.seen_at).collect();
+    let kinds: Vec<String> = waits.iter().map(|w| w.lock_type.clone()).collect();
+    // Each session we waited for, if its current transaction began before we
+    // saw it block us, with a lock it holds of the kind we waited on.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
+                    a.datname IS DISTINCT FROM current_database(), coalesce(l.mode, '')
+             FROM unnest($1::int[], $2::float8[], $3::text[]) AS w(pid, seen_at, kind)
+             JOIN pg_stat_activity a ON a.pid = w.pid
+             LEFT JOIN LATERAL (
+                 SELECT l.mode FROM pg_locks l
+                 WHERE l.pid = w.pid AND l.granted AND l.locktype = w.kind
+                 LIMIT 1
+             ) l ON true
+             WHERE a.xact_start IS NOT NULL
+               AND extract(epoch FROM a.xact_start)::float8 <= w.seen_at
+               AND a.pid <> pg_backend_pid()
+             ORDER BY a.xact_start, a.pid"
+            ),
+            &[&pids, &seen, &kinds],
+        )
+        .await
+        .map_err(|e| Error::query("looking at the sessions our attempts waited for", e))?;
+    let mut holders: Vec<Holder> = Vec::new();
+    for row in &rows {
+        let session = SessionSummary::from_row(row, 0);
+        let Some(wait) = waits.iter().find(|w| w.pid == session.pid) else {
+            continue;
+        };
+        if holders.iter().any(|h| h.pid == session.pid) {
+            continue;
+        }
+        holders.push(Holder {
+            session,
+            relation: wait.relation.clone(),
+            lock_type: wait.lock_type.clone(),
+            mode: row.get(10),
+            backend_type: row.get(8),
+            other_database: row.get(9),
         });
     }
     Ok(holders)
 }
 
 /// Terminates `pid` only if, at this instant, it is still a client backend
-/// of this database, idle in a transaction for at least `idle_for`. The
-/// conditions are checked in the same statement that terminates, so a
-/// session that woke up in between is left alone. Returns whether it was terminated.
+/// of this database (of any, when `any_database`: a session the server said
+/// blocks us on a shared catalog), idle in a transaction for at least
+/// `idle_for`. The conditions are checked in the same statement that
+/// terminates, so a session that woke up in between is left alone. Returns
+/// whether it was terminated.
 pub(crate) async fn terminate_if_still_idle(
     client: &Client,
     pid: i32,
     idle_for: Duration,
+    any_database: bool,
 ) -> Result<bool, Error> {
     let idle_ms = idle_for.as_millis() as f64;
     // Terminate only an idle-in-transaction client session of our database, idle long enough.
@@ -208,10 +381,11 @@ pub(crate) async fn terminate_if_still_idle(
         .query_opt(
             "SELECT pg_terminate_backend(pid)
              FROM pg_stat_activity
-             WHERE pid = $1 AND datname = current_database() AND backend_type = 'client backend'
+             WHERE pid = $1 AND (datname = current_database() OR $3)
+               AND backend_type = 'client backend'
                AND state IN ('idle in transaction', 'idle in transaction (aborted)')
                AND (extract(epoch FROM now() - state_change) * 1000)::float8 >= $2::float8",
-            &[&pid, &idle_ms],
+            &[&pid, &idle_ms, &any_database],
         )
         .await;
     match row {

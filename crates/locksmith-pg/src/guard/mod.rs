@@ -3,9 +3,12 @@
 //! Each unit of work (a migration in one transaction, or one statement that
 //! cannot run in a transaction) goes through the same loop:
 //! 1. **Look** ([`look`]): find sessions holding locks that conflict with the
-//!    plan. Long-lived ones (idle in transaction, or older than the budget)
-//!    are waited out *without queueing*, with backoff — or, under
-//!    `terminate_idle_after`, terminated if idle in transaction that long.
+//!    plan (its relations and their partitions; before a concurrent build,
+//!    old snapshots; and whoever an earlier attempt waited for, on any lock).
+//!    Long-lived ones (idle in transaction, or in one, for at least
+//!    [`look::long_lived_after`] the budget) are waited out *without
+//!    queueing*, with backoff — or, under `terminate_idle_after`, terminated
+//!    if idle in transaction that long. Younger ones are raced, as writers are.
 //! 2. **Attempt**: `BEGIN`, `lock_timeout` and `statement_timeout` set on the
 //!    server (so it gives up by itself if we die), `LOCK … NOWAIT` in a fixed
 //!    order, the statements, the history row, `COMMIT`. After a few NOWAIT
@@ -13,7 +16,9 @@
 //!    budget instead. A [`watchdog`] on a second connection cancels any lock
 //!    wait that outlives the budget.
 //! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
-//!    the deadline, then give up naming the blockers. Never an unbounded wait.
+//!    the deadline, then give up naming the blockers. Never an unbounded wait:
+//!    every sleep ends at the deadline, and so does an attempt in flight. The
+//!    decisions are [`retry`]'s, shared with `locksmith run`.
 //!
 //! Interrupts (Ctrl-C, SIGTERM) and the deadline cancel the in-flight
 //! statement on the server and roll back, so no lock request of ours stays
@@ -26,8 +31,11 @@
 
 mod attempt;
 pub mod backoff;
+pub mod commits;
 mod index_build;
 pub mod look;
+mod policy;
+pub mod retry;
 pub mod sessions;
 pub mod watchdog;
 
@@ -40,8 +48,8 @@ use tokio::sync::watch;
 use tokio_postgres::{CancelToken, Client};
 
 use crate::{ConnectionSettings, Error};
-use backoff::Backoff;
 pub use look::Holder;
+use retry::{Next, Retry};
 use watchdog::Watch;
 
 /// How patient the guard is, and what it may do to blockers.
@@ -229,10 +237,9 @@ enum Attempt {
 /// NOWAIT attempts lost in a row before the guard lets `LOCK` wait up to the budget.
 const NOWAIT_TRIES: u32 = 5;
 
-/// The first fallback attempt's wait for its locks. Each later one doubles
-/// it, up to the budget: against a stream of short transactions a few tens
-/// of milliseconds usually win, and that is all traffic then waits behind us.
-const FIRST_FALLBACK_WAIT: Duration = Duration::from_millis(25);
+/// The least time the first attempt of a unit gets, even when the deadline
+/// has passed (e.g. `--deadline 0s`): "try once, never wait".
+const FIRST_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
 
 /// The guard over one server; owns the migration connection and the sidecar.
 pub struct Guard {
@@ -243,6 +250,8 @@ pub struct Guard {
     sidecar: Arc<Client>,
     policy: GuardPolicy,
     started: Instant,
+    /// When the attempt in flight must stop (the deadline, or the first attempt's floor).
+    attempt_until: Instant,
     interrupt: watch::Receiver<Option<Interrupt>>,
     on_event: Box<dyn FnMut(Event<'_>) + Send>,
     /// What the guard did so far.
@@ -274,6 +283,7 @@ impl Guard {
             sidecar: Arc::new(sidecar),
             policy,
             started: Instant::now(),
+            attempt_until: Instant::now(),
             interrupt,
             on_event: Box::new(|_| {}),
             report: GuardReport::default(),
@@ -332,64 +342,48 @@ impl Guard {
         finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
     ) -> Result<u32, GuardError> {
         let unit_started = Instant::now();
-        let targets: Vec<RelationLock> =
-            steps.iter().flat_map(|s| s.locks.iter().cloned()).collect();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut plan = policy::Plan::new(steps, in_transaction, self.policy.lock_timeout);
+        let mut retry = Retry::new(&self.policy, self.started);
         let mut nowait_losses = 0;
-        let mut unit_attempts = 0;
         loop {
             if let Some(signal) = *self.interrupt.borrow() {
                 return Err(GuardError::Interrupted(signal));
             }
-            if self.remaining().is_zero() {
-                return Err(self
-                    .give_up(
-                        &targets,
-                        "the deadline passed while the migration was still blocked",
-                    )
-                    .await);
-            }
-            let resolved = look::resolve(&self.sidecar, &targets).await?;
-            let mut holders = look::conflicting_holders(&self.sidecar, &resolved).await?;
-            self.apply_terminate_policy(&mut holders).await?;
+            let (resolved, holders) = self.look(&mut plan).await?;
             let long_lived: Vec<Holder> = holders
                 .iter()
-                .filter(|h| h.is_long_lived(self.policy.lock_timeout))
+                .filter(|h| plan.is_long_lived(h))
                 .cloned()
                 .collect();
-            if !long_lived.is_empty() {
-                let wait = look::next_look(
-                    &long_lived,
-                    backoff.next_delay(),
-                    self.policy.terminate_idle_after,
-                    self.remaining(),
-                );
-                (self.on_event)(Event::Waiting {
-                    holders: &long_lived,
-                    next_look: wait,
-                });
-                self.report.blockers = long_lived;
-                self.sleep(wait).await?;
-                continue;
-            }
-            if unit_attempts >= self.policy.max_attempts {
-                return Err(self
-                    .give_up(&targets, &format!("{} lock attempts failed", unit_attempts))
-                    .await);
-            }
-            unit_attempts += 1;
+            let number = match retry.next(&long_lived) {
+                Next::Attempt(number) => number,
+                Next::GiveUp(reason) => return Err(self.give_up(holders, long_lived, &reason)),
+                Next::Wait(wait) => {
+                    (self.on_event)(Event::Waiting {
+                        holders: &long_lived,
+                        next_look: wait,
+                    });
+                    self.report.blockers = long_lived;
+                    self.sleep(wait).await?;
+                    continue;
+                }
+            };
             self.report.attempts += 1;
+            // The first attempt of a unit may run a moment past the deadline;
+            // later ones stop at it.
+            let budget = match number {
+                1 => retry.remaining().max(FIRST_ATTEMPT_FLOOR),
+                _ => retry.remaining(),
+            };
+            self.attempt_until = Instant::now() + budget;
             let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
-            // NOWAIT first; then LOCK waits, but briefly, growing towards the budget.
-            let fallback = unit_attempts.saturating_sub(nowait_losses + 1).min(10);
-            let lock_wait = (!nowait)
-                .then(|| (FIRST_FALLBACK_WAIT * (1 << fallback)).min(self.policy.lock_timeout));
-            (self.on_event)(Event::Attempt {
-                number: unit_attempts,
-                nowait,
+            let lock_wait = (!nowait).then(|| {
+                let fallback = number.saturating_sub(nowait_losses + 1);
+                policy::fallback_lock_wait(fallback, &holders, self.policy.lock_timeout)
             });
+            (self.on_event)(Event::Attempt { number, nowait });
             let outcome = if in_transaction {
-                let finish_sql = finish.map(|f| f(unit_attempts, unit_started.elapsed()));
+                let finish_sql = finish.map(|f| f(number, unit_started.elapsed()));
                 self.attempt_transaction(steps, &resolved, lock_wait, finish_sql.as_deref())
                     .await?
             } else {
@@ -398,83 +392,39 @@ impl Guard {
             match outcome {
                 Attempt::Done => {
                     self.report.blockers.clear();
-                    return Ok(unit_attempts);
+                    return Ok(number);
                 }
                 Attempt::LostRace(watch) => {
                     if nowait {
                         nowait_losses += 1;
                     }
                     (self.on_event)(Event::LostRace {
-                        number: unit_attempts,
+                        number,
                         watch: &watch,
                     });
-                    let delay = if nowait {
-                        Duration::from_millis(5 + fastrand::u64(0..20))
-                    } else {
-                        backoff.next_delay()
-                    };
-                    self.sleep(delay).await?;
+                    plan.waited_for(&watch);
+                    self.sleep(retry.lost(nowait)).await?;
                 }
             }
         }
     }
 
-    async fn apply_terminate_policy(
-        &mut self,
-        holders: &mut Vec<Holder>,
-    ) -> Result<(), GuardError> {
-        let Some(threshold) = self.policy.terminate_idle_after else {
-            return Ok(());
-        };
-        if let Some(hidden) = holders.iter().find(|h| !h.is_visible()) {
-            // The policy depends on idle time, which this role cannot see.
-            return Err(GuardError::Failed(Error::Permission {
-                action: format!(
-                    "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
-                    hidden.pid
-                ),
-                needs: "pg_read_all_stats".into(),
-            }));
-        }
-        let mut kept = Vec::with_capacity(holders.len());
-        for h in holders.drain(..) {
-            if h.may_terminate(threshold)
-                && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold).await?
-            {
-                (self.on_event)(Event::Terminated(&h));
-                self.report.terminated.push(h);
-            } else {
-                kept.push(h);
-            }
-        }
-        *holders = kept;
-        Ok(())
-    }
-
-    async fn give_up(&mut self, targets: &[RelationLock], reason: &str) -> GuardError {
-        // Name whoever holds conflicting locks now; fall back to the last seen.
-        let now = match look::resolve(&self.sidecar, targets).await {
-            Ok(resolved) => look::conflicting_holders(&self.sidecar, &resolved)
-                .await
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        if !now.is_empty() {
-            self.report.blockers = now;
-        }
-        GuardError::Blocked {
-            reason: reason.to_string(),
-            holders: self.report.blockers.clone(),
-        }
-    }
-
+    /// Sleeps `d`, never past the deadline; an interrupt ends it early.
     async fn sleep(&mut self, d: Duration) -> Result<(), GuardError> {
+        let d = d.min(self.remaining());
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.interrupt.changed() => match *self.interrupt.borrow() {
-                Some(signal) => Err(GuardError::Interrupted(signal)),
-                None => Ok(()),
-            },
+            signal = next_interrupt(&mut self.interrupt) => Err(GuardError::Interrupted(signal)),
         }
+    }
+}
+
+/// Resolves when an interrupt arrives (at once if one already has). A closed
+/// channel means nobody can interrupt any more: that never resolves.
+pub async fn next_interrupt(rx: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {
+    let signal = rx.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s);
+    match signal {
+        Some(signal) => signal,
+        None => std::future::pending().await,
     }
 }

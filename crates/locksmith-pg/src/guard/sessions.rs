@@ -15,8 +15,10 @@
 //!
 //! It must not touch anything else: never a session that does not block a
 //! watched one, never an active query, never another database's session
-//! (termination re-checks all that in the terminating statement), never a
-//! watched session except to cancel a lock wait. Sessions opened before the
+//! unless the server names it as the holder of a shared catalog row (a
+//! role's) a watched one waits for (termination re-checks all that in the
+//! terminating statement), never a watched session except to cancel a lock
+//! wait. Sessions opened before the
 //! watch started are ignored even when they carry the name, so a reused
 //! `PGAPPNAME` cannot turn the watchdog on an application's old sessions.
 //!
@@ -30,10 +32,16 @@ use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+use super::commits;
 use super::look::{self, Holder, Resolved};
 use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
+
+/// The shortest lock wait this watch is sure to see (three polls): a wrapped
+/// tool's try should wait at least this long, or a lost race may teach
+/// nothing about who holds what.
+pub const SHORTEST_SEEN_WAIT: Duration = Duration::from_millis(POLL.as_millis() as u64 * 3);
 
 /// A lock a watched session waited for: what a retry must not queue for while
 /// long-lived sessions hold a conflicting one.
@@ -64,6 +72,8 @@ pub struct SessionWatch {
     pub max_queued_behind: i64,
     /// Actions that failed (e.g. a termination refused for lack of privilege).
     pub errors: Vec<String>,
+    /// Transaction ids (32-bit) the watched sessions held: see [`super::commits`].
+    pub xids: Vec<i64>,
 }
 
 impl SessionWatch {
@@ -169,8 +179,20 @@ impl SessionWatchdog {
         .await;
         Ok(holders
             .into_iter()
-            .filter(|h| h.is_long_lived(budget))
+            .filter(|h| h.is_long_lived(look::long_lived_after(budget)))
             .collect())
+    }
+
+    /// A mark to take before running the tool: see [`Self::committed_since`].
+    pub async fn mark(&self) -> Result<i64, Error> {
+        commits::next_txid(&self.sidecar).await
+    }
+
+    /// What the tool committed since `mark`, if anything, judging by the
+    /// transaction ids its sessions held (`xids`, from [`SessionWatch`]) and
+    /// the catalog: a rerun would repeat it.
+    pub async fn committed_since(&self, mark: i64, xids: &[i64]) -> Result<Option<String>, Error> {
+        commits::committed_since(&self.sidecar, mark, xids).await
     }
 
     /// Cancels the current statement of every watched session (Ctrl-C,
@@ -237,7 +259,7 @@ async fn poll_loop(
         let rows = sidecar
             .query(
                 &format!(
-                    "SELECT {WAIT_COLUMNS} FROM pg_stat_activity a
+                    "SELECT {WAIT_COLUMNS}, a.backend_xid::text::bigint FROM pg_stat_activity a
                      WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
                        AND a.pid <> pg_backend_pid()"
                 ),
@@ -254,6 +276,11 @@ async fn poll_loop(
             {
                 let mut s = seen.lock().unwrap();
                 s.max_queued_behind = s.max_queued_behind.max(behind);
+                if let Some(xid) = row.get::<_, Option<i64>>(4) {
+                    if !s.xids.contains(&xid) {
+                        s.xids.push(xid);
+                    }
+                }
             }
             if !waiting {
                 continue;
@@ -328,10 +355,13 @@ async fn describe_wait(
         .query(
             &format!(
                 "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
-                    coalesce(h.relation::regclass::text, h.locktype, ''), coalesce(h.mode, '')
+                    CASE WHEN h.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                         THEN h.relation::regclass::text END,
+                    coalesce(h.locktype, ''), coalesce(h.mode, ''),
+                    a.datname IS DISTINCT FROM current_database()
              FROM pg_stat_activity a
              LEFT JOIN LATERAL (
-                 SELECT h.relation, h.locktype, h.mode FROM pg_locks h, pg_locks w
+                 SELECT h.database, h.relation, h.locktype, h.mode FROM pg_locks h, pg_locks w
                  WHERE h.pid = a.pid AND w.pid = $1 AND NOT w.granted
                    AND h.locktype = w.locktype
                    AND h.database IS NOT DISTINCT FROM w.database
@@ -358,7 +388,9 @@ async fn describe_wait(
             session: SessionSummary::from_row(row, 0),
             backend_type: row.get(8),
             relation: row.get(9),
-            mode: row.get(10),
+            lock_type: row.get(10),
+            mode: row.get(11),
+            other_database: row.get(12),
         })
         .collect();
     Ok((holders, wanted))
@@ -382,7 +414,7 @@ async fn terminate_eligible(
             kept.push(h);
             continue;
         }
-        match look::terminate_if_still_idle(client, h.pid, threshold).await {
+        match look::terminate_if_still_idle(client, h.pid, threshold, h.other_database).await {
             Ok(true) => {
                 let mut s = seen.lock().unwrap();
                 if !s.terminated.iter().any(|t| t.pid == h.pid) {

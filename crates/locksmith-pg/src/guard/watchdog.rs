@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+use super::look::WaitedFor;
+
 /// What the watchdog saw during one attempt.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Watch {
     /// The longest continuous lock wait observed.
     pub longest_wait: Duration,
-    /// Pids we waited for.
-    pub waited_for: Vec<i32>,
+    /// Sessions we waited for, each as first seen blocking us.
+    pub waited_for: Vec<WaitedFor>,
     /// Most sessions queued behind us at once.
     pub max_queued_behind: i64,
     /// Whether the watchdog cancelled our statement.
@@ -99,9 +101,20 @@ impl Watchdog {
                         _ = stopped.changed() => return,
                         _ = tokio::time::sleep(POLL) => {}
                     }
-                    // Our backends' lock waits: who blocks them and how many queue behind them.
+                    // Our backends' lock waits: who blocks them, how many queue behind
+                    // them, when (server clock) and on what lock.
                     let sql = format!(
-                        "SELECT {WAIT_COLUMNS} FROM pg_stat_activity a WHERE a.pid = ANY($1)"
+                        "SELECT {WAIT_COLUMNS}, extract(epoch FROM clock_timestamp())::float8,
+                            w.locktype, w.relation
+                         FROM pg_stat_activity a
+                         LEFT JOIN LATERAL (
+                             SELECT l.locktype,
+                                 CASE WHEN l.database = (SELECT oid FROM pg_database
+                                                         WHERE datname = current_database())
+                                      THEN l.relation::regclass::text END AS relation
+                             FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1
+                         ) w ON true
+                         WHERE a.pid = ANY($1)"
                     );
                     let Ok(rows) = sidecar.query(&sql, &[&pids]).await else {
                         continue;
@@ -115,8 +128,15 @@ impl Watchdog {
                         if row.get::<_, bool>(1) {
                             waiting.push(pid);
                             for b in row.get::<_, Option<Vec<i32>>>(2).unwrap_or_default() {
-                                if !s.waited_for.contains(&b) {
-                                    s.waited_for.push(b);
+                                if !s.waited_for.iter().any(|w| w.pid == b) {
+                                    s.waited_for.push(WaitedFor {
+                                        pid: b,
+                                        seen_at: row.get(4),
+                                        lock_type: row
+                                            .get::<_, Option<String>>(5)
+                                            .unwrap_or_else(|| "relation".into()),
+                                        relation: row.get(6),
+                                    });
                                 }
                             }
                         }

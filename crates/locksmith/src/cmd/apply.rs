@@ -383,8 +383,13 @@ fn located(p: &Planned) -> Vec<hold::Located<'_>> {
 
 fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> String {
     if p.in_transaction {
+        let next = if needs_no_fix(err) {
+            "nothing in it needs fixing: run apply again"
+        } else {
+            "fix it and run apply again"
+        };
         return format!(
-            "{}: {err}. The whole migration was rolled back and not recorded; fix it and run apply again.",
+            "{}: {err}. The whole migration was rolled back and not recorded; {next}.",
             p.file()
         );
     }
@@ -397,6 +402,21 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
         failed.column,
         p.steps.len()
     )
+}
+
+/// A failure a rerun may get past unchanged: the connection or the server
+/// went away (SQLSTATE class 08, 57, 58, or no server error at all), a
+/// deadlock or serialization failure (40), a lack of resources (53).
+fn needs_no_fix(err: &locksmith_pg::Error) -> bool {
+    match err.sqlstate() {
+        Some(code) => ["08", "40", "53", "57", "58"]
+            .iter()
+            .any(|class| code.starts_with(class)),
+        None => matches!(
+            err,
+            locksmith_pg::Error::Connect { .. } | locksmith_pg::Error::Query { .. }
+        ),
+    }
 }
 
 fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {

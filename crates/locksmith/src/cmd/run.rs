@@ -7,12 +7,16 @@
 //! `--database-url` when the tool has none) and watches its sessions from a
 //! second connection ([`SessionWatchdog`]). When an attempt lost a lock race,
 //! the tool is rerun with backoff — but not while long-lived sessions still
-//! hold the lock it waited for: queueing behind them is the outage.
+//! hold the lock it waited for: queueing behind them is the outage. Each try
+//! waits for its locks a little longer (75 ms — three polls of the watch, so
+//! it learns whom it waited for — doubling up to the budget): the first
+//! knows nothing of who holds what.
 //!
 //! It must not: change where the tool connects beyond the above; buffer the
 //! tool's output (it passes through live, scanned on the way for lock-timeout
-//! errors); rerun a tool that failed for any other reason (its exit code is
-//! passed through); start a new attempt after the deadline; or leave one of
+//! errors); rerun a tool that failed for any other reason, or that committed
+//! part of its work before it lost (its exit code is passed through; see
+//! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; or leave one of
 //! the tool's lock requests queued on the server, whichever way it ends.
 
 use std::io::IsTerminal;
@@ -21,9 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use locksmith_pg::guard::backoff::Backoff;
-use locksmith_pg::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
-use locksmith_pg::guard::{look, GuardPolicy, GuardReport, Holder, Interrupt};
+use locksmith_pg::guard::backoff::growing_lock_wait;
+use locksmith_pg::guard::retry::{Next, Retry};
+use locksmith_pg::guard::sessions::{
+    SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
+};
+use locksmith_pg::guard::{next_interrupt, GuardReport, Holder, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -40,7 +47,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let settings = super::settings(&args.guard.connection)?;
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
-    let env = child_env(&args, &policy, &|name| std::env::var(name).ok());
+    let env = child_env(&args, policy.lock_timeout, &|name| std::env::var(name).ok());
     let starting = SessionWatchdog::start(
         &settings,
         &env.app_name,
@@ -60,22 +67,64 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let shown = render::one_line(&command, 100);
     let mut run = Run {
         args: &args,
-        policy: &policy,
         command: &command,
         started: Instant::now(),
         report: GuardReport::default(),
         wanted: Vec::new(),
         errors: Vec::new(),
     };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut retry = Retry::new(&policy, run.started);
     loop {
-        run.report.attempts += 1;
-        let number = run.report.attempts;
+        // Look before queueing: while long-lived sessions hold what an earlier
+        // attempt waited for, an attempt would only queue behind them. (Before
+        // the first attempt nothing is known yet: it learns the tables.)
+        let holders = if run.wanted.is_empty() {
+            Vec::new()
+        } else {
+            let holders = dog
+                .blocking_retry(&run.wanted, policy.lock_timeout)
+                .await
+                .unwrap_or_default();
+            run.absorb(&dog.take());
+            holders
+        };
+        let number = match retry.next(&holders) {
+            Next::Attempt(number) => number,
+            Next::GiveUp(reason) => return run.blocked(reason),
+            Next::Wait(wait) => {
+                progress(&format!(
+                    "waiting for {} session{} holding what the migration needs: {} (next look in {})",
+                    holders.len(),
+                    if holders.len() == 1 { "" } else { "s" },
+                    holders
+                        .iter()
+                        .map(|h| h.label())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    locksmith_core::duration::human(wait)
+                ));
+                run.report.blockers = holders;
+                if let Some(signal) = sleep(wait, &mut interrupt).await {
+                    return run.interrupted(signal);
+                }
+                continue;
+            }
+        };
+        run.report.attempts = number;
+        // Short waits first, growing to the budget: the first attempt knows
+        // nothing about who holds what, so it may make traffic wait very little
+        // (but long enough for the watch to see whom it waited for).
+        let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
+        let env = child_env(&args, lock_wait, &|name| std::env::var(name).ok());
         progress(&format!(
             "attempt {number}: {shown} (lock_timeout {}, application_name {})",
-            locksmith_core::duration::human(policy.lock_timeout),
+            locksmith_core::duration::human(lock_wait),
             env.app_name
         ));
+        let mark = dog
+            .mark()
+            .await
+            .map_err(|e| Failure::other(miette::miette!("the command was not run: {e}")))?;
         let end = attempt(&args.cmd, &env, args.guard.format, &dog, &mut interrupt).await?;
         // Whatever happened, no lock request of the command's may stay queued.
         let _ = dog.cancel_lock_waits().await;
@@ -89,12 +138,30 @@ pub async fn run(args: RunArgs) -> CmdResult {
             return Ok(Outcome::Done);
         }
         let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
+        let code = exit_code(end.status);
         if !lost_race {
-            let code = exit_code(end.status);
             run.finish(
                 Status::Failed,
                 Some(format!(
-                    "`{shown}` failed with exit code {code} (not a lost lock race)"
+                    "`{shown}` failed with exit code {code} (not a lost lock race){}",
+                    own_exit_3(code)
+                )),
+            )?;
+            return Ok(Outcome::Code(code));
+        }
+        // A rerun repeats whatever the attempt committed before it lost.
+        let committed = dog
+            .committed_since(mark, &watch.xids)
+            .await
+            .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+        if let Some(what) = committed {
+            run.finish(
+                Status::Failed,
+                Some(format!(
+                    "`{shown}` lost a lock race after part of its work was committed: {what}. \
+                     Not rerunning it, since a rerun would repeat that work; check the database, \
+                     then rerun it (exit code {code} is the command's own){}",
+                    own_exit_3(code)
                 )),
             )?;
             return Ok(Outcome::Code(code));
@@ -113,57 +180,19 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 format!("; it waited for {}", waited_for.join(", "))
             }
         ));
-        if number >= policy.max_attempts {
-            return run.blocked(format!(
-                "lost the race for its locks {number} time{} (--max-attempts {})",
-                if number == 1 { "" } else { "s" },
-                policy.max_attempts
-            ));
-        }
-        // Look before queueing again: while long-lived sessions hold what the
-        // last attempt waited for, a rerun would only queue behind them.
-        loop {
-            if run.remaining().is_zero() {
-                return run
-                    .blocked("the deadline passed while the migration was still blocked".into());
-            }
-            let holders = dog
-                .blocking_retry(&run.wanted, policy.lock_timeout)
-                .await
-                .unwrap_or_default();
-            run.absorb(&dog.take());
-            if holders.is_empty() {
-                break;
-            }
-            let wait = look::next_look(
-                &holders,
-                backoff.next_delay(),
-                run.policy.terminate_idle_after,
-                run.remaining(),
-            );
-            progress(&format!(
-                "waiting for {} session{} holding what the migration needs: {} (next look in {})",
-                holders.len(),
-                if holders.len() == 1 { "" } else { "s" },
-                holders
-                    .iter()
-                    .map(|h| h.label())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                locksmith_core::duration::human(wait)
-            ));
-            run.report.blockers = holders;
-            if let Some(signal) = sleep(wait, &mut interrupt).await {
-                return run.interrupted(signal);
-            }
-        }
-        let delay = backoff.next_delay().min(run.remaining());
-        if let Some(signal) = sleep(delay, &mut interrupt).await {
+        if let Some(signal) = sleep(retry.lost(false), &mut interrupt).await {
             return run.interrupted(signal);
         }
-        if run.remaining().is_zero() {
-            return run.blocked("the deadline passed while the migration was still blocked".into());
-        }
+    }
+}
+
+/// Says so when the command's own exit code is 3, which `locksmith run` also
+/// uses for "gave up blocked": the report's status tells them apart.
+fn own_exit_3(code: u8) -> &'static str {
+    if code == 3 {
+        "; this exit code 3 is the command's own, not locksmith giving up blocked"
+    } else {
+        ""
     }
 }
 
@@ -176,18 +205,16 @@ struct ChildEnv {
     set: Vec<(String, String)>,
 }
 
-/// `PGOPTIONS` gains `-c lock_timeout=…` (last, so it wins over an earlier
-/// one); `PGAPPNAME` is set unless the user set it; `DATABASE_URL` comes from
-/// `--database-url` only when the command's environment has none.
+/// `PGOPTIONS` gains `-c lock_timeout=…` (`lock_wait`; last, so it wins
+/// over an earlier one); `PGAPPNAME` is set unless the user set it;
+/// `DATABASE_URL` comes from `--database-url` only when the command's
+/// environment has none.
 fn child_env(
     args: &RunArgs,
-    policy: &GuardPolicy,
+    lock_wait: Duration,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ChildEnv {
-    let budget = format!(
-        "-c lock_timeout={}ms",
-        policy.lock_timeout.as_millis().max(1)
-    );
+    let budget = format!("-c lock_timeout={}ms", lock_wait.as_millis().max(1));
     let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
         Some(existing) => format!("{existing} {budget}"),
         None => budget,
@@ -263,8 +290,7 @@ async fn attempt(
     let mut interrupted = None;
     let status = tokio::select! {
         status = child.wait() => status,
-        signal = interrupt.wait_for(|s| s.is_some()) => {
-            let signal = signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt);
+        signal = next_interrupt(interrupt) => {
             interrupted = Some(signal);
             stop_child(&mut child, pid, signal, dog).await
         }
@@ -380,7 +406,7 @@ async fn sleep(
     }
     tokio::select! {
         _ = tokio::time::sleep(d) => None,
-        signal = interrupt.wait_for(|s| s.is_some()) => Some(signal.ok().and_then(|s| *s).unwrap_or(Interrupt::Interrupt)),
+        signal = next_interrupt(interrupt) => Some(signal),
     }
 }
 
@@ -402,7 +428,6 @@ fn progress(line: &str) {
 /// The run so far, across attempts.
 struct Run<'a> {
     args: &'a RunArgs,
-    policy: &'a GuardPolicy,
     command: &'a str,
     started: Instant,
     report: GuardReport,
@@ -413,10 +438,6 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn remaining(&self) -> Duration {
-        self.policy.deadline.saturating_sub(self.started.elapsed())
-    }
-
     /// Folds what the watchdog saw into the run's account, announcing terminations.
     fn absorb(&mut self, watch: &SessionWatch) {
         for h in &watch.terminated {
@@ -554,7 +575,7 @@ mod tests {
         assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
         let policy = a.guard.policy();
         let none = |_: &str| None;
-        let env = child_env(&a, &policy, &none);
+        let env = child_env(&a, policy.lock_timeout, &none);
         assert!(env.app_name.starts_with("locksmith-run-"));
         assert!(env
             .set
@@ -568,7 +589,7 @@ mod tests {
             "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
             _ => None,
         };
-        let env = child_env(&a, &policy, &user);
+        let env = child_env(&a, policy.lock_timeout, &user);
         assert_eq!(env.app_name, "deploy");
         assert!(env.set.contains(&(
             "PGOPTIONS".into(),

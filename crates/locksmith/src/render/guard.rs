@@ -162,7 +162,7 @@ pub fn human(report: &RunReport, style: Style) -> String {
 /// One line naming a session: pid, application, client, state, ages, lock, last query.
 pub fn holder_line(h: &Holder) -> String {
     format!(
-        "pid {} \"{}\" {} user {}: {} for {}, transaction {}; holds {} on {}; last query: {}",
+        "pid {} \"{}\" {} user {}: {} for {}, transaction {}; {}; last query: {}",
         h.pid,
         h.application_name,
         h.client_addr.as_deref().unwrap_or("local"),
@@ -170,8 +170,17 @@ pub fn holder_line(h: &Holder) -> String {
         h.state.as_deref().unwrap_or("?"),
         age(h.state_age_ms),
         age(h.xact_age_ms),
-        h.mode,
-        h.relation,
+        holds(h),
         one_line(&h.query, 80),
     )
+}
+
+/// What a holder holds that is in our way: `holds RowExclusiveLock on t`.
+fn holds(h: &Holder) -> String {
+    let on = h.relation.as_deref().unwrap_or(&h.lock_type);
+    match (h.lock_type.as_str(), h.mode.as_str()) {
+        ("snapshot", _) => "holds a snapshot a concurrent build waits for".into(),
+        (_, "") => format!("blocks our lock on {on}"),
+        (_, mode) => format!("holds {mode} on {on}"),
+    }
 }

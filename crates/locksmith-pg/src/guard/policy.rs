@@ -1,0 +1,167 @@
+//! What the guard knows about one unit's blockers, and what it does about
+//! them: the look before each attempt (every way [`look`] finds a holder,
+//! merged), the terminate policy, and the report when it gives up.
+
+use std::time::Duration;
+
+use locksmith_core::lock::LockMode;
+
+use super::backoff;
+use super::look::{self, Holder, Resolved, WaitedFor};
+use super::watchdog::Watch;
+use super::{Event, Guard, GuardError, RelationLock, Step};
+use crate::Error;
+
+/// Before a concurrent build, a holder idle in transaction this long counts as
+/// long-lived: the build waits for it within `lock_timeout` at most, and
+/// losing costs the whole build and an INVALID index to clean up.
+const CONCURRENT_IDLE_AFTER: Duration = Duration::from_millis(100);
+
+/// One unit's targets and the sessions its attempts waited for so far.
+pub(super) struct Plan {
+    /// The relations the statements lock, and the mode of each.
+    targets: Vec<RelationLock>,
+    /// A concurrent index build: it waits for writers of its table and for
+    /// old snapshots, not only for its own lock.
+    builds_concurrently: bool,
+    /// Sessions the server said an attempt waited for, while their
+    /// transaction may still block the next one.
+    waits: Vec<WaitedFor>,
+    /// See [`look::long_lived_after`].
+    long_lived_after: Duration,
+}
+
+impl Plan {
+    pub(super) fn new(steps: &[Step], in_transaction: bool, lock_timeout: Duration) -> Plan {
+        let builds_concurrently = !in_transaction && steps.iter().any(|s| s.builds_index.is_some());
+        let targets = steps
+            .iter()
+            .flat_map(|s| s.locks.iter().cloned())
+            .map(|mut t| {
+                // The build waits for every transaction holding a lock that
+                // conflicts with SHARE on its table (a writer), not just SHARE UPDATE EXCLUSIVE.
+                if builds_concurrently {
+                    t.mode = t.mode.max(LockMode::Share);
+                }
+                t
+            })
+            .collect();
+        Plan {
+            targets,
+            builds_concurrently,
+            waits: Vec::new(),
+            long_lived_after: look::long_lived_after(lock_timeout),
+        }
+    }
+
+    /// Whether `h` is to be waited out rather than raced.
+    pub(super) fn is_long_lived(&self, h: &Holder) -> bool {
+        h.is_long_lived(self.long_lived_after)
+            || (self.builds_concurrently
+                && h.is_idle_in_transaction()
+                && h.idle_for() >= CONCURRENT_IDLE_AFTER)
+    }
+
+    /// Remembers whom a lost attempt waited for.
+    pub(super) fn waited_for(&mut self, watch: &Watch) {
+        for w in &watch.waited_for {
+            if !self.waits.iter().any(|k| k.pid == w.pid) {
+                self.waits.push(w.clone());
+            }
+        }
+    }
+}
+
+impl Guard {
+    /// The look before an attempt: the plan's relations as they exist now,
+    /// and every session in the way after the terminate policy had its say.
+    pub(super) async fn look(
+        &mut self,
+        plan: &mut Plan,
+    ) -> Result<(Vec<Resolved>, Vec<Holder>), GuardError> {
+        let resolved = look::resolve(&self.sidecar, &plan.targets).await?;
+        let mut holders = look::conflicting_holders(&self.sidecar, &resolved).await?;
+        if plan.builds_concurrently {
+            let old = look::snapshot_holders(&self.sidecar, self.pid).await?;
+            merge(&mut holders, old);
+        }
+        let waited = look::waited_for(&self.sidecar, &plan.waits).await?;
+        // A session whose blocking transaction ended never blocks us again.
+        plan.waits.retain(|w| waited.iter().any(|h| h.pid == w.pid));
+        merge(&mut holders, waited);
+        self.apply_terminate_policy(&mut holders).await?;
+        Ok((resolved, holders))
+    }
+
+    async fn apply_terminate_policy(
+        &mut self,
+        holders: &mut Vec<Holder>,
+    ) -> Result<(), GuardError> {
+        let Some(threshold) = self.policy.terminate_idle_after else {
+            return Ok(());
+        };
+        if let Some(hidden) = holders.iter().find(|h| !h.is_visible()) {
+            // The policy depends on idle time, which this role cannot see.
+            return Err(GuardError::Failed(Error::Permission {
+                action: format!(
+                    "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
+                    hidden.pid
+                ),
+                needs: "pg_read_all_stats".into(),
+            }));
+        }
+        let mut kept = Vec::with_capacity(holders.len());
+        for h in holders.drain(..) {
+            if h.may_terminate(threshold)
+                && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold, h.other_database)
+                    .await?
+            {
+                (self.on_event)(Event::Terminated(&h));
+                self.report.terminated.push(h);
+            } else {
+                kept.push(h);
+            }
+        }
+        *holders = kept;
+        Ok(())
+    }
+
+    /// Gives up, naming who is in the way now: the long-lived holders, else
+    /// anyone holding a conflicting lock, else whoever was seen last.
+    pub(super) fn give_up(
+        &mut self,
+        holders: Vec<Holder>,
+        long_lived: Vec<Holder>,
+        reason: &str,
+    ) -> GuardError {
+        if !long_lived.is_empty() {
+            self.report.blockers = long_lived;
+        } else if !holders.is_empty() {
+            self.report.blockers = holders;
+        }
+        GuardError::Blocked {
+            reason: reason.to_string(),
+            holders: self.report.blockers.clone(),
+        }
+    }
+}
+
+/// How long the `n`th (0-based) attempt that queues with `LOCK` (after the
+/// NOWAIT ones lost) may wait: briefly, growing towards the budget. A holder
+/// idle in its transaction ends it within milliseconds once its client
+/// wakes, or never: when every holder in the way is idle so, the wait does
+/// not grow (it would only make traffic wait longer behind us).
+pub(super) fn fallback_lock_wait(n: u32, holders: &[Holder], budget: Duration) -> Duration {
+    let all_idle = !holders.is_empty() && holders.iter().all(|h| h.is_idle_in_transaction());
+    let n = if all_idle { 0 } else { n };
+    backoff::growing_lock_wait(backoff::FIRST_LOCK_WAIT, n, budget)
+}
+
+/// Adds the holders of `more` not already in `holders` (one entry per session).
+fn merge(holders: &mut Vec<Holder>, more: Vec<Holder>) {
+    for h in more {
+        if !holders.iter().any(|k| k.pid == h.pid) {
+            holders.push(h);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The retry policy that the guard (`apply`) and `locksmith run` both
+//! follow, as a state machine without I/O: after each look, [`Retry::next`]
+//! says whether to make an attempt, wait without queueing (how long, never
+//! past the deadline) or give up (why); after a lost attempt,
+//! [`Retry::lost`] says how long to back off. The callers do the looking,
+//! the attempting and the sleeping.
+
+use std::time::{Duration, Instant};
+
+use super::backoff::Backoff;
+use super::look::{self, Holder};
+use super::GuardPolicy;
+
+/// What to do after a look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Make attempt `number` (1-based).
+    Attempt(u32),
+    /// Long-lived holders are in the way: look again after this long, without queueing.
+    Wait(Duration),
+    /// Stop, still blocked, for this reason.
+    GiveUp(String),
+}
+
+/// One unit of work's retries, under one deadline.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    max_attempts: u32,
+    deadline: Duration,
+    terminate_idle_after: Option<Duration>,
+    started: Instant,
+    backoff: Backoff,
+    attempts: u32,
+}
+
+impl Retry {
+    /// Retries under `policy`, its deadline counted from `started`.
+    pub fn new(policy: &GuardPolicy, started: Instant) -> Retry {
+        Retry {
+            max_attempts: policy.max_attempts,
+            deadline: policy.deadline,
+            terminate_idle_after: policy.terminate_idle_after,
+            started,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            attempts: 0,
+        }
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.started.elapsed())
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// What to do, given the long-lived holders the look just found. Every
+    /// unit gets one attempt, even with no time left, unless someone
+    /// long-lived is in the way: only then is it "blocked".
+    pub fn next(&mut self, long_lived: &[Holder]) -> Next {
+        if self.attempts >= self.max_attempts {
+            let n = self.attempts;
+            return Next::GiveUp(format!(
+                "lost the race for its locks {n} time{} (--max-attempts {})",
+                if n == 1 { "" } else { "s" },
+                self.max_attempts
+            ));
+        }
+        if self.remaining().is_zero() && (self.attempts > 0 || !long_lived.is_empty()) {
+            return Next::GiveUp(
+                "the deadline passed while the migration was still blocked".into(),
+            );
+        }
+        if !long_lived.is_empty() {
+            return Next::Wait(look::next_look(
+                long_lived,
+                self.backoff.next_delay(),
+                self.terminate_idle_after,
+                self.remaining(),
+            ));
+        }
+        self.attempts += 1;
+        Next::Attempt(self.attempts)
+    }
+
+    /// How long to back off after a lost attempt before looking again: a few
+    /// milliseconds after a `NOWAIT` loss (`quick`), else the jittered
+    /// backoff; nothing once the attempts are spent; never past the deadline.
+    pub fn lost(&mut self, quick: bool) -> Duration {
+        if self.attempts >= self.max_attempts {
+            return Duration::ZERO;
+        }
+        let delay = if quick {
+            Duration::from_millis(5 + fastrand::u64(0..20))
+        } else {
+            self.backoff.next_delay()
+        };
+        delay.min(self.remaining())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::SessionSummary;
+
+    fn policy(max_attempts: u32, deadline: Duration) -> GuardPolicy {
+        GuardPolicy {
+            max_attempts,
+            deadline,
+            ..GuardPolicy::default()
+        }
+    }
+
+    fn idle_holder() -> Holder {
+        Holder {
+            session: SessionSummary {
+                pid: 42,
+                state: Some("idle in transaction".into()),
+                application_name: "leaky".into(),
+                client_addr: None,
+                usename: None,
+                xact_age_ms: Some(60_000),
+                state_age_ms: Some(60_000),
+                query: String::new(),
+            },
+            relation: Some("t".into()),
+            lock_type: "relation".into(),
+            mode: "AccessShareLock".into(),
+            backend_type: "client backend".into(),
+            other_database: false,
+        }
+    }
+
+    #[test]
+    fn one_attempt_even_without_time_then_gives_up() {
+        let mut r = Retry::new(&policy(10, Duration::ZERO), Instant::now());
+        assert_eq!(r.next(&[]), Next::Attempt(1));
+        assert_eq!(r.lost(false), Duration::ZERO);
+        assert!(matches!(r.next(&[]), Next::GiveUp(why) if why.contains("deadline")));
+    }
+
+    #[test]
+    fn long_lived_holders_are_waited_for_within_the_deadline() {
+        let mut r = Retry::new(&policy(10, Duration::from_millis(300)), Instant::now());
+        match r.next(&[idle_holder()]) {
+            Next::Wait(d) => assert!(d <= Duration::from_millis(300), "{d:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.attempts(), 0);
+        let mut r = Retry::new(&policy(10, Duration::ZERO), Instant::now());
+        assert!(matches!(r.next(&[idle_holder()]), Next::GiveUp(_)));
+    }
+
+    #[test]
+    fn spent_attempts_give_up_at_once_naming_the_limit() {
+        let mut r = Retry::new(&policy(1, Duration::from_secs(60)), Instant::now());
+        assert_eq!(r.next(&[]), Next::Attempt(1));
+        assert_eq!(r.lost(false), Duration::ZERO);
+        assert_eq!(
+            r.next(&[idle_holder()]),
+            Next::GiveUp("lost the race for its locks 1 time (--max-attempts 1)".into())
+        );
+    }
+
+    #[test]
+    fn backoff_never_passes_the_deadline() {
+        let mut r = Retry::new(&policy(100, Duration::from_millis(50)), Instant::now());
+        for _ in 0..10 {
+            assert!(matches!(r.next(&[]), Next::Attempt(_)));
+            assert!(r.lost(false) <= Duration::from_millis(50));
+        }
+    }
+}

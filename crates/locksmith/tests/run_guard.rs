@@ -1,0 +1,146 @@
+//! `locksmith run` wrapping psql: a tool that committed part of its work
+//! before it lost a lock race is not rerun (the rerun would repeat it), its
+//! own exit code 3 is told apart from "gave up blocked", and a blocker on a
+//! row is reported with its lock type, never as a relation named `transactionid`.
+
+use std::process::{Command, Output};
+
+use locksmith_sandbox::incident::Incident;
+use serde_json::Value;
+use tokio_postgres::Client;
+
+const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
+
+/// `locksmith run ARGS -- psql -X -v ON_ERROR_STOP=1 URL -f FILE`, off the runtime's thread.
+async fn run_psql(url: &str, args: &[&str], sql: &str) -> Output {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), sql).unwrap();
+    let mut all: Vec<String> = vec!["run".into()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(
+        ["--", PSQL, "-X", "-v", "ON_ERROR_STOP=1", url, "-f"]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    all.push(file.path().to_str().unwrap().to_string());
+    let url = url.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_locksmith"))
+            .args(&all)
+            .env("DATABASE_URL", &url)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    drop(file);
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn exists(admin: &Client, table: &str) -> bool {
+    admin
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A session idle in transaction after `sql`, and its pid.
+async fn idle(incident: &Incident, app: &str, sql: &str) -> (Client, i32) {
+    let client = incident
+        .app
+        .with_application_name(app)
+        .connect()
+        .await
+        .unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute(sql).await.unwrap();
+    (client, pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_committed_attempt_is_not_rerun() {
+    let incident = Incident::stage_shared("run_partial").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let (_leaker, _) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    // psql without -1: the CREATE TABLE commits on its own before the ALTER loses.
+    let sql = "CREATE TABLE side_effect (id int);\n\
+               ALTER TABLE academic_partners ADD COLUMN later text;\n";
+    let out = run_psql(
+        &incident.url,
+        &["--format", "json", "--deadline", "10s"],
+        sql,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "psql's own code: {}",
+        text(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "failed", "{report}");
+    assert_eq!(report["attempts"], 1, "not rerun: {report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("side_effect"), "{error}");
+    assert!(error.contains("the command's own"), "{error}");
+    assert!(exists(&admin, "side_effect").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_lock_blocker_is_reported_with_its_lock_type() {
+    let incident = Incident::stage_shared("run_row_lock").await.unwrap();
+    let (_locker, pid) = idle(
+        &incident,
+        "row-locker",
+        "BEGIN; SELECT * FROM academic_partners WHERE id = 9 FOR UPDATE",
+    )
+    .await;
+    let out = run_psql(
+        &incident.url,
+        &[
+            "--format",
+            "json",
+            "--max-attempts",
+            "5",
+            "--lock-timeout",
+            "400ms",
+        ],
+        "UPDATE academic_partners SET informal_name = 'nine' WHERE id = 9;\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{report}");
+    let blocker = report["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not named: {report}"));
+    assert_eq!(blocker["application_name"], "row-locker");
+    let lock_type = blocker["lock_type"].as_str().unwrap();
+    assert!(["transactionid", "tuple"].contains(&lock_type), "{blocker}");
+    assert!(
+        blocker["relation"].is_null() || blocker["relation"] == "academic_partners",
+        "{blocker}"
+    );
+}
