@@ -432,13 +432,15 @@ async fn a_failure_that_needs_no_fix_does_not_ask_for_one() {
     let dir =
         migration("SELECT pg_sleep(30);\nALTER TABLE academic_partners ADD COLUMN never text;\n");
     let (url, d) = (incident.url.clone(), path(&dir).to_string());
-    let apply = tokio::task::spawn_blocking(move || locksmith(&url, &["apply", &d]));
+    // (The sleep holds the ALTER's lock: --max-hold must not be what stops it.)
+    let apply =
+        tokio::task::spawn_blocking(move || locksmith(&url, &["apply", &d, "--max-hold", "5m"]));
     // An operator cancels the migration's statement (SQLSTATE 57014): nothing in the file is wrong.
     let started = Instant::now();
     while query_i64(
         &admin,
         "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
-         WHERE query LIKE 'SELECT pg_sleep(30)%' AND pid <> pg_backend_pid()",
+         WHERE query LIKE '%SELECT pg_sleep(30)%' AND application_name = 'locksmith apply'",
     )
     .await
         == 0
