@@ -10,6 +10,7 @@
 //! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
+//! - [`rehearsal`]: a user's migration rehearsed plain, guarded and online under traffic.
 //!
 //! Used by `locksmith demo`, `trace`, `rehearse` and by every test that needs
 //! a real server. Nothing here is used against a user's database.
@@ -28,6 +29,7 @@ pub mod bin_dir;
 pub mod cluster;
 pub mod incident;
 pub mod queue;
+pub mod rehearsal;
 pub mod shared;
 pub mod traffic;
 

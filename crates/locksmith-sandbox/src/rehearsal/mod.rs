@@ -1,0 +1,21 @@
+//! A rehearsal: the user's migration run three ways — plain (as psql would
+//! run it), under the guard, and under the guard as its online plan — each
+//! on an identical copy of a loaded database (`CREATE DATABASE … TEMPLATE`),
+//! each under the same simulated traffic and leaked sessions, with every
+//! request's latency and every statement's lock window recorded.
+//!
+//! - [`synth`]: synthetic rows typed from the catalog, constraints honoured.
+//! - [`source`]: the schema and table sizes of a live server, read-only.
+//! - [`mix`]: the default request mix and the `--traffic` file format.
+//! - [`runs`]: the three runs.
+//!
+//! `locksmith rehearse` drives this; the throwaway [`crate::Cluster`] holds
+//! every database, and nothing here writes to a user's server.
+
+pub mod mix;
+pub mod runs;
+pub mod source;
+pub mod synth;
+pub mod values;
+
+pub use runs::{rehearse, Plan, Run, StatementRun, Way};

@@ -1,0 +1,408 @@
+//! Synthetic rows for every table of a throwaway database, typed from the
+//! catalog: parents before children, keys distinct, foreign keys drawn from
+//! the rows the referenced table actually got, `CHECK`s honoured by
+//! filtering (a check that rejects every generated row is reported, not
+//! hidden). Each chunk is one server-side `INSERT … SELECT … FROM
+//! generate_series`, so a million rows load in seconds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::values::{self, Column};
+use crate::Error;
+
+/// Rows per `INSERT … SELECT` (the progress callback runs after each).
+const CHUNK: i64 = 100_000;
+
+/// One table as the generator sees it.
+#[derive(Debug, Clone)]
+struct Table {
+    /// `oid::regclass::text`: quoted and qualified as needed.
+    name: String,
+    columns: Vec<Column>,
+    /// Column sets that must be distinct (primary keys, unique indexes).
+    unique: Vec<Vec<String>>,
+    foreign: Vec<ForeignKey>,
+    /// `CHECK` constraints: (name, expression).
+    checks: Vec<(String, String)>,
+    identity_always: bool,
+}
+
+#[derive(Debug, Clone)]
+struct ForeignKey {
+    columns: Vec<String>,
+    parent: String,
+    parent_columns: Vec<String>,
+}
+
+/// What the load did, per table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    /// The table.
+    pub table: String,
+    /// Rows it holds now.
+    pub rows: i64,
+}
+
+/// The outcome of a load.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    /// Tables in load order.
+    pub tables: Vec<Loaded>,
+    /// Constraints (or columns) that could not be honoured, and why.
+    pub unhonoured: Vec<String>,
+    /// Rows inserted in all.
+    pub rows: i64,
+}
+
+/// Loads every user table of `client`'s database: `rows(table)` rows each
+/// (`oid::regclass::text` names). `progress(done, total)` follows the load.
+pub async fn load(
+    client: &Client,
+    rows: &dyn Fn(&str) -> i64,
+    progress: &mut (dyn FnMut(i64, i64) + Send),
+) -> Result<LoadReport, Error> {
+    let tables = order(tables(client).await?);
+    let total: i64 = tables.iter().map(|t| rows(&t.name)).sum();
+    let mut report = LoadReport::default();
+    let mut loaded: HashMap<String, i64> = HashMap::new();
+    for table in &tables {
+        let n = load_table(client, table, rows(&table.name), &mut report, &mut |d| {
+            progress(report_rows_before(&loaded) + d, total)
+        })
+        .await?;
+        loaded.insert(table.name.clone(), n);
+        report.rows += n;
+        report.tables.push(Loaded {
+            table: table.name.clone(),
+            rows: n,
+        });
+    }
+    client
+        .batch_execute("ANALYZE")
+        .await
+        .map_err(|e| sql("analysing the loaded tables", e))?;
+    Ok(report)
+}
+
+fn report_rows_before(loaded: &HashMap<String, i64>) -> i64 {
+    loaded.values().sum()
+}
+
+fn sql(context: &str, source: tokio_postgres::Error) -> Error {
+    Error::Sql {
+        context: context.into(),
+        source,
+    }
+}
+
+/// Parents before children (a cycle is broken where it closes; the
+/// reference that closes it gets NULLs or is reported).
+fn order(tables: Vec<Table>) -> Vec<Table> {
+    let mut left: BTreeMap<String, Table> =
+        tables.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let ready = left
+            .values()
+            .find(|t| {
+                t.foreign
+                    .iter()
+                    .all(|f| f.parent == t.name || !left.contains_key(&f.parent))
+            })
+            .or_else(|| left.values().next())
+            .map(|t| t.name.clone());
+        if let Some(name) = ready.and_then(|n| left.remove(&n)) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+async fn load_table(
+    client: &Client,
+    table: &Table,
+    wanted: i64,
+    report: &mut LoadReport,
+    progress: &mut (dyn FnMut(i64) + Send),
+) -> Result<i64, Error> {
+    use locksmith_core::quote::ident;
+    let distinct: BTreeSet<&str> = table.unique.iter().flatten().map(String::as_str).collect();
+    // The referenced rows of each foreign key, once, as arrays in a temp table.
+    let mut arrays = Vec::new();
+    let mut drawn: HashMap<&str, String> = HashMap::new();
+    let mut divisor: i64 = 1;
+    let mut cap = wanted;
+    for (k, fk) in table.foreign.iter().enumerate() {
+        if fk.parent == table.name {
+            continue;
+        }
+        let cols: Vec<String> = fk
+            .parent_columns
+            .iter()
+            .enumerate()
+            .map(|(j, c)| format!("array_agg({}) AS a{k}_{j}", ident(c)))
+            .collect();
+        let not_null: Vec<String> = fk
+            .parent_columns
+            .iter()
+            .map(|c| format!("{} IS NOT NULL", ident(c)))
+            .collect();
+        arrays.push(format!(
+            "(SELECT {} FROM {} WHERE {}) AS fk{k}",
+            cols.join(", "),
+            fk.parent,
+            not_null.join(" AND ")
+        ));
+        let len: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE {}",
+                    fk.parent,
+                    not_null.join(" AND ")
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| sql("counting referenced rows", e))?
+            .get(0);
+        let nullable = fk.columns.iter().all(|c| {
+            table
+                .columns
+                .iter()
+                .any(|col| &col.name == c && !col.not_null)
+        });
+        for (j, c) in fk.columns.iter().enumerate() {
+            let expr = if len == 0 {
+                if !nullable {
+                    report.unhonoured.push(format!(
+                        "{}: foreign key to {} — the referenced table has no rows, so no rows were loaded",
+                        table.name, fk.parent
+                    ));
+                    return Ok(0);
+                }
+                "NULL".to_string()
+            } else {
+                format!("fk{k}.a{k}_{j}[1 + ((i - 1) / {divisor}) % {len}]")
+            };
+            drawn.insert(c.as_str(), expr);
+        }
+        // A unique key made of foreign-key columns has only so many combinations.
+        if fk.columns.iter().all(|c| distinct.contains(c.as_str())) && len > 0 {
+            divisor = divisor.saturating_mul(len);
+            if table
+                .unique
+                .iter()
+                .any(|u| u.iter().all(|c| drawn.contains_key(c.as_str())))
+            {
+                cap = cap.min(divisor);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    let mut exprs = Vec::new();
+    for c in &table.columns {
+        let expr = if let Some(e) = drawn.get(c.name.as_str()) {
+            e.clone()
+        } else if let Some(fk) = table
+            .foreign
+            .iter()
+            .find(|f| f.parent == table.name && f.columns.contains(&c.name))
+        {
+            // A self-reference: the row's parent is itself (checked at the end of the statement).
+            let at = fk.columns.iter().position(|x| x == &c.name).unwrap_or(0);
+            if !c.not_null {
+                "NULL".into()
+            } else {
+                let parent = &fk.parent_columns[at];
+                match table.columns.iter().find(|p| &p.name == parent) {
+                    Some(p) => values::expression(p, true).unwrap_or_else(|_| "NULL".into()),
+                    None => "NULL".into(),
+                }
+            }
+        } else {
+            match values::expression(c, distinct.contains(c.name.as_str())) {
+                Ok(e) => e,
+                Err(_) if c.has_default => continue,
+                Err(_) if !c.not_null => "NULL".into(),
+                Err(why) => {
+                    report.unhonoured.push(format!(
+                        "{}.{}: {why}; the table was left empty",
+                        table.name, c.name
+                    ));
+                    return Ok(0);
+                }
+            }
+        };
+        names.push(ident(&c.name));
+        exprs.push(format!("{expr} AS {}", ident(&c.name)));
+    }
+    let filter = if table.checks.is_empty() {
+        "true".to_string()
+    } else {
+        table
+            .checks
+            .iter()
+            .map(|(_, e)| format!("({e}) IS NOT FALSE"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let from_arrays = arrays
+        .iter()
+        .map(|a| format!(" CROSS JOIN {a}"))
+        .collect::<String>();
+    let overriding = if table.identity_always {
+        " OVERRIDING SYSTEM VALUE"
+    } else {
+        ""
+    };
+    let mut inserted = 0;
+    let mut start = 1;
+    // The arrays are rebuilt per chunk by the planner only once per statement.
+    while start <= cap {
+        let end = (start + CHUNK - 1).min(cap);
+        let statement = format!(
+            "INSERT INTO {table} ({names}){overriding} SELECT * FROM (SELECT {exprs} FROM generate_series({start}::bigint, {end}) AS i{from_arrays}) AS s WHERE {filter}",
+            table = table.name,
+            names = names.join(", "),
+            exprs = exprs.join(", "),
+        );
+        inserted += client
+            .execute(&statement, &[])
+            .await
+            .map_err(|e| sql(&format!("loading synthetic rows into {}", table.name), e))?
+            as i64;
+        progress(end);
+        start = end + 1;
+    }
+    if cap < wanted {
+        report.unhonoured.push(format!(
+            "{}: a unique key made of foreign keys allows only {cap} distinct rows (of {wanted} wanted)",
+            table.name
+        ));
+    }
+    if inserted < cap && !table.checks.is_empty() {
+        let names: Vec<&str> = table.checks.iter().map(|(n, _)| n.as_str()).collect();
+        report.unhonoured.push(format!(
+            "{}: CHECK {} rejected {} of {cap} generated rows (loaded {inserted})",
+            table.name,
+            names.join(", "),
+            cap - inserted
+        ));
+    }
+    // Sequences continue after the generated keys.
+    for c in &table.columns {
+        client
+            .execute(
+                &format!(
+                    "SELECT setval(s, (SELECT coalesce(max({col}), 0) + 1 FROM {t})::bigint, false) \
+                     FROM (SELECT pg_get_serial_sequence($1, $2) AS s) AS x WHERE s IS NOT NULL",
+                    col = ident(&c.name),
+                    t = table.name
+                ),
+                &[&table.name, &c.name],
+            )
+            .await
+            .map_err(|e| sql("moving a sequence past the generated keys", e))?;
+    }
+    Ok(inserted)
+}
+
+// The user tables (not partitions) with their columns, keys and checks.
+async fn tables(client: &Client) -> Result<Vec<Table>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.oid::regclass::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    b.typname::text, b.typtype::text, b.typcategory::text, a.attnotnull,
+                    a.atthasdef OR a.attidentity <> '', a.attgenerated <> '', a.attidentity = 'a'
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               JOIN pg_type t ON t.oid = a.atttypid
+               JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+              ORDER BY c.oid, a.attnum",
+            &[],
+        )
+        .await
+        .map_err(|e| sql("reading the tables to load", e))?;
+    let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let table = tables.entry(name.clone()).or_insert_with(|| Table {
+            name,
+            columns: Vec::new(),
+            unique: Vec::new(),
+            foreign: Vec::new(),
+            checks: Vec::new(),
+            identity_always: false,
+        });
+        if r.get::<_, bool>(8) {
+            continue; // generated columns compute themselves
+        }
+        table.identity_always |= r.get::<_, bool>(9);
+        table.columns.push(Column {
+            name: r.get(1),
+            declared: r.get(2),
+            base: r.get(3),
+            typtype: r.get(4),
+            category: r.get(5),
+            not_null: r.get(6),
+            has_default: r.get(7),
+        });
+    }
+    for r in constraints(client).await? {
+        let (table, kind, name, def): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let Some(t) = tables.get_mut(&table) else {
+            continue;
+        };
+        let columns: Vec<String> = r.get(4);
+        match kind.as_str() {
+            "u" => t.unique.push(columns),
+            "f" => t.foreign.push(ForeignKey {
+                columns,
+                parent: r.get(5),
+                parent_columns: r.get(6),
+            }),
+            "c" => {
+                let expr = def
+                    .trim_start_matches("CHECK ")
+                    .trim_end_matches(" NOT VALID")
+                    .to_string();
+                t.checks.push((name, expr));
+            }
+            _ => {}
+        }
+    }
+    Ok(tables.into_values().collect())
+}
+
+// Unique indexes (u), foreign keys (f) and checks (c) of user tables, with column names in key order.
+async fn constraints(client: &Client) -> Result<Vec<tokio_postgres::Row>, Error> {
+    client
+        .query(
+            "SELECT x.indrelid::regclass::text, 'u', x.indexrelid::regclass::text, '',
+                    ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(num, ord)
+                            JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.num ORDER BY k.ord),
+                    '', ARRAY[]::text[]
+               FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE x.indisunique AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+             UNION ALL
+             SELECT con.conrelid::regclass::text, con.contype::text, con.conname::text, pg_get_constraintdef(con.oid),
+                    ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(num, ord)
+                            JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord),
+                    coalesce(con.confrelid::regclass::text, ''),
+                    ARRAY(SELECT a.attname::text FROM unnest(coalesce(con.confkey, '{}')) WITH ORDINALITY AS k(num, ord)
+                            JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)
+               FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE con.contype IN ('f', 'c') AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .map_err(|e| sql("reading the constraints to honour", e))
+}
