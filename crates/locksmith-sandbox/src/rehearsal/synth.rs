@@ -222,6 +222,13 @@ async fn load_table(
                     None => "NULL".into(),
                 }
             }
+        } else if let Some((_, choose)) = table
+            .checks
+            .iter()
+            .filter_map(|(_, e)| values::allowed_values(e))
+            .find(|(col, _)| col == &c.name)
+        {
+            format!("({choose})::{}", c.declared)
         } else {
             match values::expression(c, distinct.contains(c.name.as_str())) {
                 Ok(e) => e,
@@ -293,7 +300,11 @@ async fn load_table(
         ));
     }
     // Sequences continue after the generated keys.
-    for c in &table.columns {
+    for c in table
+        .columns
+        .iter()
+        .filter(|c| matches!(c.base.as_str(), "int2" | "int4" | "int8"))
+    {
         client
             .execute(
                 &format!(

@@ -59,6 +59,28 @@ pub fn expression(column: &Column, distinct: bool) -> Result<String, String> {
     Ok(format!("({raw})::{cast}"))
 }
 
+/// A `CHECK (col IN ('a', 'b'))` as the server prints it
+/// (`(col = ANY (ARRAY['a'::text, 'b'::text]))`): the column and an
+/// expression picking among the allowed values, so the rows satisfy it.
+pub fn allowed_values(check: &str) -> Option<(String, String)> {
+    let inner = check.trim().trim_start_matches('(').trim_end_matches(')');
+    let (column, rest) = inner.split_once(" = ANY (")?;
+    let array = rest.strip_suffix(')').unwrap_or(rest).trim();
+    if !array.starts_with("ARRAY[") || !array.ends_with(']') {
+        return None;
+    }
+    let column = column.trim().trim_start_matches('(');
+    let name = match column.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None if column.chars().all(|c| c.is_alphanumeric() || c == '_') => column.to_string(),
+        None => return None, // an expression, not a plain column
+    };
+    Some((
+        name,
+        format!("({array})[1 + (i % cardinality({array}))::int]"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +111,15 @@ mod tests {
             expression(&column("text", "text"), false).unwrap(),
             "('c-' || i)::text"
         );
+    }
+
+    #[test]
+    fn an_in_list_check_gives_the_allowed_values() {
+        let (col, expr) =
+            allowed_values("((status = ANY (ARRAY['open'::text, 'closed'::text])))").unwrap();
+        assert_eq!(col, "status");
+        assert!(expr.starts_with("(ARRAY['open'::text, 'closed'::text])[1 + "));
+        assert_eq!(allowed_values("((amount > (0)::numeric))"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod blockers;
 pub mod doctor;
 pub mod guard;
 pub mod lint;
+pub mod rehearse;
 pub mod run;
 pub mod style;
 
