@@ -139,7 +139,12 @@ pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, E
         Way::Naive => plan.statements.clone(),
         _ => units.iter().flat_map(|u| u.statements.clone()).collect(),
     };
-    let locks = observed_locks(cluster, plan, way, &statements).await;
+    // Traced as they run: psql commits each statement, the guard each unit.
+    let groups: Vec<Vec<Statement>> = match way {
+        Way::Naive => statements.iter().map(|s| vec![s.clone()]).collect(),
+        _ => units.iter().map(|u| u.statements.clone()).collect(),
+    };
+    let locks = observed_locks(cluster, plan, way, &groups).await;
 
     let db = crate::shared::unique_name(&format!("rehearse_{}", way.name()));
     let admin = cluster.settings("postgres", "locksmith-rehearse");
@@ -265,9 +270,10 @@ async fn observed_locks(
     cluster: &Cluster,
     plan: &Plan,
     way: Way,
-    statements: &[Statement],
+    groups: &[Vec<Statement>],
 ) -> Vec<Vec<RelationLock>> {
-    let predicted: Vec<Vec<RelationLock>> = statements.iter().map(|s| s.locks.clone()).collect();
+    let predicted: Vec<Vec<RelationLock>> =
+        groups.iter().flatten().map(|s| s.locks.clone()).collect();
     let db = crate::shared::unique_name(&format!("rehearse_trace_{}", way.name()));
     let Ok(client) = cluster
         .settings("postgres", "locksmith-rehearse")
@@ -287,10 +293,10 @@ async fn observed_locks(
         return predicted;
     }
     let settings = cluster.settings(&db, "locksmith trace");
-    match trace::trace(&settings, Target::Sandbox, "", &[statements.to_vec()]).await {
-        Ok(mut files) if files.len() == 1 => files
-            .remove(0)
+    match trace::trace(&settings, Target::Sandbox, "", groups).await {
+        Ok(files) if files.len() == groups.len() => files
             .into_iter()
+            .flatten()
             .zip(predicted)
             .map(|(t, p)| {
                 if t.method == trace::Method::NotTraced {

@@ -51,7 +51,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
         }
         None => None,
     };
-    if args.rows.is_some_and(|r| r < 0) || args.scale.is_some_and(|s| !(s > 0.0)) {
+    if args.rows.is_some_and(|r| r < 0) || args.scale.is_some_and(|s| s.is_nan() || s <= 0.0) {
         return Err(Failure::input(miette!(
             "--rows and --scale must be positive"
         )));

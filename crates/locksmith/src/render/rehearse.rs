@@ -147,6 +147,9 @@ fn rate(rows: i64, took: Duration) -> f64 {
     rows as f64 / took.as_secs_f64().max(0.001)
 }
 
+/// One row of the summary table: a run's cell.
+type Cell = dyn Fn(&Run) -> String;
+
 /// The HTML report: one file, inline CSS and SVG, no scripts.
 pub fn html(r: &Rehearsal) -> String {
     let mut out = String::from(
@@ -176,7 +179,7 @@ pub fn html(r: &Rehearsal) -> String {
         let _ = write!(out, "<th>{}</th>", title(run.way));
     }
     out.push_str("</tr>\n");
-    let cells: [(&str, &dyn Fn(&Run) -> String); 6] = [
+    let cells: [(&str, &Cell); 6] = [
         ("worst request stall", &|x| age(Some(x.max_stall_ms as i64))),
         ("p99 latency", &|x| age(Some(x.p99_ms as i64))),
         ("requests", &|x| x.requests.to_string()),
