@@ -152,34 +152,42 @@ fn render_in_chromium(report: &Path) {
         eprintln!("chromium is not installed: the report was checked structurally only");
         return;
     }
-    let shot = report.with_file_name("shot.png");
-    let profile = report.with_file_name("chromium-profile");
+    let blank = report.with_file_name("blank.html");
+    std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").unwrap();
+    let (blank_png, _) = screenshot(&blank);
+    let (png, console) = screenshot(report);
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // A blank page compresses to almost nothing; the charts and tables do not.
+    assert!(
+        png.len() > 10 * blank_png.len(),
+        "the screenshot looks blank ({} bytes, a blank page {})",
+        png.len(),
+        blank_png.len()
+    );
+    assert!(!console.contains("CONSOLE"), "console messages: {console}");
+}
+
+/// A headless Chromium screenshot of `page`, and Chromium's log (console messages included).
+fn screenshot(page: &Path) -> (Vec<u8>, String) {
+    let shot = page.with_extension("png");
+    let profile = page.with_file_name("chromium-profile");
     let out = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
+            "--enable-logging=stderr",
             "--window-size=1000,900",
             &format!("--user-data-dir={}", profile.display()),
             &format!("--screenshot={}", shot.display()),
-            &format!("file://{}", report.display()),
+            &format!("file://{}", page.display()),
         ])
         .output()
         .unwrap();
-    assert!(
-        shot.exists(),
-        "no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(&shot).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    // A blank page compresses to a few kB; the chart and tables do not.
-    assert!(
-        png.len() > 20_000,
-        "the screenshot looks blank ({} bytes)",
-        png.len()
-    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {log}"));
+    (png, log)
 }
 
 const FOLDER_SCHEMA: &str = "CREATE TYPE grant_kind AS ENUM ('research', 'teaching');
