@@ -18,4 +18,4 @@ pub mod source;
 pub mod synth;
 pub mod values;
 
-pub use runs::{rehearse, Plan, Run, StatementRun, Way};
+pub use runs::{plain, rehearse, PlainEnd, PlainRun, Plan, Run, StatementRun, Way};

@@ -16,6 +16,7 @@ use locksmith_pg::snapshot::Snapshotter;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
+use locksmith_sandbox::rehearsal::{self, PlainEnd};
 use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, TrafficReport};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -245,33 +246,21 @@ where
 }
 
 /// The story's way: the ALTER with no timeout, cancelled on the server after
-/// `cap` (what Ctrl-C in psql does; killing the client would not help).
+/// `cap` — the same plain run `rehearse` makes.
 async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationOutcome, Failure> {
     let settings = incident.admin.with_application_name("alembic");
-    let client = settings.connect().await?;
-    let token = client.cancel_token();
-    let started = Instant::now();
-    let alter = client.batch_execute(MIGRATION);
-    tokio::pin!(alter);
-    let result = tokio::select! {
-        r = &mut alter => r,
-        _ = tokio::time::sleep(cap) => {
-            settings.cancel(&token).await?;
-            alter.await
-        }
-    };
-    let took = locksmith_core::duration::human(started.elapsed());
-    Ok(match result {
-        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}.") },
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => MigrationOutcome {
-            completed: false,
-            summary: format!(
+    let run = rehearsal::plain(&settings, &[MIGRATION], cap, Instant::now())
+        .await
+        .map_err(|e| Failure::other(miette::miette!("{e}")))?;
+    let took = locksmith_core::duration::human(run.took);
+    Ok(MigrationOutcome {
+        completed: run.end == PlainEnd::Applied,
+        summary: match &run.end {
+            PlainEnd::Applied => format!("The ALTER finished after {took}."),
+            PlainEnd::Cancelled(_) => format!(
                 "The ALTER was still waiting for its lock after {took} and was cancelled on the server (as Ctrl-C in psql does)."
             ),
-        },
-        Err(e) => MigrationOutcome {
-            completed: false,
-            summary: format!("The ALTER failed: {}", locksmith_pg::describe_sql_error(&e)),
+            PlainEnd::Failed(_, e) => format!("The ALTER failed: {e}"),
         },
     })
 }
