@@ -274,38 +274,32 @@ fn analyse(setup: &str, migration: &str, version: u32) -> Result<Vec<Statement>,
     Ok(statements)
 }
 
-/// A progress bar on stderr, drawn only on a terminal.
-struct ProgressBar {
-    on: bool,
-    started: Instant,
-}
+/// The load's progress bar on stderr, drawn only on a terminal.
+struct ProgressBar(Option<indicatif::ProgressBar>);
 
 impl ProgressBar {
     fn new(on: bool) -> Self {
-        ProgressBar {
-            on,
-            started: Instant::now(),
-        }
+        ProgressBar(on.then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "  [{bar:30}] {pos}/{len} rows, {per_sec}, {eta} left",
+            ) {
+                bar.set_style(style.progress_chars("#>-"));
+            }
+            bar
+        }))
     }
 
     fn show(&mut self, done: i64, total: i64) {
-        if !self.on || total <= 0 {
-            return;
+        if let Some(bar) = &self.0 {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(done.max(0) as u64);
         }
-        let width = 30;
-        let filled = ((done as f64 / total as f64) * width as f64).round() as usize;
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        eprint!(
-            "\r  [{}{}] {done}/{total} rows, {:.0} rows/s\x1b[K",
-            "#".repeat(filled.min(width)),
-            " ".repeat(width - filled.min(width)),
-            rate
-        );
     }
 
     fn finish(&self) {
-        if self.on {
-            eprintln!();
+        if let Some(bar) = &self.0 {
+            bar.finish();
         }
     }
 }
