@@ -381,3 +381,72 @@ fn a_million_rows_load_within_a_minute() {
     let seconds = 1_000_000.0 / rate;
     assert!(seconds < 180.0, "a million rows took {seconds:.1}s");
 }
+
+#[test]
+fn bad_input_exits_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("setup.sql"), SEED_SETUP).unwrap();
+    std::fs::write(dir.path().join("m.sql"), SEED_MIGRATION).unwrap();
+    std::fs::write(dir.path().join("traffic.txt"), "fast SELECT 1\n").unwrap();
+    std::fs::write(dir.path().join("broken.sql"), "CREATE TABLE (;").unwrap();
+    std::fs::write(
+        dir.path().join("fails.sql"),
+        "CREATE TABLE t (id int REFERENCES nowhere (id));",
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["missing.sql"], "missing.sql"),
+        (
+            &["m.sql", "--setup", "setup.sql", "--traffic", "traffic.txt"],
+            "line 1",
+        ),
+        (&["broken.sql"], "broken.sql:1:14: syntax error"),
+        (
+            &["m.sql", "--setup", "fails.sql"],
+            "fails.sql: building the schema failed",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = locksmith(args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+}
+
+#[test]
+fn a_traffic_file_replaces_the_default_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("setup.sql"), SEED_SETUP).unwrap();
+    std::fs::write(
+        dir.path().join("m.sql"),
+        "ALTER TABLE academic_partners ADD COLUMN note text;",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("traffic.txt"),
+        "# 10 requests per second in all\n8 SELECT name FROM academic_partners WHERE id = $1\n2/s SELECT count(*) FROM academic_partners\n",
+    )
+    .unwrap();
+    let out = locksmith(
+        &[
+            "m.sql",
+            "--setup",
+            "setup.sql",
+            "--rows",
+            "500",
+            "--traffic",
+            "traffic.txt",
+            "--max-stall",
+            "30s",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v = json(&out);
+    // About 2 s of traffic at 10/s, where the default mix sends 40/s.
+    let requests = v["naive"]["requests"].as_u64().unwrap();
+    assert!((10..=40).contains(&requests), "{requests} requests: {v:#}");
+    assert_eq!(v["naive"]["completed"], true);
+}

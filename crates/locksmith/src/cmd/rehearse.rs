@@ -35,7 +35,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
             eprintln!("{line}");
         }
     };
-    let (earlier, migration) = migration_files(&args.paths)?;
+    let (earlier, (label, migration)) = migration_files(&args.paths)?;
     let mut setup = Vec::new();
     for p in &args.setup {
         let text = std::fs::read_to_string(p)
@@ -71,7 +71,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
 
     // The migration, analysed after the schema files (which must parse too).
     let setup_sql: String = setup.iter().map(|(_, t)| format!("{t};\n")).collect();
-    let statements = analyse(&setup_sql, &migration, version)?;
+    let statements = analyse(&label, &setup_sql, &migration, version)?;
     let touched: Vec<String> = statements
         .iter()
         .flat_map(|s| s.locks.iter().map(|l| l.relation.clone()))
@@ -248,7 +248,10 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
 /// The schema files and the migration from the positional paths: a folder's
 /// last `.sql` file is the migration and the earlier ones its schema; files
 /// are the migration, in order. Read the way `lint` and `trace` read them.
-fn migration_files(paths: &[PathBuf]) -> Result<(Vec<(String, String)>, String), Failure> {
+/// Returns the schema files and `(name, text)` of the migration.
+type Files = (Vec<(String, String)>, (String, String));
+
+fn migration_files(paths: &[PathBuf]) -> Result<Files, Failure> {
     let mut files = super::lint::read_inputs(paths)?;
     let single_dir = paths.len() == 1 && paths[0].is_dir();
     let Some(last) = files.pop() else {
@@ -258,16 +261,26 @@ fn migration_files(paths: &[PathBuf]) -> Result<(Vec<(String, String)>, String),
         )));
     };
     if single_dir {
-        return Ok((files, last.1));
+        return Ok((files, last));
     }
     files.push(last);
+    let label = files
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
     let migration = files.iter().map(|(_, t)| format!("{t};\n")).collect();
-    Ok((Vec::new(), migration))
+    Ok((Vec::new(), (label, migration)))
 }
 
-fn analyse(setup: &str, migration: &str, version: u32) -> Result<Vec<Statement>, Failure> {
+fn analyse(
+    label: &str,
+    setup: &str,
+    migration: &str,
+    version: u32,
+) -> Result<Vec<Statement>, Failure> {
     let statements = analysis::analyze_after(setup, migration, version)
-        .map_err(|e| Failure::input(miette!("{}:{}: {}", e.line, e.column, e.message)))?;
+        .map_err(|e| Failure::input(miette!("{label}:{}:{}: {}", e.line, e.column, e.message)))?;
     if statements.is_empty() {
         return Err(Failure::input(miette!("the migration has no statements")));
     }
