@@ -7,15 +7,19 @@
 //! - [`synth`]: synthetic rows typed from the catalog, constraints honoured.
 //! - [`source`]: the schema and table sizes of a live server, read-only.
 //! - [`mix`]: the default request mix and the `--traffic` file format.
-//! - [`runs`]: the three runs.
+//! - [`runs`]: the three runs; [`plain`]: psql's way, which `demo` uses too.
 //!
 //! `locksmith rehearse` drives this; the throwaway [`crate::Cluster`] holds
 //! every database, and nothing here writes to a user's server.
 
+mod catalog;
+mod guarded;
 pub mod mix;
+pub mod plain;
 pub mod runs;
 pub mod source;
 pub mod synth;
 pub mod values;
 
-pub use runs::{plain, rehearse, PlainEnd, PlainRun, Plan, Run, StatementRun, Way};
+pub use plain::{plain, PlainEnd, PlainRun};
+pub use runs::{rehearse, Plan, Run, StatementRun, Way};

@@ -14,17 +14,17 @@
 //! The locks listed per statement are observed by `locksmith_pg::trace` on a
 //! copy of the schema without rows (locks do not depend on the data).
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{RelationLock, Statement};
 use locksmith_core::online::{self, Unit};
-use locksmith_pg::guard::{Event, Guard, GuardError, GuardPolicy, Step};
+use locksmith_pg::guard::GuardPolicy;
 use locksmith_pg::trace::{self, Target};
 use locksmith_pg::ConnectionSettings;
 use serde::Serialize;
-use tokio::sync::watch;
 
+use super::guarded::guarded;
+use super::plain::{plain, PlainEnd};
 use crate::traffic::{LeakedSessions, Sample, Traffic, TrafficProfile};
 use crate::{Cluster, Error};
 
@@ -310,89 +310,8 @@ async fn observed_locks(
     }
 }
 
-type Windows = Vec<Option<(u64, u64)>>;
-
-/// How a plain run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlainEnd {
-    /// Every statement completed.
-    Applied,
-    /// Statement `n` (0-based) was still running at the cap and was cancelled on the server.
-    Cancelled(usize),
-    /// Statement `n` failed, with the server's message.
-    Failed(usize, String),
-}
-
-/// A plain run: how it ended, how long it took, and each statement's window
-/// (ms since `origin`; `None` for statements never started).
-#[derive(Debug, Clone)]
-pub struct PlainRun {
-    /// How it ended.
-    pub end: PlainEnd,
-    /// From the first statement to the end.
-    pub took: Duration,
-    /// Per statement, its start and end.
-    pub windows: Vec<Option<(u64, u64)>>,
-}
-
-impl PlainRun {
-    /// One sentence for reports, `what` naming the statement ("the ALTER", "statement 2").
-    pub fn summary(&self, what: &dyn Fn(usize) -> String) -> String {
-        let took = locksmith_core::duration::human(self.took);
-        match &self.end {
-            PlainEnd::Applied => format!("applied in {took}"),
-            PlainEnd::Cancelled(i) => format!(
-                "{} was still running after {took} and was cancelled on the server (as Ctrl-C in psql does)",
-                what(*i)
-            ),
-            PlainEnd::Failed(i, e) => format!("{} failed: {e}", what(*i)),
-        }
-    }
-}
-
-/// Runs `statements` as `psql -f` does: one by one in autocommit, no lock
-/// timeout, stopping at the first error; whatever still runs after `cap`
-/// is cancelled on the server (what Ctrl-C in psql does; killing the
-/// client would leave it queued). Used by `demo` and by rehearsals.
-pub async fn plain(
-    settings: &ConnectionSettings,
-    statements: &[&str],
-    cap: Duration,
-    origin: Instant,
-) -> Result<PlainRun, Error> {
-    let client = settings.connect().await?;
-    let token = client.cancel_token();
-    let started = Instant::now();
-    let mut windows = vec![None; statements.len()];
-    let mut end = PlainEnd::Applied;
-    for (i, sql) in statements.iter().enumerate() {
-        let from = origin.elapsed().as_millis() as u64;
-        let run = client.batch_execute(sql);
-        tokio::pin!(run);
-        let left = cap.saturating_sub(started.elapsed());
-        let result = tokio::select! {
-            r = &mut run => r,
-            _ = tokio::time::sleep(left) => {
-                settings.cancel(&token).await?;
-                run.await
-            }
-        };
-        windows[i] = Some((from, origin.elapsed().as_millis() as u64));
-        match result {
-            Ok(()) => continue,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
-                end = PlainEnd::Cancelled(i);
-            }
-            Err(e) => end = PlainEnd::Failed(i, locksmith_pg::describe_sql_error(&e)),
-        }
-        break;
-    }
-    Ok(PlainRun {
-        end,
-        took: started.elapsed(),
-        windows,
-    })
-}
+/// Per statement, its lock window in ms from the start of the traffic.
+pub(super) type Windows = Vec<Option<(u64, u64)>>;
 
 /// psql's way, with the cap.
 async fn naive(
@@ -405,105 +324,4 @@ async fn naive(
     let run = plain(&settings.with_application_name("psql"), &sqls, cap, origin).await?;
     let summary = run.summary(&|i| format!("statement {}", i + 1));
     Ok((run.end == PlainEnd::Applied, summary, run.windows))
-}
-
-/// Under the guard: `units` as written (guarded) or as the online plan.
-async fn guarded(
-    settings: &ConnectionSettings,
-    plan: &Plan,
-    way: Way,
-    units: &[Unit],
-    origin: Instant,
-) -> Result<(bool, String, Windows), Error> {
-    let (_never, interrupt) = watch::channel(None);
-    let mut guard = Guard::connect(settings, plan.policy.clone(), interrupt).await?;
-    // A unit starts with its attempt 1; its locks are held from its last attempt on.
-    let attempts: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
-    {
-        let attempts = attempts.clone();
-        guard.on_event(move |e| {
-            if let Event::Attempt { number, .. } = e {
-                let at = origin.elapsed().as_millis() as u64;
-                attempts.lock().unwrap().push((number, at));
-            }
-        });
-    }
-    let started = Instant::now();
-    let result = if way == Way::Online {
-        let record = |_: u32, _: Duration| "SELECT 1".to_string();
-        locksmith_pg::online::run(&mut guard, 1, units, &record)
-            .await
-            .map(|r| r.attempts)
-            .map_err(|f| f.error)
-    } else {
-        let mut total = Ok(0);
-        for unit in units {
-            let steps: Vec<Step> = unit.statements.iter().map(Step::from).collect();
-            let r = if unit.transactional {
-                guard.run_transaction(&steps, None).await
-            } else {
-                guard.run_outside_transaction(&steps[0]).await
-            };
-            match r {
-                Ok(n) => total = total.map(|t| t + n),
-                Err(e) => {
-                    total = Err(e);
-                    break;
-                }
-            }
-        }
-        total
-    };
-    let ended = origin.elapsed().as_millis() as u64;
-    let windows = unit_windows(&attempts.lock().unwrap(), units, ended);
-    let took = locksmith_core::duration::human(started.elapsed());
-    let report = &guard.report;
-    let (completed, outcome) = match result {
-        Ok(attempts) => (
-            true,
-            format!(
-                "applied in {took}: {attempts} lock attempt{}, {} session{} terminated, at most {} queued behind it",
-                if attempts == 1 { "" } else { "s" },
-                report.terminated.len(),
-                if report.terminated.len() == 1 { "" } else { "s" },
-                report.max_queued_behind
-            ),
-        ),
-        Err(GuardError::Blocked { reason, holders }) => (
-            false,
-            format!(
-                "gave up after {took} ({reason}) with nothing left queued; {} session{} held conflicting locks",
-                holders.len(),
-                if holders.len() == 1 { "" } else { "s" }
-            ),
-        ),
-        Err(e) => (false, format!("stopped after {took}: {e}")),
-    };
-    Ok((completed, outcome, windows))
-}
-
-/// Each statement's lock window: its unit's last attempt to the next unit's first.
-fn unit_windows(attempts: &[(u32, u64)], units: &[Unit], ended: u64) -> Windows {
-    let mut groups: Vec<Vec<u64>> = Vec::new();
-    for &(number, at) in attempts {
-        if number == 1 || groups.is_empty() {
-            groups.push(Vec::new());
-        }
-        if let Some(g) = groups.last_mut() {
-            g.push(at);
-        }
-    }
-    let mut out = Vec::new();
-    for (k, unit) in units.iter().enumerate() {
-        let window = groups.get(k).and_then(|g| g.last()).map(|&from| {
-            let to = groups
-                .get(k + 1)
-                .and_then(|g| g.first())
-                .copied()
-                .unwrap_or(ended);
-            (from, to.max(from))
-        });
-        out.extend(std::iter::repeat_n(window, unit.statements.len()));
-    }
-    out
 }

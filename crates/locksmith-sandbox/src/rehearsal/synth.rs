@@ -10,33 +10,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::catalog::{tables, Table};
 use super::values::{self, Column};
 use crate::Error;
 
 /// Rows per `INSERT … SELECT` (the progress callback runs after each).
 const CHUNK: i64 = 100_000;
-
-/// One table as the generator sees it.
-#[derive(Debug, Clone)]
-struct Table {
-    /// `oid::regclass::text`: quoted and qualified as needed.
-    name: String,
-    columns: Vec<Column>,
-    /// Column sets that must be distinct (primary keys, unique indexes).
-    unique: Vec<Vec<String>>,
-    foreign: Vec<ForeignKey>,
-    /// `CHECK` constraints: (name, expression).
-    checks: Vec<(String, String)>,
-    identity_always: bool,
-}
-
-#[derive(Debug, Clone)]
-struct ForeignKey {
-    columns: Vec<String>,
-    parent: String,
-    parent_columns: Vec<String>,
-}
-
 /// What the load did, per table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Loaded {
@@ -91,7 +70,7 @@ fn report_rows_before(loaded: &HashMap<String, i64>) -> i64 {
     loaded.values().sum()
 }
 
-fn sql(context: &str, source: tokio_postgres::Error) -> Error {
+pub(super) fn sql(context: &str, source: tokio_postgres::Error) -> Error {
     Error::Sql {
         context: context.into(),
         source,
@@ -394,101 +373,4 @@ fn mentions(expr: &str, name: &str) -> bool {
         let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
         !word(before) && !word(after)
     })
-}
-
-// The user tables (not partitions) with their columns, keys and checks.
-async fn tables(client: &Client) -> Result<Vec<Table>, Error> {
-    let rows = client
-        .query(
-            "SELECT c.oid::regclass::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-                    b.typname::text, b.typtype::text, b.typcategory::text, a.attnotnull,
-                    a.atthasdef OR a.attidentity <> '', a.attgenerated <> '', a.attidentity = 'a'
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-               JOIN pg_type t ON t.oid = a.atttypid
-               JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-              ORDER BY c.oid, a.attnum",
-            &[],
-        )
-        .await
-        .map_err(|e| sql("reading the tables to load", e))?;
-    let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-    for r in rows {
-        let name: String = r.get(0);
-        let table = tables.entry(name.clone()).or_insert_with(|| Table {
-            name,
-            columns: Vec::new(),
-            unique: Vec::new(),
-            foreign: Vec::new(),
-            checks: Vec::new(),
-            identity_always: false,
-        });
-        if r.get::<_, bool>(8) {
-            continue; // generated columns compute themselves
-        }
-        table.identity_always |= r.get::<_, bool>(9);
-        table.columns.push(Column {
-            name: r.get(1),
-            declared: r.get(2),
-            base: r.get(3),
-            typtype: r.get(4),
-            category: r.get(5),
-            not_null: r.get(6),
-            has_default: r.get(7),
-        });
-    }
-    for r in constraints(client).await? {
-        let (table, kind, name, def): (String, String, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        let Some(t) = tables.get_mut(&table) else {
-            continue;
-        };
-        let columns: Vec<String> = r.get(4);
-        match kind.as_str() {
-            "u" => t.unique.push(columns),
-            "f" => t.foreign.push(ForeignKey {
-                columns,
-                parent: r.get(5),
-                parent_columns: r.get(6),
-            }),
-            "c" => {
-                let expr = def
-                    .trim_start_matches("CHECK ")
-                    .trim_end_matches(" NOT VALID")
-                    .to_string();
-                t.checks.push((name, expr));
-            }
-            _ => {}
-        }
-    }
-    Ok(tables.into_values().collect())
-}
-
-// Unique indexes (u), foreign keys (f) and checks (c) of user tables, with column names in key order.
-async fn constraints(client: &Client) -> Result<Vec<tokio_postgres::Row>, Error> {
-    client
-        .query(
-            "SELECT x.indrelid::regclass::text, 'u', x.indexrelid::regclass::text, '',
-                    ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(num, ord)
-                            JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.num ORDER BY k.ord),
-                    '', ARRAY[]::text[]
-               FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE x.indisunique AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-             UNION ALL
-             SELECT con.conrelid::regclass::text, con.contype::text, con.conname::text, pg_get_constraintdef(con.oid),
-                    ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(num, ord)
-                            JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord),
-                    coalesce(con.confrelid::regclass::text, ''),
-                    ARRAY(SELECT a.attname::text FROM unnest(coalesce(con.confkey, '{}')) WITH ORDINALITY AS k(num, ord)
-                            JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)
-               FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE con.contype IN ('f', 'c') AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
-            &[],
-        )
-        .await
-        .map_err(|e| sql("reading the constraints to honour", e))
 }
