@@ -72,6 +72,14 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// A rehearsal's schema SQL failed (the user's input).
+    #[error("{name}: building the schema failed: {}", locksmith_pg::describe_sql_error(.source))]
+    Setup {
+        /// The file (or source) whose SQL failed.
+        name: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
     /// Talking to the cluster failed.
     #[error(transparent)]
     Pg(#[from] locksmith_pg::Error),

@@ -4,6 +4,7 @@
 //! each under the same simulated traffic and leaked sessions, with every
 //! request's latency and every statement's lock window recorded.
 //!
+//! - [`stage`]: the schema database and its loaded copy, which the runs copy.
 //! - [`synth`]: synthetic rows typed from the catalog, constraints honoured.
 //! - [`source`]: the schema and table sizes of a live server, read-only.
 //! - [`mix`]: the default request mix and the `--traffic` file format.
@@ -18,6 +19,7 @@ pub mod mix;
 pub mod plain;
 pub mod runs;
 pub mod source;
+pub mod stage;
 pub mod synth;
 pub mod values;
 

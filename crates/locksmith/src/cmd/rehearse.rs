@@ -15,7 +15,7 @@ use locksmith_core::analysis::{self, Statement};
 use locksmith_pg::guard::GuardPolicy;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
-use locksmith_sandbox::rehearsal::{self, mix, source, synth, Plan, Way};
+use locksmith_sandbox::rehearsal::{self, mix, source, stage, Plan, Way};
 use locksmith_sandbox::traffic::TrafficProfile;
 use miette::miette;
 
@@ -94,31 +94,6 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
         live_rows = Some(live.rows);
     }
 
-    let admin = cluster.settings("postgres", "locksmith-rehearse");
-    let schema_db = "rehearse_schema";
-    let schema = cluster
-        .create_database(schema_db)
-        .await
-        .map_err(|e| Failure::other(miette!("{e}")))?;
-    let client = super::connect(&schema).await?;
-    for (name, text) in &setup {
-        client.batch_execute(text).await.map_err(|e| {
-            Failure::input(miette!(
-                "{name}: building the schema failed: {}",
-                locksmith_pg::describe_sql_error(&e)
-            ))
-        })?;
-    }
-    drop(client);
-    let data_db = "rehearse_data";
-    super::connect(&admin)
-        .await?
-        .batch_execute(&format!("CREATE DATABASE {data_db} TEMPLATE {schema_db}"))
-        .await
-        .map_err(|e| Failure::other(miette!("copying the schema: {e}")))?;
-    let data = cluster.settings(data_db, "locksmith-rehearse-load");
-    let client = super::connect(&data).await?;
-
     let rows_for = |table: &str| -> i64 {
         let live = live_rows.as_ref().and_then(|m| m.get(table)).copied();
         let base = live.unwrap_or(DEFAULT_ROWS);
@@ -134,27 +109,18 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     say(&format!(
         "Loading synthetic rows into a PostgreSQL {version} throwaway cluster …"
     ));
-    let load_started = Instant::now();
     let mut bar = ProgressBar::new(!quiet && std::io::stderr().is_terminal());
-    let loaded = synth::load(&client, &rows_for, &mut |done, total| bar.show(done, total))
-        .await
-        .map_err(|e| Failure::other(miette!("{e}")))?;
+    let staged = stage::stage(&cluster, &setup, &touched, &rows_for, &mut |done, total| {
+        bar.show(done, total)
+    })
+    .await
+    .map_err(|e| match e {
+        locksmith_sandbox::Error::Setup { .. } => Failure::input(miette!("{e}")),
+        e => Failure::other(miette!("{e}")),
+    })?;
     bar.finish();
-    let load_time = load_started.elapsed();
-    drop(client);
-
-    // Names as the catalog prints them, for traffic; tables the migration creates have none yet.
-    let catalog = super::connect(&cluster.settings(data_db, "locksmith-rehearse")).await?;
-    let mut tables = Vec::new();
-    for t in &touched {
-        let row = catalog
-            .query_one("SELECT to_regclass($1)::text", &[t])
-            .await
-            .map_err(|e| Failure::other(miette!("resolving {t}: {e}")))?;
-        if let Some(name) = row.get::<_, Option<String>>(0) {
-            tables.push(name);
-        }
-    }
+    let (loaded, tables) = (staged.load, staged.tables);
+    let catalog = super::connect(&cluster.settings(stage::DATA_DB, "locksmith-rehearse")).await?;
     let queries = match traffic_file {
         Some(q) => q,
         None => mix::default_mix(&catalog, &tables)
@@ -190,8 +156,8 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
             deadline: args.cap,
             ..GuardPolicy::default()
         },
-        template: data_db.into(),
-        schema_template: schema_db.into(),
+        template: stage::DATA_DB.into(),
+        schema_template: stage::SCHEMA_DB.into(),
     };
 
     let rehearse_started = Instant::now();
@@ -211,7 +177,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     let report = Rehearsal {
         runs,
         load: loaded,
-        load_time,
+        load_time: staged.load_time,
         rehearse_time: rehearse_started.elapsed(),
         max_stall: args.max_stall,
     };
