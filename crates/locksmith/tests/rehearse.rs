@@ -268,23 +268,26 @@ fn a_live_source_is_read_without_writes_or_strong_locks() {
         .unwrap();
     let client = rt.block_on(settings.connect()).unwrap();
     rt.block_on(client.batch_execute(
-        "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL UNIQUE);
-         CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users (id), total numeric NOT NULL);
+        "CREATE SCHEMA shop;
+         CREATE TYPE shop.state AS ENUM ('new', 'paid', 'it''s shipped');
+         CREATE TABLE shop.users (id bigint PRIMARY KEY, email text NOT NULL UNIQUE);
+         CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES shop.users (id),
+                              total numeric NOT NULL, state shop.state NOT NULL DEFAULT 'new');
          CREATE TABLE unrelated (id int);
-         INSERT INTO users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 300) g;
+         INSERT INTO shop.users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 300) g;
          INSERT INTO orders SELECT g, 1 + g % 300, g FROM generate_series(1, 1200) g;
          ANALYZE;",
     ))
     .unwrap();
     let fingerprint = "SELECT (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o),
-                              (SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u),
+                              (SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM shop.users u),
                               (SELECT md5(string_agg(oid::text || relname || relfilenode, ',' ORDER BY oid)) FROM pg_class)";
     let before = rt.block_on(client.query_one(fingerprint, &[])).unwrap();
     // Held for the whole rehearsal: conflicts with every lock mode but ACCESS SHARE and
     // ROW SHARE, so anything stronger the rehearsal asked for would fail on its lock_timeout.
     let holder = rt.block_on(settings.connect()).unwrap();
     rt.block_on(holder.batch_execute(
-        "BEGIN; LOCK TABLE users, orders IN ROW EXCLUSIVE MODE; LOCK TABLE users, orders IN SHARE UPDATE EXCLUSIVE MODE;",
+        "BEGIN; LOCK TABLE shop.users, orders IN ROW EXCLUSIVE MODE; LOCK TABLE shop.users, orders IN SHARE UPDATE EXCLUSIVE MODE;",
     ))
     .unwrap();
 
@@ -309,7 +312,8 @@ fn a_live_source_is_read_without_writes_or_strong_locks() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let human = String::from_utf8_lossy(&out.stdout);
-    // The live sizes: orders' 1200 and, referenced, users' 300; `unrelated` is not copied.
+    // The live sizes: orders' 1200 and, referenced from another schema, users' 300
+    // (the schema and the enum type copied too); `unrelated` is not copied.
     assert!(human.contains("Rehearsal: 1500 rows loaded"), "{human}");
 
     let after = rt.block_on(client.query_one(fingerprint, &[])).unwrap();

@@ -97,13 +97,74 @@ pub async fn read(
             output: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
+    // `pg_dump -t` leaves out the tables' schemas and enum types: create them first.
+    let mut sql = prerequisites(&client, &out.rows.keys().cloned().collect::<Vec<_>>()).await?;
     // psql meta-commands (`\restrict` in recent dumps) are not SQL.
-    out.sql = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('\\'))
-        .collect::<Vec<_>>()
-        .join("\n");
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if !line.starts_with('\\') {
+            sql.push_str(line);
+            sql.push('\n');
+        }
+    }
+    out.sql = sql;
     Ok(out)
+}
+
+/// `CREATE SCHEMA` for the tables' schemas and `CREATE TYPE … AS ENUM` for
+/// the enums their columns use (directly or as arrays).
+async fn prerequisites(
+    client: &tokio_postgres::Client,
+    tables: &[String],
+) -> Result<String, Error> {
+    use locksmith_core::quote::{ident, literal};
+    let mut sql = String::new();
+    // The schemas of the tables and of the enum types they use, other than public.
+    let schemas = client
+        .query(
+            "SELECT DISTINCT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = ANY($1::text[]::regclass[]) AND n.nspname <> 'public'
+             UNION
+             SELECT DISTINCT n.nspname::text FROM pg_attribute a
+               JOIN pg_type t ON t.oid = a.atttypid OR t.typarray = a.atttypid
+               JOIN pg_namespace n ON n.oid = t.typnamespace
+              WHERE a.attrelid = ANY($1::text[]::regclass[]) AND t.typtype = 'e' AND n.nspname <> 'public'",
+            &[&tables],
+        )
+        .await
+        .map_err(|e| self::sql("reading the tables' schemas on the source server", e))?;
+    for r in schemas {
+        sql.push_str(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {};\n",
+            ident(r.get(0))
+        ));
+    }
+    // The enum types the tables' columns use, with their labels in order.
+    let enums = client
+        .query(
+            "SELECT DISTINCT n.nspname::text, t.typname::text,
+                    ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)
+               FROM pg_attribute a
+               JOIN pg_type t ON t.oid = a.atttypid OR t.typarray = a.atttypid
+               JOIN pg_namespace n ON n.oid = t.typnamespace
+              WHERE a.attrelid = ANY($1::text[]::regclass[]) AND t.typtype = 'e'",
+            &[&tables],
+        )
+        .await
+        .map_err(|e| self::sql("reading the enum types on the source server", e))?;
+    for r in enums {
+        let labels: Vec<String> = r
+            .get::<_, Vec<String>>(2)
+            .iter()
+            .map(|l| literal(l))
+            .collect();
+        sql.push_str(&format!(
+            "CREATE TYPE {}.{} AS ENUM ({});\n",
+            ident(r.get(0)),
+            ident(r.get(1)),
+            labels.join(", ")
+        ));
+    }
+    Ok(sql)
 }
 
 fn sql(context: &str, source: tokio_postgres::Error) -> Error {
