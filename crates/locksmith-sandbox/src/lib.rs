@@ -6,6 +6,7 @@
 //! - [`bin_dir`]: finding those binaries.
 //! - [`traffic`]: open-loop request traffic with latency recording, and leaked
 //!   idle-in-transaction sessions.
+//! - [`scene`]: a migration under traffic and leaked sessions, with warm-up and cool-down.
 //! - [`bench_doc`]: benchmark sections of docs/benchmarks.md.
 //! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod incident;
 pub mod queue;
 pub mod rehearsal;
+pub mod scene;
 pub mod shared;
 pub mod traffic;
 

@@ -25,7 +25,8 @@ use serde::Serialize;
 
 use super::guarded::guarded;
 use super::plain::{plain, PlainEnd};
-use crate::traffic::{LeakedSessions, Sample, Traffic, TrafficProfile};
+use crate::scene::Scene;
+use crate::traffic::{Sample, TrafficProfile};
 use crate::{Cluster, Error};
 
 /// Traffic before the migration starts, so the baseline is visible.
@@ -160,31 +161,25 @@ pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, E
             context: "copying the loaded database".into(),
             source: e,
         })?;
-    let app = cluster.settings(&db, "web-app");
-    let leaked = match (&plan.leak_table, plan.leaks) {
-        (Some(table), n) if n > 0 => Some(
-            LeakedSessions::open(
-                &app.with_application_name("web-app (leaked session)"),
-                n,
-                table,
-            )
-            .await?,
-        ),
-        _ => None,
+    let scene = Scene {
+        traffic: plan.traffic.clone(),
+        leaks: plan.leak_table.clone().map(|t| (plan.leaks, t)),
+        leak_name: "web-app (leaked session)".into(),
+        warm_up: WARM_UP,
+        cool_down: COOL_DOWN,
     };
-    let traffic = Traffic::start(app, plan.traffic.clone());
-    let origin = Instant::now() - traffic.elapsed();
-    tokio::time::sleep(WARM_UP).await;
     let settings = cluster.settings(&db, "locksmith");
-    let begun = origin.elapsed().as_millis() as u64;
-    let (completed, outcome, windows) = match way {
-        Way::Naive => naive(&settings, &statements, plan.cap, origin).await?,
-        _ => guarded(&settings, plan, way, &units, origin).await?,
-    };
-    let ended = origin.elapsed().as_millis() as u64;
-    tokio::time::sleep(COOL_DOWN).await;
-    drop(leaked);
-    let report = traffic.stop().await;
+    let played = scene
+        .play(
+            &cluster.settings(&db, "web-app"),
+            async |_, origin| match way {
+                Way::Naive => naive(&settings, &statements, plan.cap, origin).await,
+                _ => guarded(&settings, plan, way, &units, origin).await,
+            },
+        )
+        .await?;
+    let (completed, outcome, windows) = played.result?;
+    let report = played.report;
     Ok(Run {
         max_stall_ms: report.max_stall_ms,
         p99_ms: report.p99_ms,
@@ -205,7 +200,7 @@ pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, E
         way,
         outcome,
         samples: report.samples,
-        migration_ms: (begun, ended),
+        migration_ms: played.work_ms,
     })
 }
 

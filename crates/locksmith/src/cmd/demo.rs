@@ -17,7 +17,8 @@ use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::rehearsal::{self, PlainEnd};
-use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, TrafficReport};
+use locksmith_sandbox::scene::Scene;
+use locksmith_sandbox::traffic::{Traffic, TrafficProfile, TrafficReport};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -175,8 +176,8 @@ async fn start_cluster(bin: BinDir) -> Result<Cluster, Failure> {
         .map_err(|e| Failure::other(miette::miette!("{e}")))
 }
 
-/// Runs one half: stage the database, start traffic, leak sessions, run
-/// `migrate` while showing a live line and, once, the blocker tree.
+/// Runs one half: stage the database, then `migrate` in the scene (leaked
+/// sessions, traffic, warm-up and cool-down) while [`watch`] shows it.
 async fn scenario<F, Fut>(
     cluster: &Cluster,
     dbname: &str,
@@ -190,15 +191,47 @@ where
     let incident = Incident::stage(cluster, dbname)
         .await
         .map_err(|e| Failure::other(miette::miette!("{e}")))?;
-    let leak_settings = incident
-        .app
-        .with_application_name("web-app (leaked scoped_session)");
-    let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
+    let scene = Scene {
+        traffic: TrafficProfile::default(),
+        leaks: Some((LEAKERS, TABLE.to_string())),
+        leak_name: "web-app (leaked scoped_session)".into(),
+        warm_up: WARM_UP,
+        cool_down: COOL_DOWN,
+    };
+    let played = scene
+        .play(&incident.app, async |traffic, _| {
+            watch(&incident, out, traffic, migrate).await
+        })
         .await
         .map_err(|e| Failure::other(miette::miette!("{e}")))?;
-    let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
-    tokio::time::sleep(WARM_UP).await;
+    let (outcome, migration_ms) = played.result?;
+    let report: TrafficReport = played.report;
+    Ok((
+        HalfResult {
+            max_stall_ms: report.max_stall_ms,
+            p99_ms: report.p99_ms,
+            requests: report.requests,
+            timeouts: report.timeouts,
+            completed: outcome.completed,
+            peak_connections: report.peak_connections + LEAKERS,
+            migration_ms,
+        },
+        outcome,
+    ))
+}
 
+/// Runs `migrate` while showing a live line and, once the queue has formed,
+/// the blocker tree; returns its outcome and how long it ran.
+async fn watch<F, Fut>(
+    incident: &Incident,
+    out: &Output,
+    traffic: &Traffic,
+    migrate: F,
+) -> Result<(MigrationOutcome, u64), Failure>
+where
+    F: FnOnce(Incident) -> Fut,
+    Fut: Future<Output = Result<MigrationOutcome, Failure>> + Send + 'static,
+{
     let monitor = incident
         .admin
         .with_application_name("locksmith-demo-monitor")
@@ -217,7 +250,7 @@ where
             _ = ticker.tick() => {
                 let snapshot = snapshotter.take(&monitor).await?;
                 let waiting = snapshot.sessions.iter().filter(|s| s.is_waiting_on_lock()).count();
-                out.live(started.elapsed(), &traffic, waiting);
+                out.live(started.elapsed(), traffic, waiting);
                 // Show the tree once the queue has formed: that is the moment to diagnose.
                 if !tree_shown && waiting > 5 && started.elapsed() > Duration::from_secs(2) {
                     tree_shown = true;
@@ -228,21 +261,7 @@ where
     };
     let migration_ms = started.elapsed().as_millis() as u64;
     out.end_live();
-    tokio::time::sleep(COOL_DOWN).await;
-    drop(leaked);
-    let report: TrafficReport = traffic.stop().await;
-    Ok((
-        HalfResult {
-            max_stall_ms: report.max_stall_ms,
-            p99_ms: report.p99_ms,
-            requests: report.requests,
-            timeouts: report.timeouts,
-            completed: outcome.completed,
-            peak_connections: report.peak_connections + LEAKERS,
-            migration_ms,
-        },
-        outcome,
-    ))
+    Ok((outcome, migration_ms))
 }
 
 /// The story's way: the ALTER with no timeout, cancelled on the server after
