@@ -315,6 +315,48 @@ fn a_live_source_is_read_without_writes_or_strong_locks() {
     // The live sizes: orders' 1200 and, referenced from another schema, users' 300
     // (the schema and the enum type copied too); `unrelated` is not copied.
     assert!(human.contains("Rehearsal: 1500 rows loaded"), "{human}");
+    let out = locksmith(
+        &[
+            "m.sql",
+            "--database-url",
+            &url,
+            "--scale",
+            "2",
+            "--rows",
+            "1000",
+            "--max-stall",
+            "30s",
+            "--cap",
+            "4s",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--scale and --rows are exclusive: {}",
+        text(&out)
+    );
+    let out = locksmith(
+        &[
+            "m.sql",
+            "--database-url",
+            &url,
+            "--scale",
+            "2",
+            "--max-stall",
+            "30s",
+            "--cap",
+            "4s",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Rehearsal: 3000 rows loaded"),
+        "{}",
+        text(&out)
+    );
 
     let after = rt.block_on(client.query_one(fingerprint, &[])).unwrap();
     for i in 0..3 {
