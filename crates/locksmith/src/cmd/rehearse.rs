@@ -120,6 +120,9 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     })?;
     bar.finish();
     let (loaded, tables) = (staged.load, staged.tables);
+    if args.leaks > 0 && tables.is_empty() {
+        say("  --leaks: the migration touches no table that exists before it; no sessions leaked");
+    }
     let catalog = super::connect(&cluster.settings(stage::DATA_DB, "locksmith-rehearse")).await?;
     let queries = match traffic_file {
         Some(q) => q,
