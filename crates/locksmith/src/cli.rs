@@ -63,6 +63,24 @@ pub enum Command {
     /// Audit server and role settings that make lock-queue outages likely, and scan server logs.
     #[command(after_help = examples::DOCTOR)]
     Doctor(DoctorArgs),
+    /// Rehearse a migration on a throwaway copy of your schema at your size, under traffic:
+    /// plain, guarded and online side by side
+    ///
+    /// The schema comes from --setup files, from the earlier migrations when a folder is given
+    /// (its last file is the migration), or, read-only, from --database-url (pg_dump
+    /// --schema-only of the tables the migration touches and those they reference, sizes from
+    /// the catalog; nothing is written there and no lock beyond ACCESS SHARE is taken). Every
+    /// table gets synthetic rows typed from its columns, keeping keys distinct, foreign keys
+    /// pointing at real rows and CHECKs true (what could not be honoured is said).
+    ///
+    /// The traffic is a read and a write by primary key on every table the migration touches,
+    /// each request its own short transaction, or the templates of --traffic FILE, one per line:
+    /// `RATE SQL`, e.g. `30 SELECT * FROM orders WHERE id = $1` (RATE requests per second; `$1`
+    /// receives a key from 1 to the row count; `#` starts a comment).
+    ///
+    /// Exit codes: 0 rehearsed; 1 the plain run stalled traffic beyond --max-stall; 2 bad input.
+    #[command(verbatim_doc_comment)]
+    Rehearse(RehearseArgs),
 }
 
 /// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's `PG*` variables.
@@ -266,4 +284,47 @@ pub struct DoctorArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    /// The migration: SQL files (run in order), or a folder whose last file is the migration and the earlier ones its schema
+    #[arg(value_name = "MIGRATION|DIR", required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// SQL files that build the schema before the migration, run in order
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub setup: Vec<std::path::PathBuf>,
+    /// Read the schema and table sizes from this server (read-only)
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Rows per table: the cap on the live size, or the size without a live server [default: 100000]
+    #[arg(long, value_name = "N", conflicts_with = "scale")]
+    pub rows: Option<i64>,
+    /// Multiply the live tables' sizes (or the default 100000 rows) by this factor
+    #[arg(long, value_name = "N")]
+    pub scale: Option<f64>,
+    /// Request templates with rates (see above) instead of the default mix
+    #[arg(long, value_name = "FILE")]
+    pub traffic: Option<std::path::PathBuf>,
+    /// Sessions left idle in transaction on the first table the migration touches (the story had 3)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub leaks: usize,
+    /// Also rehearse the online plan (what `apply --online` runs)
+    #[arg(long)]
+    pub online: bool,
+    /// Write a self-contained HTML report: latency timelines with lock holds, and the tables
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// The worst request stall the plain run may cause before the rehearsal exits 1
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub max_stall: std::time::Duration,
+    /// How long the plain run may take before it is cancelled, and the guard's deadline
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub cap: std::time::Duration,
+    /// Directory with the server binaries for the throwaway cluster [default: $LOCKSMITH_PG_BIN, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<std::path::PathBuf>,
 }

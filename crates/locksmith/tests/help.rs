@@ -20,7 +20,7 @@ fn help(args: &[&str]) -> String {
 fn help_texts() {
     insta::assert_snapshot!("locksmith", help(&[]));
     for command in [
-        "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor",
+        "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor", "rehearse",
     ] {
         insta::assert_snapshot!(command, help(&[command]));
     }

@@ -16,7 +16,9 @@ use locksmith_pg::snapshot::Snapshotter;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
-use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile, TrafficReport};
+use locksmith_sandbox::rehearsal::{self, PlainEnd};
+use locksmith_sandbox::scene::Scene;
+use locksmith_sandbox::traffic::{Traffic, TrafficProfile, TrafficReport};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -178,8 +180,8 @@ async fn start_cluster(bin: BinDir) -> Result<Cluster, Failure> {
         .map_err(Failure::from)
 }
 
-/// Runs one half: stage the database, start traffic, leak sessions, run
-/// `migrate` while showing a live line and, once, the blocker tree.
+/// Runs one half: stage the database, then `migrate` in the scene (leaked
+/// sessions, traffic, warm-up and cool-down) while [`watch`] shows it.
 async fn scenario<F, Fut>(
     cluster: &Cluster,
     dbname: &str,
@@ -193,16 +195,48 @@ where
     let incident = Incident::stage(cluster, dbname)
         .await
         .map_err(Failure::from)?;
-    let leak_settings = incident
-        .app
-        .with_application_name("web-app (leaked scoped_session)");
-    let leaked = LeakedSessions::open(&leak_settings, LEAKERS, TABLE)
+    let scene = Scene {
+        traffic: TrafficProfile::default(),
+        leaks: Some((LEAKERS, TABLE.to_string())),
+        leak_name: "web-app (leaked scoped_session)".into(),
+        warm_up: WARM_UP,
+        cool_down: COOL_DOWN,
+    };
+    let played = scene
+        .play(&incident.app, async |traffic, _| {
+            watch(&incident, out, traffic, migrate).await
+        })
         .await
         .map_err(Failure::from)?;
-    let traffic_started = Instant::now();
-    let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
-    tokio::time::sleep(WARM_UP).await;
+    let (outcome, migration_ms) = played.result?;
+    let report: TrafficReport = played.report;
+    Ok((
+        HalfResult {
+            max_stall_ms: report.max_stall_ms,
+            p99_ms: report.p99_ms,
+            requests: report.requests,
+            traffic_ms: played.work_ms.1 + COOL_DOWN.as_millis() as u64,
+            timeouts: report.timeouts,
+            completed: outcome.completed,
+            peak_connections: report.peak_connections + LEAKERS,
+            migration_ms,
+        },
+        outcome,
+    ))
+}
 
+/// Runs `migrate` while showing a live line and, once the queue has formed,
+/// the blocker tree; returns its outcome and how long it ran.
+async fn watch<F, Fut>(
+    incident: &Incident,
+    out: &Output,
+    traffic: &Traffic,
+    migrate: F,
+) -> Result<(MigrationOutcome, u64), Failure>
+where
+    F: FnOnce(Incident) -> Fut,
+    Fut: Future<Output = Result<MigrationOutcome, Failure>> + Send + 'static,
+{
     let monitor = incident
         .admin
         .with_application_name("locksmith-demo-monitor")
@@ -221,7 +255,7 @@ where
             _ = ticker.tick() => {
                 let snapshot = snapshotter.take(&monitor).await?;
                 let waiting = snapshot.sessions.iter().filter(|s| s.is_waiting_on_lock()).count();
-                out.live(started.elapsed(), &traffic, waiting);
+                out.live(started.elapsed(), traffic, waiting);
                 // Show the tree once the queue has formed: that is the moment to diagnose.
                 if !tree_shown && waiting > 5 && started.elapsed() > Duration::from_secs(2) {
                     tree_shown = true;
@@ -232,56 +266,26 @@ where
     };
     let migration_ms = outcome.took.as_millis() as u64;
     out.end_live();
-    tokio::time::sleep(COOL_DOWN).await;
-    drop(leaked);
-    let report: TrafficReport = traffic.stop().await;
-    let traffic_ms = traffic_started.elapsed().as_millis() as u64;
-    Ok((
-        HalfResult {
-            max_stall_ms: report.max_stall_ms,
-            p99_ms: report.p99_ms,
-            requests: report.requests,
-            traffic_ms,
-            timeouts: report.timeouts,
-            completed: outcome.completed,
-            peak_connections: report.peak_connections + LEAKERS,
-            migration_ms,
-        },
-        outcome,
-    ))
+    Ok((outcome, migration_ms))
 }
 
 /// The story's way: the ALTER with no timeout, cancelled on the server after
-/// `cap` (what Ctrl-C in psql does; killing the client would not help).
+/// `cap` — the same plain run `rehearse` makes.
 async fn naive_migration(incident: Incident, cap: Duration) -> Result<MigrationOutcome, Failure> {
     let settings = incident.admin.with_application_name("alembic");
-    let client = settings.connect().await?;
-    let token = client.cancel_token();
-    let started = Instant::now();
-    let alter = client.batch_execute(MIGRATION);
-    tokio::pin!(alter);
-    let result = tokio::select! {
-        r = &mut alter => r,
-        _ = tokio::time::sleep(cap) => {
-            settings.cancel(&token).await?;
-            alter.await
-        }
-    };
-    let elapsed = started.elapsed();
-    let took = locksmith_core::duration::human(elapsed);
-    Ok(match result {
-        Ok(()) => MigrationOutcome { completed: true, summary: format!("The ALTER finished after {took}."), took: elapsed },
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => MigrationOutcome {
-            completed: false,
-            took: elapsed,
-            summary: format!(
+    let run = rehearsal::plain(&settings, &[MIGRATION], cap, Instant::now())
+        .await
+        .map_err(Failure::from)?;
+    let took = locksmith_core::duration::human(run.took);
+    Ok(MigrationOutcome {
+        completed: run.end == PlainEnd::Applied,
+        took: run.took,
+        summary: match &run.end {
+            PlainEnd::Applied => format!("The ALTER finished after {took}."),
+            PlainEnd::Cancelled(_) => format!(
                 "The ALTER was still waiting for its lock after {took} and was cancelled on the server (as Ctrl-C in psql does)."
             ),
-        },
-        Err(e) => MigrationOutcome {
-            completed: false,
-            took: elapsed,
-            summary: format!("The ALTER failed: {}", locksmith_pg::describe_sql_error(&e)),
+            PlainEnd::Failed(_, e) => format!("The ALTER failed: {e}"),
         },
     })
 }

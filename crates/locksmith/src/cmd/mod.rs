@@ -9,6 +9,7 @@ mod hold;
 mod lint;
 mod online;
 mod progress;
+mod rehearse;
 mod run;
 mod signals;
 mod sources;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Top(args) => crate::top::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Trace(args) => trace::run(args).await,
+            Command::Rehearse(args) => rehearse::run(args).await,
         }
     })
 }

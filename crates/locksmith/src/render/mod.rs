@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod guard;
 pub mod lint;
 pub mod plan;
+pub mod rehearse;
 pub mod run;
 pub mod style;
 
