@@ -221,18 +221,20 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
 type Files = (Vec<(String, String)>, (String, String));
 
 fn migration_files(paths: &[PathBuf]) -> Result<Files, Failure> {
-    let mut files = super::lint::read_inputs(paths)?;
-    let single_dir = paths.len() == 1 && paths[0].is_dir();
-    let Some(last) = files.pop() else {
-        return Err(Failure::input(miette!(
-            "no .sql files in {}",
-            paths[0].display()
-        )));
-    };
-    if single_dir {
-        return Ok((files, last));
+    // A folder is read as `apply` reads it: every layout, in order, up sections only.
+    if let [dir] = paths {
+        if dir.is_dir() {
+            let mut migrations: Vec<(String, String)> = super::sources::read_migrations(dir)?
+                .into_iter()
+                .map(|m| (m.path.clone(), m.up_sql().to_string()))
+                .collect();
+            let last = migrations.pop().ok_or_else(|| {
+                Failure::input(miette!("no migrations found in {}", dir.display()))
+            })?;
+            return Ok((migrations, last));
+        }
     }
-    files.push(last);
+    let files = super::lint::read_inputs(paths)?;
     let label = files
         .iter()
         .map(|(n, _)| n.as_str())
