@@ -223,6 +223,15 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
 async fn active_long_query_is_waited_for_not_terminated() {
     let incident = Incident::stage_shared("guard_active").await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
+    // Each side writes the server's clock as it finishes: the order of the
+    // two rows is the order on the server, whatever the machine's load.
+    admin
+        .batch_execute(
+            "CREATE TABLE finished (what text, at timestamptz);
+             GRANT INSERT ON finished TO app;",
+        )
+        .await
+        .unwrap();
     let reader = incident
         .app
         .with_application_name("report-job")
@@ -234,11 +243,14 @@ async fn active_long_query_is_waited_for_not_terminated() {
         .await
         .unwrap()
         .get(0);
+    // Long enough to outlive the 1 s after which a holder counts as long-lived.
     let long_read = tokio::spawn(async move {
-        let result = reader
-            .batch_execute("BEGIN; SELECT count(*) FROM academic_partners, pg_sleep(1.5); COMMIT")
-            .await;
-        (result, Instant::now())
+        reader
+            .batch_execute(
+                "BEGIN; SELECT count(*) FROM academic_partners, pg_sleep(4);
+                 INSERT INTO finished VALUES ('read', clock_timestamp()); COMMIT",
+            )
+            .await
     });
     wait::until(wait::BOUND, "the report job to hold its lock", || {
         has_table_lock(&admin, reader_pid, true)
@@ -246,18 +258,22 @@ async fn active_long_query_is_waited_for_not_terminated() {
     .await
     .unwrap();
     let (_tx, rx) = watch::channel(None);
-    let mut guard = Guard::connect(&incident.admin, policy(10_000, Some(0)), rx)
+    let mut guard = Guard::connect(&incident.admin, policy(30_000, Some(0)), rx)
         .await
         .unwrap();
     let seen = record_events(&mut guard);
-    guard.run_transaction(&[alter_step()], None).await.unwrap();
-    let applied = Instant::now();
+    let finish = |_: u32, _: Duration| {
+        "INSERT INTO finished VALUES ('alter', clock_timestamp())".to_string()
+    };
+    guard
+        .run_transaction(&[alter_step()], Some(&finish))
+        .await
+        .unwrap();
     assert!(
         guard.report.terminated.is_empty(),
         "an active query is never terminated"
     );
-    let (result, read_done) = long_read.await.unwrap();
-    assert!(result.is_ok());
+    long_read.await.unwrap().unwrap();
     // The guard waited for the reader, naming it, and got its lock only after the read ended.
     let seen = seen.lock().unwrap().clone();
     assert!(
@@ -265,7 +281,14 @@ async fn active_long_query_is_waited_for_not_terminated() {
             .any(|(kind, pids)| *kind == "waiting" && pids == &[reader_pid]),
         "{seen:?}"
     );
-    assert!(read_done <= applied, "applied before the read ended");
+    let order: Vec<String> = admin
+        .query("SELECT what FROM finished ORDER BY at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(order, ["read", "alter"], "applied before the read ended");
     assert!(constraint_exists(&admin).await);
 }
 
