@@ -4,8 +4,10 @@
 //! row is reported with its lock type, never as a relation named `transactionid`.
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::Incident;
+use locksmith_sandbox::wait;
 use serde_json::Value;
 use tokio_postgres::Client;
 
@@ -142,5 +144,60 @@ async fn a_row_lock_blocker_is_reported_with_its_lock_type() {
     assert!(
         blocker["relation"].is_null() || blocker["relation"] == "academic_partners",
         "{blocker}"
+    );
+}
+
+/// `--max-hold` for a wrapped tool: a statement that holds a lock blocking
+/// traffic past the budget while requests wait is stopped on the server,
+/// and `run` says so (exit 3, status `hold_exceeded`) instead of rerunning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_statement_holding_past_max_hold_is_stopped() {
+    let incident = Incident::stage_shared("run_max_hold").await.unwrap();
+    let url = incident.url.clone();
+    let run = tokio::spawn(async move {
+        run_psql(
+            &url,
+            &["--format", "json", "--max-hold", "500ms"],
+            "BEGIN;\nLOCK TABLE academic_partners IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(60);\nCOMMIT;\n",
+        )
+        .await
+    });
+    // A request arrives once the tool holds the lock, and waits behind it.
+    let admin = incident.admin.connect().await.unwrap();
+    wait::until(wait::BOUND, "the tool to hold its lock", || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                 WHERE l.granted AND l.mode = 'AccessExclusiveLock'
+                   AND a.application_name LIKE 'locksmith-run-%'
+                   AND l.relation = 'academic_partners'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+    })
+    .await
+    .unwrap();
+    let app = incident.app.connect().await.unwrap();
+    let asked = Instant::now();
+    app.query_one("SELECT count(*) FROM academic_partners", &[])
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "hold_exceeded", "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("AccessExclusiveLock on academic_partners"),
+        "{error}"
+    );
+    // Stopped after about the budget, not after the tool's 60 s.
+    assert!(
+        waited < Duration::from_secs(20),
+        "the request waited {waited:?}"
     );
 }

@@ -74,6 +74,9 @@ pub struct SessionWatch {
     pub errors: Vec<String>,
     /// Transaction ids (32-bit) the watched sessions held: see [`super::commits`].
     pub xids: Vec<i64>,
+    /// Watched sessions stopped for holding a lock that blocks traffic longer
+    /// than `max_hold` while other sessions waited for it: what they held.
+    pub held_too_long: Vec<String>,
 }
 
 impl SessionWatch {
@@ -111,6 +114,7 @@ impl SessionWatchdog {
         application_name: &str,
         budget: Duration,
         terminate_idle_after: Option<Duration>,
+        max_hold: Option<Duration>,
     ) -> Result<SessionWatchdog, Error> {
         let sidecar = Arc::new(
             settings
@@ -126,12 +130,16 @@ impl SessionWatchdog {
             .get(0);
         let seen = Arc::new(Mutex::new(SessionWatch::default()));
         let (stop, stopped) = watch::channel(false);
+        let limits = Limits {
+            budget,
+            terminate_idle_after,
+            max_hold,
+        };
         let task = tokio::spawn(poll_loop(
             sidecar.clone(),
             application_name.to_string(),
             since_epoch,
-            budget,
-            terminate_idle_after,
+            limits,
             seen.clone(),
             stopped,
         ));
@@ -236,17 +244,33 @@ impl SessionWatchdog {
     }
 }
 
+/// What the polling loop enforces.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The longest a watched session may wait for a lock.
+    budget: Duration,
+    /// Terminate its blockers idle in transaction this long.
+    terminate_idle_after: Option<Duration>,
+    /// The longest it may hold a traffic-blocking lock others wait for.
+    max_hold: Option<Duration>,
+}
+
 /// The polling loop: see the module documentation.
 async fn poll_loop(
     sidecar: Arc<Client>,
     application_name: String,
     since_epoch: f64,
-    budget: Duration,
-    terminate_idle_after: Option<Duration>,
+    limits: Limits,
     seen: Arc<Mutex<SessionWatch>>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let Limits {
+        budget,
+        terminate_idle_after,
+        max_hold,
+    } = limits;
     let mut clocks = WaitClocks::default();
+    let mut holds = HoldClocks::default();
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
@@ -316,7 +340,86 @@ async fn poll_loop(
             }
         }
         clocks.keep_only(&still_waiting);
+        if let Some(max_hold) = max_hold {
+            bound_holds(
+                &sidecar,
+                &application_name,
+                since_epoch,
+                max_hold,
+                &mut holds,
+                &seen,
+            )
+            .await;
+        }
     }
+}
+
+/// When each watched session's transaction was first seen holding a lock
+/// that blocks traffic, by pid and transaction start.
+#[derive(Default)]
+struct HoldClocks(std::collections::HashMap<(i32, i64), std::time::Instant>);
+
+/// `--max-hold` for a program whose statements locksmith does not run: a
+/// watched session that has held a lock blocking reads or writes (`SHARE` and
+/// stronger, on a table, view or materialized view) for `max_hold` while
+/// another program's session waits for it is stopped — its statement
+/// cancelled, or, idle in its transaction, its connection ended (it is the
+/// wrapped program's own session, never an application's). A lock nobody
+/// waits for (a table the program just created) costs nothing and is left.
+async fn bound_holds(
+    sidecar: &Client,
+    application_name: &str,
+    since_epoch: f64,
+    max_hold: Duration,
+    holds: &mut HoldClocks,
+    seen: &Mutex<SessionWatch>,
+) {
+    // Watched sessions holding a traffic-blocking table lock, since when (their
+    // transaction), what they hold, and whether someone outside waits for them.
+    let rows = sidecar
+        .query(
+            "SELECT a.pid, (extract(epoch FROM a.xact_start) * 1000)::bigint, a.state,
+                    string_agg(DISTINCT l.mode || ' on ' || l.relation::regclass::text, ', '),
+                    EXISTS (SELECT 1 FROM pg_stat_activity w
+                            WHERE w.wait_event_type = 'Lock' AND w.pid <> a.pid
+                              AND w.application_name IS DISTINCT FROM $1
+                              AND a.pid = ANY (pg_blocking_pids(w.pid)))
+             FROM pg_stat_activity a
+             JOIN pg_locks l ON l.pid = a.pid AND l.granted AND l.locktype = 'relation'
+             JOIN pg_class c ON c.oid = l.relation AND c.relkind IN ('r', 'p', 'm', 'v')
+             WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
+               AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
+               AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+             GROUP BY a.pid, a.xact_start, a.state",
+            &[&application_name, &since_epoch],
+        )
+        .await;
+    let Ok(rows) = rows else { return };
+    let now = std::time::Instant::now();
+    let mut current = std::collections::HashMap::new();
+    for row in &rows {
+        let key: (i32, i64) = (row.get(0), row.get(1));
+        let since = *holds.0.get(&key).unwrap_or(&now);
+        current.insert(key, since);
+        let blocking_someone: bool = row.get(4);
+        if !blocking_someone || now.duration_since(since) < max_hold {
+            continue;
+        }
+        let idle: bool = row
+            .get::<_, Option<String>>(2)
+            .is_some_and(|s| s.starts_with("idle in transaction"));
+        let stop = if idle {
+            "SELECT pg_terminate_backend($1)"
+        } else {
+            "SELECT pg_cancel_backend($1)"
+        };
+        if sidecar.execute(stop, &[&key.0]).await.is_ok() {
+            let held: String = row.get(3);
+            seen.lock().unwrap().held_too_long.push(held);
+            current.remove(&key);
+        }
+    }
+    holds.0 = current;
 }
 
 /// The sessions `blocking` (pids) that `waiter` waits for, each with the lock

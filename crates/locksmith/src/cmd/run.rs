@@ -53,6 +53,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
         &env.app_name,
         policy.lock_timeout,
         policy.terminate_idle_after,
+        Some(policy.max_hold),
     );
     let started = match signals::unless_interrupted(&interrupt, starting).await {
         Ok(started) => started,
@@ -132,6 +133,19 @@ pub async fn run(args: RunArgs) -> CmdResult {
         run.absorb(&watch);
         if let Some(signal) = end.interrupted {
             return run.interrupted(signal);
+        }
+        if !watch.held_too_long.is_empty() {
+            run.finish(
+                Status::HoldExceeded,
+                Some(format!(
+                    "`{shown}` held {} for longer than --max-hold {} while other sessions waited for it; \
+                     its statement was stopped on the server and the command was not rerun. \
+                     Run the slow statement online (`locksmith lint` prints how), or raise --max-hold",
+                    watch.held_too_long.join("; "),
+                    locksmith_core::duration::human(policy.max_hold)
+                )),
+            )?;
+            return Ok(Outcome::Blocked);
         }
         if end.status.success() {
             run.finish(Status::Applied, None)?;
