@@ -93,6 +93,14 @@ pub enum Error {
         /// The definition the statement would build.
         wanted: String,
     },
+    /// A hot standby given with `--replica` cannot be watched.
+    #[error("standby {server}: {reason}")]
+    Replica {
+        /// `host:port`.
+        server: String,
+        /// Why.
+        reason: String,
+    },
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]
     Query {

@@ -238,8 +238,22 @@ fn markdown(catalogue: &Catalogue, results: &BTreeMap<u32, Vec<Cell>>) -> String
         out += &row;
         out.push('\n');
     }
+    out += STANDBYS;
     out
 }
+
+/// Written by hand (measured with a standby, not by this test), kept in the generated file.
+const STANDBYS: &str = r#"
+## Hot standbys replay ACCESS EXCLUSIVE
+
+Measured on PostgreSQL 15 with a streaming hot standby on the same machine (`crates/locksmith-sandbox`'s `Cluster::start_standby`, `crates/locksmith/tests/replica.rs`):
+
+- Only `AccessExclusiveLock` is WAL-logged, when it is taken. The record leaves the primary with the next WAL flush: the commit of any transaction with an xid on any connection (with `synchronous_commit = on`, at once), or the WAL writer (`wal_writer_delay`, 200 ms here with `synchronous_commit = off`). It does not wait for the migration's own commit: the standby's startup process held the lock about 200 ms after `LOCK`, while the primary's transaction was still open.
+- A standby session reading the table (a running query, or one idle in its transaction) makes the startup process wait (`wait_event` `Lock:relation`); all replay stops, and every new read of the table on the standby queues behind it, until the reader ends or `max_standby_streaming_delay` (30 s by default; -1 never) cancels it.
+- Rolling back on the primary does not release it: the abort record arrives (the receive LSN moves) but replay is stuck at the lock record before it; the standby stayed blocked until its reader ended.
+
+So the guard cannot see the conflict in time after taking the lock; it looks before. With `apply --replica URL`, every look also reads each standby's sessions that hold a lock conflicting with the plan's `ACCESS EXCLUSIVE` locks (relation oids are the primary's on a physical standby). Because replay cannot give up as `NOWAIT` does, a standby session is raced only while its query is younger than the lock budget; one running longer, or idle in its transaction at all, is waited out without locking (and, under `--terminate-idle-after`, terminated once idle that long). A query that starts on the standby after the look and before the lock is the remaining window.
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_matches_the_model_on_every_version() {

@@ -144,6 +144,9 @@ pub struct ApplyArgs {
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
+    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions reading the tables the migration locks ACCESS EXCLUSIVE are looked for before locking, under the same policy, since the standby replays that lock
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,

@@ -46,6 +46,9 @@ pub struct Holder {
     /// we waited for (a shared catalog's row, e.g. a role's).
     #[serde(skip)]
     pub other_database: bool,
+    /// The hot standby it is on (`--replica`), as `host:port`; `None` on the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl std::ops::Deref for Holder {
@@ -241,6 +244,7 @@ pub(crate) async fn conflicting_holders(
             mode,
             backend_type: row.get(8),
             other_database: false,
+            server: None,
         });
     }
     Ok(holders)
@@ -283,6 +287,7 @@ pub(crate) async fn snapshot_holders(client: &Client, except: i32) -> Result<Vec
             mode: String::new(),
             backend_type: row.get(8),
             other_database: false,
+            server: None,
         })
         .collect())
 }
@@ -358,6 +363,7 @@ pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<V
             mode: row.get(10),
             backend_type: row.get(8),
             other_database: row.get(9),
+            server: None,
         });
     }
     Ok(holders)

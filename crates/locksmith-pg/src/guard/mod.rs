@@ -35,6 +35,7 @@ pub mod commits;
 mod index_build;
 pub mod look;
 mod policy;
+pub mod replica;
 pub mod retry;
 pub mod sessions;
 pub mod watchdog;
@@ -254,6 +255,8 @@ pub struct Guard {
     attempt_until: Instant,
     interrupt: watch::Receiver<Option<Interrupt>>,
     on_event: Box<dyn FnMut(Event<'_>) + Send>,
+    /// Hot standbys watched too (`--replica`).
+    replicas: Vec<replica::Replica>,
     /// What the guard did so far.
     pub report: GuardReport,
 }
@@ -286,6 +289,7 @@ impl Guard {
             attempt_until: Instant::now(),
             interrupt,
             on_event: Box::new(|_| {}),
+            replicas: Vec::new(),
             report: GuardReport::default(),
         })
     }

@@ -29,6 +29,8 @@ pub(super) struct Plan {
     waits: Vec<WaitedFor>,
     /// See [`look::long_lived_after`].
     long_lived_after: Duration,
+    /// A standby's query running this long (the budget) is waited out, not raced.
+    standby_after: Duration,
 }
 
 impl Plan {
@@ -51,6 +53,7 @@ impl Plan {
             builds_concurrently,
             waits: Vec::new(),
             long_lived_after: look::long_lived_after(lock_timeout),
+            standby_after: lock_timeout,
         }
     }
 
@@ -60,6 +63,13 @@ impl Plan {
             || (self.builds_concurrently
                 && h.is_idle_in_transaction()
                 && h.idle_for() >= CONCURRENT_IDLE_AFTER)
+            // A standby's replay cannot give up as NOWAIT does: it waits for
+            // whatever holds the table there, however long. Only a query that
+            // just started is raced; one running for the budget may run on, and
+            // a session idle in its transaction may stay so for ever.
+            || (h.server.is_some()
+                && (h.is_idle_in_transaction()
+                    || h.xact_age_ms.unwrap_or(0) >= self.standby_after.as_millis() as i64))
     }
 
     /// Remembers whom a lost attempt waited for.
@@ -90,6 +100,8 @@ impl Guard {
         plan.waits.retain(|w| waited.iter().any(|h| h.pid == w.pid));
         merge(&mut holders, waited);
         self.apply_terminate_policy(&mut holders).await?;
+        // The standbys' own sessions, after the primary's: their pids are another server's.
+        holders.extend(self.replica_holders(&resolved).await?);
         Ok((resolved, holders))
     }
 

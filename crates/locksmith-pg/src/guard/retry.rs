@@ -131,6 +131,7 @@ mod tests {
             mode: "AccessShareLock".into(),
             backend_type: "client backend".into(),
             other_database: false,
+            server: None,
         }
     }
 

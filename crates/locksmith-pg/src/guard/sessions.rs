@@ -494,6 +494,7 @@ async fn describe_wait(
             lock_type: row.get(10),
             mode: row.get(11),
             other_database: row.get(12),
+            server: None,
         })
         .collect();
     Ok((holders, wanted))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::source::{self, pending, Kind, Migration, Version};
-use locksmith_pg::guard::{Guard, GuardError, RelationLock, Step};
+use locksmith_pg::guard::{replica, Guard, GuardError, RelationLock, Step};
 use locksmith_pg::{foreign, history};
 
 use super::hold;
@@ -96,6 +96,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
+    watch_replicas(&mut guard, &args.replicas, quiet).await?;
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
     let waiting = history::lock_runners(guard.client(), args.guard.deadline);
@@ -265,6 +266,44 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         &args,
         RunReport::new(Status::Applied, &guard.report, records, None),
     )
+}
+
+/// Watches the standbys given with `--replica` (or `LOCKSMITH_REPLICA_URLS`);
+/// with none given, says once when standbys stream from the primary unwatched.
+async fn watch_replicas(guard: &mut Guard, given: &[String], quiet: bool) -> Result<(), Failure> {
+    let mut urls: Vec<String> = given.to_vec();
+    if urls.is_empty() {
+        if let Ok(list) = std::env::var("LOCKSMITH_REPLICA_URLS") {
+            urls = list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect();
+        }
+    }
+    if urls.is_empty() {
+        let streaming = replica::streaming_standbys(guard.client())
+            .await
+            .unwrap_or(0);
+        if streaming > 0 && !quiet {
+            eprintln!(
+                "warning: {streaming} standby server(s) stream from this primary and are not watched: \
+                 their readers can stall replay of an ACCESS EXCLUSIVE lock, and their traffic behind it. \
+                 Pass --replica URL for each hot standby."
+            );
+        }
+        return Ok(());
+    }
+    let mut settings = Vec::with_capacity(urls.len());
+    for url in &urls {
+        settings.push(
+            locksmith_pg::ConnectionSettings::resolve(Some(url))
+                .map_err(|e| Failure::input(miette::miette!("--replica: {e}")))?,
+        );
+    }
+    guard.watch_replicas(&settings).await?;
+    Ok(())
 }
 
 /// The refusal when another tool's history is there and locksmith's is empty.

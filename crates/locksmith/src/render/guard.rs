@@ -162,7 +162,11 @@ pub fn human(report: &RunReport, style: Style) -> String {
 /// One line naming a session: pid, application, client, state, ages, lock, last query.
 pub fn holder_line(h: &Holder) -> String {
     format!(
-        "pid {} \"{}\" {} user {}: {} for {}, transaction {}; {}; last query: {}",
+        "{}pid {} \"{}\" {} user {}: {} for {}, transaction {}; {}; last query: {}",
+        h.server
+            .as_deref()
+            .map(|s| format!("on standby {s}: "))
+            .unwrap_or_default(),
         h.pid,
         h.application_name,
         h.client_addr.as_deref().unwrap_or("local"),

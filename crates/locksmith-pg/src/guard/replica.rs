@@ -1,0 +1,133 @@
+//! Hot standbys the guard watches too (`--replica URL`).
+//!
+//! A standby replays the primary's `ACCESS EXCLUSIVE` locks: its startup
+//! process takes the same lock when the lock's WAL record arrives, waits for
+//! the standby's own readers of the table (up to `max_standby_streaming_delay`,
+//! 30 s by default, or forever), stops all replay meanwhile, and every new read
+//! of the table on the standby queues behind it — the incident again, on the
+//! replica. Rolling back on the primary does not help once the record is
+//! there: replay is stuck *at* the lock record and reaches the abort only after
+//! the readers end (measured; see docs/locks.md). So the only safe moment is
+//! before the lock is taken: the look covers each standby's sessions holding a
+//! lock that conflicts with the plan's `ACCESS EXCLUSIVE` locks (the only mode
+//! WAL-logged; relation oids are the primary's on a physical standby), with
+//! the same long-lived / short / terminate policy as the primary's sessions.
+//!
+//! Must not touch a standby session that does not conflict, nor an active
+//! query (only sessions idle in transaction past `--terminate-idle-after`).
+
+use locksmith_core::lock::LockMode;
+use tokio_postgres::Client;
+
+use super::look::{self, Holder, Resolved};
+use super::{Event, Guard, GuardError};
+use crate::{ConnectionSettings, Error};
+
+/// One watched standby.
+pub(crate) struct Replica {
+    /// `host:port`, as reports name it.
+    pub name: String,
+    pub client: Client,
+}
+
+impl Guard {
+    /// Watches these hot standbys too: each look also covers their sessions.
+    /// Fails when one cannot be reached or is not a standby.
+    pub async fn watch_replicas(&mut self, replicas: &[ConnectionSettings]) -> Result<(), Error> {
+        for settings in replicas {
+            let settings = settings.with_application_name("locksmith-watchdog");
+            let client = settings.connect().await?;
+            // `user@host:port/db` → `host:port`.
+            let described = settings.describe();
+            let name = described
+                .split_once('@')
+                .map_or(described.as_str(), |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            // A primary given as a replica would be watched for nothing.
+            let standby: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| Error::query(format!("asking {name} whether it is a standby"), e))?
+                .get(0);
+            if !standby {
+                return Err(Error::Replica {
+                    server: name,
+                    reason:
+                        "given with --replica but not a hot standby (pg_is_in_recovery() is false)"
+                            .into(),
+                });
+            }
+            self.replicas.push(Replica { name, client });
+        }
+        Ok(())
+    }
+
+    /// Standby sessions holding a lock that conflicts with the plan's
+    /// `ACCESS EXCLUSIVE` locks, after the terminate policy: each named with
+    /// its server.
+    pub(super) async fn replica_holders(
+        &mut self,
+        resolved: &[Resolved],
+    ) -> Result<Vec<Holder>, GuardError> {
+        let replayed: Vec<Resolved> = resolved
+            .iter()
+            .filter(|r| r.mode == LockMode::AccessExclusive)
+            .cloned()
+            .collect();
+        if replayed.is_empty() || self.replicas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut all = Vec::new();
+        for i in 0..self.replicas.len() {
+            let replica = &self.replicas[i];
+            let mut holders = look::conflicting_holders(&replica.client, &replayed)
+                .await
+                .map_err(|e| on_replica(&replica.name, e))?;
+            for h in &mut holders {
+                h.server = Some(replica.name.clone());
+            }
+            let Some(threshold) = self.policy.terminate_idle_after else {
+                all.extend(holders);
+                continue;
+            };
+            for h in holders {
+                let replica = &self.replicas[i];
+                if h.may_terminate(threshold)
+                    && look::terminate_if_still_idle(&replica.client, h.pid, threshold, false)
+                        .await
+                        .map_err(|e| on_replica(&replica.name, e))?
+                {
+                    (self.on_event)(Event::Terminated(&h));
+                    self.report.terminated.push(h);
+                } else {
+                    all.push(h);
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
+fn on_replica(server: &str, e: Error) -> GuardError {
+    GuardError::Failed(Error::Replica {
+        server: server.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// How many standbys stream from the primary `client` is connected to: a
+/// guard that watches none of them should say so.
+pub async fn streaming_standbys(client: &Client) -> Result<i64, Error> {
+    // Walsenders to standbys (not to pg_basebackup or logical subscribers' initial copy).
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| Error::query("reading pg_stat_replication", e))
+}
