@@ -25,9 +25,46 @@
 //! queued. The guard knows nothing about files or history tables: callers
 //! pass SQL and the locks it needs.
 //!
+//! Holding is bounded too: from the moment its locks are taken, a unit's
+//! statements run with what is left of `max_hold` as their server-side
+//! `statement_timeout` when those locks block traffic ([`GuardError::HoldExceeded`]).
+//! Hot standbys given to [`Guard::watch_replicas`] are looked at as well
+//! ([`replica`]).
+//!
 //! For a migration tool that keeps its own connections (`locksmith run`),
 //! [`sessions`] watches its sessions by `application_name` instead: the same
 //! cancel-over-budget and terminate policy, applied from outside.
+//!
+//! Embedding it in your own runner (a sqlx or refinery migrator, a deploy
+//! job): analyse the SQL, hand the guard the steps, record your history row
+//! in the same transaction.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use locksmith_core::analysis::analyze;
+//! use locksmith_pg::guard::{Guard, GuardError, GuardPolicy, Step};
+//! use locksmith_pg::ConnectionSettings;
+//!
+//! let settings = ConnectionSettings::resolve(None)?; // DATABASE_URL, else PG*
+//! // Keep the sender: a dropped one means "never interrupted".
+//! let (_interrupt, interrupts) = tokio::sync::watch::channel(None);
+//! let mut guard = Guard::connect(&settings, GuardPolicy::default(), interrupts).await?;
+//! let sql = "ALTER TABLE users ADD COLUMN nickname text";
+//! let steps: Vec<Step> = analyze(sql, 18)?.iter().map(Step::from).collect();
+//! let record = |_attempts: u32, _waited: std::time::Duration| {
+//!     "INSERT INTO my_history (version) VALUES (42)".to_string()
+//! };
+//! match guard.run_transaction(&steps, Some(&record)).await {
+//!     Ok(attempts) => println!("applied after {attempts} attempt(s)"),
+//!     Err(GuardError::Blocked { holders, .. }) => {
+//!         for h in holders {
+//!             eprintln!("blocked by pid {} ({})", h.pid, h.application_name);
+//!         }
+//!     }
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok(()) }
+//! ```
 
 mod attempt;
 pub mod backoff;
