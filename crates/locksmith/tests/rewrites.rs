@@ -4,8 +4,7 @@
 //! re-lints clean is checked without a server, in `lint::docs`.)
 
 use locksmith_core::analysis::analyze;
-use locksmith_core::lint::docs::{section, sql_blocks};
-use locksmith_core::lint::{lint, Options, RULES};
+use locksmith_core::lint::docs::example_fixes;
 use locksmith_sandbox::shared;
 
 /// Tables and objects the rules' examples name, with a few rows each.
@@ -47,49 +46,22 @@ async fn run(client: &tokio_postgres::Client, sql: &str) -> Result<(), String> {
 #[tokio::test]
 async fn every_documented_fix_runs_on_a_real_server_alone_and_in_place() {
     let cluster = shared::cluster().unwrap();
-    let mut ran = 0;
+    let fixes = example_fixes();
     let mut failures = Vec::new();
-    for rule in RULES {
-        let Some(example) = section(rule.doc, "Example") else {
-            continue;
-        };
-        for bad in sql_blocks(&example) {
-            for wrapped in [false, true] {
-                let sql = if wrapped && !bad.contains("BEGIN") {
-                    format!("BEGIN;\n{bad}\nCOMMIT;")
-                } else {
-                    bad.clone()
-                };
-                let Ok(report) = lint(&sql, &Options::default()) else {
-                    continue;
-                };
-                for f in report.findings().filter(|f| f.rule == rule.id) {
-                    let Some(fix) = &f.fix else { continue };
-                    let fix = fix.trim_end().trim_end_matches(';');
-                    let in_place = if wrapped {
-                        format!("BEGIN;\n{fix};\nCOMMIT;")
-                    } else {
-                        format!("{fix};")
-                    };
-                    let name = shared::unique_name(&format!("fix_{}", rule.id));
-                    let db = cluster.create_database(&name).await.unwrap();
-                    let client = db.connect().await.unwrap();
-                    client
-                        .batch_execute(&format!("{SCHEMA}{}", prelude(rule.id)))
-                        .await
-                        .unwrap();
-                    if let Err(e) = run(&client, &in_place).await {
-                        failures.push(format!(
-                            "{} ({}):\n{in_place}\n{e}",
-                            rule.id,
-                            if wrapped { "in place" } else { "alone" }
-                        ));
-                    }
-                    ran += 1;
-                }
-            }
+    for f in &fixes {
+        let name = shared::unique_name(&format!("fix_{}", f.rule));
+        let db = cluster.create_database(&name).await.unwrap();
+        let client = db.connect().await.unwrap();
+        client
+            .batch_execute(&format!("{SCHEMA}{}", prelude(f.rule)))
+            .await
+            .unwrap();
+        if let Err(e) = run(&client, &f.in_place).await {
+            let place = if f.wrapped { "in place" } else { "alone" };
+            failures.push(format!("{} ({place}):\n{}\n{e}", f.rule, f.in_place));
         }
     }
+    let ran = fixes.len();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(ran >= 10, "only {ran} fixes ran");
 }

@@ -31,6 +31,58 @@ pub fn sql_blocks(section: &str) -> Vec<String> {
         .collect()
 }
 
+/// A fix lint prints for one of the rules' documented examples, placed where
+/// it would go: alone, or inside the file's own `BEGIN … COMMIT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleFix {
+    /// The rule that gave it.
+    pub rule: &'static str,
+    /// The example as linted (inside `BEGIN … COMMIT` when `wrapped`).
+    pub example: String,
+    /// The fix as a file would hold it in the example's place.
+    pub in_place: String,
+    /// Whether the example sat in a transaction block.
+    pub wrapped: bool,
+}
+
+/// Every fix the rules give for their documented examples, each example
+/// linted alone and inside `BEGIN … COMMIT`: what the tests run and re-lint.
+pub fn example_fixes() -> Vec<ExampleFix> {
+    let mut out = Vec::new();
+    for rule in RULES {
+        let Some(example) = section(rule.doc, "Example") else {
+            continue;
+        };
+        for bad in sql_blocks(&example) {
+            for wrapped in [false, true] {
+                let sql = if wrapped && !bad.contains("BEGIN") {
+                    format!("BEGIN;\n{bad}\nCOMMIT;")
+                } else {
+                    bad.clone()
+                };
+                let Ok(report) = super::lint(&sql, &super::Options::default()) else {
+                    continue;
+                };
+                for f in report.findings().filter(|f| f.rule == rule.id) {
+                    let Some(fix) = &f.fix else { continue };
+                    let fix = fix.trim_end().trim_end_matches(';');
+                    out.push(ExampleFix {
+                        rule: rule.id,
+                        example: sql.clone(),
+                        in_place: if wrapped {
+                            format!("BEGIN;\n{fix};\nCOMMIT;")
+                        } else {
+                            format!("{fix};")
+                        },
+                        wrapped,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The first paragraph of "What it does".
 pub fn summary(doc: &str) -> String {
     section(doc, "What it does")
@@ -173,40 +225,18 @@ mod tests {
                 .map(|f| format!("{} {}", f.rule, f.message))
                 .collect()
         };
-        let mut checked = 0;
-        for rule in RULES {
-            let Some(example) = section(rule.doc, "Example") else {
-                continue;
-            };
-            for bad in sql_blocks(&example) {
-                for wrapped in [false, true] {
-                    let sql = if wrapped {
-                        format!("BEGIN;\n{bad}\nCOMMIT;")
-                    } else {
-                        bad.clone()
-                    };
-                    let Ok(report) = lint(&sql, &Options::default()) else {
-                        continue;
-                    };
-                    for f in report.findings().filter(|f| f.rule == rule.id) {
-                        let Some(fix) = &f.fix else { continue };
-                        let fix = fix.trim_end().trim_end_matches(';');
-                        let in_place = if wrapped {
-                            format!("BEGIN;\n{fix};\nCOMMIT;")
-                        } else {
-                            format!("{fix};")
-                        };
-                        let left = strict(&in_place);
-                        assert!(
-                            left.is_empty(),
-                            "{}'s fix for\n{sql}\nis not clean:\n{in_place}\n{left:#?}",
-                            rule.id
-                        );
-                        checked += 1;
-                    }
-                }
-            }
+        let fixes = example_fixes();
+        for f in &fixes {
+            let left = strict(&f.in_place);
+            assert!(
+                left.is_empty(),
+                "{}'s fix for\n{}\nis not clean:\n{}\n{left:#?}",
+                f.rule,
+                f.example,
+                f.in_place
+            );
         }
+        let checked = fixes.len();
         assert!(checked >= 10, "only {checked} fixes checked");
     }
 
