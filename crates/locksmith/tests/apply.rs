@@ -1,8 +1,7 @@
 //! `locksmith apply` end to end, against real servers: ordering, history,
 //! refusal of bad input before anything runs, blocking, concurrency, faults.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::{Incident, TABLE};
@@ -11,36 +10,12 @@ use locksmith_sandbox::wait;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
 
-fn locksmith(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, sql) in files {
-        std::fs::write(dir.join(name), sql).unwrap();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod support;
+use support::{locksmith, query_i64, text, write};
 
 /// Whether a session named `application_name` holds a lock on the story's table.
 async fn holds_lock(client: &tokio_postgres::Client, application_name: &str) -> bool {
     query_i64(client, &format!("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{application_name}' AND l.granted AND l.relation = '{TABLE}'::regclass")).await > 0
-}
-
-async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 const UNIQUE: &str =

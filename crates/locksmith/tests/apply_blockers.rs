@@ -4,7 +4,6 @@
 //! and what a concurrent index build waits for are named in the JSON report
 //! and ended by `--terminate-idle-after`; giving up keeps the deadline.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use locksmith_pg::ConnectionSettings;
@@ -14,22 +13,8 @@ use locksmith_sandbox::traffic::LeakedSessions;
 use serde_json::Value;
 use tokio_postgres::Client;
 
-fn locksmith(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod support;
+use support::{locksmith, query_i64, text};
 
 /// A folder holding one migration file.
 fn migration(sql: &str) -> tempfile::TempDir {
@@ -40,10 +25,6 @@ fn migration(sql: &str) -> tempfile::TempDir {
 
 fn path(dir: &tempfile::TempDir) -> &str {
     dir.path().to_str().unwrap()
-}
-
-async fn query_i64(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// A session that ran `sql` and stays idle in its transaction; returns it and its pid.

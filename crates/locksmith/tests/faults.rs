@@ -4,20 +4,13 @@
 //! and signals while connecting or waiting for another runner.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use locksmith_sandbox::Cluster;
 
-fn locksmith(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
+mod support;
+use support::{locksmith, query_i64, text, write};
 
 fn spawn(url: &str, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -28,24 +21,6 @@ fn spawn(url: &str, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, sql) in files {
-        std::fs::write(dir.join(name), sql).unwrap();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// Polls `sql` (a count) until it is non-zero, for at most 30 s.

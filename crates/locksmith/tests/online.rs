@@ -4,11 +4,14 @@
 //! refused before anything runs.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::Incident;
 use serde_json::Value;
+
+mod support;
+use support::{locksmith, text};
 
 const SETUP: &str = "
     CREATE TABLE enrollments (id int, partner_id int, amount int);
@@ -22,23 +25,6 @@ ALTER TABLE enrollments ADD CONSTRAINT positive CHECK (amount > 0);
 ALTER TABLE enrollments ALTER COLUMN amount SET NOT NULL;
 ALTER TABLE enrollments ADD PRIMARY KEY (id);
 ";
-
-fn locksmith(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 async fn staged(hint: &str) -> (Incident, tokio_postgres::Client) {
     let incident = Incident::stage_shared(hint).await.unwrap();

@@ -14,6 +14,9 @@ use locksmith_sandbox::incident::{Incident, TABLE};
 use locksmith_sandbox::{wait, Cluster};
 use serde_json::Value;
 
+mod support;
+use support::text;
+
 fn apply(url: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_locksmith"))
         .args(["apply", dir.to_str().unwrap(), "--format", "json"])
@@ -22,14 +25,6 @@ fn apply(url: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A primary with the incident's table, a standby that has replayed it, and

@@ -11,6 +11,9 @@ use locksmith_sandbox::wait;
 use serde_json::Value;
 use tokio_postgres::Client;
 
+mod support;
+use support::text;
+
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 
 /// `locksmith run ARGS -- psql -X -v ON_ERROR_STOP=1 URL -f FILE`, off the runtime's thread.
@@ -38,14 +41,6 @@ async fn run_psql(url: &str, args: &[&str], sql: &str) -> Output {
     .unwrap();
     drop(file);
     out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 async fn exists(admin: &Client, table: &str) -> bool {

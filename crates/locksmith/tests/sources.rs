@@ -4,35 +4,13 @@
 //! runs; a database another tool built is adopted with `--baseline`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use locksmith_sandbox::shared;
 use serde_json::Value;
 
-fn locksmith(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, sql) in files {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, sql).unwrap();
-    }
-}
+mod support;
+use support::{locksmith, query_i64, text, write};
 
 /// A fresh database: its URL and an admin connection.
 async fn database(hint: &str) -> (String, tokio_postgres::Client) {
@@ -40,10 +18,6 @@ async fn database(hint: &str) -> (String, tokio_postgres::Client) {
     let name = shared::unique_name(hint);
     let settings = cluster.create_database(&name).await.unwrap();
     (cluster.url(&name), settings.connect().await.unwrap())
-}
-
-async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 async fn exists(client: &tokio_postgres::Client, relation: &str) -> bool {
