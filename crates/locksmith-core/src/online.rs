@@ -162,6 +162,17 @@ pub fn plan(s: &Statement, created: &BTreeSet<String>, pg_version: u32) -> Onlin
             Some(sql) => vec![(sql, None).into()],
             None => return Online::Refused("REINDEX SYSTEM has no concurrent form".into()),
         },
+        // Needs a unique index on the view: without one the server refuses
+        // the step, saying so, before it holds anything.
+        StatementKind::RefreshMatView {
+            view,
+            concurrently: false,
+        } if !created.contains(view) => {
+            match insert_after_word(&s.sql, &["VIEW"], "CONCURRENTLY") {
+                Some(sql) => vec![(sql, None).into()],
+                None => return refuse_if_blocking(s, created),
+            }
+        }
         _ => return refuse_if_blocking(s, created),
     };
     analysed(steps, pg_version)
@@ -257,9 +268,6 @@ fn by_hand(s: &Statement) -> &'static str {
             if matches!(actions.first(), Some(AlterAction::AddColumn { .. })) =>
         {
             "Add the column without the default, SET DEFAULT, backfill existing rows in batches (UPDATE … WHERE id BETWEEN …), then add NOT NULL through a validated CHECK."
-        }
-        StatementKind::RefreshMatView { .. } => {
-            "Create a unique index on the view and use REFRESH MATERIALIZED VIEW CONCURRENTLY."
         }
         StatementKind::Vacuum { full: true, .. } | StatementKind::Cluster { .. } => {
             "Use pg_repack, or a plain VACUUM, which takes no lock that blocks traffic."
@@ -469,9 +477,11 @@ fn not_valid_then_validate(table: &str, c: &ConstraintSummary) -> Pairs {
 }
 
 /// `SET NOT NULL` proven by a validated `CHECK (col IS NOT NULL)`, which is
-/// then dropped: the only scan runs under `VALIDATE`'s weak lock.
+/// then dropped: the only scan runs under `VALIDATE`'s weak lock. The check
+/// is not named `<table>_<col>_not_null`: PostgreSQL 18 gives that name to
+/// the NOT NULL constraint itself, which would then get another.
 fn not_null(table: &str, column: &str) -> Pairs {
-    let check = default_name(table, &[column.to_string()], "not_null");
+    let check = default_name(table, &[column.to_string()], "not_null_check");
     let t = quote_qualified(table);
     let (c, k) = (quote_ident(column), quote_ident(&check));
     let is_not_null = format!(

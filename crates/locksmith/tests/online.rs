@@ -337,3 +337,41 @@ async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
         0
     );
 }
+
+/// The same comparison on every PostgreSQL major the machine has (CI lists
+/// 13 to 18 in `LOCKSMITH_PG_BINS`): lock and catalog behaviour differ
+/// between versions, and the plan must hold on each.
+#[tokio::test]
+async fn online_reaches_the_same_schema_on_every_version() {
+    use locksmith_sandbox::bin_dir::BinDir;
+    use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
+    let mut bins = BinDir::listed().unwrap();
+    bins.extend(BinDir::find(None).ok());
+    bins.sort_by_key(|b| b.major);
+    bins.dedup_by_key(|b| b.major);
+    let dir = folder(MIGRATION);
+    for bin in bins {
+        let major = bin.major;
+        let cluster = Cluster::start_with(ClusterOptions {
+            bin: Some(bin),
+            ..ClusterOptions::default()
+        })
+        .unwrap();
+        let mut schemas = Vec::new();
+        for online in [false, true] {
+            let db = format!("versions_{online}");
+            let incident = Incident::stage(&cluster, &db).await.unwrap();
+            let admin = incident.admin.connect().await.unwrap();
+            admin.batch_execute(SETUP).await.unwrap();
+            let version = major.to_string();
+            let mut args = vec!["apply", dir_arg(dir.path()), "--pg-version", &version];
+            if online {
+                args.push("--online");
+            }
+            let out = locksmith(&incident.url, &args);
+            assert_eq!(out.status.code(), Some(0), "PG {major}: {}", text(&out));
+            schemas.push(schema(&admin).await);
+        }
+        assert_eq!(schemas[0], schemas[1], "PG {major}");
+    }
+}

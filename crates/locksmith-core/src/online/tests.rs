@@ -129,6 +129,12 @@ fn index_statements_become_concurrent() {
         ]
     );
     assert_online(&drop);
+    let refresh = steps("REFRESH MATERIALIZED VIEW daily");
+    assert_eq!(
+        sqls(&refresh),
+        ["REFRESH MATERIALIZED VIEW CONCURRENTLY daily"]
+    );
+    assert_online(&refresh);
     let reindex = steps("REINDEX (VERBOSE) TABLE t");
     assert_eq!(sqls(&reindex), ["REINDEX (VERBOSE) TABLE CONCURRENTLY t"]);
     assert_online(&reindex);

@@ -155,10 +155,10 @@ mod tests {
         let v = lint_errors(&R::RULE, "ALTER TABLE app.users ADD PRIMARY KEY (id)");
         insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
             SET lock_timeout = '2s';
-            ALTER TABLE app.users ADD CONSTRAINT users_id_not_null CHECK (id IS NOT NULL) NOT VALID;
-            ALTER TABLE app.users VALIDATE CONSTRAINT users_id_not_null;
+            ALTER TABLE app.users ADD CONSTRAINT users_id_not_null_check CHECK (id IS NOT NULL) NOT VALID;
+            ALTER TABLE app.users VALIDATE CONSTRAINT users_id_not_null_check;
             ALTER TABLE app.users ALTER COLUMN id SET NOT NULL;
-            ALTER TABLE app.users DROP CONSTRAINT IF EXISTS users_id_not_null;
+            ALTER TABLE app.users DROP CONSTRAINT IF EXISTS users_id_not_null_check;
             CREATE UNIQUE INDEX CONCURRENTLY users_pkey ON app.users (id);
             ALTER TABLE app.users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
             ");

@@ -126,7 +126,7 @@ mod tests {
             "{fix}"
         );
         assert!(
-            fix.ends_with("DROP CONSTRAINT IF EXISTS users_token_not_null;"),
+            fix.ends_with("DROP CONSTRAINT IF EXISTS users_token_not_null_check;"),
             "{fix}"
         );
         let v = lint_errors(

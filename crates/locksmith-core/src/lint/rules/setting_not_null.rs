@@ -106,7 +106,11 @@ pub(crate) fn proven_first(table: &str, columns: &[String], statement: &str) -> 
     let checks: Vec<(String, String)> = columns
         .iter()
         .map(|c| {
-            let check = quote_ident(&default_name(table, std::slice::from_ref(c), "not_null"));
+            let check = quote_ident(&default_name(
+                table,
+                std::slice::from_ref(c),
+                "not_null_check",
+            ));
             (check, quote_ident(c))
         })
         .collect();
@@ -138,10 +142,10 @@ mod tests {
         );
         insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
             SET lock_timeout = '2s';
-            ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;
-            ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;
+            ALTER TABLE users ADD CONSTRAINT users_email_not_null_check CHECK (email IS NOT NULL) NOT VALID;
+            ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null_check;
             ALTER TABLE users ALTER COLUMN email SET NOT NULL;
-            ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_not_null;
+            ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_not_null_check;
             ");
     }
 
@@ -163,11 +167,11 @@ mod tests {
         let v = lint_errors(&R::RULE, sql);
         assert_eq!(v[0].message, "ADD PRIMARY KEY … USING INDEX sets NOT NULL on `id`, which scans the whole table while it takes AccessExclusiveLock on `users`, which blocks all reads and writes");
         insta::assert_snapshot!(v[0].fix.as_deref().unwrap(), @r"
-        ALTER TABLE users ADD CONSTRAINT users_id_not_null CHECK (id IS NOT NULL) NOT VALID;
-        ALTER TABLE users VALIDATE CONSTRAINT users_id_not_null;
-        ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
-        ALTER TABLE users DROP CONSTRAINT users_id_not_null;
-        ");
+            ALTER TABLE users ADD CONSTRAINT users_id_not_null_check CHECK (id IS NOT NULL) NOT VALID;
+            ALTER TABLE users VALIDATE CONSTRAINT users_id_not_null_check;
+            ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey;
+            ALTER TABLE users DROP CONSTRAINT users_id_not_null_check;
+            ");
         // Proven first, or on an index lint knows nothing of: nothing to say.
         lint_ok(
             &R::RULE,
