@@ -27,9 +27,13 @@ Examples:
   locksmith apply migrations/ --dry-run           the plan, and who would block it now
   locksmith apply migrations/                     apply, giving up after 3 minutes blocked
   locksmith apply migrations/ --terminate-idle-after 30s
+  locksmith apply migrations/ --online --dry-run  the online plan: steps, locks, transactions
+  locksmith apply migrations/ --replica postgres://reader-1/app
 
-Exit codes: 0 applied (or nothing to do); 1 a migration failed; 2 bad input
-(nothing ran); 3 gave up blocked, the blockers named; 130/143 Ctrl-C/SIGTERM.";
+Exit codes: 0 applied (or nothing to do); 1 a migration failed; 2 bad input,
+or a statement --online cannot run online (nothing ran); 3 gave up blocked,
+the blockers named, or a statement would hold a lock blocking traffic past
+--max-hold (rolled back); 130/143 Ctrl-C/SIGTERM.";
 
 /// `locksmith run --help`.
 pub const RUN: &str = "\
@@ -38,8 +42,8 @@ Examples:
   locksmith run --terminate-idle-after 30s -- npx prisma migrate deploy
   locksmith run --format json -- ./manage.py migrate > report.json
 
-Exit codes: 0 the command succeeded; 3 gave up blocked, the blockers named;
-otherwise the command's own code (127 not found, 126 not runnable, 130/143
+Exit codes: 0 the command succeeded; 3 gave up blocked, the blockers named,
+or a statement held a lock blocking traffic past --max-hold (stopped); otherwise the command's own code (127 not found, 126 not runnable, 130/143
 after Ctrl-C/SIGTERM).";
 
 /// `locksmith blockers --help`.
