@@ -375,3 +375,67 @@ async fn online_reaches_the_same_schema_on_every_version() {
         assert_eq!(schemas[0], schemas[1], "PG {major}");
     }
 }
+
+/// kill -9 of `apply --online`, or a server restart, at points spread over
+/// the plan (after 0, 3, 7, 11 and 15 recorded steps), then one rerun: it
+/// always finishes, and the schema is the plain migration's.
+#[tokio::test]
+async fn a_fault_at_any_step_needs_one_rerun() {
+    let (plain, plain_admin) = staged("online_faults_plain").await;
+    let dir = folder(MIGRATION);
+    let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let want = schema(&plain_admin).await;
+
+    let mut cluster = locksmith_sandbox::Cluster::start().unwrap();
+    for (i, after) in [0_i64, 3, 7, 11, 15].into_iter().enumerate() {
+        let restart = i % 2 == 1;
+        let db = format!("faults_{i}");
+        let incident = Incident::stage(&cluster, &db).await.unwrap();
+        let admin = incident.admin.connect().await.unwrap();
+        admin.batch_execute(SETUP).await.unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+            .args(["apply", dir_arg(dir.path()), "--online"])
+            .env("DATABASE_URL", &incident.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until that many steps are recorded, or the run has ended.
+        let started = Instant::now();
+        loop {
+            let done = admin
+                .query_one("SELECT count(*) FROM locksmith_online_steps", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0);
+            if done >= after || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "step {after} never came"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if restart {
+            cluster.restart().unwrap();
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "rerun after a {} at step {after}: {}",
+            if restart { "restart" } else { "kill -9" },
+            text(&out)
+        );
+        let admin = incident.admin.connect().await.unwrap();
+        assert_eq!(schema(&admin).await, want, "after a fault at step {after}");
+        assert_eq!(
+            count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+            1
+        );
+    }
+}
