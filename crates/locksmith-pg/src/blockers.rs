@@ -51,6 +51,10 @@ pub struct Waiting {
     pub queued_after: Vec<i32>,
     /// Every session that waits because of this one, directly or through the queue.
     pub queued_behind: Vec<i32>,
+    /// A hot standby's startup process replaying a lock the primary took:
+    /// all replay stops while it waits.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 /// A session idle inside an open transaction: the story's leak.
@@ -85,6 +89,17 @@ pub struct BlockerReport {
     pub idle_in_transaction: Vec<IdleInTransaction>,
     /// Connections used and available.
     pub connections: Connections,
+}
+
+/// The same diagnosis on a hot standby given with `--replica`, named by its
+/// server: the `standbys` entries of `blockers --format json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StandbyReport {
+    /// `host:port`.
+    pub server: String,
+    /// Its sessions, waits (the replay's among them) and roots.
+    #[serde(flatten)]
+    pub report: BlockerReport,
 }
 
 /// One line of the wait tree: a session at a depth under its root.
@@ -129,6 +144,7 @@ impl BlockerReport {
                         .filter(|b| graph.is_soft(s.pid, *b))
                         .collect(),
                     queued_behind: graph.behind(s.pid),
+                    replay: s.backend_type == "startup",
                 }
             })
             .collect();

@@ -102,6 +102,9 @@ pub enum Format {
 pub struct BlockersArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// A hot standby to diagnose too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions, and its replay when it waits on a lock the primary took
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -272,6 +275,9 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 pub struct TopArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its lock waits, replay among them, in their own section
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// How often to refresh.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub interval: std::time::Duration,

@@ -3,7 +3,8 @@
 //! primary and a streaming standby on this machine: a standby session in the
 //! way is named with its server and waited out without stalling the standby's
 //! reads, or terminated under `--terminate-idle-after`; without `--replica`,
-//! the unwatched standby is pointed out.
+//! the unwatched standby is pointed out. `blockers --replica` shows a
+//! standby's stalled replay with the standby session it waits for.
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,9 +31,17 @@ fn apply(url: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
 /// A primary with the incident's table, a standby that has replayed it, and
 /// a migration folder adding a column.
 async fn staged(db: &str) -> (Cluster, Cluster, Incident, tempfile::TempDir) {
+    staged_with(db, &[]).await
+}
+
+/// [`staged`], the standby started with these settings.
+async fn staged_with(
+    db: &str,
+    standby_settings: &[(&str, &str)],
+) -> (Cluster, Cluster, Incident, tempfile::TempDir) {
     let primary = Cluster::start().unwrap();
     let incident = Incident::stage(&primary, db).await.unwrap();
-    let standby = primary.start_standby(&[]).unwrap();
+    let standby = primary.start_standby(standby_settings).unwrap();
     let url = standby.url(db);
     wait::until(wait::BOUND, "the standby to replay the table", || {
         let url = url.clone();
@@ -276,4 +285,137 @@ async fn a_running_standby_query_is_waited_for_not_raced() {
         "a standby read waited {worst:?}"
     );
     running.await.unwrap().unwrap();
+}
+
+/// Polls `sql` (one integer) on `client` until it is positive; returns it.
+async fn until_positive(client: &tokio_postgres::Client, what: &str, sql: &str) -> i32 {
+    let read = || async {
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i32>>(0)
+            .unwrap_or(0)
+    };
+    wait::until(wait::BOUND, what, || async { read().await > 0 })
+        .await
+        .unwrap();
+    read().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blockers_shows_a_standby_replay_waiting_for_a_standby_session() {
+    let db = "replica_blockers";
+    // Never cancelled by the standby itself while the test looks.
+    let (primary, standby, incident, _dir) =
+        staged_with(db, &[("max_standby_streaming_delay", "-1")]).await;
+    let report = standby_client(&standby, db, "standby-report").await;
+    report
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM {TABLE}"))
+        .await
+        .unwrap();
+    let report_pid: i32 = report
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The primary locks the table; an xid commit elsewhere flushes the lock record.
+    let ddl = primary.settings(db, "ddl").connect().await.unwrap();
+    ddl.batch_execute(&format!(
+        "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let other = primary.settings(db, "flush").connect().await.unwrap();
+    other.batch_execute("SELECT txid_current()").await.unwrap();
+    let watcher = standby_client(&standby, db, "check").await;
+    let startup = until_positive(
+        &watcher,
+        "replay to wait on the standby",
+        "SELECT max(pid) FROM pg_stat_activity
+         WHERE backend_type = 'startup' AND wait_event_type = 'Lock'",
+    )
+    .await;
+    // A read on the standby now queues behind the replay.
+    let reader = standby_client(&standby, db, "standby-reader").await;
+    let reading = tokio::spawn(async move {
+        reader
+            .query_one(&format!("SELECT count(*) FROM {TABLE}"), &[])
+            .await
+            .map(|_| ())
+    });
+    let reader_pid = until_positive(
+        &watcher,
+        "the standby read to queue",
+        "SELECT max(pid) FROM pg_stat_activity
+         WHERE application_name = 'standby-reader' AND wait_event_type = 'Lock'",
+    )
+    .await;
+
+    let replica = standby.url(db);
+    let url = incident.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        support::locksmith(
+            &url,
+            &["blockers", "--replica", &replica, "--format", "json"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let standbys = json["standbys"].as_array().unwrap();
+    assert_eq!(standbys.len(), 1, "{json}");
+    let on_standby = &standbys[0];
+    assert_eq!(
+        on_standby["server"],
+        format!("127.0.0.1:{}", standby.port())
+    );
+    let roots: Vec<i64> = on_standby["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(roots, vec![i64::from(report_pid)], "{on_standby}");
+    let replay = on_standby["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == startup)
+        .unwrap_or_else(|| panic!("the replay is not waiting: {on_standby}"));
+    assert_eq!(replay["replay"], true, "{replay}");
+    assert_eq!(
+        replay["blocked_by"],
+        serde_json::json!([report_pid]),
+        "{replay}"
+    );
+    assert_eq!(
+        replay["queued_behind"],
+        serde_json::json!([reader_pid]),
+        "{replay}"
+    );
+
+    // The same in words.
+    let replica = standby.url(db);
+    let url = incident.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        support::locksmith(&url, &["blockers", "--replica", &replica])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        words.contains(&format!(
+            "replay of {TABLE} on standby 127.0.0.1:{} waits for pid {report_pid}",
+            standby.port()
+        )),
+        "{words}"
+    );
+
+    // Once the report ends, replay goes on and the read finishes.
+    report.batch_execute("COMMIT").await.unwrap();
+    ddl.batch_execute("ROLLBACK").await.unwrap();
+    reading.await.unwrap().unwrap();
 }
