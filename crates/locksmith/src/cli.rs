@@ -290,6 +290,9 @@ pub struct DoctorArgs {
     /// Server log files to scan (plain stderr or csvlog format).
     #[arg(long = "log", value_name = "FILE", num_args = 1..)]
     pub logs: Vec<std::path::PathBuf>,
+    /// A hot standby to audit too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): how long its replay of a migration's lock may wait for its readers
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

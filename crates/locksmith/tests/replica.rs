@@ -419,3 +419,90 @@ async fn blockers_shows_a_standby_replay_waiting_for_a_standby_session() {
     ddl.batch_execute("ROLLBACK").await.unwrap();
     reading.await.unwrap().unwrap();
 }
+
+/// The findings of `doctor ARGS --format json` against `url`, by id.
+fn doctor_findings(url: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["doctor", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = support::locksmith(url, &all);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["findings"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_the_standby_delays_and_the_primary_replication() {
+    let db = "replica_doctor";
+    let (primary, standby, incident, _dir) = staged_with(
+        db,
+        &[
+            ("max_standby_streaming_delay", "-1"),
+            ("hot_standby_feedback", "on"),
+        ],
+    )
+    .await;
+    let admin = primary.settings(db, "setup").connect().await.unwrap();
+    admin
+        .batch_execute("SELECT pg_create_physical_replication_slot('forgotten', true)")
+        .await
+        .unwrap();
+    let server = format!("127.0.0.1:{}", standby.port());
+    let find = |findings: &[Value], id: &str| -> Option<Value> {
+        findings.iter().find(|f| f["id"] == id).cloned()
+    };
+
+    let findings = doctor_findings(&incident.url, &["--replica", &standby.url(db)]);
+    let delay =
+        find(&findings, "max_standby_streaming_delay").unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(delay["severity"], "warning");
+    assert!(
+        delay["message"].as_str().unwrap().contains(&format!(
+            "standby {server}: max_standby_streaming_delay is -1"
+        )),
+        "{delay}"
+    );
+    assert!(delay["fix"]
+        .as_str()
+        .unwrap()
+        .contains("ALTER SYSTEM SET max_standby_streaming_delay"));
+    let feedback =
+        find(&findings, "hot_standby_feedback").unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(feedback["severity"], "info");
+    assert!(
+        find(&findings, "max_standby_archive_delay").is_none(),
+        "30s default: {findings:?}"
+    );
+    let slot = find(&findings, "replication_slot").unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        slot["message"]
+            .as_str()
+            .unwrap()
+            .contains("forgotten is inactive"),
+        "{slot}"
+    );
+    assert_eq!(
+        slot["fix"],
+        "SELECT pg_drop_replication_slot('forgotten');  -- only if nothing will consume it again"
+    );
+    assert!(
+        find(&findings, "unwatched_standby").is_none(),
+        "{findings:?}"
+    );
+
+    // Without --replica the streaming standby is pointed out; its settings are not read.
+    let findings = doctor_findings(&incident.url, &[]);
+    let unwatched = find(&findings, "unwatched_standby").unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        unwatched["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 standby server(s) stream from this primary, 0 given with --replica"),
+        "{unwatched}"
+    );
+    assert!(find(&findings, "max_standby_streaming_delay").is_none());
+
+    // A primary given as a standby is refused, nothing audited.
+    let out = support::locksmith(&incident.url, &["doctor", "--replica", &incident.url]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not a hot standby"), "{}", text(&out));
+}
