@@ -159,6 +159,9 @@ pub struct ApplyArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub guard: GuardArgs,
+    /// A hot standby to look at too before each retry (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions in the way of an ACCESS EXCLUSIVE lock the command waited for, which the standby would replay. The first try knows no tables yet, so it cannot look
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// The migration command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,

@@ -506,3 +506,92 @@ async fn doctor_reads_the_standby_delays_and_the_primary_replication() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not a hot standby"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_waits_out_a_standby_query_before_a_retry() {
+    let db = "replica_run";
+    let (_primary, standby, incident, _dir) = staged(db).await;
+    // On the standby, a report running longer than the run may take.
+    let report = standby_client(&standby, db, "standby-long-report").await;
+    let running = tokio::spawn(async move {
+        report
+            .batch_execute(&format!("SELECT count(*), pg_sleep(8) FROM {TABLE}"))
+            .await
+    });
+    let watcher = standby_client(&standby, db, "check").await;
+    until_positive(
+        &watcher,
+        "the report to run on the standby",
+        "SELECT count(*)::int FROM pg_stat_activity
+         WHERE application_name = 'standby-long-report' AND state = 'active'",
+    )
+    .await;
+    // On the primary, a leaked session makes the first try lose its race.
+    let leaked = incident
+        .app
+        .with_application_name("leaky-app")
+        .connect()
+        .await
+        .unwrap();
+    leaked
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM {TABLE}"))
+        .await
+        .unwrap();
+    let (stop, reads) = standby_reads(standby_client(&standby, db, "standby-traffic").await);
+
+    let replica = standby.url(db);
+    let url = incident.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        support::locksmith(
+            &url,
+            &[
+                "run",
+                "--replica",
+                &replica,
+                "--terminate-idle-after",
+                "1s",
+                "--deadline",
+                "4s",
+                "--format",
+                "json",
+                "--",
+                "/usr/lib/postgresql/15/bin/psql",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &url,
+                "-c",
+                &format!("ALTER TABLE {TABLE} ADD COLUMN note text"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let worst = Duration::from_millis(reads.await.unwrap());
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["terminated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["application_name"] == "leaky-app" && t["server"].is_null()),
+        "the primary's leak is terminated: {json}"
+    );
+    let named = json["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["application_name"] == "standby-long-report")
+        .unwrap_or_else(|| panic!("the standby query is not named: {json}"));
+    assert_eq!(named["server"], format!("127.0.0.1:{}", standby.port()));
+    assert!(
+        worst < Duration::from_secs(1),
+        "a standby read waited {worst:?}"
+    );
+    let admin = incident.admin.connect().await.unwrap();
+    assert!(!has_note(&admin).await, "nothing applied");
+    running.await.unwrap().unwrap();
+}

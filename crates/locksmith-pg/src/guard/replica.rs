@@ -121,6 +121,13 @@ fn server_name(settings: &ConnectionSettings) -> String {
         .to_string()
 }
 
+/// The standby rule: a standby session in the way is waited out, not raced,
+/// when it is idle in its transaction or its transaction has run for the
+/// `budget`: replay cannot give up as `NOWAIT` does, it waits for it however long.
+pub fn standby_waits_out(h: &Holder, budget: std::time::Duration) -> bool {
+    h.is_idle_in_transaction() || h.xact_age_ms.unwrap_or(0) >= budget.as_millis() as i64
+}
+
 fn on_replica(server: &str, e: Error) -> GuardError {
     GuardError::Failed(Error::Replica {
         server: server.to_string(),
