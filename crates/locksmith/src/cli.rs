@@ -147,9 +147,6 @@ pub struct ApplyArgs {
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
-    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions reading the tables the migration locks ACCESS EXCLUSIVE are looked for before locking, under the same policy, since the standby replays that lock
-    #[arg(long = "replica", value_name = "URL")]
-    pub replicas: Vec<String>,
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
@@ -159,9 +156,6 @@ pub struct ApplyArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub guard: GuardArgs,
-    /// A hot standby to look at too before each retry (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions in the way of an ACCESS EXCLUSIVE lock the command waited for, which the standby would replay. The first try knows no tables yet, so it cannot look
-    #[arg(long = "replica", value_name = "URL")]
-    pub replicas: Vec<String>,
     /// The migration command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -187,6 +181,9 @@ pub struct GuardArgs {
     /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     pub max_hold: std::time::Duration,
+    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): it replays the migration's ACCESS EXCLUSIVE locks, so its sessions in the way are looked for before locking, under the same policy (`run`: before each retry, since the first try knows no tables yet)
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

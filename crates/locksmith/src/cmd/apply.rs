@@ -96,7 +96,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
-    watch_replicas(&mut guard, &args.replicas, quiet).await?;
+    watch_replicas(&mut guard, &args.guard.replicas, quiet).await?;
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
     let waiting = history::lock_runners(guard.client(), args.guard.deadline);

@@ -50,7 +50,7 @@ use crate::render::style::Style;
 /// lock race, or attempts or the deadline run out.
 pub async fn run(args: RunArgs) -> CmdResult {
     let settings = super::settings(&args.guard.connection)?;
-    let replicas = super::replica_settings(&args.replicas)?;
+    let replicas = super::replica_settings(&args.guard.replicas)?;
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
     let env = child_env(&args, policy.lock_timeout, &|name| std::env::var(name).ok());
