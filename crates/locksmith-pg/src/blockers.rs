@@ -460,6 +460,45 @@ mod tests {
         );
     }
 
+    /// On a standby: the startup process waits to replay the primary's lock
+    /// behind a report; `pg_blocking_pids` of it came back empty.
+    #[test]
+    fn a_stalled_replay_is_the_queued_ddl() {
+        let mut startup = session(5, "", "", &[]);
+        startup.backend_type = "startup".into();
+        startup.state = None;
+        startup.wait_event_type = Some("Lock".into());
+        let mut snap = Snapshot {
+            max_connections: 100,
+            reserved_connections: 3,
+            own_pid: 1,
+            sessions: vec![
+                session(
+                    10,
+                    "idle in transaction",
+                    "SELECT * FROM academic_partners",
+                    &[],
+                ),
+                startup,
+                session(30, "active", "SELECT * FROM academic_partners", &[5]),
+            ],
+            locks: vec![
+                lock(10, "AccessShareLock", true),
+                lock(5, "AccessExclusiveLock", false),
+                lock(30, "AccessShareLock", false),
+            ],
+        };
+        snap.find_replay_blockers();
+        let report = BlockerReport::from_snapshot(&snap);
+        assert_eq!(report.blockers.len(), 1);
+        assert_eq!(report.blockers[0].session.pid, 10);
+        let replay = report.waiting.iter().find(|w| w.pid == 5).unwrap();
+        assert!(replay.replay);
+        assert_eq!(replay.blocked_by, vec![10]);
+        assert_eq!(replay.queued_behind, vec![30]);
+        assert!(!report.waiting.iter().find(|w| w.pid == 30).unwrap().replay);
+    }
+
     #[test]
     fn no_waits_means_no_blockers() {
         let mut snap = incident();
