@@ -51,6 +51,10 @@ pub struct Waiting {
     pub queued_after: Vec<i32>,
     /// Every session that waits because of this one, directly or through the queue.
     pub queued_behind: Vec<i32>,
+    /// A hot standby's startup process replaying a lock the primary took:
+    /// all replay stops while it waits.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 /// A session idle inside an open transaction: the story's leak.
@@ -85,6 +89,17 @@ pub struct BlockerReport {
     pub idle_in_transaction: Vec<IdleInTransaction>,
     /// Connections used and available.
     pub connections: Connections,
+}
+
+/// The same diagnosis on a hot standby given with `--replica`, named by its
+/// server: the `standbys` entries of `blockers --format json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StandbyReport {
+    /// `host:port`.
+    pub server: String,
+    /// Its sessions, waits (the replay's among them) and roots.
+    #[serde(flatten)]
+    pub report: BlockerReport,
 }
 
 /// One line of the wait tree: a session at a depth under its root.
@@ -129,6 +144,7 @@ impl BlockerReport {
                         .filter(|b| graph.is_soft(s.pid, *b))
                         .collect(),
                     queued_behind: graph.behind(s.pid),
+                    replay: s.backend_type == "startup",
                 }
             })
             .collect();
@@ -442,6 +458,45 @@ mod tests {
                 (11, 0, false)
             ]
         );
+    }
+
+    /// On a standby: the startup process waits to replay the primary's lock
+    /// behind a report; `pg_blocking_pids` of it came back empty.
+    #[test]
+    fn a_stalled_replay_is_the_queued_ddl() {
+        let mut startup = session(5, "", "", &[]);
+        startup.backend_type = "startup".into();
+        startup.state = None;
+        startup.wait_event_type = Some("Lock".into());
+        let mut snap = Snapshot {
+            max_connections: 100,
+            reserved_connections: 3,
+            own_pid: 1,
+            sessions: vec![
+                session(
+                    10,
+                    "idle in transaction",
+                    "SELECT * FROM academic_partners",
+                    &[],
+                ),
+                startup,
+                session(30, "active", "SELECT * FROM academic_partners", &[5]),
+            ],
+            locks: vec![
+                lock(10, "AccessShareLock", true),
+                lock(5, "AccessExclusiveLock", false),
+                lock(30, "AccessShareLock", false),
+            ],
+        };
+        snap.find_replay_blockers();
+        let report = BlockerReport::from_snapshot(&snap);
+        assert_eq!(report.blockers.len(), 1);
+        assert_eq!(report.blockers[0].session.pid, 10);
+        let replay = report.waiting.iter().find(|w| w.pid == 5).unwrap();
+        assert!(replay.replay);
+        assert_eq!(replay.blocked_by, vec![10]);
+        assert_eq!(replay.queued_behind, vec![30]);
+        assert!(!report.waiting.iter().find(|w| w.pid == 30).unwrap().replay);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use locksmith_core::lock::LockMode;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -225,6 +226,41 @@ impl Snapshot {
     pub fn session(&self, pid: i32) -> Option<&Session> {
         self.sessions.iter().find(|s| s.pid == pid)
     }
+
+    /// On a hot standby, `pg_blocking_pids` of the startup process is empty
+    /// even while its replay of a lock waits (measured on 15: it is not in
+    /// the proc array that function searches). Its blockers are then the
+    /// sessions holding a conflicting lock on the object it waits for.
+    pub fn find_replay_blockers(&mut self) {
+        for i in 0..self.sessions.len() {
+            let s = &self.sessions[i];
+            if s.backend_type != "startup" || !s.is_waiting_on_lock() || !s.blocked_by.is_empty() {
+                continue;
+            }
+            let Some(wanted) = self.locks.iter().find(|l| l.pid == s.pid && !l.granted) else {
+                continue;
+            };
+            let want = LockMode::from_pg_name(&wanted.mode);
+            let mut holders: Vec<i32> = self
+                .locks
+                .iter()
+                .filter(|l| {
+                    l.granted
+                        && l.pid != wanted.pid
+                        && l.locktype == wanted.locktype
+                        && l.relation == wanted.relation
+                        && match (want, LockMode::from_pg_name(&l.mode)) {
+                            (Some(w), Some(h)) => w.conflicts_with(h),
+                            _ => true,
+                        }
+                })
+                .map(|l| l.pid)
+                .collect();
+            holders.sort_unstable();
+            holders.dedup();
+            self.sessions[i].blocked_by = holders;
+        }
+    }
 }
 
 /// Takes snapshots over one connection; remembers the server version,
@@ -255,6 +291,7 @@ impl Snapshotter {
     pub async fn take(&self, client: &Client) -> Result<Snapshot, Error> {
         let mut snapshot = self.sessions(client).await?;
         snapshot.locks = self.locks(client).await?;
+        snapshot.find_replay_blockers();
         Ok(snapshot)
     }
 

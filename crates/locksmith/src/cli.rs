@@ -102,6 +102,9 @@ pub enum Format {
 pub struct BlockersArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// A hot standby to diagnose too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions, and its replay when it waits on a lock the primary took
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -144,9 +147,6 @@ pub struct ApplyArgs {
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
-    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions reading the tables the migration locks ACCESS EXCLUSIVE are looked for before locking, under the same policy, since the standby replays that lock
-    #[arg(long = "replica", value_name = "URL")]
-    pub replicas: Vec<String>,
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
@@ -181,6 +181,9 @@ pub struct GuardArgs {
     /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     pub max_hold: std::time::Duration,
+    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): it replays the migration's ACCESS EXCLUSIVE locks, so its sessions in the way are looked for before locking, under the same policy (`run`: before each retry, since the first try knows no tables yet)
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -272,6 +275,9 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 pub struct TopArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its lock waits, replay among them, in their own section
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// How often to refresh.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub interval: std::time::Duration,
@@ -284,6 +290,9 @@ pub struct DoctorArgs {
     /// Server log files to scan (plain stderr or csvlog format).
     #[arg(long = "log", value_name = "FILE", num_args = 1..)]
     pub logs: Vec<std::path::PathBuf>,
+    /// A hot standby to audit too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): how long its replay of a migration's lock may wait for its readers
+    #[arg(long = "replica", value_name = "URL")]
+    pub replicas: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

@@ -3,7 +3,8 @@
 //! primary and a streaming standby on this machine: a standby session in the
 //! way is named with its server and waited out without stalling the standby's
 //! reads, or terminated under `--terminate-idle-after`; without `--replica`,
-//! the unwatched standby is pointed out.
+//! the unwatched standby is pointed out. `blockers --replica` shows a
+//! standby's stalled replay with the standby session it waits for.
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,9 +31,17 @@ fn apply(url: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
 /// A primary with the incident's table, a standby that has replayed it, and
 /// a migration folder adding a column.
 async fn staged(db: &str) -> (Cluster, Cluster, Incident, tempfile::TempDir) {
+    staged_with(db, &[]).await
+}
+
+/// [`staged`], the standby started with these settings.
+async fn staged_with(
+    db: &str,
+    standby_settings: &[(&str, &str)],
+) -> (Cluster, Cluster, Incident, tempfile::TempDir) {
     let primary = Cluster::start().unwrap();
     let incident = Incident::stage(&primary, db).await.unwrap();
-    let standby = primary.start_standby(&[]).unwrap();
+    let standby = primary.start_standby(standby_settings).unwrap();
     let url = standby.url(db);
     wait::until(wait::BOUND, "the standby to replay the table", || {
         let url = url.clone();
@@ -275,5 +284,314 @@ async fn a_running_standby_query_is_waited_for_not_raced() {
         worst < Duration::from_secs(1),
         "a standby read waited {worst:?}"
     );
+    running.await.unwrap().unwrap();
+}
+
+/// Polls `sql` (one integer) on `client` until it is positive; returns it.
+async fn until_positive(client: &tokio_postgres::Client, what: &str, sql: &str) -> i32 {
+    let read = || async {
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i32>>(0)
+            .unwrap_or(0)
+    };
+    wait::until(wait::BOUND, what, || async { read().await > 0 })
+        .await
+        .unwrap();
+    read().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blockers_shows_a_standby_replay_waiting_for_a_standby_session() {
+    let db = "replica_blockers";
+    // Never cancelled by the standby itself while the test looks.
+    let (primary, standby, incident, _dir) =
+        staged_with(db, &[("max_standby_streaming_delay", "-1")]).await;
+    let report = standby_client(&standby, db, "standby-report").await;
+    report
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM {TABLE}"))
+        .await
+        .unwrap();
+    let report_pid: i32 = report
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The primary locks the table; an xid commit elsewhere flushes the lock record.
+    let ddl = primary.settings(db, "ddl").connect().await.unwrap();
+    ddl.batch_execute(&format!(
+        "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let other = primary.settings(db, "flush").connect().await.unwrap();
+    other.batch_execute("SELECT txid_current()").await.unwrap();
+    let watcher = standby_client(&standby, db, "check").await;
+    let startup = until_positive(
+        &watcher,
+        "replay to wait on the standby",
+        "SELECT max(pid) FROM pg_stat_activity
+         WHERE backend_type = 'startup' AND wait_event_type = 'Lock'",
+    )
+    .await;
+    // A read on the standby now queues behind the replay.
+    let reader = standby_client(&standby, db, "standby-reader").await;
+    let reading = tokio::spawn(async move {
+        reader
+            .query_one(&format!("SELECT count(*) FROM {TABLE}"), &[])
+            .await
+            .map(|_| ())
+    });
+    let reader_pid = until_positive(
+        &watcher,
+        "the standby read to queue",
+        "SELECT max(pid) FROM pg_stat_activity
+         WHERE application_name = 'standby-reader' AND wait_event_type = 'Lock'",
+    )
+    .await;
+
+    let replica = standby.url(db);
+    let url = incident.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        support::locksmith(
+            &url,
+            &["blockers", "--replica", &replica, "--format", "json"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let standbys = json["standbys"].as_array().unwrap();
+    assert_eq!(standbys.len(), 1, "{json}");
+    let on_standby = &standbys[0];
+    assert_eq!(
+        on_standby["server"],
+        format!("127.0.0.1:{}", standby.port())
+    );
+    let roots: Vec<i64> = on_standby["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(roots, vec![i64::from(report_pid)], "{on_standby}");
+    let replay = on_standby["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == startup)
+        .unwrap_or_else(|| panic!("the replay is not waiting: {on_standby}"));
+    assert_eq!(replay["replay"], true, "{replay}");
+    assert_eq!(
+        replay["blocked_by"],
+        serde_json::json!([report_pid]),
+        "{replay}"
+    );
+    assert_eq!(
+        replay["queued_behind"],
+        serde_json::json!([reader_pid]),
+        "{replay}"
+    );
+
+    // The same in words.
+    let replica = standby.url(db);
+    let url = incident.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        support::locksmith(&url, &["blockers", "--replica", &replica])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        words.contains(&format!(
+            "replay of {TABLE} on standby 127.0.0.1:{} waits for pid {report_pid}",
+            standby.port()
+        )),
+        "{words}"
+    );
+
+    // Once the report ends, replay goes on and the read finishes.
+    report.batch_execute("COMMIT").await.unwrap();
+    ddl.batch_execute("ROLLBACK").await.unwrap();
+    reading.await.unwrap().unwrap();
+}
+
+/// The findings of `doctor ARGS --format json` against `url`, by id.
+fn doctor_findings(url: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["doctor", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = support::locksmith(url, &all);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["findings"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_the_standby_delays_and_the_primary_replication() {
+    let db = "replica_doctor";
+    let (primary, standby, incident, _dir) = staged_with(
+        db,
+        &[
+            ("max_standby_streaming_delay", "-1"),
+            ("hot_standby_feedback", "on"),
+        ],
+    )
+    .await;
+    let admin = primary.settings(db, "setup").connect().await.unwrap();
+    admin
+        .batch_execute("SELECT pg_create_physical_replication_slot('forgotten', true)")
+        .await
+        .unwrap();
+    let server = format!("127.0.0.1:{}", standby.port());
+    let find = |findings: &[Value], id: &str| -> Option<Value> {
+        findings.iter().find(|f| f["id"] == id).cloned()
+    };
+
+    let findings = doctor_findings(&incident.url, &["--replica", &standby.url(db)]);
+    let delay =
+        find(&findings, "max_standby_streaming_delay").unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(delay["severity"], "warning");
+    assert!(
+        delay["message"].as_str().unwrap().contains(&format!(
+            "standby {server}: max_standby_streaming_delay is -1"
+        )),
+        "{delay}"
+    );
+    assert!(delay["fix"]
+        .as_str()
+        .unwrap()
+        .contains("ALTER SYSTEM SET max_standby_streaming_delay"));
+    let feedback =
+        find(&findings, "hot_standby_feedback").unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(feedback["severity"], "info");
+    assert!(
+        find(&findings, "max_standby_archive_delay").is_none(),
+        "30s default: {findings:?}"
+    );
+    let slot = find(&findings, "replication_slot").unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        slot["message"]
+            .as_str()
+            .unwrap()
+            .contains("forgotten is inactive"),
+        "{slot}"
+    );
+    assert_eq!(
+        slot["fix"],
+        "SELECT pg_drop_replication_slot('forgotten');  -- only if nothing will consume it again"
+    );
+    assert!(
+        find(&findings, "unwatched_standby").is_none(),
+        "{findings:?}"
+    );
+
+    // Without --replica the streaming standby is pointed out; its settings are not read.
+    let findings = doctor_findings(&incident.url, &[]);
+    let unwatched = find(&findings, "unwatched_standby").unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        unwatched["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 standby server(s) stream from this primary, 0 given with --replica"),
+        "{unwatched}"
+    );
+    assert!(find(&findings, "max_standby_streaming_delay").is_none());
+
+    // A primary given as a standby is refused, nothing audited.
+    let out = support::locksmith(&incident.url, &["doctor", "--replica", &incident.url]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not a hot standby"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_waits_out_a_standby_query_before_a_retry() {
+    let db = "replica_run";
+    let (_primary, standby, incident, _dir) = staged(db).await;
+    // On the standby, a report running longer than the run may take.
+    let report = standby_client(&standby, db, "standby-long-report").await;
+    let running = tokio::spawn(async move {
+        report
+            .batch_execute(&format!("SELECT count(*), pg_sleep(8) FROM {TABLE}"))
+            .await
+    });
+    let watcher = standby_client(&standby, db, "check").await;
+    until_positive(
+        &watcher,
+        "the report to run on the standby",
+        "SELECT count(*)::int FROM pg_stat_activity
+         WHERE application_name = 'standby-long-report' AND state = 'active'",
+    )
+    .await;
+    // On the primary, a leaked session makes the first try lose its race.
+    let leaked = incident
+        .app
+        .with_application_name("leaky-app")
+        .connect()
+        .await
+        .unwrap();
+    leaked
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM {TABLE}"))
+        .await
+        .unwrap();
+    let (stop, reads) = standby_reads(standby_client(&standby, db, "standby-traffic").await);
+
+    let replica = standby.url(db);
+    let url = incident.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        support::locksmith(
+            &url,
+            &[
+                "run",
+                "--replica",
+                &replica,
+                "--terminate-idle-after",
+                "1s",
+                "--deadline",
+                "4s",
+                "--format",
+                "json",
+                "--",
+                "/usr/lib/postgresql/15/bin/psql",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &url,
+                "-c",
+                &format!("ALTER TABLE {TABLE} ADD COLUMN note text"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let worst = Duration::from_millis(reads.await.unwrap());
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["terminated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["application_name"] == "leaky-app" && t["server"].is_null()),
+        "the primary's leak is terminated: {json}"
+    );
+    let named = json["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["application_name"] == "standby-long-report")
+        .unwrap_or_else(|| panic!("the standby query is not named: {json}"));
+    assert_eq!(named["server"], format!("127.0.0.1:{}", standby.port()));
+    assert!(
+        worst < Duration::from_secs(1),
+        "a standby read waited {worst:?}"
+    );
+    let admin = incident.admin.connect().await.unwrap();
+    assert!(!has_note(&admin).await, "nothing applied");
     running.await.unwrap().unwrap();
 }

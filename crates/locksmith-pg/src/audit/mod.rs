@@ -6,9 +6,12 @@
 //! sessions); [`findings::audit`] turns facts into findings without touching
 //! a server, so every rule is tested on hand-written facts. This module never
 //! changes a setting: the fixes are printed for a person to run.
+//! [`standby`] does the same for replication: hot standbys' settings and
+//! what the primary streams to.
 
 pub mod findings;
 pub mod queries;
+pub mod standby;
 
 use std::collections::BTreeMap;
 

@@ -67,9 +67,7 @@ impl Plan {
             // whatever holds the table there, however long. Only a query that
             // just started is raced; one running for the budget may run on, and
             // a session idle in its transaction may stay so for ever.
-            || (h.server.is_some()
-                && (h.is_idle_in_transaction()
-                    || h.xact_age_ms.unwrap_or(0) >= self.standby_after.as_millis() as i64))
+            || (h.server.is_some() && super::replica::standby_waits_out(h, self.standby_after))
     }
 
     /// Remembers whom a lost attempt waited for.

@@ -35,31 +35,8 @@ impl Guard {
     /// Fails when one cannot be reached or is not a standby.
     pub async fn watch_replicas(&mut self, replicas: &[ConnectionSettings]) -> Result<(), Error> {
         for settings in replicas {
-            let settings = settings.with_application_name("locksmith-watchdog");
-            let client = settings.connect().await?;
-            // `user@host:port/db` → `host:port`.
-            let described = settings.describe();
-            let name = described
-                .split_once('@')
-                .map_or(described.as_str(), |(_, rest)| rest)
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            // A primary given as a replica would be watched for nothing.
-            let standby: bool = client
-                .query_one("SELECT pg_is_in_recovery()", &[])
-                .await
-                .map_err(|e| Error::query(format!("asking {name} whether it is a standby"), e))?
-                .get(0);
-            if !standby {
-                return Err(Error::Replica {
-                    server: name,
-                    reason:
-                        "given with --replica but not a hot standby (pg_is_in_recovery() is false)"
-                            .into(),
-                });
-            }
+            let (name, client) =
+                connect_standby(&settings.with_application_name("locksmith-watchdog")).await?;
             self.replicas.push(Replica { name, client });
         }
         Ok(())
@@ -109,6 +86,46 @@ impl Guard {
         }
         Ok(all)
     }
+}
+
+/// Connects to a hot standby given with `--replica`: its `host:port` (as
+/// reports name it) and the connection. Fails when it cannot be reached or is
+/// not a standby (a primary given as a replica would be watched for nothing).
+pub async fn connect_standby(settings: &ConnectionSettings) -> Result<(String, Client), Error> {
+    let client = settings.connect().await?;
+    let name = server_name(settings);
+    let standby: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| Error::query(format!("asking {name} whether it is a standby"), e))?
+        .get(0);
+    if !standby {
+        return Err(Error::Replica {
+            server: name,
+            reason: "given with --replica but not a hot standby (pg_is_in_recovery() is false)"
+                .into(),
+        });
+    }
+    Ok((name, client))
+}
+
+/// `user@host:port/db` → `host:port`.
+fn server_name(settings: &ConnectionSettings) -> String {
+    let described = settings.describe();
+    described
+        .split_once('@')
+        .map_or(described.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The standby rule: a standby session in the way is waited out, not raced,
+/// when it is idle in its transaction or its transaction has run for the
+/// `budget`: replay cannot give up as `NOWAIT` does, it waits for it however long.
+pub fn standby_waits_out(h: &Holder, budget: std::time::Duration) -> bool {
+    h.is_idle_in_transaction() || h.xact_age_ms.unwrap_or(0) >= budget.as_millis() as i64
 }
 
 fn on_replica(server: &str, e: Error) -> GuardError {

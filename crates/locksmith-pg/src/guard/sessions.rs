@@ -22,6 +22,12 @@
 //! watch started are ignored even when they carry the name, so a reused
 //! `PGAPPNAME` cannot turn the watchdog on an application's old sessions.
 //!
+//! Hot standbys given to [`SessionWatchdog::watch_replicas`] are looked at
+//! before a retry too: their sessions holding a lock that conflicts with an
+//! `ACCESS EXCLUSIVE` lock the tool waited for (the only mode the standby
+//! replays), under the standby rule ([`replica::standby_waits_out`]) and the
+//! terminate policy. The first try knows no tables, so it cannot look.
+//!
 //! If the sidecar connection is lost, the watch goes blind but the watched
 //! sessions still carry `lock_timeout`: the server keeps bounding their waits.
 
@@ -32,9 +38,9 @@ use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use super::commits;
 use super::look::{self, Holder, Resolved};
 use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
+use super::{commits, replica};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
 
@@ -104,6 +110,8 @@ pub struct SessionWatchdog {
     seen: Arc<Mutex<SessionWatch>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Hot standbys: `host:port` and a connection.
+    standbys: Vec<(String, Client)>,
 }
 
 impl SessionWatchdog {
@@ -144,6 +152,7 @@ impl SessionWatchdog {
             stopped,
         ));
         Ok(SessionWatchdog {
+            standbys: Vec::new(),
             sidecar,
             application_name: application_name.to_string(),
             since_epoch,
@@ -159,9 +168,23 @@ impl SessionWatchdog {
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
 
+    /// Looks at these hot standbys too before a retry. Fails when one cannot
+    /// be reached or is not a standby.
+    pub async fn watch_replicas(&mut self, replicas: &[ConnectionSettings]) -> Result<(), Error> {
+        for settings in replicas {
+            self.standbys.push(
+                replica::connect_standby(&settings.with_application_name("locksmith-watchdog"))
+                    .await?,
+            );
+        }
+        Ok(())
+    }
+
     /// Long-lived sessions holding a lock that conflicts with one of `wanted`
     /// right now, after applying the terminate policy to them: who a retry
-    /// would queue behind. Terminated sessions are recorded for [`take`](Self::take).
+    /// would queue behind. Then each standby's sessions in the way of the
+    /// `ACCESS EXCLUSIVE` locks among `wanted`, named with their server.
+    /// Terminated sessions are recorded for [`take`](Self::take).
     pub async fn blocking_retry(
         &self,
         wanted: &[WantedLock],
@@ -185,10 +208,38 @@ impl SessionWatchdog {
             &self.seen,
         )
         .await;
-        Ok(holders
+        let mut long_lived: Vec<Holder> = holders
             .into_iter()
             .filter(|h| h.is_long_lived(look::long_lived_after(budget)))
-            .collect())
+            .collect();
+        // Relation oids are the primary's on a physical standby.
+        let replayed: Vec<Resolved> = targets
+            .into_iter()
+            .filter(|t| t.mode == LockMode::AccessExclusive)
+            .collect();
+        if replayed.is_empty() {
+            return Ok(long_lived);
+        }
+        for (server, client) in &self.standbys {
+            let on_standby = |e: Error| Error::Replica {
+                server: server.clone(),
+                reason: e.to_string(),
+            };
+            let mut holders = look::conflicting_holders(client, &replayed)
+                .await
+                .map_err(on_standby)?;
+            for h in &mut holders {
+                h.server = Some(server.clone());
+            }
+            let holders =
+                terminate_eligible(client, holders, self.terminate_idle_after, &self.seen).await;
+            long_lived.extend(
+                holders
+                    .into_iter()
+                    .filter(|h| replica::standby_waits_out(h, budget)),
+            );
+        }
+        Ok(long_lived)
     }
 
     /// A mark to take before running the tool: see [`Self::committed_since`].

@@ -96,7 +96,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
-    watch_replicas(&mut guard, &args.replicas, quiet).await?;
+    watch_replicas(&mut guard, &args.guard.replicas, quiet).await?;
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
     let waiting = history::lock_runners(guard.client(), args.guard.deadline);
@@ -271,18 +271,8 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
 /// Watches the standbys given with `--replica` (or `LOCKSMITH_REPLICA_URLS`);
 /// with none given, says once when standbys stream from the primary unwatched.
 async fn watch_replicas(guard: &mut Guard, given: &[String], quiet: bool) -> Result<(), Failure> {
-    let mut urls: Vec<String> = given.to_vec();
-    if urls.is_empty() {
-        if let Ok(list) = std::env::var("LOCKSMITH_REPLICA_URLS") {
-            urls = list
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(String::from)
-                .collect();
-        }
-    }
-    if urls.is_empty() {
+    let settings = super::replica_settings(given)?;
+    if settings.is_empty() {
         let streaming = replica::streaming_standbys(guard.client())
             .await
             .unwrap_or(0);
@@ -294,13 +284,6 @@ async fn watch_replicas(guard: &mut Guard, given: &[String], quiet: bool) -> Res
             );
         }
         return Ok(());
-    }
-    let mut settings = Vec::with_capacity(urls.len());
-    for url in &urls {
-        settings.push(
-            locksmith_pg::ConnectionSettings::resolve(Some(url))
-                .map_err(|e| Failure::input(miette::miette!("--replica: {e}")))?,
-        );
     }
     guard.watch_replicas(&settings).await?;
     Ok(())

@@ -1,11 +1,14 @@
 //! `locksmith doctor`: audits settings and live state, scans server logs.
 //! The rules live in `locksmith_pg::audit` and `locksmith_core::server_log`;
-//! this file reads the inputs, renders, and picks the outcome.
+//! this file reads the inputs, renders, and picks the outcome. Replication
+//! (`locksmith_pg::audit::standby`) is audited on the primary every time and
+//! on each hot standby given with `--replica`.
 
 use std::io::Write;
 
 use locksmith_core::server_log::{self, LogSummary};
 use locksmith_pg::audit::{self, Finding, Severity};
+use locksmith_pg::guard::replica;
 use serde::Serialize;
 
 use crate::cli::{DoctorArgs, Format};
@@ -31,8 +34,21 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
     let log = server_log::scan_all(texts.iter().map(String::as_str));
 
     let settings = super::settings(&args.connection)?.with_application_name("locksmith doctor");
-    let findings = match settings.connect().await {
-        Ok(client) => audit::audit(&audit::gather(&client).await?),
+    let replicas = super::replica_settings(&args.replicas)?;
+    let mut findings = match settings.connect().await {
+        Ok(client) => {
+            let mut findings = audit::audit(&audit::gather(&client).await?);
+            let primary = audit::standby::gather_primary(&client).await?;
+            let mut standbys = Vec::with_capacity(replicas.len());
+            for settings in &replicas {
+                let (server, client) =
+                    replica::connect_standby(&settings.with_application_name("locksmith doctor"))
+                        .await?;
+                standbys.push(audit::standby::gather_standby(&client, &server).await?);
+            }
+            findings.extend(audit::standby::audit(&primary, &standbys));
+            findings
+        }
         // With a log to read, an unreachable server is one finding, not the end.
         Err(e) if !args.logs.is_empty() => vec![Finding {
             id: "server_unreachable",
@@ -45,6 +61,7 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
         }],
         Err(e) => return Err(Failure::from(e)),
     };
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let report = DoctorReport { findings, log };
     let mut out = crate::output::stdout();
     match args.format {

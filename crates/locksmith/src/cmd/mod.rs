@@ -45,6 +45,28 @@ pub fn settings(args: &ConnectionArgs) -> Result<ConnectionSettings, Failure> {
     ConnectionSettings::resolve(args.database_url.as_deref()).map_err(Failure::bad_input)
 }
 
+/// The standbys given with `--replica URL`, or else `LOCKSMITH_REPLICA_URLS`
+/// (comma-separated); each resolved as a connection string (bad → exit 2).
+pub fn replica_settings(given: &[String]) -> Result<Vec<ConnectionSettings>, Failure> {
+    let mut urls: Vec<String> = given.to_vec();
+    if urls.is_empty() {
+        if let Ok(list) = std::env::var("LOCKSMITH_REPLICA_URLS") {
+            urls = list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect();
+        }
+    }
+    urls.iter()
+        .map(|url| {
+            ConnectionSettings::resolve(Some(url))
+                .map_err(|e| Failure::input(miette::miette!("--replica: {e}")))
+        })
+        .collect()
+}
+
 /// Connects, turning a connection failure into a one-line error (exit 1).
 pub async fn connect(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, Failure> {
     settings.connect().await.map_err(Failure::from)

@@ -18,6 +18,11 @@
 //! part of its work before it lost (its exit code is passed through; see
 //! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; or leave one of
 //! the tool's lock requests queued on the server, whichever way it ends.
+//!
+//! With `--replica URL`, the look before a retry covers each hot standby's
+//! sessions in the way of an `ACCESS EXCLUSIVE` lock the tool waited for
+//! (the standby replays that lock and stalls behind them). The first try
+//! cannot look there: the tool's tables are known only once it waited.
 
 use std::io::IsTerminal;
 use std::process::{ExitStatus, Stdio};
@@ -45,6 +50,7 @@ use crate::render::style::Style;
 /// lock race, or attempts or the deadline run out.
 pub async fn run(args: RunArgs) -> CmdResult {
     let settings = super::settings(&args.guard.connection)?;
+    let replicas = super::replica_settings(&args.guard.replicas)?;
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
     let env = child_env(&args, policy.lock_timeout, &|name| std::env::var(name).ok());
@@ -59,11 +65,12 @@ pub async fn run(args: RunArgs) -> CmdResult {
         Ok(started) => started,
         Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
     };
-    let dog = started.map_err(|e| {
+    let mut dog = started.map_err(|e| {
         Failure::other(miette::miette!(
             "cannot watch the migration's sessions, so it was not run: {e}"
         ))
     })?;
+    dog.watch_replicas(&replicas).await?;
     let command = args.cmd.join(" ");
     let shown = render::one_line(&command, 100);
     let mut run = Run {

@@ -1,10 +1,12 @@
 //! The blocker report for people: the wait tree per root blocker, then the
-//! idle-in-transaction sessions, then connection headroom.
+//! idle-in-transaction sessions, then connection headroom; each hot standby
+//! given with `--replica` the same way under its own heading, its replay
+//! named as such.
 
 use std::fmt::Write;
 
 use locksmith_core::analysis::quote_ident;
-use locksmith_pg::blockers::{BlockerReport, RelationLock};
+use locksmith_pg::blockers::{BlockerReport, RelationLock, StandbyReport};
 use locksmith_pg::snapshot::SessionSummary;
 
 use super::style::Style;
@@ -12,6 +14,20 @@ use super::{age, one_line};
 
 /// Renders the report as text.
 pub fn human(report: &BlockerReport, style: Style) -> String {
+    render(report, None, style)
+}
+
+/// Renders a standby's report under a heading naming it.
+pub fn standby(standby: &StandbyReport, style: Style) -> String {
+    format!(
+        "\n{}\n{}",
+        style.bold(&format!("Standby {}:", standby.server)),
+        render(&standby.report, Some(&standby.server), style)
+    )
+}
+
+/// `server` is the standby's `host:port`, `None` for the primary.
+fn render(report: &BlockerReport, server: Option<&str>, style: Style) -> String {
     let mut out = String::new();
     let c = &report.connections;
     let _ = writeln!(
@@ -99,6 +115,26 @@ pub fn human(report: &BlockerReport, style: Style) -> String {
                         sessions(w.queued_behind.len(), "session")
                     ))
                 };
+                if w.replay {
+                    let relation = w.wants.as_ref().map_or("a relation", |l| &l.relation);
+                    let _ = writeln!(
+                        out,
+                        "{indent}{arrow}{} on standby {} waits for pid {} for {}{behind}",
+                        style.yellow(&format!("replay of {relation}")),
+                        server.unwrap_or("?"),
+                        pid_list(w.blocked_by.iter().copied()),
+                        age(w.waiting_ms),
+                    );
+                    let _ = writeln!(
+                        out,
+                        "{indent}   {}",
+                        style.dim(&format!(
+                            "startup process pid {}: all replay on this standby is stopped",
+                            w.pid
+                        ))
+                    );
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "{indent}{arrow}pid {} {} wants {} for {}{behind}",
@@ -190,11 +226,19 @@ pub fn advice(report: &BlockerReport) -> Vec<String> {
             s.pid
         ));
     }
-    // The queued request everyone else waits behind (the ALTER, in the story).
+    if report.waiting.iter().any(|w| w.replay) {
+        lines.push(
+            "Replay of the primary's changes is stopped on this standby until these sessions end \
+             (or max_standby_streaming_delay cancels them): run the pg_terminate_backend / pg_cancel_backend statements above on the standby, ALTER ROLE on the primary"
+                .into(),
+        );
+    }
+    // The queued request everyone else waits behind (the ALTER, in the story);
+    // a standby's replay cannot be cancelled.
     if let Some(head) = report
         .waiting
         .iter()
-        .filter(|w| !w.queued_behind.is_empty())
+        .filter(|w| !w.queued_behind.is_empty() && !w.replay)
         .max_by_key(|w| (w.queued_behind.len(), std::cmp::Reverse(w.pid)))
     {
         lines.push(format!(

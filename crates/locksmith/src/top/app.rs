@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use locksmith_pg::blockers::{BlockerReport, TreeLine};
+use locksmith_pg::blockers::{BlockerReport, StandbyReport, TreeLine};
 use locksmith_pg::signal::Signal;
 use locksmith_pg::snapshot::{Session, Snapshot};
 
@@ -150,6 +150,9 @@ pub struct App {
     selected: Option<(Section, i32)>,
     /// Set by `q`.
     pub quit: bool,
+    /// Each hot standby given with `--replica`: its diagnosis, or why it
+    /// could not be read (the text names the server).
+    pub standbys: Vec<Result<StandbyReport, String>>,
 }
 
 impl App {
@@ -170,6 +173,7 @@ impl App {
             cursor: 0,
             selected: None,
             quit: false,
+            standbys: Vec::new(),
         }
     }
 
@@ -189,6 +193,66 @@ impl App {
         self.snapshot = Some((snapshot, report));
         self.refresh_took = Some(took);
         self.follow_selection();
+    }
+
+    /// The standbys were read again.
+    pub fn standbys_refreshed(&mut self, standbys: Vec<Result<StandbyReport, String>>) {
+        self.standbys = standbys;
+    }
+
+    /// The standby section, one line each: a standby's root blockers and
+    /// what waits for them (its replay named as such), or that none waits.
+    pub fn standby_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for standby in &self.standbys {
+            let standby = match standby {
+                Ok(s) => s,
+                Err(e) => {
+                    lines.push(e.clone());
+                    continue;
+                }
+            };
+            let report = &standby.report;
+            if report.blockers.is_empty() {
+                lines.push(format!(
+                    "{}  no session is waiting for a lock",
+                    standby.server
+                ));
+            }
+            for b in &report.blockers {
+                let s = &b.session;
+                let state = if s.is_idle_in_transaction() {
+                    format!("idle in tx {}", crate::render::age(s.state_age_ms))
+                } else {
+                    s.state.clone().unwrap_or_else(|| "?".into())
+                };
+                let waiters: Vec<String> = b
+                    .blocking
+                    .iter()
+                    .filter_map(|pid| report.waiting.iter().find(|w| w.pid == *pid))
+                    .map(|w| {
+                        let relation = w.wants.as_ref().map_or("?", |l| l.relation.as_str());
+                        let who = if w.replay {
+                            format!("replay of {relation}")
+                        } else {
+                            format!("pid {} on {relation}", w.pid)
+                        };
+                        match w.queued_behind.len() {
+                            0 => who,
+                            n => format!("{who} (+{n} queued behind)"),
+                        }
+                    })
+                    .collect();
+                lines.push(format!(
+                    "{}  ROOT {} {} {state} ← {} waits",
+                    standby.server,
+                    s.pid,
+                    s.application_name,
+                    waiters.join(", ")
+                ));
+            }
+        }
+        lines
     }
 
     /// A refresh failed: `lost` when the connection is gone (the loop reconnects),

@@ -10,6 +10,9 @@
 //! refresh in flight. A lost connection shows "reconnecting" and is reopened
 //! on the next tick. `ratatui::init` restores the terminal on panic; the
 //! loop restores it on every other way out.
+//!
+//! Hot standbys given with `--replica` are read after each primary snapshot
+//! (one connection each, reopened when lost) and shown as their own section.
 
 pub mod app;
 pub mod ui;
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures_util::StreamExt;
+use locksmith_pg::blockers::{BlockerReport, StandbyReport};
+use locksmith_pg::guard::replica;
 use locksmith_pg::signal::{self, Signal};
 use locksmith_pg::snapshot::{Snapshot, Snapshotter};
 use locksmith_pg::ConnectionSettings;
@@ -42,9 +47,11 @@ pub async fn run(args: TopArgs) -> CmdResult {
         )));
     }
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let standbys = crate::cmd::replica_settings(&args.replicas)?;
     let mut app = App::new(settings.describe(), args.interval, color);
     let mut terminal = ratatui::try_init()?;
-    let result = event_loop(&mut app, &mut terminal, Source::new(settings)).await;
+    let source = Source::new(settings).watching(standbys);
+    let result = event_loop(&mut app, &mut terminal, source).await;
     ratatui::restore();
     result.map(|()| Outcome::Done)
 }
@@ -53,7 +60,12 @@ pub async fn run(args: TopArgs) -> CmdResult {
 pub struct Source {
     settings: ConnectionSettings,
     conn: Option<(Arc<Client>, Snapshotter)>,
+    /// Hot standbys: settings, and the connection once open.
+    standbys: Vec<(ConnectionSettings, Option<StandbyConn>)>,
 }
+
+/// An open standby connection: its `host:port`, the client, its snapshotter.
+type StandbyConn = (String, Client, Snapshotter);
 
 /// Why a refresh failed.
 #[derive(Debug)]
@@ -70,7 +82,54 @@ impl Source {
         Source {
             settings,
             conn: None,
+            standbys: Vec::new(),
         }
+    }
+
+    /// Reads these hot standbys too ([`Source::standbys`]).
+    pub fn watching(mut self, standbys: Vec<ConnectionSettings>) -> Source {
+        self.standbys = standbys
+            .into_iter()
+            .map(|s| (s.with_application_name("locksmith top"), None))
+            .collect();
+        self
+    }
+
+    /// One diagnosis per standby, or why it could not be read (naming it);
+    /// a failed connection is reopened next time.
+    pub async fn standbys(&mut self) -> Vec<Result<StandbyReport, String>> {
+        let mut reports = Vec::with_capacity(self.standbys.len());
+        for (settings, conn) in &mut self.standbys {
+            if conn.as_ref().is_some_and(|(_, c, _)| c.is_closed()) {
+                *conn = None;
+            }
+            if conn.is_none() {
+                let opened = async {
+                    let (server, client) = replica::connect_standby(settings).await?;
+                    let snapshotter = Snapshotter::new(&client).await?;
+                    Ok::<_, locksmith_pg::Error>((server, client, snapshotter))
+                };
+                match opened.await {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => {
+                        reports.push(Err(format!("standby {}: {e}", settings.describe())));
+                        continue;
+                    }
+                }
+            }
+            let (server, client, snapshotter) = conn.as_ref().expect("connected above");
+            match snapshotter.take(client).await {
+                Ok(snapshot) => reports.push(Ok(StandbyReport {
+                    server: server.clone(),
+                    report: BlockerReport::from_snapshot(&snapshot),
+                })),
+                Err(e) => {
+                    reports.push(Err(format!("standby {server}: {e}")));
+                    *conn = None;
+                }
+            }
+        }
+        reports
     }
 
     /// The open connection, for signals.
@@ -123,7 +182,11 @@ pub async fn send_signal(client: &Client, signal: Signal, pid: i32) -> Result<bo
 }
 
 enum Update {
-    Refreshed(Box<Source>, Result<(Snapshot, Duration), RefreshError>),
+    Refreshed(
+        Box<Source>,
+        Result<(Snapshot, Duration), RefreshError>,
+        Vec<Result<StandbyReport, String>>,
+    ),
     Signalled(Signal, i32, Result<bool, String>),
 }
 
@@ -152,7 +215,10 @@ async fn event_loop(
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let result = s.refresh().await;
-                    let _ = tx.send(Update::Refreshed(Box::new(s), result)).await;
+                    let standbys = s.standbys().await;
+                    let _ = tx
+                        .send(Update::Refreshed(Box::new(s), result, standbys))
+                        .await;
                 });
             }
         };
@@ -187,9 +253,10 @@ async fn event_loop(
                 None => return Ok(()),
             },
             Some(update) = rx.recv() => match update {
-                Update::Refreshed(s, result) => {
+                Update::Refreshed(s, result, standbys) => {
                     client = s.client();
                     source = Some(*s);
+                    app.standbys_refreshed(standbys);
                     match result {
                         Ok((snapshot, took)) => app.refreshed(snapshot, took),
                         Err(e) => app.refresh_failed(e.message, e.lost),

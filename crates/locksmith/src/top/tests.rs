@@ -660,3 +660,80 @@ fn sessions_of_about_the_same_age_keep_their_order() {
         assert_eq!(order, vec![40, 41], "same second, so by pid");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_replay_stalled_by_a_standby_session_has_its_section() {
+    let primary = Cluster::start().unwrap();
+    let incident = Incident::stage(&primary, "top_standby").await.unwrap();
+    let standby = primary
+        .start_standby(&[("max_standby_streaming_delay", "-1")])
+        .unwrap();
+    let table = locksmith_sandbox::incident::TABLE;
+    let settings = standby.settings("top_standby", "standby-report");
+    locksmith_sandbox::wait::until(
+        locksmith_sandbox::wait::BOUND,
+        "the standby to replay the table",
+        || async {
+            match settings.connect().await {
+                Ok(c) => c
+                    .batch_execute(&format!("SELECT count(*) FROM {table}"))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let report = settings.connect().await.unwrap();
+    report
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM {table}"))
+        .await
+        .unwrap();
+    let report_pid: i32 = report
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The primary locks the table; an xid commit elsewhere flushes the record.
+    let ddl = incident.admin.connect().await.unwrap();
+    ddl.batch_execute(&format!(
+        "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let flush = incident.admin.connect().await.unwrap();
+    flush.batch_execute("SELECT txid_current()").await.unwrap();
+    let watcher = standby
+        .settings("top_standby", "check")
+        .connect()
+        .await
+        .unwrap();
+    wait_for(
+        &watcher,
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE backend_type = 'startup' AND wait_event_type = 'Lock'",
+        "replay to wait on the standby",
+    )
+    .await;
+
+    let mut source = Source::new(incident.admin.with_application_name("locksmith top"))
+        .watching(vec![standby.settings("top_standby", "locksmith top")]);
+    let mut app = live_app(&mut source).await;
+    app.standbys_refreshed(source.standbys().await);
+    let screen = screen(&app, 120, 30);
+    let text = screen.join("\n");
+    let row = row_of(
+        &screen,
+        &format!(
+            "127.0.0.1:{}  ROOT {report_pid} standby-report idle in tx",
+            standby.port()
+        ),
+    );
+    assert!(
+        screen[row].contains(&format!("← replay of {table} waits")),
+        "{text}"
+    );
+    report.batch_execute("COMMIT").await.unwrap();
+    ddl.batch_execute("ROLLBACK").await.unwrap();
+}

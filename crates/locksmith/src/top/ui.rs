@@ -72,9 +72,15 @@ pub fn render(app: &App, frame: &mut Frame) {
     let body = area.height.saturating_sub(4);
     // The tree gets what it needs up to half the body; the session list the rest.
     let tree_height = (tree_len + 1).min(body / 2).max(2);
-    let [header, tree, sessions, status, keys] = Layout::vertical([
+    let standby_lines = app.standby_lines();
+    let standby_height = match standby_lines.len() {
+        0 => 0,
+        n => (n as u16 + 1).min(body / 4).max(2),
+    };
+    let [header, tree, standbys, sessions, status, keys] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(tree_height),
+        Constraint::Length(standby_height),
         Constraint::Min(2),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -82,6 +88,9 @@ pub fn render(app: &App, frame: &mut Frame) {
     .areas(area);
     render_header(app, p, frame, header);
     render_tree(app, p, frame, tree);
+    if standby_height > 0 {
+        render_standbys(&standby_lines, p, frame, standbys);
+    }
     render_sessions(app, p, frame, sessions);
     render_status(app, p, frame, status, keys);
     match &app.mode {
@@ -247,6 +256,27 @@ fn render_tree(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
         ));
     }
     frame.render_widget(Paragraph::new(lines).scroll((scroll as u16, 0)), inner);
+}
+
+/// The hot standbys given with `--replica`: their roots and what waits, one line each.
+fn render_standbys(lines: &[String], p: Palette, frame: &mut Frame, area: Rect) {
+    let block = Block::new()
+        .borders(Borders::TOP)
+        .border_style(p.dim())
+        .title(Span::styled(" Hot standbys ", p.bold()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let lines: Vec<Line> = lines
+        .iter()
+        .map(|l| {
+            if l.contains(" ROOT ") {
+                Line::styled(l.clone(), p.red())
+            } else {
+                Line::raw(l.clone())
+            }
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
 }
 
 /// One row of the tree. Most telling first, since narrow terminals cut the
