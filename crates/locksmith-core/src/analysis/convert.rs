@@ -94,178 +94,11 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schem
     };
     match &node {
         NodeEnum::AlterTableStmt(s) => super::alter_table::summarize(s, version, schema),
-        NodeEnum::IndexStmt(s) => {
-            let table = s.relation.as_ref().map(range_var).unwrap_or_default();
-            let mut sum = Summary::new(StatementKind::CreateIndex {
-                name: (!s.idxname.is_empty()).then(|| s.idxname.clone()),
-                table: table.clone(),
-                unique: s.unique,
-                concurrently: s.concurrent,
-            });
-            // CONCURRENTLY: SHARE UPDATE EXCLUSIVE, two scans, no transaction block.
-            sum.locks.add(
-                &table,
-                if s.concurrent {
-                    ShareUpdateExclusive
-                } else {
-                    Share
-                },
-            );
-            sum.scan(&table);
-            sum.transactional = !s.concurrent;
-            if !s.idxname.is_empty() {
-                let columns: Vec<String> = s
-                    .index_params
-                    .iter()
-                    .filter_map(|p| match &p.node {
-                        Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                // An expression column cannot back a constraint: keep plain ones only.
-                if columns.len() == s.index_params.len() {
-                    schema.index_columns.insert(s.idxname.clone(), columns);
-                }
-                schema.indexes.insert(s.idxname.clone(), table);
-            }
-            sum
-        }
+        NodeEnum::IndexStmt(s) => indexes::index_stmt(s, schema),
         NodeEnum::DropStmt(s) => objects::drop_stmt(s, schema),
-        NodeEnum::ReindexStmt(s) => {
-            let concurrently = super::expr::option_enabled(&s.params, "concurrently");
-            let kind = protobuf::ReindexObjectType::try_from(s.kind)
-                .unwrap_or(protobuf::ReindexObjectType::Undefined);
-            let target = s.relation.as_ref().map(range_var);
-            let mut sum = Summary::new(StatementKind::Reindex {
-                target: target.clone(),
-                concurrently,
-            });
-            match (kind, &target) {
-                // REINDEX INDEX: SHARE on its table, ACCESS EXCLUSIVE on the index.
-                (protobuf::ReindexObjectType::ReindexObjectIndex, Some(index)) => {
-                    if let Some(table) = schema.indexes.get(index) {
-                        sum.locks.add(
-                            table.clone(),
-                            if concurrently {
-                                ShareUpdateExclusive
-                            } else {
-                                Share
-                            },
-                        );
-                    }
-                    sum.locks.add(
-                        index,
-                        if concurrently {
-                            ShareUpdateExclusive
-                        } else {
-                            AccessExclusive
-                        },
-                    );
-                }
-                (protobuf::ReindexObjectType::ReindexObjectTable, Some(table)) => {
-                    sum.locks.add(
-                        table,
-                        if concurrently {
-                            ShareUpdateExclusive
-                        } else {
-                            Share
-                        },
-                    );
-                    sum.scan(table);
-                }
-                _ => {}
-            }
-            // SCHEMA/DATABASE/SYSTEM run one transaction per table, so never in a block.
-            sum.transactional = !concurrently
-                && matches!(
-                    kind,
-                    protobuf::ReindexObjectType::ReindexObjectIndex
-                        | protobuf::ReindexObjectType::ReindexObjectTable
-                );
-            sum
-        }
-        NodeEnum::CreateStmt(s) => {
-            let table = s.relation.as_ref().map(range_var).unwrap_or_default();
-            let mut sum = Summary::new(StatementKind::CreateTable {
-                table: table.clone(),
-            });
-            sum.locks.add(&table, AccessExclusive);
-            for parent in object_names(&s.inh_relations) {
-                // PARTITION OF locks the parent fully; INHERITS only against schema changes.
-                sum.locks.add(
-                    parent,
-                    if s.partbound.is_some() {
-                        AccessExclusive
-                    } else {
-                        ShareUpdateExclusive
-                    },
-                );
-            }
-            for elt in s.table_elts.iter().chain(&s.constraints) {
-                match &elt.node {
-                    Some(NodeEnum::ColumnDef(c)) => {
-                        if let Some(t) = &c.type_name {
-                            schema.column_types.insert(
-                                (table.clone(), c.colname.clone()),
-                                super::expr::type_parts(t),
-                            );
-                        }
-                        let key = (table.clone(), c.colname.clone());
-                        if c.is_not_null {
-                            schema.not_null_checks.insert(key.clone());
-                        }
-                        for con in &c.constraints {
-                            if let Some(NodeEnum::Constraint(con)) = &con.node {
-                                if let Some(pk) = &con.pktable {
-                                    sum.locks.add(range_var(pk), ShareRowExclusive);
-                                }
-                                if declares_not_null(con) {
-                                    schema.not_null_checks.insert(key.clone());
-                                }
-                            }
-                        }
-                    }
-                    Some(NodeEnum::Constraint(con)) => {
-                        if let Some(pk) = &con.pktable {
-                            sum.locks.add(range_var(pk), ShareRowExclusive);
-                        }
-                        if con.contype == protobuf::ConstrType::ConstrPrimary as i32 {
-                            for column in strings(&con.keys) {
-                                schema.not_null_checks.insert((table.clone(), column));
-                            }
-                        }
-                    }
-                    Some(NodeEnum::TableLikeClause(l)) => {
-                        if let Some(rv) = &l.relation {
-                            sum.locks.add(range_var(rv), AccessShare);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            sum
-        }
-        NodeEnum::CreateTableAsStmt(s) => {
-            let table = s
-                .into
-                .as_ref()
-                .and_then(|i| i.rel.as_ref())
-                .map(range_var)
-                .unwrap_or_default();
-            let mut sum = Summary::new(StatementKind::CreateTable {
-                table: table.clone(),
-            });
-            sum.locks.add(&table, AccessExclusive);
-            if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
-                sum.reads(q, AccessShare);
-                if object_type(s.objtype) == ObjectType::ObjectMatview {
-                    schema
-                        .matview_sources
-                        .insert(table.clone(), relations_in(q));
-                }
-            }
-            sum
-        }
+        NodeEnum::ReindexStmt(s) => indexes::reindex_stmt(s, schema),
+        NodeEnum::CreateStmt(s) => create::create_stmt(s, schema),
+        NodeEnum::CreateTableAsStmt(s) => create::create_table_as(s, schema),
         NodeEnum::CreateSeqStmt(s) => {
             let sequence = s.sequence.as_ref().map(range_var).unwrap_or_default();
             let mut sum = Summary::new(StatementKind::CreateSequence {
@@ -308,72 +141,9 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schem
             }
             sum
         }
-        NodeEnum::VacuumStmt(s) => {
-            let full = super::expr::option_enabled(&s.options, "full");
-            let tables: Vec<String> = s
-                .rels
-                .iter()
-                .filter_map(|r| match &r.node {
-                    Some(NodeEnum::VacuumRelation(v)) => v.relation.as_ref().map(range_var),
-                    _ => None,
-                })
-                .collect();
-            let mut sum = Summary::new(StatementKind::Vacuum {
-                full,
-                is_vacuum: s.is_vacuumcmd,
-                tables: tables.clone(),
-            });
-            for t in &tables {
-                sum.locks.add(
-                    t,
-                    if full {
-                        AccessExclusive
-                    } else {
-                        ShareUpdateExclusive
-                    },
-                );
-                if full {
-                    sum.rewrite(t);
-                }
-            }
-            // ANALYZE may run in a transaction block; VACUUM never.
-            sum.transactional = !s.is_vacuumcmd;
-            sum
-        }
-        NodeEnum::ClusterStmt(s) => {
-            let table = s.relation.as_ref().map(range_var);
-            let mut sum = Summary::new(StatementKind::Cluster {
-                table: table.clone(),
-            });
-            match &table {
-                Some(t) => {
-                    sum.locks.add(t, AccessExclusive);
-                    sum.rewrite(t);
-                }
-                // CLUSTER with no table re-clusters every clustered table, one
-                // transaction each.
-                None => sum.transactional = false,
-            }
-            sum
-        }
-        NodeEnum::RefreshMatViewStmt(s) => {
-            let view = s.relation.as_ref().map(range_var).unwrap_or_default();
-            let mut sum = Summary::new(StatementKind::RefreshMatView {
-                view: view.clone(),
-                concurrently: s.concurrent,
-            });
-            if s.concurrent {
-                sum.locks.add(&view, Exclusive);
-            } else {
-                sum.locks.add(&view, AccessExclusive);
-                sum.rewrite(&view);
-            }
-            // Re-running the view's query reads its tables (known when the file made it).
-            for source in schema.matview_sources.get(&view).into_iter().flatten() {
-                sum.locks.add(source, AccessShare);
-            }
-            sum
-        }
+        NodeEnum::VacuumStmt(s) => maintenance::vacuum_stmt(s),
+        NodeEnum::ClusterStmt(s) => maintenance::cluster_stmt(s),
+        NodeEnum::RefreshMatViewStmt(s) => maintenance::refresh_stmt(s, schema),
         NodeEnum::LockStmt(s) => {
             let mode = lock_stmt_mode(s.mode);
             let tables = object_names(&s.relations);
@@ -453,38 +223,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schem
                 sum
             }
         },
-        NodeEnum::SelectStmt(s) => {
-            if let Some((name, value, local)) = super::expr::set_config_call(s) {
-                return Summary::new(StatementKind::Set {
-                    name,
-                    value: Some(value),
-                    local,
-                });
-            }
-            let mut sum = Summary::new(StatementKind::Select);
-            sum.reads(&node, AccessShare);
-            // FOR UPDATE/SHARE: ROW SHARE on the locked tables (all of them when none is named).
-            for clause in &s.locking_clause {
-                if let Some(NodeEnum::LockingClause(lc)) = &clause.node {
-                    let named = object_names(&lc.locked_rels);
-                    let targets = if named.is_empty() {
-                        relations_in(&node)
-                    } else {
-                        named
-                    };
-                    for t in targets {
-                        sum.locks.add(t, RowShare);
-                    }
-                }
-            }
-            if let Some(into) = s.into_clause.as_ref().and_then(|i| i.rel.as_ref()) {
-                sum.kind = StatementKind::CreateTable {
-                    table: range_var(into),
-                };
-                sum.locks.add(range_var(into), AccessExclusive);
-            }
-            sum
-        }
+        NodeEnum::SelectStmt(s) => query::select_stmt(s, &node),
         NodeEnum::TransactionStmt(s) => {
             use protobuf::TransactionStmtKind as K;
             let control = match K::try_from(s.kind).unwrap_or(K::Undefined) {
@@ -495,24 +234,7 @@ pub(crate) fn summarize(node: Option<NodeEnum>, version: u32, schema: &mut Schem
             };
             Summary::new(StatementKind::Transaction(control))
         }
-        NodeEnum::VariableSetStmt(s) => {
-            use protobuf::VariableSetKind as K;
-            let value = match K::try_from(s.kind).unwrap_or(K::Undefined) {
-                K::VarSetValue => Some(
-                    s.args
-                        .iter()
-                        .filter_map(super::expr::const_text)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ),
-                _ => None,
-            };
-            Summary::new(StatementKind::Set {
-                name: s.name.to_ascii_lowercase(),
-                value,
-                local: s.is_local,
-            })
-        }
+        NodeEnum::VariableSetStmt(s) => query::variable_set(s),
         NodeEnum::AlterEnumStmt(s) if !s.old_val.is_empty() => {
             Summary::new(StatementKind::Rename {
                 target: RenameTarget::EnumValue,
@@ -637,6 +359,10 @@ fn comment_relation(s: &protobuf::CommentStmt) -> Option<String> {
     }
 }
 
+mod create;
+mod indexes;
+mod maintenance;
 mod objects;
+mod query;
 #[cfg(test)]
 mod tests;
