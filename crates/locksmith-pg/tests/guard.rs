@@ -65,10 +65,12 @@ fn record_events(guard: &mut Guard) -> Seen {
     let sink = seen.clone();
     guard.on_event(move |event| {
         let entry = match event {
-            Event::Waiting { holders, .. } => ("waiting", holders.iter().map(|h| h.pid).collect()),
+            Event::Waiting { holders, .. } => {
+                ("waiting", holders.iter().map(|h| h.session.pid).collect())
+            }
             Event::Attempt { .. } => ("attempt", Vec::new()),
             Event::LostRace { .. } => ("lost_race", Vec::new()),
-            Event::Terminated(h) => ("terminated", vec![h.pid]),
+            Event::Terminated(h) => ("terminated", vec![h.session.pid]),
             Event::DroppedInvalidIndex(_) => ("dropped_invalid_index", Vec::new()),
             Event::IndexAlreadyBuilt(_) => ("index_already_built", Vec::new()),
         };
@@ -117,17 +119,17 @@ async fn gives_up_naming_the_leakers_without_stalling_traffic() {
     let GuardError::Blocked { holders, .. } = err else {
         panic!("expected Blocked, got {err:?}")
     };
-    let mut named: Vec<i32> = holders.iter().map(|h| h.pid).collect();
+    let mut named: Vec<i32> = holders.iter().map(|h| h.session.pid).collect();
     named.sort();
     let mut leakers = leaked.pids().to_vec();
     leakers.sort();
     assert_eq!(named, leakers, "the blockers named are exactly the leakers");
     assert!(holders
         .iter()
-        .all(|h| h.application_name == "leaky-app" && h.mode == "AccessShareLock"));
+        .all(|h| h.session.application_name == "leaky-app" && h.mode == "AccessShareLock"));
     assert!(holders
         .iter()
-        .all(|h| h.state.as_deref() == Some("idle in transaction")));
+        .all(|h| h.session.state.as_deref() == Some("idle in transaction")));
     assert!(took < Duration::from_secs(5), "gave up in {took:?}");
     assert!(report.requests > 50);
     // Generous bound: the guard never queued, so traffic never waited for it.
@@ -189,7 +191,12 @@ async fn terminates_only_idle_blockers_past_the_threshold() {
     let report = traffic.stop().await;
 
     assert!(attempts >= 1);
-    let mut terminated: Vec<i32> = guard.report.terminated.iter().map(|h| h.pid).collect();
+    let mut terminated: Vec<i32> = guard
+        .report
+        .terminated
+        .iter()
+        .map(|h| h.session.pid)
+        .collect();
     terminated.sort();
     let mut leakers = leaked.pids().to_vec();
     leakers.sort();

@@ -51,22 +51,15 @@ pub struct Holder {
     pub server: Option<String>,
 }
 
-impl std::ops::Deref for Holder {
-    type Target = SessionSummary;
-    fn deref(&self) -> &SessionSummary {
-        &self.session
-    }
-}
-
 impl Holder {
     /// The terminate policy, in one place: only a client session idle in a
     /// transaction (or an aborted one) for at least `threshold`. Active
     /// queries, background workers and younger idle sessions never qualify.
     /// [`terminate_if_still_idle`] re-checks this on the server as it terminates.
     pub fn may_terminate(&self, threshold: Duration) -> bool {
-        self.is_idle_in_transaction()
+        self.session.is_idle_in_transaction()
             && self.backend_type == "client backend"
-            && self.idle_for() >= threshold
+            && self.session.idle_for() >= threshold
     }
 
     /// A holder not worth racing: idle in a transaction, or in a transaction,
@@ -77,9 +70,10 @@ impl Holder {
     /// tool exists to prevent.
     pub fn is_long_lived(&self, after: Duration) -> bool {
         let after = after.as_millis() as i64;
-        !self.is_visible()
-            || (self.is_idle_in_transaction() && self.state_age_ms.unwrap_or(0) >= after)
-            || self.xact_age_ms.unwrap_or(0) >= after
+        !self.session.is_visible()
+            || (self.session.is_idle_in_transaction()
+                && self.session.state_age_ms.unwrap_or(0) >= after)
+            || self.session.xact_age_ms.unwrap_or(0) >= after
     }
 }
 
@@ -107,9 +101,13 @@ pub fn next_look(
 ) -> Duration {
     let mut wait = delay;
     if let Some(threshold) = terminate_after {
-        for h in holders.iter().filter(|h| h.is_idle_in_transaction()) {
+        for h in holders
+            .iter()
+            .filter(|h| h.session.is_idle_in_transaction())
+        {
             // A little past the threshold, so the server-side re-check agrees.
-            wait = wait.min(threshold.saturating_sub(h.idle_for()) + Duration::from_millis(10));
+            wait = wait
+                .min(threshold.saturating_sub(h.session.idle_for()) + Duration::from_millis(10));
         }
     }
     wait.min(remaining)
@@ -234,7 +232,7 @@ pub(crate) async fn conflicting_holders(
             continue;
         }
         let session = SessionSummary::from_row(&row, 0);
-        if holders.iter().any(|h| h.pid == session.pid) {
+        if holders.iter().any(|h| h.session.pid == session.pid) {
             continue;
         }
         holders.push(Holder {
@@ -353,7 +351,7 @@ pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<V
         let Some(wait) = waits.iter().find(|w| w.pid == session.pid) else {
             continue;
         };
-        if holders.iter().any(|h| h.pid == session.pid) {
+        if holders.iter().any(|h| h.session.pid == session.pid) {
             continue;
         }
         holders.push(Holder {

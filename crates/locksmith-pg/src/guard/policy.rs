@@ -61,8 +61,8 @@ impl Plan {
     pub(super) fn is_long_lived(&self, h: &Holder) -> bool {
         h.is_long_lived(self.long_lived_after)
             || (self.builds_concurrently
-                && h.is_idle_in_transaction()
-                && h.idle_for() >= CONCURRENT_IDLE_AFTER)
+                && h.session.is_idle_in_transaction()
+                && h.session.idle_for() >= CONCURRENT_IDLE_AFTER)
             // A standby's replay cannot give up as NOWAIT does: it waits for
             // whatever holds the table there, however long. Only a query that
             // just started is raced; one running for the budget may run on, and
@@ -95,7 +95,8 @@ impl Guard {
         }
         let waited = look::waited_for(&self.sidecar, &plan.waits).await?;
         // A session whose blocking transaction ended never blocks us again.
-        plan.waits.retain(|w| waited.iter().any(|h| h.pid == w.pid));
+        plan.waits
+            .retain(|w| waited.iter().any(|h| h.session.pid == w.pid));
         merge(&mut holders, waited);
         self.apply_terminate_policy(&mut holders).await?;
         // The standbys' own sessions, after the primary's: their pids are another server's.
@@ -110,12 +111,12 @@ impl Guard {
         let Some(threshold) = self.policy.terminate_idle_after else {
             return Ok(());
         };
-        if let Some(hidden) = holders.iter().find(|h| !h.is_visible()) {
+        if let Some(hidden) = holders.iter().find(|h| !h.session.is_visible()) {
             // The policy depends on idle time, which this role cannot see.
             return Err(GuardError::Failed(Error::Permission {
                 action: format!(
                     "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
-                    hidden.pid
+                    hidden.session.pid
                 ),
                 needs: "pg_read_all_stats".into(),
             }));
@@ -123,8 +124,13 @@ impl Guard {
         let mut kept = Vec::with_capacity(holders.len());
         for h in holders.drain(..) {
             if h.may_terminate(threshold)
-                && look::terminate_if_still_idle(&self.sidecar, h.pid, threshold, h.other_database)
-                    .await?
+                && look::terminate_if_still_idle(
+                    &self.sidecar,
+                    h.session.pid,
+                    threshold,
+                    h.other_database,
+                )
+                .await?
             {
                 (self.on_event)(Event::Terminated(&h));
                 self.report.terminated.push(h);
@@ -162,7 +168,8 @@ impl Guard {
 /// wakes, or never: when every holder in the way is idle so, the wait does
 /// not grow (it would only make traffic wait longer behind us).
 pub(super) fn fallback_lock_wait(n: u32, holders: &[Holder], budget: Duration) -> Duration {
-    let all_idle = !holders.is_empty() && holders.iter().all(|h| h.is_idle_in_transaction());
+    let all_idle =
+        !holders.is_empty() && holders.iter().all(|h| h.session.is_idle_in_transaction());
     let n = if all_idle { 0 } else { n };
     backoff::growing_lock_wait(backoff::FIRST_LOCK_WAIT, n, budget)
 }
@@ -170,7 +177,7 @@ pub(super) fn fallback_lock_wait(n: u32, holders: &[Holder], budget: Duration) -
 /// Adds the holders of `more` not already in `holders` (one entry per session).
 fn merge(holders: &mut Vec<Holder>, more: Vec<Holder>) {
     for h in more {
-        if !holders.iter().any(|k| k.pid == h.pid) {
+        if !holders.iter().any(|k| k.session.pid == h.session.pid) {
             holders.push(h);
         }
     }

@@ -73,9 +73,14 @@ impl Guard {
             for h in holders {
                 let replica = &self.replicas[i];
                 if h.may_terminate(threshold)
-                    && look::terminate_if_still_idle(&replica.client, h.pid, threshold, false)
-                        .await
-                        .map_err(|e| on_replica(&replica.name, e))?
+                    && look::terminate_if_still_idle(
+                        &replica.client,
+                        h.session.pid,
+                        threshold,
+                        false,
+                    )
+                    .await
+                    .map_err(|e| on_replica(&replica.name, e))?
                 {
                     (self.on_event)(Event::Terminated(&h));
                     self.report.terminated.push(h);
@@ -125,7 +130,8 @@ fn server_name(settings: &ConnectionSettings) -> String {
 /// when it is idle in its transaction or its transaction has run for the
 /// `budget`: replay cannot give up as `NOWAIT` does, it waits for it however long.
 pub fn standby_waits_out(h: &Holder, budget: std::time::Duration) -> bool {
-    h.is_idle_in_transaction() || h.xact_age_ms.unwrap_or(0) >= budget.as_millis() as i64
+    h.session.is_idle_in_transaction()
+        || h.session.xact_age_ms.unwrap_or(0) >= budget.as_millis() as i64
 }
 
 fn on_replica(server: &str, e: Error) -> GuardError {

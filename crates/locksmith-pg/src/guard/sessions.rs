@@ -87,8 +87,22 @@ pub struct SessionWatch {
 
 impl SessionWatch {
     fn note_blocker(&mut self, h: Holder) {
-        match self.blockers.iter_mut().find(|b| b.pid == h.pid) {
-            Some(b) => *b = h,
+        match self
+            .blockers
+            .iter_mut()
+            .find(|b| b.session.pid == h.session.pid)
+        {
+            Some(b) => {
+                // A wait that ended between reading its blockers and reading
+                // their locks leaves the lock unknown: keep what an earlier
+                // poll saw of it, with the session's newer state.
+                let lock = (b.lock_type.clone(), b.mode.clone(), b.relation.clone());
+                let forgets = h.lock_type.is_empty() && !lock.0.is_empty();
+                *b = h;
+                if forgets {
+                    (b.lock_type, b.mode, b.relation) = lock;
+                }
+            }
             None => self.blockers.push(h),
         }
     }
@@ -569,10 +583,12 @@ async fn terminate_eligible(
             kept.push(h);
             continue;
         }
-        match look::terminate_if_still_idle(client, h.pid, threshold, h.other_database).await {
+        match look::terminate_if_still_idle(client, h.session.pid, threshold, h.other_database)
+            .await
+        {
             Ok(true) => {
                 let mut s = seen.lock().unwrap();
-                if !s.terminated.iter().any(|t| t.pid == h.pid) {
+                if !s.terminated.iter().any(|t| t.session.pid == h.session.pid) {
                     s.terminated.push(h);
                 }
             }

@@ -90,7 +90,7 @@ async fn grade_live(
             let holders = look::holders(client, &stmt.statement.locks).await?;
             let blocking = holders.first().map(|h| Blocking {
                 sessions: holders.len(),
-                first: h.label(),
+                first: h.session.label(),
             });
             live::grade(stmt, &facts, blocking.as_ref(), options);
         }

@@ -48,7 +48,7 @@ impl EventLines {
                 "waiting for {} session{} holding a conflicting lock: {}{}; not queueing, next look in {}",
                 holders.len(),
                 if holders.len() == 1 { "" } else { "s" },
-                holders[0].label(),
+                holders[0].session.label(),
                 if holders.len() > 1 { " …" } else { "" },
                 locksmith_core::duration::human(*next_look)
             ),

@@ -106,7 +106,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                     if holders.len() == 1 { "" } else { "s" },
                     holders
                         .iter()
-                        .map(|h| h.label())
+                        .map(|h| h.session.label())
                         .collect::<Vec<_>>()
                         .join(", "),
                     locksmith_core::duration::human(wait)
@@ -192,7 +192,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
         } else {
             "a lock wait over the budget was cancelled on the server".to_string()
         };
-        let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.label()).collect();
+        let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.session.label()).collect();
         progress(&format!(
             "attempt {number} lost a lock race ({why}){}",
             if waited_for.is_empty() {
@@ -480,7 +480,13 @@ impl Run<'_> {
         let live: Vec<Holder> = watch
             .blockers
             .iter()
-            .filter(|b| !self.report.terminated.iter().any(|t| t.pid == b.pid))
+            .filter(|b| {
+                !self
+                    .report
+                    .terminated
+                    .iter()
+                    .any(|t| t.session.pid == b.session.pid)
+            })
             .cloned()
             .collect();
         if !live.is_empty() {

@@ -167,15 +167,15 @@ pub fn holder_line(h: &Holder) -> String {
             .as_deref()
             .map(|s| format!("on standby {s}: "))
             .unwrap_or_default(),
-        h.pid,
-        h.application_name,
-        h.client_addr.as_deref().unwrap_or("local"),
-        h.usename.as_deref().unwrap_or("?"),
-        h.state.as_deref().unwrap_or("?"),
-        age(h.state_age_ms),
-        age(h.xact_age_ms),
+        h.session.pid,
+        h.session.application_name,
+        h.session.client_addr.as_deref().unwrap_or("local"),
+        h.session.usename.as_deref().unwrap_or("?"),
+        h.session.state.as_deref().unwrap_or("?"),
+        age(h.session.state_age_ms),
+        age(h.session.xact_age_ms),
         holds(h),
-        one_line(&h.query, 80),
+        one_line(&h.session.query, 80),
     )
 }
 
