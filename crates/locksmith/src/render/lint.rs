@@ -420,6 +420,7 @@ fn traced_effects(t: &locksmith_pg::trace::StatementTrace) -> String {
         Method::Transaction => {}
         Method::SecondSession => out += "  [seen from a second session]",
         Method::NotTraced => out += "  [not traced]",
+        Method::Blocked => out += "  [blocked]",
     }
     out
 }
