@@ -169,7 +169,7 @@ pub fn analyze_in(
 /// Whether `sql` parses, statement by statement, keeping nothing: what to
 /// ask before [`analyze_each`] hands statements on that cannot be taken back.
 pub fn check_syntax(sql: &str) -> Result<(), SyntaxError> {
-    source::parse_each(sql, |_| {})
+    source::check(sql)
 }
 
 /// Like [`analyze_in`], handing each statement to `each` as soon as it is

@@ -154,6 +154,16 @@ fn piece_ends(sql: &str, window: usize) -> Result<Vec<usize>, String> {
 /// a piece that does not parse alone is joined with the pieces after it
 /// until it does. Stops at the first syntax error, located in `sql`.
 pub(crate) fn parse_each(sql: &str, mut each: impl FnMut(RawStatement)) -> Result<(), SyntaxError> {
+    pieces(sql, Some(&mut each))
+}
+
+/// Whether `sql` parses, as [`parse_each`] would say (the same error), without
+/// building parse trees: the parser only tells where statements are.
+pub(crate) fn check(sql: &str) -> Result<(), SyntaxError> {
+    pieces(sql, None)
+}
+
+fn pieces(sql: &str, mut each: Option<&mut dyn FnMut(RawStatement)>) -> Result<(), SyntaxError> {
     let index = LineIndex::new(sql);
     // A NUL byte cannot reach the C parser; report it where it is.
     if let Some(at) = sql.find('\0') {
@@ -178,7 +188,13 @@ pub(crate) fn parse_each(sql: &str, mut each: impl FnMut(RawStatement)) -> Resul
         let start = spans[i].0;
         let mut j = i;
         let parsed = loop {
-            match pg_query::parse(&sql[start..spans[j].1], 0) {
+            let text = &sql[start..spans[j].1];
+            let result = if each.is_none() && pg_query::split_with_parser(text).is_ok() {
+                Ok(None)
+            } else {
+                pg_query::parse(text, 0).map(Some)
+            };
+            match result {
                 Ok(parsed) => break parsed,
                 Err(_) if j + 1 < spans.len() && j - i < MAX_JOINED_PIECES => j += 1,
                 Err(e) => {
@@ -193,6 +209,9 @@ pub(crate) fn parse_each(sql: &str, mut each: impl FnMut(RawStatement)) -> Resul
         };
         let chunk = &sql[start..spans[j].1];
         i = j + 1;
+        let (Some(parsed), Some(each)) = (parsed, each.as_mut()) else {
+            continue;
+        };
         // Only whitespace, comments or `;`. (With no statement there may be no
         // token, and `scan_tokens` must not be asked for an empty list.)
         if parsed.protobuf.stmts.is_empty() {
@@ -348,6 +367,24 @@ fn near_text(message: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn checking_says_what_parsing_says() {
+        for sql in [
+            "SELECT 1; SELECT 2",
+            "SELEC 1;",
+            "SELECT 1;\nALTER TABLE t ADD COLUMN;\nSELECT 2;",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;",
+            "SELECT 'open",
+            "SELECT 1; \0",
+            "-- only a comment\n;",
+            "",
+        ] {
+            let parsed = parse(sql).err().map(|e| (e.line, e.column, e.message));
+            let checked = check(sql).err().map(|e| (e.line, e.column, e.message));
+            assert_eq!(checked, parsed, "{sql}");
+        }
+    }
+
     #[test]
     fn pieces_found_a_window_at_a_time_are_the_pieces_of_the_whole() {
         let catalogue = include_str!("../../../locksmith-pg/tests/conformance/catalogue.sql");
