@@ -3,7 +3,11 @@
 //! findings, 2 bad input such as a syntax error or a missing file).
 //!
 //! This module does the I/O (files, `locksmith.toml`) and nothing else: the
-//! analysis is the core's, the formatting `render::lint`'s.
+//! analysis is the core's, the formatting `render::lint`'s. Without a server
+//! each file is linted and written statement by statement
+//! (`lint_each` into a `render::lint::Sink`), so a 50 MB file needs about
+//! its own size in memory; with `--database-url` the whole report is graded
+//! first (the live facts are per file) and then written.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
