@@ -264,12 +264,15 @@ fn sarif_level(s: Severity) -> &'static str {
     }
 }
 
-/// SARIF 2.1.0: the rules with their docs, one result per finding (one
-/// document, so the findings are kept until the end; the statements are not).
+/// SARIF 2.1.0: the rules with their docs, one result per finding. One
+/// document whose head says whether every file parsed, so the results are
+/// kept until the end — as the text they will be written as (a tenth of
+/// their `serde_json::Value`s), never the statements.
 pub struct Sarif<W: Write> {
     out: W,
     located: Located,
-    results: Vec<serde_json::Value>,
+    /// The results so far, formatted in place (elements of `runs[0].results`).
+    results: Vec<u8>,
     notifications: Vec<serde_json::Value>,
 }
 
@@ -283,6 +286,9 @@ impl<W: Write> Sarif<W> {
         }
     }
 }
+
+/// How deep SARIF's results sit: `{ "runs": [ { "results": [ here`.
+const SARIF_RESULT_INDENT: usize = 8;
 
 impl<W: Write> Sink for Sarif<W> {
     fn begin_file(&mut self, _: &str) -> io::Result<()> {
@@ -308,7 +314,13 @@ impl<W: Write> Sink for Sarif<W> {
             if let Some(fix) = &finding.fix {
                 result["properties"] = json!({ "fix": fix });
             }
-            self.results.push(result);
+            if !self.results.is_empty() {
+                self.results.extend_from_slice(b",\n");
+            }
+            self.results
+                .extend(std::iter::repeat_n(b' ', SARIF_RESULT_INDENT));
+            self.results
+                .extend(pretty_at(&result, SARIF_RESULT_INDENT)?);
         }
         Ok(())
     }
@@ -352,10 +364,27 @@ impl<W: Write> Sink for Sarif<W> {
                     "executionSuccessful": notifications.is_empty(),
                     "toolExecutionNotifications": notifications,
                 }],
-                "results": std::mem::take(&mut self.results),
+                "results": [],
             }],
         });
-        super::json(&mut self.out, &doc)?;
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        if !self.results.is_empty() {
+            // The one `"results": []` (inside strings, quotes are escaped).
+            let empty = b"\"results\": []";
+            let at = text
+                .windows(empty.len())
+                .position(|w| w == empty)
+                .expect("the SARIF document has a results array")
+                + empty.len()
+                - 1;
+            let mut filled = Vec::with_capacity(self.results.len() + 16);
+            filled.extend_from_slice(b"\n");
+            filled.append(&mut self.results);
+            filled.extend_from_slice(b"\n      ");
+            text.splice(at..at, filled);
+        }
+        self.out.write_all(&text)?;
+        writeln!(self.out)?;
         self.out.flush()
     }
 }
