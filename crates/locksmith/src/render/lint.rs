@@ -367,23 +367,20 @@ impl<W: Write> Sink for Sarif<W> {
                 "results": [],
             }],
         });
-        let mut text = serde_json::to_vec_pretty(&doc)?;
-        if !self.results.is_empty() {
-            // The one `"results": []` (inside strings, quotes are escaped).
-            let empty = b"\"results\": []";
-            let at = text
-                .windows(empty.len())
-                .position(|w| w == empty)
-                .expect("the SARIF document has a results array")
-                + empty.len()
-                - 1;
-            let mut filled = Vec::with_capacity(self.results.len() + 16);
-            filled.extend_from_slice(b"\n");
-            filled.append(&mut self.results);
-            filled.extend_from_slice(b"\n      ");
-            text.splice(at..at, filled);
+        let text = serde_json::to_vec_pretty(&doc)?;
+        // The results go into the one `"results": []` (quotes inside strings are escaped).
+        let empty = b"\"results\": []";
+        let at = match text.windows(empty.len()).position(|w| w == empty) {
+            Some(at) if !self.results.is_empty() => at + empty.len() - 1,
+            _ => text.len(),
+        };
+        self.out.write_all(&text[..at])?;
+        if at < text.len() {
+            self.out.write_all(b"\n")?;
+            self.out.write_all(&std::mem::take(&mut self.results))?;
+            self.out.write_all(b"\n      ")?;
+            self.out.write_all(&text[at..])?;
         }
-        self.out.write_all(&text)?;
         writeln!(self.out)?;
         self.out.flush()
     }
