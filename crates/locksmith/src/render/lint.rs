@@ -714,3 +714,102 @@ fn marker(
     )?;
     Ok(gutter)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locksmith_core::lint::{lint, Options};
+
+    fn files() -> Vec<LintedFile> {
+        let inputs = [
+            ("a.sql", "SET lock_timeout = '2s';\nALTER TABLE t ADD COLUMN b int NOT NULL DEFAULT 1;\n-- locksmith: ignore LS101\nCREATE INDEX i ON t (b);\n-- locksmith: ignore LS999 trailing\n"),
+            ("empty.sql", ""),
+            ("bad.sql", "SELEC 1;\n"),
+            ("é \"q\".sql", "CREATE TABLE é (x int); ALTER TABLE é ALTER COLUMN x TYPE bigint;"),
+        ];
+        inputs
+            .iter()
+            .map(|(path, text)| LintedFile {
+                path: path.to_string(),
+                text: text.to_string(),
+                result: lint(text, &Options::default()),
+                traced: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The whole report serialized at once: what the JSON sink writes piece by piece.
+    fn whole(files: &[LintedFile]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct JsonReport<'a> {
+            files: Vec<JsonFile<'a>>,
+        }
+        let files = files
+            .iter()
+            .map(|f| match &f.result {
+                Ok(report) => JsonFile {
+                    path: &f.path,
+                    statements: report
+                        .statements
+                        .iter()
+                        .map(|s| JsonStatement {
+                            line: s.statement.line,
+                            column: s.statement.column,
+                            sql: &s.statement.sql,
+                            locks: &s.statement.locks,
+                            rewrites: &s.statement.rewrites,
+                            scans: &s.statement.scans,
+                            transactional: s.statement.transactional,
+                            findings: &s.findings,
+                            trace: None,
+                        })
+                        .collect(),
+                    findings: report.file_findings.iter().map(|f| &f.finding).collect(),
+                    syntax_error: None,
+                },
+                Err(e) => JsonFile {
+                    path: &f.path,
+                    statements: Vec::new(),
+                    findings: Vec::new(),
+                    syntax_error: Some(e),
+                },
+            })
+            .collect();
+        let mut out = serde_json::to_vec_pretty(&JsonReport { files }).unwrap();
+        out.push(b'\n');
+        out
+    }
+
+    #[test]
+    fn streamed_json_is_the_whole_report_serialized() {
+        let files = files();
+        for n in 0..=files.len() {
+            let mut out = Vec::new();
+            write_all(&mut Json::new(&mut out), &files[..n]).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(whole(&files[..n])).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn sarif_results_go_where_the_document_has_them() {
+        let files = files();
+        for n in [0, 2, files.len()] {
+            let mut out = Vec::new();
+            write_all(&mut Sarif::new(&mut out), &files[..n]).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            // Pretty, as a whole document would be written.
+            assert_eq!(text, serde_json::to_string_pretty(&v).unwrap() + "\n");
+            let results = v["runs"][0]["results"].as_array().unwrap();
+            let expected: usize = files[..n]
+                .iter()
+                .filter_map(|f| f.result.as_ref().ok())
+                .map(|r| r.findings().count())
+                .sum();
+            assert_eq!(results.len(), expected);
+        }
+    }
+}
