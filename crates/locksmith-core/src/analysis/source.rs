@@ -253,23 +253,33 @@ fn pieces(sql: &str, mut each: Option<&mut dyn FnMut(RawStatement)>) -> Result<(
 }
 
 /// Every comment in `sql`, in order. Empty when the text does not scan.
+/// Scanned a piece at a time (see [`piece_ends`]), so the scanner's memory
+/// stays bounded on a big file.
 pub fn comments(sql: &str) -> Vec<Comment> {
     let index = LineIndex::new(sql);
-    let Ok(scan) = pg_query::scan(sql) else {
+    let Ok(mut ends) = piece_ends(sql, SCAN_WINDOW) else {
         return Vec::new();
     };
-    scan.tokens
-        .iter()
-        .filter(|t| is_comment(t.token))
-        .map(|t| {
-            let offset = t.start as usize;
+    if ends.last().is_none_or(|&e| e < sql.len()) {
+        ends.push(sql.len());
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in ends {
+        let Ok(scan) = pg_query::scan(&sql[start..end]) else {
+            return Vec::new();
+        };
+        out.extend(scan.tokens.iter().filter(|t| is_comment(t.token)).map(|t| {
+            let offset = start + t.start as usize;
             Comment {
-                text: sql[offset..t.end as usize].to_string(),
+                text: sql[offset..start + t.end as usize].to_string(),
                 offset,
                 line: index.position(offset).0,
             }
-        })
-        .collect()
+        }));
+        start = end;
+    }
+    out
 }
 
 /// Whether `word` is a keyword that cannot be used as a bare identifier.
@@ -382,6 +392,33 @@ mod tests {
             let parsed = parse(sql).err().map(|e| (e.line, e.column, e.message));
             let checked = check(sql).err().map(|e| (e.line, e.column, e.message));
             assert_eq!(checked, parsed, "{sql}");
+        }
+    }
+
+    #[test]
+    fn comments_found_a_piece_at_a_time_are_those_of_the_whole() {
+        let catalogue = include_str!("../../../locksmith-pg/tests/conformance/catalogue.sql");
+        let tricky =
+            "-- a;\nSELECT '-- no; /* no */'; /* b; */ SELECT $$ -- no $$; -- c\nSELECT 1 -- d";
+        for text in [tricky, catalogue] {
+            let whole: Vec<(usize, String)> = pg_query::scan(text)
+                .unwrap()
+                .tokens
+                .iter()
+                .filter(|t| is_comment(t.token))
+                .map(|t| {
+                    (
+                        t.start as usize,
+                        text[t.start as usize..t.end as usize].to_string(),
+                    )
+                })
+                .collect();
+            let pieces: Vec<(usize, String)> = comments(text)
+                .into_iter()
+                .map(|c| (c.offset, c.text))
+                .collect();
+            assert!(!whole.is_empty());
+            assert_eq!(pieces, whole);
         }
     }
 
