@@ -192,7 +192,7 @@ fn cell_text(cell: &Cell) -> String {
     match t.method {
         Method::Transaction => {}
         Method::SecondSession => text += " †",
-        Method::NotTraced => text = "not traced".into(),
+        Method::NotTraced | Method::Blocked => text = "not traced".into(),
     }
     if cell.problem.is_some() {
         text += " ❌";

@@ -227,9 +227,15 @@ pub struct TraceArgs {
     /// SQL files or directories (their `*.sql`, recursively, in name order), run in order
     #[arg(value_name = "FILE", required = true)]
     pub paths: Vec<std::path::PathBuf>,
-    /// Run on this database instead, inside one transaction that is always rolled back
+    /// Run on this database instead, inside one transaction that is always rolled back, under the guard's budget: statements that would rewrite or scan a table for longer than --lock-timeout (estimated from its size) are refused up front (exit 2), sessions in a transaction holding conflicting locks make it give up and name them (exit 3), each lock is asked for under --lock-timeout and each statement runs at most --max-hold. Trace big rewrites on the throwaway cluster (no --database-url, with --setup)
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// With --database-url: the most one lock request may make traffic wait; past it the trace gives up (exit 3)
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    pub lock_timeout: std::time::Duration,
+    /// With --database-url: the most one statement may run, and so hold its locks (the server stops it: statement_timeout)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    pub max_hold: std::time::Duration,
     /// SQL run (and committed, on the throwaway database) before the migration
     #[arg(long, value_name = "FILE")]
     pub setup: Option<std::path::PathBuf>,

@@ -92,7 +92,9 @@ Examples:
   locksmith trace --pg-version 13 migrations/0042.sql
   locksmith trace --database-url postgres://localhost/staging migrations/0042.sql
 
-Exit codes: 0 no error findings; 1 error findings or the trace failed; 2 bad input.";
+Exit codes: 0 no error findings; 1 error findings or the trace failed; 2 bad input, or
+(--database-url) a statement that would block traffic while it rewrites or scans a big table;
+3 (--database-url) gave up blocked by other sessions, which the report names.";
 
 /// `locksmith doctor --help`.
 pub const DOCTOR: &str = "\

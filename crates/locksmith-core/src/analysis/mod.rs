@@ -154,13 +154,38 @@ pub fn analyze_in(
     sql: &str,
     pg_version: u32,
 ) -> Result<Vec<Statement>, SyntaxError> {
-    let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
     // Nothing of a file with a syntax error is kept, in the schema either.
     let before = schema.clone();
     let mut out = Vec::new();
-    let parsed = source::parse_each(sql, |raw| {
+    match analyze_each(schema, sql, pg_version, |s| out.push(s)) {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            *schema = before;
+            Err(e)
+        }
+    }
+}
+
+/// Whether `sql` parses, statement by statement, keeping nothing: what to
+/// ask before [`analyze_each`] hands statements on that cannot be taken back.
+pub fn check_syntax(sql: &str) -> Result<(), SyntaxError> {
+    source::check(sql)
+}
+
+/// Like [`analyze_in`], handing each statement to `each` as soon as it is
+/// analysed, so nothing of the file is held. On a syntax error the
+/// statements before it have been handed on and `schema` has learnt from
+/// them: call [`check_syntax`] first when that matters.
+pub fn analyze_each(
+    schema: &mut Schema,
+    sql: &str,
+    pg_version: u32,
+    mut each: impl FnMut(Statement),
+) -> Result<(), SyntaxError> {
+    let version = pg_version.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
+    source::parse_each(sql, |raw| {
         let summary = convert::summarize(raw.node, version, schema);
-        out.push(Statement {
+        each(Statement {
             sql: sql[raw.start..raw.end].to_string(),
             offset: raw.start,
             line: raw.line,
@@ -172,14 +197,7 @@ pub fn analyze_in(
             requires: summary.requires,
             kind: summary.kind,
         });
-    });
-    match parsed {
-        Ok(()) => Ok(out),
-        Err(e) => {
-            *schema = before;
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Quotes an identifier for generated SQL when PostgreSQL needs it to be:

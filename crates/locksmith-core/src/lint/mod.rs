@@ -250,17 +250,74 @@ pub fn lint(sql: &str, options: &Options) -> Result<Report, SyntaxError> {
 /// by an earlier file are not new: they are in use by then.
 pub fn lint_in(schema: &mut Schema, sql: &str, options: &Options) -> Result<Report, SyntaxError> {
     let statements = analyze_in(schema, sql, options.pg_version)?;
-    let mut ignores = suppress::collect(sql, &statements);
-    let mut state = if options.assume_in_transaction {
-        TransactionState::wrapped()
-    } else {
-        TransactionState::default()
-    };
+    let mut judge = Judge::new(sql, options);
     let mut report = Report::default();
-    for (i, statement) in statements.into_iter().enumerate() {
+    for statement in statements {
+        report.statements.push(judge.statement(statement));
+    }
+    report.file_findings = judge.finish();
+    Ok(report)
+}
+
+/// Like [`lint_in`], handing each linted statement to `each` as soon as it
+/// is judged, so memory stays bounded by the largest statement, not the
+/// file; returns the findings that belong to no statement. A file with a
+/// syntax error hands nothing on and leaves `schema` as it was (its syntax
+/// is checked first, statement by statement).
+pub fn lint_each(
+    schema: &mut Schema,
+    sql: &str,
+    options: &Options,
+    mut each: impl FnMut(LintedStatement),
+) -> Result<Vec<FileFinding>, SyntaxError> {
+    crate::analysis::check_syntax(sql)?;
+    let mut judge = Judge::new(sql, options);
+    crate::analysis::analyze_each(schema, sql, options.pg_version, |statement| {
+        each(judge.statement(statement))
+    })?;
+    Ok(judge.finish())
+}
+
+/// Judges one file's statements in order: the rules, the transaction state
+/// they see, and the ignore comments (an ignore that matched nothing is
+/// reported on its statement as soon as that statement is judged).
+struct Judge<'a> {
+    options: &'a Options,
+    ignores: Vec<suppress::Ignore>,
+    /// How many of `ignores` have their statement.
+    assigned: usize,
+    state: TransactionState,
+    /// Index of the next statement.
+    next: usize,
+    unmatched: Option<&'static Rule>,
+}
+
+impl<'a> Judge<'a> {
+    fn new(sql: &str, options: &'a Options) -> Self {
+        Judge {
+            options,
+            ignores: suppress::collect(sql),
+            assigned: 0,
+            state: if options.assume_in_transaction {
+                TransactionState::wrapped()
+            } else {
+                TransactionState::default()
+            },
+            next: 0,
+            unmatched: rule_by_id(UNMATCHED_IGNORE).filter(|r| options.enabled(r)),
+        }
+    }
+
+    fn statement(&mut self, statement: Statement) -> LintedStatement {
+        let i = self.next;
+        self.next += 1;
+        let end = statement.offset + statement.sql.len();
+        self.assigned = suppress::assign(&mut self.ignores, self.assigned, i, end);
+        let options = self.options;
+        let ignores = &mut self.ignores;
         let ctx = Context {
             statement: &statement,
-            state: &state,
+            state: &self.state,
             pg_version: options.pg_version,
         };
         let mut findings = Vec::new();
@@ -268,13 +325,13 @@ pub fn lint_in(schema: &mut Schema, sql: &str, options: &Options) -> Result<Repo
         for rule in RULES.iter().filter(|r| options.enabled(r)) {
             let Check::Statement(check) = rule.check else {
                 // Reported later, by whoever has the facts: keep the ignore for them.
-                if suppress::consume(&mut ignores, i, rule) {
+                if suppress::consume(ignores, i, rule) {
                     ignored.push(rule.id);
                 }
                 continue;
             };
             for v in check(&ctx) {
-                if suppress::consume(&mut ignores, i, rule) {
+                if suppress::consume(ignores, i, rule) {
                     continue;
                 }
                 let severity = v.severity.unwrap_or(rule.severity);
@@ -286,32 +343,47 @@ pub fn lint_in(schema: &mut Schema, sql: &str, options: &Options) -> Result<Repo
                 });
             }
         }
-        state.apply(&statement);
-        report.statements.push(LintedStatement {
+        // This statement's ignores are final now.
+        if let Some(rule) = self.unmatched {
+            for ignore in ignores
+                .iter()
+                .filter(|ig| ig.statement == Some(i) && !ig.used)
+            {
+                findings.push(unmatched_finding(rule, ignore));
+            }
+        }
+        self.state.apply(&statement);
+        LintedStatement {
             statement,
             findings,
             ignored,
-        });
-    }
-    let unmatched = rule_by_id(UNMATCHED_IGNORE).filter(|r| options.enabled(r));
-    for ignore in ignores.into_iter().filter(|i| !i.used) {
-        let Some(rule) = unmatched else { break };
-        let finding = Finding {
-            rule: rule.id,
-            severity: rule.severity,
-            message: ignore.unmatched_message(),
-            fix: None,
-        };
-        match ignore.statement.and_then(|i| report.statements.get_mut(i)) {
-            Some(s) => s.findings.push(finding),
-            None => report.file_findings.push(FileFinding {
-                line: ignore.line,
-                column: ignore.column,
-                finding,
-            }),
         }
     }
-    Ok(report)
+
+    /// The ignores after the last statement that matched nothing.
+    fn finish(self) -> Vec<FileFinding> {
+        let Some(rule) = self.unmatched else {
+            return Vec::new();
+        };
+        self.ignores[self.assigned..]
+            .iter()
+            .filter(|ig| !ig.used)
+            .map(|ig| FileFinding {
+                line: ig.line,
+                column: ig.column,
+                finding: unmatched_finding(rule, ig),
+            })
+            .collect()
+    }
+}
+
+fn unmatched_finding(rule: &Rule, ignore: &suppress::Ignore) -> Finding {
+    Finding {
+        rule: rule.id,
+        severity: rule.severity,
+        message: ignore.unmatched_message(),
+        fix: None,
+    }
 }
 
 /// Declares a rule: its doc comment becomes [`Rule::doc`], so the

@@ -7,7 +7,6 @@
 //! literals: comments come from the real scanner.
 
 use crate::analysis::source::{comments, LineIndex};
-use crate::analysis::Statement;
 
 use super::{rule_by_id, Rule, RULES};
 
@@ -18,7 +17,10 @@ pub(crate) struct Ignore {
     pub rule: String,
     pub line: u32,
     pub column: u32,
-    /// Index of the statement it applies to.
+    /// Where the comment starts in the file.
+    pub offset: usize,
+    /// Index of the statement it applies to, once that statement is known
+    /// ([`assign`]); `None` after the last statement.
     pub statement: Option<usize>,
     /// Whether it suppressed a finding.
     pub used: bool,
@@ -77,7 +79,9 @@ fn parse(comment: &str) -> Option<(Vec<String>, String)> {
     Some((ids, words.collect::<Vec<_>>().join(" ")))
 }
 
-pub(crate) fn collect(sql: &str, statements: &[Statement]) -> Vec<Ignore> {
+/// Every ignore in `sql`'s comments, in file order, not yet given a
+/// statement: [`assign`] does that as the statements come.
+pub(crate) fn collect(sql: &str) -> Vec<Ignore> {
     if !sql.contains("locksmith:") {
         return Vec::new();
     }
@@ -87,21 +91,31 @@ pub(crate) fn collect(sql: &str, statements: &[Statement]) -> Vec<Ignore> {
         let Some((ids, _reason)) = parse(&c.text) else {
             continue;
         };
-        let statement = statements
-            .iter()
-            .position(|s| s.offset + s.sql.len() > c.offset);
         let (line, column) = index.position(c.offset);
         for rule in ids {
             out.push(Ignore {
                 rule,
                 line,
                 column,
-                statement,
+                offset: c.offset,
+                statement: None,
                 used: false,
             });
         }
     }
     out
+}
+
+/// Gives statement `i`, which ends at byte `end`, the ignores before that
+/// end that no earlier statement took. `assigned` counts the ignores taken
+/// so far (they are in file order); returns the new count.
+pub(crate) fn assign(ignores: &mut [Ignore], assigned: usize, i: usize, end: usize) -> usize {
+    let mut n = assigned;
+    while n < ignores.len() && ignores[n].offset < end {
+        ignores[n].statement = Some(i);
+        n += 1;
+    }
+    n
 }
 
 /// Marks the ignores of statement `i` that name `rule`; true if there was one.

@@ -17,6 +17,13 @@
 //! On a user's database (`live`) everything runs inside one transaction that
 //! is always rolled back; statements that cannot run in a transaction are
 //! then reported as not traced, with the reason — never skipped silently.
+//! There the guard's budget applies ([`LiveLimits`]): before each statement
+//! the tracer looks for sessions holding conflicting locks
+//! ([`look::holders`]) and gives up, naming them, rather than queue behind a
+//! long-lived one; each lock is asked for under a short `lock_timeout`, and
+//! each statement runs under a `statement_timeout` (`--max-hold`). A
+//! statement that would give up is not retried: the trace stops there and
+//! rolls back (the caller refuses big rewrites and scans before starting).
 //! What this module must not do: commit on a live database, or judge the
 //! migration (lint does that; [`compare`] only states differences).
 
@@ -30,8 +37,10 @@ use locksmith_core::analysis::{RelationLock, Statement, StatementKind, Transacti
 use locksmith_core::lint::rules;
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use crate::guard::look::{self, Holder};
 use crate::{ConnectionSettings, Error};
 use catalog::{Constraint, Relation};
 use compare::Observed;
@@ -53,6 +62,9 @@ pub enum Method {
     SecondSession,
     /// Not observed (see the note).
     NotTraced,
+    /// Not run: sessions held conflicting locks and the budget ran out
+    /// (live only; the trace stops there).
+    Blocked,
 }
 
 /// A constraint a statement added or validated.
@@ -94,6 +106,9 @@ pub struct StatementTrace {
     /// The observed locks with the relations' kinds.
     #[serde(skip)]
     pub observed: Vec<Observed>,
+    /// The sessions in the way when the trace gave up (method `blocked`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<Holder>,
 }
 
 impl StatementTrace {
@@ -107,8 +122,26 @@ impl StatementTrace {
             error: None,
             differences: Vec::new(),
             observed: Vec::new(),
+            blocked_by: Vec::new(),
         }
     }
+
+    fn blocked(note: impl Into<String>, holders: Vec<Holder>) -> Self {
+        StatementTrace {
+            method: Method::Blocked,
+            blocked_by: holders,
+            ..StatementTrace::not_traced(note)
+        }
+    }
+}
+
+/// The guard's budget for tracing on a live server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveLimits {
+    /// The most one lock request may make traffic wait (`lock_timeout`).
+    pub lock_timeout: std::time::Duration,
+    /// The most one statement may run, and so hold what it locked (`statement_timeout`).
+    pub max_hold: std::time::Duration,
 }
 
 /// Where the migration runs.
@@ -117,8 +150,8 @@ pub enum Target {
     /// A throwaway database: transactions may commit, and statements that
     /// refuse a transaction block run for real.
     Sandbox,
-    /// A user's database: one transaction, always rolled back.
-    Live,
+    /// A user's database: one transaction, always rolled back, under these limits.
+    Live(LiveLimits),
 }
 
 /// Traces the migration `files` in order (each analysed by lint's model,
@@ -143,10 +176,10 @@ pub async fn trace(
         in_transaction: false,
         held: HashMap::new(),
     };
-    if target == Target::Live {
+    if let Target::Live(limits) = target {
         tracer.begin().await?;
         // Never make the user's traffic wait long for a rehearsal.
-        tracer.exec("SET LOCAL lock_timeout = '5s'").await?;
+        tracer.exec(&limits_sql(limits)).await?;
     }
     if !setup.trim().is_empty() {
         tracer
@@ -154,15 +187,24 @@ pub async fn trace(
             .batch_execute(setup)
             .await
             .map_err(|e| Error::query("running the setup SQL", e))?;
-        if target == Target::Live {
+        if matches!(target, Target::Live(_)) {
             tracer.held = tracer.held_locks().await?;
         }
     }
     let mut out = Vec::with_capacity(files.len());
+    let mut gave_up = false;
     for statements in files {
         let mut traces = Vec::with_capacity(statements.len());
         for s in statements {
-            traces.push(tracer.statement(s).await?);
+            if gave_up {
+                traces.push(StatementTrace::not_traced(
+                    "not run: the trace gave up on an earlier statement that was blocked",
+                ));
+                continue;
+            }
+            let t = tracer.statement(s).await?;
+            gave_up = t.method == Method::Blocked;
+            traces.push(t);
         }
         if tracer.in_transaction && target == Target::Sandbox {
             tracer.exec("COMMIT").await?;
@@ -231,7 +273,7 @@ impl Tracer<'_> {
         }
         if !s.transactional {
             return match self.target {
-                Target::Live => Ok(StatementTrace::not_traced(
+                Target::Live(_) => Ok(StatementTrace::not_traced(
                     "cannot run inside a transaction block, and trace never commits on a \
                      database given with --database-url; trace it on the embedded cluster",
                 )),
@@ -271,6 +313,23 @@ impl Tracer<'_> {
         if !self.in_transaction {
             self.begin().await?;
         }
+        if let Target::Live(limits) = self.target {
+            // Look before queueing: never wait behind a session that stays.
+            let after = look::long_lived_after(limits.lock_timeout);
+            let holders = look::holders(&self.client, &s.locks).await?;
+            if holders.iter().any(|h| h.is_long_lived(after)) {
+                let holders = holders.into_iter().filter(|h| h.is_long_lived(after));
+                return Ok(StatementTrace::blocked(
+                    "not run: sessions in a transaction hold conflicting locks, and trace does \
+                     not queue behind them on a live server",
+                    holders.collect(),
+                ));
+            }
+        }
+        if let Target::Live(limits) = self.target {
+            // Again before each statement: the migration may set its own.
+            self.exec(&limits_sql(limits)).await?;
+        }
         let before = self.before().await?;
         let held_before = self.held.clone();
         self.exec("SAVEPOINT locksmith_trace").await?;
@@ -281,7 +340,27 @@ impl Tracer<'_> {
             }
             Err(e) => {
                 self.exec("ROLLBACK TO SAVEPOINT locksmith_trace").await?;
-                Some(crate::describe_sql_error(&e))
+                if let (Target::Live(limits), Some(&SqlState::LOCK_NOT_AVAILABLE)) =
+                    (self.target, e.code())
+                {
+                    let holders = look::holders(&self.client, &s.locks).await?;
+                    return Ok(StatementTrace::blocked(
+                        format!(
+                            "gave up after waiting {} (--lock-timeout) for a lock: {}",
+                            locksmith_core::duration::human(limits.lock_timeout),
+                            crate::describe_sql_error(&e)
+                        ),
+                        holders,
+                    ));
+                }
+                match (self.target, e.code()) {
+                    (Target::Live(limits), Some(&SqlState::QUERY_CANCELED)) => Some(format!(
+                        "stopped after {} (--max-hold), so it held its locks no longer: {}",
+                        locksmith_core::duration::human(limits.max_hold),
+                        crate::describe_sql_error(&e)
+                    )),
+                    _ => Some(crate::describe_sql_error(&e)),
+                }
             }
         };
         let now = self.held_locks().await?;
@@ -386,6 +465,7 @@ impl Tracer<'_> {
             error: None,
             differences,
             observed,
+            blocked_by: Vec::new(),
         })
     }
 
@@ -400,7 +480,7 @@ impl Tracer<'_> {
             (TransactionControl::Savepoint, _) => {
                 "trace puts each statement under a savepoint of its own; this one was not sent"
             }
-            (_, Target::Live) => {
+            (_, Target::Live(_)) => {
                 "not sent: on --database-url trace never commits, and rolls back once at the end"
             }
             (TransactionControl::Commit | TransactionControl::Rollback, Target::Sandbox) => {
@@ -425,6 +505,15 @@ impl Tracer<'_> {
         };
         Ok(StatementTrace::not_traced(note))
     }
+}
+
+/// The session settings that enforce `limits` in the open transaction.
+fn limits_sql(limits: LiveLimits) -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        limits.lock_timeout.as_millis().max(1),
+        limits.max_hold.as_millis().max(1)
+    )
 }
 
 fn constraint_kind(contype: char) -> &'static str {

@@ -3,14 +3,18 @@
 //! findings, 2 bad input such as a syntax error or a missing file).
 //!
 //! This module does the I/O (files, `locksmith.toml`) and nothing else: the
-//! analysis is the core's, the formatting `render::lint`'s.
+//! analysis is the core's, the formatting `render::lint`'s. Without a server
+//! each file is linted and written statement by statement
+//! (`lint_each` into a `render::lint::Sink`), so a 50 MB file needs about
+//! its own size in memory; with `--database-url` the whole report is graded
+//! first (the live facts are per file) and then written.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use locksmith_core::analysis::{analyze, Schema};
 use locksmith_core::lint::live::{self, Blocking};
-use locksmith_core::lint::{lint_in, Config, Severity};
+use locksmith_core::lint::{lint_each, lint_in, Config, LintedStatement, Severity};
 use locksmith_pg::guard::look;
 use miette::miette;
 
@@ -28,10 +32,10 @@ pub async fn run(args: LintArgs) -> CmdResult {
     // Files in order through one schema: each is judged against what the
     // earlier ones left — and, with a live server, against its catalog.
     let mut schema = Schema::default();
-    let client = match &args.database_url {
-        Some(url) => Some(live_session(url).await?),
-        None => None,
+    let Some(url) = &args.database_url else {
+        return stream(&inputs, &mut schema, &options, args.format);
     };
+    let client = Some(live_session(url).await?);
     if let Some(client) = &client {
         let statements: Vec<_> = inputs
             .iter()
@@ -58,6 +62,60 @@ pub async fn run(args: LintArgs) -> CmdResult {
     }
     crate::render::lint_report(&mut crate::output::stdout(), args.format, &files)?;
     Ok(outcome(&files))
+}
+
+/// Without a server: each file linted statement by statement and written as
+/// it goes, so memory stays bounded by the largest statement (and, for the
+/// formats that list findings after the statements, one file's findings),
+/// not by the input.
+fn stream(
+    inputs: &[(String, String)],
+    schema: &mut Schema,
+    options: &locksmith_core::lint::Options,
+    format: crate::cli::LintFormat,
+) -> CmdResult {
+    let mut stdout = crate::output::stdout();
+    let mut sink = crate::render::lint_sink(&mut stdout, format);
+    let mut worst = None;
+    let mut syntax_errors = Vec::new();
+    for (path, text) in inputs {
+        let mut written: std::io::Result<bool> = Ok(false);
+        let mut each = |s: LintedStatement| {
+            worst = worst.max(s.findings.iter().map(|f| f.severity).max());
+            if let Ok(false) = written {
+                written = sink.begin_file(path).map(|()| true);
+            }
+            if let Ok(true) = written {
+                written = sink.statement(&s, None).map(|()| true);
+            }
+        };
+        match lint_each(schema, text, options, &mut each) {
+            Ok(file_findings) => {
+                if !written? {
+                    sink.begin_file(path)?;
+                }
+                worst = worst.max(file_findings.iter().map(|f| f.finding.severity).max());
+                sink.end_file(path, text, &file_findings)?;
+            }
+            Err(e) => {
+                sink.syntax_error(path, text, &e)?;
+                syntax_errors.push((path, e));
+            }
+        }
+    }
+    sink.finish()?;
+    drop(sink);
+    // The contract: `FILE:LINE:COLUMN: message`, on stderr, for every format.
+    for (path, e) in &syntax_errors {
+        eprintln!("{path}:{}:{}: {}", e.line, e.column, e.message);
+    }
+    Ok(if !syntax_errors.is_empty() {
+        Outcome::Code(2)
+    } else if worst == Some(Severity::Error) {
+        Outcome::Findings
+    } else {
+        Outcome::Done
+    })
 }
 
 /// `--database-url`: a read-only session whose every catalog read gives up

@@ -6,18 +6,26 @@
 //! This module picks the server, reads the files and turns the tracer's
 //! observations into the lint report shape so that `render::lint` draws
 //! both; the tracing itself is `locksmith_pg::trace`'s.
+//!
+//! On `--database-url` it first refuses (exit 2) a migration with a statement
+//! that would rewrite or scan a table under a traffic-blocking lock for longer
+//! than `--lock-timeout`, by the same size estimate as `lint --database-url`'s
+//! LS601 ([`traffic_hold`]): running it for real would block that traffic.
+//! A trace that gave up blocked exits 3, its blockers named in the report.
 
 use std::path::PathBuf;
 
-use locksmith_core::analysis::{analyze_after, StatementKind};
+use locksmith_core::analysis::{analyze_after, analyze_in, Schema, Statement, StatementKind};
+use locksmith_core::duration::human;
+use locksmith_core::lint::live::{self, bytes, traffic_hold};
 use locksmith_core::lint::{lint, Finding, Severity};
-use locksmith_pg::trace::{self, Method, StatementTrace, Target};
+use locksmith_pg::trace::{self, LiveLimits, Method, StatementTrace, Target};
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use miette::miette;
 
 use crate::cli::TraceArgs;
-use crate::exit::{CmdResult, Failure};
+use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::lint::{LintedFile, Traced};
 
 pub async fn run(args: TraceArgs) -> CmdResult {
@@ -43,7 +51,10 @@ pub async fn run(args: TraceArgs) -> CmdResult {
         Some(url) => (
             locksmith_pg::ConnectionSettings::resolve(Some(url))
                 .map_err(|e| Failure::input(miette!("{e}")))?,
-            Target::Live,
+            Target::Live(LiveLimits {
+                lock_timeout: args.lock_timeout,
+                max_hold: args.max_hold,
+            }),
         ),
         None => {
             let bin = server_binaries(args.pg_bin.as_ref(), args.pg_version)?;
@@ -89,6 +100,9 @@ pub async fn run(args: TraceArgs) -> CmdResult {
             traced: Vec::new(),
         });
     }
+    if let Target::Live(limits) = target {
+        refuse_long_holds(&settings, &setup, &files, version, limits).await?;
+    }
     let traces = trace::trace(&settings, target, &setup, &models)
         .await
         .map_err(|e| Failure::other(miette!("{e}")))?;
@@ -107,7 +121,82 @@ pub async fn run(args: TraceArgs) -> CmdResult {
     }
 
     crate::render::lint_report(&mut crate::output::stdout(), args.format, &files)?;
-    Ok(super::lint::outcome(&files))
+    let blocked = files
+        .iter()
+        .flat_map(|f| &f.traced)
+        .any(|t| t.trace.method == Method::Blocked);
+    Ok(match super::lint::outcome(&files) {
+        Outcome::Code(2) => Outcome::Code(2),
+        _ if blocked => Outcome::Blocked,
+        outcome => outcome,
+    })
+}
+
+/// Refuses (exit 2), before anything runs on the live server, a migration
+/// with a statement that would hold a traffic-blocking lock while it
+/// rewrites or scans a table for longer than `--lock-timeout`, or on a table
+/// whose size cannot be read now. The statements are analysed against the
+/// live catalog (so a change that rewrites nothing is not refused); table
+/// sizes come from a read-only session, as for `lint --database-url`.
+async fn refuse_long_holds(
+    settings: &locksmith_pg::ConnectionSettings,
+    setup: &str,
+    files: &[LintedFile],
+    version: u32,
+    limits: LiveLimits,
+) -> Result<(), Failure> {
+    let client = super::connect(&settings.with_application_name("locksmith trace")).await?;
+    locksmith_pg::tables::prepare_session(&client).await?;
+    let mut by_file: Vec<(&str, Vec<Statement>)> = Vec::new();
+    for f in files {
+        if f.result.is_ok() {
+            let statements = analyze_after(setup, &f.text, version).unwrap_or_default();
+            by_file.push((&f.path, statements));
+        }
+    }
+    let names = live::relations(by_file.iter().flat_map(|(_, s)| s));
+    let mut schema = Schema::default();
+    locksmith_pg::tables::learn_schema(&client, &names, &mut schema).await?;
+    let _ = analyze_in(&mut schema, setup, version);
+    let facts = locksmith_pg::tables::facts(&client, &names).await?;
+    let mut refused = Vec::new();
+    for f in files.iter().filter(|f| f.result.is_ok()) {
+        for s in analyze_in(&mut schema, &f.text, version).unwrap_or_default() {
+            let unknown = s.rewrites.iter().chain(&s.scans).find(|r| {
+                s.lock_on(r).is_some_and(|m| m.blocks_traffic())
+                    && facts.get(*r).is_some_and(|f| f.bytes.is_none())
+            });
+            let why =
+                match (traffic_hold(&s, &facts), unknown) {
+                    (Some(e), _) if e.hold >= limits.lock_timeout => format!(
+                    "{} `{}` (about {} rows, {}) under {} for roughly {} (estimate), longer than \
+                     --lock-timeout {} lets traffic wait",
+                    if e.rewrite { "rewrites" } else { "reads all of" },
+                    e.relation,
+                    e.facts.rows.max(0),
+                    bytes(e.facts.bytes.unwrap_or(0)),
+                    e.mode,
+                    human(e.hold),
+                    human(limits.lock_timeout),
+                ),
+                    (_, Some(r)) => format!(
+                        "rewrites or reads all of `{r}`, whose size cannot be read now (a session \
+                     holds or awaits a strong lock on it)"
+                    ),
+                    _ => continue,
+                };
+            refused.push(format!("{}:{}: {why}", f.path, s.line));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::input(miette!(
+        "not traced on --database-url: running these statements for real would block the \
+         server's traffic\n  {}\ntrace them on a throwaway cluster instead: `locksmith trace` \
+         without --database-url, with the tables they need created by --setup FILE",
+        refused.join("\n  ")
+    )))
 }
 
 /// The tracer's own findings for one statement.
@@ -128,6 +217,29 @@ fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
             message: format!(
                 "the server did not do what lint's model predicts: {}",
                 t.differences.join("; ")
+            ),
+            fix: None,
+        });
+    }
+    if t.method == Method::Blocked {
+        let names: Vec<String> = t.blocked_by.iter().map(|h| h.label()).collect();
+        out.push(Finding {
+            rule: trace::NOT_TRACED,
+            severity: Severity::Error,
+            message: format!(
+                "{}{}; no lock request was left waiting, and the statements after it were not \
+                 run: end {} or trace on the throwaway cluster (without --database-url)",
+                t.note.as_deref().unwrap_or("gave up, blocked"),
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (blocked by {})", names.join(", "))
+                },
+                if names.len() == 1 {
+                    "that session"
+                } else {
+                    "those sessions"
+                },
             ),
             fix: None,
         });

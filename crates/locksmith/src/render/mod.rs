@@ -20,14 +20,22 @@ pub fn lint_report(
     format: crate::cli::LintFormat,
     files: &[lint::LintedFile],
 ) -> std::io::Result<()> {
+    lint::write_all(&mut *lint_sink(out, format), files)
+}
+
+/// The report writer of `format`, buffered, for `lint` to feed as it goes.
+pub fn lint_sink<'a>(
+    out: &'a mut dyn Write,
+    format: crate::cli::LintFormat,
+) -> Box<dyn lint::Sink + 'a> {
     use crate::cli::LintFormat;
+    let out = std::io::BufWriter::new(out);
     match format {
-        LintFormat::Human => lint::human(out, files, &style::Style::detect())?,
-        LintFormat::Json => lint::json(out, files)?,
-        LintFormat::Sarif => lint::sarif(out, files)?,
-        LintFormat::Github => lint::github(out, files)?,
+        LintFormat::Human => Box::new(lint::Human::new(out, style::Style::detect())),
+        LintFormat::Json => Box::new(lint::Json::new(out)),
+        LintFormat::Sarif => Box::new(lint::Sarif::new(out)),
+        LintFormat::Github => Box::new(lint::Github::new(out)),
     }
-    out.flush()
 }
 
 /// Writes `value` as pretty JSON followed by a newline.
