@@ -222,7 +222,7 @@ fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
         });
     }
     if t.method == Method::Blocked {
-        let names: Vec<String> = t.blocked_by.iter().map(|h| h.label()).collect();
+        let names: Vec<String> = t.blocked_by.iter().map(|h| h.session.label()).collect();
         out.push(Finding {
             rule: trace::NOT_TRACED,
             severity: Severity::Error,
