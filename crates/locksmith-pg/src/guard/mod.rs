@@ -58,7 +58,7 @@
 //!     Ok(attempts) => println!("applied after {attempts} attempt(s)"),
 //!     Err(GuardError::Blocked { holders, .. }) => {
 //!         for h in holders {
-//!             eprintln!("blocked by pid {} ({})", h.pid, h.application_name);
+//!             eprintln!("blocked by pid {} ({})", h.session.pid, h.session.application_name);
 //!         }
 //!     }
 //!     Err(e) => return Err(e.into()),
