@@ -15,9 +15,22 @@ if [[ -z "${LOCKSMITH_PG_BINS:-}" ]]; then
   LOCKSMITH_PG_BINS=$(bash scripts/pg-versions.sh | paste -sd: -)
   export LOCKSMITH_PG_BINS
 fi
+# The guard's scenarios again on the newest major (tests start their servers
+# from LOCKSMITH_PG_BIN). The standby tests stay on Debian's server: the npm
+# builds ship no pg_basebackup.
+newest=$(tr ':' '\n' <<<"$LOCKSMITH_PG_BINS" | grep -E '/18/' | head -n 1 || true)
+guard_tests=(-p locksmith --test apply --test apply_blockers --test faults --test hold
+  --test online --test run_guard -p locksmith-pg --test guard)
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked
+  if [[ -n "$newest" ]]; then
+    echo "--- the guard's scenarios on PostgreSQL 18 ($newest)"
+    LOCKSMITH_PG_BIN="$newest" cargo nextest run --locked --no-fail-fast "${guard_tests[@]}"
+  fi
 else
   cargo test --workspace --locked --no-fail-fast
+  if [[ -n "$newest" ]]; then
+    LOCKSMITH_PG_BIN="$newest" cargo test --locked --no-fail-fast "${guard_tests[@]}"
+  fi
 fi
