@@ -147,7 +147,7 @@ pub struct ApplyArgs {
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
-    /// PostgreSQL major version the files are analysed for, 13 to 18 [default: 18]
+    /// PostgreSQL major version the files are analysed for, 13 to 18 [default: the server's]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
 }

@@ -633,3 +633,62 @@ async fn terminating_without_permission_names_pg_signal_backend() {
         0
     );
 }
+
+/// Without `--pg-version`, the plan is judged for the server it runs on:
+/// on 13, `DETACH PARTITION` takes only SHARE UPDATE EXCLUSIVE on the
+/// partition (ACCESS EXCLUSIVE from 14 on). CI has every major; elsewhere
+/// the test needs PostgreSQL 13 among `LOCKSMITH_PG_BINS`.
+#[tokio::test]
+async fn the_plan_is_judged_for_the_servers_version() {
+    let Some(bin) = locksmith_sandbox::bin_dir::BinDir::find_major(13) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have PostgreSQL 13"
+        );
+        return;
+    };
+    let cluster = Cluster::start_with(locksmith_sandbox::cluster::ClusterOptions {
+        bin: Some(bin),
+        ..Default::default()
+    })
+    .unwrap();
+    let settings = cluster.create_database("on13").await.unwrap();
+    settings
+        .connect()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE events (at date) PARTITION BY RANGE (at);
+             CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "1_detach.sql",
+            "ALTER TABLE events DETACH PARTITION events_2024;\n",
+        )],
+    );
+    let out = locksmith(
+        &cluster.url("on13"),
+        &[
+            "apply",
+            dir.path().to_str().unwrap(),
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let locks = &plan["migrations"][0]["statements"][0]["locks"];
+    let on_partition = locks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "events_2024")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(on_partition["mode"], "ShareUpdateExclusiveLock", "{plan}");
+}

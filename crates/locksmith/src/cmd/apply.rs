@@ -85,7 +85,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         allow_changed: args.allow_changed,
         out_of_order: args.out_of_order,
     };
-    let planned = plan(&args.dir, &migrations, args.pg_version)?;
+    let mut planned = plan(&args.dir, &migrations, args.pg_version)?;
     let settings =
         super::settings(&args.guard.connection)?.with_application_name("locksmith apply");
     let interrupts = signals::interrupts();
@@ -96,6 +96,19 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
+    // Without --pg-version, the files are judged for the server they run on
+    // (lock levels differ between majors); planned once already, so a syntax
+    // error was reported before connecting.
+    let version = match args.pg_version {
+        Some(v) => v,
+        None => {
+            let major = server_major(guard.client()).await?;
+            if major != analysis::MAX_PG_VERSION {
+                planned = plan(&args.dir, &migrations, Some(major))?;
+            }
+            major
+        }
+    };
     watch_replicas(&mut guard, &args.guard.replicas, quiet).await?;
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
@@ -161,7 +174,6 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let baselined = take(&decision.baseline);
     let pending = take(&decision.run);
 
-    let version = args.pg_version.unwrap_or(analysis::MAX_PG_VERSION);
     // With --online, each migration's plan, or None when it runs as written.
     let mut plans = Vec::with_capacity(pending.len());
     for p in &pending {
@@ -266,6 +278,17 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         &args,
         RunReport::new(Status::Applied, &guard.report, records, None),
     )
+}
+
+/// The server's major version, clamped to the ones the analysis models.
+async fn server_major(client: &tokio_postgres::Client) -> Result<u32, Failure> {
+    // `server_version_num`, e.g. 150018 → 15.
+    let num: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| locksmith_pg::Error::query("reading the server version", e))?
+        .get(0);
+    Ok(((num / 10000) as u32).clamp(analysis::MIN_PG_VERSION, analysis::MAX_PG_VERSION))
 }
 
 /// Watches the standbys given with `--replica` (or `LOCKSMITH_REPLICA_URLS`);
