@@ -97,6 +97,29 @@ fn standby_reads(
     (stop, task)
 }
 
+/// `apply --replica <the standby> EXTRA` while a standby session reads the
+/// table every 50 ms: the output, and the longest any of those reads waited.
+async fn apply_watching_standby(
+    standby: &Cluster,
+    db: &str,
+    incident: &Incident,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Output, Duration) {
+    let (stop, reads) = standby_reads(standby_client(standby, db, "standby-traffic").await);
+    let mut args = vec!["--replica".to_string(), standby.url(db)];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let (url, path) = (incident.url.clone(), dir.to_path_buf());
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        apply(&url, &path, &args)
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    (out, Duration::from_millis(reads.await.unwrap()))
+}
+
 async fn has_note(client: &tokio_postgres::Client) -> bool {
     client
         .query_one(
@@ -123,18 +146,8 @@ async fn a_standby_reader_is_named_and_waited_out_without_stalling_the_standby()
         .await
         .unwrap()
         .get(0);
-    let (stop, reads) = standby_reads(standby_client(&standby, db, "standby-traffic").await);
-
-    let replica = standby.url(db);
-    let url = incident.url.clone();
-    let path = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        apply(&url, &path, &["--replica", &replica, "--deadline", "5s"])
-    })
-    .await
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let worst = Duration::from_millis(reads.await.unwrap());
+    let (out, worst) =
+        apply_watching_standby(&standby, db, &incident, dir.path(), &["--deadline", "5s"]).await;
 
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let report_json: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -178,21 +191,14 @@ async fn an_idle_standby_session_is_terminated_under_the_policy() {
         .batch_execute(&format!("BEGIN; SELECT count(*) FROM {TABLE}"))
         .await
         .unwrap();
-    let (stop, reads) = standby_reads(standby_client(&standby, db, "standby-traffic").await);
-    let replica = standby.url(db);
-    let url = incident.url.clone();
-    let path = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        apply(
-            &url,
-            &path,
-            &["--replica", &replica, "--terminate-idle-after", "1s"],
-        )
-    })
-    .await
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let worst = Duration::from_millis(reads.await.unwrap());
+    let (out, worst) = apply_watching_standby(
+        &standby,
+        db,
+        &incident,
+        dir.path(),
+        &["--terminate-idle-after", "1s"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let terminated = report["terminated"].as_array().unwrap();
@@ -259,17 +265,8 @@ async fn a_running_standby_query_is_waited_for_not_raced() {
     .unwrap();
     // Past the budget, not yet a second old: on the primary it would be raced.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (stop, reads) = standby_reads(standby_client(&standby, db, "standby-traffic").await);
-    let replica = standby.url(db);
-    let url = incident.url.clone();
-    let path = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        apply(&url, &path, &["--replica", &replica, "--deadline", "3s"])
-    })
-    .await
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let worst = Duration::from_millis(reads.await.unwrap());
+    let (out, worst) =
+        apply_watching_standby(&standby, db, &incident, dir.path(), &["--deadline", "3s"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
