@@ -341,5 +341,7 @@ pub fn script(steps: &[OnlineStep], in_transaction_block: bool) -> String {
 }
 
 mod alter;
+
+pub(crate) use alter::default_name;
 #[cfg(test)]
 mod tests;

@@ -284,7 +284,7 @@ pub(super) fn sibling(table: &str, name: &str) -> String {
 }
 
 /// PostgreSQL's default constraint name: `table_col1_col2_suffix`, at most 63 bytes.
-fn default_name(table: &str, columns: &[String], suffix: &str) -> String {
+pub(crate) fn default_name(table: &str, columns: &[String], suffix: &str) -> String {
     let base = split_qualified(table).pop().unwrap_or_default();
     let mut parts = vec![base];
     parts.extend(columns.iter().cloned());

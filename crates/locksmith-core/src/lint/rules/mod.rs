@@ -65,18 +65,7 @@ pub(crate) fn mode_on(ctx: &Context<'_>, table: &str) -> LockMode {
         .unwrap_or(LockMode::AccessExclusive)
 }
 
-/// PostgreSQL's default constraint name: `table_col1_col2_suffix`, at most 63 bytes.
-pub(crate) fn default_name(table: &str, columns: &[String], suffix: &str) -> String {
-    let base = table.rsplit('.').next().unwrap_or(table);
-    let mut parts = vec![base.to_string()];
-    parts.extend(columns.iter().cloned());
-    parts.push(suffix.to_string());
-    let mut name = parts.join("_");
-    while name.len() > 63 {
-        name.pop();
-    }
-    name
-}
+pub(crate) use crate::online::default_name;
 
 /// A relation name ready for generated SQL.
 pub(crate) fn q(name: &str) -> String {
