@@ -222,11 +222,7 @@ async fn main() {
         "{}, PostgreSQL {} (sandbox, fsync off), profile {}",
         locksmith_sandbox::bench_doc::machine(),
         cluster.major(),
-        if cfg!(debug_assertions) {
-            "dev"
-        } else {
-            "release"
-        },
+        locksmith_sandbox::bench_doc::profile(),
     );
     let mut section = String::new();
     section.push_str("## guard\n\n");

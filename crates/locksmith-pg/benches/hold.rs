@@ -223,11 +223,7 @@ async fn main() {
          every 30 ms (a primary-key lookup); one run per cell.\n\n",
         locksmith_sandbox::bench_doc::machine(),
         cluster.major(),
-        if cfg!(debug_assertions) {
-            "dev"
-        } else {
-            "release"
-        },
+        locksmith_sandbox::bench_doc::profile(),
     ));
     for rows in sizes {
         let (results, load_ms) = size(&cluster, rows).await;

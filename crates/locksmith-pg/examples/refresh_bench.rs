@@ -96,11 +96,7 @@ async fn main() {
         "`cargo run -p locksmith-pg --example refresh_bench` on {}, PostgreSQL {}, profile {}.\n\n",
         locksmith_sandbox::bench_doc::machine(),
         cluster.major(),
-        if cfg!(debug_assertions) {
-            "dev"
-        } else {
-            "release"
-        }
+        locksmith_sandbox::bench_doc::profile()
     ));
     section.push_str(&format!(
         "{} connections (`max_connections=600`): {LEAKED} idle in transaction, 1 ALTER and {WAITING_READERS} SELECTs waiting on locks, {idle_count} idle; opened in {:.1} s.\n",

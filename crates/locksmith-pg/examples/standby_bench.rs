@@ -187,11 +187,7 @@ async fn main() {
         "{}, PostgreSQL {} (sandbox, fsync off), profile {}",
         locksmith_sandbox::bench_doc::machine(),
         primary.major(),
-        if cfg!(debug_assertions) {
-            "dev"
-        } else {
-            "release"
-        },
+        locksmith_sandbox::bench_doc::profile(),
     );
     let mut section = String::new();
     section.push_str("## standby\n\n");

@@ -47,7 +47,7 @@ fn main() {
     section.push_str(&format!(
         "`cargo run -p locksmith-sandbox --example cluster_bench` on {}, PostgreSQL {major}, profile {}.\n\n",
         locksmith_sandbox::bench_doc::machine(),
-        if cfg!(debug_assertions) { "dev" } else { "release" }
+        locksmith_sandbox::bench_doc::profile()
     ));
     section.push_str(
         "| cluster ready (start → accepts connections) | median | p95 | max |\n|---|---|---|---|\n",

@@ -102,7 +102,7 @@ async fn main() {
     section.push_str(&format!(
         "`cargo run -p locksmith-sandbox --example rehearse_bench` on {}, PostgreSQL {major} (sandbox, fsync off), profile {}.\n\n",
         locksmith_sandbox::bench_doc::machine(),
-        if cfg!(debug_assertions) { "dev" } else { "release" }
+        locksmith_sandbox::bench_doc::profile()
     ));
     section.push_str(&format!(
         "Two tables (`accounts`, and `orders` referencing it, with CHECKs, a unique key and jsonb), N rows each; the migration is `{MIGRATION}`. Traffic: the default mix on `orders` at 40 requests/s; no leaked sessions. Each run copies the loaded database (`CREATE DATABASE … TEMPLATE`), then warms up 1 s and cools down 1 s around the migration.\n\n"

@@ -20,6 +20,16 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()>
     std::fs::write(path, new)
 }
 
+/// The cargo profile the benchmark was built with, as reports name it. Built
+/// in the same profile as the benchmark that calls it, so it answers for it.
+pub fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    }
+}
+
 /// One line describing this machine for benchmark reports: cores and CPU model.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism()
