@@ -64,7 +64,7 @@ struct Row {
     applied: bool,
 }
 
-async fn constraint_exists(admin: &tokio_postgres::Client) -> bool {
+async fn constraint_exists(admin: &locksmith_pg::Connection) -> bool {
     admin
         .query_one(
             "SELECT count(*) > 0 FROM pg_constraint WHERE conname = 'unique_informal_name_academic_partner'",
@@ -75,7 +75,7 @@ async fn constraint_exists(admin: &tokio_postgres::Client) -> bool {
         .get(0)
 }
 
-async fn reset(admin: &tokio_postgres::Client) {
+async fn reset(admin: &locksmith_pg::Connection) {
     admin
         .batch_execute(
             "ALTER TABLE academic_partners DROP CONSTRAINT IF EXISTS unique_informal_name_academic_partner;
@@ -89,7 +89,7 @@ async fn reset(admin: &tokio_postgres::Client) {
 async fn measure(
     label: &'static str,
     incident: &Incident,
-    admin: &tokio_postgres::Client,
+    admin: &locksmith_pg::Connection,
     run: impl std::future::Future<Output = ()>,
 ) -> Row {
     reset(admin).await;

@@ -10,8 +10,8 @@
 //! | golang-migrate | `schema_migrations (version bigint, dirty bool)` | its one row |
 //! | dbmate | `schema_migrations (version varchar)` | highest version |
 
+use crate::Connection;
 use locksmith_core::source::Version;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -30,7 +30,7 @@ pub struct ForeignHistory {
 
 /// The first other tool's history found on the search path, with the latest
 /// version it applied; `None` when there is none (or it records nothing).
-pub async fn find(client: &Client) -> Result<Option<ForeignHistory>, Error> {
+pub async fn find(client: &Connection) -> Result<Option<ForeignHistory>, Error> {
     for table in [
         "flyway_schema_history",
         "_sqlx_migrations",
@@ -66,7 +66,7 @@ const DBMATE: &str =
     "SELECT version::text FROM schema_migrations ORDER BY length(version::text) DESC, version DESC LIMIT 1";
 
 /// Whether `table` is visible on the search path.
-async fn exists(client: &Client, table: &str) -> Result<bool, Error> {
+async fn exists(client: &Connection, table: &str) -> Result<bool, Error> {
     client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await
@@ -75,7 +75,7 @@ async fn exists(client: &Client, table: &str) -> Result<bool, Error> {
 }
 
 /// Whether `schema_migrations` has golang-migrate's `dirty` column (dbmate's has none).
-async fn has_dirty_column(client: &Client) -> Result<bool, Error> {
+async fn has_dirty_column(client: &Connection) -> Result<bool, Error> {
     client
         .query_one(
             "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') AND attname = 'dirty' AND NOT attisdropped)",
@@ -88,7 +88,7 @@ async fn has_dirty_column(client: &Client) -> Result<bool, Error> {
 
 /// Runs one of the `latest version` queries above.
 async fn latest(
-    client: &Client,
+    client: &Connection,
     tool: &'static str,
     table: &'static str,
     sql: &str,
@@ -106,7 +106,7 @@ async fn latest(
 }
 
 /// golang-migrate's one row: the version and whether it is dirty.
-async fn golang_migrate(client: &Client) -> Result<Option<ForeignHistory>, Error> {
+async fn golang_migrate(client: &Connection) -> Result<Option<ForeignHistory>, Error> {
     let row = client
         .query_opt(
             "SELECT version::text, dirty FROM schema_migrations LIMIT 1",

@@ -14,8 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Connection;
 use locksmith_core::quote::literal;
-use tokio_postgres::Client;
 
 use crate::guard::backoff::Backoff;
 use crate::Error;
@@ -40,7 +40,7 @@ pub struct Applied {
 }
 
 /// Creates the history table if it does not exist. Call with the runner lock held.
-pub async fn ensure_table(client: &Client, lock_timeout: Duration) -> Result<(), Error> {
+pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result<(), Error> {
     let sql = format!(
         "SET lock_timeout = '{}';
          CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -84,7 +84,7 @@ pub async fn ensure_table(client: &Client, lock_timeout: Duration) -> Result<(),
 }
 
 /// Whether the history table exists (on the search path).
-pub async fn exists(client: &Client) -> Result<bool, Error> {
+pub async fn exists(client: &Connection) -> Result<bool, Error> {
     client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])
         .await
@@ -93,7 +93,7 @@ pub async fn exists(client: &Client) -> Result<bool, Error> {
 }
 
 /// The migrations applied so far, by version.
-pub async fn applied(client: &Client) -> Result<Vec<Applied>, Error> {
+pub async fn applied(client: &Connection) -> Result<Vec<Applied>, Error> {
     // Every recorded migration, oldest version first.
     let rows = client
         .query(
@@ -174,7 +174,7 @@ pub fn insert_sql(record: &Record<'_>, before: Duration, attempts: u32) -> Strin
 /// Takes the runner lock, polling until `timeout`: another runner may hold it
 /// while it applies. Returns `false` if the time ran out. Polling rather than
 /// waiting keeps this lock out of the server's lock queue and bounded.
-pub async fn lock_runners(client: &Client, timeout: Duration) -> Result<bool, Error> {
+pub async fn lock_runners(client: &Connection, timeout: Duration) -> Result<bool, Error> {
     let started = Instant::now();
     // Jittered, so runners that lost together do not retry together.
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
@@ -201,7 +201,7 @@ pub async fn lock_runners(client: &Client, timeout: Duration) -> Result<bool, Er
 }
 
 /// Releases the runner lock.
-pub async fn unlock_runners(client: &Client) -> Result<(), Error> {
+pub async fn unlock_runners(client: &Connection) -> Result<(), Error> {
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&RUNNER_LOCK])
         .await

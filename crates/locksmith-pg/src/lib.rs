@@ -1,6 +1,7 @@
 //! Everything locksmith does with a live PostgreSQL server.
 //!
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
+//! - [`connection`]: an open connection; every statement unnamed, safe through poolers.
 //! - [`tables`]: table sizes for grading lint findings.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
@@ -29,6 +30,8 @@
 
 pub mod audit;
 pub mod blockers;
+mod cancel;
+pub mod connection;
 mod conninfo;
 pub mod foreign;
 pub mod guard;
@@ -42,6 +45,7 @@ pub mod tables;
 pub mod tls;
 pub mod trace;
 
+pub use connection::{Connection, Pooler};
 pub use conninfo::redact;
 pub use settings::ConnectionSettings;
 

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Connection;
 use locksmith_core::online::Unit;
-use tokio_postgres::Client;
 
 use crate::guard::{Guard, GuardError, Step};
 use crate::Error;
@@ -124,7 +124,7 @@ fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
     }
 }
 
-async fn ensure_table(client: &Client) -> Result<(), Error> {
+async fn ensure_table(client: &Connection) -> Result<(), Error> {
     // Created once, empty most of the time; a short lock_timeout like the history table's.
     client
         .batch_execute(&format!(
@@ -141,7 +141,7 @@ async fn ensure_table(client: &Client) -> Result<(), Error> {
         .map_err(|e| Error::query(format!("creating {STEPS_TABLE}"), e))
 }
 
-async fn done_units(client: &Client, version: i64) -> Result<Vec<i32>, Error> {
+async fn done_units(client: &Connection, version: i64) -> Result<Vec<i32>, Error> {
     // The units of this migration that an interrupted run completed.
     let rows = client
         .query(
@@ -153,7 +153,7 @@ async fn done_units(client: &Client, version: i64) -> Result<Vec<i32>, Error> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-async fn is_done(client: &Client, query: &str) -> Result<bool, Error> {
+async fn is_done(client: &Connection, query: &str) -> Result<bool, Error> {
     // The unit's own check, from the plan: true when its effect is already there.
     client
         .query_one(query, &[])

@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode as WireSslMode};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::Config;
 
+use crate::cancel;
+use crate::connection::{Connection, Pooler};
 use crate::conninfo::{is_url, redact, sets_port, split_tls_keys, with_url_port};
 use crate::pgpass::pgpass_lookup;
 use crate::tls::{self, SslMode};
@@ -299,7 +302,7 @@ impl ConnectionSettings {
     /// `connect_timeout` bounds the whole startup, as in libpq: TCP connect,
     /// TLS, authentication and the first query, per host tried. A server that
     /// accepts TCP and never answers fails here instead of hanging.
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, Error> {
+    pub async fn connect(&self) -> Result<Connection, Error> {
         let Some(per_host) = self.config.get_connect_timeout().copied() else {
             return self.start_session().await;
         };
@@ -318,8 +321,9 @@ impl ConnectionSettings {
         }
     }
 
-    /// Connects and prepares the session ([`watch_for_vanished_client`]).
-    async fn start_session(&self) -> Result<tokio_postgres::Client, Error> {
+    /// Connects, finds out whether a pooler is in between, and prepares the
+    /// session ([`watch_for_vanished_client`]) when there is none.
+    async fn start_session(&self) -> Result<Connection, Error> {
         let fail = |e: tokio_postgres::Error| Error::Connect {
             target: self.describe(),
             reason: connect_reason(&e),
@@ -342,42 +346,102 @@ impl ConnectionSettings {
             tokio::spawn(connection);
             client
         };
-        watch_for_vanished_client(&client).await?;
-        Ok(client)
-    }
-
-    /// A connector for cancel requests, matching how [`connect`](Self::connect)
-    /// connects, bounded by `connect_timeout` the same way.
-    pub async fn cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), Error> {
-        let send = self.send_cancel(token);
-        match self.config.get_connect_timeout() {
-            Some(limit) => tokio::time::timeout(*limit, send)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Connect {
-                        target: self.describe(),
-                        reason: "no answer to the cancel request within connect_timeout".into(),
-                    })
-                }),
-            None => send.await,
+        let key_pid = cancel::key_pid(&client.cancel_token()).await;
+        let connection = Connection::new(client, None);
+        let backend_pid = connection
+            .backend_pid()
+            .await
+            .map_err(|e| Error::query("reading pg_backend_pid()", e))?;
+        let pooler = key_pid
+            .filter(|&key| key != backend_pid)
+            .map(|key_pid| Pooler {
+                key_pid,
+                backend_pid,
+            });
+        match pooler {
+            // Session settings would stay on a pooled backend for other clients.
+            Some(_) => Ok(connection.with_pooler(pooler)),
+            None => {
+                watch_for_vanished_client(&connection).await?;
+                Ok(connection)
+            }
         }
     }
 
+    /// Sends a cancel request for the connection behind `token`, bounded by
+    /// `connect_timeout` like [`connect`](Self::connect), and waits for the
+    /// server (or pooler) to close the cancel connection, as libpq does.
+    pub async fn cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), Error> {
+        let limit = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(10));
+        tokio::time::timeout(limit, self.send_cancel(token))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Connect {
+                    target: self.describe(),
+                    reason: "no answer to the cancel request within connect_timeout".into(),
+                })
+            })
+    }
+
     async fn send_cancel(&self, token: &tokio_postgres::CancelToken) -> Result<(), Error> {
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let opened = |e: std::io::Error| self.cancel_failed(format!("cancel request: {e}"));
+        match self.config.get_hosts().first() {
+            Some(Host::Unix(dir)) => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                let stream = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(opened)?;
+                self.cancel_on(token, stream, String::new()).await
+            }
+            host => {
+                let host = match host {
+                    Some(Host::Tcp(h)) => h.clone(),
+                    _ => "localhost".to_string(),
+                };
+                let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(opened)?;
+                self.cancel_on(token, stream, host).await
+            }
+        }
+    }
+
+    async fn cancel_on<S>(
+        &self,
+        token: &tokio_postgres::CancelToken,
+        stream: S,
+        domain: String,
+    ) -> Result<(), Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let stream = cancel::Lingering(stream);
         let result = if self.ssl_mode == SslMode::Disable {
-            token.cancel_query(tokio_postgres::NoTls).await
+            token.cancel_query_raw(stream, tokio_postgres::NoTls).await
         } else {
-            let tls = tls::connector(
+            let mut tls = tls::connector(
                 self.ssl_mode,
                 self.ssl_root_cert.as_deref(),
                 self.ssl_cert.as_ref(),
             )?;
-            token.cancel_query(tls).await
+            let connect =
+                MakeTlsConnect::<cancel::Lingering<S>>::make_tls_connect(&mut tls, &domain)
+                    .map_err(|e| self.cancel_failed(format!("cancel request: {e}")))?;
+            token.cancel_query_raw(stream, connect).await
         };
-        result.map_err(|e| Error::Connect {
+        result.map_err(|e| self.cancel_failed(connect_reason(&e)))
+    }
+
+    fn cancel_failed(&self, reason: String) -> Error {
+        Error::Connect {
             target: self.describe(),
-            reason: connect_reason(&e),
-        })
+            reason,
+        }
     }
 }
 
@@ -387,7 +451,7 @@ impl ConnectionSettings {
 /// ACCESS EXCLUSIVE lock goes within about a second instead of when the
 /// statement ends; server-side TCP keepalives cover a peer that disappears
 /// without closing the socket. Settings the user chose (non-zero) are kept.
-async fn watch_for_vanished_client(client: &tokio_postgres::Client) -> Result<(), Error> {
+async fn watch_for_vanished_client(client: &Connection) -> Result<(), Error> {
     // current_setting(…, true) is NULL where the setting does not exist (before 14).
     client
         .batch_execute(
@@ -421,7 +485,16 @@ fn with_keepalives(config: &mut Config) {
 /// Why a connection attempt failed, in one line without the password.
 fn connect_reason(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        return db.message().to_string();
+        let message = db.message();
+        // PgBouncer's refusal of a startup parameter it does not pass on.
+        if message.contains("unsupported startup parameter") {
+            return format!(
+                "{message}: a connection pooler (PgBouncer) is in between and refuses \
+                 server settings sent at connection start (PGOPTIONS, options= in the URL); \
+                 unset them, or connect to the server directly"
+            );
+        }
+        return message.to_string();
     }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

@@ -12,8 +12,8 @@
 //! server reports the refusal as SQLSTATE 42501, which is turned into an error
 //! that says so.
 
+use crate::Connection;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -46,7 +46,7 @@ impl Signal {
 
 /// Sends `signal` to `pid`. `Ok(false)` when `pid` is not a PostgreSQL
 /// backend (it already ended).
-pub async fn send(client: &Client, signal: Signal, pid: i32) -> Result<bool, Error> {
+pub async fn send(client: &Connection, signal: Signal, pid: i32) -> Result<bool, Error> {
     // Signals one backend; false (with a server warning) when the pid is not a backend.
     let sql = match signal {
         Signal::Cancel => "SELECT pg_cancel_backend($1)",

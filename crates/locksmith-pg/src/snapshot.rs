@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
+use crate::Connection;
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -25,7 +25,7 @@ pub struct Session {
     pub usename: Option<String>,
     /// `application_name` the client set.
     pub application_name: String,
-    /// Client address (`None` for Unix sockets).
+    /// Connection address (`None` for Unix sockets).
     pub client_addr: Option<String>,
     /// `client backend`, `autovacuum worker`, …
     pub backend_type: String,
@@ -89,7 +89,7 @@ pub struct SessionSummary {
     pub state: Option<String>,
     /// The client's `application_name`.
     pub application_name: String,
-    /// Client address (`None` for Unix sockets).
+    /// Connection address (`None` for Unix sockets).
     pub client_addr: Option<String>,
     /// Role.
     pub usename: Option<String>,
@@ -213,7 +213,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Client connections in use, including the one that took the snapshot.
+    /// Connection connections in use, including the one that took the snapshot.
     pub fn connections_used(&self) -> usize {
         1 + self
             .sessions
@@ -271,7 +271,7 @@ pub struct Snapshotter {
 
 impl Snapshotter {
     /// Reads the server version once.
-    pub async fn new(client: &Client) -> Result<Snapshotter, Error> {
+    pub async fn new(client: &Connection) -> Result<Snapshotter, Error> {
         // The server's version decides which catalog columns exist.
         let row = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -288,14 +288,14 @@ impl Snapshotter {
     }
 
     /// Takes one snapshot: two queries.
-    pub async fn take(&self, client: &Client) -> Result<Snapshot, Error> {
+    pub async fn take(&self, client: &Connection) -> Result<Snapshot, Error> {
         let mut snapshot = self.sessions(client).await?;
         snapshot.locks = self.locks(client).await?;
         snapshot.find_replay_blockers();
         Ok(snapshot)
     }
 
-    async fn sessions(&self, client: &Client) -> Result<Snapshot, Error> {
+    async fn sessions(&self, client: &Connection) -> Result<Snapshot, Error> {
         let reserved = if self.server_version_num >= 160000 {
             "current_setting('superuser_reserved_connections')::int + current_setting('reserved_connections')::int"
         } else {
@@ -347,7 +347,7 @@ impl Snapshotter {
         Ok(snapshot)
     }
 
-    async fn locks(&self, client: &Client) -> Result<Vec<LockRow>, Error> {
+    async fn locks(&self, client: &Connection) -> Result<Vec<LockRow>, Error> {
         let waitstart = if self.server_version_num >= 140000 {
             "(extract(epoch FROM now() - l.waitstart) * 1000)::bigint"
         } else {

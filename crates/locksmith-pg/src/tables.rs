@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::Connection;
 use locksmith_core::analysis::Schema;
 use locksmith_core::lint::live::TableFacts;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -23,7 +23,7 @@ pub const SIZE_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Makes `client`'s session fit for linting a live server: read-only, and
 /// every lock it would need given up after [`SIZE_LOCK_TIMEOUT`], so no
 /// catalog read ever joins a lock queue.
-pub async fn prepare_session(client: &Client) -> Result<(), Error> {
+pub async fn prepare_session(client: &Connection) -> Result<(), Error> {
     client
         .batch_execute(&format!(
             "SET default_transaction_read_only = on; SET lock_timeout = '{}ms'",
@@ -35,7 +35,7 @@ pub async fn prepare_session(client: &Client) -> Result<(), Error> {
 
 /// Rows (estimate) and size of each named relation that exists, keyed by the name as given.
 pub async fn facts(
-    client: &Client,
+    client: &Connection,
     names: &[String],
 ) -> Result<BTreeMap<String, TableFacts>, Error> {
     if names.is_empty() {
@@ -67,7 +67,7 @@ pub async fn facts(
 
 /// `pg_table_size` of one table, or `None` when its lock is not granted
 /// within [`SIZE_LOCK_TIMEOUT`].
-async fn size(client: &Client, oid: u32) -> Result<Option<i64>, Error> {
+async fn size(client: &Connection, oid: u32) -> Result<Option<i64>, Error> {
     let context = "reading a table's size";
     client
         .batch_execute(&format!(
@@ -95,7 +95,7 @@ async fn size(client: &Client, oid: u32) -> Result<Option<i64>, Error> {
 /// Teaches `schema` what the catalog says about the named relations'
 /// columns (types, `NOT NULL`) and about the database's domains.
 pub async fn learn_schema(
-    client: &Client,
+    client: &Connection,
     names: &[String],
     schema: &mut Schema,
 ) -> Result<(), Error> {
@@ -117,7 +117,7 @@ struct LiveColumn {
     not_null: bool,
 }
 
-async fn columns(client: &Client, names: &[String]) -> Result<Vec<LiveColumn>, Error> {
+async fn columns(client: &Connection, names: &[String]) -> Result<Vec<LiveColumn>, Error> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -148,7 +148,7 @@ async fn columns(client: &Client, names: &[String]) -> Result<Vec<LiveColumn>, E
         .collect())
 }
 
-async fn domains(client: &Client) -> Result<Vec<(String, bool)>, Error> {
+async fn domains(client: &Connection) -> Result<Vec<(String, bool)>, Error> {
     // Every user domain, and whether it has a CHECK or NOT NULL constraint.
     let rows = client
         .query(

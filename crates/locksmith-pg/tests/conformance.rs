@@ -112,7 +112,9 @@ async fn run_version(bin: BinDir, catalogue: &Catalogue) -> Vec<Cell> {
         .await
         .unwrap();
     let mut out = Vec::new();
-    for (i, case) in catalogue.cases.iter().enumerate() {
+    // By index: an iterator held across the awaits trips rustc's Send check (#110338).
+    for i in 0..catalogue.cases.len() {
+        let case = &catalogue.cases[i];
         if version < case.since {
             out.push(Cell {
                 trace: None,

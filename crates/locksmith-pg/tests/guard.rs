@@ -32,7 +32,7 @@ fn policy(deadline_ms: u64, terminate_ms: Option<u64>) -> GuardPolicy {
     }
 }
 
-async fn constraint_exists(client: &tokio_postgres::Client) -> bool {
+async fn constraint_exists(client: &locksmith_pg::Connection) -> bool {
     client
         .query_one(
             "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name_academic_partner'",
@@ -45,7 +45,7 @@ async fn constraint_exists(client: &tokio_postgres::Client) -> bool {
 }
 
 /// Whether `pid` holds (`granted`) or waits for (`!granted`) a lock on the story's table.
-async fn has_table_lock(client: &tokio_postgres::Client, pid: i32, granted: bool) -> bool {
+async fn has_table_lock(client: &locksmith_pg::Connection, pid: i32, granted: bool) -> bool {
     client
         .query_one(
             "SELECT count(*) FROM pg_locks WHERE pid = $1 AND granted = $2 AND relation = $3::text::regclass",
@@ -79,7 +79,7 @@ fn record_events(guard: &mut Guard) -> Seen {
     seen
 }
 
-async fn ungranted_locks_of(client: &tokio_postgres::Client, pid: i32) -> i64 {
+async fn ungranted_locks_of(client: &locksmith_pg::Connection, pid: i32) -> i64 {
     client
         .query_one(
             "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use locksmith_pg::Connection;
 use locksmith_pg::ConnectionSettings;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -97,7 +97,7 @@ impl OrmTraffic {
 
 /// One request's transaction: read, think, write, commit.
 async fn unit_of_work(
-    client: &Client,
+    client: &Connection,
     table: &str,
     id: i32,
     pause: Duration,

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use locksmith_pg::Connection;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use crate::incident::{Incident, MIGRATION, TABLE};
 use crate::traffic::LeakedSessions;
@@ -71,7 +72,7 @@ impl Queue {
     }
 }
 
-async fn backend_pid(client: &Client) -> Result<i32, Error> {
+async fn backend_pid(client: &Connection) -> Result<i32, Error> {
     Ok(client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -83,7 +84,7 @@ async fn backend_pid(client: &Client) -> Result<i32, Error> {
 }
 
 /// Waits (up to 20 s) until every one of `pids` waits on a lock.
-pub async fn wait_until_waiting(admin: &Client, pids: &[i32]) -> Result<(), Error> {
+pub async fn wait_until_waiting(admin: &Connection, pids: &[i32]) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         // How many of them wait on a heavyweight lock now.

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use locksmith_pg::Connection;
 use locksmith_pg::ConnectionSettings;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -308,7 +308,7 @@ pub fn summarise(
 struct Pool {
     settings: ConnectionSettings,
     permits: Semaphore,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Connection>>,
     open: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
 }
@@ -358,7 +358,7 @@ impl Pool {
 /// Sessions left *idle in transaction*, as an unremoved SQLAlchemy
 /// `scoped_session` leaves them: `BEGIN`, one `SELECT`, then nothing.
 pub struct LeakedSessions {
-    clients: Vec<Client>,
+    clients: Vec<Connection>,
     pids: Vec<i32>,
 }
 

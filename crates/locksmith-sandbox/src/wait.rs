@@ -4,7 +4,7 @@
 //! bound ([`BOUND`]) and says what never happened.
 //!
 //! ```no_run
-//! # async fn f(client: tokio_postgres::Client) -> Result<(), locksmith_sandbox::Error> {
+//! # async fn f(client: locksmith_pg::Connection) -> Result<(), locksmith_sandbox::Error> {
 //! use locksmith_sandbox::wait;
 //! wait::until(wait::BOUND, "the leaker to go", || async {
 //!     let n: i64 = client

@@ -14,7 +14,7 @@ mod support;
 use support::{locksmith, query_i64, text, write};
 
 /// Whether a session named `application_name` holds a lock on the story's table.
-async fn holds_lock(client: &tokio_postgres::Client, application_name: &str) -> bool {
+async fn holds_lock(client: &locksmith_pg::Connection, application_name: &str) -> bool {
     query_i64(client, &format!("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{application_name}' AND l.granted AND l.relation = '{TABLE}'::regclass")).await > 0
 }
 

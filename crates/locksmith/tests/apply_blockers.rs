@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
+use locksmith_pg::Connection;
 use locksmith_pg::ConnectionSettings;
 use locksmith_sandbox::incident::{Incident, TABLE};
 use locksmith_sandbox::orm::OrmTraffic;
 use locksmith_sandbox::traffic::LeakedSessions;
 use serde_json::Value;
-use tokio_postgres::Client;
 
 mod support;
 use support::{locksmith, query_i64, text};
@@ -28,7 +28,7 @@ fn path(dir: &tempfile::TempDir) -> &str {
 }
 
 /// A session that ran `sql` and stays idle in its transaction; returns it and its pid.
-async fn idle_in_transaction(settings: &ConnectionSettings, sql: &str) -> (Client, i32) {
+async fn idle_in_transaction(settings: &ConnectionSettings, sql: &str) -> (Connection, i32) {
     let client = settings.connect().await.unwrap();
     let pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
@@ -40,7 +40,7 @@ async fn idle_in_transaction(settings: &ConnectionSettings, sql: &str) -> (Clien
 }
 
 /// Polls until `pid` has been idle in transaction at least `idle`, bounded by 30 s.
-async fn wait_idle(admin: &Client, pid: i32, idle: Duration) {
+async fn wait_idle(admin: &Connection, pid: i32, idle: Duration) {
     let started = Instant::now();
     loop {
         let ok: bool = admin
@@ -116,7 +116,7 @@ fn applies_terminating(url: &str, dir: &str, pid: i32) {
 }
 
 /// Polls until some of the ORM clients' updates have committed, bounded by 30 s.
-async fn wait_for_traffic(admin: &Client) {
+async fn wait_for_traffic(admin: &Connection) {
     let started = Instant::now();
     while query_i64(
         admin,
@@ -278,7 +278,7 @@ async fn role_held_from_another_database_is_named_and_terminated() {
 
 const INDEX: &str = "CREATE INDEX CONCURRENTLY partners_name ON academic_partners (name);\n";
 
-async fn index_state(admin: &Client) -> (i64, i64) {
+async fn index_state(admin: &Connection) -> (i64, i64) {
     let row = admin
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE i.indisvalid)

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use locksmith_pg::Connection;
 use locksmith_sandbox::Cluster;
-use tokio_postgres::Client;
 
 /// A table whose key function sleeps 1 ms a row: each concurrent build below
 /// takes a few hundred milliseconds, so faults land inside builds too.
@@ -117,13 +117,13 @@ fn apply(url: &str, dir: &Path) -> Child {
         .unwrap()
 }
 
-async fn count(client: &Client, sql: &str) -> i64 {
+async fn count(client: &Connection, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// Polls until no session of a killed `apply` is left in the database (the
 /// server ends them once it notices the client is gone).
-async fn wait_until_gone(client: &Client) {
+async fn wait_until_gone(client: &Connection) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(
         client,
@@ -140,7 +140,7 @@ async fn wait_until_gone(client: &Client) {
 
 /// Which migrations' effects are fully present, by version; `None` for a
 /// concurrent build whose index is INVALID.
-async fn effects(client: &Client) -> Vec<(i64, Option<bool>)> {
+async fn effects(client: &Connection) -> Vec<(i64, Option<bool>)> {
     let index = |name: &'static str| async move {
         let row = client
             .query_opt(
@@ -203,7 +203,7 @@ async fn effects(client: &Client) -> Vec<(i64, Option<bool>)> {
     ]
 }
 
-async fn recorded(client: &Client) -> Vec<i64> {
+async fn recorded(client: &Connection) -> Vec<i64> {
     match client
         .query(
             "SELECT version FROM locksmith_migrations ORDER BY version",

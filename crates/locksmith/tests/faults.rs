@@ -24,7 +24,7 @@ fn spawn(url: &str, args: &[&str]) -> Child {
 }
 
 /// Polls `sql` (a count) until it is non-zero, for at most 30 s.
-async fn wait_for(client: &tokio_postgres::Client, sql: &str, what: &str) {
+async fn wait_for(client: &locksmith_pg::Connection, sql: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while query_i64(client, sql).await == 0 {
         assert!(Instant::now() < deadline, "never happened: {what}");
@@ -63,7 +63,7 @@ CREATE FUNCTION slow_key(i int) RETURNS int IMMUTABLE LANGUAGE plpgsql
 const SLOW_INDEX: &str = "CREATE INDEX CONCURRENTLY items_slow ON items (slow_key(id));\n";
 
 /// The state of `items_slow`: absent, INVALID or valid.
-async fn index_state(client: &tokio_postgres::Client) -> &'static str {
+async fn index_state(client: &locksmith_pg::Connection) -> &'static str {
     let row = client
         .query_opt(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('items_slow')",

@@ -30,11 +30,11 @@ fn apply(url: &str, dir: &Path, extra: &[&str]) -> (Output, Value) {
     (out, report)
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+async fn count(client: &locksmith_pg::Connection, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-async fn grow(client: &tokio_postgres::Client, rows: i64) {
+async fn grow(client: &locksmith_pg::Connection, rows: i64) {
     client
         .batch_execute(&format!(
             "INSERT INTO {TABLE} (name, informal_name)

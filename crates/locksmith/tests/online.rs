@@ -26,7 +26,7 @@ ALTER TABLE enrollments ALTER COLUMN amount SET NOT NULL;
 ALTER TABLE enrollments ADD PRIMARY KEY (id);
 ";
 
-async fn staged(hint: &str) -> (Incident, tokio_postgres::Client) {
+async fn staged(hint: &str) -> (Incident, locksmith_pg::Connection) {
     let incident = Incident::stage_shared(hint).await.unwrap();
     let admin = incident.admin.connect().await.unwrap();
     admin.batch_execute(SETUP).await.unwrap();
@@ -40,7 +40,7 @@ fn folder(sql: &str) -> tempfile::TempDir {
 }
 
 /// Columns, constraints and indexes of the two tables, as the catalog renders them.
-async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
+async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     let rows = client
         .query(
             "SELECT format('%s.%s %s not null=%s', attrelid::regclass, attname, format_type(atttypid, atttypmod), attnotnull)
@@ -58,7 +58,7 @@ async fn schema(client: &tokio_postgres::Client) -> Vec<String> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+async fn count(client: &locksmith_pg::Connection, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 

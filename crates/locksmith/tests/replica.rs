@@ -69,13 +69,13 @@ async fn staged_with(
     (primary, standby, incident, dir)
 }
 
-async fn standby_client(standby: &Cluster, db: &str, app: &str) -> tokio_postgres::Client {
+async fn standby_client(standby: &Cluster, db: &str, app: &str) -> locksmith_pg::Connection {
     standby.settings(db, app).connect().await.unwrap()
 }
 
 /// Reads the table on the standby every 50 ms; the worst latency seen.
 fn standby_reads(
-    client: tokio_postgres::Client,
+    client: locksmith_pg::Connection,
 ) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let worst = Arc::new(AtomicU64::new(0));
@@ -120,7 +120,7 @@ async fn apply_watching_standby(
     (out, Duration::from_millis(reads.await.unwrap()))
 }
 
-async fn has_note(client: &tokio_postgres::Client) -> bool {
+async fn has_note(client: &locksmith_pg::Connection) -> bool {
     client
         .query_one(
             "SELECT count(*) > 0 FROM information_schema.columns WHERE column_name = 'note'",
@@ -285,7 +285,7 @@ async fn a_running_standby_query_is_waited_for_not_raced() {
 }
 
 /// Polls `sql` (one integer) on `client` until it is positive; returns it.
-async fn until_positive(client: &tokio_postgres::Client, what: &str, sql: &str) -> i32 {
+async fn until_positive(client: &locksmith_pg::Connection, what: &str, sql: &str) -> i32 {
     let read = || async {
         client
             .query_one(sql, &[])

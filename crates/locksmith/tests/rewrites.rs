@@ -33,7 +33,7 @@ fn prelude(rule: &str) -> &'static str {
 }
 
 /// Runs `sql` statement by statement, as psql runs a file.
-async fn run(client: &tokio_postgres::Client, sql: &str) -> Result<(), String> {
+async fn run(client: &locksmith_pg::Connection, sql: &str) -> Result<(), String> {
     for s in analyze(sql, 18).map_err(|e| e.to_string())? {
         client
             .batch_execute(&s.sql)

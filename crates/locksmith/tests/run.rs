@@ -270,11 +270,11 @@ impl StallProbe {
     }
 }
 
-async fn scalar_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
+async fn scalar_i64(client: &locksmith_pg::Connection, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-async fn constraint_exists(client: &tokio_postgres::Client) -> bool {
+async fn constraint_exists(client: &locksmith_pg::Connection) -> bool {
     scalar_i64(
         client,
         &format!("SELECT count(*) FROM pg_constraint WHERE conname = '{CONSTRAINT}'"),
@@ -283,7 +283,7 @@ async fn constraint_exists(client: &tokio_postgres::Client) -> bool {
         == 1
 }
 
-async fn alembic_version(client: &tokio_postgres::Client) -> String {
+async fn alembic_version(client: &locksmith_pg::Connection) -> String {
     client
         .query_one("SELECT version_num FROM alembic_version", &[])
         .await
@@ -292,7 +292,7 @@ async fn alembic_version(client: &tokio_postgres::Client) -> String {
 }
 
 /// No lock request left queued by anyone, and none of the wrapped command's sessions left.
-async fn assert_nothing_left_queued(client: &tokio_postgres::Client) {
+async fn assert_nothing_left_queued(client: &locksmith_pg::Connection) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ungranted = scalar_i64(client, "SELECT count(*) FROM pg_locks WHERE NOT granted").await;
@@ -333,7 +333,7 @@ fn sorted(pids: &[i32]) -> Vec<i64> {
 async fn stage(
     cluster: &Cluster,
     project: &AlembicProject,
-) -> (Incident, LeakedSessions, tokio_postgres::Client) {
+) -> (Incident, LeakedSessions, locksmith_pg::Connection) {
     let incident = Incident::stage(cluster, "incident").await.unwrap();
     project.upgrade_directly(&cluster.url("incident"), "0001");
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)

@@ -6,10 +6,10 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use locksmith_pg::Connection;
 use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::wait;
 use serde_json::Value;
-use tokio_postgres::Client;
 
 mod support;
 use support::text;
@@ -43,7 +43,7 @@ async fn run_psql(url: &str, args: &[&str], sql: &str) -> Output {
     out
 }
 
-async fn exists(admin: &Client, table: &str) -> bool {
+async fn exists(admin: &Connection, table: &str) -> bool {
     admin
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await
@@ -52,7 +52,7 @@ async fn exists(admin: &Client, table: &str) -> bool {
 }
 
 /// A session idle in transaction after `sql`, and its pid.
-async fn idle(incident: &Incident, app: &str, sql: &str) -> (Client, i32) {
+async fn idle(incident: &Incident, app: &str, sql: &str) -> (Connection, i32) {
     let client = incident
         .app
         .with_application_name(app)

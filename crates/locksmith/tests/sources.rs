@@ -13,14 +13,14 @@ mod support;
 use support::{locksmith, query_i64, text, write};
 
 /// A fresh database: its URL and an admin connection.
-async fn database(hint: &str) -> (String, tokio_postgres::Client) {
+async fn database(hint: &str) -> (String, locksmith_pg::Connection) {
     let cluster = shared::cluster().unwrap();
     let name = shared::unique_name(hint);
     let settings = cluster.create_database(&name).await.unwrap();
     (cluster.url(&name), settings.connect().await.unwrap())
 }
 
-async fn exists(client: &tokio_postgres::Client, relation: &str) -> bool {
+async fn exists(client: &locksmith_pg::Connection, relation: &str) -> bool {
     client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&relation])
         .await
@@ -32,7 +32,7 @@ async fn exists(client: &tokio_postgres::Client, relation: &str) -> bool {
 /// section), apply, re-apply (nothing to do). Returns the dry run's JSON.
 async fn dry_run_apply_reapply(
     url: &str,
-    admin: &tokio_postgres::Client,
+    admin: &locksmith_pg::Connection,
     dir: &Path,
     migrations: usize,
 ) -> Value {
@@ -78,7 +78,7 @@ const USERS: &str = "CREATE TABLE users (id int PRIMARY KEY, address text);\nINS
 const MOVE_ADDRESS: &str = "CREATE TABLE addresses (user_id int, address text);\nINSERT INTO addresses SELECT id, address FROM users;\nALTER TABLE users DROP COLUMN address;\n";
 
 /// users(id) with two rows, addresses with both addresses: what the two migrations above leave.
-async fn assert_moved(admin: &tokio_postgres::Client) {
+async fn assert_moved(admin: &locksmith_pg::Connection) {
     assert_eq!(query_i64(admin, "SELECT count(*) FROM users").await, 2);
     assert_eq!(
         query_i64(

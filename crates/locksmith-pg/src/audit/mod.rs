@@ -15,8 +15,8 @@ pub mod standby;
 
 use std::collections::BTreeMap;
 
+use crate::Connection;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use crate::snapshot::{Snapshot, Snapshotter};
 use crate::Error;
@@ -81,7 +81,7 @@ pub struct Facts {
 }
 
 /// Reads every fact the audit needs: four catalog queries and one snapshot.
-pub async fn gather(client: &Client) -> Result<Facts, Error> {
+pub async fn gather(client: &Connection) -> Result<Facts, Error> {
     let snapshotter = Snapshotter::new(client).await?;
     let snapshot = snapshotter.take(client).await?;
     let (database, server) = queries::server_settings(client).await?;

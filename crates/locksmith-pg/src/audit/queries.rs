@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::Client;
+use crate::Connection;
 
 use super::{LoginRole, PreparedXact, RoleSetting};
 use crate::Error;
@@ -23,7 +23,9 @@ pub const SETTINGS: [&str; 9] = [
 ];
 
 /// The current database's name and the server-wide values of [`SETTINGS`].
-pub async fn server_settings(client: &Client) -> Result<(String, BTreeMap<String, String>), Error> {
+pub async fn server_settings(
+    client: &Connection,
+) -> Result<(String, BTreeMap<String, String>), Error> {
     let names: Vec<String> = SETTINGS.iter().map(|s| s.to_string()).collect();
     // Server-wide values: reset_val, unless this session's role, database or client options
     // overrode it at connection start (then the built-in default: pg_file_settings is superuser-only).
@@ -50,7 +52,7 @@ pub async fn server_settings(client: &Client) -> Result<(String, BTreeMap<String
 }
 
 /// Every role and database default (`ALTER ROLE/DATABASE … SET`).
-pub async fn role_settings(client: &Client) -> Result<Vec<RoleSetting>, Error> {
+pub async fn role_settings(client: &Connection) -> Result<Vec<RoleSetting>, Error> {
     // pg_db_role_setting: setrole/setdatabase 0 mean "every role"/"every database".
     let rows = client
         .query(
@@ -81,7 +83,7 @@ pub async fn role_settings(client: &Client) -> Result<Vec<RoleSetting>, Error> {
 
 /// Roles that can log in, whether they are superusers, and whether they own
 /// tables in the current database.
-pub async fn login_roles(client: &Client) -> Result<Vec<LoginRole>, Error> {
+pub async fn login_roles(client: &Connection) -> Result<Vec<LoginRole>, Error> {
     // Login roles, flagged when they own an ordinary or partitioned table outside the system schemas here.
     let rows = client
         .query(
@@ -108,7 +110,7 @@ pub async fn login_roles(client: &Client) -> Result<Vec<LoginRole>, Error> {
 }
 
 /// Transactions prepared for two-phase commit and not yet finished.
-pub async fn prepared_transactions(client: &Client) -> Result<Vec<PreparedXact>, Error> {
+pub async fn prepared_transactions(client: &Connection) -> Result<Vec<PreparedXact>, Error> {
     // Open two-phase transactions with their age; they hold locks with no session to show for it.
     let rows = client
         .query(

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::Connection;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use super::findings::{Finding, Severity};
 use crate::Error;
@@ -65,7 +65,7 @@ pub struct PrimaryFacts {
 }
 
 /// Reads the standby settings on a standby (`server` is its `host:port`).
-pub async fn gather_standby(client: &Client, server: &str) -> Result<StandbyFacts, Error> {
+pub async fn gather_standby(client: &Connection, server: &str) -> Result<StandbyFacts, Error> {
     let rows = client
         .query(
             "SELECT name, setting FROM pg_settings
@@ -83,7 +83,7 @@ pub async fn gather_standby(client: &Client, server: &str) -> Result<StandbyFact
 
 /// Reads `pg_stat_replication` and `pg_replication_slots` on the primary
 /// (on a standby, slots' retained WAL is not measured).
-pub async fn gather_primary(client: &Client) -> Result<PrimaryFacts, Error> {
+pub async fn gather_primary(client: &Connection) -> Result<PrimaryFacts, Error> {
     let streaming = client
         .query(
             "SELECT coalesce(application_name, ''), host(client_addr)

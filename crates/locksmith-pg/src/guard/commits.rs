@@ -12,14 +12,14 @@
 //!   assigned during the attempt, and committed: a schema change too quick
 //!   for a poll to see.
 
-use tokio_postgres::Client;
+use crate::Connection;
 
 use crate::Error;
 
 /// A transaction id (64-bit, with epoch) no later than any assigned from now
 /// on (the current snapshot's `xmax`): a mark taken before an attempt, for
 /// [`committed_since`].
-pub async fn next_txid(client: &Client) -> Result<i64, Error> {
+pub async fn next_txid(client: &Connection) -> Result<i64, Error> {
     // The next transaction id to be assigned, without assigning one.
     let row = client
         .query_one("SELECT txid_snapshot_xmax(txid_current_snapshot())", &[])
@@ -32,7 +32,7 @@ pub async fn next_txid(client: &Client) -> Result<i64, Error> {
 /// `xids` (32-bit ids the tool's sessions held) committed, or catalog rows
 /// changed by a transaction begun since `mark`.
 pub async fn committed_since(
-    client: &Client,
+    client: &Connection,
     mark: i64,
     xids: &[i64],
 ) -> Result<Option<String>, Error> {

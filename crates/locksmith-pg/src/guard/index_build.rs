@@ -19,11 +19,11 @@
 
 use std::time::Duration;
 
+use crate::Connection;
 use locksmith_core::analysis::index_copy::create_index_on;
 use locksmith_core::duration::to_pg_setting;
 use locksmith_core::quote::{ident, qualified};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
 
 use super::{Event, Guard, GuardError, Step};
 use crate::Error;
@@ -118,7 +118,7 @@ impl Guard {
 /// The index named `index` in the schema of `table`: its qualified name and
 /// whether it is valid. `None` when there is none (or the name is not an index).
 async fn find_index(
-    client: &Client,
+    client: &Connection,
     table: &str,
     index: &str,
 ) -> Result<Option<(String, bool)>, Error> {
@@ -139,7 +139,7 @@ async fn find_index(
 
 /// What stands under the name the statement `sql` builds on `table`.
 async fn existing_index(
-    client: &Client,
+    client: &Connection,
     sql: &str,
     table: &str,
     index: &str,
@@ -177,7 +177,7 @@ async fn existing_index(
 /// `pg_get_indexdef` of the index `sql` would build, built on an empty
 /// temporary copy of `table`'s columns in a transaction that is rolled back.
 async fn definition_built_by(
-    client: &Client,
+    client: &Connection,
     sql: &str,
     table: &str,
     lock_timeout: Duration,

@@ -16,9 +16,9 @@
 
 use std::time::Duration;
 
+use crate::Connection;
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use super::RelationLock;
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
@@ -115,7 +115,7 @@ pub fn next_look(
 
 /// Sessions holding locks that conflict with `targets` right now, on any
 /// connection (no guard needed): for `--dry-run` and `lint --database-url`.
-pub async fn holders(client: &Client, targets: &[RelationLock]) -> Result<Vec<Holder>, Error> {
+pub async fn holders(client: &Connection, targets: &[RelationLock]) -> Result<Vec<Holder>, Error> {
     let resolved = resolve(client, targets).await?;
     conflicting_holders(client, &resolved).await
 }
@@ -136,7 +136,7 @@ pub(crate) struct Resolved {
 /// not exist yet (created by the migration itself) are left out. Children
 /// are looked at but not locked by name: the parent's `LOCK` covers them.
 pub(crate) async fn resolve(
-    client: &Client,
+    client: &Connection,
     targets: &[RelationLock],
 ) -> Result<Vec<Resolved>, Error> {
     if targets.is_empty() {
@@ -196,7 +196,7 @@ pub(crate) async fn resolve(
 /// Sessions holding a granted lock on one of `targets` (relations of this
 /// database) that conflicts with the mode we want there.
 pub(crate) async fn conflicting_holders(
-    client: &Client,
+    client: &Connection,
     targets: &[Resolved],
 ) -> Result<Vec<Holder>, Error> {
     if targets.is_empty() {
@@ -248,14 +248,17 @@ pub(crate) async fn conflicting_holders(
     Ok(holders)
 }
 
-/// Client sessions of this database (other than ours, `except`) holding a
+/// Connection sessions of this database (other than ours, `except`) holding a
 /// snapshot: a concurrent index build waits for every transaction whose
 /// snapshot is older than its own (a `REPEATABLE READ` transaction left idle
 /// waits it out forever). Active queries hold one for a moment too; the
 /// long-lived rule tells them apart. Sessions whose state our role may not
 /// see are left out (every query of theirs would look like an unknown
 /// holder); if one makes the build wait, the watchdog names it.
-pub(crate) async fn snapshot_holders(client: &Client, except: i32) -> Result<Vec<Holder>, Error> {
+pub(crate) async fn snapshot_holders(
+    client: &Connection,
+    except: i32,
+) -> Result<Vec<Holder>, Error> {
     // Sessions of our database with a snapshot (backend_xmin), oldest transaction first.
     let rows = client
         .query(
@@ -315,7 +318,10 @@ impl std::fmt::Display for WaitedFor {
 /// The sessions among `waits` still in the transaction that blocked us (one
 /// that ended and began another no longer blocks us), in any database: a
 /// shared catalog's row (a role) is held across databases.
-pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<Vec<Holder>, Error> {
+pub(crate) async fn waited_for(
+    client: &Connection,
+    waits: &[WaitedFor],
+) -> Result<Vec<Holder>, Error> {
     if waits.is_empty() {
         return Ok(Vec::new());
     }
@@ -374,7 +380,7 @@ pub(crate) async fn waited_for(client: &Client, waits: &[WaitedFor]) -> Result<V
 /// terminates, so a session that woke up in between is left alone. Returns
 /// whether it was terminated.
 pub(crate) async fn terminate_if_still_idle(
-    client: &Client,
+    client: &Connection,
     pid: i32,
     idle_for: Duration,
     any_database: bool,

@@ -80,10 +80,11 @@ pub mod watchdog;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Connection;
 use locksmith_core::analysis::{Statement, StatementKind};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_postgres::{CancelToken, Client};
+use tokio_postgres::CancelToken;
 
 use crate::{ConnectionSettings, Error};
 pub use look::Holder;
@@ -282,10 +283,10 @@ const FIRST_ATTEMPT_FLOOR: Duration = Duration::from_secs(1);
 /// The guard over one server; owns the migration connection and the sidecar.
 pub struct Guard {
     settings: ConnectionSettings,
-    client: Client,
+    client: Connection,
     cancel: CancelToken,
     pid: i32,
-    sidecar: Arc<Client>,
+    sidecar: Arc<Connection>,
     policy: GuardPolicy,
     started: Instant,
     /// When the attempt in flight must stop (the deadline, or the first attempt's floor).
@@ -337,7 +338,7 @@ impl Guard {
     }
 
     /// The migration connection, for the caller's own bookkeeping queries.
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &Connection {
         &self.client
     }
 

@@ -16,8 +16,8 @@
 //! Must not touch a standby session that does not conflict, nor an active
 //! query (only sessions idle in transaction past `--terminate-idle-after`).
 
+use crate::Connection;
 use locksmith_core::lock::LockMode;
-use tokio_postgres::Client;
 
 use super::look::{self, Holder, Resolved};
 use super::{Event, Guard, GuardError};
@@ -27,7 +27,7 @@ use crate::{ConnectionSettings, Error};
 pub(crate) struct Replica {
     /// `host:port`, as reports name it.
     pub name: String,
-    pub client: Client,
+    pub client: Connection,
 }
 
 impl Guard {
@@ -96,7 +96,7 @@ impl Guard {
 /// Connects to a hot standby given with `--replica`: its `host:port` (as
 /// reports name it) and the connection. Fails when it cannot be reached or is
 /// not a standby (a primary given as a replica would be watched for nothing).
-pub async fn connect_standby(settings: &ConnectionSettings) -> Result<(String, Client), Error> {
+pub async fn connect_standby(settings: &ConnectionSettings) -> Result<(String, Connection), Error> {
     let client = settings.connect().await?;
     let name = server_name(settings);
     let standby: bool = client
@@ -143,7 +143,7 @@ fn on_replica(server: &str, e: Error) -> GuardError {
 
 /// How many standbys stream from the primary `client` is connected to: a
 /// guard that watches none of them should say so.
-pub async fn streaming_standbys(client: &Client) -> Result<i64, Error> {
+pub async fn streaming_standbys(client: &Connection) -> Result<i64, Error> {
     // Walsenders to standbys (not to pg_basebackup or logical subscribers' initial copy).
     client
         .query_one(

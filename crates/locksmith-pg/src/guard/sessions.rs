@@ -34,9 +34,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::Connection;
 use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
-use tokio_postgres::Client;
 
 use super::look::{self, Holder, Resolved};
 use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
@@ -117,7 +117,7 @@ impl SessionWatch {
 /// A running watch over the sessions named `application_name`. Stop it with
 /// [`SessionWatchdog::stop`]; dropping it stops the polling too.
 pub struct SessionWatchdog {
-    sidecar: Arc<Client>,
+    sidecar: Arc<Connection>,
     application_name: String,
     since_epoch: f64,
     terminate_idle_after: Option<Duration>,
@@ -125,7 +125,7 @@ pub struct SessionWatchdog {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// Hot standbys: `host:port` and a connection.
-    standbys: Vec<(String, Client)>,
+    standbys: Vec<(String, Connection)>,
 }
 
 impl SessionWatchdog {
@@ -322,7 +322,7 @@ struct Limits {
 
 /// The polling loop: see the module documentation.
 async fn poll_loop(
-    sidecar: Arc<Client>,
+    sidecar: Arc<Connection>,
     application_name: String,
     since_epoch: f64,
     limits: Limits,
@@ -432,7 +432,7 @@ struct HoldClocks(std::collections::HashMap<(i32, i64), std::time::Instant>);
 /// wrapped program's own session, never an application's). A lock nobody
 /// waits for (a table the program just created) costs nothing and is left.
 async fn bound_holds(
-    sidecar: &Client,
+    sidecar: &Connection,
     application_name: &str,
     since_epoch: f64,
     max_hold: Duration,
@@ -491,7 +491,7 @@ async fn bound_holds(
 /// it holds (or is queued for) on the object `waiter` wants; and that object
 /// when it is a relation of this database.
 async fn describe_wait(
-    client: &Client,
+    client: &Connection,
     waiter: i32,
     blocking: &[i32],
 ) -> Result<(Vec<Holder>, Option<WantedLock>), Error> {
@@ -569,7 +569,7 @@ async fn describe_wait(
 /// aborted) at least `threshold`, client backends, are terminated (re-checked
 /// in the terminating statement). Returns the ones left; records the rest.
 async fn terminate_eligible(
-    client: &Client,
+    client: &Connection,
     holders: Vec<Holder>,
     threshold: Option<Duration>,
     seen: &Mutex<SessionWatch>,

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Connection;
 use tokio::sync::watch;
-use tokio_postgres::Client;
 
 use super::look::WaitedFor;
 
@@ -80,7 +80,7 @@ impl WaitClocks {
 
 /// Cancels `pid`'s statement on the server: the one remedy that works even
 /// when its client is stuck or its driver ignored `lock_timeout`.
-pub(crate) async fn cancel(sidecar: &Client, pid: i32) {
+pub(crate) async fn cancel(sidecar: &Connection, pid: i32) {
     let _ = sidecar
         .execute("SELECT pg_cancel_backend($1)", &[&pid])
         .await;
@@ -89,7 +89,7 @@ pub(crate) async fn cancel(sidecar: &Client, pid: i32) {
 impl Watchdog {
     /// Starts watching `pids` (our backends) over `sidecar`, cancelling any
     /// lock wait longer than `budget`.
-    pub fn start(sidecar: Arc<Client>, pids: Vec<i32>, budget: Duration) -> Watchdog {
+    pub fn start(sidecar: Arc<Connection>, pids: Vec<i32>, budget: Duration) -> Watchdog {
         let (stop, mut stopped) = watch::channel(false);
         let seen = Arc::new(Mutex::new(Watch::default()));
         let task = {

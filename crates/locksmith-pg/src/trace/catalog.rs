@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
+use crate::Connection;
 use locksmith_core::lock::LockMode;
-use tokio_postgres::Client;
 
 use crate::Error;
 
@@ -64,7 +64,7 @@ fn first_char(s: &str) -> char {
 }
 
 /// Every relation of the user schemas with its kind and data file, by oid.
-pub async fn relations(client: &Client) -> Result<HashMap<i64, Relation>, Error> {
+pub async fn relations(client: &Connection) -> Result<HashMap<i64, Relation>, Error> {
     let sql = format!(
         "SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text, c.relfilenode::int8 \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM_SCHEMAS}"
@@ -97,7 +97,7 @@ pub async fn relations(client: &Client) -> Result<HashMap<i64, Relation>, Error>
 }
 
 /// The relation locks (held and awaited) of backend `pid` in the current database.
-pub async fn locks(client: &Client, pid: i32) -> Result<Vec<Lock>, Error> {
+pub async fn locks(client: &Connection, pid: i32) -> Result<Vec<Lock>, Error> {
     let rows = client
         .query(
             "SELECT relation::int8, mode, granted FROM pg_locks \
@@ -120,7 +120,7 @@ pub async fn locks(client: &Client, pid: i32) -> Result<Vec<Lock>, Error> {
 }
 
 /// Whether backend `pid` waits for any heavyweight lock (relation, transaction, …).
-pub async fn waiting(client: &Client, pid: i32) -> Result<bool, Error> {
+pub async fn waiting(client: &Connection, pid: i32) -> Result<bool, Error> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
@@ -132,7 +132,7 @@ pub async fn waiting(client: &Client, pid: i32) -> Result<bool, Error> {
 }
 
 /// Every constraint on a user table, with whether it is validated.
-pub async fn constraints(client: &Client) -> Result<Vec<Constraint>, Error> {
+pub async fn constraints(client: &Connection) -> Result<Vec<Constraint>, Error> {
     let sql = format!(
         "SELECT con.conrelid::int8, con.conname::text, con.contype::text, con.convalidated \
          FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace \
@@ -154,7 +154,7 @@ pub async fn constraints(client: &Client) -> Result<Vec<Constraint>, Error> {
 }
 
 /// This session's backend pid, to find its rows in pg_locks.
-pub async fn backend_pid(client: &Client) -> Result<i32, Error> {
+pub async fn backend_pid(client: &Connection) -> Result<i32, Error> {
     let row = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -163,7 +163,7 @@ pub async fn backend_pid(client: &Client) -> Result<i32, Error> {
 }
 
 /// The server's major version (`server_version_num` / 10000).
-pub async fn server_major(client: &Client) -> Result<u32, Error> {
+pub async fn server_major(client: &Connection) -> Result<u32, Error> {
     let row = client
         .query_one("SELECT current_setting('server_version_num')::int4", &[])
         .await

@@ -33,12 +33,12 @@ mod waits;
 
 use std::collections::HashMap;
 
+use crate::Connection;
 use locksmith_core::analysis::{RelationLock, Statement, StatementKind, TransactionControl};
 use locksmith_core::lint::rules;
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
 
 use crate::guard::look::{self, Holder};
 use crate::{ConnectionSettings, Error};
@@ -220,7 +220,7 @@ pub async fn trace(
 
 struct Tracer<'a> {
     settings: &'a ConnectionSettings,
-    client: Client,
+    client: Connection,
     pid: i32,
     target: Target,
     in_transaction: bool,

@@ -14,9 +14,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::Connection;
 use locksmith_core::analysis::{quote_qualified, Statement};
 use locksmith_core::lock::LockMode;
-use tokio_postgres::Client;
 
 use super::catalog::{self, Relation};
 use super::compare::normalize;
@@ -40,12 +40,12 @@ pub(super) struct Run {
 struct Holder {
     name: String,
     oid: i64,
-    client: Client,
+    client: Connection,
 }
 
 pub(super) async fn trace(
     settings: &ConnectionSettings,
-    client: &Client,
+    client: &Connection,
     pid: i32,
     s: &Statement,
     relations: &HashMap<i64, Relation>,
@@ -191,7 +191,7 @@ fn stopper(granted: LockMode) -> Option<LockMode> {
 /// the task ends, handing back its client, once the lock is granted.
 async fn hold(
     settings: &ConnectionSettings,
-    observer: &Client,
+    observer: &Connection,
     holder: &Holder,
     mode: LockMode,
 ) -> Result<Granted, Error> {
@@ -216,9 +216,9 @@ async fn hold(
     Ok(task)
 }
 
-type Granted = tokio::task::JoinHandle<(Client, Result<(), tokio_postgres::Error>)>;
+type Granted = tokio::task::JoinHandle<(Connection, Result<(), tokio_postgres::Error>)>;
 
-async fn release(client: &Client, name: &str) -> Result<(), Error> {
+async fn release(client: &Connection, name: &str) -> Result<(), Error> {
     client
         .batch_execute("ROLLBACK")
         .await
@@ -226,7 +226,7 @@ async fn release(client: &Client, name: &str) -> Result<(), Error> {
 }
 
 /// Returns once backend `pid` waits for a lock (polling every 5 ms).
-async fn wait_for_wait(observer: &Client, pid: i32) -> Result<(), Error> {
+async fn wait_for_wait(observer: &Connection, pid: i32) -> Result<(), Error> {
     loop {
         if catalog::waiting(observer, pid).await? {
             return Ok(());

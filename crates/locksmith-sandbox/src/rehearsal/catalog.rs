@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::Client;
+use locksmith_pg::Connection;
 
 use super::values::Column;
 use crate::Error;
@@ -31,7 +31,7 @@ pub(super) struct ForeignKey {
 }
 
 // The user tables (not partitions) with their columns, keys and checks.
-pub(super) async fn tables(client: &Client) -> Result<Vec<Table>, Error> {
+pub(super) async fn tables(client: &Connection) -> Result<Vec<Table>, Error> {
     let rows = client
         .query(
             "SELECT c.oid::regclass::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
@@ -103,7 +103,7 @@ pub(super) async fn tables(client: &Client) -> Result<Vec<Table>, Error> {
 }
 
 // Unique indexes (u), foreign keys (f) and checks (c) of user tables, with column names in key order.
-async fn constraints(client: &Client) -> Result<Vec<tokio_postgres::Row>, Error> {
+async fn constraints(client: &Connection) -> Result<Vec<tokio_postgres::Row>, Error> {
     client
         .query(
             "SELECT x.indrelid::regclass::text, 'u', x.indexrelid::regclass::text, '',

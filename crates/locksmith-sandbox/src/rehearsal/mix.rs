@@ -10,7 +10,7 @@
 //! 5   UPDATE orders SET note = 'x' WHERE id = $1
 //! ```
 
-use tokio_postgres::Client;
+use locksmith_pg::Connection;
 
 use crate::traffic::Query;
 use crate::Error;
@@ -48,7 +48,7 @@ pub fn parse(text: &str) -> Result<Vec<Query>, String> {
 
 /// The default mix on `tables`: a read by key and, where the table has a
 /// single-column integer primary key and another column, a write of one row.
-pub async fn default_mix(client: &Client, tables: &[String]) -> Result<Vec<Query>, Error> {
+pub async fn default_mix(client: &Connection, tables: &[String]) -> Result<Vec<Query>, Error> {
     let mut out = Vec::new();
     for table in tables {
         // The table's single-column integer primary key and one other plain column, if any.

@@ -113,7 +113,7 @@ pub async fn read(
 /// `CREATE SCHEMA` for the tables' schemas and `CREATE TYPE … AS ENUM` for
 /// the enums their columns use (directly or as arrays).
 async fn prerequisites(
-    client: &tokio_postgres::Client,
+    client: &locksmith_pg::Connection,
     tables: &[String],
 ) -> Result<String, Error> {
     use locksmith_core::quote::{ident, literal};

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use locksmith_pg::Connection;
 use serde::Serialize;
-use tokio_postgres::Client;
 
 use super::catalog::{tables, Table};
 use super::values::{self, Column};
@@ -39,7 +39,7 @@ pub struct LoadReport {
 /// Loads every user table of `client`'s database: `rows(table)` rows each
 /// (`oid::regclass::text` names). `progress(done, total)` follows the load.
 pub async fn load(
-    client: &Client,
+    client: &Connection,
     rows: &dyn Fn(&str) -> i64,
     progress: &mut (dyn FnMut(i64, i64) + Send),
 ) -> Result<LoadReport, Error> {
@@ -101,7 +101,7 @@ fn order(tables: Vec<Table>) -> Vec<Table> {
 }
 
 async fn load_table(
-    client: &Client,
+    client: &Connection,
     table: &Table,
     wanted: i64,
     report: &mut LoadReport,
@@ -321,7 +321,7 @@ fn select_list(exprs: &[(String, String)]) -> String {
 /// every row has its columns loaded as NULL when they may be (a CHECK accepts
 /// NULL), which is reported; otherwise the rows are filtered.
 async fn feasible_checks(
-    client: &Client,
+    client: &Connection,
     table: &Table,
     exprs: &mut [(String, String)],
     from_arrays: &str,

@@ -281,7 +281,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
 }
 
 /// The server's major version, clamped to the ones the analysis models.
-async fn server_major(client: &tokio_postgres::Client) -> Result<u32, Failure> {
+async fn server_major(client: &locksmith_pg::Connection) -> Result<u32, Failure> {
     // `server_version_num`, e.g. 150018 → 15.
     let num: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])

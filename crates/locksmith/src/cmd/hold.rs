@@ -15,7 +15,7 @@ use locksmith_core::analysis::{self, RelationLock};
 use locksmith_core::duration::human;
 use locksmith_core::lint::live::{bytes, traffic_hold, HoldEstimate, TableFacts};
 use locksmith_core::lint::safe_rewrite;
-use tokio_postgres::Client;
+use locksmith_pg::Connection;
 
 /// An estimate this many times the budget refuses the migration up front:
 /// the rates behind it are an order of magnitude, so only a clear overrun
@@ -38,7 +38,7 @@ pub struct Located<'a> {
 /// tables are big enough that it would clearly hold a traffic-blocking lock
 /// past `max_hold`, or `None`.
 pub async fn refuse_before_running(
-    client: &Client,
+    client: &Connection,
     statements: &[Located<'_>],
     pg_version: u32,
     max_hold: Duration,
@@ -81,7 +81,7 @@ pub async fn refuse_before_running(
 
 /// After the server stopped `statement` for holding `locks` past `max_hold`.
 pub async fn stopped(
-    client: &Client,
+    client: &Connection,
     statement: &Located<'_>,
     locks: &[RelationLock],
     pg_version: u32,
@@ -149,7 +149,7 @@ fn indent(text: &str) -> String {
 
 /// Sizes, read without ever queueing (`tables::facts` gives up on a size
 /// whose lock would wait, and says it is unknown).
-async fn table_facts(client: &Client, names: &[String]) -> BTreeMap<String, TableFacts> {
+async fn table_facts(client: &Connection, names: &[String]) -> BTreeMap<String, TableFacts> {
     locksmith_pg::tables::facts(client, names)
         .await
         .unwrap_or_default()

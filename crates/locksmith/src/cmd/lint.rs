@@ -121,7 +121,7 @@ fn stream(
 /// `--database-url`: a read-only session whose every catalog read gives up
 /// after a short `lock_timeout`, so lint never queues behind the locks it
 /// reports.
-async fn live_session(url: &str) -> Result<tokio_postgres::Client, Failure> {
+async fn live_session(url: &str) -> Result<locksmith_pg::Connection, Failure> {
     let settings = super::settings(&ConnectionArgs {
         database_url: Some(url.to_string()),
     })?
@@ -134,7 +134,7 @@ async fn live_session(url: &str) -> Result<tokio_postgres::Client, Failure> {
 /// Adds the findings only a live server can give (table sizes, sessions in
 /// the way now). Reads the catalog; changes nothing.
 async fn grade_live(
-    client: &tokio_postgres::Client,
+    client: &locksmith_pg::Connection,
     files: &mut [LintedFile],
     options: &locksmith_core::lint::Options,
 ) -> Result<(), Failure> {

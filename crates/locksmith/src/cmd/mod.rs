@@ -68,6 +68,6 @@ pub fn replica_settings(given: &[String]) -> Result<Vec<ConnectionSettings>, Fai
 }
 
 /// Connects, turning a connection failure into a one-line error (exit 1).
-pub async fn connect(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, Failure> {
+pub async fn connect(settings: &ConnectionSettings) -> Result<locksmith_pg::Connection, Failure> {
     settings.connect().await.map_err(Failure::from)
 }

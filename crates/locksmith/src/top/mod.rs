@@ -30,9 +30,9 @@ use locksmith_pg::blockers::{BlockerReport, StandbyReport};
 use locksmith_pg::guard::replica;
 use locksmith_pg::signal::{self, Signal};
 use locksmith_pg::snapshot::{Snapshot, Snapshotter};
+use locksmith_pg::Connection;
 use locksmith_pg::ConnectionSettings;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 
 use crate::cli::TopArgs;
 use crate::exit::{CmdResult, Failure, Outcome};
@@ -59,13 +59,13 @@ pub async fn run(args: TopArgs) -> CmdResult {
 /// The connection snapshots and signals go through; reopened when lost.
 pub struct Source {
     settings: ConnectionSettings,
-    conn: Option<(Arc<Client>, Snapshotter)>,
+    conn: Option<(Arc<Connection>, Snapshotter)>,
     /// Hot standbys: settings, and the connection once open.
     standbys: Vec<(ConnectionSettings, Option<StandbyConn>)>,
 }
 
 /// An open standby connection: its `host:port`, the client, its snapshotter.
-type StandbyConn = (String, Client, Snapshotter);
+type StandbyConn = (String, Connection, Snapshotter);
 
 /// Why a refresh failed.
 #[derive(Debug)]
@@ -133,7 +133,7 @@ impl Source {
     }
 
     /// The open connection, for signals.
-    pub fn client(&self) -> Option<Arc<Client>> {
+    pub fn client(&self) -> Option<Arc<Connection>> {
         self.conn.as_ref().map(|(c, _)| c.clone())
     }
 
@@ -175,7 +175,7 @@ impl Source {
 }
 
 /// Sends `signal` to `pid`; the error text is what the status line shows.
-pub async fn send_signal(client: &Client, signal: Signal, pid: i32) -> Result<bool, String> {
+pub async fn send_signal(client: &Connection, signal: Signal, pid: i32) -> Result<bool, String> {
     signal::send(client, signal, pid)
         .await
         .map_err(|e| e.to_string())
@@ -201,7 +201,7 @@ async fn event_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // `None` while a refresh is in flight: at most one at a time.
     let mut source = Some(source);
-    let mut client: Option<Arc<Client>> = None;
+    let mut client: Option<Arc<Connection>> = None;
     let mut refresh_now = false;
     loop {
         terminal.draw(|frame| ui::render(app, frame))?;

@@ -7,12 +7,12 @@ use std::time::Duration;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use locksmith_pg::signal::Signal;
 use locksmith_pg::snapshot::{LockRow, Session, Snapshot};
+use locksmith_pg::Connection;
 use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::queue::Queue;
 use locksmith_sandbox::Cluster;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use tokio_postgres::Client;
 
 use super::app::{App, Effect, Link, Mode, Sort};
 use super::{send_signal, ui, Source};
@@ -47,7 +47,7 @@ struct Staged {
     cluster: Cluster,
     incident: Incident,
     queue: Queue,
-    admin: Client,
+    admin: Connection,
 }
 
 impl Staged {
@@ -59,7 +59,7 @@ impl Staged {
     }
 }
 
-async fn wait_for(admin: &Client, sql: &str, what: &str) {
+async fn wait_for(admin: &Connection, sql: &str, what: &str) {
     locksmith_sandbox::wait::until(locksmith_sandbox::wait::BOUND, what, || async {
         admin
             .query_one(sql, &[])

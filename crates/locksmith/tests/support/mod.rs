@@ -35,6 +35,6 @@ pub fn write(dir: &Path, files: &[(&str, &str)]) {
 }
 
 /// The one `bigint` a query returns.
-pub async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
+pub async fn query_i64(client: &locksmith_pg::Connection, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }

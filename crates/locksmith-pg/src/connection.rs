@@ -1,0 +1,214 @@
+//! One open connection, and the only way locksmith sends SQL.
+//!
+//! Every statement travels unnamed: extended protocol with the parameter
+//! types given up front ([`Param`]), or the simple protocol. A named prepared
+//! statement lives in one backend, and a connection pooler in transaction
+//! mode (PgBouncer, RDS Proxy) hands a different backend to each transaction:
+//! `prepared statement "s0" does not exist`, or worse, another client's
+//! statement under the same name. Unnamed statements are parsed, bound and
+//! run in one round trip, so they are safe through any pooler.
+//!
+//! The connection also says whether a pooler is in between ([`Pooler`]):
+//! the backend key it was given names a process that is not the backend
+//! answering its queries. Behind a pooler, nothing session-level is set at
+//! connect (it would stay on a pooled backend for other clients), and the
+//! backend pid must be read inside the transaction that uses it
+//! ([`Connection::backend_pid`]), never once at connect.
+
+use std::fmt;
+use std::future::Future;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{CancelToken, Client, Row, SimpleQueryMessage};
+
+/// A query parameter with the PostgreSQL type it is sent as.
+pub trait Param: ToSql + Sync {
+    /// The type the server is told the parameter has.
+    fn pg_type(&self) -> Type;
+    /// The value, for the driver.
+    fn value(&self) -> &(dyn ToSql + Sync);
+    /// The type every value of `Self` has.
+    fn of_type() -> Type
+    where
+        Self: Sized;
+}
+
+macro_rules! typed {
+    ($($rust:ty => $pg:ident),* $(,)?) => {
+        $(impl Param for $rust {
+            fn pg_type(&self) -> Type {
+                Type::$pg
+            }
+            fn value(&self) -> &(dyn ToSql + Sync) {
+                self
+            }
+            fn of_type() -> Type {
+                Type::$pg
+            }
+        })*
+    };
+}
+
+typed! {
+    bool => BOOL,
+    i16 => INT2,
+    i32 => INT4,
+    i64 => INT8,
+    u32 => OID,
+    f64 => FLOAT8,
+    String => TEXT,
+    &str => TEXT,
+    Vec<i32> => INT4_ARRAY,
+    &[i32] => INT4_ARRAY,
+    Vec<i64> => INT8_ARRAY,
+    &[i64] => INT8_ARRAY,
+    Vec<f64> => FLOAT8_ARRAY,
+    Vec<u32> => OID_ARRAY,
+    Vec<String> => TEXT_ARRAY,
+    &[String] => TEXT_ARRAY,
+    Vec<&str> => TEXT_ARRAY,
+    &[&str] => TEXT_ARRAY,
+    std::time::SystemTime => TIMESTAMPTZ,
+}
+
+impl<T: Param> Param for Option<T> {
+    fn pg_type(&self) -> Type {
+        T::of_type()
+    }
+    fn value(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+    fn of_type() -> Type {
+        T::of_type()
+    }
+}
+
+/// A connection pooler between us and the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooler {
+    /// The process id the connection was announced under (the pooler's own).
+    pub key_pid: i32,
+    /// The backend that answered the first query.
+    pub backend_pid: i32,
+}
+
+impl fmt::Display for Pooler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a connection pooler (PgBouncer or similar): the connection was announced as \
+             process {} but queries are answered by backend {}",
+            self.key_pid, self.backend_pid
+        )
+    }
+}
+
+/// An open connection to a server, perhaps through a pooler.
+pub struct Connection {
+    client: Client,
+    pooler: Option<Pooler>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("pooler", &self.pooler)
+            .finish()
+    }
+}
+
+fn typed<'a>(params: &'a [&'a dyn Param]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().map(|p| (p.value(), p.pg_type())).collect()
+}
+
+impl Connection {
+    pub(crate) fn new(client: Client, pooler: Option<Pooler>) -> Self {
+        Connection { client, pooler }
+    }
+
+    pub(crate) fn with_pooler(mut self, pooler: Option<Pooler>) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
+    /// The pooler in between, if any.
+    pub fn pooler(&self) -> Option<Pooler> {
+        self.pooler
+    }
+
+    /// Runs a statement and returns its rows.
+    pub fn query<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a dyn Param],
+    ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a {
+        // Typed before the future, so the future is plainly Send.
+        let params = typed(params);
+        async move { self.client.query_typed(sql, &params).await }
+    }
+
+    /// Runs a statement that returns exactly one row.
+    pub fn query_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a dyn Param],
+    ) -> impl Future<Output = Result<Row, tokio_postgres::Error>> + Send + 'a {
+        // Typed before the future, so the future is plainly Send.
+        let params = typed(params);
+        async move { self.client.query_typed_one(sql, &params).await }
+    }
+
+    /// Runs a statement that returns at most one row.
+    pub fn query_opt<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a dyn Param],
+    ) -> impl Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a {
+        // Typed before the future, so the future is plainly Send.
+        let params = typed(params);
+        async move { self.client.query_typed_opt(sql, &params).await }
+    }
+
+    /// Runs a statement and returns how many rows it touched.
+    pub fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a dyn Param],
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a {
+        // Typed before the future, so the future is plainly Send.
+        let params = typed(params);
+        async move { self.client.execute_typed(sql, &params).await }
+    }
+
+    /// Runs one or more statements with the simple protocol, in one round
+    /// trip (an implicit transaction when there are several and no BEGIN).
+    pub async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+
+    /// Runs statements with the simple protocol and returns their text rows.
+    pub async fn simple_query(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<SimpleQueryMessage>, tokio_postgres::Error> {
+        self.client.simple_query(sql).await
+    }
+
+    /// The backend answering right now. Behind a pooler in transaction mode
+    /// that is only stable inside a transaction: call it after `BEGIN`.
+    pub async fn backend_pid(&self) -> Result<i32, tokio_postgres::Error> {
+        let row = self.query_one("SELECT pg_backend_pid()", &[]).await?;
+        Ok(row.get(0))
+    }
+
+    /// What cancels this connection's running statement (through the pooler,
+    /// which forwards it to whichever backend serves us at that moment).
+    pub fn cancel_token(&self) -> CancelToken {
+        self.client.cancel_token()
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
