@@ -29,6 +29,7 @@
 pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
+mod guardian;
 pub mod incident;
 pub mod orm;
 pub mod queue;
