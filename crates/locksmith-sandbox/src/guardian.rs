@@ -7,11 +7,11 @@
 //! The guardian runs in its own process group, so Ctrl-C at the terminal does
 //! not reach it before the owner has cleaned up in order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::io::Write;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
 
