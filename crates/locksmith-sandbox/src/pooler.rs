@@ -316,16 +316,23 @@ fn spawn(binary: &Path, root: &Path, owner: Owner) -> Result<Child, Error> {
     cmd.spawn().map_err(|e| Error::io("starting pgbouncer", e))
 }
 
-/// Waits until the port accepts TCP connections; on failure returns the log.
+/// Waits until PgBouncer says it is up and its port accepts TCP connections
+/// (the log line alone: not a process that took the port after our probe);
+/// on failure returns the log.
 fn wait_ready(root: &Path, port: u16, process: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let read_log = || std::fs::read_to_string(root.join("pgbouncer.log")).unwrap_or_default();
+    let listening = format!("listening on 127.0.0.1:{port}");
     let address = ([127, 0, 0, 1], port).into();
     while Instant::now() < deadline {
         if let Ok(Some(status)) = process.try_wait() {
             return Err(format!("{}\n(pgbouncer exited: {status})", read_log()));
         }
-        if TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok() {
+        let log = read_log();
+        if log.contains(&listening)
+            && log.contains("process up")
+            && TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(3));

@@ -114,8 +114,13 @@ async fn options_startup_parameter_is_refused_unless_ignored() {
         |pooler: &Pooler| format!("{}?options=-c%20lock_timeout%3D1s", pooler.url("postgres"));
     let strict = Pooler::start(&cluster, PoolMode::Transaction).unwrap();
     let err = connect(&with_options(&strict)).await.unwrap_err();
-    let text = format!("{err:?}");
-    assert!(text.contains("unsupported startup parameter"), "{text}");
+    let refusal = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(
+        refusal.message(),
+        "unsupported startup parameter: options",
+        "{err:?}"
+    );
+    assert!(strict.log().contains("options=-c lock_timeout=1s"));
 
     // Ignored, the connection works and the setting is silently dropped:
     // what locksmith must not rely on.
