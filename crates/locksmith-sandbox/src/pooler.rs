@@ -109,7 +109,7 @@ impl Pooler {
     /// Starts a pooler: write its configuration, pick a free port, start
     /// `pgbouncer`, wait until it accepts connections.
     pub fn start_with(cluster: &Cluster, options: PoolerOptions) -> Result<Pooler, Error> {
-        let binary = find_binary()?;
+        let binary = find_binary(std::env::var_os("LOCKSMITH_PGBOUNCER").map(PathBuf::from))?;
         let owner = Owner::current()?;
         let root = unique_dir("locksmith-pooler")?;
         let guardian = Guardian::spawn(&root, "TERM")?;
@@ -238,10 +238,9 @@ impl Drop for Pooler {
     }
 }
 
-/// `pgbouncer`: `LOCKSMITH_PGBOUNCER`, else `PATH`, else Debian's `/usr/sbin`.
-fn find_binary() -> Result<PathBuf, Error> {
-    if let Some(given) = std::env::var_os("LOCKSMITH_PGBOUNCER") {
-        let given = PathBuf::from(given);
+/// `pgbouncer`: `given` (`LOCKSMITH_PGBOUNCER`), else `PATH`, else Debian's `/usr/sbin`.
+fn find_binary(given: Option<PathBuf>) -> Result<PathBuf, Error> {
+    if let Some(given) = given {
         return if given.is_file() {
             Ok(given)
         } else {
@@ -341,4 +340,42 @@ fn wait_ready(root: &Path, port: u16, process: &mut Child) -> Result<(), String>
         "{}\n(not accepting connections after 30 s)",
         read_log()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_pgbouncer_names_the_setup_script() {
+        let err = find_binary(Some(PathBuf::from("/nonexistent/pgbouncer")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/pgbouncer (LOCKSMITH_PGBOUNCER)"),
+            "{err}"
+        );
+        assert!(err.contains("scripts/setup.sh --tests"), "{err}");
+    }
+
+    #[test]
+    fn config_forwards_every_database_with_the_options_given() {
+        let options = PoolerOptions {
+            pool_size: 1,
+            ignore_startup_parameters: "extra_float_digits,options".into(),
+            ..PoolerOptions::new(PoolMode::Transaction)
+        };
+        let text = config(Path::new("/x"), 6432, 5432, &options);
+        for line in [
+            "* = host=127.0.0.1 port=5432",
+            "listen_port = 6432",
+            "pool_mode = transaction",
+            "default_pool_size = 1",
+            "ignore_startup_parameters = extra_float_digits,options",
+            "admin_users = \n",
+            "auth_file = /x/userlist.txt",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in:\n{text}");
+        }
+    }
 }

@@ -37,6 +37,12 @@ async fn one(client: &Client, sql: &str) -> String {
         .unwrap()
 }
 
+/// Starts a pooler, failing with the error's own words (a missing
+/// `pgbouncer` names `scripts/setup.sh --tests`): never a skip.
+fn start(cluster: &Cluster, options: PoolerOptions) -> Pooler {
+    Pooler::start_with(cluster, options).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn pool_of(mode: PoolMode, size: u32) -> PoolerOptions {
     PoolerOptions {
         pool_size: size,
@@ -48,7 +54,7 @@ fn pool_of(mode: PoolMode, size: u32) -> PoolerOptions {
 async fn serves_both_modes_and_cleans_up_on_drop() {
     let cluster = Cluster::start().unwrap();
     for mode in [PoolMode::Session, PoolMode::Transaction] {
-        let pooler = Pooler::start(&cluster, mode).unwrap();
+        let pooler = start(&cluster, PoolerOptions::new(mode));
         assert_ne!(pooler.port(), cluster.port());
         let client = connect(&pooler.url("postgres")).await.unwrap();
         assert_eq!(one(&client, "SELECT current_database()").await, "postgres");
@@ -79,7 +85,7 @@ async fn serves_both_modes_and_cleans_up_on_drop() {
 #[tokio::test]
 async fn transaction_mode_shares_one_backend_between_clients() {
     let cluster = Cluster::start().unwrap();
-    let pooler = Pooler::start_with(&cluster, pool_of(PoolMode::Transaction, 1)).unwrap();
+    let pooler = start(&cluster, pool_of(PoolMode::Transaction, 1));
     let first = connect(&pooler.url("postgres")).await.unwrap();
     let second = connect(&pooler.url("postgres")).await.unwrap();
     let pid_first = one(&first, "SELECT pg_backend_pid()").await;
@@ -96,7 +102,7 @@ async fn transaction_mode_shares_one_backend_between_clients() {
 #[tokio::test]
 async fn session_mode_gives_concurrent_clients_their_own_backends() {
     let cluster = Cluster::start().unwrap();
-    let pooler = Pooler::start(&cluster, PoolMode::Session).unwrap();
+    let pooler = start(&cluster, PoolerOptions::new(PoolMode::Session));
     let first = connect(&pooler.url("postgres")).await.unwrap();
     let second = connect(&pooler.url("postgres")).await.unwrap();
     let pid_first = one(&first, "SELECT pg_backend_pid()").await;
@@ -112,7 +118,7 @@ async fn options_startup_parameter_is_refused_unless_ignored() {
     let cluster = Cluster::start().unwrap();
     let with_options =
         |pooler: &Pooler| format!("{}?options=-c%20lock_timeout%3D1s", pooler.url("postgres"));
-    let strict = Pooler::start(&cluster, PoolMode::Transaction).unwrap();
+    let strict = start(&cluster, PoolerOptions::new(PoolMode::Transaction));
     let err = connect(&with_options(&strict)).await.unwrap_err();
     let refusal = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(
@@ -124,14 +130,13 @@ async fn options_startup_parameter_is_refused_unless_ignored() {
 
     // Ignored, the connection works and the setting is silently dropped:
     // what locksmith must not rely on.
-    let lenient = Pooler::start_with(
+    let lenient = start(
         &cluster,
         PoolerOptions {
             ignore_startup_parameters: "extra_float_digits,options".into(),
             ..PoolerOptions::new(PoolMode::Transaction)
         },
-    )
-    .unwrap();
+    );
     let client = connect(&with_options(&lenient)).await.unwrap();
     assert_eq!(one(&client, "SHOW lock_timeout").await, "0");
 }
@@ -139,14 +144,13 @@ async fn options_startup_parameter_is_refused_unless_ignored() {
 #[tokio::test]
 async fn console_opens_only_for_the_users_given() {
     let cluster = Cluster::start().unwrap();
-    let pooler = Pooler::start_with(
+    let pooler = start(
         &cluster,
         PoolerOptions {
             admin_users: vec!["postgres".into()],
             ..PoolerOptions::new(PoolMode::Transaction)
         },
-    )
-    .unwrap();
+    );
     let url = pooler.admin_url().expect("the console is open");
     let console = connect(&url).await.unwrap();
     let rows = console.simple_query("SHOW CONFIG").await.unwrap();
@@ -206,7 +210,7 @@ fn child_that_is_killed() {
         return;
     }
     let cluster = Cluster::start().unwrap();
-    let pooler = Pooler::start(&cluster, PoolMode::Session).unwrap();
+    let pooler = start(&cluster, PoolerOptions::new(PoolMode::Session));
     println!("POOLER {} {} END", pooler.port(), pooler.dir().display());
     std::thread::sleep(Duration::from_secs(60));
 }
