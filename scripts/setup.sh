@@ -3,8 +3,8 @@
 # what is missing: the PostgreSQL server (for `demo`, `trace` and the tests)
 # and libclang (to build the real PostgreSQL parser, pg_query). With --tests,
 # also what only the test suite uses: Python's venv (alembic), openssl (test
-# certificates), chromium (renders rehearse's HTML report) and npm (the other
-# PostgreSQL majors).
+# certificates), chromium (renders rehearse's HTML report), npm (the other
+# PostgreSQL majors) and pgbouncer (the tests behind a connection pooler).
 set -euo pipefail
 tests=false
 [[ "${1:-}" == "--tests" ]] && tests=true
@@ -28,6 +28,8 @@ if $tests; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   # npm fetches the other PostgreSQL majors the conformance test traces on.
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  # The pooler tests run a throwaway PgBouncer (Debian keeps it in /usr/sbin).
+  [[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 fi
 
 if ((${#missing[@]})); then
@@ -37,6 +39,13 @@ if ((${#missing[@]})); then
   # Debian starts a system cluster on install; locksmith brings its own.
   if command -v pg_lsclusters >/dev/null 2>&1; then
     "${sudo_cmd[@]}" service postgresql stop >/dev/null 2>&1 || true
+  fi
+  # Likewise a system PgBouncer: the tests start their own.
+  if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
+    "${sudo_cmd[@]}" service pgbouncer stop >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null 2>&1; then
+      "${sudo_cmd[@]}" systemctl disable pgbouncer >/dev/null 2>&1 || true
+    fi
   fi
 fi
 # PostgreSQL 13, 14, 16, 17 and 18 for the conformance test (15 is Debian's)

@@ -7,14 +7,12 @@
 //! - As root, `initdb` and `postgres` refuse to run, so both run as the
 //!   `postgres` OS user (`Command::uid`), like `runuser -u postgres`.
 //! - Rust does not run destructors on `kill -9`, `abort` or a static at exit,
-//!   so each cluster has a *guardian*: a tiny shell that blocks reading a
-//!   pipe whose only writer is this process. When the process dies for any
-//!   reason the pipe closes, and the guardian stops the server and deletes
-//!   the folder. Tests that panic or are killed leave nothing behind.
+//!   so each cluster has a *guardian* (`guardian.rs`) that stops the server
+//!   and deletes the folder when this process dies for any reason. Tests that
+//!   panic or are killed leave nothing behind.
 //! - The server runs in its own process group, so Ctrl-C at the terminal
 //!   reaches locksmith (which cleans up in order) and not the server.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +23,7 @@ use std::time::{Duration, Instant};
 use locksmith_pg::ConnectionSettings;
 
 use crate::bin_dir::BinDir;
+use crate::guardian::Guardian;
 use crate::Error;
 
 /// The superuser's password on every sandbox cluster. TCP connections use
@@ -50,14 +49,14 @@ pub struct Cluster {
     port: u16,
     bin: BinDir,
     server: Child,
-    guardian: Option<Child>,
+    guardian: Option<Guardian>,
     ready_in: Duration,
     settings: Vec<(String, String)>,
 }
 
 /// Whose account the server runs under: ours, or `postgres` when we are root.
 #[derive(Debug, Clone, Copy)]
-struct Owner {
+pub(crate) struct Owner {
     uid: u32,
     gid: u32,
     switch: bool,
@@ -80,7 +79,7 @@ impl Cluster {
         let owner = Owner::current()?;
         let template = template_for(&bin, owner)?;
         let root = unique_dir("locksmith-cluster")?;
-        let guardian = spawn_guardian(&root)?;
+        let guardian = Guardian::spawn(&root, "QUIT")?;
         chown(&root, owner)?;
         run(
             Command::new("cp")
@@ -99,7 +98,7 @@ impl Cluster {
             let mut server = spawn_server(&bin, &root, port, owner, &options.settings)?;
             match wait_ready(&root, &mut server) {
                 Ok(()) => {
-                    guardian_arm(&guardian, server.id());
+                    guardian.arm(server.id());
                     return Ok(Cluster {
                         root,
                         port,
@@ -198,7 +197,7 @@ impl Cluster {
         let started = Instant::now();
         let owner = Owner::current()?;
         let root = unique_dir("locksmith-standby")?;
-        let guardian = spawn_guardian(&root)?;
+        let guardian = Guardian::spawn(&root, "QUIT")?;
         chown(&root, owner)?;
         let mut backup = Command::new(self.bin.tool("pg_basebackup"));
         backup
@@ -236,7 +235,7 @@ impl Cluster {
                 log_tail: tail(&log, 20),
             });
         }
-        guardian_arm(&guardian, server.id());
+        guardian.arm(server.id());
         Ok(Cluster {
             root,
             port,
@@ -262,7 +261,7 @@ impl Cluster {
         })?;
         self.server = server;
         if let Some(g) = &self.guardian {
-            guardian_arm(g, self.server.id());
+            g.arm(self.server.id());
         }
         Ok(())
     }
@@ -279,10 +278,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Disarm the guardian first, so it cannot signal a recycled pid later.
-        if let Some(mut g) = self.guardian.take() {
-            let _ = g.kill();
-            let _ = g.wait();
-        }
+        drop(self.guardian.take());
         // SIGQUIT: immediate shutdown. Nothing here is worth a checkpoint.
         unsafe {
             libc::kill(self.server.id() as i32, libc::SIGQUIT);
@@ -301,7 +297,7 @@ impl Drop for Cluster {
 }
 
 impl Owner {
-    fn current() -> Result<Owner, Error> {
+    pub(crate) fn current() -> Result<Owner, Error> {
         // SAFETY: geteuid/getegid cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         if uid != 0 {
@@ -319,7 +315,7 @@ impl Owner {
         })
     }
 
-    fn apply(self, cmd: &mut Command) -> &mut Command {
+    pub(crate) fn apply(self, cmd: &mut Command) -> &mut Command {
         if self.switch {
             cmd.uid(self.uid).gid(self.gid);
         }
@@ -451,29 +447,7 @@ fn wait_ready(root: &Path, server: &mut Child) -> Result<(), String> {
     Err(format!("{}\n(not ready after 30 s)", read_log()))
 }
 
-/// See the module doc: a shell that cleans up once our end of its stdin closes.
-fn spawn_guardian(root: &Path) -> Result<Child, Error> {
-    // Each line is the server's current pid (a restart sends a new one); EOF means we died.
-    let script = r#"pid=; while read line; do pid=$line; done; [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; sleep 0.2; rm -rf "$1""#;
-    Command::new("sh")
-        .args(["-c", script, "locksmith-guardian"])
-        .arg(root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::io("starting the cleanup guardian", e))
-}
-
-fn guardian_arm(guardian: &Child, server_pid: u32) {
-    if let Some(stdin) = guardian.stdin.as_ref() {
-        let mut stdin = stdin;
-        let _ = writeln!(stdin, "{server_pid}");
-    }
-}
-
-fn chown(path: &Path, owner: Owner) -> Result<(), Error> {
+pub(crate) fn chown(path: &Path, owner: Owner) -> Result<(), Error> {
     if owner.switch {
         std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid)).map_err(|e| {
             Error::io(
@@ -501,7 +475,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), Error> {
     })
 }
 
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
     Ok(listener
@@ -515,7 +489,7 @@ fn unique() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-fn unique_dir(prefix: &str) -> Result<PathBuf, Error> {
+pub(crate) fn unique_dir(prefix: &str) -> Result<PathBuf, Error> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -547,7 +521,7 @@ fn scratch_root() -> PathBuf {
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

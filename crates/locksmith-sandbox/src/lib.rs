@@ -12,6 +12,8 @@
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
 //! - [`rehearsal`]: a user's migration rehearsed plain, guarded and online under traffic.
+//! - [`pooler`]: a throwaway PgBouncer in front of a cluster, in session or
+//!   transaction pooling.
 //! - [`wait`]: polling for a condition with a generous bound, for tests.
 //!
 //! Used by `locksmith demo`, `locksmith trace` and by every test that needs
@@ -29,8 +31,10 @@
 pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
+mod guardian;
 pub mod incident;
 pub mod orm;
+pub mod pooler;
 pub mod queue;
 pub mod rehearsal;
 pub mod scene;
@@ -39,6 +43,7 @@ pub mod traffic;
 pub mod wait;
 
 pub use cluster::Cluster;
+pub use pooler::{PoolMode, Pooler};
 
 /// What can go wrong starting or using a throwaway cluster.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,18 @@ pub enum Error {
     #[error("the PostgreSQL server did not start; the end of its log:\n{log_tail}")]
     StartFailed {
         /// The tail of the server log.
+        log_tail: String,
+    },
+    /// No `pgbouncer` binary was found.
+    #[error("no pgbouncer found (looked in {looked}); install it with `scripts/setup.sh --tests` (Debian's `pgbouncer` package), or point LOCKSMITH_PGBOUNCER at the binary")]
+    NoPooler {
+        /// Where we looked.
+        looked: String,
+    },
+    /// PgBouncer did not start.
+    #[error("pgbouncer did not start; the end of its log:\n{log_tail}")]
+    PoolerStartFailed {
+        /// The tail of its log.
         log_tail: String,
     },
     /// Something expected on the cluster did not happen in time.
