@@ -201,6 +201,19 @@ impl Connection {
         Ok(row.get(0))
     }
 
+    /// What tells one server (and database) from another: when the
+    /// postmaster started, and the database. A direct route given with
+    /// `--direct-url` must lead where the pooler does.
+    pub async fn server_identity(&self) -> Result<String, tokio_postgres::Error> {
+        let row = self
+            .query_one(
+                "SELECT pg_postmaster_start_time()::text || ' ' || current_database()",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// What cancels this connection's running statement (through the pooler,
     /// which forwards it to whichever backend serves us at that moment).
     pub fn cancel_token(&self) -> CancelToken {

@@ -33,6 +33,8 @@ pub struct ConnectionSettings {
     ssl_mode: SslMode,
     ssl_root_cert: Option<PathBuf>,
     ssl_cert: Option<(PathBuf, PathBuf)>,
+    /// Straight to the server when the target is a pooler (`--direct-url`).
+    direct: Option<Box<ConnectionSettings>>,
 }
 
 impl std::fmt::Debug for ConnectionSettings {
@@ -175,6 +177,7 @@ impl ConnectionSettings {
             ssl_mode,
             ssl_root_cert,
             ssl_cert,
+            direct: None,
         })
     }
 
@@ -202,6 +205,7 @@ impl ConnectionSettings {
             ssl_mode: SslMode::Disable,
             ssl_root_cert: None,
             ssl_cert: None,
+            direct: None,
         }
     }
 
@@ -210,13 +214,42 @@ impl ConnectionSettings {
     pub fn with_application_name(&self, name: &str) -> Self {
         let mut copy = self.clone();
         copy.config.application_name(name);
+        copy.direct = self
+            .direct
+            .as_ref()
+            .map(|d| Box::new(d.with_application_name(name)));
         copy
+    }
+
+    /// The same target, with `direct` as the way straight to the server
+    /// (`--direct-url`) for locksmith's own connections when the target is a
+    /// connection pooler: watching, cancelling, the runner lock, statements
+    /// that cannot run in a transaction.
+    pub fn with_direct(&self, direct: ConnectionSettings) -> Self {
+        let mut copy = self.clone();
+        copy.direct = Some(Box::new(direct));
+        copy
+    }
+
+    /// Where locksmith's own connections go: the direct route when one was
+    /// given, else the target itself.
+    pub fn direct(&self) -> &ConnectionSettings {
+        self.direct.as_deref().unwrap_or(self)
+    }
+
+    /// Whether a direct route was given.
+    pub fn has_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The same target in another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut copy = self.clone();
         copy.config.dbname(dbname);
+        copy.direct = self
+            .direct
+            .as_ref()
+            .map(|d| Box::new(d.with_dbname(dbname)));
         copy
     }
 
@@ -318,6 +351,37 @@ impl ConnectionSettings {
                     limit.as_secs()
                 ),
             }),
+        }
+    }
+
+    /// Opens one of locksmith's own connections: over the direct route when
+    /// one was given (checked to lead to the same server as `target`, with no
+    /// pooler in between), else like [`connect`](Self::connect).
+    pub async fn connect_direct(&self, target: &Connection) -> Result<Connection, Error> {
+        let Some(direct) = &self.direct else {
+            return self.connect().await;
+        };
+        let connection = direct.connect().await?;
+        let wrong = |reason: String| Error::Connect {
+            target: direct.describe(),
+            reason: format!("--direct-url: {reason}"),
+        };
+        if let Some(pooler) = connection.pooler() {
+            return Err(wrong(format!(
+                "this route leads through {pooler} too; give a URL straight to the server"
+            )));
+        }
+        let (ours, theirs) = (
+            connection.server_identity().await,
+            target.server_identity().await,
+        );
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) if a == b => Ok(connection),
+            (Ok(a), Ok(b)) => Err(wrong(format!(
+                "it leads to another server or database than --database-url (server started {a}, \
+                 not {b})"
+            ))),
+            (Err(e), _) | (_, Err(e)) => Err(Error::query("comparing the two routes", e)),
         }
     }
 

@@ -89,6 +89,9 @@ pub struct ConnectionArgs {
     /// PostgreSQL URL or `key=value` connection string [default: $DATABASE_URL, else PGHOST, PGPORT, PGUSER, …]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// When --database-url leads to a connection pooler (PgBouncer): a URL straight to the server, for locksmith's own connections (runner lock, watching, cancel and terminate, statements that cannot run in a transaction, trace) [default: $LOCKSMITH_DIRECT_URL]
+    #[arg(long, value_name = "URL")]
+    pub direct_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -307,9 +307,11 @@ impl Guard {
         interrupt: watch::Receiver<Option<Interrupt>>,
     ) -> Result<Guard, Error> {
         let client = settings.connect().await?;
+        // Straight to the server with --direct-url: a pooler would hand the
+        // sidecar's statements to any backend, and it must never queue behind us.
         let sidecar = settings
             .with_application_name("locksmith-watchdog")
-            .connect()
+            .connect_direct(&client)
             .await?;
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])

@@ -124,6 +124,7 @@ fn stream(
 async fn live_session(url: &str) -> Result<locksmith_pg::Connection, Failure> {
     let settings = super::settings(&ConnectionArgs {
         database_url: Some(url.to_string()),
+        direct_url: None,
     })?
     .with_application_name("locksmith lint");
     let client = super::connect(&settings).await?;

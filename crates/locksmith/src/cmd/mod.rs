@@ -41,8 +41,24 @@ pub fn run(cli: Cli) -> CmdResult {
 }
 
 /// Resolves connection settings from `--database-url`, `DATABASE_URL` or libpq's variables.
+/// With `--direct-url` (or `LOCKSMITH_DIRECT_URL`), locksmith's own
+/// connections take that route to the server (see [`ConnectionSettings::direct`]).
 pub fn settings(args: &ConnectionArgs) -> Result<ConnectionSettings, Failure> {
-    ConnectionSettings::resolve(args.database_url.as_deref()).map_err(Failure::bad_input)
+    let settings =
+        ConnectionSettings::resolve(args.database_url.as_deref()).map_err(Failure::bad_input)?;
+    let direct = args
+        .direct_url
+        .clone()
+        .or_else(|| std::env::var("LOCKSMITH_DIRECT_URL").ok())
+        .filter(|u| !u.trim().is_empty());
+    match direct {
+        Some(url) => {
+            let direct = ConnectionSettings::resolve(Some(&url))
+                .map_err(|e| Failure::input(miette::miette!("--direct-url: {e}")))?;
+            Ok(settings.with_direct(direct))
+        }
+        None => Ok(settings),
+    }
 }
 
 /// The standbys given with `--replica URL`, or else `LOCKSMITH_REPLICA_URLS`
