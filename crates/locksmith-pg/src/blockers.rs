@@ -30,6 +30,9 @@ pub struct Blocker {
     pub holds: Vec<RelationLock>,
     /// Sessions that wait directly for it.
     pub blocking: Vec<i32>,
+    /// Its `client_addr` is the connection pooler's: the application behind it is not known here.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub via_pooler: bool,
 }
 
 /// A session waiting for a lock.
@@ -65,6 +68,9 @@ pub struct IdleInTransaction {
     pub session: SessionSummary,
     /// Relation locks it holds.
     pub holds: Vec<RelationLock>,
+    /// Its `client_addr` is the connection pooler's: the application behind it is not known here.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub via_pooler: bool,
 }
 
 /// Connection headroom.
@@ -158,6 +164,7 @@ impl BlockerReport {
                 session: s.into(),
                 holds: holds(s.pid),
                 blocking: graph.direct_waiters(s.pid),
+                via_pooler: s.via_pooler,
             })
             .collect();
         // Cached: `behind` walks the graph, and a sort would call it O(n log n) times.
@@ -175,6 +182,7 @@ impl BlockerReport {
             .map(|s| IdleInTransaction {
                 session: s.into(),
                 holds: holds(s.pid),
+                via_pooler: s.via_pooler,
             })
             .collect();
 
@@ -361,6 +369,8 @@ mod tests {
             wait_event_type: (!blocked_by.is_empty()).then(|| "Lock".into()),
             wait_event: (!blocked_by.is_empty()).then(|| "relation".into()),
             blocked_by: blocked_by.to_vec(),
+            via_pooler: false,
+            incarnation: Default::default(),
         }
     }
 
@@ -381,6 +391,7 @@ mod tests {
             max_connections: 100,
             reserved_connections: 3,
             own_pid: 1,
+            pooler_addr: None,
             sessions: vec![
                 session(
                     10,
@@ -472,6 +483,7 @@ mod tests {
             max_connections: 100,
             reserved_connections: 3,
             own_pid: 1,
+            pooler_addr: None,
             sessions: vec![
                 session(
                     10,

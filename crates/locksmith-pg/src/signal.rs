@@ -12,6 +12,7 @@
 //! server reports the refusal as SQLSTATE 42501, which is turned into an error
 //! that says so.
 
+use crate::snapshot::{Incarnation, Session};
 use crate::Connection;
 use tokio_postgres::error::SqlState;
 
@@ -44,16 +45,76 @@ impl Signal {
     }
 }
 
-/// Sends `signal` to `pid`. `Ok(false)` when `pid` is not a PostgreSQL
-/// backend (it already ended).
-pub async fn send(client: &Connection, signal: Signal, pid: i32) -> Result<bool, Error> {
-    // Signals one backend; false (with a server warning) when the pid is not a backend.
-    let sql = match signal {
-        Signal::Cancel => "SELECT pg_cancel_backend($1)",
-        Signal::Terminate => "SELECT pg_terminate_backend($1)",
-    };
-    match client.query_one(sql, &[&pid]).await {
-        Ok(row) => Ok(row.get::<_, Option<bool>>(0).unwrap_or(false)),
+/// The session a person chose to signal, as they saw it: its pid, and what
+/// tells this moment of the backend's life from a later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Backend pid.
+    pub pid: i32,
+    /// `backend_start`, `xact_start`, `query_start` and `state` as shown.
+    pub incarnation: Incarnation,
+}
+
+impl From<&Session> for Target {
+    fn from(s: &Session) -> Self {
+        Target {
+            pid: s.pid,
+            incarnation: s.incarnation.clone(),
+        }
+    }
+}
+
+/// What became of a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Sent to the session as shown.
+    Signalled,
+    /// The pid is no backend any more.
+    Gone,
+    /// The backend is doing something else now (another transaction, another
+    /// statement, or, behind a pooler, another client): nothing was sent.
+    MovedOn,
+}
+
+/// Sends `signal` to `target.pid` only if that backend is still where the
+/// person saw it: same `backend_start`, `xact_start`, `query_start` and
+/// `state`, checked in the statement that signals. Behind a pooler a pid
+/// serves one client after another; this never signals someone else's work.
+pub async fn send_if_unchanged(
+    client: &Connection,
+    signal: Signal,
+    target: &Target,
+) -> Result<Sent, Error> {
+    let i = &target.incarnation;
+    // Signals the backend only while it is the same session doing the same thing as shown.
+    let sql = format!(
+        "SELECT CASE
+                  WHEN a.pid IS NULL THEN 'gone'
+                  WHEN (extract(epoch FROM a.backend_start) * 1000000)::bigint IS NOT DISTINCT FROM $2
+                   AND (extract(epoch FROM a.xact_start) * 1000000)::bigint IS NOT DISTINCT FROM $3
+                   AND (extract(epoch FROM a.query_start) * 1000000)::bigint IS NOT DISTINCT FROM $4
+                   AND a.state IS NOT DISTINCT FROM $5
+                  THEN CASE WHEN {}(a.pid) THEN 'signalled' ELSE 'gone' END
+                  ELSE 'moved on'
+                END
+         FROM (SELECT $1::int AS pid) t
+         LEFT JOIN pg_stat_activity a ON a.pid = t.pid",
+        signal.function()
+    );
+    let pid = target.pid;
+    let params: [&dyn crate::connection::Param; 5] = [
+        &pid,
+        &i.backend_start_us,
+        &i.xact_start_us,
+        &i.query_start_us,
+        &i.state,
+    ];
+    match client.query_one(&sql, &params).await {
+        Ok(row) => Ok(match row.get::<_, &str>(0) {
+            "signalled" => Sent::Signalled,
+            "moved on" => Sent::MovedOn,
+            _ => Sent::Gone,
+        }),
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => Err(Error::query(
             format!(
                 "{} pid {pid}: not allowed; the role needs membership in pg_signal_backend \

@@ -5,6 +5,11 @@
 //! `pg_blocking_pids` briefly takes the lock manager's locks, so it is called
 //! only for sessions that are waiting on a lock (`wait_event_type = 'Lock'`).
 //! This module only reads; interpreting the picture is `blockers`' job.
+//!
+//! Both queries run in one read-only transaction: through a pooler in
+//! transaction mode that keeps them on one backend (so "our own" backend is
+//! the same in both), and behind a pooler the sessions whose client address
+//! is the pooler's are marked `via_pooler`.
 
 use std::time::Duration;
 
@@ -45,6 +50,30 @@ pub struct Session {
     pub wait_event: Option<String>,
     /// `pg_blocking_pids(pid)`, only for sessions waiting on a lock.
     pub blocked_by: Vec<i32>,
+    /// Its `client_addr` is the connection pooler's (see [`Snapshot::pooler_addr`]):
+    /// the application behind it is not known from here.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub via_pooler: bool,
+    /// Which session this is and what it is doing, exactly: a pooled
+    /// backend's pid serves one client after another, so a signal must
+    /// target this, not the pid alone ([`crate::signal::send_if_unchanged`]).
+    #[serde(skip)]
+    pub incarnation: Incarnation,
+}
+
+/// Microsecond timestamps (since the epoch) and the state that tell one
+/// moment of a backend's life from another: what the user saw when they
+/// chose to signal it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Incarnation {
+    /// `backend_start`.
+    pub backend_start_us: Option<i64>,
+    /// `xact_start`.
+    pub xact_start_us: Option<i64>,
+    /// `query_start`.
+    pub query_start_us: Option<i64>,
+    /// `state`.
+    pub state: Option<String>,
 }
 
 impl Session {
@@ -68,13 +97,15 @@ impl Session {
         }
     }
 
-    /// `application@client` for one-line reports.
+    /// `application@client` for one-line reports; a pooler's address says so.
     pub fn label(&self) -> String {
-        let app = self.name();
-        match &self.client_addr {
-            Some(addr) => format!("{app}@{addr}"),
-            None => format!("{app}@local"),
-        }
+        format!("{}@{}", self.name(), self.client())
+    }
+
+    /// The client address as reports show it: `local` for a Unix socket,
+    /// `10.0.0.5 via pooler` when the address is the pooler's.
+    pub fn client(&self) -> String {
+        client_label(self.client_addr.as_deref(), self.via_pooler)
     }
 }
 
@@ -197,6 +228,16 @@ pub struct LockRow {
     pub waiting_ms: Option<i64>,
 }
 
+/// A client address for people: `local` for a Unix socket, and the
+/// pooler's address marked `via pooler` (the application is behind it).
+pub fn client_label(addr: Option<&str>, via_pooler: bool) -> String {
+    match (addr, via_pooler) {
+        (Some(addr), true) => format!("{addr} via pooler"),
+        (Some(addr), false) => addr.to_string(),
+        (None, _) => "local".into(),
+    }
+}
+
 /// Sessions and locks at one moment.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
@@ -210,6 +251,11 @@ pub struct Snapshot {
     pub sessions: Vec<Session>,
     /// Relation locks and ungranted locks.
     pub locks: Vec<LockRow>,
+    /// When the snapshot was taken through a connection pooler: the address
+    /// our own backend sees as its client (`inet_client_addr()`), which is
+    /// the pooler's. Sessions from that address are marked `via_pooler`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler_addr: Option<String>,
 }
 
 impl Snapshot {
@@ -225,6 +271,19 @@ impl Snapshot {
     /// The session with this pid.
     pub fn session(&self, pid: i32) -> Option<&Session> {
         self.sessions.iter().find(|s| s.pid == pid)
+    }
+
+    /// Marks the sessions whose client address is the pooler's
+    /// ([`Snapshot::pooler_addr`]). Behind a pooler that is all its server
+    /// connections, and also any other client on the pooler's host: the
+    /// server cannot tell them apart.
+    pub fn mark_pooled(&mut self) {
+        let Some(addr) = self.pooler_addr.as_deref() else {
+            return;
+        };
+        for s in &mut self.sessions {
+            s.via_pooler = s.client_addr.as_deref() == Some(addr);
+        }
     }
 
     /// On a hot standby, `pg_blocking_pids` of the startup process is empty
@@ -287,10 +346,30 @@ impl Snapshotter {
         self.server_version_num
     }
 
-    /// Takes one snapshot: two queries.
+    /// Takes one snapshot: two queries, in one read-only transaction so that
+    /// both see the same backend as our own even through a transaction
+    /// pooler (and `pg_stat_activity` is read once).
     pub async fn take(&self, client: &Connection) -> Result<Snapshot, Error> {
-        let mut snapshot = self.sessions(client).await?;
-        snapshot.locks = self.locks(client).await?;
+        let context = "reading sessions and locks in one transaction";
+        client
+            .batch_execute("BEGIN READ ONLY")
+            .await
+            .map_err(|e| Error::query(context, e))?;
+        let read = async {
+            let mut snapshot = self.sessions(client).await?;
+            snapshot.locks = self.locks(client).await?;
+            Ok::<_, Error>(snapshot)
+        }
+        .await;
+        let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = client.batch_execute(end).await;
+        let mut snapshot = read?;
+        ended.map_err(|e| Error::query(context, e))?;
+        if client.pooler().is_some() {
+            snapshot.mark_pooled();
+        } else {
+            snapshot.pooler_addr = None;
+        }
         snapshot.find_replay_blockers();
         Ok(snapshot)
     }
@@ -310,7 +389,11 @@ impl Snapshotter {
                     (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
                     (extract(epoch FROM now() - a.query_start) * 1000)::bigint,
                     coalesce(a.query, ''), a.wait_event_type, a.wait_event,
-                    CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END
+                    CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
+                    host(inet_client_addr()),
+                    (extract(epoch FROM a.backend_start) * 1000000)::bigint,
+                    (extract(epoch FROM a.xact_start) * 1000000)::bigint,
+                    (extract(epoch FROM a.query_start) * 1000000)::bigint
              FROM (SELECT 1) AS one
              LEFT JOIN pg_stat_activity a ON a.pid <> pg_backend_pid()
              ORDER BY a.xact_start NULLS LAST, a.pid"
@@ -324,6 +407,7 @@ impl Snapshotter {
             snapshot.max_connections = row.get(0);
             snapshot.reserved_connections = row.get(1);
             snapshot.own_pid = row.get(2);
+            snapshot.pooler_addr = row.get(17);
             let Some(pid) = row.get::<_, Option<i32>>(3) else {
                 continue;
             };
@@ -342,6 +426,13 @@ impl Snapshotter {
                 wait_event_type: row.get(14),
                 wait_event: row.get(15),
                 blocked_by: row.get::<_, Option<Vec<i32>>>(16).unwrap_or_default(),
+                via_pooler: false,
+                incarnation: Incarnation {
+                    backend_start_us: row.get(18),
+                    xact_start_us: row.get(19),
+                    query_start_us: row.get(20),
+                    state: row.get(9),
+                },
             });
         }
         Ok(snapshot)

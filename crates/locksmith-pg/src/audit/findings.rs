@@ -322,6 +322,40 @@ fn prepared_transactions(facts: &Facts, out: &mut Vec<Finding>) {
     }
 }
 
+/// The finding for a connection pooler between locksmith and the server:
+/// what works through it, and what needs a direct route (`direct`: one was
+/// given with `--direct-url` / `LOCKSMITH_DIRECT_URL`).
+pub fn pooler(pooler: &crate::Pooler, direct: bool) -> Finding {
+    Finding {
+        id: "connection_pooler",
+        severity: Severity::Info,
+        message: format!(
+            "connected through a connection pooler: announced as process {}, answered by backend {}",
+            pooler.key_pid, pooler.backend_pid
+        ),
+        why: "Through a pooler in transaction mode, each transaction may run on another server \
+              connection, shared with other clients: session settings and session-level \
+              advisory locks would stay behind for them, and a backend pid read once may serve \
+              someone else later. locksmith sends every statement unnamed, sets nothing \
+              session-level and keeps each step in one transaction, so blockers, top, doctor, \
+              lint and trace work through it, and apply/run take transaction-level locks. \
+              Client addresses of the pooler's server connections are the pooler's: they are \
+              labelled `via pooler`. Statements that cannot run in a transaction block \
+              (CREATE INDEX CONCURRENTLY, VACUUM, …) need a route straight to the server."
+            .into(),
+        fix: if direct {
+            "Nothing to do: --direct-url / LOCKSMITH_DIRECT_URL gives locksmith's own \
+             connections a route straight to the server."
+                .into()
+        } else {
+            "For migrations with statements that cannot run in a transaction block, give \
+             --direct-url postgres://…@<server host>:5432/<db> (or LOCKSMITH_DIRECT_URL): a URL \
+             to the same server and database that bypasses the pooler."
+                .into()
+        },
+    }
+}
+
 fn human_ms(ms: i64) -> String {
     locksmith_core::duration::human(std::time::Duration::from_millis(ms.max(0) as u64))
 }
@@ -519,6 +553,8 @@ mod tests {
             wait_event_type: None,
             wait_event: None,
             blocked_by: vec![],
+            via_pooler: false,
+            incarnation: Default::default(),
         }
     }
 

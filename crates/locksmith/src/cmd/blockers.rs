@@ -6,6 +6,10 @@
 //! with the same graph: its startup process waiting to replay a lock the
 //! primary took is the queued DDL there, its readers the roots. A wait on a
 //! standby counts for the exit code like one on the primary.
+//!
+//! Through a pooler (even in transaction mode) the snapshot is one read-only
+//! transaction; sessions whose client address is the pooler's are labelled
+//! `via pooler` (`via_pooler` in JSON), and the report carries `pooler`.
 
 use std::io::Write;
 
@@ -25,12 +29,17 @@ struct Report {
     primary: BlockerReport,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     standbys: Vec<StandbyReport>,
+    /// Present when `--database-url` leads through a connection pooler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pooler: Option<render::PoolerJson>,
 }
 
 pub async fn run(args: BlockersArgs) -> CmdResult {
     let settings = super::settings(&args.connection)?.with_application_name("locksmith blockers");
     let replicas = super::replica_settings(&args.replicas)?;
     let client = super::connect(&settings).await?;
+    super::note_pooler("blockers", &client, &settings, args.format == Format::Human);
+    let pooler = render::PoolerJson::of(&client, settings.has_direct());
     let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
     let primary = BlockerReport::from_snapshot(&snapshot);
     let mut standbys = Vec::with_capacity(replicas.len());
@@ -45,7 +54,11 @@ pub async fn run(args: BlockersArgs) -> CmdResult {
     }
     let blocked =
         !primary.blockers.is_empty() || standbys.iter().any(|s| !s.report.blockers.is_empty());
-    let report = Report { primary, standbys };
+    let report = Report {
+        primary,
+        standbys,
+        pooler,
+    };
     let mut out = crate::output::stdout();
     match args.format {
         Format::Json => render::json(&mut out, &report)?,

@@ -22,6 +22,9 @@ pub struct DoctorReport {
     pub findings: Vec<Finding>,
     /// Telltale log lines, counted by kind.
     pub log: Vec<LogSummary>,
+    /// Present when `--database-url` leads through a connection pooler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<render::PoolerJson>,
 }
 
 pub async fn run(args: DoctorArgs) -> CmdResult {
@@ -35,9 +38,15 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
 
     let settings = super::settings(&args.connection)?.with_application_name("locksmith doctor");
     let replicas = super::replica_settings(&args.replicas)?;
+    let mut pooler = None;
     let mut findings = match settings.connect().await {
         Ok(client) => {
+            super::note_pooler("doctor", &client, &settings, args.format == Format::Human);
+            pooler = render::PoolerJson::of(&client, settings.has_direct());
             let mut findings = audit::audit(&audit::gather(&client).await?);
+            if let Some(p) = client.pooler() {
+                findings.push(audit::findings::pooler(&p, settings.has_direct()));
+            }
             let primary = audit::standby::gather_primary(&client).await?;
             let mut standbys = Vec::with_capacity(replicas.len());
             for settings in &replicas {
@@ -62,7 +71,11 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
         Err(e) => return Err(Failure::from(e)),
     };
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    let report = DoctorReport { findings, log };
+    let report = DoctorReport {
+        findings,
+        log,
+        pooler,
+    };
     let mut out = crate::output::stdout();
     match args.format {
         Format::Json => render::json(&mut out, &report)?,

@@ -83,6 +83,24 @@ pub fn replica_settings(given: &[String]) -> Result<Vec<ConnectionSettings>, Fai
         .collect()
 }
 
+/// Says on stderr, once per command, that a connection pooler is in between
+/// ([`render::pooler_notice`](crate::render::pooler_notice) has the wording);
+/// silent without one. `human` is false for machine formats, whose report
+/// carries a `pooler` key instead ([`PoolerJson`](crate::render::PoolerJson)).
+pub fn note_pooler(
+    command: &str,
+    connection: &locksmith_pg::Connection,
+    settings: &ConnectionSettings,
+    human: bool,
+) {
+    if let (Some(pooler), true) = (connection.pooler(), human) {
+        eprintln!(
+            "{}",
+            crate::render::pooler_notice(command, &pooler, settings.has_direct())
+        );
+    }
+}
+
 /// Connects, turning a connection failure into a one-line error (exit 1).
 pub async fn connect(settings: &ConnectionSettings) -> Result<locksmith_pg::Connection, Failure> {
     settings.connect().await.map_err(Failure::from)

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use locksmith_core::analysis::quote_ident;
 use locksmith_pg::blockers::{BlockerReport, RelationLock, StandbyReport};
-use locksmith_pg::snapshot::SessionSummary;
+use locksmith_pg::snapshot::{client_label, SessionSummary};
 
 use super::style::Style;
 use super::{age, one_line};
@@ -89,7 +89,10 @@ fn render(report: &BlockerReport, server: Option<&str>, style: Style) -> String 
                     style.bold("ROOT"),
                     session.pid,
                     app(&session.application_name),
-                    session.client_addr.as_deref().unwrap_or("local socket"),
+                    match session.client_addr.as_deref() {
+                        None => "local socket".into(),
+                        addr => client_label(addr, b.via_pooler),
+                    },
                     age(session.xact_age_ms),
                     what,
                 );
@@ -160,7 +163,7 @@ fn render(report: &BlockerReport, server: Option<&str>, style: Style) -> String 
                 "  pid {:<7} {:<28} {:<15} idle {:>7}  transaction {:>7}  holds {}",
                 s.pid,
                 app(&s.application_name),
-                s.client_addr.as_deref().unwrap_or("local"),
+                client_label(s.client_addr.as_deref(), idle.via_pooler),
                 age(s.state_age_ms),
                 age(s.xact_age_ms),
                 holds(&idle.holds),
@@ -342,6 +345,8 @@ mod tests {
             wait_event_type: (!blocked_by.is_empty()).then(|| "Lock".into()),
             wait_event: (!blocked_by.is_empty()).then(|| "relation".into()),
             blocked_by: blocked_by.to_vec(),
+            via_pooler: false,
+            incarnation: Default::default(),
         }
     }
 
@@ -373,6 +378,7 @@ mod tests {
             max_connections: 100,
             reserved_connections: 3,
             own_pid: 1,
+            pooler_addr: None,
             sessions,
             locks,
         })

@@ -64,3 +64,46 @@ pub fn one_line(sql: &str, width: usize) -> String {
         format!("{cut}…")
     }
 }
+
+/// The `pooler` key of a command's JSON report: present when a connection
+/// pooler is in between (see [`pooler_notice`] for the human line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PoolerJson {
+    /// The process id the connection was announced under (the pooler's own).
+    pub key_pid: i32,
+    /// The server backend that answered locksmith's first query.
+    pub backend_pid: i32,
+    /// Whether `--direct-url` / `LOCKSMITH_DIRECT_URL` gave a route straight to the server.
+    pub direct_url: bool,
+}
+
+impl PoolerJson {
+    /// The key's value for `connection`: `None` without a pooler.
+    pub fn of(connection: &locksmith_pg::Connection, direct_url: bool) -> Option<PoolerJson> {
+        connection.pooler().map(|p| PoolerJson {
+            key_pid: p.key_pid,
+            backend_pid: p.backend_pid,
+            direct_url,
+        })
+    }
+}
+
+/// The one wording of "a pooler is in between", for every command that
+/// connects (`locksmith COMMAND: …`, on stderr in human format).
+pub fn pooler_notice(
+    command: &str,
+    pooler: &locksmith_pg::Pooler,
+    direct_url: bool,
+) -> String {
+    let route = if direct_url {
+        "locksmith's own connections take --direct-url straight to the server"
+    } else {
+        "nothing session-level is set, every statement is unnamed, and what needs one backend \
+         for longer than a transaction is refused unless --direct-url (LOCKSMITH_DIRECT_URL) \
+         gives a route straight to the server"
+    };
+    format!(
+        "locksmith {command}: connected through {pooler}; client addresses the pooler's \
+         connections show are the pooler's, labelled `via pooler`; {route}"
+    )
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use locksmith_pg::blockers::{BlockerReport, StandbyReport, TreeLine};
-use locksmith_pg::signal::Signal;
+use locksmith_pg::signal::{Sent, Signal, Target};
 use locksmith_pg::snapshot::{Session, Snapshot};
 
 /// What the screen is showing on top of the main view.
@@ -35,6 +35,8 @@ pub struct Confirm {
     pub signal: Signal,
     /// The session.
     pub pid: i32,
+    /// The session as shown: the signal is sent only if it is still that.
+    pub target: Target,
     /// `app@client (state: query)`, so the user knows whom they are about to hit.
     pub label: String,
 }
@@ -42,8 +44,8 @@ pub struct Confirm {
 /// Work for the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Send `signal` to `pid` (the user said yes).
-    Signal(Signal, i32),
+    /// Send `signal` to the session, if it is still as shown (the user said yes).
+    Signal(Signal, Target),
     /// Take a snapshot now.
     Refresh,
 }
@@ -270,10 +272,19 @@ impl App {
     }
 
     /// The loop performed a signal.
-    pub fn signal_done(&mut self, signal: Signal, pid: i32, result: Result<bool, String>) {
+    pub fn signal_done(&mut self, signal: Signal, pid: i32, result: Result<Sent, String>) {
         match result {
-            Ok(true) => self.say(&format!("sent {} to pid {pid}", signal.function()), false),
-            Ok(false) => self.say(&format!("pid {pid} is gone already"), false),
+            Ok(Sent::Signalled) => {
+                self.say(&format!("sent {} to pid {pid}", signal.function()), false)
+            }
+            Ok(Sent::Gone) => self.say(&format!("pid {pid} is gone already"), false),
+            Ok(Sent::MovedOn) => self.say(
+                &format!(
+                    "pid {pid} moved on (another statement, transaction or, behind a pooler, \
+                     another client) since it was shown: nothing sent; look again"
+                ),
+                true,
+            ),
             Err(e) => self.say(&e, true),
         }
     }
@@ -496,6 +507,7 @@ impl App {
         self.mode = Mode::Confirm(Confirm {
             signal,
             pid: s.pid,
+            target: Target::from(s),
             label,
         });
     }
@@ -509,7 +521,7 @@ impl App {
                     Signal::Terminate => "terminating",
                 };
                 self.say(&format!("{doing} pid {}…", confirm.pid), false);
-                Some(Effect::Signal(confirm.signal, confirm.pid))
+                Some(Effect::Signal(confirm.signal, confirm.target))
             }
             KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
                 self.mode = Mode::Normal;
@@ -559,7 +571,7 @@ fn haystack(s: &Session) -> String {
         s.pid,
         s.application_name,
         s.backend_type,
-        s.client_addr.as_deref().unwrap_or("local"),
+        s.client(),
         s.usename.as_deref().unwrap_or(""),
         s.datname.as_deref().unwrap_or(""),
         s.state.as_deref().unwrap_or(""),

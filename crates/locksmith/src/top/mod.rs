@@ -11,6 +11,11 @@
 //! on the next tick. `ratatui::init` restores the terminal on panic; the
 //! loop restores it on every other way out.
 //!
+//! Through a pooler it works as directly: each snapshot is one transaction
+//! (one backend), and a signal is sent only to the session as shown
+//! ([`signal::send_if_unchanged`]): a pooled backend's pid may serve another
+//! client by the time the key is pressed.
+//!
 //! Hot standbys given with `--replica` are read after each primary snapshot
 //! (one connection each, reopened when lost) and shown as their own section.
 
@@ -28,7 +33,7 @@ use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures_util::StreamExt;
 use locksmith_pg::blockers::{BlockerReport, StandbyReport};
 use locksmith_pg::guard::replica;
-use locksmith_pg::signal::{self, Signal};
+use locksmith_pg::signal::{self, Sent, Signal, Target};
 use locksmith_pg::snapshot::{Snapshot, Snapshotter};
 use locksmith_pg::Connection;
 use locksmith_pg::ConnectionSettings;
@@ -174,9 +179,14 @@ impl Source {
     }
 }
 
-/// Sends `signal` to `pid`; the error text is what the status line shows.
-pub async fn send_signal(client: &Connection, signal: Signal, pid: i32) -> Result<bool, String> {
-    signal::send(client, signal, pid)
+/// Sends `signal` to the session if it is still as shown; the error text is
+/// what the status line shows.
+pub async fn send_signal(
+    client: &Connection,
+    signal: Signal,
+    target: &Target,
+) -> Result<Sent, String> {
+    signal::send_if_unchanged(client, signal, target)
         .await
         .map_err(|e| e.to_string())
 }
@@ -187,7 +197,7 @@ enum Update {
         Result<(Snapshot, Duration), RefreshError>,
         Vec<Result<StandbyReport, String>>,
     ),
-    Signalled(Signal, i32, Result<bool, String>),
+    Signalled(Signal, i32, Result<Sent, String>),
 }
 
 async fn event_loop(
@@ -235,15 +245,15 @@ async fn event_loop(
                 Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => {
                     match app.handle_key(key) {
                         Some(Effect::Refresh) => refresh_now = true,
-                        Some(Effect::Signal(signal, pid)) => match client.clone() {
+                        Some(Effect::Signal(signal, target)) => match client.clone() {
                             Some(c) => {
                                 let tx = tx.clone();
                                 tokio::spawn(async move {
-                                    let result = send_signal(&c, signal, pid).await;
-                                    let _ = tx.send(Update::Signalled(signal, pid, result)).await;
+                                    let result = send_signal(&c, signal, &target).await;
+                                    let _ = tx.send(Update::Signalled(signal, target.pid, result)).await;
                                 });
                             }
-                            None => app.signal_done(signal, pid, Err("not connected; try again once reconnected".into())),
+                            None => app.signal_done(signal, target.pid, Err("not connected; try again once reconnected".into())),
                         },
                         None => {}
                     }

@@ -394,9 +394,7 @@ fn render_sessions(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
         .map(|s| {
             let mut cells = vec![Cell::from(s.pid.to_string()), Cell::from(s.name())];
             if wide {
-                cells.push(Cell::from(
-                    s.client_addr.clone().unwrap_or_else(|| "local".into()),
-                ));
+                cells.push(Cell::from(s.client()));
             }
             let state = if wide {
                 short_state(s)
@@ -470,9 +468,10 @@ fn details(app: &App, p: Palette, pid: i32) -> Vec<Line<'static>> {
         field("application", s.application_name.clone()),
         field(
             "client",
-            s.client_addr
-                .clone()
-                .unwrap_or_else(|| "local socket".into()),
+            match &s.client_addr {
+                Some(_) => s.client(),
+                None => "local socket".into(),
+            },
         ),
         field(
             "user / db",
