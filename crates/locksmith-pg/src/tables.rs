@@ -6,6 +6,8 @@
 //! opens the table (`AccessShareLock`), which waits behind a pending
 //! `ALTER TABLE` — so each size is read in a read-only transaction under a
 //! short `lock_timeout`, and one that would wait is reported as unknown.
+//! Every read here runs in such a transaction (`SET LOCAL`, never a session
+//! setting): correct with or without a pooler, and nothing stays behind.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,17 +22,33 @@ use crate::Error;
 /// How long reading a table's size may wait for its lock before the size is "unknown".
 pub const SIZE_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Makes `client`'s session fit for linting a live server: read-only, and
-/// every lock it would need given up after [`SIZE_LOCK_TIMEOUT`], so no
-/// catalog read ever joins a lock queue.
-pub async fn prepare_session(client: &Connection) -> Result<(), Error> {
+/// Opens a read-only transaction whose lock requests give up after
+/// [`SIZE_LOCK_TIMEOUT`]. Everything is per transaction (`SET LOCAL`), so it
+/// holds with or without a pooler in between, and nothing stays on the
+/// session (or, through a transaction pooler, on another client's backend).
+async fn begin_read_only(client: &Connection, context: &str) -> Result<(), Error> {
     client
         .batch_execute(&format!(
-            "SET default_transaction_read_only = on; SET lock_timeout = '{}ms'",
+            "BEGIN READ ONLY; SET LOCAL lock_timeout = '{}ms'",
             SIZE_LOCK_TIMEOUT.as_millis()
         ))
         .await
-        .map_err(|e| Error::query("preparing a read-only session", e))
+        .map_err(|e| Error::query(context.to_string(), e))
+}
+
+/// Ends the transaction [`begin_read_only`] opened: `COMMIT` after `result`
+/// succeeded, else `ROLLBACK`; then hands `result` back.
+async fn end<T>(
+    client: &Connection,
+    context: &str,
+    result: Result<T, tokio_postgres::Error>,
+) -> Result<Result<T, tokio_postgres::Error>, Error> {
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client
+        .batch_execute(end)
+        .await
+        .map_err(|e| Error::query(context.to_string(), e))?;
+    Ok(result)
 }
 
 /// Rows (estimate) and size of each named relation that exists, keyed by the name as given.
@@ -41,6 +59,8 @@ pub async fn facts(
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let context = "reading table row estimates";
+    begin_read_only(client, context).await?;
     // Planner row estimate and oid per name, as the search_path resolves it (reads pg_class only, no lock).
     let rows = client
         .query(
@@ -49,8 +69,10 @@ pub async fn facts(
              JOIN pg_class c ON c.oid = to_regclass(n.name)",
             &[&names],
         )
-        .await
-        .map_err(|e| Error::query("reading table row estimates", e))?;
+        .await;
+    let rows = end(client, context, rows)
+        .await?
+        .map_err(|e| Error::query(context, e))?;
     let mut out = BTreeMap::new();
     for r in rows {
         let bytes = size(client, r.get(1)).await?;
@@ -69,22 +91,12 @@ pub async fn facts(
 /// within [`SIZE_LOCK_TIMEOUT`].
 async fn size(client: &Connection, oid: u32) -> Result<Option<i64>, Error> {
     let context = "reading a table's size";
-    client
-        .batch_execute(&format!(
-            "BEGIN READ ONLY; SET LOCAL lock_timeout = '{}ms'",
-            SIZE_LOCK_TIMEOUT.as_millis()
-        ))
-        .await
-        .map_err(|e| Error::query(context, e))?;
+    begin_read_only(client, context).await?;
     // Heap, TOAST and free-space map of the table.
     let result = client
         .query_one("SELECT pg_table_size($1::oid::regclass)", &[&oid])
         .await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    client
-        .batch_execute(end)
-        .await
-        .map_err(|e| Error::query(context, e))?;
+    let result = end(client, context, result).await?;
     match result {
         Ok(row) => Ok(row.get(0)),
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(None),
@@ -99,10 +111,18 @@ pub async fn learn_schema(
     names: &[String],
     schema: &mut Schema,
 ) -> Result<(), Error> {
-    for c in columns(client, names).await? {
+    let context = "reading the catalog";
+    begin_read_only(client, context).await?;
+    let read = async { Ok::<_, Error>((columns(client, names).await?, domains(client).await?)) }
+        .await;
+    let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = client.batch_execute(end).await;
+    let (columns, domains) = read?;
+    ended.map_err(|e| Error::query(context, e))?;
+    for c in columns {
         schema.learn_column(&c.table, &c.column, &c.type_name, c.modifiers, c.not_null);
     }
-    for (name, constrained) in domains(client).await? {
+    for (name, constrained) in domains {
         schema.learn_domain(&name, constrained);
     }
     Ok(())

@@ -233,6 +233,9 @@ pub struct TraceArgs {
     /// Run on this database instead, inside one transaction that is always rolled back, under the guard's budget: statements that would rewrite or scan a table for longer than --lock-timeout (estimated from its size) are refused up front (exit 2), sessions in a transaction holding conflicting locks make it give up and name them (exit 3), each lock is asked for under --lock-timeout and each statement runs at most --max-hold. Trace big rewrites on the throwaway cluster (no --database-url, with --setup)
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// When --database-url leads to a connection pooler (PgBouncer): a URL straight to the server, for locksmith's own connections (runner lock, watching, cancel and terminate, statements that cannot run in a transaction, trace) [default: $LOCKSMITH_DIRECT_URL]
+    #[arg(long, value_name = "URL", requires = "database_url")]
+    pub direct_url: Option<String>,
     /// With --database-url: the most one lock request may make traffic wait; past it the trace gives up (exit 3)
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
     pub lock_timeout: std::time::Duration,

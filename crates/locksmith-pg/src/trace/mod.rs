@@ -26,6 +26,11 @@
 //! rolls back (the caller refuses big rewrites and scans before starting).
 //! What this module must not do: commit on a live database, or judge the
 //! migration (lint does that; [`compare`] only states differences).
+//!
+//! Through a connection pooler in transaction mode a live trace works as
+//! directly: all it does is inside its one transaction (so on one backend),
+//! with `SET LOCAL` limits, and the backend pid whose locks it reads is
+//! read after each `BEGIN`, never once at connect.
 
 pub mod catalog;
 pub mod compare;
@@ -246,6 +251,8 @@ impl Tracer<'_> {
         self.exec("BEGIN").await?;
         self.in_transaction = true;
         self.held.clear();
+        // Through a transaction pooler the backend is ours only from BEGIN to its end.
+        self.pid = catalog::backend_pid(&self.client).await?;
         Ok(())
     }
 

@@ -118,9 +118,11 @@ fn stream(
     })
 }
 
-/// `--database-url`: a read-only session whose every catalog read gives up
-/// after a short `lock_timeout`, so lint never queues behind the locks it
-/// reports.
+/// `--database-url`: every catalog read runs in a read-only transaction that
+/// gives up after a short `lock_timeout` (`locksmith_pg::tables`), so lint
+/// never queues behind the locks it reports, and sets nothing on the session:
+/// the same through a pooler. A pooler is said on stderr in every format
+/// (lint's JSON and SARIF are the lint report contract).
 async fn live_session(url: &str) -> Result<locksmith_pg::Connection, Failure> {
     let settings = super::settings(&ConnectionArgs {
         database_url: Some(url.to_string()),
@@ -128,7 +130,7 @@ async fn live_session(url: &str) -> Result<locksmith_pg::Connection, Failure> {
     })?
     .with_application_name("locksmith lint");
     let client = super::connect(&settings).await?;
-    locksmith_pg::tables::prepare_session(&client).await?;
+    super::note_pooler("lint", &client, &settings, true);
     Ok(client)
 }
 

@@ -12,6 +12,8 @@
 //! than `--lock-timeout`, by the same size estimate as `lint --database-url`'s
 //! LS601 ([`traffic_hold`]): running it for real would block that traffic.
 //! A trace that gave up blocked exits 3, its blockers named in the report.
+//! Through a pooler it works as directly (one transaction, one backend);
+//! `--direct-url` moves it off the pool ([`live_settings`]).
 
 use std::path::PathBuf;
 
@@ -49,8 +51,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
     let mut _cluster = None;
     let (settings, target) = match &args.database_url {
         Some(url) => (
-            locksmith_pg::ConnectionSettings::resolve(Some(url))
-                .map_err(|e| Failure::input(miette!("{e}")))?,
+            live_settings(url, args.direct_url.as_deref()).await?,
             Target::Live(LiveLimits {
                 lock_timeout: args.lock_timeout,
                 max_hold: args.max_hold,
@@ -132,6 +133,31 @@ pub async fn run(args: TraceArgs) -> CmdResult {
     })
 }
 
+/// The route the live trace takes: `--database-url`, or when a direct route
+/// is given (`--direct-url`, `LOCKSMITH_DIRECT_URL`) that one, checked to
+/// lead to the same server with no pooler in between; then the trace's one
+/// long transaction takes no slot of the pool. Through a pooler without it
+/// the trace works too: everything it does is inside that one transaction,
+/// so it stays on one backend, whose pid is read after `BEGIN`.
+async fn live_settings(
+    url: &str,
+    direct_url: Option<&str>,
+) -> Result<locksmith_pg::ConnectionSettings, Failure> {
+    let settings = super::settings(&crate::cli::ConnectionArgs {
+        database_url: Some(url.to_string()),
+        direct_url: direct_url.map(str::to_string),
+    })?
+    .with_application_name("locksmith trace");
+    let client = super::connect(&settings).await?;
+    // Said in every format: trace's JSON and SARIF are lint's report contract.
+    super::note_pooler("trace", &client, &settings, true);
+    if !settings.has_direct() {
+        return Ok(settings);
+    }
+    settings.connect_direct(&client).await?;
+    Ok(settings.direct().clone())
+}
+
 /// Refuses (exit 2), before anything runs on the live server, a migration
 /// with a statement that would hold a traffic-blocking lock while it
 /// rewrites or scans a table for longer than `--lock-timeout`, or on a table
@@ -146,7 +172,6 @@ async fn refuse_long_holds(
     limits: LiveLimits,
 ) -> Result<(), Failure> {
     let client = super::connect(&settings.with_application_name("locksmith trace")).await?;
-    locksmith_pg::tables::prepare_session(&client).await?;
     let mut by_file: Vec<(&str, Vec<Statement>)> = Vec::new();
     for f in files {
         if f.result.is_ok() {
