@@ -158,7 +158,12 @@ fn render_header(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
         .sum::<usize>()
         + timing.chars().count();
     let room = (area.width as usize).saturating_sub(used).max(12);
-    first.push(Span::raw(one_line(&app.target, room)));
+    // Behind a pooler, say so: client addresses shown as the pooler's are labelled `via pooler`.
+    let target = match app.snapshot.as_ref().and_then(|(s, _)| s.pooler_addr.as_deref()) {
+        Some(addr) => format!("{} through a pooler ({addr})", app.target),
+        None => app.target.clone(),
+    };
+    first.push(Span::raw(one_line(&target, room)));
     first.push(Span::styled(timing, p.dim()));
     let second = match &app.snapshot {
         None => Line::styled("waiting for the first snapshot…", p.dim()),
