@@ -746,3 +746,102 @@ async fn a_standby_replay_stalled_by_a_standby_session_has_its_section() {
     report.batch_execute("COMMIT").await.unwrap();
     ddl.batch_execute("ROLLBACK").await.unwrap();
 }
+
+/// Through a transaction pooler with traffic on the pool: the pooler's
+/// connections are labelled, and a signal reaches the session only while it
+/// is still the one shown (a pooled pid serves one client after another).
+#[tokio::test]
+async fn through_a_pooler_sessions_are_labelled_and_signals_hit_only_the_session_shown() {
+    use locksmith_pg::signal::Sent;
+    use locksmith_sandbox::pooler::{PoolMode, Pooler, PoolerOptions};
+    use locksmith_sandbox::traffic::{LeakedSessions, Traffic, TrafficProfile};
+
+    let cluster = Cluster::start().unwrap();
+    let incident = Incident::stage(&cluster, "incident").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let pooler = Pooler::start_with(
+        &cluster,
+        PoolerOptions {
+            pool_size: 4,
+            ..PoolerOptions::new(PoolMode::Transaction)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let traffic = Traffic::start(
+        pooler.settings("incident", "web-app"),
+        TrafficProfile {
+            rate: 30.0,
+            pool_size: 6,
+            ..TrafficProfile::default()
+        },
+    );
+    let leaked = LeakedSessions::open(
+        &pooler.settings("incident", "leaky-app"),
+        1,
+        "academic_partners",
+    )
+    .await
+    .unwrap();
+    let leaker: i32 = admin
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'leaky-app' \
+             AND state = 'idle in transaction'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let mut source = Source::new(pooler.settings("incident", "locksmith top"));
+    let mut app = live_app(&mut source).await;
+    let text = screen(&app, 160, 40).join("\n");
+    assert!(text.contains("through a pooler (127.0.0.1)"), "{text}");
+    assert!(app.select_pid(leaker), "{text}");
+    assert!(app.selected().unwrap().via_pooler);
+    press(&mut app, KeyCode::Char('k'));
+    let Mode::Confirm(confirm) = &app.mode else {
+        panic!("{:?}", app.mode)
+    };
+    assert!(
+        confirm.label.contains("leaky-app@127.0.0.1 via pooler"),
+        "{}",
+        confirm.label
+    );
+    let Some(Effect::Signal(Signal::Terminate, target)) = press(&mut app, KeyCode::Char('y'))
+    else {
+        panic!("no terminate")
+    };
+    let client = source.client().unwrap();
+
+    // The same pid, another transaction than the one shown: nothing is sent.
+    let mut moved = target.clone();
+    moved.incarnation.xact_start_us = moved.incarnation.xact_start_us.map(|t| t + 1);
+    let sent = send_signal(&client, Signal::Terminate, &moved).await;
+    assert_eq!(sent, Ok(Sent::MovedOn));
+    app.signal_done(Signal::Terminate, leaker, sent);
+    let status = app.status.clone().unwrap();
+    assert!(status.error && status.text.contains("moved on"), "{status:?}");
+    let alive: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",
+            &[&leaker],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(alive, "a moved-on session must not be signalled");
+
+    // The session as shown: terminated.
+    let sent = send_signal(&client, Signal::Terminate, &target).await;
+    assert_eq!(sent, Ok(Sent::Signalled));
+    wait_for(
+        &admin,
+        &format!("SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = {leaker})"),
+        "the terminated session is gone",
+    )
+    .await;
+    drop(leaked);
+    let report = traffic.stop().await;
+    assert!(report.requests > 0);
+    assert_eq!(report.errors, 0, "application requests failed");
+}
