@@ -113,8 +113,8 @@ pub async fn learn_schema(
 ) -> Result<(), Error> {
     let context = "reading the catalog";
     begin_read_only(client, context).await?;
-    let read = async { Ok::<_, Error>((columns(client, names).await?, domains(client).await?)) }
-        .await;
+    let read =
+        async { Ok::<_, Error>((columns(client, names).await?, domains(client).await?)) }.await;
     let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = client.batch_execute(end).await;
     let (columns, domains) = read?;

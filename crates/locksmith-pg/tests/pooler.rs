@@ -57,11 +57,7 @@ async fn a_pooler_is_detected_in_both_modes_and_not_without_one() {
     assert_eq!(direct.pooler(), None);
     for mode in [PoolMode::Session, PoolMode::Transaction] {
         let pooler = start(&cluster, mode, 3);
-        let pooled = pooler
-            .settings("postgres", "test")
-            .connect()
-            .await
-            .unwrap();
+        let pooled = pooler.settings("postgres", "test").connect().await.unwrap();
         let found = pooled
             .pooler()
             .unwrap_or_else(|| panic!("{mode:?}: no pooler"));
@@ -125,7 +121,10 @@ async fn parameterised_statements_work_through_transaction_pooling_under_concurr
                     .get(0);
                 assert_eq!(text, format!("a{id}"));
                 let touched = c
-                    .execute("UPDATE counters SET n = n + $2 WHERE id = $1", &[&id, &1i64])
+                    .execute(
+                        "UPDATE counters SET n = n + $2 WHERE id = $1",
+                        &[&id, &1i64],
+                    )
                     .await?;
                 assert_eq!(touched, 1);
             }
@@ -162,7 +161,10 @@ async fn connecting_through_a_pooler_leaves_no_session_setting() {
         .await
         .unwrap();
     let ours: String = direct
-        .query_one("SELECT current_setting('client_connection_check_interval')", &[])
+        .query_one(
+            "SELECT current_setting('client_connection_check_interval')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -181,7 +183,11 @@ async fn connecting_through_a_pooler_leaves_no_session_setting() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(seen, ours.backend_pid().await.unwrap(), "one shared backend");
+    assert_eq!(
+        seen,
+        ours.backend_pid().await.unwrap(),
+        "one shared backend"
+    );
     for (name, default) in names.iter().zip(&defaults) {
         assert_eq!(&setting(&app, name).await, default, "{name} left behind");
     }
@@ -258,7 +264,11 @@ async fn a_direct_route_must_lead_straight_to_the_same_server() {
         elsewhere.contains("--direct-url") && elsewhere.contains("another server"),
         "{elsewhere}"
     );
-    let through = refusal(&pooled.with_direct(pooler.settings("postgres", "x")), &target).await;
+    let through = refusal(
+        &pooled.with_direct(pooler.settings("postgres", "x")),
+        &target,
+    )
+    .await;
     assert!(
         through.contains("--direct-url") && through.contains("pooler"),
         "{through}"

@@ -284,7 +284,11 @@ async fn trace_with_a_pooler_url_traces_a_transactional_migration() {
     let mut scene = Scene::start(PoolMode::Transaction, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.sql");
-    std::fs::write(&plain, format!("ALTER TABLE {SIDE} ADD COLUMN note text;\n")).unwrap();
+    std::fs::write(
+        &plain,
+        format!("ALTER TABLE {SIDE} ADD COLUMN note text;\n"),
+    )
+    .unwrap();
     let url = scene.url();
     let out = locksmith(
         &[

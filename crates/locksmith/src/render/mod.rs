@@ -90,11 +90,7 @@ impl PoolerJson {
 
 /// The one wording of "a pooler is in between", for every command that
 /// connects (`locksmith COMMAND: …`, on stderr in human format).
-pub fn pooler_notice(
-    command: &str,
-    pooler: &locksmith_pg::Pooler,
-    direct_url: bool,
-) -> String {
+pub fn pooler_notice(command: &str, pooler: &locksmith_pg::Pooler, direct_url: bool) -> String {
     let route = if direct_url {
         "locksmith's own connections take --direct-url straight to the server"
     } else {

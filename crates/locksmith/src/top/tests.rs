@@ -820,7 +820,10 @@ async fn through_a_pooler_sessions_are_labelled_and_signals_hit_only_the_session
     assert_eq!(sent, Ok(Sent::MovedOn));
     app.signal_done(Signal::Terminate, leaker, sent);
     let status = app.status.clone().unwrap();
-    assert!(status.error && status.text.contains("moved on"), "{status:?}");
+    assert!(
+        status.error && status.text.contains("moved on"),
+        "{status:?}"
+    );
     let alive: bool = admin
         .query_one(
             "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",

@@ -159,7 +159,11 @@ fn render_header(app: &App, p: Palette, frame: &mut Frame, area: Rect) {
         + timing.chars().count();
     let room = (area.width as usize).saturating_sub(used).max(12);
     // Behind a pooler, say so: client addresses shown as the pooler's are labelled `via pooler`.
-    let target = match app.snapshot.as_ref().and_then(|(s, _)| s.pooler_addr.as_deref()) {
+    let target = match app
+        .snapshot
+        .as_ref()
+        .and_then(|(s, _)| s.pooler_addr.as_deref())
+    {
         Some(addr) => format!("{} through a pooler ({addr})", app.target),
         None => app.target.clone(),
     };
