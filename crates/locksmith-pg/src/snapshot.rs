@@ -482,3 +482,58 @@ impl Snapshotter {
 fn idle_in_transaction(state: Option<&str>) -> bool {
     state.is_some_and(|s| s.starts_with("idle in transaction"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pid: i32, addr: Option<&str>) -> Session {
+        Session {
+            pid,
+            datname: None,
+            usename: None,
+            application_name: "app".into(),
+            client_addr: addr.map(Into::into),
+            backend_type: "client backend".into(),
+            state: Some("idle".into()),
+            xact_age_ms: None,
+            state_age_ms: None,
+            query_age_ms: None,
+            query: String::new(),
+            wait_event_type: None,
+            wait_event: None,
+            blocked_by: Vec::new(),
+            via_pooler: false,
+            incarnation: Incarnation::default(),
+        }
+    }
+
+    #[test]
+    fn sessions_from_the_poolers_address_are_marked_and_labelled() {
+        let mut snapshot = Snapshot {
+            sessions: vec![
+                from(1, Some("10.0.0.9")),
+                from(2, Some("10.0.0.5")),
+                from(3, None),
+            ],
+            pooler_addr: Some("10.0.0.9".into()),
+            ..Snapshot::default()
+        };
+        snapshot.mark_pooled();
+        let marked: Vec<bool> = snapshot.sessions.iter().map(|s| s.via_pooler).collect();
+        assert_eq!(marked, [true, false, false]);
+        assert_eq!(snapshot.sessions[0].label(), "app@10.0.0.9 via pooler");
+        assert_eq!(snapshot.sessions[1].label(), "app@10.0.0.5");
+        assert_eq!(snapshot.sessions[2].label(), "app@local");
+    }
+
+    #[test]
+    fn without_a_pooler_nothing_is_marked() {
+        let mut snapshot = Snapshot {
+            sessions: vec![from(1, Some("10.0.0.9"))],
+            ..Snapshot::default()
+        };
+        snapshot.mark_pooled();
+        assert!(!snapshot.sessions[0].via_pooler);
+    }
+}

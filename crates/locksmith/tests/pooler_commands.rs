@@ -353,6 +353,19 @@ async fn trace_through_a_pooler_takes_the_direct_route_when_given_and_checks_it(
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         locksmith(&args, &[]).await
     };
+    // Through the pooler alone: the transactional part is traced; the
+    // concurrent build is never run on --database-url, pooler or not.
+    let out = locksmith(
+        &["trace", "--format", "json", "--database-url", &url, file],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("not-traced") && report.contains("AccessExclusiveLock"),
+        "{report}"
+    );
     // Straight to the server: traced there, the concurrent build reported not traced.
     let out = run(args(&direct)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

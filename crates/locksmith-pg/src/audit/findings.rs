@@ -615,4 +615,19 @@ mod tests {
         f.snapshot.reserved_connections = 0;
         assert!(ids(&f).contains(&"reserved_connections"));
     }
+
+    #[test]
+    fn a_pooler_is_a_finding_that_says_whether_a_direct_route_was_given() {
+        let pooler = crate::Pooler {
+            key_pid: 77,
+            backend_pid: 4242,
+        };
+        let without = super::pooler(&pooler, false);
+        assert_eq!(without.id, "connection_pooler");
+        assert_eq!(without.severity, Severity::Info);
+        assert!(without.message.contains("4242"), "{}", without.message);
+        assert!(without.fix.contains("--direct-url"), "{}", without.fix);
+        let with = super::pooler(&pooler, true);
+        assert!(with.fix.starts_with("Nothing to do"), "{}", with.fix);
+    }
 }
