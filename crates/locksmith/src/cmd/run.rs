@@ -5,7 +5,12 @@
 //! (`lock_timeout` through `PGOPTIONS`, an `application_name` through
 //! `PGAPPNAME` so its sessions can be found, `DATABASE_URL` from
 //! `--database-url` when the tool has none) and watches its sessions from a
-//! second connection ([`SessionWatchdog`]). When an attempt lost a lock race,
+//! second connection ([`SessionWatchdog`]). Behind a connection pooler
+//! ([`route`]) `PGOPTIONS` is left alone — the pooler would refuse it or
+//! silently drop it — and the watch alone bounds the tool's lock waits: it
+//! cancels, by name, any that outlives the budget. The deadline is enforced
+//! on the tool too: at it, its statements are cancelled on the server and
+//! it is stopped. When an attempt lost a lock race,
 //! the tool is rerun with backoff — but not while long-lived sessions still
 //! hold the lock it waited for: queueing behind them is the outage. Each try
 //! waits for its locks a little longer (75 ms — three polls of the watch, so
@@ -33,11 +38,14 @@ use std::time::{Duration, Instant};
 use locksmith_pg::guard::backoff::growing_lock_wait;
 use locksmith_pg::guard::retry::{Next, Retry};
 use locksmith_pg::guard::sessions::{
-    SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
+    CancelledWait, Scope, SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
 };
 use locksmith_pg::guard::{next_interrupt, GuardReport, Holder, Interrupt};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+mod route;
 
 use super::signals;
 use crate::cli::{Format, RunArgs};
@@ -53,10 +61,45 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let replicas = super::replica_settings(&args.guard.replicas)?;
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
-    let env = child_env(&args, policy.lock_timeout, &|name| std::env::var(name).ok());
+    let cannot_watch = |e: locksmith_pg::Error| {
+        Failure::other(miette::miette!(
+            "cannot watch the migration's sessions, so it was not run: {e}"
+        ))
+    };
+    let route = match signals::unless_interrupted(&interrupt, route::Route::open(&settings)).await {
+        Ok(route) => route.map_err(cannot_watch)?,
+        Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
+    };
+    let pooled = route.pooler.is_some();
+    let process_env = |name: &str| std::env::var(name).ok();
+    let env = child_env(&args, policy.lock_timeout, pooled, &process_env);
+    if let Some(pooler) = &route.pooler {
+        if let Some(why) = route::own_application_name(&args.cmd, env.database_url()) {
+            return Err(Failure::input(miette::miette!(
+                "{}",
+                route::refusal(pooler, &why)
+            )));
+        }
+    }
+    if let Some(line) = route.announce(&env.app_name) {
+        progress(&line);
+    }
+    if let Some(replaced) = &env.replaced_app_name {
+        progress(&format!(
+            "PGAPPNAME={replaced} is replaced by {} for the command: behind a pooler its sessions are found by that name",
+            env.app_name
+        ));
+    }
+    let pooler_report = route.report(&env.app_name);
+    let scope = if pooled {
+        Scope::Pooled
+    } else {
+        Scope::OpenedSinceStart
+    };
     let starting = SessionWatchdog::start(
-        &settings,
+        route.sidecar,
         &env.app_name,
+        scope,
         policy.lock_timeout,
         policy.terminate_idle_after,
         Some(policy.max_hold),
@@ -65,13 +108,9 @@ pub async fn run(args: RunArgs) -> CmdResult {
         Ok(started) => started,
         Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
     };
-    let mut dog = started.map_err(|e| {
-        Failure::other(miette::miette!(
-            "cannot watch the migration's sessions, so it was not run: {e}"
-        ))
-    })?;
+    let mut dog = started.map_err(cannot_watch)?;
     dog.watch_replicas(&replicas).await?;
-    let command = args.cmd.join(" ");
+    let command = shown_command(&args.cmd);
     let shown = render::one_line(&command, 100);
     let mut run = Run {
         args: &args,
@@ -80,6 +119,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
         report: GuardReport::default(),
         wanted: Vec::new(),
         errors: Vec::new(),
+        pooler: pooler_report,
+        cancels: Vec::new(),
     };
     let mut retry = Retry::new(&policy, run.started);
     loop {
@@ -122,24 +163,63 @@ pub async fn run(args: RunArgs) -> CmdResult {
         // Short waits first, growing to the budget: the first attempt knows
         // nothing about who holds what, so it may make traffic wait very little
         // (but long enough for the watch to see whom it waited for).
+        // Behind a pooler the watch alone bounds the waits, at the budget.
         let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
-        let env = child_env(&args, lock_wait, &|name| std::env::var(name).ok());
+        let env = child_env(&args, lock_wait, pooled, &process_env);
         progress(&format!(
-            "attempt {number}: {shown} (lock_timeout {}, application_name {})",
-            locksmith_core::duration::human(lock_wait),
+            "attempt {number}: {shown} ({}, application_name {})",
+            if pooled {
+                format!(
+                    "lock waits cancelled by locksmith after {}",
+                    locksmith_core::duration::human(policy.lock_timeout)
+                )
+            } else {
+                format!(
+                    "lock_timeout {}",
+                    locksmith_core::duration::human(lock_wait)
+                )
+            },
             env.app_name
         ));
         let mark = dog
             .mark()
             .await
             .map_err(|e| Failure::other(miette::miette!("the command was not run: {e}")))?;
-        let end = attempt(&args.cmd, &env, args.guard.format, &dog, &mut interrupt).await?;
+        // The deadline holds for the command too (a first attempt always gets the budget).
+        let stop_at = (run.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
+        let end = attempt(
+            &args.cmd,
+            &env,
+            args.guard.format,
+            &dog,
+            stop_at,
+            &mut interrupt,
+        )
+        .await?;
         // Whatever happened, no lock request of the command's may stay queued.
-        let _ = dog.cancel_lock_waits().await;
+        let _ = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
         let watch = dog.take();
+        run.absorb_cancels(number, &watch);
         run.absorb(&watch);
         if let Some(signal) = end.interrupted {
             return run.interrupted(signal);
+        }
+        if end.deadline_hit {
+            let committed = dog
+                .committed_since(mark, &watch.xids)
+                .await
+                .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+            return run.blocked(format!(
+                "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): its \
+                 statements were cancelled on the server and it was stopped by locksmith{}",
+                locksmith_core::duration::human(policy.deadline),
+                match committed {
+                    Some(what) => format!(
+                        "; part of its work was already committed ({what}): check the database before rerunning it"
+                    ),
+                    None => String::new(),
+                }
+            ));
         }
         if !watch.held_too_long.is_empty() {
             run.finish(
@@ -190,7 +270,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
         let why = if watch.cancelled.is_empty() {
             "its lock wait hit lock_timeout".to_string()
         } else {
-            "a lock wait over the budget was cancelled on the server".to_string()
+            "a lock wait over the budget was cancelled on the server by locksmith".to_string()
         };
         let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.session.label()).collect();
         progress(&format!(
@@ -205,6 +285,21 @@ pub async fn run(args: RunArgs) -> CmdResult {
             return run.interrupted(signal);
         }
     }
+}
+
+/// The command as reports show it: a connection string among its arguments
+/// loses its password.
+fn shown_command(cmd: &[String]) -> String {
+    cmd.iter()
+        .map(|a| {
+            if a.contains("://") || a.contains("password=") {
+                locksmith_pg::redact(a)
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Says so when the command's own exit code is 3, which `locksmith run` also
@@ -222,38 +317,67 @@ fn own_exit_3(code: u8) -> &'static str {
 struct ChildEnv {
     /// The `application_name` its sessions carry (`PGAPPNAME`).
     app_name: String,
+    /// The user's `PGAPPNAME`, replaced behind a pooler.
+    replaced_app_name: Option<String>,
     /// Variables to set.
     set: Vec<(String, String)>,
+    /// The `DATABASE_URL` the command sees (its own or the one set).
+    database_url: Option<String>,
+}
+
+impl ChildEnv {
+    fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
 }
 
 /// `PGOPTIONS` gains `-c lock_timeout=…` (`lock_wait`; last, so it wins
 /// over an earlier one); `PGAPPNAME` is set unless the user set it;
 /// `DATABASE_URL` comes from `--database-url` only when the command's
-/// environment has none.
+/// environment has none. Behind a pooler (`pooled`), `PGOPTIONS` is left as
+/// it is (the pooler would refuse or drop ours) and `PGAPPNAME` is always
+/// ours: the watch finds the command's pooled sessions by that name alone,
+/// so it must be one no application uses.
 fn child_env(
     args: &RunArgs,
     lock_wait: Duration,
+    pooled: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ChildEnv {
-    let budget = format!("-c lock_timeout={}ms", lock_wait.as_millis().max(1));
-    let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
-        Some(existing) => format!("{existing} {budget}"),
-        None => budget,
+    let ours = format!("locksmith-run-{}", std::process::id());
+    let users = env("PGAPPNAME").filter(|a| !a.is_empty());
+    let (app_name, replaced_app_name) = match (users, pooled) {
+        (Some(users), false) => (users, None),
+        (users, _) => (ours, users),
     };
-    let app_name = env("PGAPPNAME")
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| format!("locksmith-run-{}", std::process::id()));
-    let mut set = vec![
-        ("PGOPTIONS".to_string(), options),
-        ("PGAPPNAME".to_string(), app_name.clone()),
-    ];
+    let mut set = vec![("PGAPPNAME".to_string(), app_name.clone())];
+    if !pooled {
+        let budget = format!("-c lock_timeout={}ms", lock_wait.as_millis().max(1));
+        let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
+            Some(existing) => format!("{existing} {budget}"),
+            None => budget,
+        };
+        set.insert(0, ("PGOPTIONS".to_string(), options));
+    }
+    let mut database_url = env("DATABASE_URL").filter(|u| !u.is_empty());
     if let Some(url) = &args.guard.connection.database_url {
-        if env("DATABASE_URL").is_none_or(|u| u.is_empty()) {
+        if database_url.is_none() {
             set.push(("DATABASE_URL".to_string(), url.clone()));
+            database_url = Some(url.clone());
         }
     }
-    ChildEnv { app_name, set }
+    ChildEnv {
+        app_name,
+        replaced_app_name,
+        set,
+        database_url,
+    }
 }
+
+/// How long a statement of the watch may take when the command has ended or
+/// must be stopped: through a pooler with every backend busy, it may never
+/// get one.
+const SIDECAR_BOUND: Duration = Duration::from_secs(5);
 
 /// How one run of the command ended.
 struct AttemptEnd {
@@ -262,6 +386,8 @@ struct AttemptEnd {
     lock_race_in_output: bool,
     /// Ctrl-C or SIGTERM arrived while it ran.
     interrupted: Option<Interrupt>,
+    /// It was stopped at the deadline.
+    deadline_hit: bool,
 }
 
 /// Runs the command once, its output passing through live while scanned.
@@ -270,6 +396,7 @@ async fn attempt(
     env: &ChildEnv,
     format: Format,
     dog: &SessionWatchdog,
+    stop_at: Instant,
     interrupt: &mut watch::Receiver<Option<Interrupt>>,
 ) -> Result<AttemptEnd, Failure> {
     let mut child = tokio::process::Command::new(&cmd[0])
@@ -309,11 +436,20 @@ async fn attempt(
         )),
     ];
     let mut interrupted = None;
+    let mut deadline_hit = false;
     let status = tokio::select! {
         status = child.wait() => status,
         signal = next_interrupt(interrupt) => {
             interrupted = Some(signal);
             stop_child(&mut child, pid, signal, dog).await
+        }
+        _ = tokio::time::sleep_until(stop_at.into()) => {
+            deadline_hit = true;
+            progress(&format!(
+                "the deadline passed while `{}` ran: cancelling its statements and stopping it",
+                cmd[0]
+            ));
+            stop_child(&mut child, pid, Interrupt::Terminate, dog).await
         }
     }
     .map_err(|e| Failure::other(miette::miette!("waiting for `{}`: {e}", cmd[0])))?;
@@ -325,10 +461,11 @@ async fn attempt(
         status,
         lock_race_in_output: race.load(Ordering::Relaxed),
         interrupted,
+        deadline_hit,
     })
 }
 
-/// Ctrl-C or SIGTERM while the command runs: pass the signal on, cancel its
+/// Ctrl-C, SIGTERM or the deadline while the command runs: pass the signal on, cancel its
 /// statements on the server (killing a client never removes its queued lock
 /// request; a cancel does), and give it a moment to exit before insisting.
 async fn stop_child(
@@ -344,7 +481,7 @@ async fn stop_child(
             sent = true;
         }
     }
-    let _ = dog.cancel_all().await;
+    let _ = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_all()).await;
     if let Ok(status) = tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
         return status;
     }
@@ -456,9 +593,55 @@ struct Run<'a> {
     wanted: Vec<WantedLock>,
     /// Failed actions of the watchdog (e.g. termination not permitted), each once.
     errors: Vec<String>,
+    /// The route, for the report's `pooler` key.
+    pooler: route::PoolerReport,
+    /// The command's statements locksmith cancelled, in all attempts.
+    cancels: Vec<CancelRecord>,
+}
+
+/// One statement of the command cancelled by locksmith, in the report
+/// (`cancelled_by_locksmith`): never the command's own failure.
+#[derive(Debug, Clone, Serialize)]
+struct CancelRecord {
+    /// The attempt it happened in.
+    attempt: u32,
+    /// The statement, backend, wait and blockers.
+    #[serde(flatten)]
+    wait: CancelledWait,
+}
+
+/// `run`'s JSON report: the shared guard report, plus what only `run` has.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    #[serde(flatten)]
+    report: &'a RunReport,
+    pooler: &'a route::PoolerReport,
+    cancelled_by_locksmith: &'a [CancelRecord],
 }
 
 impl Run<'_> {
+    /// Records and announces the statements the watch cancelled in `attempt`.
+    fn absorb_cancels(&mut self, attempt: u32, watch: &SessionWatch) {
+        for wait in &watch.cancels {
+            let blockers: Vec<String> = wait.blockers.iter().map(|h| h.session.label()).collect();
+            progress(&format!(
+                "locksmith cancelled `{}` on backend {} after it waited {} for a lock{}",
+                render::one_line(&wait.query, 100),
+                wait.pid,
+                locksmith_core::duration::human(Duration::from_millis(wait.waited_ms)),
+                if blockers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" behind {}", blockers.join(", "))
+                }
+            ));
+            self.cancels.push(CancelRecord {
+                attempt,
+                wait: wait.clone(),
+            });
+        }
+    }
+
     /// Folds what the watchdog saw into the run's account, announcing terminations.
     fn absorb(&mut self, watch: &SessionWatch) {
         for h in &watch.terminated {
@@ -527,7 +710,12 @@ impl Run<'_> {
         match self.args.guard.format {
             Format::Json => {
                 let mut out = crate::output::stdout();
-                render::json(&mut out, &report)?;
+                let json = RunJson {
+                    report: &report,
+                    pooler: &self.pooler,
+                    cancelled_by_locksmith: &self.cancels,
+                };
+                render::json(&mut out, &json)?;
             }
             Format::Human => {
                 let style = if std::io::stderr().is_terminal() {
@@ -602,7 +790,7 @@ mod tests {
         assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
         let policy = a.guard.policy();
         let none = |_: &str| None;
-        let env = child_env(&a, policy.lock_timeout, &none);
+        let env = child_env(&a, policy.lock_timeout, false, &none);
         assert!(env.app_name.starts_with("locksmith-run-"));
         assert!(env
             .set
@@ -616,13 +804,51 @@ mod tests {
             "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
             _ => None,
         };
-        let env = child_env(&a, policy.lock_timeout, &user);
+        let env = child_env(&a, policy.lock_timeout, false, &user);
         assert_eq!(env.app_name, "deploy");
         assert!(env.set.contains(&(
             "PGOPTIONS".into(),
             "-c statement_timeout=5s -c lock_timeout=150ms".into()
         )));
         assert!(!env.set.iter().any(|(k, _)| k == "DATABASE_URL"));
+        assert_eq!(env.database_url(), Some("postgres://elsewhere/db"));
+    }
+
+    #[test]
+    fn behind_a_pooler_no_options_and_always_our_name() {
+        let a = args(&[
+            "locksmith",
+            "run",
+            "--database-url",
+            "postgres://pooler/db",
+            "--",
+            "psql",
+        ]);
+        let user = |k: &str| match k {
+            "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
+            "PGAPPNAME" => Some("web-app".to_string()),
+            _ => None,
+        };
+        let env = child_env(&a, Duration::from_secs(1), true, &user);
+        assert!(env.app_name.starts_with("locksmith-run-"));
+        assert_eq!(env.replaced_app_name.as_deref(), Some("web-app"));
+        assert!(!env.set.iter().any(|(k, _)| k == "PGOPTIONS"), "{env:?}");
+        assert!(env
+            .set
+            .contains(&("PGAPPNAME".into(), env.app_name.clone())));
+        assert_eq!(env.database_url(), Some("postgres://pooler/db"));
+    }
+
+    #[test]
+    fn the_command_is_shown_without_passwords() {
+        let cmd: Vec<String> = ["psql", "postgres://u:secret@h/db", "-c", "SELECT 1"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            shown_command(&cmd),
+            "psql postgres://u:***@h/db -c SELECT 1"
+        );
     }
 
     #[test]
