@@ -72,7 +72,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
     };
     let pooled = route.pooler.is_some();
     let process_env = |name: &str| std::env::var(name).ok();
-    let env = child_env(&args, policy.lock_timeout, pooled, &process_env);
+    let env = child_env(&args, policy.lock_timeout, pooled, 1, &process_env);
     if let Some(pooler) = &route.pooler {
         if let Some(why) = route::own_application_name(&args.cmd, env.database_url()) {
             return Err(Failure::input(miette::miette!(
@@ -165,7 +165,10 @@ pub async fn run(args: RunArgs) -> CmdResult {
         // (but long enough for the watch to see whom it waited for).
         // Behind a pooler the watch alone bounds the waits, at the budget.
         let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
-        let env = child_env(&args, lock_wait, pooled, &process_env);
+        let env = child_env(&args, lock_wait, pooled, number, &process_env);
+        if pooled {
+            dog.rename(&env.app_name);
+        }
         progress(&format!(
             "attempt {number}: {shown} ({}, application_name {})",
             if pooled {
@@ -336,15 +339,21 @@ impl ChildEnv {
 /// `DATABASE_URL` comes from `--database-url` only when the command's
 /// environment has none. Behind a pooler (`pooled`), `PGOPTIONS` is left as
 /// it is (the pooler would refuse or drop ours) and `PGAPPNAME` is always
-/// ours: the watch finds the command's pooled sessions by that name alone,
-/// so it must be one no application uses.
+/// ours, one per `attempt`: the watch finds the command's pooled sessions by
+/// that name alone, so it must be one no application uses (and no backend
+/// an earlier attempt left under its name: see [`SessionWatchdog::rename`]).
 fn child_env(
     args: &RunArgs,
     lock_wait: Duration,
     pooled: bool,
+    attempt: u32,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ChildEnv {
-    let ours = format!("locksmith-run-{}", std::process::id());
+    let ours = if pooled {
+        format!("locksmith-run-{}-{attempt}", std::process::id())
+    } else {
+        format!("locksmith-run-{}", std::process::id())
+    };
     let users = env("PGAPPNAME").filter(|a| !a.is_empty());
     let (app_name, replaced_app_name) = match (users, pooled) {
         (Some(users), false) => (users, None),
@@ -790,7 +799,7 @@ mod tests {
         assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
         let policy = a.guard.policy();
         let none = |_: &str| None;
-        let env = child_env(&a, policy.lock_timeout, false, &none);
+        let env = child_env(&a, policy.lock_timeout, false, 1, &none);
         assert!(env.app_name.starts_with("locksmith-run-"));
         assert!(env
             .set
@@ -804,7 +813,7 @@ mod tests {
             "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
             _ => None,
         };
-        let env = child_env(&a, policy.lock_timeout, false, &user);
+        let env = child_env(&a, policy.lock_timeout, false, 1, &user);
         assert_eq!(env.app_name, "deploy");
         assert!(env.set.contains(&(
             "PGOPTIONS".into(),
@@ -829,8 +838,12 @@ mod tests {
             "PGAPPNAME" => Some("web-app".to_string()),
             _ => None,
         };
-        let env = child_env(&a, Duration::from_secs(1), true, &user);
+        let env = child_env(&a, Duration::from_secs(1), true, 2, &user);
         assert!(env.app_name.starts_with("locksmith-run-"));
+        assert!(
+            env.app_name.ends_with("-2"),
+            "one name per attempt: {env:?}"
+        );
         assert_eq!(env.replaced_app_name.as_deref(), Some("web-app"));
         assert!(!env.set.iter().any(|(k, _)| k == "PGOPTIONS"), "{env:?}");
         assert!(env

@@ -50,9 +50,16 @@ impl Route {
         PoolerReport {
             detected: self.pooler.is_some(),
             direct: self.direct,
-            sessions_found_by: self
-                .pooler
-                .map(|_| format!("application_name = '{application_name}'")),
+            sessions_found_by: self.pooler.map(|_| {
+                format!(
+                    "application_name (PGAPPNAME), one per attempt: {}",
+                    application_name
+                        .rsplit_once('-')
+                        .map_or(application_name.to_string(), |(stem, _)| format!(
+                            "{stem}-N"
+                        ))
+                )
+            }),
             limitation: self.pooler.map(|_| LIMITATION),
         }
     }
@@ -68,14 +75,19 @@ impl Route {
         Some(format!(
             "behind {pooler}. lock_timeout is not sent in PGOPTIONS (a pooler refuses or drops it): \
              locksmith cancels any lock wait of the command's sessions (application_name \
-             {application_name}) past --lock-timeout itself, watching {watch}"
+             {application_name}, then one name per attempt) past --lock-timeout itself, watching {watch}"
         ))
     }
 }
 
 /// What a pooler leaves out of the watch, in the report.
 const LIMITATION: &str = "the command's sessions are found by application_name only: a \
-     driver that ignores PGAPPNAME (e.g. JDBC) or sets its own is not watched";
+     driver that ignores PGAPPNAME (e.g. JDBC) or sets its own is not watched; and PgBouncer \
+     leaves a backend's application_name to a client that sends none, so while the command \
+     runs, such a client's lock wait over the budget on a backend the command used could be \
+     taken for the command's (a wait queued only behind the command is never cancelled). \
+     Safest: give every application client an application_name, or run the migration \
+     straight to the server";
 
 /// The JSON `pooler` key of `run`'s report.
 #[derive(Debug, Clone, Serialize)]
