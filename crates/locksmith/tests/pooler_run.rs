@@ -393,3 +393,71 @@ async fn a_command_naming_itself_is_refused_behind_a_pooler() {
     );
     assert!(!has_column(&scene.admin().await, "never").await);
 }
+
+/// A pool too small for the leakers, the command and the watch (3 server
+/// connections, no `--direct-url`): the watch cannot bound the wait at the
+/// budget and the report says so, naming the fix; at the deadline the
+/// command is stopped and nothing of it stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_watch_says_so_and_the_deadline_still_holds() {
+    let cluster = shared::cluster().unwrap();
+    let dbname = shared::unique_name("pooler_run_starved");
+    let incident = Incident::stage(cluster, &dbname).await.unwrap();
+    let pooler = Pooler::start_with(
+        cluster,
+        PoolerOptions {
+            pool_size: 3,
+            ..PoolerOptions::new(PoolMode::Transaction)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let scene = Scene {
+        incident,
+        pooler,
+        dbname,
+    };
+    let _leakers =
+        LeakedSessions::open(&scene.pooler.settings(&scene.dbname, "leaky-app"), 2, TABLE)
+            .await
+            .unwrap();
+    let out = scene
+        .run_psql(
+            &[
+                "--format",
+                "json",
+                "--lock-timeout",
+                "300ms",
+                "--deadline",
+                "3s",
+            ],
+            &scene.url(),
+            "ALTER TABLE academic_partners ADD COLUMN never text",
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json = json(&out);
+    assert_eq!(json["status"], "blocked", "{json}");
+    let error = json["error"].as_str().unwrap();
+    assert!(error.contains("deadline"), "{error}");
+    assert!(error.contains("--direct-url"), "{error}");
+    let admin = scene.admin().await;
+    wait::until(
+        wait::BOUND,
+        "no lock request of the command's left",
+        || async {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!has_column(&admin, "never").await);
+}

@@ -422,6 +422,7 @@ async fn poll_loop(
             return;
         }
         let application_name = names.borrow().clone();
+        let asked = std::time::Instant::now();
         // The watched sessions: whether each waits on a lock, for whom, and how many queue behind it.
         let rows = sidecar
             .query(
@@ -437,6 +438,18 @@ async fn poll_loop(
             )
             .await;
         let Ok(rows) = rows else { continue };
+        if scope == Scope::Pooled && asked.elapsed() > budget {
+            // Every pooled backend was busy: the waits went unbounded meanwhile.
+            let text = format!(
+                "the watch waited {} for a pooled connection, so lock waits were not bounded at \
+                 the budget meanwhile; give --direct-url so it never waits for the pool",
+                locksmith_core::duration::human(asked.elapsed())
+            );
+            let mut s = seen.lock().unwrap();
+            if !s.errors.iter().any(|e| e.starts_with("the watch waited")) {
+                s.errors.push(text);
+            }
+        }
         let watched: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
         let mut still_waiting = Vec::new();
         for row in &rows {

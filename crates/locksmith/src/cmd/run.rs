@@ -91,6 +91,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
         ));
     }
     let pooler_report = route.report(&env.app_name);
+    let route_direct = route.direct;
     let scope = if pooled {
         Scope::Pooled
     } else {
@@ -200,8 +201,25 @@ pub async fn run(args: RunArgs) -> CmdResult {
         )
         .await?;
         // Whatever happened, no lock request of the command's may stay queued.
-        let _ = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
-        let watch = dog.take();
+        let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
+        let mut watch = dog.take();
+        if !matches!(cleared, Ok(Ok(_))) {
+            // Say so rather than claim a clean end (e.g. every pooled backend busy).
+            watch.errors.push(format!(
+                "could not check that no lock request of the command's stayed queued on the server \
+                 ({}); look for application_name {} in pg_stat_activity{}",
+                match cleared {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the watch got no answer in time".to_string(),
+                },
+                env.app_name,
+                if pooled && !route_direct {
+                    ", and give --direct-url so the watch never waits for a pooled connection"
+                } else {
+                    ""
+                }
+            ));
+        }
         run.absorb_cancels(number, &watch);
         run.absorb(&watch);
         if let Some(signal) = end.interrupted {
