@@ -355,9 +355,10 @@ impl SessionWatchdog {
              WHERE application_name = $1 AND {WATCHED_SINCE}
                AND pid <> pg_backend_pid() AND state = 'active' {condition}"
         );
+        let name = self.name.borrow().clone();
         let row = self
             .sidecar
-            .query_one(&sql, &[&*self.name.borrow(), &self.since_epoch])
+            .query_one(&sql, &[&name, &self.since_epoch])
             .await
             .map_err(|e| Error::query("cancelling the watched sessions' statements", e))?;
         Ok(row.get::<_, i64>(0) as u64)

@@ -203,7 +203,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
         // Whatever happened, no lock request of the command's may stay queued.
         let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
         let mut watch = dog.take();
-        if !matches!(cleared, Ok(Ok(_))) {
+        let cleared_ok = matches!(cleared, Ok(Ok(_)));
+        if !cleared_ok {
             // Say so rather than claim a clean end (e.g. every pooled backend busy).
             watch.errors.push(format!(
                 "could not check that no lock request of the command's stayed queued on the server \
@@ -231,9 +232,14 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 .await
                 .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
             return run.blocked(format!(
-                "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): its \
-                 statements were cancelled on the server and it was stopped by locksmith{}",
+                "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
+                 locksmith stopped it{}{}",
                 locksmith_core::duration::human(policy.deadline),
+                if cleared_ok {
+                    " and cancelled its statements on the server"
+                } else {
+                    ""
+                },
                 match committed {
                     Some(what) => format!(
                         "; part of its work was already committed ({what}): check the database before rerunning it"
