@@ -7,7 +7,9 @@
 //! our settings leaked into its pooled sessions, and none of its requests
 //! may ever be cancelled.
 
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use locksmith_pg::Connection;
@@ -26,6 +28,29 @@ const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 /// `statement_timeout`: one of ours, left on a pooled backend.
 const NO_LEAK: &str = "SELECT 1/(current_setting('lock_timeout') = '0' \
                        AND current_setting('statement_timeout') = '0')::int";
+
+/// The venv's python with psycopg2 (the story's driver): `LOCKSMITH_TEST_PYTHON`,
+/// else the one `scripts/python-venv.sh` creates, as in `tests/run.rs`.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Some(p) = std::env::var_os("LOCKSMITH_TEST_PYTHON").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Command::new("bash")
+            .arg(root.join("scripts/python-venv.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/python-venv.sh");
+        assert!(
+            out.status.success(),
+            "scripts/python-venv.sh could not create the venv with psycopg2: point \
+             LOCKSMITH_TEST_PYTHON at a python that has it"
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
 
 /// The incident's database, a PgBouncer in front of it, and traffic through it.
 struct Scene {
@@ -76,13 +101,16 @@ impl Scene {
     /// `locksmith run ARGS -- psql -X -v ON_ERROR_STOP=1 URL -c SQL` with
     /// `DATABASE_URL` the pooler's, off the runtime's thread.
     async fn run_psql(&self, args: &[&str], url: &str, sql: &str) -> Output {
+        self.run(args, &[PSQL, "-X", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+            .await
+    }
+
+    /// `locksmith run ARGS -- CMD` with `DATABASE_URL` the pooler's.
+    async fn run(&self, args: &[&str], cmd: &[&str]) -> Output {
         let mut all: Vec<String> = vec!["run".into()];
         all.extend(args.iter().map(|a| a.to_string()));
-        all.extend(
-            ["--", PSQL, "-X", "-v", "ON_ERROR_STOP=1", url, "-c", sql]
-                .iter()
-                .map(|a| a.to_string()),
-        );
+        all.push("--".into());
+        all.extend(cmd.iter().map(|a| a.to_string()));
         let database_url = self.url();
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -460,4 +488,84 @@ async fn a_starved_watch_says_so_and_the_deadline_still_holds() {
     .await
     .unwrap();
     assert!(!has_column(&admin, "never").await);
+}
+
+/// The command's own failure behind a pooler is passed through as its own:
+/// nothing was cancelled by locksmith, and the report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_own_failure_is_not_taken_for_a_cancel() {
+    let scene = Scene::new("pooler_run_own_failure", PoolMode::Transaction, "").await;
+    let out = scene
+        .run_psql(&["--format", "json"], &scene.url(), "SELECT 1/0")
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "psql's own code: {}",
+        text(&out)
+    );
+    let json = json(&out);
+    assert_eq!(json["status"], "failed", "{json}");
+    assert_eq!(json["attempts"], 1, "not rerun: {json}");
+    assert_eq!(
+        json["cancelled_by_locksmith"],
+        serde_json::json!([]),
+        "{json}"
+    );
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a lost lock race"),
+        "{json}"
+    );
+}
+
+/// The story's driver, psycopg2 (SQLAlchemy and alembic use it), through
+/// PgBouncer in transaction pooling: it sends PGAPPNAME, so the watch finds
+/// its backend, cancels its wait behind the leakers, and the retry applies
+/// once `--terminate-idle-after` ended them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2_through_transaction_pooling_is_watched() {
+    let scene = Scene::new("pooler_run_psycopg2", PoolMode::Transaction, "").await;
+    let _leakers =
+        LeakedSessions::open(&scene.pooler.settings(&scene.dbname, "leaky-app"), 2, TABLE)
+            .await
+            .unwrap();
+    let traffic = scene.traffic();
+    let script = "import os, psycopg2\n\
+                  c = psycopg2.connect(os.environ['DATABASE_URL'])\n\
+                  c.cursor().execute('ALTER TABLE academic_partners ADD COLUMN via_psycopg2 text')\n\
+                  c.commit()\n";
+    let py = python().display().to_string();
+    let out = scene
+        .run(
+            &[
+                "--format",
+                "json",
+                "--lock-timeout",
+                "300ms",
+                "--terminate-idle-after",
+                "1s",
+                "--deadline",
+                "20s",
+            ],
+            &[&py, "-c", script],
+        )
+        .await;
+    let report = traffic.stop().await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json = json(&out);
+    assert_eq!(json["status"], "applied", "{json}");
+    let cancels = json["cancelled_by_locksmith"].as_array().unwrap();
+    assert!(!cancels.is_empty(), "its wait was cancelled: {json}");
+    assert!(
+        cancels[0]["query"]
+            .as_str()
+            .unwrap()
+            .contains("via_psycopg2"),
+        "{json}"
+    );
+    assert!(has_column(&scene.admin().await, "via_psycopg2").await);
+    assert_traffic_unharmed(&report, Duration::from_secs(3), &out);
 }
