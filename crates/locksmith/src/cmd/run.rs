@@ -30,9 +30,6 @@
 //! cannot look there: the tool's tables are known only once it waited.
 
 use std::io::IsTerminal;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::backoff::growing_lock_wait;
@@ -42,10 +39,14 @@ use locksmith_pg::guard::sessions::{
 };
 use locksmith_pg::guard::{next_interrupt, GuardReport, Holder, Interrupt};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+mod child;
+mod env;
 mod route;
+
+use child::{attempt, exit_code, SIDECAR_BOUND};
+use env::{child_env, shown_command};
 
 use super::signals;
 use crate::cli::{Format, RunArgs};
@@ -314,21 +315,6 @@ pub async fn run(args: RunArgs) -> CmdResult {
     }
 }
 
-/// The command as reports show it: a connection string among its arguments
-/// loses its password.
-fn shown_command(cmd: &[String]) -> String {
-    cmd.iter()
-        .map(|a| {
-            if a.contains("://") || a.contains("password=") {
-                locksmith_pg::redact(a)
-            } else {
-                a.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Says so when the command's own exit code is 3, which `locksmith run` also
 /// uses for "gave up blocked": the report's status tells them apart.
 fn own_exit_3(code: u8) -> &'static str {
@@ -336,254 +322,6 @@ fn own_exit_3(code: u8) -> &'static str {
         "; this exit code 3 is the command's own, not locksmith giving up blocked"
     } else {
         ""
-    }
-}
-
-/// The environment the command runs with.
-#[derive(Debug, Clone, PartialEq)]
-struct ChildEnv {
-    /// The `application_name` its sessions carry (`PGAPPNAME`).
-    app_name: String,
-    /// The user's `PGAPPNAME`, replaced behind a pooler.
-    replaced_app_name: Option<String>,
-    /// Variables to set.
-    set: Vec<(String, String)>,
-    /// The `DATABASE_URL` the command sees (its own or the one set).
-    database_url: Option<String>,
-}
-
-impl ChildEnv {
-    fn database_url(&self) -> Option<&str> {
-        self.database_url.as_deref()
-    }
-}
-
-/// `PGOPTIONS` gains `-c lock_timeout=…` (`lock_wait`; last, so it wins
-/// over an earlier one); `PGAPPNAME` is set unless the user set it;
-/// `DATABASE_URL` comes from `--database-url` only when the command's
-/// environment has none. Behind a pooler (`pooled`), `PGOPTIONS` is left as
-/// it is (the pooler would refuse or drop ours) and `PGAPPNAME` is always
-/// ours, one per `attempt`: the watch finds the command's pooled sessions by
-/// that name alone, so it must be one no application uses (and no backend
-/// an earlier attempt left under its name: see [`SessionWatchdog::rename`]).
-fn child_env(
-    args: &RunArgs,
-    lock_wait: Duration,
-    pooled: bool,
-    attempt: u32,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> ChildEnv {
-    let ours = if pooled {
-        format!("locksmith-run-{}-{attempt}", std::process::id())
-    } else {
-        format!("locksmith-run-{}", std::process::id())
-    };
-    let users = env("PGAPPNAME").filter(|a| !a.is_empty());
-    let (app_name, replaced_app_name) = match (users, pooled) {
-        (Some(users), false) => (users, None),
-        (users, _) => (ours, users),
-    };
-    let mut set = vec![("PGAPPNAME".to_string(), app_name.clone())];
-    if !pooled {
-        let budget = format!("-c lock_timeout={}ms", lock_wait.as_millis().max(1));
-        let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
-            Some(existing) => format!("{existing} {budget}"),
-            None => budget,
-        };
-        set.insert(0, ("PGOPTIONS".to_string(), options));
-    }
-    let mut database_url = env("DATABASE_URL").filter(|u| !u.is_empty());
-    if let Some(url) = &args.guard.connection.database_url {
-        if database_url.is_none() {
-            set.push(("DATABASE_URL".to_string(), url.clone()));
-            database_url = Some(url.clone());
-        }
-    }
-    ChildEnv {
-        app_name,
-        replaced_app_name,
-        set,
-        database_url,
-    }
-}
-
-/// How long a statement of the watch may take when the command has ended or
-/// must be stopped: through a pooler with every backend busy, it may never
-/// get one.
-const SIDECAR_BOUND: Duration = Duration::from_secs(5);
-
-/// How one run of the command ended.
-struct AttemptEnd {
-    status: ExitStatus,
-    /// Its output carried a lock-timeout error.
-    lock_race_in_output: bool,
-    /// Ctrl-C or SIGTERM arrived while it ran.
-    interrupted: Option<Interrupt>,
-    /// It was stopped at the deadline.
-    deadline_hit: bool,
-}
-
-/// Runs the command once, its output passing through live while scanned.
-async fn attempt(
-    cmd: &[String],
-    env: &ChildEnv,
-    format: Format,
-    dog: &SessionWatchdog,
-    stop_at: Instant,
-    interrupt: &mut watch::Receiver<Option<Interrupt>>,
-) -> Result<AttemptEnd, Failure> {
-    let mut child = tokio::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .envs(env.set.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            // A shell's codes: 127 not found, 126 found but not runnable.
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            Failure {
-                code,
-                report: miette::miette!("cannot run `{}`: {e}", cmd[0]),
-            }
-        })?;
-    let pid = child.id();
-    let race = Arc::new(AtomicBool::new(false));
-    // With --format json, stdout carries only the report: the command's stdout goes to stderr.
-    let stdout_to_stderr = format == Format::Json;
-    let pumps = [
-        tokio::spawn(pump(
-            child.stdout.take().expect("piped"),
-            stdout_to_stderr,
-            race.clone(),
-        )),
-        tokio::spawn(pump(
-            child.stderr.take().expect("piped"),
-            true,
-            race.clone(),
-        )),
-    ];
-    let mut interrupted = None;
-    let mut deadline_hit = false;
-    let status = tokio::select! {
-        status = child.wait() => status,
-        signal = next_interrupt(interrupt) => {
-            interrupted = Some(signal);
-            stop_child(&mut child, pid, signal, dog).await
-        }
-        _ = tokio::time::sleep_until(stop_at.into()) => {
-            deadline_hit = true;
-            progress(&format!(
-                "the deadline passed while `{}` ran: cancelling its statements and stopping it",
-                cmd[0]
-            ));
-            stop_child(&mut child, pid, Interrupt::Terminate, dog).await
-        }
-    }
-    .map_err(|e| Failure::other(miette::miette!("waiting for `{}`: {e}", cmd[0])))?;
-    // A grandchild may hold the pipes open; don't wait for it forever.
-    for pump in pumps {
-        let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
-    }
-    Ok(AttemptEnd {
-        status,
-        lock_race_in_output: race.load(Ordering::Relaxed),
-        interrupted,
-        deadline_hit,
-    })
-}
-
-/// Ctrl-C, SIGTERM or the deadline while the command runs: pass the signal on, cancel its
-/// statements on the server (killing a client never removes its queued lock
-/// request; a cancel does), and give it a moment to exit before insisting.
-async fn stop_child(
-    child: &mut tokio::process::Child,
-    pid: Option<u32>,
-    signal: Interrupt,
-    dog: &SessionWatchdog,
-) -> std::io::Result<ExitStatus> {
-    let mut sent = false;
-    if let Some(pid) = pid {
-        if signal == Interrupt::Terminate || !signals::terminal_delivers_to_group() {
-            signals::send(pid, signal);
-            sent = true;
-        }
-    }
-    let _ = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_all()).await;
-    if let Ok(status) = tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
-        return status;
-    }
-    if let (Some(pid), false) = (pid, sent) {
-        signals::send(pid, signal);
-    }
-    if let Ok(status) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        return status;
-    }
-    let _ = child.start_kill();
-    child.wait().await
-}
-
-/// Copies a child's stream to ours as it comes, flagging lock-timeout errors.
-async fn pump(mut from: impl AsyncRead + Unpin, to_stderr: bool, race: Arc<AtomicBool>) {
-    let mut scanner = LockRaceScanner::default();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if scanner.feed(&buf[..n]) {
-            race.store(true, Ordering::Relaxed);
-        }
-        // A closed stdout of ours must not stop the command: keep draining its pipe.
-        let _ = if to_stderr {
-            let mut out = tokio::io::stderr();
-            match out.write_all(&buf[..n]).await {
-                Ok(()) => out.flush().await,
-                Err(e) => Err(e),
-            }
-        } else {
-            let mut out = tokio::io::stdout();
-            match out.write_all(&buf[..n]).await {
-                Ok(()) => out.flush().await,
-                Err(e) => Err(e),
-            }
-        };
-    }
-}
-
-/// Finds lock-timeout errors in a byte stream, across chunk boundaries.
-#[derive(Default)]
-struct LockRaceScanner {
-    tail: Vec<u8>,
-}
-
-/// What drivers print when a lock wait hit `lock_timeout` or `NOWAIT` failed:
-/// the SQLSTATE, its name, psycopg2's class name and the server's messages.
-const LOCK_RACE_MARKERS: [&str; 5] = [
-    "55p03",
-    "lock_not_available",
-    "locknotavailable",
-    "lock timeout",
-    "could not obtain lock",
-];
-
-impl LockRaceScanner {
-    fn feed(&mut self, chunk: &[u8]) -> bool {
-        let mut text = std::mem::take(&mut self.tail);
-        text.extend(chunk.iter().map(u8::to_ascii_lowercase));
-        let found = LOCK_RACE_MARKERS
-            .iter()
-            .any(|m| text.windows(m.len()).any(|w| w == m.as_bytes()));
-        // Keep enough to find a marker split across two chunks.
-        let keep = LOCK_RACE_MARKERS.iter().map(|m| m.len()).max().unwrap_or(0);
-        self.tail = text[text.len().saturating_sub(keep)..].to_vec();
-        found
     }
 }
 
@@ -598,16 +336,6 @@ async fn sleep(
     tokio::select! {
         _ = tokio::time::sleep(d) => None,
         signal = next_interrupt(interrupt) => Some(signal),
-    }
-}
-
-/// The code to pass through: the command's own, or 128 + the signal that killed it.
-fn exit_code(status: ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code.clamp(0, 255) as u8,
-        (None, Some(signal)) => (128 + signal).clamp(0, 255) as u8,
-        (None, None) => 1,
     }
 }
 
@@ -780,113 +508,7 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use clap::Parser;
-
-    fn args(line: &[&str]) -> RunArgs {
-        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
-        match cli.command {
-            crate::cli::Command::Run(a) => a,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn scanner_finds_markers_across_chunks() {
-        let mut s = LockRaceScanner::default();
-        assert!(!s.feed(b"INFO  [alembic] Running upgrade\n"));
-        assert!(!s.feed(b"psycopg2.errors.LockNotAv"));
-        assert!(s.feed(b"ailable: canceling statement due to lock timeout\n"));
-        let mut s = LockRaceScanner::default();
-        assert!(s.feed(b"ERROR:  could not obtain lock on relation \"t\"\n"));
-        let mut s = LockRaceScanner::default();
-        assert!(
-            !s.feed(b"ERROR: duplicate key value violates unique constraint (SQLSTATE 23505)\n")
-        );
-        assert!(s.feed(b"SQLSTATE 55P03"));
-    }
-
-    #[test]
-    fn child_env_keeps_what_the_user_set() {
-        let a = args(&[
-            "locksmith",
-            "run",
-            "--lock-timeout",
-            "150ms",
-            "--database-url",
-            "postgres://h/db",
-            "--",
-            "alembic",
-            "upgrade",
-            "head",
-        ]);
-        assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
-        let policy = a.guard.policy();
-        let none = |_: &str| None;
-        let env = child_env(&a, policy.lock_timeout, false, 1, &none);
-        assert!(env.app_name.starts_with("locksmith-run-"));
-        assert!(env
-            .set
-            .contains(&("PGOPTIONS".into(), "-c lock_timeout=150ms".into())));
-        assert!(env
-            .set
-            .contains(&("DATABASE_URL".into(), "postgres://h/db".into())));
-        let user = |k: &str| match k {
-            "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
-            "PGAPPNAME" => Some("deploy".to_string()),
-            "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
-            _ => None,
-        };
-        let env = child_env(&a, policy.lock_timeout, false, 1, &user);
-        assert_eq!(env.app_name, "deploy");
-        assert!(env.set.contains(&(
-            "PGOPTIONS".into(),
-            "-c statement_timeout=5s -c lock_timeout=150ms".into()
-        )));
-        assert!(!env.set.iter().any(|(k, _)| k == "DATABASE_URL"));
-        assert_eq!(env.database_url(), Some("postgres://elsewhere/db"));
-    }
-
-    #[test]
-    fn behind_a_pooler_no_options_and_always_our_name() {
-        let a = args(&[
-            "locksmith",
-            "run",
-            "--database-url",
-            "postgres://pooler/db",
-            "--",
-            "psql",
-        ]);
-        let user = |k: &str| match k {
-            "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
-            "PGAPPNAME" => Some("web-app".to_string()),
-            _ => None,
-        };
-        let env = child_env(&a, Duration::from_secs(1), true, 2, &user);
-        assert!(env.app_name.starts_with("locksmith-run-"));
-        assert!(
-            env.app_name.ends_with("-2"),
-            "one name per attempt: {env:?}"
-        );
-        assert_eq!(env.replaced_app_name.as_deref(), Some("web-app"));
-        assert!(!env.set.iter().any(|(k, _)| k == "PGOPTIONS"), "{env:?}");
-        assert!(env
-            .set
-            .contains(&("PGAPPNAME".into(), env.app_name.clone())));
-        assert_eq!(env.database_url(), Some("postgres://pooler/db"));
-    }
-
-    #[test]
-    fn the_command_is_shown_without_passwords() {
-        let cmd: Vec<String> = ["psql", "postgres://u:secret@h/db", "-c", "SELECT 1"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
-        assert_eq!(
-            shown_command(&cmd),
-            "psql postgres://u:***@h/db -c SELECT 1"
-        );
-    }
 
     #[test]
     fn the_command_is_required() {
