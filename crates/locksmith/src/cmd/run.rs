@@ -232,21 +232,26 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 .committed_since(mark, &watch.xids)
                 .await
                 .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+            let cancelled = if cleared_ok {
+                " and cancelled its statements on the server"
+            } else {
+                ""
+            };
+            let committed = match committed {
+                Some(what) => format!(
+                    "; part of its work was already committed ({what}): check the database before rerunning it"
+                ),
+                None => String::new(),
+            };
+            let unblocked = if run.report.blockers.is_empty() {
+                "; nothing was seen blocking it: if it just needs longer, raise --deadline"
+            } else {
+                ""
+            };
             return run.blocked(format!(
                 "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
-                 locksmith stopped it{}{}",
+                 locksmith stopped it{cancelled}{committed}{unblocked}",
                 locksmith_core::duration::human(policy.deadline),
-                if cleared_ok {
-                    " and cancelled its statements on the server"
-                } else {
-                    ""
-                },
-                match committed {
-                    Some(what) => format!(
-                        "; part of its work was already committed ({what}): check the database before rerunning it"
-                    ),
-                    None => String::new(),
-                }
             ));
         }
         if !watch.held_too_long.is_empty() {
