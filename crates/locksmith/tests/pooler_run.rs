@@ -160,6 +160,10 @@ async fn has_column(admin: &Connection, column: &str) -> bool {
 /// No application request failed (a cancel, or a leaked setting tripping
 /// [`NO_LEAK`]) and none stalled past `bound`.
 fn assert_traffic_unharmed(report: &TrafficReport, bound: Duration, out: &Output) {
+    eprintln!(
+        "traffic: {} requests, {} errors, worst {} ms, p99 {} ms",
+        report.requests, report.errors, report.max_stall_ms, report.p99_ms
+    );
     assert!(report.requests > 0, "no traffic ran");
     assert_eq!(
         report.errors,
@@ -209,6 +213,14 @@ async fn applies_through_the_pooler_in_both_modes() {
                 &format!("ALTER TABLE academic_partners ADD COLUMN {column} text"),
             )
             .await;
+        // The pool's backends keep serving the application after we are gone:
+        // a setting of ours left on one would fail its leak check.
+        let served = traffic.live().served;
+        wait::until(wait::BOUND, "requests after the run", || async {
+            traffic.live().served >= served + 20
+        })
+        .await
+        .unwrap();
         let report = traffic.stop().await;
         let case = format!("{mode:?}, ignore_startup_parameters = {ignore:?}");
         assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
