@@ -85,6 +85,12 @@ pub async fn run(args: RunArgs) -> CmdResult {
     if let Some(line) = route.announce(&env.app_name) {
         progress(&line);
     }
+    if pooled && process_env("PGOPTIONS").is_some_and(|o| !o.trim().is_empty()) {
+        progress(
+            "warning: the command inherits PGOPTIONS from this environment, but a pooler refuses \
+             the options startup parameter or drops it silently: do not count on those settings",
+        );
+    }
     if let Some(replaced) = &env.replaced_app_name {
         progress(&format!(
             "PGAPPNAME={replaced} is replaced by {} for the command: behind a pooler its sessions are found by that name",
