@@ -34,10 +34,17 @@ pub enum Command {
     /// lock wait over the budget is cancelled on the server even if the driver ignored
     /// PGOPTIONS, and --terminate-idle-after applies to the sessions blocking them.
     ///
+    /// Behind a connection pooler (PgBouncer: detected at connect, said on stderr and under
+    /// "pooler" in the JSON), PGOPTIONS is not touched (a pooler refuses or drops it) and
+    /// PGAPPNAME is always locksmith-run-<pid>-<attempt>: the watch alone bounds the lock waits,
+    /// finding the pooled sessions by that name (over --direct-url when given). A command
+    /// that sets its own application_name is refused there (exit 2).
+    ///
     /// When the command fails because it lost a lock race (a wait was cancelled, or its output
     /// carries SQLSTATE 55P03 / "lock timeout"), it is rerun with backoff and jitter, but not
     /// while long-lived sessions still hold the lock it waited for, until --max-attempts or
-    /// --deadline (no new attempt starts after it); then exit 3 naming the blockers. Any other
+    /// --deadline (no new attempt starts after it, and one still running is stopped at it, its
+    /// statements cancelled on the server); then exit 3 naming the blockers. Any other
     /// failure exits with the command's own code. Ctrl-C/SIGTERM: the signal is passed on, the
     /// command's statements are cancelled on the server, exit 130/143.
     ///

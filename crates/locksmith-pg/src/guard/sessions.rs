@@ -1,6 +1,7 @@
 //! A sidecar that watches *another program's* sessions: every session
 //! carrying one `application_name` (the one `locksmith run` gives a wrapped
-//! migration tool through `PGAPPNAME`), opened since the watch started.
+//! migration tool through `PGAPPNAME`), opened since the watch started — or,
+//! behind a connection pooler, whenever opened ([`Scope::Pooled`]).
 //!
 //! Where [`super::watchdog`] watches backends whose pids the guard knows, the
 //! wrapped tool opens its own connections, so they are found by name. For
@@ -30,16 +31,38 @@
 //!
 //! If the sidecar connection is lost, the watch goes blind but the watched
 //! sessions still carry `lock_timeout`: the server keeps bounding their waits.
+//!
+//! Behind a pooler (PgBouncer) the program's sessions are pooled backends,
+//! opened long before the watch, and carry no `lock_timeout` (the pooler
+//! refuses or drops `PGOPTIONS`): the watch is then the only bound on their
+//! waits. They are found by name alone: PgBouncer sets a client's
+//! `application_name` on the backend it links it to. Every cancel is one
+//! conditional statement that re-checks, at the moment of signalling, the
+//! pid, the name, the statement (`query_start`) and that it still waits on
+//! a lock: a backend handed to a named client in between is not touched.
+//!
+//! What a name cannot cover, behind a pooler:
+//! - a program that sets its own `application_name` (its connection
+//!   string, or a driver that ignores `PGAPPNAME`, e.g. JDBC) is invisible;
+//! - PgBouncer 1.18 leaves a backend's `application_name` as it is for a
+//!   client that sent none: such a client, handed a backend the program
+//!   used, runs under our name. So the caller gives each attempt a fresh
+//!   name ([`SessionWatchdog::rename`]), and a wait queued only behind
+//!   watched sessions (traffic queued behind the program's own lock
+//!   request) is never cancelled; the rest of that window — an unnamed
+//!   client's lock wait over the budget on such a backend while the program
+//!   still runs — is a known limitation, said in `run`'s report.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::Connection;
 use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 
 use super::look::{self, Holder, Resolved};
-use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
+use super::watchdog::{WaitClocks, POLL, WAIT_COLUMNS};
 use super::{commits, replica};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
@@ -61,11 +84,39 @@ pub struct WantedLock {
     pub mode: LockMode,
 }
 
+/// Which sessions carrying the name are the program's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Those opened since the watch started (a direct connection: the
+    /// program opens its own backends, and an older session reusing the name
+    /// is someone else's).
+    OpenedSinceStart,
+    /// All of them, whenever opened: behind a pooler the program's backends
+    /// are pooled ones, opened before it ran.
+    Pooled,
+}
+
+/// A statement of a watched session that the watch cancelled for waiting on
+/// a lock longer than the budget.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CancelledWait {
+    /// The backend it ran on.
+    pub pid: i32,
+    /// The statement, as the server showed it.
+    pub query: String,
+    /// How long it had waited for its lock when cancelled.
+    pub waited_ms: u64,
+    /// The sessions it waited for, as seen just before the cancel.
+    pub blockers: Vec<Holder>,
+}
+
 /// What the watchdog saw since the last [`SessionWatchdog::take`].
 #[derive(Debug, Clone, Default)]
 pub struct SessionWatch {
     /// Pids whose lock waits were cancelled for outliving the budget.
     pub cancelled: Vec<i32>,
+    /// Those cancels, each with its statement, wait and blockers.
+    pub cancels: Vec<CancelledWait>,
     /// Sessions a watched session waited for; the latest view of each.
     pub blockers: Vec<Holder>,
     /// Blockers terminated under `terminate_idle_after`.
@@ -118,8 +169,9 @@ impl SessionWatch {
 /// [`SessionWatchdog::stop`]; dropping it stops the polling too.
 pub struct SessionWatchdog {
     sidecar: Arc<Connection>,
-    application_name: String,
-    since_epoch: f64,
+    /// The name watched; [`Self::rename`] changes it between attempts.
+    name: watch::Sender<String>,
+    since_epoch: Option<f64>,
     terminate_idle_after: Option<Duration>,
     seen: Arc<Mutex<SessionWatch>>,
     stop: watch::Sender<bool>,
@@ -129,37 +181,41 @@ pub struct SessionWatchdog {
 }
 
 impl SessionWatchdog {
-    /// Connects the sidecar (as `locksmith-watchdog`) and starts watching the
-    /// sessions named `application_name` that open from now on.
+    /// Starts watching, over `sidecar` (opened as `locksmith-watchdog`, over
+    /// the direct route when there is one), the sessions named
+    /// `application_name` in `scope`.
     pub async fn start(
-        settings: &ConnectionSettings,
+        sidecar: Connection,
         application_name: &str,
+        scope: Scope,
         budget: Duration,
         terminate_idle_after: Option<Duration>,
         max_hold: Option<Duration>,
     ) -> Result<SessionWatchdog, Error> {
-        let sidecar = Arc::new(
-            settings
-                .with_application_name("locksmith-watchdog")
-                .connect()
-                .await?,
-        );
+        let sidecar = Arc::new(sidecar);
         // The server's clock, so the "opened since" filter compares like with like.
-        let since_epoch: f64 = sidecar
-            .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
-            .await
-            .map_err(|e| Error::query("reading the server clock", e))?
-            .get(0);
+        let since_epoch: Option<f64> = match scope {
+            Scope::Pooled => None,
+            Scope::OpenedSinceStart => Some(
+                sidecar
+                    .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+                    .await
+                    .map_err(|e| Error::query("reading the server clock", e))?
+                    .get(0),
+            ),
+        };
         let seen = Arc::new(Mutex::new(SessionWatch::default()));
         let (stop, stopped) = watch::channel(false);
+        let (name, names) = watch::channel(application_name.to_string());
         let limits = Limits {
             budget,
             terminate_idle_after,
             max_hold,
+            scope,
         };
         let task = tokio::spawn(poll_loop(
             sidecar.clone(),
-            application_name.to_string(),
+            names,
             since_epoch,
             limits,
             seen.clone(),
@@ -168,13 +224,21 @@ impl SessionWatchdog {
         Ok(SessionWatchdog {
             standbys: Vec::new(),
             sidecar,
-            application_name: application_name.to_string(),
+            name,
             since_epoch,
             terminate_idle_after,
             seen,
             stop,
             task,
         })
+    }
+
+    /// Watches the sessions named `application_name` from now on instead:
+    /// behind a pooler each attempt of the program gets its own name, so a
+    /// backend an earlier attempt left under its name, since handed to a
+    /// client that sent none, is no longer taken for the program's.
+    pub fn rename(&self, application_name: &str) {
+        self.name.send_replace(application_name.to_string());
     }
 
     /// What was seen since the last call; starts a fresh account.
@@ -283,15 +347,18 @@ impl SessionWatchdog {
     }
 
     async fn cancel_where(&self, condition: &str) -> Result<u64, Error> {
-        // The watched sessions (by name, opened since the watch began), cancelled.
+        // The watched sessions (by name, opened since the watch began), cancelled
+        // while running a statement: a cancel reaching an idle backend is void anyway,
+        // and an idle pooled one may be handed to another client at any moment.
         let sql = format!(
             "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = $1 AND extract(epoch FROM backend_start)::float8 >= $2
-               AND pid <> pg_backend_pid() {condition}"
+             WHERE application_name = $1 AND {WATCHED_SINCE}
+               AND pid <> pg_backend_pid() AND state = 'active' {condition}"
         );
+        let name = self.name.borrow().clone();
         let row = self
             .sidecar
-            .query_one(&sql, &[&self.application_name, &self.since_epoch])
+            .query_one(&sql, &[&name, &self.since_epoch])
             .await
             .map_err(|e| Error::query("cancelling the watched sessions' statements", e))?;
         Ok(row.get::<_, i64>(0) as u64)
@@ -309,6 +376,11 @@ impl SessionWatchdog {
     }
 }
 
+/// The `pg_stat_activity` filter for the scope: opened since `$2` (an epoch),
+/// or any age when `$2` is null ([`Scope::Pooled`]).
+const WATCHED_SINCE: &str =
+    "($2::float8 IS NULL OR extract(epoch FROM backend_start)::float8 >= $2)";
+
 /// What the polling loop enforces.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -318,13 +390,15 @@ struct Limits {
     terminate_idle_after: Option<Duration>,
     /// The longest it may hold a traffic-blocking lock others wait for.
     max_hold: Option<Duration>,
+    /// Which sessions carrying the name are the program's.
+    scope: Scope,
 }
 
 /// The polling loop: see the module documentation.
 async fn poll_loop(
     sidecar: Arc<Connection>,
-    application_name: String,
-    since_epoch: f64,
+    names: watch::Receiver<String>,
+    since_epoch: Option<f64>,
     limits: Limits,
     seen: Arc<Mutex<SessionWatch>>,
     mut stopped: watch::Receiver<bool>,
@@ -333,8 +407,12 @@ async fn poll_loop(
         budget,
         terminate_idle_after,
         max_hold,
+        scope,
     } = limits;
     let mut clocks = WaitClocks::default();
+    // The statement each watched backend runs: a pooled backend may run
+    // another client's next, and a wait's clock belongs to one statement.
+    let mut statements: HashMap<i32, Option<SystemTime>> = HashMap::new();
     let mut holds = HoldClocks::default();
     loop {
         tokio::select! {
@@ -344,18 +422,35 @@ async fn poll_loop(
         if sidecar.is_closed() {
             return;
         }
+        let application_name = names.borrow().clone();
+        let asked = std::time::Instant::now();
         // The watched sessions: whether each waits on a lock, for whom, and how many queue behind it.
         let rows = sidecar
             .query(
                 &format!(
-                    "SELECT {WAIT_COLUMNS}, a.backend_xid::text::bigint FROM pg_stat_activity a
-                     WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
-                       AND a.pid <> pg_backend_pid()"
+                    "SELECT {WAIT_COLUMNS}, a.backend_xid::text::bigint, a.query_start,
+                            coalesce(a.query, '')
+                     FROM pg_stat_activity a
+                     WHERE a.application_name = $1 AND {}
+                       AND a.pid <> pg_backend_pid()",
+                    WATCHED_SINCE.replace("backend_start", "a.backend_start")
                 ),
                 &[&application_name, &since_epoch],
             )
             .await;
         let Ok(rows) = rows else { continue };
+        if scope == Scope::Pooled && asked.elapsed() > budget {
+            // Every pooled backend was busy: the waits went unbounded meanwhile.
+            let text = format!(
+                "the watch waited {} for a pooled connection, so lock waits were not bounded at \
+                 the budget meanwhile; give --direct-url so it never waits for the pool",
+                locksmith_core::duration::human(asked.elapsed())
+            );
+            let mut s = seen.lock().unwrap();
+            if !s.errors.iter().any(|e| e.starts_with("the watch waited")) {
+                s.errors.push(text);
+            }
+        }
         let watched: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
         let mut still_waiting = Vec::new();
         for row in &rows {
@@ -371,6 +466,10 @@ async fn poll_loop(
                     }
                 }
             }
+            let query_start: Option<SystemTime> = row.get(5);
+            if statements.insert(pid, query_start) != Some(query_start) {
+                clocks.reset(pid);
+            }
             if !waiting {
                 continue;
             }
@@ -382,12 +481,18 @@ async fn poll_loop(
             }
             // Blockers outside the watched program: its own sessions waiting for each
             // other are its business, and are never candidates for termination.
-            let blocking: Vec<i32> = row
-                .get::<_, Option<Vec<i32>>>(2)
-                .unwrap_or_default()
-                .into_iter()
+            let all_blockers = row.get::<_, Option<Vec<i32>>>(2).unwrap_or_default();
+            let blocking: Vec<i32> = all_blockers
+                .iter()
+                .copied()
                 .filter(|b| !watched.contains(b))
                 .collect();
+            // Behind a pooler, a wait queued only behind the program's own
+            // sessions may be a nameless client's request under our name
+            // (see the module documentation): never cancelled.
+            let cancellable =
+                scope == Scope::OpenedSinceStart || all_blockers.is_empty() || !blocking.is_empty();
+            let mut blockers = Vec::new();
             if let Ok((holders, wanted)) = describe_wait(&sidecar, pid, &blocking).await {
                 {
                     let mut s = seen.lock().unwrap();
@@ -396,15 +501,30 @@ async fn poll_loop(
                     }
                     holders.iter().for_each(|h| s.note_blocker(h.clone()));
                 }
+                blockers = holders.clone();
                 terminate_eligible(&sidecar, holders, terminate_idle_after, &seen).await;
             }
-            if WaitClocks::over_budget(waited, budget) {
-                cancel(&sidecar, pid).await;
-                seen.lock().unwrap().cancelled.push(pid);
+            if cancellable && WaitClocks::over_budget(waited, budget) {
+                let target = WaitingStatement {
+                    pid,
+                    application_name: &application_name,
+                    query_start,
+                };
+                if cancel_wait(&sidecar, &target).await {
+                    let mut s = seen.lock().unwrap();
+                    s.cancelled.push(pid);
+                    s.cancels.push(CancelledWait {
+                        pid,
+                        query: row.get(6),
+                        waited_ms: waited.as_millis() as u64,
+                        blockers,
+                    });
+                }
                 clocks.reset(pid);
             }
         }
         clocks.keep_only(&still_waiting);
+        statements.retain(|pid, _| watched.contains(pid));
         if let Some(max_hold) = max_hold {
             bound_holds(
                 &sidecar,
@@ -417,6 +537,34 @@ async fn poll_loop(
             .await;
         }
     }
+}
+
+/// One statement of a watched backend, as a poll saw it waiting on a lock.
+struct WaitingStatement<'a> {
+    pid: i32,
+    application_name: &'a str,
+    query_start: Option<SystemTime>,
+}
+
+/// Cancels that statement on the server if it is still the one running there,
+/// still under our name and still waiting on a lock — checked in the very
+/// statement that signals, so a pooled backend handed to another client since
+/// the poll is left alone. Whether it was signalled.
+async fn cancel_wait(sidecar: &Connection, target: &WaitingStatement<'_>) -> bool {
+    let Some(query_start) = target.query_start else {
+        return false;
+    };
+    sidecar
+        .query_opt(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+             WHERE pid = $1 AND application_name = $2 AND query_start = $3
+               AND wait_event_type = 'Lock'",
+            &[&target.pid, &target.application_name, &query_start],
+        )
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|row| row.get::<_, bool>(0))
 }
 
 /// When each watched session's transaction was first seen holding a lock
@@ -434,7 +582,7 @@ struct HoldClocks(std::collections::HashMap<(i32, i64), std::time::Instant>);
 async fn bound_holds(
     sidecar: &Connection,
     application_name: &str,
-    since_epoch: f64,
+    since_epoch: Option<f64>,
     max_hold: Duration,
     holds: &mut HoldClocks,
     seen: &Mutex<SessionWatch>,
@@ -452,7 +600,8 @@ async fn bound_holds(
              FROM pg_stat_activity a
              JOIN pg_locks l ON l.pid = a.pid AND l.granted AND l.locktype = 'relation'
              JOIN pg_class c ON c.oid = l.relation AND c.relkind IN ('r', 'p', 'm', 'v')
-             WHERE a.application_name = $1 AND extract(epoch FROM a.backend_start)::float8 >= $2
+             WHERE a.application_name = $1
+               AND ($2::float8 IS NULL OR extract(epoch FROM a.backend_start)::float8 >= $2)
                AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
                AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
              GROUP BY a.pid, a.xact_start, a.state",
@@ -473,12 +622,25 @@ async fn bound_holds(
         let idle: bool = row
             .get::<_, Option<String>>(2)
             .is_some_and(|s| s.starts_with("idle in transaction"));
-        let stop = if idle {
-            "SELECT pg_terminate_backend($1)"
-        } else {
-            "SELECT pg_cancel_backend($1)"
-        };
-        if sidecar.execute(stop, &[&key.0]).await.is_ok() {
+        // Still the same transaction under our name, checked as it is stopped
+        // (a pooled backend may serve another client by now).
+        let stop = format!(
+            "SELECT {}(pid) FROM pg_stat_activity
+             WHERE pid = $1 AND application_name = $2
+               AND (extract(epoch FROM xact_start) * 1000)::bigint = $3",
+            if idle {
+                "pg_terminate_backend"
+            } else {
+                "pg_cancel_backend"
+            }
+        );
+        let stopped = sidecar
+            .query_opt(&stop, &[&key.0, &application_name, &key.1])
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|row| row.get::<_, bool>(0));
+        if stopped {
             let held: String = row.get(3);
             seen.lock().unwrap().held_too_long.push(held);
             current.remove(&key);

@@ -5,7 +5,12 @@
 //! (`lock_timeout` through `PGOPTIONS`, an `application_name` through
 //! `PGAPPNAME` so its sessions can be found, `DATABASE_URL` from
 //! `--database-url` when the tool has none) and watches its sessions from a
-//! second connection ([`SessionWatchdog`]). When an attempt lost a lock race,
+//! second connection ([`SessionWatchdog`]). Behind a connection pooler
+//! ([`route`]) `PGOPTIONS` is left alone — the pooler would refuse it or
+//! silently drop it — and the watch alone bounds the tool's lock waits: it
+//! cancels, by name, any that outlives the budget. The deadline is enforced
+//! on the tool too: at it, its statements are cancelled on the server and
+//! it is stopped. When an attempt lost a lock race,
 //! the tool is rerun with backoff — but not while long-lived sessions still
 //! hold the lock it waited for: queueing behind them is the outage. Each try
 //! waits for its locks a little longer (75 ms — three polls of the watch, so
@@ -25,19 +30,23 @@
 //! cannot look there: the tool's tables are known only once it waited.
 
 use std::io::IsTerminal;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::backoff::growing_lock_wait;
 use locksmith_pg::guard::retry::{Next, Retry};
 use locksmith_pg::guard::sessions::{
-    SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
+    CancelledWait, Scope, SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
 };
 use locksmith_pg::guard::{next_interrupt, GuardReport, Holder, Interrupt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use serde::Serialize;
 use tokio::sync::watch;
+
+mod child;
+mod env;
+mod route;
+
+use child::{attempt, exit_code, SIDECAR_BOUND};
+use env::{child_env, shown_command};
 
 use super::signals;
 use crate::cli::{Format, RunArgs};
@@ -53,10 +62,52 @@ pub async fn run(args: RunArgs) -> CmdResult {
     let replicas = super::replica_settings(&args.guard.replicas)?;
     let policy = args.guard.policy();
     let mut interrupt = signals::interrupts();
-    let env = child_env(&args, policy.lock_timeout, &|name| std::env::var(name).ok());
+    let cannot_watch = |e: locksmith_pg::Error| {
+        Failure::other(miette::miette!(
+            "cannot watch the migration's sessions, so it was not run: {e}"
+        ))
+    };
+    let route = match signals::unless_interrupted(&interrupt, route::Route::open(&settings)).await {
+        Ok(route) => route.map_err(cannot_watch)?,
+        Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
+    };
+    let pooled = route.pooler.is_some();
+    let process_env = |name: &str| std::env::var(name).ok();
+    let env = child_env(&args, policy.lock_timeout, pooled, 1, &process_env);
+    if let Some(pooler) = &route.pooler {
+        if let Some(why) = route::own_application_name(&args.cmd, env.database_url()) {
+            return Err(Failure::input(miette::miette!(
+                "{}",
+                route::refusal(pooler, &why)
+            )));
+        }
+    }
+    if let Some(line) = route.announce(&env.app_name) {
+        progress(&line);
+    }
+    if pooled && process_env("PGOPTIONS").is_some_and(|o| !o.trim().is_empty()) {
+        progress(
+            "warning: the command inherits PGOPTIONS from this environment, but a pooler refuses \
+             the options startup parameter or drops it silently: do not count on those settings",
+        );
+    }
+    if let Some(replaced) = &env.replaced_app_name {
+        progress(&format!(
+            "PGAPPNAME={replaced} is replaced by {} for the command: behind a pooler its sessions are found by that name",
+            env.app_name
+        ));
+    }
+    let pooler_report = route.report(&env.app_name);
+    let route_direct = route.direct;
+    let scope = if pooled {
+        Scope::Pooled
+    } else {
+        Scope::OpenedSinceStart
+    };
     let starting = SessionWatchdog::start(
-        &settings,
+        route.sidecar,
         &env.app_name,
+        scope,
         policy.lock_timeout,
         policy.terminate_idle_after,
         Some(policy.max_hold),
@@ -65,13 +116,9 @@ pub async fn run(args: RunArgs) -> CmdResult {
         Ok(started) => started,
         Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
     };
-    let mut dog = started.map_err(|e| {
-        Failure::other(miette::miette!(
-            "cannot watch the migration's sessions, so it was not run: {e}"
-        ))
-    })?;
+    let mut dog = started.map_err(cannot_watch)?;
     dog.watch_replicas(&replicas).await?;
-    let command = args.cmd.join(" ");
+    let command = shown_command(&args.cmd);
     let shown = render::one_line(&command, 100);
     let mut run = Run {
         args: &args,
@@ -80,6 +127,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
         report: GuardReport::default(),
         wanted: Vec::new(),
         errors: Vec::new(),
+        pooler: pooler_report,
+        cancels: Vec::new(),
     };
     let mut retry = Retry::new(&policy, run.started);
     loop {
@@ -122,24 +171,94 @@ pub async fn run(args: RunArgs) -> CmdResult {
         // Short waits first, growing to the budget: the first attempt knows
         // nothing about who holds what, so it may make traffic wait very little
         // (but long enough for the watch to see whom it waited for).
+        // Behind a pooler the watch alone bounds the waits, at the budget.
         let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
-        let env = child_env(&args, lock_wait, &|name| std::env::var(name).ok());
+        let env = child_env(&args, lock_wait, pooled, number, &process_env);
+        if pooled {
+            dog.rename(&env.app_name);
+        }
         progress(&format!(
-            "attempt {number}: {shown} (lock_timeout {}, application_name {})",
-            locksmith_core::duration::human(lock_wait),
+            "attempt {number}: {shown} ({}, application_name {})",
+            if pooled {
+                format!(
+                    "lock waits cancelled by locksmith after {}",
+                    locksmith_core::duration::human(policy.lock_timeout)
+                )
+            } else {
+                format!(
+                    "lock_timeout {}",
+                    locksmith_core::duration::human(lock_wait)
+                )
+            },
             env.app_name
         ));
         let mark = dog
             .mark()
             .await
             .map_err(|e| Failure::other(miette::miette!("the command was not run: {e}")))?;
-        let end = attempt(&args.cmd, &env, args.guard.format, &dog, &mut interrupt).await?;
+        // The deadline holds for the command too (a first attempt always gets the budget).
+        let stop_at = (run.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
+        let end = attempt(
+            &args.cmd,
+            &env,
+            args.guard.format,
+            &dog,
+            stop_at,
+            &mut interrupt,
+        )
+        .await?;
         // Whatever happened, no lock request of the command's may stay queued.
-        let _ = dog.cancel_lock_waits().await;
-        let watch = dog.take();
+        let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
+        let mut watch = dog.take();
+        let cleared_ok = matches!(cleared, Ok(Ok(_)));
+        if !cleared_ok {
+            // Say so rather than claim a clean end (e.g. every pooled backend busy).
+            watch.errors.push(format!(
+                "could not check that no lock request of the command's stayed queued on the server \
+                 ({}); look for application_name {} in pg_stat_activity{}",
+                match cleared {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the watch got no answer in time".to_string(),
+                },
+                env.app_name,
+                if pooled && !route_direct {
+                    ", and give --direct-url so the watch never waits for a pooled connection"
+                } else {
+                    ""
+                }
+            ));
+        }
+        run.absorb_cancels(number, &watch);
         run.absorb(&watch);
         if let Some(signal) = end.interrupted {
             return run.interrupted(signal);
+        }
+        if end.deadline_hit {
+            let committed = dog
+                .committed_since(mark, &watch.xids)
+                .await
+                .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+            let cancelled = if cleared_ok {
+                " and cancelled its statements on the server"
+            } else {
+                ""
+            };
+            let committed = match committed {
+                Some(what) => format!(
+                    "; part of its work was already committed ({what}): check the database before rerunning it"
+                ),
+                None => String::new(),
+            };
+            let unblocked = if run.report.blockers.is_empty() {
+                "; nothing was seen blocking it: if it just needs longer, raise --deadline"
+            } else {
+                ""
+            };
+            return run.blocked(format!(
+                "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
+                 locksmith stopped it{cancelled}{committed}{unblocked}",
+                locksmith_core::duration::human(policy.deadline),
+            ));
         }
         if !watch.held_too_long.is_empty() {
             run.finish(
@@ -190,7 +309,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
         let why = if watch.cancelled.is_empty() {
             "its lock wait hit lock_timeout".to_string()
         } else {
-            "a lock wait over the budget was cancelled on the server".to_string()
+            "a lock wait over the budget was cancelled on the server by locksmith".to_string()
         };
         let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.session.label()).collect();
         progress(&format!(
@@ -217,206 +336,6 @@ fn own_exit_3(code: u8) -> &'static str {
     }
 }
 
-/// The environment the command runs with.
-#[derive(Debug, Clone, PartialEq)]
-struct ChildEnv {
-    /// The `application_name` its sessions carry (`PGAPPNAME`).
-    app_name: String,
-    /// Variables to set.
-    set: Vec<(String, String)>,
-}
-
-/// `PGOPTIONS` gains `-c lock_timeout=…` (`lock_wait`; last, so it wins
-/// over an earlier one); `PGAPPNAME` is set unless the user set it;
-/// `DATABASE_URL` comes from `--database-url` only when the command's
-/// environment has none.
-fn child_env(
-    args: &RunArgs,
-    lock_wait: Duration,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> ChildEnv {
-    let budget = format!("-c lock_timeout={}ms", lock_wait.as_millis().max(1));
-    let options = match env("PGOPTIONS").filter(|o| !o.trim().is_empty()) {
-        Some(existing) => format!("{existing} {budget}"),
-        None => budget,
-    };
-    let app_name = env("PGAPPNAME")
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| format!("locksmith-run-{}", std::process::id()));
-    let mut set = vec![
-        ("PGOPTIONS".to_string(), options),
-        ("PGAPPNAME".to_string(), app_name.clone()),
-    ];
-    if let Some(url) = &args.guard.connection.database_url {
-        if env("DATABASE_URL").is_none_or(|u| u.is_empty()) {
-            set.push(("DATABASE_URL".to_string(), url.clone()));
-        }
-    }
-    ChildEnv { app_name, set }
-}
-
-/// How one run of the command ended.
-struct AttemptEnd {
-    status: ExitStatus,
-    /// Its output carried a lock-timeout error.
-    lock_race_in_output: bool,
-    /// Ctrl-C or SIGTERM arrived while it ran.
-    interrupted: Option<Interrupt>,
-}
-
-/// Runs the command once, its output passing through live while scanned.
-async fn attempt(
-    cmd: &[String],
-    env: &ChildEnv,
-    format: Format,
-    dog: &SessionWatchdog,
-    interrupt: &mut watch::Receiver<Option<Interrupt>>,
-) -> Result<AttemptEnd, Failure> {
-    let mut child = tokio::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .envs(env.set.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            // A shell's codes: 127 not found, 126 found but not runnable.
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            Failure {
-                code,
-                report: miette::miette!("cannot run `{}`: {e}", cmd[0]),
-            }
-        })?;
-    let pid = child.id();
-    let race = Arc::new(AtomicBool::new(false));
-    // With --format json, stdout carries only the report: the command's stdout goes to stderr.
-    let stdout_to_stderr = format == Format::Json;
-    let pumps = [
-        tokio::spawn(pump(
-            child.stdout.take().expect("piped"),
-            stdout_to_stderr,
-            race.clone(),
-        )),
-        tokio::spawn(pump(
-            child.stderr.take().expect("piped"),
-            true,
-            race.clone(),
-        )),
-    ];
-    let mut interrupted = None;
-    let status = tokio::select! {
-        status = child.wait() => status,
-        signal = next_interrupt(interrupt) => {
-            interrupted = Some(signal);
-            stop_child(&mut child, pid, signal, dog).await
-        }
-    }
-    .map_err(|e| Failure::other(miette::miette!("waiting for `{}`: {e}", cmd[0])))?;
-    // A grandchild may hold the pipes open; don't wait for it forever.
-    for pump in pumps {
-        let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
-    }
-    Ok(AttemptEnd {
-        status,
-        lock_race_in_output: race.load(Ordering::Relaxed),
-        interrupted,
-    })
-}
-
-/// Ctrl-C or SIGTERM while the command runs: pass the signal on, cancel its
-/// statements on the server (killing a client never removes its queued lock
-/// request; a cancel does), and give it a moment to exit before insisting.
-async fn stop_child(
-    child: &mut tokio::process::Child,
-    pid: Option<u32>,
-    signal: Interrupt,
-    dog: &SessionWatchdog,
-) -> std::io::Result<ExitStatus> {
-    let mut sent = false;
-    if let Some(pid) = pid {
-        if signal == Interrupt::Terminate || !signals::terminal_delivers_to_group() {
-            signals::send(pid, signal);
-            sent = true;
-        }
-    }
-    let _ = dog.cancel_all().await;
-    if let Ok(status) = tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
-        return status;
-    }
-    if let (Some(pid), false) = (pid, sent) {
-        signals::send(pid, signal);
-    }
-    if let Ok(status) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        return status;
-    }
-    let _ = child.start_kill();
-    child.wait().await
-}
-
-/// Copies a child's stream to ours as it comes, flagging lock-timeout errors.
-async fn pump(mut from: impl AsyncRead + Unpin, to_stderr: bool, race: Arc<AtomicBool>) {
-    let mut scanner = LockRaceScanner::default();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if scanner.feed(&buf[..n]) {
-            race.store(true, Ordering::Relaxed);
-        }
-        // A closed stdout of ours must not stop the command: keep draining its pipe.
-        let _ = if to_stderr {
-            let mut out = tokio::io::stderr();
-            match out.write_all(&buf[..n]).await {
-                Ok(()) => out.flush().await,
-                Err(e) => Err(e),
-            }
-        } else {
-            let mut out = tokio::io::stdout();
-            match out.write_all(&buf[..n]).await {
-                Ok(()) => out.flush().await,
-                Err(e) => Err(e),
-            }
-        };
-    }
-}
-
-/// Finds lock-timeout errors in a byte stream, across chunk boundaries.
-#[derive(Default)]
-struct LockRaceScanner {
-    tail: Vec<u8>,
-}
-
-/// What drivers print when a lock wait hit `lock_timeout` or `NOWAIT` failed:
-/// the SQLSTATE, its name, psycopg2's class name and the server's messages.
-const LOCK_RACE_MARKERS: [&str; 5] = [
-    "55p03",
-    "lock_not_available",
-    "locknotavailable",
-    "lock timeout",
-    "could not obtain lock",
-];
-
-impl LockRaceScanner {
-    fn feed(&mut self, chunk: &[u8]) -> bool {
-        let mut text = std::mem::take(&mut self.tail);
-        text.extend(chunk.iter().map(u8::to_ascii_lowercase));
-        let found = LOCK_RACE_MARKERS
-            .iter()
-            .any(|m| text.windows(m.len()).any(|w| w == m.as_bytes()));
-        // Keep enough to find a marker split across two chunks.
-        let keep = LOCK_RACE_MARKERS.iter().map(|m| m.len()).max().unwrap_or(0);
-        self.tail = text[text.len().saturating_sub(keep)..].to_vec();
-        found
-    }
-}
-
 /// Sleeps, unless a signal arrives first (returned).
 async fn sleep(
     d: Duration,
@@ -428,16 +347,6 @@ async fn sleep(
     tokio::select! {
         _ = tokio::time::sleep(d) => None,
         signal = next_interrupt(interrupt) => Some(signal),
-    }
-}
-
-/// The code to pass through: the command's own, or 128 + the signal that killed it.
-fn exit_code(status: ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code.clamp(0, 255) as u8,
-        (None, Some(signal)) => (128 + signal).clamp(0, 255) as u8,
-        (None, None) => 1,
     }
 }
 
@@ -456,9 +365,55 @@ struct Run<'a> {
     wanted: Vec<WantedLock>,
     /// Failed actions of the watchdog (e.g. termination not permitted), each once.
     errors: Vec<String>,
+    /// The route, for the report's `pooler` key.
+    pooler: route::PoolerReport,
+    /// The command's statements locksmith cancelled, in all attempts.
+    cancels: Vec<CancelRecord>,
+}
+
+/// One statement of the command cancelled by locksmith, in the report
+/// (`cancelled_by_locksmith`): never the command's own failure.
+#[derive(Debug, Clone, Serialize)]
+struct CancelRecord {
+    /// The attempt it happened in.
+    attempt: u32,
+    /// The statement, backend, wait and blockers.
+    #[serde(flatten)]
+    wait: CancelledWait,
+}
+
+/// `run`'s JSON report: the shared guard report, plus what only `run` has.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    #[serde(flatten)]
+    report: &'a RunReport,
+    pooler: &'a route::PoolerReport,
+    cancelled_by_locksmith: &'a [CancelRecord],
 }
 
 impl Run<'_> {
+    /// Records and announces the statements the watch cancelled in `attempt`.
+    fn absorb_cancels(&mut self, attempt: u32, watch: &SessionWatch) {
+        for wait in &watch.cancels {
+            let blockers: Vec<String> = wait.blockers.iter().map(|h| h.session.label()).collect();
+            progress(&format!(
+                "locksmith cancelled `{}` on backend {} after it waited {} for a lock{}",
+                render::one_line(&wait.query, 100),
+                wait.pid,
+                locksmith_core::duration::human(Duration::from_millis(wait.waited_ms)),
+                if blockers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" behind {}", blockers.join(", "))
+                }
+            ));
+            self.cancels.push(CancelRecord {
+                attempt,
+                wait: wait.clone(),
+            });
+        }
+    }
+
     /// Folds what the watchdog saw into the run's account, announcing terminations.
     fn absorb(&mut self, watch: &SessionWatch) {
         for h in &watch.terminated {
@@ -527,7 +482,12 @@ impl Run<'_> {
         match self.args.guard.format {
             Format::Json => {
                 let mut out = crate::output::stdout();
-                render::json(&mut out, &report)?;
+                let json = RunJson {
+                    report: &report,
+                    pooler: &self.pooler,
+                    cancelled_by_locksmith: &self.cancels,
+                };
+                render::json(&mut out, &json)?;
             }
             Format::Human => {
                 let style = if std::io::stderr().is_terminal() {
@@ -559,71 +519,7 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use clap::Parser;
-
-    fn args(line: &[&str]) -> RunArgs {
-        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
-        match cli.command {
-            crate::cli::Command::Run(a) => a,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn scanner_finds_markers_across_chunks() {
-        let mut s = LockRaceScanner::default();
-        assert!(!s.feed(b"INFO  [alembic] Running upgrade\n"));
-        assert!(!s.feed(b"psycopg2.errors.LockNotAv"));
-        assert!(s.feed(b"ailable: canceling statement due to lock timeout\n"));
-        let mut s = LockRaceScanner::default();
-        assert!(s.feed(b"ERROR:  could not obtain lock on relation \"t\"\n"));
-        let mut s = LockRaceScanner::default();
-        assert!(
-            !s.feed(b"ERROR: duplicate key value violates unique constraint (SQLSTATE 23505)\n")
-        );
-        assert!(s.feed(b"SQLSTATE 55P03"));
-    }
-
-    #[test]
-    fn child_env_keeps_what_the_user_set() {
-        let a = args(&[
-            "locksmith",
-            "run",
-            "--lock-timeout",
-            "150ms",
-            "--database-url",
-            "postgres://h/db",
-            "--",
-            "alembic",
-            "upgrade",
-            "head",
-        ]);
-        assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
-        let policy = a.guard.policy();
-        let none = |_: &str| None;
-        let env = child_env(&a, policy.lock_timeout, &none);
-        assert!(env.app_name.starts_with("locksmith-run-"));
-        assert!(env
-            .set
-            .contains(&("PGOPTIONS".into(), "-c lock_timeout=150ms".into())));
-        assert!(env
-            .set
-            .contains(&("DATABASE_URL".into(), "postgres://h/db".into())));
-        let user = |k: &str| match k {
-            "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
-            "PGAPPNAME" => Some("deploy".to_string()),
-            "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
-            _ => None,
-        };
-        let env = child_env(&a, policy.lock_timeout, &user);
-        assert_eq!(env.app_name, "deploy");
-        assert!(env.set.contains(&(
-            "PGOPTIONS".into(),
-            "-c statement_timeout=5s -c lock_timeout=150ms".into()
-        )));
-        assert!(!env.set.iter().any(|(k, _)| k == "DATABASE_URL"));
-    }
 
     #[test]
     fn the_command_is_required() {

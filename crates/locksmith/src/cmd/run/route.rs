@@ -1,0 +1,160 @@
+//! How `locksmith run` reaches the server, decided before the command runs:
+//! whether a connection pooler (PgBouncer) is in between, which route the
+//! watch takes (`--direct-url`, else the target itself), and whether the
+//! command's sessions can be found behind the pooler at all.
+//!
+//! Behind a pooler, `PGOPTIONS` is never relied on (PgBouncer refuses the
+//! `options` startup parameter, or drops it silently under
+//! `ignore_startup_parameters`), so the command's lock waits are bounded by
+//! the watch alone, which finds its sessions by the `application_name` it
+//! is given through `PGAPPNAME`. A command whose connection string sets its
+//! own `application_name` could not be found: it is refused up front.
+
+use locksmith_pg::{Connection, ConnectionSettings, Error, Pooler};
+use serde::Serialize;
+
+/// The route, as detected at the start.
+pub struct Route {
+    /// The pooler in between, if any.
+    pub pooler: Option<Pooler>,
+    /// Whether the watch goes straight to the server (`--direct-url`).
+    pub direct: bool,
+    /// The watch's connection (as `locksmith-watchdog`).
+    pub sidecar: Connection,
+}
+
+impl Route {
+    /// Connects to the target to find out whether a pooler is in between,
+    /// then opens the watch's connection: over the direct route when one was
+    /// given (checked to reach the same server, through no pooler), else that
+    /// first connection itself.
+    pub async fn open(settings: &ConnectionSettings) -> Result<Route, Error> {
+        let watchdog = settings.with_application_name("locksmith-watchdog");
+        let target = watchdog.connect().await?;
+        let pooler = target.pooler();
+        let direct = settings.has_direct();
+        let sidecar = if direct {
+            watchdog.connect_direct(&target).await?
+        } else {
+            target
+        };
+        Ok(Route {
+            pooler,
+            direct,
+            sidecar,
+        })
+    }
+
+    /// What the report says about it (the JSON `pooler` key).
+    pub fn report(&self, application_name: &str) -> PoolerReport {
+        PoolerReport {
+            detected: self.pooler.is_some(),
+            direct: self.direct,
+            sessions_found_by: self.pooler.map(|_| {
+                format!(
+                    "application_name (PGAPPNAME), one per attempt: {}",
+                    application_name
+                        .rsplit_once('-')
+                        .map_or(application_name.to_string(), |(stem, _)| format!(
+                            "{stem}-N"
+                        ))
+                )
+            }),
+            limitation: self.pooler.map(|_| LIMITATION),
+        }
+    }
+
+    /// The line said on stderr before the command runs, behind a pooler.
+    pub fn announce(&self, application_name: &str) -> Option<String> {
+        let pooler = self.pooler?;
+        let watch = if self.direct {
+            "over --direct-url, straight to the server"
+        } else {
+            "through the pooler (give --direct-url so the watch never waits for a pooled connection)"
+        };
+        Some(format!(
+            "behind {pooler}. lock_timeout is not sent in PGOPTIONS (a pooler refuses or drops it): \
+             locksmith cancels any lock wait of the command's sessions (application_name \
+             {application_name}, then one name per attempt) past --lock-timeout itself, watching {watch}"
+        ))
+    }
+}
+
+/// What a pooler leaves out of the watch, in the report.
+const LIMITATION: &str = "the command's sessions are found by application_name only: a \
+     driver that ignores PGAPPNAME (e.g. JDBC) or sets its own is not watched; and PgBouncer \
+     leaves a backend's application_name to a client that sends none, so while the command \
+     runs, such a client's lock wait over the budget on a backend the command used could be \
+     taken for the command's (a wait queued only behind the command is never cancelled). \
+     Safest: give every application client an application_name, or run the migration \
+     straight to the server";
+
+/// The JSON `pooler` key of `run`'s report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolerReport {
+    /// A pooler was found between locksmith and the server.
+    pub detected: bool,
+    /// The watch went straight to the server (`--direct-url`).
+    pub direct: bool,
+    /// How the command's sessions were told apart, behind a pooler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_found_by: Option<String>,
+    /// What that cannot cover, behind a pooler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limitation: Option<&'static str>,
+}
+
+/// Where the command sets its own `application_name` (an argument, or the
+/// `DATABASE_URL` it will see): behind a pooler its sessions would then be
+/// invisible to the watch. `None` when nowhere we can see.
+pub fn own_application_name(cmd: &[String], database_url: Option<&str>) -> Option<String> {
+    let sets = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        s.contains("application_name=") || s.contains("applicationname=")
+    };
+    if let Some(arg) = cmd.iter().find(|a| sets(a)) {
+        return Some(format!(
+            "its arguments set application_name ({})",
+            locksmith_pg::redact(arg)
+        ));
+    }
+    database_url
+        .filter(|u| sets(u))
+        .map(|_| "its DATABASE_URL sets application_name".to_string())
+}
+
+/// The refusal when the command cannot be watched behind `pooler`.
+pub fn refusal(pooler: &Pooler, why: &str) -> String {
+    format!(
+        "not run: locksmith is behind {pooler}, where the command's lock waits are bounded only by \
+         locksmith's watch, which finds its sessions by the application_name it gives them \
+         (PGAPPNAME) — but {why}. Remove application_name from the command's connection string, \
+         or point the command and --database-url straight at the server instead of the pooler"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_an_own_application_name() {
+        let cmd = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            own_application_name(&cmd(&["psql", "postgres://h/db", "-c", "SELECT 1"]), None),
+            None
+        );
+        let found = own_application_name(
+            &cmd(&["psql", "postgres://u:secret@h/db?application_name=mine"]),
+            None,
+        )
+        .unwrap();
+        assert!(found.contains("arguments"), "{found}");
+        assert!(!found.contains("secret"), "{found}");
+        assert!(own_application_name(
+            &cmd(&["flyway", "migrate"]),
+            Some("jdbc:postgresql://h/db?ApplicationName=flyway")
+        )
+        .is_some());
+    }
+}
