@@ -7,6 +7,12 @@
 //! advisory lock taken before any table lock; it is released when the
 //! session ends, so a killed runner never leaves it behind.
 //!
+//! Behind a connection pooler a session outlives us on a pooled backend, so
+//! the session lock cannot be used there: each migration's transaction
+//! starts with [`start_sql`] instead, the transaction-level form of the same
+//! lock plus the history check for that migration, so exactly one runner
+//! applies it whichever backend it gets.
+//!
 //! Rows are keyed by `version bigint`. Versions that are not one integer
 //! (Flyway's `1.1`) and repeatable migrations (`R__views`) keep their key in
 //! `version_text` (added to older tables with `ADD COLUMN IF NOT EXISTS`) and
@@ -39,10 +45,31 @@ pub struct Applied {
     pub checksum: String,
 }
 
-/// Creates the history table if it does not exist. Call with the runner lock held.
+/// The SQLSTATE [`start_sql`] raises when the migration is already recorded.
+pub const ALREADY_APPLIED: &str = "LS001";
+
+/// Creates the history table if it does not exist. Each statement runs in a
+/// transaction of its own with `SET LOCAL`, so nothing stays on a pooled
+/// backend; two runners creating it at once behind a pooler (no session
+/// lock) are told apart by retrying once.
 pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result<(), Error> {
+    let created = create_table(client, lock_timeout).await;
+    if created.is_err() {
+        // An explicit BEGIN stays open (aborted) after an error: end it here.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    match created {
+        // Another runner created it between our check and our CREATE.
+        Err(e) if matches!(e.sqlstate(), Some("23505" | "42P07")) => {
+            create_table(client, lock_timeout).await
+        }
+        other => other,
+    }
+}
+
+async fn create_table(client: &Connection, lock_timeout: Duration) -> Result<(), Error> {
     let sql = format!(
-        "SET lock_timeout = '{}';
+        "BEGIN; SET LOCAL lock_timeout = '{}';
          CREATE TABLE IF NOT EXISTS {TABLE} (
            version bigint PRIMARY KEY,
            name text NOT NULL,
@@ -52,7 +79,7 @@ pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result
            attempts integer NOT NULL,
            version_text text
          );
-         RESET lock_timeout;",
+         COMMIT;",
         locksmith_core::duration::to_pg_setting(lock_timeout)
     );
     client
@@ -72,15 +99,16 @@ pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result
         return Ok(());
     }
     let sql = format!(
-        "SET lock_timeout = '{}';
+        "BEGIN; SET LOCAL lock_timeout = '{}';
          ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS version_text text;
-         RESET lock_timeout;",
+         COMMIT;",
         locksmith_core::duration::to_pg_setting(lock_timeout)
     );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::query(format!("adding version_text to {TABLE}"), e))
+    let added = client.batch_execute(&sql).await;
+    if added.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    added.map_err(|e| Error::query(format!("adding version_text to {TABLE}"), e))
 }
 
 /// Whether the history table exists (on the search path).
@@ -168,6 +196,35 @@ pub fn insert_sql(record: &Record<'_>, before: Duration, attempts: u32) -> Strin
         "INSERT INTO {TABLE} (version, version_text, name, checksum, duration_ms, attempts) VALUES ({version}, {text}, {}, {}, {duration}, {attempts}){upsert}",
         literal(record.name),
         literal(record.checksum),
+    )
+}
+
+/// The statement that opens a migration's transaction behind a pooler: the
+/// runner lock for this transaction only (`55P03` when another runner holds
+/// it, a lost race to retry), then `ALREADY_APPLIED` when the migration is
+/// recorded already, or when `done` (a query returning a row when the unit
+/// is done, e.g. its progress row) says so. Runs before any table lock.
+pub fn start_sql(record: &Record<'_>, done: Option<&str>) -> String {
+    let version = row_version(record.id);
+    let same = match record.repeatable {
+        true => format!(" AND checksum = {}", literal(record.checksum)),
+        false => String::new(),
+    };
+    let done = done
+        .map(|q| format!(" OR EXISTS ({q})"))
+        .unwrap_or_default();
+    format!(
+        "DO $locksmith$ BEGIN
+           IF NOT pg_try_advisory_xact_lock({RUNNER_LOCK}) THEN
+             RAISE EXCEPTION 'another locksmith apply is applying a migration' USING ERRCODE = '55P03';
+           END IF;
+           IF EXISTS (SELECT FROM {TABLE} WHERE version = {version}{same}){done} THEN
+             RAISE EXCEPTION 'migration {} was applied by another runner', {}
+               USING ERRCODE = '{ALREADY_APPLIED}';
+           END IF;
+         END $locksmith$",
+        "%",
+        literal(record.id),
     )
 }
 

@@ -284,12 +284,12 @@ impl Guard {
 
     /// Runs statements on the migration connection; an interrupt or the
     /// attempt's end (the deadline) cancels them on the server.
-    async fn exec(&self, sql: &str) -> Result<(), ExecError> {
+    async fn exec(&mut self, sql: &str) -> Result<(), ExecError> {
         self.bounded(false, sql, false).await.map(|_| ())
     }
 
     /// Like [`exec`](Self::exec), returning the rows (simple protocol).
-    async fn query_rows(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, ExecError> {
+    async fn query_rows(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, ExecError> {
         self.bounded(false, sql, true).await
     }
 
@@ -297,7 +297,7 @@ impl Guard {
     /// [`outside_client`](Self::outside_client), bounded by interrupts and
     /// the attempt's end; `rows` keeps what it returns.
     async fn bounded(
-        &self,
+        &mut self,
         outside: bool,
         sql: &str,
         rows: bool,

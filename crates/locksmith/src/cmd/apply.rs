@@ -5,6 +5,15 @@
 //! the run at `FILE:LINE:COLUMN` with nothing executed. Migrations come from
 //! `locksmith_core::source` (via `sources`), up sections only: a down section
 //! or file never reaches the guard.
+//!
+//! Behind a connection pooler (PgBouncer, in any pooling mode), nothing of
+//! ours may outlive a transaction on a pooled backend. Without a direct route
+//! (`--direct-url`), runners exclude each other inside each migration's own
+//! transaction ([`history::start_sql`]), a no-transaction migration runs
+//! statement by statement, each in a transaction of its own with its progress
+//! row (exactly once), and a statement that cannot run in a transaction block
+//! is refused before anything runs. With a direct route, the runner lock and
+//! such statements go straight to the server, as without a pooler.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +22,7 @@ use std::time::{Duration, Instant};
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::source::{self, pending, Kind, Migration, Version};
 use locksmith_pg::guard::{replica, Guard, GuardError, RelationLock, Step};
-use locksmith_pg::{foreign, history};
+use locksmith_pg::{foreign, history, Connection, Pooler};
 
 use super::hold;
 use super::online;
@@ -21,7 +30,7 @@ use super::progress::EventLines;
 use super::signals;
 use crate::cli::{ApplyArgs, Format};
 use crate::exit::{CmdResult, Failure, Outcome};
-use crate::render::guard::{MigrationRecord, RunReport, Status};
+use crate::render::guard::{MigrationRecord, PoolerReport, RunReport, Status};
 use crate::render::plan::{Plan, PlannedLock, PlannedMigration, PlannedStatement};
 use crate::render::{self, style::Style};
 
@@ -40,6 +49,41 @@ struct PlannedStep {
     step: Step,
     line: u32,
     column: u32,
+    /// Whether PostgreSQL lets it run inside a transaction block.
+    transactional: bool,
+}
+
+/// How a pending migration ended when it did not fail.
+enum Ran {
+    /// Applied here, after this many lock attempts.
+    Here(u32),
+    /// Another runner recorded it first (behind a pooler): not run here.
+    Elsewhere,
+}
+
+/// How this run keeps other runners out.
+struct Runners {
+    /// The session runner lock is held on this direct connection (behind a
+    /// pooler with `--direct-url`); `None`: on the guard's own connection.
+    direct: Option<Connection>,
+    /// Behind a pooler without a direct route: no session lock; each
+    /// migration's transaction takes the lock for itself.
+    per_transaction: bool,
+    /// For the report.
+    pooler: Option<PoolerReport>,
+}
+
+impl Runners {
+    fn session<'a>(&'a self, guard: &'a Guard) -> &'a Connection {
+        self.direct.as_ref().unwrap_or(guard.client())
+    }
+
+    async fn unlock(&self, guard: &Guard) -> Result<(), locksmith_pg::Error> {
+        match self.per_transaction {
+            true => Ok(()),
+            false => history::unlock_runners(self.session(guard)).await,
+        }
+    }
 }
 
 impl Planned {
@@ -96,6 +140,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
+    let runners = runners(&guard, &settings, quiet).await?;
     // Without --pg-version, the files are judged for the server they run on
     // (lock levels differ between majors); planned once already, so a syntax
     // error was reported before connecting.
@@ -112,7 +157,12 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     watch_replicas(&mut guard, &args.guard.replicas, quiet).await?;
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
-    let waiting = history::lock_runners(guard.client(), args.guard.deadline);
+    let waiting = async {
+        match runners.per_transaction {
+            true => Ok(true),
+            false => history::lock_runners(runners.session(&guard), args.guard.deadline).await,
+        }
+    };
     let got_lock = match signals::unless_interrupted(&interrupts, waiting).await {
         Ok(got) => got?,
         Err(signal) => {
@@ -125,6 +175,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     if !got_lock {
         return finish(
             &args,
+            &runners,
             RunReport::new(
                 Status::Blocked,
                 &guard.report,
@@ -164,9 +215,6 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         };
         Failure::input(miette::miette!("{message}"))
     })?;
-    if !existed {
-        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
-    }
     let mut planned: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
     let mut take = |indices: &[usize]| -> Vec<Planned> {
         indices.iter().filter_map(|&i| planned[i].take()).collect()
@@ -183,9 +231,18 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         });
     }
 
+    if let Some(pooler) = guard.pooler().filter(|_| !guard.runs_outside_directly()) {
+        if let Some(refusal) = outside_transaction(&pending, &plans, &pooler) {
+            return Err(Failure::input(refusal));
+        }
+    }
+    if !existed {
+        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
+    }
+
     if args.dry_run {
         let text = dry_run(&guard, &baselined, &pending, &plans, args.guard.format).await?;
-        history::unlock_runners(guard.client()).await?;
+        runners.unlock(&guard).await?;
         crate::output::stdout().write_all(text.as_bytes())?;
         return Ok(Outcome::Done);
     }
@@ -202,14 +259,14 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     if let Some(refusal) =
         hold::refuse_before_running(guard.client(), &statements, version, max_hold).await
     {
-        history::unlock_runners(guard.client()).await?;
+        runners.unlock(&guard).await?;
         let report = RunReport::new(
             Status::HoldExceeded,
             &guard.report,
             Vec::new(),
             Some(refusal),
         );
-        return finish(&args, report);
+        return finish(&args, &runners, report);
     }
 
     if !baselined.is_empty() {
@@ -224,6 +281,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     }
 
     let mut records = Vec::new();
+    let mut elsewhere = Vec::new();
     for (p, plan) in pending.iter().zip(&plans) {
         if !quiet {
             eprintln!(
@@ -237,12 +295,23 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             );
         }
         let started = Instant::now();
+        let per_transaction = runners.per_transaction;
         let result = match plan {
-            Some(units) => apply_online(&mut guard, p, units).await,
-            None => apply_one(&mut guard, p).await,
+            Some(units) => apply_online(&mut guard, p, units, per_transaction).await,
+            None if per_transaction => apply_pooled(&mut guard, p).await,
+            None => apply_one(&mut guard, p).await.map(Ran::Here),
         };
         match result {
-            Ok(attempts) => records.push(p.report(attempts, started.elapsed())),
+            Ok(Ran::Here(attempts)) => records.push(p.report(attempts, started.elapsed())),
+            Ok(Ran::Elsewhere) => {
+                if !quiet {
+                    eprintln!(
+                        "{}: another locksmith apply applied it meanwhile; not run again",
+                        p.file()
+                    );
+                }
+                elsewhere.push(p.report(0, started.elapsed()));
+            }
             Err((e, done)) => {
                 let (status, message) = match &e {
                     GuardError::Blocked { reason, .. } => {
@@ -264,8 +333,9 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
                         (Status::HoldExceeded, message)
                     }
                 };
-                let report = RunReport::new(status, &guard.report, records, Some(message));
-                let outcome = finish(&args, report);
+                let mut report = RunReport::new(status, &guard.report, records, Some(message));
+                report.applied_elsewhere = elsewhere;
+                let outcome = finish(&args, &runners, report);
                 if let GuardError::Interrupted(signal) = e {
                     return Ok(Outcome::Code(signals::exit_code(signal)));
                 }
@@ -273,11 +343,87 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             }
         }
     }
-    history::unlock_runners(guard.client()).await?;
-    finish(
-        &args,
-        RunReport::new(Status::Applied, &guard.report, records, None),
-    )
+    runners.unlock(&guard).await?;
+    let mut report = RunReport::new(Status::Applied, &guard.report, records, None);
+    report.applied_elsewhere = elsewhere;
+    finish(&args, &runners, report)
+}
+
+/// Says (once, on stderr) when a pooler is in between, and decides how
+/// runners exclude each other: the session lock on a direct connection when
+/// a direct route was given, else each migration's own transaction.
+async fn runners(
+    guard: &Guard,
+    settings: &locksmith_pg::ConnectionSettings,
+    quiet: bool,
+) -> Result<Runners, Failure> {
+    let Some(pooler) = guard.pooler() else {
+        return Ok(Runners {
+            direct: None,
+            per_transaction: false,
+            pooler: None,
+        });
+    };
+    let direct = settings.has_direct();
+    if !quiet {
+        let how = match direct {
+            true => "the runner lock, the watchdog and statements outside a transaction block go                      straight to the server (--direct-url); migrations go through the pooler",
+            false => "each migration takes the runner lock and checks the history inside its own                       transaction; a statement that cannot run in a transaction block needs                       --direct-url",
+        };
+        eprintln!("through {pooler}: {how}");
+    }
+    Ok(Runners {
+        direct: match direct {
+            true => Some(settings.connect_direct(guard.client()).await?),
+            false => None,
+        },
+        per_transaction: !direct,
+        pooler: Some(PoolerReport {
+            detected: true,
+            direct,
+        }),
+    })
+}
+
+/// Behind `pooler` with no direct route: the first pending statement that
+/// cannot run inside a transaction block, refused before anything runs.
+fn outside_transaction(
+    pending: &[Planned],
+    plans: &[Option<Vec<locksmith_core::online::Unit>>],
+    pooler: &Pooler,
+) -> Option<miette::Report> {
+    let why = format!(
+        "cannot run inside a transaction block, and the connection goes through {pooler}.          A pooler may hand each statement outside a transaction to another backend, where          nothing bounds its lock wait and a retry cannot tell whether it already ran.          Nothing was run. Give locksmith a route straight to the server for such statements:          --direct-url URL (or LOCKSMITH_DIRECT_URL)"
+    );
+    for (p, plan) in pending.iter().zip(plans) {
+        match plan {
+            Some(units) => {
+                let unit = units.iter().find(|u| !u.transactional)?;
+                let sql = unit.statements.first().map_or("", |s| s.sql.as_str());
+                return Some(miette::miette!(
+                    "{}: its online plan runs `{}`, which {why}.",
+                    p.path.display(),
+                    first_line(sql)
+                ));
+            }
+            None => {
+                if let Some(s) = p.steps.iter().find(|s| !s.transactional) {
+                    return Some(miette::miette!(
+                        "{}:{}:{}: `{}` {why}.",
+                        p.path.display(),
+                        s.line,
+                        s.column,
+                        first_line(&s.step.sql)
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn first_line(sql: &str) -> &str {
+    sql.lines().next().unwrap_or("").trim()
 }
 
 /// The server's major version, clamped to the ones the analysis models.
@@ -384,17 +530,89 @@ async fn apply_one(guard: &mut Guard, p: &Planned) -> Result<u32, (GuardError, u
     Ok(attempts)
 }
 
+/// Behind a pooler without a direct route: runs `p` with the runner lock and
+/// the history check inside its transaction; a no-transaction migration runs
+/// statement by statement, each in a transaction of its own that records its
+/// progress, so each runs exactly once (every statement was checked to run
+/// in a transaction block). On failure, also says how many statements completed.
+async fn apply_pooled(guard: &mut Guard, p: &Planned) -> Result<Ran, (GuardError, usize)> {
+    use locksmith_pg::online;
+    let started = Instant::now();
+    let migration = p.record();
+    let elsewhere =
+        |e: &GuardError| matches!(e, GuardError::Failed(e) if e.sqlstate() == Some(history::ALREADY_APPLIED));
+    let record = |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
+    if p.in_transaction {
+        let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+        let start = history::start_sql(&migration, None);
+        return match guard
+            .run_transaction_started(&steps, &start, Some(&record))
+            .await
+        {
+            Ok(attempts) => Ok(Ran::Here(attempts)),
+            Err(e) if elsewhere(&e) => Ok(Ran::Elsewhere),
+            Err(e) => Err((e, 0)),
+        };
+    }
+    online::ensure_table(guard.client())
+        .await
+        .map_err(|e| (GuardError::Failed(e), 0))?;
+    let version = history::row_version(&p.id);
+    let last = p.steps.len().saturating_sub(1);
+    let mut attempts = 0;
+    let mut ran = Ran::Elsewhere;
+    for (i, s) in p.steps.iter().enumerate() {
+        let start = history::start_sql(&migration, Some(&online::done_sql(version, i)));
+        let finishing = i == last;
+        let before = attempts;
+        let finish = |n: u32, _: Duration| {
+            let progress = online::progress_sql(version, i, finishing);
+            match finishing {
+                true => format!("{}; {progress}", record(before + n, started.elapsed())),
+                false => progress,
+            }
+        };
+        match guard
+            .run_transaction_started(std::slice::from_ref(&s.step), &start, Some(&finish))
+            .await
+        {
+            Ok(n) => {
+                attempts += n;
+                ran = Ran::Here(attempts);
+            }
+            // Done by another runner: the statement, or the whole migration.
+            Err(e) if elsewhere(&e) => {
+                if finishing {
+                    ran = Ran::Elsewhere;
+                }
+            }
+            Err(e) => return Err((e, i)),
+        }
+    }
+    Ok(ran)
+}
+
 /// Runs `p` as its online plan; on failure, also says which unit failed.
 async fn apply_online(
     guard: &mut Guard,
     p: &Planned,
     units: &[locksmith_core::online::Unit],
-) -> Result<u32, (GuardError, usize)> {
+    per_transaction: bool,
+) -> Result<Ran, (GuardError, usize)> {
+    use locksmith_pg::online::{self, Exclusion};
+    let migration = p.record();
     let record =
-        |attempts: u32, elapsed: Duration| history::insert_sql(&p.record(), elapsed, attempts);
-    locksmith_pg::online::run(guard, history::row_version(&p.id), units, &record)
+        |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
+    let exclusion = match per_transaction {
+        true => Exclusion::PerTransaction(&migration),
+        false => Exclusion::Session,
+    };
+    online::run_excluding(guard, history::row_version(&p.id), units, &record, exclusion)
         .await
-        .map(|run| run.attempts)
+        .map(|run| match run.recorded_elsewhere {
+            true => Ran::Elsewhere,
+            false => Ran::Here(run.attempts),
+        })
         .map_err(|f| (f.error, f.unit))
 }
 
@@ -464,7 +682,8 @@ fn needs_no_fix(err: &locksmith_pg::Error) -> bool {
     }
 }
 
-fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
+fn finish(args: &ApplyArgs, runners: &Runners, mut report: RunReport) -> CmdResult {
+    report.pooler = runners.pooler;
     let status = report.status;
     match args.guard.format {
         Format::Json => render::json(&mut crate::output::stdout(), &report)?,
@@ -520,6 +739,7 @@ fn plan(
                 step: Step::from(&s),
                 line: s.line,
                 column: s.column,
+                transactional: s.transactional,
             });
         }
         planned.push(Planned {
