@@ -288,6 +288,12 @@ async fn two_racing_runners_apply_each_migration_exactly_once() {
         assert_eq!(b.status.code(), Some(0), "{context}: {}", text(&b));
         // Between them, every migration once: applied by one, found by the other.
         let (a, b) = (report(&a), report(&b));
+        for r in [&a, &b] {
+            let mut seen = versions(r, "migrations");
+            seen.extend(versions(r, "applied_elsewhere"));
+            seen.sort_unstable();
+            assert_eq!(seen, vec![1, 2, 3, 4], "{context}: {r}");
+        }
         let mut ran = versions(&a, "migrations");
         ran.extend(versions(&b, "migrations"));
         ran.sort_unstable();
