@@ -355,6 +355,36 @@ async fn a_concurrent_build_needs_the_direct_route() {
             1,
             "{context}"
         );
+
+        // --online: its concurrent build needs the direct route too.
+        write(
+            dir.path(),
+            &[(
+                "003_unique.sql",
+                "ALTER TABLE items ADD CONSTRAINT items_name_key UNIQUE (name);\n",
+            )],
+        );
+        let out = scene.apply(dir.path(), &["--online"]);
+        assert_eq!(out.status.code(), Some(2), "{context}: {}", text(&out));
+        let said = text(&out);
+        for needle in ["003_unique.sql", "connection pooler", "--direct-url"] {
+            assert!(said.contains(needle), "{context}: no {needle}: {said}");
+        }
+        assert_eq!(
+            scene.count("SELECT count(*) FROM locksmith_migrations").await,
+            2,
+            "{context}"
+        );
+        let out = scene.apply(dir.path(), &["--online", "--direct-url", &direct]);
+        assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
+        assert_eq!(versions(&report(&out), "migrations"), vec![3], "{context}");
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM pg_constraint WHERE conname = 'items_name_key'")
+                .await,
+            1,
+            "{context}"
+        );
         scene.traffic_was_untouched(&context).await;
     }
 }

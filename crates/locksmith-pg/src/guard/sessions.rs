@@ -39,7 +39,7 @@ use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 
 use super::look::{self, Holder, Resolved};
-use super::watchdog::{cancel, WaitClocks, POLL, WAIT_COLUMNS};
+use super::watchdog::{cancel_if_still_waiting, WaitClocks, POLL, WAIT_COLUMNS};
 use super::{commits, replica};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::{ConnectionSettings, Error};
@@ -399,7 +399,7 @@ async fn poll_loop(
                 terminate_eligible(&sidecar, holders, terminate_idle_after, &seen).await;
             }
             if WaitClocks::over_budget(waited, budget) {
-                cancel(&sidecar, pid).await;
+                cancel_if_still_waiting(&sidecar, pid, &application_name).await;
                 seen.lock().unwrap().cancelled.push(pid);
                 clocks.reset(pid);
             }

@@ -86,6 +86,23 @@ pub(crate) async fn cancel(sidecar: &Connection, pid: i32) {
         .await;
 }
 
+/// Cancels `pid`'s statement only while it still runs as `application_name`
+/// and still waits on a lock, in one statement: a pooled backend seen
+/// waiting a poll ago may serve another client by now.
+pub(crate) async fn cancel_if_still_waiting(
+    sidecar: &Connection,
+    pid: i32,
+    application_name: &str,
+) {
+    let _ = sidecar
+        .execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+             WHERE pid = $1 AND application_name = $2 AND wait_event_type = 'Lock'",
+            &[&pid, &application_name],
+        )
+        .await;
+}
+
 /// A backend's transaction start as exact microseconds since the epoch, the
 /// same expression on both sides of [`cancel_transaction`]'s comparison.
 pub(crate) const XACT_MICROS: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
