@@ -126,7 +126,11 @@ impl Scene {
     /// or saw our settings.
     async fn traffic_was_untouched(self, context: &str) {
         let report = self.traffic.stop().await;
-        assert!(report.requests >= 5, "{context}: {} requests", report.requests);
+        assert!(
+            report.requests >= 5,
+            "{context}: {} requests",
+            report.requests
+        );
         assert_eq!(
             (report.errors, report.timeouts),
             (0, 0),
@@ -137,8 +141,7 @@ impl Scene {
 }
 
 fn report(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
 }
 
 fn versions(report: &Value, key: &str) -> Vec<i64> {
@@ -170,11 +173,17 @@ const ALL_ONCE: i64 = 11111;
 
 async fn applied_once(scene: &Scene, context: &str) {
     assert_eq!(
-        scene.count("SELECT count(*) FROM locksmith_migrations").await,
+        scene
+            .count("SELECT count(*) FROM locksmith_migrations")
+            .await,
         4,
         "{context}"
     );
-    assert_eq!(scene.count("SELECT n::bigint FROM counter").await, ALL_ONCE, "{context}");
+    assert_eq!(
+        scene.count("SELECT n::bigint FROM counter").await,
+        ALL_ONCE,
+        "{context}"
+    );
     assert_eq!(
         scene
             .count("SELECT count(*) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname IN ('c1', 'c3', 'c4')")
@@ -183,7 +192,9 @@ async fn applied_once(scene: &Scene, context: &str) {
         "{context}"
     );
     assert_eq!(
-        scene.count("SELECT count(*) FROM locksmith_online_steps").await,
+        scene
+            .count("SELECT count(*) FROM locksmith_online_steps")
+            .await,
         0,
         "{context}: progress rows left behind"
     );
@@ -205,7 +216,10 @@ async fn applies_through_either_pooling_mode_without_touching_the_app() {
         applied_once(&scene, &context).await;
 
         // Human format says once, on stderr, what is in between.
-        let again = support::locksmith(&scene.pooled_url(), &["apply", dir.path().to_str().unwrap()]);
+        let again = support::locksmith(
+            &scene.pooled_url(),
+            &["apply", dir.path().to_str().unwrap()],
+        );
         assert_eq!(again.status.code(), Some(0), "{context}: {}", text(&again));
         let stderr = String::from_utf8_lossy(&again.stderr);
         assert_eq!(
@@ -213,7 +227,11 @@ async fn applies_through_either_pooling_mode_without_touching_the_app() {
             1,
             "{context}: {stderr}"
         );
-        assert!(text(&again).contains("Nothing to apply"), "{}", text(&again));
+        assert!(
+            text(&again).contains("Nothing to apply"),
+            "{}",
+            text(&again)
+        );
         applied_once(&scene, &context).await;
         scene.traffic_was_untouched(&context).await;
     }
@@ -232,7 +250,10 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &[("001_add.sql", "ALTER TABLE items ADD COLUMN c1 int;\n")]);
+        write(
+            dir.path(),
+            &[("001_add.sql", "ALTER TABLE items ADD COLUMN c1 int;\n")],
+        );
 
         let out = scene.apply(dir.path(), &["--deadline", "3s"]);
         assert_eq!(out.status.code(), Some(3), "{context}: {}", text(&out));
@@ -248,7 +269,9 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         pids.sort_unstable();
         assert_eq!(named, pids, "{context}: {json}");
         assert_eq!(
-            scene.count("SELECT count(*) FROM locksmith_migrations").await,
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
             0
         );
 
@@ -267,7 +290,9 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         terminated.sort_unstable();
         assert_eq!(terminated, pids, "{context}: {json}");
         assert_eq!(
-            scene.count("SELECT count(*) FROM locksmith_migrations").await,
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
             1
         );
         scene.traffic_was_untouched(&context).await;
@@ -281,8 +306,14 @@ async fn two_racing_runners_apply_each_migration_exactly_once() {
         let scene = Scene::start(&format!("pooled_race_{}", mode.as_str()), mode).await;
         let dir = tempfile::tempdir().unwrap();
         migrations(dir.path());
-        let a = scene.command(dir.path(), &["--deadline", "60s"]).spawn().unwrap();
-        let b = scene.command(dir.path(), &["--deadline", "60s"]).spawn().unwrap();
+        let a = scene
+            .command(dir.path(), &["--deadline", "60s"])
+            .spawn()
+            .unwrap();
+        let b = scene
+            .command(dir.path(), &["--deadline", "60s"])
+            .spawn()
+            .unwrap();
         let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
         assert_eq!(a.status.code(), Some(0), "{context}: {}", text(&a));
         assert_eq!(b.status.code(), Some(0), "{context}: {}", text(&b));
@@ -337,7 +368,9 @@ async fn a_concurrent_build_needs_the_direct_route() {
             "{context}"
         );
         assert_eq!(
-            scene.count("SELECT count(*) FROM pg_class WHERE relname = 'locksmith_migrations'").await,
+            scene
+                .count("SELECT count(*) FROM pg_class WHERE relname = 'locksmith_migrations'")
+                .await,
             0,
             "{context}"
         );
@@ -371,7 +404,9 @@ async fn a_concurrent_build_needs_the_direct_route() {
             assert!(said.contains(needle), "{context}: no {needle}: {said}");
         }
         assert_eq!(
-            scene.count("SELECT count(*) FROM locksmith_migrations").await,
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
             2,
             "{context}"
         );
@@ -398,9 +433,18 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
         write(
             dir.path(),
             &[
-                ("001_add.sql", "ALTER TABLE items ADD COLUMN c1 int;\nUPDATE counter SET n = n + 1;\n"),
-                ("002_slow.sql", "UPDATE counter SET n = n + 10;\nSELECT pg_sleep(2);\n"),
-                ("003_add.sql", "ALTER TABLE items ADD COLUMN c3 int;\nUPDATE counter SET n = n + 100;\n"),
+                (
+                    "001_add.sql",
+                    "ALTER TABLE items ADD COLUMN c1 int;\nUPDATE counter SET n = n + 1;\n",
+                ),
+                (
+                    "002_slow.sql",
+                    "UPDATE counter SET n = n + 10;\nSELECT pg_sleep(2);\n",
+                ),
+                (
+                    "003_add.sql",
+                    "ALTER TABLE items ADD COLUMN c3 int;\nUPDATE counter SET n = n + 100;\n",
+                ),
             ],
         );
         let mut child = scene.command(dir.path(), &[]).spawn().unwrap();
@@ -417,12 +461,22 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
 
         let out = scene.apply(dir.path(), &["--deadline", "60s"]);
         assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
-        assert_eq!(versions(&report(&out), "migrations"), vec![2, 3], "{context}");
         assert_eq!(
-            scene.count("SELECT count(*) FROM locksmith_migrations").await,
+            versions(&report(&out), "migrations"),
+            vec![2, 3],
+            "{context}"
+        );
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
             3
         );
-        assert_eq!(scene.count("SELECT n::bigint FROM counter").await, 111, "{context}");
+        assert_eq!(
+            scene.count("SELECT n::bigint FROM counter").await,
+            111,
+            "{context}"
+        );
         scene.traffic_was_untouched(&context).await;
     }
 }

@@ -333,7 +333,9 @@ impl Guard {
 /// row). Should it be missing, nothing is watched: never a guess.
 fn watched_backend(rows: &[SimpleQueryMessage]) -> Watched {
     let row = rows.iter().rev().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?)),
+        SimpleQueryMessage::Row(row) => {
+            Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?))
+        }
         _ => None,
     });
     match row {

@@ -84,7 +84,9 @@ impl Guard {
         let (Some(index), Some(table)) = (&step.builds_index, step.locks.first()) else {
             return Ok(());
         };
-        if let Some((name, false)) = find_index(self.outside_client(), &table.relation, index).await? {
+        if let Some((name, false)) =
+            find_index(self.outside_client(), &table.relation, index).await?
+        {
             if self.drop_index(&name).await? {
                 (self.on_event)(Event::DroppedInvalidIndex(&name));
             }

@@ -164,8 +164,7 @@ impl Watchdog {
                          WHERE a.pid = $1 AND ($2::int8 IS NULL
                             OR (extract(epoch FROM a.xact_start) * 1000000)::bigint = $2)"
                     );
-                    let Ok(rows) = sidecar.query(&sql, &[&watched.pid, &watched.xact]).await
-                    else {
+                    let Ok(rows) = sidecar.query(&sql, &[&watched.pid, &watched.xact]).await else {
                         continue;
                     };
                     let mut waiting = Vec::new();

@@ -539,9 +539,9 @@ async fn apply_pooled(guard: &mut Guard, p: &Planned) -> Result<Ran, (GuardError
     use locksmith_pg::online;
     let started = Instant::now();
     let migration = p.record();
-    let elsewhere =
-        |e: &GuardError| matches!(e, GuardError::Failed(e) if e.sqlstate() == Some(history::ALREADY_APPLIED));
-    let record = |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
+    let elsewhere = |e: &GuardError| matches!(e, GuardError::Failed(e) if e.sqlstate() == Some(history::ALREADY_APPLIED));
+    let record =
+        |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
     if p.in_transaction {
         let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
         let start = history::start_sql(&migration, None);
@@ -607,13 +607,19 @@ async fn apply_online(
         true => Exclusion::PerTransaction(&migration),
         false => Exclusion::Session,
     };
-    online::run_excluding(guard, history::row_version(&p.id), units, &record, exclusion)
-        .await
-        .map(|run| match run.recorded_elsewhere {
-            true => Ran::Elsewhere,
-            false => Ran::Here(run.attempts),
-        })
-        .map_err(|f| (f.error, f.unit))
+    online::run_excluding(
+        guard,
+        history::row_version(&p.id),
+        units,
+        &record,
+        exclusion,
+    )
+    .await
+    .map(|run| match run.recorded_elsewhere {
+        true => Ran::Elsewhere,
+        false => Ran::Here(run.attempts),
+    })
+    .map_err(|f| (f.error, f.unit))
 }
 
 /// `p`'s online plan, `None` when it runs as written.
