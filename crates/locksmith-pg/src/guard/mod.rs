@@ -10,11 +10,15 @@
 //!    queueing*, with backoff — or, under `terminate_idle_after`, terminated
 //!    if idle in transaction that long. Younger ones are raced, as writers are.
 //! 2. **Attempt**: `BEGIN`, `lock_timeout` and `statement_timeout` set on the
-//!    server (so it gives up by itself if we die), `LOCK … NOWAIT` in a fixed
-//!    order, the statements, the history row, `COMMIT`. After a few NOWAIT
+//!    server (so it gives up by itself if we die), the caller's `start`
+//!    statement if any, the backend pid and transaction start read in the
+//!    same round trip (behind a pooler the backend changes per transaction),
+//!    then `LOCK … NOWAIT` in a fixed order, the statements, the history row,
+//!    `COMMIT`. After a few NOWAIT
 //!    losses to a stream of short transactions, the `LOCK` waits at most the
 //!    budget instead. A [`watchdog`] on a second connection cancels any lock
-//!    wait that outlives the budget.
+//!    wait that outlives the budget, and only while that backend still runs
+//!    the attempt's own transaction.
 //! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
 //!    the deadline, then give up naming the blockers. Never an unbounded wait:
 //!    every sleep ends at the deadline, and so does an attempt in flight. The

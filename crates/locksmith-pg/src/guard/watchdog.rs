@@ -3,6 +3,10 @@
 //! lock the plan did not cover, a driver that ignored `lock_timeout`), the
 //! watchdog cancels it on the server. It also records whom we waited for
 //! and how many sessions queued behind us: the traffic we made wait.
+//!
+//! Behind a connection pooler a backend is ours only for one transaction,
+//! so an attempt's transaction is watched by pid *and* transaction start
+//! ([`Watched`]), and the cancel checks both in the same statement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
