@@ -394,6 +394,18 @@ impl Guard {
         self.client.pooler().is_none() || self.outside.is_some()
     }
 
+    /// A connection straight to the server that stays one session: the
+    /// migration connection without a pooler, the direct route behind one,
+    /// `None` behind a pooler without a direct route. For session-level
+    /// bookkeeping such as the runner lock.
+    pub fn session_client(&self) -> Option<&Connection> {
+        match (&self.outside, self.client.pooler()) {
+            (Some(o), _) => Some(&o.conn),
+            (None, None) => Some(&self.client),
+            (None, Some(_)) => None,
+        }
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &GuardPolicy {
         &self.policy

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::source::{self, pending, Kind, Migration, Version};
 use locksmith_pg::guard::{replica, Guard, GuardError, RelationLock, Step};
-use locksmith_pg::{foreign, history, Connection, Pooler};
+use locksmith_pg::{foreign, history, Pooler};
 
 use super::hold;
 use super::online;
@@ -63,25 +63,20 @@ enum Ran {
 
 /// How this run keeps other runners out.
 struct Runners {
-    /// The session runner lock is held on this direct connection (behind a
-    /// pooler with `--direct-url`); `None`: on the guard's own connection.
-    direct: Option<Connection>,
-    /// Behind a pooler without a direct route: no session lock; each
-    /// migration's transaction takes the lock for itself.
+    /// Behind a pooler without a direct route: no session lock (it would
+    /// stay on a pooled backend); each migration's transaction takes the
+    /// lock for itself. Otherwise the session lock on the guard's
+    /// [`session_client`](Guard::session_client).
     per_transaction: bool,
     /// For the report.
     pooler: Option<PoolerReport>,
 }
 
 impl Runners {
-    fn session<'a>(&'a self, guard: &'a Guard) -> &'a Connection {
-        self.direct.as_ref().unwrap_or(guard.client())
-    }
-
     async fn unlock(&self, guard: &Guard) -> Result<(), locksmith_pg::Error> {
-        match self.per_transaction {
-            true => Ok(()),
-            false => history::unlock_runners(self.session(guard)).await,
+        match guard.session_client() {
+            Some(client) if !self.per_transaction => history::unlock_runners(client).await,
+            _ => Ok(()),
         }
     }
 }
@@ -140,7 +135,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
-    let runners = runners(&guard, &settings, quiet).await?;
+    let runners = runners(&guard, quiet);
     // Without --pg-version, the files are judged for the server they run on
     // (lock levels differ between majors); planned once already, so a syntax
     // error was reported before connecting.
@@ -158,9 +153,9 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
     let waiting = async {
-        match runners.per_transaction {
-            true => Ok(true),
-            false => history::lock_runners(runners.session(&guard), args.guard.deadline).await,
+        match guard.session_client() {
+            Some(client) => history::lock_runners(client, args.guard.deadline).await,
+            None => Ok(true),
         }
     };
     let got_lock = match signals::unless_interrupted(&interrupts, waiting).await {
@@ -350,21 +345,16 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
 }
 
 /// Says (once, on stderr) when a pooler is in between, and decides how
-/// runners exclude each other: the session lock on a direct connection when
-/// a direct route was given, else each migration's own transaction.
-async fn runners(
-    guard: &Guard,
-    settings: &locksmith_pg::ConnectionSettings,
-    quiet: bool,
-) -> Result<Runners, Failure> {
+/// runners exclude each other: the session lock on the direct connection
+/// when a direct route was given, else each migration's own transaction.
+fn runners(guard: &Guard, quiet: bool) -> Runners {
     let Some(pooler) = guard.pooler() else {
-        return Ok(Runners {
-            direct: None,
+        return Runners {
             per_transaction: false,
             pooler: None,
-        });
+        };
     };
-    let direct = settings.has_direct();
+    let direct = guard.session_client().is_some();
     if !quiet {
         let how = match direct {
             true => "the runner lock, the watchdog and statements outside a transaction block go                      straight to the server (--direct-url); migrations go through the pooler",
@@ -372,17 +362,13 @@ async fn runners(
         };
         eprintln!("through {pooler}: {how}");
     }
-    Ok(Runners {
-        direct: match direct {
-            true => Some(settings.connect_direct(guard.client()).await?),
-            false => None,
-        },
+    Runners {
         per_transaction: !direct,
         pooler: Some(PoolerReport {
             detected: true,
             direct,
         }),
-    })
+    }
 }
 
 /// Behind `pooler` with no direct route: the first pending statement that
