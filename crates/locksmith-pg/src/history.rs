@@ -181,6 +181,10 @@ pub fn insert_sql(record: &Record<'_>, before: Duration, attempts: u32) -> Strin
     };
     let upsert = if record.repeatable {
         " ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, attempts = EXCLUDED.attempts"
+    } else if attempts == 0 {
+        // A baseline recorded by two runners at once (behind a pooler, with
+        // no session lock): the second finds the row there.
+        " ON CONFLICT (version) DO NOTHING"
     } else {
         ""
     };
@@ -279,5 +283,40 @@ mod tests {
         }
         assert_ne!(row_version("1.1"), row_version("1.2"));
         assert_eq!(row_version("1.1"), row_version("1.1"));
+    }
+
+    #[test]
+    fn the_start_check_locks_for_the_transaction_then_looks_for_the_row() {
+        let record = Record {
+            id: "R__views",
+            name: "views",
+            checksum: "abc",
+            repeatable: true,
+        };
+        let sql = start_sql(&record, Some("SELECT 1"));
+        let lock = sql.find("pg_try_advisory_xact_lock").unwrap();
+        let check = sql
+            .find(&format!("version = {}", row_version("R__views")))
+            .unwrap();
+        assert!(lock < check, "{sql}");
+        for part in [
+            "'55P03'",
+            "'LS001'",
+            "AND checksum = 'abc'",
+            "OR EXISTS (SELECT 1)",
+        ] {
+            assert!(sql.contains(part), "{part}: {sql}");
+        }
+        // A versioned migration is done once recorded, whatever its checksum.
+        let record = Record {
+            repeatable: false,
+            id: "7",
+            ..record
+        };
+        let sql = start_sql(&record, None);
+        assert!(
+            !sql.contains("checksum") && sql.contains("version = 7)"),
+            "{sql}"
+        );
     }
 }

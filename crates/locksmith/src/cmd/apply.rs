@@ -317,7 +317,10 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
                         let total = plan.as_ref().map_or(0, Vec::len);
                         (Status::Failed, online::failed(p.file(), done, total, err))
                     }
-                    GuardError::Failed(err) => (Status::Failed, failure_message(p, err, done)),
+                    GuardError::Failed(err) => (
+                        Status::Failed,
+                        failure_message(p, err, done, runners.per_transaction),
+                    ),
                     GuardError::HoldExceeded { step, locks, .. } => {
                         let at = if p.in_transaction { *step } else { done };
                         let statements = located(p);
@@ -636,7 +639,9 @@ fn located(p: &Planned) -> Vec<hold::Located<'_>> {
         .collect()
 }
 
-fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> String {
+/// `resumable`: a no-transaction migration recorded each statement's
+/// progress (behind a pooler), so a rerun starts at the failed one.
+fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize, resumable: bool) -> String {
     if p.in_transaction {
         let next = if needs_no_fix(err) {
             "nothing in it needs fixing: run apply again"
@@ -649,6 +654,17 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
         );
     }
     let failed = &p.steps[done.min(p.steps.len().saturating_sub(1))];
+    if resumable {
+        return format!(
+            "{}:{}:{}: {err}. Statements before it ({done} of {}) were applied and recorded as \
+             progress; the migration was not recorded. Fix this statement and run apply again: \
+             it resumes here.",
+            p.path.display(),
+            failed.line,
+            failed.column,
+            p.steps.len()
+        );
+    }
     format!(
         "{}:{}:{}: {err}. Statements before it ({done} of {}) were applied; the migration was not recorded. \
          Make the applied statements idempotent (IF NOT EXISTS) or remove them, then run apply again.",
