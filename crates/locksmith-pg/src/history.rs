@@ -48,44 +48,28 @@ pub struct Applied {
 /// The SQLSTATE [`start_sql`] raises when the migration is already recorded.
 pub const ALREADY_APPLIED: &str = "LS001";
 
-/// Creates the history table if it does not exist. Each statement runs in a
-/// transaction of its own with `SET LOCAL`, so nothing stays on a pooled
-/// backend; two runners creating it at once behind a pooler (no session
-/// lock) are told apart by retrying once.
+/// Creates the history table if it does not exist (and adds `version_text`
+/// to an older one). Call with the runner lock held, or behind a pooler
+/// without it: then another runner may be creating it at the same moment.
 pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result<(), Error> {
-    let created = create_table(client, lock_timeout).await;
-    if created.is_err() {
-        // An explicit BEGIN stays open (aborted) after an error: end it here.
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    match created {
-        // Another runner created it between our check and our CREATE.
-        Err(e) if matches!(e.sqlstate(), Some("23505" | "42P07")) => {
-            create_table(client, lock_timeout).await
-        }
-        other => other,
-    }
-}
-
-async fn create_table(client: &Connection, lock_timeout: Duration) -> Result<(), Error> {
-    let sql = format!(
-        "BEGIN; SET LOCAL lock_timeout = '{}';
-         CREATE TABLE IF NOT EXISTS {TABLE} (
-           version bigint PRIMARY KEY,
-           name text NOT NULL,
-           checksum text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now(),
-           duration_ms bigint NOT NULL,
-           attempts integer NOT NULL,
-           version_text text
-         );
-         COMMIT;",
-        locksmith_core::duration::to_pg_setting(lock_timeout)
-    );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::query(format!("creating the history table {TABLE}"), e))?;
+    let setting = locksmith_core::duration::to_pg_setting(lock_timeout);
+    create_in_own_transaction(
+        client,
+        &format!("creating the history table {TABLE}"),
+        &format!(
+            "SET LOCAL lock_timeout = '{setting}';
+             CREATE TABLE IF NOT EXISTS {TABLE} (
+               version bigint PRIMARY KEY,
+               name text NOT NULL,
+               checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now(),
+               duration_ms bigint NOT NULL,
+               attempts integer NOT NULL,
+               version_text text
+             )"
+        ),
+    )
+    .await?;
     // Whether a table made by an older locksmith lacks the version_text column.
     let has_text: bool = client
         .query_one(
@@ -98,17 +82,45 @@ async fn create_table(client: &Connection, lock_timeout: Duration) -> Result<(),
     if has_text {
         return Ok(());
     }
-    let sql = format!(
-        "BEGIN; SET LOCAL lock_timeout = '{}';
-         ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS version_text text;
-         COMMIT;",
-        locksmith_core::duration::to_pg_setting(lock_timeout)
-    );
-    let added = client.batch_execute(&sql).await;
-    if added.is_err() {
+    create_in_own_transaction(
+        client,
+        &format!("adding version_text to {TABLE}"),
+        &format!(
+            "SET LOCAL lock_timeout = '{setting}';
+             ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS version_text text"
+        ),
+    )
+    .await
+}
+
+/// Runs `sql` (idempotent DDL: `… IF NOT EXISTS`) as `BEGIN; sql; COMMIT` in
+/// one simple query, so its `SET LOCAL` ends with it and nothing stays on a
+/// pooled backend. Another runner doing the same at the same moment makes
+/// it wait for that runner's commit, then fail (`23505`, `42P07`) or time
+/// out (`55P03`): it is tried again, with backoff, a bounded number of times.
+pub(crate) async fn create_in_own_transaction(
+    client: &Connection,
+    what: &str,
+    sql: &str,
+) -> Result<(), Error> {
+    const TRIES: u32 = 8;
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let done = client.batch_execute(&format!("BEGIN; {sql}; COMMIT")).await;
+        let Err(e) = done else { return Ok(()) };
+        // An explicit BEGIN stays open (aborted) after an error: end it here.
         let _ = client.batch_execute("ROLLBACK").await;
+        let racing = matches!(
+            e.code().map(|c| c.code()),
+            Some("23505" | "42P07" | "55P03")
+        );
+        if !racing || tried >= TRIES {
+            return Err(Error::query(what.to_string(), e));
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
-    added.map_err(|e| Error::query(format!("adding version_text to {TABLE}"), e))
 }
 
 /// Whether the history table exists (on the search path).

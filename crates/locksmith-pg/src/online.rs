@@ -175,35 +175,24 @@ pub fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
 }
 
 /// Creates the progress table if it does not exist, in a transaction of its
-/// own (`SET LOCAL`: nothing stays on a pooled backend); a runner that lost
-/// the race to create it retries once.
+/// own (`SET LOCAL`: nothing stays on a pooled backend); a runner creating it
+/// at the same moment is waited out.
 pub async fn ensure_table(client: &Connection) -> Result<(), Error> {
-    let created = create_table(client).await;
-    if created.is_err() {
-        // An explicit BEGIN stays open (aborted) after an error: end it here.
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    match created {
-        Err(e) if matches!(e.sqlstate(), Some("23505" | "42P07")) => create_table(client).await,
-        other => other,
-    }
-}
-
-async fn create_table(client: &Connection) -> Result<(), Error> {
     // Created once, empty most of the time; a short lock_timeout like the history table's.
-    client
-        .batch_execute(&format!(
-            "BEGIN; SET LOCAL lock_timeout = '2s';
+    history::create_in_own_transaction(
+        client,
+        &format!("creating {STEPS_TABLE}"),
+        &format!(
+            "SET LOCAL lock_timeout = '2s';
              CREATE TABLE IF NOT EXISTS {STEPS_TABLE} (
                version bigint NOT NULL,
                unit integer NOT NULL,
                done_at timestamptz NOT NULL DEFAULT now(),
                PRIMARY KEY (version, unit)
-             );
-             COMMIT;"
-        ))
-        .await
-        .map_err(|e| Error::query(format!("creating {STEPS_TABLE}"), e))
+             )"
+        ),
+    )
+    .await
 }
 
 async fn done_units(client: &Connection, version: i64) -> Result<Vec<i32>, Error> {
