@@ -54,6 +54,10 @@ impl Guard {
             Ok(rows) => watched_backend(&rows),
             Err(e) => {
                 let _ = self.client.batch_execute("ROLLBACK").await;
+                if matches!(&e, ExecError::Sql(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE))
+                {
+                    return Ok(Attempt::Busy);
+                }
                 return self.classify(e, Watch::default());
             }
         };

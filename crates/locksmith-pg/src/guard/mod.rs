@@ -282,6 +282,10 @@ struct Outside {
 enum Attempt {
     Done,
     LostRace(Watch),
+    /// The caller's `start` statement found its lock taken (`55P03`) before
+    /// any table lock was asked for: back off as after a lost race, without
+    /// counting it as a `NOWAIT` loss.
+    Busy,
 }
 
 /// NOWAIT attempts lost in a row before the guard lets `LOCK` wait up to the budget.
@@ -514,6 +518,13 @@ impl Guard {
                 Attempt::Done => {
                     self.report.blockers.clear();
                     return Ok(number);
+                }
+                Attempt::Busy => {
+                    (self.on_event)(Event::LostRace {
+                        number,
+                        watch: &Watch::default(),
+                    });
+                    self.sleep(retry.lost(false)).await?;
                 }
                 Attempt::LostRace(watch) => {
                     if nowait {
