@@ -458,9 +458,11 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
                     "001_add.sql",
                     "ALTER TABLE items ADD COLUMN c1 int;\nUPDATE counter SET n = n + 1;\n",
                 ),
+                // Killed in its second statement: the first is done and
+                // recorded as progress, the second rolled back.
                 (
                     "002_slow.sql",
-                    "UPDATE counter SET n = n + 10;\nSELECT pg_sleep(2);\n",
+                    "-- locksmith:no-transaction\nUPDATE counter SET n = n + 10;\nSELECT pg_sleep(2);\nUPDATE counter SET n = n + 1000;\n",
                 ),
                 (
                     "003_add.sql",
@@ -471,7 +473,7 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
         let mut child = scene.command(dir.path(), &[]).spawn().unwrap();
         wait::until(Duration::from_secs(30), "apply to reach the slow migration", || async {
             scene
-                .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(2)%' AND state = 'active'")
+                .count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' AND state = 'active' AND pid <> pg_backend_pid()")
                 .await
                 > 0
         })
@@ -479,6 +481,13 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
         .unwrap();
         child.kill().unwrap();
         let _ = child.wait();
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM locksmith_online_steps WHERE version = 2")
+                .await,
+            1,
+            "{context}: the first statement's progress"
+        );
 
         let out = scene.apply(dir.path(), &["--deadline", "60s"]);
         assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
@@ -495,7 +504,14 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
         );
         assert_eq!(
             scene.count("SELECT n::bigint FROM counter").await,
-            111,
+            1111,
+            "{context}"
+        );
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM locksmith_online_steps")
+                .await,
+            0,
             "{context}"
         );
         scene.traffic_was_untouched(&context).await;
