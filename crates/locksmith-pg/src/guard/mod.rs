@@ -318,7 +318,9 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Opens the migration connection and the sidecar. The deadline starts now.
+    /// Opens the migration connection and the sidecar (and, behind a pooler
+    /// with a direct route, a direct connection for statements that cannot
+    /// run in a transaction block). The deadline starts now.
     pub async fn connect(
         settings: &ConnectionSettings,
         policy: GuardPolicy,
