@@ -7,6 +7,12 @@
 //! advisory lock taken before any table lock; it is released when the
 //! session ends, so a killed runner never leaves it behind.
 //!
+//! Behind a connection pooler a session outlives us on a pooled backend, so
+//! the session lock cannot be used there: each migration's transaction
+//! starts with [`start_sql`] instead, the transaction-level form of the same
+//! lock plus the history check for that migration, so exactly one runner
+//! applies it whichever backend it gets.
+//!
 //! Rows are keyed by `version bigint`. Versions that are not one integer
 //! (Flyway's `1.1`) and repeatable migrations (`R__views`) keep their key in
 //! `version_text` (added to older tables with `ADD COLUMN IF NOT EXISTS`) and
@@ -39,26 +45,31 @@ pub struct Applied {
     pub checksum: String,
 }
 
-/// Creates the history table if it does not exist. Call with the runner lock held.
+/// The SQLSTATE [`start_sql`] raises when the migration is already recorded.
+pub const ALREADY_APPLIED: &str = "LS001";
+
+/// Creates the history table if it does not exist (and adds `version_text`
+/// to an older one). Call with the runner lock held, or behind a pooler
+/// without it: then another runner may be creating it at the same moment.
 pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result<(), Error> {
-    let sql = format!(
-        "SET lock_timeout = '{}';
-         CREATE TABLE IF NOT EXISTS {TABLE} (
-           version bigint PRIMARY KEY,
-           name text NOT NULL,
-           checksum text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now(),
-           duration_ms bigint NOT NULL,
-           attempts integer NOT NULL,
-           version_text text
-         );
-         RESET lock_timeout;",
-        locksmith_core::duration::to_pg_setting(lock_timeout)
-    );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::query(format!("creating the history table {TABLE}"), e))?;
+    let setting = locksmith_core::duration::to_pg_setting(lock_timeout);
+    create_in_own_transaction(
+        client,
+        &format!("creating the history table {TABLE}"),
+        &format!(
+            "SET LOCAL lock_timeout = '{setting}';
+             CREATE TABLE IF NOT EXISTS {TABLE} (
+               version bigint PRIMARY KEY,
+               name text NOT NULL,
+               checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now(),
+               duration_ms bigint NOT NULL,
+               attempts integer NOT NULL,
+               version_text text
+             )"
+        ),
+    )
+    .await?;
     // Whether a table made by an older locksmith lacks the version_text column.
     let has_text: bool = client
         .query_one(
@@ -71,16 +82,45 @@ pub async fn ensure_table(client: &Connection, lock_timeout: Duration) -> Result
     if has_text {
         return Ok(());
     }
-    let sql = format!(
-        "SET lock_timeout = '{}';
-         ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS version_text text;
-         RESET lock_timeout;",
-        locksmith_core::duration::to_pg_setting(lock_timeout)
-    );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::query(format!("adding version_text to {TABLE}"), e))
+    create_in_own_transaction(
+        client,
+        &format!("adding version_text to {TABLE}"),
+        &format!(
+            "SET LOCAL lock_timeout = '{setting}';
+             ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS version_text text"
+        ),
+    )
+    .await
+}
+
+/// Runs `sql` (idempotent DDL: `… IF NOT EXISTS`) as `BEGIN; sql; COMMIT` in
+/// one simple query, so its `SET LOCAL` ends with it and nothing stays on a
+/// pooled backend. Another runner doing the same at the same moment makes
+/// it wait for that runner's commit, then fail (`23505`, `42P07`) or time
+/// out (`55P03`): it is tried again, with backoff, a bounded number of times.
+pub(crate) async fn create_in_own_transaction(
+    client: &Connection,
+    what: &str,
+    sql: &str,
+) -> Result<(), Error> {
+    const TRIES: u32 = 8;
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let done = client.batch_execute(&format!("BEGIN; {sql}; COMMIT")).await;
+        let Err(e) = done else { return Ok(()) };
+        // An explicit BEGIN stays open (aborted) after an error: end it here.
+        let _ = client.batch_execute("ROLLBACK").await;
+        let racing = matches!(
+            e.code().map(|c| c.code()),
+            Some("23505" | "42P07" | "55P03")
+        );
+        if !racing || tried >= TRIES {
+            return Err(Error::query(what.to_string(), e));
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
 }
 
 /// Whether the history table exists (on the search path).
@@ -153,6 +193,10 @@ pub fn insert_sql(record: &Record<'_>, before: Duration, attempts: u32) -> Strin
     };
     let upsert = if record.repeatable {
         " ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now(), duration_ms = EXCLUDED.duration_ms, attempts = EXCLUDED.attempts"
+    } else if attempts == 0 {
+        // A baseline recorded by two runners at once (behind a pooler, with
+        // no session lock): the second finds the row there.
+        " ON CONFLICT (version) DO NOTHING"
     } else {
         ""
     };
@@ -168,6 +212,35 @@ pub fn insert_sql(record: &Record<'_>, before: Duration, attempts: u32) -> Strin
         "INSERT INTO {TABLE} (version, version_text, name, checksum, duration_ms, attempts) VALUES ({version}, {text}, {}, {}, {duration}, {attempts}){upsert}",
         literal(record.name),
         literal(record.checksum),
+    )
+}
+
+/// The statement that opens a migration's transaction behind a pooler: the
+/// runner lock for this transaction only (`55P03` when another runner holds
+/// it, a lost race to retry), then `ALREADY_APPLIED` when the migration is
+/// recorded already, or when `done` (a query returning a row when the unit
+/// is done, e.g. its progress row) says so. Runs before any table lock.
+pub fn start_sql(record: &Record<'_>, done: Option<&str>) -> String {
+    let version = row_version(record.id);
+    let same = match record.repeatable {
+        true => format!(" AND checksum = {}", literal(record.checksum)),
+        false => String::new(),
+    };
+    let done = done
+        .map(|q| format!(" OR EXISTS ({q})"))
+        .unwrap_or_default();
+    format!(
+        "DO $locksmith$ BEGIN
+           IF NOT pg_try_advisory_xact_lock({RUNNER_LOCK}) THEN
+             RAISE EXCEPTION 'another locksmith apply is applying a migration' USING ERRCODE = '55P03';
+           END IF;
+           IF EXISTS (SELECT FROM {TABLE} WHERE version = {version}{same}){done} THEN
+             RAISE EXCEPTION 'migration {} was applied by another runner', {}
+               USING ERRCODE = '{ALREADY_APPLIED}';
+           END IF;
+         END $locksmith$",
+        "%",
+        literal(record.id),
     )
 }
 
@@ -222,5 +295,40 @@ mod tests {
         }
         assert_ne!(row_version("1.1"), row_version("1.2"));
         assert_eq!(row_version("1.1"), row_version("1.1"));
+    }
+
+    #[test]
+    fn the_start_check_locks_for_the_transaction_then_looks_for_the_row() {
+        let record = Record {
+            id: "R__views",
+            name: "views",
+            checksum: "abc",
+            repeatable: true,
+        };
+        let sql = start_sql(&record, Some("SELECT 1"));
+        let lock = sql.find("pg_try_advisory_xact_lock").unwrap();
+        let check = sql
+            .find(&format!("version = {}", row_version("R__views")))
+            .unwrap();
+        assert!(lock < check, "{sql}");
+        for part in [
+            "'55P03'",
+            "'LS001'",
+            "AND checksum = 'abc'",
+            "OR EXISTS (SELECT 1)",
+        ] {
+            assert!(sql.contains(part), "{part}: {sql}");
+        }
+        // A versioned migration is done once recorded, whatever its checksum.
+        let record = Record {
+            repeatable: false,
+            id: "7",
+            ..record
+        };
+        let sql = start_sql(&record, None);
+        assert!(
+            !sql.contains("checksum") && sql.contains("version = 7)"),
+            "{sql}"
+        );
     }
 }

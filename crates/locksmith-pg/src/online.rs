@@ -8,6 +8,12 @@
 //! The migration's row in the history table is written with the last unit,
 //! in the same transaction, and its progress rows are deleted then: until
 //! that commit the migration is not applied, and a rerun resumes it.
+//!
+//! Behind a pooler with no session runner lock ([`Exclusion::PerTransaction`]),
+//! each unit's transaction starts with [`history::start_sql`] and its own
+//! progress row as the "done" check, so each unit runs exactly once whichever
+//! runner gets there first. (Units outside a transaction block need the
+//! direct route there; `apply` refuses them up front.)
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,7 @@ use crate::Connection;
 use locksmith_core::online::Unit;
 
 use crate::guard::{Guard, GuardError, Step};
+use crate::history::{self, Record};
 use crate::Error;
 
 /// Progress of online migrations that have not finished yet.
@@ -29,6 +36,18 @@ pub struct OnlineRun {
     pub ran: usize,
     /// Units skipped because an earlier run had done them.
     pub skipped: usize,
+    /// Another runner recorded the migration (found by its last unit).
+    pub recorded_elsewhere: bool,
+}
+
+/// How runners of the same migration exclude each other.
+#[derive(Debug, Clone, Copy)]
+pub enum Exclusion<'a> {
+    /// The caller holds the session runner lock.
+    Session,
+    /// Each unit's transaction takes the runner lock and checks that
+    /// neither the migration (`record`) nor the unit is done yet.
+    PerTransaction(&'a Record<'a>),
 }
 
 /// A unit failed: which one (0-based), and why.
@@ -42,11 +61,23 @@ pub struct UnitFailed {
 
 /// Runs `units` of migration `version`; `record(attempts, elapsed)` is the SQL
 /// that records the whole migration, run in the last transaction.
+/// The caller holds the session runner lock.
 pub async fn run(
     guard: &mut Guard,
     version: i64,
     units: &[Unit],
     record: &(dyn Fn(u32, Duration) -> String + Sync),
+) -> Result<OnlineRun, UnitFailed> {
+    run_excluding(guard, version, units, record, Exclusion::Session).await
+}
+
+/// [`run`], with runners kept out by `exclusion`.
+pub async fn run_excluding(
+    guard: &mut Guard,
+    version: i64,
+    units: &[Unit],
+    record: &(dyn Fn(u32, Duration) -> String + Sync),
+    exclusion: Exclusion<'_>,
 ) -> Result<OnlineRun, UnitFailed> {
     let started = Instant::now();
     let fail = |unit| move |error| UnitFailed { unit, error };
@@ -86,10 +117,24 @@ pub async fn run(
                     progress.clone()
                 }
             };
-            run.attempts += guard
-                .run_transaction(&steps, Some(&finish))
-                .await
-                .map_err(fail(i))?;
+            let ran = match exclusion {
+                Exclusion::Session => guard.run_transaction(&steps, Some(&finish)).await,
+                Exclusion::PerTransaction(migration) => {
+                    let start = history::start_sql(migration, Some(&done_sql(version, i)));
+                    guard
+                        .run_transaction_started(&steps, &start, Some(&finish))
+                        .await
+                }
+            };
+            match ran {
+                Ok(attempts) => run.attempts += attempts,
+                Err(GuardError::Failed(e)) if e.sqlstate() == Some(history::ALREADY_APPLIED) => {
+                    run.ran -= 1;
+                    run.skipped += 1;
+                    run.recorded_elsewhere = finishing;
+                }
+                Err(e) => return Err(fail(i)(e)),
+            }
             continue;
         }
         if !already {
@@ -113,8 +158,13 @@ pub async fn run(
     Ok(run)
 }
 
+/// A query returning a row when unit `i` of `version` is recorded as done.
+pub fn done_sql(version: i64, i: usize) -> String {
+    format!("SELECT FROM {STEPS_TABLE} WHERE version = {version} AND unit = {i}")
+}
+
 /// Records unit `i` as done; with the last unit, forgets the migration's progress instead.
-fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
+pub fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
     if finishing {
         format!("DELETE FROM {STEPS_TABLE} WHERE version = {version}")
     } else {
@@ -124,21 +174,25 @@ fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
     }
 }
 
-async fn ensure_table(client: &Connection) -> Result<(), Error> {
+/// Creates the progress table if it does not exist, in a transaction of its
+/// own (`SET LOCAL`: nothing stays on a pooled backend); a runner creating it
+/// at the same moment is waited out.
+pub async fn ensure_table(client: &Connection) -> Result<(), Error> {
     // Created once, empty most of the time; a short lock_timeout like the history table's.
-    client
-        .batch_execute(&format!(
-            "SET lock_timeout = '2s';
+    history::create_in_own_transaction(
+        client,
+        &format!("creating {STEPS_TABLE}"),
+        &format!(
+            "SET LOCAL lock_timeout = '2s';
              CREATE TABLE IF NOT EXISTS {STEPS_TABLE} (
                version bigint NOT NULL,
                unit integer NOT NULL,
                done_at timestamptz NOT NULL DEFAULT now(),
                PRIMARY KEY (version, unit)
-             );
-             RESET lock_timeout;"
-        ))
-        .await
-        .map_err(|e| Error::query(format!("creating {STEPS_TABLE}"), e))
+             )"
+        ),
+    )
+    .await
 }
 
 async fn done_units(client: &Connection, version: i64) -> Result<Vec<i32>, Error> {

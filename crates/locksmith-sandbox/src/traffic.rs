@@ -123,7 +123,13 @@ pub struct TrafficReport {
     pub peak_connections: usize,
     /// Every request, in arrival order.
     pub samples: Vec<Sample>,
+    /// The first few errors' messages, for diagnostics.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_errors: Vec<String>,
 }
+
+/// How many error messages a report keeps.
+const KEPT_ERRORS: usize = 5;
 
 /// What is happening right now, for a live line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,6 +147,7 @@ pub struct LiveStats {
 #[derive(Default)]
 struct Shared {
     samples: Vec<Sample>,
+    first_errors: Vec<String>,
     in_flight: Vec<(u64, Instant)>,
     next_id: u64,
 }
@@ -196,11 +203,15 @@ impl Traffic {
                     let (pool, queries, shared) = (pool.clone(), queries.clone(), shared.clone());
                     requests.spawn(async move {
                         let arrived = Instant::now();
-                        let failed = match queries.get(which) {
-                            Some(q) => pool.request(&q.sql, n).await.is_err(),
-                            None => true,
+                        let error = match queries.get(which) {
+                            Some(q) => pool.request(&q.sql, n).await.err(),
+                            None => Some("no such query".into()),
                         };
+                        let failed = error.is_some();
                         let mut s = shared.lock().unwrap();
+                        if let Some(e) = error.filter(|_| s.first_errors.len() < KEPT_ERRORS) {
+                            s.first_errors.push(e);
+                        }
                         s.in_flight.retain(|(i, _)| *i != id);
                         s.samples.push(Sample {
                             at_ms: arrived.duration_since(started).as_millis() as u64,
@@ -268,7 +279,9 @@ impl Traffic {
             });
         }
         samples.sort_by_key(|x| x.at_ms);
-        summarise(samples, self.timeout, self.peak.load(Ordering::Relaxed))
+        let mut report = summarise(samples, self.timeout, self.peak.load(Ordering::Relaxed));
+        report.first_errors = s.first_errors.clone();
+        report
     }
 }
 
@@ -300,6 +313,7 @@ pub fn summarise(
         p50_ms: pct(0.50),
         peak_connections,
         samples,
+        first_errors: Vec::new(),
     }
 }
 
@@ -329,13 +343,14 @@ impl Pool {
         }
     }
 
-    async fn request(&self, query: &str, n: i32) -> Result<(), ()> {
-        let _permit = self.permits.acquire().await.map_err(|_| ())?;
+    /// Runs `query` on a pooled connection; the error's text when it fails.
+    async fn request(&self, query: &str, n: i32) -> Result<(), String> {
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let pooled = self.idle.lock().unwrap().pop();
         let client = match pooled {
             Some(c) if !c.is_closed() => c,
             _ => {
-                let c = self.settings.connect().await.map_err(|_| ())?;
+                let c = self.settings.connect().await.map_err(|e| e.to_string())?;
                 let now = self.open.fetch_add(1, Ordering::Relaxed) + 1;
                 self.peak.fetch_max(now, Ordering::Relaxed);
                 c
@@ -351,7 +366,9 @@ impl Pool {
         } else {
             self.idle.lock().unwrap().push(client);
         }
-        result.map(|_| ()).map_err(|_| ())
+        result
+            .map(|_| ())
+            .map_err(|e| locksmith_pg::Error::query("the app's query", e).to_string())
     }
 }
 
@@ -373,8 +390,10 @@ impl LeakedSessions {
             context: "opening a leaked session".into(),
             source: e,
         };
+        // The pid inside the transaction: behind a transaction pooler that
+        // is the backend the session keeps.
         let sql = format!(
-            "BEGIN; SELECT * FROM {} LIMIT 10;",
+            "BEGIN; SELECT pg_backend_pid(); SELECT * FROM {} LIMIT 10;",
             locksmith_core::quote::qualified(table)
         );
         let mut leaked = LeakedSessions {
@@ -383,13 +402,15 @@ impl LeakedSessions {
         };
         for _ in 0..count {
             let client = settings.connect().await?;
-            // The pid first: any later query would reset the session's idle time.
-            let pid: i32 = client
-                .query_one("SELECT pg_backend_pid()", &[])
-                .await
-                .map_err(sql_error)?
-                .get(0);
-            client.batch_execute(&sql).await.map_err(sql_error)?;
+            // One round trip: any later query would reset the session's idle time.
+            let rows = client.simple_query(&sql).await.map_err(sql_error)?;
+            let pid: i32 = rows
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                    _ => None,
+                })
+                .unwrap_or_default();
             leaked.clients.push(client);
             leaked.pids.push(pid);
         }

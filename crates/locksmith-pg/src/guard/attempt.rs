@@ -6,12 +6,22 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::duration::to_pg_setting;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::SimpleQueryMessage;
 
 use super::index_build::Existing;
 use super::look::Resolved;
-use super::watchdog::{Watch, Watchdog};
+use super::watchdog::{Watch, Watchdog, Watched, XACT_MICROS};
 use super::{next_interrupt, Attempt, Event, Guard, GuardError, Interrupt, RelationLock, Step};
-use crate::Error;
+use crate::{Connection, Error};
+
+/// The caller's SQL around an attempt's statements, in the same transaction.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sql<'a> {
+    /// Run right after `BEGIN`, before any table lock.
+    pub start: Option<&'a str>,
+    /// Run last, before `COMMIT`.
+    pub finish: Option<&'a str>,
+}
 
 impl Guard {
     pub(super) async fn attempt_transaction(
@@ -19,13 +29,14 @@ impl Guard {
         steps: &[Step],
         resolved: &[Resolved],
         lock_wait: Option<Duration>,
-        finish: Option<&str>,
+        around: Sql<'_>,
     ) -> Result<Attempt, GuardError> {
         let mut order: Vec<&Resolved> = resolved.iter().filter(|r| r.lockable).collect();
         // A fixed order, so two guarded migrations can never deadlock on each other.
         order.sort_by(|a, b| a.lock_name.cmp(&b.lock_name));
-        // Our own statements travel in as few round trips as possible: the
-        // lock is held from the LOCK until COMMIT, and traffic queues behind it.
+        // The transaction opens before any table lock, and says which backend
+        // runs it and since when: behind a pooler the backend changes from one
+        // transaction to the next, so the watchdog learns it here, every time.
         let mut opening = vec![
             "BEGIN".to_string(),
             format!(
@@ -37,6 +48,22 @@ impl Guard {
                 to_pg_setting(self.attempt_left().max(Duration::from_secs(1)))
             ),
         ];
+        opening.extend(around.start.map(str::to_string));
+        opening.push(format!("SELECT pg_backend_pid(), {XACT_MICROS}"));
+        let watched = match self.query_rows(&opening.join("; ")).await {
+            Ok(rows) => watched_backend(&rows),
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                if matches!(&e, ExecError::Sql(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE))
+                {
+                    return Ok(Attempt::Busy);
+                }
+                return self.classify(e, Watch::default());
+            }
+        };
+        // Our own statements travel in as few round trips as possible: the
+        // lock is held from the LOCK until COMMIT, and traffic queues behind it.
+        let mut opening = Vec::new();
         let locks = order.iter().map(|r| {
             let wait = if lock_wait.is_some() { "" } else { " NOWAIT" };
             format!(
@@ -64,7 +91,8 @@ impl Guard {
         // The migration's statements one by one, so an error names the one that failed.
         sql.extend(steps.iter().map(|s| s.sql.clone()));
         sql.push(
-            finish
+            around
+                .finish
                 .into_iter()
                 .chain(["COMMIT"])
                 .collect::<Vec<_>>()
@@ -76,11 +104,7 @@ impl Guard {
             .into_iter()
             .filter(|l| resolved.iter().any(|r| r.name == l.relation))
             .collect();
-        let dog = Watchdog::start(
-            self.sidecar.clone(),
-            vec![self.pid],
-            self.policy.lock_timeout,
-        );
+        let dog = Watchdog::start(self.sidecar.clone(), watched, self.policy.lock_timeout);
         let mut result = Ok(());
         let mut held_since = None;
         let mut over_hold = None;
@@ -100,7 +124,11 @@ impl Guard {
                 _ => statement.clone(),
             };
             let started = Instant::now();
-            result = self.exec(&statement).await;
+            // No table to lock: nothing to send before the statements.
+            result = match statement.is_empty() {
+                true => Ok(()),
+                false => self.exec(&statement).await,
+            };
             if let (Err(e), Some(HoldLeft::Bounded(left))) = (&result, bound) {
                 if is_own_timeout(e, started, left) {
                     over_hold = Some((i - 1, true));
@@ -177,21 +205,22 @@ impl Guard {
             to_pg_setting(self.policy.lock_timeout),
             to_pg_setting(timeout)
         );
-        self.client
+        // Session settings: this connection is never a pooled one (see `outside_client`).
+        self.outside_client()
             .batch_execute(&timeouts)
             .await
             .map_err(|e| Error::query("setting timeouts", e))?;
-        let dog = Watchdog::start(
-            self.sidecar.clone(),
-            vec![self.pid],
-            self.policy.lock_timeout,
-        );
+        let watched = Watched {
+            pid: self.outside_pid(),
+            xact: None,
+        };
+        let dog = Watchdog::start(self.sidecar.clone(), watched, self.policy.lock_timeout);
         let started = Instant::now();
-        let result = self.exec(&step.sql).await;
+        let result = self.bounded(true, &step.sql, false).await.map(|_| ());
         let watch = dog.finish().await;
         self.note(&watch);
         let _ = self
-            .client
+            .outside_client()
             .batch_execute("RESET lock_timeout; RESET statement_timeout")
             .await;
         if let (Err(e), HoldLeft::Bounded(left)) = (&result, bound) {
@@ -246,11 +275,48 @@ impl Guard {
             .saturating_duration_since(std::time::Instant::now())
     }
 
-    /// Runs one statement; an interrupt or the attempt's end (the deadline)
-    /// cancels it on the server.
+    /// The connection for statements outside a transaction block: the
+    /// direct one behind a pooler, else the migration connection.
+    pub(super) fn outside_client(&self) -> &Connection {
+        self.outside.as_ref().map_or(&self.client, |o| &o.conn)
+    }
+
+    /// [`outside_client`](Self::outside_client)'s backend pid.
+    pub(super) fn outside_pid(&self) -> i32 {
+        self.outside.as_ref().map_or(self.pid, |o| o.pid)
+    }
+
+    /// Runs statements on the migration connection; an interrupt or the
+    /// attempt's end (the deadline) cancels them on the server.
     async fn exec(&mut self, sql: &str) -> Result<(), ExecError> {
+        self.bounded(false, sql, false).await.map(|_| ())
+    }
+
+    /// Like [`exec`](Self::exec), returning the rows (simple protocol).
+    async fn query_rows(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, ExecError> {
+        self.bounded(false, sql, true).await
+    }
+
+    /// Runs `sql` on the migration connection, or with `outside` on
+    /// [`outside_client`](Self::outside_client), bounded by interrupts and
+    /// the attempt's end; `rows` keeps what it returns.
+    async fn bounded(
+        &mut self,
+        outside: bool,
+        sql: &str,
+        rows: bool,
+    ) -> Result<Vec<SimpleQueryMessage>, ExecError> {
+        let (client, cancel, settings) = match (&self.outside, outside) {
+            (Some(o), true) => (&o.conn, &o.cancel, self.settings.direct()),
+            _ => (&self.client, &self.cancel, &self.settings),
+        };
         let deadline = tokio::time::sleep(self.attempt_left());
-        let run = self.client.batch_execute(sql);
+        let run = async move {
+            match rows {
+                true => client.simple_query(sql).await,
+                false => client.batch_execute(sql).await.map(|()| Vec::new()),
+            }
+        };
         tokio::pin!(run, deadline);
         let mut stop = self.interrupt.clone();
         let cause = tokio::select! {
@@ -258,10 +324,33 @@ impl Guard {
             signal = next_interrupt(&mut stop) => ExecError::Interrupted(signal),
             _ = &mut deadline => ExecError::Deadline,
         };
-        // Cancel on the server: dropping our side would leave the request queued.
-        let _ = self.settings.cancel(&self.cancel).await;
+        // Cancel on the server: dropping our side would leave the request
+        // queued. Through a pooler the request reaches the backend serving
+        // us at that moment, and only while it does.
+        let _ = settings.cancel(cancel).await;
         let _ = run.await;
         Err(cause)
+    }
+}
+
+/// The backend and transaction start the opening batch reported (its last
+/// row). Should it be missing, nothing is watched: never a guess.
+fn watched_backend(rows: &[SimpleQueryMessage]) -> Watched {
+    let row = rows.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => {
+            Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?))
+        }
+        _ => None,
+    });
+    match row {
+        Some((pid, xact)) => Watched {
+            pid,
+            xact: Some(xact),
+        },
+        None => Watched {
+            pid: 0,
+            xact: Some(0),
+        },
     }
 }
 

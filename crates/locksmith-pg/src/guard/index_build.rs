@@ -56,7 +56,7 @@ impl Guard {
         };
         let lock_timeout = self.policy.lock_timeout;
         let existing = match existing_index(
-            &self.client,
+            self.outside_client(),
             &step.sql,
             &table.relation,
             index,
@@ -84,7 +84,9 @@ impl Guard {
         let (Some(index), Some(table)) = (&step.builds_index, step.locks.first()) else {
             return Ok(());
         };
-        if let Some((name, false)) = find_index(&self.client, &table.relation, index).await? {
+        if let Some((name, false)) =
+            find_index(self.outside_client(), &table.relation, index).await?
+        {
             if self.drop_index(&name).await? {
                 (self.on_event)(Event::DroppedInvalidIndex(&name));
             }
@@ -101,12 +103,12 @@ impl Guard {
             to_pg_setting(self.policy.lock_timeout)
         );
         let fail = |e| Error::query(format!("dropping the invalid index {name}"), e);
-        self.client.batch_execute(&set).await.map_err(fail)?;
-        let dropped = self
-            .client
+        let client = self.outside_client();
+        client.batch_execute(&set).await.map_err(fail)?;
+        let dropped = client
             .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
             .await;
-        let _ = self.client.batch_execute("RESET lock_timeout").await;
+        let _ = client.batch_execute("RESET lock_timeout").await;
         match dropped {
             Ok(()) => Ok(true),
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(false),

@@ -10,11 +10,15 @@
 //!    queueing*, with backoff — or, under `terminate_idle_after`, terminated
 //!    if idle in transaction that long. Younger ones are raced, as writers are.
 //! 2. **Attempt**: `BEGIN`, `lock_timeout` and `statement_timeout` set on the
-//!    server (so it gives up by itself if we die), `LOCK … NOWAIT` in a fixed
-//!    order, the statements, the history row, `COMMIT`. After a few NOWAIT
+//!    server (so it gives up by itself if we die), the caller's `start`
+//!    statement if any, the backend pid and transaction start read in the
+//!    same round trip (behind a pooler the backend changes per transaction),
+//!    then `LOCK … NOWAIT` in a fixed order, the statements, the history row,
+//!    `COMMIT`. After a few NOWAIT
 //!    losses to a stream of short transactions, the `LOCK` waits at most the
 //!    budget instead. A [`watchdog`] on a second connection cancels any lock
-//!    wait that outlives the budget.
+//!    wait that outlives the budget, and only while that backend still runs
+//!    the attempt's own transaction.
 //! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
 //!    the deadline, then give up naming the blockers. Never an unbounded wait:
 //!    every sleep ends at the deadline, and so does an attempt in flight. The
@@ -86,7 +90,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::CancelToken;
 
-use crate::{ConnectionSettings, Error};
+use crate::{ConnectionSettings, Error, Pooler};
 pub use look::Holder;
 use retry::{Next, Retry};
 use watchdog::Watch;
@@ -267,10 +271,21 @@ impl From<Error> for GuardError {
     }
 }
 
+/// The direct connection for statements outside a transaction block.
+struct Outside {
+    conn: Connection,
+    pid: i32,
+    cancel: CancelToken,
+}
+
 /// How one attempt ended.
 enum Attempt {
     Done,
     LostRace(Watch),
+    /// The caller's `start` statement found its lock taken (`55P03`) before
+    /// any table lock was asked for: back off as after a lost race, without
+    /// counting it as a `NOWAIT` loss.
+    Busy,
 }
 
 /// NOWAIT attempts lost in a row before the guard lets `LOCK` wait up to the budget.
@@ -286,6 +301,9 @@ pub struct Guard {
     client: Connection,
     cancel: CancelToken,
     pid: i32,
+    /// Behind a pooler with a direct route (`--direct-url`): the connection
+    /// that runs statements that cannot run in a transaction block.
+    outside: Option<Outside>,
     sidecar: Arc<Connection>,
     policy: GuardPolicy,
     started: Instant,
@@ -300,7 +318,9 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Opens the migration connection and the sidecar. The deadline starts now.
+    /// Opens the migration connection and the sidecar (and, behind a pooler
+    /// with a direct route, a direct connection for statements that cannot
+    /// run in a transaction block). The deadline starts now.
     pub async fn connect(
         settings: &ConnectionSettings,
         policy: GuardPolicy,
@@ -318,11 +338,30 @@ impl Guard {
             .await
             .map_err(|e| Error::query("reading our backend pid", e))?
             .get(0);
+        // A statement outside a transaction block has no transaction to pin
+        // it to one pooled backend (nor SET LOCAL to bound it): it goes
+        // straight to the server when it can.
+        let outside = match client.pooler().is_some() && settings.has_direct() {
+            true => {
+                let conn = settings.connect_direct(&client).await?;
+                let pid = conn
+                    .backend_pid()
+                    .await
+                    .map_err(|e| Error::query("reading our direct backend pid", e))?;
+                Some(Outside {
+                    cancel: conn.cancel_token(),
+                    conn,
+                    pid,
+                })
+            }
+            false => None,
+        };
         Ok(Guard {
             cancel: client.cancel_token(),
             settings: settings.clone(),
             client,
             pid,
+            outside,
             sidecar: Arc::new(sidecar),
             policy,
             started: Instant::now(),
@@ -344,9 +383,33 @@ impl Guard {
         &self.client
     }
 
-    /// The migration connection's backend pid.
+    /// The migration connection's backend pid when it connected (behind a
+    /// pooler, each attempt reads its own after `BEGIN`).
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The pooler between the migration connection and the server, if any.
+    pub fn pooler(&self) -> Option<Pooler> {
+        self.client.pooler()
+    }
+
+    /// Whether statements that cannot run in a transaction block go straight
+    /// to the server (no pooler, or a direct route given).
+    pub fn runs_outside_directly(&self) -> bool {
+        self.client.pooler().is_none() || self.outside.is_some()
+    }
+
+    /// A connection straight to the server that stays one session: the
+    /// migration connection without a pooler, the direct route behind one,
+    /// `None` behind a pooler without a direct route. For session-level
+    /// bookkeeping such as the runner lock.
+    pub fn session_client(&self) -> Option<&Connection> {
+        match (&self.outside, self.client.pooler()) {
+            (Some(o), _) => Some(&o.conn),
+            (None, None) => Some(&self.client),
+            (None, Some(_)) => None,
+        }
     }
 
     /// The policy in force.
@@ -371,18 +434,34 @@ impl Guard {
         steps: &[Step],
         finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
     ) -> Result<u32, GuardError> {
-        self.run_unit(steps, true, finish).await
+        self.run_unit(steps, true, None, finish).await
+    }
+
+    /// Like [`run_transaction`](Self::run_transaction), with `start` run
+    /// first in the same transaction, before any table lock (e.g. a
+    /// transaction-level runner lock and a history check, behind a pooler).
+    /// A `start` that fails with `55P03` (lock not available) is a lost race:
+    /// retried with backoff under the deadline. Any other error fails the unit.
+    pub async fn run_transaction_started(
+        &mut self,
+        steps: &[Step],
+        start: &str,
+        finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
+    ) -> Result<u32, GuardError> {
+        self.run_unit(steps, true, Some(start), finish).await
     }
 
     /// Runs one statement that cannot run inside a transaction block, guarded the same way.
     pub async fn run_outside_transaction(&mut self, step: &Step) -> Result<u32, GuardError> {
-        self.run_unit(std::slice::from_ref(step), false, None).await
+        self.run_unit(std::slice::from_ref(step), false, None, None)
+            .await
     }
 
     async fn run_unit(
         &mut self,
         steps: &[Step],
         in_transaction: bool,
+        start: Option<&str>,
         finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
     ) -> Result<u32, GuardError> {
         let unit_started = Instant::now();
@@ -428,7 +507,11 @@ impl Guard {
             (self.on_event)(Event::Attempt { number, nowait });
             let outcome = if in_transaction {
                 let finish_sql = finish.map(|f| f(number, unit_started.elapsed()));
-                self.attempt_transaction(steps, &resolved, lock_wait, finish_sql.as_deref())
+                let sql = attempt::Sql {
+                    start,
+                    finish: finish_sql.as_deref(),
+                };
+                self.attempt_transaction(steps, &resolved, lock_wait, sql)
                     .await?
             } else {
                 self.attempt_single(&steps[0]).await?
@@ -437,6 +520,13 @@ impl Guard {
                 Attempt::Done => {
                     self.report.blockers.clear();
                     return Ok(number);
+                }
+                Attempt::Busy => {
+                    (self.on_event)(Event::LostRace {
+                        number,
+                        watch: &Watch::default(),
+                    });
+                    self.sleep(retry.lost(false)).await?;
                 }
                 Attempt::LostRace(watch) => {
                     if nowait {

@@ -90,7 +90,7 @@ impl Guard {
         let resolved = look::resolve(&self.sidecar, &plan.targets).await?;
         let mut holders = look::conflicting_holders(&self.sidecar, &resolved).await?;
         if plan.builds_concurrently {
-            let old = look::snapshot_holders(&self.sidecar, self.pid).await?;
+            let old = look::snapshot_holders(&self.sidecar, self.outside_pid()).await?;
             merge(&mut holders, old);
         }
         let waited = look::waited_for(&self.sidecar, &plan.waits).await?;

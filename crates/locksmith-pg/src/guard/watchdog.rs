@@ -3,6 +3,10 @@
 //! lock the plan did not cover, a driver that ignored `lock_timeout`), the
 //! watchdog cancels it on the server. It also records whom we waited for
 //! and how many sessions queued behind us: the traffic we made wait.
+//!
+//! Behind a connection pooler a backend is ours only for one transaction,
+//! so an attempt's transaction is watched by pid *and* transaction start
+//! ([`Watched`]), and the cancel checks both in the same statement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,10 +90,40 @@ pub(crate) async fn cancel(sidecar: &Connection, pid: i32) {
         .await;
 }
 
+/// A backend's transaction start as exact microseconds since the epoch, the
+/// same expression on both sides of [`cancel_transaction`]'s comparison.
+pub(crate) const XACT_MICROS: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
+
+/// Cancels `pid`'s statement only while it still runs the transaction that
+/// started at `xact` ([`XACT_MICROS`]), in one statement: behind a pooler the
+/// backend serves another client as soon as our transaction ends, and a
+/// cancel must never reach a transaction that is not ours.
+pub(crate) async fn cancel_transaction(sidecar: &Connection, pid: i32, xact: i64) {
+    let _ = sidecar
+        .execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+             WHERE pid = $1 AND (extract(epoch FROM xact_start) * 1000000)::bigint = $2",
+            &[&pid, &xact],
+        )
+        .await;
+}
+
+/// The backend a watchdog watches: its pid and, when the attempt is a
+/// transaction, when that transaction started ([`XACT_MICROS`]): then only
+/// that transaction is looked at and cancelled, never what the backend runs
+/// for someone else later (a pooled backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    /// The backend.
+    pub pid: i32,
+    /// Our transaction's start on it, in microseconds since the epoch.
+    pub xact: Option<i64>,
+}
+
 impl Watchdog {
-    /// Starts watching `pids` (our backends) over `sidecar`, cancelling any
+    /// Starts watching `watched` (our backend) over `sidecar`, cancelling any
     /// lock wait longer than `budget`.
-    pub fn start(sidecar: Arc<Connection>, pids: Vec<i32>, budget: Duration) -> Watchdog {
+    pub fn start(sidecar: Arc<Connection>, watched: Watched, budget: Duration) -> Watchdog {
         let (stop, mut stopped) = watch::channel(false);
         let seen = Arc::new(Mutex::new(Watch::default()));
         let task = {
@@ -114,9 +148,10 @@ impl Watchdog {
                                       THEN l.relation::regclass::text END AS relation
                              FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1
                          ) w ON true
-                         WHERE a.pid = ANY($1)"
+                         WHERE a.pid = $1 AND ($2::int8 IS NULL
+                            OR (extract(epoch FROM a.xact_start) * 1000000)::bigint = $2)"
                     );
-                    let Ok(rows) = sidecar.query(&sql, &[&pids]).await else {
+                    let Ok(rows) = sidecar.query(&sql, &[&watched.pid, &watched.xact]).await else {
                         continue;
                     };
                     let mut waiting = Vec::new();
@@ -149,7 +184,10 @@ impl Watchdog {
                             s.longest_wait = s.longest_wait.max(waited);
                         }
                         if WaitClocks::over_budget(waited, budget) {
-                            cancel(&sidecar, pid).await;
+                            match watched.xact {
+                                Some(xact) => cancel_transaction(&sidecar, pid, xact).await,
+                                None => cancel(&sidecar, pid).await,
+                            }
                             seen.lock().unwrap().cancelled = true;
                             clocks.reset(pid);
                         }

@@ -5,6 +5,8 @@
 //! the run at `FILE:LINE:COLUMN` with nothing executed. Migrations come from
 //! `locksmith_core::source` (via `sources`), up sections only: a down section
 //! or file never reaches the guard.
+//!
+//! Behind a connection pooler, see [`pooled`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,10 @@ use locksmith_core::analysis::{self, StatementKind, TransactionControl};
 use locksmith_core::source::{self, pending, Kind, Migration, Version};
 use locksmith_pg::guard::{replica, Guard, GuardError, RelationLock, Step};
 use locksmith_pg::{foreign, history};
+
+mod pooled;
+
+use pooled::{Ran, Runners};
 
 use super::hold;
 use super::online;
@@ -40,6 +46,8 @@ struct PlannedStep {
     step: Step,
     line: u32,
     column: u32,
+    /// Whether PostgreSQL lets it run inside a transaction block.
+    transactional: bool,
 }
 
 impl Planned {
@@ -96,6 +104,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     };
     let quiet = args.guard.format == Format::Json;
     guard.on_event(EventLines::new(quiet, style).into_handler());
+    let runners = pooled::runners(&guard, quiet);
     // Without --pg-version, the files are judged for the server they run on
     // (lock levels differ between majors); planned once already, so a syntax
     // error was reported before connecting.
@@ -112,7 +121,12 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     watch_replicas(&mut guard, &args.guard.replicas, quiet).await?;
 
     // Serialise runners before touching any table; a second deploy waits here, then finds nothing to do.
-    let waiting = history::lock_runners(guard.client(), args.guard.deadline);
+    let waiting = async {
+        match guard.session_client() {
+            Some(client) => history::lock_runners(client, args.guard.deadline).await,
+            None => Ok(true),
+        }
+    };
     let got_lock = match signals::unless_interrupted(&interrupts, waiting).await {
         Ok(got) => got?,
         Err(signal) => {
@@ -125,6 +139,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     if !got_lock {
         return finish(
             &args,
+            &runners,
             RunReport::new(
                 Status::Blocked,
                 &guard.report,
@@ -164,9 +179,6 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         };
         Failure::input(miette::miette!("{message}"))
     })?;
-    if !existed {
-        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
-    }
     let mut planned: Vec<Option<Planned>> = planned.into_iter().map(Some).collect();
     let mut take = |indices: &[usize]| -> Vec<Planned> {
         indices.iter().filter_map(|&i| planned[i].take()).collect()
@@ -183,9 +195,18 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         });
     }
 
+    if let Some(pooler) = guard.pooler().filter(|_| !guard.runs_outside_directly()) {
+        if let Some(refusal) = pooled::outside_transaction(&pending, &plans, &pooler) {
+            return Err(Failure::input(refusal));
+        }
+    }
+    if !existed {
+        history::ensure_table(guard.client(), args.guard.lock_timeout).await?;
+    }
+
     if args.dry_run {
         let text = dry_run(&guard, &baselined, &pending, &plans, args.guard.format).await?;
-        history::unlock_runners(guard.client()).await?;
+        runners.unlock(&guard).await?;
         crate::output::stdout().write_all(text.as_bytes())?;
         return Ok(Outcome::Done);
     }
@@ -202,14 +223,14 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     if let Some(refusal) =
         hold::refuse_before_running(guard.client(), &statements, version, max_hold).await
     {
-        history::unlock_runners(guard.client()).await?;
+        runners.unlock(&guard).await?;
         let report = RunReport::new(
             Status::HoldExceeded,
             &guard.report,
             Vec::new(),
             Some(refusal),
         );
-        return finish(&args, report);
+        return finish(&args, &runners, report);
     }
 
     if !baselined.is_empty() {
@@ -224,6 +245,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     }
 
     let mut records = Vec::new();
+    let mut elsewhere = Vec::new();
     for (p, plan) in pending.iter().zip(&plans) {
         if !quiet {
             eprintln!(
@@ -237,12 +259,23 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             );
         }
         let started = Instant::now();
+        let per_transaction = runners.per_transaction;
         let result = match plan {
-            Some(units) => apply_online(&mut guard, p, units).await,
-            None => apply_one(&mut guard, p).await,
+            Some(units) => apply_online(&mut guard, p, units, per_transaction).await,
+            None if per_transaction => pooled::apply_pooled(&mut guard, p).await,
+            None => apply_one(&mut guard, p).await.map(Ran::Here),
         };
         match result {
-            Ok(attempts) => records.push(p.report(attempts, started.elapsed())),
+            Ok(Ran::Here(attempts)) => records.push(p.report(attempts, started.elapsed())),
+            Ok(Ran::Elsewhere) => {
+                if !quiet {
+                    eprintln!(
+                        "{}: another locksmith apply applied it meanwhile; not run again",
+                        p.file()
+                    );
+                }
+                elsewhere.push(p.report(0, started.elapsed()));
+            }
             Err((e, done)) => {
                 let (status, message) = match &e {
                     GuardError::Blocked { reason, .. } => {
@@ -253,7 +286,10 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
                         let total = plan.as_ref().map_or(0, Vec::len);
                         (Status::Failed, online::failed(p.file(), done, total, err))
                     }
-                    GuardError::Failed(err) => (Status::Failed, failure_message(p, err, done)),
+                    GuardError::Failed(err) => (
+                        Status::Failed,
+                        failure_message(p, err, done, runners.per_transaction),
+                    ),
                     GuardError::HoldExceeded { step, locks, .. } => {
                         let at = if p.in_transaction { *step } else { done };
                         let statements = located(p);
@@ -264,8 +300,9 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
                         (Status::HoldExceeded, message)
                     }
                 };
-                let report = RunReport::new(status, &guard.report, records, Some(message));
-                let outcome = finish(&args, report);
+                let mut report = RunReport::new(status, &guard.report, records, Some(message));
+                report.applied_elsewhere = elsewhere;
+                let outcome = finish(&args, &runners, report);
                 if let GuardError::Interrupted(signal) = e {
                     return Ok(Outcome::Code(signals::exit_code(signal)));
                 }
@@ -273,11 +310,10 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
             }
         }
     }
-    history::unlock_runners(guard.client()).await?;
-    finish(
-        &args,
-        RunReport::new(Status::Applied, &guard.report, records, None),
-    )
+    runners.unlock(&guard).await?;
+    let mut report = RunReport::new(Status::Applied, &guard.report, records, None);
+    report.applied_elsewhere = elsewhere;
+    finish(&args, &runners, report)
 }
 
 /// The server's major version, clamped to the ones the analysis models.
@@ -389,13 +425,29 @@ async fn apply_online(
     guard: &mut Guard,
     p: &Planned,
     units: &[locksmith_core::online::Unit],
-) -> Result<u32, (GuardError, usize)> {
+    per_transaction: bool,
+) -> Result<Ran, (GuardError, usize)> {
+    use locksmith_pg::online::{self, Exclusion};
+    let migration = p.record();
     let record =
-        |attempts: u32, elapsed: Duration| history::insert_sql(&p.record(), elapsed, attempts);
-    locksmith_pg::online::run(guard, history::row_version(&p.id), units, &record)
-        .await
-        .map(|run| run.attempts)
-        .map_err(|f| (f.error, f.unit))
+        |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
+    let exclusion = match per_transaction {
+        true => Exclusion::PerTransaction(&migration),
+        false => Exclusion::Session,
+    };
+    online::run_excluding(
+        guard,
+        history::row_version(&p.id),
+        units,
+        &record,
+        exclusion,
+    )
+    .await
+    .map(|run| match run.recorded_elsewhere {
+        true => Ran::Elsewhere,
+        false => Ran::Here(run.attempts),
+    })
+    .map_err(|f| (f.error, f.unit))
 }
 
 /// `p`'s online plan, `None` when it runs as written.
@@ -426,7 +478,9 @@ fn located(p: &Planned) -> Vec<hold::Located<'_>> {
         .collect()
 }
 
-fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> String {
+/// `resumable`: a no-transaction migration recorded each statement's
+/// progress (behind a pooler), so a rerun starts at the failed one.
+fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize, resumable: bool) -> String {
     if p.in_transaction {
         let next = if needs_no_fix(err) {
             "nothing in it needs fixing: run apply again"
@@ -439,6 +493,17 @@ fn failure_message(p: &Planned, err: &locksmith_pg::Error, done: usize) -> Strin
         );
     }
     let failed = &p.steps[done.min(p.steps.len().saturating_sub(1))];
+    if resumable {
+        return format!(
+            "{}:{}:{}: {err}. Statements before it ({done} of {}) were applied and recorded as \
+             progress; the migration was not recorded. Fix this statement and run apply again: \
+             it resumes here.",
+            p.path.display(),
+            failed.line,
+            failed.column,
+            p.steps.len()
+        );
+    }
     format!(
         "{}:{}:{}: {err}. Statements before it ({done} of {}) were applied; the migration was not recorded. \
          Make the applied statements idempotent (IF NOT EXISTS) or remove them, then run apply again.",
@@ -464,7 +529,8 @@ fn needs_no_fix(err: &locksmith_pg::Error) -> bool {
     }
 }
 
-fn finish(args: &ApplyArgs, report: RunReport) -> CmdResult {
+fn finish(args: &ApplyArgs, runners: &Runners, mut report: RunReport) -> CmdResult {
+    report.pooler = runners.pooler;
     let status = report.status;
     match args.guard.format {
         Format::Json => render::json(&mut crate::output::stdout(), &report)?,
@@ -520,6 +586,7 @@ fn plan(
                 step: Step::from(&s),
                 line: s.line,
                 column: s.column,
+                transactional: s.transactional,
             });
         }
         planned.push(Planned {

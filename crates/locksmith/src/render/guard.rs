@@ -58,6 +58,23 @@ pub struct RunReport {
     /// What went wrong, when something did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Pending migrations another runner applied while this one ran (behind
+    /// a pooler, found by each migration's own transaction); not run here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub applied_elsewhere: Vec<MigrationRecord>,
+    /// Present when a connection pooler is in between.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<PoolerReport>,
+}
+
+/// The JSON report's `pooler`: one was detected, and whether locksmith's own
+/// connections went straight to the server (`--direct-url`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PoolerReport {
+    /// Always true (the key is absent without a pooler).
+    pub detected: bool,
+    /// Whether a direct route was given.
+    pub direct: bool,
 }
 
 impl RunReport {
@@ -80,6 +97,8 @@ impl RunReport {
             terminated: guard.terminated.clone(),
             max_queued_behind: guard.max_queued_behind,
             error,
+            applied_elsewhere: Vec::new(),
+            pooler: None,
         }
     }
 }
