@@ -155,7 +155,8 @@ async fn blockers_name_the_leakers_via_the_pooler(mode: PoolMode) {
         assert_eq!(b["via_pooler"], true, "{b:#}");
     }
     assert!(report["pooler"]["key_pid"].as_i64().is_some(), "{report:#}");
-    assert_eq!(report["pooler"]["direct_url"], false);
+    assert_eq!(report["pooler"]["detected"], true);
+    assert_eq!(report["pooler"]["direct"], false);
 
     let out = locksmith(&["blockers", "--database-url", &url], &[]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));

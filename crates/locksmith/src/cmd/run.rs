@@ -366,7 +366,7 @@ struct Run<'a> {
     /// Failed actions of the watchdog (e.g. termination not permitted), each once.
     errors: Vec<String>,
     /// The route, for the report's `pooler` key.
-    pooler: route::PoolerReport,
+    pooler: Option<route::PoolerReport>,
     /// The command's statements locksmith cancelled, in all attempts.
     cancels: Vec<CancelRecord>,
 }
@@ -387,7 +387,9 @@ struct CancelRecord {
 struct RunJson<'a> {
     #[serde(flatten)]
     report: &'a RunReport,
-    pooler: &'a route::PoolerReport,
+    /// Absent without a pooler, as in every command's report (`RunReport`'s own stays empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pooler: Option<&'a route::PoolerReport>,
     cancelled_by_locksmith: &'a [CancelRecord],
 }
 
@@ -484,7 +486,7 @@ impl Run<'_> {
                 let mut out = crate::output::stdout();
                 let json = RunJson {
                     report: &report,
-                    pooler: &self.pooler,
+                    pooler: self.pooler.as_ref(),
                     cancelled_by_locksmith: &self.cancels,
                 };
                 render::json(&mut out, &json)?;

@@ -64,17 +64,7 @@ pub struct RunReport {
     pub applied_elsewhere: Vec<MigrationRecord>,
     /// Present when a connection pooler is in between.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pooler: Option<PoolerReport>,
-}
-
-/// The JSON report's `pooler`: one was detected, and whether locksmith's own
-/// connections went straight to the server (`--direct-url`).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct PoolerReport {
-    /// Always true (the key is absent without a pooler).
-    pub detected: bool,
-    /// Whether a direct route was given.
-    pub direct: bool,
+    pub pooler: Option<super::PoolerJson>,
 }
 
 impl RunReport {

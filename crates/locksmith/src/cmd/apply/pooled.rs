@@ -15,7 +15,7 @@ use locksmith_pg::guard::{Guard, GuardError, Step};
 use locksmith_pg::{history, Pooler};
 
 use super::Planned;
-use crate::render::guard::PoolerReport;
+use crate::render::PoolerJson;
 
 /// How a pending migration ended when it did not fail.
 pub(super) enum Ran {
@@ -33,7 +33,7 @@ pub(super) struct Runners {
     /// [`session_client`](Guard::session_client).
     pub(super) per_transaction: bool,
     /// For the report.
-    pub(super) pooler: Option<PoolerReport>,
+    pub(super) pooler: Option<PoolerJson>,
 }
 
 impl Runners {
@@ -58,17 +58,21 @@ pub(super) fn runners(guard: &Guard, quiet: bool) -> Runners {
     let direct = guard.session_client().is_some();
     if !quiet {
         let how = match direct {
-            true => "the runner lock, the watchdog and statements outside a transaction block go                      straight to the server (--direct-url); migrations go through the pooler",
-            false => "each migration takes the runner lock and checks the history inside its own                       transaction; a statement that cannot run in a transaction block needs                       --direct-url",
+            true => {
+                "the runner lock, the watchdog and statements outside a transaction block go \
+                 straight to the server (--direct-url); migrations go through the pooler"
+            }
+            false => {
+                "each migration takes the runner lock and checks the history inside its own \
+                 transaction; a statement that cannot run in a transaction block needs \
+                 --direct-url"
+            }
         };
         eprintln!("through {pooler}: {how}");
     }
     Runners {
         per_transaction: !direct,
-        pooler: Some(PoolerReport {
-            detected: true,
-            direct,
-        }),
+        pooler: Some(PoolerJson::new(pooler, direct)),
     }
 }
 
@@ -80,7 +84,11 @@ pub(super) fn outside_transaction(
     pooler: &Pooler,
 ) -> Option<miette::Report> {
     let why = format!(
-        "cannot run inside a transaction block, and the connection goes through {pooler}.          A pooler may hand each statement outside a transaction to another backend, where          nothing bounds its lock wait and a retry cannot tell whether it already ran.          Nothing was run. Give locksmith a route straight to the server for such statements:          --direct-url URL (or LOCKSMITH_DIRECT_URL)"
+        "cannot run inside a transaction block, and the connection goes through {pooler}. \
+             A pooler may hand each statement outside a transaction to another backend, where \
+             nothing bounds its lock wait and a retry cannot tell whether it already ran. \
+             Nothing was run. Give locksmith a route straight to the server for such statements: \
+             --direct-url URL (or LOCKSMITH_DIRECT_URL)"
     );
     for (p, plan) in pending.iter().zip(plans) {
         match plan {

@@ -13,6 +13,8 @@
 use locksmith_pg::{Connection, ConnectionSettings, Error, Pooler};
 use serde::Serialize;
 
+use crate::render::PoolerJson;
+
 /// The route, as detected at the start.
 pub struct Route {
     /// The pooler in between, if any.
@@ -46,22 +48,20 @@ impl Route {
     }
 
     /// What the report says about it (the JSON `pooler` key).
-    pub fn report(&self, application_name: &str) -> PoolerReport {
-        PoolerReport {
-            detected: self.pooler.is_some(),
-            direct: self.direct,
-            sessions_found_by: self.pooler.map(|_| {
-                format!(
-                    "application_name (PGAPPNAME), one per attempt: {}",
-                    application_name
-                        .rsplit_once('-')
-                        .map_or(application_name.to_string(), |(stem, _)| format!(
-                            "{stem}-N"
-                        ))
-                )
-            }),
-            limitation: self.pooler.map(|_| LIMITATION),
-        }
+    pub fn report(&self, application_name: &str) -> Option<PoolerReport> {
+        let pooler = self.pooler?;
+        Some(PoolerReport {
+            pooler: PoolerJson::new(pooler, self.direct),
+            sessions_found_by: format!(
+                "application_name (PGAPPNAME), one per attempt: {}",
+                application_name
+                    .rsplit_once('-')
+                    .map_or(application_name.to_string(), |(stem, _)| format!(
+                        "{stem}-N"
+                    ))
+            ),
+            limitation: LIMITATION,
+        })
     }
 
     /// The line said on stderr before the command runs, behind a pooler.
@@ -89,19 +89,17 @@ const LIMITATION: &str = "the command's sessions are found by application_name o
      Safest: give every application client an application_name, or run the migration \
      straight to the server";
 
-/// The JSON `pooler` key of `run`'s report.
+/// The JSON `pooler` key of `run`'s report: every command's
+/// [`PoolerJson`], and how the command's sessions were found.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolerReport {
-    /// A pooler was found between locksmith and the server.
-    pub detected: bool,
-    /// The watch went straight to the server (`--direct-url`).
-    pub direct: bool,
-    /// How the command's sessions were told apart, behind a pooler.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sessions_found_by: Option<String>,
-    /// What that cannot cover, behind a pooler.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limitation: Option<&'static str>,
+    /// What every command reports.
+    #[serde(flatten)]
+    pub pooler: PoolerJson,
+    /// How the command's sessions were told apart.
+    pub sessions_found_by: String,
+    /// What that cannot cover.
+    pub limitation: &'static str,
 }
 
 /// Where the command sets its own `application_name` (an argument, or the
