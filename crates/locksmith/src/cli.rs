@@ -328,6 +328,9 @@ pub struct RehearseArgs {
     /// Read the schema and table sizes from this server (read-only)
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// When --database-url leads to a connection pooler (PgBouncer): a URL straight to the server to read from, since pg_dump's session settings would stay on pooled backends [default: $LOCKSMITH_DIRECT_URL]
+    #[arg(long, value_name = "URL", requires = "database_url")]
+    pub direct_url: Option<String>,
     /// Rows per table: the cap on the live size, or the size without a live server [default: 100000]
     #[arg(long, value_name = "N", conflicts_with = "scale")]
     pub rows: Option<i64>,

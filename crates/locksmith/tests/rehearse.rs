@@ -496,3 +496,80 @@ fn a_traffic_file_replaces_the_default_mix() {
     assert!((10..=40).contains(&requests), "{requests} requests: {v:#}");
     assert_eq!(v["naive"]["completed"], true);
 }
+
+#[test]
+fn a_live_source_behind_a_pooler_is_read_over_the_direct_route_only() {
+    use locksmith_sandbox::pooler::{PoolMode, Pooler};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (settings, cluster) = rt
+        .block_on(locksmith_sandbox::shared::database("rehearse_pooled"))
+        .unwrap();
+    let client = rt.block_on(settings.connect()).unwrap();
+    rt.block_on(client.batch_execute(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL);
+         INSERT INTO orders SELECT g, g FROM generate_series(1, 700) g;
+         ANALYZE;",
+    ))
+    .unwrap();
+    // One server connection: whatever a client leaves on it, the next one sees.
+    let pooler = Pooler::start_with(
+        cluster,
+        locksmith_sandbox::pooler::PoolerOptions {
+            pool_size: 1,
+            ..locksmith_sandbox::pooler::PoolerOptions::new(PoolMode::Transaction)
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.sql"),
+        "ALTER TABLE orders ADD COLUMN shipped boolean NOT NULL DEFAULT false;",
+    )
+    .unwrap();
+    let pooled = pooler.url(settings.dbname());
+    let args = ["m.sql", "--max-stall", "30s", "--cap", "4s"];
+
+    let out = locksmith(
+        &[&args[..], &["--database-url", &pooled]].concat(),
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("--direct-url"), "{said}");
+    assert!(!said.contains(cluster_password()), "{said}");
+    assert!(!said.contains("rows loaded"), "nothing was read: {said}");
+
+    let direct = cluster.url(settings.dbname());
+    let out = locksmith(
+        &[
+            &args[..],
+            &["--database-url", &pooled, "--direct-url", &direct],
+        ]
+        .concat(),
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Rehearsal: 700 rows loaded"),
+        "{}",
+        text(&out)
+    );
+
+    // The pooler's one backend carries none of pg_dump's or locksmith's settings.
+    let app = rt
+        .block_on(pooler.settings(settings.dbname(), "app").connect())
+        .unwrap();
+    let row = rt
+        .block_on(app.query_one(
+            "SELECT current_setting('default_transaction_read_only'),
+                    current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        ))
+        .unwrap();
+    let seen: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(seen, ("off".into(), "0".into(), "0".into()));
+}
+
+fn cluster_password() -> &'static str {
+    locksmith_sandbox::cluster::SUPERUSER_PASSWORD
+}

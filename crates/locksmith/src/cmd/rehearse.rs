@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use locksmith_core::analysis::{self, Statement};
 use locksmith_pg::guard::GuardPolicy;
+use locksmith_pg::ConnectionSettings;
 use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::rehearsal::{self, mix, source, stage, Plan, Way};
 use locksmith_sandbox::traffic::TrafficProfile;
 use miette::miette;
 
-use crate::cli::{Format, RehearseArgs};
+use crate::cli::{ConnectionArgs, Format, RehearseArgs};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::rehearse::{self as render, Rehearsal};
 
@@ -81,8 +82,11 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
 
     let mut live_rows = None;
     if let Some(url) = &args.database_url {
-        let settings = locksmith_pg::ConnectionSettings::resolve(Some(url))
-            .map_err(|e| Failure::input(miette!("{e}")))?;
+        let settings = read_route(&super::settings(&ConnectionArgs {
+            database_url: Some(url.clone()),
+            direct_url: args.direct_url.clone(),
+        })?)
+        .await?;
         say(&format!(
             "Reading the schema of {} (read-only) …",
             touched.join(", ")
@@ -286,4 +290,30 @@ impl ProgressBar {
             bar.finish();
         }
     }
+}
+
+/// Where the live schema is read from: `settings` itself, or behind a
+/// connection pooler its direct route. `pg_dump` sets session settings
+/// (`statement_timeout = 0`, `lock_timeout = 0`, `row_security`, …) that a
+/// transaction pooler would leave on its backends for the application, so
+/// without a direct route the read is refused before anything runs.
+async fn read_route(settings: &ConnectionSettings) -> Result<ConnectionSettings, Failure> {
+    let target = super::connect(settings).await?;
+    let Some(pooler) = target.pooler() else {
+        return Ok(settings.clone());
+    };
+    if !settings.has_direct() {
+        return Err(Failure::input(miette!(
+            "--database-url goes through {pooler}. Reading the schema runs pg_dump, whose \
+             session settings (statement_timeout = 0, lock_timeout = 0, …) would stay on the \
+             pooler's backends for the application. Nothing was read. Give a URL straight to the \
+             server with --direct-url (or LOCKSMITH_DIRECT_URL)"
+        )));
+    }
+    super::note_pooler("rehearse", &target, settings, true);
+    settings
+        .connect_direct(&target)
+        .await
+        .map_err(Failure::from)?;
+    Ok(settings.direct().clone())
 }
