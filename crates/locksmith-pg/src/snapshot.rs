@@ -130,6 +130,10 @@ pub struct SessionSummary {
     pub state_age_ms: Option<i64>,
     /// Current or last query.
     pub query: String,
+    /// Its `client_addr` is the connection pooler's ([`Snapshot::pooler_addr`],
+    /// [`crate::guard::GuardReport::pooler_addr`]): the application is behind it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub via_pooler: bool,
 }
 
 /// The columns [`SessionSummary::from_row`] reads, in order, from a query
@@ -152,6 +156,7 @@ impl SessionSummary {
             xact_age_ms: row.get(at + 5),
             state_age_ms: row.get(at + 6),
             query: row.get(at + 7),
+            via_pooler: false,
         }
     }
 
@@ -178,7 +183,7 @@ impl SessionSummary {
         } else {
             &self.application_name
         };
-        let client = self.client_addr.as_deref().unwrap_or("local");
+        let client = client_label(self.client_addr.as_deref(), self.via_pooler);
         let age = locksmith_core::duration::human(self.idle_for());
         match self.state.as_deref() {
             Some(s) if idle_in_transaction(Some(s)) => {
@@ -204,6 +209,7 @@ impl From<&Session> for SessionSummary {
             xact_age_ms: s.xact_age_ms,
             state_age_ms: s.state_age_ms,
             query: s.query.clone(),
+            via_pooler: s.via_pooler,
         }
     }
 }

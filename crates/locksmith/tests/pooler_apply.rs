@@ -296,6 +296,10 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         let mut pids: Vec<i64> = leaked.pids().iter().map(|&p| p as i64).collect();
         pids.sort_unstable();
         assert_eq!(named, pids, "{context}: {json}");
+        // Their client address is the pooler's, and the report says so.
+        for b in json["blockers"].as_array().unwrap() {
+            assert_eq!(b["via_pooler"], true, "{context}: {b}");
+        }
         assert_eq!(
             scene
                 .count("SELECT count(*) FROM locksmith_migrations")

@@ -239,6 +239,10 @@ async fn applies_through_the_pooler_in_both_modes() {
             text(&out)
         );
         assert!(has_column(&admin, &column).await, "{case}");
+        if report.errors > 0 {
+            // What PgBouncer saw, for a failure that is the pooler's own.
+            eprintln!("pgbouncer's log:\n{}", scene.pooler.log());
+        }
         assert_traffic_unharmed(&report, Duration::from_secs(5), &out);
     }
 }

@@ -218,6 +218,37 @@ pub struct GuardReport {
     pub max_queued_behind: i64,
     /// Longest lock wait of ours.
     pub longest_wait_ms: u64,
+    /// Behind a connection pooler: its address, as the server sees the
+    /// pooler's connections (`inet_client_addr()` of ours). Sessions from
+    /// there are the pooler's; reports label them ([`GuardReport::labelled`]).
+    #[serde(skip)]
+    pub pooler_addr: Option<String>,
+}
+
+impl GuardReport {
+    /// `holders` with the pooler's client address labelled `via pooler`.
+    pub fn labelled(&self, holders: &[Holder]) -> Vec<Holder> {
+        let mut holders = holders.to_vec();
+        if let Some(addr) = self.pooler_addr.as_deref() {
+            for h in &mut holders {
+                h.session.via_pooler = h.session.client_addr.as_deref() == Some(addr);
+            }
+        }
+        holders
+    }
+}
+
+/// Behind a pooler, the pooler's address as the server sees it: what our
+/// own pooled backend reports as its client.
+pub async fn pooler_addr(client: &Connection) -> Result<Option<String>, Error> {
+    if client.pooler().is_none() {
+        return Ok(None);
+    }
+    client
+        .query_one("SELECT host(inet_client_addr())", &[])
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| Error::query("reading the pooler's address", e))
 }
 
 /// Why a unit of work did not complete.
@@ -356,6 +387,10 @@ impl Guard {
             }
             false => None,
         };
+        let report = GuardReport {
+            pooler_addr: pooler_addr(&client).await?,
+            ..GuardReport::default()
+        };
         Ok(Guard {
             cancel: client.cancel_token(),
             settings: settings.clone(),
@@ -369,7 +404,7 @@ impl Guard {
             interrupt,
             on_event: Box::new(|_| {}),
             replicas: Vec::new(),
-            report: GuardReport::default(),
+            report,
         })
     }
 

@@ -125,6 +125,7 @@ mod tests {
                 xact_age_ms: Some(60_000),
                 state_age_ms: Some(60_000),
                 query: String::new(),
+                via_pooler: false,
             },
             relation: Some("t".into()),
             lock_type: "relation".into(),

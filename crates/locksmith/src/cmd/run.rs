@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
     }
     let pooler_report = route.report(&env.app_name);
     let route_direct = route.direct;
+    let route_pooler_addr = route.pooler_addr.clone();
     let scope = if pooled {
         Scope::Pooled
     } else {
@@ -124,7 +125,10 @@ pub async fn run(args: RunArgs) -> CmdResult {
         args: &args,
         command: &command,
         started: Instant::now(),
-        report: GuardReport::default(),
+        report: GuardReport {
+            pooler_addr: route_pooler_addr,
+            ..GuardReport::default()
+        },
         wanted: Vec::new(),
         errors: Vec::new(),
         pooler: pooler_report,

@@ -82,9 +82,9 @@ impl RunReport {
             blockers: if status == Status::Applied {
                 Vec::new()
             } else {
-                guard.blockers.clone()
+                guard.labelled(&guard.blockers)
             },
-            terminated: guard.terminated.clone(),
+            terminated: guard.labelled(&guard.terminated),
             max_queued_behind: guard.max_queued_behind,
             error,
             applied_elsewhere: Vec::new(),

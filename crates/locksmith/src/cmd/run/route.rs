@@ -23,6 +23,8 @@ pub struct Route {
     pub direct: bool,
     /// The watch's connection (as `locksmith-watchdog`).
     pub sidecar: Connection,
+    /// The pooler's address as the server sees it, to label its sessions.
+    pub pooler_addr: Option<String>,
 }
 
 impl Route {
@@ -34,6 +36,7 @@ impl Route {
         let watchdog = settings.with_application_name("locksmith-watchdog");
         let target = watchdog.connect().await?;
         let pooler = target.pooler();
+        let pooler_addr = locksmith_pg::guard::pooler_addr(&target).await?;
         let direct = settings.has_direct();
         let sidecar = if direct {
             watchdog.connect_direct(&target).await?
@@ -44,6 +47,7 @@ impl Route {
             pooler,
             direct,
             sidecar,
+            pooler_addr,
         })
     }
 
