@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use locksmith_pg::ConnectionSettings;
 
 use crate::bin_dir::BinDir;
-use crate::guardian::Guardian;
+use crate::guardian::{self, Guardian};
 use crate::Error;
 
 /// The superuser's password on every sandbox cluster. TCP connections use
@@ -277,22 +277,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Disarm the guardian first, so it cannot signal a recycled pid later.
-        drop(self.guardian.take());
         // SIGQUIT: immediate shutdown. Nothing here is worth a checkpoint.
-        unsafe {
-            libc::kill(self.server.id() as i32, libc::SIGQUIT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.server.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
+        guardian::stop_now(
+            self.guardian.take(),
+            &mut self.server,
+            libc::SIGQUIT,
+            &self.root,
+        );
     }
 }
 

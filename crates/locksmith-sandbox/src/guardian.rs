@@ -67,3 +67,31 @@ impl Drop for Guardian {
         // the folder on its own and init reaps it.
     }
 }
+
+/// Stops `server` now and deletes `root`: what the owner's `Drop` does
+/// while it is alive. The guardian (`guardian`) is disarmed first, so it
+/// cannot signal a recycled pid later; `signal` asks for an immediate
+/// shutdown (SIGQUIT for postgres, SIGTERM for PgBouncer), then, after 5 s,
+/// the server is killed.
+pub(crate) fn stop_now(
+    guardian: Option<Guardian>,
+    server: &mut std::process::Child,
+    signal: i32,
+    root: &Path,
+) {
+    drop(guardian);
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    unsafe {
+        libc::kill(server.id() as i32, signal);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = server.try_wait() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(root);
+}

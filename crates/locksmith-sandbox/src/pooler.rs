@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use locksmith_pg::ConnectionSettings;
 
 use crate::cluster::{chown, free_port, tail, unique_dir, Owner, SUPERUSER, SUPERUSER_PASSWORD};
-use crate::guardian::Guardian;
+use crate::guardian::{self, Guardian};
 use crate::{Cluster, Error};
 
 /// How PgBouncer hands server connections to clients (`pool_mode`).
@@ -219,22 +219,13 @@ impl Pooler {
 
 impl Drop for Pooler {
     fn drop(&mut self) {
-        // Disarm the guardian first, so it cannot signal a recycled pid later.
-        drop(self.guardian.take());
-        // SIGTERM: immediate shutdown.
-        unsafe {
-            libc::kill(self.process.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.process.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
+        // SIGTERM: PgBouncer's immediate shutdown.
+        guardian::stop_now(
+            self.guardian.take(),
+            &mut self.process,
+            libc::SIGTERM,
+            &self.root,
+        );
     }
 }
 
