@@ -106,12 +106,14 @@ impl fmt::Display for Pooler {
 /// An open connection to a server, perhaps through a pooler.
 pub struct Connection {
     client: Client,
+    key_pid: Option<i32>,
     pooler: Option<Pooler>,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
+            .field("key_pid", &self.key_pid)
             .field("pooler", &self.pooler)
             .finish()
     }
@@ -122,13 +124,23 @@ fn typed<'a>(params: &'a [&'a dyn Param]) -> Vec<(&'a (dyn ToSql + Sync), Type)>
 }
 
 impl Connection {
-    pub(crate) fn new(client: Client, pooler: Option<Pooler>) -> Self {
-        Connection { client, pooler }
+    pub(crate) fn new(client: Client, key_pid: Option<i32>) -> Self {
+        Connection {
+            client,
+            key_pid,
+            pooler: None,
+        }
     }
 
     pub(crate) fn with_pooler(mut self, pooler: Option<Pooler>) -> Self {
         self.pooler = pooler;
         self
+    }
+
+    /// The process id the server (or a pooler) announced for this
+    /// connection in its backend key; `None` only if it could not be read back.
+    pub fn announced_pid(&self) -> Option<i32> {
+        self.key_pid
     }
 
     /// The pooler in between, if any.

@@ -411,7 +411,7 @@ impl ConnectionSettings {
             client
         };
         let key_pid = cancel::key_pid(&client.cancel_token()).await;
-        let connection = Connection::new(client, None);
+        let connection = Connection::new(client, key_pid);
         let backend_pid = connection
             .backend_pid()
             .await

@@ -107,6 +107,11 @@ fn unsafe_geteuid() -> u32 {
 
 async fn is_encrypted(settings: &ConnectionSettings) -> Result<bool, String> {
     let client = settings.connect().await.map_err(|e| e.to_string())?;
+    // The backend key is read back through the TLS negotiation too: a direct
+    // server is never taken for a pooler, whatever the sslmode.
+    assert_eq!(client.pooler(), None, "{settings:?}");
+    let pid = client.backend_pid().await.unwrap();
+    assert_eq!(client.announced_pid(), Some(pid), "{settings:?}");
     let row = client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
