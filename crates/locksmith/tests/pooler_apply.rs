@@ -521,3 +521,54 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
         scene.traffic_was_untouched(&context).await;
     }
 }
+
+/// `kill -9` of `apply` while its transaction holds ACCESS EXCLUSIVE on the
+/// app's table, through the pooler: the pooled backend is left running a
+/// statement for a client that is gone. The lock must go within seconds
+/// (the attempt's `client_connection_check_interval`, set for its
+/// transaction only), not when the statement ends, and the app's reads of
+/// the table resume; nothing of the migration was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_holding_its_lock_releases_it_within_seconds() {
+    for mode in MODES {
+        let context = format!("{mode:?}");
+        let scene = Scene::start(&format!("pooled_kill_lock_{}", mode.as_str()), mode).await;
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[(
+                "001_slow.sql",
+                "ALTER TABLE items ADD COLUMN c1 int;\nUPDATE counter SET n = n + 1;\nSELECT pg_sleep(60);\n",
+            )],
+        );
+        let mut child = scene
+            .command(dir.path(), &["--max-hold", "5m"])
+            .spawn()
+            .unwrap();
+        let holding = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                        WHERE c.relname = 'items' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+        wait::until(
+            Duration::from_secs(30),
+            "apply to hold its lock",
+            || async { scene.count(holding).await > 0 },
+        )
+        .await
+        .unwrap();
+        child.kill().unwrap();
+        let _ = child.wait();
+        let killed = std::time::Instant::now();
+        wait::until(Duration::from_secs(30), "the lock to go", || async {
+            scene.count(holding).await == 0
+        })
+        .await
+        .unwrap();
+        let held_on = killed.elapsed();
+        assert!(
+            held_on < Duration::from_secs(15),
+            "{context}: the lock outlived its client by {held_on:?}"
+        );
+        assert_eq!(scene.count("SELECT n::bigint FROM counter").await, 0);
+
+        scene.traffic_was_untouched(&context).await;
+    }
+}

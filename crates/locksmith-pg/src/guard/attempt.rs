@@ -12,6 +12,7 @@ use super::index_build::Existing;
 use super::look::Resolved;
 use super::watchdog::{Watch, Watchdog, Watched, XACT_MICROS};
 use super::{next_interrupt, Attempt, Event, Guard, GuardError, Interrupt, RelationLock, Step};
+use crate::settings::CHECK_VANISHED_CLIENT_LOCALLY;
 use crate::{Connection, Error};
 
 /// The caller's SQL around an attempt's statements, in the same transaction.
@@ -48,6 +49,9 @@ impl Guard {
                 to_pg_setting(self.attempt_left().max(Duration::from_secs(1)))
             ),
         ];
+        if self.client.pooler().is_some() {
+            opening.push(CHECK_VANISHED_CLIENT_LOCALLY.to_string());
+        }
         opening.extend(around.start.map(str::to_string));
         opening.push(format!("SELECT pg_backend_pid(), {XACT_MICROS}"));
         let watched = match self.query_rows(&opening.join("; ")).await {

@@ -46,6 +46,7 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 
 use crate::guard::look::{self, Holder};
+use crate::settings::CHECK_VANISHED_CLIENT_LOCALLY;
 use crate::{ConnectionSettings, Error};
 use catalog::{Constraint, Relation};
 use compare::Observed;
@@ -514,10 +515,11 @@ impl Tracer<'_> {
     }
 }
 
-/// The session settings that enforce `limits` in the open transaction.
+/// The settings that enforce `limits` in the open transaction; and, should
+/// trace be killed mid-statement, make a pooled backend let go at once.
 fn limits_sql(limits: LiveLimits) -> String {
     format!(
-        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; {CHECK_VANISHED_CLIENT_LOCALLY}",
         limits.lock_timeout.as_millis().max(1),
         limits.max_hold.as_millis().max(1)
     )
