@@ -422,6 +422,20 @@ impl LeakedSessions {
         &self.pids
     }
 
+    /// The app ends its transactions at last (`COMMIT`), releasing their locks.
+    pub async fn commit(&self) -> Result<(), Error> {
+        for client in &self.clients {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Error::Sql {
+                    context: "ending a leaked session's transaction".into(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
     /// How many of the sessions are still connected (a terminated one is closed).
     pub fn alive(&self) -> usize {
         self.clients.iter().filter(|c| !c.is_closed()).count()

@@ -482,8 +482,11 @@ async fn a_starved_watch_says_so_and_the_deadline_still_holds() {
     let json = json(&out);
     assert_eq!(json["status"], "blocked", "{json}");
     let error = json["error"].as_str().unwrap();
-    assert!(error.contains("deadline"), "{error}");
-    assert!(error.contains("--direct-url"), "{error}");
+    assert!(error.contains("deadline"), "{json}");
+    if !error.contains("--direct-url") {
+        eprintln!("{}\npgbouncer's log:\n{}", text(&out), scene.pooler.log());
+    }
+    assert!(error.contains("--direct-url"), "{json}");
     let admin = scene.admin().await;
     wait::until(
         wait::BOUND,
@@ -539,12 +542,13 @@ async fn the_commands_own_failure_is_not_taken_for_a_cancel() {
 
 /// The story's driver, psycopg2 (SQLAlchemy and alembic use it), through
 /// PgBouncer in transaction pooling: it sends PGAPPNAME, so the watch finds
-/// its backend, cancels its wait behind the leakers, and the retry applies
-/// once `--terminate-idle-after` ended them.
+/// its backend and cancels its wait behind the leakers, and run tries again
+/// once they commit. They commit only after that wait has ended, which
+/// nothing but a cancel can do while they hold their locks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg2_through_transaction_pooling_is_watched() {
     let scene = Scene::new("pooler_run_psycopg2", PoolMode::Transaction, "").await;
-    let _leakers =
+    let leakers =
         LeakedSessions::open(&scene.pooler.settings(&scene.dbname, "leaky-app"), 2, TABLE)
             .await
             .unwrap();
@@ -554,25 +558,50 @@ async fn psycopg2_through_transaction_pooling_is_watched() {
                   c.cursor().execute('ALTER TABLE academic_partners ADD COLUMN via_psycopg2 text')\n\
                   c.commit()\n";
     let py = python().display().to_string();
-    let out = scene
-        .run(
-            &[
-                "--format",
-                "json",
-                "--lock-timeout",
-                "300ms",
-                "--terminate-idle-after",
-                "1s",
-                "--deadline",
-                "20s",
-            ],
-            &[&py, "-c", script],
-        )
-        .await;
+    let args = [
+        "--format",
+        "json",
+        "--lock-timeout",
+        "300ms",
+        "--deadline",
+        "60s",
+    ];
+    let command = [py.as_str(), "-c", script];
+    let run = scene.run(&args, &command);
+    let admin = scene.admin().await;
+    let waiting = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+    };
+    // The leakers stay until the command's wait behind them has ended:
+    // nothing but a cancel can end it while they hold their locks.
+    let release = async {
+        let mut seen = wait::until(Duration::from_secs(60), "the command's wait", &waiting).await;
+        if seen.is_ok() {
+            seen = wait::until(Duration::from_secs(60), "the wait's end", || async {
+                !waiting().await
+            })
+            .await;
+        }
+        leakers.commit().await.unwrap();
+        seen
+    };
+    let (out, seen) = tokio::join!(run, release);
+    assert!(seen.is_ok(), "{seen:?}: {}", text(&out));
     let report = traffic.stop().await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let json = json(&out);
     assert_eq!(json["status"], "applied", "{json}");
+    assert!(json["attempts"].as_u64().unwrap() >= 2, "{json}");
+    assert_eq!(json["terminated"], serde_json::json!([]), "{json}");
     let cancels = json["cancelled_by_locksmith"].as_array().unwrap();
     assert!(!cancels.is_empty(), "its wait was cancelled: {json}");
     assert!(

@@ -137,6 +137,18 @@ pub struct SessionWatch {
 }
 
 impl SessionWatch {
+    /// Says, once, that the watch waited `waited` for a pooled connection.
+    fn note_starved(&mut self, waited: Duration) {
+        if !self.errors.iter().any(|e| e.starts_with(STARVED)) {
+            self.errors.push(format!(
+                "{STARVED} {} for answers through the pooler (its pooled server connections \
+                 busy), so lock waits were not bounded at the budget meanwhile; give --direct-url \
+                 so it never waits for the pool",
+                locksmith_core::duration::human(waited)
+            ));
+        }
+    }
+
     fn note_blocker(&mut self, h: Holder) {
         match self
             .blockers
@@ -174,6 +186,9 @@ pub struct SessionWatchdog {
     since_epoch: Option<f64>,
     terminate_idle_after: Option<Duration>,
     seen: Arc<Mutex<SessionWatch>>,
+    /// Since when the poll in flight has waited for its answer.
+    polling_since: Arc<Mutex<Option<std::time::Instant>>>,
+    limits: Limits,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// Hot standbys: `host:port` and a connection.
@@ -213,12 +228,16 @@ impl SessionWatchdog {
             max_hold,
             scope,
         };
+        let polling_since = Arc::new(Mutex::new(None));
         let task = tokio::spawn(poll_loop(
             sidecar.clone(),
             names,
             since_epoch,
             limits,
-            seen.clone(),
+            Shared {
+                seen: seen.clone(),
+                polling_since: polling_since.clone(),
+            },
             stopped,
         ));
         Ok(SessionWatchdog {
@@ -228,6 +247,8 @@ impl SessionWatchdog {
             since_epoch,
             terminate_idle_after,
             seen,
+            polling_since,
+            limits,
             stop,
             task,
         })
@@ -243,7 +264,14 @@ impl SessionWatchdog {
 
     /// What was seen since the last call; starts a fresh account.
     pub fn take(&self) -> SessionWatch {
-        std::mem::take(&mut *self.seen.lock().unwrap())
+        let mut seen = self.seen.lock().unwrap();
+        // A poll still waiting for a pooled connection: the account must say
+        // so now, not when (and if) its answer comes.
+        let waiting = self.polling_since.lock().unwrap().map(|t| t.elapsed());
+        if let Some(waited) = waiting.filter(|w| self.limits.starved(*w)) {
+            seen.note_starved(waited);
+        }
+        std::mem::take(&mut *seen)
     }
 
     /// Looks at these hot standbys too before a retry. Fails when one cannot
@@ -381,6 +409,49 @@ impl SessionWatchdog {
 const WATCHED_SINCE: &str =
     "($2::float8 IS NULL OR extract(epoch FROM backend_start)::float8 >= $2)";
 
+/// How a watch's own connection waiting for the pool is reported.
+const STARVED: &str = "the watch waited";
+
+/// What the polling loop shares with its [`SessionWatchdog`].
+struct Shared {
+    seen: Arc<Mutex<SessionWatch>>,
+    polling_since: Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+/// One round of the polling loop, from its first query to its end. Through
+/// a pooler a round longer than the budget means the watch's queries waited
+/// for a pooled connection (or the machine is starved): the lock waits went
+/// unbounded meanwhile, and the account says so when the round ends, or, if
+/// it is still going, when [`SessionWatchdog::take`] reads the account.
+struct Round<'a> {
+    shared: &'a Shared,
+    limits: Limits,
+    started: std::time::Instant,
+}
+
+impl<'a> Round<'a> {
+    fn start(shared: &'a Shared, limits: Limits) -> Round<'a> {
+        let started = std::time::Instant::now();
+        *shared.polling_since.lock().unwrap() = Some(started);
+        Round {
+            shared,
+            limits,
+            started,
+        }
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        // Under the account's lock, so a `take` sees the round going or its note.
+        let mut seen = self.shared.seen.lock().unwrap();
+        if self.limits.starved(self.started.elapsed()) {
+            seen.note_starved(self.started.elapsed());
+        }
+        *self.shared.polling_since.lock().unwrap() = None;
+    }
+}
+
 /// What the polling loop enforces.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -394,15 +465,24 @@ struct Limits {
     scope: Scope,
 }
 
+impl Limits {
+    /// Whether a round of the watch that took `took` left waits unbounded
+    /// for want of a pooled connection.
+    fn starved(&self, took: Duration) -> bool {
+        self.scope == Scope::Pooled && took > self.budget
+    }
+}
+
 /// The polling loop: see the module documentation.
 async fn poll_loop(
     sidecar: Arc<Connection>,
     names: watch::Receiver<String>,
     since_epoch: Option<f64>,
     limits: Limits,
-    seen: Arc<Mutex<SessionWatch>>,
+    shared: Shared,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let seen = shared.seen.clone();
     let Limits {
         budget,
         terminate_idle_after,
@@ -423,7 +503,9 @@ async fn poll_loop(
             return;
         }
         let application_name = names.borrow().clone();
-        let asked = std::time::Instant::now();
+        // Until this round ends, however it ends: every query of it goes
+        // over the sidecar, and through a pooler each may wait for the pool.
+        let _round = Round::start(&shared, limits);
         // The watched sessions: whether each waits on a lock, for whom, and how many queue behind it.
         let rows = sidecar
             .query(
@@ -439,18 +521,6 @@ async fn poll_loop(
             )
             .await;
         let Ok(rows) = rows else { continue };
-        if scope == Scope::Pooled && asked.elapsed() > budget {
-            // Every pooled backend was busy: the waits went unbounded meanwhile.
-            let text = format!(
-                "the watch waited {} for a pooled connection, so lock waits were not bounded at \
-                 the budget meanwhile; give --direct-url so it never waits for the pool",
-                locksmith_core::duration::human(asked.elapsed())
-            );
-            let mut s = seen.lock().unwrap();
-            if !s.errors.iter().any(|e| e.starts_with("the watch waited")) {
-                s.errors.push(text);
-            }
-        }
         let watched: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
         let mut still_waiting = Vec::new();
         for row in &rows {
