@@ -179,6 +179,19 @@ fn assert_traffic_unharmed(report: &TrafficReport, bound: Duration, out: &Output
     );
 }
 
+/// How many of the command's sessions (any attempt) wait for a lock now.
+async fn queued_lock_requests(admin: &Connection) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", text(out)))
@@ -311,16 +324,7 @@ async fn leakers_make_it_give_up_without_touching_traffic() {
         let admin = scene.admin().await;
         assert!(!has_column(&admin, "never").await);
         // Nothing of the command's is left queued on the server.
-        let queued: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(queued, 0, "{mode:?}");
+        assert_eq!(queued_lock_requests(&admin).await, 0, "{mode:?}");
         assert_traffic_unharmed(&report, Duration::from_secs(3), &out);
     }
 }
@@ -491,18 +495,7 @@ async fn a_starved_watch_says_so_and_the_deadline_still_holds() {
     wait::until(
         wait::BOUND,
         "no lock request of the command's left",
-        || async {
-            admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 0
-        },
+        || async { queued_lock_requests(&admin).await == 0 },
     )
     .await
     .unwrap();
@@ -569,18 +562,7 @@ async fn psycopg2_through_transaction_pooling_is_watched() {
     let command = [py.as_str(), "-c", script];
     let run = scene.run(&args, &command);
     let admin = scene.admin().await;
-    let waiting = || async {
-        admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            > 0
-    };
+    let waiting = || async { queued_lock_requests(&admin).await > 0 };
     // The leakers stay until the command's wait behind them has ended:
     // nothing but a cancel can end it while they hold their locks.
     let release = async {
