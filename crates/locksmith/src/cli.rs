@@ -53,6 +53,9 @@ pub enum Command {
     /// holds only the JSON).
     #[command(verbatim_doc_comment, after_help = examples::RUN)]
     Run(RunArgs),
+    /// Internal: started by `run` behind a pooler, stops the command if `run` is killed.
+    #[command(name = "run-warden", hide = true)]
+    RunWarden(WardenArgs),
     /// One-shot diagnosis: lock-wait chains, idle-in-transaction sessions, who to blame.
     #[command(after_help = examples::BLOCKERS)]
     Blockers(BlockersArgs),
@@ -160,6 +163,13 @@ pub struct ApplyArgs {
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: the server's]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
+}
+
+/// The warden's connection: `run`'s own, passed in the environment.
+#[derive(Debug, Args)]
+pub struct WardenArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -596,3 +596,85 @@ async fn psycopg2_through_transaction_pooling_is_watched() {
     assert!(has_column(&scene.admin().await, "via_psycopg2").await);
     assert_traffic_unharmed(&report, Duration::from_secs(3), &out);
 }
+
+/// `kill -9` of `run` while the command's ALTER waits behind the leakers
+/// through the pooler. Nothing else bounds that wait (no `lock_timeout`
+/// reaches a pooled session), so without `run` the ALTER, and every request
+/// on the table behind it, would wait as long as the leakers live. The
+/// warden `run` left behind stops the command and cancels its statement on
+/// the server; the leakers are not touched, and nothing was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_leaves_no_lock_wait_behind() {
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let scene = Scene::new(&format!("pooler_run_killed_{}", mode.as_str()), mode, "").await;
+        let leakers =
+            LeakedSessions::open(&scene.pooler.settings(&scene.dbname, "leaky-app"), 2, TABLE)
+                .await
+                .unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut run = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+            .args(["run", "--lock-timeout", "5m", "--deadline", "10m", "--"])
+            .args([PSQL, "-X", "-v", "ON_ERROR_STOP=1", &scene.url(), "-c"])
+            .arg("ALTER TABLE academic_partners ADD COLUMN never text")
+            .env("DATABASE_URL", scene.url())
+            .env_remove("PGOPTIONS")
+            .env_remove("PGAPPNAME")
+            .env_remove("LOCKSMITH_DIRECT_URL")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let admin = scene.admin().await;
+        wait::until(wait::BOUND, "the command's ALTER to wait", || async {
+            queued_lock_requests(&admin).await > 0
+        })
+        .await
+        .unwrap();
+        run.kill().unwrap();
+        run.wait().unwrap();
+        let killed = Instant::now();
+        wait::until(
+            Duration::from_secs(60),
+            "the ALTER's wait to go",
+            || async { queued_lock_requests(&admin).await == 0 },
+        )
+        .await
+        .unwrap();
+        let stayed = killed.elapsed();
+        let said = std::fs::read_to_string(log.path()).unwrap();
+        assert!(
+            stayed < Duration::from_secs(15),
+            "{mode:?}: the wait outlived run by {stayed:?}\n{said}"
+        );
+        assert!(!has_column(&admin, "never").await, "{mode:?}");
+        assert_eq!(
+            leakers.alive(),
+            2,
+            "{mode:?}: the leakers are not ours to end"
+        );
+        // The app reads the table through the pooler again, nothing queued.
+        let app = scene
+            .pooler
+            .settings(&scene.dbname, "app")
+            .connect()
+            .await
+            .unwrap();
+        app.batch_execute("SELECT count(*) FROM academic_partners")
+            .await
+            .unwrap();
+        wait::until(wait::BOUND, "the warden to say what it did", || async {
+            std::fs::read_to_string(log.path())
+                .unwrap()
+                .contains("warden: the command is stopped")
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{mode:?}: {e}\n{}",
+                std::fs::read_to_string(log.path()).unwrap()
+            )
+        });
+    }
+}

@@ -44,6 +44,7 @@ use tokio::sync::watch;
 mod child;
 mod env;
 mod route;
+pub(super) mod warden;
 
 use child::{attempt, exit_code, SIDECAR_BOUND};
 use env::{child_env, shown_command};
@@ -97,6 +98,12 @@ pub async fn run(args: RunArgs) -> CmdResult {
             env.app_name
         ));
     }
+    // Behind a pooler only the watch bounds the command's waits: should this
+    // process die, the warden stops the command and cancels them instead.
+    let mut warden = match pooled {
+        true => warden::Warden::start(&args.guard.connection),
+        false => None,
+    };
     let pooler_report = route.report(&env.app_name);
     let route_direct = route.direct;
     let route_pooler_addr = route.pooler_addr.clone();
@@ -209,10 +216,14 @@ pub async fn run(args: RunArgs) -> CmdResult {
             &dog,
             stop_at,
             &mut interrupt,
+            warden.as_mut(),
         )
         .await?;
         // Whatever happened, no lock request of the command's may stay queued.
         let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
+        if let Some(warden) = warden.as_mut() {
+            warden.idle();
+        }
         let mut watch = dog.take();
         let cleared_ok = matches!(cleared, Ok(Ok(_)));
         if !cleared_ok {

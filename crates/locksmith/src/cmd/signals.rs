@@ -87,3 +87,17 @@ pub fn send(pid: u32, signal: Interrupt) {
         libc::kill(pid as libc::pid_t, signal_number(signal));
     }
 }
+
+/// Whether process `pid` still exists (a zombie counts until reaped).
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// SIGKILL to `pid`; a failure (already exited) is harmless.
+pub fn kill(pid: u32) {
+    // SAFETY: kill(2); nothing is touched on our side.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::env::ChildEnv;
 use super::progress;
+use super::warden::Warden;
 use crate::cli::Format;
 use crate::cmd::signals;
 use crate::exit::Failure;
@@ -44,6 +45,7 @@ pub(super) async fn attempt(
     dog: &SessionWatchdog,
     stop_at: Instant,
     interrupt: &mut watch::Receiver<Option<Interrupt>>,
+    warden: Option<&mut Warden>,
 ) -> Result<AttemptEnd, Failure> {
     let mut child = tokio::process::Command::new(&cmd[0])
         .args(&cmd[1..])
@@ -66,6 +68,9 @@ pub(super) async fn attempt(
             }
         })?;
     let pid = child.id();
+    if let Some(warden) = warden {
+        warden.attempt(&env.app_name, pid);
+    }
     let race = Arc::new(AtomicBool::new(false));
     // With --format json, stdout carries only the report: the command's stdout goes to stderr.
     let stdout_to_stderr = format == Format::Json;
