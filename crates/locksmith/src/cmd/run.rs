@@ -125,220 +125,228 @@ pub async fn run(args: RunArgs) -> CmdResult {
         Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
     };
     let mut dog = started.map_err(cannot_watch)?;
-    dog.watch_replicas(&replicas).await?;
-    let command = shown_command(&args.cmd);
-    let shown = render::one_line(&command, 100);
-    let mut run = Run {
-        args: &args,
-        command: &command,
-        started: Instant::now(),
-        report: GuardReport {
-            pooler_addr: route_pooler_addr,
-            ..GuardReport::default()
-        },
-        wanted: Vec::new(),
-        errors: Vec::new(),
-        pooler: pooler_report,
-        cancels: Vec::new(),
-    };
-    let mut retry = Retry::new(&policy, run.started);
-    loop {
-        // Look before queueing: while long-lived sessions hold what an earlier
-        // attempt waited for, an attempt would only queue behind them. (Before
-        // the first attempt nothing is known yet: it learns the tables.)
-        let holders = if run.wanted.is_empty() {
-            Vec::new()
-        } else {
-            let holders = dog
-                .blocking_retry(&run.wanted, policy.lock_timeout)
-                .await
-                .unwrap_or_default();
-            run.absorb(&dog.take());
-            holders
-        };
-        let number = match retry.next(&holders) {
-            Next::Attempt(number) => number,
-            Next::GiveUp(reason) => return run.blocked(reason),
-            Next::Wait(wait) => {
-                progress(&format!(
-                    "waiting for {} session{} holding what the migration needs: {} (next look in {})",
-                    holders.len(),
-                    if holders.len() == 1 { "" } else { "s" },
-                    holders
-                        .iter()
-                        .map(|h| h.session.label())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    locksmith_core::duration::human(wait)
-                ));
-                run.report.blockers = holders;
-                if let Some(signal) = sleep(wait, &mut interrupt).await {
-                    return run.interrupted(signal);
-                }
-                continue;
-            }
-        };
-        run.report.attempts = number;
-        // Short waits first, growing to the budget: the first attempt knows
-        // nothing about who holds what, so it may make traffic wait very little
-        // (but long enough for the watch to see whom it waited for).
-        // Behind a pooler the watch alone bounds the waits, at the budget.
-        let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
-        let env = child_env(&args, lock_wait, pooled, number, &process_env);
-        if pooled {
-            dog.rename(&env.app_name);
-        }
-        progress(&format!(
-            "attempt {number}: {shown} ({}, application_name {})",
-            if pooled {
-                format!(
-                    "lock waits cancelled by locksmith after {}",
-                    locksmith_core::duration::human(policy.lock_timeout)
-                )
-            } else {
-                format!(
-                    "lock_timeout {}",
-                    locksmith_core::duration::human(lock_wait)
-                )
+    // No query of the watch may be in flight when this process exits:
+    // through a pooler, a client gone mid-query leaves its answer on the
+    // pooled backend, and PgBouncer 1.18 may hand it to the next client.
+    let outcome: CmdResult = async {
+        dog.watch_replicas(&replicas).await?;
+        let command = shown_command(&args.cmd);
+        let shown = render::one_line(&command, 100);
+        let mut run = Run {
+            args: &args,
+            command: &command,
+            started: Instant::now(),
+            report: GuardReport {
+                pooler_addr: route_pooler_addr,
+                ..GuardReport::default()
             },
-            env.app_name
-        ));
-        let mark = dog
-            .mark()
-            .await
-            .map_err(|e| Failure::other(miette::miette!("the command was not run: {e}")))?;
-        // The deadline holds for the command too (a first attempt always gets the budget).
-        let stop_at = (run.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
-        let end = attempt(
-            &args.cmd,
-            &env,
-            args.guard.format,
-            &dog,
-            stop_at,
-            &mut interrupt,
-            warden.as_mut(),
-        )
-        .await?;
-        // Whatever happened, no lock request of the command's may stay queued.
-        let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
-        if let Some(warden) = warden.as_mut() {
-            warden.idle();
-        }
-        let mut watch = dog.take();
-        let cleared_ok = matches!(cleared, Ok(Ok(_)));
-        if !cleared_ok {
-            // Say so rather than claim a clean end (e.g. every pooled backend busy).
-            watch.errors.push(format!(
-                "could not check that no lock request of the command's stayed queued on the server \
-                 ({}); look for application_name {} in pg_stat_activity{}",
-                match cleared {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "the watch got no answer in time".to_string(),
+            wanted: Vec::new(),
+            errors: Vec::new(),
+            pooler: pooler_report,
+            cancels: Vec::new(),
+        };
+        let mut retry = Retry::new(&policy, run.started);
+        loop {
+            // Look before queueing: while long-lived sessions hold what an earlier
+            // attempt waited for, an attempt would only queue behind them. (Before
+            // the first attempt nothing is known yet: it learns the tables.)
+            let holders = if run.wanted.is_empty() {
+                Vec::new()
+            } else {
+                let holders = dog
+                    .blocking_retry(&run.wanted, policy.lock_timeout)
+                    .await
+                    .unwrap_or_default();
+                run.absorb(&dog.take());
+                holders
+            };
+            let number = match retry.next(&holders) {
+                Next::Attempt(number) => number,
+                Next::GiveUp(reason) => return run.blocked(reason),
+                Next::Wait(wait) => {
+                    progress(&format!(
+                        "waiting for {} session{} holding what the migration needs: {} (next look in {})",
+                        holders.len(),
+                        if holders.len() == 1 { "" } else { "s" },
+                        holders
+                            .iter()
+                            .map(|h| h.session.label())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        locksmith_core::duration::human(wait)
+                    ));
+                    run.report.blockers = holders;
+                    if let Some(signal) = sleep(wait, &mut interrupt).await {
+                        return run.interrupted(signal);
+                    }
+                    continue;
+                }
+            };
+            run.report.attempts = number;
+            // Short waits first, growing to the budget: the first attempt knows
+            // nothing about who holds what, so it may make traffic wait very little
+            // (but long enough for the watch to see whom it waited for).
+            // Behind a pooler the watch alone bounds the waits, at the budget.
+            let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
+            let env = child_env(&args, lock_wait, pooled, number, &process_env);
+            if pooled {
+                dog.rename(&env.app_name);
+            }
+            progress(&format!(
+                "attempt {number}: {shown} ({}, application_name {})",
+                if pooled {
+                    format!(
+                        "lock waits cancelled by locksmith after {}",
+                        locksmith_core::duration::human(policy.lock_timeout)
+                    )
+                } else {
+                    format!(
+                        "lock_timeout {}",
+                        locksmith_core::duration::human(lock_wait)
+                    )
                 },
-                env.app_name,
-                if pooled && !route_direct {
-                    ", and give --direct-url so the watch never waits for a pooled connection"
+                env.app_name
+            ));
+            let mark = dog
+                .mark()
+                .await
+                .map_err(|e| Failure::other(miette::miette!("the command was not run: {e}")))?;
+            // The deadline holds for the command too (a first attempt always gets the budget).
+            let stop_at = (run.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
+            let end = attempt(
+                &args.cmd,
+                &env,
+                args.guard.format,
+                &dog,
+                stop_at,
+                &mut interrupt,
+                warden.as_mut(),
+            )
+            .await?;
+            // Whatever happened, no lock request of the command's may stay queued.
+            let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
+            if let Some(warden) = warden.as_mut() {
+                warden.idle();
+            }
+            let mut watch = dog.take();
+            let cleared_ok = matches!(cleared, Ok(Ok(_)));
+            if !cleared_ok {
+                // Say so rather than claim a clean end (e.g. every pooled backend busy).
+                watch.errors.push(format!(
+                    "could not check that no lock request of the command's stayed queued on the server \
+                     ({}); look for application_name {} in pg_stat_activity{}",
+                    match cleared {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "the watch got no answer in time".to_string(),
+                    },
+                    env.app_name,
+                    if pooled && !route_direct {
+                        ", and give --direct-url so the watch never waits for a pooled connection"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            run.absorb_cancels(number, &watch);
+            run.absorb(&watch);
+            if let Some(signal) = end.interrupted {
+                return run.interrupted(signal);
+            }
+            if end.deadline_hit {
+                let committed = dog
+                    .committed_since(mark, &watch.xids)
+                    .await
+                    .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+                let cancelled = if cleared_ok {
+                    " and cancelled its statements on the server"
                 } else {
                     ""
-                }
-            ));
-        }
-        run.absorb_cancels(number, &watch);
-        run.absorb(&watch);
-        if let Some(signal) = end.interrupted {
-            return run.interrupted(signal);
-        }
-        if end.deadline_hit {
+                };
+                let committed = match committed {
+                    Some(what) => format!(
+                        "; part of its work was already committed ({what}): check the database before rerunning it"
+                    ),
+                    None => String::new(),
+                };
+                let unblocked = if run.report.blockers.is_empty() {
+                    "; nothing was seen blocking it: if it just needs longer, raise --deadline"
+                } else {
+                    ""
+                };
+                return run.blocked(format!(
+                    "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
+                     locksmith stopped it{cancelled}{committed}{unblocked}",
+                    locksmith_core::duration::human(policy.deadline),
+                ));
+            }
+            if !watch.held_too_long.is_empty() {
+                run.finish(
+                    Status::HoldExceeded,
+                    Some(format!(
+                        "`{shown}` held {} for longer than --max-hold {} while other sessions waited for it; \
+                         its statement was stopped on the server and the command was not rerun. \
+                         Run the slow statement online (`locksmith lint` prints how), or raise --max-hold",
+                        watch.held_too_long.join("; "),
+                        locksmith_core::duration::human(policy.max_hold)
+                    )),
+                )?;
+                return Ok(Outcome::Blocked);
+            }
+            if end.status.success() {
+                run.finish(Status::Applied, None)?;
+                return Ok(Outcome::Done);
+            }
+            let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
+            let code = exit_code(end.status);
+            if !lost_race {
+                run.finish(
+                    Status::Failed,
+                    Some(format!(
+                        "`{shown}` failed with exit code {code} (not a lost lock race){}",
+                        own_exit_3(code)
+                    )),
+                )?;
+                return Ok(Outcome::Code(code));
+            }
+            // A rerun repeats whatever the attempt committed before it lost.
             let committed = dog
                 .committed_since(mark, &watch.xids)
                 .await
                 .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
-            let cancelled = if cleared_ok {
-                " and cancelled its statements on the server"
-            } else {
-                ""
-            };
-            let committed = match committed {
-                Some(what) => format!(
-                    "; part of its work was already committed ({what}): check the database before rerunning it"
-                ),
-                None => String::new(),
-            };
-            let unblocked = if run.report.blockers.is_empty() {
-                "; nothing was seen blocking it: if it just needs longer, raise --deadline"
-            } else {
-                ""
-            };
-            return run.blocked(format!(
-                "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
-                 locksmith stopped it{cancelled}{committed}{unblocked}",
-                locksmith_core::duration::human(policy.deadline),
-            ));
-        }
-        if !watch.held_too_long.is_empty() {
-            run.finish(
-                Status::HoldExceeded,
-                Some(format!(
-                    "`{shown}` held {} for longer than --max-hold {} while other sessions waited for it; \
-                     its statement was stopped on the server and the command was not rerun. \
-                     Run the slow statement online (`locksmith lint` prints how), or raise --max-hold",
-                    watch.held_too_long.join("; "),
-                    locksmith_core::duration::human(policy.max_hold)
-                )),
-            )?;
-            return Ok(Outcome::Blocked);
-        }
-        if end.status.success() {
-            run.finish(Status::Applied, None)?;
-            return Ok(Outcome::Done);
-        }
-        let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
-        let code = exit_code(end.status);
-        if !lost_race {
-            run.finish(
-                Status::Failed,
-                Some(format!(
-                    "`{shown}` failed with exit code {code} (not a lost lock race){}",
-                    own_exit_3(code)
-                )),
-            )?;
-            return Ok(Outcome::Code(code));
-        }
-        // A rerun repeats whatever the attempt committed before it lost.
-        let committed = dog
-            .committed_since(mark, &watch.xids)
-            .await
-            .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
-        if let Some(what) = committed {
-            run.finish(
-                Status::Failed,
-                Some(format!(
-                    "`{shown}` lost a lock race after part of its work was committed: {what}. \
-                     Not rerunning it, since a rerun would repeat that work; check the database, \
-                     then rerun it (exit code {code} is the command's own){}",
-                    own_exit_3(code)
-                )),
-            )?;
-            return Ok(Outcome::Code(code));
-        }
-        let why = if watch.cancelled.is_empty() {
-            "its lock wait hit lock_timeout".to_string()
-        } else {
-            "a lock wait over the budget was cancelled on the server by locksmith".to_string()
-        };
-        let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.session.label()).collect();
-        progress(&format!(
-            "attempt {number} lost a lock race ({why}){}",
-            if waited_for.is_empty() {
-                String::new()
-            } else {
-                format!("; it waited for {}", waited_for.join(", "))
+            if let Some(what) = committed {
+                run.finish(
+                    Status::Failed,
+                    Some(format!(
+                        "`{shown}` lost a lock race after part of its work was committed: {what}. \
+                         Not rerunning it, since a rerun would repeat that work; check the database, \
+                         then rerun it (exit code {code} is the command's own){}",
+                        own_exit_3(code)
+                    )),
+                )?;
+                return Ok(Outcome::Code(code));
             }
-        ));
-        if let Some(signal) = sleep(retry.lost(false), &mut interrupt).await {
-            return run.interrupted(signal);
+            let why = if watch.cancelled.is_empty() {
+                "its lock wait hit lock_timeout".to_string()
+            } else {
+                "a lock wait over the budget was cancelled on the server by locksmith".to_string()
+            };
+            let waited_for: Vec<String> = watch.blockers.iter().map(|h| h.session.label()).collect();
+            progress(&format!(
+                "attempt {number} lost a lock race ({why}){}",
+                if waited_for.is_empty() {
+                    String::new()
+                } else {
+                    format!("; it waited for {}", waited_for.join(", "))
+                }
+            ));
+            if let Some(signal) = sleep(retry.lost(false), &mut interrupt).await {
+                return run.interrupted(signal);
+            }
         }
     }
+    .await;
+    let _ = tokio::time::timeout(SIDECAR_BOUND, dog.stop()).await;
+    outcome
 }
 
 /// Says so when the command's own exit code is 3, which `locksmith run` also

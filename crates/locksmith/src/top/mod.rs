@@ -200,6 +200,23 @@ enum Update {
     Signalled(Signal, i32, Result<Sent, String>),
 }
 
+/// Lets a refresh in flight finish before top exits (bounded): through a
+/// pooler, a client gone mid-query leaves its answer on the pooled backend,
+/// and PgBouncer 1.18 may hand it to the next client.
+async fn settle(in_flight: bool, rx: &mut mpsc::Receiver<Update>) {
+    if !in_flight {
+        return;
+    }
+    let refreshed = async {
+        while let Some(update) = rx.recv().await {
+            if matches!(update, Update::Refreshed(..)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), refreshed).await;
+}
+
 async fn event_loop(
     app: &mut App,
     terminal: &mut ratatui::DefaultTerminal,
@@ -216,6 +233,7 @@ async fn event_loop(
     loop {
         terminal.draw(|frame| ui::render(app, frame))?;
         if app.quit {
+            settle(source.is_none(), &mut rx).await;
             return Ok(());
         }
         let due = refresh_now;
@@ -260,7 +278,10 @@ async fn event_loop(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
+                None => {
+                    settle(source.is_none(), &mut rx).await;
+                    return Ok(());
+                }
             },
             Some(update) = rx.recv() => match update {
                 Update::Refreshed(s, result, standbys) => {
