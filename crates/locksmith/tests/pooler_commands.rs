@@ -107,7 +107,14 @@ async fn pids(admin: &locksmith_pg::Connection, application: &str, state: &str) 
 }
 
 async fn blockers_name_the_leakers_via_the_pooler(mode: PoolMode) {
-    let mut scene = Scene::start(mode, 6).await;
+    // In session pooling each client keeps a server connection for its whole
+    // session: room for the traffic's 8 (all open on a loaded machine), the
+    // 2 leakers and locksmith's own.
+    let pool_size = match mode {
+        PoolMode::Session => 14,
+        PoolMode::Transaction => 6,
+    };
+    let mut scene = Scene::start(mode, pool_size).await;
     let leaked = LeakedSessions::open(&scene.pooler.settings("app", "leaky-app"), 2, SIDE)
         .await
         .unwrap();
