@@ -157,21 +157,12 @@ impl Cluster {
     /// Connection settings for `dbname` as the superuser over TCP, with an
     /// `application_name` so the sessions are recognisable in `pg_stat_activity`.
     pub fn settings(&self, dbname: &str, application_name: &str) -> ConnectionSettings {
-        ConnectionSettings::loopback(
-            self.port,
-            SUPERUSER,
-            SUPERUSER_PASSWORD,
-            dbname,
-            application_name,
-        )
+        superuser_settings(self.port, dbname, application_name)
     }
 
     /// A URL for `dbname` (with the password: hand it to programs, never print it).
     pub fn url(&self, dbname: &str) -> String {
-        format!(
-            "postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{dbname}",
-            self.port
-        )
+        superuser_url(self.port, dbname)
     }
 
     /// Creates a database and returns settings to reach it.
@@ -515,4 +506,25 @@ fn scratch_root() -> PathBuf {
 pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The sandbox superuser's settings for `dbname` on a loopback `port`
+/// (the server's, or a pooler's in front of it).
+pub(crate) fn superuser_settings(
+    port: u16,
+    dbname: &str,
+    application_name: &str,
+) -> ConnectionSettings {
+    ConnectionSettings::loopback(
+        port,
+        SUPERUSER,
+        SUPERUSER_PASSWORD,
+        dbname,
+        application_name,
+    )
+}
+
+/// The same as a URL, with the password: hand it to programs, never print it.
+pub(crate) fn superuser_url(port: u16, dbname: &str) -> String {
+    format!("postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{port}/{dbname}")
 }

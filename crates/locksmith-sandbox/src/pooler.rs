@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 
 use locksmith_pg::ConnectionSettings;
 
-use crate::cluster::{chown, free_port, tail, unique_dir, Owner, SUPERUSER, SUPERUSER_PASSWORD};
+use crate::cluster::{
+    chown, free_port, superuser_settings, superuser_url, tail, unique_dir, Owner, SUPERUSER,
+    SUPERUSER_PASSWORD,
+};
 use crate::guardian::{self, Guardian};
 use crate::{Cluster, Error};
 
@@ -184,22 +187,13 @@ impl Pooler {
     /// Connection settings for `dbname` through the pooler as the superuser,
     /// with an `application_name` (PgBouncer passes it on to the server).
     pub fn settings(&self, dbname: &str, application_name: &str) -> ConnectionSettings {
-        ConnectionSettings::loopback(
-            self.port,
-            SUPERUSER,
-            SUPERUSER_PASSWORD,
-            dbname,
-            application_name,
-        )
+        superuser_settings(self.port, dbname, application_name)
     }
 
     /// A URL for `dbname` through the pooler (with the password: hand it to
     /// programs, never print it).
     pub fn url(&self, dbname: &str) -> String {
-        format!(
-            "postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{dbname}",
-            self.port
-        )
+        superuser_url(self.port, dbname)
     }
 
     /// A URL for the `pgbouncer` console, when the superuser was made an
