@@ -68,6 +68,15 @@ impl Scene {
         self.pooler.url("app")
     }
 
+    /// Stops the traffic, asserting it saw no error, then that none of our
+    /// settings stayed on any of the pool's `size` backends.
+    async fn left_nothing(&mut self, size: usize) {
+        self.no_app_errors().await;
+        for seen in settings_on_every_backend(&self.pooler, size).await {
+            assert_eq!(seen, DEFAULTS);
+        }
+    }
+
     /// Stops the traffic and asserts it saw no error.
     async fn no_app_errors(&mut self) {
         let report = self.traffic.take().unwrap().stop().await;
@@ -247,10 +256,7 @@ async fn doctor_through_transaction_pooling_reports_the_pooler_and_leaves_nothin
         "{}",
         text(&out)
     );
-    scene.no_app_errors().await;
-    for seen in settings_on_every_backend(&scene.pooler, 2).await {
-        assert_eq!(seen, DEFAULTS);
-    }
+    scene.left_nothing(2).await;
 }
 
 #[tokio::test]
@@ -281,10 +287,7 @@ async fn lint_with_a_pooler_url_works_repeatedly_under_traffic_and_leaves_nothin
             text(&out)
         );
     }
-    scene.no_app_errors().await;
-    for seen in settings_on_every_backend(&scene.pooler, 2).await {
-        assert_eq!(seen, DEFAULTS);
-    }
+    scene.left_nothing(2).await;
 }
 
 #[tokio::test]

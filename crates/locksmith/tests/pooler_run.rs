@@ -105,26 +105,28 @@ impl Scene {
             .await
     }
 
-    /// `locksmith run ARGS -- CMD` with `DATABASE_URL` the pooler's.
+    /// `locksmith run ARGS -- CMD` with `DATABASE_URL` the pooler's, to spawn.
+    fn command(&self, args: &[&str], cmd: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_locksmith"));
+        command
+            .arg("run")
+            .args(args)
+            .arg("--")
+            .args(cmd)
+            .env("DATABASE_URL", self.url())
+            .env_remove("PGOPTIONS")
+            .env_remove("PGAPPNAME")
+            .env_remove("LOCKSMITH_DIRECT_URL")
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    /// [`Self::command`], run to its end.
     async fn run(&self, args: &[&str], cmd: &[&str]) -> Output {
-        let mut all: Vec<String> = vec!["run".into()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        all.push("--".into());
-        all.extend(cmd.iter().map(|a| a.to_string()));
-        let database_url = self.url();
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_locksmith"))
-                .args(&all)
-                .env("DATABASE_URL", &database_url)
-                .env_remove("PGOPTIONS")
-                .env_remove("PGAPPNAME")
-                .env_remove("LOCKSMITH_DIRECT_URL")
-                .env("NO_COLOR", "1")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+        let mut command = self.command(args, cmd);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
     }
 
     async fn admin(&self) -> Connection {
@@ -612,15 +614,20 @@ async fn a_killed_run_leaves_no_lock_wait_behind() {
                 .await
                 .unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut run = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-            .args(["run", "--lock-timeout", "5m", "--deadline", "10m", "--"])
-            .args([PSQL, "-X", "-v", "ON_ERROR_STOP=1", &scene.url(), "-c"])
-            .arg("ALTER TABLE academic_partners ADD COLUMN never text")
-            .env("DATABASE_URL", scene.url())
-            .env_remove("PGOPTIONS")
-            .env_remove("PGAPPNAME")
-            .env_remove("LOCKSMITH_DIRECT_URL")
-            .env("NO_COLOR", "1")
+        let url = scene.url();
+        let mut run = scene
+            .command(
+                &["--lock-timeout", "5m", "--deadline", "10m"],
+                &[
+                    PSQL,
+                    "-X",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    &url,
+                    "-c",
+                    "ALTER TABLE academic_partners ADD COLUMN never text",
+                ],
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
