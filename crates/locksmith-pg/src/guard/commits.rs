@@ -49,12 +49,9 @@ pub async fn committed_since(
         .await
         .map_err(|e| Error::query("checking whether the command's transactions committed", e))?;
     let committed: i64 = row.get(0);
-    if committed > 0 {
-        return Ok(Some(format!(
-            "{committed} of its transaction{} committed",
-            if committed == 1 { "" } else { "s" }
-        )));
-    }
+    // Both signs are read even when the first already answers: what the
+    // catalog shows names the work ("table side_effect"), which a bare count
+    // of transactions does not, and the user has to check it before a rerun.
     // Visible (so committed) catalog rows written by a transaction whose id is
     // at or after the mark (32-bit ids compared on the circle; 0-2 are special).
     let row = client
@@ -81,7 +78,17 @@ pub async fn committed_since(
         )
         .await
         .map_err(|e| Error::query("checking whether the command changed the schema", e))?;
-    Ok(row
+    let schema = row
         .get::<_, Option<String>>(0)
-        .map(|what| format!("the schema changed ({what})")))
+        .map(|what| format!("the schema changed ({what})"));
+    let transactions = (committed > 0).then(|| {
+        format!(
+            "{committed} of its transaction{} committed",
+            if committed == 1 { "" } else { "s" }
+        )
+    });
+    Ok(match (transactions, schema) {
+        (Some(t), Some(s)) => Some(format!("{t}; {s}")),
+        (t, s) => t.or(s),
+    })
 }
