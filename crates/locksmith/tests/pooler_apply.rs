@@ -572,3 +572,79 @@ async fn a_run_killed_holding_its_lock_releases_it_within_seconds() {
         scene.traffic_was_untouched(&context).await;
     }
 }
+
+/// A row lock on one partition, taken through the pool and left idle in
+/// transaction, blocks an ALTER of the partitioned parent: the guard names
+/// the pooled backend holding it, and nothing is applied.
+#[tokio::test]
+async fn a_row_lock_on_a_partition_through_the_pool_is_named() {
+    for mode in MODES {
+        let context = format!("{mode:?}");
+        let scene = Scene::start(&format!("pooled_partition_{}", mode.as_str()), mode).await;
+        scene
+            .admin
+            .batch_execute(
+                "CREATE TABLE events (id int NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
+                 CREATE TABLE events_2026 PARTITION OF events
+                     FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+                 INSERT INTO events SELECT g, '2026-06-01' FROM generate_series(1, 50) g;",
+            )
+            .await
+            .unwrap();
+        let locker = scene
+            .pooler
+            .settings(scene.direct.dbname(), "row-locker")
+            .connect()
+            .await
+            .unwrap();
+        let rows = locker
+            .simple_query(
+                "BEGIN; SELECT pg_backend_pid(); \
+                 SELECT id FROM events_2026 WHERE id = 7 FOR UPDATE;",
+            )
+            .await
+            .unwrap();
+        let pid: i64 = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                _ => None,
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[("001_add.sql", "ALTER TABLE events ADD COLUMN note text;\n")],
+        );
+
+        let out = scene.apply(dir.path(), &["--deadline", "3s"]);
+        assert_eq!(out.status.code(), Some(3), "{context}: {}", text(&out));
+        let json = report(&out);
+        let named: Vec<i64> = json["blockers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["pid"].as_i64().unwrap())
+            .collect();
+        assert_eq!(named, [pid], "{context}: {json}");
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
+            0,
+            "{context}"
+        );
+        assert_eq!(
+            scene
+                .count(
+                    "SELECT count(*) FROM pg_attribute \
+                     WHERE attrelid = 'events'::regclass AND attname = 'note'"
+                )
+                .await,
+            0,
+            "{context}"
+        );
+        locker.batch_execute("COMMIT").await.unwrap();
+        scene.traffic_was_untouched(&context).await;
+    }
+}
