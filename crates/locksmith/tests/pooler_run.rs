@@ -685,3 +685,84 @@ async fn a_killed_run_leaves_no_lock_wait_behind() {
         });
     }
 }
+
+/// A brief idle transaction on the pool: the first attempt's wait is
+/// cancelled after the budget, and once the app commits a later attempt
+/// applies. Nobody is terminated and no request was harmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brief_idle_transaction_is_waited_out_by_a_retry() {
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let scene = Scene::new("pooler_run_brief", mode, "").await;
+        let leaker =
+            LeakedSessions::open(&scene.pooler.settings(&scene.dbname, "brief-app"), 1, TABLE)
+                .await
+                .unwrap();
+        let traffic = scene.traffic();
+        let mut command = scene.command(
+            &[
+                "--format",
+                "json",
+                "--lock-timeout",
+                "300ms",
+                "--deadline",
+                "60s",
+            ],
+            &[
+                PSQL,
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &scene.url(),
+                "-c",
+                "ALTER TABLE academic_partners ADD COLUMN soon text",
+            ],
+        );
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The app commits only once a second attempt waits: the first was
+        // cancelled by the watch, not granted.
+        let admin = scene.admin().await;
+        wait::until(wait::BOUND, "a second attempt waiting", || async {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE application_name LIKE 'locksmith-run-%-2'
+                       AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                > 0
+        })
+        .await
+        .unwrap();
+        leaker.commit().await.unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let report = traffic.stop().await;
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", text(&out));
+        let json = json(&out);
+        assert_eq!(json["status"], "applied", "{mode:?}: {json}");
+        assert!(json["attempts"].as_u64().unwrap() >= 2, "{mode:?}: {json}");
+        assert!(
+            json["cancelled_by_locksmith"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+            "{mode:?}: {json}"
+        );
+        assert_eq!(
+            json["terminated"].as_array().map_or(0, Vec::len),
+            0,
+            "{mode:?}: {json}"
+        );
+        assert!(has_column(&admin, "soon").await, "{mode:?}");
+        assert_eq!(leaker.alive(), 1, "{mode:?}: the app's session was kept");
+        assert_eq!(queued_lock_requests(&admin).await, 0, "{mode:?}");
+        assert_traffic_unharmed(&report, Duration::from_secs(3), &out);
+    }
+}
