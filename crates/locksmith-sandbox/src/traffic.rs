@@ -386,16 +386,27 @@ impl LeakedSessions {
         count: usize,
         table: &str,
     ) -> Result<LeakedSessions, Error> {
+        let read = format!(
+            "SELECT * FROM {} LIMIT 10",
+            locksmith_core::quote::qualified(table)
+        );
+        Self::holding(settings, count, &read).await
+    }
+
+    /// Opens `count` sessions that each run `statement` (one statement, e.g.
+    /// a `SELECT … FOR UPDATE` taking row locks) inside a transaction and stay idle.
+    pub async fn holding(
+        settings: &ConnectionSettings,
+        count: usize,
+        statement: &str,
+    ) -> Result<LeakedSessions, Error> {
         let sql_error = |e| Error::Sql {
             context: "opening a leaked session".into(),
             source: e,
         };
         // The pid inside the transaction: behind a transaction pooler that
         // is the backend the session keeps.
-        let sql = format!(
-            "BEGIN; SELECT pg_backend_pid(); SELECT * FROM {} LIMIT 10;",
-            locksmith_core::quote::qualified(table)
-        );
+        let sql = format!("BEGIN; SELECT pg_backend_pid(); {statement};");
         let mut leaked = LeakedSessions {
             clients: Vec::with_capacity(count),
             pids: Vec::with_capacity(count),

@@ -591,26 +591,13 @@ async fn a_row_lock_on_a_partition_through_the_pool_is_named() {
             )
             .await
             .unwrap();
-        let locker = scene
-            .pooler
-            .settings(scene.direct.dbname(), "row-locker")
-            .connect()
-            .await
-            .unwrap();
-        let rows = locker
-            .simple_query(
-                "BEGIN; SELECT pg_backend_pid(); \
-                 SELECT id FROM events_2026 WHERE id = 7 FOR UPDATE;",
-            )
-            .await
-            .unwrap();
-        let pid: i64 = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
-                _ => None,
-            })
-            .unwrap();
+        let locker = LeakedSessions::holding(
+            &scene.pooler.settings(scene.direct.dbname(), "row-locker"),
+            1,
+            "SELECT id FROM events_2026 WHERE id = 7 FOR UPDATE",
+        )
+        .await
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         write(
             dir.path(),
@@ -626,7 +613,7 @@ async fn a_row_lock_on_a_partition_through_the_pool_is_named() {
             .iter()
             .map(|b| b["pid"].as_i64().unwrap())
             .collect();
-        assert_eq!(named, [pid], "{context}: {json}");
+        assert_eq!(named, [i64::from(locker.pids()[0])], "{context}: {json}");
         assert_eq!(
             scene
                 .count("SELECT count(*) FROM locksmith_migrations")
@@ -644,7 +631,7 @@ async fn a_row_lock_on_a_partition_through_the_pool_is_named() {
             0,
             "{context}"
         );
-        locker.batch_execute("COMMIT").await.unwrap();
+        locker.commit().await.unwrap();
         scene.traffic_was_untouched(&context).await;
     }
 }
