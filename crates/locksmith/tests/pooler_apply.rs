@@ -635,3 +635,68 @@ async fn a_row_lock_on_a_partition_through_the_pool_is_named() {
         scene.traffic_was_untouched(&context).await;
     }
 }
+
+/// A migration that fails halfway through the pool is rolled back whole and
+/// the history stays consistent: what was applied before it stays recorded,
+/// nothing of it or after it is. The failed transaction leaves nothing on
+/// the pooled backend, and a fixed rerun applies the rest.
+#[tokio::test]
+async fn a_failure_halfway_through_the_pool_rolls_back_and_resumes() {
+    for mode in MODES {
+        let context = format!("{mode:?}");
+        let scene = Scene::start(&format!("pooled_fail_{}", mode.as_str()), mode).await;
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("1_ok.sql", "CREATE TABLE ok (id int);\n"),
+                (
+                    "2_half.sql",
+                    "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1/0);\n",
+                ),
+                ("3_after.sql", "CREATE TABLE after (id int);\n"),
+            ],
+        );
+        let out = scene.apply(dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{context}: {}", text(&out));
+        let json = report(&out);
+        assert_eq!(json["status"], "failed", "{context}: {json}");
+        let error = json["error"].as_str().unwrap();
+        assert!(
+            error.contains("division by zero") && error.contains("rolled back"),
+            "{context}: {error}"
+        );
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
+            1,
+            "{context}"
+        );
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM pg_class WHERE relname IN ('ok', 'half', 'after')")
+                .await,
+            1,
+            "{context}"
+        );
+
+        write(
+            dir.path(),
+            &[(
+                "2_half.sql",
+                "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\n",
+            )],
+        );
+        let out = scene.apply(dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
+        assert_eq!(
+            scene
+                .count("SELECT count(*) FROM locksmith_migrations")
+                .await,
+            3,
+            "{context}"
+        );
+        scene.traffic_was_untouched(&context).await;
+    }
+}
