@@ -567,6 +567,14 @@ fn connect_reason(e: &tokio_postgres::Error) -> String {
                  unset them, or connect to the server directly"
             );
         }
+        // A refused login: PostgreSQL says "password authentication failed"
+        // (28P01), PgBouncer only "SASL authentication failed" (08P01), which
+        // does not say which password or where to look.
+        if db.code().code().starts_with("28") || message.contains("authentication failed") {
+            return format!(
+                "{message}: the login was refused; check the user and password (in the URL,                  PGPASSWORD or ~/.pgpass), and behind PgBouncer that its auth_file or                  auth_query knows them too"
+            );
+        }
         return message.to_string();
     }
     let mut text = e.to_string();

@@ -404,3 +404,63 @@ async fn trace_through_a_pooler_takes_the_direct_route_when_given_and_checks_it(
         .get(0);
     assert_eq!(indexes, 0, "trace never builds on the live database");
 }
+
+/// A wrong password or an unreachable pooler: every command says which
+/// target refused and why, never the password, and changes nothing.
+#[tokio::test]
+async fn a_refused_login_through_the_pooler_says_why_without_the_password() {
+    let mut scene = Scene::start(PoolMode::Transaction, 4).await;
+    let wrong = scene.url().replace(
+        locksmith_sandbox::cluster::SUPERUSER_PASSWORD,
+        "not-the-password",
+    );
+    assert_ne!(wrong, scene.url());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("1_add.sql"),
+        "ALTER TABLE academic_partners ADD COLUMN never text;\n",
+    )
+    .unwrap();
+    let migrations = dir.path().to_str().unwrap();
+    let target = format!("127.0.0.1:{}/app", scene.pooler.port());
+    for args in [
+        vec!["blockers", "--database-url", &wrong],
+        vec!["doctor", "--database-url", &wrong],
+        vec!["apply", migrations, "--database-url", &wrong],
+    ] {
+        let out = locksmith(&args, &[]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("authentication failed")
+                && stderr.contains("check the user and password"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains(&target), "{args:?}: {stderr}");
+        assert!(!stderr.contains("not-the-password"), "{args:?}: {stderr}");
+    }
+    // The pooler gone: a connection refused, named, nothing else.
+    let gone = scene
+        .url()
+        .replace(&format!(":{}/", scene.pooler.port()), ":1/");
+    let out = locksmith(&["blockers", "--database-url", &gone], &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1/app"), "{stderr}");
+    assert!(
+        !stderr.contains(locksmith_sandbox::cluster::SUPERUSER_PASSWORD),
+        "{stderr}"
+    );
+    let columns: i64 = scene
+        .admin
+        .query_one(
+            "SELECT count(*) FROM pg_attribute
+             WHERE attrelid = 'academic_partners'::regclass AND attname = 'never'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 0);
+    scene.no_app_errors().await;
+}
