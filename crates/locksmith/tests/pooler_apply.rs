@@ -122,6 +122,12 @@ impl Scene {
         query_i64(&self.admin, sql).await
     }
 
+    /// Rows in the history table: migrations recorded as applied.
+    async fn recorded(&self) -> i64 {
+        self.count("SELECT count(*) FROM locksmith_migrations")
+            .await
+    }
+
     /// Stops the traffic and checks that no app query failed, was cancelled
     /// or saw our settings.
     async fn traffic_was_untouched(self, context: &str) {
@@ -142,6 +148,16 @@ impl Scene {
 
 fn report(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+}
+
+/// The backend pids listed under `key` (`blockers`, `terminated`), sorted.
+fn pids(report: &Value, key: &str) -> Vec<i64> {
+    let mut pids: Vec<i64> = report[key]
+        .as_array()
+        .map(|a| a.iter().map(|s| s["pid"].as_i64().unwrap()).collect())
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
 }
 
 fn versions(report: &Value, key: &str) -> Vec<i64> {
@@ -172,13 +188,7 @@ fn migrations(dir: &std::path::Path) {
 const ALL_ONCE: i64 = 11111;
 
 async fn applied_once(scene: &Scene, context: &str) {
-    assert_eq!(
-        scene
-            .count("SELECT count(*) FROM locksmith_migrations")
-            .await,
-        4,
-        "{context}"
-    );
+    assert_eq!(scene.recorded().await, 4, "{context}");
     assert_eq!(
         scene.count("SELECT n::bigint FROM counter").await,
         ALL_ONCE,
@@ -286,26 +296,14 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         let out = scene.apply(dir.path(), &["--deadline", "3s"]);
         assert_eq!(out.status.code(), Some(3), "{context}: {}", text(&out));
         let json = report(&out);
-        let mut named: Vec<i64> = json["blockers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["pid"].as_i64().unwrap())
-            .collect();
-        named.sort_unstable();
-        let mut pids: Vec<i64> = leaked.pids().iter().map(|&p| p as i64).collect();
-        pids.sort_unstable();
-        assert_eq!(named, pids, "{context}: {json}");
+        let mut leakers: Vec<i64> = leaked.pids().iter().map(|&p| i64::from(p)).collect();
+        leakers.sort_unstable();
+        assert_eq!(pids(&json, "blockers"), leakers, "{context}: {json}");
         // Their client address is the pooler's, and the report says so.
         for b in json["blockers"].as_array().unwrap() {
             assert_eq!(b["via_pooler"], true, "{context}: {b}");
         }
-        assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            0
-        );
+        assert_eq!(scene.recorded().await, 0);
 
         let out = scene.apply(
             dir.path(),
@@ -313,20 +311,8 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         );
         assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
         let json = report(&out);
-        let mut terminated: Vec<i64> = json["terminated"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["pid"].as_i64().unwrap())
-            .collect();
-        terminated.sort_unstable();
-        assert_eq!(terminated, pids, "{context}: {json}");
-        assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            1
-        );
+        assert_eq!(pids(&json, "terminated"), leakers, "{context}: {json}");
+        assert_eq!(scene.recorded().await, 1);
         scene.traffic_was_untouched(&context).await;
     }
 }
@@ -428,13 +414,7 @@ async fn a_concurrent_build_needs_the_direct_route() {
         for needle in ["003_unique.sql", "connection pooler", "--direct-url"] {
             assert!(said.contains(needle), "{context}: no {needle}: {said}");
         }
-        assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            2,
-            "{context}"
-        );
+        assert_eq!(scene.recorded().await, 2, "{context}");
         let out = scene.apply(dir.path(), &["--online", "--direct-url", &direct]);
         assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
         assert_eq!(versions(&report(&out), "migrations"), vec![3], "{context}");
@@ -500,12 +480,7 @@ async fn a_run_killed_mid_migration_is_finished_by_the_next() {
             vec![2, 3],
             "{context}"
         );
-        assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            3
-        );
+        assert_eq!(scene.recorded().await, 3);
         assert_eq!(
             scene.count("SELECT n::bigint FROM counter").await,
             1111,
@@ -607,20 +582,12 @@ async fn a_row_lock_on_a_partition_through_the_pool_is_named() {
         let out = scene.apply(dir.path(), &["--deadline", "3s"]);
         assert_eq!(out.status.code(), Some(3), "{context}: {}", text(&out));
         let json = report(&out);
-        let named: Vec<i64> = json["blockers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["pid"].as_i64().unwrap())
-            .collect();
-        assert_eq!(named, [i64::from(locker.pids()[0])], "{context}: {json}");
         assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            0,
-            "{context}"
+            pids(&json, "blockers"),
+            [i64::from(locker.pids()[0])],
+            "{context}: {json}"
         );
+        assert_eq!(scene.recorded().await, 0, "{context}");
         assert_eq!(
             scene
                 .count(
@@ -666,13 +633,7 @@ async fn a_failure_halfway_through_the_pool_rolls_back_and_resumes() {
             error.contains("division by zero") && error.contains("rolled back"),
             "{context}: {error}"
         );
-        assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            1,
-            "{context}"
-        );
+        assert_eq!(scene.recorded().await, 1, "{context}");
         assert_eq!(
             scene
                 .count("SELECT count(*) FROM pg_class WHERE relname IN ('ok', 'half', 'after')")
@@ -690,13 +651,7 @@ async fn a_failure_halfway_through_the_pool_rolls_back_and_resumes() {
         );
         let out = scene.apply(dir.path(), &[]);
         assert_eq!(out.status.code(), Some(0), "{context}: {}", text(&out));
-        assert_eq!(
-            scene
-                .count("SELECT count(*) FROM locksmith_migrations")
-                .await,
-            3,
-            "{context}"
-        );
+        assert_eq!(scene.recorded().await, 3, "{context}");
         scene.traffic_was_untouched(&context).await;
     }
 }
