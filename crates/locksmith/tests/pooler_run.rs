@@ -183,11 +183,17 @@ fn assert_traffic_unharmed(report: &TrafficReport, bound: Duration, out: &Output
 
 /// How many of the command's sessions (any attempt) wait for a lock now.
 async fn queued_lock_requests(admin: &Connection) -> i64 {
+    queued_lock_requests_of(admin, "locksmith-run-%").await
+}
+
+/// How many sessions whose `application_name` is `LIKE` `pattern` (one
+/// attempt's: `locksmith-run-%-2`) wait for a lock now.
+async fn queued_lock_requests_of(admin: &Connection, pattern: &str) -> i64 {
     admin
         .query_one(
             "SELECT count(*) FROM pg_stat_activity
-             WHERE application_name LIKE 'locksmith-run-%' AND wait_event_type = 'Lock'",
-            &[],
+             WHERE application_name LIKE $1 AND wait_event_type = 'Lock'",
+            &[&pattern],
         )
         .await
         .unwrap()
@@ -726,17 +732,7 @@ async fn a_brief_idle_transaction_is_waited_out_by_a_retry() {
         // cancelled by the watch, not granted.
         let admin = scene.admin().await;
         wait::until(wait::BOUND, "a second attempt waiting", || async {
-            admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE application_name LIKE 'locksmith-run-%-2'
-                       AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                > 0
+            queued_lock_requests_of(&admin, "locksmith-run-%-2").await > 0
         })
         .await
         .unwrap();
