@@ -10,6 +10,7 @@
 //! - [`source`]: migration folders of every popular layout → ordered
 //!   migrations, each with its up SQL only, directives and checksum.
 //! - [`online`]: the online plan: blocking statements as steps with brief locks only.
+//! - [`plan`]: a migration source analysed once into what the guard runs.
 //! - [`quote`]: identifier and literal quoting for SQL locksmith writes.
 //! - [`server_log`]: the telltale lines of a server log (stderr or csvlog), counted.
 //!
@@ -29,6 +30,7 @@ pub mod duration;
 pub mod lint;
 pub mod lock;
 pub mod online;
+pub mod plan;
 pub mod quote;
 pub mod server_log;
 pub mod severity;

@@ -1,31 +1,60 @@
 //! Everything locksmith does with a live PostgreSQL server.
 //!
+//! The one engine is [`migrate`]: a [`Plan`](locksmith_core::plan::Plan)
+//! (every migration parsed and analysed once) run by a
+//! [`Runner`](migrate::Runner) under one [`Policy`](migrate::Policy): runner
+//! lock, history checks, each migration under the [`guard`], online steps,
+//! and a [`RunReport`](migrate::RunReport). `locksmith apply` is this flow
+//! with arguments and rendering around it; so is your own program:
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use locksmith_core::plan::Plan;
+//! use locksmith_pg::migrate::{self, Event, Policy, Runner, Status};
+//! use locksmith_pg::ConnectionSettings;
+//!
+//! let settings = ConnectionSettings::resolve(None)?; // DATABASE_URL, else PG*
+//! // Every file parsed first: a syntax error stops here, nothing run.
+//! let plan = Plan::new("migrations", migrate::read_folder("migrations")?, None)?;
+//! let runner = Runner::new(settings, Policy::default()).on_event(|e| {
+//!     if let Event::Applying { migration, .. } = e {
+//!         eprintln!("applying {migration}");
+//!     }
+//! });
+//! let report = runner.run(plan).await?;
+//! match report.status {
+//!     Status::Applied => println!("{} applied", report.migrations.len()),
+//!     _ => {
+//!         eprintln!("{}", report.error.as_deref().unwrap_or(""));
+//!         for b in &report.blockers {
+//!             eprintln!("blocked by pid {} ({})", b.session.pid, b.session.application_name);
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The parts, each usable on its own:
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`connection`]: an open connection; every statement unnamed, safe through poolers.
-//! - [`tables`]: table sizes for grading lint findings.
+//! - [`migrate`]: the whole run of a migration source (above).
+//! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded
+//!   retries, the watchdog; and, for a tool that keeps its own connections
+//!   (`locksmith run`), the session watch.
+//! - [`history`]: the history table and the runner lock.
+//! - [`foreign`]: other migration tools' history tables, for adopting a database.
+//! - [`online`]: a migration's online plan, step by step under the guard, resumably.
+//! - [`tables`]: table sizes, for grading findings and the `--max-hold` estimate.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
-//! - [`history`]: the history table and the runner lock for `apply`.
-//! - [`foreign`]: other migration tools' history tables, for `apply --baseline`.
-//! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded retries.
-//! - [`online`]: runs a migration's online plan step by step under the guard, resumably.
 //! - [`signal`]: cancelling and terminating other sessions.
 //! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
 //! - [`trace`]: runs a migration and records the locks, rewrites and constraints
 //!   each statement actually took, compared with lint's model.
 //!
-//! Pure analysis (lock modes, statement analysis) lives in `locksmith-core`;
-//! this crate adds I/O and nothing that could be computed without a server.
-//!
-//! ```no_run
-//! # async fn f() -> Result<(), locksmith_pg::Error> {
-//! use locksmith_pg::{blockers::BlockerReport, snapshot::Snapshotter, ConnectionSettings};
-//! let client = ConnectionSettings::resolve(None)?.connect().await?;
-//! let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
-//! let report = BlockerReport::from_snapshot(&snapshot);
-//! println!("{} root blockers", report.blockers.len());
-//! # Ok(()) }
-//! ```
+//! Pure analysis (lock modes, statement analysis, the plan) lives in
+//! `locksmith-core`; this crate adds I/O and nothing that could be computed
+//! without a server.
 #![warn(missing_docs)]
 
 pub mod audit;
@@ -36,6 +65,7 @@ mod conninfo;
 pub mod foreign;
 pub mod guard;
 pub mod history;
+pub mod migrate;
 pub mod online;
 mod pgpass;
 pub mod settings;
@@ -115,7 +145,35 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an error is: what a caller's exit code is made of,
+/// never its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user gave something wrong: a connection string, a migration, a flag.
+    BadInput,
+    /// The server could not be reached, or refused the login or TLS.
+    Unreachable,
+    /// The role lacks a privilege the action needs.
+    Permission,
+    /// Ctrl-C or SIGTERM stopped it.
+    Interrupted(guard::Interrupt),
+    /// Anything else: a query failed.
+    Failed,
+}
+
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::BadUrl { .. } => ErrorKind::BadInput,
+            Error::Connect { .. } | Error::Tls { .. } | Error::Replica { .. } => {
+                ErrorKind::Unreachable
+            }
+            Error::Permission { .. } => ErrorKind::Permission,
+            Error::IndexExists { .. } | Error::Query { .. } => ErrorKind::Failed,
+        }
+    }
+
     /// Wraps a query error with what we were doing.
     pub fn query(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
         Error::Query {

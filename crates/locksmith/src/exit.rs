@@ -72,12 +72,23 @@ impl<E: Error + Send + Sync + 'static> From<E> for Failure {
     }
 }
 
-/// The exit code an error earns, from its kind: a connection string or name
-/// the user got wrong is bad input (2); everything else is 1.
+/// The exit code an error earns, from its kind (never its text): bad input
+/// is 2, a signal 128 + its number, everything else 1.
 fn exit_code(e: &(dyn Error + 'static)) -> u8 {
-    match e.downcast_ref::<locksmith_pg::Error>() {
-        Some(locksmith_pg::Error::BadUrl { .. }) => 2,
-        _ => 1,
+    use locksmith_pg::{migrate, ErrorKind};
+    let kind = if let Some(e) = e.downcast_ref::<locksmith_pg::Error>() {
+        e.kind()
+    } else if let Some(e) = e.downcast_ref::<migrate::Error>() {
+        e.kind()
+    } else if e.is::<migrate::FolderError>() || e.is::<locksmith_core::plan::PlanError>() {
+        ErrorKind::BadInput
+    } else {
+        ErrorKind::Failed
+    };
+    match kind {
+        ErrorKind::BadInput => 2,
+        ErrorKind::Interrupted(signal) => crate::cmd::signal_exit_code(signal),
+        ErrorKind::Unreachable | ErrorKind::Permission | ErrorKind::Failed => 1,
     }
 }
 

@@ -304,6 +304,8 @@ async fn failure_halfway_rolls_back_and_says_what_next() {
                 "2_half.sql",
                 "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1/0);\n",
             ),
+            ("3_later.sql", "CREATE TABLE later (id int);"),
+            ("4_last.sql", "CREATE TABLE last (id int);"),
         ],
     );
     let out = locksmith(
@@ -319,6 +321,10 @@ async fn failure_halfway_rolls_back_and_says_what_next() {
         error.contains("division by zero") && error.contains("rolled back"),
         "{error}"
     );
+    assert!(!error.contains(".."), "a doubled period: {error}");
+    // Where things stand: what stopped it, and what a rerun will apply.
+    assert_eq!(report["stopped_at"], "2 half");
+    assert_eq!(report["pending"], serde_json::json!(["3 later", "4 last"]));
     let admin = incident.admin.connect().await.unwrap();
     assert_eq!(
         query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
@@ -331,6 +337,18 @@ async fn failure_halfway_rolls_back_and_says_what_next() {
         )
         .await,
         0
+    );
+    // The same in words, with the command that continues.
+    let human = locksmith(&incident.url, &["apply", dir.path().to_str().unwrap()]);
+    assert_eq!(human.status.code(), Some(1), "{}", text(&human));
+    let said = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        said.contains("Where things stand: nothing applied in this run; stopped at 2 half (not applied); 2 pending after it: 3 later … 4 last."),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("Rerun `locksmith apply {}`", dir.path().display())),
+        "{said}"
     );
 }
 
@@ -436,10 +454,12 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-/// `kill -9` of locksmith at random moments: whatever is recorded in the
-/// history table was applied, whatever is not was not, and a rerun finishes.
+/// `kill -9` of locksmith at each point of a run — before it connects,
+/// inside each migration's transaction, after the last — proven reached by
+/// polling the server before the kill: whatever is recorded in the history
+/// table was applied, whatever is not was not, and a rerun finishes.
 #[tokio::test]
-async fn kill_9_at_random_points_never_half_applies() {
+async fn kill_9_at_each_point_never_half_applies() {
     let cluster = locksmith_sandbox::shared::cluster().unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(
@@ -447,19 +467,46 @@ async fn kill_9_at_random_points_never_half_applies() {
         &[
             (
                 "1_a.sql",
-                "CREATE TABLE a (id int);\nSELECT pg_sleep(0.15);\nINSERT INTO a VALUES (1);\n",
+                "CREATE TABLE a (id int);\nSELECT pg_sleep(0.5);\nINSERT INTO a VALUES (1);\n",
             ),
             (
                 "2_b.sql",
-                "CREATE TABLE b (id int);\nSELECT pg_sleep(0.15);\nINSERT INTO b VALUES (1);\n",
+                "CREATE TABLE b (id int);\nSELECT pg_sleep(0.5);\nINSERT INTO b VALUES (1);\n",
             ),
             (
                 "3_c.sql",
-                "CREATE TABLE c (id int);\nSELECT pg_sleep(0.15);\nINSERT INTO c VALUES (1);\n",
+                "CREATE TABLE c (id int);\nSELECT pg_sleep(0.5);\nINSERT INTO c VALUES (1);\n",
             ),
         ],
     );
-    for trial in 0..12 {
+    /// Where the kill lands.
+    #[derive(Debug, Clone, Copy)]
+    enum Point {
+        /// At once, before the run connects.
+        Start,
+        /// Inside the transaction of the migration after this many recorded.
+        Inside(i64),
+        /// After all three are recorded.
+        Done,
+    }
+    // Migrations recorded so far (0 before the history table exists).
+    async fn recorded_count(admin: &locksmith_pg::Connection) -> i64 {
+        match admin
+            .query_one("SELECT count(*) FROM locksmith_migrations", &[])
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(_) => 0,
+        }
+    }
+    let points = [
+        Point::Start,
+        Point::Inside(0),
+        Point::Inside(1),
+        Point::Inside(2),
+        Point::Done,
+    ];
+    for (trial, point) in points.into_iter().enumerate() {
         let db = locksmith_sandbox::shared::unique_name(&format!("kill_{trial}"));
         let settings = cluster.create_database(&db).await.unwrap();
         let admin = settings.connect().await.unwrap();
@@ -470,8 +517,30 @@ async fn kill_9_at_random_points_never_half_applies() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Spread the kills over the whole run (about 0.5 s plus start-up).
-        tokio::time::sleep(Duration::from_millis(30 + trial * 60)).await;
+        match point {
+            Point::Start => {}
+            Point::Inside(k) => {
+                wait::until(wait::BOUND, "the run to sleep inside the next migration", || async {
+                    recorded_count(&admin).await == k
+                        && query_i64(
+                            &admin,
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locksmith apply'
+                               AND datname = current_database() AND query LIKE '%pg_sleep%' AND state = 'active'",
+                        )
+                        .await
+                            == 1
+                })
+                .await
+                .unwrap();
+            }
+            Point::Done => {
+                wait::until(wait::BOUND, "all three recorded", || async {
+                    recorded_count(&admin).await == 3
+                })
+                .await
+                .unwrap();
+            }
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         // The server ends the killed client's session once it notices; read after that.
@@ -490,6 +559,17 @@ async fn kill_9_at_random_points_never_half_applies() {
             Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
             Err(_) => Vec::new(), // killed before the table existed
         };
+        // The kill landed where it was aimed: the migration in flight rolled back.
+        let expected = match point {
+            Point::Start => 0,
+            Point::Inside(k) => k as usize,
+            Point::Done => 3,
+        };
+        assert_eq!(
+            recorded.len(),
+            expected,
+            "trial {trial} ({point:?}): {recorded:?}"
+        );
         for (version, table) in [(1, "a"), (2, "b"), (3, "c")] {
             let exists = query_i64(
                 &admin,

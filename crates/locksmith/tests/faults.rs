@@ -273,19 +273,37 @@ async fn a_vanished_clients_lock_goes_within_seconds() {
 /// A TCP server that accepts connections and never says a word.
 struct SilentServer {
     port: u16,
+    /// Connections accepted so far.
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SilentServer {
     fn start() -> SilentServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming().flatten() {
                 held.push(stream);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
-        SilentServer { port }
+        SilentServer { port, accepted }
+    }
+
+    /// Waits (bounded by 30 s) until more than `before` connections were
+    /// accepted: a command is then inside its connect.
+    fn wait_for_connection(&self, before: usize) {
+        let started = std::time::Instant::now();
+        while self.accepted.load(std::sync::atomic::Ordering::SeqCst) <= before {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the command never connected"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn url(&self, query: &str) -> String {
@@ -344,8 +362,10 @@ async fn signals_end_every_wait_of_apply() {
         (vec!["apply", d], libc::SIGINT, 130),
         (vec!["run", "--", "true"], libc::SIGTERM, 143),
     ] {
+        let before = server.accepted.load(std::sync::atomic::Ordering::SeqCst);
         let connecting = spawn(&server.url(""), &args);
-        std::thread::sleep(Duration::from_millis(500));
+        // Signalled while it connects: polled for, never a guessed delay.
+        server.wait_for_connection(before);
         send_signal(&connecting, signal);
         let (out, took) = wait_within(connecting, Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));

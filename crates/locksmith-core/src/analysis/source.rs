@@ -30,6 +30,18 @@ pub struct SyntaxError {
     pub column: u32,
 }
 
+/// One line of SQL for a message: whitespace folded, cut to `width`
+/// characters with `…`.
+pub fn one_line(sql: &str, width: usize) -> String {
+    let folded = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if folded.chars().count() <= width {
+        folded
+    } else {
+        let cut: String = folded.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
 /// A comment in the input, with its position (for suppressions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comment {

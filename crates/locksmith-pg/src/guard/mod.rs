@@ -588,6 +588,26 @@ impl Guard {
     }
 }
 
+/// Runs `work` unless an interrupt arrives first, which is then returned
+/// and `work` dropped: for waits that leave nothing queued on the server
+/// when abandoned (connecting, polling for the runner lock). A closed
+/// channel means nobody can interrupt any more: `work` then runs to its end.
+pub async fn unless_interrupted<T>(
+    interrupt: &watch::Receiver<Option<Interrupt>>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Interrupt> {
+    tokio::pin!(work);
+    let mut interrupt = interrupt.clone();
+    let signal = tokio::select! {
+        done = &mut work => return Ok(done),
+        signal = interrupt.wait_for(Option::is_some) => signal.ok().and_then(|s| *s),
+    };
+    match signal {
+        Some(signal) => Err(signal),
+        None => Ok(work.await),
+    }
+}
+
 /// Resolves when an interrupt arrives (at once if one already has). A closed
 /// channel means nobody can interrupt any more: that never resolves.
 pub async fn next_interrupt(rx: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {

@@ -5,9 +5,7 @@ mod apply;
 mod blockers;
 mod demo;
 mod doctor;
-mod hold;
 mod lint;
-mod online;
 mod progress;
 mod rehearse;
 mod run;
@@ -18,6 +16,11 @@ mod trace;
 use crate::cli::{Cli, Command, ConnectionArgs};
 use crate::exit::{CmdResult, Failure};
 use locksmith_pg::ConnectionSettings;
+
+/// The conventional exit code after a signal: 128 + its number.
+pub fn signal_exit_code(signal: locksmith_pg::guard::Interrupt) -> u8 {
+    signals::exit_code(signal)
+}
 
 /// Runs the command on a fresh tokio runtime.
 pub fn run(cli: Cli) -> CmdResult {

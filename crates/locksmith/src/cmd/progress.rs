@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 
 use locksmith_pg::guard::Event;
+use locksmith_pg::migrate::{self, Mode};
 
 use crate::render::{self, style::Style};
 
@@ -36,6 +37,52 @@ impl EventLines {
     /// A handler for [`locksmith_pg::guard::Guard::on_event`].
     pub fn into_handler(self) -> impl FnMut(Event<'_>) + Send + 'static {
         move |e| self.print(&e)
+    }
+
+    /// Prints one event of a migration run (`apply`).
+    pub fn migrate(&self, event: &migrate::Event<'_>) {
+        if self.quiet {
+            return;
+        }
+        let line = match event {
+            migrate::Event::Guard(e) => return self.print(e),
+            migrate::Event::Pooler { pooler, direct } => {
+                let how = match direct {
+                    true => {
+                        "the runner lock, the watchdog and statements outside a transaction block go \
+                         straight to the server (--direct-url); migrations go through the pooler"
+                    }
+                    false => {
+                        "each migration takes the runner lock and checks the history inside its own \
+                         transaction; a statement that cannot run in a transaction block needs \
+                         --direct-url"
+                    }
+                };
+                format!("through {pooler}: {how}")
+            }
+            migrate::Event::UnwatchedStandbys(n) => format!(
+                "warning: {n} standby server(s) stream from this primary and are not watched: \
+                 their readers can stall replay of an ACCESS EXCLUSIVE lock, and their traffic behind it. \
+                 Pass --replica URL for each hot standby."
+            ),
+            migrate::Event::Baselined { count, version } => format!(
+                "recorded {count} migrations as applied without running them (--baseline {version})"
+            ),
+            migrate::Event::Applying { migration, mode } => format!(
+                "applying {} ({})",
+                migration.file(),
+                match mode {
+                    Mode::Online(steps) => format!("online, {steps} steps"),
+                    Mode::Transaction => "one transaction".into(),
+                    Mode::StatementByStatement => "statement by statement".into(),
+                }
+            ),
+            migrate::Event::AppliedElsewhere(m) => format!(
+                "{}: another locksmith apply applied it meanwhile; not run again",
+                m.file()
+            ),
+        };
+        eprintln!("{line}");
     }
 
     /// Prints one event.

@@ -2,24 +2,25 @@
 //! its in-flight statement on the server and rolls back, instead of the
 //! process dying and leaving a queued lock request behind.
 
-use std::future::Future;
-
 use locksmith_pg::guard::Interrupt;
 use tokio::sync::watch;
 
-use crate::exit::Outcome;
-
-/// Starts listening for SIGINT and SIGTERM; the receiver turns `Some` on the first one.
+/// Starts listening for SIGINT and SIGTERM; the receiver turns `Some` on the
+/// first one. The handlers are in place when this returns, so a signal that
+/// arrives while the command connects is never the default (death with a
+/// lock request possibly queued) but an interrupt the run sees.
 pub fn interrupts() -> watch::Receiver<Option<Interrupt>> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = watch::channel(None);
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return rx;
+    };
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
         let which = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Interrupt::Interrupt,
+            _ = int.recv() => Interrupt::Interrupt,
             _ = term.recv() => Interrupt::Terminate,
         };
         let _ = tx.send(Some(which));
@@ -27,31 +28,7 @@ pub fn interrupts() -> watch::Receiver<Option<Interrupt>> {
     rx
 }
 
-/// Runs `work` unless a signal arrives first, which is then returned and
-/// `work` dropped. For waits that leave nothing queued on the server when
-/// abandoned: connecting, polling for the runner lock. A closed channel means
-/// no signal will ever come.
-pub async fn unless_interrupted<T>(
-    interrupt: &watch::Receiver<Option<Interrupt>>,
-    work: impl Future<Output = T>,
-) -> Result<T, Interrupt> {
-    tokio::pin!(work);
-    let mut interrupt = interrupt.clone();
-    let signal = tokio::select! {
-        done = &mut work => return Ok(done),
-        signal = interrupt.wait_for(Option::is_some) => signal.ok().and_then(|s| *s),
-    };
-    match signal {
-        Some(signal) => Err(signal),
-        None => Ok(work.await),
-    }
-}
-
-/// A signal before anything ran: says so on stderr; exit 128 + its number.
-pub fn stopped_before_running(signal: Interrupt, when: &str) -> Outcome {
-    eprintln!("locksmith: interrupted ({signal:?}) {when}; nothing was run");
-    Outcome::Code(exit_code(signal))
-}
+pub use locksmith_pg::guard::unless_interrupted;
 
 /// The conventional exit code after a signal: 128 + its number.
 pub fn exit_code(signal: Interrupt) -> u8 {

@@ -1,108 +1,44 @@
-//! The report of a guarded run (`apply`, `run`): JSON contract and human text.
+//! The human text of a guarded run's report (`apply`; `run` words its own
+//! in [`super::run`]). The JSON contract is the report itself
+//! ([`locksmith_pg::migrate::RunReport`]).
 
 use std::fmt::Write;
 
-use locksmith_pg::guard::{GuardReport, Holder};
-use serde::Serialize;
+use locksmith_core::analysis::quote_ident;
+use locksmith_pg::guard::Holder;
+pub use locksmith_pg::migrate::{MigrationRecord, RunReport, Status};
 
 use super::style::Style;
 use super::{age, one_line};
 
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Everything pending was applied (or nothing was pending).
-    Applied,
-    /// Gave up because still blocked.
-    Blocked,
-    /// A statement would hold (or held) a traffic-blocking lock longer than
-    /// `--max-hold`; stopped and rolled back, or refused before running.
-    #[serde(rename = "hold_exceeded")]
-    HoldExceeded,
-    /// Something else failed.
-    Failed,
+/// What to do about blockers, in the story's terms, naming their roles.
+pub fn advice(blockers: &[Holder]) -> String {
+    let mut roles: Vec<&str> = blockers
+        .iter()
+        .filter_map(|h| h.session.usename.as_deref())
+        .collect();
+    roles.sort_unstable();
+    roles.dedup();
+    let timeout = match roles.as_slice() {
+        [] => "  - Let the server end them: ALTER ROLE <the application's role> SET idle_in_transaction_session_timeout = '60s';".to_string(),
+        roles => roles
+            .iter()
+            .map(|r| {
+                format!(
+                    "  - Let the server end them: ALTER ROLE {} SET idle_in_transaction_session_timeout = '60s';",
+                    quote_ident(r)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    format!(
+        "What to do:\n  - End these transactions in the application: a session idle in transaction holds its locks until it ends.\n    SQLAlchemy: call scoped_session.remove() (or session.close()) at the end of every request.\n{timeout}\n  - Or rerun with --terminate-idle-after 30s to end blockers idle in transaction that long (active queries are never touched)."
+    )
 }
-
-/// One applied (or attempted) migration.
-#[derive(Debug, Clone, Serialize)]
-pub struct MigrationRecord {
-    /// Version number (for `run`, and versions that are not one integer: 0).
-    pub version: i64,
-    /// The version when it is not one integer (`1.1`, `R__views`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version_text: Option<String>,
-    /// Name.
-    pub name: String,
-    /// Lock attempts it took.
-    pub attempts: u32,
-    /// Wall time, including waiting.
-    pub duration_ms: u64,
-}
-
-/// The whole report, as `--format json` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    /// applied | blocked | hold_exceeded | failed.
-    pub status: Status,
-    /// Lock attempts in all.
-    pub attempts: u32,
-    /// Migrations applied in this run, in order.
-    pub migrations: Vec<MigrationRecord>,
-    /// Who blocked us (when blocked: who still does).
-    pub blockers: Vec<Holder>,
-    /// Sessions terminated under `--terminate-idle-after`.
-    pub terminated: Vec<Holder>,
-    /// Most sessions that queued behind one of our lock requests.
-    pub max_queued_behind: i64,
-    /// What went wrong, when something did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Pending migrations another runner applied while this one ran (behind
-    /// a pooler, found by each migration's own transaction); not run here.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub applied_elsewhere: Vec<MigrationRecord>,
-    /// Present when a connection pooler is in between.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pooler: Option<super::PoolerJson>,
-}
-
-impl RunReport {
-    /// A report from the guard's account of what it did.
-    pub fn new(
-        status: Status,
-        guard: &GuardReport,
-        migrations: Vec<MigrationRecord>,
-        error: Option<String>,
-    ) -> Self {
-        RunReport {
-            status,
-            attempts: guard.attempts,
-            migrations,
-            blockers: if status == Status::Applied {
-                Vec::new()
-            } else {
-                guard.labelled(&guard.blockers)
-            },
-            terminated: guard.labelled(&guard.terminated),
-            max_queued_behind: guard.max_queued_behind,
-            error,
-            applied_elsewhere: Vec::new(),
-            pooler: None,
-        }
-    }
-}
-
-/// What to do about blockers, in the story's terms.
-pub const ADVICE: &str = "\
-What to do:
-  - End these transactions in the application: a session idle in transaction holds its locks until it ends.
-    SQLAlchemy: call scoped_session.remove() (or session.close()) at the end of every request.
-  - Let the server end them: ALTER ROLE <app role> SET idle_in_transaction_session_timeout = '60s';
-  - Or rerun with --terminate-idle-after 30s to end blockers idle in transaction that long (active queries are never touched).";
 
 /// Human text for the report.
-pub fn human(report: &RunReport, style: Style) -> String {
+pub fn human(report: &RunReport, dir: &str, style: Style) -> String {
     let mut out = String::new();
     match report.status {
         Status::Applied if report.migrations.is_empty() => {
@@ -163,9 +99,57 @@ pub fn human(report: &RunReport, style: Style) -> String {
         for h in &report.blockers {
             let _ = writeln!(out, "  {}", holder_line(h));
         }
-        let _ = writeln!(out, "{ADVICE}");
+        let _ = writeln!(out, "{}", advice(&report.blockers));
     }
+    where_things_stand(&mut out, report, dir);
     out
+}
+
+/// After a run that stopped early: what it applied, where it stopped, what
+/// is still pending, and the command that continues.
+fn where_things_stand(out: &mut String, report: &RunReport, dir: &str) {
+    if report.status == Status::Applied
+        || (report.stopped_at.is_none() && report.pending.is_empty())
+    {
+        return;
+    }
+    let applied: Vec<String> = report
+        .migrations
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m.version_text.clone().unwrap_or(m.version.to_string()),
+                m.name
+            )
+        })
+        .collect();
+    let mut parts = vec![match applied.len() {
+        0 => "nothing applied in this run".to_string(),
+        _ => format!("applied in this run: {}", applied.join(", ")),
+    }];
+    if let Some(at) = &report.stopped_at {
+        parts.push(format!("stopped at {at} (not applied)"));
+    }
+    let after = if report.stopped_at.is_some() {
+        " after it"
+    } else {
+        ""
+    };
+    match report.pending.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("1 pending{after}: {one}")),
+        [first, .., last] => parts.push(format!(
+            "{} pending{after}: {first} … {last}",
+            report.pending.len()
+        )),
+    }
+    let _ = writeln!(out, "Where things stand: {}.", parts.join("; "));
+    let _ = writeln!(
+        out,
+        "Rerun `locksmith apply {dir}` once the cause above is dealt with: it applies only what is pending{}.",
+        if report.stopped_at.is_some() { ", starting there" } else { "" }
+    );
 }
 
 /// One line naming a session: pid, application, client, state, ages, lock, last query.

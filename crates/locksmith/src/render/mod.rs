@@ -54,48 +54,9 @@ pub fn age(ms: Option<i64>) -> String {
     }
 }
 
-/// One line of SQL, whitespace folded, cut to `width` characters.
-pub fn one_line(sql: &str, width: usize) -> String {
-    let folded = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if folded.chars().count() <= width {
-        folded
-    } else {
-        let cut: String = folded.chars().take(width.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
-}
+pub use locksmith_core::analysis::source::one_line;
 
-/// The `pooler` key of every command's JSON report: present when a
-/// connection pooler is in between (see [`pooler_notice`] for the human line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PoolerJson {
-    /// Always true: the key is absent without a pooler.
-    pub detected: bool,
-    /// Whether `--direct-url` / `LOCKSMITH_DIRECT_URL` gave locksmith's own
-    /// connections a route straight to the server.
-    pub direct: bool,
-    /// The process id the connection was announced under (the pooler's own).
-    pub key_pid: i32,
-    /// The server backend that answered locksmith's first query.
-    pub backend_pid: i32,
-}
-
-impl PoolerJson {
-    /// The key's value for `pooler`.
-    pub fn new(pooler: locksmith_pg::Pooler, direct: bool) -> PoolerJson {
-        PoolerJson {
-            detected: true,
-            direct,
-            key_pid: pooler.key_pid,
-            backend_pid: pooler.backend_pid,
-        }
-    }
-
-    /// The key's value for `connection`: `None` without a pooler.
-    pub fn of(connection: &locksmith_pg::Connection, direct: bool) -> Option<PoolerJson> {
-        connection.pooler().map(|p| PoolerJson::new(p, direct))
-    }
-}
+pub use locksmith_pg::migrate::PoolerJson;
 
 /// The one wording of "a pooler is in between", for every command that
 /// connects (`locksmith COMMAND: …`, on stderr in human format).

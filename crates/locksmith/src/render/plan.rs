@@ -1,91 +1,15 @@
-//! The `apply --dry-run` plan: each pending migration, the statements it
-//! would run with the locks each takes, and who would block it now. The
-//! JSON contract and the human text, from the same [`Plan`].
+//! The `apply --dry-run` plan as text: each pending migration, the
+//! statements it would run with the locks each takes, and who would block it
+//! now. The JSON contract is [`DryRun`] itself.
 
 use std::fmt::Write;
 
-use locksmith_pg::guard::Holder;
-use serde::Serialize;
+use locksmith_pg::migrate::{DryRun, OnlineUnit};
 
 use super::one_line;
 
-/// The whole plan, as `apply --dry-run --format json` prints it.
-#[derive(Debug, Serialize)]
-pub struct Plan<'a> {
-    /// Always `planned`.
-    pub status: &'static str,
-    /// Versions recorded as applied without running (`--baseline`): a
-    /// number when the version is one, else its text.
-    pub baseline: Vec<serde_json::Value>,
-    /// Pending migrations, in the order they would run.
-    pub migrations: Vec<PlannedMigration<'a>>,
-}
-
-/// One pending migration.
-#[derive(Debug, Serialize)]
-pub struct PlannedMigration<'a> {
-    /// A number when the version is one, else its text (`1.1`, `R__views`).
-    pub version: serde_json::Value,
-    /// Name.
-    pub name: &'a str,
-    /// Its file, relative to the folder.
-    pub file: &'a str,
-    /// One transaction with its history row, or statement by statement.
-    pub in_transaction: bool,
-    /// What it would run.
-    pub statements: Vec<PlannedStatement<'a>>,
-    /// Sessions holding conflicting locks now.
-    pub blockers: Vec<Holder>,
-    /// With `--online`, the steps that run instead of the statements.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub online: Option<Vec<OnlineUnit>>,
-}
-
-/// One step of an online plan.
-#[derive(Debug, Serialize)]
-pub struct OnlineUnit {
-    /// Runs in one transaction (else outside any, statement by statement).
-    pub transaction: bool,
-    /// Skipped when this query says an interrupted run already did it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub done_when: Option<String>,
-    /// The statements.
-    pub statements: Vec<OnlineStatement>,
-}
-
-/// A statement of an online step, with its locks.
-#[derive(Debug, Serialize)]
-pub struct OnlineStatement {
-    /// The SQL.
-    pub sql: String,
-    /// The locks, as the analysis has them.
-    pub locks: Vec<locksmith_core::analysis::RelationLock>,
-}
-
-/// One statement and the locks it takes.
-#[derive(Debug, Serialize)]
-pub struct PlannedStatement<'a> {
-    /// 1-based line in its file.
-    pub line: u32,
-    /// 1-based column.
-    pub column: u32,
-    /// The statement.
-    pub sql: &'a str,
-    /// Locks on existing relations.
-    pub locks: Vec<PlannedLock<'a>>,
-}
-
-/// A lock a statement takes.
-#[derive(Debug, Serialize)]
-pub struct PlannedLock<'a> {
-    /// The relation.
-    pub relation: &'a str,
-    /// `pg_locks` spelling, e.g. `AccessExclusiveLock`.
-    pub mode: &'static str,
-}
-
 /// The plan as text.
-pub fn human(plan: &Plan) -> String {
+pub fn human(plan: &DryRun) -> String {
     let mut out = String::new();
     if !plan.baseline.is_empty() {
         out.push_str("Would record as applied without running (--baseline):\n");
@@ -114,7 +38,7 @@ pub fn human(plan: &Plan) -> String {
                 .iter()
                 .map(|l| format!("{} on {}", l.mode, l.relation))
                 .collect();
-            let _ = writeln!(out, "  {}:{}  {}", s.line, s.column, one_line(s.sql, 90));
+            let _ = writeln!(out, "  {}:{}  {}", s.line, s.column, one_line(&s.sql, 90));
             let _ = writeln!(
                 out,
                 "        locks: {}",
@@ -181,24 +105,25 @@ fn online(out: &mut String, units: &[OnlineUnit]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use locksmith_pg::migrate::report::{PlannedLock, PlannedMigration, PlannedStatement};
 
     #[test]
     fn names_each_statement_its_locks_and_nobody_in_the_way() {
-        let plan = Plan {
+        let plan = DryRun {
             status: "planned",
             baseline: Vec::new(),
             migrations: vec![PlannedMigration {
                 version: 1.into(),
-                name: "unique",
-                file: "1_unique.sql",
+                name: "unique".into(),
+                file: "1_unique.sql".into(),
                 online: None,
                 in_transaction: true,
                 statements: vec![PlannedStatement {
                     line: 2,
                     column: 1,
-                    sql: "ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)",
+                    sql: "ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)".into(),
                     locks: vec![PlannedLock {
-                        relation: "t",
+                        relation: "t".into(),
                         mode: "AccessExclusiveLock",
                     }],
                 }],

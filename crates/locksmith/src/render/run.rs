@@ -43,7 +43,8 @@ pub fn human(report: &RunReport, command: &str, style: Style) -> String {
                 report.attempts,
                 plural(report.attempts)
             );
-            out.push_str(&super::guard::human(report, style));
+            // A wrapped command has no folder: nothing of "where things stand" applies.
+            out.push_str(&super::guard::human(report, "", style));
         }
         Status::Failed => {
             let _ = writeln!(

@@ -1,6 +1,6 @@
-//! `--max-hold` at the edge of `apply`: refusing before anything runs when
-//! table sizes say a statement would hold a traffic-blocking lock far longer
-//! than the budget, and saying what to do when the server stopped one.
+//! `--max-hold` before and after: refusing a migration up front when table
+//! sizes say a statement would hold a traffic-blocking lock far longer than
+//! the budget, and saying what to do when the server stopped one.
 //!
 //! The bound itself is enforced by the guard (`statement_timeout` from the
 //! moment the locks are held); this module only reads sizes and words the
@@ -11,50 +11,33 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use locksmith_core::analysis::{self, RelationLock};
+use locksmith_core::analysis::source::one_line;
+use locksmith_core::analysis::{RelationLock, Statement};
 use locksmith_core::duration::human;
 use locksmith_core::lint::live::{bytes, traffic_hold, HoldEstimate, TableFacts};
 use locksmith_core::lint::safe_rewrite;
-use locksmith_pg::Connection;
+
+use crate::Connection;
 
 /// An estimate this many times the budget refuses the migration up front:
 /// the rates behind it are an order of magnitude, so only a clear overrun
 /// stops a run that the server might still have let finish.
 const CLEAR_OVERRUN: u32 = 2;
 
-/// A statement of a pending migration, where it is written.
-pub struct Located<'a> {
-    /// The file.
-    pub path: &'a Path,
-    /// 1-based line.
-    pub line: u32,
-    /// 1-based column.
-    pub column: u32,
-    /// Its SQL.
-    pub sql: &'a str,
-}
-
-/// Before anything runs: the message refusing the first statement whose
-/// tables are big enough that it would clearly hold a traffic-blocking lock
-/// past `max_hold`, or `None`.
-pub async fn refuse_before_running(
+/// Before anything runs: the message refusing the first statement (with its
+/// file) whose tables are big enough that it would clearly hold a
+/// traffic-blocking lock past `max_hold`, or `None`.
+pub(super) async fn refuse_before_running(
     client: &Connection,
-    statements: &[Located<'_>],
+    statements: &[(&Path, &Statement)],
     pg_version: u32,
     max_hold: Duration,
 ) -> Option<String> {
-    let analysed: Vec<_> = statements
+    let heavy: Vec<&(&Path, &Statement)> = statements
         .iter()
-        .filter_map(|l| {
-            let s = analysis::analyze(l.sql, pg_version)
-                .ok()?
-                .into_iter()
-                .next()?;
-            Some((l, s))
-        })
         .filter(|(_, s)| !s.rewrites.is_empty() || !s.scans.is_empty())
         .collect();
-    let names: Vec<String> = analysed
+    let names: Vec<String> = heavy
         .iter()
         .flat_map(|(_, s)| s.rewrites.iter().chain(&s.scans).cloned())
         .collect();
@@ -62,27 +45,28 @@ pub async fn refuse_before_running(
         return None;
     }
     let facts = table_facts(client, &names).await;
-    analysed.iter().find_map(|(l, s)| {
+    heavy.iter().find_map(|(path, s)| {
         let e = traffic_hold(s, &facts)?;
         (e.hold > max_hold * CLEAR_OVERRUN).then(|| {
             format!(
                 "{}:{}:{}: refused before running anything: {} for roughly {} (estimate from its size), over --max-hold {}. {}",
-                l.path.display(),
-                l.line,
-                l.column,
+                path.display(),
+                s.line,
+                s.column,
                 describe(&e),
                 human(e.hold),
                 human(max_hold),
-                what_instead(l.sql, pg_version),
+                what_instead(&s.sql, pg_version),
             )
         })
     })
 }
 
-/// After the server stopped `statement` for holding `locks` past `max_hold`.
-pub async fn stopped(
+/// After the server stopped `statement` of `path` for holding `locks` past `max_hold`.
+pub(super) async fn stopped(
     client: &Connection,
-    statement: &Located<'_>,
+    path: &Path,
+    statement: &Statement,
     locks: &[RelationLock],
     pg_version: u32,
     max_hold: Duration,
@@ -104,13 +88,13 @@ pub async fn stopped(
         .collect();
     format!(
         "{}:{}:{}: `{}` held {} for longer than --max-hold {}, blocking traffic; the server stopped it and rolled the migration back (not recorded). {}",
-        statement.path.display(),
+        path.display(),
         statement.line,
         statement.column,
-        crate::render::one_line(statement.sql, 80),
+        one_line(&statement.sql, 80),
         held.join(", "),
         human(max_hold),
-        what_instead(statement.sql, pg_version),
+        what_instead(&statement.sql, pg_version),
     )
 }
 
@@ -150,7 +134,7 @@ fn indent(text: &str) -> String {
 /// Sizes, read without ever queueing (`tables::facts` gives up on a size
 /// whose lock would wait, and says it is unknown).
 async fn table_facts(client: &Connection, names: &[String]) -> BTreeMap<String, TableFacts> {
-    locksmith_pg::tables::facts(client, names)
+    crate::tables::facts(client, names)
         .await
         .unwrap_or_default()
 }

@@ -1,4 +1,4 @@
-//! `apply` behind a connection pooler (PgBouncer, RDS Proxy), in any pooling
+//! A run behind a connection pooler (PgBouncer, RDS Proxy), in any pooling
 //! mode: nothing of ours may outlive a transaction on a pooled backend.
 //!
 //! Without a direct route (`--direct-url`), runners exclude each other inside
@@ -11,11 +11,12 @@
 
 use std::time::{Duration, Instant};
 
-use locksmith_pg::guard::{Guard, GuardError, Step};
-use locksmith_pg::{history, Pooler};
+use locksmith_core::online::Unit;
+use locksmith_core::plan::PlannedMigration;
 
-use super::Planned;
-use crate::render::PoolerJson;
+use super::record;
+use crate::guard::{Guard, GuardError, Step};
+use crate::{history, online, Pooler};
 
 /// How a pending migration ended when it did not fail.
 pub(super) enum Ran {
@@ -25,64 +26,29 @@ pub(super) enum Ran {
     Elsewhere,
 }
 
-/// How this run keeps other runners out.
-pub(super) struct Runners {
-    /// Behind a pooler without a direct route: no session lock (it would
-    /// stay on a pooled backend); each migration's transaction takes the
-    /// lock for itself. Otherwise the session lock on the guard's
-    /// [`session_client`](Guard::session_client).
-    pub(super) per_transaction: bool,
-    /// For the report.
-    pub(super) pooler: Option<PoolerJson>,
+/// How this run keeps other runners out: behind a pooler without a direct
+/// route there is no session lock (it would stay on a pooled backend), and
+/// each migration's transaction takes the lock for itself (`true`).
+/// Otherwise the session lock on the guard's [`session_client`](Guard::session_client).
+pub(super) fn per_transaction(guard: &Guard) -> bool {
+    guard.pooler().is_some() && guard.session_client().is_none()
 }
 
-impl Runners {
-    pub(super) async fn unlock(&self, guard: &Guard) -> Result<(), locksmith_pg::Error> {
-        match guard.session_client() {
-            Some(client) if !self.per_transaction => history::unlock_runners(client).await,
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Says (once, on stderr) when a pooler is in between, and decides how
-/// runners exclude each other: the session lock on the direct connection
-/// when a direct route was given, else each migration's own transaction.
-pub(super) fn runners(guard: &Guard, quiet: bool) -> Runners {
-    let Some(pooler) = guard.pooler() else {
-        return Runners {
-            per_transaction: false,
-            pooler: None,
-        };
-    };
-    let direct = guard.session_client().is_some();
-    if !quiet {
-        let how = match direct {
-            true => {
-                "the runner lock, the watchdog and statements outside a transaction block go \
-                 straight to the server (--direct-url); migrations go through the pooler"
-            }
-            false => {
-                "each migration takes the runner lock and checks the history inside its own \
-                 transaction; a statement that cannot run in a transaction block needs \
-                 --direct-url"
-            }
-        };
-        eprintln!("through {pooler}: {how}");
-    }
-    Runners {
-        per_transaction: !direct,
-        pooler: Some(PoolerJson::new(pooler, direct)),
+/// Releases the session runner lock, when this run holds one.
+pub(super) async fn unlock(guard: &Guard) -> Result<(), crate::Error> {
+    match guard.session_client() {
+        Some(client) if !per_transaction(guard) => history::unlock_runners(client).await,
+        _ => Ok(()),
     }
 }
 
 /// Behind `pooler` with no direct route: the first pending statement that
 /// cannot run inside a transaction block, refused before anything runs.
 pub(super) fn outside_transaction(
-    pending: &[Planned],
-    plans: &[Option<Vec<locksmith_core::online::Unit>>],
+    pending: &[&PlannedMigration],
+    plans: &[Option<Vec<Unit>>],
     pooler: &Pooler,
-) -> Option<miette::Report> {
+) -> Option<String> {
     let why = format!(
         "cannot run inside a transaction block, and the connection goes through {pooler}. \
              A pooler may hand each statement outside a transaction to another backend, where \
@@ -95,20 +61,20 @@ pub(super) fn outside_transaction(
             Some(units) => {
                 let unit = units.iter().find(|u| !u.transactional)?;
                 let sql = unit.statements.first().map_or("", |s| s.sql.as_str());
-                return Some(miette::miette!(
+                return Some(format!(
                     "{}: its online plan runs `{}`, which {why}.",
                     p.path.display(),
                     first_line(sql)
                 ));
             }
             None => {
-                if let Some(s) = p.steps.iter().find(|s| !s.transactional) {
-                    return Some(miette::miette!(
+                if let Some(s) = p.statements.iter().find(|s| !s.transactional) {
+                    return Some(format!(
                         "{}:{}:{}: `{}` {why}.",
                         p.path.display(),
                         s.line,
                         s.column,
-                        first_line(&s.step.sql)
+                        first_line(&s.sql)
                     ));
                 }
             }
@@ -126,18 +92,17 @@ fn first_line(sql: &str) -> &str {
 /// statement by statement, each in a transaction of its own that records its
 /// progress, so each runs exactly once (every statement was checked to run
 /// in a transaction block). On failure, also says how many statements completed.
-pub(super) async fn apply_pooled(
+pub(super) async fn apply(
     guard: &mut Guard,
-    p: &Planned,
+    p: &PlannedMigration,
 ) -> Result<Ran, (GuardError, usize)> {
-    use locksmith_pg::online;
     let started = Instant::now();
-    let migration = p.record();
+    let migration = record(p);
     let elsewhere = |e: &GuardError| matches!(e, GuardError::Failed(e) if e.sqlstate() == Some(history::ALREADY_APPLIED));
     let record =
         |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
     if p.in_transaction {
-        let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+        let steps: Vec<Step> = p.statements.iter().map(Step::from).collect();
         let start = history::start_sql(&migration, None);
         return match guard
             .run_transaction_started(&steps, &start, Some(&record))
@@ -152,10 +117,10 @@ pub(super) async fn apply_pooled(
         .await
         .map_err(|e| (GuardError::Failed(e), 0))?;
     let version = history::row_version(&p.id);
-    let last = p.steps.len().saturating_sub(1);
+    let last = p.statements.len().saturating_sub(1);
     let mut attempts = 0;
     let mut ran = Ran::Elsewhere;
-    for (i, s) in p.steps.iter().enumerate() {
+    for (i, s) in p.statements.iter().enumerate() {
         let start = history::start_sql(&migration, Some(&online::done_sql(version, i)));
         let finishing = i == last;
         let before = attempts;
@@ -167,7 +132,7 @@ pub(super) async fn apply_pooled(
             }
         };
         match guard
-            .run_transaction_started(std::slice::from_ref(&s.step), &start, Some(&finish))
+            .run_transaction_started(&[Step::from(s)], &start, Some(&finish))
             .await
         {
             Ok(n) => {

@@ -1,0 +1,795 @@
+//! The whole run of a migration source, as one library flow: what `apply`
+//! does, and what a Rust program embeds.
+//!
+//! A [`Plan`] (every migration parsed and analysed once, in
+//! `locksmith-core`) goes to a [`Runner`], which takes connection settings
+//! and one [`Policy`] and does everything else:
+//! 1. connects the [`Guard`] (and says so when a pooler is in between);
+//! 2. plans again for the server's major version when none was given;
+//! 3. watches the hot standbys given (or warns of unwatched ones);
+//! 4. takes the runner lock, so concurrent deploys apply each migration once;
+//! 5. reads the history (and another tool's, to refuse re-running a database
+//!    it built), decides what is pending ([`pending::decide`]);
+//! 6. refuses up front what cannot run safely: a statement with no online
+//!    form under `online`, one that cannot run in a transaction block behind
+//!    a pooler with no direct route, one whose table sizes say it would hold
+//!    a traffic-blocking lock well past `max_hold`;
+//! 7. runs each pending migration under the guard — one transaction with
+//!    its history row, statement by statement, or its online plan — and
+//!    stops at the first that does not apply;
+//! 8. returns a [`RunReport`] (serde: the JSON contract) saying what was
+//!    applied, who blocked it, and where things stand.
+//!
+//! Progress comes as [`Event`]s; Ctrl-C and SIGTERM come as one watch
+//! channel, whose dropped sender means "never interrupted". Errors before
+//! anything ran are an [`Error`] with a [`kind`](Error::kind); what happened
+//! once migrations ran is in the report's status.
+//!
+//! It must not print, read arguments, or choose exit codes: that is the
+//! binary's.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use locksmith_core::plan::Plan;
+//! use locksmith_pg::migrate::{self, Policy, Runner, Status};
+//! use locksmith_pg::ConnectionSettings;
+//!
+//! let plan = Plan::new("migrations", migrate::read_folder("migrations")?, None)?;
+//! let runner = Runner::new(ConnectionSettings::resolve(None)?, Policy::default());
+//! let report = runner.run(plan).await?;
+//! if report.status != Status::Applied {
+//!     eprintln!("{}", report.error.unwrap_or_default());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod folder;
+mod hold;
+mod pooled;
+pub mod report;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use locksmith_core::online::Unit;
+use locksmith_core::plan::{Plan, PlanError, PlannedMigration};
+use locksmith_core::source::{pending, Kind, Migration, Version};
+use tokio::sync::watch;
+
+use crate::guard::{
+    self, replica, unless_interrupted, Guard, GuardError, GuardPolicy, Interrupt, RelationLock,
+    Step,
+};
+use crate::{foreign, history, ConnectionSettings, ErrorKind, Pooler};
+pub use folder::{read_folder, FolderError};
+use pooled::Ran;
+pub use report::{
+    DryRun, MigrationRecord, OnlineStatement, OnlineUnit, PlannedLock, PlannedStatement,
+    PoolerJson, RunReport, Status,
+};
+
+/// Everything a run may do, in one value: the guard's budget and what it
+/// may do to blockers, plus how pending migrations are chosen and run.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// The lock budget, retries, deadline, terminate policy and `max_hold`.
+    pub guard: GuardPolicy,
+    /// Run what would block traffic while it works as its online plan.
+    pub online: bool,
+    /// Hot standbys to watch; none: warn when some stream unwatched.
+    pub replicas: Vec<ConnectionSettings>,
+    /// Record every versioned migration up to this one as applied without
+    /// running it (adopting a database another tool built).
+    pub baseline: Option<Version>,
+    /// Accept applied migrations whose file changed.
+    pub allow_changed: bool,
+    /// Apply a pending migration older than the latest applied.
+    pub out_of_order: bool,
+}
+
+/// How a pending migration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Its online plan, this many steps.
+    Online(usize),
+    /// One transaction with its history row.
+    Transaction,
+    /// Statement by statement, outside a transaction block.
+    StatementByStatement,
+}
+
+/// What happened, for live progress lines.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Something the guard did (waiting, an attempt, a termination, …).
+    Guard(guard::Event<'a>),
+    /// A connection pooler is in between; `direct`: a direct route was given.
+    Pooler {
+        /// The pooler.
+        pooler: Pooler,
+        /// Whether `--direct-url` gave the runner lock and statements outside
+        /// a transaction block a route straight to the server.
+        direct: bool,
+    },
+    /// Standbys stream from this primary and none was given to watch.
+    UnwatchedStandbys(i64),
+    /// Migrations recorded as applied without running (`baseline`).
+    Baselined {
+        /// How many.
+        count: usize,
+        /// Up to which version.
+        version: &'a Version,
+    },
+    /// A pending migration starts.
+    Applying {
+        /// Which.
+        migration: &'a PlannedMigration,
+        /// How it runs.
+        mode: Mode,
+    },
+    /// Another runner applied this one meanwhile (behind a pooler): not run here.
+    AppliedElsewhere(&'a PlannedMigration),
+}
+
+/// Why a run did not start (nothing of the migrations ran).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The folder could not be read as migrations.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// A statement cannot be planned (syntax, or no online form).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The history and the folder disagree (a changed migration, one out of
+    /// order, a baseline that does not fit); the message says which file.
+    #[error("{0}")]
+    Pending(String),
+    /// Another tool's history is there and locksmith's is empty: running
+    /// from the first migration would run migrations again.
+    #[error("{0}")]
+    Adopt(String),
+    /// A statement cannot run safely on this route (e.g. outside a
+    /// transaction block behind a pooler with no direct route).
+    #[error("{0}")]
+    Route(String),
+    /// Ctrl-C or SIGTERM before anything ran.
+    #[error("interrupted ({}) {when}; nothing was run", match .signal { Interrupt::Interrupt => "Ctrl-C", Interrupt::Terminate => "SIGTERM" })]
+    Interrupted {
+        /// Which signal.
+        signal: Interrupt,
+        /// What the run was doing.
+        when: &'static str,
+    },
+    /// The server: unreachable, refused, or a query failed.
+    #[error(transparent)]
+    Server(#[from] crate::Error),
+}
+
+impl Error {
+    /// What kind of failure this is, for the caller's exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Folder(_) | Error::Plan(_) | Error::Pending(_) | Error::Adopt(_) => {
+                ErrorKind::BadInput
+            }
+            Error::Route(_) => ErrorKind::BadInput,
+            Error::Interrupted { signal, .. } => ErrorKind::Interrupted(*signal),
+            Error::Server(e) => e.kind(),
+        }
+    }
+}
+
+type Handler = Arc<Mutex<Box<dyn FnMut(Event<'_>) + Send>>>;
+
+/// Runs a [`Plan`] against one database under one [`Policy`].
+pub struct Runner {
+    settings: ConnectionSettings,
+    policy: Policy,
+    interrupts: watch::Receiver<Option<Interrupt>>,
+    events: Handler,
+}
+
+/// A run made ready: connected, locked, the history read, refusals checked.
+struct Ready {
+    guard: Guard,
+    plan: Plan,
+    /// Indices into the plan's migrations.
+    baselined: Vec<usize>,
+    pending: Vec<usize>,
+    /// With `online`, each pending migration's plan (`None`: as written).
+    units: Vec<Option<Vec<Unit>>>,
+    per_transaction: bool,
+    pooler: Option<PoolerJson>,
+}
+
+impl Runner {
+    /// A runner for the database `settings` name, never interrupted and
+    /// reporting no events until told otherwise.
+    pub fn new(settings: ConnectionSettings, policy: Policy) -> Runner {
+        let (_, never) = watch::channel(None);
+        Runner {
+            settings,
+            policy,
+            interrupts: never,
+            events: Arc::new(Mutex::new(Box::new(|_| {}))),
+        }
+    }
+
+    /// Stops the run when the channel turns `Some` (the binary feeds it
+    /// Ctrl-C and SIGTERM): the statement in flight is cancelled on the
+    /// server and rolled back. A dropped sender means never.
+    pub fn interrupts(mut self, interrupts: watch::Receiver<Option<Interrupt>>) -> Runner {
+        self.interrupts = interrupts;
+        self
+    }
+
+    /// Receives progress events.
+    pub fn on_event(self, f: impl FnMut(Event<'_>) + Send + 'static) -> Runner {
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(f);
+        self
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn emit(&self, event: Event<'_>) {
+        (self.events.lock().unwrap_or_else(|e| e.into_inner()))(event);
+    }
+
+    /// Applies what is pending of `plan`, in order, and says how it ended.
+    pub async fn run(&self, plan: Plan) -> Result<RunReport, Error> {
+        let ready = match self.ready(plan).await? {
+            Ok(ready) => ready,
+            Err(report) => return Ok(report),
+        };
+        let pooler = ready.pooler;
+        let mut report = self.apply(ready).await?;
+        report.pooler = pooler;
+        Ok(report)
+    }
+
+    /// What [`run`](Self::run) would do now, with who would block each
+    /// migration: nothing is run, nothing recorded.
+    pub async fn dry_run(&self, plan: Plan) -> Result<DryRun, Error> {
+        let ready = match self.ready(plan).await? {
+            Ok(ready) => ready,
+            Err(report) => {
+                return Err(Error::Route(report.error.unwrap_or_else(|| {
+                    "another locksmith apply is running".to_string()
+                })))
+            }
+        };
+        let migrations = &ready.plan.migrations;
+        let mut dry = DryRun {
+            status: "planned",
+            baseline: ready
+                .baselined
+                .iter()
+                .map(|&i| version_json(&migrations[i]))
+                .collect(),
+            migrations: Vec::new(),
+        };
+        for (&i, units) in ready.pending.iter().zip(&ready.units) {
+            let p = &migrations[i];
+            let targets: Vec<RelationLock> = p
+                .statements
+                .iter()
+                .flat_map(|s| s.locks.iter().cloned())
+                .collect();
+            dry.migrations.push(report::PlannedMigration {
+                version: version_json(p),
+                name: p.migration.name.clone(),
+                file: p.migration.path.clone(),
+                in_transaction: p.in_transaction,
+                statements: p
+                    .statements
+                    .iter()
+                    .map(|s| PlannedStatement {
+                        line: s.line,
+                        column: s.column,
+                        sql: s.sql.clone(),
+                        locks: s
+                            .locks
+                            .iter()
+                            .map(|l| PlannedLock {
+                                relation: l.relation.clone(),
+                                mode: l.mode.pg_name(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                blockers: ready.guard.holders_for(&targets).await?,
+                online: units.as_deref().map(online_plan),
+            });
+        }
+        pooled::unlock(&ready.guard).await?;
+        Ok(dry)
+    }
+
+    /// Steps 1–6 of the flow: `Err(report)` when the runner lock stayed taken.
+    async fn ready(&self, plan: Plan) -> Result<Result<Ready, RunReport>, Error> {
+        let connecting = Guard::connect(
+            &self.settings,
+            self.policy.guard.clone(),
+            self.interrupts.clone(),
+        );
+        let mut guard = unless_interrupted(&self.interrupts, connecting)
+            .await
+            .map_err(|signal| Error::Interrupted {
+                signal,
+                when: "while connecting",
+            })??;
+        let events = self.events.clone();
+        guard
+            .on_event(move |e| (events.lock().unwrap_or_else(|e| e.into_inner()))(Event::Guard(e)));
+        let per_transaction = pooled::per_transaction(&guard);
+        let pooler = guard.pooler().map(|pooler| {
+            let direct = !per_transaction;
+            self.emit(Event::Pooler { pooler, direct });
+            PoolerJson::new(pooler, direct)
+        });
+        // Lock levels differ between majors: judge the files for the server
+        // they run on (planned already, so a syntax error stopped the run
+        // before it connected).
+        let plan = match plan.version_given {
+            true => plan,
+            false => plan.for_server(crate::trace::catalog::server_major(guard.client()).await?)?,
+        };
+        if self.policy.replicas.is_empty() {
+            let streaming = replica::streaming_standbys(guard.client())
+                .await
+                .unwrap_or(0);
+            if streaming > 0 {
+                self.emit(Event::UnwatchedStandbys(streaming));
+            }
+        } else {
+            guard.watch_replicas(&self.policy.replicas).await?;
+        }
+
+        // Serialise runners before touching any table; a second deploy waits
+        // here, then finds nothing to do.
+        let deadline = self.policy.guard.deadline;
+        let waiting = async {
+            match guard.session_client() {
+                Some(client) => history::lock_runners(client, deadline).await,
+                None => Ok(true),
+            }
+        };
+        let got = unless_interrupted(&self.interrupts, waiting)
+            .await
+            .map_err(|signal| Error::Interrupted {
+                signal,
+                when: "while waiting for another locksmith apply to finish",
+            })??;
+        if !got {
+            let mut report = RunReport::new(
+                Status::Blocked,
+                &guard.report,
+                Vec::new(),
+                Some("another locksmith apply held the runner lock until the deadline".into()),
+            );
+            report.pooler = pooler;
+            return Ok(Err(report));
+        }
+
+        let existed = history::exists(guard.client()).await?;
+        let applied = match existed {
+            true => {
+                history::ensure_table(guard.client(), self.policy.guard.lock_timeout).await?;
+                history::applied(guard.client()).await?
+            }
+            false => Vec::new(),
+        };
+        if applied.is_empty() && self.policy.baseline.is_none() {
+            if let Some(other) = foreign::find(guard.client()).await? {
+                return Err(Error::Adopt(adopt_hint(&plan, &other)));
+            }
+        }
+        let recorded: Vec<pending::Recorded> = applied
+            .into_iter()
+            .map(|a| pending::Recorded {
+                id: a.id,
+                checksum: a.checksum,
+            })
+            .collect();
+        let options = pending::Options {
+            baseline: self.policy.baseline.clone(),
+            allow_changed: self.policy.allow_changed,
+            out_of_order: self.policy.out_of_order,
+        };
+        let migrations: Vec<Migration> = plan
+            .migrations
+            .iter()
+            .map(|p| p.migration.clone())
+            .collect();
+        let decision = pending::decide(&migrations, &recorded, &options).map_err(|e| {
+            // Errors about a file start with its path, relative to the folder.
+            Error::Pending(match &e {
+                pending::PendingError::Changed { .. }
+                | pending::PendingError::OutOfOrder { .. } => {
+                    format!("{}{}{e}", plan.dir.display(), std::path::MAIN_SEPARATOR)
+                }
+                _ => format!("{}: {e}", plan.dir.display()),
+            })
+        })?;
+        let mut units = Vec::with_capacity(decision.run.len());
+        for &i in &decision.run {
+            units.push(match self.policy.online {
+                true => plan.migrations[i].online(plan.pg_version)?,
+                false => None,
+            });
+        }
+        if let Some(pooler) = guard.pooler().filter(|_| !guard.runs_outside_directly()) {
+            let pending: Vec<&PlannedMigration> =
+                decision.run.iter().map(|&i| &plan.migrations[i]).collect();
+            if let Some(refusal) = pooled::outside_transaction(&pending, &units, &pooler) {
+                return Err(Error::Route(refusal));
+            }
+        }
+        if !existed {
+            history::ensure_table(guard.client(), self.policy.guard.lock_timeout).await?;
+        }
+        Ok(Ok(Ready {
+            guard,
+            plan,
+            baselined: decision.baseline,
+            pending: decision.run,
+            units,
+            per_transaction,
+            pooler,
+        }))
+    }
+
+    /// Steps 6–8: the size check, the baseline, then each pending migration.
+    async fn apply(&self, ready: Ready) -> Result<RunReport, Error> {
+        let Ready {
+            mut guard,
+            plan,
+            baselined,
+            pending,
+            units,
+            per_transaction,
+            ..
+        } = ready;
+        let max_hold = self.policy.guard.max_hold;
+        // Online steps are bounded by the server as they run; the up-front
+        // estimate is for statements that run as written.
+        let as_written: Vec<(&std::path::Path, &locksmith_core::analysis::Statement)> = pending
+            .iter()
+            .zip(&units)
+            .filter(|(_, u)| u.is_none())
+            .flat_map(|(&i, _)| {
+                let p = &plan.migrations[i];
+                p.statements.iter().map(move |s| (p.path.as_path(), s))
+            })
+            .collect();
+        if let Some(refusal) =
+            hold::refuse_before_running(guard.client(), &as_written, plan.pg_version, max_hold)
+                .await
+        {
+            pooled::unlock(&guard).await?;
+            let mut report = RunReport::new(
+                Status::HoldExceeded,
+                &guard.report,
+                Vec::new(),
+                Some(refusal),
+            );
+            report.pending = pending
+                .iter()
+                .map(|&i| plan.migrations[i].to_string())
+                .collect();
+            return Ok(report);
+        }
+
+        if !baselined.is_empty() {
+            let chosen: Vec<&PlannedMigration> =
+                baselined.iter().map(|&i| &plan.migrations[i]).collect();
+            record_baseline(&guard, &chosen).await?;
+            if let Some(version) = &self.policy.baseline {
+                self.emit(Event::Baselined {
+                    count: chosen.len(),
+                    version,
+                });
+            }
+        }
+
+        let mut records = Vec::new();
+        let mut elsewhere = Vec::new();
+        for (n, (&i, plan_units)) in pending.iter().zip(&units).enumerate() {
+            let p = &plan.migrations[i];
+            let mode = match plan_units {
+                Some(units) => Mode::Online(units.len()),
+                None if p.in_transaction => Mode::Transaction,
+                None => Mode::StatementByStatement,
+            };
+            self.emit(Event::Applying { migration: p, mode });
+            let started = Instant::now();
+            let result = match plan_units {
+                Some(units) => apply_online(&mut guard, p, units, per_transaction).await,
+                None if per_transaction => pooled::apply(&mut guard, p).await,
+                None => apply_one(&mut guard, p).await.map(Ran::Here),
+            };
+            match result {
+                Ok(Ran::Here(attempts)) => records.push(migration_record(p, attempts, started)),
+                Ok(Ran::Elsewhere) => {
+                    self.emit(Event::AppliedElsewhere(p));
+                    elsewhere.push(migration_record(p, 0, started));
+                }
+                Err((e, done)) => {
+                    let (status, message) = match &e {
+                        GuardError::Blocked { reason, .. } => {
+                            (Status::Blocked, format!("{}: {reason}", p.file()))
+                        }
+                        GuardError::Interrupted(_) => {
+                            (Status::Failed, format!("{}: {e}", p.file()))
+                        }
+                        GuardError::Failed(err) if plan_units.is_some() => {
+                            let total = plan_units.as_ref().map_or(0, Vec::len);
+                            (Status::Failed, online_failed(p.file(), done, total, err))
+                        }
+                        GuardError::Failed(err) => (
+                            Status::Failed,
+                            failure_message(p, err, done, per_transaction),
+                        ),
+                        GuardError::HoldExceeded { step, locks, .. } => {
+                            let at = if p.in_transaction { *step } else { done };
+                            let statement =
+                                &p.statements[at.min(p.statements.len().saturating_sub(1))];
+                            let message = hold::stopped(
+                                guard.client(),
+                                &p.path,
+                                statement,
+                                locks,
+                                plan.pg_version,
+                                max_hold,
+                            )
+                            .await;
+                            (Status::HoldExceeded, message)
+                        }
+                    };
+                    let mut report = RunReport::new(status, &guard.report, records, Some(message));
+                    report.applied_elsewhere = elsewhere;
+                    report.stopped_at = Some(p.to_string());
+                    report.pending = pending[n + 1..]
+                        .iter()
+                        .map(|&j| plan.migrations[j].to_string())
+                        .collect();
+                    if let GuardError::Interrupted(signal) = e {
+                        report.interrupted = Some(signal);
+                    }
+                    return Ok(report);
+                }
+            }
+        }
+        pooled::unlock(&guard).await?;
+        let mut report = RunReport::new(Status::Applied, &guard.report, records, None);
+        report.applied_elsewhere = elsewhere;
+        Ok(report)
+    }
+}
+
+/// A migration's history row.
+fn record(p: &PlannedMigration) -> history::Record<'_> {
+    history::Record {
+        id: &p.id,
+        name: &p.migration.name,
+        checksum: &p.migration.checksum,
+        repeatable: p.migration.kind == Kind::Repeatable,
+    }
+}
+
+/// The report's record: the version when it is one integer, else 0 and the
+/// version's text (`1.1`, `R__views`).
+fn migration_record(p: &PlannedMigration, attempts: u32, started: Instant) -> MigrationRecord {
+    let number = p.migration.version().and_then(Version::as_i64);
+    MigrationRecord {
+        version: number.unwrap_or(0),
+        version_text: number.is_none().then(|| p.id.clone()),
+        name: p.migration.name.clone(),
+        attempts,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// The version as dry-run JSON shows it: a number when it is one.
+fn version_json(p: &PlannedMigration) -> serde_json::Value {
+    match p.id.parse::<i64>() {
+        Ok(n) => n.into(),
+        Err(_) => p.id.clone().into(),
+    }
+}
+
+/// An online plan as the dry run shows it.
+fn online_plan(units: &[Unit]) -> Vec<OnlineUnit> {
+    units
+        .iter()
+        .map(|u| OnlineUnit {
+            transaction: u.transactional,
+            done_when: u.done_when.clone(),
+            statements: u
+                .statements
+                .iter()
+                .map(|s| OnlineStatement {
+                    sql: s.sql.clone(),
+                    locks: s.locks.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The refusal when another tool's history is there and locksmith's is empty.
+fn adopt_hint(plan: &Plan, other: &foreign::ForeignHistory) -> String {
+    let dir = plan.dir.display();
+    let in_folder = plan.migrations.iter().any(|p| p.id == other.latest);
+    let mut text = format!(
+        "this database was migrated by {} ({} says version {} was applied last) and {} is empty: applying {dir} from its first migration would run migrations again. \
+         Adopt it: record what is there without running it, then apply the rest:\n\n    locksmith apply {dir} --baseline {}\n",
+        other.tool,
+        other.table,
+        other.latest,
+        history::TABLE,
+        other.latest
+    );
+    if other.dirty {
+        text.push_str("\nNote: golang-migrate marked it dirty: its last migration failed halfway. Repair that first.\n");
+    }
+    if !in_folder {
+        text.push_str(&format!(
+            "\nNote: no migration in {dir} has version {}; pass the version of the last migration the database already has.\n",
+            other.latest
+        ));
+    }
+    text
+}
+
+/// Records the baseline migrations as applied (0 attempts, 0 ms), in one transaction.
+async fn record_baseline(guard: &Guard, baselined: &[&PlannedMigration]) -> Result<(), Error> {
+    let mut sql = String::from("BEGIN;\n");
+    for p in baselined {
+        sql.push_str(&history::insert_sql(&record(p), Duration::ZERO, 0));
+        sql.push_str(";\n");
+    }
+    sql.push_str("COMMIT;");
+    guard
+        .client()
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| crate::Error::query("recording the --baseline migrations", e).into())
+}
+
+/// Runs one migration; on failure, also says how many statements completed
+/// (only possible outside a transaction).
+async fn apply_one(guard: &mut Guard, p: &PlannedMigration) -> Result<u32, (GuardError, usize)> {
+    let started = Instant::now();
+    let steps: Vec<Step> = p.statements.iter().map(Step::from).collect();
+    if p.in_transaction {
+        let row = record(p);
+        let finish =
+            |attempts: u32, elapsed: Duration| history::insert_sql(&row, elapsed, attempts);
+        return guard
+            .run_transaction(&steps, Some(&finish))
+            .await
+            .map_err(|e| (e, 0));
+    }
+    let mut attempts = 0;
+    for (i, step) in steps.iter().enumerate() {
+        attempts += guard
+            .run_outside_transaction(step)
+            .await
+            .map_err(|e| (e, i))?;
+    }
+    let sql = history::insert_sql(&record(p), started.elapsed(), attempts);
+    guard.client().batch_execute(&sql).await.map_err(|e| {
+        (
+            GuardError::Failed(crate::Error::query("recording the migration", e)),
+            steps.len(),
+        )
+    })?;
+    Ok(attempts)
+}
+
+/// Runs `p` as its online plan; on failure, also says which unit failed.
+async fn apply_online(
+    guard: &mut Guard,
+    p: &PlannedMigration,
+    units: &[Unit],
+    per_transaction: bool,
+) -> Result<Ran, (GuardError, usize)> {
+    use crate::online::{self, Exclusion};
+    let migration = record(p);
+    let finish =
+        |attempts: u32, elapsed: Duration| history::insert_sql(&migration, elapsed, attempts);
+    let exclusion = match per_transaction {
+        true => Exclusion::PerTransaction(&migration),
+        false => Exclusion::Session,
+    };
+    online::run_excluding(
+        guard,
+        history::row_version(&p.id),
+        units,
+        &finish,
+        exclusion,
+    )
+    .await
+    .map(|run| match run.recorded_elsewhere {
+        true => Ran::Elsewhere,
+        false => Ran::Here(run.attempts),
+    })
+    .map_err(|f| (f.error, f.unit))
+}
+
+/// What to say when online step `unit` (0-based) of `total` failed.
+fn online_failed(file: &str, unit: usize, total: usize, error: &crate::Error) -> String {
+    let before = match unit {
+        0 => "Nothing of it was done".to_string(),
+        1 => "Step 1 is done and recorded".to_string(),
+        n => format!("Steps 1–{n} are done and recorded"),
+    };
+    format!(
+        "{file}: online step {} of {total} failed: {error}. {before}; the migration is not. \
+         Run apply --online again to resume at this step.",
+        unit + 1
+    )
+}
+
+/// `resumable`: a no-transaction migration recorded each statement's
+/// progress (behind a pooler), so a rerun starts at the failed one.
+fn failure_message(
+    p: &PlannedMigration,
+    err: &crate::Error,
+    done: usize,
+    resumable: bool,
+) -> String {
+    if p.in_transaction {
+        let next = if needs_no_fix(err) {
+            "nothing in it needs fixing: run apply again"
+        } else {
+            "fix the migration and run apply again"
+        };
+        return format!(
+            "{}: {}. The whole migration was rolled back and not recorded; {next}.",
+            p.file(),
+            err.to_string().trim_end_matches('.')
+        );
+    }
+    let failed = &p.statements[done.min(p.statements.len().saturating_sub(1))];
+    let err = err.to_string();
+    let err = err.trim_end_matches('.');
+    if resumable {
+        return format!(
+            "{}:{}:{}: {err}. Statements before it ({done} of {}) were applied and recorded as \
+             progress; the migration was not recorded. Fix this statement and run apply again: \
+             it resumes here.",
+            p.path.display(),
+            failed.line,
+            failed.column,
+            p.statements.len()
+        );
+    }
+    format!(
+        "{}:{}:{}: {err}. Statements before it ({done} of {}) were applied; the migration was not recorded. \
+         Make the applied statements idempotent (IF NOT EXISTS) or remove them, then run apply again.",
+        p.path.display(),
+        failed.line,
+        failed.column,
+        p.statements.len()
+    )
+}
+
+/// A failure a rerun may get past unchanged: the connection or the server
+/// went away (SQLSTATE class 08, 57, 58, or no server error at all), a
+/// deadlock or serialization failure (40), a lack of resources (53).
+fn needs_no_fix(err: &crate::Error) -> bool {
+    match err.sqlstate() {
+        Some(code) => ["08", "40", "53", "57", "58"]
+            .iter()
+            .any(|class| code.starts_with(class)),
+        None => matches!(
+            err,
+            crate::Error::Connect { .. } | crate::Error::Query { .. }
+        ),
+    }
+}
