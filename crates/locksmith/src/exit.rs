@@ -80,6 +80,12 @@ fn exit_code(e: &(dyn Error + 'static)) -> u8 {
         e.kind()
     } else if let Some(e) = e.downcast_ref::<migrate::Error>() {
         e.kind()
+    } else if let Some(e) = e.downcast_ref::<locksmith_sandbox::Error>() {
+        match e {
+            // The user's schema or setup file does not run.
+            locksmith_sandbox::Error::Setup { .. } => ErrorKind::BadInput,
+            _ => ErrorKind::Failed,
+        }
     } else if e.is::<migrate::FolderError>() || e.is::<locksmith_core::plan::PlanError>() {
         ErrorKind::BadInput
     } else {

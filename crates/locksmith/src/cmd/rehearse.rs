@@ -58,7 +58,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
         )));
     }
 
-    let bin = BinDir::find(args.pg_bin.as_deref()).map_err(|e| Failure::other(miette!("{e}")))?;
+    let bin = BinDir::find(args.pg_bin.as_deref())?;
     let pg_dump = bin.tool("pg_dump");
     let options = ClusterOptions {
         bin: Some(bin),
@@ -66,8 +66,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     };
     let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
         .await
-        .map_err(|e| Failure::other(miette!("starting the cluster: {e}")))?
-        .map_err(|e| Failure::other(miette!("{e}")))?;
+        .map_err(|e| Failure::other(miette!("starting the cluster: {e}")))??;
     let version = cluster.major();
 
     // The migration, analysed after the schema files (which must parse too).
@@ -91,9 +90,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
             "Reading the schema of {} (read-only) …",
             touched.join(", ")
         ));
-        let live = source::read(&settings, &pg_dump, &touched)
-            .await
-            .map_err(|e| Failure::other(miette!("{e}")))?;
+        let live = source::read(&settings, &pg_dump, &touched).await?;
         setup.push((settings.describe(), live.sql));
         live_rows = Some(live.rows);
     }
@@ -117,11 +114,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     let staged = stage::stage(&cluster, &setup, &touched, &rows_for, &mut |done, total| {
         bar.show(done, total)
     })
-    .await
-    .map_err(|e| match e {
-        locksmith_sandbox::Error::Setup { .. } => Failure::input(miette!("{e}")),
-        e => Failure::other(miette!("{e}")),
-    })?;
+    .await?;
     bar.finish();
     let (loaded, tables) = (staged.load, staged.tables);
     if args.leaks > 0 && tables.is_empty() {
@@ -130,9 +123,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     let catalog = super::connect(&cluster.settings(stage::DATA_DB, "locksmith-rehearse")).await?;
     let queries = match traffic_file {
         Some(q) => q,
-        None => mix::default_mix(&catalog, &tables)
-            .await
-            .map_err(|e| Failure::other(miette!("{e}")))?,
+        None => mix::default_mix(&catalog, &tables).await?,
     };
     drop(catalog);
     let keys = tables

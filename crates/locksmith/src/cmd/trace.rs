@@ -62,12 +62,8 @@ pub async fn run(args: TraceArgs) -> CmdResult {
             let cluster = Cluster::start_with(ClusterOptions {
                 bin: Some(bin),
                 ..Default::default()
-            })
-            .map_err(|e| Failure::other(miette!("{e}")))?;
-            let settings = cluster
-                .create_database("trace")
-                .await
-                .map_err(|e| Failure::other(miette!("{e}")))?;
+            })?;
+            let settings = cluster.create_database("trace").await?;
             _cluster = Some(cluster);
             (settings, Target::Sandbox)
         }
@@ -104,9 +100,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
     if let Target::Live(limits) = target {
         refuse_long_holds(&settings, &setup, &files, version, limits).await?;
     }
-    let traces = trace::trace(&settings, target, &setup, &models)
-        .await
-        .map_err(|e| Failure::other(miette!("{e}")))?;
+    let traces = trace::trace(&settings, target, &setup, &models).await?;
     for ((file, model), traces) in files.iter_mut().zip(models).zip(traces) {
         let Ok(report) = &mut file.result else {
             continue;
@@ -296,7 +290,7 @@ fn server_binaries(explicit: Option<&PathBuf>, version: Option<u32>) -> Result<B
         });
     }
     let Some(version) = version else {
-        return BinDir::find(None).map_err(|e| Failure::other(miette!("{e}")));
+        return Ok(BinDir::find(None)?);
     };
     BinDir::find_major(version)
         .ok_or_else(|| {
