@@ -32,7 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::analysis::{
-    self, Statement, StatementKind, TransactionControl, MAX_PG_VERSION, MIN_PG_VERSION,
+    self, Schema, Statement, StatementKind, TransactionControl, MAX_PG_VERSION, MIN_PG_VERSION,
 };
 use crate::online::{self, Unit};
 use crate::source::{self, Migration};
@@ -82,9 +82,10 @@ pub struct PlanError {
 
 impl Plan {
     /// Analyses every migration for `pg_version` (the newest modelled major
-    /// when `None`: the caller may then [`for_version`](Self::for_version)
-    /// the server's, once it knows it). A syntax error is returned with its
-    /// position in the original file.
+    /// when `None`: the caller may then [`for_server`](Self::for_server)
+    /// once it knows the server's), in order, each against the schema the
+    /// earlier ones build (column types, indexes), as `lint` judges a folder.
+    /// A syntax error is returned with its position in the original file.
     pub fn new(
         dir: impl AsRef<Path>,
         migrations: Vec<Migration>,
@@ -92,9 +93,10 @@ impl Plan {
     ) -> Result<Plan, PlanError> {
         let dir = dir.as_ref().to_path_buf();
         let version = pg_version.unwrap_or(MAX_PG_VERSION);
+        let mut schema = Schema::default();
         let migrations = migrations
             .into_iter()
-            .map(|m| PlannedMigration::new(&dir, m, version))
+            .map(|m| PlannedMigration::new(&dir, m, version, &mut schema))
             .collect::<Result<_, _>>()?;
         Ok(Plan {
             dir,
@@ -106,28 +108,77 @@ impl Plan {
 
     /// The plan for the server's major `major` (clamped to the modelled
     /// ones), unless the caller chose a version: lock levels differ between
-    /// majors. Analysed again only when the version changes.
-    pub fn for_server(self, major: u32) -> Result<Plan, PlanError> {
+    /// majors. Analysed again, from the files alone, only when the version
+    /// changes, so the same files always give the same plan (an interrupted
+    /// online migration resumes the steps it recorded).
+    pub fn for_server(&mut self, major: u32) -> Result<(), PlanError> {
         let major = major.clamp(MIN_PG_VERSION, MAX_PG_VERSION);
         if self.version_given || major == self.pg_version {
-            return Ok(self);
+            return Ok(());
         }
-        let migrations = self.migrations.into_iter().map(|p| p.migration).collect();
-        let mut plan = Plan::new(self.dir, migrations, Some(major))?;
-        plan.version_given = false;
-        Ok(plan)
+        let migrations = self
+            .migrations
+            .iter()
+            .map(|p| p.migration.clone())
+            .collect();
+        let again = Plan::new(&self.dir, migrations, Some(major))?;
+        self.migrations = again.migrations;
+        self.pg_version = major;
+        Ok(())
+    }
+
+    /// The migrations at `indices` (those about to run, in order) as the
+    /// server will meet them: analysed again starting from `live`, what its
+    /// catalog says about the tables they touch, so a type change is known to
+    /// rewrite or not. For judging what runs (refusals, hold estimates); what
+    /// runs stays the plan's.
+    pub fn judged_live(
+        &self,
+        indices: &[usize],
+        live: Schema,
+    ) -> Result<Vec<PlannedMigration>, PlanError> {
+        let mut schema = live;
+        indices
+            .iter()
+            .map(|&i| {
+                let m = self.migrations[i].migration.clone();
+                PlannedMigration::new(&self.dir, m, self.pg_version, &mut schema)
+            })
+            .collect()
+    }
+
+    /// Every relation the migrations at `indices` lock, once each, in order:
+    /// what to ask the server about before [`for_server`](Self::for_server).
+    pub fn relations(&self, indices: &[usize]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for &i in indices {
+            for s in &self.migrations[i].statements {
+                for l in &s.locks {
+                    if !names.contains(&l.relation) {
+                        names.push(l.relation.clone());
+                    }
+                }
+            }
+        }
+        names
     }
 }
 
 impl PlannedMigration {
-    fn new(dir: &Path, migration: Migration, version: u32) -> Result<Self, PlanError> {
+    fn new(
+        dir: &Path,
+        migration: Migration,
+        version: u32,
+        schema: &mut Schema,
+    ) -> Result<Self, PlanError> {
         let path = dir.join(&migration.path);
-        let statements = analysis::analyze(&migration.sql, version).map_err(|e| PlanError {
-            path: path.clone(),
-            line: e.line,
-            column: e.column,
-            message: e.message,
-        })?;
+        let statements =
+            analysis::analyze_in(schema, &migration.sql, version).map_err(|e| PlanError {
+                path: path.clone(),
+                line: e.line,
+                column: e.column,
+                message: e.message,
+            })?;
         let statements = source::group_blocks(statements, &migration.blocks, &migration.sql);
         let statements: Vec<Statement> = statements.into_iter().filter(runs).collect();
         let in_transaction =
@@ -240,10 +291,44 @@ mod tests {
     #[test]
     fn the_servers_version_replans_unless_one_was_given() {
         let files = [("001_a.sql", "ALTER TABLE t ADD COLUMN c int;")];
-        let p = plan(&files, None).unwrap().for_server(13).unwrap();
+        let mut p = plan(&files, None).unwrap();
+        p.for_server(13).unwrap();
         assert_eq!(p.pg_version, 13);
-        let given = plan(&files, Some(16)).unwrap().for_server(13).unwrap();
+        let mut given = plan(&files, Some(16)).unwrap();
+        given.for_server(13).unwrap();
         assert_eq!(given.pg_version, 16);
+    }
+
+    #[test]
+    fn the_live_schema_tells_a_rewriting_type_change() {
+        let files = [("001_a.sql", "ALTER TABLE t ALTER COLUMN v TYPE numeric;")];
+        let mut p = plan(&files, Some(15)).unwrap();
+        assert!(p.migrations[0].statements[0].rewrites.is_empty());
+        assert_eq!(p.relations(&[0]), vec!["t".to_string()]);
+        let mut live = Schema::default();
+        live.learn_column("t", "v", "int8", Vec::new(), false);
+        p.for_server(15, &[0], live).unwrap();
+        assert_eq!(
+            p.migrations[0].statements[0].rewrites,
+            vec!["t".to_string()]
+        );
+        assert!(p.migrations[0].online(15).is_err());
+    }
+
+    #[test]
+    fn later_files_are_judged_against_the_schema_earlier_ones_build() {
+        let p = plan(
+            &[
+                ("001_a.sql", "CREATE TABLE t (v bigint);"),
+                ("002_b.sql", "ALTER TABLE t ALTER COLUMN v TYPE numeric;"),
+            ],
+            Some(15),
+        )
+        .unwrap();
+        assert_eq!(
+            p.migrations[1].statements[0].rewrites,
+            vec!["t".to_string()]
+        );
     }
 
     #[test]

@@ -290,6 +290,98 @@ async fn a_statement_without_online_form_is_refused_before_anything_runs() {
     );
 }
 
+/// A type change that rewrites, on a column whose type only the server
+/// knows (`bigint → numeric`), is refused under `--online` before anything
+/// runs, as the README says: it is judged by the live catalog, not by the
+/// file alone.
+#[tokio::test]
+async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
+    let (incident, admin) = staged("online_type_live").await;
+    admin
+        .batch_execute("ALTER TABLE enrollments ADD COLUMN total bigint")
+        .await
+        .unwrap();
+    let before = count(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await;
+    let dir = folder(
+        "CREATE TABLE notes (id int);\nALTER TABLE enrollments ALTER COLUMN total TYPE numeric;\n",
+    );
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("1_constraints.sql:2:1"), "{said}");
+    assert!(said.contains("rewrites `enrollments`"), "{said}");
+    assert!(said.contains("Nothing was run"), "{said}");
+    // Nothing ran: no table, no rewrite, no history row.
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname = 'notes'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await,
+        before
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'enrollments' AND column_name = 'total' AND data_type = 'bigint'"
+        )
+        .await,
+        1
+    );
+}
+
+/// Online steps that block no traffic (a concurrent build, a VALIDATE) run
+/// to their end however long they take: `--deadline` bounds waiting for
+/// locks, never running work (a build cut off at the deadline was dropped
+/// and started again by every rerun).
+#[tokio::test]
+async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
+    let (incident, admin) = staged("online_deadline").await;
+    // A scan of the 5000 rows takes about 1.5 s: each step runs past the deadline.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION slow(int) RETURNS int IMMUTABLE LANGUAGE plpgsql
+               AS $$ BEGIN PERFORM pg_sleep(0.0003); RETURN $1; END $$",
+        )
+        .await
+        .unwrap();
+    let dir = folder(
+        "CREATE INDEX enrollments_slow ON enrollments (slow(amount));\n\
+         ALTER TABLE enrollments ADD CONSTRAINT slow_positive CHECK (slow(amount) > 0);\n",
+    );
+    let started = Instant::now();
+    let out = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--deadline", "1s"],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        took > Duration::from_secs(2),
+        "took {took:?}: the steps did not run past the 1 s deadline, so this proves nothing"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_slow'::regclass AND indisvalid"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'slow_positive' AND convalidated"
+        )
+        .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
     let (plain, plain_admin) = staged("online_default_plain").await;

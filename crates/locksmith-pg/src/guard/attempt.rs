@@ -125,13 +125,27 @@ impl Guard {
                     "SET LOCAL statement_timeout = '{}'; {statement}",
                     to_pg_setting(left)
                 ),
+                // Work that blocks no traffic (a VALIDATE, a batch) runs to
+                // its end: the deadline bounds waiting for locks (each wait
+                // is still bounded by lock_timeout and the watchdog), never
+                // running work.
+                _ if i == 1 && held.is_empty() => {
+                    format!("SET LOCAL statement_timeout = 0; {statement}")
+                }
                 _ => statement.clone(),
             };
             let started = Instant::now();
             // No table to lock: nothing to send before the statements.
             result = match statement.is_empty() {
                 true => Ok(()),
-                false => self.exec(&statement).await,
+                // The deadline cuts the wait for the planned locks (the
+                // first batch); after that the statements' own lock waits are
+                // bounded by lock_timeout and the watchdog, and their work by
+                // --max-hold when it blocks traffic: never by the deadline.
+                false => self
+                    .bounded(false, &statement, false, i == 0)
+                    .await
+                    .map(|_| ()),
             };
             if let (Err(e), Some(HoldLeft::Bounded(left))) = (&result, bound) {
                 if is_own_timeout(e, started, left) {
@@ -162,16 +176,14 @@ impl Guard {
         }
     }
 
-    /// What is left of the hold budget for locks taken at `since`; `Unbounded`
-    /// when the deadline comes first (the deadline has its own handling).
+    /// What is left of the hold budget for locks taken at `since`. The
+    /// deadline does not shorten it: it bounds waiting, not holding.
     fn hold_left(&self, since: Instant) -> HoldLeft {
         let left = self.policy.max_hold.saturating_sub(since.elapsed());
         if left.is_zero() {
             HoldLeft::Spent
-        } else if left < self.attempt_left() {
-            HoldLeft::Bounded(left.max(Duration::from_millis(1)))
         } else {
-            HoldLeft::Unbounded
+            HoldLeft::Bounded(left.max(Duration::from_millis(1)))
         }
     }
 
@@ -200,14 +212,16 @@ impl Guard {
         } else {
             self.hold_left(Instant::now())
         };
+        // Work that blocks no traffic (a concurrent build) runs to its end:
+        // its lock waits are bounded by lock_timeout and the watchdog, and
+        // the deadline bounds waiting, never running work.
         let timeout = match bound {
-            HoldLeft::Bounded(left) => left,
-            _ => self.attempt_left().max(Duration::from_secs(1)),
+            HoldLeft::Bounded(left) => to_pg_setting(left),
+            _ => "0".to_string(),
         };
         let timeouts = format!(
-            "SET lock_timeout = '{}'; SET statement_timeout = '{}'",
+            "SET lock_timeout = '{}'; SET statement_timeout = '{timeout}'",
             to_pg_setting(self.policy.lock_timeout),
-            to_pg_setting(timeout)
         );
         // Session settings: this connection is never a pooled one (see `outside_client`).
         self.outside_client()
@@ -220,7 +234,13 @@ impl Guard {
         };
         let dog = Watchdog::start(self.sidecar.clone(), watched, self.policy.lock_timeout);
         let started = Instant::now();
-        let result = self.bounded(true, &step.sql, false).await.map(|_| ());
+        // Its lock waits are bounded by lock_timeout and the watchdog, its
+        // hold by --max-hold: the deadline, which bounds waiting, does not
+        // cut the work short.
+        let result = self
+            .bounded(true, &step.sql, false, false)
+            .await
+            .map(|_| ());
         let watch = dog.finish().await;
         self.note(&watch);
         let _ = self
@@ -290,31 +310,34 @@ impl Guard {
         self.outside.as_ref().map_or(self.pid, |o| o.pid)
     }
 
-    /// Runs statements on the migration connection; an interrupt or the
-    /// attempt's end (the deadline) cancels them on the server.
-    async fn exec(&mut self, sql: &str) -> Result<(), ExecError> {
-        self.bounded(false, sql, false).await.map(|_| ())
-    }
-
-    /// Like [`exec`](Self::exec), returning the rows (simple protocol).
+    /// Runs statements on the migration connection and returns the rows
+    /// (simple protocol); an interrupt or the deadline cancels them on the server.
     async fn query_rows(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, ExecError> {
-        self.bounded(false, sql, true).await
+        self.bounded(false, sql, true, true).await
     }
 
     /// Runs `sql` on the migration connection, or with `outside` on
     /// [`outside_client`](Self::outside_client), bounded by interrupts and
-    /// the attempt's end; `rows` keeps what it returns.
+    /// the attempt's end when `deadline` (the wait for the planned locks);
+    /// `rows` keeps what it returns.
     async fn bounded(
         &mut self,
         outside: bool,
         sql: &str,
         rows: bool,
+        deadline: bool,
     ) -> Result<Vec<SimpleQueryMessage>, ExecError> {
         let (client, cancel, settings) = match (&self.outside, outside) {
             (Some(o), true) => (&o.conn, &o.cancel, self.settings.direct()),
             _ => (&self.client, &self.cancel, &self.settings),
         };
-        let deadline = tokio::time::sleep(self.attempt_left());
+        let limit = deadline.then(|| self.attempt_left());
+        let deadline = async move {
+            match limit {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
         let run = async move {
             match rows {
                 true => client.simple_query(sql).await,
@@ -365,7 +388,7 @@ enum HoldLeft {
     Spent,
     /// At most this long; the server enforces it.
     Bounded(Duration),
-    /// No hold bound applies (no traffic-blocking lock, or the deadline is nearer).
+    /// No hold bound applies (no traffic-blocking lock).
     Unbounded,
 }
 

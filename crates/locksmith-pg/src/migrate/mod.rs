@@ -196,6 +196,9 @@ struct Ready {
     /// Indices into the plan's migrations.
     baselined: Vec<usize>,
     pending: Vec<usize>,
+    /// The pending migrations as the server will meet them (its catalog's
+    /// column types), for the hold estimate.
+    judged: Vec<PlannedMigration>,
     /// With `online`, each pending migration's plan (`None`: as written).
     units: Vec<Option<Vec<Unit>>>,
     per_transaction: bool,
@@ -330,13 +333,11 @@ impl Runner {
             self.emit(Event::Pooler { pooler, direct });
             PoolerJson::new(pooler, direct)
         });
-        // Lock levels differ between majors: judge the files for the server
-        // they run on (planned already, so a syntax error stopped the run
-        // before it connected).
-        let plan = match plan.version_given {
-            true => plan,
-            false => plan.for_server(crate::trace::catalog::server_major(guard.client()).await?)?,
-        };
+        // Lock levels differ between majors: the files are judged for the
+        // server they run on (planned already, so a syntax error stopped the
+        // run before it connected).
+        let mut plan = plan;
+        plan.for_server(crate::trace::catalog::server_major(guard.client()).await?)?;
         if self.policy.replicas.is_empty() {
             let streaming = replica::streaming_standbys(guard.client())
                 .await
@@ -414,10 +415,21 @@ impl Runner {
                 _ => format!("{}: {e}", plan.dir.display()),
             })
         })?;
+        // What runs is also judged by what the server's catalog says about
+        // the tables (a type change rewrites or not): a statement the files
+        // alone cannot tell about is refused under --online, and its hold
+        // estimated, as what it is.
+        let mut live = locksmith_core::analysis::Schema::default();
+        let touched = plan.relations(&decision.run);
+        crate::tables::learn_schema(guard.client(), &touched, &mut live).await?;
+        let judged = plan.judged_live(&decision.run, live)?;
         let mut units = Vec::with_capacity(decision.run.len());
-        for &i in &decision.run {
+        for (&i, live) in decision.run.iter().zip(&judged) {
             units.push(match self.policy.online {
-                true => plan.migrations[i].online(plan.pg_version)?,
+                true => {
+                    live.online(plan.pg_version)?;
+                    plan.migrations[i].online(plan.pg_version)?
+                }
                 false => None,
             });
         }
@@ -434,6 +446,7 @@ impl Runner {
         Ok(Ok(Ready {
             guard,
             plan,
+            judged,
             baselined: decision.baseline,
             pending: decision.run,
             units,
@@ -447,6 +460,7 @@ impl Runner {
         let Ready {
             mut guard,
             plan,
+            judged,
             baselined,
             pending,
             units,
@@ -456,14 +470,11 @@ impl Runner {
         let max_hold = self.policy.guard.max_hold;
         // Online steps are bounded by the server as they run; the up-front
         // estimate is for statements that run as written.
-        let as_written: Vec<(&std::path::Path, &locksmith_core::analysis::Statement)> = pending
+        let as_written: Vec<(&std::path::Path, &locksmith_core::analysis::Statement)> = judged
             .iter()
             .zip(&units)
             .filter(|(_, u)| u.is_none())
-            .flat_map(|(&i, _)| {
-                let p = &plan.migrations[i];
-                p.statements.iter().map(move |s| (p.path.as_path(), s))
-            })
+            .flat_map(|(p, _)| p.statements.iter().map(move |s| (p.path.as_path(), s)))
             .collect();
         if let Some(refusal) =
             hold::refuse_before_running(guard.client(), &as_written, plan.pg_version, max_hold)
