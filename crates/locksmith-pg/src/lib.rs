@@ -38,6 +38,7 @@ pub mod guard;
 pub mod history;
 pub mod online;
 mod pgpass;
+pub mod prepared;
 pub mod settings;
 pub mod signal;
 pub mod snapshot;
