@@ -209,9 +209,11 @@ impl SessionSummary {
                 format!("pid {} {app}@{client} idle {age}", self.pid)
             }
             Some(s) => format!("pid {} {app}@{client} {s} for {age}", self.pid),
+            // Its client address is hidden too: not "local".
             None => format!(
-                "pid {} {app}@{client} (state hidden from this role: grant it pg_read_all_stats)",
-                self.pid
+                "pid {} {app} (role {}; its state is hidden from this role: GRANT pg_read_all_stats to it)",
+                self.pid,
+                self.usename.as_deref().unwrap_or("?")
             ),
         }
     }

@@ -229,27 +229,28 @@ async fn blockers_names_a_prepared_transaction_as_the_root_with_the_statements_t
     alter.await.unwrap().unwrap();
 }
 
-/// A role that may log in and read the table but not other roles' session state.
-async fn monitor_role(incident: &Incident) -> String {
+/// Creates a login role (not a superuser, without `pg_read_all_stats`) and
+/// returns the incident's URL for it: it may not see other roles' session state.
+async fn role_url(incident: &Incident, role: &str) -> String {
     let admin = incident.admin.connect().await.unwrap();
     admin
-        .batch_execute(
+        .batch_execute(&format!(
             "DO $$ BEGIN
-               CREATE ROLE monitor LOGIN PASSWORD 'monitor-password';
+               CREATE ROLE {role} LOGIN PASSWORD '{role}-password';
              EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-             END $$",
-        )
+             END $$"
+        ))
         .await
         .unwrap();
-    // The incident's URL with the monitor's name and password instead of the superuser's.
+    // The incident's URL with the role's name and password instead of the superuser's.
     let rest = incident.url.split_once('@').unwrap().1;
-    format!("postgresql://monitor:monitor-password@{rest}")
+    format!("postgresql://{role}:{role}-password@{rest}")
 }
 
 #[tokio::test]
 async fn blockers_as_a_role_without_pg_read_all_stats_names_hidden_holders_and_the_grant() {
     let incident = Incident::stage_shared("hidden").await.unwrap();
-    let monitor = monitor_role(&incident).await;
+    let monitor = role_url(&incident, "monitor").await;
 
     // Two of the app's sessions idle in transaction, nobody waiting yet.
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
@@ -325,4 +326,103 @@ async fn blockers_as_a_role_without_pg_read_all_stats_names_hidden_holders_and_t
     ] {
         assert!(shown.contains(part), "{part}: {shown}");
     }
+}
+
+/// The deploy role owns the database and the table but may not see the
+/// app's session state: the guard must wait out what it cannot inspect.
+async fn deployer_owns_the_table(incident: &Incident) -> String {
+    let url = role_url(incident, "deployer").await;
+    let admin = incident.admin.connect().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} OWNER TO deployer;
+             GRANT ALL ON SCHEMA public TO deployer;
+             ALTER TABLE academic_partners OWNER TO deployer;",
+            incident.admin.dbname()
+        ))
+        .await
+        .unwrap();
+    url
+}
+
+/// pids of a JSON list of holders.
+fn pids(list: &Value) -> Vec<i64> {
+    let mut pids: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["pid"].as_i64().unwrap())
+        .collect();
+    pids.sort();
+    pids
+}
+
+#[tokio::test]
+async fn apply_as_a_role_without_pg_read_all_stats_waits_out_hidden_table_lock_holders() {
+    let incident = Incident::stage_shared("hidden-apply").await.unwrap();
+    let deployer = deployer_owns_the_table(&incident).await;
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
+        .await
+        .unwrap();
+    let dir = migration();
+    let d = dir.path().to_str().unwrap();
+    let out = locksmith(
+        &deployer,
+        &["apply", d, "--deadline", "1s", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["attempts"], 0,
+        "never raced what it cannot see: {report}"
+    );
+    let mut leakers: Vec<i64> = leaked.pids().iter().map(|p| *p as i64).collect();
+    leakers.sort();
+    assert_eq!(pids(&report["blockers"]), leakers, "{report}");
+    for b in report["blockers"].as_array().unwrap() {
+        assert!(b["state"].is_null(), "hidden from the deploy role: {b}");
+        assert_eq!(b["usename"], "app");
+        assert_eq!(b["application_name"], "leaky-app");
+    }
+}
+
+#[tokio::test]
+async fn apply_as_a_role_without_pg_read_all_stats_waits_out_a_hidden_row_lock_holder() {
+    let incident = Incident::stage_shared("hidden-row").await.unwrap();
+    let deployer = deployer_owns_the_table(&incident).await;
+    // The app's session locked the row and went idle: no table lock in the
+    // way, so only the server's answer to our first attempt (we waited for
+    // its transaction) tells the guard about it.
+    let leaked = LeakedSessions::holding(
+        &incident.app.with_application_name("leaky-app"),
+        1,
+        "SELECT id FROM academic_partners WHERE id = 7 FOR UPDATE",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "1_rename.sql",
+            "UPDATE academic_partners SET informal_name = 'uni-seven' WHERE id = 7;\n",
+        )],
+    );
+    let d = dir.path().to_str().unwrap();
+    let out = locksmith(
+        &deployer,
+        &["apply", d, "--deadline", "3s", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        pids(&report["blockers"]),
+        vec![leaked.pids()[0] as i64],
+        "the hidden session we waited for is named: {report}"
+    );
+    assert_eq!(report["blockers"][0]["lock_type"], "transactionid");
+    assert_eq!(
+        report["attempts"], 1,
+        "once it blocked us, it is waited out, not raced again: {report}"
+    );
 }

@@ -433,6 +433,10 @@ pub struct WaitedFor {
     pub lock_type: String,
     /// The relation of that lock, when it is one of this database.
     pub relation: Option<String>,
+    /// Its virtual transaction then (`pg_locks.virtualtransaction`): for a
+    /// session our role may not inspect (no `xact_start`), whether it is
+    /// still in the transaction that blocked us.
+    pub vxid: Option<String>,
 }
 
 impl std::fmt::Display for WaitedFor {
@@ -448,7 +452,10 @@ impl std::fmt::Display for WaitedFor {
 
 /// The sessions among `waits` still in the transaction that blocked us (one
 /// that ended and began another no longer blocks us), in any database: a
-/// shared catalog's row (a role) is held across databases.
+/// shared catalog's row (a role) is held across databases. For another
+/// role's session whose `xact_start` our role may not see, "the same
+/// transaction" is its virtual transaction in `pg_locks`: it is kept (as an
+/// unknown, so long-lived) while that still runs, never dropped as absent.
 pub(crate) async fn waited_for(
     client: &Connection,
     waits: &[WaitedFor],
@@ -459,26 +466,35 @@ pub(crate) async fn waited_for(
     let pids: Vec<i32> = waits.iter().map(|w| w.pid).collect();
     let seen: Vec<f64> = waits.iter().map(|w| w.seen_at).collect();
     let kinds: Vec<String> = waits.iter().map(|w| w.lock_type.clone()).collect();
+    // Unknown as '' (never a virtual transaction), so the array needs no NULLs.
+    let vxids: Vec<String> = waits
+        .iter()
+        .map(|w| w.vxid.clone().unwrap_or_default())
+        .collect();
     // Each session we waited for, if its current transaction began before we
-    // saw it block us, with a lock it holds of the kind we waited on.
+    // saw it block us (hidden from our role: if it is still in that virtual
+    // transaction), with a lock it holds of the kind we waited on.
     let rows = client
         .query(
             &format!(
                 "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
                     a.datname IS DISTINCT FROM current_database(), coalesce(l.mode, '')
-             FROM unnest($1::int[], $2::float8[], $3::text[]) AS w(pid, seen_at, kind)
+             FROM unnest($1::int[], $2::float8[], $3::text[], $4::text[]) AS w(pid, seen_at, kind, vxid)
              JOIN pg_stat_activity a ON a.pid = w.pid
              LEFT JOIN LATERAL (
                  SELECT l.mode FROM pg_locks l
                  WHERE l.pid = w.pid AND l.granted AND l.locktype = w.kind
                  LIMIT 1
              ) l ON true
-             WHERE a.xact_start IS NOT NULL
-               AND extract(epoch FROM a.xact_start)::float8 <= w.seen_at
-               AND a.pid <> pg_backend_pid()
-             ORDER BY a.xact_start, a.pid"
+             WHERE a.pid <> pg_backend_pid()
+               AND ((a.xact_start IS NOT NULL
+                     AND extract(epoch FROM a.xact_start)::float8 <= w.seen_at)
+                    OR (a.backend_type IS NULL
+                        AND EXISTS (SELECT FROM pg_locks v
+                                    WHERE v.pid = w.pid AND v.virtualtransaction = w.vxid)))
+             ORDER BY a.xact_start NULLS LAST, a.pid"
             ),
-            &[&pids, &seen, &kinds],
+            &[&pids, &seen, &kinds, &vxids],
         )
         .await
         .map_err(|e| Error::query("looking at the sessions our attempts waited for", e))?;
