@@ -77,7 +77,7 @@ impl PreparedXact {
         }
     }
 
-    /// `prepared transaction 'gid' (owner app, database shop, prepared 41s ago)`.
+    /// `prepared transaction 'gid' (owner app, database shop, prepared 41.0s ago)`.
     pub fn label(&self) -> String {
         format!(
             "prepared transaction {} (owner {}, database {}, prepared {} ago)",
@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(p.rollback, "ROLLBACK PREPARED 'it''s 2pc'");
         assert!(
             p.label().starts_with(
-                "prepared transaction 'it''s 2pc' (owner app, database shop, prepared 41s ago"
+                "prepared transaction 'it''s 2pc' (owner app, database shop, prepared 41.0s ago"
             ),
             "{}",
             p.label()

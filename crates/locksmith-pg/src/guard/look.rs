@@ -557,3 +557,38 @@ pub(crate) async fn terminate_if_still_idle(
         Err(e) => Err(Error::query(format!("terminating session {pid}"), e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_transaction_is_long_lived_at_once_and_never_terminated() {
+        let xact = PreparedXact::new(
+            "2pc-1".into(),
+            "app".into(),
+            "shop".into(),
+            "2026-01-01T00:00:00.000000Z".into(),
+            5,
+        );
+        let h = Holder::prepared(
+            xact,
+            Some("t".into()),
+            "relation".into(),
+            "AccessShareLock".into(),
+            false,
+        );
+        assert!(h.is_long_lived(Duration::from_secs(60)), "however young");
+        assert!(!h.may_terminate(Duration::ZERO));
+        assert_eq!(h.session.pid, NO_BACKEND);
+        assert!(
+            h.label().starts_with("prepared transaction '2pc-1'"),
+            "{}",
+            h.label()
+        );
+        let json = serde_json::to_value(&h).unwrap();
+        assert!(json["pid"].is_null(), "{json}");
+        assert_eq!(json["prepared"]["gid"], "2pc-1");
+        assert_eq!(json["prepared"]["rollback"], "ROLLBACK PREPARED '2pc-1'");
+    }
+}
