@@ -145,8 +145,10 @@ async fn apply_waits_out_a_prepared_transaction_without_queueing_and_names_its_g
         0
     );
     assert!(served.requests > 0 && served.errors == 0, "{served:?}");
+    // Reads by key take milliseconds; one queued behind an ACCESS EXCLUSIVE
+    // request would wait for it (the bound is generous for a loaded machine).
     assert!(
-        served.max_stall_ms < 1_000,
+        served.timeouts == 0 && served.max_stall_ms < 2_000,
         "traffic never queued behind a lock request of ours: {served:?}"
     );
 }
