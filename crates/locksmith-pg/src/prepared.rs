@@ -120,7 +120,11 @@ pub(crate) const PREPARED_COLUMNS: &str = "pr.gid, pr.owner::text, pr.database::
 
 /// Each prepared transaction with every lock it holds (`l`), as a subquery:
 /// its `transactionid` lock joins `pg_prepared_xacts` to the virtual
-/// transaction its other locks carry.
+/// transaction its other locks carry. The `EXISTS` is a one-time filter:
+/// with no prepared transaction (the usual case, and every server with
+/// `max_prepared_transactions = 0`) `pg_locks` is not read at all
+/// (measured with EXPLAIN ANALYZE on 15: "never executed"), so the guard's
+/// look pays next to nothing for it.
 pub(crate) const PREPARED_LOCKS: &str = "(
     SELECT p.gid, p.owner, p.database, p.prepared, l.locktype, l.database AS lock_database,
            l.relation, l.mode, l.granted
@@ -128,6 +132,7 @@ pub(crate) const PREPARED_LOCKS: &str = "(
     JOIN pg_locks x ON x.locktype = 'transactionid' AND x.pid IS NULL
                    AND x.transactionid = p.transaction
     JOIN pg_locks l ON l.pid IS NULL AND l.virtualtransaction = x.virtualtransaction
+    WHERE EXISTS (SELECT FROM pg_prepared_xacts)
 )";
 
 impl PreparedXact {
