@@ -7,12 +7,21 @@
 //! conflicting request queued ahead (the ALTER that every SELECT waits
 //! behind). Root blockers are sessions that block others and wait for no one:
 //! the ones to blame. This module is pure: it reads a snapshot, nothing else.
+//!
+//! Two kinds of root are not ordinary sessions. A prepared transaction holds
+//! locks with no session (`pg_blocking_pids` says pid 0): it is a root with
+//! `pid` null and a `prepared` object, one per prepared transaction holding
+//! a conflicting lock. Another role's session that our role may not inspect
+//! is a root like any other, named by what `pg_locks` shows (pid, locks);
+//! what is hidden, and the grant that shows it, is in [`Hidden`], so a role
+//! with too little privilege never reads an all-clear it cannot vouch for.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use locksmith_core::lock::LockMode;
 use serde::Serialize;
 
+use crate::prepared::{PreparedXact, NO_BACKEND};
 use crate::snapshot::{LockRow, Session, SessionSummary, Snapshot};
 
 /// A relation (or, for a lock on something else, its lock type, e.g.
@@ -33,6 +42,10 @@ pub struct Blocker {
     /// Its `client_addr` is the connection pooler's: the application behind it is not known here.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub via_pooler: bool,
+    /// A prepared transaction, not a session (`pid` is null): who prepared
+    /// it, where and when, and the statements that finish it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedXact>,
 }
 
 /// A session waiting for a lock.
@@ -95,6 +108,59 @@ pub struct BlockerReport {
     pub idle_in_transaction: Vec<IdleInTransaction>,
     /// Connections used and available.
     pub connections: Connections,
+    /// Prepared transactions (any database), oldest first, with the
+    /// relation locks they hold until someone commits or rolls them back.
+    pub prepared_transactions: Vec<PreparedEntry>,
+    /// Other roles' sessions that hold or wait for locks but whose state
+    /// our role may not see; absent when nothing is hidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Hidden>,
+}
+
+/// A prepared transaction and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreparedEntry {
+    /// Which transaction.
+    #[serde(flatten)]
+    pub xact: PreparedXact,
+    /// Relation locks it holds.
+    pub holds: Vec<RelationLock>,
+}
+
+/// What the role that took the snapshot could not see, and how to see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hidden {
+    /// The role (`current_user`).
+    pub role: String,
+    /// The statement that lets it see every session's state, query and ages.
+    pub grant: String,
+    /// What is missing for each session below.
+    pub missing: Vec<&'static str>,
+    /// The hidden sessions with locks, as `pg_locks` shows them.
+    pub sessions: Vec<HiddenSession>,
+}
+
+/// Another role's session with locks, as far as our role can see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HiddenSession {
+    /// Backend pid.
+    pub pid: i32,
+    /// Its role.
+    pub usename: Option<String>,
+    /// The client's `application_name`.
+    pub application_name: String,
+    /// Relation locks it holds.
+    pub holds: Vec<RelationLock>,
+    /// The lock it waits for, if it waits.
+    pub wants: Option<RelationLock>,
+}
+
+impl BlockerReport {
+    /// Sessions wait behind a root blocker (a session, a prepared
+    /// transaction, or a session hidden from our role): `blockers` exits 3.
+    pub fn is_blocked(&self) -> bool {
+        !self.blockers.is_empty()
+    }
 }
 
 /// The same diagnosis on a hot standby given with `--replica`, named by its
@@ -156,17 +222,24 @@ impl BlockerReport {
             .collect();
         waiting.sort_by_key(|w| std::cmp::Reverse(w.waiting_ms.unwrap_or(0)));
 
-        let mut blockers: Vec<Blocker> = graph
-            .roots()
-            .into_iter()
-            .filter_map(|pid| snapshot.session(pid))
+        let roots = graph.roots();
+        let mut blockers: Vec<Blocker> = roots
+            .iter()
+            .filter_map(|pid| snapshot.session(*pid))
             .map(|s| Blocker {
                 session: s.into(),
                 holds: holds(s.pid),
                 blocking: graph.direct_waiters(s.pid),
                 via_pooler: s.via_pooler,
+                prepared: None,
             })
             .collect();
+        if roots.contains(&NO_BACKEND) {
+            blockers.extend(prepared_blockers(
+                snapshot,
+                &graph.direct_waiters(NO_BACKEND),
+            ));
+        }
         // Cached: `behind` walks the graph, and a sort would call it O(n log n) times.
         blockers.sort_by_cached_key(|b| {
             (
@@ -186,6 +259,15 @@ impl BlockerReport {
             })
             .collect();
 
+        let prepared_transactions = snapshot
+            .prepared
+            .iter()
+            .map(|p| PreparedEntry {
+                xact: p.xact.clone(),
+                holds: held_locks(&p.locks, NO_BACKEND),
+            })
+            .collect();
+
         BlockerReport {
             blockers,
             waiting,
@@ -195,6 +277,8 @@ impl BlockerReport {
                 max: snapshot.max_connections,
                 reserved: snapshot.reserved_connections,
             },
+            prepared_transactions,
+            hidden: hidden(snapshot),
         }
     }
 
@@ -234,6 +318,111 @@ impl BlockerReport {
         }
         lines
     }
+}
+
+/// The prepared transactions that `waiters` (blocked by pid 0) wait for:
+/// each one holding a lock that conflicts with what a waiter wants (when
+/// none does, e.g. a wait on a row it changed, every prepared transaction
+/// could be the one), as roots with their own waiters.
+fn prepared_blockers(snapshot: &Snapshot, waiters: &[i32]) -> Vec<Blocker> {
+    let blocks = |p: &crate::prepared::PreparedLocks, waiter: i32| {
+        let Some(wanted) = wanted_lock(&snapshot.locks, waiter) else {
+            return false;
+        };
+        p.locks
+            .iter()
+            .any(|l| l.relation == wanted.relation && conflicts(&wanted.mode, &l.mode))
+    };
+    let mut found: Vec<Blocker> = Vec::new();
+    for p in &snapshot.prepared {
+        let blocking: Vec<i32> = waiters.iter().copied().filter(|w| blocks(p, *w)).collect();
+        if !blocking.is_empty() {
+            found.push(prepared_blocker(p, blocking));
+        }
+    }
+    let unexplained: Vec<i32> = waiters
+        .iter()
+        .copied()
+        .filter(|w| !found.iter().any(|b| b.blocking.contains(w)))
+        .collect();
+    if !unexplained.is_empty() {
+        for p in &snapshot.prepared {
+            match found
+                .iter_mut()
+                .find(|b| b.prepared.as_ref() == Some(&p.xact))
+            {
+                Some(b) => b.blocking.extend(&unexplained),
+                None => found.push(prepared_blocker(p, unexplained.clone())),
+            }
+        }
+    }
+    found
+}
+
+/// A prepared transaction as a root blocker: no pid, its owner as the
+/// role, its age as the transaction's, `prepared` naming it.
+fn prepared_blocker(p: &crate::prepared::PreparedLocks, blocking: Vec<i32>) -> Blocker {
+    Blocker {
+        session: p.xact.summary(),
+        holds: held_locks(&p.locks, NO_BACKEND),
+        blocking,
+        via_pooler: false,
+        prepared: Some(p.xact.clone()),
+    }
+}
+
+/// Whether a request for `wanted` conflicts with a granted `held` (`pg_locks`
+/// spelling); a mode we do not know is taken to conflict.
+fn conflicts(wanted: &str, held: &str) -> bool {
+    match (LockMode::from_pg_name(wanted), LockMode::from_pg_name(held)) {
+        (Some(w), Some(h)) => w.conflicts_with(h),
+        _ => true,
+    }
+}
+
+/// What our role could not see: the hidden sessions that hold a relation
+/// lock (outside the system catalogs) or wait for one. `None` when there is
+/// none, or the role sees everything.
+fn hidden(snapshot: &Snapshot) -> Option<Hidden> {
+    if snapshot.sees_all_sessions {
+        return None;
+    }
+    let sessions: Vec<HiddenSession> = snapshot
+        .sessions
+        .iter()
+        .filter(|s| s.is_hidden())
+        .map(|s| HiddenSession {
+            pid: s.pid,
+            usename: s.usename.clone(),
+            application_name: s.application_name.clone(),
+            holds: held_locks(&snapshot.locks, s.pid),
+            wants: wanted_lock(&snapshot.locks, s.pid).and_then(|l| {
+                Some(RelationLock {
+                    relation: l.relation.clone().unwrap_or_else(|| l.locktype.clone()),
+                    mode: LockMode::from_pg_name(&l.mode)?,
+                })
+            }),
+        })
+        .filter(|h| !h.holds.is_empty() || h.wants.is_some())
+        .collect();
+    if sessions.is_empty() {
+        return None;
+    }
+    Some(Hidden {
+        grant: format!(
+            "GRANT pg_read_all_stats TO {};",
+            locksmith_core::analysis::quote_ident(&snapshot.role)
+        ),
+        role: snapshot.role.clone(),
+        missing: vec![
+            "state",
+            "query",
+            "transaction and idle ages",
+            "client address",
+            "wait events",
+        ],
+        sessions,
+    })
 }
 
 /// Locks a session holds on relations, strongest first, system catalogs left out.
@@ -392,6 +581,9 @@ mod tests {
             reserved_connections: 3,
             own_pid: 1,
             pooler_addr: None,
+            prepared: Vec::new(),
+            role: "web".into(),
+            sees_all_sessions: true,
             sessions: vec![
                 session(
                     10,
@@ -484,6 +676,9 @@ mod tests {
             reserved_connections: 3,
             own_pid: 1,
             pooler_addr: None,
+            prepared: Vec::new(),
+            role: "web".into(),
+            sees_all_sessions: true,
             sessions: vec![
                 session(
                     10,

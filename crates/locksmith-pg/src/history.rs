@@ -273,6 +273,82 @@ pub async fn lock_runners(client: &Connection, timeout: Duration) -> Result<bool
     }
 }
 
+/// The session holding the runner lock, as a give-up names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunnerLockHolder {
+    /// Its backend pid.
+    pub pid: i32,
+    /// Its role (`pg_stat_activity` shows it to every role).
+    pub usename: Option<String>,
+    /// Its `application_name` (shown to every role too).
+    pub application_name: String,
+    /// Its client address; `None` for a Unix socket, or when our role may
+    /// not see it (another role's session without `pg_read_all_stats`).
+    pub client_addr: Option<String>,
+    /// How long it has held the lock (its session's age: the lock is held
+    /// from the start of `apply`); `None` when hidden from our role.
+    pub since_ms: Option<i64>,
+    /// Its state (`active`, `idle`, …); `None` when hidden from our role.
+    pub state: Option<String>,
+}
+
+impl std::fmt::Display for RunnerLockHolder {
+    /// `pid 4242 "locksmith" (role deploy, 10.0.0.5, connected 3m ago, active)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let app = match self.application_name.as_str() {
+            "" => "(no application_name)".to_string(),
+            name => format!("\"{name}\""),
+        };
+        write!(
+            f,
+            "pid {} {app} (role {}",
+            self.pid,
+            self.usename.as_deref().unwrap_or("?")
+        )?;
+        match (&self.state, self.since_ms) {
+            (Some(state), Some(ms)) => write!(
+                f,
+                ", {}, connected {} ago, {state})",
+                self.client_addr.as_deref().unwrap_or("local"),
+                locksmith_core::duration::human(Duration::from_millis(ms.max(0) as u64))
+            ),
+            _ => write!(
+                f,
+                "; its client, age and state are hidden from this role: GRANT pg_read_all_stats to see them)"
+            ),
+        }
+    }
+}
+
+/// Who holds the runner lock now (another `apply` of this database), or
+/// `None` if nobody does: for the give-up after [`lock_runners`] timed out.
+pub async fn runner_lock_holder(client: &Connection) -> Result<Option<RunnerLockHolder>, Error> {
+    // The session holding our advisory key in this database (a bigint key is classid:objid, objsubid 1).
+    let row = client
+        .query_opt(
+            "SELECT l.pid, a.usename::text, coalesce(a.application_name, ''), host(a.client_addr),
+                    (extract(epoch FROM now() - a.backend_start) * 1000)::bigint, a.state
+             FROM pg_locks l
+             LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.pid <> pg_backend_pid()
+             LIMIT 1",
+            &[&RUNNER_LOCK],
+        )
+        .await
+        .map_err(|e| Error::query("looking for the session holding the runner lock", e))?;
+    Ok(row.map(|row| RunnerLockHolder {
+        pid: row.get(0),
+        usename: row.get(1),
+        application_name: row.get(2),
+        client_addr: row.get(3),
+        since_ms: row.get(4),
+        state: row.get(5),
+    }))
+}
+
 /// Releases the runner lock.
 pub async fn unlock_runners(client: &Connection) -> Result<(), Error> {
     client

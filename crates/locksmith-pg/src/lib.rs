@@ -68,6 +68,7 @@ pub mod history;
 pub mod migrate;
 pub mod online;
 mod pgpass;
+pub mod prepared;
 pub mod settings;
 pub mod signal;
 pub mod snapshot;

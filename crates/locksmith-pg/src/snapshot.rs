@@ -1,6 +1,14 @@
-//! One picture of the server: sessions (`pg_stat_activity`) and locks
-//! (`pg_locks`), taken with exactly two queries so that `top` can refresh
-//! every second on a busy server.
+//! One picture of the server: sessions (`pg_stat_activity`), locks
+//! (`pg_locks`) and prepared transactions (`pg_prepared_xacts`, with their
+//! locks), taken with three queries so that `top` can refresh every second
+//! on a busy server.
+//!
+//! A role without `pg_read_all_stats` (and not a superuser) sees other
+//! roles' sessions with their pid, role and `application_name` only (state,
+//! query, ages and waits are NULL), while `pg_locks` still shows their locks:
+//! such sessions are [`Session::is_hidden`], their waits are read from
+//! `pg_locks`, and the snapshot says which role took it and whether it sees
+//! everything ([`Snapshot::sees_all_sessions`]).
 //!
 //! `pg_blocking_pids` briefly takes the lock manager's locks, so it is called
 //! only for sessions that are waiting on a lock (`wait_event_type = 'Lock'`).
@@ -77,9 +85,18 @@ pub struct Incarnation {
 }
 
 impl Session {
-    /// Waiting on a heavyweight lock.
+    /// Waiting on a heavyweight lock (for a session hidden from our role:
+    /// `pg_locks` shows a lock it waits for, and whom for).
     pub fn is_waiting_on_lock(&self) -> bool {
         self.wait_event_type.as_deref() == Some("Lock")
+            || (self.is_hidden() && !self.blocked_by.is_empty())
+    }
+
+    /// Another role's session that our role may not inspect (no superuser,
+    /// no `pg_read_all_stats`): `pg_stat_activity` shows its pid, role and
+    /// `application_name`, nothing of its state (even its `backend_type`).
+    pub fn is_hidden(&self) -> bool {
+        self.state.is_none() && self.backend_type.is_empty()
     }
 
     /// Idle inside an open transaction (including an aborted one).
@@ -114,7 +131,9 @@ impl Session {
 /// flattened, so their JSON keys are the same everywhere.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionSummary {
-    /// Backend pid.
+    /// Backend pid; [`crate::prepared::NO_BACKEND`] (`null` in JSON) for a
+    /// prepared transaction, which has none.
+    #[serde(serialize_with = "crate::prepared::serialize_pid")]
     pub pid: i32,
     /// `idle in transaction`, `active`, …; `None` when our role may not see it.
     pub state: Option<String>,
@@ -190,9 +209,11 @@ impl SessionSummary {
                 format!("pid {} {app}@{client} idle {age}", self.pid)
             }
             Some(s) => format!("pid {} {app}@{client} {s} for {age}", self.pid),
+            // Its client address is hidden too: not "local".
             None => format!(
-                "pid {} {app}@{client} (state hidden from this role: grant it pg_read_all_stats)",
-                self.pid
+                "pid {} {app} (role {}; its state is hidden from this role: GRANT pg_read_all_stats to it)",
+                self.pid,
+                self.usename.as_deref().unwrap_or("?")
             ),
         }
     }
@@ -257,6 +278,15 @@ pub struct Snapshot {
     pub sessions: Vec<Session>,
     /// Relation locks and ungranted locks.
     pub locks: Vec<LockRow>,
+    /// Prepared transactions (any database), oldest first, with their locks:
+    /// they hold locks with no session, and `pg_blocking_pids` calls them pid 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prepared: Vec<crate::prepared::PreparedLocks>,
+    /// The role that took the snapshot.
+    pub role: String,
+    /// Whether that role sees every session's state (superuser or
+    /// `pg_read_all_stats`); if not, other roles' sessions are hidden.
+    pub sees_all_sessions: bool,
     /// When the snapshot was taken through a connection pooler: the address
     /// our own backend sees as its client (`inet_client_addr()`), which is
     /// the pooler's. Sessions from that address are marked `via_pooler`.
@@ -270,7 +300,12 @@ impl Snapshot {
         1 + self
             .sessions
             .iter()
-            .filter(|s| s.backend_type == "client backend")
+            .filter(|s| {
+                s.backend_type == "client backend"
+                    // Hidden from our role, even its backend_type: a session
+                    // of a database and a role is a client's (or a parallel worker's).
+                    || (s.is_hidden() && s.datname.is_some() && s.usename.is_some())
+            })
             .count()
     }
 
@@ -364,6 +399,7 @@ impl Snapshotter {
         let read = async {
             let mut snapshot = self.sessions(client).await?;
             snapshot.locks = self.locks(client).await?;
+            snapshot.prepared = crate::prepared::with_locks(client).await?;
             Ok::<_, Error>(snapshot)
         }
         .await;
@@ -386,7 +422,9 @@ impl Snapshotter {
         } else {
             "current_setting('superuser_reserved_connections')::int"
         };
-        // Every other backend with ages in ms, plus the connection limits; blocking pids only for lock waiters.
+        // Every other backend with ages in ms, plus the connection limits and
+        // what our role may see; blocking pids only for lock waiters (a hidden
+        // session's wait is seen in pg_locks only).
         let sql = format!(
             "SELECT current_setting('max_connections')::int, {reserved}, pg_backend_pid(),
                     a.pid, a.datname::text, a.usename::text, coalesce(a.application_name, ''),
@@ -395,11 +433,14 @@ impl Snapshotter {
                     (extract(epoch FROM now() - a.state_change) * 1000)::bigint,
                     (extract(epoch FROM now() - a.query_start) * 1000)::bigint,
                     coalesce(a.query, ''), a.wait_event_type, a.wait_event,
-                    CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
+                    CASE WHEN a.wait_event_type = 'Lock'
+                           OR (a.backend_type IS NULL AND a.pid IN (SELECT w.pid FROM pg_locks w WHERE NOT w.granted))
+                         THEN pg_blocking_pids(a.pid) END,
                     host(inet_client_addr()),
                     (extract(epoch FROM a.backend_start) * 1000000)::bigint,
                     (extract(epoch FROM a.xact_start) * 1000000)::bigint,
-                    (extract(epoch FROM a.query_start) * 1000000)::bigint
+                    (extract(epoch FROM a.query_start) * 1000000)::bigint,
+                    current_user::text, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
              FROM (SELECT 1) AS one
              LEFT JOIN pg_stat_activity a ON a.pid <> pg_backend_pid()
              ORDER BY a.xact_start NULLS LAST, a.pid"
@@ -414,6 +455,8 @@ impl Snapshotter {
             snapshot.reserved_connections = row.get(1);
             snapshot.own_pid = row.get(2);
             snapshot.pooler_addr = row.get(17);
+            snapshot.role = row.get(21);
+            snapshot.sees_all_sessions = row.get(22);
             let Some(pid) = row.get::<_, Option<i32>>(3) else {
                 continue;
             };

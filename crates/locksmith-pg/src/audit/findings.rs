@@ -309,15 +309,15 @@ fn prepared_transactions(facts: &Facts, out: &mut Vec<Finding>) {
             id: "prepared_transaction",
             severity: Severity::Warning,
             message: format!(
-                "prepared transaction '{}' (owner {}, database {}) open for {}",
-                p.gid,
+                "prepared transaction {} (owner {}, database {}) open for {}",
+                quote::literal(&p.gid),
                 p.owner,
                 p.database,
                 human_ms(p.age_ms)
             ),
             why: "It holds its locks until someone finishes it, and no session in pg_stat_activity shows it."
                 .into(),
-            fix: format!("COMMIT PREPARED {}; or ROLLBACK PREPARED {};  -- in database {}", quote::literal(&p.gid), quote::literal(&p.gid), p.database),
+            fix: format!("{}; or {};  -- in database {}", p.commit, p.rollback, p.database),
         });
     }
 }
@@ -568,12 +568,13 @@ mod tests {
             session(12, "idle in transaction", 5_000, 5_000),
             session(13, "active", 1_000, 2 * LONG_TRANSACTION_MS),
         ];
-        f.prepared = vec![PreparedXact {
-            gid: "tx-1".into(),
-            owner: "web".into(),
-            database: "app".into(),
-            age_ms: 7_000,
-        }];
+        f.prepared = vec![PreparedXact::new(
+            "tx-1".into(),
+            "web".into(),
+            "app".into(),
+            "2026-01-01T00:00:00.000000Z".into(),
+            7_000,
+        )];
         let found = audit(&f);
         let ids: Vec<_> = found.iter().map(|x| x.id).collect();
         assert_eq!(

@@ -49,17 +49,7 @@ pub struct LoginRole {
 
 /// A transaction prepared for two-phase commit: it holds its locks until
 /// someone commits or rolls it back, and no session shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PreparedXact {
-    /// The global transaction id given to `PREPARE TRANSACTION`.
-    pub gid: String,
-    /// The role that prepared it.
-    pub owner: String,
-    /// Its database.
-    pub database: String,
-    /// Time since it was prepared.
-    pub age_ms: i64,
-}
+pub use crate::prepared::PreparedXact;
 
 /// Everything the audit looks at, read from one server.
 #[derive(Debug, Clone, Default)]

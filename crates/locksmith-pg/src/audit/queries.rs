@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::Connection;
 
 use super::{LoginRole, PreparedXact, RoleSetting};
+use crate::prepared::PREPARED_COLUMNS;
 use crate::Error;
 
 /// The server-wide settings the audit reads. Settings the server does not
@@ -114,20 +115,13 @@ pub async fn prepared_transactions(client: &Connection) -> Result<Vec<PreparedXa
     // Open two-phase transactions with their age; they hold locks with no session to show for it.
     let rows = client
         .query(
-            "SELECT gid, owner::text, database::text,
-                    (extract(epoch FROM now() - prepared) * 1000)::bigint
-             FROM pg_prepared_xacts ORDER BY prepared",
+            &format!("SELECT {PREPARED_COLUMNS} FROM pg_prepared_xacts pr ORDER BY pr.prepared"),
             &[],
         )
         .await
         .map_err(|e| Error::query("reading pg_prepared_xacts", e))?;
     Ok(rows
         .iter()
-        .map(|row| PreparedXact {
-            gid: row.get(0),
-            owner: row.get(1),
-            database: row.get(2),
-            age_ms: row.get(3),
-        })
+        .map(|row| PreparedXact::from_row(row, 0))
         .collect())
 }

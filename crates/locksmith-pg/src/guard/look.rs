@@ -12,7 +12,15 @@
 //!   snapshot the build would wait out ([`snapshot_holders`]);
 //! - sessions the server said an earlier attempt waited for, on any lock
 //!   (row, transaction id, shared catalog), while still in that same
-//!   transaction ([`waited_for`]).
+//!   transaction ([`waited_for`]);
+//! - prepared transactions (`PREPARE TRANSACTION`) holding a conflicting
+//!   lock, or any lock of a kind an attempt waited on for "pid 0", which is
+//!   how the server names them ([`prepared_holders`]). They have no session:
+//!   always long-lived, never terminated, named by their gid.
+//!
+//! Another role's session that our role may not inspect (no
+//! `pg_read_all_stats`) is still found through `pg_locks`; its state is
+//! unknown, so it counts as long-lived ([`Holder::is_long_lived`]).
 
 use std::time::Duration;
 
@@ -21,6 +29,7 @@ use locksmith_core::lock::LockMode;
 use serde::Serialize;
 
 use super::RelationLock;
+use crate::prepared::{PreparedXact, NO_BACKEND, PREPARED_COLUMNS, PREPARED_LOCKS};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::Error;
 
@@ -49,6 +58,10 @@ pub struct Holder {
     /// The hot standby it is on (`--replica`), as `host:port`; `None` on the primary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// A prepared transaction, not a session: `pid` is null in JSON
+    /// ([`NO_BACKEND`]) and this names it, with the statements that finish it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedXact>,
 }
 
 impl Holder {
@@ -57,7 +70,8 @@ impl Holder {
     /// queries, background workers and younger idle sessions never qualify.
     /// [`terminate_if_still_idle`] re-checks this on the server as it terminates.
     pub fn may_terminate(&self, threshold: Duration) -> bool {
-        self.session.is_idle_in_transaction()
+        self.prepared.is_none()
+            && self.session.is_idle_in_transaction()
             && self.backend_type == "client backend"
             && self.session.idle_for() >= threshold
     }
@@ -67,13 +81,54 @@ impl Holder {
     /// inside its transaction for milliseconds and is raced like any writer;
     /// a leaked one stays idle for seconds to forever. One we may not inspect
     /// counts as long-lived: queueing behind an unknown is the outage this
-    /// tool exists to prevent.
+    /// tool exists to prevent. So does a prepared transaction, however young:
+    /// nothing ends it but `COMMIT PREPARED` / `ROLLBACK PREPARED`.
     pub fn is_long_lived(&self, after: Duration) -> bool {
         let after = after.as_millis() as i64;
-        !self.session.is_visible()
+        self.prepared.is_some()
+            || !self.session.is_visible()
             || (self.session.is_idle_in_transaction()
                 && self.session.state_age_ms.unwrap_or(0) >= after)
             || self.session.xact_age_ms.unwrap_or(0) >= after
+    }
+}
+
+impl Holder {
+    /// One line naming it: `pid 4242 app@10.0.0.5 idle 41s`, or the
+    /// prepared transaction by its gid (it has no pid).
+    pub fn label(&self) -> String {
+        match &self.prepared {
+            Some(p) => p.label(),
+            None => self.session.label(),
+        }
+    }
+
+    /// Whether `other` is the same holder: the same session, or the same
+    /// prepared transaction (they all share [`NO_BACKEND`] as their pid).
+    pub fn same_as(&self, other: &Holder) -> bool {
+        self.session.pid == other.session.pid
+            && self.server == other.server
+            && self.prepared.as_ref().map(|p| &p.gid) == other.prepared.as_ref().map(|p| &p.gid)
+    }
+
+    /// A prepared transaction holding `mode` on `relation` (or a lock of `lock_type`).
+    fn prepared(
+        xact: PreparedXact,
+        relation: Option<String>,
+        lock_type: String,
+        mode: String,
+        other_database: bool,
+    ) -> Holder {
+        Holder {
+            session: xact.summary(),
+            relation,
+            lock_type,
+            mode,
+            backend_type: "prepared transaction".into(),
+            other_database,
+            server: None,
+            prepared: Some(xact),
+        }
     }
 }
 
@@ -117,7 +172,9 @@ pub fn next_look(
 /// connection (no guard needed): for `--dry-run` and `lint --database-url`.
 pub async fn holders(client: &Connection, targets: &[RelationLock]) -> Result<Vec<Holder>, Error> {
     let resolved = resolve(client, targets).await?;
-    conflicting_holders(client, &resolved).await
+    let mut found = conflicting_holders(client, &resolved).await?;
+    found.extend(prepared_holders(client, &resolved, &[]).await?);
+    Ok(found)
 }
 
 /// The relations of a plan that exist now, with their oids and whether `LOCK TABLE` applies.
@@ -243,7 +300,76 @@ pub(crate) async fn conflicting_holders(
             backend_type: row.get(8),
             other_database: false,
             server: None,
+            prepared: None,
         });
+    }
+    Ok(holders)
+}
+
+/// Prepared transactions holding a granted lock on one of `targets` that
+/// conflicts with the mode we want there, and, for each wait in `waits` on
+/// "pid 0" (how `pg_blocking_pids` names a prepared transaction), those
+/// holding a lock of that kind, in any database. One entry per transaction.
+pub(crate) async fn prepared_holders(
+    client: &Connection,
+    targets: &[Resolved],
+    waits: &[WaitedFor],
+) -> Result<Vec<Holder>, Error> {
+    let waits: Vec<&WaitedFor> = waits.iter().filter(|w| w.pid == NO_BACKEND).collect();
+    if targets.is_empty() && waits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let oids: Vec<u32> = targets.iter().map(|t| t.oid).collect();
+    let kinds: Vec<String> = waits.iter().map(|w| w.lock_type.clone()).collect();
+    // Granted locks of prepared transactions on our tables, or of a kind we waited on for pid 0.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {PREPARED_COLUMNS}, pr.locktype, pr.relation, pr.mode,
+                    pr.database IS DISTINCT FROM current_database()
+             FROM {PREPARED_LOCKS} pr
+             WHERE pr.granted
+               AND ((pr.locktype = 'relation' AND pr.relation = ANY($1::oid[])
+                     AND pr.lock_database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+                    OR pr.locktype = ANY($2::text[]))
+             ORDER BY pr.prepared, pr.gid"
+            ),
+            &[&oids, &kinds],
+        )
+        .await
+        .map_err(|e| Error::query("looking for prepared transactions holding conflicting locks", e))?;
+    let mut holders: Vec<Holder> = Vec::new();
+    for row in &rows {
+        let xact = PreparedXact::from_row(row, 0);
+        if holders
+            .iter()
+            .any(|h| h.prepared.as_ref().is_some_and(|p| p.gid == xact.gid))
+        {
+            continue;
+        }
+        let lock_type: String = row.get(5);
+        let oid: Option<u32> = row.get(6);
+        let mode: String = row.get(7);
+        let relation = match oid.and_then(|oid| targets.iter().find(|t| t.oid == oid)) {
+            Some(target) if lock_type == "relation" => {
+                let held = LockMode::from_pg_name(&mode);
+                if !held.is_some_and(|h| target.mode.conflicts_with(h)) {
+                    continue;
+                }
+                Some(target.name.clone())
+            }
+            _ => match waits.iter().find(|w| w.lock_type == lock_type) {
+                Some(w) => w.relation.clone(),
+                None => continue,
+            },
+        };
+        holders.push(Holder::prepared(
+            xact,
+            relation,
+            lock_type,
+            mode,
+            row.get(8),
+        ));
     }
     Ok(holders)
 }
@@ -289,6 +415,7 @@ pub(crate) async fn snapshot_holders(
             backend_type: row.get(8),
             other_database: false,
             server: None,
+            prepared: None,
         })
         .collect())
 }
@@ -306,18 +433,29 @@ pub struct WaitedFor {
     pub lock_type: String,
     /// The relation of that lock, when it is one of this database.
     pub relation: Option<String>,
+    /// Its virtual transaction then (`pg_locks.virtualtransaction`): for a
+    /// session our role may not inspect (no `xact_start`), whether it is
+    /// still in the transaction that blocked us.
+    pub vxid: Option<String>,
 }
 
 impl std::fmt::Display for WaitedFor {
-    /// The pid, as progress lines name it.
+    /// As progress lines name it: `pid 4242`, or `a prepared transaction`
+    /// for pid 0 (how `pg_blocking_pids` reports one).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.pid)
+        match self.pid {
+            NO_BACKEND => write!(f, "a prepared transaction"),
+            pid => write!(f, "pid {pid}"),
+        }
     }
 }
 
 /// The sessions among `waits` still in the transaction that blocked us (one
 /// that ended and began another no longer blocks us), in any database: a
-/// shared catalog's row (a role) is held across databases.
+/// shared catalog's row (a role) is held across databases. For another
+/// role's session whose `xact_start` our role may not see, "the same
+/// transaction" is its virtual transaction in `pg_locks`: it is kept (as an
+/// unknown, so long-lived) while that still runs, never dropped as absent.
 pub(crate) async fn waited_for(
     client: &Connection,
     waits: &[WaitedFor],
@@ -328,26 +466,35 @@ pub(crate) async fn waited_for(
     let pids: Vec<i32> = waits.iter().map(|w| w.pid).collect();
     let seen: Vec<f64> = waits.iter().map(|w| w.seen_at).collect();
     let kinds: Vec<String> = waits.iter().map(|w| w.lock_type.clone()).collect();
+    // Unknown as '' (never a virtual transaction), so the array needs no NULLs.
+    let vxids: Vec<String> = waits
+        .iter()
+        .map(|w| w.vxid.clone().unwrap_or_default())
+        .collect();
     // Each session we waited for, if its current transaction began before we
-    // saw it block us, with a lock it holds of the kind we waited on.
+    // saw it block us (hidden from our role: if it is still in that virtual
+    // transaction), with a lock it holds of the kind we waited on.
     let rows = client
         .query(
             &format!(
                 "SELECT {SUMMARY_COLUMNS}, coalesce(a.backend_type, ''),
                     a.datname IS DISTINCT FROM current_database(), coalesce(l.mode, '')
-             FROM unnest($1::int[], $2::float8[], $3::text[]) AS w(pid, seen_at, kind)
+             FROM unnest($1::int[], $2::float8[], $3::text[], $4::text[]) AS w(pid, seen_at, kind, vxid)
              JOIN pg_stat_activity a ON a.pid = w.pid
              LEFT JOIN LATERAL (
                  SELECT l.mode FROM pg_locks l
                  WHERE l.pid = w.pid AND l.granted AND l.locktype = w.kind
                  LIMIT 1
              ) l ON true
-             WHERE a.xact_start IS NOT NULL
-               AND extract(epoch FROM a.xact_start)::float8 <= w.seen_at
-               AND a.pid <> pg_backend_pid()
-             ORDER BY a.xact_start, a.pid"
+             WHERE a.pid <> pg_backend_pid()
+               AND ((a.xact_start IS NOT NULL
+                     AND extract(epoch FROM a.xact_start)::float8 <= w.seen_at)
+                    OR (a.backend_type IS NULL
+                        AND EXISTS (SELECT FROM pg_locks v
+                                    WHERE v.pid = w.pid AND v.virtualtransaction = w.vxid)))
+             ORDER BY a.xact_start NULLS LAST, a.pid"
             ),
-            &[&pids, &seen, &kinds],
+            &[&pids, &seen, &kinds, &vxids],
         )
         .await
         .map_err(|e| Error::query("looking at the sessions our attempts waited for", e))?;
@@ -368,6 +515,7 @@ pub(crate) async fn waited_for(
             backend_type: row.get(8),
             other_database: row.get(9),
             server: None,
+            prepared: None,
         });
     }
     Ok(holders)
@@ -407,5 +555,40 @@ pub(crate) async fn terminate_if_still_idle(
             })
         }
         Err(e) => Err(Error::query(format!("terminating session {pid}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_transaction_is_long_lived_at_once_and_never_terminated() {
+        let xact = PreparedXact::new(
+            "2pc-1".into(),
+            "app".into(),
+            "shop".into(),
+            "2026-01-01T00:00:00.000000Z".into(),
+            5,
+        );
+        let h = Holder::prepared(
+            xact,
+            Some("t".into()),
+            "relation".into(),
+            "AccessShareLock".into(),
+            false,
+        );
+        assert!(h.is_long_lived(Duration::from_secs(60)), "however young");
+        assert!(!h.may_terminate(Duration::ZERO));
+        assert_eq!(h.session.pid, NO_BACKEND);
+        assert!(
+            h.label().starts_with("prepared transaction '2pc-1'"),
+            "{}",
+            h.label()
+        );
+        let json = serde_json::to_value(&h).unwrap();
+        assert!(json["pid"].is_null(), "{json}");
+        assert_eq!(json["prepared"]["gid"], "2pc-1");
+        assert_eq!(json["prepared"]["rollback"], "ROLLBACK PREPARED '2pc-1'");
     }
 }

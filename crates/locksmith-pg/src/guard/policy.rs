@@ -10,6 +10,7 @@ use super::backoff;
 use super::look::{self, Holder, Resolved, WaitedFor};
 use super::watchdog::Watch;
 use super::{Event, Guard, GuardError, RelationLock, Step};
+use crate::prepared::NO_BACKEND;
 use crate::Error;
 
 /// Before a concurrent build, a holder idle in transaction this long counts as
@@ -94,10 +95,15 @@ impl Guard {
             merge(&mut holders, old);
         }
         let waited = look::waited_for(&self.sidecar, &plan.waits).await?;
-        // A session whose blocking transaction ended never blocks us again.
-        plan.waits
-            .retain(|w| waited.iter().any(|h| h.session.pid == w.pid));
+        let prepared = look::prepared_holders(&self.sidecar, &resolved, &plan.waits).await?;
+        // A session whose blocking transaction ended never blocks us again;
+        // nor does "pid 0" once no prepared transaction holds that kind of lock.
+        plan.waits.retain(|w| {
+            waited.iter().any(|h| h.session.pid == w.pid)
+                || (w.pid == NO_BACKEND && prepared.iter().any(|h| h.lock_type == w.lock_type))
+        });
         merge(&mut holders, waited);
+        merge(&mut holders, prepared);
         self.apply_terminate_policy(&mut holders).await?;
         // The standbys' own sessions, after the primary's: their pids are another server's.
         holders.extend(self.replica_holders(&resolved).await?);
@@ -174,10 +180,11 @@ pub(super) fn fallback_lock_wait(n: u32, holders: &[Holder], budget: Duration) -
     backoff::growing_lock_wait(backoff::FIRST_LOCK_WAIT, n, budget)
 }
 
-/// Adds the holders of `more` not already in `holders` (one entry per session).
+/// Adds the holders of `more` not already in `holders` (one entry per
+/// session or prepared transaction).
 fn merge(holders: &mut Vec<Holder>, more: Vec<Holder>) {
     for h in more {
-        if !holders.iter().any(|k| k.session.pid == h.session.pid) {
+        if !holders.iter().any(|k| k.same_as(&h)) {
             holders.push(h);
         }
     }

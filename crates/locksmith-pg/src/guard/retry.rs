@@ -133,6 +133,7 @@ mod tests {
             backend_type: "client backend".into(),
             other_database: false,
             server: None,
+            prepared: None,
         }
     }
 

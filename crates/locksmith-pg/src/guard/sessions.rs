@@ -792,6 +792,7 @@ async fn describe_wait(
             mode: row.get(11),
             other_database: row.get(12),
             server: None,
+            prepared: None,
         })
         .collect();
     Ok((holders, wanted))

@@ -136,10 +136,15 @@ impl Watchdog {
                         _ = tokio::time::sleep(POLL) => {}
                     }
                     // Our backends' lock waits: who blocks them, how many queue behind
-                    // them, when (server clock) and on what lock.
+                    // them, when (server clock), on what lock, and each blocker's
+                    // virtual transaction (to tell, later, whether a session our
+                    // role may not inspect is still in the transaction that blocked us).
                     let sql = format!(
                         "SELECT {WAIT_COLUMNS}, extract(epoch FROM clock_timestamp())::float8,
-                            w.locktype, w.relation
+                            w.locktype, w.relation,
+                            CASE WHEN a.wait_event_type = 'Lock' THEN ARRAY(
+                                SELECT (SELECT v.virtualtransaction FROM pg_locks v WHERE v.pid = b LIMIT 1)
+                                FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(b, i) ORDER BY i) END
                          FROM pg_stat_activity a
                          LEFT JOIN LATERAL (
                              SELECT l.locktype,
@@ -162,7 +167,11 @@ impl Watchdog {
                         s.max_queued_behind = s.max_queued_behind.max(behind);
                         if row.get::<_, bool>(1) {
                             waiting.push(pid);
-                            for b in row.get::<_, Option<Vec<i32>>>(2).unwrap_or_default() {
+                            let vxids = row
+                                .get::<_, Option<Vec<Option<String>>>>(7)
+                                .unwrap_or_default();
+                            let blockers = row.get::<_, Option<Vec<i32>>>(2).unwrap_or_default();
+                            for (i, b) in blockers.into_iter().enumerate() {
                                 if !s.waited_for.iter().any(|w| w.pid == b) {
                                     s.waited_for.push(WaitedFor {
                                         pid: b,
@@ -171,6 +180,7 @@ impl Watchdog {
                                             .get::<_, Option<String>>(5)
                                             .unwrap_or_else(|| "relation".into()),
                                         relation: row.get(6),
+                                        vxid: vxids.get(i).cloned().flatten(),
                                     });
                                 }
                             }

@@ -151,7 +151,7 @@ async fn grade_live(
             let holders = look::holders(client, &stmt.statement.locks).await?;
             let blocking = holders.first().map(|h| Blocking {
                 sessions: holders.len(),
-                first: h.session.label(),
+                first: h.label(),
             });
             live::grade(stmt, &facts, blocking.as_ref(), options);
         }

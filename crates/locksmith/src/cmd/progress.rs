@@ -95,7 +95,7 @@ impl EventLines {
                 "waiting for {} session{} holding a conflicting lock: {}{}; not queueing, next look in {}",
                 holders.len(),
                 if holders.len() == 1 { "" } else { "s" },
-                holders[0].session.label(),
+                holders[0].label(),
                 if holders.len() > 1 { " …" } else { "" },
                 locksmith_core::duration::human(*next_look)
             ),
@@ -108,7 +108,7 @@ impl EventLines {
                 if watch.waited_for.is_empty() {
                     String::new()
                 } else {
-                    format!(" (waited for pid {})", watch.waited_for.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+                    format!(" (waited for {})", watch.waited_for.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
                 }
             ),
             Event::DroppedInvalidIndex(name) => format!("dropped the invalid index {name} left by a failed concurrent build"),

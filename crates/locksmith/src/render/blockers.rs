@@ -1,12 +1,18 @@
 //! The blocker report for people: the wait tree per root blocker, then the
-//! idle-in-transaction sessions, then connection headroom; each hot standby
-//! given with `--replica` the same way under its own heading, its replay
-//! named as such.
+//! idle-in-transaction sessions, the prepared transactions, what the role
+//! could not see, then what to do; each hot standby given with `--replica`
+//! the same way under its own heading, its replay named as such.
+//!
+//! A prepared transaction is a root with no pid, named by its gid. Another
+//! role's session our role may not inspect is named by what `pg_locks`
+//! shows; the report says what is hidden and which grant shows it, and
+//! never prints an all-clear it cannot vouch for.
 
 use std::fmt::Write;
 
 use locksmith_core::analysis::quote_ident;
 use locksmith_pg::blockers::{BlockerReport, RelationLock, StandbyReport};
+use locksmith_pg::prepared::NO_BACKEND;
 use locksmith_pg::snapshot::{client_label, SessionSummary};
 
 use super::style::Style;
@@ -36,7 +42,22 @@ fn render(report: &BlockerReport, server: Option<&str>, style: Style) -> String 
         c.used, c.max, c.reserved
     );
     if report.blockers.is_empty() && report.waiting.is_empty() {
-        let _ = writeln!(out, "{}", style.green("No session is waiting for a lock."));
+        match &report.hidden {
+            None => {
+                let _ = writeln!(out, "{}", style.green("No session is waiting for a lock."));
+            }
+            Some(hidden) => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    style.yellow(&format!(
+                        "No session is waiting for a lock, as far as role {} can see: {} of other roles hold locks and hide their state from it (below).",
+                        hidden.role,
+                        sessions(hidden.sessions.len(), "session")
+                    ))
+                );
+            }
+        }
     } else {
         let _ = writeln!(
             out,
@@ -75,8 +96,37 @@ fn render(report: &BlockerReport, server: Option<&str>, style: Style) -> String 
             } else {
                 "└─ waits for it: "
             };
+            if line.pid == NO_BACKEND && line.depth == 0 {
+                // Every prepared transaction is "pid 0" to the server: one node, each named.
+                for b in report.blockers.iter().filter(|b| b.prepared.is_some()) {
+                    let p = b.prepared.as_ref().expect("filtered");
+                    let _ = writeln!(out, "{} {}", style.bold("ROOT"), style.red(&p.label()));
+                    let _ = writeln!(out, "   holds {}", holds(&b.holds));
+                    let blocked: Vec<String> = b.blocking.iter().map(|p| p.to_string()).collect();
+                    let _ = writeln!(out, "   blocks pid {}", blocked.join(", "));
+                }
+                continue;
+            }
             if let Some(b) = report.blockers.iter().find(|b| b.session.pid == line.pid) {
                 let session = &b.session;
+                if !session.is_visible() {
+                    let _ = writeln!(
+                        out,
+                        "{indent}{} pid {} {} (role {}): {}",
+                        style.bold("ROOT"),
+                        session.pid,
+                        app(&session.application_name),
+                        session.usename.as_deref().unwrap_or("?"),
+                        style.yellow(&format!(
+                            "state, query and ages hidden from role {}",
+                            report.hidden.as_ref().map_or("?", |h| h.role.as_str())
+                        )),
+                    );
+                    let _ = writeln!(out, "{indent}   holds {}", holds(&b.holds));
+                    let blocked: Vec<String> = b.blocking.iter().map(|p| p.to_string()).collect();
+                    let _ = writeln!(out, "{indent}   blocks pid {}", blocked.join(", "));
+                    continue;
+                }
                 let state = session.state.as_deref().unwrap_or("?");
                 let what = if session.is_idle_in_transaction() {
                     style.red(&format!("{state} for {}", age(session.state_age_ms)))
@@ -170,6 +220,47 @@ fn render(report: &BlockerReport, server: Option<&str>, style: Style) -> String 
             );
         }
     }
+    if !report.prepared_transactions.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.bold("Prepared transactions (each holds its locks until COMMIT PREPARED or ROLLBACK PREPARED):")
+        );
+        for p in &report.prepared_transactions {
+            let _ = writeln!(out, "  {}  holds {}", p.xact.label(), holds(&p.holds));
+        }
+    }
+    if let Some(hidden) = &report.hidden {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.bold(&format!(
+                "Hidden from role {} (not a superuser, no pg_read_all_stats): the {} of these sessions:",
+                hidden.role,
+                hidden.missing.join(", ")
+            ))
+        );
+        for h in &hidden.sessions {
+            let wants = h
+                .wants
+                .as_ref()
+                .map(|l| format!(", waits for {} on {}", l.mode, l.relation))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  pid {:<7} role {:<12} {:<28} holds {}{wants}",
+                h.pid,
+                h.usename.as_deref().unwrap_or("?"),
+                app(&h.application_name),
+                holds(&h.holds),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  To see them: {} (or run as a superuser). Until then idle-in-transaction sessions of other roles are not listed as such.",
+            hidden.grant
+        );
+    }
     if !report.blockers.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("What to do:"));
         for line in advice(report) {
@@ -213,11 +304,31 @@ pub fn advice(report: &BlockerReport) -> Vec<String> {
             "Now: SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pids}) AND state LIKE 'idle in transaction%'; (their transactions roll back)"
         ));
     }
+    for p in report.blockers.iter().filter_map(|b| b.prepared.as_ref()) {
+        lines.push(p.finish_advice());
+    }
+    let hidden: Vec<&SessionSummary> = report
+        .blockers
+        .iter()
+        .filter(|b| b.prepared.is_none())
+        .map(|b| &b.session)
+        .filter(|s| !s.is_visible())
+        .collect();
+    if let (false, Some(h)) = (hidden.is_empty(), &report.hidden) {
+        lines.push(format!(
+            "Role {} cannot see what {} {} doing (idle in transaction, or running a query): {}, then run this again to get their state and the fix",
+            h.role,
+            sessions_named(hidden.len(), &pid_list(hidden.iter().map(|s| s.pid))),
+            if hidden.len() == 1 { "is" } else { "are" },
+            h.grant.trim_end_matches(';')
+        ));
+    }
     let active: Vec<&SessionSummary> = report
         .blockers
         .iter()
+        .filter(|b| b.prepared.is_none())
         .map(|b| &b.session)
-        .filter(|s| !s.is_idle_in_transaction())
+        .filter(|s| s.is_visible() && !s.is_idle_in_transaction())
         .collect();
     for s in active {
         lines.push(format!(
@@ -379,6 +490,9 @@ mod tests {
             reserved_connections: 3,
             own_pid: 1,
             pooler_addr: None,
+            prepared: Vec::new(),
+            role: "web".into(),
+            sees_all_sessions: true,
             sessions,
             locks,
         })

@@ -387,6 +387,9 @@ fn fixed() -> App {
         reserved_connections: 3,
         own_pid: 1,
         pooler_addr: None,
+        prepared: Vec::new(),
+        role: "web".into(),
+        sees_all_sessions: true,
         sessions: vec![
             session(10, "leaky-app", "idle in transaction", 95_000, 94_000, &[]),
             alter,
@@ -525,6 +528,9 @@ fn outage() -> App {
         reserved_connections: 3,
         own_pid: 1,
         pooler_addr: None,
+        prepared: Vec::new(),
+        role: "web".into(),
+        sees_all_sessions: true,
         sessions,
         locks,
     };

@@ -297,6 +297,22 @@ fn tree_line(
     row: &TreeRow,
 ) -> Line<'static> {
     let line = row.line;
+    if line.pid == locksmith_pg::prepared::NO_BACKEND && line.depth == 0 {
+        // Prepared transactions: no session, no pid; named by gid, finished by SQL only.
+        let names: Vec<String> = report
+            .blockers
+            .iter()
+            .filter_map(|b| b.prepared.as_ref())
+            .map(|x| x.label())
+            .collect();
+        return Line::from(vec![
+            Span::styled("ROOT ", p.red().add_modifier(Modifier::BOLD)),
+            Span::raw(format!(
+                "{} (no session: COMMIT PREPARED or ROLLBACK PREPARED releases it)",
+                names.join("; ")
+            )),
+        ]);
+    }
     let Some(s) = snap.session(line.pid) else {
         return Line::raw(format!("pid {} (gone)", line.pid));
     };
