@@ -772,3 +772,50 @@ async fn the_plan_is_judged_for_the_servers_version() {
         .unwrap_or_else(|| panic!("{plan}"));
     assert_eq!(on_partition["mode"], "ShareUpdateExclusiveLock", "{plan}");
 }
+
+/// A session left holding the runner lock (a deploy killed with -9 whose
+/// server session lives on) is named when apply gives up waiting for it,
+/// so the user knows which session to end.
+#[tokio::test]
+async fn a_runner_lock_left_behind_is_named_when_apply_gives_up() {
+    let (settings, cluster) = locksmith_sandbox::shared::database("stale_runner")
+        .await
+        .unwrap();
+    let stale = settings
+        .with_application_name("stale-deploy")
+        .connect()
+        .await
+        .unwrap();
+    stale
+        .batch_execute("SELECT pg_advisory_lock(x'6c6f636b736d6974'::bigint)")
+        .await
+        .unwrap();
+    let pid = stale.backend_pid().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &[("1_a.sql", "CREATE TABLE a (id int);")]);
+    let out = locksmith(
+        &cluster.url(settings.dbname()),
+        &[
+            "apply",
+            dir.path().to_str().unwrap(),
+            "--deadline",
+            "1s",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("another locksmith apply held the runner lock"),
+        "{error}"
+    );
+    assert!(error.contains(&format!("pid {pid}")), "{error}");
+    assert!(error.contains("stale-deploy"), "{error}");
+    let admin = settings.connect().await.unwrap();
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM pg_class WHERE relname = 'a'").await,
+        0
+    );
+}

@@ -104,6 +104,18 @@ async fn apply_waits_out_a_prepared_transaction_without_queueing_and_names_its_g
         "{progress}"
     );
     assert!(!progress.contains("pid 0"), "{progress}");
+    let shown = String::from_utf8_lossy(&human.stdout);
+    assert!(!shown.contains("pid 0"), "{shown}");
+    assert!(
+        shown.contains(
+            "Blocked by:\n  prepared transaction 'order''s 2pc' (owner app, database prepared"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("ROLLBACK PREPARED 'order''s 2pc';"),
+        "{shown}"
+    );
     assert!(!progress.contains("attempt 1"), "never raced: {progress}");
 
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));

@@ -365,11 +365,22 @@ impl Runner {
                 when: "while waiting for another locksmith apply to finish",
             })??;
         if !got {
+            // Name the session that holds it: a runner killed with -9 can
+            // leave its server session (and the lock) behind.
+            let holder = match guard.session_client() {
+                Some(client) => history::runner_lock_holder(client)
+                    .await?
+                    .map(|h| format!(": {h}"))
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
             let mut report = RunReport::new(
                 Status::Blocked,
                 &guard.report,
                 Vec::new(),
-                Some("another locksmith apply held the runner lock until the deadline".into()),
+                Some(format!(
+                    "another locksmith apply held the runner lock until the deadline{holder}"
+                )),
             );
             report.pooler = pooler;
             return Ok(Err(report));

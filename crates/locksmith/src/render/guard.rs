@@ -99,7 +99,12 @@ pub fn human(report: &RunReport, dir: &str, style: Style) -> String {
         for h in &report.blockers {
             let _ = writeln!(out, "  {}", holder_line(h));
         }
-        let _ = writeln!(out, "{}", advice(&report.blockers));
+        if report.blockers.iter().any(|h| h.prepared.is_none()) {
+            let _ = writeln!(out, "{}", advice(&report.blockers));
+        }
+        for p in report.blockers.iter().filter_map(|h| h.prepared.as_ref()) {
+            let _ = writeln!(out, "  - {}", p.finish_advice());
+        }
     }
     where_things_stand(&mut out, report, dir);
     out
@@ -153,7 +158,12 @@ fn where_things_stand(out: &mut String, report: &RunReport, dir: &str) {
 }
 
 /// One line naming a session: pid, application, client, state, ages, lock, last query.
+/// A prepared transaction (no pid) by its gid; a session our role may not
+/// inspect by what it can see (its client address is hidden too).
 pub fn holder_line(h: &Holder) -> String {
+    if h.prepared.is_some() || !h.session.is_visible() {
+        return format!("{}; {}", h.label(), holds(h));
+    }
     format!(
         "{}pid {} \"{}\" {} user {}: {} for {}, transaction {}; {}; last query: {}",
         h.server
