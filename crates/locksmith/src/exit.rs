@@ -73,11 +73,23 @@ impl<E: Error + Send + Sync + 'static> From<E> for Failure {
 }
 
 /// The exit code an error earns, from its kind: a connection string or name
-/// the user got wrong is bad input (2); everything else is 1.
+/// the user got wrong, or a route the command cannot run over (a statement
+/// pooler, refused before anything ran), is bad input (2); everything else is 1.
 fn exit_code(e: &(dyn Error + 'static)) -> u8 {
-    match e.downcast_ref::<locksmith_pg::Error>() {
-        Some(locksmith_pg::Error::BadUrl { .. }) => 2,
-        _ => 1,
+    use locksmith_pg::connection::StatementPooling;
+    use locksmith_pg::guard::ConnectError;
+    let bad_url = |e: &locksmith_pg::Error| matches!(e, locksmith_pg::Error::BadUrl { .. });
+    let bad_input = e.downcast_ref::<locksmith_pg::Error>().is_some_and(bad_url)
+        || e.downcast_ref::<StatementPooling>().is_some()
+        || match e.downcast_ref::<ConnectError>() {
+            Some(ConnectError::StatementPooling(_)) => true,
+            Some(ConnectError::Failed(e)) => bad_url(e),
+            None => false,
+        };
+    if bad_input {
+        2
+    } else {
+        1
     }
 }
 
@@ -173,6 +185,26 @@ mod tests {
     fn a_broken_server_connection_is_not_a_closed_stdout() {
         let server = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         assert!(!stdout_was_closed(&Failure::from(server).report));
+    }
+
+    #[test]
+    fn a_statement_pooler_is_bad_input_by_kind() {
+        let refused = locksmith_pg::connection::StatementPooling {
+            pooler: locksmith_pg::Pooler {
+                key_pid: 1,
+                backend_pid: 2,
+                pooling: locksmith_pg::connection::Pooling::Statement,
+            },
+            needs: "it runs transactions".into(),
+            direct_url_helps: true,
+        };
+        assert_eq!(Failure::from(refused.clone()).code, 2);
+        let at_connect = locksmith_pg::guard::ConnectError::from(refused);
+        assert!(
+            at_connect.to_string().contains("--direct-url"),
+            "{at_connect}"
+        );
+        assert_eq!(Failure::from(at_connect).code, 2);
     }
 
     #[test]
