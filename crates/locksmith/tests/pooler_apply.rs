@@ -340,6 +340,18 @@ async fn a_statement_pooler_is_refused_before_anything_is_terminated() {
         &[("001_add.sql", "ALTER TABLE items ADD COLUMN c1 int;\n")],
     );
     let args = ["--deadline", "30s", "--terminate-idle-after", "500ms"];
+    // Idle past the threshold already: a guard that started would terminate it at its first look.
+    wait::until(Duration::from_secs(30), "the leak idle for 1 s", || async {
+        scene
+            .count(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'leaky-worker'
+                   AND state = 'idle in transaction' AND now() - state_change > interval '1 s'",
+            )
+            .await
+            == 1
+    })
+    .await
+    .unwrap();
 
     let out = scene.apply(dir.path(), &args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
