@@ -119,9 +119,10 @@ pub enum Pooling {
 /// blocks: refused before anything ran.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "nothing was done: the connection goes through {pooler} in statement pooling mode, which \
-     refuses transaction blocks (PgBouncer closes the connection: \"transaction blocks not allowed \
-     in statement pooling mode\"), and {needs}. {remedy}",
+    "nothing was done: the connection goes through a pooler in statement pooling mode \
+     (PgBouncer's pool_mode = statement), which closes the connection of a client that opens a \
+     transaction (\"transaction blocks not allowed in statement pooling mode\"), and {needs}. \
+     {remedy}",
     remedy = if *.direct_url_helps {
         "Give --direct-url (or LOCKSMITH_DIRECT_URL) with a URL straight to the server, and \
          locksmith runs there; or connect through a pool in transaction or session mode"

@@ -141,7 +141,7 @@ async fn psql_without_on_error_stop_stops_at_the_lost_statement() {
     assert_eq!(report["command_exit_code"], 3, "{report}");
     assert_eq!(report["attempts"], 1, "not rerun: {report}");
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("psql's own"), "{error}");
+    assert!(error.contains("the command's own, psql's"), "{error}");
     let committed = report["committed"].as_str().unwrap();
     assert!(committed.contains("first_step"), "{committed}");
     assert!(committed.contains("second_step"), "{committed}");
@@ -191,6 +191,34 @@ async fn a_lost_statement_is_never_applied_when_the_command_exits_0() {
         .unwrap()
         .get(0);
     assert_eq!(blocked_step, 0);
+}
+
+/// The same exit 0 with nothing committed is a lost lock race like any
+/// other: looked at again, and given up blocked (exit 3) naming the leak,
+/// never "applied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_statement_with_nothing_committed_is_not_applied_after_exit_0() {
+    let incident = Incident::stage_shared("run_exit_0_retry").await.unwrap();
+    let (_leaker, pid) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    let out = run_psql_with(
+        &incident.url,
+        &["--format", "json", "--deadline", "3s"],
+        &["-v", "ON_ERROR_STOP=0"],
+        "ALTER TABLE academic_partners ADD COLUMN blocked_step text;\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["command_exit_code"], 0, "{report}");
+    assert!(report["committed"].is_null(), "{report}");
+    let blockers = report["blockers"].as_array().unwrap();
+    assert!(blockers.iter().any(|b| b["pid"] == pid), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

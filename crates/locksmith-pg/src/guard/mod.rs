@@ -391,7 +391,7 @@ impl Guard {
     ) -> Result<Guard, ConnectError> {
         let client = connect_for_transactions(
             settings,
-            "the guard runs each migration in a transaction that takes its locks",
+            "locksmith runs each migration in a transaction that takes its locks",
         )
         .await?;
         // Straight to the server with --direct-url: a pooler would hand the

@@ -326,7 +326,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 run.finish(
                     Status::Failed,
                     Some(format!(
-                        "`{shown}` failed with exit code {code} (not a lost lock race){}",
+                        "`{shown}` failed (not a lost lock race): {}",
                         psql::exit_code_meaning(&cmd, code)
                     )),
                 )?;
@@ -362,7 +362,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                     Some(format!(
                         "`{shown}` lost a lock race after part of its work was committed: {what}. \
                          Not rerunning it, since a rerun would repeat that work; check the database, \
-                         then rerun it (exit code {code} is the command's own){}",
+                         then rerun it ({})",
                         psql::exit_code_meaning(&cmd, code)
                     )),
                 )?;

@@ -60,19 +60,19 @@ pub(super) fn psqlrc_setting_it(
     text.contains(ON_ERROR_STOP).then_some(path)
 }
 
-/// What the wrapped command's exit code means when it is one locksmith's
-/// own codes could be taken for: psql's 3, or any command's 3 (locksmith's
-/// "gave up blocked"). Empty otherwise.
+/// Whose the exit code passed through is: the command's, and for a 3, not
+/// locksmith's "gave up blocked" (psql's 3 is a failed statement with
+/// `ON_ERROR_STOP`).
 pub(super) fn exit_code_meaning(cmd: &[String], code: u8) -> String {
     match (code, is_psql(cmd)) {
-        (3, true) => "; exit code 3 is psql's own (a statement of its script failed and \
-                      ON_ERROR_STOP stopped it), not locksmith giving up blocked (that is \
-                      status \"blocked\")"
+        (3, true) => "exit code 3 is the command's own, psql's: a statement of its script \
+                      failed and ON_ERROR_STOP stopped it; not locksmith giving up blocked (that \
+                      is status \"blocked\")"
             .to_string(),
-        (3, false) => "; this exit code 3 is the command's own, not locksmith giving up \
-                       blocked (that is status \"blocked\")"
+        (3, false) => "exit code 3 is the command's own, not locksmith giving up blocked (that \
+                       is status \"blocked\")"
             .to_string(),
-        _ => String::new(),
+        (code, _) => format!("exit code {code} is the command's own"),
     }
 }
 
@@ -140,8 +140,14 @@ mod tests {
 
     #[test]
     fn exit_code_3_is_told_apart() {
-        assert!(exit_code_meaning(&cmd(&["psql"]), 3).contains("psql's own"));
-        assert!(exit_code_meaning(&cmd(&["flyway"]), 3).contains("command's own"));
-        assert_eq!(exit_code_meaning(&cmd(&["psql"]), 1), "");
+        let psql = exit_code_meaning(&cmd(&["psql"]), 3);
+        assert!(psql.contains("psql's: a statement"), "{psql}");
+        assert!(psql.contains("not locksmith giving up"), "{psql}");
+        let other = exit_code_meaning(&cmd(&["flyway"]), 3);
+        assert!(other.contains("command's own, not locksmith"), "{other}");
+        assert_eq!(
+            exit_code_meaning(&cmd(&["psql"]), 1),
+            "exit code 1 is the command's own"
+        );
     }
 }

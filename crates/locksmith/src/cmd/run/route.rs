@@ -42,8 +42,8 @@ impl Route {
         let watchdog = settings.with_application_name("locksmith-watchdog");
         let target = watchdog.connect().await?;
         target.require_transactions(
-            "migration tools run their migrations in transactions (psql -1 too), which it \
-             would cut at the first BEGIN, after whatever the command ran before",
+            "the command would be cut off at its first BEGIN (migration tools run each \
+             migration in a transaction; so does psql -1), after whatever it ran before",
             false,
         )?;
         let pooler = target.pooler();
