@@ -221,6 +221,37 @@ async fn a_lost_statement_with_nothing_committed_is_not_applied_after_exit_0() {
     assert!(blockers.iter().any(|b| b["pid"] == pid), "{report}");
 }
 
+/// `psql -1` (no `ON_ERROR_STOP` of its own) rolls the whole script back
+/// at the statement that lost: nothing committed, so it is a lost race
+/// (given up blocked here, the leak never ends), never "applied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_single_transaction_is_rolled_back_whole_and_not_applied() {
+    let incident = Incident::stage_shared("run_psql_single").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let (_leaker, pid) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    let out = run_psql_with(
+        &incident.url,
+        &["--format", "json", "--deadline", "3s"],
+        &["-1"],
+        THIRD_LOSES,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["command_exit_code"], 3, "psql stopped: {report}");
+    let blockers = report["blockers"].as_array().unwrap();
+    assert!(blockers.iter().any(|b| b["pid"] == pid), "{report}");
+    for table in ["first_step", "second_step", "after_the_failure"] {
+        assert!(!exists(&admin, table).await, "{table} committed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_lock_blocker_is_reported_with_its_lock_type() {
     let incident = Incident::stage_shared("run_row_lock").await.unwrap();
