@@ -21,8 +21,11 @@
 //! tool's output (it passes through live, scanned on the way for lock-timeout
 //! errors); rerun a tool that failed for any other reason, or that committed
 //! part of its work before it lost (its exit code is passed through; see
-//! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; or leave one of
-//! the tool's lock requests queued on the server, whichever way it ends.
+//! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; leave one of
+//! the tool's lock requests queued on the server, whichever way it ends; or
+//! report as applied a run in which a statement failed on a lock timeout or
+//! was cancelled by the watch, even when the tool exits 0 (psql without
+//! `ON_ERROR_STOP` does; a wrapped psql is told to stop: see [`psql`]).
 //!
 //! With `--replica URL`, the look before a retry covers each hot standby's
 //! sessions in the way of an `ACCESS EXCLUSIVE` lock the tool waited for
@@ -277,6 +280,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                     .committed_since(mark, &watch.xids)
                     .await
                     .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+                run.committed.clone_from(&committed);
                 let cancelled = if cleared_ok {
                     " and cancelled its statements on the server"
                 } else {
