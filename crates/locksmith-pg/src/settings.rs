@@ -548,12 +548,6 @@ async fn passes_transactions(connection: &Connection) -> Result<bool, Error> {
     }
 }
 
-/// Asks the server to notice quickly when this client vanishes (`kill -9`, a
-/// dead host): on PostgreSQL 14+ `client_connection_check_interval` makes a
-/// running statement check the socket every second, so a killed `apply`'s
-/// ACCESS EXCLUSIVE lock goes within about a second instead of when the
-/// statement ends; server-side TCP keepalives cover a peer that disappears
-/// without closing the socket. Settings the user chose (non-zero) are kept.
 /// The transaction-local form of [`watch_for_vanished_client`]'s check, for
 /// a pooled backend: a session setting would stay behind for the pool's
 /// other clients, so each attempt's transaction sets it for itself. When we
@@ -563,6 +557,12 @@ pub(crate) const CHECK_VANISHED_CLIENT_LOCALLY: &str =
     "SELECT CASE WHEN current_setting('client_connection_check_interval', true) = '0'
             THEN set_config('client_connection_check_interval', '1s', true) END";
 
+/// Asks the server to notice quickly when this client vanishes (`kill -9`, a
+/// dead host): on PostgreSQL 14+ `client_connection_check_interval` makes a
+/// running statement check the socket every second, so a killed `apply`'s
+/// ACCESS EXCLUSIVE lock goes within about a second instead of when the
+/// statement ends; server-side TCP keepalives cover a peer that disappears
+/// without closing the socket. Settings the user chose (non-zero) are kept.
 async fn watch_for_vanished_client(client: &Connection) -> Result<(), Error> {
     // current_setting(…, true) is NULL where the setting does not exist (before 14).
     client
