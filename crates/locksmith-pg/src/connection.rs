@@ -14,6 +14,14 @@
 //! connect (it would stay on a pooled backend for other clients), and the
 //! backend pid must be read inside the transaction that uses it
 //! ([`Connection::backend_pid`]), never once at connect.
+//!
+//! A pooler in *statement* pooling mode ([`Pooling::Statement`]) hands each
+//! statement to any backend and cuts the link of a client that opens a
+//! transaction block (PgBouncer: "transaction blocks not allowed in
+//! statement pooling mode"), after whatever came before in the session ran.
+//! It is found at connect, by a `BEGIN` that touches nothing, and what needs
+//! transactions refuses it up front ([`Connection::require_transactions`],
+//! [`StatementPooling`]) rather than fail halfway.
 
 use std::fmt;
 use std::future::Future;
@@ -90,6 +98,46 @@ pub struct Pooler {
     pub key_pid: i32,
     /// The backend that answered the first query.
     pub backend_pid: i32,
+    /// What it lets through whole: a transaction, or only a statement.
+    pub pooling: Pooling,
+}
+
+/// How much of a client's work a pooler keeps on one server backend, as far
+/// as a client can tell (session and transaction pooling look alike from
+/// one connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// At least each transaction keeps its backend (PgBouncer's `session`
+    /// or `transaction` pool mode, RDS Proxy): transaction blocks work.
+    Transaction,
+    /// Each statement may go to another backend and transaction blocks are
+    /// refused (PgBouncer's `statement` pool mode).
+    Statement,
+}
+
+/// A statement pooler is in between, and what was asked needs transaction
+/// blocks: refused before anything ran.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "nothing was done: the connection goes through a pooler in statement pooling mode \
+     (PgBouncer's pool_mode = statement), which closes the connection of a client that opens a \
+     transaction (\"transaction blocks not allowed in statement pooling mode\"), and {needs}. \
+     {remedy}",
+    remedy = if *.direct_url_helps {
+        "Give --direct-url (or LOCKSMITH_DIRECT_URL) with a URL straight to the server, and \
+         locksmith runs there; or connect through a pool in transaction or session mode"
+    } else {
+        "Point the command and --database-url straight at the server, or at a pool in transaction \
+         or session mode (--direct-url moves only locksmith's own connections, not the command's)"
+    }
+)]
+pub struct StatementPooling {
+    /// The pooler.
+    pub pooler: Pooler,
+    /// What needs transaction blocks, e.g. "apply runs each migration in a transaction".
+    pub needs: String,
+    /// Whether a direct route (`--direct-url`) lets the command run.
+    pub direct_url_helps: bool,
 }
 
 impl fmt::Display for Pooler {
@@ -146,6 +194,23 @@ impl Connection {
     /// The pooler in between, if any.
     pub fn pooler(&self) -> Option<Pooler> {
         self.pooler
+    }
+
+    /// Refuses a statement pooler in between: what runs transaction blocks
+    /// (`needs` says which) asks first, before it touches anything.
+    pub fn require_transactions(
+        &self,
+        needs: &str,
+        direct_url_helps: bool,
+    ) -> Result<(), StatementPooling> {
+        match self.pooler {
+            Some(pooler) if pooler.pooling == Pooling::Statement => Err(StatementPooling {
+                pooler,
+                needs: needs.to_string(),
+                direct_url_helps,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Runs a statement and returns its rows.

@@ -20,7 +20,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::Config;
 
 use crate::cancel;
-use crate::connection::{Connection, Pooler};
+use crate::connection::{Connection, Pooler, Pooling};
 use crate::conninfo::{is_url, redact, sets_port, split_tls_keys, with_url_port};
 use crate::pgpass::pgpass_lookup;
 use crate::tls::{self, SslMode};
@@ -385,9 +385,31 @@ impl ConnectionSettings {
         }
     }
 
-    /// Connects, finds out whether a pooler is in between, and prepares the
-    /// session ([`watch_for_vanished_client`]) when there is none.
+    /// Connects, finds out whether a pooler is in between (and whether it
+    /// pools statements), and prepares the session
+    /// ([`watch_for_vanished_client`]) when there is none.
     async fn start_session(&self) -> Result<Connection, Error> {
+        let (connection, pooler) = self.open_link().await?;
+        let Some(pooler) = pooler else {
+            watch_for_vanished_client(&connection).await?;
+            return Ok(connection);
+        };
+        // Session settings would stay on a pooled backend for other clients.
+        if passes_transactions(&connection).await? {
+            return Ok(connection.with_pooler(Some(pooler)));
+        }
+        // The probe cost that link; the next one is kept, known for what it is.
+        let (connection, pooler) = self.open_link().await?;
+        let pooler = pooler.map(|p| Pooler {
+            pooling: Pooling::Statement,
+            ..p
+        });
+        Ok(connection.with_pooler(pooler))
+    }
+
+    /// Opens a connection and compares the process it was announced under
+    /// with the backend answering it: a pooler in between when they differ.
+    async fn open_link(&self) -> Result<(Connection, Option<Pooler>), Error> {
         let fail = |e: tokio_postgres::Error| Error::Connect {
             target: self.describe(),
             reason: connect_reason(&e),
@@ -421,15 +443,9 @@ impl ConnectionSettings {
             .map(|key_pid| Pooler {
                 key_pid,
                 backend_pid,
+                pooling: Pooling::Transaction,
             });
-        match pooler {
-            // Session settings would stay on a pooled backend for other clients.
-            Some(_) => Ok(connection.with_pooler(pooler)),
-            None => {
-                watch_for_vanished_client(&connection).await?;
-                Ok(connection)
-            }
-        }
+        Ok((connection, pooler))
     }
 
     /// Sends a cancel request for the connection behind `token`, bounded by
@@ -509,12 +525,29 @@ impl ConnectionSettings {
     }
 }
 
-/// Asks the server to notice quickly when this client vanishes (`kill -9`, a
-/// dead host): on PostgreSQL 14+ `client_connection_check_interval` makes a
-/// running statement check the socket every second, so a killed `apply`'s
-/// ACCESS EXCLUSIVE lock goes within about a second instead of when the
-/// statement ends; server-side TCP keepalives cover a peer that disappears
-/// without closing the socket. Settings the user chose (non-zero) are kept.
+/// Whether a pooler in between lets a transaction block through: a bare
+/// `BEGIN` (nothing read or locked) and `ROLLBACK`. A statement pooler
+/// (PgBouncer's `pool_mode = statement`) answers the `BEGIN` by closing the
+/// link with "transaction blocks not allowed in statement pooling mode";
+/// `BEGIN; …; COMMIT` in one message would pass, so only a lone `BEGIN` tells.
+async fn passes_transactions(connection: &Connection) -> Result<bool, Error> {
+    let context = "checking that the pooler passes a transaction through (BEGIN; ROLLBACK)";
+    match connection.batch_execute("BEGIN").await {
+        Ok(()) => connection
+            .batch_execute("ROLLBACK")
+            .await
+            .map(|()| true)
+            .map_err(|e| Error::query(context, e)),
+        Err(e)
+            if e.as_db_error()
+                .is_some_and(|db| db.message().contains("statement pool")) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(Error::query(context, e)),
+    }
+}
+
 /// The transaction-local form of [`watch_for_vanished_client`]'s check, for
 /// a pooled backend: a session setting would stay behind for the pool's
 /// other clients, so each attempt's transaction sets it for itself. When we
@@ -524,6 +557,12 @@ pub(crate) const CHECK_VANISHED_CLIENT_LOCALLY: &str =
     "SELECT CASE WHEN current_setting('client_connection_check_interval', true) = '0'
             THEN set_config('client_connection_check_interval', '1s', true) END";
 
+/// Asks the server to notice quickly when this client vanishes (`kill -9`, a
+/// dead host): on PostgreSQL 14+ `client_connection_check_interval` makes a
+/// running statement check the socket every second, so a killed `apply`'s
+/// ACCESS EXCLUSIVE lock goes within about a second instead of when the
+/// statement ends; server-side TCP keepalives cover a peer that disappears
+/// without closing the socket. Settings the user chose (non-zero) are kept.
 async fn watch_for_vanished_client(client: &Connection) -> Result<(), Error> {
     // current_setting(…, true) is NULL where the setting does not exist (before 14).
     client

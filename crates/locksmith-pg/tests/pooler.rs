@@ -1,11 +1,13 @@
 //! The connection layer behind a real PgBouncer: it knows a pooler is in
-//! between, its parameterised statements survive transaction pooling while
+//! between (and a statement pooler for what it is), its parameterised statements survive transaction pooling while
 //! other clients share the pool, it leaves no session setting on pooled
 //! backends, its cancel requests reach our statement without taking
 //! PgBouncer down, and `--direct-url` must lead straight to the same server.
 
 use std::sync::Arc;
 
+use locksmith_pg::connection::Pooling;
+use locksmith_pg::guard::{ConnectError, Guard, GuardPolicy};
 use locksmith_pg::{Connection, ConnectionSettings};
 use locksmith_sandbox::pooler::{PoolMode, Pooler, PoolerOptions};
 use locksmith_sandbox::{wait, Cluster};
@@ -80,7 +82,40 @@ async fn a_pooler_is_detected_in_both_modes_and_not_without_one() {
         if mode == PoolMode::Session {
             assert_eq!(backend, found.backend_pid);
         }
+        assert_eq!(found.pooling, Pooling::Transaction, "{mode:?}");
     }
+}
+
+/// Statement pooling is found at connect (PgBouncer cuts the probe's
+/// `BEGIN`); the connection handed back still answers single statements;
+/// the guard refuses it by type unless a direct route is given, and then
+/// runs over that route.
+#[tokio::test]
+async fn statement_pooling_is_found_at_connect_and_the_guard_refuses_it() {
+    let cluster = Cluster::start().unwrap();
+    let pooler = start(&cluster, PoolMode::Statement, 2);
+    let settings = pooler.settings("postgres", "test");
+    let pooled = settings.connect().await.unwrap();
+    let found = pooled.pooler().expect("a pooler");
+    assert_eq!(found.pooling, Pooling::Statement);
+    let one: i32 = pooled.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    let refused = pooled
+        .require_transactions("it runs transactions", true)
+        .unwrap_err();
+    assert!(refused.to_string().contains("--direct-url"), "{refused}");
+
+    let (_interrupts, rx) = tokio::sync::watch::channel(None);
+    let err = Guard::connect(&settings, GuardPolicy::default(), rx.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, ConnectError::StatementPooling(_)), "{err:?}");
+    let with_direct = settings.with_direct(cluster.settings("postgres", "test"));
+    let guard = Guard::connect(&with_direct, GuardPolicy::default(), rx)
+        .await
+        .unwrap();
+    assert_eq!(guard.client().pooler(), None, "the direct route is used");
 }
 
 /// The old driver's named statements failed here with `prepared statement

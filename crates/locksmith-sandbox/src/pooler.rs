@@ -1,5 +1,6 @@
 //! A throwaway PgBouncer in front of a sandbox [`Cluster`], so tests can run
-//! locksmith through a connection pooler in session or transaction pooling.
+//! locksmith through a connection pooler in session, transaction or
+//! statement pooling.
 //!
 //! Why it is built this way:
 //! - It is Debian's `pgbouncer` (installed by `scripts/setup.sh --tests`),
@@ -50,6 +51,9 @@ pub enum PoolMode {
     Session,
     /// A client holds a server connection only for one transaction.
     Transaction,
+    /// A client holds a server connection only for one statement; PgBouncer
+    /// closes the link of a client that opens a transaction block.
+    Statement,
 }
 
 impl PoolMode {
@@ -58,6 +62,7 @@ impl PoolMode {
         match self {
             PoolMode::Session => "session",
             PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
         }
     }
 }

@@ -80,6 +80,11 @@ fn exit_code(e: &(dyn Error + 'static)) -> u8 {
         e.kind()
     } else if let Some(e) = e.downcast_ref::<migrate::Error>() {
         e.kind()
+    } else if let Some(e) = e.downcast_ref::<locksmith_pg::guard::ConnectError>() {
+        e.kind()
+    } else if e.is::<locksmith_pg::connection::StatementPooling>() {
+        // A route the command cannot run over, refused before anything ran.
+        ErrorKind::BadInput
     } else if let Some(e) = e.downcast_ref::<locksmith_sandbox::Error>() {
         match e {
             // The user's schema or setup file does not run.
@@ -190,6 +195,26 @@ mod tests {
     fn a_broken_server_connection_is_not_a_closed_stdout() {
         let server = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         assert!(!stdout_was_closed(&Failure::from(server).report));
+    }
+
+    #[test]
+    fn a_statement_pooler_is_bad_input_by_kind() {
+        let refused = locksmith_pg::connection::StatementPooling {
+            pooler: locksmith_pg::Pooler {
+                key_pid: 1,
+                backend_pid: 2,
+                pooling: locksmith_pg::connection::Pooling::Statement,
+            },
+            needs: "it runs transactions".into(),
+            direct_url_helps: true,
+        };
+        assert_eq!(Failure::from(refused.clone()).code, 2);
+        let at_connect = locksmith_pg::guard::ConnectError::from(refused);
+        assert!(
+            at_connect.to_string().contains("--direct-url"),
+            "{at_connect}"
+        );
+        assert_eq!(Failure::from(at_connect).code, 2);
     }
 
     #[test]

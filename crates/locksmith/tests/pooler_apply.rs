@@ -2,7 +2,8 @@
 //! pooling, with application traffic on the same pool: migrations apply
 //! exactly once (even with two runners racing), leaked sessions are named or
 //! terminated, a statement that cannot run in a transaction block is refused
-//! up front unless a direct route is given, a killed run leaves a consistent
+//! up front unless a direct route is given, a statement pooler is refused
+//! before anything is touched unless a direct route is given, a killed run leaves a consistent
 //! state. Every test checks that nothing of ours reached the application: its
 //! queries fail if our `lock_timeout`/`statement_timeout` leaked onto their
 //! backend, and none may be cancelled or fail at all.
@@ -52,7 +53,7 @@ impl Scene {
         // the app, two runners and the leakers. Transaction pooling shares few.
         let pool_size = match mode {
             PoolMode::Session => 14,
-            PoolMode::Transaction => 4,
+            PoolMode::Transaction | PoolMode::Statement => 4,
         };
         let options = PoolerOptions {
             pool_size,
@@ -315,6 +316,73 @@ async fn leaked_sessions_on_the_pool_are_named_or_terminated() {
         assert_eq!(scene.recorded().await, 1);
         scene.traffic_was_untouched(&context).await;
     }
+}
+
+/// Statement pooling cuts a transaction at its `BEGIN`: apply refuses it at
+/// connect (exit 2), before the runner lock, the history table or any
+/// termination, naming statement pooling and `--direct-url`; with
+/// `--direct-url` it runs over the direct route, terminations included.
+#[tokio::test]
+async fn a_statement_pooler_is_refused_before_anything_is_terminated() {
+    let scene = Scene::start("pooled_statement", PoolMode::Statement).await;
+    // A transaction cannot stay open through a statement pooler: the leak is
+    // another client of the server's.
+    let leaked = LeakedSessions::open(
+        &scene.direct.with_application_name("leaky-worker"),
+        1,
+        "items",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[("001_add.sql", "ALTER TABLE items ADD COLUMN c1 int;\n")],
+    );
+    let args = ["--deadline", "30s", "--terminate-idle-after", "500ms"];
+    // Idle past the threshold already: a guard that started would terminate it at its first look.
+    wait::until(Duration::from_secs(30), "the leak idle for 1 s", || async {
+        scene
+            .count(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'leaky-worker'
+                   AND state = 'idle in transaction' AND now() - state_change > interval '1 s'",
+            )
+            .await
+            == 1
+    })
+    .await
+    .unwrap();
+
+    let out = scene.apply(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in ["statement pooling", "--direct-url", "nothing was done"] {
+        assert!(stderr.contains(needle), "{needle:?} missing: {stderr}");
+    }
+    assert_eq!(
+        leaked.alive(),
+        1,
+        "a session was terminated: {}",
+        text(&out)
+    );
+    assert_eq!(
+        scene
+            .count("SELECT count(*) FROM pg_class WHERE relname = 'locksmith_migrations'")
+            .await,
+        0,
+        "the history table was touched"
+    );
+
+    let direct = scene.direct_url();
+    let mut with_direct = args.to_vec();
+    with_direct.extend(["--direct-url", &direct]);
+    let out = scene.apply(dir.path(), &with_direct);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json = report(&out);
+    let leakers: Vec<i64> = leaked.pids().iter().map(|&p| i64::from(p)).collect();
+    assert_eq!(pids(&json, "terminated"), leakers, "{json}");
+    assert_eq!(scene.recorded().await, 1);
+    scene.traffic_was_untouched("statement pooling").await;
 }
 
 #[tokio::test]

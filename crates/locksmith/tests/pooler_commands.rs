@@ -1,5 +1,6 @@
 //! The read-side commands through a real PgBouncer, in session and
-//! transaction pooling, with application traffic on the same pool: each
+//! transaction pooling (statement pooling is refused, or bypassed over
+//! `--direct-url`), with application traffic on the same pool: each
 //! works (or refuses clearly), says that a pooler is in between, labels the
 //! pooler's client addresses, leaves no setting on pooled backends, and the
 //! application sees no error.
@@ -121,7 +122,7 @@ async fn blockers_name_the_leakers_via_the_pooler(mode: PoolMode) {
     // 2 leakers and locksmith's own.
     let pool_size = match mode {
         PoolMode::Session => 14,
-        PoolMode::Transaction => 6,
+        PoolMode::Transaction | PoolMode::Statement => 6,
     };
     let mut scene = Scene::start(mode, pool_size).await;
     let leaked = LeakedSessions::open(&scene.pooler.settings("app", "leaky-app"), 2, SIDE)
@@ -227,6 +228,60 @@ async fn settings_on_every_backend(pooler: &Pooler, size: usize) -> Vec<String> 
 
 const DEFAULTS: &str = "client_connection_check_interval=0 default_transaction_read_only=off \
                         idle_in_transaction_session_timeout=0 lock_timeout=0 statement_timeout=0";
+
+/// Every command reads in transactions, which a statement pooler cuts at
+/// `BEGIN`: each refuses it with exit 2, naming statement pooling and
+/// `--direct-url`, and with `--direct-url` reads the server that way. `run`
+/// refuses it even then: the wrapped command still goes through the pooler.
+#[tokio::test]
+async fn statement_pooling_is_refused_by_name_or_bypassed_with_the_direct_route() {
+    let mut scene = Scene::start(PoolMode::Statement, 3).await;
+    let url = scene.url();
+    let direct = scene.cluster.url("app");
+    let refused = |out: &Output, needles: &[&str]| {
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in ["statement pooling", "nothing was done"]
+            .iter()
+            .chain(needles)
+        {
+            assert!(stderr.contains(needle), "{needle:?} missing: {stderr}");
+        }
+    };
+    for command in ["blockers", "doctor"] {
+        let out = locksmith(&[command, "--format", "json", "--database-url", &url], &[]).await;
+        refused(&out, &["--direct-url"]);
+        let out = locksmith(
+            &[
+                command,
+                "--format",
+                "json",
+                "--database-url",
+                &url,
+                "--direct-url",
+                &direct,
+            ],
+            &[],
+        )
+        .await;
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{command}: {}",
+            text(&out)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {}", text(&out)));
+    }
+    let psql = ["--", "psql", "-X", url.as_str(), "-c", "SELECT 1"];
+    for direct_args in [&[][..], &["--direct-url", direct.as_str()]] {
+        let mut args = vec!["run", "--database-url", url.as_str()];
+        args.extend(direct_args);
+        args.extend(psql);
+        let out = locksmith(&args, &[]).await;
+        refused(&out, &["straight at the server"]);
+    }
+    scene.no_app_errors().await;
+}
 
 #[tokio::test]
 async fn doctor_through_transaction_pooling_reports_the_pooler_and_leaves_nothing() {

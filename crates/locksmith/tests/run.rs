@@ -390,7 +390,8 @@ async fn gives_up_cleanly_naming_the_leakers() {
     assert_eq!(report["terminated"], serde_json::json!([]));
     assert!(
         ran.stderr.contains("lost a lock race"),
-        "progress on stderr"
+        "progress on stderr: {}",
+        ran.stderr
     );
     assert!(
         ran.stderr.contains("LockNotAvailable"),

@@ -1,6 +1,8 @@
 //! `locksmith run` wrapping psql: a tool that committed part of its work
 //! before it lost a lock race is not rerun (the rerun would repeat it), its
-//! own exit code 3 is told apart from "gave up blocked", and a blocker on a
+//! own exit code 3 is told apart from "gave up blocked", psql is made to
+//! stop at a failed statement, a statement that failed on a lock is never
+//! reported as applied even when the command exits 0, and a blocker on a
 //! row is reported with its lock type, never as a relation named `transactionid`.
 
 use std::process::{Command, Output};
@@ -18,15 +20,18 @@ const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 
 /// `locksmith run ARGS -- psql -X -v ON_ERROR_STOP=1 URL -f FILE`, off the runtime's thread.
 async fn run_psql(url: &str, args: &[&str], sql: &str) -> Output {
+    run_psql_with(url, args, &["-v", "ON_ERROR_STOP=1"], sql).await
+}
+
+/// `locksmith run ARGS -- psql -X PSQL_ARGS URL -f FILE`, off the runtime's thread.
+async fn run_psql_with(url: &str, args: &[&str], psql_args: &[&str], sql: &str) -> Output {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), sql).unwrap();
     let mut all: Vec<String> = vec!["run".into()];
     all.extend(args.iter().map(|a| a.to_string()));
-    all.extend(
-        ["--", PSQL, "-X", "-v", "ON_ERROR_STOP=1", url, "-f"]
-            .iter()
-            .map(|a| a.to_string()),
-    );
+    all.extend(["--", PSQL, "-X"].iter().map(|a| a.to_string()));
+    all.extend(psql_args.iter().map(|a| a.to_string()));
+    all.extend([url, "-f"].iter().map(|a| a.to_string()));
     all.push(file.path().to_str().unwrap().to_string());
     let url = url.to_string();
     let out = tokio::task::spawn_blocking(move || {
@@ -100,6 +105,151 @@ async fn a_partly_committed_attempt_is_not_rerun() {
     assert!(error.contains("side_effect"), "{error}");
     assert!(error.contains("the command's own"), "{error}");
     assert!(exists(&admin, "side_effect").await);
+}
+
+/// A script whose third statement meets a leaked idle-in-transaction lock,
+/// with a fourth after it; the first two commit on their own (no `-1`).
+const THIRD_LOSES: &str = "CREATE TABLE first_step (id int);\n\
+                           CREATE TABLE second_step (id int);\n\
+                           ALTER TABLE academic_partners ADD COLUMN blocked_step text;\n\
+                           CREATE TABLE after_the_failure (id int);\n";
+
+/// psql run as users write it (no `ON_ERROR_STOP`) is made to stop at the
+/// statement that lost its lock race: the fourth statement never runs, the
+/// run is not "applied", and the report says what committed and that exit
+/// code 3 is psql's own (`command_exit_code`), not locksmith's "gave up".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_without_on_error_stop_stops_at_the_lost_statement() {
+    let incident = Incident::stage_shared("run_psql_stops").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let (_leaker, _) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    let out = run_psql_with(
+        &incident.url,
+        &["--format", "json", "--deadline", "10s"],
+        &[],
+        THIRD_LOSES,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "psql's own: {}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "failed", "{report}");
+    assert_eq!(report["command_exit_code"], 3, "{report}");
+    assert_eq!(report["attempts"], 1, "not rerun: {report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("the command's own, psql's"), "{error}");
+    let committed = report["committed"].as_str().unwrap();
+    assert!(committed.contains("first_step"), "{committed}");
+    assert!(committed.contains("second_step"), "{committed}");
+    assert!(exists(&admin, "second_step").await);
+    assert!(
+        !exists(&admin, "after_the_failure").await,
+        "psql ran on past the failed statement: {}",
+        text(&out)
+    );
+}
+
+/// psql told to run on past errors (`-v ON_ERROR_STOP=0`) exits 0 after its
+/// third statement failed on lock_timeout: locksmith still sees the failure,
+/// never says "applied", exits 1 and names what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_statement_is_never_applied_when_the_command_exits_0() {
+    let incident = Incident::stage_shared("run_exit_0_lost").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let (_leaker, _) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    let out = run_psql_with(
+        &incident.url,
+        &["--deadline", "10s"],
+        &["-v", "ON_ERROR_STOP=0"],
+        THIRD_LOSES,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!stderr.contains("applied:"), "{stderr}");
+    assert!(stderr.contains("NOT applied"), "{stderr}");
+    assert!(stderr.contains("exited 0"), "{stderr}");
+    assert!(stderr.contains("first_step"), "{stderr}");
+    // It did run on: the report must not pretend otherwise.
+    assert!(exists(&admin, "after_the_failure").await);
+    let blocked_step: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_attribute
+             WHERE attrelid = 'academic_partners'::regclass AND attname = 'blocked_step'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(blocked_step, 0);
+}
+
+/// The same exit 0 with nothing committed is a lost lock race like any
+/// other: looked at again, and given up blocked (exit 3) naming the leak,
+/// never "applied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_statement_with_nothing_committed_is_not_applied_after_exit_0() {
+    let incident = Incident::stage_shared("run_exit_0_retry").await.unwrap();
+    let (_leaker, pid) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    let out = run_psql_with(
+        &incident.url,
+        &["--format", "json", "--deadline", "3s"],
+        &["-v", "ON_ERROR_STOP=0"],
+        "ALTER TABLE academic_partners ADD COLUMN blocked_step text;\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["command_exit_code"], 0, "{report}");
+    assert!(report["committed"].is_null(), "{report}");
+    let blockers = report["blockers"].as_array().unwrap();
+    assert!(blockers.iter().any(|b| b["pid"] == pid), "{report}");
+}
+
+/// `psql -1` (no `ON_ERROR_STOP` of its own) rolls the whole script back
+/// at the statement that lost: nothing committed, so it is a lost race
+/// (given up blocked here, the leak never ends), never "applied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_single_transaction_is_rolled_back_whole_and_not_applied() {
+    let incident = Incident::stage_shared("run_psql_single").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let (_leaker, pid) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    let out = run_psql_with(
+        &incident.url,
+        &["--format", "json", "--deadline", "3s"],
+        &["-1"],
+        THIRD_LOSES,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["command_exit_code"], 3, "psql stopped: {report}");
+    let blockers = report["blockers"].as_array().unwrap();
+    assert!(blockers.iter().any(|b| b["pid"] == pid), "{report}");
+    for table in ["first_step", "second_step", "after_the_failure"] {
+        assert!(!exists(&admin, table).await, "{table} committed");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

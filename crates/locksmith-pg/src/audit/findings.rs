@@ -622,6 +622,7 @@ mod tests {
         let pooler = crate::Pooler {
             key_pid: 77,
             backend_pid: 4242,
+            pooling: crate::connection::Pooling::Transaction,
         };
         let without = super::pooler(&pooler, false);
         assert_eq!(without.id, "connection_pooler");

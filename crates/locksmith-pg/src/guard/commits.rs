@@ -82,10 +82,8 @@ pub async fn committed_since(
         .get::<_, Option<String>>(0)
         .map(|what| format!("the schema changed ({what})"));
     let transactions = (committed > 0).then(|| {
-        format!(
-            "{committed} of its transaction{} committed",
-            if committed == 1 { "" } else { "s" }
-        )
+        // "1 of its transactions", never "1 of its transaction".
+        format!("{committed} of its transactions committed")
     });
     Ok(match (transactions, schema) {
         (Some(t), Some(s)) => Some(format!("{t}; {s}")),

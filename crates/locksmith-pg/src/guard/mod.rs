@@ -90,6 +90,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_postgres::CancelToken;
 
+use crate::connection::StatementPooling;
 use crate::{ConnectionSettings, Error, Pooler};
 pub use look::Holder;
 use retry::{Next, Retry};
@@ -287,6 +288,28 @@ pub enum GuardError {
     Failed(Error),
 }
 
+/// Why the guard could not start: nothing ran yet.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server could not be reached, or a first query failed.
+    #[error(transparent)]
+    Failed(#[from] Error),
+    /// A statement pooler is in between and no direct route was given.
+    #[error(transparent)]
+    StatementPooling(#[from] StatementPooling),
+}
+
+impl ConnectError {
+    /// What kind of failure this is: a statement pooler is a route the
+    /// command cannot run over (bad input), refused before anything ran.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            ConnectError::Failed(e) => e.kind(),
+            ConnectError::StatementPooling(_) => crate::ErrorKind::BadInput,
+        }
+    }
+}
+
 /// "ACCESS EXCLUSIVE on t, SHARE on u", for messages.
 fn describe_locks(locks: &[RelationLock]) -> String {
     locks
@@ -299,6 +322,24 @@ fn describe_locks(locks: &[RelationLock]) -> String {
 impl From<Error> for GuardError {
     fn from(e: Error) -> Self {
         GuardError::Failed(e)
+    }
+}
+
+/// Opens a connection that can run transaction blocks, for what `needs`
+/// them (named in the refusal): to the target; or, when a statement pooler
+/// is in between, over the direct route if one was given (checked to reach
+/// the same server), else [`ConnectError::StatementPooling`], before anything
+/// ran. Through a statement pooler a migration would be cut at its first
+/// `BEGIN`, after whatever ran before it (terminations included).
+pub async fn connect_for_transactions(
+    settings: &ConnectionSettings,
+    needs: &str,
+) -> Result<Connection, ConnectError> {
+    let target = settings.connect().await?;
+    match target.require_transactions(needs, true) {
+        Ok(()) => Ok(target),
+        Err(_) if settings.has_direct() => Ok(settings.connect_direct(&target).await?),
+        Err(refused) => Err(refused.into()),
     }
 }
 
@@ -351,13 +392,19 @@ pub struct Guard {
 impl Guard {
     /// Opens the migration connection and the sidecar (and, behind a pooler
     /// with a direct route, a direct connection for statements that cannot
-    /// run in a transaction block). The deadline starts now.
+    /// run in a transaction block). The deadline starts now. Behind a
+    /// statement pooler everything takes the direct route, and without one
+    /// it refuses ([`ConnectError::StatementPooling`]) before touching anything.
     pub async fn connect(
         settings: &ConnectionSettings,
         policy: GuardPolicy,
         interrupt: watch::Receiver<Option<Interrupt>>,
-    ) -> Result<Guard, Error> {
-        let client = settings.connect().await?;
+    ) -> Result<Guard, ConnectError> {
+        let client = connect_for_transactions(
+            settings,
+            "locksmith runs each migration in a transaction that takes its locks",
+        )
+        .await?;
         // Straight to the server with --direct-url: a pooler would hand the
         // sidecar's statements to any backend, and it must never queue behind us.
         let sidecar = settings

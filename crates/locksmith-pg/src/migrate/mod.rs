@@ -160,6 +160,10 @@ pub enum Error {
         /// What the run was doing.
         when: &'static str,
     },
+    /// The guard could not start: the server unreachable, or a statement
+    /// pooler in the way with no direct route.
+    #[error(transparent)]
+    Connect(#[from] guard::ConnectError),
     /// The server: unreachable, refused, or a query failed.
     #[error(transparent)]
     Server(#[from] crate::Error),
@@ -174,6 +178,7 @@ impl Error {
             }
             Error::Route(_) => ErrorKind::BadInput,
             Error::Interrupted { signal, .. } => ErrorKind::Interrupted(*signal),
+            Error::Connect(e) => e.kind(),
             Error::Server(e) => e.kind(),
         }
     }

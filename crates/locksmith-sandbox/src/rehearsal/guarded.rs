@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use locksmith_core::online::Unit;
-use locksmith_pg::guard::{Event, Guard, GuardError, Step};
+use locksmith_pg::guard::{ConnectError, Event, Guard, GuardError, Step};
 use locksmith_pg::ConnectionSettings;
 use tokio::sync::watch;
 
@@ -23,7 +23,12 @@ pub(super) async fn guarded(
     origin: Instant,
 ) -> Result<(bool, String, Windows), Error> {
     let (_never, interrupt) = watch::channel(None);
-    let mut guard = Guard::connect(settings, plan.policy.clone(), interrupt).await?;
+    let mut guard = match Guard::connect(settings, plan.policy.clone(), interrupt).await {
+        Ok(guard) => guard,
+        Err(ConnectError::Failed(e)) => return Err(e.into()),
+        // No pooler stands before a throwaway cluster; said as the outcome all the same.
+        Err(refused) => return Ok((false, format!("not run: {refused}"), Windows::new())),
+    };
     // A unit starts with its attempt 1; its locks are held from its last attempt on.
     let attempts: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
     {

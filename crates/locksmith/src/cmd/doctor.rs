@@ -8,7 +8,7 @@ use std::io::Write;
 
 use locksmith_core::server_log::{self, LogSummary};
 use locksmith_pg::audit::{self, Finding, Severity};
-use locksmith_pg::guard::replica;
+use locksmith_pg::guard::{replica, ConnectError};
 use serde::Serialize;
 
 use crate::cli::{DoctorArgs, Format};
@@ -39,7 +39,10 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
     let settings = super::settings(&args.connection)?.with_application_name("locksmith doctor");
     let replicas = super::replica_settings(&args.replicas)?;
     let mut pooler = None;
-    let mut findings = match settings.connect().await {
+    // Its audit reads in transactions: behind a statement pooler, over --direct-url or refused.
+    let connected =
+        locksmith_pg::guard::connect_for_transactions(&settings, super::READS_IN_TRANSACTIONS);
+    let mut findings = match connected.await {
         Ok(client) => {
             super::note_pooler("doctor", &client, &settings, args.format == Format::Human);
             pooler = render::PoolerJson::of(&client, settings.has_direct());
@@ -59,7 +62,7 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
             findings
         }
         // With a log to read, an unreachable server is one finding, not the end.
-        Err(e) if !args.logs.is_empty() => vec![Finding {
+        Err(ConnectError::Failed(e)) if !args.logs.is_empty() => vec![Finding {
             id: "server_unreachable",
             severity: Severity::Error,
             message: format!("settings not audited: {e}"),

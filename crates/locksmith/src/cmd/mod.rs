@@ -106,6 +106,17 @@ pub fn note_pooler(
 }
 
 /// Connects, turning a connection failure into a one-line error (exit 1).
+/// Every command reads in transactions (sessions and locks at one moment,
+/// table sizes under a `lock_timeout`, a trace rolled back), so behind a
+/// statement pooler it takes `--direct-url`, or is refused (exit 2) before
+/// anything ran.
 pub async fn connect(settings: &ConnectionSettings) -> Result<locksmith_pg::Connection, Failure> {
-    settings.connect().await.map_err(Failure::from)
+    locksmith_pg::guard::connect_for_transactions(settings, READS_IN_TRANSACTIONS)
+        .await
+        .map_err(Failure::from)
 }
+
+/// What needs transaction blocks in the commands that only read (and trace).
+pub const READS_IN_TRANSACTIONS: &str =
+    "locksmith reads sessions, locks and the catalog in transactions (and trace runs the \
+     migration in one)";

@@ -289,7 +289,9 @@ impl ProgressBar {
 /// transaction pooler would leave on its backends for the application, so
 /// without a direct route the read is refused before anything runs.
 async fn read_route(settings: &ConnectionSettings) -> Result<ConnectionSettings, Failure> {
-    let target = super::connect(settings).await?;
+    // Any pooler is seen here (a statement pooler too: `connect` would hand
+    // back the direct route, and pg_dump would then be sent to the pooler).
+    let target = settings.connect().await.map_err(Failure::from)?;
     let Some(pooler) = target.pooler() else {
         return Ok(settings.clone());
     };

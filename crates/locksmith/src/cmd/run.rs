@@ -21,8 +21,11 @@
 //! tool's output (it passes through live, scanned on the way for lock-timeout
 //! errors); rerun a tool that failed for any other reason, or that committed
 //! part of its work before it lost (its exit code is passed through; see
-//! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; or leave one of
-//! the tool's lock requests queued on the server, whichever way it ends.
+//! [`locksmith_pg::guard::commits`]); start a new attempt after the deadline; leave one of
+//! the tool's lock requests queued on the server, whichever way it ends; or
+//! report as applied a run in which a statement failed on a lock timeout or
+//! was cancelled by the watch, even when the tool exits 0 (psql without
+//! `ON_ERROR_STOP` does; a wrapped psql is told to stop: see [`psql`]).
 //!
 //! With `--replica URL`, the look before a retry covers each hot standby's
 //! sessions in the way of an `ACCESS EXCLUSIVE` lock the tool waited for
@@ -37,12 +40,13 @@ use locksmith_pg::guard::retry::{Next, Retry};
 use locksmith_pg::guard::sessions::{
     CancelledWait, Scope, SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
 };
-use locksmith_pg::guard::{next_interrupt, GuardReport, Holder, Interrupt};
+use locksmith_pg::guard::{next_interrupt, ConnectError, GuardReport, Holder, Interrupt};
 use serde::Serialize;
 use tokio::sync::watch;
 
 mod child;
 mod env;
+mod psql;
 mod route;
 pub(super) mod warden;
 
@@ -69,7 +73,10 @@ pub async fn run(args: RunArgs) -> CmdResult {
         ))
     };
     let route = match signals::unless_interrupted(&interrupt, route::Route::open(&settings)).await {
-        Ok(route) => route.map_err(cannot_watch)?,
+        Ok(Ok(route)) => route,
+        Ok(Err(ConnectError::Failed(e))) => return Err(cannot_watch(e)),
+        // A statement pooler: refused (exit 2), nothing run.
+        Ok(Err(refused)) => return Err(Failure::from(refused)),
         Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
     };
     let pooled = route.pooler.is_some();
@@ -125,6 +132,20 @@ pub async fn run(args: RunArgs) -> CmdResult {
         Err(signal) => return Ok(Outcome::Code(signals::exit_code(signal))),
     };
     let mut dog = started.map_err(cannot_watch)?;
+    // psql runs on past a failed statement and exits 0 unless told to stop.
+    let cmd = psql::stop_on_error(&args.cmd).unwrap_or_else(|| args.cmd.clone());
+    if cmd != args.cmd {
+        progress(
+            "psql is run with -v ON_ERROR_STOP=1, so it stops at the first statement that fails \
+             (e.g. on lock_timeout) instead of running on past it",
+        );
+    }
+    if let Some(rc) = psql::psqlrc_setting_it(&cmd, &process_env) {
+        progress(&format!(
+            "warning: {rc} sets ON_ERROR_STOP and psql reads it after its -v options, so its value \
+             wins; a statement that fails is still never reported as applied"
+        ));
+    }
     // No query of the watch may be in flight when this process exits:
     // through a pooler, a client gone mid-query leaves its answer on the
     // pooled backend, and PgBouncer 1.18 may hand it to the next client.
@@ -144,6 +165,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
             errors: Vec::new(),
             pooler: pooler_report,
             cancels: Vec::new(),
+            command_exit_code: None,
+            committed: None,
         };
         let mut retry = Retry::new(&policy, run.started);
         loop {
@@ -214,7 +237,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
             // The deadline holds for the command too (a first attempt always gets the budget).
             let stop_at = (run.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
             let end = attempt(
-                &args.cmd,
+                &cmd,
                 &env,
                 args.guard.format,
                 &dog,
@@ -257,6 +280,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                     .committed_since(mark, &watch.xids)
                     .await
                     .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
+                run.committed.clone_from(&committed);
                 let cancelled = if cleared_ok {
                     " and cancelled its statements on the server"
                 } else {
@@ -292,18 +316,22 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 )?;
                 return Ok(Outcome::Blocked);
             }
-            if end.status.success() {
+            // A statement that failed on a lock timeout, or that locksmith
+            // cancelled, did not run, whatever the command's exit code says
+            // (psql without ON_ERROR_STOP exits 0 after one).
+            let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
+            let code = exit_code(end.status);
+            run.command_exit_code = Some(code);
+            if end.status.success() && !lost_race {
                 run.finish(Status::Applied, None)?;
                 return Ok(Outcome::Done);
             }
-            let lost_race = !watch.cancelled.is_empty() || end.lock_race_in_output;
-            let code = exit_code(end.status);
             if !lost_race {
                 run.finish(
                     Status::Failed,
                     Some(format!(
-                        "`{shown}` failed with exit code {code} (not a lost lock race){}",
-                        own_exit_3(code)
+                        "`{shown}` failed (not a lost lock race): {}",
+                        psql::exit_code_meaning(&cmd, code)
                     )),
                 )?;
                 return Ok(Outcome::Code(code));
@@ -314,18 +342,39 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 .await
                 .unwrap_or_else(|e| Some(format!("cannot tell ({e})")));
             if let Some(what) = committed {
+                run.committed = Some(what.clone());
+                if end.status.success() {
+                    // Nothing of the command's own says it failed: exit 1, never 0.
+                    run.finish(
+                        Status::Failed,
+                        Some(format!(
+                            "`{shown}` exited 0, but {} and did not run: NOT applied. Part of its \
+                             work was committed: {what}. Not rerunning it, since a rerun would \
+                             repeat that work; check the database, then run what is missing{}",
+                            lost_statement(&watch),
+                            if psql::is_psql(&cmd) {
+                                " (and let psql stop at a failed statement: do not set ON_ERROR_STOP off)"
+                            } else {
+                                ""
+                            }
+                        )),
+                    )?;
+                    return Ok(Outcome::Code(1));
+                }
                 run.finish(
                     Status::Failed,
                     Some(format!(
                         "`{shown}` lost a lock race after part of its work was committed: {what}. \
                          Not rerunning it, since a rerun would repeat that work; check the database, \
-                         then rerun it (exit code {code} is the command's own){}",
-                        own_exit_3(code)
+                         then rerun it ({})",
+                        psql::exit_code_meaning(&cmd, code)
                     )),
                 )?;
                 return Ok(Outcome::Code(code));
             }
-            let why = if watch.cancelled.is_empty() {
+            let why = if end.status.success() {
+                format!("{}; the command exited 0 regardless", lost_statement(&watch))
+            } else if watch.cancelled.is_empty() {
                 "its lock wait hit lock_timeout".to_string()
             } else {
                 "a lock wait over the budget was cancelled on the server by locksmith".to_string()
@@ -349,13 +398,13 @@ pub async fn run(args: RunArgs) -> CmdResult {
     outcome
 }
 
-/// Says so when the command's own exit code is 3, which `locksmith run` also
-/// uses for "gave up blocked": the report's status tells them apart.
-fn own_exit_3(code: u8) -> &'static str {
-    if code == 3 {
-        "; this exit code 3 is the command's own, not locksmith giving up blocked"
+/// How a statement of the command failed on a lock, as the watch or the
+/// command's output showed it.
+fn lost_statement(watch: &SessionWatch) -> &'static str {
+    if watch.cancelled.is_empty() {
+        "one of its statements failed on lock_timeout (its output says so)"
     } else {
-        ""
+        "one of its statements waited for a lock past the budget and was cancelled by locksmith"
     }
 }
 
@@ -392,6 +441,10 @@ struct Run<'a> {
     pooler: Option<route::PoolerReport>,
     /// The command's statements locksmith cancelled, in all attempts.
     cancels: Vec<CancelRecord>,
+    /// The wrapped command's own exit code in the last attempt, once one ended.
+    command_exit_code: Option<u8>,
+    /// What the last attempt committed before a statement of it failed on a lock.
+    committed: Option<String>,
 }
 
 /// One statement of the command cancelled by locksmith, in the report
@@ -414,6 +467,13 @@ struct RunJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pooler: Option<&'a route::PoolerReport>,
     cancelled_by_locksmith: &'a [CancelRecord],
+    /// The wrapped command's own exit code (last attempt), apart from
+    /// locksmith's: e.g. psql's 3 is not "gave up blocked" (status `blocked`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_exit_code: Option<u8>,
+    /// What was committed by an attempt a statement of which failed on a lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committed: Option<&'a str>,
 }
 
 impl Run<'_> {
@@ -511,6 +571,8 @@ impl Run<'_> {
                     report: &report,
                     pooler: self.pooler.as_ref(),
                     cancelled_by_locksmith: &self.cancels,
+                    command_exit_code: self.command_exit_code,
+                    committed: self.committed.as_deref(),
                 };
                 render::json(&mut out, &json)?;
             }

@@ -148,12 +148,18 @@ impl Source {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let lost = |e: locksmith_pg::Error| RefreshError {
+            let lost = |e: &dyn std::fmt::Display| RefreshError {
                 message: e.to_string(),
                 lost: true,
             };
-            let client = self.settings.connect().await.map_err(lost)?;
-            let snapshotter = Snapshotter::new(&client).await.map_err(lost)?;
+            // Snapshots are read in a transaction: behind a statement pooler
+            // over --direct-url, else its refusal is what the header shows.
+            let connecting = locksmith_pg::guard::connect_for_transactions(
+                &self.settings,
+                crate::cmd::READS_IN_TRANSACTIONS,
+            );
+            let client = connecting.await.map_err(|e| lost(&e))?;
+            let snapshotter = Snapshotter::new(&client).await.map_err(|e| lost(&e))?;
             self.conn = Some((Arc::new(client), snapshotter));
         }
         let (client, snapshotter) = self.conn.as_ref().expect("connected above");

@@ -9,8 +9,14 @@
 //! the watch alone, which finds its sessions by the `application_name` it
 //! is given through `PGAPPNAME`. A command whose connection string sets its
 //! own `application_name` could not be found: it is refused up front.
+//!
+//! A pooler in statement pooling mode is refused too, even with
+//! `--direct-url`: the command itself still connects through it, and it
+//! cuts the link at the command's first `BEGIN` (migration tools run each
+//! migration in a transaction; `psql -1` does too), after whatever ran before.
 
-use locksmith_pg::{Connection, ConnectionSettings, Error, Pooler};
+use locksmith_pg::guard::ConnectError;
+use locksmith_pg::{Connection, ConnectionSettings, Pooler};
 use serde::Serialize;
 
 use crate::render::PoolerJson;
@@ -28,13 +34,18 @@ pub struct Route {
 }
 
 impl Route {
-    /// Connects to the target to find out whether a pooler is in between,
-    /// then opens the watch's connection: over the direct route when one was
-    /// given (checked to reach the same server, through no pooler), else that
-    /// first connection itself.
-    pub async fn open(settings: &ConnectionSettings) -> Result<Route, Error> {
+    /// Connects to the target to find out whether a pooler is in between
+    /// (a statement pooler is refused), then opens the watch's connection:
+    /// over the direct route when one was given (checked to reach the same
+    /// server, through no pooler), else that first connection itself.
+    pub async fn open(settings: &ConnectionSettings) -> Result<Route, ConnectError> {
         let watchdog = settings.with_application_name("locksmith-watchdog");
         let target = watchdog.connect().await?;
+        target.require_transactions(
+            "the command would be cut off at its first BEGIN (migration tools run each \
+             migration in a transaction; so does psql -1), after whatever it ran before",
+            false,
+        )?;
         let pooler = target.pooler();
         let pooler_addr = locksmith_pg::guard::pooler_addr(&target).await?;
         let direct = settings.has_direct();
