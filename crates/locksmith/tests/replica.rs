@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::{Incident, TABLE};
+use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
 use locksmith_sandbox::{wait, Cluster};
 use serde_json::Value;
 
@@ -282,6 +283,64 @@ async fn a_running_standby_query_is_waited_for_not_raced() {
         "a standby read waited {worst:?}"
     );
     running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_readers_that_never_stop_are_waited_out_never_raced() {
+    let db = "replica_never_stop";
+    let (primary, standby, incident, dir) = staged(db).await;
+    // Reports of 4 s on the standby, one starting every 3.5 s: from the first
+    // one on, a report always holds the table there (never a gap).
+    let reports = Traffic::start(
+        standby.settings(db, "standby-report"),
+        TrafficProfile {
+            rate: 1.0 / 3.5,
+            pool_size: 3,
+            queries: vec![Query {
+                sql: format!("SELECT count(*), pg_sleep(4) FROM {TABLE}"),
+                share: 1.0,
+            }],
+            keys: 1,
+            gateway_timeout: Duration::from_secs(60),
+        },
+    );
+    let watcher = standby_client(&standby, db, "check").await;
+    until_positive(
+        &watcher,
+        "the first report to run on the standby",
+        "SELECT count(*)::int FROM pg_stat_activity
+         WHERE application_name = 'standby-report' AND state = 'active'",
+    )
+    .await;
+    // A 1 s budget, so the first look finds that report younger than the
+    // budget: a young query is no promise of a short one, and replay would
+    // wait for it however long it runs.
+    let (out, worst) = apply_watching_standby(
+        &standby,
+        db,
+        &incident,
+        dir.path(),
+        &["--lock-timeout", "1s", "--deadline", "6s"],
+    )
+    .await;
+    let reports = reports.stop().await;
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let named = json["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["application_name"] == "standby-report")
+        .unwrap_or_else(|| panic!("the standby reports are not named: {json}"));
+    assert_eq!(named["server"], format!("127.0.0.1:{}", standby.port()));
+    assert!(
+        worst < Duration::from_secs(2),
+        "a standby read waited {worst:?}, over twice the 1 s budget"
+    );
+    let admin = primary.settings(db, "check").connect().await.unwrap();
+    assert!(!has_note(&admin).await, "nothing applied");
+    assert!(reports.requests >= 2, "the reports overlapped: {reports:?}");
 }
 
 /// Polls `sql` (one integer) on `client` until it is positive; returns it.

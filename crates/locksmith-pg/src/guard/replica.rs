@@ -10,8 +10,10 @@
 //! the readers end (measured; see docs/locks.md). So the only safe moment is
 //! before the lock is taken: the look covers each standby's sessions holding a
 //! lock that conflicts with the plan's `ACCESS EXCLUSIVE` locks (the only mode
-//! WAL-logged; relation oids are the primary's on a physical standby), with
-//! the same long-lived / short / terminate policy as the primary's sessions.
+//! WAL-logged; relation oids are the primary's on a physical standby), and
+//! every one of them is waited out ([`standby_waits_out`]): none is raced,
+//! since nothing bounds how long replay would wait for it. The terminate
+//! policy applies to them as to the primary's sessions.
 //!
 //! Must not touch a standby session that does not conflict, nor an active
 //! query (only sessions idle in transaction past `--terminate-idle-after`).
@@ -126,12 +128,17 @@ fn server_name(settings: &ConnectionSettings) -> String {
         .to_string()
 }
 
-/// The standby rule: a standby session in the way is waited out, not raced,
-/// when it is idle in its transaction or its transaction has run for the
-/// `budget`: replay cannot give up as `NOWAIT` does, it waits for it however long.
-pub fn standby_waits_out(h: &Holder, budget: std::time::Duration) -> bool {
-    h.session.is_idle_in_transaction()
-        || h.session.xact_age_ms.unwrap_or(0) >= budget.as_millis() as i64
+/// The standby rule: a standby session holding a lock that the replay of
+/// ours would conflict with is waited out, never raced, whatever its age.
+/// On the primary a race is safe (`NOWAIT` gives up at once); replay cannot
+/// give up: once our lock record arrives it waits for that session however
+/// long it runs, rolling back on the primary does not free it (replay is
+/// stuck before the abort record), and every read of the table there queues
+/// behind it. A query that started a moment ago is no promise of a short one
+/// (a report), so its age says nothing. See docs/standby.md for what this
+/// costs when a standby's readers never stop.
+pub fn standby_waits_out(h: &Holder) -> bool {
+    h.server.is_some()
 }
 
 fn on_replica(server: &str, e: Error) -> GuardError {
