@@ -95,6 +95,33 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Sends the WAL written so far, the lock record of the attempt in flight
+    /// included, to the standbys now, without waiting for it. A transaction
+    /// that has not committed flushes nothing, and walsenders send flushed
+    /// WAL only: on a quiet primary the record would leave with our commit,
+    /// and a standby query starting meanwhile (the migration's whole hold)
+    /// would take the table there unseen, for replay to wait on however long
+    /// it runs. Sent now, replay takes the lock within milliseconds of the
+    /// look, and later standby reads queue behind it for our hold only (as
+    /// they already do when other commits flush the WAL on a busy primary).
+    /// A tiny committed transaction with an xid, on the sidecar, flushes it.
+    /// Spawned, so the hold is not longer by its round trip; should it fail,
+    /// the record leaves with our commit, as without it.
+    pub(super) fn send_lock_record(&self) {
+        let sidecar = self.sidecar.clone();
+        tokio::spawn(async move {
+            // `local`: flushed here even under synchronous_commit = off, without
+            // waiting for a synchronous standby.
+            let _ = sidecar
+                .batch_execute(
+                    "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_current_xact_id(); COMMIT",
+                )
+                .await;
+        });
+    }
+}
+
 /// Connects to a hot standby given with `--replica`: its `host:port` (as
 /// reports name it) and the connection. Fails when it cannot be reached or is
 /// not a standby (a primary given as a replica would be watched for nothing).
