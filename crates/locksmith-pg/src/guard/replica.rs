@@ -168,6 +168,19 @@ pub fn standby_waits_out(h: &Holder) -> bool {
     h.server.is_some()
 }
 
+/// How soon the guard looks again while only standby queries are in its way
+/// ([`comes_and_goes`]): readers there are waited out, never raced, so the
+/// migration runs in a gap between them, and a gap between two reports may
+/// last under a second. The backoff alone (growing to 5 s) would miss most.
+/// A look is a few catalog reads on the primary and on each standby.
+pub const LOOK_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A standby session whose query will end by itself (not one idle in its
+/// transaction, which may stay so for ever): worth looking again soon.
+pub fn comes_and_goes(h: &Holder) -> bool {
+    h.server.is_some() && !h.session.is_idle_in_transaction()
+}
+
 fn on_replica(server: &str, e: Error) -> GuardError {
     GuardError::Failed(Error::Replica {
         server: server.to_string(),

@@ -146,6 +146,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
             cancels: Vec::new(),
         };
         let mut retry = Retry::new(&policy, run.started);
+        let mut waiting_lines = super::progress::WaitingLines::default();
         loop {
             // Look before queueing: while long-lived sessions hold what an earlier
             // attempt waited for, an attempt would only queue behind them. (Before
@@ -164,7 +165,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 Next::Attempt(number) => number,
                 Next::GiveUp(reason) => return run.blocked(reason),
                 Next::Wait(wait) => {
-                    progress(&format!(
+                    if waiting_lines.due() {
+                        progress(&format!(
                         "waiting for {} session{} holding what the migration needs: {} (next look in {})",
                         holders.len(),
                         if holders.len() == 1 { "" } else { "s" },
@@ -175,6 +177,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                             .join(", "),
                         locksmith_core::duration::human(wait)
                     ));
+                    }
                     run.report.blockers = holders;
                     if let Some(signal) = sleep(wait, &mut interrupt).await {
                         return run.interrupted(signal);
