@@ -13,7 +13,13 @@
 //! WAL-logged; relation oids are the primary's on a physical standby), and
 //! every one of them is waited out ([`standby_waits_out`]): none is raced,
 //! since nothing bounds how long replay would wait for it. The terminate
-//! policy applies to them as to the primary's sessions.
+//! policy applies to them as to the primary's sessions. While only standby
+//! queries are in the way, the guard looks again within
+//! [`LOOK_AGAIN_WITHIN`], to find a gap between them. Once the lock is taken,
+//! its record is sent to the standbys at once
+//! ([`Guard::send_lock_record`](super::Guard)), so that a standby query
+//! starting during the migration's hold queues behind replay instead of
+//! making replay wait for it. What this promises and costs: docs/standby.md.
 //!
 //! Must not touch a standby session that does not conflict, nor an active
 //! query (only sessions idle in transaction past `--terminate-idle-after`).
