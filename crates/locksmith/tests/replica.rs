@@ -382,9 +382,9 @@ async fn a_standby_query_started_during_the_migration_queues_behind_replay() {
         .await;
         let holding = Instant::now();
         // Until replay holds the lock on the standby, or its record has not
-        // left the primary 300 ms into the hold.
-        wait::until(wait::BOUND, "replay to lock or 300 ms", || async {
-            holding.elapsed() > Duration::from_millis(300)
+        // left the primary 600 ms into its 1 s hold.
+        wait::until(wait::BOUND, "replay to lock or 600 ms", || async {
+            holding.elapsed() > Duration::from_millis(600)
                 || on_standby
                     .query_one(
                         &format!(
