@@ -201,7 +201,7 @@ pub struct GuardArgs {
     /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     pub max_hold: std::time::Duration,
-    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): it replays the migration's ACCESS EXCLUSIVE locks, so its sessions in the way are looked for before locking, under the same policy (`run`: before each retry, since the first try knows no tables yet)
+    /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): it replays the migration's ACCESS EXCLUSIVE locks, so its sessions in the way are looked for before locking and waited out, never raced, however young (idle ones terminated under --terminate-idle-after; `run`: before each retry, since the first try knows no tables yet)
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
     /// Output format of the final report.

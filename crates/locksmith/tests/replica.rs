@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use locksmith_sandbox::cluster::ClusterOptions;
 use locksmith_sandbox::incident::{Incident, TABLE};
+use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
 use locksmith_sandbox::{wait, Cluster};
 use serde_json::Value;
 
@@ -31,15 +33,23 @@ fn apply(url: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
 /// A primary with the incident's table, a standby that has replayed it, and
 /// a migration folder adding a column.
 async fn staged(db: &str) -> (Cluster, Cluster, Incident, tempfile::TempDir) {
-    staged_with(db, &[]).await
+    staged_with(db, &[], &[]).await
 }
 
-/// [`staged`], the standby started with these settings.
+/// [`staged`], the primary and the standby started with these settings.
 async fn staged_with(
     db: &str,
+    primary_settings: &[(&str, &str)],
     standby_settings: &[(&str, &str)],
 ) -> (Cluster, Cluster, Incident, tempfile::TempDir) {
-    let primary = Cluster::start().unwrap();
+    let primary = Cluster::start_with(ClusterOptions {
+        settings: primary_settings
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        ..ClusterOptions::default()
+    })
+    .unwrap();
     let incident = Incident::stage(&primary, db).await.unwrap();
     let standby = primary.start_standby(standby_settings).unwrap();
     let url = standby.url(db);
@@ -284,6 +294,145 @@ async fn a_running_standby_query_is_waited_for_not_raced() {
     running.await.unwrap().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_readers_that_never_stop_are_waited_out_never_raced() {
+    let db = "replica_never_stop";
+    let (primary, standby, incident, dir) = staged(db).await;
+    // Reports of 4 s on the standby, one starting every 3.5 s: from the first
+    // one on, a report always holds the table there (never a gap).
+    let reports = Traffic::start(
+        standby.settings(db, "standby-report"),
+        TrafficProfile {
+            rate: 1.0 / 3.5,
+            pool_size: 3,
+            queries: vec![Query {
+                sql: format!("SELECT count(*), pg_sleep(4) FROM {TABLE}"),
+                share: 1.0,
+            }],
+            keys: 1,
+            gateway_timeout: Duration::from_secs(60),
+        },
+    );
+    let watcher = standby_client(&standby, db, "check").await;
+    until_positive(
+        &watcher,
+        "the first report to run on the standby",
+        "SELECT count(*)::int FROM pg_stat_activity
+         WHERE application_name = 'standby-report' AND state = 'active'",
+    )
+    .await;
+    // A 1 s budget, so the first look finds that report younger than the
+    // budget: a young query is no promise of a short one, and replay would
+    // wait for it however long it runs.
+    let (out, worst) = apply_watching_standby(
+        &standby,
+        db,
+        &incident,
+        dir.path(),
+        &["--lock-timeout", "1s", "--deadline", "6s"],
+    )
+    .await;
+    let reports = reports.stop().await;
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let named = json["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["application_name"] == "standby-report")
+        .unwrap_or_else(|| panic!("the standby reports are not named: {json}"));
+    assert_eq!(named["server"], format!("127.0.0.1:{}", standby.port()));
+    assert!(
+        worst < Duration::from_secs(2),
+        "a standby read waited {worst:?}, over twice the 1 s budget"
+    );
+    let admin = primary.settings(db, "check").connect().await.unwrap();
+    assert!(!has_note(&admin).await, "nothing applied");
+    assert!(reports.requests >= 2, "the reports overlapped: {reports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_query_started_during_the_migration_queues_behind_replay() {
+    let db = "replica_window";
+    // As on a production server: the sandbox's `off` has the WAL writer send
+    // the lock record within 200 ms by itself.
+    let (primary, standby, incident, dir) =
+        staged_with(db, &[("synchronous_commit", "on")], &[]).await;
+    // The migration holds its lock a second on the primary before it changes
+    // anything: its lock record is all the WAL it wrote meanwhile (a change
+    // would fill WAL pages, which the WAL writer flushes on its own).
+    std::fs::write(
+        dir.path().join("1_note.sql"),
+        format!("SELECT pg_sleep(1);\nALTER TABLE {TABLE} ADD COLUMN note text;\n"),
+    )
+    .unwrap();
+    let on_primary = primary.settings(db, "check").connect().await.unwrap();
+    let on_standby = standby_client(&standby, db, "check").await;
+    let report = standby_client(&standby, db, "standby-late-report").await;
+    // After the look, while the migration holds its lock: a 5 s report on the standby.
+    let late_report = async {
+        until_positive(
+            &on_primary,
+            "the migration to hold its lock",
+            "SELECT count(*)::int FROM pg_stat_activity
+             WHERE state = 'active' AND query LIKE '%SELECT pg_sleep(1)%'
+               AND pid <> pg_backend_pid()",
+        )
+        .await;
+        let holding = Instant::now();
+        // Until replay holds the lock on the standby, or its record has not
+        // left the primary 600 ms into its 1 s hold.
+        wait::until(wait::BOUND, "replay to lock or 600 ms", || async {
+            holding.elapsed() > Duration::from_millis(600)
+                || on_standby
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) > 0 FROM pg_locks l
+                             JOIN pg_stat_activity a ON a.pid = l.pid
+                             WHERE a.backend_type = 'startup' AND l.granted
+                               AND l.relation = '{TABLE}'::regclass"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+        })
+        .await
+        .unwrap();
+        report
+            .batch_execute(&format!("SELECT count(*), pg_sleep(5) FROM {TABLE}"))
+            .await
+            .unwrap();
+    };
+    let (stop, reads) = standby_reads(standby_client(&standby, db, "standby-traffic").await);
+    let (url, path, replica) = (
+        incident.url.clone(),
+        dir.path().to_path_buf(),
+        standby.url(db),
+    );
+    let applying =
+        tokio::task::spawn_blocking(move || apply(&url, &path, &["--replica", &replica]));
+    let (out, ()) = tokio::join!(applying, late_report);
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Reads go on until the standby has replayed the migration: a replay
+    // stalled behind the report would stall them after apply returned.
+    wait::until(wait::BOUND, "the standby to replay the column", || async {
+        has_note(&on_standby).await
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let worst = Duration::from_millis(reads.await.unwrap());
+    // The report waited for the migration's hold; nobody waited for the report.
+    assert!(
+        worst < Duration::from_millis(2500),
+        "a standby read waited {worst:?} for a report that started during the migration"
+    );
+}
+
 /// Polls `sql` (one integer) on `client` until it is positive; returns it.
 async fn until_positive(client: &locksmith_pg::Connection, what: &str, sql: &str) -> i32 {
     let read = || async {
@@ -305,7 +454,7 @@ async fn blockers_shows_a_standby_replay_waiting_for_a_standby_session() {
     let db = "replica_blockers";
     // Never cancelled by the standby itself while the test looks.
     let (primary, standby, incident, _dir) =
-        staged_with(db, &[("max_standby_streaming_delay", "-1")]).await;
+        staged_with(db, &[], &[("max_standby_streaming_delay", "-1")]).await;
     let report = standby_client(&standby, db, "standby-report").await;
     report
         .batch_execute(&format!("BEGIN; SELECT count(*) FROM {TABLE}"))
@@ -432,6 +581,7 @@ async fn doctor_reads_the_standby_delays_and_the_primary_replication() {
     let db = "replica_doctor";
     let (primary, standby, incident, _dir) = staged_with(
         db,
+        &[],
         &[
             ("max_standby_streaming_delay", "-1"),
             ("hot_standby_feedback", "on"),

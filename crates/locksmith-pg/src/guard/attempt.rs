@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use locksmith_core::duration::to_pg_setting;
+use locksmith_core::lock::LockMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -108,6 +109,9 @@ impl Guard {
             .into_iter()
             .filter(|l| resolved.iter().any(|r| r.name == l.relation))
             .collect();
+        // Hot standbys replay our ACCESS EXCLUSIVE locks (the only WAL-logged mode).
+        let replayed =
+            !self.replicas.is_empty() && order.iter().any(|r| r.mode == LockMode::AccessExclusive);
         let dog = Watchdog::start(self.sidecar.clone(), watched, self.policy.lock_timeout);
         let mut result = Ok(());
         let mut held_since = None;
@@ -157,6 +161,9 @@ impl Guard {
             }
             if i == 0 && !held.is_empty() {
                 held_since = Some(Instant::now());
+            }
+            if i == 0 && replayed {
+                self.send_lock_record();
             }
         }
         let watch = dog.finish().await;

@@ -8,7 +8,8 @@
 //!    Long-lived ones (idle in transaction, or in one, for at least
 //!    [`look::long_lived_after`] the budget) are waited out *without
 //!    queueing*, with backoff — or, under `terminate_idle_after`, terminated
-//!    if idle in transaction that long. Younger ones are raced, as writers are.
+//!    if idle in transaction that long. Younger ones are raced, as writers are
+//!    (on the primary only: a hot standby's are all waited out, see [`replica`]).
 //! 2. **Attempt**: `BEGIN`, `lock_timeout` and `statement_timeout` set on the
 //!    server (so it gives up by itself if we die), the caller's `start`
 //!    statement if any, the backend pid and transaction start read in the

@@ -30,8 +30,6 @@ pub(super) struct Plan {
     waits: Vec<WaitedFor>,
     /// See [`look::long_lived_after`].
     long_lived_after: Duration,
-    /// A standby's query running this long (the budget) is waited out, not raced.
-    standby_after: Duration,
 }
 
 impl Plan {
@@ -54,7 +52,6 @@ impl Plan {
             builds_concurrently,
             waits: Vec::new(),
             long_lived_after: look::long_lived_after(lock_timeout),
-            standby_after: lock_timeout,
         }
     }
 
@@ -65,10 +62,9 @@ impl Plan {
                 && h.session.is_idle_in_transaction()
                 && h.session.idle_for() >= CONCURRENT_IDLE_AFTER)
             // A standby's replay cannot give up as NOWAIT does: it waits for
-            // whatever holds the table there, however long. Only a query that
-            // just started is raced; one running for the budget may run on, and
-            // a session idle in its transaction may stay so for ever.
-            || (h.server.is_some() && super::replica::standby_waits_out(h, self.standby_after))
+            // whatever holds the table there, however long, and a query that
+            // just started may run for minutes. No standby session is raced.
+            || super::replica::standby_waits_out(h)
     }
 
     /// Remembers whom a lost attempt waited for.

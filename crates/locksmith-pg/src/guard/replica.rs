@@ -10,8 +10,16 @@
 //! the readers end (measured; see docs/locks.md). So the only safe moment is
 //! before the lock is taken: the look covers each standby's sessions holding a
 //! lock that conflicts with the plan's `ACCESS EXCLUSIVE` locks (the only mode
-//! WAL-logged; relation oids are the primary's on a physical standby), with
-//! the same long-lived / short / terminate policy as the primary's sessions.
+//! WAL-logged; relation oids are the primary's on a physical standby), and
+//! every one of them is waited out ([`standby_waits_out`]): none is raced,
+//! since nothing bounds how long replay would wait for it. The terminate
+//! policy applies to them as to the primary's sessions. While only standby
+//! queries are in the way, the guard looks again within
+//! [`LOOK_AGAIN_WITHIN`], to find a gap between them. Once the lock is taken,
+//! its record is sent to the standbys at once
+//! ([`Guard::send_lock_record`](super::Guard)), so that a standby query
+//! starting during the migration's hold queues behind replay instead of
+//! making replay wait for it. What this promises and costs: docs/standby.md.
 //!
 //! Must not touch a standby session that does not conflict, nor an active
 //! query (only sessions idle in transaction past `--terminate-idle-after`).
@@ -93,6 +101,33 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Sends the WAL written so far, the lock record of the attempt in flight
+    /// included, to the standbys now, without waiting for it. A transaction
+    /// that has not committed flushes nothing, and walsenders send flushed
+    /// WAL only: on a quiet primary the record would leave with our commit,
+    /// and a standby query starting meanwhile (the migration's whole hold)
+    /// would take the table there unseen, for replay to wait on however long
+    /// it runs. Sent now, replay takes the lock within milliseconds of the
+    /// look, and later standby reads queue behind it for our hold only (as
+    /// they already do when other commits flush the WAL on a busy primary).
+    /// A tiny committed transaction with an xid, on the sidecar, flushes it.
+    /// Spawned, so the hold is not longer by its round trip; should it fail,
+    /// the record leaves with our commit, as without it.
+    pub(super) fn send_lock_record(&self) {
+        let sidecar = self.sidecar.clone();
+        tokio::spawn(async move {
+            // `local`: flushed here even under synchronous_commit = off, without
+            // waiting for a synchronous standby.
+            let _ = sidecar
+                .batch_execute(
+                    "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_current_xact_id(); COMMIT",
+                )
+                .await;
+        });
+    }
+}
+
 /// Connects to a hot standby given with `--replica`: its `host:port` (as
 /// reports name it) and the connection. Fails when it cannot be reached or is
 /// not a standby (a primary given as a replica would be watched for nothing).
@@ -126,12 +161,30 @@ fn server_name(settings: &ConnectionSettings) -> String {
         .to_string()
 }
 
-/// The standby rule: a standby session in the way is waited out, not raced,
-/// when it is idle in its transaction or its transaction has run for the
-/// `budget`: replay cannot give up as `NOWAIT` does, it waits for it however long.
-pub fn standby_waits_out(h: &Holder, budget: std::time::Duration) -> bool {
-    h.session.is_idle_in_transaction()
-        || h.session.xact_age_ms.unwrap_or(0) >= budget.as_millis() as i64
+/// The standby rule: a standby session holding a lock that the replay of
+/// ours would conflict with is waited out, never raced, whatever its age.
+/// On the primary a race is safe (`NOWAIT` gives up at once); replay cannot
+/// give up: once our lock record arrives it waits for that session however
+/// long it runs, rolling back on the primary does not free it (replay is
+/// stuck before the abort record), and every read of the table there queues
+/// behind it. A query that started a moment ago is no promise of a short one
+/// (a report), so its age says nothing. See docs/standby.md for what this
+/// costs when a standby's readers never stop.
+pub fn standby_waits_out(h: &Holder) -> bool {
+    h.server.is_some()
+}
+
+/// How soon the guard looks again while only standby queries are in its way
+/// ([`comes_and_goes`]): readers there are waited out, never raced, so the
+/// migration runs in a gap between them, and a gap between two reports may
+/// last under a second. The backoff alone (growing to 5 s) would miss most.
+/// A look is a few catalog reads on the primary and on each standby.
+pub const LOOK_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A standby session whose query will end by itself (not one idle in its
+/// transaction, which may stay so for ever): worth looking again soon.
+pub fn comes_and_goes(h: &Holder) -> bool {
+    h.server.is_some() && !h.session.is_idle_in_transaction()
 }
 
 fn on_replica(server: &str, e: Error) -> GuardError {

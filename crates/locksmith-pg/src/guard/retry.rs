@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
 use super::look::{self, Holder};
+use super::replica;
 use super::GuardPolicy;
 
 /// What to do after a look.
@@ -74,12 +75,16 @@ impl Retry {
             );
         }
         if !long_lived.is_empty() {
-            return Next::Wait(look::next_look(
+            let wait = look::next_look(
                 long_lived,
                 self.backoff.next_delay(),
                 self.terminate_idle_after,
                 self.remaining(),
-            ));
+            );
+            return Next::Wait(match long_lived.iter().all(replica::comes_and_goes) {
+                true => wait.min(replica::LOOK_AGAIN_WITHIN),
+                false => wait,
+            });
         }
         self.attempts += 1;
         Next::Attempt(self.attempts)
@@ -155,6 +160,31 @@ mod tests {
         assert_eq!(r.attempts(), 0);
         let mut r = Retry::new(&policy(10, Duration::ZERO), Instant::now());
         assert!(matches!(r.next(&[idle_holder()]), Next::GiveUp(_)));
+    }
+
+    #[test]
+    fn queries_on_a_standby_are_looked_at_again_soon_to_find_a_gap() {
+        let on_standby = |state: &str| {
+            let mut h = idle_holder();
+            h.session.state = Some(state.into());
+            h.server = Some("10.0.0.7:5432".into());
+            h
+        };
+        let waits = |holder: Holder| {
+            let mut r = Retry::new(&policy(10, Duration::from_secs(600)), Instant::now());
+            (0..8)
+                .map(|_| match r.next(std::slice::from_ref(&holder)) {
+                    Next::Wait(d) => d,
+                    other => panic!("{other:?}"),
+                })
+                .max()
+                .unwrap()
+        };
+        // A report that comes and goes: every gap between two counts.
+        assert!(waits(on_standby("active")) <= replica::LOOK_AGAIN_WITHIN);
+        // A session left idle in its transaction: the backoff grows as on the primary.
+        assert!(waits(on_standby("idle in transaction")) > Duration::from_secs(1));
+        assert!(waits(idle_holder()) > Duration::from_secs(1));
     }
 
     #[test]

@@ -339,11 +339,7 @@ impl SessionWatchdog {
             }
             let holders =
                 terminate_eligible(client, holders, self.terminate_idle_after, &self.seen).await;
-            long_lived.extend(
-                holders
-                    .into_iter()
-                    .filter(|h| replica::standby_waits_out(h, budget)),
-            );
+            long_lived.extend(holders.into_iter().filter(replica::standby_waits_out));
         }
         Ok(long_lived)
     }

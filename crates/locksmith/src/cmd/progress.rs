@@ -2,6 +2,7 @@
 //! per guard event on stderr, so stdout stays clean for reports and JSON.
 
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::Event;
 use locksmith_pg::migrate::{self, Mode};
@@ -36,7 +37,12 @@ impl EventLines {
 
     /// A handler for [`locksmith_pg::guard::Guard::on_event`].
     pub fn into_handler(self) -> impl FnMut(Event<'_>) + Send + 'static {
-        move |e| self.print(&e)
+        let mut waiting = WaitingLines::default();
+        move |e| {
+            if !matches!(e, Event::Waiting { .. }) || waiting.due() {
+                self.print(&e)
+            }
+        }
     }
 
     /// Prints one event of a migration run (`apply`).
@@ -124,5 +130,52 @@ impl EventLines {
             eprint!("\r\x1b[K");
         }
         eprintln!("{prefix}{line}");
+    }
+}
+
+/// At most one "waiting for …" line per [`WaitingLines::EVERY`]: while only
+/// standby queries are in the way the guard looks four times a second
+/// (`locksmith_pg::guard::replica::LOOK_AGAIN_WITHIN`), and a line per look
+/// would bury the rest.
+#[derive(Debug, Default)]
+pub struct WaitingLines {
+    last: Option<Instant>,
+}
+
+impl WaitingLines {
+    /// The least time between two waiting lines.
+    pub const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a waiting line is due now (and, if so, counts it as printed).
+    pub fn due(&mut self) -> bool {
+        self.due_at(Instant::now())
+    }
+
+    fn due_at(&mut self, now: Instant) -> bool {
+        match self.last {
+            Some(last) if now.duration_since(last) < Self::EVERY => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_lines_are_printed_at_most_once_a_second() {
+        let mut lines = WaitingLines::default();
+        let start = Instant::now();
+        let printed: Vec<bool> = (0..9)
+            .map(|i| lines.due_at(start + Duration::from_millis(250 * i)))
+            .collect();
+        assert_eq!(
+            printed,
+            [true, false, false, false, true, false, false, false, true]
+        );
     }
 }

@@ -169,6 +169,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
             committed: None,
         };
         let mut retry = Retry::new(&policy, run.started);
+        let mut waiting_lines = super::progress::WaitingLines::default();
         loop {
             // Look before queueing: while long-lived sessions hold what an earlier
             // attempt waited for, an attempt would only queue behind them. (Before
@@ -187,7 +188,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
                 Next::Attempt(number) => number,
                 Next::GiveUp(reason) => return run.blocked(reason),
                 Next::Wait(wait) => {
-                    progress(&format!(
+                    if waiting_lines.due() {
+                        progress(&format!(
                         "waiting for {} session{} holding what the migration needs: {} (next look in {})",
                         holders.len(),
                         if holders.len() == 1 { "" } else { "s" },
@@ -198,6 +200,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
                             .join(", "),
                         locksmith_core::duration::human(wait)
                     ));
+                    }
                     run.report.blockers = holders;
                     if let Some(signal) = sleep(wait, &mut interrupt).await {
                         return run.interrupted(signal);
