@@ -34,7 +34,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let lines = EventLines::new(args.guard.format == Format::Json, style);
     let runner = Runner::new(settings, policy)
         .interrupts(signals::interrupts())
-        .on_event(move |e| lines.migrate(&e));
+        .on_event(lines.into_migrate_handler());
     if args.dry_run {
         let plan = runner.dry_run(plan).await?;
         let text = match args.guard.format {

@@ -45,6 +45,18 @@ impl EventLines {
         }
     }
 
+    /// A handler for [`locksmith_pg::migrate::Runner::on_event`], with
+    /// waiting lines throttled as in [`into_handler`](Self::into_handler).
+    pub fn into_migrate_handler(self) -> impl FnMut(migrate::Event<'_>) + Send + 'static {
+        let mut waiting = WaitingLines::default();
+        move |e| {
+            if matches!(e, migrate::Event::Guard(Event::Waiting { .. })) && !waiting.due() {
+                return;
+            }
+            self.migrate(&e)
+        }
+    }
+
     /// Prints one event of a migration run (`apply`).
     pub fn migrate(&self, event: &migrate::Event<'_>) {
         if self.quiet {
