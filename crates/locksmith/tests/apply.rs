@@ -819,3 +819,42 @@ async fn a_runner_lock_left_behind_is_named_when_apply_gives_up() {
         0
     );
 }
+
+/// A migration the role may not run (it does not own the table) is not
+/// called wrong: the message says the role lacks the privilege, and that
+/// the migration needs no change.
+#[tokio::test]
+async fn a_missing_privilege_is_not_blamed_on_the_migration() {
+    let incident = Incident::stage_shared("apply_privilege").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let role = locksmith_sandbox::shared::unique_name("deployer");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw';
+             GRANT CREATE ON SCHEMA public TO {role};"
+        ))
+        .await
+        .unwrap();
+    let rest = incident.url.split_once('@').unwrap().1;
+    let url = format!("postgresql://{role}:pw@{rest}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "1_col.sql",
+            "ALTER TABLE academic_partners ADD COLUMN country text;",
+        )],
+    );
+    let out = locksmith(
+        &url,
+        &["apply", dir.path().to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("permission denied") && error.contains("42501"), "{error}");
+    assert_eq!(error.matches("rolled back").count(), 1, "said twice: {error}");
+    assert!(error.contains("the migration is fine"), "{error}");
+    assert!(!error.contains("fix the migration"), "{error}");
+    assert!(!error.contains("pw@"), "{error}");
+}

@@ -531,3 +531,23 @@ async fn a_fault_at_any_step_needs_one_rerun() {
         );
     }
 }
+
+/// The dry run shows every online step whole: a backfill is a block of
+/// several lines, and cut with "…" nobody could check what it does.
+#[tokio::test]
+async fn the_dry_run_shows_a_backfill_whole() {
+    let (incident, _admin) = staged("online_dry_backfill").await;
+    let dir = folder(
+        "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
+    );
+    let out = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("WHILE page <= pages LOOP"), "{said}");
+    assert!(said.contains("      $locksmith$;"), "{said}");
+    let steps = &said[said.find("online plan").unwrap()..];
+    assert!(!steps.contains('…'), "a step was cut: {said}");
+}

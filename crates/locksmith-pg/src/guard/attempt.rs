@@ -292,7 +292,7 @@ impl Guard {
                     Ok(Attempt::LostRace(watch))
                 } else {
                     Err(GuardError::Failed(Error::query(
-                        "the migration failed and was rolled back",
+                        "a statement failed",
                         e,
                     )))
                 }

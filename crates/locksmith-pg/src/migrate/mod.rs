@@ -773,6 +773,9 @@ fn failure_message(
     if p.in_transaction {
         let next = if needs_no_fix(err) {
             "nothing in it needs fixing: run apply again"
+        } else if err.sqlstate() == Some("42501") {
+            "the migration is fine, the role is not allowed to run it: grant the role the \
+             privilege (or run apply as a role that has it), then run apply again"
         } else {
             "fix the migration and run apply again"
         };

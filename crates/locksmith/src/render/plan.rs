@@ -89,7 +89,11 @@ fn online(out: &mut String, units: &[OnlineUnit]) {
             }
         );
         for s in &u.statements {
-            let _ = writeln!(out, "      {};", one_line(&s.sql, 100));
+            // In full: a backfill is a block of several lines, and a dry run
+            // that cuts it shows nothing anyone could check.
+            for line in format!("{};", s.sql.trim_end()).lines() {
+                let _ = writeln!(out, "      {line}");
+            }
             let locks: Vec<String> = s
                 .locks
                 .iter()
