@@ -136,6 +136,23 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An online migration changed after an earlier run recorded some of its
+    /// steps: resuming would skip what it now says at those places.
+    #[error(
+        "online step {step} of {steps} was done and recorded by an earlier run, but the migration \
+         now plans a different step there: the file was edited after that run stopped. Restore \
+         the file as it was and apply again to finish it, then change the schema in a new \
+         migration; or undo what the recorded steps did and clear their progress \
+         (DELETE FROM locksmith_online_steps WHERE version = {version}) before applying the edited file"
+    )]
+    EditedMidway {
+        /// 1-based step whose recorded work differs from the plan.
+        step: usize,
+        /// Steps the migration now plans.
+        steps: usize,
+        /// The migration's history key as the progress table has it.
+        version: i64,
+    },
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]
     Query {
@@ -171,6 +188,7 @@ impl Error {
                 ErrorKind::Unreachable
             }
             Error::Permission { .. } => ErrorKind::Permission,
+            Error::EditedMidway { .. } => ErrorKind::BadInput,
             Error::IndexExists { .. } | Error::Query { .. } => ErrorKind::Failed,
         }
     }

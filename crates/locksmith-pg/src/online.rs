@@ -84,7 +84,8 @@ pub async fn run_excluding(
     ensure_table(guard.client())
         .await
         .map_err(|e| fail(0)(e.into()))?;
-    let done = done_units(guard.client(), version)
+    let sums: Vec<String> = units.iter().map(unit_checksum).collect();
+    let done = check_progress(guard.client(), version, &sums)
         .await
         .map_err(|e| fail(0)(e.into()))?;
     let mut run = OnlineRun::default();
@@ -105,7 +106,7 @@ pub async fn run_excluding(
             run.ran += 1;
         }
         if unit.transactional && !already {
-            let progress = progress_sql(version, i, finishing);
+            let progress = progress_sql(version, i, finishing, &sums[i]);
             let attempts_before = run.attempts;
             let finish = |attempts: u32, _: Duration| {
                 if finishing {
@@ -147,7 +148,7 @@ pub async fn run_excluding(
         if finishing {
             sql.push(record(run.attempts, started.elapsed()));
         }
-        sql.push(progress_sql(version, i, finishing));
+        sql.push(progress_sql(version, i, finishing, &sums[i]));
         sql.push("COMMIT".into());
         guard
             .client()
@@ -163,15 +164,59 @@ pub fn done_sql(version: i64, i: usize) -> String {
     format!("SELECT FROM {STEPS_TABLE} WHERE version = {version} AND unit = {i}")
 }
 
-/// Records unit `i` as done; with the last unit, forgets the migration's progress instead.
-pub fn progress_sql(version: i64, i: usize, finishing: bool) -> String {
+/// Records unit `i` as done, with the checksum of what it ran
+/// ([`unit_checksum`]); with the last unit, forgets the migration's progress instead.
+pub fn progress_sql(version: i64, i: usize, finishing: bool, checksum: &str) -> String {
     if finishing {
         format!("DELETE FROM {STEPS_TABLE} WHERE version = {version}")
     } else {
         format!(
-            "INSERT INTO {STEPS_TABLE} (version, unit) VALUES ({version}, {i}) ON CONFLICT DO NOTHING"
+            "INSERT INTO {STEPS_TABLE} (version, unit, checksum) VALUES ({version}, {i}, {}) ON CONFLICT DO NOTHING",
+            locksmith_core::quote::literal(checksum)
         )
     }
+}
+
+/// What identifies a unit's work: the checksum of its statements, so a
+/// resumed run can tell a step it recorded from a different one now at the
+/// same place (the file was edited after a failed run).
+pub fn unit_checksum(unit: &Unit) -> String {
+    statements_checksum(unit.statements.iter().map(|s| s.sql.as_str()))
+}
+
+/// The checksum of statements run as one step, in order.
+pub fn statements_checksum<'a>(statements: impl Iterator<Item = &'a str>) -> String {
+    let text: Vec<&str> = statements.collect();
+    locksmith_core::source::checksum(&text.join(";\n"))
+}
+
+/// The units of migration `version` an interrupted run recorded as done,
+/// after checking that each is still the step now planned at its place
+/// (`checksums`, one per unit): resuming past a step that changed would
+/// record the migration as applied without running what it now says.
+pub async fn check_progress(
+    client: &Connection,
+    version: i64,
+    checksums: &[String],
+) -> Result<Vec<i32>, Error> {
+    let done = done_units(client, version).await?;
+    for (unit, recorded) in &done {
+        let now = checksums.get(*unit as usize);
+        let same = match (recorded, now) {
+            // Recorded by a locksmith that kept no checksum: cannot tell.
+            (None, Some(_)) => true,
+            (Some(recorded), Some(now)) => recorded == now,
+            (_, None) => false,
+        };
+        if !same {
+            return Err(Error::EditedMidway {
+                step: *unit as usize + 1,
+                steps: checksums.len(),
+                version,
+            });
+        }
+    }
+    Ok(done.into_iter().map(|(unit, _)| unit).collect())
 }
 
 /// Creates the progress table if it does not exist, in a transaction of its
@@ -188,23 +233,28 @@ pub async fn ensure_table(client: &Connection) -> Result<(), Error> {
                version bigint NOT NULL,
                unit integer NOT NULL,
                done_at timestamptz NOT NULL DEFAULT now(),
+               checksum text,
                PRIMARY KEY (version, unit)
-             )"
+             );
+             ALTER TABLE {STEPS_TABLE} ADD COLUMN IF NOT EXISTS checksum text"
         ),
     )
     .await
 }
 
-async fn done_units(client: &Connection, version: i64) -> Result<Vec<i32>, Error> {
-    // The units of this migration that an interrupted run completed.
+async fn done_units(
+    client: &Connection,
+    version: i64,
+) -> Result<Vec<(i32, Option<String>)>, Error> {
+    // The units of this migration that an interrupted run completed, with what each ran.
     let rows = client
         .query(
-            &format!("SELECT unit FROM {STEPS_TABLE} WHERE version = $1"),
+            &format!("SELECT unit, checksum FROM {STEPS_TABLE} WHERE version = $1 ORDER BY unit"),
             &[&version],
         )
         .await
         .map_err(|e| Error::query(format!("reading {STEPS_TABLE}"), e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 async fn is_done(client: &Connection, query: &str) -> Result<bool, Error> {

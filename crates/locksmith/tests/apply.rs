@@ -852,8 +852,15 @@ async fn a_missing_privilege_is_not_blamed_on_the_migration() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("permission denied") && error.contains("42501"), "{error}");
-    assert_eq!(error.matches("rolled back").count(), 1, "said twice: {error}");
+    assert!(
+        error.contains("permission denied") && error.contains("42501"),
+        "{error}"
+    );
+    assert_eq!(
+        error.matches("rolled back").count(),
+        1,
+        "said twice: {error}"
+    );
     assert!(error.contains("the migration is fine"), "{error}");
     assert!(!error.contains("fix the migration"), "{error}");
     assert!(!error.contains("pw@"), "{error}");

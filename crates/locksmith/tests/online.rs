@@ -551,3 +551,55 @@ async fn the_dry_run_shows_a_backfill_whole() {
     let steps = &said[said.find("online plan").unwrap()..];
     assert!(!steps.contains('…'), "a step was cut: {said}");
 }
+
+/// A migration edited after a failed online run is not resumed by step
+/// number: the step recorded at a place must still be the step planned
+/// there, or the run stops saying so (before, the new first statement was
+/// skipped as "done" and the migration recorded as applied without it).
+#[tokio::test]
+async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
+    let (incident, admin) = staged("online_edited").await;
+    let dir = folder(
+        "CREATE INDEX enrollments_amount ON enrollments (amount);\n\
+         ALTER TABLE enrollments ADD COLUMN x int DEFAULT 1/0;\n",
+    );
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("division by zero"), "{}", text(&out));
+    // The index step was done and recorded; then the file is edited.
+    std::fs::write(
+        dir.path().join("1_constraints.sql"),
+        "CREATE TABLE notes (id int);\n\
+         CREATE INDEX enrollments_amount ON enrollments (amount);\n\
+         ALTER TABLE enrollments ADD COLUMN x int DEFAULT 1;\n",
+    )
+    .unwrap();
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("online step 1 of 3 was done and recorded by an earlier run"),
+        "{said}"
+    );
+    assert!(said.contains("edited"), "{said}");
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname = 'notes'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'enrollments' AND column_name = 'x'"
+        )
+        .await,
+        0
+    );
+}

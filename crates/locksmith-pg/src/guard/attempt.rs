@@ -291,10 +291,7 @@ impl Guard {
                 {
                     Ok(Attempt::LostRace(watch))
                 } else {
-                    Err(GuardError::Failed(Error::query(
-                        "a statement failed",
-                        e,
-                    )))
+                    Err(GuardError::Failed(Error::query("a statement failed", e)))
                 }
             }
         }

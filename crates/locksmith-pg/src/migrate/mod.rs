@@ -552,6 +552,9 @@ impl Runner {
                         GuardError::Interrupted(_) => {
                             (Status::Failed, format!("{}: {e}", p.file()))
                         }
+                        GuardError::Failed(err @ crate::Error::EditedMidway { .. }) => {
+                            (Status::Failed, format!("{}: {err}", p.file()))
+                        }
                         GuardError::Failed(err) if plan_units.is_some() => {
                             let total = plan_units.as_ref().map_or(0, Vec::len);
                             (Status::Failed, online_failed(p.file(), done, total, err))

@@ -117,6 +117,14 @@ pub(super) async fn apply(
         .await
         .map_err(|e| (GuardError::Failed(e), 0))?;
     let version = history::row_version(&p.id);
+    let sums: Vec<String> = p
+        .statements
+        .iter()
+        .map(|s| online::statements_checksum(std::iter::once(s.sql.as_str())))
+        .collect();
+    online::check_progress(guard.client(), version, &sums)
+        .await
+        .map_err(|e| (GuardError::Failed(e), 0))?;
     let last = p.statements.len().saturating_sub(1);
     let mut attempts = 0;
     let mut ran = Ran::Elsewhere;
@@ -125,7 +133,7 @@ pub(super) async fn apply(
         let finishing = i == last;
         let before = attempts;
         let finish = |n: u32, _: Duration| {
-            let progress = online::progress_sql(version, i, finishing);
+            let progress = online::progress_sql(version, i, finishing, &sums[i]);
             match finishing {
                 true => format!("{}; {progress}", record(before + n, started.elapsed())),
                 false => progress,
