@@ -603,3 +603,53 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
         0
     );
 }
+
+/// A VALIDATE that fails leaves its NOT VALID constraint in place, and that
+/// constraint already rejects new rows: the message says so, with the
+/// statement that removes it, instead of claiming a roll back.
+#[tokio::test]
+async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
+    let (incident, admin) = staged("online_validate_fails").await;
+    let dir = folder("ALTER TABLE enrollments ADD CONSTRAINT big CHECK (amount > 5);\n");
+    let out = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("online step 2 of 2 failed"), "{error}");
+    assert!(
+        error.contains(
+            "step 1: ALTER TABLE enrollments ADD CONSTRAINT big CHECK (amount > 5) NOT VALID"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("it already rejects new rows"), "{error}");
+    assert!(!error.contains("rolled back"), "{error}");
+    // What it says is true: the constraint is there, not validated, and
+    // rejects a new row; the statement it names removes it.
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'big' AND NOT convalidated"
+        )
+        .await,
+        1
+    );
+    assert!(admin
+        .batch_execute("INSERT INTO enrollments VALUES (0, 1, 1)")
+        .await
+        .is_err());
+    let remove = "ALTER TABLE enrollments DROP CONSTRAINT big";
+    assert!(error.contains(remove), "{error}");
+    admin.batch_execute(remove).await.unwrap();
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'big'"
+        )
+        .await,
+        0
+    );
+}

@@ -556,8 +556,8 @@ impl Runner {
                             (Status::Failed, format!("{}: {err}", p.file()))
                         }
                         GuardError::Failed(err) if plan_units.is_some() => {
-                            let total = plan_units.as_ref().map_or(0, Vec::len);
-                            (Status::Failed, online_failed(p.file(), done, total, err))
+                            let units = plan_units.as_deref().unwrap_or_default();
+                            (Status::Failed, online_failed(p.file(), done, units, err))
                         }
                         GuardError::Failed(err) => (
                             Status::Failed,
@@ -751,18 +751,68 @@ async fn apply_online(
     .map_err(|f| (f.error, f.unit))
 }
 
-/// What to say when online step `unit` (0-based) of `total` failed.
-fn online_failed(file: &str, unit: usize, total: usize, error: &crate::Error) -> String {
-    let before = match unit {
-        0 => "Nothing of it was done".to_string(),
-        1 => "Step 1 is done and recorded".to_string(),
-        n => format!("Steps 1–{n} are done and recorded"),
-    };
-    format!(
-        "{file}: online step {} of {total} failed: {error}. {before}; the migration is not. \
-         Run apply --online again to resume at this step.",
+/// What to say when online step `unit` (0-based) of `units` failed: the
+/// steps before it stay done (each committed on its own), so the message
+/// says what of them is in place — a `NOT VALID` constraint already checks
+/// new rows — and how to remove it, besides how to resume.
+fn online_failed(file: &str, unit: usize, units: &[Unit], error: &crate::Error) -> String {
+    let error = error.to_string();
+    let error = error.trim_end_matches('.');
+    let total = units.len();
+    let mut text = format!(
+        "{file}: online step {} of {total} failed: {error}.",
         unit + 1
-    )
+    );
+    if unit == 0 {
+        text.push_str(" Nothing of the migration was done");
+    } else {
+        text.push_str(&format!(
+            " Steps 1–{unit} are done, each committed on its own, and stay in place:"
+        ));
+        for (i, u) in units[..unit].iter().enumerate() {
+            for s in &u.statements {
+                text.push_str(&format!("\n  step {}: {}", i + 1, left_in_place(s)));
+            }
+        }
+        text.push_str("\nThe migration is not recorded as applied");
+    }
+    text.push_str(
+        ". Run apply --online again to resume at the failed step once its cause is dealt with.",
+    );
+    text
+}
+
+/// One done step as it stands, with how to remove what it added.
+fn left_in_place(s: &locksmith_core::analysis::Statement) -> String {
+    use locksmith_core::analysis::StatementKind;
+    use locksmith_core::analysis::{quote_ident, quote_qualified, source::one_line, AlterAction};
+    let shown = one_line(&s.sql, 120);
+    match &s.kind {
+        StatementKind::AlterTable { table, actions } => match actions.as_slice() {
+            [AlterAction::AddConstraint(c)] => match &c.name {
+                Some(name) if c.not_valid => format!(
+                    "{shown} — NOT VALID, it already rejects new rows that break it; \
+                     ALTER TABLE {} DROP CONSTRAINT {} removes it",
+                    quote_qualified(table),
+                    quote_ident(name)
+                ),
+                Some(name) => format!(
+                    "{shown} — ALTER TABLE {} DROP CONSTRAINT {} removes it",
+                    quote_qualified(table),
+                    quote_ident(name)
+                ),
+                None => shown,
+            },
+            _ => shown,
+        },
+        StatementKind::CreateIndex {
+            name: Some(name), ..
+        } => format!(
+            "{shown} — DROP INDEX CONCURRENTLY {} removes it",
+            quote_ident(name)
+        ),
+        _ => shown,
+    }
 }
 
 /// `resumable`: a no-transaction migration recorded each statement's
