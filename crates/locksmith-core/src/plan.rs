@@ -62,6 +62,10 @@ pub struct PlannedMigration {
     pub path: PathBuf,
     /// One transaction with its history row (true), or statement by statement.
     pub in_transaction: bool,
+    /// The file wraps its statements in its own `BEGIN` … `COMMIT`: its
+    /// author wanted them atomic (they are, as one transaction, unless an
+    /// online plan splits them into steps).
+    pub explicit_transaction: bool,
     /// What runs, in order, each with its position in the file.
     pub statements: Vec<Statement>,
 }
@@ -180,6 +184,12 @@ impl PlannedMigration {
                 message: e.message,
             })?;
         let statements = source::group_blocks(statements, &migration.blocks, &migration.sql);
+        let explicit_transaction = statements.iter().any(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Transaction(TransactionControl::Begin)
+            )
+        });
         let statements: Vec<Statement> = statements.into_iter().filter(runs).collect();
         let in_transaction =
             !migration.no_transaction && statements.iter().all(|s| s.transactional);
@@ -188,6 +198,7 @@ impl PlannedMigration {
             migration,
             path,
             in_transaction,
+            explicit_transaction,
             statements,
         })
     }

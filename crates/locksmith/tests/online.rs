@@ -653,3 +653,28 @@ async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
         0
     );
 }
+
+/// A file's own `BEGIN … COMMIT` is not split into separately committed
+/// online steps without a word.
+#[tokio::test]
+async fn splitting_a_files_own_transaction_is_said() {
+    let (incident, admin) = staged("online_split").await;
+    let dir = folder(
+        "BEGIN;\nALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\nCOMMIT;\n",
+    );
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("1_constraints.sql wraps its statements in BEGIN … COMMIT, but --online runs them as 2 steps"),
+        "{said}"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
+        )
+        .await,
+        1
+    );
+}

@@ -129,6 +129,14 @@ pub enum Event<'a> {
     },
     /// Another runner applied this one meanwhile (behind a pooler): not run here.
     AppliedElsewhere(&'a PlannedMigration),
+    /// The file wraps its statements in `BEGIN` … `COMMIT`, and its online
+    /// plan runs them as this many steps, each committed on its own.
+    SplitsTransaction {
+        /// Which.
+        migration: &'a PlannedMigration,
+        /// Steps of its online plan.
+        steps: usize,
+    },
 }
 
 /// Why a run did not start (nothing of the migrations ran).
@@ -531,6 +539,14 @@ impl Runner {
                 None if p.in_transaction => Mode::Transaction,
                 None => Mode::StatementByStatement,
             };
+            if let (Mode::Online(steps), true) = (mode, p.explicit_transaction) {
+                if steps > 1 {
+                    self.emit(Event::SplitsTransaction {
+                        migration: p,
+                        steps,
+                    });
+                }
+            }
             self.emit(Event::Applying { migration: p, mode });
             let started = Instant::now();
             let result = match plan_units {

@@ -95,6 +95,12 @@ impl EventLines {
                     Mode::StatementByStatement => "statement by statement".into(),
                 }
             ),
+            migrate::Event::SplitsTransaction { migration, steps } => format!(
+                "note: {} wraps its statements in BEGIN … COMMIT, but --online runs them as {steps} \
+                 steps, each committed on its own: should one fail, the steps before it stay done \
+                 (the report lists them) and a rerun resumes at the failed one",
+                migration.file()
+            ),
             migrate::Event::AppliedElsewhere(m) => format!(
                 "{}: another locksmith apply applied it meanwhile; not run again",
                 m.file()
