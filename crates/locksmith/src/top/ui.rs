@@ -119,7 +119,7 @@ pub fn render(app: &App, frame: &mut Frame) {
             100,
             30,
         ),
-        Mode::Help => popup(frame, p, "Keys (Esc to close)", help(p), 76, 16),
+        Mode::Help => popup(frame, p, "Keys (Esc to close)", help(p), 76, 17),
         Mode::Normal | Mode::Filter => {}
     }
 }
@@ -556,7 +556,8 @@ fn pids(list: &[i32]) -> String {
 
 fn help(p: Palette) -> Vec<Line<'static>> {
     [
-        ("q", "quit"),
+        ("q  Ctrl-C", "quit"),
+        ("Esc", "close this popup, clear the filter (never quits)"),
         (
             "↑ ↓ PgUp PgDn",
             "select a session (tree first, then the list)",
