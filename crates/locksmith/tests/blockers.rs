@@ -192,6 +192,42 @@ async fn wrong_password_names_the_target() {
         "{stderr}"
     );
     assert!(!stderr.contains("wrong-pw"), "{stderr}");
+    // One sentence as written: no runs of spaces from a broken line continuation.
+    let said = stderr.replace(&cluster.port().to_string(), "PORT");
+    assert!(!said.contains("   "), "{said}");
+    insta::assert_snapshot!(said);
+}
+
+/// A port where something else listens (here: a service that answers
+/// anything with a line of text) is named as such, not as a parse error.
+#[test]
+fn a_port_that_does_not_speak_postgresql_says_so() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // libpq-style clients may try twice (TLS, then plain): answer each.
+        listener.set_nonblocking(false).unwrap();
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6 not a database\r\n");
+        }
+    });
+    let url = format!(
+        "postgres://someone:s3cret@127.0.0.1:{port}/app?sslmode=disable&connect_timeout=10"
+    );
+    let (code, _, stderr) = locksmith(&["blockers", "--database-url", &url]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("does not speak the PostgreSQL protocol"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bytes remaining on stream"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    insta::assert_snapshot!(stderr.replace(&port.to_string(), "PORT"));
+    drop(server);
 }
 
 /// A wait in another database is named by that database: its table's name
