@@ -132,7 +132,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<std::path::PathBuf>,
     /// How long the naive ALTER may wait before it is cancelled on the server.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     pub cap: std::time::Duration,
 }
 
@@ -187,19 +187,19 @@ pub struct GuardArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// The most one lock attempt may make traffic wait.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration, allow_hyphen_values = true)]
     pub lock_timeout: std::time::Duration,
     /// Lock attempts before giving up (exit 3).
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// Total time before giving up (exit 3).
-    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = duration, allow_hyphen_values = true)]
     pub deadline: std::time::Duration,
     /// Terminate sessions idle in transaction at least this long that block the migration (never active queries, never other databases) [default: off]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     pub terminate_idle_after: Option<std::time::Duration>,
     /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration, allow_hyphen_values = true)]
     pub max_hold: std::time::Duration,
     /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): it replays the migration's ACCESS EXCLUSIVE locks, so its sessions in the way are looked for before locking, under the same policy (`run`: before each retry, since the first try knows no tables yet)
     #[arg(long = "replica", value_name = "URL")]
@@ -254,10 +254,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "URL", requires = "database_url")]
     pub direct_url: Option<String>,
     /// With --database-url: the most one lock request may make traffic wait; past it the trace gives up (exit 3)
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration, allow_hyphen_values = true)]
     pub lock_timeout: std::time::Duration,
     /// With --database-url: the most one statement may run, and so hold its locks (the server stops it: statement_timeout)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration, allow_hyphen_values = true)]
     pub max_hold: std::time::Duration,
     /// SQL run (and committed, on the throwaway database) before the migration
     #[arg(long, value_name = "FILE")]
@@ -308,7 +308,7 @@ pub struct TopArgs {
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
     /// How often to refresh.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, allow_hyphen_values = true)]
     pub interval: std::time::Duration,
 }
 
@@ -363,10 +363,10 @@ pub struct RehearseArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// The worst request stall the plain run may cause before the rehearsal exits 1
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, allow_hyphen_values = true)]
     pub max_stall: std::time::Duration,
     /// How long the plain run may take before it is cancelled, and the guard's deadline
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     pub cap: std::time::Duration,
     /// Directory with the server binaries for the throwaway cluster [default: $LOCKSMITH_PG_BIN, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
     #[arg(long, value_name = "DIR")]

@@ -36,6 +36,21 @@ fn bad_durations_are_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("150ms"));
 }
 
+/// `--deadline -1s` reaches the duration parser, which says what is wrong,
+/// instead of clap's tip to write `-- -1` (which would make it a folder).
+#[test]
+fn negative_durations_are_named_as_such() {
+    let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", "--deadline", "-1s"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!said.contains("tip"), "{said}");
+    insta::assert_snapshot!(said);
+}
+
 #[test]
 fn every_command_has_examples_and_exit_codes_and_top_lists_its_keys() {
     for command in [
