@@ -74,7 +74,7 @@ pub enum PendingError {
         recorded: String,
     },
     /// A pending migration older than the latest applied.
-    #[error("{path}: version {version} is older than the latest applied ({latest}); refusing to apply out of order. Renumber it, or pass --out-of-order.")]
+    #[error("{path}: version {version} is older than the latest applied ({latest}); refusing to apply out of order. Renumber it, or pass --out-of-order")]
     OutOfOrder {
         /// The file.
         path: String,
@@ -315,6 +315,28 @@ mod tests {
         // Without the names, the message says both readings and what each means.
         let err = decide(&edited, &history, &options(None)).unwrap_err();
         insta::assert_snapshot!("changed_names_unknown", err.to_string());
+    }
+
+    /// Callers go on after the message ("{err}. The whole migration…"): a
+    /// period of its own would print as "..".
+    #[test]
+    fn messages_leave_the_final_period_to_the_sentence_they_join() {
+        let m = folder(&[("1_a.sql", "A"), ("2_b.sql", "B"), ("3_c.sql", "C")]);
+        let changed = Recorded {
+            id: "1".into(),
+            checksum: "other".into(),
+        };
+        let errors = [
+            decide(&m, &[changed.clone()], &options(None)).unwrap_err(),
+            decide_knowing_names(&m, &[changed], &names(&[("1", "a")]), &options(None))
+                .unwrap_err(),
+            decide(&m, &[recorded(&m[0]), recorded(&m[2])], &options(None)).unwrap_err(),
+            decide(&m, &[], &options(Some("9"))).unwrap_err(),
+            decide(&m, &[recorded(&m[0])], &options(Some("1"))).unwrap_err(),
+        ];
+        for e in errors {
+            assert!(!e.to_string().ends_with('.'), "{e}");
+        }
     }
 
     #[test]
