@@ -5,7 +5,7 @@
 /// `locksmith --help`.
 pub const LOCKSMITH: &str = "\
 Start here:
-  locksmith demo                                  the incident, replayed and prevented (2 min)
+  locksmith demo                                  the incident, replayed and prevented (25 s)
   locksmith lint migrations/                      what each statement locks, and the safe way
   locksmith blockers                              who blocks whom on your database, now
 
@@ -16,7 +16,7 @@ A closed stdout (`| head`) ends quietly with 0.";
 /// `locksmith demo --help`.
 pub const DEMO: &str = "\
 Examples:
-  locksmith demo                                  narrated, about two minutes
+  locksmith demo                                  narrated, about 25 seconds
   locksmith demo --json > result.json             the numbers only
 
 Exit codes: 0 done; 1 the throwaway server could not start.";
