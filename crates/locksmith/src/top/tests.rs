@@ -908,3 +908,24 @@ fn help_popup_80x24() {
     press(&mut app, KeyCode::Char('?'));
     insta::assert_snapshot!(screen(&app, 80, 24).join("\n"));
 }
+
+/// At 80 columns every waiting line of the tree still shows the lock its
+/// session wants: for the queued DDL, the one thing the on-call engineer
+/// needs from that line.
+#[test]
+fn at_80_columns_the_tree_keeps_the_lock_modes_wanted() {
+    for app in [fixed(), outage()] {
+        let screen = screen(&app, 80, 24);
+        let text = screen.join("\n");
+        let alter = screen
+            .iter()
+            .find(|l| l.contains("└─ 20 "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(alter.contains("wants AccessExclusiveLock"), "{text}");
+        let reader = screen
+            .iter()
+            .find(|l| l.contains("└┄ 30 "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(reader.contains("wants AccessShareLock"), "{text}");
+    }
+}
