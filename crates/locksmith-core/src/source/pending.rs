@@ -327,7 +327,7 @@ mod tests {
             checksum: "other".into(),
         };
         let errors = [
-            decide(&m, &[changed.clone()], &options(None)).unwrap_err(),
+            decide(&m, std::slice::from_ref(&changed), &options(None)).unwrap_err(),
             decide_knowing_names(&m, &[changed], &names(&[("1", "a")]), &options(None))
                 .unwrap_err(),
             decide(&m, &[recorded(&m[0]), recorded(&m[2])], &options(None)).unwrap_err(),
