@@ -608,6 +608,9 @@ fn is_foreign_protocol(text: &str) -> bool {
         "unexpected message from server",
         "invalid message length",
         "invalid response to SSL negotiation",
+        // TLS asked for, and the first byte of another protocol's greeting
+        // (SSH's "S…") read as the server's yes: what follows is no TLS.
+        "received corrupt message",
     ]
     .iter()
     .any(|sign| text.contains(sign))
