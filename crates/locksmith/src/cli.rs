@@ -127,7 +127,7 @@ pub struct ApplyArgs {
     /// Show the plan (statements, locks, who would block them now) and execute nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Accept applied migrations whose file changed since (their checksum is not updated).
+    /// Accept applied migrations whose file was edited since (same version and name; their checksum is not updated); never another migration under an applied version
     #[arg(long)]
     pub allow_changed: bool,
     /// Apply a pending migration even when a later version is already applied.
