@@ -158,6 +158,12 @@ fn check_report(html: &str, naive_requests: usize) {
     assert!(html.contains("did not run"));
     assert!(html.contains("class=\"legend\""));
     assert!(html.contains("worst request stall"));
+    // The plain run's outage as served against offered: a whole second with
+    // nothing answered while requests kept arriving.
+    assert!(
+        html.contains("<tr><th>worst second served (of offered)</th><td>0 of "),
+        "{html}"
+    );
 }
 
 /// Renders the report in headless Chromium and checks the screenshot is not

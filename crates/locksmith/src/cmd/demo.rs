@@ -18,7 +18,8 @@ use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::rehearsal::{self, PlainEnd};
 use locksmith_sandbox::scene::Scene;
-use locksmith_sandbox::traffic::{Sample, Traffic, TrafficProfile, TrafficReport};
+use locksmith_sandbox::served::{served, Served, WorstSecond};
+use locksmith_sandbox::traffic::{Traffic, TrafficProfile, TrafficReport};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -60,38 +61,6 @@ pub struct HalfResult {
     pub peak_connections: usize,
     /// How long the migration ran (until done, cancelled or given up).
     pub migration_ms: u64,
-}
-
-/// Requests answered in time against requests offered, in one second.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct WorstSecond {
-    /// Answered within the gateway timeout, in that second.
-    pub served: usize,
-    /// Arrived in that second.
-    pub offered: usize,
-}
-
-/// Of `samples` (traffic that ran `traffic_ms`): the requests answered
-/// within `timeout`, and the whole second in which the fewest were.
-fn served(samples: &[Sample], traffic_ms: u64, timeout: Duration) -> (usize, WorstSecond) {
-    let timeout_ms = timeout.as_millis() as u64;
-    let in_time = |s: &&Sample| !s.failed && s.latency_ms <= timeout_ms;
-    let total = samples.iter().filter(in_time).count();
-    let worst = (0..traffic_ms / 1000)
-        .map(|second| {
-            let window = second * 1000..(second + 1) * 1000;
-            WorstSecond {
-                served: samples
-                    .iter()
-                    .filter(in_time)
-                    .filter(|s| window.contains(&(s.at_ms + s.latency_ms)))
-                    .count(),
-                offered: samples.iter().filter(|s| window.contains(&s.at_ms)).count(),
-            }
-        })
-        .min_by_key(|w| (w.served, std::cmp::Reverse(w.offered)))
-        .unwrap_or_default();
-    (total, worst)
 }
 
 #[derive(Debug, Serialize)]
@@ -249,8 +218,10 @@ where
     let (outcome, migration_ms) = played.result?;
     let report: TrafficReport = played.report;
     let traffic_ms = played.work_ms.1 + COOL_DOWN.as_millis() as u64;
-    let (served_in_time, worst_second) =
-        served(&report.samples, traffic_ms, scene.traffic.gateway_timeout);
+    let Served {
+        in_time: served_in_time,
+        worst_second,
+    } = served(&report.samples, traffic_ms, scene.traffic.gateway_timeout);
     Ok((
         HalfResult {
             max_stall_ms: report.max_stall_ms,
@@ -594,6 +565,7 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use locksmith_sandbox::traffic::Sample;
 
     /// 40 requests a second for `secs` seconds; those arriving in
     /// `[from, to)` ms wait until `to` (an ALTER queued there).
@@ -615,7 +587,10 @@ mod tests {
     }
 
     fn half(samples: &[Sample], secs: u64, completed: bool) -> HalfResult {
-        let (served_in_time, worst_second) = served(samples, secs * 1000, Duration::from_secs(5));
+        let Served {
+            in_time: served_in_time,
+            worst_second,
+        } = served(samples, secs * 1000, Duration::from_secs(5));
         HalfResult {
             max_stall_ms: samples.iter().map(|s| s.latency_ms).max().unwrap_or(0),
             p99_ms: 0,

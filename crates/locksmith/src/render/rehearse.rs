@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use locksmith_sandbox::rehearsal::synth::LoadReport;
 use locksmith_sandbox::rehearsal::{Run, StatementRun, Stop, Way};
+use locksmith_sandbox::served;
 use serde_json::{json, Value};
 
 use super::style::Style;
@@ -201,6 +202,12 @@ pub fn human(r: &Rehearsal, style: &Style) -> String {
     );
     let _ = writeln!(out, "{}", row("p99 latency", &|x| ms(x.p99_ms)));
     let _ = writeln!(out, "{}", row("requests", &|x| x.requests.to_string()));
+    let _ = writeln!(out, "{}", row("served in time", &|x| served_cells(x).0));
+    let _ = writeln!(
+        out,
+        "{}",
+        row("worst second served", &|x| served_cells(x).1)
+    );
     let _ = writeln!(
         out,
         "{}",
@@ -237,6 +244,16 @@ pub fn human(r: &Rehearsal, style: &Style) -> String {
     };
     let _ = writeln!(out, "\n  {sentence}\n  Next: {}", v.next);
     out
+}
+
+/// Requests served in time against offered, for a run: overall and in its worst second.
+fn served_cells(run: &Run) -> (String, String) {
+    let timeout = locksmith_sandbox::traffic::TrafficProfile::default().gateway_timeout;
+    let s = served::served(&run.samples, served::traffic_ms(&run.samples), timeout);
+    (
+        format!("{} of {}", s.in_time, run.requests),
+        format!("{} of {}", s.worst_second.served, s.worst_second.offered),
+    )
 }
 
 /// A statement's lock window as the tables show it: how long, or that it did not run.
@@ -310,10 +327,12 @@ pub fn html(r: &Rehearsal) -> String {
         )
     };
     let stall_label = format!("worst request stall (budget {budget})");
-    let cells: [(&str, &Cell<'_>); 6] = [
+    let cells: [(&str, &Cell<'_>); 8] = [
         (&stall_label, &stall),
         ("p99 latency", &|x| age(Some(x.p99_ms as i64))),
         ("requests", &|x| x.requests.to_string()),
+        ("served in time (of offered)", &|x| served_cells(x).0),
+        ("worst second served (of offered)", &|x| served_cells(x).1),
         ("timeouts (&gt;5s)", &|x| x.timeouts.to_string()),
         ("migration", &|x| {
             if x.completed {
@@ -809,6 +828,7 @@ mod tests {
         );
         assert!(body.contains("Next: "), "{body}");
         assert!(body.contains("class=\"legend\""));
+        assert!(body.contains("<th>served in time (of offered)</th><td>40 of 40</td>"));
         assert!(
             body.contains("time since the traffic started") && body.contains("request latency")
         );
