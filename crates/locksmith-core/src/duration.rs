@@ -26,6 +26,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(err("a unit is required"));
     }
+    // Every duration here is a budget or a wait: none can be negative.
+    if trimmed.starts_with('-') {
+        return Err(err("a duration cannot be negative"));
+    }
     humantime::parse_duration(trimmed).map_err(|e| err(&e.to_string()))
 }
 
@@ -67,6 +71,15 @@ mod tests {
             let e = parse_duration(bad).unwrap_err().to_string();
             assert!(e.contains("150ms"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn negative_durations_say_so() {
+        let e = parse_duration("-1s").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid duration `-1s`: a duration cannot be negative (write it like 150ms, 2s, 5m)"
+        );
     }
 
     #[test]

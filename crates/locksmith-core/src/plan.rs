@@ -219,9 +219,9 @@ impl PlannedMigration {
                 line: s.line,
                 column: s.column,
                 message: format!(
-                    "cannot run `{}` online: {} Nothing was run.",
+                    "cannot run `{}` online: {}. Nothing was run.",
                     analysis::source::one_line(&s.sql, 80),
-                    r.why
+                    r.why.trim_end_matches('.')
                 ),
             }
         })

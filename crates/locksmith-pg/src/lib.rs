@@ -215,11 +215,12 @@ pub fn describe_sql_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            // Their own final periods dropped: callers continue the sentence.
             if let Some(detail) = db.detail() {
-                text.push_str(&format!("; {detail}"));
+                text.push_str(&format!("; {}", detail.trim_end_matches('.')));
             }
             if let Some(hint) = db.hint() {
-                text.push_str(&format!("; hint: {hint}"));
+                text.push_str(&format!("; hint: {}", hint.trim_end_matches('.')));
             }
             text
         }

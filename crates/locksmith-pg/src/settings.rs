@@ -611,7 +611,9 @@ fn connect_reason(e: &tokio_postgres::Error) -> String {
         // does not say which password or where to look.
         if db.code().code().starts_with("28") || message.contains("authentication failed") {
             return format!(
-                "{message}: the login was refused; check the user and password (in the URL,                  PGPASSWORD or ~/.pgpass), and behind PgBouncer that its auth_file or                  auth_query knows them too"
+                "{message}: the login was refused; check the user and password (in the URL, \
+                 PGPASSWORD or ~/.pgpass), and behind PgBouncer that its auth_file or \
+                 auth_query knows them too"
             );
         }
         return message.to_string();
@@ -625,7 +627,32 @@ fn connect_reason(e: &tokio_postgres::Error) -> String {
     if text.contains("Connection refused") {
         text.push_str(" (is the server running and accepting connections on that host and port?)");
     }
+    // Something answered, but not in PostgreSQL's protocol (an HTTP or SSH
+    // service, another database): the driver can only say it could not parse
+    // the answer, which reads as a bug rather than a wrong port.
+    if is_foreign_protocol(&text) {
+        return "something answers on that host and port, but this port does not speak the \
+                PostgreSQL protocol; check the port (and that host and port lead to PostgreSQL \
+                or a pooler in front of it)"
+            .into();
+    }
     text
+}
+
+/// Whether a failed startup's text is the driver failing to parse the peer's
+/// answer as PostgreSQL messages.
+fn is_foreign_protocol(text: &str) -> bool {
+    [
+        "bytes remaining on stream",
+        "unexpected message from server",
+        "invalid message length",
+        "invalid response to SSL negotiation",
+        // TLS asked for, and the first byte of another protocol's greeting
+        // (SSH's "S…") read as the server's yes: what follows is no TLS.
+        "received corrupt message",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
 }
 
 pub(crate) fn home(env: Env<'_>) -> Option<PathBuf> {

@@ -38,6 +38,7 @@ pub mod pooler;
 pub mod queue;
 pub mod rehearsal;
 pub mod scene;
+pub mod served;
 pub mod shared;
 pub mod traffic;
 pub mod wait;

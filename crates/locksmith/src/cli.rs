@@ -25,33 +25,7 @@ pub enum Command {
     #[command(after_help = examples::APPLY)]
     Apply(ApplyArgs),
     /// Run any migration tool (e.g. `alembic upgrade head`) under the guard, unchanged
-    ///
-    /// The command gets `-c lock_timeout=<budget>ms` appended to PGOPTIONS (what is there is
-    /// kept) and PGAPPNAME=locksmith-run-<pid> unless PGAPPNAME is set; with --database-url,
-    /// DATABASE_URL is set to it unless the command's environment already has one. Nothing
-    /// else about where the command connects is changed. A second connection (--database-url,
-    /// else DATABASE_URL, else PG*) watches the sessions carrying that application_name: a
-    /// lock wait over the budget is cancelled on the server even if the driver ignored
-    /// PGOPTIONS, and --terminate-idle-after applies to the sessions blocking them.
-    ///
-    /// Behind a connection pooler (PgBouncer: detected at connect, said on stderr and under
-    /// "pooler" in the JSON), PGOPTIONS is not touched (a pooler refuses or drops it) and
-    /// PGAPPNAME is always locksmith-run-<pid>-<attempt>: the watch alone bounds the lock waits,
-    /// finding the pooled sessions by that name (over --direct-url when given). A command
-    /// that sets its own application_name is refused there (exit 2).
-    ///
-    /// When the command fails because it lost a lock race (a wait was cancelled, or its output
-    /// carries SQLSTATE 55P03 / "lock timeout"), it is rerun with backoff and jitter, but not
-    /// while long-lived sessions still hold the lock it waited for, until --max-attempts or
-    /// --deadline (no new attempt starts after it, and one still running is stopped at it, its
-    /// statements cancelled on the server); then exit 3 naming the blockers. Any other
-    /// failure exits with the command's own code. Ctrl-C/SIGTERM: the signal is passed on, the
-    /// command's statements are cancelled on the server, exit 130/143.
-    ///
-    /// The command's stdout and stderr pass through live. The final report goes to stderr
-    /// (human) or stdout (--format json; the command's stdout then goes to stderr, so stdout
-    /// holds only the JSON).
-    #[command(verbatim_doc_comment, after_help = examples::RUN)]
+    #[command(long_about = None, before_help = examples::RUN_DETAILS, help_template = examples::DETAILED, after_help = examples::RUN)]
     Run(RunArgs),
     /// Internal: started by `run` behind a pooler, stops the command if `run` is killed.
     #[command(name = "run-warden", hide = true)]
@@ -74,34 +48,41 @@ pub enum Command {
     #[command(after_help = examples::DOCTOR)]
     Doctor(DoctorArgs),
     /// Rehearse a migration on a throwaway copy of your schema at your size, under traffic:
-    /// plain, guarded and online side by side
-    ///
-    /// The schema comes from --setup files, from the earlier migrations when a folder is given
-    /// (its last file is the migration), or, read-only, from --database-url (pg_dump
-    /// --schema-only of the tables the migration touches and those they reference, sizes from
-    /// the catalog; nothing is written there and no lock beyond ACCESS SHARE is taken). Every
-    /// table gets synthetic rows typed from its columns, keeping keys distinct, foreign keys
-    /// pointing at real rows and CHECKs true (what could not be honoured is said).
-    ///
-    /// The traffic is a read and a write by primary key on every table the migration touches,
-    /// each request its own short transaction, or the templates of --traffic FILE, one per line:
-    /// `RATE SQL`, e.g. `30 SELECT * FROM orders WHERE id = $1` (RATE requests per second; `$1`
-    /// receives a key from 1 to the row count; `#` starts a comment).
-    ///
-    /// Exit codes: 0 rehearsed; 1 the plain run stalled traffic beyond --max-stall; 2 bad input.
-    #[command(verbatim_doc_comment)]
+    /// plain, guarded and online side by side, with a verdict and the command to run next.
+    #[command(long_about = None, before_help = examples::REHEARSE_DETAILS, help_template = examples::DETAILED, after_help = examples::REHEARSE)]
     Rehearse(RehearseArgs),
 }
 
-/// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's `PG*` variables.
+/// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's
+/// `PG*` variables; and, for the commands that change the schema (`apply`,
+/// `run`), the route straight to the server behind a pooler.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ConnectionArgs {
     /// PostgreSQL URL or `key=value` connection string [default: $DATABASE_URL, else PGHOST, PGPORT, PGUSER, …]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
-    /// When --database-url leads to a connection pooler (PgBouncer): a URL straight to the server, for locksmith's own connections (runner lock, watching, cancel and terminate, statements that cannot run in a transaction, trace) [default: $LOCKSMITH_DIRECT_URL]
+    /// When --database-url leads to a connection pooler (PgBouncer): a URL straight to the server, for locksmith's own connections (runner lock, watching, cancel and terminate, statements that cannot run in a transaction) [default: $LOCKSMITH_DIRECT_URL]
     #[arg(long, value_name = "URL")]
     pub direct_url: Option<String>,
+}
+
+/// Where to connect, for the commands that only read and signal sessions
+/// (`blockers`, `top`, `doctor`): everything they do works through a pooler,
+/// so they have no `--direct-url`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// PostgreSQL URL or `key=value` connection string [default: $DATABASE_URL, else PGHOST, PGPORT, PGUSER, …]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl From<&TargetArgs> for ConnectionArgs {
+    fn from(t: &TargetArgs) -> Self {
+        ConnectionArgs {
+            database_url: t.database_url.clone(),
+            direct_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -114,7 +95,7 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct BlockersArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub connection: TargetArgs,
     /// A hot standby to diagnose too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions, and its replay when it waits on a lock the primary took
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
@@ -132,7 +113,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<std::path::PathBuf>,
     /// How long the naive ALTER may wait before it is cancelled on the server.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     pub cap: std::time::Duration,
 }
 
@@ -146,7 +127,7 @@ pub struct ApplyArgs {
     /// Show the plan (statements, locks, who would block them now) and execute nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Accept applied migrations whose file changed since (their checksum is not updated).
+    /// Accept applied migrations whose file was edited since (same version and name; their checksum is not updated); never another migration under an applied version
     #[arg(long)]
     pub allow_changed: bool,
     /// Apply a pending migration even when a later version is already applied.
@@ -187,19 +168,19 @@ pub struct GuardArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// The most one lock attempt may make traffic wait.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration, allow_hyphen_values = true)]
     pub lock_timeout: std::time::Duration,
     /// Lock attempts before giving up (exit 3).
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// Total time before giving up (exit 3).
-    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = duration, allow_hyphen_values = true)]
     pub deadline: std::time::Duration,
     /// Terminate sessions idle in transaction at least this long that block the migration (never active queries, never other databases) [default: off]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     pub terminate_idle_after: Option<std::time::Duration>,
     /// The most a statement may hold a lock that blocks reads or writes (a rewrite, an index build, a validation scan); enforced by the server, which stops and rolls back a statement that would hold it longer (exit 3)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration, allow_hyphen_values = true)]
     pub max_hold: std::time::Duration,
     /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): it replays the migration's ACCESS EXCLUSIVE locks, so its sessions in the way are looked for before locking and waited out, never raced, however young (idle ones terminated under --terminate-idle-after; `run`: before each retry, since the first try knows no tables yet)
     #[arg(long = "replica", value_name = "URL")]
@@ -230,7 +211,7 @@ pub struct LintArgs {
     /// PostgreSQL major version to lint for, 13 to 18 [default: `pg_version` in locksmith.toml, else 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
-    /// Output format.
+    /// Output format: sarif is SARIF 2.1.0 for code-scanning dashboards, github is GitHub Actions annotations (`::error file=…`)
     #[arg(long, value_enum, default_value_t)]
     pub format: LintFormat,
     /// Configuration file [default: ./locksmith.toml when present]
@@ -254,10 +235,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "URL", requires = "database_url")]
     pub direct_url: Option<String>,
     /// With --database-url: the most one lock request may make traffic wait; past it the trace gives up (exit 3)
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration, allow_hyphen_values = true)]
     pub lock_timeout: std::time::Duration,
     /// With --database-url: the most one statement may run, and so hold its locks (the server stops it: statement_timeout)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration, allow_hyphen_values = true)]
     pub max_hold: std::time::Duration,
     /// SQL run (and committed, on the throwaway database) before the migration
     #[arg(long, value_name = "FILE")]
@@ -268,7 +249,7 @@ pub struct TraceArgs {
     /// Directory with the server binaries for the throwaway database [default: $LOCKSMITH_PG_BIN, $LOCKSMITH_PG_BINS, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<std::path::PathBuf>,
-    /// Output format.
+    /// Output format: sarif is SARIF 2.1.0 for code-scanning dashboards, github is GitHub Actions annotations (`::error file=…`)
     #[arg(long, value_enum, default_value_t)]
     pub format: LintFormat,
     /// Configuration file for lint's findings [default: ./locksmith.toml when present]
@@ -281,9 +262,11 @@ pub enum LintFormat {
     #[default]
     Human,
     Json,
-    /// SARIF 2.1.0, for code-scanning dashboards.
+    // Described in the `--format` help, not here: a described value would
+    // give `lint` and `trace` a long help page of their own (see examples::DETAILED).
+    // SARIF 2.1.0, for code-scanning dashboards.
     Sarif,
-    /// GitHub Actions workflow commands (`::error file=…`).
+    // GitHub Actions workflow commands (`::error file=…`).
     Github,
 }
 
@@ -303,19 +286,22 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args)]
 pub struct TopArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub connection: TargetArgs,
     /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its lock waits, replay among them, in their own section
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
     /// How often to refresh.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, allow_hyphen_values = true)]
     pub interval: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub connection: TargetArgs,
+    /// When --database-url leads to a connection pooler: say that apply and run will have this route straight to the server, so the pooler finding has nothing left to fix (doctor itself never connects over it) [default: $LOCKSMITH_DIRECT_URL]
+    #[arg(long, value_name = "URL")]
+    pub direct_url: Option<String>,
     /// Server log files to scan (plain stderr or csvlog format).
     #[arg(long = "log", value_name = "FILE", num_args = 1..)]
     pub logs: Vec<std::path::PathBuf>,
@@ -363,10 +349,10 @@ pub struct RehearseArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// The worst request stall the plain run may cause before the rehearsal exits 1
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, allow_hyphen_values = true)]
     pub max_stall: std::time::Duration,
     /// How long the plain run may take before it is cancelled, and the guard's deadline
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     pub cap: std::time::Duration,
     /// Directory with the server binaries for the throwaway cluster [default: $LOCKSMITH_PG_BIN, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
     #[arg(long, value_name = "DIR")]

@@ -5,7 +5,7 @@
 /// `locksmith --help`.
 pub const LOCKSMITH: &str = "\
 Start here:
-  locksmith demo                                  the incident, replayed and prevented (2 min)
+  locksmith demo                                  the incident, replayed and prevented (25 s)
   locksmith lint migrations/                      what each statement locks, and the safe way
   locksmith blockers                              who blocks whom on your database, now
 
@@ -16,7 +16,7 @@ A closed stdout (`| head`) ends quietly with 0.";
 /// `locksmith demo --help`.
 pub const DEMO: &str = "\
 Examples:
-  locksmith demo                                  narrated, about two minutes
+  locksmith demo                                  narrated, about 25 seconds
   locksmith demo --json > result.json             the numbers only
 
 Exit codes: 0 done; 1 the throwaway server could not start.";
@@ -35,15 +35,62 @@ or a statement --online cannot run online (nothing ran); 3 gave up blocked,
 the blockers named, or a statement would hold a lock blocking traffic past
 --max-hold (rolled back); 130/143 Ctrl-C/SIGTERM.";
 
+/// The layout of a command with a description longer than its one-line
+/// summary: the summary, the description, then usage, options, examples and
+/// exit codes, as every other command's (`-h` and `--help` print the same).
+pub const DETAILED: &str =
+    "{about-with-newline}\n{before-help}{usage-heading} {usage}\n\n{all-args}{after-help}";
+
+/// What `locksmith run` does to the command, before its usage.
+pub const RUN_DETAILS: &str = "\
+The command gets PGAPPNAME=locksmith-run-<pid> unless PGAPPNAME is set, and
+`-c lock_timeout=<wait>` appended to PGOPTIONS (what is there is kept); with
+--database-url, DATABASE_URL is set to it unless the command's environment
+already has one (psql ignores DATABASE_URL: pass it the URL, as in the
+examples). Nothing else about where the command connects is changed.
+
+The wait starts at 75ms on the first try: three polls of the watch, the
+shortest wait it is sure to see, so a try that loses a lock race still tells
+whom it waited for. It doubles on each retry up to --lock-timeout. The first
+try runs before locksmith knows which tables the command locks, so it makes
+traffic wait as little as it can.
+
+A second connection (--database-url, else DATABASE_URL, else PG*) watches the
+sessions carrying that application_name: a lock wait over the budget is
+cancelled on the server even if the driver ignored PGOPTIONS, and
+--terminate-idle-after applies to the sessions blocking them.
+
+Behind a connection pooler (PgBouncer: detected at connect, said on stderr and
+under \"pooler\" in the JSON), PGOPTIONS is not touched (a pooler refuses or
+drops it) and PGAPPNAME is always locksmith-run-<pid>-<attempt>: the watch
+alone bounds the lock waits, finding the pooled sessions by that name (over
+--direct-url when given). A command that sets its own application_name is
+refused there (exit 2).
+
+When the command fails because it lost a lock race (a wait was cancelled, or
+its output carries SQLSTATE 55P03 / \"lock timeout\"), it is rerun with backoff
+and jitter, but not while long-lived sessions still hold the lock it waited
+for, until --max-attempts or --deadline (no new attempt starts after it, and
+one still running is stopped at it, its statements cancelled on the server);
+then exit 3 naming the blockers. Any other failure exits with the command's
+own code. Ctrl-C/SIGTERM: the signal is passed on, the command's statements
+are cancelled on the server, exit 130/143.
+
+The command's stdout and stderr pass through live. The final report goes to
+stderr (human) or stdout (--format json; the command's stdout then goes to
+stderr, so stdout holds only the JSON).";
+
 /// `locksmith run --help`.
 pub const RUN: &str = "\
 Examples:
   locksmith run -- alembic upgrade head
+  locksmith run --database-url \"$URL\" -- psql \"$URL\" -1 -f migrate.sql
   locksmith run --terminate-idle-after 30s -- npx prisma migrate deploy
   locksmith run --format json -- ./manage.py migrate > report.json
 
 Exit codes: 0 the command succeeded; 3 gave up blocked, the blockers named,
-or a statement held a lock blocking traffic past --max-hold (stopped); otherwise the command's own code (127 not found, 126 not runnable, 130/143
+or a statement held a lock blocking traffic past --max-hold (stopped);
+otherwise the command's own code (127 not found, 126 not runnable, 130/143
 after Ctrl-C/SIGTERM).";
 
 /// `locksmith blockers --help`.
@@ -64,7 +111,8 @@ Keys:
   k               terminate the selected session (asks [y/N])
   /               filter the session list     s  change the sort
   p               pause / resume              r  refresh now
-  ?               help                        q  quit
+  ?               help                        q  quit (Ctrl-C too)
+  Esc             close a popup, clear the filter (never quits)
 
 A cancel does nothing to an idle session: terminate it (k) instead.
 
@@ -104,3 +152,29 @@ Examples:
   locksmith doctor --format json | jq '.findings[] | select(.severity == \"error\")'
 
 Exit codes: 0 nothing to fix; 1 a warning or worse; 2 bad input.";
+
+/// Where `locksmith rehearse` gets the schema, the rows and the traffic.
+pub const REHEARSE_DETAILS: &str = "\
+The schema comes from --setup files, from the earlier migrations when a folder
+is given (its last file is the migration), or, read-only, from --database-url
+(pg_dump --schema-only of the tables the migration touches and those they
+reference, sizes from the catalog; nothing is written there and no lock beyond
+ACCESS SHARE is taken). Every table gets synthetic rows typed from its columns,
+keeping keys distinct, foreign keys pointing at real rows and CHECKs true (what
+could not be honoured is said).
+
+The traffic is a read and a write by primary key on every table the migration
+touches, each request its own short transaction, or the templates of --traffic
+FILE, one per line: `RATE SQL`, e.g. `30 SELECT * FROM orders WHERE id = $1`
+(RATE requests per second; `$1` receives a key from 1 to the row count; `#`
+starts a comment).";
+
+/// `locksmith rehearse --help`.
+pub const REHEARSE: &str = "\
+Examples:
+  locksmith rehearse migrations/0042_unique_name.sql --setup schema.sql --leaks 3
+  locksmith rehearse migrations/ --online --report rehearsal.html
+  locksmith rehearse m.sql --database-url \"$REPLICA_URL\" --scale 0.1 --format json
+
+Exit codes: 0 rehearsed; 1 the plain run stalled traffic beyond --max-stall;
+2 bad input.";

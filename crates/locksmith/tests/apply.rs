@@ -865,3 +865,48 @@ async fn a_missing_privilege_is_not_blamed_on_the_migration() {
     assert!(!error.contains("fix the migration"), "{error}");
     assert!(!error.contains("pw@"), "{error}");
 }
+
+/// The database recorded version 1 as `create_a`; a folder whose version 1
+/// is `create_b` (the wrong folder, or the wrong database) is a collision
+/// naming both, not a "changed" migration: `--allow-changed` must not skip
+/// a migration that never ran.
+#[tokio::test]
+async fn another_migration_under_an_applied_version_is_a_collision() {
+    let incident = Incident::stage_shared("apply_collision").await.unwrap();
+    let first = tempfile::tempdir().unwrap();
+    write(
+        first.path(),
+        &[("1_create_a.sql", "CREATE TABLE a (id int);")],
+    );
+    let out = locksmith(&incident.url, &["apply", first.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let other = tempfile::tempdir().unwrap();
+    write(
+        other.path(),
+        &[
+            ("1_create_b.sql", "CREATE TABLE b (id int);"),
+            ("2_more.sql", "CREATE TABLE more (id int);"),
+        ],
+    );
+    for extra in [None, Some("--allow-changed")] {
+        let mut args = vec!["apply", other.path().to_str().unwrap()];
+        args.extend(extra);
+        let out = locksmith(&incident.url, &args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains("create_a") && said.contains("create_b"),
+            "{said}"
+        );
+        assert!(said.contains("Wrong folder or wrong database?"), "{said}");
+    }
+    let admin = incident.admin.connect().await.unwrap();
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('b', 'more')"
+        )
+        .await,
+        0
+    );
+}

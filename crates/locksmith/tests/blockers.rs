@@ -192,6 +192,46 @@ async fn wrong_password_names_the_target() {
         "{stderr}"
     );
     assert!(!stderr.contains("wrong-pw"), "{stderr}");
+    // One sentence as written: no runs of spaces from a broken line continuation.
+    let said = stderr.replace(&cluster.port().to_string(), "PORT");
+    assert!(!said.contains("   "), "{said}");
+    insta::assert_snapshot!(said);
+}
+
+/// A port where something else listens (here: a service that greets every
+/// client with an SSH banner) is named as such, not as a parse error; with
+/// TLS asked for too, where the banner's first byte reads as "TLS, yes".
+#[test]
+fn a_port_that_does_not_speak_postgresql_says_so() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Serves every connection until the test process ends.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6 not a database\r\n");
+        }
+    });
+    let mut said = Vec::new();
+    for sslmode in ["disable", "prefer"] {
+        let url = format!(
+            "postgres://someone:s3cret@127.0.0.1:{port}/app?sslmode={sslmode}&connect_timeout=10"
+        );
+        let (code, _, stderr) = locksmith(&["blockers", "--database-url", &url]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("does not speak the PostgreSQL protocol"),
+            "sslmode={sslmode}: {stderr}"
+        );
+        assert!(!stderr.contains("bytes remaining on stream"), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+        said.push(stderr.replace(&port.to_string(), "PORT"));
+    }
+    assert_eq!(said[0], said[1], "one message whatever the sslmode");
+    insta::assert_snapshot!(said[0]);
 }
 
 /// A wait in another database is named by that database: its table's name

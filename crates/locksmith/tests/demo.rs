@@ -31,6 +31,13 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
     // The outage: requests waited as long as the ALTER queued (the cap).
     assert!(naive["max_stall_ms"].as_u64().unwrap() > 2000, "{naive}");
     assert_eq!(naive["completed"], false);
+    // While the ALTER queued, a whole second went by with nothing answered
+    // although requests kept arriving: served against offered shows it.
+    assert_eq!(naive["worst_second"]["served"], 0, "{naive}");
+    assert!(
+        naive["worst_second"]["offered"].as_u64().unwrap() > 0,
+        "{naive}"
+    );
     // The guard without termination gives up and never makes traffic wait.
     let blocked = &result["guarded_no_terminate"];
     assert_eq!(blocked["completed"], false);
@@ -47,4 +54,8 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
         "{guarded}"
     );
     assert_eq!(guarded["timeouts"], 0);
+    for run in [blocked, guarded] {
+        assert!(run["worst_second"]["served"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["served_in_time"], run["requests"], "{run}");
+    }
 }

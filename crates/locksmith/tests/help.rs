@@ -5,9 +5,13 @@
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
+    help_with(args, "--help")
+}
+
+fn help_with(args: &[&str], flag: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
         .args(args)
-        .arg("--help")
+        .arg(flag)
         .env("NO_COLOR", "1")
         .env("COLUMNS", "100")
         .output()
@@ -19,9 +23,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_texts() {
     insta::assert_snapshot!("locksmith", help(&[]));
-    for command in [
-        "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor", "rehearse",
-    ] {
+    for command in COMMANDS {
         insta::assert_snapshot!(command, help(&[command]));
     }
 }
@@ -36,11 +38,54 @@ fn bad_durations_are_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("150ms"));
 }
 
+/// `--deadline -1s` reaches the duration parser, which says what is wrong,
+/// instead of clap's tip to write `-- -1` (which would make it a folder).
+#[test]
+fn negative_durations_are_named_as_such() {
+    let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", "--deadline", "-1s"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!said.contains("tip"), "{said}");
+    insta::assert_snapshot!(said);
+}
+
+const COMMANDS: [&str; 9] = [
+    "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor", "rehearse",
+];
+
+/// One layout everywhere: `-h` prints what `--help` prints, the description
+/// (if any) comes before Usage, and examples and exit codes after the options.
+#[test]
+fn short_and_long_help_are_the_same_page_with_usage_before_examples() {
+    for command in COMMANDS {
+        let long = help(&[command]);
+        assert_eq!(long, help_with(&[command], "-h"), "{command}");
+        let usage = long.find("Usage:").unwrap();
+        let examples = long.find("Examples:").unwrap_or(usage + 1);
+        let exit = long.find("Exit codes:").unwrap();
+        assert!(usage < examples && examples < exit, "{command}:\n{long}");
+    }
+}
+
+/// `--direct-url` only where a route straight to the server is used.
+#[test]
+fn direct_url_is_offered_only_where_it_is_used() {
+    for command in ["blockers", "top"] {
+        assert!(!help(&[command]).contains("--direct-url"), "{command}");
+    }
+    for command in ["apply", "run", "trace", "rehearse", "doctor"] {
+        assert!(help(&[command]).contains("--direct-url"), "{command}");
+    }
+    assert!(help(&["doctor"]).contains("doctor itself never connects over it"));
+}
+
 #[test]
 fn every_command_has_examples_and_exit_codes_and_top_lists_its_keys() {
-    for command in [
-        "demo", "apply", "run", "blockers", "top", "lint", "trace", "doctor",
-    ] {
+    for command in COMMANDS {
         let text = help(&[command]);
         assert!(
             text.contains(&format!("  locksmith {command}")),

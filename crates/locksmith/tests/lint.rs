@@ -101,6 +101,17 @@ fn syntax_error_is_file_line_column_and_exit_2() {
     );
 }
 
+/// The human summary does not call a file it could not parse clean.
+#[test]
+fn human_syntax_error_is_not_summarised_as_zero_errors() {
+    let dir = dir_with(&[("bad.sql", "SELECT 1;\nALTER TABEL t ADD COLUMN a int;\n")]);
+    let out = locksmith(&["lint", "bad.sql"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+    let said = stdout(&out);
+    assert!(!said.contains("\n0 errors"), "{said}");
+    insta::assert_snapshot!(said);
+}
+
 #[test]
 fn missing_file_is_bad_input() {
     let dir = dir_with(&[]);

@@ -93,6 +93,9 @@ fn the_seed_migration_stalls_traffic_plain_and_not_under_the_guard() {
         guarded["completed"], false,
         "the leakers keep it out: {v:#}"
     );
+    // It never won its lock: it did not run, and is not reported as held.
+    assert_eq!(guarded["statements"][0]["ran"], false, "{v:#}");
+    assert_eq!(naive["statements"][0]["ran"], true, "{v:#}");
     assert!(guarded["max_stall_ms"].as_u64().unwrap() < 2000, "{v:#}");
     assert_eq!(guarded["timeouts"], 0);
     for run in [naive, guarded, &v["online"]] {
@@ -115,11 +118,25 @@ fn the_seed_migration_stalls_traffic_plain_and_not_under_the_guard() {
 
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     check_report(&html, naive["requests"].as_u64().unwrap() as usize);
+    // The first thing on the page: no way works while the leakers stay, and what to do.
+    let verdict = &html[html.find("<p class=\"verdict bad\">").expect("a verdict")..];
+    assert!(
+        verdict.starts_with(
+            "<p class=\"verdict bad\">Not safe to run while 3 sessions sit idle in transaction on academic_partners:"
+        ),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("<code>locksmith apply . --terminate-idle-after 30s</code>"),
+        "{verdict}"
+    );
+    assert!(html.find("class=\"verdict").unwrap() < html.find("<table").unwrap());
     render_in_chromium(&dir.path().join("report.html"));
 }
 
-/// The report stands alone and draws what it claims: three timelines, a
-/// dot per request, the plain run's lock hold shaded.
+/// The report stands alone and draws what it claims: three timelines on
+/// one scale with a legend, a dot per request, the plain run's lock hold
+/// shaded and nothing else (the others never won their locks).
 fn check_report(html: &str, naive_requests: usize) {
     assert!(html.starts_with("<!DOCTYPE html>"));
     for remote in ["http://", "https://", "<script", "<link"] {
@@ -133,7 +150,20 @@ fn check_report(html: &str, naive_requests: usize) {
     let first = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
     assert_eq!(first.matches("class=\"request\"").count(), naive_requests);
     assert_eq!(first.matches("class=\"hold\"").count(), 1);
+    assert_eq!(
+        html.matches("class=\"hold\"").count(),
+        1,
+        "only the plain run held"
+    );
+    assert!(html.contains("did not run"));
+    assert!(html.contains("class=\"legend\""));
     assert!(html.contains("worst request stall"));
+    // The plain run's outage as served against offered: a whole second with
+    // nothing answered while requests kept arriving.
+    assert!(
+        html.contains("<tr><th>worst second served (of offered)</th><td>0 of "),
+        "{html}"
+    );
 }
 
 /// Renders the report in headless Chromium and checks the screenshot is not
@@ -170,16 +200,22 @@ fn render_in_chromium(report: &Path) {
 /// A headless Chromium screenshot of `page`, and Chromium's log (console messages included).
 fn screenshot(page: &Path) -> (Vec<u8>, String) {
     let shot = page.with_extension("png");
-    let profile = page.with_file_name("chromium-profile");
+    // A fresh profile each time, and nothing that reaches the network.
+    let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             "--hide-scrollbars",
             "--enable-logging=stderr",
             "--window-size=1000,900",
-            &format!("--user-data-dir={}", profile.display()),
+            &format!("--user-data-dir={}", profile.path().display()),
             &format!("--screenshot={}", shot.display()),
             &format!("file://{}", page.display()),
         ])

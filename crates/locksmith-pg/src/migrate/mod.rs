@@ -412,6 +412,10 @@ impl Runner {
                 return Err(Error::Adopt(adopt_hint(&plan, &other)));
             }
         }
+        let names: pending::RecordedNames = applied
+            .iter()
+            .map(|a| (a.id.clone(), a.name.clone()))
+            .collect();
         let recorded: Vec<pending::Recorded> = applied
             .into_iter()
             .map(|a| pending::Recorded {
@@ -429,10 +433,12 @@ impl Runner {
             .iter()
             .map(|p| p.migration.clone())
             .collect();
-        let decision = pending::decide(&migrations, &recorded, &options).map_err(|e| {
+        let decided = pending::decide_knowing_names(&migrations, &recorded, &names, &options);
+        let decision = decided.map_err(|e| {
             // Errors about a file start with its path, relative to the folder.
             Error::Pending(match &e {
                 pending::PendingError::Changed { .. }
+                | pending::PendingError::Collision { .. }
                 | pending::PendingError::OutOfOrder { .. } => {
                     format!("{}{}{e}", plan.dir.display(), std::path::MAIN_SEPARATOR)
                 }

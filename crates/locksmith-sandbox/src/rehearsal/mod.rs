@@ -24,4 +24,4 @@ pub mod synth;
 pub mod values;
 
 pub use plain::{plain, PlainEnd, PlainRun};
-pub use runs::{rehearse, Plan, Run, StatementRun, Way};
+pub use runs::{rehearse, Plan, Run, StatementRun, Stop, Way};

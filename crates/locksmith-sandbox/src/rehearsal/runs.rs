@@ -90,6 +90,10 @@ pub struct StatementRun {
     /// How long it held (or queued for) them: its transaction from its
     /// winning lock attempt to its end; 0 when it did not run.
     pub hold_ms: u64,
+    /// Whether it ran at all: false when an earlier statement stopped the
+    /// run, or when the guard gave up before winning its locks (its `locks`
+    /// are then the ones it would have taken).
+    pub ran: bool,
     /// When that began, in ms from the start of the traffic (for the timeline).
     #[serde(skip)]
     pub start_ms: Option<u64>,
@@ -116,6 +120,9 @@ pub struct Run {
     /// What happened, in a sentence (what the guard did).
     #[serde(skip)]
     pub outcome: String,
+    /// Why it stopped before applying the migration; `None` when it applied.
+    #[serde(skip)]
+    pub stop: Option<Stop>,
     /// Every request, for the timeline.
     #[serde(skip)]
     pub samples: Vec<Sample>,
@@ -178,14 +185,18 @@ pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, E
             },
         )
         .await?;
-    let (completed, outcome, windows) = played.result?;
+    let Ending {
+        stop,
+        outcome,
+        windows,
+    } = played.result?;
     let report = played.report;
     Ok(Run {
         max_stall_ms: report.max_stall_ms,
         p99_ms: report.p99_ms,
         requests: report.requests,
         timeouts: report.timeouts,
-        completed,
+        completed: stop.is_none(),
         statements: statements
             .iter()
             .zip(locks)
@@ -194,11 +205,13 @@ pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, E
                 sql: s.sql.clone(),
                 locks,
                 hold_ms: w.map_or(0, |(a, b)| b.saturating_sub(a)),
+                ran: w.is_some(),
                 start_ms: w.map(|(a, _)| a),
             })
             .collect(),
         way,
         outcome,
+        stop,
         samples: report.samples,
         migration_ms: played.work_ms,
     })
@@ -239,6 +252,7 @@ fn refused(plan: &Plan, why: &str, index: usize) -> Run {
         ),
         samples: Vec::new(),
         migration_ms: (0, 0),
+        stop: Some(Stop::NoOnlineForm),
     }
     .with_plan_statements(plan)
 }
@@ -252,6 +266,7 @@ impl Run {
                 sql: s.sql.clone(),
                 locks: s.locks.clone(),
                 hold_ms: 0,
+                ran: false,
                 start_ms: None,
             })
             .collect();
@@ -305,8 +320,36 @@ async fn observed_locks(
     }
 }
 
-/// Per statement, its lock window in ms from the start of the traffic.
+/// Per statement, its lock window in ms from the start of the traffic
+/// (`None`: it did not run).
 pub(super) type Windows = Vec<Option<(u64, u64)>>;
+
+/// Why a run stopped before applying the migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The guard gave up because sessions held conflicting locks all along:
+    /// nothing ran, traffic was spared; ending those sessions would help.
+    Blocked,
+    /// A statement held a traffic-blocking lock longer than `--max-hold`
+    /// and was rolled back: its online form is what would help.
+    HeldTooLong,
+    /// The plain run was still running at the cap and was cancelled.
+    Cancelled,
+    /// The online plan has no online form for a statement.
+    NoOnlineForm,
+    /// A statement failed.
+    Failed,
+}
+
+/// How a run ended.
+pub(super) struct Ending {
+    /// Why it stopped early; `None` when every statement completed.
+    pub stop: Option<Stop>,
+    /// What happened, in a sentence.
+    pub outcome: String,
+    /// Per statement, when it held (or queued for) its locks.
+    pub windows: Windows,
+}
 
 /// psql's way, with the cap.
 async fn naive(
@@ -314,9 +357,16 @@ async fn naive(
     statements: &[Statement],
     cap: Duration,
     origin: Instant,
-) -> Result<(bool, String, Windows), Error> {
+) -> Result<Ending, Error> {
     let sqls: Vec<&str> = statements.iter().map(|s| s.sql.as_str()).collect();
     let run = plain(&settings.with_application_name("psql"), &sqls, cap, origin).await?;
-    let summary = run.summary(&|i| format!("statement {}", i + 1));
-    Ok((run.end == PlainEnd::Applied, summary, run.windows))
+    Ok(Ending {
+        stop: match run.end {
+            PlainEnd::Applied => None,
+            PlainEnd::Cancelled(_) => Some(Stop::Cancelled),
+            PlainEnd::Failed(..) => Some(Stop::Failed),
+        },
+        outcome: run.summary(&|i| format!("statement {}", i + 1)),
+        windows: run.windows,
+    })
 }

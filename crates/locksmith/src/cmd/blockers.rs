@@ -35,7 +35,8 @@ struct Report {
 }
 
 pub async fn run(args: BlockersArgs) -> CmdResult {
-    let settings = super::settings(&args.connection)?.with_application_name("locksmith blockers");
+    let settings =
+        super::settings(&(&args.connection).into())?.with_application_name("locksmith blockers");
     let replicas = super::replica_settings(&args.replicas)?;
     let client = super::connect(&settings).await?;
     super::note_pooler("blockers", &client, &settings, args.format == Format::Human);

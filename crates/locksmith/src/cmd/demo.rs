@@ -18,6 +18,7 @@ use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use locksmith_sandbox::incident::{Incident, MIGRATION, TABLE};
 use locksmith_sandbox::rehearsal::{self, PlainEnd};
 use locksmith_sandbox::scene::Scene;
+use locksmith_sandbox::served::{served, Served, WorstSecond};
 use locksmith_sandbox::traffic::{Traffic, TrafficProfile, TrafficReport};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -48,6 +49,12 @@ pub struct HalfResult {
     pub traffic_ms: u64,
     /// Requests slower than the 5 s gateway timeout.
     pub timeouts: usize,
+    /// Requests answered within the gateway timeout (of `requests` offered).
+    pub served_in_time: usize,
+    /// The second of traffic in which the fewest requests were answered in
+    /// time: how many were, and how many arrived in it. The averages hide
+    /// an outage; this shows it (0 of 40 while the ALTER queued).
+    pub worst_second: WorstSecond,
     /// Whether the migration completed.
     pub completed: bool,
     /// Most connections the app held at once.
@@ -210,13 +217,20 @@ where
         .map_err(Failure::from)?;
     let (outcome, migration_ms) = played.result?;
     let report: TrafficReport = played.report;
+    let traffic_ms = played.work_ms.1 + COOL_DOWN.as_millis() as u64;
+    let Served {
+        in_time: served_in_time,
+        worst_second,
+    } = served(&report.samples, traffic_ms, scene.traffic.gateway_timeout);
     Ok((
         HalfResult {
             max_stall_ms: report.max_stall_ms,
             p99_ms: report.p99_ms,
             requests: report.requests,
-            traffic_ms: played.work_ms.1 + COOL_DOWN.as_millis() as u64,
+            traffic_ms,
             timeouts: report.timeouts,
+            served_in_time,
+            worst_second,
             completed: outcome.completed,
             peak_connections: report.peak_connections + LEAKERS,
             migration_ms,
@@ -401,11 +415,20 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         "p99 latency",
         columns.iter().map(|(_, r)| ms(r.p99_ms)).collect(),
     ));
+    // Served against offered: an average rate would read 40/s for a run in
+    // which nothing was answered for ten seconds.
     out.push_str(&row(
-        "requests served per s",
+        "served in time/offered",
         columns
             .iter()
-            .map(|(_, r)| per_second(r.requests, r.traffic_ms))
+            .map(|(_, r)| format!("{} of {}", r.served_in_time, r.requests))
+            .collect(),
+    ));
+    out.push_str(&row(
+        "worst second served",
+        columns
+            .iter()
+            .map(|(_, r)| format!("{} of {}", r.worst_second.served, r.worst_second.offered))
             .collect(),
     ));
     out.push_str(&row(
@@ -441,7 +464,7 @@ fn side_by_side(columns: &[(&str, &HalfResult)]) -> String {
         columns.iter().map(|(_, r)| ms(r.migration_ms)).collect(),
     ));
     out.push_str(
-        "\n   peak app connections: most connections the app held at once (a request queued behind a lock\n   keeps its connection); the live line's \"in flight\" is the requests waiting for an answer at that moment.\n",
+        "\n   served in time: requests answered within the 5s gateway timeout, of those that arrived; worst second:\n   the one second in which the fewest were answered, of those that arrived in it.\n   peak app connections: most connections the app held at once (a request queued behind a lock\n   keeps its connection); the live line's \"in flight\" is the requests waiting for an answer at that moment.\n",
     );
     out
 }
@@ -525,12 +548,13 @@ impl Output {
 
     fn results(&self, label: &str, r: &HalfResult) -> std::io::Result<()> {
         self.say(&format!(
-            "   {label}: worst stall {}, p99 {}, {} requests in {} ({}), {} timeouts (>5s), peak {} app connections, migration {}",
+            "   {label}: worst stall {}, p99 {}, {} requests offered in {} ({}), {} served in time, {} timeouts (>5s), peak {} app connections, migration {}",
             render::age(Some(r.max_stall_ms as i64)),
             render::age(Some(r.p99_ms as i64)),
             r.requests,
             render::age(Some(r.traffic_ms as i64)),
             per_second(r.requests, r.traffic_ms),
+            r.served_in_time,
             r.timeouts,
             r.peak_connections,
             if r.completed { "completed" } else { "not applied" },
@@ -541,6 +565,67 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use locksmith_sandbox::traffic::Sample;
+
+    /// 40 requests a second for `secs` seconds; those arriving in
+    /// `[from, to)` ms wait until `to` (an ALTER queued there).
+    fn traffic(secs: u64, stall: Option<(u64, u64)>) -> Vec<Sample> {
+        (0..secs * 40)
+            .map(|i| {
+                let at_ms = i * 25;
+                let latency_ms = match stall {
+                    Some((from, to)) if (from..to).contains(&at_ms) => to - at_ms,
+                    _ => 3,
+                };
+                Sample {
+                    at_ms,
+                    latency_ms,
+                    failed: false,
+                }
+            })
+            .collect()
+    }
+
+    fn half(samples: &[Sample], secs: u64, completed: bool) -> HalfResult {
+        let Served {
+            in_time: served_in_time,
+            worst_second,
+        } = served(samples, secs * 1000, Duration::from_secs(5));
+        HalfResult {
+            max_stall_ms: samples.iter().map(|s| s.latency_ms).max().unwrap_or(0),
+            p99_ms: 0,
+            requests: samples.len(),
+            traffic_ms: secs * 1000,
+            timeouts: samples.iter().filter(|s| s.latency_ms > 5000).count(),
+            served_in_time,
+            worst_second,
+            completed,
+            peak_connections: 0,
+            migration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_outage_shows_as_nothing_served_against_what_was_offered() {
+        // Ten seconds in which every request waits for the cancelled ALTER.
+        let outage = traffic(13, Some((1000, 11_000)));
+        let naive = half(&outage, 13, false);
+        assert_eq!(
+            naive.worst_second,
+            WorstSecond {
+                served: 0,
+                offered: 40
+            }
+        );
+        assert!(naive.served_in_time < naive.requests, "{naive:?}");
+        let calm = half(&traffic(3, None), 3, true);
+        assert_eq!(calm.served_in_time, calm.requests);
+        assert_eq!(calm.worst_second.served, calm.worst_second.offered);
+        insta::assert_snapshot!(side_by_side(&[
+            ("plain ALTER", &naive),
+            ("guard + terminate 1s", &calm),
+        ]));
+    }
 
     #[test]
     fn the_live_line_fits_80_columns_even_at_its_widest() {

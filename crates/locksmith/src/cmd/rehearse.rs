@@ -178,6 +178,9 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
         load_time: staged.load_time,
         rehearse_time: rehearse_started.elapsed(),
         max_stall: args.max_stall,
+        leaks: if tables.is_empty() { 0 } else { args.leaks },
+        leak_table: plan.leak_table.clone(),
+        apply_dir: apply_dir(&args.paths),
     };
 
     if let Some(path) = &args.report {
@@ -251,6 +254,23 @@ fn analyse(
         return Err(Failure::input(miette!("the migration has no statements")));
     }
     Ok(statements)
+}
+
+/// The folder `apply` would read the rehearsed migration from: the folder
+/// given, else the first file's.
+fn apply_dir(paths: &[PathBuf]) -> String {
+    let dir = match paths {
+        [dir] if dir.is_dir() => dir.clone(),
+        _ => paths
+            .first()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    };
+    match dir.display().to_string() {
+        d if d.is_empty() => ".".into(),
+        d => d,
+    }
 }
 
 /// The load's progress bar on stderr, drawn only on a terminal.

@@ -507,6 +507,8 @@ pub struct Human<W: Write> {
     located: Located,
     errors: usize,
     warnings: usize,
+    /// Files that did not parse (and so were not checked).
+    syntax_errors: usize,
     statements: usize,
     files: usize,
 }
@@ -519,6 +521,7 @@ impl<W: Write> Human<W> {
             located: Located::default(),
             errors: 0,
             warnings: 0,
+            syntax_errors: 0,
             statements: 0,
             files: 0,
         }
@@ -607,12 +610,17 @@ impl<W: Write> Sink for Human<W> {
 
     fn syntax_error(&mut self, path: &str, text: &str, e: &SyntaxError) -> io::Result<()> {
         self.files += 1;
+        self.syntax_errors += 1;
         let style = &self.style;
+        // The parser's message mostly starts with the same words as the heading.
+        let detail = match e.message.strip_prefix("syntax error") {
+            Some(rest) => rest.to_string(),
+            None => format!(": {}", e.message),
+        };
         writeln!(
             self.out,
-            "{}: {}",
+            "{}{detail}",
             style.red(&style.bold("syntax error")),
-            e.message
         )?;
         marker(
             &mut self.out,
@@ -627,15 +635,22 @@ impl<W: Write> Sink for Human<W> {
 
     fn finish(&mut self) -> io::Result<()> {
         let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        // A file that did not parse was not checked: "0 errors" alone would
+        // read as a clean bill while the exit code says bad input.
+        let unchecked = match self.syntax_errors {
+            0 => String::new(),
+            1 => "1 syntax error (that file was not checked), ".into(),
+            n => format!("{n} syntax errors (those files were not checked), "),
+        };
         let summary = format!(
-            "{}, {} in {}, {}",
+            "{unchecked}{}, {} in {}, {}",
             plural(self.errors, "error"),
             plural(self.warnings, "warning"),
             plural(self.files, "file"),
             plural(self.statements, "statement")
         );
         let style = &self.style;
-        let summary = if self.errors > 0 {
+        let summary = if self.errors + self.syntax_errors > 0 {
             style.red(&summary)
         } else if self.warnings > 0 {
             style.yellow(&summary)

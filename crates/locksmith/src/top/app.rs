@@ -150,7 +150,7 @@ pub struct App {
     pub cursor: usize,
     /// The selected row's identity, so the selection follows its session across refreshes.
     selected: Option<(Section, i32)>,
-    /// Set by `q`.
+    /// Set by `q` or Ctrl-C (never by Esc, which only closes and clears).
     pub quit: bool,
     /// Each hot standby given with `--replica`: its diagnosis, or why it
     /// could not be read (the text names the server).
@@ -432,7 +432,15 @@ impl App {
 
     fn normal_key(&mut self, code: KeyCode) -> Option<Effect> {
         match code {
-            KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
+            KeyCode::Char('q') => self.quit = true,
+            // Esc closes and clears; it never quits: mid-incident, a key
+            // pressed to dismiss something must not drop the view.
+            KeyCode::Esc if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.follow_selection();
+                self.say("filter cleared", false);
+            }
+            KeyCode::Esc => self.say("nothing to close; q quits", false),
             KeyCode::Up => self.move_cursor(-1),
             KeyCode::Down => self.move_cursor(1),
             KeyCode::PageUp => self.move_cursor(-10),
@@ -523,12 +531,13 @@ impl App {
                 self.say(&format!("{doing} pid {}…", confirm.pid), false);
                 Some(Effect::Signal(confirm.signal, confirm.target))
             }
-            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
+            // Anything but y is no, as the dialog says: a stray key must not
+            // leave a loaded question on screen.
+            _ => {
                 self.mode = Mode::Normal;
                 self.say(&format!("left pid {} alone", confirm.pid), false);
                 None
             }
-            _ => None,
         }
     }
 

@@ -45,7 +45,8 @@ use app::{App, Effect};
 
 /// Runs `locksmith top` until the user quits.
 pub async fn run(args: TopArgs) -> CmdResult {
-    let settings = crate::cmd::settings(&args.connection)?.with_application_name("locksmith top");
+    let settings =
+        crate::cmd::settings(&(&args.connection).into())?.with_application_name("locksmith top");
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(Failure::input(miette::miette!(
             "locksmith top needs a terminal; for a one-shot report use `locksmith blockers`"

@@ -854,3 +854,84 @@ async fn through_a_pooler_sessions_are_labelled_and_signals_hit_only_the_session
     assert!(report.requests > 0);
     assert_eq!(report.errors, 0, "application requests failed");
 }
+
+#[test]
+fn esc_closes_and_clears_but_never_quits() {
+    let mut app = fixed();
+    // On the main screen with nothing open, Esc does nothing but say how to quit.
+    assert_eq!(press(&mut app, KeyCode::Esc), None);
+    assert!(!app.quit, "Esc on the main screen must not quit");
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.status.as_ref().unwrap().text.contains("q quits"));
+    // A kept filter is cleared by Esc on the main screen, and top stays.
+    press(&mut app, KeyCode::Char('/'));
+    for c in "alembic".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.sessions().len(), 1);
+    press(&mut app, KeyCode::Esc);
+    assert!(!app.quit);
+    assert!(app.filter.is_empty());
+    assert_eq!(app.sessions().len(), 4);
+    // Esc closes each overlay and lands on the main screen, never further.
+    for open in [KeyCode::Char('?'), KeyCode::Enter, KeyCode::Char('k')] {
+        press(&mut app, KeyCode::Home);
+        press(&mut app, open);
+        assert_ne!(app.mode, Mode::Normal, "{open:?} opens an overlay");
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.mode, Mode::Normal, "Esc closes what {open:?} opened");
+        press(&mut app, KeyCode::Esc);
+        assert!(!app.quit, "a second Esc after {open:?} must not quit");
+    }
+    // Quit is q, or Ctrl-C.
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+    let mut app = fixed();
+    app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(app.quit);
+}
+
+#[test]
+fn any_key_but_y_answers_no_as_the_dialog_says() {
+    let mut app = outage();
+    assert!(app.select_pid(10));
+    press(&mut app, KeyCode::Char('k'));
+    assert!(matches!(app.mode, Mode::Confirm(_)));
+    assert_eq!(press(&mut app, KeyCode::Char('x')), None);
+    assert_eq!(app.mode, Mode::Normal, "x is no: the dialog closes");
+    assert!(app
+        .status
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("left pid 10 alone"));
+}
+
+#[test]
+fn help_popup_80x24() {
+    let mut app = fixed();
+    press(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(screen(&app, 80, 24).join("\n"));
+}
+
+/// At 80 columns every waiting line of the tree still shows the lock its
+/// session wants: for the queued DDL, the one thing the on-call engineer
+/// needs from that line.
+#[test]
+fn at_80_columns_the_tree_keeps_the_lock_modes_wanted() {
+    for app in [fixed(), outage()] {
+        let screen = screen(&app, 80, 24);
+        let text = screen.join("\n");
+        let alter = screen
+            .iter()
+            .find(|l| l.contains("└─ 20 "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(alter.contains("wants AccessExclusiveLock"), "{text}");
+        let reader = screen
+            .iter()
+            .find(|l| l.contains("└┄ 30 "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(reader.contains("wants AccessShareLock"), "{text}");
+    }
+}

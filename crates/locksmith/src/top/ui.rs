@@ -119,7 +119,7 @@ pub fn render(app: &App, frame: &mut Frame) {
             100,
             30,
         ),
-        Mode::Help => popup(frame, p, "Keys (Esc to close)", help(p), 76, 16),
+        Mode::Help => popup(frame, p, "Keys (Esc to close)", help(p), 76, 17),
         Mode::Normal | Mode::Filter => {}
     }
 }
@@ -289,7 +289,8 @@ fn render_standbys(lines: &[String], p: Palette, frame: &mut Frame, area: Rect) 
 }
 
 /// One row of the tree. Most telling first, since narrow terminals cut the
-/// end: pid, table, how long, how many behind; then who; then the query.
+/// end: pid, table, the lock wanted or held, how long, how many behind; then
+/// who; then the query.
 fn tree_line(
     snap: &locksmith_pg::snapshot::Snapshot,
     report: &locksmith_pg::blockers::BlockerReport,
@@ -327,8 +328,11 @@ fn tree_line(
     }
     spans.push(Span::styled(format!("{} ", s.pid), p.bold()));
     if let Some(w) = report.waiting.iter().find(|w| w.pid == s.pid) {
+        // The lock it wants right after the table: at 80 columns the line is
+        // cut at the end, and the mode the queued DDL wants is what matters.
         if let Some(l) = &w.wants {
             spans.push(Span::styled(format!("{} ", l.relation), p.bold()));
+            spans.push(Span::styled(format!("wants {} ", l.mode), p.yellow()));
         }
         spans.push(Span::styled(
             format!("wait {} ", age(w.waiting_ms)),
@@ -347,11 +351,9 @@ fn tree_line(
             ));
         }
         spans.push(Span::raw(format!("{} ", s.label())));
-        if let Some(l) = &w.wants {
-            spans.push(Span::styled(format!("wants {} ", l.mode), p.yellow()));
-        }
         spans.push(Span::raw(format!("tx {} ", age(s.xact_age_ms))));
     } else {
+        // A root: who it is matters more than the (weak) lock it holds.
         let held = held_locks(&snap.locks, s.pid);
         if let Some(l) = held.first() {
             spans.push(Span::styled(format!("{} ", l.relation), p.bold()));
@@ -572,7 +574,8 @@ fn pids(list: &[i32]) -> String {
 
 fn help(p: Palette) -> Vec<Line<'static>> {
     [
-        ("q", "quit"),
+        ("q  Ctrl-C", "quit"),
+        ("Esc", "close this popup, clear the filter (never quits)"),
         (
             "↑ ↓ PgUp PgDn",
             "select a session (tree first, then the list)",
