@@ -100,6 +100,12 @@ pub async fn run_excluding(
                 None => false,
             };
         let steps: Vec<Step> = unit.statements.iter().map(Step::from).collect();
+        guard.emit(crate::guard::Event::OnlineStep {
+            number: i + 1,
+            of: units.len(),
+            sql: unit.statements.first().map_or("", |s| s.sql.as_str()),
+            skipped: already,
+        });
         if already {
             run.skipped += 1;
         } else {

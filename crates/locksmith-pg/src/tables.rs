@@ -51,6 +51,26 @@ async fn end<T>(
     Ok(result)
 }
 
+/// The named relations that are partitioned tables (`relkind = 'p'`), as
+/// given: PostgreSQL builds no index `CONCURRENTLY` on one, so an online
+/// plan must go partition by partition.
+pub async fn partitioned(client: &Connection, names: &[String]) -> Result<Vec<String>, Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Catalog rows only: no lock on the tables.
+    let rows = client
+        .query(
+            "SELECT n.name FROM unnest($1::text[]) AS n(name)
+             JOIN pg_class c ON c.oid = to_regclass(n.name)
+             WHERE c.relkind = 'p'",
+            &[&names],
+        )
+        .await
+        .map_err(|e| Error::query("reading which tables are partitioned", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Rows (estimate) and size of each named relation that exists, keyed by the name as given.
 pub async fn facts(
     client: &Connection,

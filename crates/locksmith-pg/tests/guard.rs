@@ -73,6 +73,7 @@ fn record_events(guard: &mut Guard) -> Seen {
             Event::Terminated(h) => ("terminated", vec![h.session.pid]),
             Event::DroppedInvalidIndex(_) => ("dropped_invalid_index", Vec::new()),
             Event::IndexAlreadyBuilt(_) => ("index_already_built", Vec::new()),
+            Event::OnlineStep { .. } => ("online_step", Vec::new()),
         };
         sink.lock().unwrap().push(entry);
     });

@@ -67,20 +67,24 @@ pub struct ConnectionArgs {
 }
 
 /// Where to connect, for the commands that only read and signal sessions
-/// (`blockers`, `top`, `doctor`): everything they do works through a pooler,
-/// so they have no `--direct-url`.
+/// (`blockers`, `top`): everything they do works through a session or
+/// transaction pooler; only a statement pooler, which refuses the
+/// transaction each snapshot is read in, needs a direct route.
 #[derive(Debug, Args, Clone, Default)]
 pub struct TargetArgs {
     /// PostgreSQL URL or `key=value` connection string [default: $DATABASE_URL, else PGHOST, PGPORT, PGUSER, …]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// When --database-url leads to a statement pooler (PgBouncer pool_mode=statement), which refuses the transaction each read is made in: a URL straight to the server, read instead (doctor also takes it as the route apply and run will have) [default: $LOCKSMITH_DIRECT_URL]
+    #[arg(long, value_name = "URL")]
+    pub direct_url: Option<String>,
 }
 
 impl From<&TargetArgs> for ConnectionArgs {
     fn from(t: &TargetArgs) -> Self {
         ConnectionArgs {
             database_url: t.database_url.clone(),
-            direct_url: None,
+            direct_url: t.direct_url.clone(),
         }
     }
 }
@@ -299,9 +303,6 @@ pub struct TopArgs {
 pub struct DoctorArgs {
     #[command(flatten)]
     pub connection: TargetArgs,
-    /// When --database-url leads to a connection pooler: say that apply and run will have this route straight to the server, so the pooler finding has nothing left to fix (doctor itself never connects over it) [default: $LOCKSMITH_DIRECT_URL]
-    #[arg(long, value_name = "URL")]
-    pub direct_url: Option<String>,
     /// Server log files to scan (plain stderr or csvlog format).
     #[arg(long = "log", value_name = "FILE", num_args = 1..)]
     pub logs: Vec<std::path::PathBuf>,

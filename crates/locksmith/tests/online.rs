@@ -150,6 +150,17 @@ async fn a_failed_step_resumes_where_it_stopped() {
         .unwrap();
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Each step is labelled as it starts, the resumed ones as skipped.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("online step 1 of 17 (done by an earlier run, skipped): CREATE UNIQUE INDEX CONCURRENTLY"),
+        "{progress}"
+    );
+    assert!(progress.contains("online step 7 of 17: "), "{progress}");
+    assert!(
+        !progress.contains("online step 7 of 17 (done"),
+        "{progress}"
+    );
     let index_after = count(
         &admin,
         "SELECT 'unique_informal_name'::regclass::oid::bigint",
@@ -676,5 +687,39 @@ async fn splitting_a_files_own_transaction_is_said() {
         )
         .await,
         1
+    );
+}
+
+/// An online plan PostgreSQL would refuse on a partitioned table (an index
+/// built CONCURRENTLY on the parent) is refused before anything runs, the
+/// dry run included, with the partition-by-partition way.
+#[tokio::test]
+async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
+    let (incident, admin) = staged("online_partitioned").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE events (id int, at date) PARTITION BY RANGE (at);
+             CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+        )
+        .await
+        .unwrap();
+    let dir = folder("CREATE TABLE notes (id int);\nCREATE INDEX events_at ON events (at);\n");
+    for extra in [None, Some("--dry-run")] {
+        let mut args = vec!["apply", dir_arg(dir.path()), "--online"];
+        args.extend(extra);
+        let out = locksmith(&incident.url, &args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        let said = text(&out);
+        assert!(said.contains("1_constraints.sql:2:1"), "{said}");
+        assert!(said.contains("`events` is partitioned"), "{said}");
+        assert!(said.contains("ON ONLY events"), "{said}");
+    }
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('notes', 'events_at')"
+        )
+        .await,
+        0
     );
 }

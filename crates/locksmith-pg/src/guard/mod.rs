@@ -205,6 +205,18 @@ pub enum Event<'a> {
     /// The index a concurrent build makes already exists (an earlier run
     /// finished it but was stopped before recording it): the step is done.
     IndexAlreadyBuilt(&'a str),
+    /// A step of an online plan starts (its attempts follow), or is skipped
+    /// because an interrupted run already did it.
+    OnlineStep {
+        /// 1-based.
+        number: usize,
+        /// Steps in the plan.
+        of: usize,
+        /// Its first statement.
+        sql: &'a str,
+        /// Already done: not run again.
+        skipped: bool,
+    },
 }
 
 /// What the guard did, across everything it ran.
@@ -459,6 +471,12 @@ impl Guard {
     /// Receives progress events.
     pub fn on_event(&mut self, f: impl FnMut(Event<'_>) + Send + 'static) {
         self.on_event = Box::new(f);
+    }
+
+    /// Hands an event of work the guard runs for a caller (an online step)
+    /// to the same receiver as its own.
+    pub(crate) fn emit(&mut self, event: Event<'_>) {
+        (self.on_event)(event);
     }
 
     /// The migration connection, for the caller's own bookkeeping queries.

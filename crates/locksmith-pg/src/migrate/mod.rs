@@ -463,6 +463,15 @@ impl Runner {
                 false => None,
             });
         }
+        if self.policy.online {
+            let partitioned = crate::tables::partitioned(guard.client(), &touched).await?;
+            for (&i, units) in decision.run.iter().zip(&units) {
+                let p = &plan.migrations[i];
+                if let Some(refusal) = partition_refusal(p, units.as_deref(), &partitioned) {
+                    return Err(Error::Plan(refusal));
+                }
+            }
+        }
         if let Some(pooler) = guard.pooler().filter(|_| !guard.runs_outside_directly()) {
             let pending: Vec<&PlannedMigration> =
                 decision.run.iter().map(|&i| &plan.migrations[i]).collect();
@@ -620,6 +629,49 @@ impl Runner {
         report.applied_elsewhere = elsewhere;
         Ok(report)
     }
+}
+
+/// Under `--online`, the first statement whose online plan builds an index
+/// `CONCURRENTLY` on a partitioned table, which PostgreSQL refuses: refused
+/// before anything runs, with the way it is done by hand.
+fn partition_refusal(
+    p: &PlannedMigration,
+    units: Option<&[Unit]>,
+    partitioned: &[String],
+) -> Option<PlanError> {
+    use locksmith_core::analysis::StatementKind;
+    let builds_on_parent = |s: &locksmith_core::analysis::Statement| match &s.kind {
+        StatementKind::CreateIndex {
+            table,
+            concurrently: true,
+            ..
+        } => partitioned.iter().find(|t| *t == table),
+        _ => None,
+    };
+    let units = units?;
+    let table = units
+        .iter()
+        .flat_map(|u| &u.statements)
+        .find_map(builds_on_parent)?;
+    // Point at the statement of the file that led there.
+    let written = p
+        .statements
+        .iter()
+        .find(|s| s.locks.iter().any(|l| &l.relation == table))
+        .or(p.statements.first())?;
+    Some(PlanError {
+        path: p.path.clone(),
+        line: written.line,
+        column: written.column,
+        message: format!(
+            "cannot run `{}` online: `{table}` is partitioned, and PostgreSQL builds no index \
+             CONCURRENTLY on a partitioned table. Nothing was run. Do it partition by partition: \
+             CREATE INDEX name ON ONLY {table} (…); then, for each partition, CREATE INDEX \
+             CONCURRENTLY … ON the partition and ALTER INDEX name ATTACH PARTITION that index; \
+             the parent's index is valid once every partition's is attached",
+            locksmith_core::analysis::source::one_line(&written.sql, 80)
+        ),
+    })
 }
 
 /// A migration's history row.

@@ -36,11 +36,8 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
     }
     let log = server_log::scan_all(texts.iter().map(String::as_str));
 
-    let settings = super::settings(&crate::cli::ConnectionArgs {
-        database_url: args.connection.database_url.clone(),
-        direct_url: args.direct_url.clone(),
-    })?
-    .with_application_name("locksmith doctor");
+    let settings = super::settings(&(&args.connection).into())?
+        .with_application_name("locksmith doctor");
     let replicas = super::replica_settings(&args.replicas)?;
     let mut pooler = None;
     // Its audit reads in transactions: behind a statement pooler, over --direct-url or refused.

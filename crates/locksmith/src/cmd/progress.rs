@@ -137,6 +137,11 @@ impl EventLines {
             ),
             Event::DroppedInvalidIndex(name) => format!("dropped the invalid index {name} left by a failed concurrent build"),
             Event::IndexAlreadyBuilt(name) => format!("the index {name} is already built as the statement defines it; nothing to do"),
+            Event::OnlineStep { number, of, sql, skipped } => format!(
+                "online step {number} of {of}{}: {}",
+                if *skipped { " (done by an earlier run, skipped)" } else { "" },
+                render::one_line(sql, 90)
+            ),
         };
         let prefix = if self.indent {
             "   guard: "
