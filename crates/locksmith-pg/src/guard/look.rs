@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use super::RelationLock;
 use crate::prepared::{PreparedXact, NO_BACKEND, PREPARED_COLUMNS, PREPARED_LOCKS};
+use crate::signal::{self, Condition, Sent, Signal};
 use crate::snapshot::{SessionSummary, SUMMARY_COLUMNS};
 use crate::Error;
 
@@ -533,29 +534,12 @@ pub(crate) async fn terminate_if_still_idle(
     idle_for: Duration,
     any_database: bool,
 ) -> Result<bool, Error> {
-    let idle_ms = idle_for.as_millis() as f64;
-    // Terminate only an idle-in-transaction client session of our database, idle long enough.
-    let row = client
-        .query_opt(
-            "SELECT pg_terminate_backend(pid)
-             FROM pg_stat_activity
-             WHERE pid = $1 AND (datname = current_database() OR $3)
-               AND backend_type = 'client backend'
-               AND state IN ('idle in transaction', 'idle in transaction (aborted)')
-               AND (extract(epoch FROM now() - state_change) * 1000)::float8 >= $2::float8",
-            &[&pid, &idle_ms, &any_database],
-        )
-        .await;
-    match row {
-        Ok(row) => Ok(row.map(|r| r.get::<_, bool>(0)).unwrap_or(false)),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            Err(Error::Permission {
-                action: format!("terminate session {pid}"),
-                needs: "pg_signal_backend".into(),
-            })
-        }
-        Err(e) => Err(Error::query(format!("terminating session {pid}"), e)),
-    }
+    let still = Condition::IdleInTransaction {
+        idle_for,
+        any_database,
+    };
+    let sent = signal::send(client, Signal::Terminate, pid, still).await?;
+    Ok(sent == Sent::Signalled)
 }
 
 #[cfg(test)]

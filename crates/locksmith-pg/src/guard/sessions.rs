@@ -57,6 +57,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::signal::{self, Condition, Sent, Signal};
 use crate::Connection;
 use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
@@ -360,32 +361,19 @@ impl SessionWatchdog {
     /// SIGTERM): a queued lock request is removed only by a cancel on the
     /// server, never by the client going away. Returns how many were signalled.
     pub async fn cancel_all(&self) -> Result<u64, Error> {
-        self.cancel_where("").await
+        self.cancel_where(false).await
     }
 
     /// Cancels the watched sessions that are waiting on a lock: after the
     /// wrapped program ended, such a backend would otherwise stay queued
     /// (and keep traffic queued behind it) until its wait ends.
     pub async fn cancel_lock_waits(&self) -> Result<u64, Error> {
-        self.cancel_where("AND wait_event_type = 'Lock'").await
+        self.cancel_where(true).await
     }
 
-    async fn cancel_where(&self, condition: &str) -> Result<u64, Error> {
-        // The watched sessions (by name, opened since the watch began), cancelled
-        // while running a statement: a cancel reaching an idle backend is void anyway,
-        // and an idle pooled one may be handed to another client at any moment.
-        let sql = format!(
-            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = $1 AND {WATCHED_SINCE}
-               AND pid <> pg_backend_pid() AND state = 'active' {condition}"
-        );
+    async fn cancel_where(&self, lock_waits_only: bool) -> Result<u64, Error> {
         let name = self.name.borrow().clone();
-        let row = self
-            .sidecar
-            .query_one(&sql, &[&name, &self.since_epoch])
-            .await
-            .map_err(|e| Error::query("cancelling the watched sessions' statements", e))?;
-        Ok(row.get::<_, i64>(0) as u64)
+        signal::cancel_program(&self.sidecar, &name, self.since_epoch, lock_waits_only).await
     }
 
     /// Stops polling and returns what was seen since the last [`take`](Self::take).
@@ -620,17 +608,14 @@ async fn cancel_wait(sidecar: &Connection, target: &WaitingStatement<'_>) -> boo
     let Some(query_start) = target.query_start else {
         return false;
     };
-    sidecar
-        .query_opt(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
-             WHERE pid = $1 AND application_name = $2 AND query_start = $3
-               AND wait_event_type = 'Lock'",
-            &[&target.pid, &target.application_name, &query_start],
-        )
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|row| row.get::<_, bool>(0))
+    let still = Condition::WaitingStatement {
+        application_name: target.application_name,
+        query_start,
+    };
+    matches!(
+        signal::send(sidecar, Signal::Cancel, target.pid, still).await,
+        Ok(Sent::Signalled)
+    )
 }
 
 /// When each watched session's transaction was first seen holding a lock
@@ -690,22 +675,19 @@ async fn bound_holds(
             .is_some_and(|s| s.starts_with("idle in transaction"));
         // Still the same transaction under our name, checked as it is stopped
         // (a pooled backend may serve another client by now).
-        let stop = format!(
-            "SELECT {}(pid) FROM pg_stat_activity
-             WHERE pid = $1 AND application_name = $2
-               AND (extract(epoch FROM xact_start) * 1000)::bigint = $3",
-            if idle {
-                "pg_terminate_backend"
-            } else {
-                "pg_cancel_backend"
-            }
+        let how = if idle {
+            Signal::Terminate
+        } else {
+            Signal::Cancel
+        };
+        let still = Condition::NamedTransaction {
+            application_name,
+            xact_ms: key.1,
+        };
+        let stopped = matches!(
+            signal::send(sidecar, how, key.0, still).await,
+            Ok(Sent::Signalled)
         );
-        let stopped = sidecar
-            .query_opt(&stop, &[&key.0, &application_name, &key.1])
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|row| row.get::<_, bool>(0));
         if stopped {
             let held: String = row.get(3);
             seen.lock().unwrap().held_too_long.push(held);

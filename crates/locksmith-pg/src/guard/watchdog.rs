@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::signal::{self, Condition, Signal};
 use crate::Connection;
 use tokio::sync::watch;
 
@@ -85,9 +86,7 @@ impl WaitClocks {
 /// Cancels `pid`'s statement on the server: the one remedy that works even
 /// when its client is stuck or its driver ignored `lock_timeout`.
 pub(crate) async fn cancel(sidecar: &Connection, pid: i32) {
-    let _ = sidecar
-        .execute("SELECT pg_cancel_backend($1)", &[&pid])
-        .await;
+    let _ = signal::send(sidecar, Signal::Cancel, pid, Condition::Exists).await;
 }
 
 /// A backend's transaction start as exact microseconds since the epoch, the
@@ -99,13 +98,7 @@ pub(crate) const XACT_MICROS: &str = "(extract(epoch FROM now()) * 1000000)::big
 /// backend serves another client as soon as our transaction ends, and a
 /// cancel must never reach a transaction that is not ours.
 pub(crate) async fn cancel_transaction(sidecar: &Connection, pid: i32, xact: i64) {
-    let _ = sidecar
-        .execute(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
-             WHERE pid = $1 AND (extract(epoch FROM xact_start) * 1000000)::bigint = $2",
-            &[&pid, &xact],
-        )
-        .await;
+    let _ = signal::send(sidecar, Signal::Cancel, pid, Condition::InTransaction(xact)).await;
 }
 
 /// The backend a watchdog watches: its pid and, when the attempt is a
