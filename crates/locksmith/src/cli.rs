@@ -163,6 +163,15 @@ pub struct ApplyArgs {
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: the server's]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
+    /// Apply to every database listed in FILE (`-`: stdin), one connection string per line (URL or key=value; blank lines and # comments skipped), each guarded on its own server with its own runner lock and history; one report. A rerun applies only what is pending on each
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["database_url", "direct_url", "replicas", "dry_run"])]
+    pub targets: Option<std::path::PathBuf>,
+    /// With --targets: at most N databases at a time
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "targets", value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: u32,
+    /// With --targets: the first N databases first; if any of them fails or gives up, the rest are skipped
+    #[arg(long, value_name = "N", requires = "targets")]
+    pub canary: Option<u32>,
 }
 
 /// The warden's connection: `run`'s own, passed in the environment.

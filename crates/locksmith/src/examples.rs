@@ -29,11 +29,14 @@ Examples:
   locksmith apply migrations/ --terminate-idle-after 30s
   locksmith apply migrations/ --online --dry-run  the online plan: steps, locks, transactions
   locksmith apply migrations/ --replica postgres://reader-1/app
+  locksmith apply migrations/ --targets tenants.txt --parallel 16 --canary 2
 
 Exit codes: 0 applied (or nothing to do); 1 a migration failed; 2 bad input,
 or a statement --online cannot run online (nothing ran); 3 gave up blocked,
 the blockers named, or a statement would hold a lock blocking traffic past
---max-hold (rolled back); 130/143 Ctrl-C/SIGTERM.";
+--max-hold (rolled back); 130/143 Ctrl-C/SIGTERM.
+With --targets: 0 every database applied or up to date; 1 any failed or was
+unreachable; 3 some gave up and none failed; 2 a bad line (FILE:LINE, nothing ran).";
 
 /// `locksmith run --help`.
 pub const RUN: &str = "\

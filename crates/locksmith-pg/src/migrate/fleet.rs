@@ -102,7 +102,15 @@ pub fn parse_targets(file: &str, text: &str) -> Result<Vec<Target>, TargetsError
         let settings = ConnectionSettings::resolve(Some(line)).map_err(|e| TargetsError::Line {
             file: file.to_string(),
             line: n + 1,
-            reason: e.to_string(),
+            // The line itself is not repeated: it may hold a password in a
+            // form redaction does not recognise.
+            reason: match e {
+                crate::Error::BadUrl { reason, .. } => format!(
+                    "not a connection string ({reason}); expected a URL \
+                     (postgresql://user@host:5432/db) or key=value pairs (host=db1 dbname=app)"
+                ),
+                e => e.to_string(),
+            },
         })?;
         targets.push(Target {
             line: n + 1,

@@ -108,7 +108,22 @@ impl EventLines {
         if self.quiet {
             return;
         }
-        let line = match event {
+        let line = self.line(event);
+        let prefix = if self.indent {
+            "   guard: "
+        } else {
+            "locksmith: "
+        };
+        if self.tty {
+            // Clear a live status line the demo may have drawn.
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{prefix}{line}");
+    }
+
+    /// One event's text, without a prefix (a fleet puts its target there).
+    pub fn line(&self, event: &Event<'_>) -> String {
+        match event {
             Event::Waiting { holders, next_look } => format!(
                 "waiting for {} session{} holding a conflicting lock: {}{}; not queueing, next look in {}",
                 holders.len(),
@@ -131,17 +146,7 @@ impl EventLines {
             ),
             Event::DroppedInvalidIndex(name) => format!("dropped the invalid index {name} left by a failed concurrent build"),
             Event::IndexAlreadyBuilt(name) => format!("the index {name} is already built as the statement defines it; nothing to do"),
-        };
-        let prefix = if self.indent {
-            "   guard: "
-        } else {
-            "locksmith: "
-        };
-        if self.tty {
-            // Clear a live status line the demo may have drawn.
-            eprint!("\r\x1b[K");
         }
-        eprintln!("{prefix}{line}");
     }
 }
 
