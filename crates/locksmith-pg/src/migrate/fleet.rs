@@ -35,6 +35,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant};
 use locksmith_core::plan::Plan;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::{JoinSet, LocalSet};
+use tokio::task::{JoinError, JoinSet, LocalSet};
 
 use super::{Error, Event, MigrationRecord, Policy, RunReport, Runner, Status};
 use crate::guard::{Holder, Interrupt};
@@ -350,53 +351,48 @@ impl Fleet {
         plan: &Plan,
         done: &mut [Option<TargetReport>],
     ) {
-        let mut running = Running::default();
-        let mut next = range.start;
-        loop {
-            while running.tasks.len() < self.parallel && next < range.end {
-                if let Some(signal) = *self.interrupts.borrow() {
-                    let reason = format!("not started: {}", interrupted_by(signal));
-                    for i in next..range.end {
-                        self.skip(i, done, reason.clone());
-                    }
-                    next = range.end;
-                    break;
-                }
-                self.start(next, plan, &mut running);
-                next += 1;
-            }
-            let Some(joined) = running.tasks.join_next_with_id().await else {
-                return;
-            };
-            let (index, result, elapsed) = match joined {
-                Ok((id, ended)) => {
-                    running.index.remove(&id);
-                    ended
-                }
+        let ended = |index: usize, ran: Result<(Result<RunReport, Error>, Duration), JoinError>| {
+            let (result, elapsed) = ran.unwrap_or_else(|e| {
                 // A runner that panicked is a bug; it ends its own target
                 // only, and says so.
-                Err(e) => {
-                    let index = running
-                        .index
-                        .remove(&e.id())
-                        .expect("every task is indexed");
-                    let error = Error::Route(format!(
-                        "locksmith stopped unexpectedly on this target (a bug; please report it): {e}"
-                    ));
-                    (index, Err(error), Duration::ZERO)
-                }
-            };
+                let error = Error::Route(format!(
+                    "locksmith stopped unexpectedly on this target (a bug; please report it): {e}"
+                ));
+                (Err(error), Duration::ZERO)
+            });
             let report = target_report(&self.targets[index], plan, result, elapsed);
             self.emit(FleetEvent::Finished {
                 index,
                 report: &report,
             });
+            report
+        };
+        let mut reports = Vec::new();
+        let not_started = schedule(
+            range.clone(),
+            self.parallel,
+            || self.interrupts.borrow().is_some(),
+            |index| self.start(index, plan),
+            |index, ran| reports.push((index, ended(index, ran))),
+        )
+        .await;
+        for (index, report) in reports {
             done[index] = Some(report);
+        }
+        if let Some(signal) = *self.interrupts.borrow() {
+            let reason = format!("not started: {}", interrupted_by(signal));
+            for i in not_started..range.end {
+                self.skip(i, done, reason.clone());
+            }
         }
     }
 
-    /// Starts target `index`'s runner.
-    fn start(&self, index: usize, plan: &Plan, running: &mut Running) {
+    /// Target `index`'s run, to be spawned.
+    fn start(
+        &self,
+        index: usize,
+        plan: &Plan,
+    ) -> impl Future<Output = (Result<RunReport, Error>, Duration)> + 'static {
         let target = &self.targets[index];
         self.emit(FleetEvent::Started {
             index,
@@ -414,12 +410,11 @@ impl Fleet {
                 })
             });
         let plan = plan.clone();
-        let task = running.tasks.spawn_local(async move {
+        async move {
             let started = Instant::now();
             let result = runner.run(plan).await;
-            (index, result, started.elapsed())
-        });
-        running.index.insert(task.id(), index);
+            (result, started.elapsed())
+        }
     }
 
     /// Records target `index` as not started, for `reason`.
@@ -442,11 +437,66 @@ impl Fleet {
     }
 }
 
-/// The runners of a wave, and which target each task runs.
-#[derive(Default)]
-struct Running {
-    tasks: JoinSet<(usize, Result<RunReport, Error>, Duration)>,
-    index: HashMap<tokio::task::Id, usize>,
+/// Runs `work(i)` for each `i` of `range`, at most `parallel` at a time,
+/// each a task of the current [`LocalSet`], and hands each result to `done`
+/// as it ends (`Err`: the task panicked). Starts nothing more once `stop()`
+/// says so; returns the first index not started. The one scheduler of
+/// fleets: [`Fleet`]'s waves and [`each`].
+async fn schedule<T: 'static, F: Future<Output = T> + 'static>(
+    range: std::ops::Range<usize>,
+    parallel: usize,
+    mut stop: impl FnMut() -> bool,
+    mut work: impl FnMut(usize) -> F,
+    mut done: impl FnMut(usize, Result<T, JoinError>),
+) -> usize {
+    let mut tasks = JoinSet::new();
+    let mut index: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut next = range.start;
+    loop {
+        while tasks.len() < parallel.max(1) && next < range.end && !stop() {
+            let task = tasks.spawn_local(work(next));
+            index.insert(task.id(), next);
+            next += 1;
+        }
+        match tasks.join_next_with_id().await {
+            None => return next,
+            Some(Ok((id, value))) => {
+                done(index.remove(&id).expect("every task is indexed"), Ok(value))
+            }
+            Some(Err(e)) => done(
+                index.remove(&e.id()).expect("every task is indexed"),
+                Err(e),
+            ),
+        }
+    }
+}
+
+/// Runs `work` on every target, at most `parallel` at a time, and returns
+/// what each gave, in list order: for the commands that only read
+/// (`blockers --targets`, `doctor --targets`), which need no canary, history
+/// or interrupt handling. `work` returns a future that owns what it needs
+/// (clone the settings), run on this thread's [`LocalSet`] like the runners.
+pub async fn each<T: 'static, F: Future<Output = T> + 'static>(
+    targets: &[Target],
+    parallel: usize,
+    work: impl Fn(&Target) -> F,
+) -> Vec<T> {
+    let mut results: Vec<Option<T>> = targets.iter().map(|_| None).collect();
+    let scheduled = schedule(
+        0..targets.len(),
+        parallel,
+        || false,
+        |i| work(&targets[i]),
+        |i, value| match value {
+            Ok(value) => results[i] = Some(value),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        },
+    );
+    LocalSet::new().run_until(scheduled).await;
+    results
+        .into_iter()
+        .map(|r| r.expect("every target ran"))
+        .collect()
 }
 
 /// "interrupted (Ctrl-C)".
