@@ -104,6 +104,17 @@ pub struct ConnectionArgs {
     pub direct_url: Option<String>,
 }
 
+/// A fleet: the same command on many databases, one report (`apply`, `blockers`, `doctor`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetsArgs {
+    /// Every database listed in FILE (`-`: stdin), one connection string per line (URL or key=value; blank lines and # comments skipped), each on its own: one report, each entry naming its target (password hidden)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["database_url", "direct_url", "replicas"])]
+    pub targets: Option<std::path::PathBuf>,
+    /// With --targets: at most N databases at a time
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "targets", value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
     #[default]
@@ -115,6 +126,8 @@ pub enum Format {
 pub struct BlockersArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub fleet: TargetsArgs,
     /// A hot standby to diagnose too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions, and its replay when it waits on a lock the primary took
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
@@ -144,7 +157,7 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub guard: GuardArgs,
     /// Show the plan (statements, locks, who would block them now) and execute nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "targets")]
     pub dry_run: bool,
     /// Accept applied migrations whose file changed since (their checksum is not updated).
     #[arg(long)]
@@ -163,12 +176,8 @@ pub struct ApplyArgs {
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: the server's]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
-    /// Apply to every database listed in FILE (`-`: stdin), one connection string per line (URL or key=value; blank lines and # comments skipped), each guarded on its own server with its own runner lock and history; one report. A rerun applies only what is pending on each
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["database_url", "direct_url", "replicas", "dry_run"])]
-    pub targets: Option<std::path::PathBuf>,
-    /// With --targets: at most N databases at a time
-    #[arg(long, value_name = "N", default_value_t = 4, requires = "targets", value_parser = clap::value_parser!(u32).range(1..))]
-    pub parallel: u32,
+    #[command(flatten)]
+    pub fleet: TargetsArgs,
     /// With --targets: the first N databases first; if any of them fails or gives up, the rest are skipped
     #[arg(long, value_name = "N", requires = "targets")]
     pub canary: Option<u32>,
@@ -325,8 +334,10 @@ pub struct TopArgs {
 pub struct DoctorArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub fleet: TargetsArgs,
     /// Server log files to scan (plain stderr or csvlog format).
-    #[arg(long = "log", value_name = "FILE", num_args = 1..)]
+    #[arg(long = "log", value_name = "FILE", num_args = 1.., conflicts_with = "targets")]
     pub logs: Vec<std::path::PathBuf>,
     /// A hot standby to audit too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): how long its replay of a migration's lock may wait for its readers
     #[arg(long = "replica", value_name = "URL")]

@@ -54,9 +54,11 @@ pub const BLOCKERS: &str = "\
 Examples:
   locksmith blockers
   locksmith blockers --format json | jq '.blockers[].pid'
+  locksmith blockers --targets tenants.txt        each database of the list: its own queues
 
 Exit codes: 0 nobody waits for a lock; 3 sessions wait behind a root blocker
-(an outage in progress; the roots are named); 1 could not connect.";
+(an outage in progress; the roots are named; with --targets: on any database);
+1 could not connect (with --targets: to some database, none blocked).";
 
 /// `locksmith top --help`.
 pub const TOP: &str = "\
@@ -105,5 +107,7 @@ Examples:
   locksmith doctor
   locksmith doctor --log /var/log/postgresql/postgresql-15-main.log
   locksmith doctor --format json | jq '.findings[] | select(.severity == \"error\")'
+  locksmith doctor --targets tenants.txt          every database of the list, one report
 
-Exit codes: 0 nothing to fix; 1 a warning or worse; 2 bad input.";
+Exit codes: 0 nothing to fix; 1 a warning or worse (with --targets: on any
+database, or one could not be reached); 2 bad input.";

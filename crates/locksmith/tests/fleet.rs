@@ -679,3 +679,117 @@ async fn a_target_behind_pgbouncer_is_applied_like_the_others() {
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["summary"]["up_to_date"], 2);
 }
+
+#[tokio::test]
+async fn blockers_and_doctor_report_every_target_with_its_name() {
+    let cluster = shared::cluster().unwrap();
+    let dbs = databases(cluster, "fleet_diag", 3).await;
+    // On the middle database: a session idle in transaction, and an ALTER
+    // queued behind it (an outage in progress).
+    let leaked = LeakedSessions::open(&cluster.settings(&dbs[1].name, "leaky-app"), 1, "accounts")
+        .await
+        .unwrap();
+    let alter = cluster
+        .settings(&dbs[1].name, "queued-ddl")
+        .connect()
+        .await
+        .unwrap();
+    let queued = tokio::spawn(async move {
+        alter
+            .batch_execute("ALTER TABLE accounts ADD COLUMN x int")
+            .await
+    });
+    wait::until(wait::BOUND, "the ALTER to queue", || async {
+        query_i64(
+            &dbs[1].admin,
+            "SELECT count(*) FROM pg_locks WHERE NOT granted",
+        )
+        .await
+            > 0
+    })
+    .await
+    .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut lines = urls(&dbs);
+    lines.push(format!(
+        "postgresql://postgres:closed-secret@127.0.0.1:{closed}/nowhere"
+    ));
+    let list = targets(&lines);
+    let path = list.path().to_str().unwrap();
+
+    let out = locksmith(&["blockers", "--targets", path, "--format", "json"], "");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!text(&out).contains(shared_password()) && !text(&out).contains("closed-secret"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let blocked = entry(&report, &dbs[1].name);
+    assert_eq!(
+        blocked["blockers"][0]["pid"],
+        leaked.pids()[0],
+        "{report:#}"
+    );
+    for db in [&dbs[0], &dbs[2]] {
+        assert_eq!(entry(&report, &db.name)["blockers"], serde_json::json!([]));
+        // The same keys as a single `blockers` report.
+        assert!(
+            entry(&report, &db.name)["connections"].is_object(),
+            "{report:#}"
+        );
+    }
+    let unreachable = &report["targets"][3];
+    assert!(
+        unreachable["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{report:#}"
+    );
+
+    let out = locksmith(&["blockers", "--targets", path], "");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("/{}\n", dbs[1].name)), "{stdout}");
+    assert!(stdout.contains("leaky-app"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "4 targets: 1 to look at (above), 1 could not be read, 2 with nothing to report"
+        ),
+        "{stdout}"
+    );
+
+    let out = locksmith(&["doctor", "--targets", path, "--format", "json"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for db in &dbs {
+        let findings = entry(&report, &db.name)["findings"].as_array().unwrap();
+        assert!(findings.iter().all(|f| f["id"].is_string()), "{report:#}");
+    }
+    // The sandbox leaves idle_in_transaction_session_timeout off: each
+    // target says so, under its own name.
+    for db in &dbs {
+        let ids: Vec<&str> = entry(&report, &db.name)["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            ids.contains(&"idle_in_transaction_session_timeout"),
+            "{ids:?}"
+        );
+    }
+    let out = locksmith(&["doctor", "--targets", path], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for db in &dbs {
+        assert!(stdout.contains(&format!("/{}\n", db.name)), "{stdout}");
+    }
+    assert!(stdout.contains("1 could not be read"), "{stdout}");
+    assert!(report["targets"][3]["error"].is_string());
+
+    leaked.commit().await.unwrap();
+    queued.await.unwrap().unwrap();
+}

@@ -25,7 +25,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         guard: args.guard.policy(),
         online: args.online,
         // A standby belongs to one primary: a fleet's targets are on many.
-        replicas: match args.targets {
+        replicas: match args.fleet.targets {
             Some(_) => Vec::new(),
             None => super::replica_settings(&args.guard.replicas)?,
         },
@@ -33,7 +33,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         allow_changed: args.allow_changed,
         out_of_order: args.out_of_order,
     };
-    if let Some(list) = &args.targets {
+    if let Some(list) = &args.fleet.targets {
         return super::fleet::apply(&args, list, plan, policy).await;
     }
     let settings =

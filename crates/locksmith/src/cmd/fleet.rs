@@ -1,23 +1,28 @@
-//! `locksmith apply DIR --targets FILE`: the same migrations on many
-//! databases. The fleet itself — N runners, at most `--parallel` at a time,
-//! the canary, interrupts, each target's outcome — is
-//! `locksmith_pg::migrate::fleet`'s; this module reads the list, draws the
-//! live progress line, prints the report and picks the exit code.
+//! `--targets FILE`: one command on many databases. `apply DIR --targets`
+//! applies the same migrations everywhere; the fleet itself — N runners, at
+//! most `--parallel` at a time, the canary, interrupts, each target's
+//! outcome — is `locksmith_pg::migrate::fleet`'s; this module reads the
+//! list, draws the live progress line, prints the report and picks the exit
+//! code. `blockers --targets` and `doctor --targets` run the single
+//! command's diagnosis on each database (`fleet::each`) into one report.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
 use locksmith_core::plan::Plan;
+use locksmith_pg::audit::Severity;
 use locksmith_pg::guard::Event;
 use locksmith_pg::migrate::fleet::{
     self, Fleet, FleetEvent, FleetReport, Target, TargetReport, TargetStatus,
 };
 use locksmith_pg::migrate::{self, Policy};
+use locksmith_pg::ConnectionSettings;
+use serde::Serialize;
 
 use super::progress::{EventLines, WaitingLines};
 use super::signals;
-use crate::cli::{ApplyArgs, Format};
+use crate::cli::{ApplyArgs, BlockersArgs, DoctorArgs, Format};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::{self, style::Style};
 
@@ -34,7 +39,7 @@ pub async fn apply(args: &ApplyArgs, list: &Path, plan: Plan, policy: Policy) ->
     let human = args.guard.format == Format::Human;
     let mut progress = Progress::new(targets.len(), style);
     let report = Fleet::new(targets, policy)
-        .parallel(args.parallel as usize)
+        .parallel(args.fleet.parallel as usize)
         .canary(args.canary.unwrap_or(0) as usize)
         .interrupts(signals::interrupts())
         .on_event(move |e| {
@@ -200,4 +205,151 @@ fn finished(report: &TargetReport, style: Style) -> String {
             .unwrap_or_default(),
     };
     format!("{}: {status}{detail}", report.target)
+}
+
+/// A target's entry in `blockers --targets` and `doctor --targets` JSON:
+/// the single command's report with `target` added, or `error` when it
+/// could not be read.
+#[derive(Serialize)]
+struct Entry<T> {
+    target: String,
+    #[serde(flatten)]
+    report: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `{"targets": [...]}`.
+#[derive(Serialize)]
+struct Entries<T> {
+    targets: Vec<Entry<T>>,
+}
+
+/// Reads every target with `read`, at most `--parallel` at a time, into
+/// entries in list order; a target that could not be read keeps its error.
+async fn entries<T: 'static, F>(
+    targets: &[Target],
+    parallel: u32,
+    read: impl Fn(ConnectionSettings) -> F,
+) -> Entries<T>
+where
+    F: std::future::Future<Output = Result<T, Failure>> + 'static,
+{
+    let results = fleet::each(targets, parallel as usize, |t| read(t.settings.clone())).await;
+    Entries {
+        targets: targets
+            .iter()
+            .zip(results)
+            .map(|(t, result)| {
+                let (report, error) = match result {
+                    Ok(report) => (Some(report), None),
+                    Err(failure) => (None, Some(failure.report.to_string())),
+                };
+                Entry {
+                    target: t.label.clone(),
+                    report,
+                    error,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `blockers --targets FILE`: one snapshot of each database. Exit 3 when
+/// sessions wait behind a root blocker on any of them, else 1 when one could
+/// not be read, else 0.
+pub async fn blockers(args: &BlockersArgs, list: &Path) -> CmdResult {
+    let targets = read_targets(list)?;
+    let report = entries(&targets, args.fleet.parallel, |settings| async move {
+        super::blockers::diagnose(&settings, &[], true, false).await
+    })
+    .await;
+    let style = Style::detect();
+    let mut out = crate::output::stdout();
+    match args.format {
+        Format::Json => render::json(&mut out, &report)?,
+        Format::Human => {
+            let sections: Vec<render::fleet::Section<'_>> = report
+                .targets
+                .iter()
+                .map(|e| render::fleet::Section {
+                    target: &e.target,
+                    body: match (&e.report, &e.error) {
+                        (Some(r), _) if r.worth_a_look() => Ok(Some(r.human(style))),
+                        (Some(_), _) => Ok(None),
+                        (None, e) => Err(e.clone().unwrap_or_default()),
+                    },
+                })
+                .collect();
+            out.write_all(
+                render::fleet::sections(&sections, "nobody waits for a lock", style).as_bytes(),
+            )?
+        }
+    }
+    let blocked = report
+        .targets
+        .iter()
+        .flat_map(|e| &e.report)
+        .any(|r| r.blocked());
+    Ok(if blocked {
+        Outcome::Blocked
+    } else if report.targets.iter().any(|e| e.error.is_some()) {
+        Outcome::Code(1)
+    } else {
+        Outcome::Done
+    })
+}
+
+/// `doctor --targets FILE`: each database's settings and live state
+/// audited. Exit 1 when any has a warning or could not be read, else 0.
+pub async fn doctor(args: &DoctorArgs, list: &Path) -> CmdResult {
+    let targets = read_targets(list)?;
+    let report = entries(&targets, args.fleet.parallel, |settings| async move {
+        let settings = settings.with_application_name("locksmith doctor");
+        let client =
+            locksmith_pg::guard::connect_for_transactions(&settings, super::READS_IN_TRANSACTIONS)
+                .await?;
+        let (findings, pooler) =
+            super::doctor::audit_server(&client, &settings, &[], false).await?;
+        Ok(super::doctor::DoctorReport {
+            findings,
+            log: Vec::new(),
+            pooler,
+        })
+    })
+    .await;
+    let style = Style::detect();
+    let warns = |r: &super::doctor::DoctorReport| {
+        r.findings.iter().any(|f| f.severity >= Severity::Warning)
+    };
+    let mut out = crate::output::stdout();
+    match args.format {
+        Format::Json => render::json(&mut out, &report)?,
+        Format::Human => {
+            let sections: Vec<render::fleet::Section<'_>> = report
+                .targets
+                .iter()
+                .map(|e| render::fleet::Section {
+                    target: &e.target,
+                    body: match (&e.report, &e.error) {
+                        (Some(r), _) if warns(r) => {
+                            Ok(Some(render::doctor::human(&r.findings, &[], style)))
+                        }
+                        (Some(_), _) => Ok(None),
+                        (None, e) => Err(e.clone().unwrap_or_default()),
+                    },
+                })
+                .collect();
+            out.write_all(render::fleet::sections(&sections, "no warnings", style).as_bytes())?
+        }
+    }
+    let flagged = report
+        .targets
+        .iter()
+        .any(|e| e.report.as_ref().is_none_or(warns));
+    Ok(if flagged {
+        Outcome::Findings
+    } else {
+        Outcome::Done
+    })
 }

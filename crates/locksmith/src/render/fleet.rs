@@ -168,6 +168,49 @@ pub fn human(report: &FleetReport, dir: &str, style: Style) -> String {
     out
 }
 
+/// One target of `blockers --targets` or `doctor --targets`.
+pub struct Section<'a> {
+    /// Its label.
+    pub target: &'a str,
+    /// `Ok(Some(text))`: its single-target report, worth reading;
+    /// `Ok(None)`: nothing to report; `Err`: why it could not be read.
+    pub body: Result<Option<String>, String>,
+}
+
+/// Each target with something to report under its own heading, those that
+/// could not be read first; the others in one line, as `clean` says.
+pub fn sections(sections: &[Section<'_>], clean: &str, style: Style) -> String {
+    let mut out = String::new();
+    for s in sections {
+        if let Err(e) = &s.body {
+            let _ = writeln!(out, "{}\n  {}\n", style.bold(s.target), style.red(e));
+        }
+    }
+    for s in sections {
+        if let Ok(Some(text)) = &s.body {
+            let _ = writeln!(out, "{}", style.bold(s.target));
+            for line in text.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+            out.push('\n');
+        }
+    }
+    let fine: Vec<&str> = sections
+        .iter()
+        .filter(|s| matches!(s.body, Ok(None)))
+        .map(|s| s.target)
+        .collect();
+    let unread = sections.iter().filter(|s| s.body.is_err()).count();
+    let _ = writeln!(
+        out,
+        "{} targets: {} to look at (above), {unread} could not be read, {} with nothing to report ({clean}).",
+        sections.len(),
+        sections.len() - fine.len() - unread,
+        fine.len(),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
