@@ -70,6 +70,11 @@ fn targets(lines: &[String]) -> tempfile::NamedTempFile {
     file
 }
 
+/// How reports name `db`: its URL with the password hidden.
+fn redacted(db: &Db) -> String {
+    locksmith_pg::redact(&db.url)
+}
+
 fn urls(dbs: &[Db]) -> Vec<String> {
     dbs.iter().map(|d| d.url.clone()).collect()
 }
@@ -443,7 +448,10 @@ async fn a_failing_canary_skips_the_rest() {
         let skipped = entry(&report, &db.name);
         assert_eq!(skipped["status"], "skipped", "{report:#}");
         assert!(
-            skipped["error"].as_str().unwrap().contains("canary"),
+            skipped["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("canary target {} ended failed", redacted(&dbs[0]))),
             "{report:#}"
         );
         assert!(!touched(db).await, "{} was touched", db.name);

@@ -148,6 +148,18 @@ pub enum TargetStatus {
 }
 
 impl TargetStatus {
+    /// As the JSON contract spells it: `up_to_date`, `gave_up`, ….
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Applied => "applied",
+            TargetStatus::UpToDate => "up_to_date",
+            TargetStatus::GaveUp => "gave_up",
+            TargetStatus::Failed => "failed",
+            TargetStatus::Unreachable => "unreachable",
+            TargetStatus::Skipped => "skipped",
+        }
+    }
+
     /// Applied or up to date.
     pub fn is_success(self) -> bool {
         matches!(self, TargetStatus::Applied | TargetStatus::UpToDate)
@@ -326,8 +338,10 @@ impl Fleet {
             .iter()
             .flatten()
             .find(|r| !r.status.is_success())
-            .map(|r| format!("canary target {} ended {:?}", r.target, r.status));
-        match failed_canary {
+            .map(|r| format!("canary target {} ended {}", r.target, r.status.as_str()));
+        // Interrupted during the canaries: the next wave skips everything
+        // for that reason, not for the canary's.
+        match failed_canary.filter(|_| self.interrupts.borrow().is_none()) {
             Some(reason) => {
                 for i in canary..total {
                     self.skip(i, &mut done, format!("not started: {reason}"));
@@ -647,6 +661,9 @@ mod tests {
                 "skipped"
             ]
         );
+        for (status, name) in statuses.iter().zip(&names) {
+            assert_eq!(status.as_str(), name);
+        }
         let summary = serde_json::to_value(Summary::default()).unwrap();
         let keys: Vec<&String> = summary.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 6);
