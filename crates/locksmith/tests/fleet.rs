@@ -245,6 +245,8 @@ async fn unreachable_and_wrong_password_targets_do_not_stop_the_others() {
             list.path().to_str().unwrap(),
             "--format",
             "json",
+            "--parallel",
+            "1",
         ],
         "",
     );
@@ -332,7 +334,12 @@ async fn a_blocked_target_gives_up_naming_its_blocker_and_the_others_apply() {
     let list = targets(&urls(&dbs));
     let dir = migrations(AUDIT);
 
-    let (code, report) = apply_json(&dir, list.path().to_str().unwrap(), &["--deadline", "2s"]);
+    // One at a time: the database after the blocked one starts only once it gave up.
+    let (code, report) = apply_json(
+        &dir,
+        list.path().to_str().unwrap(),
+        &["--deadline", "2s", "--parallel", "1"],
+    );
     assert_eq!(code, Some(3), "{report:#}");
     let blocked = entry(&report, &dbs[1].name);
     assert_eq!(blocked["status"], "gave_up", "{report:#}");
@@ -387,6 +394,8 @@ async fn a_failing_migration_rolls_back_on_its_target_only() {
             dir.path().to_str().unwrap(),
             "--targets",
             list.path().to_str().unwrap(),
+            "--parallel",
+            "1",
         ],
         "",
     );
