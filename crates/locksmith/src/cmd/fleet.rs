@@ -143,6 +143,16 @@ impl Progress {
                     self.note(&format!("{target}: {}", self.lines.line(&e)));
                 }
             }
+            FleetEvent::Run {
+                target,
+                event: migrate::Event::UnwatchedStandbys(n),
+                ..
+            } => self.note(&format!(
+                "{target}: warning: {n} standby server(s) stream from this primary and are not \
+                 watched: their readers can stall replay of an ACCESS EXCLUSIVE lock, and their \
+                 traffic behind it. A fleet watches no standby: apply to this database alone with \
+                 --replica URL for each hot standby."
+            )),
             FleetEvent::Run { .. } => {}
             FleetEvent::Finished { index, report } => {
                 self.running.remove(&index);
