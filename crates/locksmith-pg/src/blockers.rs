@@ -187,6 +187,16 @@ pub struct TreeLine {
 
 impl BlockerReport {
     /// Builds the diagnosis from a snapshot.
+    /// The report for one database of the server (`blockers --targets`):
+    /// its sessions and whom they wait for ([`Snapshot::of_database`]); the
+    /// connection counts stay the server's, since they share its limit.
+    pub fn for_database(snapshot: &Snapshot, name: &str) -> BlockerReport {
+        let mut report = BlockerReport::from_snapshot(&snapshot.of_database(name));
+        report.connections.used = snapshot.connections_used();
+        report
+    }
+
+    /// The report for the whole server.
     pub fn from_snapshot(snapshot: &Snapshot) -> BlockerReport {
         let graph = Graph::new(snapshot);
         let holds = |pid: i32| held_locks(&snapshot.locks, pid);
@@ -661,6 +671,37 @@ mod tests {
                 (11, 0, false)
             ]
         );
+    }
+
+    #[test]
+    fn a_database_sees_its_own_queue_and_whom_it_waits_for_elsewhere() {
+        let mut snap = incident();
+        // Another database of the server, with its own leaker and waiter;
+        // its waiter also waits for a session of `app` (a shared catalog).
+        for (pid, state, blocked_by) in [
+            (50, "idle in transaction", vec![]),
+            (51, "active", vec![50, 40]),
+        ] {
+            let mut s = session(pid, state, "SELECT 1", &blocked_by);
+            s.datname = Some("billing".into());
+            snap.sessions.push(s);
+        }
+        snap.locks.push(lock(50, "AccessShareLock", true));
+        snap.locks.push(lock(51, "AccessExclusiveLock", false));
+
+        let app = BlockerReport::for_database(&snap, "app");
+        let roots: Vec<i32> = app.blockers.iter().map(|b| b.session.pid).collect();
+        assert_eq!(roots, [10, 11], "billing's queue is not app's");
+        assert_eq!(app.idle_in_transaction.len(), 2);
+        assert_eq!(
+            app.connections.used, 9,
+            "the server's connections, all of them"
+        );
+
+        let billing = BlockerReport::for_database(&snap, "billing");
+        let roots: Vec<i32> = billing.blockers.iter().map(|b| b.session.pid).collect();
+        assert_eq!(roots, [40, 50], "whom billing waits for, wherever it is");
+        assert_eq!(billing.waiting.len(), 1);
     }
 
     /// On a standby: the startup process waits to replay the primary's lock

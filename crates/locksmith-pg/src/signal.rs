@@ -249,6 +249,9 @@ pub async fn cancel_program(
             action: format!("cancel the statements of {application_name}"),
             needs: "pg_signal_backend".into(),
         }),
-        Err(e) => Err(Error::query("cancelling the watched sessions' statements", e)),
+        Err(e) => Err(Error::query(
+            "cancelling the watched sessions' statements",
+            e,
+        )),
     }
 }

@@ -295,6 +295,39 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The snapshot as one database of the server sees it: its sessions,
+    /// those elsewhere that they wait for (a lock on a shared catalog, e.g.
+    /// a role's row), and its prepared transactions. For a report per
+    /// database (`blockers --targets`), where the server-wide view would
+    /// show each database's lock queue under every database of the server.
+    pub fn of_database(&self, name: &str) -> Snapshot {
+        let mut kept: std::collections::HashSet<i32> = self
+            .sessions
+            .iter()
+            .filter(|s| s.datname.as_deref() == Some(name))
+            .map(|s| s.pid)
+            .collect();
+        // Whom they wait for, and whom those wait for, wherever they are.
+        loop {
+            let more: Vec<i32> = self
+                .sessions
+                .iter()
+                .filter(|s| kept.contains(&s.pid))
+                .flat_map(|s| s.blocked_by.iter().copied())
+                .filter(|pid| !kept.contains(pid))
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            kept.extend(more);
+        }
+        let mut copy = self.clone();
+        copy.sessions.retain(|s| kept.contains(&s.pid));
+        copy.locks.retain(|l| kept.contains(&l.pid));
+        copy.prepared.retain(|p| p.xact.database == name);
+        copy
+    }
+
     /// Connection connections in use, including the one that took the snapshot.
     pub fn connections_used(&self) -> usize {
         1 + self

@@ -71,7 +71,7 @@ pub struct ConnectionArgs {
 /// transaction pooler; only a statement pooler, which refuses the
 /// transaction each snapshot is read in, needs a direct route.
 #[derive(Debug, Args, Clone, Default)]
-pub struct TargetArgs {
+pub struct ReadConnectionArgs {
     /// PostgreSQL URL or `key=value` connection string [default: $DATABASE_URL, else PGHOST, PGPORT, PGUSER, …]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
@@ -80,13 +80,24 @@ pub struct TargetArgs {
     pub direct_url: Option<String>,
 }
 
-impl From<&TargetArgs> for ConnectionArgs {
-    fn from(t: &TargetArgs) -> Self {
+impl From<&ReadConnectionArgs> for ConnectionArgs {
+    fn from(t: &ReadConnectionArgs) -> Self {
         ConnectionArgs {
             database_url: t.database_url.clone(),
             direct_url: t.direct_url.clone(),
         }
     }
+}
+
+/// A fleet: the same command on many databases, one report (`apply`, `blockers`, `doctor`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetsArgs {
+    /// Every database listed in FILE (`-`: stdin), one connection string per line (URL or key=value; blank lines and # comments skipped), each on its own: one report, each entry naming its target (password hidden)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["database_url", "direct_url", "replicas"])]
+    pub targets: Option<std::path::PathBuf>,
+    /// With --targets: at most N databases at a time
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "targets", value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -99,7 +110,9 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct BlockersArgs {
     #[command(flatten)]
-    pub connection: TargetArgs,
+    pub connection: ReadConnectionArgs,
+    #[command(flatten)]
+    pub fleet: TargetsArgs,
     /// A hot standby to diagnose too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its sessions, and its replay when it waits on a lock the primary took
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
@@ -129,7 +142,7 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub guard: GuardArgs,
     /// Show the plan (statements, locks, who would block them now) and execute nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "targets")]
     pub dry_run: bool,
     /// Accept applied migrations whose file was edited since (same version and name; their checksum is not updated); never another migration under an applied version
     #[arg(long)]
@@ -148,6 +161,11 @@ pub struct ApplyArgs {
     /// PostgreSQL major version the files are analysed for, 13 to 18 [default: the server's]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
+    #[command(flatten)]
+    pub fleet: TargetsArgs,
+    /// With --targets: the first N databases first; if any of them fails or gives up, the rest are skipped
+    #[arg(long, value_name = "N", requires = "targets")]
+    pub canary: Option<u32>,
 }
 
 /// The warden's connection: `run`'s own, passed in the environment.
@@ -290,7 +308,7 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args)]
 pub struct TopArgs {
     #[command(flatten)]
-    pub connection: TargetArgs,
+    pub connection: ReadConnectionArgs,
     /// A hot standby to watch too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): its lock waits, replay among them, in their own section
     #[arg(long = "replica", value_name = "URL")]
     pub replicas: Vec<String>,
@@ -302,9 +320,11 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
-    pub connection: TargetArgs,
+    pub connection: ReadConnectionArgs,
+    #[command(flatten)]
+    pub fleet: TargetsArgs,
     /// Server log files to scan (plain stderr or csvlog format).
-    #[arg(long = "log", value_name = "FILE", num_args = 1..)]
+    #[arg(long = "log", value_name = "FILE", num_args = 1.., conflicts_with = "targets")]
     pub logs: Vec<std::path::PathBuf>,
     /// A hot standby to audit too (repeatable; also LOCKSMITH_REPLICA_URLS, comma-separated): how long its replay of a migration's lock may wait for its readers
     #[arg(long = "replica", value_name = "URL")]

@@ -29,11 +29,14 @@ Examples:
   locksmith apply migrations/ --terminate-idle-after 30s
   locksmith apply migrations/ --online --dry-run  the online plan: steps, locks, transactions
   locksmith apply migrations/ --replica postgres://reader-1/app
+  locksmith apply migrations/ --targets tenants.txt --parallel 16 --canary 2
 
 Exit codes: 0 applied (or nothing to do); 1 a migration failed; 2 bad input,
 or a statement --online cannot run online (nothing ran); 3 gave up blocked,
 the blockers named, or a statement would hold a lock blocking traffic past
---max-hold (rolled back); 130/143 Ctrl-C/SIGTERM.";
+--max-hold (rolled back); 130/143 Ctrl-C/SIGTERM.
+With --targets: 0 every database applied or up to date; 1 any failed or was
+unreachable; 3 some gave up and none failed; 2 a bad line (FILE:LINE, nothing ran).";
 
 /// The layout of a command with a description longer than its one-line
 /// summary: the summary, the description, then usage, options, examples and
@@ -98,9 +101,11 @@ pub const BLOCKERS: &str = "\
 Examples:
   locksmith blockers
   locksmith blockers --format json | jq '.blockers[].pid'
+  locksmith blockers --targets tenants.txt        each database of the list: its own queues
 
 Exit codes: 0 nobody waits for a lock; 3 sessions wait behind a root blocker
-(an outage in progress; the roots are named); 1 could not connect.";
+(an outage in progress; the roots are named; with --targets: on any database);
+1 could not connect (with --targets: to some database, none blocked).";
 
 /// `locksmith top --help`.
 pub const TOP: &str = "\
@@ -150,8 +155,10 @@ Examples:
   locksmith doctor
   locksmith doctor --log /var/log/postgresql/postgresql-15-main.log
   locksmith doctor --format json | jq '.findings[] | select(.severity == \"error\")'
+  locksmith doctor --targets tenants.txt          every database of the list, one report
 
-Exit codes: 0 nothing to fix; 1 a warning or worse; 2 bad input.";
+Exit codes: 0 nothing to fix; 1 a warning or worse (with --targets: on any
+database, or one could not be reached); 2 bad input.";
 
 /// Where `locksmith rehearse` gets the schema, the rows and the traffic.
 pub const REHEARSE_DETAILS: &str = "\

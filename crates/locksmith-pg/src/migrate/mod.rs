@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod fleet;
 mod folder;
 mod hold;
 mod pooled;

@@ -24,11 +24,18 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let policy = Policy {
         guard: args.guard.policy(),
         online: args.online,
-        replicas: super::replica_settings(&args.guard.replicas)?,
+        // A standby belongs to one primary: a fleet's targets are on many.
+        replicas: match args.fleet.targets {
+            Some(_) => Vec::new(),
+            None => super::replica_settings(&args.guard.replicas)?,
+        },
         baseline: args.baseline.as_deref().map(baseline).transpose()?,
         allow_changed: args.allow_changed,
         out_of_order: args.out_of_order,
     };
+    if let Some(list) = &args.fleet.targets {
+        return super::fleet::apply(&args, list, plan, policy).await;
+    }
     let settings =
         super::settings(&args.guard.connection)?.with_application_name("locksmith apply");
     let lines = EventLines::new(args.guard.format == Format::Json, style);

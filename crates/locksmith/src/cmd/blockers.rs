@@ -16,35 +16,104 @@ use std::io::Write;
 use locksmith_pg::blockers::{BlockerReport, StandbyReport};
 use locksmith_pg::guard::replica;
 use locksmith_pg::snapshot::Snapshotter;
+use locksmith_pg::ConnectionSettings;
 use serde::Serialize;
 
 use crate::cli::{BlockersArgs, Format};
-use crate::exit::{CmdResult, Outcome};
+use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render;
 
 /// `blockers --format json`: the primary's report, plus `standbys` when given.
 #[derive(Serialize)]
-struct Report {
+pub(super) struct Report {
     #[serde(flatten)]
-    primary: BlockerReport,
+    pub primary: BlockerReport,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    standbys: Vec<StandbyReport>,
+    pub standbys: Vec<StandbyReport>,
     /// Present when `--database-url` leads through a connection pooler.
     #[serde(skip_serializing_if = "Option::is_none")]
     pooler: Option<render::PoolerJson>,
 }
 
+impl Report {
+    /// Whether sessions wait behind a root blocker, here or on a standby.
+    pub fn blocked(&self) -> bool {
+        !self.primary.blockers.is_empty()
+            || self.standbys.iter().any(|s| !s.report.blockers.is_empty())
+    }
+
+    /// Whether there is anything to read: waits, sessions idle in
+    /// transaction, prepared transactions, sessions hidden from our role.
+    pub fn worth_a_look(&self) -> bool {
+        let p = &self.primary;
+        self.blocked()
+            || !p.waiting.is_empty()
+            || !p.idle_in_transaction.is_empty()
+            || !p.prepared_transactions.is_empty()
+            || p.hidden.is_some()
+    }
+
+    /// Renders it for people.
+    pub fn human(&self, style: render::style::Style) -> String {
+        let mut text = render::blockers::human(&self.primary, style);
+        for standby in &self.standbys {
+            text.push_str(&render::blockers::standby(standby, style));
+        }
+        text
+    }
+}
+
 pub async fn run(args: BlockersArgs) -> CmdResult {
+    if let Some(list) = &args.fleet.targets {
+        return super::fleet::blockers(&args, list).await;
+    }
     let settings =
         super::settings(&(&args.connection).into())?.with_application_name("locksmith blockers");
     let replicas = super::replica_settings(&args.replicas)?;
+    let report = diagnose(&settings, &replicas, false, args.format == Format::Human).await?;
+    let blocked = report.blocked();
+    let mut out = crate::output::stdout();
+    match args.format {
+        Format::Json => render::json(&mut out, &report)?,
+        Format::Human => out.write_all(report.human(render::style::Style::detect()).as_bytes())?,
+    }
+    Ok(if blocked {
+        Outcome::Blocked
+    } else {
+        Outcome::Done
+    })
+}
+
+/// One snapshot of the server `settings` leads to (and of each standby in
+/// `replicas`), diagnosed: the whole server's, or with `own_database` only
+/// what concerns the database connected to (a fleet's target); `human`: say
+/// on stderr when a pooler is in between.
+pub(super) async fn diagnose(
+    settings: &ConnectionSettings,
+    replicas: &[ConnectionSettings],
+    own_database: bool,
+    human: bool,
+) -> Result<Report, Failure> {
+    let settings = settings.with_application_name("locksmith blockers");
     let client = super::connect(&settings).await?;
-    super::note_pooler("blockers", &client, &settings, args.format == Format::Human);
+    super::note_pooler("blockers", &client, &settings, human);
     let pooler = render::PoolerJson::of(&client, settings.has_direct());
     let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
-    let primary = BlockerReport::from_snapshot(&snapshot);
+    let primary = match own_database {
+        // Through a pooler the name in the URL may be an alias: the
+        // server's own name for it.
+        true => {
+            let database: String = client
+                .query_one("SELECT current_database()::text", &[])
+                .await
+                .map_err(|e| locksmith_pg::Error::query("reading current_database()", e))?
+                .get(0);
+            BlockerReport::for_database(&snapshot, &database)
+        }
+        false => BlockerReport::from_snapshot(&snapshot),
+    };
     let mut standbys = Vec::with_capacity(replicas.len());
-    for settings in &replicas {
+    for settings in replicas {
         let (server, client) =
             replica::connect_standby(&settings.with_application_name("locksmith blockers")).await?;
         let snapshot = Snapshotter::new(&client).await?.take(&client).await?;
@@ -53,28 +122,9 @@ pub async fn run(args: BlockersArgs) -> CmdResult {
             report: BlockerReport::from_snapshot(&snapshot),
         });
     }
-    let blocked =
-        !primary.blockers.is_empty() || standbys.iter().any(|s| !s.report.blockers.is_empty());
-    let report = Report {
+    Ok(Report {
         primary,
         standbys,
         pooler,
-    };
-    let mut out = crate::output::stdout();
-    match args.format {
-        Format::Json => render::json(&mut out, &report)?,
-        Format::Human => {
-            let style = render::style::Style::detect();
-            let mut text = render::blockers::human(&report.primary, style);
-            for standby in &report.standbys {
-                text.push_str(&render::blockers::standby(standby, style));
-            }
-            out.write_all(text.as_bytes())?
-        }
-    }
-    Ok(if blocked {
-        Outcome::Blocked
-    } else {
-        Outcome::Done
     })
 }

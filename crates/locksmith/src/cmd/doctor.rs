@@ -28,6 +28,9 @@ pub struct DoctorReport {
 }
 
 pub async fn run(args: DoctorArgs) -> CmdResult {
+    if let Some(list) = &args.fleet.targets {
+        return super::fleet::doctor(&args, list).await;
+    }
     let mut texts = Vec::new();
     for path in &args.logs {
         let text = std::fs::read(path)
@@ -36,8 +39,8 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
     }
     let log = server_log::scan_all(texts.iter().map(String::as_str));
 
-    let settings = super::settings(&(&args.connection).into())?
-        .with_application_name("locksmith doctor");
+    let settings =
+        super::settings(&(&args.connection).into())?.with_application_name("locksmith doctor");
     let replicas = super::replica_settings(&args.replicas)?;
     let mut pooler = None;
     // Its audit reads in transactions: behind a statement pooler, over --direct-url or refused.
@@ -45,21 +48,9 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
         locksmith_pg::guard::connect_for_transactions(&settings, super::READS_IN_TRANSACTIONS);
     let mut findings = match connected.await {
         Ok(client) => {
-            super::note_pooler("doctor", &client, &settings, args.format == Format::Human);
-            pooler = render::PoolerJson::of(&client, settings.has_direct());
-            let mut findings = audit::audit(&audit::gather(&client).await?);
-            if let Some(p) = client.pooler() {
-                findings.push(audit::findings::pooler(&p, settings.has_direct()));
-            }
-            let primary = audit::standby::gather_primary(&client).await?;
-            let mut standbys = Vec::with_capacity(replicas.len());
-            for settings in &replicas {
-                let (server, client) =
-                    replica::connect_standby(&settings.with_application_name("locksmith doctor"))
-                        .await?;
-                standbys.push(audit::standby::gather_standby(&client, &server).await?);
-            }
-            findings.extend(audit::standby::audit(&primary, &standbys));
+            let (findings, via) =
+                audit_server(&client, &settings, &replicas, args.format == Format::Human).await?;
+            pooler = via;
             findings
         }
         // With a log to read, an unreachable server is one finding, not the end.
@@ -98,4 +89,31 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
     } else {
         Outcome::Done
     })
+}
+
+/// Audits the server behind `client` (and each standby in `replicas`): its
+/// findings, and the `pooler` key; `human`: say on stderr when a pooler is
+/// in between.
+pub(super) async fn audit_server(
+    client: &locksmith_pg::Connection,
+    settings: &locksmith_pg::ConnectionSettings,
+    replicas: &[locksmith_pg::ConnectionSettings],
+    human: bool,
+) -> Result<(Vec<Finding>, Option<render::PoolerJson>), Failure> {
+    super::note_pooler("doctor", client, settings, human);
+    let pooler = render::PoolerJson::of(client, settings.has_direct());
+    let mut findings = audit::audit(&audit::gather(client).await?);
+    if let Some(p) = client.pooler() {
+        findings.push(audit::findings::pooler(&p, settings.has_direct()));
+    }
+    let primary = audit::standby::gather_primary(client).await?;
+    let mut standbys = Vec::with_capacity(replicas.len());
+    for settings in replicas {
+        let (server, client) =
+            replica::connect_standby(&settings.with_application_name("locksmith doctor")).await?;
+        standbys.push(audit::standby::gather_standby(&client, &server).await?);
+    }
+    findings.extend(audit::standby::audit(&primary, &standbys));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    Ok((findings, pooler))
 }

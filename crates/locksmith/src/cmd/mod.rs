@@ -5,6 +5,7 @@ mod apply;
 mod blockers;
 mod demo;
 mod doctor;
+mod fleet;
 mod lint;
 mod progress;
 mod rehearse;

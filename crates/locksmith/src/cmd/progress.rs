@@ -114,7 +114,22 @@ impl EventLines {
         if self.quiet {
             return;
         }
-        let line = match event {
+        let line = self.line(event);
+        let prefix = if self.indent {
+            "   guard: "
+        } else {
+            "locksmith: "
+        };
+        if self.tty {
+            // Clear a live status line the demo may have drawn.
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{prefix}{line}");
+    }
+
+    /// One event's text, without a prefix (a fleet puts its target there).
+    pub fn line(&self, event: &Event<'_>) -> String {
+        match event {
             Event::Waiting { holders, next_look } => format!(
                 "waiting for {} session{} holding a conflicting lock: {}{}; not queueing, next look in {}",
                 holders.len(),
@@ -142,17 +157,7 @@ impl EventLines {
                 if *skipped { " (done by an earlier run, skipped)" } else { "" },
                 render::one_line(sql, 90)
             ),
-        };
-        let prefix = if self.indent {
-            "   guard: "
-        } else {
-            "locksmith: "
-        };
-        if self.tty {
-            // Clear a live status line the demo may have drawn.
-            eprint!("\r\x1b[K");
         }
-        eprintln!("{prefix}{line}");
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod blockers;
 pub mod doctor;
+pub mod fleet;
 pub mod guard;
 pub mod lint;
 pub mod plan;
