@@ -339,8 +339,8 @@ pub struct RehearseArgs {
     /// The migration: SQL files (run in order), or a folder whose last file is the migration and the earlier ones its schema
     #[arg(value_name = "MIGRATION|DIR", required = true)]
     pub paths: Vec<std::path::PathBuf>,
-    /// SQL files that build the schema before the migration, run in order
-    #[arg(long, value_name = "FILE", num_args = 1..)]
+    /// An SQL file that builds the schema before the migration (repeatable: run in the order given)
+    #[arg(long, value_name = "FILE")]
     pub setup: Vec<std::path::PathBuf>,
     /// Read the schema and table sizes from this server (read-only)
     #[arg(long, value_name = "URL")]
@@ -378,4 +378,31 @@ pub struct RehearseArgs {
     /// Directory with the server binaries for the throwaway cluster [default: $LOCKSMITH_PG_BIN, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<std::path::PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `--setup` takes one file: the migration after it is the migration, as
+    /// users write it (`rehearse --setup schema.sql m.sql` was a usage error).
+    #[test]
+    fn rehearse_setup_takes_one_file_each_time() {
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "rehearse",
+            "--setup",
+            "a.sql",
+            "--setup",
+            "b.sql",
+            "m.sql",
+        ])
+        .unwrap();
+        let Command::Rehearse(args) = cli.command else {
+            panic!("not rehearse");
+        };
+        assert_eq!(args.setup, ["a.sql", "b.sql"].map(std::path::PathBuf::from));
+        assert_eq!(args.paths, [std::path::PathBuf::from("m.sql")]);
+    }
 }

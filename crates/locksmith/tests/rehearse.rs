@@ -609,3 +609,38 @@ fn a_live_source_behind_a_pooler_is_read_over_the_direct_route_only() {
 fn cluster_password() -> &'static str {
     locksmith_sandbox::cluster::SUPERUSER_PASSWORD
 }
+
+/// A setup as users write it: `--setup FILE` before the migration, and a
+/// setup that inserts rows of its own. The synthetic rows top the table up
+/// to `--rows` with keys after the setup's (before: `--setup` swallowed the
+/// migration, and the load failed on `duplicate key value`).
+#[test]
+fn a_setup_with_its_own_rows_is_topped_up_to_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("setup.sql"),
+        format!(
+            "{SEED_SETUP}\nINSERT INTO academic_partners (id, name, informal_name) VALUES
+               (1, 'One', 'one'), (2, 'Two', 'two'), (3, 'Three', 'three');"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("m.sql"), SEED_MIGRATION).unwrap();
+    let out = locksmith(
+        &[
+            "--setup",
+            "setup.sql",
+            "m.sql",
+            "--rows",
+            "100",
+            "--cap",
+            "2s",
+        ],
+        dir.path(),
+    );
+    let said = text(&out);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{said}");
+    assert!(!said.contains("duplicate key"), "{said}");
+    // 3 of the setup's own, 97 generated after them.
+    assert!(said.contains("Rehearsal: 97 rows loaded"), "{said}");
+}

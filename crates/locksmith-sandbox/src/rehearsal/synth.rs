@@ -48,7 +48,7 @@ pub async fn load(
     let mut report = LoadReport::default();
     let mut loaded: HashMap<String, i64> = HashMap::new();
     for table in &tables {
-        let n = load_table(client, table, rows(&table.name), &mut report, &mut |d| {
+        let (n, held) = load_table(client, table, rows(&table.name), &mut report, &mut |d| {
             progress(report_rows_before(&loaded) + d, total)
         })
         .await?;
@@ -56,7 +56,7 @@ pub async fn load(
         report.rows += n;
         report.tables.push(Loaded {
             table: table.name.clone(),
-            rows: n,
+            rows: held,
         });
     }
     client
@@ -100,14 +100,27 @@ fn order(tables: Vec<Table>) -> Vec<Table> {
     out
 }
 
+/// Tops `table` up to `wanted` rows: the rows a setup file inserted stay and
+/// count, and the generated ones take the keys after theirs (a generated
+/// row that would still clash with one of theirs is skipped, not an error).
+/// Returns the rows inserted and the rows the table holds then.
 async fn load_table(
     client: &Connection,
     table: &Table,
     wanted: i64,
     report: &mut LoadReport,
     progress: &mut (dyn FnMut(i64) + Send),
-) -> Result<i64, Error> {
+) -> Result<(i64, i64), Error> {
     use locksmith_core::quote::ident;
+    // The setup's own rows, which the generated ones must not collide with.
+    let existing: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {}", table.name), &[])
+        .await
+        .map_err(|e| sql("counting the setup's rows", e))?
+        .get(0);
+    if existing >= wanted {
+        return Ok((0, existing));
+    }
     let distinct: BTreeSet<&str> = table.unique.iter().flatten().map(String::as_str).collect();
     // The referenced rows of each foreign key, once, as arrays in a temp table.
     let mut arrays = Vec::new();
@@ -160,7 +173,7 @@ async fn load_table(
                         "{}: foreign key to {} — the referenced table has no rows, so no rows were loaded",
                         table.name, fk.parent
                     ));
-                    return Ok(0);
+                    return Ok((0, existing));
                 }
                 "NULL".to_string()
             } else {
@@ -216,10 +229,10 @@ async fn load_table(
                 Err(_) if !c.not_null => "NULL".into(),
                 Err(why) => {
                     report.unhonoured.push(format!(
-                        "{}.{}: {why}; the table was left empty",
+                        "{}.{}: {why}; no rows were generated for it",
                         table.name, c.name
                     ));
-                    return Ok(0);
+                    return Ok((0, existing));
                 }
             }
         };
@@ -252,12 +265,16 @@ async fn load_table(
         ""
     };
     let mut inserted = 0;
-    let mut start = 1;
+    // Keys after the setup's rows; `ON CONFLICT DO NOTHING` skips a generated
+    // row that still meets one of theirs (a setup key far beyond the count).
+    let goal = (cap - existing).max(0);
+    let mut start = existing + 1;
+    let end_of_keys = existing + goal;
     // The arrays are rebuilt per chunk by the planner only once per statement.
-    while start <= cap {
-        let end = (start + CHUNK - 1).min(cap);
+    while start <= end_of_keys {
+        let end = (start + CHUNK - 1).min(end_of_keys);
         let statement = format!(
-            "INSERT INTO {table} ({names}){overriding} SELECT * FROM (SELECT {exprs} FROM generate_series({start}::bigint, {end}) AS i{from_arrays}) AS s WHERE {filter}",
+            "INSERT INTO {table} ({names}){overriding} SELECT * FROM (SELECT {exprs} FROM generate_series({start}::bigint, {end}) AS i{from_arrays}) AS s WHERE {filter} ON CONFLICT DO NOTHING",
             table = table.name,
             names = names.join(", "),
             exprs = select_list(&exprs),
@@ -267,7 +284,7 @@ async fn load_table(
             .await
             .map_err(|e| sql(&format!("loading synthetic rows into {}", table.name), e))?
             as i64;
-        progress(end);
+        progress(inserted);
         start = end + 1;
     }
     if cap < wanted {
@@ -276,13 +293,13 @@ async fn load_table(
             table.name
         ));
     }
-    if inserted < cap && !checks.is_empty() {
+    if existing + inserted < cap && !checks.is_empty() {
         let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
         report.unhonoured.push(format!(
             "{}: CHECK {} rejected {} of {cap} generated rows (loaded {inserted})",
             table.name,
             names.join(", "),
-            cap - inserted
+            cap - existing - inserted
         ));
     }
     // Sequences continue after the generated keys.
@@ -304,7 +321,7 @@ async fn load_table(
             .await
             .map_err(|e| sql("moving a sequence past the generated keys", e))?;
     }
-    Ok(inserted)
+    Ok((inserted, existing + inserted))
 }
 
 fn select_list(exprs: &[(String, String)]) -> String {
