@@ -38,15 +38,24 @@ pub(crate) struct Replica {
     pub client: Connection,
 }
 
+/// Connects to each hot standby to watch (the one way both the guard and
+/// `run`'s session watch do it). Fails when one cannot be reached or is not
+/// a standby.
+pub(crate) async fn watch(replicas: &[ConnectionSettings]) -> Result<Vec<Replica>, Error> {
+    let mut watched = Vec::with_capacity(replicas.len());
+    for settings in replicas {
+        let (name, client) =
+            connect_standby(&settings.with_application_name("locksmith-watchdog")).await?;
+        watched.push(Replica { name, client });
+    }
+    Ok(watched)
+}
+
 impl Guard {
     /// Watches these hot standbys too: each look also covers their sessions.
     /// Fails when one cannot be reached or is not a standby.
     pub async fn watch_replicas(&mut self, replicas: &[ConnectionSettings]) -> Result<(), Error> {
-        for settings in replicas {
-            let (name, client) =
-                connect_standby(&settings.with_application_name("locksmith-watchdog")).await?;
-            self.replicas.push(Replica { name, client });
-        }
+        self.replicas.extend(watch(replicas).await?);
         Ok(())
     }
 

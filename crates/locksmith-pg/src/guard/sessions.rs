@@ -192,8 +192,8 @@ pub struct SessionWatchdog {
     limits: Limits,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// Hot standbys: `host:port` and a connection.
-    standbys: Vec<(String, Connection)>,
+    /// Hot standbys watched too.
+    standbys: Vec<replica::Replica>,
 }
 
 impl SessionWatchdog {
@@ -278,12 +278,7 @@ impl SessionWatchdog {
     /// Looks at these hot standbys too before a retry. Fails when one cannot
     /// be reached or is not a standby.
     pub async fn watch_replicas(&mut self, replicas: &[ConnectionSettings]) -> Result<(), Error> {
-        for settings in replicas {
-            self.standbys.push(
-                replica::connect_standby(&settings.with_application_name("locksmith-watchdog"))
-                    .await?,
-            );
-        }
+        self.standbys.extend(replica::watch(replicas).await?);
         Ok(())
     }
 
@@ -327,7 +322,11 @@ impl SessionWatchdog {
         if replayed.is_empty() {
             return Ok(long_lived);
         }
-        for (server, client) in &self.standbys {
+        for replica::Replica {
+            name: server,
+            client,
+        } in &self.standbys
+        {
             let on_standby = |e: Error| Error::Replica {
                 server: server.clone(),
                 reason: e.to_string(),
