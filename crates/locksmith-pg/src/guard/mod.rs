@@ -395,7 +395,7 @@ pub struct Guard {
     /// When the attempt in flight must stop (the deadline, or the first attempt's floor).
     attempt_until: Instant,
     interrupt: watch::Receiver<Option<Interrupt>>,
-    on_event: Box<dyn FnMut(Event<'_>) + Send>,
+    on_event: Box<dyn FnMut(Event<'_>) + Send + Sync>,
     /// Hot standbys watched too (`--replica`).
     replicas: Vec<replica::Replica>,
     /// What the guard did so far.
@@ -469,7 +469,7 @@ impl Guard {
     }
 
     /// Receives progress events.
-    pub fn on_event(&mut self, f: impl FnMut(Event<'_>) + Send + 'static) {
+    pub fn on_event(&mut self, f: impl FnMut(Event<'_>) + Send + Sync + 'static) {
         self.on_event = Box::new(f);
     }
 

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use locksmith_core::plan::Plan;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::{JoinError, JoinSet, LocalSet};
+use tokio::task::{JoinError, JoinSet};
 
 use super::{Error, Event, MigrationRecord, Policy, RunReport, Runner, Status};
 use crate::guard::{Holder, Interrupt};
@@ -322,11 +322,9 @@ impl Fleet {
 
     /// Runs `plan` on every target and says how each ended.
     ///
-    /// The runners share this task's thread (a [`LocalSet`]: a runner's
-    /// future is not `Send`); their connections' I/O runs on the runtime's
-    /// threads as usual, and the work between round trips is small.
+    /// Each runner is a task of its own on the runtime's threads.
     pub async fn run(self, plan: Plan) -> FleetReport {
-        LocalSet::new().run_until(self.run_all(plan)).await
+        self.run_all(plan).await
     }
 
     async fn run_all(self, plan: Plan) -> FleetReport {
@@ -452,11 +450,11 @@ impl Fleet {
 }
 
 /// Runs `work(i)` for each `i` of `range`, at most `parallel` at a time,
-/// each a task of the current [`LocalSet`], and hands each result to `done`
+/// each a task of its own, and hands each result to `done`
 /// as it ends (`Err`: the task panicked). Starts nothing more once `stop()`
 /// says so; returns the first index not started. The one scheduler of
 /// fleets: [`Fleet`]'s waves and [`each`].
-async fn schedule<T: 'static, F: Future<Output = T> + 'static>(
+async fn schedule<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     range: std::ops::Range<usize>,
     parallel: usize,
     mut stop: impl FnMut() -> bool,
@@ -468,7 +466,7 @@ async fn schedule<T: 'static, F: Future<Output = T> + 'static>(
     let mut next = range.start;
     loop {
         while tasks.len() < parallel.max(1) && next < range.end && !stop() {
-            let task = tasks.spawn_local(work(next));
+            let task = tasks.spawn(work(next));
             index.insert(task.id(), next);
             next += 1;
         }
@@ -489,8 +487,8 @@ async fn schedule<T: 'static, F: Future<Output = T> + 'static>(
 /// what each gave, in list order: for the commands that only read
 /// (`blockers --targets`, `doctor --targets`), which need no canary, history
 /// or interrupt handling. `work` returns a future that owns what it needs
-/// (clone the settings), run on this thread's [`LocalSet`] like the runners.
-pub async fn each<T: 'static, F: Future<Output = T> + 'static>(
+/// (clone the settings), each a task of its own like the runners.
+pub async fn each<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     targets: &[Target],
     parallel: usize,
     work: impl Fn(&Target) -> F,
@@ -506,7 +504,7 @@ pub async fn each<T: 'static, F: Future<Output = T> + 'static>(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         },
     );
-    LocalSet::new().run_until(scheduled).await;
+    scheduled.await;
     results
         .into_iter()
         .map(|r| r.expect("every target ran"))

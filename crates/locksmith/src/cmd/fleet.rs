@@ -237,13 +237,13 @@ struct Entries<T> {
 
 /// Reads every target with `read`, at most `--parallel` at a time, into
 /// entries in list order; a target that could not be read keeps its error.
-async fn entries<T: 'static, F>(
+async fn entries<T: Send + 'static, F>(
     targets: &[Target],
     parallel: u32,
     read: impl Fn(ConnectionSettings) -> F,
 ) -> Entries<T>
 where
-    F: std::future::Future<Output = Result<T, Failure>> + 'static,
+    F: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
 {
     let results = fleet::each(targets, parallel as usize, |t| read(t.settings.clone())).await;
     Entries {
