@@ -260,3 +260,41 @@ async fn a_table_created_in_the_same_migration_is_not_bounded() {
     let admin = incident.admin.connect().await.unwrap();
     assert_eq!(count(&admin, "SELECT count(*) FROM fresh").await, 1);
 }
+
+/// The advice for a statement with no online form (a rewriting type change)
+/// says so, with the expand/contract way; it never prints the blocking
+/// statement again with a `lock_timeout` added, as if that were a fix.
+#[tokio::test]
+async fn a_type_change_past_max_hold_is_not_advised_as_itself() {
+    let incident = Incident::stage_shared("hold_type").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    grow(&admin, 20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("1_bigint.sql"),
+        format!("ALTER TABLE {TABLE} ALTER COLUMN id TYPE bigint;\n"),
+    )
+    .unwrap();
+    let (out, report) = apply(&incident.url, dir.path(), &["--max-hold", "1ms"]);
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert_eq!(report["status"], "hold_exceeded", "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("refused before running anything"), "{error}");
+    assert!(
+        error.contains("rewritten under ACCESS EXCLUSIVE"),
+        "{error}"
+    );
+    assert!(error.contains("no online form"), "{error}");
+    assert!(
+        !error.contains("SET lock_timeout"),
+        "the blocking statement as its own fix: {error}"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'academic_partners' AND column_name = 'id' AND data_type = 'integer'"
+        )
+        .await,
+        1
+    );
+}

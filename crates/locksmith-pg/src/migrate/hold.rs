@@ -15,7 +15,7 @@ use locksmith_core::analysis::source::one_line;
 use locksmith_core::analysis::{RelationLock, Statement};
 use locksmith_core::duration::human;
 use locksmith_core::lint::live::{bytes, traffic_hold, HoldEstimate, TableFacts};
-use locksmith_core::lint::safe_rewrite;
+use locksmith_core::online::{self, Online};
 
 use crate::Connection;
 
@@ -56,7 +56,7 @@ pub(super) async fn refuse_before_running(
                 describe(&e),
                 human(e.hold),
                 human(max_hold),
-                what_instead(&s.sql, pg_version),
+                what_instead(s, pg_version),
             )
         })
     })
@@ -94,7 +94,7 @@ pub(super) async fn stopped(
         one_line(&statement.sql, 80),
         held.join(", "),
         human(max_hold),
-        what_instead(&statement.sql, pg_version),
+        what_instead(statement, pg_version),
     )
 }
 
@@ -114,13 +114,33 @@ fn describe(e: &HoldEstimate) -> String {
     )
 }
 
-fn what_instead(sql: &str, pg_version: u32) -> String {
-    match safe_rewrite(sql, pg_version) {
-        Some(fix) => format!(
-            "Run it online instead (each step holds its lock only briefly):\n{}\nor raise --max-hold if traffic may wait that long.",
-            indent(&fix)
+/// What to do instead, from the online plan `apply --online` would run: its
+/// steps, or why there is none. Never the statement itself with a
+/// `lock_timeout` added: that is the blocking statement again.
+fn what_instead(statement: &Statement, pg_version: u32) -> String {
+    let raise = "or raise --max-hold if traffic may wait that long.";
+    match online::plan(statement, &std::collections::BTreeSet::new(), pg_version) {
+        Online::Steps(steps) => {
+            let sql: Vec<String> = steps
+                .iter()
+                .map(|s| format!("{};", s.statement.sql))
+                .collect();
+            format!(
+                "Run it online instead: apply --online runs it as {} steps, each holding its \
+                 lock only briefly:\n{}\n{raise}",
+                steps.len(),
+                indent(&sql.join("\n"))
+            )
+        }
+        Online::Refused(why) => format!(
+            "It has no online form: {} Or {raise}",
+            why.trim_end_matches('.').to_string() + "."
         ),
-        None => "It has no online equivalent: change the schema in expand/contract steps (add the new form beside the old, backfill in batches, switch the application, drop the old), or raise --max-hold if traffic may wait that long.".to_string(),
+        Online::AsIs => format!(
+            "It has no online equivalent: change the schema in expand/contract steps (add the \
+             new form beside the old, backfill in batches, switch the application, drop the \
+             old), {raise}"
+        ),
     }
 }
 
