@@ -91,6 +91,19 @@ pub enum Command {
     /// Exit codes: 0 rehearsed; 1 the plain run stalled traffic beyond --max-stall; 2 bad input.
     #[command(verbatim_doc_comment)]
     Rehearse(RehearseArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Internal: print the man page (roff), for packagers and scripts/release.sh.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's `PG*` variables.
@@ -285,6 +298,8 @@ pub enum LintFormat {
     Sarif,
     /// GitHub Actions workflow commands (`::error file=…`).
     Github,
+    /// GitLab Code Quality JSON (a `codequality` report artifact).
+    Gitlab,
 }
 
 /// A supported PostgreSQL major version, for clap.

@@ -81,6 +81,7 @@ Examples:
   locksmith lint --pg-version 13 migrations/0042_add_index.sql
   alembic upgrade head --sql | locksmith lint -
   locksmith lint --format github migrations/      annotations in a GitHub Actions job
+  locksmith lint --format gitlab migrations/ > gl-code-quality-report.json
 
 Exit codes: 0 no error findings; 1 error findings; 2 bad input (a syntax
 error is reported as FILE:LINE:COLUMN).";
@@ -104,3 +105,12 @@ Examples:
   locksmith doctor --format json | jq '.findings[] | select(.severity == \"error\")'
 
 Exit codes: 0 nothing to fix; 1 a warning or worse; 2 bad input.";
+
+/// `locksmith completions --help`.
+pub const COMPLETIONS: &str = "\
+Examples:
+  locksmith completions bash > ~/.local/share/bash-completion/completions/locksmith
+  locksmith completions zsh > \"${fpath[1]}/_locksmith\"
+  locksmith completions fish > ~/.config/fish/completions/locksmith.fish
+
+Exit codes: 0 done; 2 unknown shell.";
