@@ -19,8 +19,10 @@ mkdir -p "$out"
 
 started=$(date +%s)
 # --target keeps RUSTFLAGS off the build scripts and proc macros (they must
-# stay dynamic to be loaded by cargo and rustc).
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+# stay dynamic to be loaded by cargo and rustc). getrandom 0.4 finds glibc's
+# getrandom() with dlsym, which a static binary cannot do, and then falls back
+# to /dev/urandom, absent from an empty root: link the function directly.
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
   CARGO_PROFILE_RELEASE_STRIP=symbols \
   cargo build --release --locked --target "$target" -p pg-locksmith
 bin="${CARGO_TARGET_DIR:-target}/$target/release/locksmith"

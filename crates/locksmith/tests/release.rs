@@ -16,7 +16,12 @@ use locksmith_sandbox::Cluster;
 /// `chroot ROOT /locksmith ARGS` with `stdin`, and an environment of nothing
 /// but what is given (no HOME, no USER: nothing to look up).
 fn in_empty_root(root: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("chroot")
+    // By absolute path: the child's environment is empty (no PATH).
+    let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chroot(8) not found");
+    let mut child = Command::new(chroot)
         .arg(root)
         .arg("/locksmith")
         .args(args)
