@@ -92,6 +92,25 @@ fn run_ok(program: &Path, args: &[&str], cwd: &Path) -> Output {
 fn command(program: &Path, args: &[&str], cwd: &Path) -> Command {
     let (target, profile) = target_and_profile();
     let mut cmd = Command::new(program);
+    // Not the variables cargo gives this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …):
+    // build scripts that watch them (ring's) would see them change and rebuild
+    // half the dependency tree inside the wheel build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        {
+            cmd.env_remove(&*name);
+        }
+    }
     cmd.args(args)
         .current_dir(cwd)
         .env("CARGO_TARGET_DIR", &target)
