@@ -10,4 +10,4 @@
 #   LOCKSMITH_FAULT_TRIALS=300 LOCKSMITH_FAULT_SEED=42 bash scripts/bench-faults.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test -p locksmith --test fault_injection -- --ignored --nocapture fault_injection_benchmark
+cargo test -p pg-locksmith --test fault_injection -- --ignored --nocapture fault_injection_benchmark

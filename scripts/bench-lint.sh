@@ -32,7 +32,7 @@ if [[ ${BENCH_INSTALL:-0} == 1 ]]; then
   [[ -x $out/venv/bin/squawk ]] || { python3 -m venv "$out/venv" && "$out/venv/bin/pip" install -q squawk-cli; }
   [[ -x $out/eugene/bin/eugene ]] || timeout 1800 cargo install eugene --locked --root "$out/eugene" >&2 || echo "eugene did not build" >&2
 fi
-cargo build --release -p locksmith >&2
+cargo build --release -p pg-locksmith >&2
 
 # Best of three wall-clock runs, in seconds; a run over $limit seconds is
 # stopped and reported as ">limit" (squawk slows down faster than its input grows).

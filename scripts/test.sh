@@ -19,8 +19,8 @@ fi
 # from LOCKSMITH_PG_BIN). The standby tests stay on Debian's server: the npm
 # builds ship no pg_basebackup.
 newest=$(tr ':' '\n' <<<"$LOCKSMITH_PG_BINS" | grep -E '/18/' | head -n 1 || true)
-guard_tests=(-p locksmith --test apply --test apply_blockers --test faults --test hold
-  --test online --test run_guard -p locksmith-pg --test guard)
+guard_tests=(-p pg-locksmith --test apply --test apply_blockers --test faults --test hold
+  --test online --test run_guard -p pg-locksmith-pg --test guard)
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked

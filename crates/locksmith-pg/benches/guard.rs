@@ -9,8 +9,8 @@
 //! times on a fresh database; the section "guard" of docs/benchmarks.md is
 //! rewritten with the results.
 //!
-//!     cargo bench -p locksmith-pg --bench guard            # release
-//!     cargo bench -p locksmith-pg --bench guard --profile dev
+//!     cargo bench -p pg-locksmith-pg --bench guard            # release
+//!     cargo bench -p pg-locksmith-pg --bench guard --profile dev
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -226,7 +226,7 @@ async fn main() {
     );
     let mut section = String::new();
     section.push_str("## guard\n\n");
-    section.push_str("`cargo bench -p locksmith-pg --bench guard` (source: `crates/locksmith-pg/benches/guard.rs`).\n");
+    section.push_str("`cargo bench -p pg-locksmith-pg --bench guard` (source: `crates/locksmith-pg/benches/guard.rs`).\n");
     section.push_str(&format!(
         "Machine: {machine}. {RUNS} runs each; cells are median / max in ms.\n\n"
     ));

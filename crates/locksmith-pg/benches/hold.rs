@@ -4,8 +4,8 @@
 //! the guard, under the guard with `--max-hold 500ms` (gives up), and online.
 //! Rewrites the section "hold" of docs/benchmarks.md.
 //!
-//!     cargo bench -p locksmith-pg --bench hold                    # 1M and 10M rows
-//!     BENCH_ROWS=1000000 cargo bench -p locksmith-pg --bench hold # one size
+//!     cargo bench -p pg-locksmith-pg --bench hold                    # 1M and 10M rows
+//!     BENCH_ROWS=1000000 cargo bench -p pg-locksmith-pg --bench hold # one size
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -215,7 +215,7 @@ async fn main() {
     let cluster = Cluster::start().unwrap();
     let mut section = String::from("## hold\n\n");
     section.push_str(
-        "`cargo bench -p locksmith-pg --bench hold` (source: `crates/locksmith-pg/benches/hold.rs`).\n",
+        "`cargo bench -p pg-locksmith-pg --bench hold` (source: `crates/locksmith-pg/benches/hold.rs`).\n",
     );
     section.push_str(&format!(
         "Machine: {}, PostgreSQL {} (sandbox, fsync off), profile {}. The story's migration \

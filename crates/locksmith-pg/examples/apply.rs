@@ -4,7 +4,7 @@
 //! report as JSON on stdout.
 //!
 //! ```sh
-//! DATABASE_URL=postgresql://app@db/app cargo run -p locksmith-pg --example apply -- migrations/
+//! DATABASE_URL=postgresql://app@db/app cargo run -p pg-locksmith-pg --example apply -- migrations/
 //! ```
 //!
 //! Exit: 0 applied (or nothing pending), 3 gave up blocked, 2 bad input, 1 anything else.

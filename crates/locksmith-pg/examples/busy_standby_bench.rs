@@ -13,7 +13,7 @@
 //!   always holds the table;
 //! - **short reads**: 200 reads of the table per second from a pool of 4.
 //!
-//! Run: `cargo run -p locksmith-pg --example busy_standby_bench` (rewrites the
+//! Run: `cargo run -p pg-locksmith-pg --example busy_standby_bench` (rewrites the
 //! "busy-standby" section of `docs/standby.md`). Only loopback traffic,
 //! bounded in count and time; the clusters are deleted at exit.
 
@@ -232,7 +232,7 @@ async fn main() {
     let mut section = String::new();
     section.push_str("## Measured\n\n");
     section.push_str(
-        "`cargo run -p locksmith-pg --example busy_standby_bench` (source: `crates/locksmith-pg/examples/busy_standby_bench.rs`).\n",
+        "`cargo run -p pg-locksmith-pg --example busy_standby_bench` (source: `crates/locksmith-pg/examples/busy_standby_bench.rs`).\n",
     );
     section.push_str(&format!(
         "Machine: {machine}. A primary and a streaming hot standby (`max_standby_streaming_delay` 30 s, the default); \

@@ -11,7 +11,7 @@
 //! `lock_timeout`/`statement_timeout` settings stayed on its backend), and
 //! `apply` of 20 `ALTER TABLE items ADD COLUMN` files.
 //!
-//! Run: `cargo build -p locksmith && cargo run -p locksmith-pg --example
+//! Run: `cargo build -p pg-locksmith && cargo run -p pg-locksmith-pg --example
 //! pooler_bench` (rewrites the "pooler" section of `docs/benchmarks.md`).
 //! Only loopback traffic, bounded in count and time; the cluster and the
 //! poolers are deleted at exit.
@@ -85,7 +85,7 @@ fn locksmith_binary() -> PathBuf {
         .expect("the target folder");
     assert!(
         binary.is_file(),
-        "{} not found: build it first with `cargo build -p locksmith`",
+        "{} not found: build it first with `cargo build -p pg-locksmith`",
         binary.display()
     );
     binary
@@ -275,7 +275,7 @@ async fn main() {
     let mut section = String::new();
     section.push_str("## pooler\n\n");
     section.push_str(
-        "`cargo build -p locksmith && cargo run -p locksmith-pg --example pooler_bench` \
+        "`cargo build -p pg-locksmith && cargo run -p pg-locksmith-pg --example pooler_bench` \
          (source: `crates/locksmith-pg/examples/pooler_bench.rs`).\n",
     );
     section.push_str(&format!(

@@ -3,7 +3,7 @@
 //! a throwaway cluster with `max_connections=600`; then the two snapshot
 //! queries and the blocker graph, timed over 50 refreshes.
 //!
-//! Run: `cargo run -p locksmith-pg --example refresh_bench` (prints a
+//! Run: `cargo run -p pg-locksmith-pg --example refresh_bench` (prints a
 //! markdown section for `docs/benchmarks.md`). Only loopback traffic, bounded
 //! in count and time; the cluster is deleted at exit.
 
@@ -93,7 +93,7 @@ async fn main() {
     let (gm, gp) = percentiles(&mut graph);
     let mut section = String::from("## top refresh\n\n");
     section.push_str(&format!(
-        "`cargo run -p locksmith-pg --example refresh_bench` on {}, PostgreSQL {}, profile {}.\n\n",
+        "`cargo run -p pg-locksmith-pg --example refresh_bench` on {}, PostgreSQL {}, profile {}.\n\n",
         locksmith_sandbox::bench_doc::machine(),
         cluster.major(),
         locksmith_sandbox::bench_doc::profile()

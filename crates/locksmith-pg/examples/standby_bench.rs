@@ -9,7 +9,7 @@
 //! the standby's replay waits for the report and its reads queue behind it.
 //! With the standby watched, the guard waits the report out first.
 //!
-//! Run: `cargo run -p locksmith-pg --example standby_bench` (rewrites the
+//! Run: `cargo run -p pg-locksmith-pg --example standby_bench` (rewrites the
 //! "standby" section of `docs/benchmarks.md`). Only loopback traffic, bounded
 //! in count and time; the clusters are deleted at exit.
 
@@ -192,7 +192,7 @@ async fn main() {
     let mut section = String::new();
     section.push_str("## standby\n\n");
     section.push_str(
-        "`cargo run -p locksmith-pg --example standby_bench` (source: `crates/locksmith-pg/examples/standby_bench.rs`).\n",
+        "`cargo run -p pg-locksmith-pg --example standby_bench` (source: `crates/locksmith-pg/examples/standby_bench.rs`).\n",
     );
     section.push_str(&format!(
         "Machine: {machine}. A primary and a streaming hot standby; on the standby a {REPORT_SECONDS} s report \

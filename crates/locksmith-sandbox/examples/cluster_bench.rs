@@ -2,7 +2,7 @@
 //! accepts connections (template copy, port, postgres start), sequentially and
 //! four at once; writes the "cluster" section of docs/benchmarks.md.
 //!
-//!     cargo run -p locksmith-sandbox --example cluster_bench
+//!     cargo run -p pg-locksmith-sandbox --example cluster_bench
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ fn main() {
 
     let mut section = String::from("## cluster\n\n");
     section.push_str(&format!(
-        "`cargo run -p locksmith-sandbox --example cluster_bench` on {}, PostgreSQL {major}, profile {}.\n\n",
+        "`cargo run -p pg-locksmith-sandbox --example cluster_bench` on {}, PostgreSQL {major}, profile {}.\n\n",
         locksmith_sandbox::bench_doc::machine(),
         locksmith_sandbox::bench_doc::profile()
     ));

@@ -2,7 +2,7 @@
 //! a rehearsal takes, at 100k and 1M rows per table; writes the "rehearse"
 //! section of docs/benchmarks.md. The same library path `locksmith rehearse` drives.
 //!
-//!     cargo run -p locksmith-sandbox --example rehearse_bench
+//!     cargo run -p pg-locksmith-sandbox --example rehearse_bench
 
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,7 @@ async fn main() {
 
     let mut section = String::from("## rehearse\n\n");
     section.push_str(&format!(
-        "`cargo run -p locksmith-sandbox --example rehearse_bench` on {}, PostgreSQL {major} (sandbox, fsync off), profile {}.\n\n",
+        "`cargo run -p pg-locksmith-sandbox --example rehearse_bench` on {}, PostgreSQL {major} (sandbox, fsync off), profile {}.\n\n",
         locksmith_sandbox::bench_doc::machine(),
         locksmith_sandbox::bench_doc::profile()
     ));

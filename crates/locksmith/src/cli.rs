@@ -51,6 +51,19 @@ pub enum Command {
     /// plain, guarded and online side by side, with a verdict and the command to run next.
     #[command(long_about = None, before_help = examples::REHEARSE_DETAILS, help_template = examples::DETAILED, after_help = examples::REHEARSE)]
     Rehearse(RehearseArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Internal: print the man page (roff), for packagers and scripts/release.sh.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Where to connect: `--database-url`, else `DATABASE_URL`, else libpq's
@@ -233,7 +246,7 @@ pub struct LintArgs {
     /// PostgreSQL major version to lint for, 13 to 18 [default: `pg_version` in locksmith.toml, else 18]
     #[arg(long, value_name = "N", value_parser = pg_version)]
     pub pg_version: Option<u32>,
-    /// Output format: sarif is SARIF 2.1.0 for code-scanning dashboards, github is GitHub Actions annotations (`::error file=…`)
+    /// Output format: sarif is SARIF 2.1.0 for code-scanning dashboards, github is GitHub Actions annotations (`::error file=…`), gitlab is GitLab Code Quality JSON (a `codequality` report artifact)
     #[arg(long, value_enum, default_value_t)]
     pub format: LintFormat,
     /// Configuration file [default: ./locksmith.toml when present]
@@ -271,7 +284,7 @@ pub struct TraceArgs {
     /// Directory with the server binaries for the throwaway database [default: $LOCKSMITH_PG_BIN, $LOCKSMITH_PG_BINS, pg_config --bindir, PATH, /usr/lib/postgresql/*/bin]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<std::path::PathBuf>,
-    /// Output format: sarif is SARIF 2.1.0 for code-scanning dashboards, github is GitHub Actions annotations (`::error file=…`)
+    /// Output format: sarif is SARIF 2.1.0 for code-scanning dashboards, github is GitHub Actions annotations (`::error file=…`), gitlab is GitLab Code Quality JSON (a `codequality` report artifact)
     #[arg(long, value_enum, default_value_t)]
     pub format: LintFormat,
     /// Configuration file for lint's findings [default: ./locksmith.toml when present]
@@ -290,6 +303,8 @@ pub enum LintFormat {
     Sarif,
     // GitHub Actions workflow commands (`::error file=…`).
     Github,
+    // GitLab Code Quality JSON (a `codequality` report artifact).
+    Gitlab,
 }
 
 /// A supported PostgreSQL major version, for clap.

@@ -134,6 +134,7 @@ Examples:
   locksmith lint --pg-version 13 migrations/0042_add_index.sql
   alembic upgrade head --sql | locksmith lint -
   locksmith lint --format github migrations/      annotations in a GitHub Actions job
+  locksmith lint --format gitlab migrations/ > gl-code-quality-report.json
 
 Exit codes: 0 no error findings; 1 error findings; 2 bad input (a syntax
 error is reported as FILE:LINE:COLUMN).";
@@ -185,3 +186,12 @@ Examples:
 
 Exit codes: 0 rehearsed; 1 the plain run stalled traffic beyond --max-stall;
 2 bad input.";
+
+/// `locksmith completions --help`.
+pub const COMPLETIONS: &str = "\
+Examples:
+  locksmith completions bash > ~/.local/share/bash-completion/completions/locksmith
+  locksmith completions zsh > \"${fpath[1]}/_locksmith\"
+  locksmith completions fish > ~/.config/fish/completions/locksmith.fish
+
+Exit codes: 0 done; 2 unknown shell.";

@@ -105,3 +105,83 @@ fn every_command_has_examples_and_exit_codes_and_top_lists_its_keys() {
         assert!(top.contains(key), "top --help lacks {key}\n{top}");
     }
 }
+
+fn locksmith_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every visible subcommand, from the CLI definition (`--help`'s list).
+fn subcommands() -> Vec<String> {
+    let help = help(&[]);
+    let list = help.split("Commands:\n").nth(1).unwrap();
+    list.lines()
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn completions_name_every_subcommand_and_lint_flag() {
+    let commands = subcommands();
+    assert!(commands.len() >= 10, "{commands:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = locksmith_stdout(&["completions", shell]);
+        for command in &commands {
+            assert!(script.contains(command.as_str()), "{shell}: no `{command}`");
+        }
+        for flag in ["pg-version", "database-url", "lock-timeout"] {
+            assert!(script.contains(flag), "{shell}: no `{flag}`");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_man_page_renders_with_every_subcommand() {
+    let page = locksmith_stdout(&["man"]);
+    assert!(page.contains(".TH locksmith 1"), "{page}");
+    assert!(page.contains("never lock out your traffic"));
+    for command in subcommands() {
+        assert!(
+            page.contains(&format!("locksmith\\-{command}")) || page.contains(&command),
+            "{command}"
+        );
+    }
+    // man(1) itself renders it when the machine has it.
+    if let Ok(out) = Command::new("man")
+        .args(["-l", "-"])
+        .env("MANWIDTH", "100")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(page.as_bytes())?;
+            child.wait_with_output()
+        })
+    {
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("SUBCOMMANDS") || text.contains("locksmith"),
+                "{text}"
+            );
+        }
+    }
+}

@@ -116,7 +116,7 @@ pub fn markdown() -> String {
     let mut out = String::from(
         "# Lint rules\n\n\
          <!-- Generated from crates/locksmith-core/src/lint/rules/*.rs by the `docs_are_current` test; \
-         edit the rules' doc comments, then run `UPDATE_DOCS=1 cargo test -p locksmith-core docs`. -->\n\n\
+         edit the rules' doc comments, then run `UPDATE_DOCS=1 cargo test -p pg-locksmith-core docs`. -->\n\n\
          Suppress a finding with `-- locksmith: ignore RULE-ID reason` on the line before the statement; \
          turn a rule off in `locksmith.toml` with `disable = [\"RULE-ID\"]`.\n\n\
          | id | name | severity | what it flags |\n|---|---|---|---|\n",
@@ -252,7 +252,7 @@ mod tests {
         let have = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             have == want,
-            "docs/rules.md is stale: run `UPDATE_DOCS=1 cargo test -p locksmith-core docs`"
+            "docs/rules.md is stale: run `UPDATE_DOCS=1 cargo test -p pg-locksmith-core docs`"
         );
     }
 }

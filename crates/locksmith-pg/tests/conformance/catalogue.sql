@@ -1,7 +1,7 @@
 -- The conformance catalogue: statements traced on every PostgreSQL major
 -- version available and compared with lint's model for that version.
 -- A disagreement fails the `conformance` test; the observations are written
--- to docs/locks.md (`UPDATE_DOCS=1 cargo test -p locksmith-pg --test conformance`).
+-- to docs/locks.md (`UPDATE_DOCS=1 cargo test -p pg-locksmith-pg --test conformance`).
 --
 -- Format: `-- @base` starts the schema every case starts from; `-- @case NAME`
 -- starts a case, `-- @setup SQL` adds to its own setup, `-- @since N` skips it

@@ -3,6 +3,7 @@
 
 mod apply;
 mod blockers;
+mod completions;
 mod demo;
 mod doctor;
 mod fleet;
@@ -41,6 +42,8 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Trace(args) => trace::run(args).await,
             Command::Rehearse(args) => rehearse::run(args).await,
+            Command::Completions(args) => completions::completions(args),
+            Command::Man => completions::man(),
         }
     })
 }

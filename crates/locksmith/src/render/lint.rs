@@ -14,6 +14,7 @@ use locksmith_core::analysis::{RelationLock, Statement, SyntaxError};
 use locksmith_core::lint::{FileFinding, Finding, LintedStatement, Report, Severity, RULES};
 use serde::Serialize;
 use serde_json::json;
+use sha2::Digest;
 
 use super::style::Style;
 
@@ -485,6 +486,94 @@ impl<W: Write> Sink for Github<W> {
     }
 }
 
+/// GitLab Code Quality: the JSON array GitLab reads from a `codequality`
+/// report artifact, one issue per finding (a syntax error is a `blocker`).
+/// Each fingerprint is a digest of the path, the rule, the message and the
+/// finding's rank among identical ones in the file, not of its line, so a
+/// finding keeps its identity when lines above it move (GitLab compares the
+/// merge request's issues with the target branch's by fingerprint).
+pub struct Gitlab<W: Write> {
+    out: W,
+    located: Located,
+    issues: Vec<serde_json::Value>,
+}
+
+impl<W: Write> Gitlab<W> {
+    pub fn new(out: W) -> Self {
+        Gitlab {
+            out,
+            located: Located::default(),
+            issues: Vec::new(),
+        }
+    }
+
+    fn issue(&mut self, path: &str, line: u32, check: &str, severity: &str, description: &str) {
+        let key = format!("{path}\0{check}\0{description}");
+        let rank = self
+            .issues
+            .iter()
+            .filter(|i| {
+                i["location"]["path"] == path
+                    && i["check_name"] == check
+                    && i["description"] == description
+            })
+            .count();
+        let digest = sha2::Sha256::digest(format!("{key}\0{rank}").as_bytes());
+        let fingerprint: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.issues.push(json!({
+            "description": description,
+            "check_name": check,
+            "fingerprint": fingerprint,
+            "severity": severity,
+            "location": { "path": path, "lines": { "begin": line } },
+        }));
+    }
+}
+
+fn gitlab_severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "critical",
+        Severity::Warning => "major",
+        Severity::Info => "info",
+    }
+}
+
+impl<W: Write> Sink for Gitlab<W> {
+    fn begin_file(&mut self, _: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn statement(&mut self, s: &LintedStatement, _: Option<&Traced>) -> io::Result<()> {
+        self.located.statement(s);
+        Ok(())
+    }
+
+    fn end_file(&mut self, path: &str, _: &str, file_findings: &[FileFinding]) -> io::Result<()> {
+        for (line, _, finding) in self.located.take(file_findings) {
+            let check = format!("{} {}", finding.rule, rule_name(finding.rule));
+            self.issue(
+                path,
+                line,
+                &check,
+                gitlab_severity(finding.severity),
+                &finding.message,
+            );
+        }
+        Ok(())
+    }
+
+    fn syntax_error(&mut self, path: &str, _: &str, e: &SyntaxError) -> io::Result<()> {
+        self.issue(path, e.line, "syntax-error", "blocker", &e.message);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut self.out, &self.issues)?;
+        writeln!(self.out)?;
+        self.out.flush()
+    }
+}
+
 fn gh_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
@@ -806,6 +895,21 @@ mod tests {
                 String::from_utf8(whole(&files[..n])).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn gitlab_code_quality_report() {
+        let mut out = Vec::new();
+        write_all(&mut Gitlab::new(&mut out), &files()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        insta::assert_snapshot!(text);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let issues = v.as_array().unwrap();
+        let fingerprints: std::collections::BTreeSet<_> = issues
+            .iter()
+            .map(|i| i["fingerprint"].to_string())
+            .collect();
+        assert_eq!(fingerprints.len(), issues.len(), "fingerprints are unique");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn lint_sink<'a>(
         LintFormat::Json => Box::new(lint::Json::new(out)),
         LintFormat::Sarif => Box::new(lint::Sarif::new(out)),
         LintFormat::Github => Box::new(lint::Github::new(out)),
+        LintFormat::Gitlab => Box::new(lint::Gitlab::new(out)),
     }
 }
 
