@@ -278,6 +278,16 @@ impl Connection {
         Ok(row.get(0))
     }
 
+    /// The database this connection reads, as the server names it (through a
+    /// pooler the name in the URL may be an alias).
+    pub async fn current_database(&self) -> Result<String, crate::Error> {
+        let row = self
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| crate::Error::query("reading current_database()", e))?;
+        Ok(row.get(0))
+    }
+
     /// What tells one server (and database) from another: when the
     /// postmaster started, and the database. A direct route given with
     /// `--direct-url` must lead where the pooler does.

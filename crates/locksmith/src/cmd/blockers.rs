@@ -102,14 +102,7 @@ pub(super) async fn diagnose(
     let primary = match own_database {
         // Through a pooler the name in the URL may be an alias: the
         // server's own name for it.
-        true => {
-            let database: String = client
-                .query_one("SELECT current_database()::text", &[])
-                .await
-                .map_err(|e| locksmith_pg::Error::query("reading current_database()", e))?
-                .get(0);
-            BlockerReport::for_database(&snapshot, &database)
-        }
+        true => BlockerReport::for_database(&snapshot, &client.current_database().await?),
         false => BlockerReport::from_snapshot(&snapshot),
     };
     let mut standbys = Vec::with_capacity(replicas.len());
