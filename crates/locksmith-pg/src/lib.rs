@@ -175,6 +175,8 @@ pub enum ErrorKind {
     Permission,
     /// Ctrl-C or SIGTERM stopped it.
     Interrupted(guard::Interrupt),
+    /// It stayed blocked (by another session, or another runner) until the deadline.
+    Blocked,
     /// Anything else: a query failed.
     Failed,
 }

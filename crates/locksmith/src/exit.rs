@@ -73,7 +73,8 @@ impl<E: Error + Send + Sync + 'static> From<E> for Failure {
 }
 
 /// The exit code an error earns, from its kind (never its text): bad input
-/// is 2, a signal 128 + its number, everything else 1.
+/// is 2, still blocked at the deadline 3, a signal 128 + its number,
+/// everything else 1.
 fn exit_code(e: &(dyn Error + 'static)) -> u8 {
     use locksmith_pg::{migrate, ErrorKind};
     let kind = if let Some(e) = e.downcast_ref::<locksmith_pg::Error>() {
@@ -98,6 +99,7 @@ fn exit_code(e: &(dyn Error + 'static)) -> u8 {
     };
     match kind {
         ErrorKind::BadInput => 2,
+        ErrorKind::Blocked => 3,
         ErrorKind::Interrupted(signal) => crate::cmd::signal_exit_code(signal),
         ErrorKind::Unreachable | ErrorKind::Permission | ErrorKind::Failed => 1,
     }

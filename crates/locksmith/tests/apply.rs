@@ -813,6 +813,19 @@ async fn a_runner_lock_left_behind_is_named_when_apply_gives_up() {
     );
     assert!(error.contains(&format!("pid {pid}")), "{error}");
     assert!(error.contains("stale-deploy"), "{error}");
+    // The dry run waits for the same lock and ends the same way: exit 3, named.
+    let dry = locksmith(
+        &cluster.url(settings.dbname()),
+        &[
+            "apply",
+            dir.path().to_str().unwrap(),
+            "--deadline",
+            "1s",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(dry.status.code(), Some(3), "{}", text(&dry));
+    assert!(text(&dry).contains("stale-deploy"), "{}", text(&dry));
     let admin = settings.connect().await.unwrap();
     assert_eq!(
         query_i64(&admin, "SELECT count(*) FROM pg_class WHERE relname = 'a'").await,

@@ -557,6 +557,7 @@ fn target_report(
                 // Stopped while connecting or waiting for the runner lock:
                 // nothing ran there.
                 ErrorKind::Interrupted(_) => TargetStatus::Skipped,
+                ErrorKind::Blocked => TargetStatus::GaveUp,
                 ErrorKind::BadInput | ErrorKind::Permission | ErrorKind::Failed => {
                     TargetStatus::Failed
                 }

@@ -161,6 +161,10 @@ pub enum Error {
     /// transaction block behind a pooler with no direct route).
     #[error("{0}")]
     Route(String),
+    /// Another runner held the runner lock until the deadline (a dry run,
+    /// which has no report to say it in).
+    #[error("{0}")]
+    RunnerBusy(String),
     /// Ctrl-C or SIGTERM before anything ran.
     #[error("interrupted ({}) {when}; nothing was run", match .signal { Interrupt::Interrupt => "Ctrl-C", Interrupt::Terminate => "SIGTERM" })]
     Interrupted {
@@ -186,6 +190,7 @@ impl Error {
                 ErrorKind::BadInput
             }
             Error::Route(_) => ErrorKind::BadInput,
+            Error::RunnerBusy(_) => ErrorKind::Blocked,
             Error::Interrupted { signal, .. } => ErrorKind::Interrupted(*signal),
             Error::Connect(e) => e.kind(),
             Error::Server(e) => e.kind(),
@@ -273,7 +278,7 @@ impl Runner {
         let ready = match self.ready(plan).await? {
             Ok(ready) => ready,
             Err(report) => {
-                return Err(Error::Route(report.error.unwrap_or_else(|| {
+                return Err(Error::RunnerBusy(report.error.unwrap_or_else(|| {
                     "another locksmith apply is running".to_string()
                 })))
             }
