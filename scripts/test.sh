@@ -21,13 +21,19 @@ fi
 newest=$(tr ':' '\n' <<<"$LOCKSMITH_PG_BINS" | grep -E '/18/' | head -n 1 || true)
 guard_tests=(-p pg-locksmith --test apply --test apply_blockers --test faults --test hold
   --test online --test run_guard -p pg-locksmith-pg --test guard)
+# The packaging tests (tests/ship.rs) build the wheel into this target dir,
+# which relinks target/*/locksmith: run alone and last, never while other
+# tests spawn that binary.
+ship=(-p pg-locksmith --test ship)
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast -E 'not binary_id(pg-locksmith::ship)'
   cargo test --workspace --doc --locked
   if [[ -n "$newest" ]]; then
     echo "--- the guard's scenarios on PostgreSQL 18 ($newest)"
     LOCKSMITH_PG_BIN="$newest" cargo nextest run --locked --no-fail-fast "${guard_tests[@]}"
   fi
+  echo "--- packaging: pip and pre-commit from PyPI, alone"
+  cargo nextest run --locked --no-fail-fast "${ship[@]}"
 else
   cargo test --workspace --locked --no-fail-fast
   if [[ -n "$newest" ]]; then
