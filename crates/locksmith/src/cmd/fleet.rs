@@ -235,6 +235,24 @@ struct Entries<T> {
     targets: Vec<Entry<T>>,
 }
 
+impl<T> Entries<T> {
+    /// One section per target for people: `shown` gives the text of a report
+    /// worth a look (`None`: counted among the clean ones); a target that
+    /// could not be read shows its error.
+    fn sections(&self, shown: impl Fn(&T) -> Option<String>) -> Vec<render::fleet::Section<'_>> {
+        self.targets
+            .iter()
+            .map(|e| render::fleet::Section {
+                target: &e.target,
+                body: match &e.report {
+                    Some(r) => Ok(shown(r)),
+                    None => Err(e.error.clone().unwrap_or_default()),
+                },
+            })
+            .collect()
+    }
+}
+
 /// Reads every target with `read`, at most `--parallel` at a time, into
 /// entries in list order; a target that could not be read keeps its error.
 async fn entries<T: Send + 'static, F>(
@@ -279,18 +297,7 @@ pub async fn blockers(args: &BlockersArgs, list: &Path) -> CmdResult {
     match args.format {
         Format::Json => render::json(&mut out, &report)?,
         Format::Human => {
-            let sections: Vec<render::fleet::Section<'_>> = report
-                .targets
-                .iter()
-                .map(|e| render::fleet::Section {
-                    target: &e.target,
-                    body: match (&e.report, &e.error) {
-                        (Some(r), _) if r.worth_a_look() => Ok(Some(r.human(style))),
-                        (Some(_), _) => Ok(None),
-                        (None, e) => Err(e.clone().unwrap_or_default()),
-                    },
-                })
-                .collect();
+            let sections = report.sections(|r| r.worth_a_look().then(|| r.human(style)));
             out.write_all(
                 render::fleet::sections(&sections, "nobody waits for a lock", style).as_bytes(),
             )?
@@ -336,20 +343,8 @@ pub async fn doctor(args: &DoctorArgs, list: &Path) -> CmdResult {
     match args.format {
         Format::Json => render::json(&mut out, &report)?,
         Format::Human => {
-            let sections: Vec<render::fleet::Section<'_>> = report
-                .targets
-                .iter()
-                .map(|e| render::fleet::Section {
-                    target: &e.target,
-                    body: match (&e.report, &e.error) {
-                        (Some(r), _) if warns(r) => {
-                            Ok(Some(render::doctor::human(&r.findings, &[], style)))
-                        }
-                        (Some(_), _) => Ok(None),
-                        (None, e) => Err(e.clone().unwrap_or_default()),
-                    },
-                })
-                .collect();
+            let sections = report
+                .sections(|r| warns(r).then(|| render::doctor::human(&r.findings, &[], style)));
             out.write_all(render::fleet::sections(&sections, "no warnings", style).as_bytes())?
         }
     }
