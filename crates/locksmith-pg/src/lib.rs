@@ -75,6 +75,7 @@ pub mod snapshot;
 pub mod tables;
 pub mod tls;
 pub mod trace;
+pub mod wrap;
 
 pub use connection::{Connection, Pooler};
 pub use conninfo::redact;

@@ -45,13 +45,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 mod child;
-mod env;
-mod psql;
-mod route;
 pub(super) mod warden;
 
 use child::{attempt, exit_code, SIDECAR_BOUND};
-use env::{child_env, shown_command};
+use locksmith_pg::wrap::env::{child_env, shown_command};
+use locksmith_pg::wrap::{psql, route};
 
 use super::signals;
 use crate::cli::{Format, RunArgs};
@@ -81,7 +79,8 @@ pub async fn run(args: RunArgs) -> CmdResult {
     };
     let pooled = route.pooler.is_some();
     let process_env = |name: &str| std::env::var(name).ok();
-    let env = child_env(&args, policy.lock_timeout, pooled, 1, &process_env);
+    let given_url = args.guard.connection.database_url.as_deref();
+    let env = child_env(given_url, policy.lock_timeout, pooled, 1, &process_env);
     if let Some(pooler) = &route.pooler {
         if let Some(why) = route::own_application_name(&args.cmd, env.database_url()) {
             return Err(Failure::input(miette::miette!(
@@ -214,7 +213,7 @@ pub async fn run(args: RunArgs) -> CmdResult {
             // (but long enough for the watch to see whom it waited for).
             // Behind a pooler the watch alone bounds the waits, at the budget.
             let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
-            let env = child_env(&args, lock_wait, pooled, number, &process_env);
+            let env = child_env(given_url, lock_wait, pooled, number, &process_env);
             if pooled {
                 dog.rename(&env.app_name);
             }

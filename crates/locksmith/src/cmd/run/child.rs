@@ -14,12 +14,12 @@ use locksmith_pg::guard::{next_interrupt, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::env::ChildEnv;
 use super::progress;
 use super::warden::Warden;
 use crate::cli::Format;
 use crate::cmd::signals;
 use crate::exit::Failure;
+use locksmith_pg::wrap::env::ChildEnv;
 
 /// How long a statement of the watch may take when the command has ended or
 /// must be stopped: through a pooler with every backend busy, it may never

@@ -30,10 +30,10 @@ use tokio::io::AsyncBufReadExt;
 
 use super::child::SIDECAR_BOUND;
 use super::progress;
-use super::route::Route;
 use crate::cli::{ConnectionArgs, WardenArgs};
 use crate::cmd::signals;
 use crate::exit::{CmdResult, Outcome};
+use locksmith_pg::wrap::route::Route;
 
 /// The hidden subcommand that runs the warden.
 pub const SUBCOMMAND: &str = "run-warden";
