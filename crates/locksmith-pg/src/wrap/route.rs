@@ -78,21 +78,6 @@ impl Route {
             limitation: LIMITATION,
         })
     }
-
-    /// The line said on stderr before the command runs, behind a pooler.
-    pub fn announce(&self, application_name: &str) -> Option<String> {
-        let pooler = self.pooler?;
-        let watch = if self.direct {
-            "over --direct-url, straight to the server"
-        } else {
-            "through the pooler (give --direct-url so the watch never waits for a pooled connection)"
-        };
-        Some(format!(
-            "behind {pooler}. lock_timeout is not sent in PGOPTIONS (a pooler refuses or drops it): \
-             locksmith cancels any lock wait of the command's sessions (application_name \
-             {application_name}, then one name per attempt) past --lock-timeout itself, watching {watch}"
-        ))
-    }
 }
 
 /// What a pooler leaves out of the watch, in the report.
