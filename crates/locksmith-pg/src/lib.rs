@@ -38,6 +38,9 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`connection`]: an open connection; every statement unnamed, safe through poolers.
 //! - [`migrate`]: the whole run of a migration source (above).
+//! - [`wrap`]: the whole run of a migration *tool* that keeps its own
+//!   connections (`locksmith run -- alembic upgrade head`): its environment,
+//!   the watch over its sessions, attempts and retries, a [`wrap::Report`].
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded
 //!   retries, the watchdog; and, for a tool that keeps its own connections
 //!   (`locksmith run`), the session watch.
