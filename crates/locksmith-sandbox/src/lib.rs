@@ -11,6 +11,8 @@
 //! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
+//! - [`demo`]: `locksmith demo`'s scenario: the incident played plain and
+//!   guarded under traffic, and the hot-standby act.
 //! - [`rehearsal`]: a user's migration rehearsed plain, guarded and online under traffic.
 //! - [`pooler`]: a throwaway PgBouncer in front of a cluster, in session or
 //!   transaction pooling.
@@ -31,6 +33,7 @@
 pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
+pub mod demo;
 mod guardian;
 pub mod incident;
 pub mod orm;
@@ -114,6 +117,12 @@ pub enum Error {
     /// Talking to the cluster failed.
     #[error(transparent)]
     Pg(#[from] locksmith_pg::Error),
+    /// The guard could not start on the cluster.
+    #[error(transparent)]
+    GuardConnect(#[from] locksmith_pg::guard::ConnectError),
+    /// A migration the guard ran on the cluster failed.
+    #[error(transparent)]
+    Guard(#[from] locksmith_pg::guard::GuardError),
     /// A statement on the cluster failed.
     #[error("{context}: {}", locksmith_pg::describe_sql_error(.source))]
     Sql {

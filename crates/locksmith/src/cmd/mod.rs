@@ -8,7 +8,6 @@ mod demo;
 mod doctor;
 mod fleet;
 mod lint;
-mod progress;
 mod rehearse;
 mod run;
 mod signals;
@@ -16,7 +15,10 @@ mod sources;
 mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
+// The guard's progress lines are rendering (`render::progress`); commands
+// still name them `super::progress`.
 use crate::exit::{CmdResult, Failure};
+use crate::render::progress;
 use locksmith_pg::ConnectionSettings;
 
 /// The conventional exit code after a signal: 128 + its number.
