@@ -114,6 +114,50 @@ pub enum Error {
         /// The driver's error.
         source: tokio_postgres::Error,
     },
+    /// The migration to rehearse does not parse.
+    #[error("{name}:{line}:{column}: {message}")]
+    Syntax {
+        /// The migration's name (its files).
+        name: String,
+        /// 1-based.
+        line: u32,
+        /// 1-based.
+        column: u32,
+        /// The parser's message.
+        message: String,
+    },
+    /// The migration to rehearse has no statements.
+    #[error("the migration has no statements")]
+    NoStatements,
+    /// A folder to rehearse holds no migration.
+    #[error("no migrations found in {dir}")]
+    NoMigrations {
+        /// The folder.
+        dir: String,
+    },
+    /// A migration folder that cannot be read.
+    #[error(transparent)]
+    Folder(#[from] locksmith_pg::migrate::FolderError),
+    /// The live schema would be read through a pooler without a direct route.
+    #[error(
+        "--database-url goes through {pooler}. Reading the schema runs pg_dump, whose session \
+         settings (statement_timeout = 0, lock_timeout = 0, …) would stay on the pooler's backends \
+         for the application. Nothing was read. Give a URL straight to the server with \
+         --direct-url (or LOCKSMITH_DIRECT_URL)"
+    )]
+    ReadNeedsDirectRoute {
+        /// The pooler, as `Pooler` displays it.
+        pooler: String,
+    },
+    /// One run of a rehearsal failed.
+    #[error("the {way} run")]
+    Run {
+        /// `naive`, `guarded` or `online`.
+        way: &'static str,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// Talking to the cluster failed.
     #[error(transparent)]
     Pg(#[from] locksmith_pg::Error),
@@ -134,6 +178,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is (the binary's exit code comes from it):
+    /// the user's input (files, setup SQL, a route the live read cannot take)
+    /// is bad input; a server error keeps its own kind.
+    pub fn kind(&self) -> locksmith_pg::ErrorKind {
+        use locksmith_pg::ErrorKind;
+        match self {
+            Error::Setup { .. }
+            | Error::Syntax { .. }
+            | Error::NoStatements
+            | Error::NoMigrations { .. }
+            | Error::Folder(_)
+            | Error::ReadNeedsDirectRoute { .. } => ErrorKind::BadInput,
+            Error::Pg(e) => e.kind(),
+            Error::GuardConnect(e) => e.kind(),
+            Error::Run { source, .. } => source.kind(),
+            _ => ErrorKind::Failed,
+        }
+    }
+
     pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
         Error::Io {
             what: what.to_string(),
