@@ -17,6 +17,7 @@ use miette::miette;
 
 use crate::cli::{ConnectionArgs, Format, RehearseArgs};
 use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render::progress::LoadBar;
 use crate::render::rehearse::{self as render, Rehearsal};
 
 pub async fn run(args: RehearseArgs) -> CmdResult {
@@ -86,7 +87,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     say(&format!(
         "Loading synthetic rows into a PostgreSQL {version} throwaway cluster …"
     ));
-    let mut bar = ProgressBar::new(!quiet && std::io::stderr().is_terminal());
+    let mut bar = LoadBar::new(!quiet && std::io::stderr().is_terminal());
     let staged = stage::stage(
         &cluster,
         &setup,
@@ -201,35 +202,5 @@ fn apply_dir(paths: &[PathBuf]) -> String {
     match dir.display().to_string() {
         d if d.is_empty() => ".".into(),
         d => d,
-    }
-}
-
-/// The load's progress bar on stderr, drawn only on a terminal.
-struct ProgressBar(Option<indicatif::ProgressBar>);
-
-impl ProgressBar {
-    fn new(on: bool) -> Self {
-        ProgressBar(on.then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "  [{bar:30}] {pos}/{len} rows, {per_sec}, {eta} left",
-            ) {
-                bar.set_style(style.progress_chars("#>-"));
-            }
-            bar
-        }))
-    }
-
-    fn show(&mut self, done: i64, total: i64) {
-        if let Some(bar) = &self.0 {
-            bar.set_length(total.max(0) as u64);
-            bar.set_position(done.max(0) as u64);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish();
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! Live progress lines for guarded runs (`apply`, `run`, `demo`): one line
 //! per guard event on stderr, so stdout stays clean for reports and JSON;
 //! for a fleet (`apply --targets`), one status line redrawn in place
-//! ([`FleetProgress`]).
+//! ([`FleetProgress`]); `rehearse`'s load bar ([`LoadBar`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
@@ -319,6 +319,39 @@ fn finished(report: &TargetReport, style: Style) -> String {
             .unwrap_or_default(),
     };
     format!("{}: {status}{detail}", report.target)
+}
+
+/// `rehearse`'s load progress bar on stderr, drawn only on a terminal.
+pub struct LoadBar(Option<indicatif::ProgressBar>);
+
+impl LoadBar {
+    /// A bar, drawn only when `on` (a terminal, not `--format json`).
+    pub fn new(on: bool) -> Self {
+        LoadBar(on.then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "  [{bar:30}] {pos}/{len} rows, {per_sec}, {eta} left",
+            ) {
+                bar.set_style(style.progress_chars("#>-"));
+            }
+            bar
+        }))
+    }
+
+    /// `done` of `total` rows loaded.
+    pub fn show(&mut self, done: i64, total: i64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(done.max(0) as u64);
+        }
+    }
+
+    /// The load is over.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish();
+        }
+    }
 }
 
 #[cfg(test)]
