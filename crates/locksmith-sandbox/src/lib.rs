@@ -18,8 +18,12 @@
 //!   transaction pooling.
 //! - [`wait`]: polling for a condition with a generous bound, for tests.
 //!
-//! Used by `locksmith demo`, `locksmith trace` and by every test that needs
-//! a real server. Nothing here is used against a user's database.
+//! Used by `locksmith demo`, `locksmith trace`, `locksmith rehearse` and by
+//! every test that needs a real server. Nothing here writes to a user's
+//! database: the one part that connects to one, `rehearsal::source`
+//! (`rehearse --database-url`), reads its schema and sizes in read-only
+//! sessions under a short `lock_timeout`; everything else runs on clusters
+//! this crate started.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), locksmith_sandbox::Error> {

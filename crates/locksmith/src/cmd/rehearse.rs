@@ -1,10 +1,10 @@
 //! `locksmith rehearse`: the user's migration, on a throwaway cluster, at
 //! their size, under traffic — plain, guarded and (with `--online`) online.
 //!
-//! This module turns arguments into a [`Plan`]: it reads the files, builds
-//! the schema (setup files, earlier migrations, or a live server read-only),
-//! loads synthetic rows and picks the traffic; the runs are
-//! `locksmith_sandbox::rehearsal`'s, the rendering `render::rehearse`'s.
+//! This module reads the files and arguments and hands them to
+//! `locksmith_sandbox::rehearsal`: `prepare` (analysis, rows per table,
+//! traffic), `source` (a live server's schema, read-only), `stage` (the
+//! load) and the runs; the rendering is `render::rehearse`'s.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
