@@ -53,7 +53,10 @@
 //! - [`signal`]: cancelling and terminating other sessions.
 //! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
 //! - [`trace`]: runs a migration and records the locks, rewrites and constraints
-//!   each statement actually took, compared with lint's model.
+//!   each statement actually took, compared with lint's model; before a live
+//!   trace, its route and the statements refused for their hold (`trace::live`).
+//! - [`prepared`]: prepared transactions, which hold locks with no session.
+//! - [`tls`]: TLS with libpq's `sslmode` semantics.
 //!
 //! Pure analysis (lock modes, statement analysis, the plan) lives in
 //! `locksmith-core`; this crate adds I/O and nothing that could be computed
