@@ -46,7 +46,7 @@
 mod explain;
 pub mod fleet;
 mod folder;
-mod hold;
+pub mod hold;
 mod pooled;
 pub mod report;
 

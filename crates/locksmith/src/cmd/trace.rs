@@ -178,6 +178,8 @@ async fn refuse_long_holds(
     locksmith_pg::tables::learn_schema(&client, &names, &mut schema).await?;
     let _ = analyze_in(&mut schema, setup, version);
     let facts = locksmith_pg::tables::facts(&client, &names).await?;
+    // No probe: trace only refuses here, and conservative rates refuse sooner.
+    let throughput = locksmith_core::hold::Throughput::default_because("trace does not probe");
     let mut refused = Vec::new();
     for f in files.iter().filter(|f| f.result.is_ok()) {
         for s in analyze_in(&mut schema, &f.text, version).unwrap_or_default() {
@@ -186,7 +188,7 @@ async fn refuse_long_holds(
                     && facts.get(*r).is_some_and(|f| f.bytes.is_none())
             });
             let why =
-                match (traffic_hold(&s, &facts), unknown) {
+                match (traffic_hold(&s, &facts, &throughput), unknown) {
                     (Some(e), _) if e.hold >= limits.lock_timeout => format!(
                     "{} `{}` (about {} rows, {}) under {} for roughly {} (estimate), longer than \
                      --lock-timeout {} lets traffic wait",
@@ -227,6 +229,7 @@ fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
             severity: Severity::Error,
             message: format!("the statement failed on the server: {error}"),
             fix: None,
+            size: None,
         });
     }
     if !t.differences.is_empty() {
@@ -238,6 +241,7 @@ fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
                 t.differences.join("; ")
             ),
             fix: None,
+            size: None,
         });
     }
     if t.method == Method::Blocked {
@@ -261,6 +265,7 @@ fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
                 },
             ),
             fix: None,
+            size: None,
         });
     }
     if t.method == Method::NotTraced && !matches!(kind, StatementKind::Transaction(_)) {
@@ -272,6 +277,7 @@ fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
                 t.note.as_deref().unwrap_or("no reason given")
             ),
             fix: None,
+            size: None,
         });
     }
     out
