@@ -23,9 +23,11 @@ declare_rule! {
     /// The verdict is folded into the statement's own findings (e.g.
     /// LS101): each carries `rows`, `bytes` and `estimated_hold_ms` in JSON,
     /// and the most severe one says the verdict (raised to its severity).
-    /// Only a statement with no finding of its own gets it as LS601.
-    /// Disabling or ignoring LS601 turns the size verdict off everywhere,
-    /// as before the fold.
+    /// Only a statement with no finding of its own gets it as LS601. The
+    /// code stays the size verdict's: disabling LS601 (`disable =
+    /// ["LS601"]`) or ignoring it (`-- locksmith: ignore LS601 reason`)
+    /// turns the verdict off, its numbers and sentence on the statement's
+    /// own findings included, so existing suppressions keep their meaning.
     ///
     /// ## Why is this bad?
     /// The same `ALTER TABLE … ALTER COLUMN … TYPE bigint` is instant on a
