@@ -48,6 +48,8 @@
 //! - [`foreign`]: other migration tools' history tables, for adopting a database.
 //! - [`online`]: a migration's online plan, step by step under the guard, resumably.
 //! - [`tables`]: table sizes, for grading findings and the `--max-hold` estimate.
+//! - [`throughput`]: this server's rewrite, scan and index-build rates (a
+//!   cheap probe, once per run) and the hold estimate built on them.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`signal`]: cancelling and terminating other sessions.
@@ -79,6 +81,7 @@ pub mod settings;
 pub mod signal;
 pub mod snapshot;
 pub mod tables;
+pub mod throughput;
 pub mod tls;
 pub mod trace;
 pub mod wrap;
