@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod docs;
+pub mod fix;
 pub mod live;
 mod registry;
 pub mod rules;
@@ -220,6 +221,8 @@ pub struct Options {
     pub disabled: BTreeSet<String>,
     /// The migration tool runs each file inside one transaction.
     pub assume_in_transaction: bool,
+    /// Which tool runs the file, and its path: fixes are laid out for it.
+    pub place: fix::Where,
 }
 
 impl Default for Options {
@@ -228,6 +231,7 @@ impl Default for Options {
             pg_version: MAX_PG_VERSION,
             disabled: BTreeSet::new(),
             assume_in_transaction: false,
+            place: fix::Where::default(),
         }
     }
 }
@@ -322,6 +326,7 @@ impl<'a> Judge<'a> {
         };
         let mut findings = Vec::new();
         let mut ignored = Vec::new();
+        let mut rule_fixes = Vec::new();
         for rule in RULES.iter().filter(|r| options.enabled(r)) {
             let Check::Statement(check) = rule.check else {
                 // Reported later, by whoever has the facts: keep the ignore for them.
@@ -335,13 +340,22 @@ impl<'a> Judge<'a> {
                     continue;
                 }
                 let severity = v.severity.unwrap_or(rule.severity);
+                if let Some(fix) = &v.fix {
+                    rule_fixes.push((rule.id, fix.clone()));
+                }
                 findings.push(Finding {
                     rule: rule.id,
                     severity,
                     message: v.message,
-                    fix: v.fix.map(crate::online::bounded),
+                    fix: v.fix,
                 });
             }
+        }
+        // One fix per statement: every finding that has one gets the fix
+        // that does all the statement needs, laid out for where it runs.
+        let fix = fix::combine(&ctx, &rule_fixes, &options.place);
+        for f in findings.iter_mut().filter(|f| f.fix.is_some()) {
+            f.fix = fix.clone();
         }
         // This statement's ignores are final now.
         if let Some(rule) = self.unmatched {
