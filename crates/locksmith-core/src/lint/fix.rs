@@ -37,6 +37,28 @@ pub struct Where {
     pub path: Option<String>,
 }
 
+/// `base` for one file at `place`: its fixes laid out for the tool, and
+/// judged as one transaction when the tool runs it in one (its own, or the
+/// implicit block of a multi-statement query), unless its marker says not.
+/// `--assume-in-transaction` (`base`) holds for every file.
+pub fn file_options(
+    base: &super::Options,
+    place: Where,
+    no_transaction: bool,
+    sql: &str,
+) -> super::Options {
+    let mut options = base.clone();
+    if let Some(layout) = place.layout {
+        let transactional: Vec<bool> = crate::analysis::analyze(sql, base.pg_version)
+            .map(|s| s.iter().map(|s| s.transactional).collect())
+            .unwrap_or_default();
+        options.assume_in_transaction |=
+            tool::runs_in_transaction(layout, no_transaction, &transactional);
+    }
+    options.place = place;
+    options
+}
+
 /// The statements that do what `ctx.statement` does without holding a
 /// traffic-blocking lock for long, when the statement needs any: the online
 /// plan, or each subcommand of a multi-part `ALTER TABLE` planned in turn.
@@ -332,37 +354,34 @@ pub fn units(steps: &[Statement]) -> Vec<Unit> {
 }
 
 /// The fix for the statement of `ctx`, given its findings' own fixes (rule
-/// id, fix as the rule wrote it, in registry order), laid out for `place`.
+/// id, fix as the rule wrote it, in registry order), laid out for `place`,
+/// with the steps it runs (what `lint --fix` writes).
 pub(crate) fn combine(
     ctx: &Context<'_>,
     rule_fixes: &[(&str, String)],
     place: &Where,
-) -> Option<String> {
+) -> Option<(String, Vec<Statement>)> {
     if rule_fixes.is_empty() {
         return None;
     }
     let in_tx = ctx.state.in_transaction();
     if let Some(steps) = steps(ctx) {
-        return Some(lay_out(&steps, in_tx, place));
+        return Some((lay_out(&steps, in_tx, place), steps));
     }
     let (_, text) = rule_fixes
         .iter()
         .find(|(id, _)| *id != "LS401")
         .or(rule_fixes.first())?;
     let text = online::bounded(text.clone());
-    if place.layout.is_none() {
-        return Some(text);
+    let steps: Vec<Statement> = crate::analysis::analyze(&text, ctx.pg_version)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| !matches!(&s.kind, StatementKind::Set { name, .. } if name == "lock_timeout"))
+        .collect();
+    if place.layout.is_none() || steps.is_empty() {
+        return Some((text, steps));
     }
-    match crate::analysis::analyze(&text, ctx.pg_version) {
-        Ok(statements) => {
-            let steps: Vec<Statement> = statements
-                .into_iter()
-                .filter(|s| !matches!(&s.kind, StatementKind::Set { name, .. } if name == "lock_timeout"))
-                .collect();
-            Some(lay_out(&steps, in_tx, place))
-        }
-        Err(_) => Some(text),
-    }
+    Some((lay_out(&steps, in_tx, place), steps))
 }
 
 /// The steps as the place runs them: a `psql -f` script, or migration files.
@@ -441,6 +460,9 @@ pub fn with_timeout(unit: &Unit) -> Unit {
         transactional: true,
     }
 }
+
+mod rewrite;
+pub use rewrite::{rewrite, rewrite_plain, Change};
 
 #[cfg(test)]
 mod tests;

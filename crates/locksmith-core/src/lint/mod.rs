@@ -161,6 +161,9 @@ pub struct LintedStatement {
     /// Rules reported outside [`lint`] (a live server's, the tracer's) that
     /// an ignore comment before this statement names.
     pub ignored: Vec<&'static str>,
+    /// The statements its fix runs instead, analysed (empty without a fix):
+    /// what `lint --fix` writes ([`fix::rewrite`]).
+    pub fix_steps: Vec<Statement>,
 }
 
 impl LintedStatement {
@@ -353,7 +356,7 @@ impl<'a> Judge<'a> {
         }
         // One fix per statement: every finding that has one gets the fix
         // that does all the statement needs, laid out for where it runs.
-        let fix = fix::combine(&ctx, &rule_fixes, &options.place);
+        let (fix, fix_steps) = fix::combine(&ctx, &rule_fixes, &options.place).unzip();
         for f in findings.iter_mut().filter(|f| f.fix.is_some()) {
             f.fix = fix.clone();
         }
@@ -371,6 +374,7 @@ impl<'a> Judge<'a> {
             statement,
             findings,
             ignored,
+            fix_steps: fix_steps.unwrap_or_default(),
         }
     }
 

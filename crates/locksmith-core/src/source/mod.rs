@@ -46,8 +46,9 @@ use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::lint::fix::Change;
 pub use blocks::group_blocks;
-pub use name::{is_down_or_undo, LOOKED_FOR};
+pub use name::{is_down_or_undo, never_read, LOOKED_FOR};
 pub use sections::{Markers, Sections};
 pub use version::Version;
 

@@ -74,6 +74,17 @@ pub fn is_down_or_undo(file_name: &str) -> bool {
             .is_some_and(|(v, name)| Version::parse(v).is_some() && !name.is_empty())
 }
 
+/// Whether a file is never read as PostgreSQL up SQL: a down or undo
+/// file, diesel's `down.sql`, or popx's file for another dialect.
+pub fn never_read(file_name: &str) -> bool {
+    is_down_or_undo(file_name)
+        || file_name
+            .strip_suffix(".sql")
+            .map(|stem| stem.strip_suffix(".up").unwrap_or(stem))
+            .and_then(|stem| stem.rsplit('.').find(|p| *p != "autocommit"))
+            .is_some_and(|dialect| OTHER_DIALECTS.contains(&dialect))
+}
+
 fn classify_file(file: &str) -> Result<NameClass, String> {
     if file.starts_with('.') || !file.to_ascii_lowercase().ends_with(".sql") {
         return Ok(NameClass::Skipped);

@@ -64,7 +64,7 @@ use crate::guard::{
 };
 use crate::{foreign, history, ConnectionSettings, ErrorKind, Pooler};
 use explain::{adopt_hint, failure_message, online_failed, partition_refusal};
-pub use folder::{read_folder, FolderError};
+pub use folder::{lint_folder, read_folder, write_changes, FolderError, LintFile};
 use pooled::Ran;
 pub use report::{
     DryRun, MigrationRecord, OnlineStatement, OnlineUnit, PlannedLock, PlannedStatement,

@@ -104,3 +104,40 @@ fn missing_lock_timeout_alone_is_the_statement_under_a_timeout() {
         "SET lock_timeout = '2s';\nALTER TABLE users RENAME COLUMN a TO b;"
     );
 }
+
+fn rewritten(path: &str, content: &str) -> String {
+    let files = [crate::source::SourceFile {
+        path: path.into(),
+        content: content.into(),
+    }];
+    let m = crate::source::read_folder(&files).unwrap().remove(0);
+    let changes = rewrite(&m, content, &crate::lint::Options::default()).unwrap();
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "==> {} ({})\n{}",
+                c.path,
+                if c.before.is_some() { "changed" } else { "new" },
+                c.after
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn fix_splits_a_goose_migration_and_keeps_its_order() {
+    insta::assert_snapshot!(rewritten(
+        "00042_orders.sql",
+        "-- +goose Up\nALTER TABLE orders ADD COLUMN note text;\nCREATE INDEX orders_note_idx ON orders (note);\nALTER TABLE orders RENAME COLUMN note TO remark;\n\n-- +goose Down\nDROP INDEX orders_note_idx;\n"
+    ));
+}
+
+#[test]
+fn fix_marks_a_lone_concurrent_build() {
+    insta::assert_snapshot!(rewritten(
+        "20240101000000_idx.sql",
+        "-- migrate:up\nCREATE INDEX orders_note_idx ON orders (note);\n\n-- migrate:down\nDROP INDEX orders_note_idx;\n"
+    ));
+}
