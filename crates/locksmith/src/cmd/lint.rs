@@ -301,10 +301,10 @@ fn fix(paths: &[PathBuf], options: &Options, diff: bool) -> CmdResult {
         }
     };
     let chosen = match file {
-        Some(file) => migrations.iter().find(|m| dir.join(&m.path) == *file),
-        None => migrations.iter().rfind(|m| m.version().is_some()),
+        Some(file) => migrations.iter().position(|m| dir.join(&m.path) == *file),
+        None => migrations.iter().rposition(|m| m.version().is_some()),
     };
-    let Some(m) = chosen else {
+    let Some((earlier, m)) = chosen.map(|i| (&migrations[..i], &migrations[i])) else {
         return Err(Failure::input(miette!(
             "{}: not a migration of its folder's layout",
             path.display()
@@ -313,7 +313,7 @@ fn fix(paths: &[PathBuf], options: &Options, diff: bool) -> CmdResult {
     let shown = dir.join(&m.path);
     let content = std::fs::read_to_string(&shown)
         .map_err(|e| Failure::input(miette!("reading {}: {e}", shown.display())))?;
-    let changes = fix::rewrite(m, &content, options).map_err(|e| syntax(&shown, e))?;
+    let changes = fix::rewrite(m, &content, earlier, options).map_err(|e| syntax(&shown, e))?;
     finish_fix(dir, &changes, diff)
 }
 

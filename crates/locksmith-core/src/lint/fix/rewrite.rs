@@ -7,12 +7,12 @@
 //!
 //! Pure: a migration and its file's text in, the files to write out.
 
-use crate::analysis::{Statement, SyntaxError};
+use crate::analysis::{analyze_in, Schema, Statement, SyntaxError};
 use crate::online::SCRIPT_LOCK_TIMEOUT;
 use crate::source::tool::{self, Unit};
 use crate::source::{Layout, Migration};
 
-use super::super::{lint, Options};
+use super::super::{lint, lint_in, Options};
 use super::{file_options, with_timeout, Where};
 
 /// A file `lint --fix` writes.
@@ -37,11 +37,13 @@ struct Item {
 }
 
 /// The files that run `m` safely under its tool, given its file's whole
-/// text (`content`: the down section is kept where it was). Empty when no
-/// statement has a fix.
+/// text (`content`: the down section is kept where it was) and the
+/// migrations that run before it (what they create is known, e.g. a column
+/// already `NOT NULL`). Empty when no statement has a fix.
 pub fn rewrite(
     m: &Migration,
     content: &str,
+    earlier: &[Migration],
     options: &Options,
 ) -> Result<Vec<Change>, SyntaxError> {
     let place = Where {
@@ -49,7 +51,12 @@ pub fn rewrite(
         path: Some(m.path.clone()),
     };
     let options = file_options(options, place, m.no_transaction, &m.sql);
-    let report = lint(&m.sql, &options)?;
+    let mut schema = Schema::default();
+    for e in earlier {
+        // An earlier file that does not parse teaches nothing; lint reports it.
+        let _ = analyze_in(&mut schema, &e.sql, options.pg_version);
+    }
+    let report = lint_in(&mut schema, &m.sql, &options)?;
     if report.statements.iter().all(|s| s.fix_steps.is_empty()) {
         return Ok(Vec::new());
     }

@@ -111,7 +111,7 @@ fn rewritten(path: &str, content: &str) -> String {
         content: content.into(),
     }];
     let m = crate::source::read_folder(&files).unwrap().remove(0);
-    let changes = rewrite(&m, content, &crate::lint::Options::default()).unwrap();
+    let changes = rewrite(&m, content, &[], &crate::lint::Options::default()).unwrap();
     changes
         .iter()
         .map(|c| {
