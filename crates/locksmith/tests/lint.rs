@@ -524,13 +524,19 @@ fn transaction_mode_comes_from_the_layout_its_marker_or_the_flag() {
     assert_eq!(rules(&out), ["LS105"], "{}", stdout(&out));
     // Its own marker says not.
     let marked = format!("-- no-transaction\n{CIC}");
-    let dir = dir_with(&[("1_a.sql", "CREATE TABLE t (a int);\n"), ("2_i.sql", &marked)]);
+    let dir = dir_with(&[
+        ("1_a.sql", "CREATE TABLE t (a int);\n"),
+        ("2_i.sql", &marked),
+    ]);
     let out = locksmith(&["lint", "--format", "json", "."], dir.path(), None);
     assert_eq!(rules(&out), Vec::<String>::new(), "{}", stdout(&out));
     assert_eq!(out.status.code(), Some(0));
     // Prisma sends a file as one query: alone, the build runs outside a block.
     let dir = dir_with(&[
-        ("20240101000000_a/migration.sql", "CREATE TABLE t (a int);\n"),
+        (
+            "20240101000000_a/migration.sql",
+            "CREATE TABLE t (a int);\n",
+        ),
         ("20240102000000_i/migration.sql", CIC),
     ]);
     let out = locksmith(&["lint", "--format", "json", "."], dir.path(), None);
@@ -540,7 +546,13 @@ fn transaction_mode_comes_from_the_layout_its_marker_or_the_flag() {
     let out = locksmith(&["lint", "--format", "json", "plain.sql"], dir.path(), None);
     assert_eq!(rules(&out), Vec::<String>::new());
     let out = locksmith(
-        &["lint", "--format", "json", "--assume-in-transaction", "plain.sql"],
+        &[
+            "lint",
+            "--format",
+            "json",
+            "--assume-in-transaction",
+            "plain.sql",
+        ],
         dir.path(),
         None,
     );
