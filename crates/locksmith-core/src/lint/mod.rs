@@ -354,6 +354,12 @@ impl<'a> Judge<'a> {
                 });
             }
         }
+        for f in do_block(&statement, &self.state, options) {
+            let rule = rule_by_id(f.rule).expect("a registered rule");
+            if !suppress::consume(ignores, i, rule) {
+                findings.push(f);
+            }
+        }
         // One fix per statement: every finding that has one gets the fix
         // that does all the statement needs, laid out for where it runs.
         let (fix, fix_steps) = fix::combine(&ctx, &rule_fixes, &options.place).unzip();
@@ -393,6 +399,45 @@ impl<'a> Judge<'a> {
             })
             .collect()
     }
+}
+
+/// What a `DO` block runs, judged statement by statement as one
+/// transaction (the block's own), each finding naming its line in the file.
+/// No fix: lint cannot rewrite the block's body.
+fn do_block(statement: &Statement, state: &TransactionState, options: &Options) -> Vec<Finding> {
+    let inner = crate::analysis::plpgsql::do_block_statements(&statement.sql);
+    let mut state = state.clone();
+    state.wrapped = true;
+    let mut out = Vec::new();
+    for i in inner {
+        let Ok(statements) = crate::analysis::analyze(&i.sql, options.pg_version) else {
+            continue;
+        };
+        for s in statements {
+            let ctx = Context {
+                statement: &s,
+                state: &state,
+                pg_version: options.pg_version,
+            };
+            for rule in RULES.iter().filter(|r| options.enabled(r)) {
+                let Check::Statement(check) = rule.check else {
+                    continue;
+                };
+                out.extend(check(&ctx).into_iter().map(|v| Finding {
+                    rule: rule.id,
+                    severity: v.severity.unwrap_or(rule.severity),
+                    message: format!(
+                        "in the DO block, line {}: {}",
+                        statement.line + i.line - 1,
+                        v.message
+                    ),
+                    fix: None,
+                }));
+            }
+            state.apply(&s);
+        }
+    }
+    out
 }
 
 fn unmatched_finding(rule: &Rule, ignore: &suppress::Ignore) -> Finding {
