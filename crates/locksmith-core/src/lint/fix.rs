@@ -63,6 +63,10 @@ pub fn file_options(
 /// traffic-blocking lock for long, when the statement needs any: the online
 /// plan, or each subcommand of a multi-part `ALTER TABLE` planned in turn.
 pub fn steps(ctx: &Context<'_>) -> Option<Vec<Statement>> {
+    // Already its online form, but where it cannot run: out of the block.
+    if !ctx.statement.transactional && ctx.state.in_transaction() {
+        return Some(vec![ctx.statement.clone()]);
+    }
     match online::plan(ctx.statement, &ctx.state.created, ctx.pg_version) {
         Online::Steps(steps) => Some(steps.into_iter().map(|s| s.statement).collect()),
         Online::AsIs => None,
@@ -361,7 +365,8 @@ pub(crate) fn combine(
     rule_fixes: &[(&str, String)],
     place: &Where,
 ) -> Option<(String, Vec<Statement>)> {
-    if rule_fixes.is_empty() {
+    let misplaced = !ctx.statement.transactional && ctx.state.in_transaction();
+    if rule_fixes.is_empty() && !misplaced {
         return None;
     }
     let in_tx = ctx.state.in_transaction();
@@ -417,7 +422,12 @@ fn lay_out(steps: &[Statement], in_tx: bool, place: &Where) -> String {
     }
     if !rest.is_empty() {
         out += &format!(
-            "-- locksmith: the rest runs in migrations of their own after this one ({} runs a file in one transaction); the statements after this one move after them:\n",
+            "-- locksmith: {} after this one ({} runs a file's statements in one transaction); the statements after this one move after them:\n",
+            match (out.is_empty(), rest.len()) {
+                (true, 1) => "the statement runs in a migration of its own",
+                (true, _) => "the steps run in migrations of their own",
+                (false, _) => "the rest runs in migrations of their own",
+            },
             layout.tool()
         );
     }

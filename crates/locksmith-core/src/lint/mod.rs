@@ -43,6 +43,10 @@ pub use crate::severity::Severity;
 pub use config::{Config, ConfigError};
 pub use registry::{rule_by_id, RULES};
 
+/// The id of the finding for a statement that cannot run in the
+/// transaction block it is in: its fix moves it out ([`fix::steps`]).
+const NOT_IN_TRANSACTION: &str = "LS105";
+
 /// The id of the finding for an ignore comment that matched nothing.
 pub const UNMATCHED_IGNORE: &str = "LS900";
 
@@ -363,7 +367,10 @@ impl<'a> Judge<'a> {
         // One fix per statement: every finding that has one gets the fix
         // that does all the statement needs, laid out for where it runs.
         let (fix, fix_steps) = fix::combine(&ctx, &rule_fixes, &options.place).unzip();
-        for f in findings.iter_mut().filter(|f| f.fix.is_some()) {
+        for f in findings
+            .iter_mut()
+            .filter(|f| f.fix.is_some() || f.rule == NOT_IN_TRANSACTION)
+        {
             f.fix = fix.clone();
         }
         // This statement's ignores are final now.

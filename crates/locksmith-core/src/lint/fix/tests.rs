@@ -141,3 +141,15 @@ fn fix_marks_a_lone_concurrent_build() {
         "-- migrate:up\nCREATE INDEX orders_note_idx ON orders (note);\n\n-- migrate:down\nDROP INDEX orders_note_idx;\n"
     ));
 }
+
+#[test]
+fn a_concurrent_build_in_the_tools_transaction_moves_out() {
+    let fix = fix_of(
+        "CREATE INDEX CONCURRENTLY i ON t (a);",
+        at(Layout::Numbered, "2_i.sql"),
+    );
+    assert_eq!(
+        fix,
+        "-- locksmith: the statement runs in a migration of its own after this one (sqlx/golang-migrate runs a file's statements in one transaction); the statements after this one move after them:\n-- file 3_i_2.sql:\n-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"
+    );
+}
