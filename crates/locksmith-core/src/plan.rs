@@ -192,10 +192,12 @@ impl PlannedMigration {
         });
         let statements: Vec<Statement> = statements.into_iter().filter(runs).collect();
         // As its tool runs it (docs/tools.md): a tool that opens no
-        // transaction of its own (Prisma) runs a one-statement file outside one.
+        // transaction of its own (Prisma, golang-migrate) runs a
+        // one-statement file outside one.
         let in_transaction = !migration.no_transaction
             && statements.iter().all(|s| s.transactional)
-            && (migration.layout.wraps_each_file() || statements.len() > 1);
+            && (source::tool::wraps_file(migration.layout, &migration.path)
+                || statements.len() > 1);
         Ok(PlannedMigration {
             id: migration.id(),
             migration,

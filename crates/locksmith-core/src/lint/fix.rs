@@ -52,8 +52,9 @@ pub fn file_options(
         let transactional: Vec<bool> = crate::analysis::analyze(sql, base.pg_version)
             .map(|s| s.iter().map(|s| s.transactional).collect())
             .unwrap_or_default();
+        let path = place.path.as_deref().unwrap_or_default();
         options.assume_in_transaction |=
-            tool::runs_in_transaction(layout, no_transaction, &transactional);
+            tool::runs_in_transaction(layout, path, no_transaction, &transactional);
     }
     options.place = place;
     options

@@ -27,12 +27,6 @@ impl Layout {
         }
     }
 
-    /// Whether the tool opens a transaction around each file unless the
-    /// file's marker says not to (Prisma and golang-migrate never do).
-    pub fn wraps_each_file(self) -> bool {
-        !matches!(self, Layout::Prisma)
-    }
-
     /// The tool's name, for messages.
     pub fn tool(self) -> &'static str {
         match self {
@@ -46,16 +40,34 @@ impl Layout {
     }
 }
 
+/// Whether the tool opens a transaction around the file at `path` unless
+/// its marker says not to. Prisma never does, nor golang-migrate, whose
+/// `<V>_<name>.up.sql` files cannot be told from sqlx's reversible ones:
+/// there a lone statement is taken to run outside a block (a sqlx user
+/// whose lone `CONCURRENTLY` fails sees it fail at once; no outage).
+pub fn wraps_file(layout: Layout, path: &str) -> bool {
+    match layout {
+        Layout::Prisma => false,
+        Layout::Numbered => !path.ends_with(".up.sql") || path.contains(".postgres."),
+        _ => true,
+    }
+}
+
 /// Whether a file's statements run inside a transaction block under its
 /// tool: the tool's own transaction, or the implicit block of a query with
 /// several statements. `transactional` holds, per statement, whether it may
 /// run in a block (Flyway runs a file of only non-transactional statements
 /// outside one by itself).
-pub fn runs_in_transaction(layout: Layout, no_transaction: bool, transactional: &[bool]) -> bool {
+pub fn runs_in_transaction(
+    layout: Layout,
+    path: &str,
+    no_transaction: bool,
+    transactional: &[bool],
+) -> bool {
     if layout == Layout::Flyway && !transactional.is_empty() && transactional.iter().all(|t| !t) {
         return false;
     }
-    if !no_transaction && layout.wraps_each_file() {
+    if !no_transaction && wraps_file(layout, path) {
         return true;
     }
     layout.sends() == Sends::WholeFile && transactional.len() > 1
@@ -364,13 +376,62 @@ mod tests {
 
     #[test]
     fn whole_file_tools_share_one_block() {
-        assert!(runs_in_transaction(Layout::Prisma, false, &[true, false]));
-        assert!(!runs_in_transaction(Layout::Prisma, false, &[false]));
-        assert!(runs_in_transaction(Layout::Numbered, false, &[false]));
-        assert!(!runs_in_transaction(Layout::Numbered, true, &[false]));
-        assert!(runs_in_transaction(Layout::Numbered, true, &[true, false]));
-        assert!(!runs_in_transaction(Layout::Goose, true, &[true, false]));
-        assert!(!runs_in_transaction(Layout::Flyway, false, &[false]));
+        let p = "1_a/migration.sql";
+        assert!(runs_in_transaction(
+            Layout::Prisma,
+            p,
+            false,
+            &[true, false]
+        ));
+        assert!(!runs_in_transaction(Layout::Prisma, p, false, &[false]));
+        assert!(runs_in_transaction(
+            Layout::Numbered,
+            "1_a.sql",
+            false,
+            &[false]
+        ));
+        assert!(!runs_in_transaction(
+            Layout::Numbered,
+            "1_a.up.sql",
+            false,
+            &[false]
+        ));
+        assert!(runs_in_transaction(
+            Layout::Numbered,
+            "1_a.up.sql",
+            false,
+            &[false, true]
+        ));
+        assert!(runs_in_transaction(
+            Layout::Numbered,
+            "1_a.postgres.up.sql",
+            false,
+            &[false]
+        ));
+        assert!(!runs_in_transaction(
+            Layout::Numbered,
+            "1_a.sql",
+            true,
+            &[false]
+        ));
+        assert!(runs_in_transaction(
+            Layout::Numbered,
+            "1_a.sql",
+            true,
+            &[true, false]
+        ));
+        assert!(!runs_in_transaction(
+            Layout::Goose,
+            "1_a.sql",
+            true,
+            &[true, false]
+        ));
+        assert!(!runs_in_transaction(
+            Layout::Flyway,
+            "V1__a.sql",
+            false,
+            &[false]
+        ));
     }
 }
 
