@@ -49,9 +49,14 @@ pub fn file_options(
 ) -> super::Options {
     let mut options = base.clone();
     if let Some(layout) = place.layout {
-        let transactional: Vec<bool> = crate::analysis::analyze(sql, base.pg_version)
-            .map(|s| s.iter().map(|s| s.transactional).collect())
-            .unwrap_or_default();
+        // Statement by statement, keeping one flag each: a big file is not held twice.
+        let mut transactional = Vec::new();
+        let _ = crate::analysis::analyze_each(
+            &mut crate::analysis::Schema::default(),
+            sql,
+            base.pg_version,
+            |s| transactional.push(s.transactional),
+        );
         let path = place.path.as_deref().unwrap_or_default();
         options.assume_in_transaction |=
             tool::runs_in_transaction(layout, path, no_transaction, &transactional);

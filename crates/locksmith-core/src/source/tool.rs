@@ -277,6 +277,15 @@ fn bump(version: &str, n: u32) -> Option<String> {
     )
 }
 
+impl From<NewFile> for SourceFile {
+    fn from(f: NewFile) -> Self {
+        SourceFile {
+            path: f.path,
+            content: f.content,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,14 +441,5 @@ mod tests {
             false,
             &[false]
         ));
-    }
-}
-
-impl From<NewFile> for SourceFile {
-    fn from(f: NewFile) -> Self {
-        SourceFile {
-            path: f.path,
-            content: f.content,
-        }
     }
 }

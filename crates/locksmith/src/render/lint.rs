@@ -825,6 +825,50 @@ fn marker(
     Ok(gutter)
 }
 
+/// `lint --fix --diff`: each changed or new file as a unified diff.
+pub fn diff(out: &mut dyn Write, changes: &[locksmith_core::lint::fix::Change]) -> io::Result<()> {
+    if changes.is_empty() {
+        return writeln!(out, "nothing to fix");
+    }
+    for c in changes {
+        let before = c.before.as_deref().unwrap_or("");
+        let old = if c.before.is_some() {
+            format!("a/{}", c.path)
+        } else {
+            "/dev/null".to_string()
+        };
+        let text = similar::TextDiff::from_lines(before, &c.after);
+        write!(
+            out,
+            "{}",
+            text.unified_diff()
+                .context_radius(3)
+                .header(&old, &format!("b/{}", c.path))
+        )?;
+    }
+    Ok(())
+}
+
+/// `lint --fix`: what was written.
+pub fn fixed(
+    out: &mut dyn Write,
+    dir: &std::path::Path,
+    changes: &[locksmith_core::lint::fix::Change],
+) -> io::Result<()> {
+    if changes.is_empty() {
+        return writeln!(out, "nothing to fix");
+    }
+    for c in changes {
+        let what = if c.before.is_some() {
+            "rewrote"
+        } else {
+            "wrote"
+        };
+        writeln!(out, "{what} {}", dir.join(&c.path).display())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -937,48 +981,4 @@ mod tests {
             assert_eq!(results.len(), expected);
         }
     }
-}
-
-/// `lint --fix --diff`: each changed or new file as a unified diff.
-pub fn diff(out: &mut dyn Write, changes: &[locksmith_core::lint::fix::Change]) -> io::Result<()> {
-    if changes.is_empty() {
-        return writeln!(out, "nothing to fix");
-    }
-    for c in changes {
-        let before = c.before.as_deref().unwrap_or("");
-        let old = if c.before.is_some() {
-            format!("a/{}", c.path)
-        } else {
-            "/dev/null".to_string()
-        };
-        let text = similar::TextDiff::from_lines(before, &c.after);
-        write!(
-            out,
-            "{}",
-            text.unified_diff()
-                .context_radius(3)
-                .header(&old, &format!("b/{}", c.path))
-        )?;
-    }
-    Ok(())
-}
-
-/// `lint --fix`: what was written.
-pub fn fixed(
-    out: &mut dyn Write,
-    dir: &std::path::Path,
-    changes: &[locksmith_core::lint::fix::Change],
-) -> io::Result<()> {
-    if changes.is_empty() {
-        return writeln!(out, "nothing to fix");
-    }
-    for c in changes {
-        let what = if c.before.is_some() {
-            "rewrote"
-        } else {
-            "wrote"
-        };
-        writeln!(out, "{what} {}", dir.join(&c.path).display())?;
-    }
-    Ok(())
 }
