@@ -29,6 +29,20 @@ pub enum FolderError {
         /// What is wrong.
         problem: Problem,
     },
+    /// A migration `lint --fix` rewrites does not parse.
+    #[error("{}:{}:{}: {}", path.display(), error.line, error.column, error.message)]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        error: locksmith_core::analysis::SyntaxError,
+    },
+    /// `lint --fix FILE` on a file its folder's layout does not read.
+    #[error("{}: not a migration of its folder's layout; give the folder, or a migration of it", path.display())]
+    NotAMigration {
+        /// The file.
+        path: PathBuf,
+    },
     /// Nothing in the folder looks like a migration.
     #[error("no migrations found in {} (looked for: {LOOKED_FOR})", dir.display())]
     Empty {
@@ -99,113 +113,6 @@ fn list(
                 content,
             });
         }
-    }
-    Ok(())
-}
-
-/// A file `lint` reads from a folder.
-#[derive(Debug, Clone)]
-pub struct LintFile {
-    /// The file, joined to the folder.
-    pub path: PathBuf,
-    /// Its text, everything but the up section blanked (positions kept).
-    pub text: String,
-    /// The migration it is, when the folder follows a tool's layout: its
-    /// tool and markers decide how its statements run.
-    pub migration: Option<Migration>,
-}
-
-/// The files `lint DIR` reads: the folder's migrations when it follows one
-/// tool's layout (down, undo and other dialects' files never read), else
-/// every `*.sql` file under it, recursively, in path order, without those.
-pub fn lint_folder(dir: &Path) -> Result<Vec<LintFile>, FolderError> {
-    if let Ok(migrations) = read_folder(dir) {
-        return Ok(migrations
-            .into_iter()
-            .map(|m| LintFile {
-                path: dir.join(&m.path),
-                text: m.sql.clone(),
-                migration: Some(m),
-            })
-            .collect());
-    }
-    let mut paths = Vec::new();
-    sql_tree(dir, &mut paths)?;
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|source| FolderError::Io {
-                path: path.clone(),
-                what: "cannot read the file",
-                source,
-            })?;
-            let text = match source::read_file(&text) {
-                Ok(s) if s.markers != source::Markers::None => s.blanked(&text),
-                Ok(_) => text,
-                Err((line, problem)) => {
-                    return Err(FolderError::File {
-                        path,
-                        line,
-                        problem,
-                    })
-                }
-            };
-            Ok(LintFile {
-                path,
-                text,
-                migration: None,
-            })
-        })
-        .collect()
-}
-
-fn sql_tree(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FolderError> {
-    let read_err = |source| FolderError::Io {
-        path: dir.to_path_buf(),
-        what: "cannot read the folder",
-        source,
-    };
-    for entry in std::fs::read_dir(dir).map_err(read_err)? {
-        let path = entry.map_err(read_err)?.path();
-        let never = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(source::never_read);
-        if path.is_dir() {
-            sql_tree(&path, out)?;
-        } else if !never
-            && path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Writes `lint --fix`'s files under `dir` (creating Prisma's and diesel's
-/// migration folders). A file that exists and is not one it changes is
-/// never overwritten.
-pub fn write_changes(dir: &Path, changes: &[source::Change]) -> Result<(), FolderError> {
-    for c in changes {
-        let path = dir.join(&c.path);
-        let io = |what, source| FolderError::Io {
-            path: path.clone(),
-            what,
-            source,
-        };
-        if c.before.is_none() && path.exists() {
-            return Err(io(
-                "exists already; lint --fix writes new migrations only under free names",
-                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-            ));
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io("cannot create the folder", e))?;
-        }
-        std::fs::write(&path, &c.after).map_err(|e| io("cannot write the file", e))?;
     }
     Ok(())
 }

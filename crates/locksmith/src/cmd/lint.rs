@@ -13,10 +13,8 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use locksmith_core::analysis::{analyze, Schema};
-use locksmith_core::lint::fix::{self, Change};
 use locksmith_core::lint::live::{self, Blocking};
 use locksmith_core::lint::{lint_each, lint_in, Config, LintedStatement, Options, Severity};
-use locksmith_core::source::Migration;
 use locksmith_pg::guard::look;
 use miette::miette;
 
@@ -200,10 +198,8 @@ pub(super) fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
 type Input = (String, String, Options);
 
 /// Every input as (display path, text), in the order given; a directory
-/// contributes its migrations when it follows a tool's layout, else its
-/// `*.sql` files recursively, sorted by path, never down, undo or other
-/// dialects' files. A dbmate or goose file's text keeps its up section only
-/// (the rest blanked, positions unchanged): what `apply` would run.
+/// contributes what `migrate::lint_folder` reads. A dbmate or goose file's
+/// text keeps its up section only (the rest blanked, positions unchanged).
 pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
     Ok(lint_inputs(paths, &Options::default())?
         .into_iter()
@@ -211,12 +207,10 @@ pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Fa
         .collect())
 }
 
-/// [`read_inputs`] with each file's options: `base` laid out for its
-/// folder's tool ([`fix::file_options`]).
 fn lint_inputs(paths: &[PathBuf], base: &Options) -> Result<Vec<Input>, Failure> {
     let mut out = Vec::new();
     for path in paths {
-        if path.as_os_str() == "-" {
+        let (shown, text) = if path.as_os_str() == "-" {
             let mut stdin = std::io::stdin();
             if stdin.is_terminal() {
                 eprintln!("locksmith lint: reading SQL from stdin (end with Ctrl-D)");
@@ -225,105 +219,37 @@ fn lint_inputs(paths: &[PathBuf], base: &Options) -> Result<Vec<Input>, Failure>
             stdin
                 .read_to_string(&mut text)
                 .map_err(|e| Failure::input(miette!("reading stdin: {e}")))?;
-            let text = super::sources::up_text(STDIN, text)?;
-            out.push((STDIN.to_string(), text, base.clone()));
+            (STDIN.to_string(), text)
         } else if path.is_dir() {
-            for f in locksmith_pg::migrate::lint_folder(path)? {
-                let options = match &f.migration {
-                    Some(m) => fix::file_options(base, place(m), m.no_transaction, &f.text),
-                    None => base.clone(),
-                };
-                out.push((f.path.display().to_string(), f.text, options));
+            for f in locksmith_pg::migrate::lint_folder(path, base)? {
+                out.push((f.path.display().to_string(), f.text, f.options));
             }
+            continue;
         } else {
-            let shown = path.display().to_string();
             let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::input(miette!("reading {shown}: {e}")))?;
-            out.push((
-                shown.clone(),
-                super::sources::up_text(&shown, text)?,
-                base.clone(),
-            ));
-        }
+                .map_err(|e| Failure::input(miette!("reading {}: {e}", path.display())))?;
+            (path.display().to_string(), text)
+        };
+        let text = super::sources::up_text(&shown, text)?;
+        out.push((shown, text, base.clone()));
     }
     Ok(out)
 }
 
-fn place(m: &Migration) -> fix::Where {
-    fix::Where {
-        layout: Some(m.layout),
-        path: Some(m.path.clone()),
-    }
-}
-
-/// `lint --fix [--diff] DIR|FILE`: the newest migration of DIR (or FILE,
-/// one of its folder's migrations or a plain SQL file) rewritten by
-/// [`fix::rewrite`]; written, or shown as a diff.
+/// `lint --fix [--diff] DIR|FILE`: `migrate::fix_changes`, written or shown.
 fn fix(paths: &[PathBuf], options: &Options, diff: bool) -> CmdResult {
     let [path] = paths else {
         return Err(Failure::input(miette!(
             "lint --fix takes one migrations folder or one file"
         )));
     };
-    let (dir, file) = if path.is_dir() {
-        (path.as_path(), None)
-    } else {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        (dir.unwrap_or(Path::new(".")), Some(path))
-    };
-    let syntax = |shown: &Path, e: locksmith_core::analysis::SyntaxError| {
-        Failure::input(miette!(
-            "{}:{}:{}: {}",
-            shown.display(),
-            e.line,
-            e.column,
-            e.message
-        ))
-    };
-    let migrations = match (locksmith_pg::migrate::read_folder(dir), file) {
-        (Ok(ms), _) => ms,
-        (Err(e), None) => return Err(e.into()),
-        (Err(_), Some(file)) => {
-            // A plain SQL file: fixed in place, statement by statement.
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| Failure::input(miette!("reading {}: {e}", file.display())))?;
-            let after = fix::rewrite_plain(&text, options).map_err(|e| syntax(file, e))?;
-            let shown = file.display().to_string();
-            let changes: Vec<Change> = after
-                .into_iter()
-                .map(|after| Change {
-                    path: shown.clone(),
-                    before: Some(text.clone()),
-                    after,
-                })
-                .collect();
-            return finish_fix(Path::new(""), &changes, diff);
-        }
-    };
-    let chosen = match file {
-        Some(file) => migrations.iter().position(|m| dir.join(&m.path) == *file),
-        None => migrations.iter().rposition(|m| m.version().is_some()),
-    };
-    let Some((earlier, m)) = chosen.map(|i| (&migrations[..i], &migrations[i])) else {
-        return Err(Failure::input(miette!(
-            "{}: not a migration of its folder's layout",
-            path.display()
-        )));
-    };
-    let shown = dir.join(&m.path);
-    let content = std::fs::read_to_string(&shown)
-        .map_err(|e| Failure::input(miette!("reading {}: {e}", shown.display())))?;
-    let changes = fix::rewrite(m, &content, earlier, options).map_err(|e| syntax(&shown, e))?;
-    finish_fix(dir, &changes, diff)
-}
-
-fn finish_fix(dir: &Path, changes: &[Change], diff: bool) -> CmdResult {
+    let fix = locksmith_pg::migrate::fix_changes(path, options)?;
     let mut stdout = crate::output::stdout();
     if diff {
-        crate::render::lint::diff(&mut stdout, changes)?;
+        crate::render::lint::diff(&mut stdout, &fix.changes)?;
     } else {
-        locksmith_pg::migrate::write_changes(dir, changes)?;
-        crate::render::lint::fixed(&mut stdout, dir, changes)?;
+        locksmith_pg::migrate::write_changes(&fix.dir, &fix.changes)?;
+        crate::render::lint::fixed(&mut stdout, &fix.dir, &fix.changes)?;
     }
     Ok(Outcome::Done)
 }
