@@ -449,6 +449,8 @@ impl<W: Write> Sink for Github<W> {
     }
 
     fn end_file(&mut self, path: &str, _: &str, file_findings: &[FileFinding]) -> io::Result<()> {
+        // One fix per statement: under its first finding only.
+        let mut shown_fix: Option<(u32, u32, String)> = None;
         for (line, column, finding) in self.located.take(file_findings) {
             let level = match finding.severity {
                 Severity::Error => "error",
@@ -456,7 +458,11 @@ impl<W: Write> Sink for Github<W> {
                 Severity::Info => "notice",
             };
             let mut message = finding.message.clone();
-            if let Some(fix) = &finding.fix {
+            let again = shown_fix.as_ref().is_some_and(|(l, c, f)| {
+                (*l, *c) == (line, column) && finding.fix.as_ref() == Some(f)
+            });
+            if let Some(fix) = finding.fix.as_ref().filter(|_| !again) {
+                shown_fix = Some((line, column, fix.clone()));
                 message += &format!("\nFix:\n{fix}");
             }
             writeln!(
