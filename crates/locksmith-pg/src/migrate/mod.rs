@@ -47,6 +47,7 @@ mod explain;
 pub mod fleet;
 mod folder;
 pub mod hold;
+mod lint_files;
 mod pooled;
 pub mod report;
 
@@ -65,6 +66,7 @@ use crate::guard::{
 use crate::{foreign, history, ConnectionSettings, ErrorKind, Pooler};
 use explain::{adopt_hint, failure_message, online_failed, partition_refusal};
 pub use folder::{read_folder, FolderError};
+pub use lint_files::{fix_changes, lint_folder, write_changes, Fix, LintFile};
 use pooled::Ran;
 pub use report::{
     DryRun, MigrationRecord, OnlineStatement, OnlineUnit, PlannedLock, PlannedStatement,
