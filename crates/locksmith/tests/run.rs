@@ -334,15 +334,8 @@ async fn stage(
     cluster: &Cluster,
     project: &AlembicProject,
 ) -> (Incident, LeakedSessions, locksmith_pg::Connection) {
-    let incident = Incident::stage(cluster, "incident").await.unwrap();
-    project.upgrade_directly(&cluster.url("incident"), "0001");
+    let (incident, admin) = staged_at_0001(cluster, project).await;
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
-        .await
-        .unwrap();
-    let admin = incident
-        .admin
-        .with_application_name("test-admin")
-        .connect()
         .await
         .unwrap();
     (incident, leaked, admin)
@@ -789,6 +782,21 @@ async fn run_alembic(project: &AlembicProject, args: &[&str]) -> Ran {
     locksmith_run(&all).await
 }
 
+/// The project's upgrade to head under `--max-hold 100ms`, and its JSON report.
+async fn under_100ms_max_hold(project: &AlembicProject, url: &str) -> (Ran, Value) {
+    let args = [
+        "--max-hold",
+        "100ms",
+        "--format",
+        "json",
+        "--database-url",
+        url,
+    ];
+    let ran = run_alembic(project, &args).await;
+    let report = serde_json::from_str(&ran.stdout).unwrap();
+    (ran, report)
+}
+
 #[tokio::test]
 async fn the_plan_of_an_alembic_upgrade_is_read_before_it_runs() {
     let project = AlembicProject::new();
@@ -796,20 +804,8 @@ async fn the_plan_of_an_alembic_upgrade_is_read_before_it_runs() {
     let (_incident, admin) = staged_at_0001(&cluster, &project).await;
     let url = cluster.url("incident");
     // 250 rows: the hold is nothing, even under a 100 ms --max-hold; it runs.
-    let ran = run_alembic(
-        &project,
-        &[
-            "--max-hold",
-            "100ms",
-            "--format",
-            "json",
-            "--database-url",
-            &url,
-        ],
-    )
-    .await;
+    let (ran, report) = under_100ms_max_hold(&project, &url).await;
     assert_eq!(ran.code, 0);
-    let report: Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["status"], "applied");
     let plan = &report["plan"];
     assert!(
@@ -863,20 +859,8 @@ async fn max_hold_refuses_a_big_table_before_alembic_runs() {
         .await
         .unwrap();
     let url = cluster.url("incident");
-    let ran = run_alembic(
-        &project,
-        &[
-            "--max-hold",
-            "100ms",
-            "--format",
-            "json",
-            "--database-url",
-            &url,
-        ],
-    )
-    .await;
+    let (ran, report) = under_100ms_max_hold(&project, &url).await;
     assert_eq!(ran.code, 3);
-    let report: Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["status"], "hold_exceeded");
     assert_eq!(report["attempts"], 0);
     let error = report["error"].as_str().unwrap();
