@@ -14,6 +14,13 @@
 //! would refuse or drop it), the watch alone bounds the waits, and a
 //! [`warden`] process stops the tool should this one die.
 //!
+//! Before the first attempt, the [`plan`] is read: the tool's SQL (alembic's
+//! offline mode, or a command named with [`Wrapped::sql_from`]), analysed
+//! with lint's model, with today's table sizes, estimated holds, blockers
+//! and online alternatives; a statement estimated to hold a
+//! traffic-blocking lock past `max_hold` refuses the run before anything
+//! ran.
+//!
 //! When an attempt lost a lock race, the tool is rerun with backoff
 //! ([`guard::retry::Retry`](crate::guard::retry::Retry), the guard's own
 //! decisions) — but not while long-lived sessions still hold the lock it

@@ -12,9 +12,10 @@
 //! other tool, a command the user names (`--sql-from`), run through `sh -c`.
 //! Either runs with the environment the real run gets.
 //!
-//! It must not change anything: the SQL command is the user's (or
-//! alembic's offline mode, which sends nothing), and every read here is a
-//! catalog read under a short `lock_timeout` ([`crate::tables`]).
+//! It must not change anything, nor queue for a lock: the SQL command is the
+//! user's (or alembic's offline mode, which sends nothing), and every read
+//! here is a catalog read, or a read-only transaction under a short
+//! `lock_timeout` ([`crate::tables`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -213,11 +214,33 @@ pub async fn alembic_current(client: &Connection) -> Result<Result<Option<String
     if exists.is_none() {
         return Ok(Ok(None));
     }
-    // The revisions alembic recorded as applied.
-    let rows = client
-        .query("SELECT version_num::text FROM alembic_version", &[])
+    // The revisions alembic recorded as applied, in a read-only transaction
+    // that never queues for the table's lock (a migration may hold it).
+    let context = "reading alembic_version";
+    client
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL lock_timeout = '{}ms'",
+            crate::tables::SIZE_LOCK_TIMEOUT.as_millis()
+        ))
         .await
-        .map_err(|e| Error::query("reading alembic_version", e))?;
+        .map_err(|e| Error::query(context, e))?;
+    let read = client
+        .query("SELECT version_num::text FROM alembic_version", &[])
+        .await;
+    let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client
+        .batch_execute(end)
+        .await
+        .map_err(|e| Error::query(context, e))?;
+    let rows = match read {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            return Ok(Err(NoSql {
+                why: "alembic_version is locked by another session right now".to_string(),
+            }))
+        }
+        Err(e) => return Err(Error::query(context, e)),
+    };
     let mut heads: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     Ok(match heads.len() {
         0 => Ok(None),
