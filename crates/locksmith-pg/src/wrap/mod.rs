@@ -63,6 +63,7 @@ mod child;
 pub mod env;
 mod flow;
 pub mod plan;
+mod preflight;
 mod process;
 pub mod psql;
 mod report;
