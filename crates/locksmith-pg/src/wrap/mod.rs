@@ -59,6 +59,7 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod child;
 pub mod env;
 mod flow;
