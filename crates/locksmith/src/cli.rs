@@ -195,6 +195,12 @@ pub struct WardenArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub guard: GuardArgs,
+    /// A command that prints the SQL the migration command will run (e.g. `python manage.py sqlmigrate app 0042`), run through `sh -c` with the same environment: its plan (locks, table sizes, estimated holds, sessions in the way, online alternatives) is printed first, and a statement estimated to hold a traffic-blocking lock past --max-hold refuses the run. Should it fail, nothing runs (exit 2). `alembic upgrade` is planned without it, through alembic's offline mode
+    #[arg(long, value_name = "CMD")]
+    pub sql_from: Option<String>,
+    /// Print the plan (see --sql-from) and exit without running the command
+    #[arg(long)]
+    pub plan_only: bool,
     /// The migration command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,

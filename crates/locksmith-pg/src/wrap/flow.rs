@@ -1,6 +1,7 @@
-//! The attempt loop of [`Wrapped::run`]: route, watch, then look → attempt
-//! → retry or give up, on the guard's retry decisions
-//! ([`Retry`]), and the report of how it ended.
+//! The attempt loop of [`Wrapped::run`]: route, plan, watch, then look →
+//! attempt → retry or give up, on the guard's retry decisions ([`Retry`]);
+//! what each attempt saw is folded into the run's account
+//! ([`super::account`]), which makes the report.
 //!
 //! It must not decide anything [`Retry`] decides (when to attempt, wait or
 //! give up), nor phrase progress: it emits [`Event`]s.
@@ -10,18 +11,18 @@ use std::time::Instant;
 use locksmith_core::analysis::source::one_line;
 use locksmith_core::duration::human;
 
+use super::account::Run;
 use super::child::{attempt, exit_code, SIDECAR_BOUND};
 use super::env::{child_env, shown_command};
+use super::preflight::over_max_hold;
 use super::route::{self, Route};
 use super::warden::Warden;
-use super::{psql, CancelRecord, Error, Event, Lost, PoolerReport, Report, Wrapped};
+use super::{psql, Error, Event, Lost, Report, Wrapped};
 use crate::guard::backoff::growing_lock_wait;
 use crate::guard::retry::{Next, Retry};
-use crate::guard::sessions::{
-    Scope, SessionWatch, SessionWatchdog, WantedLock, SHORTEST_SEEN_WAIT,
-};
-use crate::guard::{unless_interrupted, ConnectError, GuardReport, Holder, Interrupt};
-use crate::migrate::{MigrationRecord, RunReport, Status};
+use crate::guard::sessions::{Scope, SessionWatchdog, SHORTEST_SEEN_WAIT};
+use crate::guard::{unless_interrupted, ConnectError, GuardReport, Interrupt};
+use crate::migrate::{RunReport, Status};
 
 impl Wrapped {
     /// Runs `command` (argv) until it succeeds, fails for a reason other
@@ -58,6 +59,33 @@ impl Wrapped {
             self.emit(Event::ReplacedApplicationName {
                 replaced,
                 application_name: &env.app_name,
+            });
+        }
+        // Before anything runs: what the command will do, from its own SQL.
+        let plan_env = child_env(given_url, policy.lock_timeout, pooled, 0, &process_env);
+        let plan = self
+            .read_plan(&route.sidecar, command, &plan_env, &interrupt)
+            .await?;
+        if let Some(refusal) = plan
+            .as_ref()
+            .and_then(|p| over_max_hold(p, policy.max_hold))
+        {
+            return Ok(Report {
+                run: RunReport::new(
+                    Status::HoldExceeded,
+                    &GuardReport::default(),
+                    Vec::new(),
+                    Some(format!(
+                        "`{}` was not run: {refusal}",
+                        one_line(&shown_command(command), 100)
+                    )),
+                ),
+                pooler: route.report(&env.app_name),
+                cancelled_by_locksmith: Vec::new(),
+                command_exit_code: None,
+                committed: None,
+                plan,
+                command: shown_command(command),
             });
         }
         // Behind a pooler only the watch bounds the command's waits: should this
@@ -118,6 +146,7 @@ impl Wrapped {
             cmd,
             pooled,
             direct,
+            plan,
         };
         // No query of the watch may be in flight when this returns: through
         // a pooler, a client gone mid-query leaves its answer on the pooled
@@ -130,35 +159,8 @@ impl Wrapped {
     }
 }
 
-/// The run so far, across attempts.
-struct Run<'a> {
-    wrapped: &'a Wrapped,
-    /// The command as given, passwords hidden.
-    command: String,
-    /// The same on one line, for messages.
-    shown: String,
-    /// The command as started (psql told to stop on error).
-    cmd: Vec<String>,
-    pooled: bool,
-    direct: bool,
-    started: Instant,
-    report: GuardReport,
-    /// Locks the command waited for, in any attempt: what a retry looks at first.
-    wanted: Vec<WantedLock>,
-    /// Failed actions of the watchdog (e.g. termination not permitted), each once.
-    errors: Vec<String>,
-    /// The route, for the report's `pooler` key.
-    pooler: Option<PoolerReport>,
-    /// The command's statements locksmith cancelled, in all attempts.
-    cancels: Vec<CancelRecord>,
-    /// The wrapped command's own exit code in the last attempt, once one ended.
-    command_exit_code: Option<u8>,
-    /// What the last attempt committed before a statement of it failed on a lock.
-    committed: Option<String>,
-}
-
 impl Run<'_> {
-    async fn attempts(
+    pub(super) async fn attempts(
         &mut self,
         dog: &mut SessionWatchdog,
         interrupt: &mut tokio::sync::watch::Receiver<Option<Interrupt>>,
@@ -371,113 +373,5 @@ impl Run<'_> {
                 return Ok(self.interrupted(signal));
             }
         }
-    }
-
-    /// What the attempt since `mark` committed, as the watch saw it.
-    async fn committed_since(
-        &self,
-        dog: &SessionWatchdog,
-        mark: i64,
-        watch: &SessionWatch,
-    ) -> Option<String> {
-        dog.committed_since(mark, &watch.xids)
-            .await
-            .unwrap_or_else(|e| Some(format!("cannot tell ({e})")))
-    }
-
-    /// Records and announces the statements the watch cancelled in `attempt`.
-    fn absorb_cancels(&mut self, attempt: u32, watch: &SessionWatch) {
-        for wait in &watch.cancels {
-            self.wrapped.emit(Event::Cancelled(wait));
-            self.cancels.push(CancelRecord {
-                attempt,
-                wait: wait.clone(),
-            });
-        }
-    }
-
-    /// Folds what the watchdog saw into the run's account, announcing terminations.
-    fn absorb(&mut self, watch: &SessionWatch) {
-        for h in &watch.terminated {
-            self.wrapped.emit(Event::Terminated(h));
-            self.report.terminated.push(h.clone());
-        }
-        for e in &watch.errors {
-            if !self.errors.contains(e) {
-                self.wrapped.emit(Event::Warning(e));
-                self.errors.push(e.clone());
-            }
-        }
-        for w in &watch.wanted {
-            if !self.wanted.contains(w) {
-                self.wanted.push(w.clone());
-            }
-        }
-        // Who the command waited for, minus those since terminated.
-        let live: Vec<Holder> = watch
-            .blockers
-            .iter()
-            .filter(|b| {
-                !self
-                    .report
-                    .terminated
-                    .iter()
-                    .any(|t| t.session.pid == b.session.pid)
-            })
-            .cloned()
-            .collect();
-        if !live.is_empty() {
-            self.report.blockers = live;
-        }
-        self.report.max_queued_behind = self.report.max_queued_behind.max(watch.max_queued_behind);
-        self.report.longest_wait_ms = self
-            .report
-            .longest_wait_ms
-            .max(watch.longest_wait.as_millis() as u64);
-    }
-
-    /// The final report, with the watch's failed actions added to its error.
-    fn finish(&mut self, status: Status, error: Option<String>) -> Report {
-        let error = match (error, self.errors.is_empty()) {
-            (Some(e), false) => Some(format!("{e}; {}", self.errors.join("; "))),
-            (None, false) => Some(self.errors.join("; ")),
-            (e, true) => e,
-        };
-        let migrations = if status == Status::Applied {
-            vec![MigrationRecord {
-                version: 0,
-                version_text: None,
-                name: self.command.clone(),
-                attempts: self.report.attempts,
-                duration_ms: self.started.elapsed().as_millis() as u64,
-            }]
-        } else {
-            Vec::new()
-        };
-        Report {
-            run: RunReport::new(status, &self.report, migrations, error),
-            pooler: self.pooler.clone(),
-            cancelled_by_locksmith: std::mem::take(&mut self.cancels),
-            command_exit_code: self.command_exit_code,
-            committed: self.committed.clone(),
-            command: self.command.clone(),
-        }
-    }
-
-    /// Ctrl-C or SIGTERM: the command's statements were cancelled.
-    fn interrupted(&mut self, signal: Interrupt) -> Report {
-        let name = if signal == Interrupt::Interrupt {
-            "Ctrl-C"
-        } else {
-            "SIGTERM"
-        };
-        let mut report = self.finish(
-            Status::Failed,
-            Some(format!(
-                "interrupted ({name}); the command's statements were cancelled on the server"
-            )),
-        );
-        report.run.interrupted = Some(signal);
-        report
     }
 }

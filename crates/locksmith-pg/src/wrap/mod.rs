@@ -14,6 +14,13 @@
 //! would refuse or drop it), the watch alone bounds the waits, and a
 //! [`warden`] process stops the tool should this one die.
 //!
+//! Before the first attempt, the [`plan`] is read: the tool's SQL (alembic's
+//! offline mode, or a command named with [`Wrapped::sql_from`]), analysed
+//! with lint's model, with today's table sizes, estimated holds, blockers
+//! and online alternatives; a statement estimated to hold a
+//! traffic-blocking lock past `max_hold` refuses the run before anything
+//! ran.
+//!
 //! When an attempt lost a lock race, the tool is rerun with backoff
 //! ([`guard::retry::Retry`](crate::guard::retry::Retry), the guard's own
 //! decisions) — but not while long-lived sessions still hold the lock it
@@ -52,9 +59,12 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod child;
 pub mod env;
 mod flow;
+pub mod plan;
+mod preflight;
 mod process;
 pub mod psql;
 mod report;
@@ -69,6 +79,7 @@ use tokio::sync::watch;
 use crate::guard::sessions::CancelledWait;
 use crate::guard::{GuardPolicy, Holder, Interrupt};
 use crate::{ConnectionSettings, ErrorKind, Pooler};
+pub use plan::RunPlan;
 pub use report::{CancelRecord, Report};
 pub use route::PoolerReport;
 pub use warden::WardenCommand;
@@ -99,6 +110,11 @@ pub enum Event<'a> {
     /// The warden could not be started: should this process die, nobody
     /// stops the command.
     NoWarden(&'a std::io::Error),
+    /// The plan, read before the command runs.
+    Plan(&'a RunPlan),
+    /// The plan could not be read (the message says why): the command runs
+    /// as it would without one.
+    NoPlan(&'a str),
     /// psql is given `-v ON_ERROR_STOP=1`.
     PsqlStopsOnError,
     /// This psqlrc sets `ON_ERROR_STOP` and wins over ours.
@@ -227,6 +243,19 @@ pub enum Error {
     /// sessions could not be found.
     #[error("{0}")]
     OwnApplicationName(String),
+    /// The command named to print the SQL (`--sql-from`) failed, or printed
+    /// SQL that does not parse.
+    #[error("--sql-from: {0}; nothing was run")]
+    SqlFrom(String),
+    /// A plan was asked for, and this command has no source of SQL.
+    #[error("no plan for `{0}`: locksmith reads the SQL of `alembic upgrade` itself; for another tool, name a command that prints it with --sql-from")]
+    NoSqlSource(String),
+    /// A plan was asked for, and it could not be read.
+    #[error("no plan: {0}")]
+    NoPlan(String),
+    /// Reading the plan's sizes and blockers failed.
+    #[error("reading the plan before running the command: {0}; nothing was run")]
+    PlanRead(#[source] crate::Error),
     /// The mark taken before an attempt (for what it commits) failed.
     #[error("the command was not run: {0}")]
     Mark(#[source] crate::Error),
@@ -257,12 +286,18 @@ impl Error {
     /// What kind of failure this is, for the caller's exit code.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Refused(_) | Error::OwnApplicationName(_) => ErrorKind::BadInput,
+            Error::Refused(_)
+            | Error::OwnApplicationName(_)
+            | Error::SqlFrom(_)
+            | Error::NoSqlSource(_) => ErrorKind::BadInput,
             Error::Interrupted(signal) => ErrorKind::Interrupted(*signal),
             Error::Replica(e) => e.kind(),
-            Error::Watch(_) | Error::Mark(_) | Error::Spawn { .. } | Error::Wait { .. } => {
-                ErrorKind::Failed
-            }
+            Error::Watch(_)
+            | Error::NoPlan(_)
+            | Error::PlanRead(_)
+            | Error::Mark(_)
+            | Error::Spawn { .. }
+            | Error::Wait { .. } => ErrorKind::Failed,
         }
     }
 
@@ -292,6 +327,7 @@ pub struct Wrapped {
     database_url: Option<String>,
     stdout_to_stderr: bool,
     warden: Option<WardenCommand>,
+    sql_from: Option<String>,
 }
 
 impl Wrapped {
@@ -312,6 +348,7 @@ impl Wrapped {
             database_url: None,
             stdout_to_stderr: false,
             warden: None,
+            sql_from: None,
         }
     }
 
@@ -349,6 +386,14 @@ impl Wrapped {
     /// does.
     pub fn warden(mut self, how: WardenCommand) -> Wrapped {
         self.warden = Some(how);
+        self
+    }
+
+    /// The command that prints the SQL the wrapped command will run
+    /// (`--sql-from`), for the plan; without one, only `alembic upgrade` is
+    /// planned (see [`plan`]). Should it fail, nothing is run.
+    pub fn sql_from(mut self, command: Option<String>) -> Wrapped {
+        self.sql_from = command;
         self
     }
 

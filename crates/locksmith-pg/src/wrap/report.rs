@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::plan::RunPlan;
 use super::route::PoolerReport;
 use crate::guard::sessions::CancelledWait;
 use crate::migrate::RunReport;
@@ -28,6 +29,9 @@ pub struct Report {
     /// What was committed by an attempt a statement of which failed on a lock.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed: Option<String>,
+    /// What the command was planned to do, when its SQL could be read first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RunPlan>,
     /// The command as run, passwords hidden (for the human report).
     #[serde(skip)]
     pub command: String,

@@ -33,11 +33,24 @@ pub async fn run(args: RunArgs) -> CmdResult {
         // With --format json, stdout carries only the report.
         .stdout_to_stderr(json)
         .warden(warden_command(&args.guard.connection))
+        .sql_from(args.sql_from.clone())
         .on_event(move |e| {
             if !matches!(e, Event::Waiting { .. }) || waiting.due() {
                 progress(&e)
             }
         });
+    if args.plan_only {
+        let plan = wrapped.plan(&args.cmd).await?;
+        let mut out = crate::output::stdout();
+        match json {
+            true => render::json(
+                &mut out,
+                &serde_json::json!({"status": "planned", "plan": plan}),
+            )?,
+            false => std::io::Write::write_all(&mut out, render::run::plan(&plan).as_bytes())?,
+        }
+        return Ok(Outcome::Done);
+    }
     let report = match wrapped.run(&args.cmd).await {
         Ok(report) => report,
         // Stopped before the command ran: nothing to report.

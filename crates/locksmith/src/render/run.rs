@@ -9,8 +9,10 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use locksmith_core::duration::human as took;
+use locksmith_core::lint::live;
 use locksmith_pg::guard::Holder;
-use locksmith_pg::wrap::Event;
+use locksmith_pg::wrap::plan::OnlineAlternative;
+use locksmith_pg::wrap::{Event, RunPlan};
 
 use super::guard::{holder_line, RunReport, Status};
 use super::style::Style;
@@ -109,6 +111,11 @@ pub fn event(event: &Event<'_>) -> String {
             "warning: cannot start the warden that stops the command if locksmith is killed ({e}); \
              if locksmith dies, stop the command yourself"
         ),
+        Event::Plan(p) => plan(p).trim_end().to_string(),
+        Event::NoPlan(why) => format!(
+            "note: no plan before running (the SQL could not be read first: {why}); the command \
+             runs under the guard as it would without one"
+        ),
         Event::PsqlStopsOnError => "psql is run with -v ON_ERROR_STOP=1, so it stops at the first \
             statement that fails (e.g. on lock_timeout) instead of running on past it"
             .to_string(),
@@ -182,4 +189,82 @@ pub fn event(event: &Event<'_>) -> String {
              {application_name} in pg_stat_activity and cancel them (pg_cancel_backend)"
         ),
     }
+}
+
+/// The plan read before running: per statement that takes locks, the
+/// locks, what it rewrites or reads at today's size and the estimated hold,
+/// who is in the way now, and its online alternative.
+pub fn plan(plan: &RunPlan) -> String {
+    let mut out = format!(
+        "plan, from the SQL of `{}`: {} statement{} taking locks\n",
+        one_line(&plan.sql_from, 100),
+        plan.statements.len(),
+        if plan.statements.len() == 1 { "" } else { "s" }
+    );
+    for s in &plan.statements {
+        let _ = writeln!(out, "  line {}: {}", s.line, one_line(&s.sql, 100));
+        let locks: Vec<String> = s
+            .locks
+            .iter()
+            .map(|l| format!("{} on {}", l.mode.sql_name(), l.relation))
+            .collect();
+        if let Some(strongest) = s.locks.iter().map(|l| l.mode).max() {
+            let _ = writeln!(
+                out,
+                "    locks {} (blocks {})",
+                locks.join(", "),
+                strongest.blocks()
+            );
+        }
+        for t in &s.tables {
+            let doing = if s.rewrites.contains(&t.relation) {
+                "rewrites"
+            } else if s.scans.contains(&t.relation) {
+                "reads in full"
+            } else {
+                "touches"
+            };
+            let size = t
+                .bytes
+                .map(live::bytes)
+                .unwrap_or_else(|| "size unknown".into());
+            let _ = write!(
+                out,
+                "    {doing} {}: about {} rows ({size})",
+                t.relation, t.rows
+            );
+            match &s.estimated_hold {
+                Some(h) if h.relation == t.relation => {
+                    let _ = writeln!(
+                        out,
+                        ", est. hold ~{} under {}",
+                        took(Duration::from_millis(h.estimated_hold_ms)),
+                        h.mode.sql_name()
+                    );
+                }
+                _ => out.push('\n'),
+            }
+        }
+        if let Some(first) = s.blockers.first() {
+            let _ = writeln!(
+                out,
+                "    in the way now: {}{}",
+                first.label(),
+                match s.blockers.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            );
+        }
+        match &s.online {
+            Some(OnlineAlternative::Steps(script)) => {
+                let _ = writeln!(out, "    online: {}", one_line(script, 200));
+            }
+            Some(OnlineAlternative::None(why)) => {
+                let _ = writeln!(out, "    no online form: {}", one_line(why, 200));
+            }
+            None => {}
+        }
+    }
+    out
 }
