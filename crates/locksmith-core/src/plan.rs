@@ -191,8 +191,13 @@ impl PlannedMigration {
             )
         });
         let statements: Vec<Statement> = statements.into_iter().filter(runs).collect();
-        let in_transaction =
-            !migration.no_transaction && statements.iter().all(|s| s.transactional);
+        // As its tool runs it (docs/tools.md): a tool that opens no
+        // transaction of its own (Prisma, golang-migrate) runs a
+        // one-statement file outside one.
+        let in_transaction = !migration.no_transaction
+            && statements.iter().all(|s| s.transactional)
+            && (source::tool::wraps_file(migration.layout, &migration.path)
+                || statements.len() > 1);
         Ok(PlannedMigration {
             id: migration.id(),
             migration,

@@ -38,6 +38,9 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`connection`]: an open connection; every statement unnamed, safe through poolers.
 //! - [`migrate`]: the whole run of a migration source (above).
+//! - [`wrap`]: the whole run of a migration *tool* that keeps its own
+//!   connections (`locksmith run -- alembic upgrade head`): its environment,
+//!   the watch over its sessions, attempts and retries, a [`wrap::Report`].
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded
 //!   retries, the watchdog; and, for a tool that keeps its own connections
 //!   (`locksmith run`), the session watch.
@@ -45,6 +48,8 @@
 //! - [`foreign`]: other migration tools' history tables, for adopting a database.
 //! - [`online`]: a migration's online plan, step by step under the guard, resumably.
 //! - [`tables`]: table sizes, for grading findings and the `--max-hold` estimate.
+//! - [`throughput`]: this server's rewrite, scan and index-build rates (a
+//!   cheap probe, once per run) and the hold estimate built on them.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`diagnosis`]: `blockers`' reading of a server and its standbys.
@@ -79,8 +84,10 @@ pub mod settings;
 pub mod signal;
 pub mod snapshot;
 pub mod tables;
+pub mod throughput;
 pub mod tls;
 pub mod trace;
+pub mod wrap;
 
 pub use connection::{Connection, Pooler};
 pub use conninfo::redact;

@@ -259,6 +259,15 @@ pub struct LintArgs {
     /// (LS601), and sessions holding conflicting locks now are reported (LS602). Read-only.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Judge every file as if its migration tool runs it inside one transaction (squawk's name) [default: from the folder's layout and the file's no-transaction marker, else `assume_in_transaction` in locksmith.toml]
+    #[arg(long)]
+    pub assume_in_transaction: bool,
+    /// Rewrite the newest migration of DIR (or the FILE given) into what its tool (detected from the layout) runs safely: each statement replaced by its fix, and steps that cannot share a transaction moved to new migration files with the tool's no-transaction marker
+    #[arg(long, conflicts_with = "database_url")]
+    pub fix: bool,
+    /// With --fix: print the changes as a unified diff instead of writing them
+    #[arg(long, requires = "fix")]
+    pub diff: bool,
 }
 
 #[derive(Debug, Args)]

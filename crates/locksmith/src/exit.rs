@@ -81,6 +81,8 @@ fn exit_code(e: &(dyn Error + 'static)) -> u8 {
         e.kind()
     } else if let Some(e) = e.downcast_ref::<migrate::Error>() {
         e.kind()
+    } else if let Some(e) = e.downcast_ref::<locksmith_pg::wrap::Error>() {
+        e.kind()
     } else if let Some(e) = e.downcast_ref::<locksmith_pg::guard::ConnectError>() {
         e.kind()
     } else if e.is::<locksmith_pg::connection::StatementPooling>() {

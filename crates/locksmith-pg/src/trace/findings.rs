@@ -17,6 +17,7 @@ pub fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
             severity: Severity::Error,
             message: format!("the statement failed on the server: {error}"),
             fix: None,
+            size: None,
         });
     }
     if !t.differences.is_empty() {
@@ -28,6 +29,7 @@ pub fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
                 t.differences.join("; ")
             ),
             fix: None,
+            size: None,
         });
     }
     if t.method == Method::Blocked {
@@ -51,6 +53,7 @@ pub fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
                 },
             ),
             fix: None,
+            size: None,
         });
     }
     if t.method == Method::NotTraced && !matches!(kind, StatementKind::Transaction(_)) {
@@ -62,6 +65,7 @@ pub fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
                 t.note.as_deref().unwrap_or("no reason given")
             ),
             fix: None,
+            size: None,
         });
     }
     out

@@ -74,6 +74,8 @@ pub async fn long_holds(
     crate::tables::learn_schema(client, &names, &mut schema).await?;
     let _ = analyze_in(&mut schema, setup, version);
     let facts = crate::tables::facts(client, &names).await?;
+    // No probe: trace only refuses here, and conservative rates refuse sooner.
+    let throughput = locksmith_core::hold::Throughput::default_because("trace does not probe");
     let mut refused = Vec::new();
     for (path, text) in files {
         for s in analyze_in(&mut schema, text, version).unwrap_or_default() {
@@ -82,7 +84,7 @@ pub async fn long_holds(
                     && facts.get(*r).is_some_and(|f| f.bytes.is_none())
             });
             let why =
-                match (traffic_hold(&s, &facts), unknown) {
+                match (traffic_hold(&s, &facts, &throughput), unknown) {
                     (Some(e), _) if e.hold >= limits.lock_timeout => format!(
                     "{} `{}` (about {} rows, {}) under {} for roughly {} (estimate), longer than \
                      --lock-timeout {} lets traffic wait",

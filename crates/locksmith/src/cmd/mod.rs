@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Blockers(args) => blockers::run(args).await,
             Command::Lint(args) => lint::run(args).await,
             Command::Run(args) => run::run(args).await,
-            Command::RunWarden(args) => run::warden::serve(args).await,
+            Command::RunWarden(args) => run::warden(args).await,
             Command::Top(args) => crate::top::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Trace(args) => trace::run(args).await,
