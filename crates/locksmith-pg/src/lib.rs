@@ -52,8 +52,10 @@
 //!   cheap probe, once per run) and the hold estimate built on them.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
+//! - [`diagnosis`]: `blockers`' reading of a server and its standbys.
 //! - [`signal`]: cancelling and terminating other sessions.
-//! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
+//! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure
+//!   rules; `audit::server` the whole of it).
 //! - [`trace`]: runs a migration and records the locks, rewrites and constraints
 //!   each statement actually took, compared with lint's model; before a live
 //!   trace, its route and the statements refused for their hold (`trace::live`).
@@ -70,6 +72,7 @@ pub mod blockers;
 mod cancel;
 pub mod connection;
 mod conninfo;
+pub mod diagnosis;
 pub mod foreign;
 pub mod guard;
 pub mod history;

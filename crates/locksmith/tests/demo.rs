@@ -4,10 +4,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn demo_shows_the_outage_and_the_guard_preventing_it() {
+/// `locksmith demo --json ARGS`: exit 0 and its JSON.
+fn demo_json(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["demo", "--json", "--cap", "4s"])
+        .args(["demo", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(
@@ -16,7 +17,12 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
+    serde_json::from_slice(&out.stdout).expect("stdout is only JSON")
+}
+
+#[test]
+fn demo_shows_the_outage_and_the_guard_preventing_it() {
+    let result = demo_json(&["--cap", "4s"]);
     let naive = &result["naive"];
     for key in [
         "max_stall_ms",
@@ -67,17 +73,7 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
 /// standby waits for a gap between reports and they keep flowing.
 #[test]
 fn demo_replica_shows_standby_reads_stalled_plain_and_flowing_guarded() {
-    let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["demo", "--json", "--cap", "2s", "--replica"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
+    let result = demo_json(&["--cap", "2s", "--replica"]);
     let standby = &result["standby"];
     let (naive, guarded) = (&standby["naive"], &standby["guarded"]);
     // The plain ALTER is applied on the primary at once, and its replay on

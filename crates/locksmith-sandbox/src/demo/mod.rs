@@ -156,12 +156,7 @@ pub async fn start_cluster(bin: BinDir) -> Result<Cluster, Error> {
         bin: Some(bin),
         settings: vec![("max_connections".into(), MAX_CONNECTIONS.into())],
     };
-    tokio::task::spawn_blocking(move || Cluster::start_with(options))
-        .await
-        .map_err(|e| Error::Command {
-            what: "starting the cluster".into(),
-            output: e.to_string(),
-        })?
+    Cluster::start_async(options).await
 }
 
 /// Runs one half on `cluster`: stages the incident in the database

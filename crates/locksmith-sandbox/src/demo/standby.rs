@@ -70,16 +70,8 @@ pub async fn play(
 ) -> Result<(StandbyHalf, Outcome), Error> {
     let incident = Incident::stage(primary, dbname).await?;
     let monitor = standby.settings(dbname, "locksmith-demo-monitor");
-    wait::until(wait::BOUND, "the standby to replay the table", || async {
-        match monitor.connect().await {
-            Ok(c) => c
-                .batch_execute(&format!("SELECT count(*) FROM {TABLE}"))
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await?;
+    // The standby has replayed the staging.
+    wait::readable(&monitor, TABLE).await?;
     let (role, password) = APP_ROLE;
     let app = ConnectionSettings::loopback(standby.port(), role, password, dbname, "web-app");
     let reports = Traffic::start(

@@ -108,7 +108,10 @@ pub async fn blockers(args: &BlockersArgs, list: &Path) -> CmdResult {
         Format::Human => out.write_all(
             render::fleet::entries(
                 &report,
-                |r| r.worth_a_look().then(|| r.human(style)),
+                |r| {
+                    r.worth_a_look()
+                        .then(|| render::blockers::diagnosis(r, style))
+                },
                 "nobody waits for a lock",
                 style,
             )

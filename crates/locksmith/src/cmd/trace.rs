@@ -57,10 +57,11 @@ pub async fn run(args: TraceArgs) -> CmdResult {
         ),
         None => {
             let bin = server_binaries(args.pg_bin.as_ref(), args.pg_version)?;
-            let cluster = Cluster::start_with(ClusterOptions {
+            let cluster = Cluster::start_async(ClusterOptions {
                 bin: Some(bin),
                 ..Default::default()
-            })?;
+            })
+            .await?;
             let settings = cluster.create_database("trace").await?;
             _cluster = Some(cluster);
             (settings, Target::Sandbox)
