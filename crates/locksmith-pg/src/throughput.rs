@@ -5,11 +5,11 @@
 //!
 //! The probe ([`measure`]) builds a table of [`PROBE_ROWS`] rows of a
 //! typical width (two integers, two short texts, a timestamp: about 100
-//! bytes a row, ~10 MB) inside a transaction it rolls back, and times on it
-//! what migrations do: a validation scan, a rewrite (`ALTER COLUMN … TYPE`),
+//! bytes a row, ~10 MB) inside a transaction it rolls back, and times on it,
+//! twice (averaged), what migrations do: a validation scan, a rewrite (`ALTER COLUMN … TYPE`),
 //! a btree build on an integer and on a text key, and a foreign-key check.
 //! Nothing stays behind: no table, no setting (all `SET LOCAL`); the cost is
-//! a few hundred milliseconds and ~10 MB of WAL. It runs on a regular table
+//! about a second on a busy server and ~10 MB of WAL. It runs on a regular table
 //! (WAL and shared buffers, like the real ones), else on a temporary one
 //! (no `CREATE` on the schema), and not at all on a standby or in a
 //! read-only session, nor when every table involved is under
@@ -42,7 +42,7 @@ use locksmith_core::lint::live::{self, HoldEstimate, Verdict};
 use crate::{Connection, Error};
 
 /// Rows of the probe's table: ~10 MB, big enough that each timing is well
-/// above a statement's fixed cost, small enough to take a few hundred ms.
+/// above a statement's fixed cost, small enough to build in a few hundred ms.
 pub const PROBE_ROWS: u64 = 100_000;
 
 /// Tables smaller than this are not worth a probe: their hold is
@@ -173,43 +173,75 @@ async fn timings(
         .query_one(&format!("SELECT pg_table_size('{name}')"), &[])
         .await?
         .get(0);
+    // Two rounds, each undone to a savepoint, averaged: one timing on a
+    // busy server can be off by half either way.
+    let mut total = Timings::default();
+    for _ in 0..ROUNDS {
+        client.batch_execute("SAVEPOINT locksmith_probe").await?;
+        let t = round(client, &name).await?;
+        client
+            .batch_execute("ROLLBACK TO SAVEPOINT locksmith_probe")
+            .await?;
+        total = total.plus(t);
+    }
+    Ok(rates(bytes as f64, total.divided(ROUNDS as f64), temporary))
+}
+
+/// How many times the probe times each kind of work.
+const ROUNDS: u32 = 2;
+
+/// One round of timings on the probe's table `name`.
+async fn round(client: &Connection, name: &str) -> Result<Timings, tokio_postgres::Error> {
     let time = |sql: String| async move {
         let started = Instant::now();
         client.batch_execute(&sql).await?;
         Ok::<f64, tokio_postgres::Error>(started.elapsed().as_secs_f64())
     };
-    let scan = time(format!(
-        "SELECT count(*) FROM {name} WHERE NOT (length(name) > 0 AND id > 0)"
-    ))
-    .await?;
-    let rewrite = time(format!("ALTER TABLE {name} ALTER COLUMN id TYPE bigint")).await?;
-    let fixed = time(format!("CREATE UNIQUE INDEX ON {name} (id)")).await?;
-    let varlena = time(format!("CREATE INDEX ON {name} (k)")).await?;
-    let foreign_key = time(format!(
-        "ALTER TABLE {name} ADD FOREIGN KEY (ref) REFERENCES {name} (id)"
-    ))
-    .await?;
-    Ok(rates(
-        bytes as f64,
-        Timings {
-            scan,
-            rewrite,
-            fixed,
-            varlena,
-            foreign_key,
-        },
-        temporary,
-    ))
+    Ok(Timings {
+        scan: time(format!(
+            "SELECT count(*) FROM {name} WHERE NOT (length(name) > 0 AND id > 0)"
+        ))
+        .await?,
+        rewrite: time(format!("ALTER TABLE {name} ALTER COLUMN id TYPE bigint")).await?,
+        fixed: time(format!("CREATE UNIQUE INDEX ON {name} (id)")).await?,
+        varlena: time(format!("CREATE INDEX ON {name} (k)")).await?,
+        foreign_key: time(format!(
+            "ALTER TABLE {name} ADD FOREIGN KEY (ref) REFERENCES {name} (id)"
+        ))
+        .await?,
+    })
 }
 
 /// Seconds each kind of work took on the probe's table.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Timings {
     scan: f64,
     rewrite: f64,
     fixed: f64,
     varlena: f64,
     foreign_key: f64,
+}
+
+impl Timings {
+    fn plus(self, o: Timings) -> Timings {
+        Timings {
+            scan: self.scan + o.scan,
+            rewrite: self.rewrite + o.rewrite,
+            fixed: self.fixed + o.fixed,
+            varlena: self.varlena + o.varlena,
+            foreign_key: self.foreign_key + o.foreign_key,
+        }
+    }
+
+    fn divided(self, n: f64) -> Timings {
+        Timings {
+            scan: self.scan / n,
+            rewrite: self.rewrite / n,
+            fixed: self.fixed / n,
+            varlena: self.varlena / n,
+            foreign_key: self.foreign_key / n,
+        }
+    }
 }
 
 /// Rates from the probe's timings on `bytes` of [`PROBE_ROWS`] rows: an
