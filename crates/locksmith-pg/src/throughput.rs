@@ -6,10 +6,10 @@
 //! The probe ([`measure`]) builds a table of [`PROBE_ROWS`] rows of a
 //! typical width (two integers, two short texts, a timestamp: about 100
 //! bytes a row, ~10 MB) inside a transaction it rolls back, and times on it,
-//! twice (averaged), what migrations do: a validation scan, a rewrite (`ALTER COLUMN … TYPE`),
+//! three times (the median), what migrations do: a validation scan, a rewrite (`ALTER COLUMN … TYPE`),
 //! a btree build on an integer and on a text key, and a foreign-key check.
 //! Nothing stays behind: no table, no setting (all `SET LOCAL`); the cost is
-//! about a second on a busy server and ~10 MB of WAL. It runs on a regular table
+//! one to two seconds on a busy server and ~10 MB of WAL. It runs on a regular table
 //! (WAL and shared buffers, like the real ones), else on a temporary one
 //! (no `CREATE` on the schema), and not at all on a standby or in a
 //! read-only session, nor when every table involved is under
@@ -173,22 +173,22 @@ async fn timings(
         .query_one(&format!("SELECT pg_table_size('{name}')"), &[])
         .await?
         .get(0);
-    // Two rounds, each undone to a savepoint, averaged: one timing on a
-    // busy server can be off by half either way.
-    let mut total = Timings::default();
+    // Three rounds, each undone to a savepoint, and the median of each
+    // timing: one timing on a busy server can be off by half either way.
+    let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         client.batch_execute("SAVEPOINT locksmith_probe").await?;
-        let t = round(client, &name).await?;
+        rounds.push(round(client, &name).await?);
         client
             .batch_execute("ROLLBACK TO SAVEPOINT locksmith_probe")
             .await?;
-        total = total.plus(t);
     }
-    Ok(rates(bytes as f64, total.divided(ROUNDS as f64), temporary))
+    Ok(rates(bytes as f64, Timings::median(&rounds), temporary))
 }
 
-/// How many times the probe times each kind of work.
-const ROUNDS: u32 = 2;
+/// How many times the probe times each kind of work (the scan, the
+/// shortest and noisiest, three times more).
+const ROUNDS: usize = 3;
 
 /// One round of timings on the probe's table `name`.
 async fn round(client: &Connection, name: &str) -> Result<Timings, tokio_postgres::Error> {
@@ -197,11 +197,17 @@ async fn round(client: &Connection, name: &str) -> Result<Timings, tokio_postgre
         client.batch_execute(&sql).await?;
         Ok::<f64, tokio_postgres::Error>(started.elapsed().as_secs_f64())
     };
+    let mut scans = Vec::new();
+    for _ in 0..ROUNDS {
+        scans.push(
+            time(format!(
+                "SELECT count(*) FROM {name} WHERE NOT (length(name) > 0 AND id > 0)"
+            ))
+            .await?,
+        );
+    }
     Ok(Timings {
-        scan: time(format!(
-            "SELECT count(*) FROM {name} WHERE NOT (length(name) > 0 AND id > 0)"
-        ))
-        .await?,
+        scan: median(scans),
         rewrite: time(format!("ALTER TABLE {name} ALTER COLUMN id TYPE bigint")).await?,
         fixed: time(format!("CREATE UNIQUE INDEX ON {name} (id)")).await?,
         varlena: time(format!("CREATE INDEX ON {name} (k)")).await?,
@@ -212,8 +218,13 @@ async fn round(client: &Connection, name: &str) -> Result<Timings, tokio_postgre
     })
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
 /// Seconds each kind of work took on the probe's table.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Timings {
     scan: f64,
     rewrite: f64,
@@ -223,23 +234,15 @@ struct Timings {
 }
 
 impl Timings {
-    fn plus(self, o: Timings) -> Timings {
+    /// Each timing's median over `rounds`.
+    fn median(rounds: &[Timings]) -> Timings {
+        let of = |f: fn(&Timings) -> f64| median(rounds.iter().map(f).collect());
         Timings {
-            scan: self.scan + o.scan,
-            rewrite: self.rewrite + o.rewrite,
-            fixed: self.fixed + o.fixed,
-            varlena: self.varlena + o.varlena,
-            foreign_key: self.foreign_key + o.foreign_key,
-        }
-    }
-
-    fn divided(self, n: f64) -> Timings {
-        Timings {
-            scan: self.scan / n,
-            rewrite: self.rewrite / n,
-            fixed: self.fixed / n,
-            varlena: self.varlena / n,
-            foreign_key: self.foreign_key / n,
+            scan: of(|t| t.scan),
+            rewrite: of(|t| t.rewrite),
+            fixed: of(|t| t.fixed),
+            varlena: of(|t| t.varlena),
+            foreign_key: of(|t| t.foreign_key),
         }
     }
 }
