@@ -5,11 +5,11 @@
 //!
 //! The probe ([`measure`]) builds a table of [`PROBE_ROWS`] rows of a
 //! typical width (two integers, two short texts, a timestamp: about 100
-//! bytes a row, ~10 MB) inside a transaction it rolls back, and times on it
-//! what migrations do: a validation scan, a rewrite (`ALTER COLUMN … TYPE`),
+//! bytes a row, ~10 MB) inside a transaction it rolls back, and times on it,
+//! three times (the median), what migrations do: a validation scan, a rewrite (`ALTER COLUMN … TYPE`),
 //! a btree build on an integer and on a text key, and a foreign-key check.
 //! Nothing stays behind: no table, no setting (all `SET LOCAL`); the cost is
-//! a few hundred milliseconds and ~10 MB of WAL. It runs on a regular table
+//! one to two seconds on a busy server and ~10 MB of WAL. It runs on a regular table
 //! (WAL and shared buffers, like the real ones), else on a temporary one
 //! (no `CREATE` on the schema), and not at all on a standby or in a
 //! read-only session, nor when every table involved is under
@@ -42,7 +42,7 @@ use locksmith_core::lint::live::{self, HoldEstimate, Verdict};
 use crate::{Connection, Error};
 
 /// Rows of the probe's table: ~10 MB, big enough that each timing is well
-/// above a statement's fixed cost, small enough to take a few hundred ms.
+/// above a statement's fixed cost, small enough to build in a few hundred ms.
 pub const PROBE_ROWS: u64 = 100_000;
 
 /// Tables smaller than this are not worth a probe: their hold is
@@ -173,33 +173,54 @@ async fn timings(
         .query_one(&format!("SELECT pg_table_size('{name}')"), &[])
         .await?
         .get(0);
+    // Three rounds, each undone to a savepoint, and the median of each
+    // timing: one timing on a busy server can be off by half either way.
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        client.batch_execute("SAVEPOINT locksmith_probe").await?;
+        rounds.push(round(client, &name).await?);
+        client
+            .batch_execute("ROLLBACK TO SAVEPOINT locksmith_probe")
+            .await?;
+    }
+    Ok(rates(bytes as f64, Timings::median(&rounds), temporary))
+}
+
+/// How many times the probe times each kind of work (the scan, the
+/// shortest and noisiest, three times more).
+const ROUNDS: usize = 3;
+
+/// One round of timings on the probe's table `name`.
+async fn round(client: &Connection, name: &str) -> Result<Timings, tokio_postgres::Error> {
     let time = |sql: String| async move {
         let started = Instant::now();
         client.batch_execute(&sql).await?;
         Ok::<f64, tokio_postgres::Error>(started.elapsed().as_secs_f64())
     };
-    let scan = time(format!(
-        "SELECT count(*) FROM {name} WHERE NOT (length(name) > 0 AND id > 0)"
-    ))
-    .await?;
-    let rewrite = time(format!("ALTER TABLE {name} ALTER COLUMN id TYPE bigint")).await?;
-    let fixed = time(format!("CREATE UNIQUE INDEX ON {name} (id)")).await?;
-    let varlena = time(format!("CREATE INDEX ON {name} (k)")).await?;
-    let foreign_key = time(format!(
-        "ALTER TABLE {name} ADD FOREIGN KEY (ref) REFERENCES {name} (id)"
-    ))
-    .await?;
-    Ok(rates(
-        bytes as f64,
-        Timings {
-            scan,
-            rewrite,
-            fixed,
-            varlena,
-            foreign_key,
-        },
-        temporary,
-    ))
+    let mut scans = Vec::new();
+    for _ in 0..ROUNDS {
+        scans.push(
+            time(format!(
+                "SELECT count(*) FROM {name} WHERE NOT (length(name) > 0 AND id > 0)"
+            ))
+            .await?,
+        );
+    }
+    Ok(Timings {
+        scan: median(scans),
+        rewrite: time(format!("ALTER TABLE {name} ALTER COLUMN id TYPE bigint")).await?,
+        fixed: time(format!("CREATE UNIQUE INDEX ON {name} (id)")).await?,
+        varlena: time(format!("CREATE INDEX ON {name} (k)")).await?,
+        foreign_key: time(format!(
+            "ALTER TABLE {name} ADD FOREIGN KEY (ref) REFERENCES {name} (id)"
+        ))
+        .await?,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// Seconds each kind of work took on the probe's table.
@@ -210,6 +231,20 @@ struct Timings {
     fixed: f64,
     varlena: f64,
     foreign_key: f64,
+}
+
+impl Timings {
+    /// Each timing's median over `rounds`.
+    fn median(rounds: &[Timings]) -> Timings {
+        let of = |f: fn(&Timings) -> f64| median(rounds.iter().map(f).collect());
+        Timings {
+            scan: of(|t| t.scan),
+            rewrite: of(|t| t.rewrite),
+            fixed: of(|t| t.fixed),
+            varlena: of(|t| t.varlena),
+            foreign_key: of(|t| t.foreign_key),
+        }
+    }
 }
 
 /// Rates from the probe's timings on `bytes` of [`PROBE_ROWS`] rows: an

@@ -261,8 +261,10 @@ pub struct LintArgs {
     /// Configuration file [default: ./locksmith.toml when present]
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
-    /// Grade with a live server: table sizes estimate how long a rewrite or scan holds its lock
-    /// (LS601), and sessions holding conflicting locks now are reported (LS602). Read-only.
+    /// Grade with a live server: each statement that rewrites, reads or indexes a table gets a
+    /// size verdict (rows, bytes, estimated hold from rates a probe measures on the server; LS601),
+    /// and sessions holding conflicting locks now are reported (LS602). Read-only but for the
+    /// probe's rolled-back transaction.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
     /// Judge every file as if its migration tool runs it inside one transaction (squawk's name) [default: from the folder's layout and the file's no-transaction marker, else `assume_in_transaction` in locksmith.toml]

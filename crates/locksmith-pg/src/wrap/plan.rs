@@ -22,7 +22,9 @@ use std::path::Path;
 use std::process::Stdio;
 
 use locksmith_core::analysis::{analyze, RelationLock, Statement, StatementKind};
-use locksmith_core::lint::live::{self, traffic_hold};
+use locksmith_core::lint::live;
+
+use crate::throughput::{Calibration, Sizes};
 use locksmith_core::online::{self, Online};
 use serde::Serialize;
 
@@ -132,6 +134,9 @@ pub struct RunPlan {
     pub sql_from: String,
     /// Each statement that locks something, in order.
     pub statements: Vec<PlannedStatement>,
+    /// Where the hold estimates' rates come from: this server's probe, or
+    /// the conservative defaults and why.
+    pub calibration: Calibration,
 }
 
 /// One statement of a [`RunPlan`].
@@ -314,12 +319,12 @@ pub async fn plan(
             }))
         }
     };
-    let facts = crate::tables::facts(client, &live::relations(&statements)).await?;
+    let sizes = Sizes::read(client, &statements).await?;
     let mut created = BTreeSet::new();
     let mut planned = Vec::new();
     for s in &statements {
         if !s.locks.is_empty() {
-            planned.push(planned_statement(client, s, &facts, &created, pg_version).await?);
+            planned.push(planned_statement(client, s, &sizes, &created, pg_version).await?);
         }
         if let StatementKind::CreateTable { table } = &s.kind {
             created.insert(table.clone());
@@ -328,20 +333,21 @@ pub async fn plan(
     Ok(Ok(RunPlan {
         sql_from,
         statements: planned,
+        calibration: sizes.throughput.calibration,
     }))
 }
 
 async fn planned_statement(
     client: &Connection,
     s: &Statement,
-    facts: &std::collections::BTreeMap<String, live::TableFacts>,
+    sizes: &Sizes,
     created: &BTreeSet<String>,
     pg_version: u32,
 ) -> Result<PlannedStatement, Error> {
     let tables = live::relations([s])
         .into_iter()
         .filter_map(|relation| {
-            let f = facts.get(&relation)?;
+            let f = sizes.facts.get(&relation)?;
             Some(TableSize {
                 relation,
                 rows: f.rows.max(0),
@@ -349,7 +355,7 @@ async fn planned_statement(
             })
         })
         .collect();
-    let estimated_hold = traffic_hold(s, facts).map(|e| Hold {
+    let estimated_hold = sizes.hold(s).map(|e| Hold {
         relation: e.relation,
         mode: e.mode,
         rewrite: e.rewrite,

@@ -266,5 +266,8 @@ pub fn plan(plan: &RunPlan) -> String {
             None => {}
         }
     }
+    if plan.statements.iter().any(|s| s.estimated_hold.is_some()) {
+        let _ = writeln!(out, "  holds estimated from {}", plan.calibration);
+    }
     out
 }
