@@ -49,6 +49,7 @@ pub fn rewrite(
     let place = Where {
         layout: Some(m.layout),
         path: Some(m.path.clone()),
+        alembic: false,
     };
     let options = file_options(options, place, m.no_transaction, &m.sql);
     let mut schema = Schema::default();

@@ -63,6 +63,7 @@ fn at(layout: Layout, path: &str) -> Where {
     Where {
         layout: Some(layout),
         path: Some(path.into()),
+        alembic: false,
     }
 }
 
@@ -152,4 +153,17 @@ fn a_concurrent_build_in_the_tools_transaction_moves_out() {
         fix,
         "-- locksmith: the statement runs in a migration of its own after this one (sqlx/golang-migrate runs a file's statements in one transaction); the statements after this one move after them:\n-- file 3_i_2.sql:\n-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"
     );
+}
+
+#[test]
+fn alembic_output_gets_its_autocommit_block() {
+    let sql = "BEGIN;\nCREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL);\nALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (customer_id) REFERENCES customers (id);\nCREATE INDEX ix_orders_customer_id ON orders (customer_id);\nINSERT INTO alembic_version (version_num) VALUES ('3f2a');\nCOMMIT;\n";
+    let options = text_options(&crate::lint::Options::default(), sql);
+    let report = crate::lint::lint(sql, &options).unwrap();
+    let fixes: Vec<&str> = report
+        .statements
+        .iter()
+        .filter_map(|s| s.findings.iter().find_map(|f| f.fix.as_deref()))
+        .collect();
+    insta::assert_snapshot!(fixes.join("\n\n"));
 }
