@@ -167,3 +167,41 @@ fn alembic_output_gets_its_autocommit_block() {
         .collect();
     insta::assert_snapshot!(fixes.join("\n\n"));
 }
+
+#[test]
+fn a_popx_file_shared_by_dialects_gets_a_postgres_one() {
+    let files = [
+        crate::source::SourceFile {
+            path: "20200101000000000000_a.postgres.up.sql".into(),
+            content: "CREATE TABLE t (a int);".into(),
+        },
+        crate::source::SourceFile {
+            path: "20200102000000000000_i.up.sql".into(),
+            content: "CREATE INDEX i ON t (a);".into(),
+        },
+    ];
+    let ms = crate::source::read_folder(&files).unwrap();
+    let changes = rewrite(
+        &ms[1],
+        &files[1].content,
+        &ms[..1],
+        &crate::lint::Options::default(),
+    )
+    .unwrap();
+    let paths: Vec<(&str, bool)> = changes
+        .iter()
+        .map(|c| (c.path.as_str(), c.before.is_some()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("20200102000000000000_i.postgres.up.sql", false),
+            ("20200102000000000001_i_2.postgres.autocommit.up.sql", false)
+        ]
+    );
+    assert_eq!(changes[0].after, "");
+    assert_eq!(
+        changes[1].after,
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
+    );
+}
