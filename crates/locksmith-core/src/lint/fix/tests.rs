@@ -205,3 +205,15 @@ fn a_popx_file_shared_by_dialects_gets_a_postgres_one() {
         "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
     );
 }
+
+#[test]
+fn an_added_column_keeps_not_null_and_default_beside_its_constraint() {
+    let fix = fix_of(
+        "ALTER TABLE users ADD COLUMN org_id bigint NOT NULL DEFAULT 1 REFERENCES orgs (id);",
+        Where::default(),
+    );
+    assert_eq!(
+        fix,
+        "SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN org_id bigint NOT NULL DEFAULT 1;\nALTER TABLE users ADD CONSTRAINT users_org_id_fkey FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;\nALTER TABLE users VALIDATE CONSTRAINT users_org_id_fkey;"
+    );
+}
