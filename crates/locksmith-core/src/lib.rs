@@ -7,6 +7,7 @@
 //! - [`lint`]: rules over that summary, one file each, with their docs.
 //! - [`severity`]: the one severity scale of every finding.
 //! - [`duration`]: the one duration syntax used by every flag.
+//! - [`hold`]: how long a statement holds its lock at a table's size.
 //! - [`source`]: migration folders of every popular layout → ordered
 //!   migrations, each with its up SQL only, directives and checksum.
 //! - [`online`]: the online plan: blocking statements as steps with brief locks only.
@@ -27,6 +28,7 @@
 
 pub mod analysis;
 pub mod duration;
+pub mod hold;
 pub mod lint;
 pub mod lock;
 pub mod online;

@@ -38,6 +38,9 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`connection`]: an open connection; every statement unnamed, safe through poolers.
 //! - [`migrate`]: the whole run of a migration source (above).
+//! - [`wrap`]: the whole run of a migration *tool* that keeps its own
+//!   connections (`locksmith run -- alembic upgrade head`): its environment,
+//!   the watch over its sessions, attempts and retries, a [`wrap::Report`].
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded
 //!   retries, the watchdog; and, for a tool that keeps its own connections
 //!   (`locksmith run`), the session watch.
@@ -45,12 +48,17 @@
 //! - [`foreign`]: other migration tools' history tables, for adopting a database.
 //! - [`online`]: a migration's online plan, step by step under the guard, resumably.
 //! - [`tables`]: table sizes, for grading findings and the `--max-hold` estimate.
+//! - [`throughput`]: this server's rewrite, scan and index-build rates (a
+//!   cheap probe, once per run) and the hold estimate built on them.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
 //! - [`signal`]: cancelling and terminating other sessions.
 //! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
 //! - [`trace`]: runs a migration and records the locks, rewrites and constraints
-//!   each statement actually took, compared with lint's model.
+//!   each statement actually took, compared with lint's model; before a live
+//!   trace, its route and the statements refused for their hold (`trace::live`).
+//! - [`prepared`]: prepared transactions, which hold locks with no session.
+//! - [`tls`]: TLS with libpq's `sslmode` semantics.
 //!
 //! Pure analysis (lock modes, statement analysis, the plan) lives in
 //! `locksmith-core`; this crate adds I/O and nothing that could be computed
@@ -73,8 +81,10 @@ pub mod settings;
 pub mod signal;
 pub mod snapshot;
 pub mod tables;
+pub mod throughput;
 pub mod tls;
 pub mod trace;
+pub mod wrap;
 
 pub use connection::{Connection, Pooler};
 pub use conninfo::redact;

@@ -1,6 +1,7 @@
 //! The catalog facts `lint --database-url` judges a migration with: the
 //! columns, types and domains of the tables it names (so a type change is
-//! known to rewrite or not), and how big each table it rewrites or scans is.
+//! known to rewrite or not), and how big each table it rewrites or scans is
+//! (rows, bytes, and the keys of its indexes, which a rewrite rebuilds).
 //!
 //! Linting must never join the lock queue it warns about: `pg_table_size`
 //! opens the table (`AccessShareLock`), which waits behind a pending
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use crate::Connection;
 use locksmith_core::analysis::Schema;
-use locksmith_core::lint::live::TableFacts;
+use locksmith_core::hold::{KeyKind, TableFacts};
 use tokio_postgres::error::SqlState;
 
 use crate::Error;
@@ -71,7 +72,8 @@ pub async fn partitioned(client: &Connection, names: &[String]) -> Result<Vec<St
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Rows (estimate) and size of each named relation that exists, keyed by the name as given.
+/// Rows (estimate), size, index keys and fixed-width columns of each named
+/// relation that exists, keyed by the name as given.
 pub async fn facts(
     client: &Connection,
     names: &[String],
@@ -81,10 +83,20 @@ pub async fn facts(
     }
     let context = "reading table row estimates";
     begin_read_only(client, context).await?;
-    // Planner row estimate and oid per name, as the search_path resolves it (reads pg_class only, no lock).
+    // Per name, as the search_path resolves it: the planner's row estimate,
+    // its fixed-width columns, and per index whether its key is all
+    // fixed-width columns (no expression) — catalog rows only, no lock.
     let rows = client
         .query(
-            "SELECT n.name, c.oid, c.reltuples::bigint
+            "SELECT n.name, c.oid, c.reltuples::bigint,
+                    ARRAY(SELECT a.attname::text FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0
+                            AND NOT a.attisdropped AND a.attlen > 0),
+                    ARRAY(SELECT i.indexprs IS NULL AND NOT EXISTS (
+                                   SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                                   WHERE a.attlen < 0)
+                          FROM pg_index i WHERE i.indrelid = c.oid)
              FROM unnest($1::text[]) AS n(name)
              JOIN pg_class c ON c.oid = to_regclass(n.name)",
             &[&names],
@@ -96,11 +108,24 @@ pub async fn facts(
     let mut out = BTreeMap::new();
     for r in rows {
         let bytes = size(client, r.get(1)).await?;
+        let fixed_columns: Vec<String> = r.get(3);
+        let indexes: Vec<bool> = r.get(4);
         out.insert(
             r.get(0),
             TableFacts {
                 rows: r.get(2),
                 bytes,
+                indexes: indexes
+                    .into_iter()
+                    .map(|fixed| {
+                        if fixed {
+                            KeyKind::Fixed
+                        } else {
+                            KeyKind::Varlena
+                        }
+                    })
+                    .collect(),
+                fixed_columns: fixed_columns.into_iter().collect(),
             },
         );
     }

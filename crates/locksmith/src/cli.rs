@@ -145,6 +145,9 @@ pub struct DemoArgs {
     /// How long the naive ALTER may wait before it is cancelled on the server.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     pub cap: std::time::Duration,
+    /// Add a fourth act: a hot standby with a long report on it, its reads stalled by the plain migration and kept flowing by the guard watching it (`apply --replica`).
+    #[arg(long)]
+    pub replica: bool,
 }
 
 #[derive(Debug, Args)]

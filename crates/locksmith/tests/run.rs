@@ -542,7 +542,17 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
                   c = psycopg2.connect(os.environ['DATABASE_URL'])\n\
                   c.cursor().execute('ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name_academic_partner UNIQUE (informal_name)')\n";
     let py = python().display().to_string();
-    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+    // The wrapped command is a shell that records the signal it receives,
+    // running the ALTER in python: only a signal passed on writes the file.
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("got");
+    let shell = format!(
+        "trap 'echo got-INT > {f}; exit 130' INT; trap 'echo got-TERM > {f}; exit 143' TERM; \
+         \"$0\" -c \"$1\" & wait $!",
+        f = got.display()
+    );
+    for (signal, code, recorded) in [("-INT", 130, "got-INT"), ("-TERM", 143, "got-TERM")] {
+        let _ = std::fs::remove_file(&got);
         let started = Instant::now();
         // A budget long enough that only the signal can end the wait.
         let child = locksmith_command(&[
@@ -551,8 +561,10 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
             "--database-url",
             &url,
             "--",
-            &py,
+            "sh",
             "-c",
+            &shell,
+            &py,
             script,
         ])
         .spawn()
@@ -577,6 +589,12 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
             sent.elapsed()
         );
         assert!(ran.stderr.contains("interrupted"), "{signal}");
+        // locksmith waited for the command to end: its trap has run by now.
+        assert_eq!(
+            std::fs::read_to_string(&got).ok().as_deref().map(str::trim),
+            Some(recorded),
+            "{signal}: the wrapped command never received the signal"
+        );
         assert_nothing_left_queued(&admin).await;
         assert_eq!(leaked.alive(), 2, "{signal}: the leakers were not touched");
     }

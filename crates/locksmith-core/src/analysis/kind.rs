@@ -23,6 +23,8 @@ pub enum StatementKind {
         name: Option<String>,
         /// The table indexed.
         table: String,
+        /// The key's columns; empty when a key is an expression.
+        columns: Vec<String>,
         /// `UNIQUE`.
         unique: bool,
         /// `CONCURRENTLY`.

@@ -153,6 +153,11 @@ pub struct Finding {
     pub message: String,
     /// Runnable SQL that does it safely, if any.
     pub fix: Option<String>,
+    /// With a live server, on a statement that rewrites, reads or indexes a
+    /// table: the table's size and the estimated hold (`rows`, `bytes`,
+    /// `estimated_hold_ms` in JSON; see [`live::grade`]).
+    #[serde(flatten)]
+    pub size: Option<live::Size>,
 }
 
 /// A statement with its findings.
@@ -355,6 +360,7 @@ impl<'a> Judge<'a> {
                     severity,
                     message: v.message,
                     fix: v.fix,
+                    size: None,
                 });
             }
         }
@@ -439,6 +445,7 @@ fn do_block(statement: &Statement, state: &TransactionState, options: &Options) 
                         v.message
                     ),
                     fix: None,
+                    size: None,
                 }));
             }
             state.apply(&s);
@@ -453,6 +460,7 @@ fn unmatched_finding(rule: &Rule, ignore: &suppress::Ignore) -> Finding {
         severity: rule.severity,
         message: ignore.unmatched_message(),
         fix: None,
+        size: None,
     }
 }
 

@@ -1,11 +1,13 @@
 //! `--max-hold` before and after: refusing a migration up front when table
-//! sizes say a statement would hold a traffic-blocking lock far longer than
-//! the budget, and saying what to do when the server stopped one.
+//! sizes and the server's measured throughput ([`crate::throughput`]) say a
+//! statement would hold a traffic-blocking lock longer than the budget, and
+//! saying what to do when the server stopped one.
 //!
 //! The bound itself is enforced by the guard (`statement_timeout` from the
-//! moment the locks are held); this module only reads sizes and words the
-//! outcome. It must not decide anything the server did not confirm, except
-//! the up-front refusal, which needs an estimate well over the budget.
+//! moment the locks are held): it stays the backstop for an estimate that
+//! was wrong. This module only reads sizes and words the outcome; it must
+//! not decide anything the server did not confirm, except the up-front
+//! refusal.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,20 +16,19 @@ use std::time::Duration;
 use locksmith_core::analysis::source::one_line;
 use locksmith_core::analysis::{RelationLock, Statement};
 use locksmith_core::duration::human;
-use locksmith_core::lint::live::{bytes, traffic_hold, HoldEstimate, TableFacts};
+use locksmith_core::lint::live::{bytes, HoldEstimate, TableFacts};
 use locksmith_core::online::{self, Online};
 
+use crate::throughput::Sizes;
 use crate::Connection;
 
-/// An estimate this many times the budget refuses the migration up front:
-/// the rates behind it are an order of magnitude, so only a clear overrun
-/// stops a run that the server might still have let finish.
-const CLEAR_OVERRUN: u32 = 2;
-
 /// Before anything runs: the message refusing the first statement (with its
-/// file) whose tables are big enough that it would clearly hold a
-/// traffic-blocking lock past `max_hold`, or `None`.
-pub(super) async fn refuse_before_running(
+/// file) whose estimated traffic-blocking hold, at its tables' sizes and
+/// this server's throughput, exceeds `max_hold`; or `None`. A server whose
+/// sizes cannot be read refuses nothing: the runtime bound still holds.
+///
+/// `run` calls this too, with the statements its plan read from the tool.
+pub async fn refuse_before_running(
     client: &Connection,
     statements: &[(&Path, &Statement)],
     pg_version: u32,
@@ -37,24 +38,24 @@ pub(super) async fn refuse_before_running(
         .iter()
         .filter(|(_, s)| !s.rewrites.is_empty() || !s.scans.is_empty())
         .collect();
-    let names: Vec<String> = heavy
-        .iter()
-        .flat_map(|(_, s)| s.rewrites.iter().chain(&s.scans).cloned())
-        .collect();
-    if names.is_empty() {
+    if heavy.is_empty() {
         return None;
     }
-    let facts = table_facts(client, &names).await;
+    let sizes = Sizes::read(client, heavy.iter().map(|(_, s)| *s))
+        .await
+        .ok()?;
     heavy.iter().find_map(|(path, s)| {
-        let e = traffic_hold(s, &facts)?;
-        (e.hold > max_hold * CLEAR_OVERRUN).then(|| {
+        let e = sizes.hold(s)?;
+        (e.hold > max_hold).then(|| {
             format!(
-                "{}:{}:{}: refused before running anything: {} for roughly {} (estimate from its size), over --max-hold {}. {}",
+                "{}:{}:{}: refused before running anything: `{}`: {} for about {} (estimate, {}), over --max-hold {}. {}",
                 path.display(),
                 s.line,
                 s.column,
+                one_line(&s.sql, 80),
                 describe(&e),
                 human(e.hold),
+                sizes.throughput.calibration,
                 human(max_hold),
                 what_instead(s, pg_version),
             )
@@ -102,10 +103,16 @@ fn describe(e: &HoldEstimate) -> String {
     format!(
         "`{}` (about {} rows, {}) is {} under {}, which blocks {},",
         e.relation,
-        e.facts.rows.max(0),
+        e.rows.max(0),
         e.facts.bytes.map_or("size unknown".into(), bytes),
         if e.rewrite {
             "rewritten"
+        } else if e
+            .tasks
+            .iter()
+            .any(|t| matches!(t, locksmith_core::hold::Task::Build(_)))
+        {
+            "read and indexed"
         } else {
             "read in full"
         },

@@ -46,7 +46,7 @@
 mod explain;
 pub mod fleet;
 mod folder;
-mod hold;
+pub mod hold;
 mod lint_files;
 mod pooled;
 pub mod report;
@@ -288,6 +288,15 @@ impl Runner {
             }
         };
         let migrations = &ready.plan.migrations;
+        // Sizes and throughput once for the whole plan; a read that fails
+        // leaves the plan without verdicts rather than failing it.
+        let pending = ready
+            .pending
+            .iter()
+            .flat_map(|&i| &migrations[i].statements);
+        let sizes = crate::throughput::Sizes::read(ready.guard.client(), pending)
+            .await
+            .ok();
         let mut dry = DryRun {
             status: "planned",
             baseline: ready
@@ -324,6 +333,13 @@ impl Runner {
                                 mode: l.mode.pg_name(),
                             })
                             .collect(),
+                        hold: sizes
+                            .as_ref()
+                            .and_then(|z| z.verdict(s, ready.plan.pg_version))
+                            .map(|v| report::PlannedHold {
+                                size: v.size,
+                                verdict: v.message,
+                            }),
                     })
                     .collect(),
                 blockers: ready.guard.holders_for(&targets).await?,

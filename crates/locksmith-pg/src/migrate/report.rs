@@ -205,6 +205,21 @@ pub struct PlannedStatement {
     pub sql: String,
     /// Locks on existing relations.
     pub locks: Vec<PlannedLock>,
+    /// On a statement that rewrites, reads or indexes an existing table: its
+    /// size, the estimated hold and the verdict (`rows`, `bytes`,
+    /// `estimated_hold_ms`, `verdict` in JSON).
+    #[serde(flatten)]
+    pub hold: Option<PlannedHold>,
+}
+
+/// The size verdict on a planned statement (`crate::throughput::Sizes::verdict`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedHold {
+    /// Rows, bytes, estimated hold.
+    #[serde(flatten)]
+    pub size: locksmith_core::lint::live::Size,
+    /// Which risk dominates, in a sentence.
+    pub verdict: String,
 }
 
 /// A lock a statement takes.

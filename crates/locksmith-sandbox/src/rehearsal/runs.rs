@@ -133,6 +133,13 @@ pub struct Run {
 
 /// Runs the migration `way` on a fresh copy of `plan.template`.
 pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, Error> {
+    run_way(cluster, plan, way).await.map_err(|e| Error::Run {
+        way: way.name(),
+        source: Box::new(e),
+    })
+}
+
+async fn run_way(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, Error> {
     let units = match way {
         Way::Online => match online::units(&plan.statements, plan.pg_version) {
             Ok(Some(units)) => units,

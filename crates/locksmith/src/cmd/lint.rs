@@ -140,19 +140,29 @@ async fn grade_live(
     files: &mut [LintedFile],
     options: &locksmith_core::lint::Options,
 ) -> Result<(), Failure> {
+    // One probe of the server's throughput for the whole run.
+    let statements = files
+        .iter()
+        .filter_map(|f| f.result.as_ref().ok())
+        .flat_map(|r| r.statements.iter().map(|s| &s.statement));
+    let sizes = locksmith_pg::throughput::Sizes::read(client, statements).await?;
     for file in files.iter_mut() {
         let Ok(report) = file.result.as_mut() else {
             continue;
         };
-        let names = live::relations(report.statements.iter().map(|s| &s.statement));
-        let facts = locksmith_pg::tables::facts(client, &names).await?;
         for stmt in &mut report.statements {
             let holders = look::holders(client, &stmt.statement.locks).await?;
             let blocking = holders.first().map(|h| Blocking {
                 sessions: holders.len(),
                 first: h.label(),
             });
-            live::grade(stmt, &facts, blocking.as_ref(), options);
+            live::grade(
+                stmt,
+                &sizes.facts,
+                &sizes.throughput,
+                blocking.as_ref(),
+                options,
+            );
         }
     }
     Ok(())

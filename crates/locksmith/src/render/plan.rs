@@ -48,6 +48,9 @@ pub fn human(plan: &DryRun) -> String {
                     locks.join(", ")
                 }
             );
+            if let Some(hold) = &s.hold {
+                let _ = writeln!(out, "        at this size: {}", hold.verdict);
+            }
         }
         if let Some(units) = &m.online {
             online(&mut out, units);
@@ -130,6 +133,7 @@ mod tests {
                         relation: "t".into(),
                         mode: "AccessExclusiveLock",
                     }],
+                    hold: None,
                 }],
                 blockers: Vec::new(),
             }],

@@ -13,9 +13,24 @@ use crate::lock::LockMode;
 pub(super) fn index_stmt(s: &protobuf::IndexStmt, schema: &mut Schema) -> Summary {
     use LockMode::*;
     let table = s.relation.as_ref().map(range_var).unwrap_or_default();
+    let columns: Vec<String> = s
+        .index_params
+        .iter()
+        .filter_map(|p| match &p.node {
+            Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
+            _ => None,
+        })
+        .collect();
+    // An expression in the key: no plain column list.
+    let columns = if columns.len() == s.index_params.len() {
+        columns
+    } else {
+        Vec::new()
+    };
     let mut sum = Summary::new(StatementKind::CreateIndex {
         name: (!s.idxname.is_empty()).then(|| s.idxname.clone()),
         table: table.clone(),
+        columns: columns.clone(),
         unique: s.unique,
         concurrently: s.concurrent,
     });
@@ -31,16 +46,8 @@ pub(super) fn index_stmt(s: &protobuf::IndexStmt, schema: &mut Schema) -> Summar
     sum.scan(&table);
     sum.transactional = !s.concurrent;
     if !s.idxname.is_empty() {
-        let columns: Vec<String> = s
-            .index_params
-            .iter()
-            .filter_map(|p| match &p.node {
-                Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
-                _ => None,
-            })
-            .collect();
         // An expression column cannot back a constraint: keep plain ones only.
-        if columns.len() == s.index_params.len() {
+        if !columns.is_empty() {
             schema.index_columns.insert(s.idxname.clone(), columns);
         }
         schema.indexes.insert(s.idxname.clone(), table);
