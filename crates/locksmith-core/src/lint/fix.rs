@@ -35,6 +35,20 @@ pub struct Where {
     pub layout: Option<Layout>,
     /// The file's path relative to its migrations folder, for naming new files.
     pub path: Option<String>,
+    /// The SQL is alembic's offline output (`alembic upgrade head --sql`):
+    /// fixes also say how to write them in the migration's Python.
+    pub alembic: bool,
+}
+
+impl Where {
+    /// Where SQL read from a pipe or a lone file runs: alembic's offline
+    /// output (it records `alembic_version`), else `psql -f`.
+    pub fn of_text(sql: &str) -> Where {
+        Where {
+            alembic: sql.contains("alembic_version"),
+            ..Where::default()
+        }
+    }
 }
 
 /// `base` for one file at `place`: its fixes laid out for the tool, and
@@ -62,6 +76,14 @@ pub fn file_options(
             tool::runs_in_transaction(layout, path, no_transaction, &transactional);
     }
     options.place = place;
+    options
+}
+
+/// `base` for SQL given as a file or on stdin, outside a migrations folder:
+/// its fixes for `psql -f`, or for alembic when it is alembic's output.
+pub fn text_options(base: &super::Options, sql: &str) -> super::Options {
+    let mut options = base.clone();
+    options.place = Where::of_text(sql);
     options
 }
 
@@ -408,7 +430,10 @@ fn lay_out(steps: &[Statement], in_tx: bool, place: &Where) -> String {
         online::script(&online, in_tx)
     };
     let Some(layout) = place.layout else {
-        return script();
+        return match place.alembic {
+            true => alembic(steps) + &script(),
+            false => script(),
+        };
     };
     let units = units(steps);
     if !in_tx && layout.sends() == Sends::EachStatement {
@@ -449,6 +474,36 @@ fn lay_out(steps: &[Statement], in_tx: bool, place: &Where) -> String {
         }
     }
     out.truncate(out.trim_end().len());
+    out
+}
+
+/// How an alembic migration runs the steps: the brief first unit in the
+/// migration's transaction, the rest in `autocommit_block()` (which commits
+/// that transaction first, then runs each statement on its own), as
+/// comments above the SQL script.
+fn alembic(steps: &[Statement]) -> String {
+    let units = units(steps);
+    let stay = match units.first() {
+        Some(u) if u.transactional && (units.len() == 1 || brief(u, steps)) => u.statements.len(),
+        _ => 0,
+    };
+    if stay == steps.len() {
+        return String::new();
+    }
+    let call = |sql: &str| format!("op.execute({:?})", sql.replace('\n', " "));
+    let mut out =
+        String::from("-- alembic: in the migration's upgrade(), instead of the statement:\n");
+    out += &format!(
+        "--   {}\n",
+        call(&format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}'"))
+    );
+    for s in &steps[..stay] {
+        out += &format!("--   {}\n", call(&s.sql));
+    }
+    out += "--   with op.get_context().autocommit_block():\n";
+    for s in &steps[stay..] {
+        out += &format!("--       {}\n", call(&s.sql));
+    }
     out
 }
 

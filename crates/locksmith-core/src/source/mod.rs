@@ -284,6 +284,7 @@ pub fn read_folder(files: &[SourceFile]) -> Result<Vec<Migration>, SourceError> 
         found.push(m);
     }
     check_one_layout(&found)?;
+    drop_generic_for_postgres(&mut found);
     found.sort_by(|a, b| match (&a.kind, &b.kind) {
         (Kind::Versioned(x), Kind::Versioned(y)) => x.cmp(y),
         (Kind::Versioned(_), Kind::Repeatable) => std::cmp::Ordering::Less,
@@ -334,6 +335,18 @@ fn migration(
         up: s.up,
         blocks: s.blocks,
     }
+}
+
+/// popx: a version with a `.postgres.` file runs that one on PostgreSQL, and
+/// its file without a dialect (written for the others) not at all.
+fn drop_generic_for_postgres(found: &mut Vec<Migration>) {
+    let postgres = |m: &Migration| m.path.contains(".postgres.") || m.path.contains(".postgresql.");
+    let specific: Vec<Kind> = found
+        .iter()
+        .filter(|m| postgres(m))
+        .map(|m| m.kind.clone())
+        .collect();
+    found.retain(|m| postgres(m) || !specific.contains(&m.kind));
 }
 
 /// One layout per folder. A plain file in a dbmate or goose folder is a file

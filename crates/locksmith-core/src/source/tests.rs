@@ -244,9 +244,19 @@ fn popx_reads_postgres_and_autocommit_only() {
             "20200102000000000000_b.postgres.autocommit.up.sql",
             "CREATE INDEX CONCURRENTLY i ON t (a);",
         ),
+        // A file without a dialect is for the dialects without their own.
+        (
+            "20200103000000000000_c.up.sql",
+            "CREATE TABLE u (a int, INDEX i (a));",
+        ),
+        (
+            "20200103000000000000_c.postgres.up.sql",
+            "CREATE TABLE u (a int);",
+        ),
     ];
     let m = read(&files).unwrap();
-    assert_eq!(m.len(), 2);
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[2].path, "20200103000000000000_c.postgres.up.sql");
     assert!(!m[0].no_transaction);
     assert!(m[1].no_transaction);
 }

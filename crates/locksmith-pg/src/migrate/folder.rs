@@ -38,7 +38,7 @@ pub enum FolderError {
         error: locksmith_core::analysis::SyntaxError,
     },
     /// `lint --fix FILE` on a file its folder's layout does not read.
-    #[error("{}: not a migration of its folder's layout; give the folder, or a migration of it", path.display())]
+    #[error("{}: not a PostgreSQL up migration of its folder (a down file, another database's file, or one its .postgres. file replaces); give the folder, or one of its migrations", path.display())]
     NotAMigration {
         /// The file.
         path: PathBuf,

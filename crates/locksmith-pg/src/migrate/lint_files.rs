@@ -35,6 +35,7 @@ pub fn lint_folder(dir: &Path, base: &Options) -> Result<Vec<LintFile>, FolderEr
                 let place = Where {
                     layout: Some(m.layout),
                     path: Some(m.path.clone()),
+                    alembic: false,
                 };
                 LintFile {
                     path: dir.join(&m.path),

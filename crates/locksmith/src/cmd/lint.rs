@@ -241,7 +241,8 @@ fn lint_inputs(paths: &[PathBuf], base: &Options) -> Result<Vec<Input>, Failure>
             (path.display().to_string(), text)
         };
         let text = super::sources::up_text(&shown, text)?;
-        out.push((shown, text, base.clone()));
+        let options = locksmith_core::lint::fix::text_options(base, &text);
+        out.push((shown, text, options));
     }
     Ok(out)
 }

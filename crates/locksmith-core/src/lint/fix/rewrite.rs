@@ -49,6 +49,7 @@ pub fn rewrite(
     let place = Where {
         layout: Some(m.layout),
         path: Some(m.path.clone()),
+        alembic: false,
     };
     let options = file_options(options, place, m.no_transaction, &m.sql);
     let mut schema = Schema::default();
@@ -83,11 +84,33 @@ pub fn rewrite(
             }));
         }
     }
-    let files = partition(items);
+    let mut files = partition(items);
+    // popx: a file without a dialect also runs on the other databases; the
+    // fix is PostgreSQL's own file for the version, the shared one untouched.
+    let popx = earlier
+        .iter()
+        .chain([m])
+        .any(|e| e.path.contains(".postgres."));
+    let mut m = m.clone();
+    let shared = popx && !m.path.contains(".postgres.");
+    if shared {
+        let stem = m.path.strip_suffix(".up.sql").unwrap_or(&m.path);
+        m.path = format!("{stem}.postgres.up.sql");
+    }
+    let m = &m;
+    // popx says "no transaction" in the name only: the file keeps its name
+    // (emptied) and the statement moves to a new `.autocommit.` one.
+    if popx && files[0].len() == 1 && !files[0][0].transactional && !m.no_transaction {
+        files.insert(0, Vec::new());
+    }
     let mut changes = Vec::new();
     for (n, file) in files.iter().enumerate() {
         if n == 0 {
-            changes.extend(first_file(m, content, start, end, file));
+            let mut first = first_file(m, content, start, end, file);
+            if shared {
+                first[0].before = None;
+            }
+            changes.extend(first);
             continue;
         }
         let unit = Unit {

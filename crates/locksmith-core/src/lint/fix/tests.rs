@@ -63,6 +63,7 @@ fn at(layout: Layout, path: &str) -> Where {
     Where {
         layout: Some(layout),
         path: Some(path.into()),
+        alembic: false,
     }
 }
 
@@ -151,5 +152,68 @@ fn a_concurrent_build_in_the_tools_transaction_moves_out() {
     assert_eq!(
         fix,
         "-- locksmith: the statement runs in a migration of its own after this one (sqlx/golang-migrate runs a file's statements in one transaction); the statements after this one move after them:\n-- file 3_i_2.sql:\n-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"
+    );
+}
+
+#[test]
+fn alembic_output_gets_its_autocommit_block() {
+    let sql = "BEGIN;\nCREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL);\nALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (customer_id) REFERENCES customers (id);\nCREATE INDEX ix_orders_customer_id ON orders (customer_id);\nINSERT INTO alembic_version (version_num) VALUES ('3f2a');\nCOMMIT;\n";
+    let options = text_options(&crate::lint::Options::default(), sql);
+    let report = crate::lint::lint(sql, &options).unwrap();
+    let fixes: Vec<&str> = report
+        .statements
+        .iter()
+        .filter_map(|s| s.findings.iter().find_map(|f| f.fix.as_deref()))
+        .collect();
+    insta::assert_snapshot!(fixes.join("\n\n"));
+}
+
+#[test]
+fn a_popx_file_shared_by_dialects_gets_a_postgres_one() {
+    let files = [
+        crate::source::SourceFile {
+            path: "20200101000000000000_a.postgres.up.sql".into(),
+            content: "CREATE TABLE t (a int);".into(),
+        },
+        crate::source::SourceFile {
+            path: "20200102000000000000_i.up.sql".into(),
+            content: "CREATE INDEX i ON t (a);".into(),
+        },
+    ];
+    let ms = crate::source::read_folder(&files).unwrap();
+    let changes = rewrite(
+        &ms[1],
+        &files[1].content,
+        &ms[..1],
+        &crate::lint::Options::default(),
+    )
+    .unwrap();
+    let paths: Vec<(&str, bool)> = changes
+        .iter()
+        .map(|c| (c.path.as_str(), c.before.is_some()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("20200102000000000000_i.postgres.up.sql", false),
+            ("20200102000000000001_i_2.postgres.autocommit.up.sql", false)
+        ]
+    );
+    assert_eq!(changes[0].after, "");
+    assert_eq!(
+        changes[1].after,
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
+    );
+}
+
+#[test]
+fn an_added_column_keeps_not_null_and_default_beside_its_constraint() {
+    let fix = fix_of(
+        "ALTER TABLE users ADD COLUMN org_id bigint NOT NULL DEFAULT 1 REFERENCES orgs (id);",
+        Where::default(),
+    );
+    assert_eq!(
+        fix,
+        "SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN org_id bigint NOT NULL DEFAULT 1;\nALTER TABLE users ADD CONSTRAINT users_org_id_fkey FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;\nALTER TABLE users VALIDATE CONSTRAINT users_org_id_fkey;"
     );
 }

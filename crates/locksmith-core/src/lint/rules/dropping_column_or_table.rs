@@ -36,7 +36,7 @@ declare_rule! {
 }
 
 /// The contract step of expand/contract, as the finding says it.
-const CONTRACT: &str = "first release code that no longer reads or writes it (Rails: `ignored_columns`; Django: remove the field in a release of its own), then drop it in a later release under `-- locksmith: ignore LS202 <why it is unused>`";
+const CONTRACT: &str = "first release code that no longer reads or writes it (Rails: `ignored_columns` for a column; Django: remove the field or model in a release of its own), then drop it in a later release under `-- locksmith: ignore LS202 <why it is unused>`";
 
 fn check(ctx: &Context<'_>) -> Vec<Violation> {
     match &ctx.statement.kind {
