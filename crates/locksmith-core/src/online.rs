@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 
+pub use crate::analysis::split::BatchedUpdate;
 use crate::analysis::{analyze_after, quote_qualified, AlterAction, Statement, StatementKind};
 
 /// One step of an online plan.
@@ -49,6 +50,9 @@ pub struct Unit {
     pub done_when: Option<String>,
     /// Whether the statements run in one transaction.
     pub transactional: bool,
+    /// Set when the unit is one `UPDATE` run in batches over ranges of the
+    /// table's key, each its own short transaction recorded as it commits.
+    pub batch: Option<BatchedUpdate>,
 }
 
 /// A statement of the migration that cannot run online.
@@ -64,11 +68,33 @@ pub struct Refusal {
 /// `None` when none of them needs it and the migration can run as written.
 /// Statements kept as written are grouped into one transaction between the
 /// online steps, so each unit is done exactly once across interruptions.
+/// An `UPDATE` of an existing table is a unit of its own, run in batches
+/// ([`Unit::batch`]): as one statement it would hold a row lock on every row
+/// it changes until it commits, and writers of those rows wait that long.
 pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Unit>>, Refusal> {
     let mut created = BTreeSet::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut changed = false;
     for (index, s) in statements.iter().enumerate() {
+        if let StatementKind::Dml {
+            command: "UPDATE",
+            table,
+            ..
+        } = &s.kind
+        {
+            if !created.contains(table) {
+                let batch = crate::analysis::split::batched_update(&s.sql)
+                    .map_err(|why| Refusal { index, why })?;
+                changed = true;
+                units.push(Unit {
+                    statements: vec![s.clone()],
+                    done_when: None,
+                    transactional: true,
+                    batch: Some(batch),
+                });
+                continue;
+            }
+        }
         match plan(s, &created, pg_version) {
             Online::Refused(why) => return Err(Refusal { index, why }),
             Online::Steps(steps) => {
@@ -77,16 +103,23 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
                     transactional: step.statement.transactional,
                     statements: vec![step.statement],
                     done_when: step.done_when,
+                    batch: None,
                 }));
             }
             Online::AsIs => match units.last_mut() {
-                Some(u) if u.transactional && u.done_when.is_none() && s.transactional => {
+                Some(u)
+                    if u.transactional
+                        && u.done_when.is_none()
+                        && u.batch.is_none()
+                        && s.transactional =>
+                {
                     u.statements.push(s.clone())
                 }
                 _ => units.push(Unit {
                     statements: vec![s.clone()],
                     done_when: None,
                     transactional: s.transactional,
+                    batch: None,
                 }),
             },
         }

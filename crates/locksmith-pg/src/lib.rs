@@ -153,6 +153,9 @@ pub enum Error {
         /// The migration's history key as the progress table has it.
         version: i64,
     },
+    /// An `UPDATE` planned in batches has no key to range over (why, and what to do).
+    #[error("{0}")]
+    NoBatchKey(String),
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]
     Query {
@@ -190,7 +193,7 @@ impl Error {
                 ErrorKind::Unreachable
             }
             Error::Permission { .. } => ErrorKind::Permission,
-            Error::EditedMidway { .. } => ErrorKind::BadInput,
+            Error::EditedMidway { .. } | Error::NoBatchKey(_) => ErrorKind::BadInput,
             Error::IndexExists { .. } | Error::Query { .. } => ErrorKind::Failed,
         }
     }

@@ -17,6 +17,9 @@
 
 use std::time::{Duration, Instant};
 
+mod backfill;
+pub use backfill::unbatchable;
+
 use crate::Connection;
 use locksmith_core::online::Unit;
 
@@ -111,7 +114,11 @@ pub async fn run_excluding(
         } else {
             run.ran += 1;
         }
-        if unit.transactional && !already {
+        if let (Some(batch), false) = (&unit.batch, already) {
+            run.attempts += backfill::run(guard, version, i, unit, batch, &sums[i], units.len())
+                .await
+                .map_err(fail(i))?;
+        } else if unit.transactional && !already {
             let progress = progress_sql(version, i, finishing, &sums[i]);
             let attempts_before = run.attempts;
             let finish = |attempts: u32, _: Duration| {
@@ -143,8 +150,7 @@ pub async fn run_excluding(
                 Err(e) => return Err(fail(i)(e)),
             }
             continue;
-        }
-        if !already {
+        } else if !already {
             for step in &steps {
                 run.attempts += guard.run_outside_transaction(step).await.map_err(fail(i))?;
             }
@@ -167,7 +173,7 @@ pub async fn run_excluding(
 
 /// A query returning a row when unit `i` of `version` is recorded as done.
 pub fn done_sql(version: i64, i: usize) -> String {
-    format!("SELECT FROM {STEPS_TABLE} WHERE version = {version} AND unit = {i}")
+    format!("SELECT FROM {STEPS_TABLE} WHERE version = {version} AND unit = {i} AND done")
 }
 
 /// Records unit `i` as done, with the checksum of what it ran
@@ -177,7 +183,8 @@ pub fn progress_sql(version: i64, i: usize, finishing: bool, checksum: &str) -> 
         format!("DELETE FROM {STEPS_TABLE} WHERE version = {version}")
     } else {
         format!(
-            "INSERT INTO {STEPS_TABLE} (version, unit, checksum) VALUES ({version}, {i}, {}) ON CONFLICT DO NOTHING",
+            "INSERT INTO {STEPS_TABLE} (version, unit, checksum) VALUES ({version}, {i}, {}) \
+             ON CONFLICT (version, unit) DO UPDATE SET done = true, done_at = now()",
             locksmith_core::quote::literal(checksum)
         )
     }
@@ -242,7 +249,11 @@ pub async fn ensure_table(client: &Connection) -> Result<(), Error> {
                checksum text,
                PRIMARY KEY (version, unit)
              );
-             ALTER TABLE {STEPS_TABLE} ADD COLUMN IF NOT EXISTS checksum text"
+             ALTER TABLE {STEPS_TABLE} ADD COLUMN IF NOT EXISTS checksum text,
+               ADD COLUMN IF NOT EXISTS done boolean NOT NULL DEFAULT true,
+               ADD COLUMN IF NOT EXISTS batch_after text,
+               ADD COLUMN IF NOT EXISTS batch_until text,
+               ADD COLUMN IF NOT EXISTS rows_done bigint"
         ),
     )
     .await
@@ -255,7 +266,9 @@ async fn done_units(
     // The units of this migration that an interrupted run completed, with what each ran.
     let rows = client
         .query(
-            &format!("SELECT unit, checksum FROM {STEPS_TABLE} WHERE version = $1 ORDER BY unit"),
+            &format!(
+                "SELECT unit, checksum FROM {STEPS_TABLE} WHERE version = $1 AND done ORDER BY unit"
+            ),
             &[&version],
         )
         .await

@@ -263,3 +263,37 @@ fn a_volatile_default_becomes_column_default_and_batched_backfill() {
         3
     );
 }
+
+#[test]
+fn an_update_of_an_existing_table_is_a_batched_unit_of_its_own() {
+    let statements = analyze(
+        "CREATE TABLE notes (id int);
+         UPDATE notes SET id = 1;
+         UPDATE accounts SET balance = balance + 1 WHERE balance > 0;
+         CREATE INDEX notes_id ON notes (id);",
+        18,
+    )
+    .unwrap();
+    let units = units(&statements, 18).unwrap().unwrap();
+    // The new table's UPDATE joins its CREATE; the other is batched alone.
+    assert_eq!(units.len(), 3);
+    assert!(units[0].batch.is_none());
+    assert_eq!(units[0].statements.len(), 2);
+    let batch = units[1].batch.as_ref().unwrap();
+    assert_eq!(batch.table, "accounts");
+    assert_eq!(batch.condition.as_deref(), Some("balance > 0"));
+    assert!(units[2].batch.is_none());
+}
+
+#[test]
+fn an_update_that_batches_would_change_is_refused_at_its_place() {
+    let statements = analyze(
+        "CREATE INDEX CONCURRENTLY a_b ON accounts (b);
+         UPDATE accounts SET b = p.b FROM payments p WHERE p.id = accounts.id;",
+        18,
+    )
+    .unwrap();
+    let refusal = units(&statements, 18).unwrap_err();
+    assert_eq!(refusal.index, 1);
+    assert!(refusal.why.contains("FROM"), "{}", refusal.why);
+}

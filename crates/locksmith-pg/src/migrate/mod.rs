@@ -480,6 +480,34 @@ impl Runner {
                 }
             }
         }
+        // A batched UPDATE needs a key to range over, and the session runner
+        // lock (its batches resume from their own progress): refused here,
+        // before anything ran.
+        for (&i, units) in decision.run.iter().zip(&units) {
+            let p = &plan.migrations[i];
+            for unit in units.iter().flatten() {
+                let Some(batch) = &unit.batch else { continue };
+                let why = match per_transaction {
+                    true => Some(
+                        "its batches resume from their own progress, which needs the session \
+                         runner lock: give --direct-url, a route straight to the server"
+                            .to_string(),
+                    ),
+                    false => crate::online::unbatchable(guard.client(), batch).await?,
+                };
+                if let (Some(why), Some(s)) = (why, unit.statements.first()) {
+                    return Err(Error::Plan(PlanError {
+                        path: p.path.clone(),
+                        line: s.line,
+                        column: s.column,
+                        message: format!(
+                            "cannot run `{}` online: {why}. Nothing was run.",
+                            locksmith_core::analysis::source::one_line(&s.sql, 80)
+                        ),
+                    }));
+                }
+            }
+        }
         if let Some(pooler) = guard.pooler().filter(|_| !guard.runs_outside_directly()) {
             let pending: Vec<&PlannedMigration> =
                 decision.run.iter().map(|&i| &plan.migrations[i]).collect();

@@ -225,6 +225,7 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             statements: statements.to_vec(),
             done_when: None,
             transactional: true,
+            batch: None,
         }];
     }
     statements
@@ -233,6 +234,7 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             statements: vec![s.clone()],
             done_when: None,
             transactional: s.transactional,
+            batch: None,
         })
         .collect()
 }
