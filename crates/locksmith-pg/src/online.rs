@@ -5,6 +5,10 @@
 //! own `done_when` query when the crash came between a statement that cannot
 //! run in a transaction (`CREATE INDEX CONCURRENTLY`) and its record.
 //!
+//! A unit that is one `UPDATE` ([`Unit::batch`]) runs in key-range batches
+//! instead ([`backfill`]), each batch recording how far it got, so a rerun
+//! goes on after the last committed batch.
+//!
 //! The migration's row in the history table is written with the last unit,
 //! in the same transaction, and its progress rows are deleted then: until
 //! that commit the migration is not applied, and a rerun resumes it.
