@@ -173,29 +173,90 @@ pub fn batched_update(sql: &str) -> Result<BatchedUpdate, String> {
         .map_err(|e| e.to_string())?;
     let condition = match &stmt.where_clause {
         None => None,
-        Some(cond) => {
-            // Deparsed as a select list, the one way the deparser prints an expression alone.
-            let mut select = pg_query::parse("SELECT 1", 0).map_err(|e| e.to_string())?;
-            if let Some(NodeEnum::SelectStmt(s)) = select.protobuf.stmts[0]
-                .stmt
-                .as_mut()
-                .and_then(|n| n.node.as_mut())
-            {
-                if let Some(NodeEnum::ResTarget(t)) = s.target_list[0].node.as_mut() {
-                    t.val = Some(cond.clone());
-                }
-            }
-            let text = select
-                .deparse(Default::default())
-                .map_err(|e| e.to_string())?;
-            Some(text.trim_start_matches("SELECT ").to_string())
-        }
+        Some(cond) => Some(expression(cond).ok_or("its WHERE could not be printed back")?),
     };
     Ok(BatchedUpdate {
         table,
         update,
         condition,
     })
+}
+
+/// A one-subcommand `ALTER TABLE … ALTER COLUMN … TYPE …`, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retyped {
+    /// The table, as written.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// The new type, as the deparser prints it (with its collation, if any).
+    pub type_sql: String,
+    /// The `USING` expression, if any, over the table's columns.
+    pub using: Option<String>,
+}
+
+/// Takes apart `sql` when it is one `ALTER TABLE … ALTER COLUMN … TYPE`;
+/// `None` otherwise.
+pub fn retyped(sql: &str) -> Option<Retyped> {
+    let parsed = pg_query::parse(sql, 0).ok()?;
+    let [raw] = parsed.protobuf.stmts.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::AlterTableStmt(stmt)) = raw.stmt.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    let [cmd] = stmt.cmds.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else {
+        return None;
+    };
+    if cmd.subtype != T::AtAlterColumnType as i32 {
+        return None;
+    }
+    let Some(NodeEnum::ColumnDef(def)) = cmd.def.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    let mut type_sql = def.type_name.as_ref().map(super::expr::type_sql)?;
+    if let Some(collation) = &def.coll_clause {
+        type_sql.push_str(&format!(
+            " COLLATE {}",
+            super::expr::strings(&collation.collname)
+                .iter()
+                .map(|n| crate::quote::ident(n))
+                .collect::<Vec<_>>()
+                .join(".")
+        ));
+    }
+    let using = match &def.raw_default {
+        Some(expr) => Some(expression(expr)?),
+        None => None,
+    };
+    Some(Retyped {
+        table: stmt.relation.as_ref().map(super::expr::range_var)?,
+        column: cmd.name.clone(),
+        type_sql,
+        using,
+    })
+}
+
+/// An expression as the deparser prints it: as a select list, the one way
+/// it prints an expression alone.
+fn expression(node: &protobuf::Node) -> Option<String> {
+    let mut select = pg_query::parse("SELECT 1", 0).ok()?;
+    let Some(NodeEnum::SelectStmt(s)) = select.protobuf.stmts[0]
+        .stmt
+        .as_mut()
+        .and_then(|n| n.node.as_mut())
+    else {
+        return None;
+    };
+    let Some(NodeEnum::ResTarget(t)) = s.target_list[0].node.as_mut() else {
+        return None;
+    };
+    t.val = Some(Box::new(node.clone()));
+    let text = select.deparse(Default::default()).ok()?;
+    Some(text.trim_start_matches("SELECT ").to_string())
 }
 
 fn command(cmd: AlterTableCmd) -> protobuf::Node {
@@ -272,6 +333,21 @@ mod tests {
             assert!(e.contains("without --online"), "{sql}: {e}");
         }
         assert!(batched_update("UPDATE t SET u = current_user").is_ok());
+    }
+
+    #[test]
+    fn a_type_change_is_split_into_column_type_and_using() {
+        let r = retyped("ALTER TABLE app.accounts ALTER COLUMN balance TYPE bigint").unwrap();
+        assert_eq!(
+            (r.table.as_str(), r.column.as_str(), r.type_sql.as_str()),
+            ("app.accounts", "balance", "bigint")
+        );
+        assert_eq!(r.using, None);
+        let r = retyped("ALTER TABLE t ALTER COLUMN code SET DATA TYPE int USING trim(code)::int")
+            .unwrap();
+        assert_eq!(r.type_sql, "integer");
+        assert_eq!(r.using.as_deref(), Some("trim(code)::int"));
+        assert_eq!(retyped("ALTER TABLE t ALTER COLUMN a SET NOT NULL"), None);
     }
 
     #[test]
