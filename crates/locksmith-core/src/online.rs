@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-pub use crate::analysis::split::BatchedUpdate;
+pub use crate::analysis::split::{BatchedUpdate, Retyped};
 use crate::analysis::{analyze_after, quote_qualified, AlterAction, Statement, StatementKind};
 
 /// One step of an online plan.
@@ -53,6 +53,19 @@ pub struct Unit {
     /// Set when the unit is one `UPDATE` run in batches over ranges of the
     /// table's key, each its own short transaction recorded as it commits.
     pub batch: Option<BatchedUpdate>,
+    /// Set when the unit is a type change that rewrites the table, still to
+    /// be expanded into its shadow-column units ([`retype::units`]) from what
+    /// the server says about the column; on the expansion's batched fill
+    /// (with [`batch`](Self::batch)), the change it fills, undone should a
+    /// value not convert.
+    pub retype: Option<Retyped>,
+}
+
+impl Unit {
+    /// A type change still to be expanded into its shadow-column units.
+    pub fn unexpanded(&self) -> Option<&Retyped> {
+        self.retype.as_ref().filter(|_| self.batch.is_none())
+    }
 }
 
 /// A statement of the migration that cannot run online.
@@ -91,9 +104,21 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
                     done_when: None,
                     transactional: true,
                     batch: Some(batch),
+                    retype: None,
                 });
                 continue;
             }
+        }
+        if let Some(retype) = rewriting_type_change(s, &created) {
+            changed = true;
+            units.push(Unit {
+                statements: vec![s.clone()],
+                done_when: None,
+                transactional: true,
+                batch: None,
+                retype: Some(retype),
+            });
+            continue;
         }
         match plan(s, &created, pg_version) {
             Online::Refused(why) => return Err(Refusal { index, why }),
@@ -104,6 +129,7 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
                     statements: vec![step.statement],
                     done_when: step.done_when,
                     batch: None,
+                    retype: None,
                 }));
             }
             Online::AsIs => match units.last_mut() {
@@ -120,6 +146,7 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
                     done_when: None,
                     transactional: s.transactional,
                     batch: None,
+                    retype: None,
                 }),
             },
         }
@@ -128,6 +155,21 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
         }
     }
     Ok(changed.then_some(units))
+}
+
+/// `s` taken apart when it is a one-subcommand type change that rewrites an
+/// existing table: run through a shadow column ([`retype`]).
+fn rewriting_type_change(s: &Statement, created: &BTreeSet<String>) -> Option<Retyped> {
+    let StatementKind::AlterTable { table, actions } = &s.kind else {
+        return None;
+    };
+    let [AlterAction::AlterColumnType { .. }] = actions.as_slice() else {
+        return None;
+    };
+    if created.contains(table) || !s.rewrites.contains(table) {
+        return None;
+    }
+    crate::analysis::split::retyped(&s.sql)
 }
 
 /// The online plan for `s`, given the relations created earlier in the same
@@ -374,6 +416,7 @@ pub fn script(steps: &[OnlineStep], in_transaction_block: bool) -> String {
 }
 
 mod alter;
+pub mod retype;
 
 pub(crate) use alter::default_name;
 #[cfg(test)]

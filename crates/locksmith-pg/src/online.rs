@@ -22,6 +22,7 @@
 use std::time::{Duration, Instant};
 
 mod backfill;
+pub mod retype;
 pub use backfill::unbatchable;
 
 use crate::Connection;
@@ -91,6 +92,25 @@ pub async fn run_excluding(
     ensure_table(guard.client())
         .await
         .map_err(|e| fail(0)(e.into()))?;
+    // A caller that plans by itself (a rehearsal) hands type changes unexpanded.
+    let expanded;
+    let units = match units.iter().any(|u| u.unexpanded().is_some()) {
+        false => units,
+        true => {
+            let client = guard.client();
+            let major = crate::trace::catalog::server_major(client)
+                .await
+                .map_err(|e| fail(0)(e.into()))?;
+            expanded = match retype::expand(client, version, units.to_vec(), &[], major)
+                .await
+                .map_err(|e| fail(0)(e.into()))?
+            {
+                Ok(units) => units,
+                Err(refused) => return Err(fail(0)(Error::NotOnline(refused.why).into())),
+            };
+            &expanded[..]
+        }
+    };
     let sums: Vec<String> = units.iter().map(unit_checksum).collect();
     let done = check_progress(guard.client(), version, &sums)
         .await
@@ -257,7 +277,8 @@ pub async fn ensure_table(client: &Connection) -> Result<(), Error> {
                ADD COLUMN IF NOT EXISTS done boolean NOT NULL DEFAULT true,
                ADD COLUMN IF NOT EXISTS batch_after text,
                ADD COLUMN IF NOT EXISTS batch_until text,
-               ADD COLUMN IF NOT EXISTS rows_done bigint"
+               ADD COLUMN IF NOT EXISTS rows_done bigint,
+               ADD COLUMN IF NOT EXISTS facts text"
         ),
     )
     .await

@@ -343,10 +343,12 @@ mod tests {
             ("app.accounts", "balance", "bigint")
         );
         assert_eq!(r.using, None);
-        let r = retyped("ALTER TABLE t ALTER COLUMN code SET DATA TYPE int USING trim(code)::int")
-            .unwrap();
+        let r = retyped(
+            "ALTER TABLE t ALTER COLUMN code SET DATA TYPE int USING nullif(code, '')::int",
+        )
+        .unwrap();
         assert_eq!(r.type_sql, "integer");
-        assert_eq!(r.using.as_deref(), Some("trim(code)::int"));
+        assert_eq!(r.using.as_deref(), Some("NULLIF(code, '')::int"));
         assert_eq!(retyped("ALTER TABLE t ALTER COLUMN a SET NOT NULL"), None);
     }
 

@@ -134,6 +134,16 @@ fn describe(e: &HoldEstimate) -> String {
 /// `lock_timeout` added: that is the blocking statement again.
 fn what_instead(statement: &Statement, pg_version: u32) -> String {
     let raise = "or raise --max-hold if traffic may wait that long.";
+    if let locksmith_core::analysis::StatementKind::AlterTable { actions, .. } = &statement.kind {
+        if let [locksmith_core::analysis::AlterAction::AlterColumnType { .. }] = actions.as_slice()
+        {
+            return format!(
+                "Run it online instead: apply --online changes the type through a shadow column \
+                 kept in sync by a trigger and filled in batches, then swaps it in with a brief \
+                 lock (docs/online.md); {raise}"
+            );
+        }
+    }
     if let locksmith_core::analysis::StatementKind::Dml {
         command: "UPDATE", ..
     } = &statement.kind

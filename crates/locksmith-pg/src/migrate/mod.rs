@@ -463,13 +463,61 @@ impl Runner {
         let judged = plan.judged_live(&decision.run, live)?;
         let mut units = Vec::with_capacity(decision.run.len());
         for (&i, live) in decision.run.iter().zip(&judged) {
-            units.push(match self.policy.online {
-                true => {
-                    live.online(plan.pg_version)?;
-                    plan.migrations[i].online(plan.pg_version)?
+            if !self.policy.online {
+                units.push(None);
+                continue;
+            }
+            live.online(plan.pg_version)?;
+            // What runs is the files' own plan, so a resumed run plans what
+            // the first one did; but a type change rewrites when the catalog
+            // said so when the change began (its kept facts), else now.
+            let p = &plan.migrations[i];
+            let version = history::row_version(&p.id);
+            let kept = crate::online::retype::kept_statements(guard.client(), version).await?;
+            let mut files = p.clone();
+            for (j, (s, now)) in files
+                .statements
+                .iter_mut()
+                .zip(&live.statements)
+                .enumerate()
+            {
+                let Some(table) = crate::online::retype::type_change(s) else {
+                    continue;
+                };
+                s.rewrites = match kept.contains(&j) {
+                    true => vec![table],
+                    false => now.rewrites.clone(),
+                };
+            }
+            let Some(planned) = files.online(plan.pg_version)? else {
+                units.push(None);
+                continue;
+            };
+            // A type change becomes its shadow-column steps, from the catalog's facts.
+            match crate::online::retype::expand(
+                guard.client(),
+                version,
+                planned,
+                &p.statements,
+                plan.pg_version,
+            )
+            .await?
+            {
+                Ok(expanded) => units.push(Some(expanded)),
+                Err(refused) => {
+                    let s = &refused.statement;
+                    return Err(Error::Plan(PlanError {
+                        path: p.path.clone(),
+                        line: s.line,
+                        column: s.column,
+                        message: format!(
+                            "cannot run `{}` online: {}. Nothing was run.",
+                            locksmith_core::analysis::source::one_line(&s.sql, 80),
+                            refused.why.trim_end_matches('.')
+                        ),
+                    }));
                 }
-                false => None,
-            });
+            }
         }
         if self.policy.online {
             let partitioned = crate::tables::partitioned(guard.client(), &touched).await?;

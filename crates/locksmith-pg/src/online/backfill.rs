@@ -74,7 +74,7 @@ pub(super) async fn run(
     let client = guard.client();
     let Some(k) = key(client, &batch.table).await? else {
         // Checked before anything ran; dropped since.
-        return Err(Error::NoBatchKey(no_key(batch)).into());
+        return Err(Error::NotOnline(no_key(batch)).into());
     };
     let k = ident(&k);
     let table = qualified(&batch.table);
@@ -165,9 +165,22 @@ pub(super) async fn run(
                 builds_index: None,
             };
             let took = Instant::now();
-            attempts += guard
+            let ran = guard
                 .run_transaction(std::slice::from_ref(&step), Some(&finish))
-                .await?;
+                .await;
+            attempts += match ran {
+                Ok(attempts) => attempts,
+                Err(e) => {
+                    let Some(message) = data_exception(&e) else {
+                        return Err(e);
+                    };
+                    let rows = failing_rows(guard.client(), batch, &k, &table, &from, &next).await;
+                    let Some(r) = &u.retype else {
+                        return Err(e);
+                    };
+                    return Err(undo(guard, version, r, &message, &k, &rows).await);
+                }
+            };
             size = next_size(size, keys, took.elapsed());
             done += keys;
             after = Some(next);
@@ -190,6 +203,113 @@ pub(super) async fn run(
     .await;
     guard.quiet_first_attempts(false);
     ran
+}
+
+/// The server's message when `e` is a value the statement could not
+/// convert or compute (SQLSTATE class 22, a data exception).
+fn data_exception(e: &GuardError) -> Option<String> {
+    let GuardError::Failed(Error::Query { source, .. }) = e else {
+        return None;
+    };
+    let db = source.as_db_error()?;
+    db.code()
+        .code()
+        .starts_with("22")
+        .then(|| db.message().to_string())
+}
+
+/// The keys of up to five rows of the failed batch (after `from`, up to
+/// `next`) on which the statement fails, each tried alone in a
+/// subtransaction of a block that is rolled back whatever happens.
+async fn failing_rows(
+    client: &Connection,
+    batch: &BatchedUpdate,
+    k: &str,
+    table: &str,
+    from: &str,
+    next: &str,
+) -> Vec<String> {
+    let condition = batch
+        .condition
+        .as_ref()
+        .map(|c| format!("({c}) AND "))
+        .unwrap_or_default();
+    let block = format!(
+        "DO $locksmith$
+DECLARE r record; bad text[] := '{{}}';
+BEGIN
+  FOR r IN SELECT {k} AS key FROM {table} WHERE {from}{k} <= {next} ORDER BY {k} LOOP
+    BEGIN
+      {update} WHERE {condition}{k} = r.key;
+    EXCEPTION WHEN data_exception THEN
+      bad := bad || r.key::text;
+      EXIT WHEN cardinality(bad) >= 5;
+    END;
+  END LOOP;
+  RAISE EXCEPTION USING MESSAGE = array_to_string(bad, ', '), ERRCODE = 'LSROW';
+END
+$locksmith$",
+        next = literal(next),
+        update = batch.update,
+    );
+    match client.batch_execute(&block).await {
+        Err(e) => match e.as_db_error() {
+            Some(db) if db.code().code() == "LSROW" && !db.message().is_empty() => {
+                db.message().split(", ").map(str::to_string).collect()
+            }
+            _ => Vec::new(),
+        },
+        Ok(()) => Vec::new(),
+    }
+}
+
+/// Undoes type change `r` after its fill met values that do not convert
+/// (`message`, on the rows keyed `rows`): the shadow column, its trigger and
+/// indexes dropped and the progress forgotten, in one guarded transaction.
+async fn undo(
+    guard: &mut Guard,
+    version: i64,
+    r: &locksmith_core::online::Retyped,
+    message: &str,
+    k: &str,
+    rows: &[String],
+) -> GuardError {
+    let rows = match rows {
+        [] => String::new(),
+        rows => format!(" (rows where {k} = {})", rows.join(", ")),
+    };
+    let failed = format!(
+        "the values of {}.{} do not all convert to {}: {message}{rows}",
+        r.table, r.column, r.type_sql
+    );
+    let major = match crate::trace::catalog::server_major(guard.client()).await {
+        Ok(major) => major,
+        Err(e) => return e.into(),
+    };
+    let unit = match locksmith_core::online::retype::undo(r, major) {
+        Ok(unit) => unit,
+        Err(why) => return Error::NotOnline(format!("{failed}; {why}")).into(),
+    };
+    let steps: Vec<Step> = unit.statements.iter().map(Step::from).collect();
+    let forget = format!("DELETE FROM {STEPS_TABLE} WHERE version = {version}");
+    let finish = |_: u32, _: Duration| forget.clone();
+    match guard.run_transaction(&steps, Some(&finish)).await {
+        Ok(_) => Error::Undone(format!(
+            "{failed}. The change was undone before its swap: the shadow column, its trigger and \
+             its indexes are dropped, and {} is as it was. Fix those rows (or give a USING \
+             expression that converts them)",
+            r.table
+        ))
+        .into(),
+        Err(e) => {
+            let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+            Error::NotOnline(format!(
+                "{failed}. Undoing the change failed too ({e}); these remove what it added: {}; {forget}",
+                sql.join("; ")
+            ))
+            .into()
+        }
+    }
 }
 
 /// The next batch's size: as many keys as the last rate covers in [`TARGET`],

@@ -226,6 +226,7 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             done_when: None,
             transactional: true,
             batch: None,
+            retype: None,
         }];
     }
     statements
@@ -235,6 +236,7 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             done_when: None,
             transactional: s.transactional,
             batch: None,
+            retype: None,
         })
         .collect()
 }
