@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 mod backfill;
 pub mod retype;
+mod throttle;
 pub use backfill::unbatchable;
+pub use throttle::Throttle;
 
 use crate::Connection;
 use locksmith_core::online::Unit;

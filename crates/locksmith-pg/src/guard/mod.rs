@@ -414,6 +414,8 @@ pub struct Guard {
     replicas: Vec<replica::Replica>,
     /// Say nothing of first attempts (batches: one line each would bury the rest).
     quiet_first_attempts: bool,
+    /// When backfills wait between batches.
+    throttle: crate::online::Throttle,
     /// What the guard did so far.
     pub report: GuardReport,
 }
@@ -481,6 +483,7 @@ impl Guard {
             on_event: Box::new(|_| {}),
             replicas: Vec::new(),
             quiet_first_attempts: false,
+            throttle: crate::online::Throttle::default(),
             report,
         })
     }
@@ -494,6 +497,30 @@ impl Guard {
     /// to the same receiver as its own.
     pub(crate) fn emit(&mut self, event: Event<'_>) {
         (self.on_event)(event);
+    }
+
+    /// When backfills wait between batches (`--max-lag`, `--max-active`, `--pause-file`).
+    pub fn set_throttle(&mut self, throttle: crate::online::Throttle) {
+        self.throttle = throttle;
+    }
+
+    /// When backfills wait between batches.
+    pub(crate) fn throttle(&self) -> &crate::online::Throttle {
+        &self.throttle
+    }
+
+    /// The hot standbys watched.
+    pub(crate) fn replicas(&self) -> &[replica::Replica] {
+        &self.replicas
+    }
+
+    /// Waits `d` between two units of work (a paused backfill), however far
+    /// the deadline is, which bounds waiting for locks; an interrupt ends it.
+    pub(crate) async fn pause(&mut self, d: Duration) -> Result<(), GuardError> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            signal = next_interrupt(&mut self.interrupt) => Err(GuardError::Interrupted(signal)),
+        }
     }
 
     /// Whether first attempts go unreported (a batched run reports its

@@ -88,6 +88,8 @@ pub struct Policy {
     pub allow_changed: bool,
     /// Apply a pending migration older than the latest applied.
     pub out_of_order: bool,
+    /// When online backfills wait between batches.
+    pub throttle: crate::online::Throttle,
 }
 
 /// How a pending migration runs.
@@ -348,6 +350,7 @@ impl Runner {
         let events = self.events.clone();
         guard
             .on_event(move |e| (events.lock().unwrap_or_else(|e| e.into_inner()))(Event::Guard(e)));
+        guard.set_throttle(self.policy.throttle.clone());
         let per_transaction = pooled::per_transaction(&guard);
         let pooler = guard.pooler().map(|pooler| {
             let direct = !per_transaction;

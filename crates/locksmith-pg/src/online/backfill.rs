@@ -35,6 +35,8 @@ const FIRST_BATCH: i64 = 500;
 /// Bounds on a batch's keys, whatever the rate says.
 const SMALLEST: i64 = 50;
 const LARGEST: i64 = 50_000;
+/// How often a paused backfill looks again whether it may go on.
+const PAUSE_LOOK: Duration = Duration::from_millis(250);
 /// Progress events at most this often (and after the last batch).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -120,9 +122,27 @@ pub(super) async fn run(
     let done_before = done;
     let mut shown = Instant::now();
     let mut attempts = 0;
+    let mut was_paused = false;
     guard.quiet_first_attempts(true);
     let ran = async {
         while after.as_deref() != Some(until.as_str()) {
+            // Throttled between batches, never inside one.
+            while let Some(why) = super::throttle::paused(guard).await? {
+                if shown.elapsed() >= PROGRESS_EVERY || !was_paused {
+                    shown = Instant::now();
+                    guard.emit(Event::Backfill {
+                        table: &batch.table,
+                        rows_done: done,
+                        rows_total: total.max(done),
+                        rows_per_second: (done - done_before) as f64
+                            / started.elapsed().as_secs_f64().max(0.001),
+                        paused: Some(&why),
+                    });
+                }
+                was_paused = true;
+                guard.pause(PAUSE_LOOK).await?;
+            }
+            was_paused = false;
             let from = after
                 .as_ref()
                 .map(|a| format!("{k} > {} AND ", literal(a)))
