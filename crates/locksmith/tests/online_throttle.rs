@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::{wait, Cluster};
