@@ -166,6 +166,13 @@ pub enum Error {
         /// The migration's history key as the progress table has it.
         version: i64,
     },
+    /// A step planned online cannot run online after all (why, and what to do).
+    #[error("{0}")]
+    NotOnline(String),
+    /// An online change failed and was undone: what failed, and that
+    /// nothing of it is left.
+    #[error("{0}")]
+    Undone(String),
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]
     Query {
@@ -203,8 +210,8 @@ impl Error {
                 ErrorKind::Unreachable
             }
             Error::Permission { .. } => ErrorKind::Permission,
-            Error::EditedMidway { .. } => ErrorKind::BadInput,
-            Error::IndexExists { .. } | Error::Query { .. } => ErrorKind::Failed,
+            Error::EditedMidway { .. } | Error::NotOnline(_) => ErrorKind::BadInput,
+            Error::IndexExists { .. } | Error::Query { .. } | Error::Undone(_) => ErrorKind::Failed,
         }
     }
 

@@ -171,6 +171,8 @@ pub struct ApplyArgs {
     /// step at a time, resumable after any interruption; refuse, before anything runs, what has none
     #[arg(long)]
     pub online: bool,
+    #[command(flatten)]
+    pub throttle: ThrottleArgs,
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
@@ -182,6 +184,31 @@ pub struct ApplyArgs {
     /// With --targets: the first N databases first; if any of them fails or gives up, the rest are skipped
     #[arg(long, value_name = "N", requires = "targets")]
     pub canary: Option<u32>,
+}
+
+/// When `apply --online` backfills wait between batches (as gh-ost throttles).
+#[derive(Debug, Args, Clone)]
+pub struct ThrottleArgs {
+    /// With --online: pause backfills while a --replica standby replays more than this behind
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub max_lag: std::time::Duration,
+    /// With --online: pause backfills while more than N backends are active on the primary [default: off]
+    #[arg(long, value_name = "N", requires = "online")]
+    pub max_active: Option<u32>,
+    /// With --online: pause backfills while this file exists (touch it to pause, remove it to go on)
+    #[arg(long, value_name = "PATH", requires = "online")]
+    pub pause_file: Option<std::path::PathBuf>,
+}
+
+impl ThrottleArgs {
+    /// The engine's throttle.
+    pub fn throttle(&self) -> locksmith_pg::online::Throttle {
+        locksmith_pg::online::Throttle {
+            max_lag: self.max_lag,
+            max_active: self.max_active,
+            pause_file: self.pause_file.clone(),
+        }
+    }
 }
 
 /// The warden's connection: `run`'s own, passed in the environment.

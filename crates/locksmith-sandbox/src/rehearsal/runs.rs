@@ -232,6 +232,8 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             statements: statements.to_vec(),
             done_when: None,
             transactional: true,
+            batch: None,
+            retype: None,
         }];
     }
     statements
@@ -240,6 +242,8 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             statements: vec![s.clone()],
             done_when: None,
             transactional: s.transactional,
+            batch: None,
+            retype: None,
         })
         .collect()
 }

@@ -161,6 +161,18 @@ impl EventLines {
                 if *skipped { " (done by an earlier run, skipped)" } else { "" },
                 render::one_line(sql, 90)
             ),
+            Event::Backfill { table, rows_done, rows_total, rows_per_second, paused } => {
+                let left = (rows_total - rows_done).max(0) as f64 / rows_per_second.max(1.0);
+                let eta = locksmith_core::duration::human(Duration::from_secs(left.ceil() as u64));
+                format!(
+                    "{table}: {rows_done} of ~{rows_total} rows, {rows_per_second:.0} rows/s{}",
+                    match paused {
+                        Some(why) => format!(", paused: {why}"),
+                        None if rows_done >= rows_total => String::new(),
+                        None => format!(", about {eta} left"),
+                    }
+                )
+            }
         }
     }
 }
