@@ -349,11 +349,13 @@ async fn gives_up_cleanly_naming_the_leakers() {
     let url = cluster.url("incident");
     let probe = StallProbe::start(&incident.app.with_application_name("web-request")).await;
 
+    // A deadline that leaves room for alembic's own start (about a second
+    // each time on a loaded machine) in the attempts before it.
     let mut args = vec![
         "--format",
         "json",
         "--deadline",
-        "3s",
+        "8s",
         "--lock-timeout",
         "200ms",
         "--database-url",
@@ -391,7 +393,7 @@ async fn gives_up_cleanly_naming_the_leakers() {
         "alembic's own error passed through"
     );
     assert!(
-        ran.took < Duration::from_secs(10),
+        ran.took < Duration::from_secs(20),
         "gave up near the deadline: {:?}",
         ran.took
     );
