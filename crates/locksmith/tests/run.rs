@@ -349,11 +349,11 @@ async fn gives_up_cleanly_naming_the_leakers() {
     let url = cluster.url("incident");
     let probe = StallProbe::start(&incident.app.with_application_name("web-request")).await;
 
-    // A deadline that leaves room for alembic's own start (about a second
-    // each time on a loaded machine) in the attempts before it.
     let mut args = vec![
         "--format",
         "json",
+        // Long enough for alembic's first attempt to start, lose and exit
+        // on a loaded machine (python's start alone can take seconds).
         "--deadline",
         "8s",
         "--lock-timeout",

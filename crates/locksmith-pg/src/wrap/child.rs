@@ -48,13 +48,8 @@ pub(crate) async fn attempt(
     warden: Option<&mut Warden>,
     emit: &dyn Fn(Event<'_>),
 ) -> Result<AttemptEnd, Error> {
-    let mut child = tokio::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .envs(env.set.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let mut child = env
+        .command(cmd, Stdio::inherit())
         .spawn()
         .map_err(|source| Error::Spawn {
             program: cmd[0].clone(),

@@ -2,6 +2,7 @@
 //! `PGAPPNAME`, `DATABASE_URL`, depending on whether a pooler is in
 //! between) and how reports show its command line (no passwords).
 
+use std::process::Stdio;
 use std::time::Duration;
 
 /// The command as reports show it: a connection string among its arguments
@@ -36,6 +37,20 @@ impl ChildEnv {
     /// The `DATABASE_URL` the command sees.
     pub fn database_url(&self) -> Option<&str> {
         self.database_url.as_deref()
+    }
+
+    /// `argv` to start with this environment, its stdout and stderr piped
+    /// to us, killed should we drop it.
+    pub(crate) fn command(&self, argv: &[String], stdin: Stdio) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .envs(self.set.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
     }
 }
 

@@ -25,6 +25,20 @@ use crate::guard::{unless_interrupted, ConnectError, GuardReport, Interrupt};
 use crate::migrate::{RunReport, Status};
 
 impl Wrapped {
+    /// Opens the route (a statement pooler refused), unless interrupted
+    /// first; a server that cannot be reached is `failed`.
+    pub(super) async fn open_route(
+        &self,
+        failed: fn(crate::Error) -> Error,
+    ) -> Result<Route, Error> {
+        match unless_interrupted(&self.interrupts, Route::open(&self.settings)).await {
+            Ok(Ok(route)) => Ok(route),
+            Ok(Err(ConnectError::Failed(e))) => Err(failed(e)),
+            Ok(Err(ConnectError::StatementPooling(refused))) => Err(refused.into()),
+            Err(signal) => Err(Error::Interrupted(signal)),
+        }
+    }
+
     /// Runs `command` (argv) until it succeeds, fails for a reason other
     /// than a lost lock race, or attempts or the deadline run out; the
     /// report says which. An [`Error`] means it was not run (or could not
@@ -32,12 +46,7 @@ impl Wrapped {
     pub async fn run(&self, command: &[String]) -> Result<Report, Error> {
         let policy = &self.policy;
         let mut interrupt = self.interrupts.clone();
-        let route = match unless_interrupted(&interrupt, Route::open(&self.settings)).await {
-            Ok(Ok(route)) => route,
-            Ok(Err(ConnectError::Failed(e))) => return Err(Error::Watch(e)),
-            Ok(Err(ConnectError::StatementPooling(refused))) => return Err(refused.into()),
-            Err(signal) => return Err(Error::Interrupted(signal)),
-        };
+        let route = self.open_route(Error::Watch).await?;
         let pooled = route.pooler.is_some();
         let process_env = |name: &str| std::env::var(name).ok();
         let given_url = self.database_url.as_deref();

@@ -264,13 +264,8 @@ pub async fn alembic_current(client: &Connection) -> Result<Result<Option<String
 /// stdout, or why it failed (its exit status and the end of its stderr).
 pub async fn read_sql(argv: &[String], env: &ChildEnv) -> Result<String, NoSql> {
     let shown = super::env::shown_command(argv);
-    let out = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .envs(env.set.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let out = env
+        .command(argv, Stdio::null())
         .output()
         .await
         .map_err(|e| NoSql {

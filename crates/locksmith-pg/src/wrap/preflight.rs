@@ -13,9 +13,8 @@ use locksmith_core::duration::human;
 
 use super::env::{child_env, shown_command, ChildEnv};
 use super::plan::{self, NoSql, OnlineAlternative, RunPlan, SqlSource};
-use super::route::Route;
 use super::{Error, Event, Wrapped};
-use crate::guard::{unless_interrupted, ConnectError, Interrupt};
+use crate::guard::{unless_interrupted, Interrupt};
 use crate::Connection;
 
 impl Wrapped {
@@ -26,12 +25,7 @@ impl Wrapped {
             return Err(Error::NoSqlSource(one_line(&shown_command(command), 100)));
         }
         let interrupt = self.interrupts.clone();
-        let route = match unless_interrupted(&interrupt, Route::open(&self.settings)).await {
-            Ok(Ok(route)) => route,
-            Ok(Err(ConnectError::Failed(e))) => return Err(Error::PlanRead(e)),
-            Ok(Err(ConnectError::StatementPooling(refused))) => return Err(refused.into()),
-            Err(signal) => return Err(Error::Interrupted(signal)),
-        };
+        let route = self.open_route(Error::PlanRead).await?;
         let process_env = |name: &str| std::env::var(name).ok();
         let env = child_env(
             self.database_url.as_deref(),

@@ -211,7 +211,7 @@ pub fn plan(plan: &RunPlan) -> String {
         if let Some(strongest) = s.locks.iter().map(|l| l.mode).max() {
             let _ = writeln!(
                 out,
-                "    locks {} (blocks {})",
+                "    locks {}, which blocks {}",
                 locks.join(", "),
                 strongest.blocks()
             );
@@ -270,4 +270,67 @@ pub fn plan(plan: &RunPlan) -> String {
         let _ = writeln!(out, "  holds estimated from {}", plan.calibration);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use locksmith_core::analysis::RelationLock;
+    use locksmith_core::lock::LockMode;
+    use locksmith_pg::wrap::plan::{Hold, PlannedStatement, TableSize};
+
+    use super::*;
+
+    #[test]
+    fn the_plan_as_people_read_it() {
+        let unique = PlannedStatement {
+            line: 5,
+            sql: "ALTER TABLE academic_partners ADD CONSTRAINT u UNIQUE (informal_name)".into(),
+            locks: vec![RelationLock {
+                relation: "academic_partners".into(),
+                mode: LockMode::AccessExclusive,
+            }],
+            rewrites: Vec::new(),
+            scans: vec!["academic_partners".into()],
+            tables: vec![TableSize {
+                relation: "academic_partners".into(),
+                rows: 1_000_000,
+                bytes: Some(75_497_472),
+            }],
+            estimated_hold: Some(Hold {
+                relation: "academic_partners".into(),
+                mode: LockMode::AccessExclusive,
+                rewrite: false,
+                estimated_hold_ms: 360,
+            }),
+            blockers: Vec::new(),
+            online: Some(OnlineAlternative::Steps(
+                "SET lock_timeout = '2s';\nCREATE UNIQUE INDEX CONCURRENTLY u ON academic_partners (informal_name);\n\
+                 ALTER TABLE academic_partners ADD CONSTRAINT u UNIQUE USING INDEX u;"
+                    .into(),
+            )),
+        };
+        let version = PlannedStatement {
+            line: 7,
+            sql: "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001'".into(),
+            locks: vec![RelationLock {
+                relation: "alembic_version".into(),
+                mode: LockMode::RowExclusive,
+            }],
+            rewrites: Vec::new(),
+            scans: Vec::new(),
+            tables: vec![TableSize {
+                relation: "alembic_version".into(),
+                rows: 1,
+                bytes: None,
+            }],
+            estimated_hold: None,
+            blockers: Vec::new(),
+            online: None,
+        };
+        let text = plan(&RunPlan {
+            sql_from: "alembic -c alembic.ini upgrade 0001:head --sql".into(),
+            statements: vec![unique, version],
+        });
+        insta::assert_snapshot!(text);
+    }
 }
