@@ -10,10 +10,10 @@ use locksmith_core::plan::Plan;
 use locksmith_core::source::Version;
 use locksmith_pg::migrate::{self, Policy, RunReport, Runner, Status};
 
-use super::progress::EventLines;
 use super::signals;
 use crate::cli::{ApplyArgs, Format};
 use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render::progress::EventLines;
 use crate::render::{self, style::Style};
 
 pub async fn run(args: ApplyArgs) -> CmdResult {

@@ -20,10 +20,7 @@ mod sources;
 mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
-// The guard's progress lines are rendering (`render::progress`); commands
-// still name them `super::progress`.
 use crate::exit::{CmdResult, Failure};
-use crate::render::progress;
 use locksmith_pg::ConnectionSettings;
 
 /// The conventional exit code after a signal: 128 + its number.

@@ -10,11 +10,11 @@ use std::io::IsTerminal;
 use locksmith_pg::migrate::Status;
 use locksmith_pg::wrap::{self, Event, Report, WardenCommand, Wrapped};
 
-use super::progress::WaitingLines;
 use super::signals;
 use crate::cli::{ConnectionArgs, Format, RunArgs, WardenArgs};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render;
+use crate::render::progress::WaitingLines;
 use crate::render::style::Style;
 
 /// The hidden subcommand that runs the warden.
