@@ -356,6 +356,17 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         .await,
         2
     );
+    // Past the swap there is nothing to abort: finishing is the way out.
+    let abort = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(abort.status.code(), Some(2), "{}", text(&abort));
+    assert!(
+        text(&abort).contains("is done: the column has its new type"),
+        "{}",
+        text(&abort)
+    );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
@@ -374,4 +385,69 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
         0
     );
+}
+
+/// `apply --online --abort` after a run stopped inside the fill (held there
+/// by its pause file, then killed): the shadow column, trigger and progress
+/// are removed, the table is as it was, and the migration, still pending,
+/// then applies from the start.
+#[tokio::test]
+async fn abort_before_the_swap_leaves_the_table_as_it_was() {
+    let want = plain("retype_abort_plain", BALANCE).await;
+    let (incident, admin) = staged("retype_abort").await;
+    let before = schema(&admin).await;
+    let dir = folder(BALANCE);
+    let pause = dir.path().join("pause");
+    std::fs::write(&pause, "").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir_arg(dir.path()), "--online", "--pause-file"])
+        .arg(&pause)
+        .env("DATABASE_URL", &incident.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Held before the fill's first batch: the shadow column and trigger are there.
+    let started = Instant::now();
+    while query_i64(
+        &admin,
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'zz_locksmith_sync_balance'",
+    )
+    .await
+        == 0
+    {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(started.elapsed() < Duration::from_secs(60), "no trigger");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    assert_ne!(schema(&admin).await, before);
+
+    let out = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("was removed"), "{}", text(&out));
+    assert_eq!(schema(&admin).await, before);
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        0
+    );
+    let again = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains("nothing to abort"),
+        "{}",
+        text(&again)
+    );
+
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(schema(&admin).await, want);
 }

@@ -290,6 +290,20 @@ pub fn undo(r: &Retyped, pg_version: u32) -> Result<Unit, String> {
     )
 }
 
+/// The shadow column a type change of `r` adds.
+pub fn shadow_column(r: &Retyped) -> String {
+    Names::new(&r.table, &r.column).shadow
+}
+
+/// Whether `unit` is one of the steps before the swap of the type change
+/// `r` (they all name its shadow column or its trigger).
+pub fn belongs(r: &Retyped, unit: &Unit) -> bool {
+    let names = Names::new(&r.table, &r.column);
+    unit.statements
+        .iter()
+        .any(|s| s.sql.contains(&names.shadow) || s.sql.contains(&names.trigger))
+}
+
 /// The type an owned sequence must be widened to for a column of `column_type`.
 fn wider_sequence_type(sequence: &str, column: &str) -> Option<&'static str> {
     let rank = |t: &str| match t {

@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+mod abort;
 mod explain;
 pub mod fleet;
 mod folder;
@@ -63,6 +64,7 @@ use crate::guard::{
     Step,
 };
 use crate::{foreign, history, ConnectionSettings, ErrorKind, Pooler};
+pub use abort::AbortReport;
 use explain::{adopt_hint, failure_message, online_failed, partition_refusal};
 pub use folder::{read_folder, FolderError};
 use pooled::Ran;

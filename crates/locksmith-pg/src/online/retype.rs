@@ -130,6 +130,20 @@ pub async fn kept_statements(client: &Connection, version: i64) -> Result<Vec<us
     }
 }
 
+/// Whether the shadow column of type change `r` is there (the change began
+/// and has not been swapped in).
+pub async fn shadow_exists(client: &Connection, r: &Retyped) -> Result<bool, Error> {
+    // The shadow column, not dropped.
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)",
+            &[&qualified(&r.table), &retype::shadow_column(r)],
+        )
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| Error::query(format!("looking for the shadow column of {}", r.table), e))
+}
+
 /// The facts an earlier run of migration `version` kept for its type change `key`.
 async fn kept(client: &Connection, version: i64, key: i32) -> Result<Option<ColumnFacts>, Error> {
     // The facts the first unit of the change recorded, if the progress table has them.
