@@ -757,6 +757,7 @@ fn online_plan(units: &[Unit]) -> Vec<OnlineUnit> {
         .iter()
         .map(|u| OnlineUnit {
             transaction: u.transactional,
+            batched: u.batch.is_some(),
             done_when: u.done_when.clone(),
             statements: u
                 .statements
