@@ -401,6 +401,7 @@ mod tests {
                 name: "public.accounts_id_seq".into(),
                 type_sql: "integer".into(),
             }),
+            identity: None,
             indexes: vec![IndexFact {
                 name: "accounts_pkey".into(),
                 definition: "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
