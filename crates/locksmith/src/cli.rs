@@ -173,6 +173,9 @@ pub struct ApplyArgs {
     pub online: bool,
     #[command(flatten)]
     pub throttle: ThrottleArgs,
+    /// With --online: remove an unfinished online type change (shadow column, trigger, progress) before its swap, leaving the table as it was; the migration stays pending
+    #[arg(long, requires = "online", conflicts_with_all = ["dry_run", "targets"])]
+    pub abort: bool,
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,

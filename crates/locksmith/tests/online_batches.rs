@@ -282,3 +282,37 @@ async fn an_update_batches_would_change_is_refused_before_anything_runs() {
         5
     );
 }
+
+/// The dry run says the UPDATE runs in batches (human and JSON), and runs nothing.
+#[tokio::test]
+async fn the_dry_run_says_an_update_runs_in_batches() {
+    let (incident, admin) = staged("batches_dry").await;
+    let dir = folder(BUMP);
+    let out = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--dry-run"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("step 1 (in batches over the table's key, one transaction each)"),
+        "{}",
+        text(&out)
+    );
+    let out = locksmith(
+        &incident.url,
+        &[
+            "apply",
+            dir_arg(dir.path()),
+            "--online",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["migrations"][0]["online"][0]["batched"], true);
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM accounts WHERE balance <> 0").await,
+        0
+    );
+}

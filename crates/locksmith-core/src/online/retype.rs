@@ -32,6 +32,9 @@ pub struct ColumnFacts {
     pub default: Option<String>,
     /// The sequence the column owns (a serial), if any.
     pub sequence: Option<OwnedSequence>,
+    /// The column is an identity column: how its sequence counts.
+    #[serde(default)]
+    pub identity: Option<IdentityFact>,
     /// The indexes that use the column.
     pub indexes: Vec<IndexFact>,
     /// `CHECK` and `FOREIGN KEY` constraints of the table that use the column.
@@ -50,6 +53,21 @@ pub struct OwnedSequence {
     pub name: String,
     /// Its type (`smallint`, `integer`, `bigint`).
     pub type_sql: String,
+}
+
+/// An identity column's kind and its sequence's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityFact {
+    /// `GENERATED ALWAYS` (else `BY DEFAULT`).
+    pub always: bool,
+    /// The sequence, quoted and qualified as `pg_get_serial_sequence` gives it.
+    pub sequence: String,
+    /// `INCREMENT BY`.
+    pub increment: i64,
+    /// `CACHE`.
+    pub cache: i64,
+    /// `CYCLE`.
+    pub cycle: bool,
 }
 
 /// An index that uses the column.
@@ -211,9 +229,26 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
             quote_ident(&fk.name)
         ));
     }
+    // An identity moves to the shadow, its sequence going on where it was:
+    // read, dropped with the old identity, made again under the same name.
+    // (The shadow needs NOT NULL first; its check proves it without a scan.)
+    if let Some(id) = &facts.identity {
+        swap.push(format!("ALTER TABLE {t} ALTER COLUMN {s} SET NOT NULL"));
+        swap.push(format!(
+            "DO $locksmith$\nDECLARE next bigint;\nBEGIN\n  SELECT CASE WHEN is_called THEN last_value + {increment} ELSE last_value END INTO next FROM {seq};\n  ALTER TABLE {t} ALTER COLUMN {c} DROP IDENTITY;\n  EXECUTE format('ALTER TABLE {t_lit} ALTER COLUMN {s_lit} ADD GENERATED {kind} AS IDENTITY (SEQUENCE NAME {seq_lit} START WITH %s RESTART WITH %s INCREMENT BY {increment} CACHE {cache}{cycle})', next, next);\nEND\n$locksmith$",
+            increment = id.increment,
+            seq = id.sequence,
+            t_lit = t.replace('\'', "''"),
+            s_lit = s.replace('\'', "''"),
+            seq_lit = id.sequence.replace('\'', "''"),
+            kind = if id.always { "ALWAYS" } else { "BY DEFAULT" },
+            cache = id.cache,
+            cycle = if id.cycle { " CYCLE" } else { "" },
+        ));
+    }
     // The default and the sequence move before the old column goes: dropping
     // it would drop what it owns.
-    if let Some(seq) = &facts.sequence {
+    if let Some(seq) = facts.sequence.as_ref().filter(|_| facts.identity.is_none()) {
         swap.push(format!("ALTER SEQUENCE {} OWNED BY {t}.{s}", seq.name));
         if let Some(wider) = wider_sequence_type(&seq.type_sql, &r.type_sql) {
             swap.push(format!("ALTER SEQUENCE {} AS {wider}", seq.name));
@@ -290,6 +325,20 @@ pub fn undo(r: &Retyped, pg_version: u32) -> Result<Unit, String> {
     )
 }
 
+/// The shadow column a type change of `r` adds.
+pub fn shadow_column(r: &Retyped) -> String {
+    Names::new(&r.table, &r.column).shadow
+}
+
+/// Whether `unit` is one of the steps before the swap of the type change
+/// `r` (they all name its shadow column or its trigger).
+pub fn belongs(r: &Retyped, unit: &Unit) -> bool {
+    let names = Names::new(&r.table, &r.column);
+    unit.statements
+        .iter()
+        .any(|s| s.sql.contains(&names.shadow) || s.sql.contains(&names.trigger))
+}
+
 /// The type an owned sequence must be widened to for a column of `column_type`.
 fn wider_sequence_type(sequence: &str, column: &str) -> Option<&'static str> {
     let rank = |t: &str| match t {
@@ -352,6 +401,7 @@ mod tests {
                 name: "public.accounts_id_seq".into(),
                 type_sql: "integer".into(),
             }),
+            identity: None,
             indexes: vec![IndexFact {
                 name: "accounts_pkey".into(),
                 definition: "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"

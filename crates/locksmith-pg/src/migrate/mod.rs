@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+mod abort;
 mod explain;
 pub mod fleet;
 mod folder;
@@ -64,6 +65,7 @@ use crate::guard::{
     Step,
 };
 use crate::{foreign, history, ConnectionSettings, ErrorKind, Pooler};
+pub use abort::AbortReport;
 use explain::{adopt_hint, failure_message, online_failed, partition_refusal};
 pub use folder::{read_folder, FolderError};
 pub use lint_files::{fix_changes, lint_folder, write_changes, Fix, LintFile};
@@ -773,6 +775,7 @@ fn online_plan(units: &[Unit]) -> Vec<OnlineUnit> {
         .iter()
         .map(|u| OnlineUnit {
             transaction: u.transactional,
+            batched: u.batch.is_some(),
             done_when: u.done_when.clone(),
             statements: u
                 .statements

@@ -178,6 +178,10 @@ pub struct PlannedMigration {
 pub struct OnlineUnit {
     /// Runs in one transaction (else outside any, statement by statement).
     pub transaction: bool,
+    /// Runs in batches over ranges of the table's key, one transaction each
+    /// (an `UPDATE`, a type change's fill).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub batched: bool,
     /// Skipped when this query says an interrupted run already did it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub done_when: Option<String>,

@@ -130,6 +130,20 @@ pub async fn kept_statements(client: &Connection, version: i64) -> Result<Vec<us
     }
 }
 
+/// Whether the shadow column of type change `r` is there (the change began
+/// and has not been swapped in).
+pub async fn shadow_exists(client: &Connection, r: &Retyped) -> Result<bool, Error> {
+    // The shadow column, not dropped.
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)",
+            &[&qualified(&r.table), &retype::shadow_column(r)],
+        )
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| Error::query(format!("looking for the shadow column of {}", r.table), e))
+}
+
 /// The facts an earlier run of migration `version` kept for its type change `key`.
 async fn kept(client: &Connection, version: i64, key: i32) -> Result<Option<ColumnFacts>, Error> {
     // The facts the first unit of the change recorded, if the progress table has them.
@@ -167,6 +181,7 @@ pub async fn read(client: &Connection, r: &Retyped) -> Result<ColumnFacts, Error
     };
     facts.obstacles.extend(column.obstacles);
     facts.sequence = sequence(client, &table, &r.column).await?;
+    facts.identity = identity(client, &table, &r.column).await?;
     facts.indexes = indexes(client, &table, column.attnum).await?;
     let (constraints, obstacles) = constraints(client, &table, column.attnum).await?;
     facts.constraints = constraints;
@@ -219,11 +234,6 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
             "{name} is a generated column: its values come from its expression, not from a copy; change it by hand (drop and add it again) in a migration of its own"
         ));
     }
-    if row.get::<_, bool>(5) {
-        obstacles.push(format!(
-            "{name} is an identity column, whose sequence cannot follow a shadow column yet: change it by hand, or make it a serial (a sequence it owns and a default) first"
-        ));
-    }
     match row.get::<_, String>(6).as_str() {
         "p" => obstacles.push(format!(
             "{table} is partitioned: its partitions hold the rows; change the type partition by partition, or by hand"
@@ -260,6 +270,31 @@ async fn sequence(
     Ok(row.map(|r| OwnedSequence {
         name: r.get(0),
         type_sql: r.get(1),
+    }))
+}
+
+async fn identity(
+    client: &Connection,
+    table: &str,
+    column: &str,
+) -> Result<Option<locksmith_core::online::retype::IdentityFact>, Error> {
+    // An identity column's kind, and its sequence's increment, cache and cycle.
+    let row = client
+        .query_opt(
+            "SELECT a.attidentity = 'a', pg_get_serial_sequence($1, $2), q.seqincrement, q.seqcache, q.seqcycle
+               FROM pg_attribute a
+               JOIN pg_sequence q ON q.seqrelid = to_regclass(pg_get_serial_sequence($1, $2))
+              WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attidentity <> ''",
+            &[&table, &column],
+        )
+        .await
+        .map_err(|e| Error::query(format!("reading the identity of {table}.{column}"), e))?;
+    Ok(row.map(|r| locksmith_core::online::retype::IdentityFact {
+        always: r.get(0),
+        sequence: r.get(1),
+        increment: r.get(2),
+        cache: r.get(3),
+        cycle: r.get(4),
     }))
 }
 

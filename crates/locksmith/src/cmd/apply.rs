@@ -43,6 +43,15 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
     let runner = Runner::new(settings, policy)
         .interrupts(signals::interrupts())
         .on_event(lines.into_migrate_handler());
+    if args.abort {
+        let aborted = runner.abort(plan).await?;
+        let mut out = crate::output::stdout();
+        match args.guard.format {
+            Format::Json => render::json(&mut out, &aborted)?,
+            Format::Human => writeln!(out, "{}", aborted.message)?,
+        }
+        return Ok(Outcome::Done);
+    }
     if args.dry_run {
         let plan = runner.dry_run(plan).await?;
         let text = match args.guard.format {

@@ -80,7 +80,9 @@ fn online(out: &mut String, units: &[OnlineUnit]) {
             out,
             "    step {} ({}{})",
             i + 1,
-            if u.transaction {
+            if u.batched {
+                "in batches over the table's key, one transaction each"
+            } else if u.transaction {
                 "one transaction"
             } else {
                 "no transaction"

@@ -330,6 +330,10 @@ mod tests {
         let text = plan(&RunPlan {
             sql_from: "alembic -c alembic.ini upgrade 0001:head --sql".into(),
             statements: vec![unique, version],
+            calibration: locksmith_pg::throughput::Calibration::Measured {
+                rows: 100_000,
+                temporary: false,
+            },
         });
         insta::assert_snapshot!(text);
     }
