@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 
+pub use crate::analysis::split::{BatchedUpdate, Retyped};
 use crate::analysis::{analyze_after, quote_qualified, AlterAction, Statement, StatementKind};
 
 /// One step of an online plan.
@@ -49,6 +50,22 @@ pub struct Unit {
     pub done_when: Option<String>,
     /// Whether the statements run in one transaction.
     pub transactional: bool,
+    /// Set when the unit is one `UPDATE` run in batches over ranges of the
+    /// table's key, each its own short transaction recorded as it commits.
+    pub batch: Option<BatchedUpdate>,
+    /// Set when the unit is a type change that rewrites the table, still to
+    /// be expanded into its shadow-column units ([`retype::units`]) from what
+    /// the server says about the column; on the expansion's batched fill
+    /// (with [`batch`](Self::batch)), the change it fills, undone should a
+    /// value not convert.
+    pub retype: Option<Retyped>,
+}
+
+impl Unit {
+    /// A type change still to be expanded into its shadow-column units.
+    pub fn unexpanded(&self) -> Option<&Retyped> {
+        self.retype.as_ref().filter(|_| self.batch.is_none())
+    }
 }
 
 /// A statement of the migration that cannot run online.
@@ -64,11 +81,45 @@ pub struct Refusal {
 /// `None` when none of them needs it and the migration can run as written.
 /// Statements kept as written are grouped into one transaction between the
 /// online steps, so each unit is done exactly once across interruptions.
+/// An `UPDATE` of an existing table is a unit of its own, run in batches
+/// ([`Unit::batch`]): as one statement it would hold a row lock on every row
+/// it changes until it commits, and writers of those rows wait that long.
 pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Unit>>, Refusal> {
     let mut created = BTreeSet::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut changed = false;
     for (index, s) in statements.iter().enumerate() {
+        if let StatementKind::Dml {
+            command: "UPDATE",
+            table,
+            ..
+        } = &s.kind
+        {
+            if !created.contains(table) {
+                let batch = crate::analysis::split::batched_update(&s.sql)
+                    .map_err(|why| Refusal { index, why })?;
+                changed = true;
+                units.push(Unit {
+                    statements: vec![s.clone()],
+                    done_when: None,
+                    transactional: true,
+                    batch: Some(batch),
+                    retype: None,
+                });
+                continue;
+            }
+        }
+        if let Some(retype) = rewriting_type_change(s, &created) {
+            changed = true;
+            units.push(Unit {
+                statements: vec![s.clone()],
+                done_when: None,
+                transactional: true,
+                batch: None,
+                retype: Some(retype),
+            });
+            continue;
+        }
         match plan(s, &created, pg_version) {
             Online::Refused(why) => return Err(Refusal { index, why }),
             Online::Steps(steps) => {
@@ -77,16 +128,25 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
                     transactional: step.statement.transactional,
                     statements: vec![step.statement],
                     done_when: step.done_when,
+                    batch: None,
+                    retype: None,
                 }));
             }
             Online::AsIs => match units.last_mut() {
-                Some(u) if u.transactional && u.done_when.is_none() && s.transactional => {
+                Some(u)
+                    if u.transactional
+                        && u.done_when.is_none()
+                        && u.batch.is_none()
+                        && s.transactional =>
+                {
                     u.statements.push(s.clone())
                 }
                 _ => units.push(Unit {
                     statements: vec![s.clone()],
                     done_when: None,
                     transactional: s.transactional,
+                    batch: None,
+                    retype: None,
                 }),
             },
         }
@@ -95,6 +155,21 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
         }
     }
     Ok(changed.then_some(units))
+}
+
+/// `s` taken apart when it is a one-subcommand type change that rewrites an
+/// existing table: run through a shadow column ([`retype`]).
+fn rewriting_type_change(s: &Statement, created: &BTreeSet<String>) -> Option<Retyped> {
+    let StatementKind::AlterTable { table, actions } = &s.kind else {
+        return None;
+    };
+    let [AlterAction::AlterColumnType { .. }] = actions.as_slice() else {
+        return None;
+    };
+    if created.contains(table) || !s.rewrites.contains(table) {
+        return None;
+    }
+    crate::analysis::split::retyped(&s.sql)
 }
 
 /// The online plan for `s`, given the relations created earlier in the same
@@ -341,6 +416,7 @@ pub fn script(steps: &[OnlineStep], in_transaction_block: bool) -> String {
 }
 
 mod alter;
+pub mod retype;
 
 pub(crate) use alter::default_name;
 #[cfg(test)]

@@ -191,8 +191,13 @@ impl PlannedMigration {
             )
         });
         let statements: Vec<Statement> = statements.into_iter().filter(runs).collect();
-        let in_transaction =
-            !migration.no_transaction && statements.iter().all(|s| s.transactional);
+        // As its tool runs it (docs/tools.md): a tool that opens no
+        // transaction of its own (Prisma, golang-migrate) runs a
+        // one-statement file outside one.
+        let in_transaction = !migration.no_transaction
+            && statements.iter().all(|s| s.transactional)
+            && (source::tool::wraps_file(migration.layout, &migration.path)
+                || statements.len() > 1);
         Ok(PlannedMigration {
             id: migration.id(),
             migration,
@@ -320,8 +325,10 @@ mod tests {
         live.learn_column("t", "v", "int8", Vec::new(), false);
         let judged = p.judged_live(&[0], live).unwrap();
         assert_eq!(judged[0].statements[0].rewrites, vec!["t".to_string()]);
-        assert!(judged[0].online(15).is_err());
-        // What runs stays the files' own plan.
+        let units = judged[0].online(15).unwrap().unwrap();
+        assert!(units[0].unexpanded().is_some());
+        assert_eq!(p.migrations[0].online(15), Ok(None));
+        // The files alone cannot tell.
         assert!(p.migrations[0].statements[0].rewrites.is_empty());
     }
 
@@ -346,7 +353,7 @@ mod tests {
         let p = plan(
             &[(
                 "001_a.sql",
-                "\n  ALTER TABLE t ALTER COLUMN c TYPE text USING c::text;",
+                "\n  ALTER TABLE t ALTER COLUMN c TYPE text USING c::text, ALTER COLUMN d TYPE text;",
             )],
             None,
         )

@@ -102,17 +102,7 @@ fn probe(client: locksmith_pg::Connection, stop: Arc<AtomicBool>) -> tokio::task
 async fn one(primary: &Cluster, standby: &Cluster, db: &str, s: Scenario) -> Sample {
     let incident = Incident::stage(primary, db).await.expect("staging");
     let check = standby.settings(db, "check");
-    wait::until(wait::BOUND, "the standby to replay the table", || async {
-        match check.connect().await {
-            Ok(c) => c
-                .batch_execute(&format!("SELECT count(*) FROM {TABLE}"))
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await
-    .expect("standby replay");
+    wait::readable(&check, TABLE).await.expect("standby replay");
     let check = check.connect().await.unwrap();
     let readers = Traffic::start(
         standby.settings(db, "standby-reader"),

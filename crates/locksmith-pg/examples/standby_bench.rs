@@ -42,17 +42,9 @@ struct Sample {
 async fn one(primary: &Cluster, standby: &Cluster, db: &str, how: How) -> Sample {
     let incident = Incident::stage(primary, db).await.expect("staging");
     let standby_settings = standby.settings(db, "standby-traffic");
-    wait::until(wait::BOUND, "the standby to replay the table", || async {
-        match standby_settings.connect().await {
-            Ok(c) => c
-                .batch_execute(&format!("SELECT count(*) FROM {TABLE}"))
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await
-    .expect("standby replay");
+    wait::readable(&standby_settings, TABLE)
+        .await
+        .expect("standby replay");
 
     let report = standby
         .settings(db, "standby-report")

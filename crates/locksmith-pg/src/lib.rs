@@ -38,6 +38,9 @@
 //! - [`settings`]: where and how to connect (libpq conventions, TLS, `~/.pgpass`).
 //! - [`connection`]: an open connection; every statement unnamed, safe through poolers.
 //! - [`migrate`]: the whole run of a migration source (above).
+//! - [`wrap`]: the whole run of a migration *tool* that keeps its own
+//!   connections (`locksmith run -- alembic upgrade head`): its environment,
+//!   the watch over its sessions, attempts and retries, a [`wrap::Report`].
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded
 //!   retries, the watchdog; and, for a tool that keeps its own connections
 //!   (`locksmith run`), the session watch.
@@ -49,10 +52,15 @@
 //!   cheap probe, once per run) and the hold estimate built on them.
 //! - [`snapshot`]: sessions and locks at one moment, in two queries.
 //! - [`blockers`]: the blocker graph built from a snapshot (pure).
+//! - [`diagnosis`]: `blockers`' reading of a server and its standbys.
 //! - [`signal`]: cancelling and terminating other sessions.
-//! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure rules).
+//! - [`audit`]: `doctor`'s settings and live-state audit (queries, then pure
+//!   rules; `audit::server` the whole of it).
 //! - [`trace`]: runs a migration and records the locks, rewrites and constraints
-//!   each statement actually took, compared with lint's model.
+//!   each statement actually took, compared with lint's model; before a live
+//!   trace, its route and the statements refused for their hold (`trace::live`).
+//! - [`prepared`]: prepared transactions, which hold locks with no session.
+//! - [`tls`]: TLS with libpq's `sslmode` semantics.
 //!
 //! Pure analysis (lock modes, statement analysis, the plan) lives in
 //! `locksmith-core`; this crate adds I/O and nothing that could be computed
@@ -64,6 +72,7 @@ pub mod blockers;
 mod cancel;
 pub mod connection;
 mod conninfo;
+pub mod diagnosis;
 pub mod foreign;
 pub mod guard;
 pub mod history;
@@ -78,6 +87,7 @@ pub mod tables;
 pub mod throughput;
 pub mod tls;
 pub mod trace;
+pub mod wrap;
 
 pub use connection::{Connection, Pooler};
 pub use conninfo::redact;
@@ -156,6 +166,13 @@ pub enum Error {
         /// The migration's history key as the progress table has it.
         version: i64,
     },
+    /// A step planned online cannot run online after all (why, and what to do).
+    #[error("{0}")]
+    NotOnline(String),
+    /// An online change failed and was undone: what failed, and that
+    /// nothing of it is left.
+    #[error("{0}")]
+    Undone(String),
     /// A query failed.
     #[error("{context}: {}", describe_sql_error(.source))]
     Query {
@@ -193,8 +210,8 @@ impl Error {
                 ErrorKind::Unreachable
             }
             Error::Permission { .. } => ErrorKind::Permission,
-            Error::EditedMidway { .. } => ErrorKind::BadInput,
-            Error::IndexExists { .. } | Error::Query { .. } => ErrorKind::Failed,
+            Error::EditedMidway { .. } | Error::NotOnline(_) => ErrorKind::BadInput,
+            Error::IndexExists { .. } | Error::Query { .. } | Error::Undone(_) => ErrorKind::Failed,
         }
     }
 

@@ -5,6 +5,10 @@
 //! own `done_when` query when the crash came between a statement that cannot
 //! run in a transaction (`CREATE INDEX CONCURRENTLY`) and its record.
 //!
+//! A unit that is one `UPDATE` ([`Unit::batch`]) runs in key-range batches
+//! instead ([`backfill`]), each batch recording how far it got, so a rerun
+//! goes on after the last committed batch.
+//!
 //! The migration's row in the history table is written with the last unit,
 //! in the same transaction, and its progress rows are deleted then: until
 //! that commit the migration is not applied, and a rerun resumes it.
@@ -16,6 +20,12 @@
 //! direct route there; `apply` refuses them up front.)
 
 use std::time::{Duration, Instant};
+
+mod backfill;
+pub mod retype;
+mod throttle;
+pub use backfill::unbatchable;
+pub use throttle::Throttle;
 
 use crate::Connection;
 use locksmith_core::online::Unit;
@@ -84,6 +94,25 @@ pub async fn run_excluding(
     ensure_table(guard.client())
         .await
         .map_err(|e| fail(0)(e.into()))?;
+    // A caller that plans by itself (a rehearsal) hands type changes unexpanded.
+    let expanded;
+    let units = match units.iter().any(|u| u.unexpanded().is_some()) {
+        false => units,
+        true => {
+            let client = guard.client();
+            let major = crate::trace::catalog::server_major(client)
+                .await
+                .map_err(|e| fail(0)(e.into()))?;
+            expanded = match retype::expand(client, version, units.to_vec(), &[], major)
+                .await
+                .map_err(|e| fail(0)(e.into()))?
+            {
+                Ok(units) => units,
+                Err(refused) => return Err(fail(0)(Error::NotOnline(refused.why).into())),
+            };
+            &expanded[..]
+        }
+    };
     let sums: Vec<String> = units.iter().map(unit_checksum).collect();
     let done = check_progress(guard.client(), version, &sums)
         .await
@@ -111,7 +140,11 @@ pub async fn run_excluding(
         } else {
             run.ran += 1;
         }
-        if unit.transactional && !already {
+        if let (Some(batch), false) = (&unit.batch, already) {
+            run.attempts += backfill::run(guard, version, i, unit, batch, &sums[i], units.len())
+                .await
+                .map_err(fail(i))?;
+        } else if unit.transactional && !already {
             let progress = progress_sql(version, i, finishing, &sums[i]);
             let attempts_before = run.attempts;
             let finish = |attempts: u32, _: Duration| {
@@ -143,8 +176,7 @@ pub async fn run_excluding(
                 Err(e) => return Err(fail(i)(e)),
             }
             continue;
-        }
-        if !already {
+        } else if !already {
             for step in &steps {
                 run.attempts += guard.run_outside_transaction(step).await.map_err(fail(i))?;
             }
@@ -167,7 +199,7 @@ pub async fn run_excluding(
 
 /// A query returning a row when unit `i` of `version` is recorded as done.
 pub fn done_sql(version: i64, i: usize) -> String {
-    format!("SELECT FROM {STEPS_TABLE} WHERE version = {version} AND unit = {i}")
+    format!("SELECT FROM {STEPS_TABLE} WHERE version = {version} AND unit = {i} AND done")
 }
 
 /// Records unit `i` as done, with the checksum of what it ran
@@ -177,7 +209,8 @@ pub fn progress_sql(version: i64, i: usize, finishing: bool, checksum: &str) -> 
         format!("DELETE FROM {STEPS_TABLE} WHERE version = {version}")
     } else {
         format!(
-            "INSERT INTO {STEPS_TABLE} (version, unit, checksum) VALUES ({version}, {i}, {}) ON CONFLICT DO NOTHING",
+            "INSERT INTO {STEPS_TABLE} (version, unit, checksum) VALUES ({version}, {i}, {}) \
+             ON CONFLICT (version, unit) DO UPDATE SET done = true, done_at = now()",
             locksmith_core::quote::literal(checksum)
         )
     }
@@ -242,7 +275,12 @@ pub async fn ensure_table(client: &Connection) -> Result<(), Error> {
                checksum text,
                PRIMARY KEY (version, unit)
              );
-             ALTER TABLE {STEPS_TABLE} ADD COLUMN IF NOT EXISTS checksum text"
+             ALTER TABLE {STEPS_TABLE} ADD COLUMN IF NOT EXISTS checksum text,
+               ADD COLUMN IF NOT EXISTS done boolean NOT NULL DEFAULT true,
+               ADD COLUMN IF NOT EXISTS batch_after text,
+               ADD COLUMN IF NOT EXISTS batch_until text,
+               ADD COLUMN IF NOT EXISTS rows_done bigint,
+               ADD COLUMN IF NOT EXISTS facts text"
         ),
     )
     .await
@@ -255,7 +293,9 @@ async fn done_units(
     // The units of this migration that an interrupted run completed, with what each ran.
     let rows = client
         .query(
-            &format!("SELECT unit, checksum FROM {STEPS_TABLE} WHERE version = $1 ORDER BY unit"),
+            &format!(
+                "SELECT unit, checksum FROM {STEPS_TABLE} WHERE version = $1 AND done ORDER BY unit"
+            ),
             &[&version],
         )
         .await

@@ -74,6 +74,7 @@ fn record_events(guard: &mut Guard) -> Seen {
             Event::DroppedInvalidIndex(_) => ("dropped_invalid_index", Vec::new()),
             Event::IndexAlreadyBuilt(_) => ("index_already_built", Vec::new()),
             Event::OnlineStep { .. } => ("online_step", Vec::new()),
+            Event::Backfill { .. } => ("backfill", Vec::new()),
         };
         sink.lock().unwrap().push(entry);
     });

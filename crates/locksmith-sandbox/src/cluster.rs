@@ -68,6 +68,17 @@ impl Cluster {
         Cluster::start_with(ClusterOptions::default())
     }
 
+    /// [`start_with`](Self::start_with) on a blocking thread, for async
+    /// callers (`demo`, `rehearse`): the runtime's workers keep running.
+    pub async fn start_async(options: ClusterOptions) -> Result<Cluster, Error> {
+        tokio::task::spawn_blocking(move || Cluster::start_with(options))
+            .await
+            .map_err(|e| Error::Command {
+                what: "starting the cluster".into(),
+                output: e.to_string(),
+            })?
+    }
+
     /// Starts a cluster: copy the template (made on first use), pick a free
     /// port, start `postgres`, wait until it accepts connections.
     pub fn start_with(options: ClusterOptions) -> Result<Cluster, Error> {

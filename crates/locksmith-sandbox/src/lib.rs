@@ -11,13 +11,19 @@
 //! - [`shared`]: one cluster per process, a fresh database per test.
 //! - [`queue`]: the incident frozen at its worst moment (leakers, queued ALTER, queued readers).
 //! - [`incident`]: the story's table and roles, staged on a cluster.
+//! - [`demo`]: `locksmith demo`'s scenario: the incident played plain and
+//!   guarded under traffic, and the hot-standby act.
 //! - [`rehearsal`]: a user's migration rehearsed plain, guarded and online under traffic.
 //! - [`pooler`]: a throwaway PgBouncer in front of a cluster, in session or
 //!   transaction pooling.
 //! - [`wait`]: polling for a condition with a generous bound, for tests.
 //!
-//! Used by `locksmith demo`, `locksmith trace` and by every test that needs
-//! a real server. Nothing here is used against a user's database.
+//! Used by `locksmith demo`, `locksmith trace`, `locksmith rehearse` and by
+//! every test that needs a real server. Nothing here writes to a user's
+//! database: the one part that connects to one, `rehearsal::source`
+//! (`rehearse --database-url`), reads its schema and sizes in read-only
+//! sessions under a short `lock_timeout`; everything else runs on clusters
+//! this crate started.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), locksmith_sandbox::Error> {
@@ -31,6 +37,7 @@
 pub mod bench_doc;
 pub mod bin_dir;
 pub mod cluster;
+pub mod demo;
 mod guardian;
 pub mod incident;
 pub mod orm;
@@ -111,9 +118,59 @@ pub enum Error {
         /// The driver's error.
         source: tokio_postgres::Error,
     },
+    /// The migration to rehearse does not parse.
+    #[error("{name}:{line}:{column}: {message}")]
+    Syntax {
+        /// The migration's name (its files).
+        name: String,
+        /// 1-based.
+        line: u32,
+        /// 1-based.
+        column: u32,
+        /// The parser's message.
+        message: String,
+    },
+    /// The migration to rehearse has no statements.
+    #[error("the migration has no statements")]
+    NoStatements,
+    /// A folder to rehearse holds no migration.
+    #[error("no migrations found in {dir}")]
+    NoMigrations {
+        /// The folder.
+        dir: String,
+    },
+    /// A migration folder that cannot be read.
+    #[error(transparent)]
+    Folder(#[from] locksmith_pg::migrate::FolderError),
+    /// The live schema would be read through a pooler without a direct route.
+    #[error(
+        "--database-url goes through {pooler}. Reading the schema runs pg_dump, whose session \
+         settings (statement_timeout = 0, lock_timeout = 0, …) would stay on the pooler's backends \
+         for the application. Nothing was read. Give a URL straight to the server with \
+         --direct-url (or LOCKSMITH_DIRECT_URL)"
+    )]
+    ReadNeedsDirectRoute {
+        /// The pooler, as `Pooler` displays it.
+        pooler: String,
+    },
+    /// One run of a rehearsal failed.
+    #[error("the {way} run")]
+    Run {
+        /// `naive`, `guarded` or `online`.
+        way: &'static str,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// Talking to the cluster failed.
     #[error(transparent)]
     Pg(#[from] locksmith_pg::Error),
+    /// The guard could not start on the cluster.
+    #[error(transparent)]
+    GuardConnect(#[from] locksmith_pg::guard::ConnectError),
+    /// A migration the guard ran on the cluster failed.
+    #[error(transparent)]
+    Guard(#[from] locksmith_pg::guard::GuardError),
     /// A statement on the cluster failed.
     #[error("{context}: {}", locksmith_pg::describe_sql_error(.source))]
     Sql {
@@ -125,6 +182,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is (the binary's exit code comes from it):
+    /// the user's input (files, setup SQL, a route the live read cannot take)
+    /// is bad input; a server error keeps its own kind.
+    pub fn kind(&self) -> locksmith_pg::ErrorKind {
+        use locksmith_pg::ErrorKind;
+        match self {
+            Error::Setup { .. }
+            | Error::Syntax { .. }
+            | Error::NoStatements
+            | Error::NoMigrations { .. }
+            | Error::Folder(_)
+            | Error::ReadNeedsDirectRoute { .. } => ErrorKind::BadInput,
+            Error::Pg(e) => e.kind(),
+            Error::GuardConnect(e) => e.kind(),
+            Error::Run { source, .. } => source.kind(),
+            _ => ErrorKind::Failed,
+        }
+    }
+
     pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
         Error::Io {
             what: what.to_string(),

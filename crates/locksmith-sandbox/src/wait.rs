@@ -51,6 +51,22 @@ where
     }
 }
 
+/// Waits until `table` can be read over `settings`: a standby has
+/// replayed its creation (and its database's), say.
+pub async fn readable(
+    settings: &locksmith_pg::ConnectionSettings,
+    table: &str,
+) -> Result<(), Error> {
+    let sql = format!("SELECT count(*) FROM {table}");
+    until(BOUND, &format!("{table} to be readable"), || async {
+        match settings.connect().await {
+            Ok(c) => c.batch_execute(&sql).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

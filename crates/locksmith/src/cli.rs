@@ -145,6 +145,9 @@ pub struct DemoArgs {
     /// How long the naive ALTER may wait before it is cancelled on the server.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     pub cap: std::time::Duration,
+    /// Add a fourth act: a hot standby with a long report on it, its reads stalled by the plain migration and kept flowing by the guard watching it (`apply --replica`).
+    #[arg(long)]
+    pub replica: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +171,8 @@ pub struct ApplyArgs {
     /// step at a time, resumable after any interruption; refuse, before anything runs, what has none
     #[arg(long)]
     pub online: bool,
+    #[command(flatten)]
+    pub throttle: ThrottleArgs,
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.
     #[arg(long, value_name = "VERSION")]
     pub baseline: Option<String>,
@@ -181,6 +186,31 @@ pub struct ApplyArgs {
     pub canary: Option<u32>,
 }
 
+/// When `apply --online` backfills wait between batches (as gh-ost throttles).
+#[derive(Debug, Args, Clone)]
+pub struct ThrottleArgs {
+    /// With --online: pause backfills while a --replica standby replays more than this behind
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub max_lag: std::time::Duration,
+    /// With --online: pause backfills while more than N backends are active on the primary [default: off]
+    #[arg(long, value_name = "N", requires = "online")]
+    pub max_active: Option<u32>,
+    /// With --online: pause backfills while this file exists (touch it to pause, remove it to go on)
+    #[arg(long, value_name = "PATH", requires = "online")]
+    pub pause_file: Option<std::path::PathBuf>,
+}
+
+impl ThrottleArgs {
+    /// The engine's throttle.
+    pub fn throttle(&self) -> locksmith_pg::online::Throttle {
+        locksmith_pg::online::Throttle {
+            max_lag: self.max_lag,
+            max_active: self.max_active,
+            pause_file: self.pause_file.clone(),
+        }
+    }
+}
+
 /// The warden's connection: `run`'s own, passed in the environment.
 #[derive(Debug, Args)]
 pub struct WardenArgs {
@@ -192,6 +222,12 @@ pub struct WardenArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub guard: GuardArgs,
+    /// A command that prints the SQL the migration command will run (e.g. `python manage.py sqlmigrate app 0042`), run through `sh -c` with the same environment: its plan (locks, table sizes, estimated holds, sessions in the way, online alternatives) is printed first, and a statement estimated to hold a traffic-blocking lock past --max-hold refuses the run. Should it fail, nothing runs (exit 2). `alembic upgrade` is planned without it, through alembic's offline mode
+    #[arg(long, value_name = "CMD")]
+    pub sql_from: Option<String>,
+    /// Print the plan (see --sql-from) and exit without running the command
+    #[arg(long)]
+    pub plan_only: bool,
     /// The migration command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -258,6 +294,15 @@ pub struct LintArgs {
     /// probe's rolled-back transaction.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Judge every file as if its migration tool runs it inside one transaction (squawk's name) [default: from the folder's layout and the file's no-transaction marker, else `assume_in_transaction` in locksmith.toml]
+    #[arg(long)]
+    pub assume_in_transaction: bool,
+    /// Rewrite the newest migration of DIR (or the FILE given) into what its tool (detected from the layout) runs safely: each statement replaced by its fix, and steps that cannot share a transaction moved to new migration files with the tool's no-transaction marker
+    #[arg(long, conflicts_with = "database_url")]
+    pub fix: bool,
+    /// With --fix: print the changes as a unified diff instead of writing them
+    #[arg(long, requires = "fix")]
+    pub diff: bool,
 }
 
 #[derive(Debug, Args)]

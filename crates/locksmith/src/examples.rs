@@ -18,6 +18,7 @@ pub const DEMO: &str = "\
 Examples:
   locksmith demo                                  narrated, about 25 seconds
   locksmith demo --json > result.json             the numbers only
+  locksmith demo --replica                        and a hot standby's reads (15 s more)
 
 Exit codes: 0 done; 1 the throwaway server could not start.";
 

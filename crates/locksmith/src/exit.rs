@@ -81,17 +81,16 @@ fn exit_code(e: &(dyn Error + 'static)) -> u8 {
         e.kind()
     } else if let Some(e) = e.downcast_ref::<migrate::Error>() {
         e.kind()
+    } else if let Some(e) = e.downcast_ref::<locksmith_pg::wrap::Error>() {
+        e.kind()
     } else if let Some(e) = e.downcast_ref::<locksmith_pg::guard::ConnectError>() {
         e.kind()
     } else if e.is::<locksmith_pg::connection::StatementPooling>() {
         // A route the command cannot run over, refused before anything ran.
         ErrorKind::BadInput
     } else if let Some(e) = e.downcast_ref::<locksmith_sandbox::Error>() {
-        match e {
-            // The user's schema or setup file does not run.
-            locksmith_sandbox::Error::Setup { .. } => ErrorKind::BadInput,
-            _ => ErrorKind::Failed,
-        }
+        // The user's files, setup SQL or route are bad input.
+        e.kind()
     } else if e.is::<migrate::FolderError>() || e.is::<locksmith_core::plan::PlanError>() {
         ErrorKind::BadInput
     } else {

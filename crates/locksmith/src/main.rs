@@ -1,9 +1,12 @@
 //! `locksmith`: PostgreSQL schema migrations that never lock out your traffic.
 //!
-//! The binary is thin: `main → run(parse())`, one `match` on the command,
-//! exit codes decided in one place ([`exit`]). The work lives in the library
-//! crates: `locksmith-core` (analysis), `locksmith-pg` (live server),
-//! `locksmith-sandbox` (throwaway clusters, simulated traffic).
+//! The binary is thin: `main → run(parse())`, one `match` on the command
+//! ([`cmd`]), exit codes decided in one place ([`exit`]). It is arguments
+//! ([`cli`]), calls into the library crates, rendering ([`render`], the
+//! [`top`] TUI) and exit codes; it makes no database call of its own. The
+//! work lives in the libraries: `locksmith-core` (analysis), `locksmith-pg`
+//! (live server, the one migration engine), `locksmith-sandbox` (throwaway
+//! clusters, simulated traffic, `demo`'s and `rehearse`'s scenarios).
 
 mod cli;
 mod cmd;

@@ -923,3 +923,58 @@ async fn another_migration_under_an_applied_version_is_a_collision() {
         0
     );
 }
+
+/// `LOCK TABLE` refuses materialized views and foreign tables ("cannot lock
+/// relation"): the guard must not take them by name up front, yet still look
+/// for the sessions in their way and bound the statement's own wait.
+#[tokio::test]
+async fn a_materialized_view_is_refreshed_under_the_guard() {
+    let incident = Incident::stage_shared("apply_matview").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW partners_mv AS SELECT id, informal_name FROM academic_partners;
+             CREATE UNIQUE INDEX ON partners_mv (id);
+             GRANT SELECT ON partners_mv TO app;",
+        )
+        .await
+        .unwrap();
+    let leaked = LeakedSessions::open(
+        &incident.app.with_application_name("mv-reader"),
+        1,
+        "partners_mv",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[("1_refresh.sql", "REFRESH MATERIALIZED VIEW partners_mv;\n")],
+    );
+    let (url, d) = (incident.url.clone(), dir.path().to_str().unwrap());
+
+    // A reader of the view is in the way: named, nothing applied.
+    let out = locksmith(&url, &["apply", d, "--deadline", "2s", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{}", text(&out));
+    assert_eq!(
+        report["blockers"][0]["pid"].as_i64(),
+        Some(leaked.pids()[0] as i64),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        0
+    );
+
+    // Once the reader's transaction ends, the refresh runs.
+    leaked.commit().await.unwrap();
+    let out = locksmith(&url, &["apply", d, "--deadline", "30s", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+}

@@ -4,10 +4,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn demo_shows_the_outage_and_the_guard_preventing_it() {
+/// `locksmith demo --json ARGS`: exit 0 and its JSON.
+fn demo_json(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["demo", "--json", "--cap", "4s"])
+        .args(["demo", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(
@@ -16,7 +17,12 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
+    serde_json::from_slice(&out.stdout).expect("stdout is only JSON")
+}
+
+#[test]
+fn demo_shows_the_outage_and_the_guard_preventing_it() {
+    let result = demo_json(&["--cap", "4s"]);
     let naive = &result["naive"];
     for key in [
         "max_stall_ms",
@@ -54,8 +60,38 @@ fn demo_shows_the_outage_and_the_guard_preventing_it() {
         "{guarded}"
     );
     assert_eq!(guarded["timeouts"], 0);
+    // Without --replica there is no fourth act.
+    assert!(result.get("standby").is_none(), "{result}");
     for run in [blocked, guarded] {
         assert!(run["worst_second"]["served"].as_u64().unwrap() > 0, "{run}");
         assert_eq!(run["served_in_time"], run["requests"], "{run}");
     }
+}
+
+/// `demo --replica`: on a hot standby with a long report, the plain ALTER
+/// stalls the standby's reads until the report ends; the guard watching the
+/// standby waits for a gap between reports and they keep flowing.
+#[test]
+fn demo_replica_shows_standby_reads_stalled_plain_and_flowing_guarded() {
+    let result = demo_json(&["--cap", "2s", "--replica"]);
+    let standby = &result["standby"];
+    let (naive, guarded) = (&standby["naive"], &standby["guarded"]);
+    // The plain ALTER is applied on the primary at once, and its replay on
+    // the standby waits for the report (started 0.1-0.4 s before, 2.5 s
+    // long): the standby's reads of the table queue behind it.
+    assert_eq!(naive["completed"], true, "{standby}");
+    assert!(naive["worst_read_ms"].as_u64().unwrap() > 1500, "{standby}");
+    assert!(naive["replayed_ms"].as_u64().unwrap() > 1500, "{standby}");
+    // The guard waited for the report to end (it started just after one)
+    // and the standby's reads never waited for more than the migration.
+    assert_eq!(guarded["completed"], true, "{standby}");
+    assert!(
+        guarded["migration_ms"].as_u64().unwrap() > 1000,
+        "{standby}"
+    );
+    assert!(
+        guarded["worst_read_ms"].as_u64().unwrap() < 1000,
+        "{standby}"
+    );
+    assert!(guarded["reads"].as_u64().unwrap() > 0, "{standby}");
 }

@@ -259,9 +259,9 @@ async fn a_table_created_in_the_same_migration_is_not_bounded() {
     assert_eq!(count(&admin, "SELECT count(*) FROM fresh").await, 1);
 }
 
-/// The advice for a statement with no online form (a rewriting type change)
-/// says so, with the expand/contract way; it never prints the blocking
-/// statement again with a `lock_timeout` added, as if that were a fix.
+/// The advice for a rewriting type change names its online form (a shadow
+/// column); it never prints the blocking statement again with a
+/// `lock_timeout` added, as if that were a fix.
 #[tokio::test]
 async fn a_type_change_past_max_hold_is_not_advised_as_itself() {
     let incident = Incident::stage_shared("hold_type").await.unwrap();
@@ -282,7 +282,10 @@ async fn a_type_change_past_max_hold_is_not_advised_as_itself() {
         error.contains("rewritten under ACCESS EXCLUSIVE"),
         "{error}"
     );
-    assert!(error.contains("no online form"), "{error}");
+    assert!(
+        error.contains("apply --online changes the type through a shadow column"),
+        "{error}"
+    );
     assert!(
         !error.contains("SET lock_timeout"),
         "the blocking statement as its own fix: {error}"

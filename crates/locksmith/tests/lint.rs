@@ -467,3 +467,133 @@ async fn live_catalog_judges_type_changes() {
         [vec![], vec![], vec![], vec!["LS108".to_string()]]
     );
 }
+
+fn linted_paths(dir: &Path) -> Vec<String> {
+    let out = locksmith(&["lint", "--format", "json", "."], dir, None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn corpus(tool: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(tool)
+}
+
+#[test]
+fn diesel_down_sql_is_never_linted() {
+    let paths = linted_paths(&corpus("diesel"));
+    assert_eq!(
+        paths,
+        [
+            "./2024-01-01-000000_init/up.sql",
+            "./2024-03-01-000000_users/up.sql"
+        ]
+    );
+}
+
+#[test]
+fn popx_other_dialects_are_never_linted() {
+    let paths = linted_paths(&corpus("popx"));
+    assert_eq!(
+        paths,
+        [
+            "./20240101000000000000_init.postgres.up.sql",
+            "./20240301000000000000_users.postgres.up.sql"
+        ]
+    );
+}
+
+/// The rules that fired, over every file.
+fn rules(out: &Output) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rules = Vec::new();
+    for f in v["files"].as_array().unwrap() {
+        for s in f["statements"].as_array().unwrap() {
+            for finding in s["findings"].as_array().unwrap() {
+                rules.push(finding["rule"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    rules
+}
+
+#[test]
+fn transaction_mode_comes_from_the_layout_its_marker_or_the_flag() {
+    const CIC: &str = "CREATE INDEX CONCURRENTLY i ON t (a);\n";
+    // sqlx runs a file in a transaction: the build fails there.
+    let dir = dir_with(&[("1_a.sql", "CREATE TABLE t (a int);\n"), ("2_i.sql", CIC)]);
+    let out = locksmith(&["lint", "--format", "json", "."], dir.path(), None);
+    assert_eq!(rules(&out), ["LS105"], "{}", stdout(&out));
+    // Its own marker says not.
+    let marked = format!("-- no-transaction\n{CIC}");
+    let dir = dir_with(&[
+        ("1_a.sql", "CREATE TABLE t (a int);\n"),
+        ("2_i.sql", &marked),
+    ]);
+    let out = locksmith(&["lint", "--format", "json", "."], dir.path(), None);
+    assert_eq!(rules(&out), Vec::<String>::new(), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0));
+    // golang-migrate's `.up.sql` too (sqlx's reversible files look the same:
+    // a lone statement is given the benefit of the doubt).
+    let dir = dir_with(&[
+        ("1_a.up.sql", "CREATE TABLE t (a int);\n"),
+        ("2_i.up.sql", CIC),
+    ]);
+    let out = locksmith(&["lint", "--format", "json", "."], dir.path(), None);
+    assert_eq!(rules(&out), Vec::<String>::new(), "{}", stdout(&out));
+    // Prisma sends a file as one query: alone, the build runs outside a block.
+    let dir = dir_with(&[
+        (
+            "20240101000000_a/migration.sql",
+            "CREATE TABLE t (a int);\n",
+        ),
+        ("20240102000000_i/migration.sql", CIC),
+    ]);
+    let out = locksmith(&["lint", "--format", "json", "."], dir.path(), None);
+    assert_eq!(rules(&out), Vec::<String>::new(), "{}", stdout(&out));
+    // A plain file is judged as written, unless --assume-in-transaction.
+    let dir = dir_with(&[("plain.sql", CIC)]);
+    let out = locksmith(&["lint", "--format", "json", "plain.sql"], dir.path(), None);
+    assert_eq!(rules(&out), Vec::<String>::new());
+    let out = locksmith(
+        &[
+            "lint",
+            "--format",
+            "json",
+            "--assume-in-transaction",
+            "plain.sql",
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(rules(&out), ["LS105"]);
+}
+
+#[test]
+fn fix_diff_shows_without_writing() {
+    let dir = dir_with(&[
+        ("00001_a.sql", "-- +goose Up\nCREATE TABLE t (a int);\n"),
+        ("00002_i.sql", "-- +goose Up\nCREATE INDEX i ON t (a);\n"),
+    ]);
+    let out = locksmith(&["lint", "--fix", "--diff", "."], dir.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    insta::assert_snapshot!(stdout(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("00002_i.sql")).unwrap(),
+        "-- +goose Up\nCREATE INDEX i ON t (a);\n"
+    );
+    let out = locksmith(&["lint", "--fix", "."], dir.path(), None);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("00002_i.sql")).unwrap(),
+        "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
+    );
+    let out = locksmith(&["lint", "."], dir.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

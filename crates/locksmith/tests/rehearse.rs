@@ -198,8 +198,28 @@ fn render_in_chromium(report: &Path) {
 }
 
 /// A headless Chromium screenshot of `page`, and Chromium's log (console messages included).
+///
+/// On a loaded machine Chromium has once left an empty file and exited: the
+/// claim here is about the report, not Chromium, so an empty file is taken
+/// again (a few times, each log kept for the failure message).
 fn screenshot(page: &Path) -> (Vec<u8>, String) {
+    let mut logs = Vec::new();
+    for _ in 0..3 {
+        let (png, log) = screenshot_once(page);
+        if !png.is_empty() {
+            return (png, log);
+        }
+        logs.push(log);
+    }
+    panic!(
+        "Chromium wrote an empty screenshot 3 times: {}",
+        logs.join("\n---\n")
+    );
+}
+
+fn screenshot_once(page: &Path) -> (Vec<u8>, String) {
     let shot = page.with_extension("png");
+    let _ = std::fs::remove_file(&shot);
     // A fresh profile each time, and nothing that reaches the network.
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")

@@ -248,50 +248,80 @@ async fn an_unwatched_standby_is_pointed_out() {
     );
 }
 
+/// The standby rule (`replica::standby_waits_out`): a standby query is
+/// waited out whatever its age. The report is far younger than the age at
+/// which the primary's rule stops racing a holder (`--lock-timeout 4s`, so
+/// 4 s) at every look of the first seconds: on the primary it would be
+/// raced. Without the rule the first look races it — `NOWAIT` wins at once
+/// on the primary, nothing there holds the table — the migration is applied
+/// (`attempts` 1, exit 0) and replay on the standby stalls every read of the
+/// table until the report ends. With the rule: no attempt at all, exit 3 at
+/// the deadline, the report named with its server, no read stalled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_standby_query_is_waited_for_not_raced() {
+async fn a_young_standby_query_is_waited_out_not_raced() {
     let db = "replica_active";
     let (_primary, standby, incident, dir) = staged(db).await;
     let report = standby_client(&standby, db, "standby-long-report").await;
     let running = tokio::spawn(async move {
         report
-            .batch_execute(&format!("SELECT count(*), pg_sleep(8) FROM {TABLE}"))
+            .batch_execute(&format!("SELECT count(*), pg_sleep(10) FROM {TABLE}"))
             .await
     });
     let watcher = standby_client(&standby, db, "check").await;
     wait::until(wait::BOUND, "the report to run on the standby", || async {
-        watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE application_name = 'standby-long-report' AND state = 'active'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            > 0
+        report_age_ms(&watcher).await.is_some()
     })
     .await
     .unwrap();
-    // Past the budget, not yet a second old: on the primary it would be raced.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (out, worst) =
-        apply_watching_standby(&standby, db, &incident, dir.path(), &["--deadline", "3s"]).await;
+    let started = Instant::now();
+    let age_at_start = report_age_ms(&watcher).await.expect("the report runs");
+    let (out, worst) = apply_watching_standby(
+        &standby,
+        db,
+        &incident,
+        dir.path(),
+        &["--lock-timeout", "4s", "--deadline", "5s"],
+    )
+    .await;
+    let took = started.elapsed();
+
+    // The looks that tell the rules apart came while the report was younger
+    // than 4 s: it was under 1 s old when apply started, and apply gave up
+    // at its 5 s deadline (so it was looking from its first second on).
+    assert!(age_at_start < 1000, "the report was {age_at_start} ms old");
+    assert!(took < Duration::from_secs(8), "apply took {took:?}");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        report["blockers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|b| b["application_name"] == "standby-long-report"),
-        "{report}"
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["attempts"], 0,
+        "the standby's report was raced: {json}"
     );
+    let named = json["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["application_name"] == "standby-long-report")
+        .unwrap_or_else(|| panic!("the report is not named: {json}"));
+    assert_eq!(named["server"], format!("127.0.0.1:{}", standby.port()));
     assert!(
         worst < Duration::from_secs(1),
         "a standby read waited {worst:?}"
     );
     running.await.unwrap().unwrap();
+}
+
+/// How long the standby's report has run, while it runs.
+async fn report_age_ms(watcher: &locksmith_pg::Connection) -> Option<i64> {
+    watcher
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp() - query_start) * 1000)::int8
+             FROM pg_stat_activity
+             WHERE application_name = 'standby-long-report' AND state = 'active'",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, i64>(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

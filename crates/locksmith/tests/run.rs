@@ -334,15 +334,8 @@ async fn stage(
     cluster: &Cluster,
     project: &AlembicProject,
 ) -> (Incident, LeakedSessions, locksmith_pg::Connection) {
-    let incident = Incident::stage(cluster, "incident").await.unwrap();
-    project.upgrade_directly(&cluster.url("incident"), "0001");
+    let (incident, admin) = staged_at_0001(cluster, project).await;
     let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 2, TABLE)
-        .await
-        .unwrap();
-    let admin = incident
-        .admin
-        .with_application_name("test-admin")
-        .connect()
         .await
         .unwrap();
     (incident, leaked, admin)
@@ -356,11 +349,13 @@ async fn gives_up_cleanly_naming_the_leakers() {
     let url = cluster.url("incident");
     let probe = StallProbe::start(&incident.app.with_application_name("web-request")).await;
 
+    // A deadline that leaves room for alembic's own start (about a second
+    // each time on a loaded machine) in the attempts before it.
     let mut args = vec![
         "--format",
         "json",
         "--deadline",
-        "3s",
+        "8s",
         "--lock-timeout",
         "200ms",
         "--database-url",
@@ -398,7 +393,7 @@ async fn gives_up_cleanly_naming_the_leakers() {
         "alembic's own error passed through"
     );
     assert!(
-        ran.took < Duration::from_secs(10),
+        ran.took < Duration::from_secs(20),
         "gave up near the deadline: {:?}",
         ran.took
     );
@@ -542,7 +537,17 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
                   c = psycopg2.connect(os.environ['DATABASE_URL'])\n\
                   c.cursor().execute('ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name_academic_partner UNIQUE (informal_name)')\n";
     let py = python().display().to_string();
-    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+    // The wrapped command is a shell that records the signal it receives,
+    // running the ALTER in python: only a signal passed on writes the file.
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("got");
+    let shell = format!(
+        "trap 'echo got-INT > {f}; exit 130' INT; trap 'echo got-TERM > {f}; exit 143' TERM; \
+         \"$0\" -c \"$1\" & wait $!",
+        f = got.display()
+    );
+    for (signal, code, recorded) in [("-INT", 130, "got-INT"), ("-TERM", 143, "got-TERM")] {
+        let _ = std::fs::remove_file(&got);
         let started = Instant::now();
         // A budget long enough that only the signal can end the wait.
         let child = locksmith_command(&[
@@ -551,8 +556,10 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
             "--database-url",
             &url,
             "--",
-            &py,
+            "sh",
             "-c",
+            &shell,
+            &py,
             script,
         ])
         .spawn()
@@ -577,6 +584,12 @@ async fn signals_are_passed_on_and_the_queued_request_is_cancelled() {
             sent.elapsed()
         );
         assert!(ran.stderr.contains("interrupted"), "{signal}");
+        // locksmith waited for the command to end: its trap has run by now.
+        assert_eq!(
+            std::fs::read_to_string(&got).ok().as_deref().map(str::trim),
+            Some(recorded),
+            "{signal}: the wrapped command never received the signal"
+        );
         assert_nothing_left_queued(&admin).await;
         assert_eq!(leaked.alive(), 2, "{signal}: the leakers were not touched");
     }
@@ -744,4 +757,262 @@ async fn a_lost_race_is_retried_once_the_blocker_is_gone() {
     assert!(constraint_exists(&admin).await);
     assert_eq!(alembic_version(&admin).await, "0002");
     assert_nothing_left_queued(&admin).await;
+}
+
+/// The incident at alembic 0001, without leakers.
+async fn staged_at_0001(
+    cluster: &Cluster,
+    project: &AlembicProject,
+) -> (Incident, locksmith_pg::Connection) {
+    let incident = Incident::stage(cluster, "incident").await.unwrap();
+    project.upgrade_directly(&cluster.url("incident"), "0001");
+    let admin = incident
+        .admin
+        .with_application_name("test-admin")
+        .connect()
+        .await
+        .unwrap();
+    (incident, admin)
+}
+
+/// `locksmith run ARGS -- alembic … upgrade head` for the project.
+async fn run_alembic(project: &AlembicProject, args: &[&str]) -> Ran {
+    let alembic = project.upgrade("head");
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--");
+    all.extend(alembic.iter().map(String::as_str));
+    locksmith_run(&all).await
+}
+
+/// The project's upgrade to head under `--max-hold 100ms`, and its JSON report.
+async fn under_100ms_max_hold(project: &AlembicProject, url: &str) -> (Ran, Value) {
+    let args = [
+        "--max-hold",
+        "100ms",
+        "--format",
+        "json",
+        "--database-url",
+        url,
+    ];
+    let ran = run_alembic(project, &args).await;
+    let report = serde_json::from_str(&ran.stdout).unwrap();
+    (ran, report)
+}
+
+#[tokio::test]
+async fn the_plan_of_an_alembic_upgrade_is_read_before_it_runs() {
+    let project = AlembicProject::new();
+    let cluster = Cluster::start().unwrap();
+    let (_incident, admin) = staged_at_0001(&cluster, &project).await;
+    let url = cluster.url("incident");
+    // 250 rows: the hold is nothing, even under a 100 ms --max-hold; it runs.
+    let (ran, report) = under_100ms_max_hold(&project, &url).await;
+    assert_eq!(ran.code, 0);
+    assert_eq!(report["status"], "applied");
+    let plan = &report["plan"];
+    assert!(
+        plan["sql_from"]
+            .as_str()
+            .unwrap()
+            .contains("upgrade 0001:head --sql"),
+        "{plan}"
+    );
+    let unique = plan["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sql"].as_str().unwrap().contains(CONSTRAINT))
+        .expect("the ADD CONSTRAINT is in the plan");
+    assert_eq!(unique["locks"][0]["mode"], "AccessExclusiveLock");
+    assert_eq!(unique["tables"][0]["relation"], "academic_partners");
+    assert_eq!(unique["tables"][0]["rows"], 250);
+    assert!(
+        unique["estimated_hold"]["estimated_hold_ms"]
+            .as_u64()
+            .unwrap()
+            < 100
+    );
+    assert!(
+        unique["online"]["steps"]
+            .as_str()
+            .unwrap()
+            .contains("CONCURRENTLY"),
+        "{unique}"
+    );
+    assert!(ran.stderr.contains("locksmith run: plan, from the SQL of"));
+    assert!(ran
+        .stderr
+        .contains("reads in full academic_partners: about 250 rows"));
+    assert!(constraint_exists(&admin).await);
+    assert_eq!(alembic_version(&admin).await, "0002");
+}
+
+#[tokio::test]
+async fn max_hold_refuses_a_big_table_before_alembic_runs() {
+    let project = AlembicProject::new();
+    let cluster = Cluster::start().unwrap();
+    let (_incident, admin) = staged_at_0001(&cluster, &project).await;
+    admin
+        .batch_execute(
+            "INSERT INTO academic_partners (name, informal_name)
+               SELECT 'University ' || i, 'uni-' || i FROM generate_series(251, 1000000) AS i;
+             ANALYZE academic_partners",
+        )
+        .await
+        .unwrap();
+    let url = cluster.url("incident");
+    let (ran, report) = under_100ms_max_hold(&project, &url).await;
+    assert_eq!(ran.code, 3);
+    assert_eq!(report["status"], "hold_exceeded");
+    assert_eq!(report["attempts"], 0);
+    let error = report["error"].as_str().unwrap();
+    for says in [
+        "refused before running anything",
+        CONSTRAINT,
+        "ACCESS EXCLUSIVE on academic_partners",
+        "about 1000000 rows",
+        "over --max-hold 100ms",
+        "apply --online",
+    ] {
+        assert!(error.contains(says), "{says}: {error}");
+    }
+    assert!(!ran.stderr.contains("attempt 1"), "alembic never ran");
+    assert!(!constraint_exists(&admin).await);
+    assert_eq!(alembic_version(&admin).await, "0001");
+}
+
+#[tokio::test]
+async fn a_migration_that_reads_data_has_no_plan_and_runs_as_before() {
+    let project = AlembicProject::new();
+    std::fs::write(
+        project
+            .dir
+            .path()
+            .join("migrations/versions/0003_count_partners.py"),
+        r#"from alembic import op
+import sqlalchemy as sa
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # Reads data: offline (--sql) there is no result to read.
+    n = op.get_bind().execute(sa.text("SELECT count(*) FROM academic_partners")).scalar()
+    op.execute(f"COMMENT ON TABLE academic_partners IS 'partners: {n}'")
+
+
+def downgrade():
+    pass
+"#,
+    )
+    .unwrap();
+    let cluster = Cluster::start().unwrap();
+    let (_incident, admin) = staged_at_0001(&cluster, &project).await;
+    let url = cluster.url("incident");
+    // --plan-only has nothing to print: it says why, exit 1, nothing run.
+    let ran = run_alembic(&project, &["--plan-only", "--database-url", &url]).await;
+    assert_eq!(ran.code, 1);
+    assert!(ran.stderr.contains("no plan:"), "{}", ran.stderr);
+    assert_eq!(alembic_version(&admin).await, "0001");
+
+    let ran = run_alembic(&project, &["--database-url", &url]).await;
+    assert_eq!(ran.code, 0);
+    assert!(
+        ran.stderr.contains("note: no plan before running")
+            && ran.stderr.contains("upgrade 0001:head --sql` failed"),
+        "a clear note"
+    );
+    assert!(ran.stderr.contains("attempt 1"), "then a guarded run");
+    assert!(constraint_exists(&admin).await);
+    assert_eq!(alembic_version(&admin).await, "0003");
+}
+
+#[tokio::test]
+async fn plan_only_prints_the_plan_and_runs_nothing() {
+    let project = AlembicProject::new();
+    let cluster = Cluster::start().unwrap();
+    let (_incident, admin) = staged_at_0001(&cluster, &project).await;
+    let url = cluster.url("incident");
+    let ran = run_alembic(&project, &["--plan-only", "--database-url", &url]).await;
+    assert_eq!(ran.code, 0);
+    assert!(
+        ran.stdout.starts_with("plan, from the SQL of"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran
+        .stdout
+        .contains("locks ACCESS EXCLUSIVE on academic_partners"));
+    assert!(ran.stdout.contains("online: "));
+    eprintln!("time to the plan: {:?}", ran.took);
+    let ran = run_alembic(
+        &project,
+        &["--plan-only", "--format", "json", "--database-url", &url],
+    )
+    .await;
+    assert_eq!(ran.code, 0);
+    let out: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(out["status"], "planned");
+    assert!(!out["plan"]["statements"].as_array().unwrap().is_empty());
+    assert!(!constraint_exists(&admin).await);
+    assert_eq!(alembic_version(&admin).await, "0001");
+
+    // Another tool, with --sql-from: its SQL is planned the same way.
+    let ran = locksmith_run(&[
+        "--plan-only",
+        "--sql-from",
+        &format!("echo 'ALTER TABLE academic_partners ADD CONSTRAINT {CONSTRAINT} UNIQUE (informal_name);'"),
+        "--database-url",
+        &url,
+        "--",
+        "flyway",
+        "migrate",
+    ])
+    .await;
+    assert_eq!(ran.code, 0);
+    assert!(ran.stdout.contains("about 250 rows"), "{}", ran.stdout);
+    // No source of SQL at all: bad usage.
+    let ran = locksmith_run(&[
+        "--plan-only",
+        "--database-url",
+        &url,
+        "--",
+        "flyway",
+        "migrate",
+    ])
+    .await;
+    assert_eq!(ran.code, 2);
+    assert!(ran.stderr.contains("--sql-from"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn a_failing_sql_from_runs_nothing() {
+    let cluster = Cluster::start().unwrap();
+    let url = cluster.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let ran_file = dir.path().join("ran");
+    let touch = format!("touch {}", ran_file.display());
+    let ran = locksmith_run(&[
+        "--sql-from",
+        "echo 'cannot reach the app settings' >&2; exit 7",
+        "--database-url",
+        &url,
+        "--",
+        "sh",
+        "-c",
+        &touch,
+    ])
+    .await;
+    assert_eq!(ran.code, 2);
+    assert!(ran.stderr.contains("--sql-from"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("cannot reach the app settings"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("nothing was run"), "{}", ran.stderr);
+    assert!(!ran_file.exists(), "the command ran");
 }

@@ -101,6 +101,12 @@ fn subcommand(
                 .column_types
                 .get(&(table.to_string(), column.clone()));
             let coercion = coercion(old, &new, def.raw_default.is_some());
+            let was_serial = old.is_some_and(|(name, _)| {
+                matches!(
+                    name.as_str(),
+                    "serial" | "serial4" | "smallserial" | "serial2"
+                )
+            });
             if coercion == Coercion::Rewrite {
                 sum.rewrite(table);
             }
@@ -117,6 +123,7 @@ fn subcommand(
                     column,
                     type_name,
                     coercion,
+                    was_serial,
                 },
                 AccessExclusive,
             )

@@ -34,6 +34,50 @@ pub fn create_index_on(sql: &str, schema: &str, table: &str, name: &str) -> Opti
     parsed.deparse(Default::default()).ok()
 }
 
+/// `definition` (one `CREATE INDEX`, as `pg_get_indexdef` prints it)
+/// rebuilt `CONCURRENTLY` as `name`, with key or `INCLUDE` column `column`
+/// replaced by `shadow`: the index a type change's shadow column needs.
+/// `None` when `definition` is not a single `CREATE INDEX`, or uses the
+/// column in an expression or its predicate (not rebuilt this way).
+pub fn on_shadow_column(
+    definition: &str,
+    column: &str,
+    shadow: &str,
+    name: &str,
+) -> Option<String> {
+    let mut parsed = pg_query::parse(definition, 0).ok()?.protobuf;
+    let [raw] = parsed.stmts.as_mut_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::IndexStmt(index)) = raw.stmt.as_mut()?.node.as_mut() else {
+        return None;
+    };
+    let in_expression = NodeEnum::IndexStmt(index.clone())
+        .nodes()
+        .iter()
+        .any(|(n, ..)| {
+            matches!(n, pg_query::NodeRef::ColumnRef(c)
+            if super::expr::strings(&c.fields).last().map(String::as_str) == Some(column))
+        });
+    if in_expression {
+        return None;
+    }
+    index.idxname = name.to_string();
+    index.concurrent = true;
+    for elem in index
+        .index_params
+        .iter_mut()
+        .chain(index.index_including_params.iter_mut())
+    {
+        if let Some(NodeEnum::IndexElem(e)) = elem.node.as_mut() {
+            if e.name == column {
+                e.name = shadow.to_string();
+            }
+        }
+    }
+    parsed.deparse(Default::default()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +92,28 @@ mod tests {
             copy,
             "CREATE UNIQUE INDEX shadow_idx ON pg_temp.shadow USING btree (lower(email)) \
              INCLUDE (id) WITH (fillfactor=90) WHERE deleted_at IS NULL"
+        );
+    }
+
+    #[test]
+    fn an_index_is_rebuilt_on_the_shadow_column() {
+        let def = "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id) INCLUDE (balance)";
+        assert_eq!(
+            on_shadow_column(def, "id", "id_new", "accounts_pkey_new").as_deref(),
+            Some("CREATE UNIQUE INDEX CONCURRENTLY accounts_pkey_new ON public.accounts USING btree (id_new) INCLUDE (balance)")
+        );
+        assert_eq!(
+            on_shadow_column("CREATE INDEX i ON t USING btree (lower(c))", "c", "n", "i2"),
+            None
+        );
+        assert_eq!(
+            on_shadow_column(
+                "CREATE INDEX i ON t USING btree (a) WHERE c > 0",
+                "c",
+                "n",
+                "i2"
+            ),
+            None
         );
     }
 

@@ -266,6 +266,9 @@ pub enum AlterAction {
         type_name: String,
         /// Whether the table must be rewritten.
         coercion: Coercion,
+        /// The column was declared `serial` (`serial4`, `smallserial`): it
+        /// owns a sequence of its old type, which the change leaves as it is.
+        was_serial: bool,
     },
     /// `ALTER COLUMN … SET NOT NULL`.
     SetNotNull {

@@ -37,6 +37,7 @@ mod convert;
 mod expr;
 pub mod index_copy;
 mod kind;
+pub mod plpgsql;
 mod schema;
 pub mod source;
 pub mod split;

@@ -60,6 +60,7 @@ impl Config {
             pg_version: pg_version.or(self.pg_version).unwrap_or(MAX_PG_VERSION),
             disabled: self.disable.iter().cloned().collect::<BTreeSet<_>>(),
             assume_in_transaction: self.assume_in_transaction,
+            place: super::fix::Where::default(),
         }
     }
 }

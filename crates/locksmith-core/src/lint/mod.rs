@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod docs;
+pub mod fix;
 pub mod live;
 mod registry;
 pub mod rules;
@@ -41,6 +42,10 @@ use crate::analysis::{
 pub use crate::severity::Severity;
 pub use config::{Config, ConfigError};
 pub use registry::{rule_by_id, RULES};
+
+/// The id of the finding for a statement that cannot run in the
+/// transaction block it is in: its fix moves it out ([`fix::steps`]).
+const NOT_IN_TRANSACTION: &str = "LS105";
 
 /// The id of the finding for an ignore comment that matched nothing.
 pub const UNMATCHED_IGNORE: &str = "LS900";
@@ -165,6 +170,9 @@ pub struct LintedStatement {
     /// Rules reported outside [`lint`] (a live server's, the tracer's) that
     /// an ignore comment before this statement names.
     pub ignored: Vec<&'static str>,
+    /// The statements its fix runs instead, analysed (empty without a fix):
+    /// what `lint --fix` writes ([`fix::rewrite`]).
+    pub fix_steps: Vec<Statement>,
 }
 
 impl LintedStatement {
@@ -225,6 +233,8 @@ pub struct Options {
     pub disabled: BTreeSet<String>,
     /// The migration tool runs each file inside one transaction.
     pub assume_in_transaction: bool,
+    /// Which tool runs the file, and its path: fixes are laid out for it.
+    pub place: fix::Where,
 }
 
 impl Default for Options {
@@ -233,6 +243,7 @@ impl Default for Options {
             pg_version: MAX_PG_VERSION,
             disabled: BTreeSet::new(),
             assume_in_transaction: false,
+            place: fix::Where::default(),
         }
     }
 }
@@ -327,6 +338,7 @@ impl<'a> Judge<'a> {
         };
         let mut findings = Vec::new();
         let mut ignored = Vec::new();
+        let mut rule_fixes = Vec::new();
         for rule in RULES.iter().filter(|r| options.enabled(r)) {
             let Check::Statement(check) = rule.check else {
                 // Reported later, by whoever has the facts: keep the ignore for them.
@@ -340,14 +352,32 @@ impl<'a> Judge<'a> {
                     continue;
                 }
                 let severity = v.severity.unwrap_or(rule.severity);
+                if let Some(fix) = &v.fix {
+                    rule_fixes.push((rule.id, fix.clone()));
+                }
                 findings.push(Finding {
                     rule: rule.id,
                     severity,
                     message: v.message,
-                    fix: v.fix.map(crate::online::bounded),
+                    fix: v.fix,
                     size: None,
                 });
             }
+        }
+        for f in do_block(&statement, &self.state, options) {
+            let rule = rule_by_id(f.rule).expect("a registered rule");
+            if !suppress::consume(ignores, i, rule) {
+                findings.push(f);
+            }
+        }
+        // One fix per statement: every finding that has one gets the fix
+        // that does all the statement needs, laid out for where it runs.
+        let (fix, fix_steps) = fix::combine(&ctx, &rule_fixes, &options.place).unzip();
+        for f in findings
+            .iter_mut()
+            .filter(|f| f.fix.is_some() || f.rule == NOT_IN_TRANSACTION)
+        {
+            f.fix = fix.clone();
         }
         // This statement's ignores are final now.
         if let Some(rule) = self.unmatched {
@@ -363,6 +393,7 @@ impl<'a> Judge<'a> {
             statement,
             findings,
             ignored,
+            fix_steps: fix_steps.unwrap_or_default(),
         }
     }
 
@@ -381,6 +412,46 @@ impl<'a> Judge<'a> {
             })
             .collect()
     }
+}
+
+/// What a `DO` block runs, judged statement by statement as one
+/// transaction (the block's own), each finding naming its line in the file.
+/// No fix: lint cannot rewrite the block's body.
+fn do_block(statement: &Statement, state: &TransactionState, options: &Options) -> Vec<Finding> {
+    let inner = crate::analysis::plpgsql::do_block_statements(&statement.sql);
+    let mut state = state.clone();
+    state.wrapped = true;
+    let mut out = Vec::new();
+    for i in inner {
+        let Ok(statements) = crate::analysis::analyze(&i.sql, options.pg_version) else {
+            continue;
+        };
+        for s in statements {
+            let ctx = Context {
+                statement: &s,
+                state: &state,
+                pg_version: options.pg_version,
+            };
+            for rule in RULES.iter().filter(|r| options.enabled(r)) {
+                let Check::Statement(check) = rule.check else {
+                    continue;
+                };
+                out.extend(check(&ctx).into_iter().map(|v| Finding {
+                    rule: rule.id,
+                    severity: v.severity.unwrap_or(rule.severity),
+                    message: format!(
+                        "in the DO block, line {}: {}",
+                        statement.line + i.line - 1,
+                        v.message
+                    ),
+                    fix: None,
+                    size: None,
+                }));
+            }
+            state.apply(&s);
+        }
+    }
+    out
 }
 
 fn unmatched_finding(rule: &Rule, ignore: &suppress::Ignore) -> Finding {

@@ -109,3 +109,42 @@ fn the_schema_follows_renames_drops_and_declared_not_nulls() {
         ["LS107"]
     );
 }
+
+#[test]
+fn hazards_inside_do_blocks_are_found() {
+    let sql = "SET lock_timeout = '2s';\nDO $$\nBEGIN\n  CREATE INDEX orders_note_idx ON orders (note);\n  EXECUTE 'ALTER TABLE orders ALTER COLUMN note SET NOT NULL';\nEND\n$$;";
+    let report = lint(sql, &Options::default()).unwrap();
+    let findings: Vec<(&str, &str)> = report.statements[1]
+        .findings
+        .iter()
+        .map(|f| (f.rule, f.message.as_str()))
+        .collect();
+    assert_eq!(findings.len(), 2, "{findings:#?}");
+    assert_eq!(findings[0].0, "LS102");
+    assert!(
+        findings[0]
+            .1
+            .starts_with("in the DO block, line 4: CREATE INDEX"),
+        "{}",
+        findings[0].1
+    );
+    assert_eq!(findings[1].0, "LS107");
+    assert!(
+        findings[1]
+            .1
+            .starts_with("in the DO block, line 5: SET NOT NULL"),
+        "{}",
+        findings[1].1
+    );
+    assert!(report.statements[1]
+        .findings
+        .iter()
+        .all(|f| f.fix.is_none()));
+    // An ignore before the DO statement names the rule.
+    let ignored = format!("-- locksmith: ignore LS102 table is tiny\n{}", &sql[25..]);
+    let report = lint(&ignored, &Options::default()).unwrap();
+    assert!(report.statements[0]
+        .findings
+        .iter()
+        .all(|f| f.rule != "LS102"));
+}

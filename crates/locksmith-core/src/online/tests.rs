@@ -233,12 +233,19 @@ fn a_migration_becomes_units_with_kept_statements_grouped() {
     .unwrap();
     assert_eq!(units(&plain, 18), Ok(None));
     // One refusal refuses the migration, naming the statement.
-    let bad = analyze(
+    let bad = analyze("ALTER TABLE t ADD COLUMN c int; VACUUM FULL t;", 18).unwrap();
+    assert_eq!(units(&bad, 18).unwrap_err().index, 1);
+    // A type change that rewrites is a unit of its own, expanded from the catalog's facts.
+    let retype = analyze(
         "ALTER TABLE t ADD COLUMN c int; ALTER TABLE t ALTER COLUMN a TYPE bigint;",
         18,
     )
     .unwrap();
-    assert_eq!(units(&bad, 18).unwrap_err().index, 1);
+    let planned = units(&retype, 18).unwrap().unwrap();
+    assert_eq!(
+        planned[1].unexpanded().map(|r| r.column.as_str()),
+        Some("a")
+    );
 }
 
 #[test]
@@ -262,4 +269,38 @@ fn a_volatile_default_becomes_column_default_and_batched_backfill() {
         self::steps("ALTER TABLE t ADD COLUMN r float8 DEFAULT random()").len(),
         3
     );
+}
+
+#[test]
+fn an_update_of_an_existing_table_is_a_batched_unit_of_its_own() {
+    let statements = analyze(
+        "CREATE TABLE notes (id int);
+         UPDATE notes SET id = 1;
+         UPDATE accounts SET balance = balance + 1 WHERE balance > 0;
+         CREATE INDEX notes_id ON notes (id);",
+        18,
+    )
+    .unwrap();
+    let units = units(&statements, 18).unwrap().unwrap();
+    // The new table's UPDATE joins its CREATE; the other is batched alone.
+    assert_eq!(units.len(), 3);
+    assert!(units[0].batch.is_none());
+    assert_eq!(units[0].statements.len(), 2);
+    let batch = units[1].batch.as_ref().unwrap();
+    assert_eq!(batch.table, "accounts");
+    assert_eq!(batch.condition.as_deref(), Some("balance > 0"));
+    assert!(units[2].batch.is_none());
+}
+
+#[test]
+fn an_update_that_batches_would_change_is_refused_at_its_place() {
+    let statements = analyze(
+        "CREATE INDEX CONCURRENTLY a_b ON accounts (b);
+         UPDATE accounts SET b = p.b FROM payments p WHERE p.id = accounts.id;",
+        18,
+    )
+    .unwrap();
+    let refusal = units(&statements, 18).unwrap_err();
+    assert_eq!(refusal.index, 1);
+    assert!(refusal.why.contains("FROM"), "{}", refusal.why);
 }

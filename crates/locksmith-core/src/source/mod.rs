@@ -7,11 +7,15 @@
 //!
 //! | layout | example | up SQL |
 //! |---|---|---|
-//! | sqlx, golang-migrate | `3_add_email.sql`, `3_add_email.up.sql` | the file (`.down.sql` skipped) |
+//! | sqlx, golang-migrate, popx | `3_add_email.sql`, `3_add_email.up.sql`, `3_x.postgres.up.sql` | the file (`.down.sql` and other dialects skipped) |
 //! | Flyway | `V1_1__add_email.sql`, `R__views.sql` | the file (`U1_1__…` undo files skipped) |
 //! | dbmate | `20240101120000_add_email.sql` | `-- migrate:up` … `-- migrate:down` |
 //! | goose | `20240101120000_add_email.sql` | `-- +goose Up` … `-- +goose Down` |
 //! | Prisma | `20240101120000_add_email/migration.sql` | the file |
+//! | diesel | `2024-01-01-120000_add_email/up.sql` | the file (`down.sql` skipped) |
+//!
+//! How each tool runs a file (one transaction, one query, its no-transaction
+//! marker) is in `docs/tools.md`; [`tool`] writes new files the way it reads them.
 //!
 //! Why the design is so: `apply`, `lint`, `trace` and `--dry-run` all read
 //! migrations here, so none of them can see a down section. Positions stay
@@ -34,6 +38,7 @@ mod blocks;
 mod name;
 pub mod pending;
 pub mod sections;
+pub mod tool;
 mod version;
 
 use std::collections::BTreeMap;
@@ -41,8 +46,9 @@ use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::lint::fix::Change;
 pub use blocks::group_blocks;
-pub use name::{is_down_or_undo, LOOKED_FOR};
+pub use name::{is_down_or_undo, never_read, LOOKED_FOR};
 pub use sections::{Markers, Sections};
 pub use version::Version;
 
@@ -70,6 +76,8 @@ pub enum Layout {
     Goose,
     /// `<V>_<name>/migration.sql`.
     Prisma,
+    /// `<V>_<name>/up.sql` (`metadata.toml` beside it).
+    Diesel,
 }
 
 impl Layout {
@@ -81,6 +89,7 @@ impl Layout {
             Layout::Dbmate => "dbmate (-- migrate:up)",
             Layout::Goose => "goose (-- +goose Up)",
             Layout::Prisma => "Prisma (<V>_<name>/migration.sql)",
+            Layout::Diesel => "diesel (<V>_<name>/up.sql)",
         }
     }
 }
@@ -114,7 +123,10 @@ pub struct Migration {
     /// goose `StatementBegin`/`End` blocks: byte ranges that run as one statement.
     pub blocks: Vec<Range<usize>>,
     /// Statement by statement, outside a transaction: dbmate
-    /// `transaction:false`, goose `NO TRANSACTION` or `-- locksmith: no-transaction`.
+    /// `transaction:false`, goose `NO TRANSACTION`, sqlx `-- no-transaction`
+    /// (first line), diesel `run_in_transaction = false`, Flyway
+    /// `executeInTransaction=false`, popx `.autocommit.`, or
+    /// `-- locksmith: no-transaction`.
     pub no_transaction: bool,
     /// SHA-256 of the up section (for a file without sections, of the file).
     pub checksum: String,
@@ -241,13 +253,20 @@ pub fn read_folder(files: &[SourceFile]) -> Result<Vec<Migration>, SourceError> 
             line,
             problem,
         };
+        let mut autocommit = false;
         let (kind, name, layout) = match name::classify(&file.path)
             .map_err(|e| at(1, Problem::Unrecognised(e)))?
         {
             NameClass::Skipped => continue,
-            NameClass::Numbered { version, name } => {
+            NameClass::Numbered {
+                version,
+                name,
+                autocommit: a,
+            } => {
+                autocommit = a;
                 (Kind::Versioned(version), name, Layout::Numbered)
             }
+            NameClass::Diesel { version, name } => (Kind::Versioned(version), name, Layout::Diesel),
             NameClass::FlywayVersioned { version, name } => {
                 (Kind::Versioned(version), name, Layout::Flyway)
             }
@@ -260,9 +279,12 @@ pub fn read_folder(files: &[SourceFile]) -> Result<Vec<Migration>, SourceError> 
             Markers::Dbmate => Layout::Dbmate,
             Markers::Goose => Layout::Goose,
         };
-        found.push(migration(file, kind, name, layout, sections));
+        let mut m = migration(file, kind, name, layout, sections);
+        m.no_transaction |= autocommit || tool::marks_no_transaction(layout, file, files);
+        found.push(m);
     }
     check_one_layout(&found)?;
+    drop_generic_for_postgres(&mut found);
     found.sort_by(|a, b| match (&a.kind, &b.kind) {
         (Kind::Versioned(x), Kind::Versioned(y)) => x.cmp(y),
         (Kind::Versioned(_), Kind::Repeatable) => std::cmp::Ordering::Less,
@@ -313,6 +335,18 @@ fn migration(
         up: s.up,
         blocks: s.blocks,
     }
+}
+
+/// popx: a version with a `.postgres.` file runs that one on PostgreSQL, and
+/// its file without a dialect (written for the others) not at all.
+fn drop_generic_for_postgres(found: &mut Vec<Migration>) {
+    let postgres = |m: &Migration| m.path.contains(".postgres.") || m.path.contains(".postgresql.");
+    let specific: Vec<Kind> = found
+        .iter()
+        .filter(|m| postgres(m))
+        .map(|m| m.kind.clone())
+        .collect();
+    found.retain(|m| postgres(m) || !specific.contains(&m.kind));
 }
 
 /// One layout per folder. A plain file in a dbmate or goose folder is a file

@@ -6,8 +6,12 @@ use super::version::Version;
 
 /// The names `apply` looks for, for messages.
 pub const LOOKED_FOR: &str =
-    "<V>_<name>.sql (sqlx, dbmate, goose), <V>_<name>.up.sql (sqlx, golang-migrate), \
-V<V>__<name>.sql and R__<name>.sql (Flyway), <V>_<name>/migration.sql (Prisma)";
+    "<V>_<name>.sql (sqlx, dbmate, goose), <V>_<name>.up.sql (sqlx, golang-migrate, popx), \
+V<V>__<name>.sql and R__<name>.sql (Flyway), <V>_<name>/migration.sql (Prisma), <V>_<name>/up.sql (diesel)";
+
+/// popx's dialects other than PostgreSQL's: `<V>_<name>.<dialect>.up.sql`
+/// files for another database, never read.
+const OTHER_DIALECTS: &[&str] = &["mysql", "sqlite3", "sqlite", "cockroach", "mssql"];
 
 /// What a file's path says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,14 +19,21 @@ pub(crate) enum NameClass {
     /// Not a migration: not SQL, hidden, a down or undo file, or a file in a
     /// sub-folder that is not a Prisma migration folder.
     Skipped,
-    /// `<V>_<name>.sql` or `<V>_<name>.up.sql`.
-    Numbered { version: Version, name: String },
+    /// `<V>_<name>.sql` or `<V>_<name>.up.sql` (popx: `<V>_<name>[.postgres][.autocommit].up.sql`).
+    Numbered {
+        version: Version,
+        name: String,
+        /// popx's `.autocommit.`: runs outside a transaction.
+        autocommit: bool,
+    },
     /// `V<V>__<name>.sql`.
     FlywayVersioned { version: Version, name: String },
     /// `R__<name>.sql`.
     FlywayRepeatable { name: String },
     /// `<V>_<name>/migration.sql`.
     Prisma { version: Version, name: String },
+    /// `<V>_<name>/up.sql` (`<V>` may be `2024-01-01-120000`).
+    Diesel { version: Version, name: String },
 }
 
 /// Classifies a path relative to the migrations folder (`/`-separated).
@@ -38,6 +49,13 @@ pub(crate) fn classify(path: &str) -> Result<NameClass, String> {
                 "a Prisma migration's folder is named <V>_<name> (V a number), not {folder:?}"
             )),
         },
+        // diesel: `down.sql` beside it is never run up.
+        [folder, "up.sql"] => match numbered(&folder.replace('-', "")) {
+            Some((version, name)) => Ok(NameClass::Diesel { version, name }),
+            None => Err(format!(
+                "a diesel migration's folder is named <V>_<name> (V a number or 2024-01-01-120000), not {folder:?}"
+            )),
+        },
         _ => Ok(NameClass::Skipped),
     }
 }
@@ -49,10 +67,22 @@ pub fn is_down_or_undo(file_name: &str) -> bool {
         return false;
     };
     stem.ends_with(".down")
+        || stem == "down"
         || stem
             .strip_prefix('U')
             .and_then(|rest| rest.split_once("__"))
             .is_some_and(|(v, name)| Version::parse(v).is_some() && !name.is_empty())
+}
+
+/// Whether a file is never read as PostgreSQL up SQL: a down or undo
+/// file, diesel's `down.sql`, or popx's file for another dialect.
+pub fn never_read(file_name: &str) -> bool {
+    is_down_or_undo(file_name)
+        || file_name
+            .strip_suffix(".sql")
+            .map(|stem| stem.strip_suffix(".up").unwrap_or(stem))
+            .and_then(|stem| stem.rsplit('.').find(|p| *p != "autocommit"))
+            .is_some_and(|dialect| OTHER_DIALECTS.contains(&dialect))
 }
 
 fn classify_file(file: &str) -> Result<NameClass, String> {
@@ -90,8 +120,24 @@ fn classify_file(file: &str) -> Result<NameClass, String> {
         };
     }
     let stem = stem.strip_suffix(".up").unwrap_or(stem);
+    // popx: `<V>_<name>.<dialect>[.autocommit]`; only PostgreSQL's is read.
+    let mut stem = stem;
+    let mut autocommit = false;
+    while let Some((rest, suffix)) = stem.rsplit_once('.') {
+        match suffix {
+            "autocommit" => autocommit = true,
+            "postgres" | "postgresql" => {}
+            d if OTHER_DIALECTS.contains(&d) => return Ok(NameClass::Skipped),
+            _ => break,
+        }
+        stem = rest;
+    }
     numbered(stem)
-        .map(|(version, name)| NameClass::Numbered { version, name })
+        .map(|(version, name)| NameClass::Numbered {
+            version,
+            name,
+            autocommit,
+        })
         .ok_or_else(expected)
 }
 
@@ -117,6 +163,7 @@ mod tests {
         let numbered = |n: &str, name: &str| NameClass::Numbered {
             version: v(n),
             name: name.into(),
+            autocommit: false,
         };
         let cases = [
             ("001_create_users.sql", numbered("1", "create_users")),
@@ -145,6 +192,25 @@ mod tests {
                 },
             ),
             (
+                "20150100000001000000_identities.postgres.up.sql",
+                numbered("20150100000001000000", "identities"),
+            ),
+            (
+                "20220301102700000000_index.autocommit.up.sql",
+                NameClass::Numbered {
+                    version: v("20220301102700000000"),
+                    name: "index".into(),
+                    autocommit: true,
+                },
+            ),
+            (
+                "2024-01-01-120000_create_users/up.sql",
+                NameClass::Diesel {
+                    version: v("20240101120000"),
+                    name: "create_users".into(),
+                },
+            ),
+            (
                 "20240101120000_init/migration.sql",
                 NameClass::Prisma {
                     version: v("20240101120000"),
@@ -168,6 +234,10 @@ mod tests {
             "seeds/users.sql",
             "a/b/c.sql",
             "20240101_init/README.md",
+            "2024-01-01-120000_create_users/down.sql",
+            "20150100000001000000_identities.mysql.up.sql",
+            "20150100000001000000_identities.sqlite3.up.sql",
+            "20150100000001000000_identities.cockroach.up.sql",
         ] {
             assert_eq!(classify(path).unwrap(), NameClass::Skipped, "{path}");
         }

@@ -193,3 +193,86 @@ fn bad_names_and_mixed_layouts_are_refused_with_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn diesel_folders_never_read_down_sql() {
+    let files = [
+        (
+            "2024-01-02-000000_b/up.sql",
+            "CREATE INDEX CONCURRENTLY i ON t (a);",
+        ),
+        ("2024-01-02-000000_b/down.sql", "DROP INDEX i;"),
+        (
+            "2024-01-02-000000_b/metadata.toml",
+            "run_in_transaction = false\n",
+        ),
+        ("2024-01-01-000000_a/up.sql", "CREATE TABLE t (a int);"),
+        ("2024-01-01-000000_a/down.sql", "DROP TABLE t;"),
+    ];
+    let m = read(&files).unwrap();
+    assert_eq!(m.len(), 2);
+    assert!(m.iter().all(|m| m.layout == Layout::Diesel));
+    assert_eq!(m[0].up_sql(), "CREATE TABLE t (a int);");
+    assert!(!m[0].no_transaction);
+    assert!(
+        m[1].no_transaction,
+        "metadata.toml run_in_transaction = false"
+    );
+}
+
+#[test]
+fn popx_reads_postgres_and_autocommit_only() {
+    let files = [
+        (
+            "20200101000000000000_a.postgres.up.sql",
+            "CREATE TABLE t (a int);",
+        ),
+        (
+            "20200101000000000000_a.mysql.up.sql",
+            "CREATE TABLE t (a int) ENGINE=InnoDB;",
+        ),
+        (
+            "20200101000000000000_a.sqlite3.up.sql",
+            "CREATE TABLE t (a int);",
+        ),
+        (
+            "20200101000000000000_a.cockroach.up.sql",
+            "CREATE TABLE t (a int);",
+        ),
+        ("20200101000000000000_a.postgres.down.sql", "DROP TABLE t;"),
+        (
+            "20200102000000000000_b.postgres.autocommit.up.sql",
+            "CREATE INDEX CONCURRENTLY i ON t (a);",
+        ),
+        // A file without a dialect is for the dialects without their own.
+        (
+            "20200103000000000000_c.up.sql",
+            "CREATE TABLE u (a int, INDEX i (a));",
+        ),
+        (
+            "20200103000000000000_c.postgres.up.sql",
+            "CREATE TABLE u (a int);",
+        ),
+    ];
+    let m = read(&files).unwrap();
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[2].path, "20200103000000000000_c.postgres.up.sql");
+    assert!(!m[0].no_transaction);
+    assert!(m[1].no_transaction);
+}
+
+#[test]
+fn sqlx_and_flyway_markers() {
+    let m = read(&[(
+        "1_a.sql",
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);",
+    )])
+    .unwrap();
+    assert!(m[0].no_transaction);
+    let m = read(&[
+        ("V1__a.sql", "CREATE INDEX CONCURRENTLY i ON t (a);"),
+        ("V1__a.sql.conf", "executeInTransaction=false\n"),
+    ])
+    .unwrap();
+    assert!(m[0].no_transaction);
+}

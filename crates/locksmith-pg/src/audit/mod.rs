@@ -7,7 +7,8 @@
 //! a server, so every rule is tested on hand-written facts. This module never
 //! changes a setting: the fixes are printed for a person to run.
 //! [`standby`] does the same for replication: hot standbys' settings and
-//! what the primary streams to.
+//! what the primary streams to. [`server`] is the whole audit of one
+//! server (and its standbys), as `doctor` runs it.
 
 pub mod findings;
 pub mod queries;
@@ -84,4 +85,30 @@ pub async fn gather(client: &Connection) -> Result<Facts, Error> {
         prepared: queries::prepared_transactions(client).await?,
         snapshot,
     })
+}
+
+/// The whole audit of the server behind `client` (reached with `settings`)
+/// and of each hot standby in `replicas`: settings, live state, the pooler
+/// in between if any, replication; worst first.
+pub async fn server(
+    client: &Connection,
+    settings: &crate::ConnectionSettings,
+    replicas: &[crate::ConnectionSettings],
+) -> Result<Vec<Finding>, Error> {
+    let mut found = audit(&gather(client).await?);
+    if let Some(p) = client.pooler() {
+        found.push(findings::pooler(&p, settings.has_direct()));
+    }
+    let primary = standby::gather_primary(client).await?;
+    let mut standbys = Vec::with_capacity(replicas.len());
+    for settings in replicas {
+        let (server, client) = crate::guard::replica::connect_standby(
+            &settings.with_application_name("locksmith doctor"),
+        )
+        .await?;
+        standbys.push(standby::gather_standby(&client, &server).await?);
+    }
+    found.extend(standby::audit(&primary, &standbys));
+    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    Ok(found)
 }

@@ -112,11 +112,24 @@ impl Guard {
         // Hot standbys replay our ACCESS EXCLUSIVE locks (the only WAL-logged mode).
         let replayed =
             !self.replicas.is_empty() && order.iter().any(|r| r.mode == LockMode::AccessExclusive);
-        let dog = Watchdog::start(self.sidecar.clone(), watched, self.policy.lock_timeout);
+        // Row locks block writers too, though no table lock shows it: the
+        // watchdog stops us once writers have waited on them for max_hold.
+        let dog = Watchdog::start_holding(
+            self.sidecar.clone(),
+            watched,
+            self.policy.lock_timeout,
+            Some(self.policy.max_hold),
+        );
         let mut result = Ok(());
         let mut held_since = None;
         let mut over_hold = None;
+        let mut last = 0;
         for (i, statement) in sql.iter().enumerate() {
+            // Cancelled for holding rows too long: send nothing more, COMMIT least of all.
+            if dog.held_too_long() {
+                break;
+            }
+            last = i;
             // From the moment the locks are ours, every statement runs with
             // what is left of the hold budget as its server-side timeout.
             let bound = held_since.map(|since: Instant| self.hold_left(since));
@@ -168,6 +181,12 @@ impl Guard {
         }
         let watch = dog.finish().await;
         self.note(&watch);
+        // Writers waited on our row locks past max_hold: stopped, unless the COMMIT got through.
+        if watch.held_too_long && (result.is_err() || last + 1 < sql.len()) {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            let step = last.saturating_sub(1).min(steps.len().saturating_sub(1));
+            return Err(self.hold_exceeded(step, row_locks(steps)));
+        }
         // A cancel by the watchdog (a lock wait over budget) is a lost race, not a long hold.
         if let Some((step, _)) = over_hold.filter(|&(_, timed_out)| !(timed_out && watch.cancelled))
         {
@@ -239,7 +258,12 @@ impl Guard {
             pid: self.outside_pid(),
             xact: None,
         };
-        let dog = Watchdog::start(self.sidecar.clone(), watched, self.policy.lock_timeout);
+        let dog = Watchdog::start_holding(
+            self.sidecar.clone(),
+            watched,
+            self.policy.lock_timeout,
+            Some(self.policy.max_hold),
+        );
         let started = Instant::now();
         // Its lock waits are bounded by lock_timeout and the watchdog, its
         // hold by --max-hold: the deadline, which bounds waiting, does not
@@ -258,6 +282,9 @@ impl Guard {
             if is_own_timeout(e, started, left) && !watch.cancelled {
                 return Err(self.hold_exceeded(0, held));
             }
+        }
+        if result.is_err() && watch.held_too_long {
+            return Err(self.hold_exceeded(0, row_locks(std::slice::from_ref(step))));
         }
         match result {
             Ok(()) => Ok(Attempt::Done),
@@ -409,6 +436,19 @@ fn traffic_blocking(steps: &[Step]) -> Vec<RelationLock> {
         }
     }
     held
+}
+
+/// The tables whose rows `steps` change (`ROW EXCLUSIVE`), each once: what
+/// writers waited on when the watchdog stopped us for holding rows too long.
+fn row_locks(steps: &[Step]) -> Vec<RelationLock> {
+    let mut rows: Vec<RelationLock> = Vec::new();
+    for lock in steps.iter().flat_map(|s| &s.locks) {
+        if lock.mode == LockMode::RowExclusive && !rows.iter().any(|r| r.relation == lock.relation)
+        {
+            rows.push(lock.clone());
+        }
+    }
+    rows
 }
 
 /// Whether `e` is the server's `statement_timeout` we set to `bound`: a

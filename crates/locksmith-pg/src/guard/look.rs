@@ -232,7 +232,11 @@ pub(crate) async fn resolve(
             .map(|t| t.mode)
             .max()
             .unwrap_or(LockMode::AccessExclusive);
-        let lockable = !inherited && matches!(kind.as_str(), "r" | "p" | "v" | "m" | "f");
+        // `LOCK TABLE` takes tables, partitioned tables and views only
+        // ("cannot lock relation" for a materialized view or foreign
+        // table): those are still looked at, and the statement itself
+        // takes their lock under the budget's lock_timeout.
+        let lockable = !inherited && matches!(kind.as_str(), "r" | "p" | "v");
         match resolved.iter_mut().find(|r| r.oid == oid) {
             Some(r) => {
                 r.mode = r.mode.max(mode);

@@ -217,6 +217,20 @@ pub enum Event<'a> {
         /// Already done: not run again.
         skipped: bool,
     },
+    /// A batch of a batched `UPDATE` (or backfill) committed, or the
+    /// batches are paused.
+    Backfill {
+        /// The table.
+        table: &'a str,
+        /// Rows (keys) covered so far, by this run and those before it.
+        rows_done: i64,
+        /// The table's rows as the planner counts them (an estimate; at least `rows_done`).
+        rows_total: i64,
+        /// Rows per second in this run so far.
+        rows_per_second: f64,
+        /// Why the batches wait before the next one, when they do.
+        paused: Option<&'a str>,
+    },
 }
 
 /// What the guard did, across everything it ran.
@@ -398,6 +412,10 @@ pub struct Guard {
     on_event: Box<dyn FnMut(Event<'_>) + Send + Sync>,
     /// Hot standbys watched too (`--replica`).
     replicas: Vec<replica::Replica>,
+    /// Say nothing of first attempts (batches: one line each would bury the rest).
+    quiet_first_attempts: bool,
+    /// When backfills wait between batches.
+    throttle: crate::online::Throttle,
     /// What the guard did so far.
     pub report: GuardReport,
 }
@@ -464,6 +482,8 @@ impl Guard {
             interrupt,
             on_event: Box::new(|_| {}),
             replicas: Vec::new(),
+            quiet_first_attempts: false,
+            throttle: crate::online::Throttle::default(),
             report,
         })
     }
@@ -477,6 +497,36 @@ impl Guard {
     /// to the same receiver as its own.
     pub(crate) fn emit(&mut self, event: Event<'_>) {
         (self.on_event)(event);
+    }
+
+    /// When backfills wait between batches (`--max-lag`, `--max-active`, `--pause-file`).
+    pub fn set_throttle(&mut self, throttle: crate::online::Throttle) {
+        self.throttle = throttle;
+    }
+
+    /// When backfills wait between batches.
+    pub(crate) fn throttle(&self) -> &crate::online::Throttle {
+        &self.throttle
+    }
+
+    /// The hot standbys watched.
+    pub(crate) fn replicas(&self) -> &[replica::Replica] {
+        &self.replicas
+    }
+
+    /// Waits `d` between two units of work (a paused backfill), however far
+    /// the deadline is, which bounds waiting for locks; an interrupt ends it.
+    pub(crate) async fn pause(&mut self, d: Duration) -> Result<(), GuardError> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            signal = next_interrupt(&mut self.interrupt) => Err(GuardError::Interrupted(signal)),
+        }
+    }
+
+    /// Whether first attempts go unreported (a batched run reports its
+    /// batches instead); lost races and retries are always reported.
+    pub(crate) fn quiet_first_attempts(&mut self, quiet: bool) {
+        self.quiet_first_attempts = quiet;
     }
 
     /// The migration connection, for the caller's own bookkeeping queries.
@@ -605,7 +655,9 @@ impl Guard {
                 let fallback = number.saturating_sub(nowait_losses + 1);
                 policy::fallback_lock_wait(fallback, &holders, self.policy.lock_timeout)
             });
-            (self.on_event)(Event::Attempt { number, nowait });
+            if number > 1 || !self.quiet_first_attempts {
+                (self.on_event)(Event::Attempt { number, nowait });
+            }
             let outcome = if in_transaction {
                 let finish_sql = finish.map(|f| f(number, unit_started.elapsed()));
                 let sql = attempt::Sql {

@@ -29,6 +29,9 @@ pub struct Watch {
     pub max_queued_behind: i64,
     /// Whether the watchdog cancelled our statement.
     pub cancelled: bool,
+    /// Whether it cancelled our statement because writers waited on our row
+    /// locks longer than the hold budget (see [`Watchdog::start_holding`]).
+    pub held_too_long: bool,
 }
 
 /// A running watchdog; [`Watchdog::finish`] stops it and returns what it saw.
@@ -117,12 +120,26 @@ impl Watchdog {
     /// Starts watching `watched` (our backend) over `sidecar`, cancelling any
     /// lock wait longer than `budget`.
     pub fn start(sidecar: Arc<Connection>, watched: Watched, budget: Duration) -> Watchdog {
+        Watchdog::start_holding(sidecar, watched, budget, None)
+    }
+
+    /// [`start`](Self::start), and, with `max_hold`, also cancels our
+    /// statement once sessions have waited on our row locks (an `UPDATE` of
+    /// many rows) that long without a break: the hold bound for locks that
+    /// no table lock shows.
+    pub fn start_holding(
+        sidecar: Arc<Connection>,
+        watched: Watched,
+        budget: Duration,
+        max_hold: Option<Duration>,
+    ) -> Watchdog {
         let (stop, mut stopped) = watch::channel(false);
         let seen = Arc::new(Mutex::new(Watch::default()));
         let task = {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut clocks = WaitClocks::default();
+                let mut row_waits_since: Option<Instant> = None;
                 loop {
                     tokio::select! {
                         _ = stopped.changed() => return,
@@ -137,7 +154,10 @@ impl Watchdog {
                             w.locktype, w.relation,
                             CASE WHEN a.wait_event_type = 'Lock' THEN ARRAY(
                                 SELECT (SELECT v.virtualtransaction FROM pg_locks v WHERE v.pid = b LIMIT 1)
-                                FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(b, i) ORDER BY i) END
+                                FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(b, i) ORDER BY i) END,
+                            (SELECT count(*) FROM pg_locks r WHERE NOT r.granted
+                               AND r.locktype IN ('transactionid', 'tuple')
+                               AND a.pid = ANY(pg_blocking_pids(r.pid)))
                          FROM pg_stat_activity a
                          LEFT JOIN LATERAL (
                              SELECT l.locktype,
@@ -153,6 +173,25 @@ impl Watchdog {
                         continue;
                     };
                     let mut waiting = Vec::new();
+                    let row_waiters: i64 = rows.iter().map(|r| r.get::<_, i64>(8)).sum();
+                    match (max_hold, row_waiters > 0) {
+                        (Some(max_hold), true) => {
+                            let since =
+                                *row_waits_since.get_or_insert_with(|| Instant::now() - POLL / 2);
+                            if since.elapsed() > max_hold {
+                                match watched.xact {
+                                    Some(xact) => {
+                                        cancel_transaction(&sidecar, watched.pid, xact).await
+                                    }
+                                    None => cancel(&sidecar, watched.pid).await,
+                                }
+                                let mut s = seen.lock().unwrap();
+                                s.cancelled = true;
+                                s.held_too_long = true;
+                            }
+                        }
+                        _ => row_waits_since = None,
+                    }
                     for row in &rows {
                         let pid: i32 = row.get(0);
                         let behind: i64 = row.get(3);
@@ -199,6 +238,12 @@ impl Watchdog {
             })
         };
         Watchdog { stop, task, seen }
+    }
+
+    /// Whether it has cancelled our statement for holding row locks too
+    /// long: the caller must not send another statement of the attempt.
+    pub fn held_too_long(&self) -> bool {
+        self.seen.lock().unwrap().held_too_long
     }
 
     /// Stops the watchdog and returns what it saw.

@@ -86,9 +86,16 @@ pub(super) fn online_failed(
     units: &[Unit],
     error: &crate::Error,
 ) -> String {
+    let undone = matches!(error, crate::Error::Undone(_));
     let error = error.to_string();
     let error = error.trim_end_matches('.');
     let total = units.len();
+    if undone {
+        return format!(
+            "{file}: online step {} of {total} failed: {error}. The migration is not recorded as applied; once the cause is dealt with, apply --online starts it over.",
+            unit + 1
+        );
+    }
     let mut text = format!(
         "{file}: online step {} of {total} failed: {error}.",
         unit + 1

@@ -15,7 +15,9 @@
 //!   interrupt (their statement in flight is cancelled on the server and
 //!   rolled back), the report says which targets are done;
 //! - [`FleetReport`] (serde: the `--targets` JSON contract), each target's
-//!   outcome mapped from its [`RunReport`] or [`Error`].
+//!   outcome mapped from its [`RunReport`] or [`Error`];
+//! - [`read_each`]: the commands that only read (`blockers --targets`,
+//!   `doctor --targets`) on each target, into one report ([`Entries`]).
 //!
 //! A rerun is the way to resume: each database's own history says what is
 //! pending there.
@@ -509,6 +511,73 @@ pub async fn each<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
         .into_iter()
         .map(|r| r.expect("every target ran"))
         .collect()
+}
+
+/// A target's entry in the report of a command that only reads
+/// (`blockers --targets`, `doctor --targets`): the single command's report
+/// with `target` added, or `error` when the target could not be read.
+#[derive(Debug, Serialize)]
+pub struct Entry<T> {
+    /// The target's label (password redacted).
+    pub target: String,
+    /// What was read there.
+    #[serde(flatten)]
+    pub report: Option<T>,
+    /// Why nothing could be read there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `{"targets": [...]}`: every target's [`Entry`], in list order.
+#[derive(Debug, Serialize)]
+pub struct Entries<T> {
+    /// One per target.
+    pub targets: Vec<Entry<T>>,
+}
+
+impl<T> Entries<T> {
+    /// The reports that could be read.
+    pub fn reports(&self) -> impl Iterator<Item = &T> {
+        self.targets.iter().flat_map(|e| &e.report)
+    }
+
+    /// Whether some target could not be read.
+    pub fn any_unread(&self) -> bool {
+        self.targets.iter().any(|e| e.error.is_some())
+    }
+}
+
+/// Reads every target with `read` (handed its settings), at most
+/// `parallel` at a time, into entries in list order ([`each`]); a target
+/// that could not be read keeps its error's text.
+pub async fn read_each<T, E, F>(
+    targets: &[Target],
+    parallel: usize,
+    read: impl Fn(ConnectionSettings) -> F,
+) -> Entries<T>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+{
+    let results = each(targets, parallel, |t| read(t.settings.clone())).await;
+    Entries {
+        targets: targets
+            .iter()
+            .zip(results)
+            .map(|(t, result)| {
+                let (report, error) = match result {
+                    Ok(report) => (Some(report), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                Entry {
+                    target: t.label.clone(),
+                    report,
+                    error,
+                }
+            })
+            .collect(),
+    }
 }
 
 /// "interrupted (Ctrl-C)".

@@ -29,6 +29,20 @@ pub enum FolderError {
         /// What is wrong.
         problem: Problem,
     },
+    /// A migration `lint --fix` rewrites does not parse.
+    #[error("{}:{}:{}: {}", path.display(), error.line, error.column, error.message)]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        error: locksmith_core::analysis::SyntaxError,
+    },
+    /// `lint --fix FILE` on a file its folder's layout does not read.
+    #[error("{}: not a PostgreSQL up migration of its folder (a down file, another database's file, or one its .postgres. file replaces); give the folder, or one of its migrations", path.display())]
+    NotAMigration {
+        /// The file.
+        path: PathBuf,
+    },
     /// Nothing in the folder looks like a migration.
     #[error("no migrations found in {} (looked for: {LOOKED_FOR})", dir.display())]
     Empty {
@@ -60,7 +74,8 @@ pub fn read_folder(dir: impl AsRef<Path>) -> Result<Vec<Migration>, FolderError>
 }
 
 /// The `.sql` files (any case) of `dir` and of its sub-folders (Prisma's
-/// `<V>_<name>/migration.sql`), paths relative and `/`-separated.
+/// `<V>_<name>/migration.sql`, diesel's `<V>_<name>/up.sql`), with diesel's
+/// `metadata.toml` and Flyway's `<file>.sql.conf`, paths relative and `/`-separated.
 fn list(
     dir: &Path,
     prefix: &str,
@@ -83,7 +98,11 @@ fn list(
             if depth == 0 && !name.starts_with('.') {
                 list(&path, &format!("{relative}/"), depth + 1, out)?;
             }
-        } else if name.to_ascii_lowercase().ends_with(".sql") {
+        } else if name.to_ascii_lowercase().ends_with(".sql")
+            // The side files that hold a tool's no-transaction setting.
+            || name == "metadata.toml"
+            || name.ends_with(".sql.conf")
+        {
             let content = std::fs::read_to_string(&path).map_err(|source| FolderError::Io {
                 path: path.clone(),
                 what: "cannot read the migration",

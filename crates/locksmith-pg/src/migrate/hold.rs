@@ -17,6 +17,7 @@ use locksmith_core::analysis::source::one_line;
 use locksmith_core::analysis::{RelationLock, Statement};
 use locksmith_core::duration::human;
 use locksmith_core::lint::live::{bytes, HoldEstimate, TableFacts};
+use locksmith_core::lock::LockMode;
 use locksmith_core::online::{self, Online};
 
 use crate::throughput::Sizes;
@@ -98,6 +99,20 @@ pub(super) async fn stopped(
             None => format!("{} on {}", l.mode.sql_name(), l.relation),
         })
         .collect();
+    // Row locks (an UPDATE of many rows) show as ROW EXCLUSIVE on the table;
+    // what made writers wait is the lock on each row it changed.
+    let held = match locks.iter().all(|l| l.mode == LockMode::RowExclusive) {
+        true => held
+            .iter()
+            .map(|h| {
+                format!(
+                    "row locks on the rows it changed in {}",
+                    h.trim_start_matches("ROW EXCLUSIVE on ")
+                )
+            })
+            .collect(),
+        false => held,
+    };
     format!(
         "{}:{}:{}: `{}` held {} for longer than --max-hold {}, blocking traffic; the server stopped it and rolled the migration back (not recorded). {}",
         path.display(),
@@ -137,6 +152,25 @@ fn describe(e: &HoldEstimate) -> String {
 /// `lock_timeout` added: that is the blocking statement again.
 fn what_instead(statement: &Statement, pg_version: u32) -> String {
     let raise = "or raise --max-hold if traffic may wait that long.";
+    if let locksmith_core::analysis::StatementKind::AlterTable { actions, .. } = &statement.kind {
+        if let [locksmith_core::analysis::AlterAction::AlterColumnType { .. }] = actions.as_slice()
+        {
+            return format!(
+                "Run it online instead: apply --online changes the type through a shadow column \
+                 kept in sync by a trigger and filled in batches, then swaps it in with a brief \
+                 lock (docs/online.md); {raise}"
+            );
+        }
+    }
+    if let locksmith_core::analysis::StatementKind::Dml {
+        command: "UPDATE", ..
+    } = &statement.kind
+    {
+        return format!(
+            "Run it online instead: apply --online runs it in batches over the table's key, each \
+             its own short transaction, so writers wait for one batch at most; {raise}"
+        );
+    }
     match online::plan(statement, &std::collections::BTreeSet::new(), pg_version) {
         Online::Steps(steps) => {
             let sql: Vec<String> = steps

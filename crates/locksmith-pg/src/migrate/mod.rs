@@ -47,6 +47,7 @@ mod explain;
 pub mod fleet;
 mod folder;
 pub mod hold;
+mod lint_files;
 mod pooled;
 pub mod report;
 
@@ -65,6 +66,7 @@ use crate::guard::{
 use crate::{foreign, history, ConnectionSettings, ErrorKind, Pooler};
 use explain::{adopt_hint, failure_message, online_failed, partition_refusal};
 pub use folder::{read_folder, FolderError};
+pub use lint_files::{fix_changes, lint_folder, write_changes, Fix, LintFile};
 use pooled::Ran;
 pub use report::{
     DryRun, MigrationRecord, OnlineStatement, OnlineUnit, PlannedLock, PlannedStatement,
@@ -88,6 +90,8 @@ pub struct Policy {
     pub allow_changed: bool,
     /// Apply a pending migration older than the latest applied.
     pub out_of_order: bool,
+    /// When online backfills wait between batches.
+    pub throttle: crate::online::Throttle,
 }
 
 /// How a pending migration runs.
@@ -364,6 +368,7 @@ impl Runner {
         let events = self.events.clone();
         guard
             .on_event(move |e| (events.lock().unwrap_or_else(|e| e.into_inner()))(Event::Guard(e)));
+        guard.set_throttle(self.policy.throttle.clone());
         let per_transaction = pooled::per_transaction(&guard);
         let pooler = guard.pooler().map(|pooler| {
             let direct = !per_transaction;
@@ -479,13 +484,61 @@ impl Runner {
         let judged = plan.judged_live(&decision.run, live)?;
         let mut units = Vec::with_capacity(decision.run.len());
         for (&i, live) in decision.run.iter().zip(&judged) {
-            units.push(match self.policy.online {
-                true => {
-                    live.online(plan.pg_version)?;
-                    plan.migrations[i].online(plan.pg_version)?
+            if !self.policy.online {
+                units.push(None);
+                continue;
+            }
+            live.online(plan.pg_version)?;
+            // What runs is the files' own plan, so a resumed run plans what
+            // the first one did; but a type change rewrites when the catalog
+            // said so when the change began (its kept facts), else now.
+            let p = &plan.migrations[i];
+            let version = history::row_version(&p.id);
+            let kept = crate::online::retype::kept_statements(guard.client(), version).await?;
+            let mut files = p.clone();
+            for (j, (s, now)) in files
+                .statements
+                .iter_mut()
+                .zip(&live.statements)
+                .enumerate()
+            {
+                let Some(table) = crate::online::retype::type_change(s) else {
+                    continue;
+                };
+                s.rewrites = match kept.contains(&j) {
+                    true => vec![table],
+                    false => now.rewrites.clone(),
+                };
+            }
+            let Some(planned) = files.online(plan.pg_version)? else {
+                units.push(None);
+                continue;
+            };
+            // A type change becomes its shadow-column steps, from the catalog's facts.
+            match crate::online::retype::expand(
+                guard.client(),
+                version,
+                planned,
+                &p.statements,
+                plan.pg_version,
+            )
+            .await?
+            {
+                Ok(expanded) => units.push(Some(expanded)),
+                Err(refused) => {
+                    let s = &refused.statement;
+                    return Err(Error::Plan(PlanError {
+                        path: p.path.clone(),
+                        line: s.line,
+                        column: s.column,
+                        message: format!(
+                            "cannot run `{}` online: {}. Nothing was run.",
+                            locksmith_core::analysis::source::one_line(&s.sql, 80),
+                            refused.why.trim_end_matches('.')
+                        ),
+                    }));
                 }
-                false => None,
-            });
+            }
         }
         if self.policy.online {
             let partitioned = crate::tables::partitioned(guard.client(), &touched).await?;
@@ -493,6 +546,34 @@ impl Runner {
                 let p = &plan.migrations[i];
                 if let Some(refusal) = partition_refusal(p, units.as_deref(), &partitioned) {
                     return Err(Error::Plan(refusal));
+                }
+            }
+        }
+        // A batched UPDATE needs a key to range over, and the session runner
+        // lock (its batches resume from their own progress): refused here,
+        // before anything ran.
+        for (&i, units) in decision.run.iter().zip(&units) {
+            let p = &plan.migrations[i];
+            for unit in units.iter().flatten() {
+                let Some(batch) = &unit.batch else { continue };
+                let why = match per_transaction {
+                    true => Some(
+                        "its batches resume from their own progress, which needs the session \
+                         runner lock: give --direct-url, a route straight to the server"
+                            .to_string(),
+                    ),
+                    false => crate::online::unbatchable(guard.client(), batch).await?,
+                };
+                if let (Some(why), Some(s)) = (why, unit.statements.first()) {
+                    return Err(Error::Plan(PlanError {
+                        path: p.path.clone(),
+                        line: s.line,
+                        column: s.column,
+                        message: format!(
+                            "cannot run `{}` online: {why}. Nothing was run.",
+                            locksmith_core::analysis::source::one_line(&s.sql, 80)
+                        ),
+                    }));
                 }
             }
         }

@@ -25,7 +25,10 @@
 //! statement that would give up is not retried: the trace stops there and
 //! rolls back (the caller refuses big rewrites and scans before starting).
 //! What this module must not do: commit on a live database, or judge the
-//! migration (lint does that; [`compare`] only states differences).
+//! migration (lint does that; [`compare`] only states differences, and
+//! [`findings`] puts them, failures and statements not traced in lint's
+//! shape). Before a live trace, [`live`] picks the route and refuses
+//! statements whose hold would block the server's traffic.
 //!
 //! Through a connection pooler in transaction mode a live trace works as
 //! directly: all it does is inside its one transaction (so on one backend),
@@ -34,7 +37,11 @@
 
 pub mod catalog;
 pub mod compare;
+mod findings;
+pub mod live;
 mod waits;
+
+pub use findings::findings;
 
 use std::collections::HashMap;
 

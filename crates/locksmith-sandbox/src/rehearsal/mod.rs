@@ -8,6 +8,8 @@
 //! - [`synth`]: synthetic rows typed from the catalog, constraints honoured.
 //! - [`source`]: the schema and table sizes of a live server, read-only.
 //! - [`mix`]: the default request mix and the `--traffic` file format.
+//! - [`prepare`]: the migration and schema from the user's files, rows per
+//!   table, the traffic, the cluster.
 //! - [`runs`]: the three runs; [`plain`]: psql's way, which `demo` uses too.
 //!
 //! `locksmith rehearse` drives this; the throwaway [`crate::Cluster`] holds
@@ -17,6 +19,7 @@ mod catalog;
 mod guarded;
 pub mod mix;
 pub mod plain;
+pub mod prepare;
 pub mod runs;
 pub mod source;
 pub mod stage;

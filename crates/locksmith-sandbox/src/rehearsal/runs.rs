@@ -133,6 +133,13 @@ pub struct Run {
 
 /// Runs the migration `way` on a fresh copy of `plan.template`.
 pub async fn rehearse(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, Error> {
+    run_way(cluster, plan, way).await.map_err(|e| Error::Run {
+        way: way.name(),
+        source: Box::new(e),
+    })
+}
+
+async fn run_way(cluster: &Cluster, plan: &Plan, way: Way) -> Result<Run, Error> {
     let units = match way {
         Way::Online => match online::units(&plan.statements, plan.pg_version) {
             Ok(Some(units)) => units,
@@ -225,6 +232,8 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             statements: statements.to_vec(),
             done_when: None,
             transactional: true,
+            batch: None,
+            retype: None,
         }];
     }
     statements
@@ -233,6 +242,8 @@ fn as_written(statements: &[Statement]) -> Vec<Unit> {
             statements: vec![s.clone()],
             done_when: None,
             transactional: s.transactional,
+            batch: None,
+            retype: None,
         })
         .collect()
 }

@@ -173,3 +173,27 @@ fn sql(context: &str, source: tokio_postgres::Error) -> Error {
         source,
     }
 }
+
+/// Where the live schema is read from: `settings` itself, or behind a
+/// connection pooler its direct route (and the pooler, for the caller to
+/// say so). `pg_dump` sets session settings (`statement_timeout = 0`,
+/// `lock_timeout = 0`, `row_security`, …) that a transaction pooler would
+/// leave on its backends for the application, so without a direct route
+/// the read is refused ([`Error::ReadNeedsDirectRoute`]) before anything runs.
+pub async fn read_route(
+    settings: &ConnectionSettings,
+) -> Result<(ConnectionSettings, Option<locksmith_pg::Pooler>), Error> {
+    // Any pooler is seen here (a statement pooler too: `connect` would hand
+    // back the direct route, and pg_dump would then be sent to the pooler).
+    let target = settings.connect().await?;
+    let Some(pooler) = target.pooler() else {
+        return Ok((settings.clone(), None));
+    };
+    if !settings.has_direct() {
+        return Err(Error::ReadNeedsDirectRoute {
+            pooler: pooler.to_string(),
+        });
+    }
+    settings.connect_direct(&target).await?;
+    Ok((settings.direct().clone(), Some(pooler)))
+}

@@ -32,6 +32,7 @@ pub async fn run(args: ApplyArgs) -> CmdResult {
         baseline: args.baseline.as_deref().map(baseline).transpose()?,
         allow_changed: args.allow_changed,
         out_of_order: args.out_of_order,
+        throttle: args.throttle.throttle(),
     };
     if let Some(list) = &args.fleet.targets {
         return super::fleet::apply(&args, list, plan, policy).await;

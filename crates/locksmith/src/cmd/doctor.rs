@@ -8,7 +8,7 @@ use std::io::Write;
 
 use locksmith_core::server_log::{self, LogSummary};
 use locksmith_pg::audit::{self, Finding, Severity};
-use locksmith_pg::guard::{replica, ConnectError};
+use locksmith_pg::guard::ConnectError;
 use serde::Serialize;
 
 use crate::cli::{DoctorArgs, Format};
@@ -91,9 +91,9 @@ pub async fn run(args: DoctorArgs) -> CmdResult {
     })
 }
 
-/// Audits the server behind `client` (and each standby in `replicas`): its
-/// findings, and the `pooler` key; `human`: say on stderr when a pooler is
-/// in between.
+/// Audits the server behind `client` (and each standby in `replicas`,
+/// `locksmith_pg::audit::server`): its findings, and the `pooler` key;
+/// `human`: say on stderr when a pooler is in between.
 pub(super) async fn audit_server(
     client: &locksmith_pg::Connection,
     settings: &locksmith_pg::ConnectionSettings,
@@ -102,18 +102,5 @@ pub(super) async fn audit_server(
 ) -> Result<(Vec<Finding>, Option<render::PoolerJson>), Failure> {
     super::note_pooler("doctor", client, settings, human);
     let pooler = render::PoolerJson::of(client, settings.has_direct());
-    let mut findings = audit::audit(&audit::gather(client).await?);
-    if let Some(p) = client.pooler() {
-        findings.push(audit::findings::pooler(&p, settings.has_direct()));
-    }
-    let primary = audit::standby::gather_primary(client).await?;
-    let mut standbys = Vec::with_capacity(replicas.len());
-    for settings in replicas {
-        let (server, client) =
-            replica::connect_standby(&settings.with_application_name("locksmith doctor")).await?;
-        standbys.push(audit::standby::gather_standby(&client, &server).await?);
-    }
-    findings.extend(audit::standby::audit(&primary, &standbys));
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    Ok((findings, pooler))
+    Ok((audit::server(client, settings, replicas).await?, pooler))
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use locksmith_core::analysis::{analyze, Schema};
 use locksmith_core::lint::live::{self, Blocking};
-use locksmith_core::lint::{lint_each, lint_in, Config, LintedStatement, Severity};
+use locksmith_core::lint::{lint_each, lint_in, Config, LintedStatement, Options, Severity};
 use locksmith_pg::guard::look;
 use miette::miette;
 
@@ -27,19 +27,23 @@ pub const STDIN: &str = "<stdin>";
 
 pub async fn run(args: LintArgs) -> CmdResult {
     let config = load_config(args.config.as_deref())?;
-    let options = config.options(args.pg_version);
-    let inputs = read_inputs(&args.paths)?;
+    let mut options = config.options(args.pg_version);
+    options.assume_in_transaction |= args.assume_in_transaction;
+    if args.fix {
+        return fix(&args.paths, &options, args.diff);
+    }
+    let inputs = lint_inputs(&args.paths, &options)?;
     // Files in order through one schema: each is judged against what the
     // earlier ones left — and, with a live server, against its catalog.
     let mut schema = Schema::default();
     let Some(url) = &args.database_url else {
-        return stream(&inputs, &mut schema, &options, args.format);
+        return stream(&inputs, &mut schema, args.format);
     };
     let client = Some(live_session(url).await?);
     if let Some(client) = &client {
         let statements: Vec<_> = inputs
             .iter()
-            .filter_map(|(_, text)| analyze(text, options.pg_version).ok())
+            .filter_map(|(_, text, _)| analyze(text, options.pg_version).ok())
             .flatten()
             .collect();
         let names = live::relations(&statements);
@@ -47,7 +51,7 @@ pub async fn run(args: LintArgs) -> CmdResult {
     }
     let mut files: Vec<LintedFile> = inputs
         .into_iter()
-        .map(|(path, text)| {
+        .map(|(path, text, options)| {
             let result = lint_in(&mut schema, &text, &options);
             LintedFile {
                 path,
@@ -68,17 +72,12 @@ pub async fn run(args: LintArgs) -> CmdResult {
 /// it goes, so memory stays bounded by the largest statement (and, for the
 /// formats that list findings after the statements, one file's findings),
 /// not by the input.
-fn stream(
-    inputs: &[(String, String)],
-    schema: &mut Schema,
-    options: &locksmith_core::lint::Options,
-    format: crate::cli::LintFormat,
-) -> CmdResult {
+fn stream(inputs: &[Input], schema: &mut Schema, format: crate::cli::LintFormat) -> CmdResult {
     let mut stdout = crate::output::stdout();
     let mut sink = crate::render::lint_sink(&mut stdout, format);
     let mut worst = None;
     let mut syntax_errors = Vec::new();
-    for (path, text) in inputs {
+    for (path, text, options) in inputs {
         let mut written: std::io::Result<bool> = Ok(false);
         let mut each = |s: LintedStatement| {
             worst = worst.max(s.findings.iter().map(|f| f.severity).max());
@@ -204,14 +203,24 @@ pub(super) fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
     Config::parse(&text).map_err(|e| Failure::input(miette!("{}: {e}", path.display())))
 }
 
+/// One input of `lint`: display path, text (up section only), and the
+/// options for it (its tool and transaction mode, when its folder says).
+type Input = (String, String, Options);
+
 /// Every input as (display path, text), in the order given; a directory
-/// contributes its `*.sql` files recursively, sorted by path, without down
-/// and undo files. A dbmate or goose file's text keeps its up section only
-/// (the rest blanked, positions unchanged): what `apply` would run.
+/// contributes what `migrate::lint_folder` reads. A dbmate or goose file's
+/// text keeps its up section only (the rest blanked, positions unchanged).
 pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
+    Ok(lint_inputs(paths, &Options::default())?
+        .into_iter()
+        .map(|(path, text, _)| (path, text))
+        .collect())
+}
+
+fn lint_inputs(paths: &[PathBuf], base: &Options) -> Result<Vec<Input>, Failure> {
     let mut out = Vec::new();
     for path in paths {
-        if path.as_os_str() == "-" {
+        let (shown, text) = if path.as_os_str() == "-" {
             let mut stdin = std::io::stdin();
             if stdin.is_terminal() {
                 eprintln!("locksmith lint: reading SQL from stdin (end with Ctrl-D)");
@@ -220,48 +229,38 @@ pub(super) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Fa
             stdin
                 .read_to_string(&mut text)
                 .map_err(|e| Failure::input(miette!("reading stdin: {e}")))?;
-            out.push((STDIN.to_string(), super::sources::up_text(STDIN, text)?));
+            (STDIN.to_string(), text)
         } else if path.is_dir() {
-            let mut files = Vec::new();
-            sql_files(path, &mut files)?;
-            files.sort();
-            for f in files {
-                let shown = f.display().to_string();
-                out.push((shown.clone(), super::sources::up_text(&shown, read(&f)?)?));
+            for f in locksmith_pg::migrate::lint_folder(path, base)? {
+                out.push((f.path.display().to_string(), f.text, f.options));
             }
+            continue;
         } else {
-            let shown = path.display().to_string();
-            out.push((shown.clone(), super::sources::up_text(&shown, read(path)?)?));
-        }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::input(miette!("reading {}: {e}", path.display())))?;
+            (path.display().to_string(), text)
+        };
+        let text = super::sources::up_text(&shown, text)?;
+        let options = locksmith_core::lint::fix::text_options(base, &text);
+        out.push((shown, text, options));
     }
     Ok(out)
 }
 
-fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::input(miette!("reading {}: {e}", path.display())))
-}
-
-fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Failure::input(miette!("reading {}: {e}", dir.display())))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| Failure::input(miette!("reading {}: {e}", dir.display())))?
-            .path();
-        let down = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(locksmith_core::source::is_down_or_undo);
-        if path.is_dir() {
-            sql_files(&path, out)?;
-        } else if !down
-            && path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("sql"))
-        {
-            out.push(path);
-        }
+/// `lint --fix [--diff] DIR|FILE`: `migrate::fix_changes`, written or shown.
+fn fix(paths: &[PathBuf], options: &Options, diff: bool) -> CmdResult {
+    let [path] = paths else {
+        return Err(Failure::input(miette!(
+            "lint --fix takes one migrations folder or one file"
+        )));
+    };
+    let fix = locksmith_pg::migrate::fix_changes(path, options)?;
+    let mut stdout = crate::output::stdout();
+    if diff {
+        crate::render::lint::diff(&mut stdout, &fix.changes)?;
+    } else {
+        locksmith_pg::migrate::write_changes(&fix.dir, &fix.changes)?;
+        crate::render::lint::fixed(&mut stdout, &fix.dir, &fix.changes)?;
     }
-    Ok(())
+    Ok(Outcome::Done)
 }

@@ -1,5 +1,10 @@
-//! One module per command. Each turns parsed arguments into working objects,
-//! calls the library crates and hands the result to a renderer.
+//! One module per command, plus `fleet` (`--targets`: one command on many
+//! databases), `signals` (Ctrl-C and SIGTERM as the libraries' interrupt)
+//! and `sources` (a single migration file's up section). Each turns parsed
+//! arguments into working objects, calls the library crates, hands the
+//! result to a renderer (`render`, where progress lines live too) and picks
+//! the outcome that `exit` turns into a code. No database call, retry or
+//! plan of its own: those are the libraries'.
 
 mod apply;
 mod blockers;
@@ -8,7 +13,6 @@ mod demo;
 mod doctor;
 mod fleet;
 mod lint;
-mod progress;
 mod rehearse;
 mod run;
 mod signals;
@@ -16,7 +20,10 @@ mod sources;
 mod trace;
 
 use crate::cli::{Cli, Command, ConnectionArgs};
+// The guard's progress lines are rendering (`render::progress`); commands
+// still name them `super::progress`.
 use crate::exit::{CmdResult, Failure};
+use crate::render::progress;
 use locksmith_pg::ConnectionSettings;
 
 /// The conventional exit code after a signal: 128 + its number.
@@ -37,7 +44,7 @@ pub fn run(cli: Cli) -> CmdResult {
             Command::Blockers(args) => blockers::run(args).await,
             Command::Lint(args) => lint::run(args).await,
             Command::Run(args) => run::run(args).await,
-            Command::RunWarden(args) => run::warden::serve(args).await,
+            Command::RunWarden(args) => run::warden(args).await,
             Command::Top(args) => crate::top::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Trace(args) => trace::run(args).await,

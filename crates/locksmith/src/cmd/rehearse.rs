@@ -1,33 +1,24 @@
 //! `locksmith rehearse`: the user's migration, on a throwaway cluster, at
 //! their size, under traffic — plain, guarded and (with `--online`) online.
 //!
-//! This module turns arguments into a [`Plan`]: it reads the files, builds
-//! the schema (setup files, earlier migrations, or a live server read-only),
-//! loads synthetic rows and picks the traffic; the runs are
-//! `locksmith_sandbox::rehearsal`'s, the rendering `render::rehearse`'s.
+//! This module reads the files and arguments and hands them to
+//! `locksmith_sandbox::rehearsal`: `prepare` (analysis, rows per table,
+//! traffic), `source` (a live server's schema, read-only), `stage` (the
+//! load) and the runs; the rendering is `render::rehearse`'s.
 
-use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use locksmith_core::analysis::{self, Statement};
 use locksmith_pg::guard::GuardPolicy;
-use locksmith_pg::ConnectionSettings;
 use locksmith_sandbox::bin_dir::BinDir;
-use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
-use locksmith_sandbox::rehearsal::{self, mix, source, stage, Plan, Way};
-use locksmith_sandbox::traffic::TrafficProfile;
+use locksmith_sandbox::rehearsal::{self, mix, prepare, source, stage, Plan, Way};
 use miette::miette;
 
 use crate::cli::{ConnectionArgs, Format, RehearseArgs};
 use crate::exit::{CmdResult, Failure, Outcome};
+use crate::render::progress::LoadBar;
 use crate::render::rehearse::{self as render, Rehearsal};
-
-/// Rows per table when neither a live size nor `--rows` says otherwise.
-const DEFAULT_ROWS: i64 = 100_000;
-/// Requests per second of the default mix, all tables together.
-const DEFAULT_RATE: f64 = 40.0;
 
 pub async fn run(args: RehearseArgs) -> CmdResult {
     let quiet = args.format == Format::Json;
@@ -60,95 +51,61 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
 
     let bin = BinDir::find(args.pg_bin.as_deref())?;
     let pg_dump = bin.tool("pg_dump");
-    let options = ClusterOptions {
-        bin: Some(bin),
-        settings: vec![("max_connections".into(), "200".into())],
-    };
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(options))
-        .await
-        .map_err(|e| Failure::other(miette!("starting the cluster: {e}")))??;
+    let cluster = prepare::start_cluster(bin).await?;
     let version = cluster.major();
 
     // The migration, analysed after the schema files (which must parse too).
-    let setup_sql: String = setup.iter().map(|(_, t)| format!("{t};\n")).collect();
-    let statements = analyse(&label, &setup_sql, &migration, version)?;
-    let touched: Vec<String> = statements
-        .iter()
-        .flat_map(|s| s.locks.iter().map(|l| l.relation.clone()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let statements = prepare::analyse(&label, &setup, &migration, version)?;
+    let touched = prepare::touched(&statements);
 
-    let mut live_rows = None;
+    let mut sizes = prepare::Sizes {
+        live: None,
+        rows: args.rows,
+        scale: args.scale,
+    };
     if let Some(url) = &args.database_url {
-        let settings = read_route(&super::settings(&ConnectionArgs {
+        let given = super::settings(&ConnectionArgs {
             database_url: Some(url.clone()),
             direct_url: args.direct_url.clone(),
-        })?)
-        .await?;
+        })?;
+        let (settings, pooler) = source::read_route(&given).await?;
+        if let Some(pooler) = pooler {
+            eprintln!(
+                "{}",
+                crate::render::pooler_notice("rehearse", &pooler, true)
+            );
+        }
         say(&format!(
             "Reading the schema of {} (read-only) …",
             touched.join(", ")
         ));
         let live = source::read(&settings, &pg_dump, &touched).await?;
         setup.push((settings.describe(), live.sql));
-        live_rows = Some(live.rows);
+        sizes.live = Some(live.rows);
     }
 
-    let rows_for = |table: &str| -> i64 {
-        let live = live_rows.as_ref().and_then(|m| m.get(table)).copied();
-        let base = live.unwrap_or(DEFAULT_ROWS);
-        let scaled = args
-            .scale
-            .map_or(base, |s| (base as f64 * s).round() as i64);
-        match (args.rows, live) {
-            (Some(cap), Some(_)) => scaled.min(cap),
-            (Some(rows), None) => rows,
-            (None, _) => scaled,
-        }
-    };
     say(&format!(
         "Loading synthetic rows into a PostgreSQL {version} throwaway cluster …"
     ));
-    let mut bar = ProgressBar::new(!quiet && std::io::stderr().is_terminal());
-    let staged = stage::stage(&cluster, &setup, &touched, &rows_for, &mut |done, total| {
-        bar.show(done, total)
-    })
+    let mut bar = LoadBar::new(!quiet && std::io::stderr().is_terminal());
+    let staged = stage::stage(
+        &cluster,
+        &setup,
+        &touched,
+        &|t| sizes.rows_for(t),
+        &mut |done, total| bar.show(done, total),
+    )
     .await?;
     bar.finish();
-    let (loaded, tables) = (staged.load, staged.tables);
-    if args.leaks > 0 && tables.is_empty() {
+    if args.leaks > 0 && staged.tables.is_empty() {
         say("  --leaks: the migration touches no table that exists before it; no sessions leaked");
     }
-    let catalog = super::connect(&cluster.settings(stage::DATA_DB, "locksmith-rehearse")).await?;
-    let queries = match traffic_file {
-        Some(q) => q,
-        None => mix::default_mix(&catalog, &tables).await?,
-    };
-    drop(catalog);
-    let keys = tables
-        .iter()
-        .filter_map(|t| loaded.tables.iter().find(|l| &l.table == t))
-        .map(|l| l.rows)
-        .min()
-        .unwrap_or(DEFAULT_ROWS)
-        .clamp(1, i32::MAX as i64) as i32;
-    let rate = if args.traffic.is_some() {
-        queries.iter().map(|q| q.share).sum()
-    } else {
-        DEFAULT_RATE
-    };
     let plan = Plan {
         statements,
         pg_version: version,
-        traffic: TrafficProfile {
-            rate,
-            queries,
-            keys,
-            ..TrafficProfile::default()
-        },
+        traffic: prepare::traffic(&cluster, &staged, traffic_file).await?,
         leaks: args.leaks,
-        leak_table: tables.first().cloned(),
+        leak_table: staged.tables.first().cloned(),
         cap: args.cap,
         policy: GuardPolicy {
             deadline: args.cap,
@@ -157,6 +114,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
         template: stage::DATA_DB.into(),
         schema_template: stage::SCHEMA_DB.into(),
     };
+    let (loaded, tables) = (staged.load, staged.tables);
 
     let rehearse_started = Instant::now();
     let mut ways = vec![Way::Naive, Way::Guarded];
@@ -166,9 +124,7 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
     let mut runs = Vec::new();
     for way in ways {
         say(&format!("Rehearsing {} …", render::title(way)));
-        let run = rehearsal::rehearse(&cluster, &plan, way)
-            .await
-            .map_err(|e| Failure::other(miette!("the {} run: {e}", way.name())))?;
+        let run = rehearsal::rehearse(&cluster, &plan, way).await?;
         say(&format!("  {}", run.outcome));
         runs.push(run);
     }
@@ -213,23 +169,13 @@ pub async fn run(args: RehearseArgs) -> CmdResult {
 }
 
 /// The schema files and the migration from the positional paths: a folder's
-/// last `.sql` file is the migration and the earlier ones its schema; files
-/// are the migration, in order. Read the way `lint` and `trace` read them.
-/// Returns the schema files and `(name, text)` of the migration.
-type Files = (Vec<(String, String)>, (String, String));
-
-fn migration_files(paths: &[PathBuf]) -> Result<Files, Failure> {
-    // A folder is read as `apply` reads it: every layout, in order, up sections only.
+/// last `.sql` file is the migration and the earlier ones its schema
+/// (`prepare::migration_folder`); files are the migration, in order, read
+/// the way `lint` and `trace` read them.
+fn migration_files(paths: &[PathBuf]) -> Result<prepare::Files, Failure> {
     if let [dir] = paths {
         if dir.is_dir() {
-            let mut migrations: Vec<(String, String)> = super::sources::read_migrations(dir)?
-                .into_iter()
-                .map(|m| (m.path.clone(), m.up_sql().to_string()))
-                .collect();
-            let last = migrations.pop().ok_or_else(|| {
-                Failure::input(miette!("no migrations found in {}", dir.display()))
-            })?;
-            return Ok((migrations, last));
+            return Ok(prepare::migration_folder(dir)?);
         }
     }
     let files = super::lint::read_inputs(paths)?;
@@ -240,20 +186,6 @@ fn migration_files(paths: &[PathBuf]) -> Result<Files, Failure> {
         .join(" + ");
     let migration = files.iter().map(|(_, t)| format!("{t};\n")).collect();
     Ok((Vec::new(), (label, migration)))
-}
-
-fn analyse(
-    label: &str,
-    setup: &str,
-    migration: &str,
-    version: u32,
-) -> Result<Vec<Statement>, Failure> {
-    let statements = analysis::analyze_after(setup, migration, version)
-        .map_err(|e| Failure::input(miette!("{label}:{}:{}: {}", e.line, e.column, e.message)))?;
-    if statements.is_empty() {
-        return Err(Failure::input(miette!("the migration has no statements")));
-    }
-    Ok(statements)
 }
 
 /// The folder `apply` would read the rehearsed migration from: the folder
@@ -271,62 +203,4 @@ fn apply_dir(paths: &[PathBuf]) -> String {
         d if d.is_empty() => ".".into(),
         d => d,
     }
-}
-
-/// The load's progress bar on stderr, drawn only on a terminal.
-struct ProgressBar(Option<indicatif::ProgressBar>);
-
-impl ProgressBar {
-    fn new(on: bool) -> Self {
-        ProgressBar(on.then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "  [{bar:30}] {pos}/{len} rows, {per_sec}, {eta} left",
-            ) {
-                bar.set_style(style.progress_chars("#>-"));
-            }
-            bar
-        }))
-    }
-
-    fn show(&mut self, done: i64, total: i64) {
-        if let Some(bar) = &self.0 {
-            bar.set_length(total.max(0) as u64);
-            bar.set_position(done.max(0) as u64);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish();
-        }
-    }
-}
-
-/// Where the live schema is read from: `settings` itself, or behind a
-/// connection pooler its direct route. `pg_dump` sets session settings
-/// (`statement_timeout = 0`, `lock_timeout = 0`, `row_security`, …) that a
-/// transaction pooler would leave on its backends for the application, so
-/// without a direct route the read is refused before anything runs.
-async fn read_route(settings: &ConnectionSettings) -> Result<ConnectionSettings, Failure> {
-    // Any pooler is seen here (a statement pooler too: `connect` would hand
-    // back the direct route, and pg_dump would then be sent to the pooler).
-    let target = settings.connect().await.map_err(Failure::from)?;
-    let Some(pooler) = target.pooler() else {
-        return Ok(settings.clone());
-    };
-    if !settings.has_direct() {
-        return Err(Failure::input(miette!(
-            "--database-url goes through {pooler}. Reading the schema runs pg_dump, whose \
-             session settings (statement_timeout = 0, lock_timeout = 0, …) would stay on the \
-             pooler's backends for the application. Nothing was read. Give a URL straight to the \
-             server with --direct-url (or LOCKSMITH_DIRECT_URL)"
-        )));
-    }
-    super::note_pooler("rehearse", &target, settings, true);
-    settings
-        .connect_direct(&target)
-        .await
-        .map_err(Failure::from)?;
-    Ok(settings.direct().clone())
 }

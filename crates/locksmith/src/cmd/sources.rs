@@ -1,17 +1,10 @@
-//! Migration files at the edge: a folder read by `locksmith_pg::migrate`, a
-//! single file's up section; their errors become `FILE:LINE: …` failures (exit 2).
+//! Migration files at the edge: a single file's up section; its errors
+//! become `FILE:LINE: …` failures (exit 2).
 
-use std::path::Path;
-
-use locksmith_core::source::{self, Migration};
+use locksmith_core::source;
 use miette::miette;
 
 use crate::exit::Failure;
-
-/// The migrations of `dir`, in order, up sections only.
-pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>, Failure> {
-    Ok(locksmith_pg::migrate::read_folder(dir)?)
-}
 
 /// One SQL file given on its own (`lint FILE`, `trace FILE`): its text with
 /// everything but the up section blanked out, positions unchanged.

@@ -435,6 +435,15 @@ fn holds(locks: &[RelationLock]) -> String {
         .join(", ")
 }
 
+/// `blockers` for people: the primary's report, then each standby's.
+pub fn diagnosis(d: &locksmith_pg::diagnosis::Diagnosis, style: Style) -> String {
+    let mut text = human(&d.primary, style);
+    for s in &d.standbys {
+        text.push_str(&standby(s, style));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

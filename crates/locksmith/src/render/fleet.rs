@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use locksmith_pg::migrate::fleet::{FleetReport, TargetReport, TargetStatus};
+use locksmith_pg::migrate::fleet::{Entries, FleetReport, TargetReport, TargetStatus};
 
 use super::style::Style;
 use super::{age, one_line};
@@ -175,6 +175,29 @@ pub struct Section<'a> {
     /// `Ok(Some(text))`: its single-target report, worth reading;
     /// `Ok(None)`: nothing to report; `Err`: why it could not be read.
     pub body: Result<Option<String>, String>,
+}
+
+/// `blockers --targets` or `doctor --targets` for people: `shown` gives the
+/// text of a report worth a look (`None`: counted among the clean ones); a
+/// target that could not be read shows its error ([`sections`]).
+pub fn entries<T>(
+    entries: &Entries<T>,
+    shown: impl Fn(&T) -> Option<String>,
+    clean: &str,
+    style: Style,
+) -> String {
+    let all: Vec<Section<'_>> = entries
+        .targets
+        .iter()
+        .map(|e| Section {
+            target: &e.target,
+            body: match &e.report {
+                Some(r) => Ok(shown(r)),
+                None => Err(e.error.clone().unwrap_or_default()),
+            },
+        })
+        .collect();
+    sections(&all, clean, style)
 }
 
 /// Each target with something to report under its own heading, those that

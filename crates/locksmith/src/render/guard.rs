@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use locksmith_core::analysis::quote_ident;
 use locksmith_pg::guard::Holder;
-pub use locksmith_pg::migrate::{MigrationRecord, RunReport, Status};
+pub use locksmith_pg::migrate::{RunReport, Status};
 
 use super::style::Style;
 use super::{age, one_line};

@@ -449,6 +449,8 @@ impl<W: Write> Sink for Github<W> {
     }
 
     fn end_file(&mut self, path: &str, _: &str, file_findings: &[FileFinding]) -> io::Result<()> {
+        // One fix per statement: under its first finding only.
+        let mut shown_fix: Option<(u32, u32, String)> = None;
         for (line, column, finding) in self.located.take(file_findings) {
             let level = match finding.severity {
                 Severity::Error => "error",
@@ -456,7 +458,11 @@ impl<W: Write> Sink for Github<W> {
                 Severity::Info => "notice",
             };
             let mut message = finding.message.clone();
-            if let Some(fix) = &finding.fix {
+            let again = shown_fix.as_ref().is_some_and(|(l, c, f)| {
+                (*l, *c) == (line, column) && finding.fix.as_ref() == Some(f)
+            });
+            if let Some(fix) = finding.fix.as_ref().filter(|_| !again) {
+                shown_fix = Some((line, column, fix.clone()));
                 message += &format!("\nFix:\n{fix}");
             }
             writeln!(
@@ -663,6 +669,8 @@ impl<W: Write> Sink for Human<W> {
     ) -> io::Result<()> {
         let index = LineIndex::new(text);
         let style = &self.style;
+        // One fix per statement: printed under its first finding only.
+        let mut shown_fix: Option<(u32, u32, String)> = None;
         for (line, column, finding) in self.located.take(file_findings) {
             let head = match finding.severity {
                 Severity::Error => {
@@ -682,7 +690,11 @@ impl<W: Write> Sink for Human<W> {
                 finding.message
             )?;
             let gutter = marker(&mut self.out, path, &index, line, column, style)?;
-            if let Some(fix) = &finding.fix {
+            let again = shown_fix.as_ref().is_some_and(|(l, c, f)| {
+                (*l, *c) == (line, column) && finding.fix.as_ref() == Some(f)
+            });
+            if let Some(fix) = finding.fix.as_ref().filter(|_| !again) {
+                shown_fix = Some((line, column, fix.clone()));
                 writeln!(
                     self.out,
                     "{:gutter$} = {}",
@@ -817,6 +829,50 @@ fn marker(
         style.red(&carets)
     )?;
     Ok(gutter)
+}
+
+/// `lint --fix --diff`: each changed or new file as a unified diff.
+pub fn diff(out: &mut dyn Write, changes: &[locksmith_core::lint::fix::Change]) -> io::Result<()> {
+    if changes.is_empty() {
+        return writeln!(out, "nothing to fix");
+    }
+    for c in changes {
+        let before = c.before.as_deref().unwrap_or("");
+        let old = if c.before.is_some() {
+            format!("a/{}", c.path)
+        } else {
+            "/dev/null".to_string()
+        };
+        let text = similar::TextDiff::from_lines(before, &c.after);
+        write!(
+            out,
+            "{}",
+            text.unified_diff()
+                .context_radius(3)
+                .header(&old, &format!("b/{}", c.path))
+        )?;
+    }
+    Ok(())
+}
+
+/// `lint --fix`: what was written.
+pub fn fixed(
+    out: &mut dyn Write,
+    dir: &std::path::Path,
+    changes: &[locksmith_core::lint::fix::Change],
+) -> io::Result<()> {
+    if changes.is_empty() {
+        return writeln!(out, "nothing to fix");
+    }
+    for c in changes {
+        let what = if c.before.is_some() {
+            "rewrote"
+        } else {
+            "wrote"
+        };
+        writeln!(out, "{what} {}", dir.join(&c.path).display())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! Renderers only format; they never query a server or decide exit codes.
 
 pub mod blockers;
+pub mod demo;
 pub mod doctor;
 pub mod fleet;
 pub mod guard;
 pub mod lint;
 pub mod plan;
+pub mod progress;
 pub mod rehearse;
 pub mod run;
 pub mod style;

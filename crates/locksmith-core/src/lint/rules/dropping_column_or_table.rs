@@ -35,13 +35,16 @@ declare_rule! {
     }
 }
 
+/// The contract step of expand/contract, as the finding says it.
+const CONTRACT: &str = "first release code that no longer reads or writes it (Rails: `ignored_columns` for a column; Django: remove the field or model in a release of its own), then drop it in a later release under `-- locksmith: ignore LS202 <why it is unused>`";
+
 fn check(ctx: &Context<'_>) -> Vec<Violation> {
     match &ctx.statement.kind {
         StatementKind::AlterTable { table, actions } if !ctx.is_new(table) => actions
             .iter()
             .filter_map(|a| match a {
                 AlterAction::DropColumn { column } => Some(Violation::new(format!(
-                    "dropping column `{column}` of `{table}` breaks running code that still uses it, and takes AccessExclusiveLock, which blocks all reads and writes"
+                    "dropping column `{column}` of `{table}` breaks running code that still uses it, and takes AccessExclusiveLock, which blocks all reads and writes; {CONTRACT}"
                 ))),
                 _ => None,
             })
@@ -51,7 +54,7 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
             .filter(|n| !ctx.is_new(n))
             .map(|n| {
                 Violation::new(format!(
-                    "dropping table `{n}` breaks running code that still uses it, and takes AccessExclusiveLock on it (and on tables its foreign keys reference)"
+                    "dropping table `{n}` breaks running code that still uses it, and takes AccessExclusiveLock on it (and on tables its foreign keys reference); {CONTRACT}"
                 ))
             })
             .collect(),
@@ -66,7 +69,12 @@ mod tests {
 
     #[test]
     fn drops() {
-        lint_errors(&R::RULE, "ALTER TABLE t DROP COLUMN a");
+        let v = lint_errors(&R::RULE, "ALTER TABLE t DROP COLUMN a");
+        assert!(
+            v[0].message.contains("then drop it in a later release"),
+            "{}",
+            v[0].message
+        );
         assert_eq!(lint_errors(&R::RULE, "DROP TABLE a, b").len(), 2);
         lint_ok(&R::RULE, "CREATE TABLE t (a int); DROP TABLE t");
         lint_ok(&R::RULE, "DROP VIEW v");

@@ -49,9 +49,15 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
     if ctx.is_new(relation) {
         return Vec::new();
     }
-    let what = match target {
-        RenameTarget::Column => "renaming a column",
-        RenameTarget::Relation => "renaming a table",
+    let (what, steps) = match target {
+        RenameTarget::Column => ("renaming a column", format!(
+            "expand and contract instead, over releases: add column `{new_name}`, keep both written (a trigger) and backfill it in batches, move the readers to `{new_name}`, then drop the old column in a later release"
+        )),
+        RenameTarget::Relation => ("renaming a table", format!(
+            "to keep running code working, create a view under the old name in the same migration (`CREATE VIEW {} AS SELECT * FROM {}`, simple views take writes too) and drop it once no code uses the old name",
+            super::q(relation),
+            super::q(&sibling_name(relation, new_name))
+        )),
         RenameTarget::Schema => {
             return vec![Violation::new(format!(
                 "renaming schema `{relation}` (to `{new_name}`) breaks every running query that names `{relation}`"
@@ -69,9 +75,17 @@ fn check(ctx: &Context<'_>) -> Vec<Violation> {
         .lock_on(relation)
         .unwrap_or(crate::lock::LockMode::AccessExclusive);
     vec![Violation::new(format!(
-        "{what} (to `{new_name}`) breaks every running query that uses the old name; it also {}",
+        "{what} (to `{new_name}`) breaks every running query that uses the old name; it also {}; {steps}",
         takes(lock, relation)
     ))]
+}
+
+/// The renamed table's new name in its schema (`RENAME TO` takes a bare name).
+fn sibling_name(relation: &str, new_name: &str) -> String {
+    match relation.rsplit_once('.') {
+        Some((schema, _)) => format!("{schema}.{new_name}"),
+        None => new_name.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -81,8 +95,15 @@ mod tests {
 
     #[test]
     fn renames() {
-        lint_errors(&R::RULE, "ALTER TABLE t RENAME COLUMN a TO b");
-        lint_errors(&R::RULE, "ALTER TABLE t RENAME TO u");
+        let v = lint_errors(&R::RULE, "ALTER TABLE t RENAME COLUMN a TO b");
+        assert!(v[0].message.ends_with("expand and contract instead, over releases: add column `b`, keep both written (a trigger) and backfill it in batches, move the readers to `b`, then drop the old column in a later release"), "{}", v[0].message);
+        let v = lint_errors(&R::RULE, "ALTER TABLE app.t RENAME TO u");
+        assert!(
+            v[0].message
+                .contains("`CREATE VIEW app.t AS SELECT * FROM app.u`"),
+            "{}",
+            v[0].message
+        );
         lint_ok(&R::RULE, "ALTER INDEX i RENAME TO j");
         let v = lint_errors(&R::RULE, "ALTER SCHEMA app RENAME TO app_v2");
         assert_eq!(

@@ -1,4 +1,4 @@
-//! How `locksmith run` reaches the server, decided before the command runs:
+//! How a wrapped command's run reaches the server, decided before the command runs:
 //! whether a connection pooler (PgBouncer) is in between, which route the
 //! watch takes (`--direct-url`, else the target itself), and whether the
 //! command's sessions can be found behind the pooler at all.
@@ -15,11 +15,11 @@
 //! cuts the link at the command's first `BEGIN` (migration tools run each
 //! migration in a transaction; `psql -1` does too), after whatever ran before.
 
-use locksmith_pg::guard::ConnectError;
-use locksmith_pg::{Connection, ConnectionSettings, Pooler};
 use serde::Serialize;
 
-use crate::render::PoolerJson;
+use crate::guard::ConnectError;
+use crate::migrate::PoolerJson;
+use crate::{Connection, ConnectionSettings, Pooler};
 
 /// The route, as detected at the start.
 pub struct Route {
@@ -47,7 +47,7 @@ impl Route {
             false,
         )?;
         let pooler = target.pooler();
-        let pooler_addr = locksmith_pg::guard::pooler_addr(&target).await?;
+        let pooler_addr = crate::guard::pooler_addr(&target).await?;
         let direct = settings.has_direct();
         let sidecar = if direct {
             watchdog.connect_direct(&target).await?
@@ -77,21 +77,6 @@ impl Route {
             ),
             limitation: LIMITATION,
         })
-    }
-
-    /// The line said on stderr before the command runs, behind a pooler.
-    pub fn announce(&self, application_name: &str) -> Option<String> {
-        let pooler = self.pooler?;
-        let watch = if self.direct {
-            "over --direct-url, straight to the server"
-        } else {
-            "through the pooler (give --direct-url so the watch never waits for a pooled connection)"
-        };
-        Some(format!(
-            "behind {pooler}. lock_timeout is not sent in PGOPTIONS (a pooler refuses or drops it): \
-             locksmith cancels any lock wait of the command's sessions (application_name \
-             {application_name}, then one name per attempt) past --lock-timeout itself, watching {watch}"
-        ))
     }
 }
 
@@ -128,7 +113,7 @@ pub fn own_application_name(cmd: &[String], database_url: Option<&str>) -> Optio
     if let Some(arg) = cmd.iter().find(|a| sets(a)) {
         return Some(format!(
             "its arguments set application_name ({})",
-            locksmith_pg::redact(arg)
+            crate::redact(arg)
         ));
     }
     database_url

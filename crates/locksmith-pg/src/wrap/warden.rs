@@ -1,14 +1,16 @@
-//! The warden: a small second process that finishes `run`'s job if `run`
-//! itself dies (`kill -9`, OOM killer) while the command is running behind
+//! The warden: a small second process that finishes the wrapper's job if
+//! the process running [`super::Wrapped`] dies (`kill -9`, OOM killer) while the command is running behind
 //! a connection pooler.
 //!
 //! There the command's lock waits have no server-side `lock_timeout` (a
 //! pooler refuses or drops `PGOPTIONS`): only `run`'s watch bounds them. With
 //! the watch gone, the command's `ALTER` would wait behind the leakers for
 //! as long as they live, and all traffic on the table behind it, which is the
-//! incident itself. So `run` starts the warden (its own executable, hidden
-//! subcommand `run-warden`, in its own process group so a Ctrl-C meant for
-//! `run` does not reach it) and tells it, over a pipe, which attempt is
+//! incident itself. So `run` starts the warden (its own executable again,
+//! with the arguments of [`WardenCommand`] — `locksmith`'s hidden
+//! subcommand `run-warden`, whose entry point calls [`serve`] — in its own
+//! process group so a Ctrl-C meant for `run` does not reach it) and tells
+//! it, over a pipe, which attempt is
 //! running: its `application_name` and the command's pid. When the pipe
 //! closes without `done`, `run` is gone: the warden stops the command
 //! (SIGTERM, then SIGKILL) and cancels the statements of its sessions on the
@@ -24,73 +26,62 @@ use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use locksmith_pg::guard::sessions::{Scope, SessionWatchdog};
-use locksmith_pg::guard::Interrupt;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead};
 
 use super::child::SIDECAR_BOUND;
-use super::progress;
 use super::route::Route;
-use crate::cli::{ConnectionArgs, WardenArgs};
-use crate::cmd::signals;
-use crate::exit::{CmdResult, Outcome};
+use super::{process, Event};
+use crate::guard::sessions::{Scope, SessionWatchdog};
+use crate::guard::Interrupt;
+use crate::ConnectionSettings;
 
-/// The hidden subcommand that runs the warden.
-pub const SUBCOMMAND: &str = "run-warden";
+/// How to start the warden: this same executable, with these arguments
+/// (e.g. a hidden subcommand whose entry point calls [`serve`]) and these
+/// environment variables (the connection, kept off the command line where
+/// `ps` would show a password).
+#[derive(Debug, Clone, Default)]
+pub struct WardenCommand {
+    /// Arguments after the executable's name.
+    pub args: Vec<String>,
+    /// Variables to set for it.
+    pub env: Vec<(String, String)>,
+}
 
 /// How long the command gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
 
 /// `run`'s end of the pipe to its warden.
-pub struct Warden {
+pub(crate) struct Warden {
     pipe: ChildStdin,
     process: Child,
 }
 
 impl Warden {
-    /// Starts the warden with `run`'s connection flags (passed in its
-    /// environment, never on its command line, where `ps` would show a
-    /// password). `None`, said on stderr, when it cannot be started.
-    pub fn start(connection: &ConnectionArgs) -> Option<Warden> {
-        let started = std::env::current_exe().and_then(|exe| {
-            let mut command = Command::new(exe);
-            command
-                .arg(SUBCOMMAND)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
-            if let Some(url) = &connection.database_url {
-                command.env("DATABASE_URL", url);
-            }
-            if let Some(url) = &connection.direct_url {
-                command.env("LOCKSMITH_DIRECT_URL", url);
-            }
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-            command.spawn()
-        });
-        match started {
-            Ok(mut process) => Some(Warden {
-                pipe: process.stdin.take().expect("piped"),
-                process,
-            }),
-            Err(e) => {
-                progress(&format!(
-                    "warning: cannot start the warden that stops the command if locksmith is killed ({e}); \
-                     if locksmith dies, stop the command yourself"
-                ));
-                None
-            }
-        }
+    /// Starts the warden as `how` says.
+    pub(crate) fn start(how: &WardenCommand) -> std::io::Result<Warden> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(&how.args)
+            .envs(how.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut process = command.spawn()?;
+        Ok(Warden {
+            pipe: process.stdin.take().expect("piped"),
+            process,
+        })
     }
 
     /// The command runs now, as `pid`, its sessions named `application_name`.
-    pub fn attempt(&mut self, application_name: &str, pid: Option<u32>) {
+    pub(crate) fn attempt(&mut self, application_name: &str, pid: Option<u32>) {
         let pid = pid.map_or_else(|| "-".to_string(), |p| p.to_string());
         let _ = writeln!(self.pipe, "attempt {application_name} {pid}");
     }
 
     /// The command has ended.
-    pub fn idle(&mut self) {
+    pub(crate) fn idle(&mut self) {
         let _ = writeln!(self.pipe, "idle");
     }
 }
@@ -132,44 +123,42 @@ fn parse(line: &str, before: Heard) -> Heard {
     }
 }
 
-/// The warden process: listens until the pipe closes, then acts if `run`
-/// died with the command running.
-pub async fn serve(args: WardenArgs) -> CmdResult {
+/// The warden process: listens to `pipe` (its stdin) until it closes, then,
+/// if `run` died with the command running, stops the command and cancels
+/// its statements on the server reached by `settings` (`run`'s own).
+pub async fn serve(
+    settings: &ConnectionSettings,
+    pipe: impl AsyncRead + Unpin,
+    on_event: impl Fn(Event<'_>),
+) {
     let mut heard = Heard::Idle;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = tokio::io::BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         heard = parse(&line, heard);
     }
     let Heard::Attempt { name, pid } = heard else {
-        return Ok(Outcome::Done);
+        return;
     };
-    progress(&format!(
-        "locksmith run ended while its command was running (killed?): the warden stops the \
-         command{} and cancels its statements on the server (application_name {name})",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-    ));
+    on_event(Event::WardenStopping {
+        application_name: &name,
+        pid,
+    });
     if let Some(pid) = pid {
-        signals::send(pid, Interrupt::Terminate);
+        process::send(pid, Interrupt::Terminate);
     }
-    let settings = crate::cmd::settings(&args.connection)?;
-    let cancelled = cancel_statements(&settings, &name, pid).await;
-    match cancelled {
-        Ok(n) => progress(&format!(
-            "warden: the command is stopped; {n} statement{} cancelled on the server",
-            if n == 1 { "" } else { "s" }
-        )),
-        Err(e) => progress(&format!(
-            "warden: could not cancel the command's statements ({e}): look for application_name \
-             {name} in pg_stat_activity and cancel them (pg_cancel_backend)"
-        )),
+    match cancel_statements(settings, &name, pid).await {
+        Ok(cancelled) => on_event(Event::WardenStopped { cancelled }),
+        Err(error) => on_event(Event::WardenCouldNotCancel {
+            application_name: &name,
+            error: &error,
+        }),
     }
-    Ok(Outcome::Done)
 }
 
 /// Cancels the running statements of the sessions named `name` until the
 /// command (`pid`) is gone, insisting with SIGKILL after [`GRACE`].
 async fn cancel_statements(
-    settings: &locksmith_pg::ConnectionSettings,
+    settings: &ConnectionSettings,
     name: &str,
     pid: Option<u32>,
 ) -> Result<u64, String> {
@@ -186,10 +175,10 @@ async fn cancel_statements(
     .map_err(|e| e.to_string())?;
     let mut cancelled = cancel_all(&dog).await?;
     let since = Instant::now();
-    while pid.is_some_and(signals::alive) {
+    while pid.is_some_and(process::alive) {
         if since.elapsed() > GRACE {
             if let Some(pid) = pid {
-                signals::kill(pid);
+                process::kill(pid);
             }
             break;
         }

@@ -9,44 +9,45 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use locksmith_pg::guard::sessions::SessionWatchdog;
-use locksmith_pg::guard::{next_interrupt, Interrupt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::env::ChildEnv;
-use super::progress;
 use super::warden::Warden;
-use crate::cli::Format;
-use crate::cmd::signals;
-use crate::exit::Failure;
+use super::{process, Error, Event};
+use crate::guard::sessions::SessionWatchdog;
+use crate::guard::{next_interrupt, Interrupt};
 
 /// How long a statement of the watch may take when the command has ended or
 /// must be stopped: through a pooler with every backend busy, it may never
 /// get one.
-pub(super) const SIDECAR_BOUND: Duration = Duration::from_secs(5);
+pub(crate) const SIDECAR_BOUND: Duration = Duration::from_secs(5);
 
 /// How one run of the command ended.
-pub(super) struct AttemptEnd {
-    pub(super) status: ExitStatus,
+pub(crate) struct AttemptEnd {
+    pub(crate) status: ExitStatus,
     /// Its output carried a lock-timeout error.
-    pub(super) lock_race_in_output: bool,
+    pub(crate) lock_race_in_output: bool,
     /// Ctrl-C or SIGTERM arrived while it ran.
-    pub(super) interrupted: Option<Interrupt>,
+    pub(crate) interrupted: Option<Interrupt>,
     /// It was stopped at the deadline.
-    pub(super) deadline_hit: bool,
+    pub(crate) deadline_hit: bool,
 }
 
 /// Runs the command once, its output passing through live while scanned.
-pub(super) async fn attempt(
+/// With `stdout_to_stderr`, its stdout goes to our stderr (so ours carries
+/// only a report).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn attempt(
     cmd: &[String],
     env: &ChildEnv,
-    format: Format,
+    stdout_to_stderr: bool,
     dog: &SessionWatchdog,
     stop_at: Instant,
     interrupt: &mut watch::Receiver<Option<Interrupt>>,
     warden: Option<&mut Warden>,
-) -> Result<AttemptEnd, Failure> {
+    emit: &dyn Fn(Event<'_>),
+) -> Result<AttemptEnd, Error> {
     let mut child = tokio::process::Command::new(&cmd[0])
         .args(&cmd[1..])
         .envs(env.set.iter().map(|(k, v)| (k, v)))
@@ -55,25 +56,15 @@ pub(super) async fn attempt(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            // A shell's codes: 127 not found, 126 found but not runnable.
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            Failure {
-                code,
-                report: miette::miette!("cannot run `{}`: {e}", cmd[0]),
-            }
+        .map_err(|source| Error::Spawn {
+            program: cmd[0].clone(),
+            source,
         })?;
     let pid = child.id();
     if let Some(warden) = warden {
         warden.attempt(&env.app_name, pid);
     }
     let race = Arc::new(AtomicBool::new(false));
-    // With --format json, stdout carries only the report: the command's stdout goes to stderr.
-    let stdout_to_stderr = format == Format::Json;
     let pumps = [
         tokio::spawn(pump(
             child.stdout.take().expect("piped"),
@@ -96,14 +87,14 @@ pub(super) async fn attempt(
         }
         _ = tokio::time::sleep_until(stop_at.into()) => {
             deadline_hit = true;
-            progress(&format!(
-                "the deadline passed while `{}` ran: cancelling its statements and stopping it",
-                cmd[0]
-            ));
+            emit(Event::DeadlinePassed { program: &cmd[0] });
             stop_child(&mut child, pid, Interrupt::Terminate, dog).await
         }
     }
-    .map_err(|e| Failure::other(miette::miette!("waiting for `{}`: {e}", cmd[0])))?;
+    .map_err(|source| Error::Wait {
+        program: cmd[0].clone(),
+        source,
+    })?;
     // A grandchild may hold the pipes open; don't wait for it forever.
     for pump in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
@@ -127,8 +118,8 @@ async fn stop_child(
 ) -> std::io::Result<ExitStatus> {
     let mut sent = false;
     if let Some(pid) = pid {
-        if signal == Interrupt::Terminate || !signals::terminal_delivers_to_group() {
-            signals::send(pid, signal);
+        if signal == Interrupt::Terminate || !process::terminal_delivers_to_group() {
+            process::send(pid, signal);
             sent = true;
         }
     }
@@ -137,7 +128,7 @@ async fn stop_child(
         return status;
     }
     if let (Some(pid), false) = (pid, sent) {
-        signals::send(pid, signal);
+        process::send(pid, signal);
     }
     if let Ok(status) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
         return status;
@@ -206,7 +197,7 @@ impl LockRaceScanner {
 }
 
 /// The code to pass through: the command's own, or 128 + the signal that killed it.
-pub(super) fn exit_code(status: ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => code.clamp(0, 255) as u8,

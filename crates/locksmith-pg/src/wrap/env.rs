@@ -4,15 +4,13 @@
 
 use std::time::Duration;
 
-use crate::cli::RunArgs;
-
 /// The command as reports show it: a connection string among its arguments
 /// loses its password.
-pub(super) fn shown_command(cmd: &[String]) -> String {
+pub fn shown_command(cmd: &[String]) -> String {
     cmd.iter()
         .map(|a| {
             if a.contains("://") || a.contains("password=") {
-                locksmith_pg::redact(a)
+                crate::redact(a)
             } else {
                 a.clone()
             }
@@ -23,33 +21,34 @@ pub(super) fn shown_command(cmd: &[String]) -> String {
 
 /// The environment the command runs with.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct ChildEnv {
+pub struct ChildEnv {
     /// The `application_name` its sessions carry (`PGAPPNAME`).
-    pub(super) app_name: String,
+    pub app_name: String,
     /// The user's `PGAPPNAME`, replaced behind a pooler.
-    pub(super) replaced_app_name: Option<String>,
+    pub replaced_app_name: Option<String>,
     /// Variables to set.
-    pub(super) set: Vec<(String, String)>,
+    pub set: Vec<(String, String)>,
     /// The `DATABASE_URL` the command sees (its own or the one set).
-    pub(super) database_url: Option<String>,
+    pub database_url: Option<String>,
 }
 
 impl ChildEnv {
-    pub(super) fn database_url(&self) -> Option<&str> {
+    /// The `DATABASE_URL` the command sees.
+    pub fn database_url(&self) -> Option<&str> {
         self.database_url.as_deref()
     }
 }
 
 /// `PGOPTIONS` gains `-c lock_timeout=…` (`lock_wait`; last, so it wins
 /// over an earlier one); `PGAPPNAME` is set unless the user set it;
-/// `DATABASE_URL` comes from `--database-url` only when the command's
-/// environment has none. Behind a pooler (`pooled`), `PGOPTIONS` is left as
+/// `DATABASE_URL` becomes `given_url` (`--database-url`) only when the
+/// command's environment has none. Behind a pooler (`pooled`), `PGOPTIONS` is left as
 /// it is (the pooler would refuse or drop ours) and `PGAPPNAME` is always
 /// ours, one per `attempt`: the watch finds the command's pooled sessions by
 /// that name alone, so it must be one no application uses (and no backend
-/// an earlier attempt left under its name: see [`locksmith_pg::guard::sessions::SessionWatchdog::rename`]).
-pub(super) fn child_env(
-    args: &RunArgs,
+/// an earlier attempt left under its name: see [`crate::guard::sessions::SessionWatchdog::rename`]).
+pub fn child_env(
+    given_url: Option<&str>,
     lock_wait: Duration,
     pooled: bool,
     attempt: u32,
@@ -75,11 +74,9 @@ pub(super) fn child_env(
         set.insert(0, ("PGOPTIONS".to_string(), options));
     }
     let mut database_url = env("DATABASE_URL").filter(|u| !u.is_empty());
-    if let Some(url) = &args.guard.connection.database_url {
-        if database_url.is_none() {
-            set.push(("DATABASE_URL".to_string(), url.clone()));
-            database_url = Some(url.clone());
-        }
+    if let (Some(url), None) = (given_url, &database_url) {
+        set.push(("DATABASE_URL".to_string(), url.to_string()));
+        database_url = Some(url.to_string());
     }
     ChildEnv {
         app_name,
@@ -92,34 +89,13 @@ pub(super) fn child_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn args(line: &[&str]) -> RunArgs {
-        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
-        match cli.command {
-            crate::cli::Command::Run(a) => a,
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn child_env_keeps_what_the_user_set() {
-        let a = args(&[
-            "locksmith",
-            "run",
-            "--lock-timeout",
-            "150ms",
-            "--database-url",
-            "postgres://h/db",
-            "--",
-            "alembic",
-            "upgrade",
-            "head",
-        ]);
-        assert_eq!(a.cmd, ["alembic", "upgrade", "head"]);
-        let policy = a.guard.policy();
+        let a = Some("postgres://h/db");
+        let lock_timeout = Duration::from_millis(150);
         let none = |_: &str| None;
-        let env = child_env(&a, policy.lock_timeout, false, 1, &none);
+        let env = child_env(a, lock_timeout, false, 1, &none);
         assert!(env.app_name.starts_with("locksmith-run-"));
         assert!(env
             .set
@@ -133,7 +109,7 @@ mod tests {
             "DATABASE_URL" => Some("postgres://elsewhere/db".to_string()),
             _ => None,
         };
-        let env = child_env(&a, policy.lock_timeout, false, 1, &user);
+        let env = child_env(a, lock_timeout, false, 1, &user);
         assert_eq!(env.app_name, "deploy");
         assert!(env.set.contains(&(
             "PGOPTIONS".into(),
@@ -145,20 +121,13 @@ mod tests {
 
     #[test]
     fn behind_a_pooler_no_options_and_always_our_name() {
-        let a = args(&[
-            "locksmith",
-            "run",
-            "--database-url",
-            "postgres://pooler/db",
-            "--",
-            "psql",
-        ]);
+        let a = Some("postgres://pooler/db");
         let user = |k: &str| match k {
             "PGOPTIONS" => Some("-c statement_timeout=5s".to_string()),
             "PGAPPNAME" => Some("web-app".to_string()),
             _ => None,
         };
-        let env = child_env(&a, Duration::from_secs(1), true, 2, &user);
+        let env = child_env(a, Duration::from_secs(1), true, 2, &user);
         assert!(env.app_name.starts_with("locksmith-run-"));
         assert!(
             env.app_name.ends_with("-2"),

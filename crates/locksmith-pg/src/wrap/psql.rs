@@ -1,4 +1,4 @@
-//! What `locksmith run` knows about one tool, psql, because psql's defaults
+//! What the wrapper knows about one tool, psql, because psql's defaults
 //! hide a failed statement: without `ON_ERROR_STOP`, a script whose third
 //! statement fails on `lock_timeout` runs on to its end and exits 0, with
 //! the statements around it committed.
@@ -24,7 +24,7 @@ use std::path::Path;
 const ON_ERROR_STOP: &str = "ON_ERROR_STOP";
 
 /// Whether the command is psql.
-pub(super) fn is_psql(cmd: &[String]) -> bool {
+pub fn is_psql(cmd: &[String]) -> bool {
     cmd.first()
         .and_then(|c| Path::new(c).file_name())
         .is_some_and(|name| name == "psql")
@@ -34,7 +34,7 @@ pub(super) fn is_psql(cmd: &[String]) -> bool {
 /// `ON_ERROR_STOP` gets `-v ON_ERROR_STOP=1` first (a variable: any place
 /// among its options counts, and first is before any `--`). Returns `None`
 /// when the command is started as given.
-pub(super) fn stop_on_error(cmd: &[String]) -> Option<Vec<String>> {
+pub fn stop_on_error(cmd: &[String]) -> Option<Vec<String>> {
     if !is_psql(cmd) || cmd.iter().any(|a| a.contains(ON_ERROR_STOP)) {
         return None;
     }
@@ -46,10 +46,7 @@ pub(super) fn stop_on_error(cmd: &[String]) -> Option<Vec<String>> {
 /// The psqlrc that psql will read and that sets `ON_ERROR_STOP` (after our
 /// `-v`, so its value wins), if any: `PSQLRC`, else `~/.psqlrc`; none
 /// with `-X`/`--no-psqlrc`.
-pub(super) fn psqlrc_setting_it(
-    cmd: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
+pub fn psqlrc_setting_it(cmd: &[String], env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     if !is_psql(cmd) || cmd.iter().any(|a| a == "-X" || a == "--no-psqlrc") {
         return None;
     }
@@ -63,7 +60,7 @@ pub(super) fn psqlrc_setting_it(
 /// Whose the exit code passed through is: the command's, and for a 3, not
 /// locksmith's "gave up blocked" (psql's 3 is a failed statement with
 /// `ON_ERROR_STOP`).
-pub(super) fn exit_code_meaning(cmd: &[String], code: u8) -> String {
+pub fn exit_code_meaning(cmd: &[String], code: u8) -> String {
     match (code, is_psql(cmd)) {
         (3, true) => "exit code 3 is the command's own, psql's: a statement of its script \
                       failed and ON_ERROR_STOP stopped it; not locksmith giving up blocked (that \

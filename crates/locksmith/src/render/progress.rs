@@ -1,10 +1,14 @@
 //! Live progress lines for guarded runs (`apply`, `run`, `demo`): one line
-//! per guard event on stderr, so stdout stays clean for reports and JSON.
+//! per guard event on stderr, so stdout stays clean for reports and JSON;
+//! for a fleet (`apply --targets`), one status line redrawn in place
+//! ([`FleetProgress`]); `rehearse`'s load bar ([`LoadBar`]).
 
-use std::io::IsTerminal;
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use locksmith_pg::guard::Event;
+use locksmith_pg::migrate::fleet::{FleetEvent, TargetReport, TargetStatus};
 use locksmith_pg::migrate::{self, Mode};
 
 use crate::render::{self, style::Style};
@@ -157,6 +161,18 @@ impl EventLines {
                 if *skipped { " (done by an earlier run, skipped)" } else { "" },
                 render::one_line(sql, 90)
             ),
+            Event::Backfill { table, rows_done, rows_total, rows_per_second, paused } => {
+                let left = (rows_total - rows_done).max(0) as f64 / rows_per_second.max(1.0);
+                let eta = locksmith_core::duration::human(Duration::from_secs(left.ceil() as u64));
+                format!(
+                    "{table}: {rows_done} of ~{rows_total} rows, {rows_per_second:.0} rows/s{}",
+                    match paused {
+                        Some(why) => format!(", paused: {why}"),
+                        None if rows_done >= rows_total => String::new(),
+                        None => format!(", about {eta} left"),
+                    }
+                )
+            }
         }
     }
 }
@@ -186,6 +202,166 @@ impl WaitingLines {
                 self.last = Some(now);
                 true
             }
+        }
+    }
+}
+
+/// A fleet's live progress on stderr: one status line (done / running /
+/// left, failures so far), redrawn in place on a terminal; a line per target
+/// that did not apply, and the guard's waiting and termination lines, each
+/// prefixed with its target. Elsewhere (a CI log) a line per finished target.
+pub struct FleetProgress {
+    total: usize,
+    tty: bool,
+    lines: EventLines,
+    style: Style,
+    running: HashSet<usize>,
+    done: usize,
+    counts: HashMap<TargetStatus, usize>,
+    waiting: HashMap<usize, WaitingLines>,
+}
+
+impl FleetProgress {
+    /// The progress of `total` targets.
+    pub fn new(total: usize, style: Style) -> FleetProgress {
+        FleetProgress {
+            total,
+            tty: std::io::stderr().is_terminal(),
+            lines: EventLines::new(false, style),
+            style,
+            running: HashSet::new(),
+            done: 0,
+            counts: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Shows one event of the fleet.
+    pub fn on(&mut self, event: FleetEvent<'_>) {
+        match event {
+            FleetEvent::Started { index, .. } => {
+                self.running.insert(index);
+                if self.tty {
+                    self.draw();
+                }
+            }
+            FleetEvent::Run {
+                index,
+                target,
+                event: migrate::Event::Guard(e),
+            } => {
+                let due = match e {
+                    Event::Waiting { .. } => self.waiting.entry(index).or_default().due(),
+                    Event::Terminated(_) => true,
+                    _ => false,
+                };
+                if due {
+                    self.note(&format!("{target}: {}", self.lines.line(&e)));
+                }
+            }
+            FleetEvent::Run {
+                target,
+                event: migrate::Event::UnwatchedStandbys(n),
+                ..
+            } => self.note(&format!(
+                "{target}: warning: {n} standby server(s) stream from this primary and are not \
+                 watched: their readers can stall replay of an ACCESS EXCLUSIVE lock, and their \
+                 traffic behind it. A fleet watches no standby: apply to this database alone with \
+                 --replica URL for each hot standby."
+            )),
+            FleetEvent::Run { .. } => {}
+            FleetEvent::Finished { index, report } => {
+                self.running.remove(&index);
+                self.waiting.remove(&index);
+                self.done += 1;
+                *self.counts.entry(report.status).or_default() += 1;
+                if !self.tty {
+                    let line = format!("{} ({})", finished(report, self.style), self.status());
+                    eprintln!("locksmith: {line}");
+                } else if !report.status.is_success() {
+                    self.note(&finished(report, self.style));
+                } else {
+                    self.draw();
+                }
+                if self.tty && self.done == self.total {
+                    eprintln!();
+                }
+            }
+        }
+    }
+
+    /// `12 done, 4 running, 184 left; 1 failed, 0 gave up, 0 unreachable`.
+    fn status(&self) -> String {
+        let count = |s| self.counts.get(&s).copied().unwrap_or(0);
+        let running = self.running.len();
+        format!(
+            "{} done, {running} running, {} left; {} failed, {} gave up, {} unreachable",
+            self.done,
+            self.total.saturating_sub(self.done + running),
+            count(TargetStatus::Failed),
+            count(TargetStatus::GaveUp),
+            count(TargetStatus::Unreachable),
+        )
+    }
+
+    /// Redraws the status line in place.
+    fn draw(&self) {
+        eprint!("\r\x1b[Klocksmith: {}", self.status());
+        let _ = std::io::stderr().flush();
+    }
+
+    /// A line above the status line (a CI log: just the line).
+    fn note(&self, line: &str) {
+        if self.tty {
+            eprintln!("\r\x1b[Klocksmith: {line}");
+            self.draw();
+        } else {
+            eprintln!("locksmith: {line}");
+        }
+    }
+}
+
+/// `t07: failed: 002_audit.sql: …`, as a progress line.
+fn finished(report: &TargetReport, style: Style) -> String {
+    let status = render::fleet::status_text(report.status, style);
+    let detail = match report.status {
+        TargetStatus::Applied => format!(" {}", report.applied.join(", ")),
+        _ => render::fleet::reason(report)
+            .map(|r| format!(": {}", render::one_line(&r, 160)))
+            .unwrap_or_default(),
+    };
+    format!("{}: {status}{detail}", report.target)
+}
+
+/// `rehearse`'s load progress bar on stderr, drawn only on a terminal.
+pub struct LoadBar(Option<indicatif::ProgressBar>);
+
+impl LoadBar {
+    /// A bar, drawn only when `on` (a terminal, not `--format json`).
+    pub fn new(on: bool) -> Self {
+        LoadBar(on.then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "  [{bar:30}] {pos}/{len} rows, {per_sec}, {eta} left",
+            ) {
+                bar.set_style(style.progress_chars("#>-"));
+            }
+            bar
+        }))
+    }
+
+    /// `done` of `total` rows loaded.
+    pub fn show(&mut self, done: i64, total: i64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(done.max(0) as u64);
+        }
+    }
+
+    /// The load is over.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish();
         }
     }
 }

@@ -1,0 +1,425 @@
+//! The online form of `ALTER COLUMN … TYPE` when it rewrites the table: a
+//! shadow column of the new type, kept equal to the old one by a trigger,
+//! filled in key-range batches, given copies of the column's indexes built
+//! `CONCURRENTLY` and its `NOT NULL` through a validated check, then one short
+//! swap under the guard (drop the old column, rename the shadow, adopt the
+//! indexes as the old names and constraints, move the default and the
+//! sequence, re-add the foreign keys and checks `NOT VALID`), then the
+//! validations. Why a shadow column and not a shadow table: docs/online.md.
+//!
+//! What the server knows about the column (its indexes, constraints, the
+//! foreign keys that reference it, its default and sequence, and whatever
+//! else depends on it) comes in as [`ColumnFacts`], read by `locksmith-pg`
+//! and kept for the whole change, so a resumed run plans the same steps.
+//! Pure: facts in, units out.
+
+use serde::{Deserialize, Serialize};
+
+use super::alter::{default_name, sibling, valid_index_exists};
+use super::Unit;
+use crate::analysis::split::{BatchedUpdate, Retyped};
+use crate::analysis::{analyze, quote_ident, quote_qualified};
+use crate::quote::split_qualified;
+
+/// What the server says about the column a type change rewrites.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnFacts {
+    /// Its type now (`format_type`).
+    pub type_sql: String,
+    /// Declared `NOT NULL`.
+    pub not_null: bool,
+    /// Its default (`pg_get_expr`), if any.
+    pub default: Option<String>,
+    /// The sequence the column owns (a serial), if any.
+    pub sequence: Option<OwnedSequence>,
+    /// The indexes that use the column.
+    pub indexes: Vec<IndexFact>,
+    /// `CHECK` and `FOREIGN KEY` constraints of the table that use the column.
+    pub constraints: Vec<ConstraintFact>,
+    /// Foreign keys of other tables (or this one) that reference the column.
+    pub referenced_by: Vec<ConstraintFact>,
+    /// What keeps the change from being made online (a view, a generated
+    /// column, …), each with what to do; empty when nothing does.
+    pub obstacles: Vec<String>,
+}
+
+/// A sequence owned by the column.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedSequence {
+    /// Its name, quoted and qualified as `pg_get_serial_sequence` gives it.
+    pub name: String,
+    /// Its type (`smallint`, `integer`, `bigint`).
+    pub type_sql: String,
+}
+
+/// An index that uses the column.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFact {
+    /// Its name, unqualified (it lives in the table's schema).
+    pub name: String,
+    /// `pg_get_indexdef`.
+    pub definition: String,
+    /// `PRIMARY KEY` or `UNIQUE` when the index backs that constraint (of the same name).
+    pub constraint: Option<String>,
+}
+
+/// A constraint, as `pg_get_constraintdef` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConstraintFact {
+    /// The table it is on, quoted and qualified as `regclass` prints it.
+    pub table: String,
+    /// Its name.
+    pub name: String,
+    /// `pg_get_constraintdef`.
+    pub definition: String,
+    /// Already validated (re-added `NOT VALID`, then validated again).
+    pub validated: bool,
+}
+
+/// The names a type change of `column` uses for its shadow objects.
+struct Names {
+    shadow: String,
+    function: String,
+    trigger: String,
+    not_null: String,
+}
+
+impl Names {
+    fn new(table: &str, column: &str) -> Names {
+        let bare = split_qualified(table).pop().unwrap_or_default();
+        Names {
+            shadow: truncated(format!("{column}_locksmith_new")),
+            function: sibling(table, &truncated(format!("{bare}_{column}_locksmith_sync"))),
+            // Fires last among BEFORE triggers (they fire by name), after any
+            // of the application's own that change the column.
+            trigger: truncated(format!("zz_locksmith_sync_{column}")),
+            not_null: default_name(table, &[column.to_string()], "locksmith_not_null"),
+        }
+    }
+}
+
+fn truncated(mut name: String) -> String {
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// The shadow copy of index `name`.
+fn shadow_index(name: &str) -> String {
+    truncated(format!("{name}_locksmith_new"))
+}
+
+/// The units that change `r.column` of `r.table` to `r.type_sql` online,
+/// given what the server says about it; `Err` says why it cannot be done
+/// online and what to do, before anything runs.
+pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Unit>, String> {
+    if let Some(first) = facts.obstacles.first() {
+        return Err(first.clone());
+    }
+    let t = quote_qualified(&r.table);
+    let c = quote_ident(&r.column);
+    let names = Names::new(&r.table, &r.column);
+    let s = quote_ident(&names.shadow);
+    let bare = split_qualified(&r.table).pop().unwrap_or_default();
+    let unit =
+        |sqls: Vec<String>, done_when: Option<String>| make_unit(sqls, done_when, pg_version);
+    let mut units = Vec::new();
+
+    // 1. The shadow column: no default, no NOT NULL, so adding it rewrites nothing.
+    units.push(unit(
+        vec![format!("ALTER TABLE {t} ADD COLUMN {s} {}", r.type_sql)],
+        None,
+    )?);
+    // 2. Every write from now on keeps it equal to the old column, converted.
+    let converted_new = match &r.using {
+        Some(using) => format!(
+            "(SELECT {using} FROM (SELECT NEW.*) AS {})",
+            quote_ident(&bare)
+        ),
+        None => format!("NEW.{c}"),
+    };
+    units.push(unit(
+        vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $locksmith$\nBEGIN\n  NEW.{s} := {converted_new};\n  RETURN NEW;\nEND\n$locksmith$",
+                names.function
+            ),
+            format!(
+                "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {}()",
+                quote_ident(&names.trigger),
+                names.function
+            ),
+        ],
+        None,
+    )?);
+    // 3. The rows already there, in batches: a value that does not convert fails here, before the swap.
+    let converted = r.using.clone().unwrap_or_else(|| c.clone());
+    let backfill = format!("UPDATE {t} SET {s} = {converted}");
+    let mut fill = unit(vec![backfill.clone()], None)?;
+    fill.batch = Some(BatchedUpdate {
+        table: r.table.clone(),
+        update: backfill,
+        condition: None,
+    });
+    // Marks the fill of this change: a value that does not convert undoes it ([`undo`]).
+    fill.retype = Some(r.clone());
+    units.push(fill);
+    // 4. Its indexes, built beside the old ones without blocking writes.
+    for index in &facts.indexes {
+        let name = shadow_index(&index.name);
+        let Some(sql) = crate::analysis::index_copy::on_shadow_column(
+            &index.definition,
+            &r.column,
+            &names.shadow,
+            &name,
+        ) else {
+            return Err(format!(
+                "the index {} uses the column in an expression or its WHERE ({}): drop it in a \
+                 migration before this one and create it again after, or change the type by hand",
+                index.name, index.definition
+            ));
+        };
+        units.push(unit(
+            vec![sql],
+            Some(valid_index_exists(&sibling(&r.table, &name))),
+        )?);
+    }
+    // 5. NOT NULL, proven by a check validated under a lock that lets traffic through.
+    let k = quote_ident(&names.not_null);
+    if facts.not_null {
+        units.push(unit(
+            vec![format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {k} CHECK ({s} IS NOT NULL) NOT VALID"
+            )],
+            None,
+        )?);
+        units.push(unit(
+            vec![format!("ALTER TABLE {t} VALIDATE CONSTRAINT {k}")],
+            None,
+        )?);
+    }
+    // 6. The swap: one short transaction under ACCESS EXCLUSIVE.
+    let mut swap = vec![
+        format!("DROP TRIGGER {} ON {t}", quote_ident(&names.trigger)),
+        format!("DROP FUNCTION {}()", names.function),
+    ];
+    for fk in &facts.referenced_by {
+        swap.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            fk.table,
+            quote_ident(&fk.name)
+        ));
+    }
+    // The default and the sequence move before the old column goes: dropping
+    // it would drop what it owns.
+    if let Some(seq) = &facts.sequence {
+        swap.push(format!("ALTER SEQUENCE {} OWNED BY {t}.{s}", seq.name));
+        if let Some(wider) = wider_sequence_type(&seq.type_sql, &r.type_sql) {
+            swap.push(format!("ALTER SEQUENCE {} AS {wider}", seq.name));
+        }
+    }
+    if let Some(default) = &facts.default {
+        swap.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {s} SET DEFAULT {default}"
+        ));
+    }
+    swap.push(format!("ALTER TABLE {t} DROP COLUMN {c}"));
+    swap.push(format!("ALTER TABLE {t} RENAME COLUMN {s} TO {c}"));
+    if facts.not_null {
+        swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"));
+        swap.push(format!("ALTER TABLE {t} DROP CONSTRAINT {k}"));
+    }
+    for index in &facts.indexes {
+        let shadow = quote_ident(&shadow_index(&index.name));
+        let name = quote_ident(&index.name);
+        swap.push(match &index.constraint {
+            Some(kind) => {
+                format!("ALTER TABLE {t} ADD CONSTRAINT {name} {kind} USING INDEX {shadow}")
+            }
+            None => format!(
+                "ALTER INDEX {} RENAME TO {name}",
+                sibling(&r.table, &shadow_index(&index.name))
+            ),
+        });
+    }
+    let mut validate = Vec::new();
+    for con in facts.constraints.iter().chain(&facts.referenced_by) {
+        let definition = con.definition.trim_end_matches(" NOT VALID");
+        swap.push(format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {definition} NOT VALID",
+            con.table,
+            quote_ident(&con.name)
+        ));
+        if con.validated {
+            validate.push(format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                con.table,
+                quote_ident(&con.name)
+            ));
+        }
+    }
+    units.push(unit(swap, None)?);
+    // 7. The constraints re-added NOT VALID are checked again, under locks that let traffic through.
+    for sql in validate {
+        units.push(unit(vec![sql], None)?);
+    }
+    Ok(units)
+}
+
+/// The unit that removes what the steps before the swap added (the
+/// trigger, its function, the shadow column with its indexes and check),
+/// leaving the table as it was before the change.
+pub fn undo(r: &Retyped, pg_version: u32) -> Result<Unit, String> {
+    let t = quote_qualified(&r.table);
+    let names = Names::new(&r.table, &r.column);
+    make_unit(
+        vec![
+            format!(
+                "DROP TRIGGER IF EXISTS {} ON {t}",
+                quote_ident(&names.trigger)
+            ),
+            format!("DROP FUNCTION IF EXISTS {}()", names.function),
+            format!(
+                "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+                quote_ident(&names.shadow)
+            ),
+        ],
+        None,
+        pg_version,
+    )
+}
+
+/// The type an owned sequence must be widened to for a column of `column_type`.
+fn wider_sequence_type(sequence: &str, column: &str) -> Option<&'static str> {
+    let rank = |t: &str| match t {
+        "smallint" | "int2" => Some(1),
+        "integer" | "int" | "int4" => Some(2),
+        "bigint" | "int8" => Some(3),
+        _ => None,
+    };
+    let (s, c) = (rank(sequence)?, rank(column)?);
+    (c > s).then_some(match c {
+        2 => "integer",
+        _ => "bigint",
+    })
+}
+
+/// A unit of `sqls` (one transaction, unless one of them cannot run in one).
+fn make_unit(
+    sqls: Vec<String>,
+    done_when: Option<String>,
+    pg_version: u32,
+) -> Result<Unit, String> {
+    let mut statements = Vec::new();
+    for sql in &sqls {
+        match analyze(sql, pg_version) {
+            Ok(mut s) if s.len() == 1 => statements.push(s.remove(0)),
+            _ => return Err(format!("could not plan `{sql}`; change the type by hand")),
+        }
+    }
+    Ok(Unit {
+        transactional: statements.iter().all(|s| s.transactional),
+        statements,
+        done_when,
+        batch: None,
+        retype: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retyped(sql: &str) -> Retyped {
+        crate::analysis::split::retyped(sql).unwrap()
+    }
+
+    fn sqls(units: &[Unit]) -> Vec<String> {
+        units
+            .iter()
+            .flat_map(|u| u.statements.iter().map(|s| s.sql.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_primary_key_referenced_by_a_foreign_key_is_swapped_with_its_sequence() {
+        let facts = ColumnFacts {
+            type_sql: "integer".into(),
+            not_null: true,
+            default: Some("nextval('accounts_id_seq'::regclass)".into()),
+            sequence: Some(OwnedSequence {
+                name: "public.accounts_id_seq".into(),
+                type_sql: "integer".into(),
+            }),
+            indexes: vec![IndexFact {
+                name: "accounts_pkey".into(),
+                definition: "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
+                    .into(),
+                constraint: Some("PRIMARY KEY".into()),
+            }],
+            constraints: vec![],
+            referenced_by: vec![ConstraintFact {
+                table: "payments".into(),
+                name: "payments_account_id_fkey".into(),
+                definition: "FOREIGN KEY (account_id) REFERENCES accounts(id)".into(),
+                validated: true,
+            }],
+            obstacles: vec![],
+        };
+        let units = units(
+            &retyped("ALTER TABLE accounts ALTER COLUMN id TYPE bigint"),
+            &facts,
+            15,
+        )
+        .unwrap();
+        let all = sqls(&units);
+        let at = |needle: &str| {
+            all.iter()
+                .position(|s| s.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}: {all:#?}"))
+        };
+        assert_eq!(
+            all[0],
+            "ALTER TABLE accounts ADD COLUMN id_locksmith_new bigint"
+        );
+        assert!(units[2].batch.is_some());
+        assert!(all.contains(&"CREATE UNIQUE INDEX CONCURRENTLY accounts_pkey_locksmith_new ON public.accounts USING btree (id_locksmith_new)".to_string()), "{all:#?}");
+        // Ownership and default move before the old column is dropped.
+        assert!(at("OWNED BY accounts.id_locksmith_new") < at("DROP COLUMN id"));
+        assert!(at("AS bigint") < at("DROP COLUMN id"));
+        assert!(at("SET DEFAULT nextval") < at("DROP COLUMN id"));
+        assert!(at("DROP CONSTRAINT payments_account_id_fkey") < at("DROP COLUMN id"));
+        assert!(at("PRIMARY KEY USING INDEX accounts_pkey_locksmith_new") > at("RENAME COLUMN"));
+        assert!(all.iter().any(|s| s == "ALTER TABLE payments ADD CONSTRAINT payments_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(id) NOT VALID"));
+        assert_eq!(
+            all.last().unwrap(),
+            "ALTER TABLE payments VALIDATE CONSTRAINT payments_account_id_fkey"
+        );
+        // The shadow column never gets the sequence's default while rows are copied.
+        let swap = units.iter().position(|u| u.statements.len() > 3).unwrap();
+        assert!(sqls(&units[..swap]).iter().all(|s| !s.contains("nextval")));
+    }
+
+    #[test]
+    fn an_obstacle_refuses_before_any_step() {
+        let facts = ColumnFacts {
+            obstacles: vec!["view v depends on it".into()],
+            ..ColumnFacts::default()
+        };
+        let e = units(
+            &retyped("ALTER TABLE t ALTER COLUMN c TYPE bigint"),
+            &facts,
+            15,
+        )
+        .unwrap_err();
+        assert!(e.contains("view v"));
+    }
+
+    #[test]
+    fn sequences_widen_only_to_a_wider_integer() {
+        assert_eq!(wider_sequence_type("integer", "bigint"), Some("bigint"));
+        assert_eq!(wider_sequence_type("bigint", "bigint"), None);
+        assert_eq!(wider_sequence_type("integer", "numeric"), None);
+    }
+}

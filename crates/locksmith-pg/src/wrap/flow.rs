@@ -1,0 +1,377 @@
+//! The attempt loop of [`Wrapped::run`]: route, plan, watch, then look →
+//! attempt → retry or give up, on the guard's retry decisions ([`Retry`]);
+//! what each attempt saw is folded into the run's account
+//! ([`super::account`]), which makes the report.
+//!
+//! It must not decide anything [`Retry`] decides (when to attempt, wait or
+//! give up), nor phrase progress: it emits [`Event`]s.
+
+use std::time::Instant;
+
+use locksmith_core::analysis::source::one_line;
+use locksmith_core::duration::human;
+
+use super::account::Run;
+use super::child::{attempt, exit_code, SIDECAR_BOUND};
+use super::env::{child_env, shown_command};
+use super::preflight::over_max_hold;
+use super::route::{self, Route};
+use super::warden::Warden;
+use super::{psql, Error, Event, Lost, Report, Wrapped};
+use crate::guard::backoff::growing_lock_wait;
+use crate::guard::retry::{Next, Retry};
+use crate::guard::sessions::{Scope, SessionWatchdog, SHORTEST_SEEN_WAIT};
+use crate::guard::{unless_interrupted, ConnectError, GuardReport, Interrupt};
+use crate::migrate::{RunReport, Status};
+
+impl Wrapped {
+    /// Runs `command` (argv) until it succeeds, fails for a reason other
+    /// than a lost lock race, or attempts or the deadline run out; the
+    /// report says which. An [`Error`] means it was not run (or could not
+    /// be started or waited for).
+    pub async fn run(&self, command: &[String]) -> Result<Report, Error> {
+        let policy = &self.policy;
+        let mut interrupt = self.interrupts.clone();
+        let route = match unless_interrupted(&interrupt, Route::open(&self.settings)).await {
+            Ok(Ok(route)) => route,
+            Ok(Err(ConnectError::Failed(e))) => return Err(Error::Watch(e)),
+            Ok(Err(ConnectError::StatementPooling(refused))) => return Err(refused.into()),
+            Err(signal) => return Err(Error::Interrupted(signal)),
+        };
+        let pooled = route.pooler.is_some();
+        let process_env = |name: &str| std::env::var(name).ok();
+        let given_url = self.database_url.as_deref();
+        let env = child_env(given_url, policy.lock_timeout, pooled, 1, &process_env);
+        if let Some(pooler) = &route.pooler {
+            if let Some(why) = route::own_application_name(command, env.database_url()) {
+                return Err(Error::OwnApplicationName(route::refusal(pooler, &why)));
+            }
+            self.emit(Event::Pooler {
+                pooler: *pooler,
+                direct: route.direct,
+                application_name: &env.app_name,
+            });
+        }
+        if pooled && process_env("PGOPTIONS").is_some_and(|o| !o.trim().is_empty()) {
+            self.emit(Event::InheritedOptions);
+        }
+        if let Some(replaced) = &env.replaced_app_name {
+            self.emit(Event::ReplacedApplicationName {
+                replaced,
+                application_name: &env.app_name,
+            });
+        }
+        // Before anything runs: what the command will do, from its own SQL.
+        let plan_env = child_env(given_url, policy.lock_timeout, pooled, 0, &process_env);
+        let plan = self
+            .read_plan(&route.sidecar, command, &plan_env, &interrupt)
+            .await?;
+        if let Some(refusal) = plan
+            .as_ref()
+            .and_then(|p| over_max_hold(p, policy.max_hold))
+        {
+            return Ok(Report {
+                run: RunReport::new(
+                    Status::HoldExceeded,
+                    &GuardReport::default(),
+                    Vec::new(),
+                    Some(format!(
+                        "`{}` was not run: {refusal}",
+                        one_line(&shown_command(command), 100)
+                    )),
+                ),
+                pooler: route.report(&env.app_name),
+                cancelled_by_locksmith: Vec::new(),
+                command_exit_code: None,
+                committed: None,
+                plan,
+                command: shown_command(command),
+            });
+        }
+        // Behind a pooler only the watch bounds the command's waits: should this
+        // process die, the warden stops the command and cancels them instead.
+        let mut warden = match (&self.warden, pooled) {
+            (Some(how), true) => match Warden::start(how) {
+                Ok(warden) => Some(warden),
+                Err(e) => {
+                    self.emit(Event::NoWarden(&e));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let scope = if pooled {
+            Scope::Pooled
+        } else {
+            Scope::OpenedSinceStart
+        };
+        let pooler = route.report(&env.app_name);
+        let (direct, pooler_addr) = (route.direct, route.pooler_addr.clone());
+        let starting = SessionWatchdog::start(
+            route.sidecar,
+            &env.app_name,
+            scope,
+            policy.lock_timeout,
+            policy.terminate_idle_after,
+            Some(policy.max_hold),
+        );
+        let mut dog = match unless_interrupted(&interrupt, starting).await {
+            Ok(started) => started.map_err(Error::Watch)?,
+            Err(signal) => return Err(Error::Interrupted(signal)),
+        };
+        // psql runs on past a failed statement and exits 0 unless told to stop.
+        let cmd = psql::stop_on_error(command).unwrap_or_else(|| command.to_vec());
+        if cmd != command {
+            self.emit(Event::PsqlStopsOnError);
+        }
+        if let Some(rc) = psql::psqlrc_setting_it(&cmd, &process_env) {
+            self.emit(Event::PsqlrcSetsIt(&rc));
+        }
+        let shown_full = shown_command(command);
+        let mut run = Run {
+            wrapped: self,
+            shown: one_line(&shown_full, 100),
+            started: Instant::now(),
+            report: GuardReport {
+                pooler_addr,
+                ..GuardReport::default()
+            },
+            wanted: Vec::new(),
+            errors: Vec::new(),
+            cancels: Vec::new(),
+            command_exit_code: None,
+            committed: None,
+            pooler,
+            command: shown_full,
+            cmd,
+            pooled,
+            direct,
+            plan,
+        };
+        // No query of the watch may be in flight when this returns: through
+        // a pooler, a client gone mid-query leaves its answer on the pooled
+        // backend, and PgBouncer 1.18 may hand it to the next client.
+        let outcome = run
+            .attempts(&mut dog, &mut interrupt, warden.as_mut())
+            .await;
+        let _ = tokio::time::timeout(SIDECAR_BOUND, dog.stop()).await;
+        outcome
+    }
+}
+
+impl Run<'_> {
+    pub(super) async fn attempts(
+        &mut self,
+        dog: &mut SessionWatchdog,
+        interrupt: &mut tokio::sync::watch::Receiver<Option<Interrupt>>,
+        mut warden: Option<&mut Warden>,
+    ) -> Result<Report, Error> {
+        let wrapped = self.wrapped;
+        let policy = &wrapped.policy;
+        let emit = |e: Event<'_>| wrapped.emit(e);
+        dog.watch_replicas(&wrapped.replicas)
+            .await
+            .map_err(Error::Replica)?;
+        let process_env = |name: &str| std::env::var(name).ok();
+        let given_url = wrapped.database_url.as_deref();
+        let mut retry = Retry::new(policy, self.started);
+        loop {
+            // Look before queueing: while long-lived sessions hold what an earlier
+            // attempt waited for, an attempt would only queue behind them. (Before
+            // the first attempt nothing is known yet: it learns the tables.)
+            let holders = if self.wanted.is_empty() {
+                Vec::new()
+            } else {
+                let holders = dog
+                    .blocking_retry(&self.wanted, policy.lock_timeout)
+                    .await
+                    .unwrap_or_default();
+                self.absorb(&dog.take());
+                holders
+            };
+            let number = match retry.next(&holders) {
+                Next::Attempt(number) => number,
+                Next::GiveUp(reason) => return Ok(self.finish(Status::Blocked, Some(reason))),
+                Next::Wait(wait) => {
+                    emit(Event::Waiting {
+                        holders: &holders,
+                        next_look: wait,
+                    });
+                    self.report.blockers = holders;
+                    if let Err(signal) =
+                        unless_interrupted(interrupt, tokio::time::sleep(wait)).await
+                    {
+                        return Ok(self.interrupted(signal));
+                    }
+                    continue;
+                }
+            };
+            self.report.attempts = number;
+            // Short waits first, growing to the budget: the first attempt knows
+            // nothing about who holds what, so it may make traffic wait very little
+            // (but long enough for the watch to see whom it waited for).
+            // Behind a pooler the watch alone bounds the waits, at the budget.
+            let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
+            let env = child_env(given_url, lock_wait, self.pooled, number, &process_env);
+            if self.pooled {
+                dog.rename(&env.app_name);
+            }
+            emit(Event::Attempt {
+                number,
+                command: &self.shown,
+                pooled: self.pooled,
+                lock_wait: if self.pooled {
+                    policy.lock_timeout
+                } else {
+                    lock_wait
+                },
+                application_name: &env.app_name,
+            });
+            let mark = dog.mark().await.map_err(Error::Mark)?;
+            // The deadline holds for the command too (a first attempt always gets the budget).
+            let stop_at =
+                (self.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
+            let end = attempt(
+                &self.cmd,
+                &env,
+                wrapped.stdout_to_stderr,
+                dog,
+                stop_at,
+                interrupt,
+                warden.as_deref_mut(),
+                &emit,
+            )
+            .await?;
+            // Whatever happened, no lock request of the command's may stay queued.
+            let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
+            if let Some(warden) = warden.as_deref_mut() {
+                warden.idle();
+            }
+            let mut watch = dog.take();
+            let cleared_ok = matches!(cleared, Ok(Ok(_)));
+            if !cleared_ok {
+                // Say so rather than claim a clean end (e.g. every pooled backend busy).
+                watch.errors.push(format!(
+                    "could not check that no lock request of the command's stayed queued on the server \
+                     ({}); look for application_name {} in pg_stat_activity{}",
+                    match cleared {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "the watch got no answer in time".to_string(),
+                    },
+                    env.app_name,
+                    if self.pooled && !self.direct {
+                        ", and give --direct-url so the watch never waits for a pooled connection"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            self.absorb_cancels(number, &watch);
+            self.absorb(&watch);
+            if let Some(signal) = end.interrupted {
+                return Ok(self.interrupted(signal));
+            }
+            let shown = self.shown.clone();
+            if end.deadline_hit {
+                let committed = self.committed_since(dog, mark, &watch).await;
+                self.committed.clone_from(&committed);
+                let cancelled = if cleared_ok {
+                    " and cancelled its statements on the server"
+                } else {
+                    ""
+                };
+                let committed = match committed {
+                    Some(what) => format!(
+                        "; part of its work was already committed ({what}): check the database before rerunning it"
+                    ),
+                    None => String::new(),
+                };
+                let unblocked = if self.report.blockers.is_empty() {
+                    "; nothing was seen blocking it: if it just needs longer, raise --deadline"
+                } else {
+                    ""
+                };
+                return Ok(self.finish(
+                    Status::Blocked,
+                    Some(format!(
+                        "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
+                         locksmith stopped it{cancelled}{committed}{unblocked}",
+                        human(policy.deadline),
+                    )),
+                ));
+            }
+            if !watch.held_too_long.is_empty() {
+                return Ok(self.finish(
+                    Status::HoldExceeded,
+                    Some(format!(
+                        "`{shown}` held {} for longer than --max-hold {} while other sessions waited for it; \
+                         its statement was stopped on the server and the command was not rerun. \
+                         Run the slow statement online (`locksmith lint` prints how), or raise --max-hold",
+                        watch.held_too_long.join("; "),
+                        human(policy.max_hold)
+                    )),
+                ));
+            }
+            // A statement that failed on a lock timeout, or that locksmith
+            // cancelled, did not run, whatever the command's exit code says
+            // (psql without ON_ERROR_STOP exits 0 after one).
+            let cancelled = !watch.cancelled.is_empty();
+            let lost_race = cancelled || end.lock_race_in_output;
+            let code = exit_code(end.status);
+            self.command_exit_code = Some(code);
+            if end.status.success() && !lost_race {
+                return Ok(self.finish(Status::Applied, None));
+            }
+            if !lost_race {
+                let meaning = psql::exit_code_meaning(&self.cmd, code);
+                return Ok(self.finish(
+                    Status::Failed,
+                    Some(format!(
+                        "`{shown}` failed (not a lost lock race): {meaning}"
+                    )),
+                ));
+            }
+            // A rerun repeats whatever the attempt committed before it lost.
+            if let Some(what) = self.committed_since(dog, mark, &watch).await {
+                self.committed = Some(what.clone());
+                let error = if end.status.success() {
+                    // Nothing of the command's own says it failed: exit 1, never 0.
+                    format!(
+                        "`{shown}` exited 0, but {} and did not run: NOT applied. Part of its \
+                         work was committed: {what}. Not rerunning it, since a rerun would \
+                         repeat that work; check the database, then run what is missing{}",
+                        Lost::statement(cancelled),
+                        if psql::is_psql(&self.cmd) {
+                            " (and let psql stop at a failed statement: do not set ON_ERROR_STOP off)"
+                        } else {
+                            ""
+                        }
+                    )
+                } else {
+                    format!(
+                        "`{shown}` lost a lock race after part of its work was committed: {what}. \
+                         Not rerunning it, since a rerun would repeat that work; check the database, \
+                         then rerun it ({})",
+                        psql::exit_code_meaning(&self.cmd, code)
+                    )
+                };
+                return Ok(self.finish(Status::Failed, Some(error)));
+            }
+            let how = match (end.status.success(), cancelled) {
+                (true, cancelled) => Lost::Exited0 { cancelled },
+                (false, false) => Lost::LockTimeout,
+                (false, true) => Lost::Cancelled,
+            };
+            emit(Event::LostRace {
+                number,
+                how,
+                waited_for: &watch.blockers,
+            });
+            if let Err(signal) =
+                unless_interrupted(interrupt, tokio::time::sleep(retry.lost(false))).await
+            {
+                return Ok(self.interrupted(signal));
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Online backfills throttle between batches, as gh-ost does: while the
+//! `--pause-file` exists, while more than `--max-active` backends are active,
+//! while a `--replica` standby replays more than `--max-lag` behind. Each
+//! pause is said on stderr with its reason; the backfill goes on, to the same
+//! result, once the reason is gone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use locksmith_sandbox::incident::Incident;
+use locksmith_sandbox::{wait, Cluster};
+
+mod support;
+use support::query_i64;
+
+const SETUP: &str = "
+    CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
+    INSERT INTO accounts SELECT i, 0 FROM generate_series(1, 20000) AS i;
+    ANALYZE accounts;";
+
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("1_bump.sql"),
+        "UPDATE accounts SET balance = balance + 1000;\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// `apply DIR --online EXTRA…` in the background, its stderr into a file.
+fn spawn(url: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let stderr = out.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir.to_str().unwrap(), "--online"])
+        .args(extra)
+        .env("DATABASE_URL", url)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    (child, stderr, out)
+}
+
+/// Waits until stderr says the backfill is paused for `why`.
+async fn paused(stderr: &Path, why: &str) {
+    wait::until(wait::BOUND, "the backfill to say it is paused", || async {
+        std::fs::read_to_string(stderr)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("paused: ") && l.contains(why))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            std::fs::read_to_string(stderr).unwrap_or_default()
+        )
+    });
+}
+
+/// The run ended with exit 0 and every row got its 1000 once.
+async fn finished(mut child: Child, stderr: &Path, admin: &locksmith_pg::Connection) {
+    let status = child.wait().unwrap();
+    let said = std::fs::read_to_string(stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert_eq!(
+        query_i64(admin, "SELECT count(*) FROM accounts WHERE balance <> 1000").await,
+        0,
+        "{said}"
+    );
+}
+
+/// Rows the batches covered so far (0 before the first batch commits).
+async fn rows_done(admin: &locksmith_pg::Connection) -> i64 {
+    query_i64(
+        admin,
+        "SELECT coalesce(max(rows_done), 0)::bigint FROM locksmith_online_steps WHERE NOT done AND unit >= 0",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_pause_file_holds_the_backfill_until_it_is_removed() {
+    let incident = Incident::stage_shared("throttle_file").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin.batch_execute(SETUP).await.unwrap();
+    let dir = folder();
+    let pause = dir.path().join("pause");
+    std::fs::write(&pause, "").unwrap();
+    let (child, stderr, _out) = spawn(
+        &incident.url,
+        dir.path(),
+        &["--pause-file", pause.to_str().unwrap()],
+    );
+    paused(&stderr, "(--pause-file)").await;
+    assert_eq!(rows_done(&admin).await, 0);
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM accounts WHERE balance > 0").await,
+        0
+    );
+    std::fs::remove_file(&pause).unwrap();
+    finished(child, &stderr, &admin).await;
+}
+
+#[tokio::test]
+async fn busy_backends_over_max_active_hold_the_backfill() {
+    let incident = Incident::stage_shared("throttle_active").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin.batch_execute(SETUP).await.unwrap();
+    // Two sessions busy with a long query: over --max-active 1.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let client = incident
+            .admin
+            .with_application_name("busy")
+            .connect()
+            .await
+            .unwrap();
+        busy.push(tokio::spawn(async move {
+            let _ = client.batch_execute("SELECT pg_sleep(120)").await;
+        }));
+    }
+    wait::until(wait::BOUND, "the busy sessions", || async {
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'busy' AND state = 'active'",
+        )
+        .await
+            == 2
+    })
+    .await
+    .unwrap();
+    let dir = folder();
+    let (child, stderr, _out) = spawn(&incident.url, dir.path(), &["--max-active", "1"]);
+    paused(&stderr, "backends are active (over --max-active 1)").await;
+    assert_eq!(rows_done(&admin).await, 0);
+    admin
+        .batch_execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'busy'",
+        )
+        .await
+        .unwrap();
+    finished(child, &stderr, &admin).await;
+    for task in busy {
+        task.await.unwrap();
+    }
+}
+
+/// A standby whose replay is paused (`pg_wal_replay_pause()`) falls behind
+/// as the backfill writes: the backfill pauses, says which standby and how
+/// far behind, and goes on once replay resumes.
+#[tokio::test]
+async fn a_lagging_standby_holds_the_backfill_until_it_catches_up() {
+    let primary = Cluster::start().unwrap();
+    let incident = Incident::stage(&primary, "throttle_lag").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin.batch_execute(SETUP).await.unwrap();
+    let standby = primary.start_standby(&[]).unwrap();
+    let replica = standby.settings("throttle_lag", "test");
+    wait::until(wait::BOUND, "the standby to replay the table", || async {
+        match replica.connect().await {
+            Ok(c) => c
+                .query_one("SELECT count(*) FROM accounts", &[])
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap();
+    let standby_client = replica.connect().await.unwrap();
+    standby_client
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    // Something to replay, committed over a second ago.
+    admin
+        .batch_execute(
+            "CREATE TABLE marker (id int); SELECT pg_sleep(1.2); INSERT INTO marker VALUES (1)",
+        )
+        .await
+        .unwrap();
+    let dir = folder();
+    let url = standby.url("throttle_lag");
+    let (child, stderr, _out) = spawn(&incident.url, dir.path(), &["--replica", &url]);
+    paused(&stderr, "behind (over --max-lag 1.0s)").await;
+    assert_eq!(rows_done(&admin).await, 0);
+    standby_client
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    finished(child, &stderr, &admin).await;
+}
