@@ -79,3 +79,23 @@ async fn the_probe_measures_where_it_can_write_and_says_why_not_elsewhere() {
     assert_eq!(leftovers(&admin).await, 0);
     app.batch_execute("SELECT 1").await.unwrap();
 }
+
+#[tokio::test]
+async fn on_a_hot_standby_the_defaults_are_used_and_said_so() {
+    let primary = locksmith_sandbox::Cluster::start().unwrap();
+    let standby = primary.start_standby(&[]).unwrap();
+    let client = standby
+        .settings("postgres", "probe-test")
+        .connect()
+        .await
+        .unwrap();
+    let t = throughput::measure(&client).await;
+    match &t.calibration {
+        Calibration::Default { reason } => assert!(reason.contains("standby"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        t.rewrite_bytes_per_sec,
+        Throughput::DEFAULT.rewrite_bytes_per_sec
+    );
+}

@@ -11,13 +11,17 @@ use serde_json::Value;
 use support::{locksmith, query_i64, text, write};
 
 /// Grows the incident's table to `rows` rows in one statement (random
-/// keys, as a real column's are), and has the planner count them.
+/// keys, as a real column's are), and has the planner count them. The
+/// names are long (~350 bytes a row, ~400 MB for a million rows), so the
+/// unique index build takes well over a second even on an idle machine —
+/// both measured and estimated — and `--max-hold 1s` is not a coin toss.
 async fn grow(incident: &Incident, rows: i64) {
     let admin = incident.admin.connect().await.unwrap();
     admin
         .batch_execute(&format!(
             "INSERT INTO {TABLE} (name, informal_name)
-               SELECT 'University ' || i, md5(i::text) FROM generate_series(251, {rows}) AS i"
+               SELECT 'University ' || i || ' ' || repeat(md5(i::text), 10), md5(i::text)
+               FROM generate_series(251, {rows}) AS i"
         ))
         .await
         .unwrap();
@@ -77,17 +81,20 @@ async fn on_a_million_rows_the_hold_dominates_lint_says_online_and_apply_refuses
         .find(|f| f["rule"] == "LS101")
         .expect("the statement's own finding");
     // The numbers are fields of the finding, on every finding of the statement.
+    // (The planner's count, sampled: within a percent.)
     assert!(
-        findings.iter().all(|f| f["rows"] == 1_000_000),
+        findings
+            .iter()
+            .all(|f| (990_000..1_010_000).contains(&f["rows"].as_i64().unwrap())),
         "{findings:?}"
     );
     let bytes = main["bytes"].as_i64().unwrap();
-    assert!(bytes > 50 * 1024 * 1024, "{main}");
+    assert!(bytes > 300 * 1024 * 1024, "{main}");
     let hold = main["estimated_hold_ms"].as_i64().unwrap();
-    assert!(hold > 500, "{main}");
+    assert!(hold > 1000, "{main}");
     let message = main["message"].as_str().unwrap();
     assert!(
-        message.contains("builds an index over 1000000 rows")
+        message.contains("builds an index over ")
             && message.contains("under ACCESS EXCLUSIVE")
             && message.contains("rates measured on this server")
             && message.contains("`locksmith apply --online`"),

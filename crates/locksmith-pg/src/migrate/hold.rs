@@ -45,7 +45,18 @@ pub async fn refuse_before_running(
     let sizes = Sizes::read(client, heavy.iter().map(|(_, s)| *s))
         .await
         .ok()?;
-    heavy.iter().find_map(|(path, s)| {
+    refusal(&sizes, statements, pg_version, max_hold)
+}
+
+/// [`refuse_before_running`] with the sizes already read (say, for a plan
+/// printed first): the same refusal, without a second probe.
+pub fn refusal(
+    sizes: &Sizes,
+    statements: &[(&Path, &Statement)],
+    pg_version: u32,
+    max_hold: Duration,
+) -> Option<String> {
+    statements.iter().find_map(|(path, s)| {
         let e = sizes.hold(s)?;
         (e.hold > max_hold).then(|| {
             format!(
