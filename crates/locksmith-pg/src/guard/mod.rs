@@ -94,7 +94,9 @@ use tokio_postgres::CancelToken;
 use crate::connection::StatementPooling;
 use crate::{ConnectionSettings, Error, Pooler};
 pub use look::Holder;
-use retry::{Next, Retry};
+use look::Resolved;
+use retry::{Lost, Retry};
+use std::ops::ControlFlow::{self, Break, Continue};
 use watchdog::Watch;
 
 /// How patient the guard is, and what it may do to blockers.
@@ -615,85 +617,21 @@ impl Guard {
         start: Option<&str>,
         finish: Option<&(dyn Fn(u32, Duration) -> String + Sync)>,
     ) -> Result<u32, GuardError> {
-        let unit_started = Instant::now();
-        let mut plan = policy::Plan::new(steps, in_transaction, self.policy.lock_timeout);
         let mut retry = Retry::new(&self.policy, self.started);
-        let mut nowait_losses = 0;
-        loop {
-            if let Some(signal) = *self.interrupt.borrow() {
-                return Err(GuardError::Interrupted(signal));
-            }
-            let (resolved, holders) = self.look(&mut plan).await?;
-            let long_lived: Vec<Holder> = holders
-                .iter()
-                .filter(|h| plan.is_long_lived(h))
-                .cloned()
-                .collect();
-            let number = match retry.next(&long_lived) {
-                Next::Attempt(number) => number,
-                Next::GiveUp(reason) => return Err(self.give_up(holders, long_lived, &reason)),
-                Next::Wait(wait) => {
-                    (self.on_event)(Event::Waiting {
-                        holders: &long_lived,
-                        next_look: wait,
-                    });
-                    self.report.blockers = long_lived;
-                    self.sleep(wait).await?;
-                    continue;
-                }
-            };
-            self.report.attempts += 1;
-            // The first attempt of a unit may run a moment past the deadline;
-            // later ones stop at it.
-            let budget = match number {
-                1 => retry.remaining().max(FIRST_ATTEMPT_FLOOR),
-                _ => retry.remaining(),
-            };
-            self.attempt_until = Instant::now() + budget;
-            let nowait = in_transaction && nowait_losses < NOWAIT_TRIES;
-            let lock_wait = (!nowait).then(|| {
-                let fallback = number.saturating_sub(nowait_losses + 1);
-                policy::fallback_lock_wait(fallback, &holders, self.policy.lock_timeout)
-            });
-            if number > 1 || !self.quiet_first_attempts {
-                (self.on_event)(Event::Attempt { number, nowait });
-            }
-            let outcome = if in_transaction {
-                let finish_sql = finish.map(|f| f(number, unit_started.elapsed()));
-                let sql = attempt::Sql {
-                    start,
-                    finish: finish_sql.as_deref(),
-                };
-                self.attempt_transaction(steps, &resolved, lock_wait, sql)
-                    .await?
-            } else {
-                self.attempt_single(&steps[0]).await?
-            };
-            match outcome {
-                Attempt::Done => {
-                    self.report.blockers.clear();
-                    return Ok(number);
-                }
-                Attempt::Busy => {
-                    (self.on_event)(Event::LostRace {
-                        number,
-                        watch: &Watch::default(),
-                    });
-                    self.sleep(retry.lost(false)).await?;
-                }
-                Attempt::LostRace(watch) => {
-                    if nowait {
-                        nowait_losses += 1;
-                    }
-                    (self.on_event)(Event::LostRace {
-                        number,
-                        watch: &watch,
-                    });
-                    plan.waited_for(&watch);
-                    self.sleep(retry.lost(nowait)).await?;
-                }
-            }
-        }
+        let mut unit = Unit {
+            plan: policy::Plan::new(steps, in_transaction, self.policy.lock_timeout),
+            guard: self,
+            steps,
+            in_transaction,
+            start,
+            finish,
+            started: Instant::now(),
+            nowait_losses: 0,
+            resolved: Vec::new(),
+            holders: Vec::new(),
+            long_lived: Vec::new(),
+        };
+        retry::drive(&mut retry, &mut unit).await
     }
 
     /// Sleeps `d`, never past the deadline; an interrupt ends it early.
@@ -733,5 +671,126 @@ pub async fn next_interrupt(rx: &mut watch::Receiver<Option<Interrupt>>) -> Inte
     match signal {
         Some(signal) => signal,
         None => std::future::pending().await,
+    }
+}
+
+/// One guarded transaction (or statement outside one) as a [`retry::Unit`]:
+/// looking is the guard's look, an attempt is one transaction.
+struct Unit<'a> {
+    guard: &'a mut Guard,
+    steps: &'a [Step],
+    in_transaction: bool,
+    start: Option<&'a str>,
+    finish: Option<&'a (dyn Fn(u32, Duration) -> String + Sync)>,
+    /// When the unit began, for `finish`'s duration.
+    started: Instant,
+    plan: policy::Plan,
+    /// Attempts lost to `NOWAIT`, before the ones that queue briefly.
+    nowait_losses: u32,
+    /// What the last look resolved and found.
+    resolved: Vec<Resolved>,
+    holders: Vec<Holder>,
+    long_lived: Vec<Holder>,
+}
+
+impl retry::Unit for Unit<'_> {
+    type End = Result<u32, GuardError>;
+
+    async fn look(&mut self) -> ControlFlow<Self::End, Vec<Holder>> {
+        if let Some(signal) = *self.guard.interrupt.borrow() {
+            return Break(Err(GuardError::Interrupted(signal)));
+        }
+        let (resolved, holders) = match self.guard.look(&mut self.plan).await {
+            Ok(looked) => looked,
+            Err(e) => return Break(Err(e)),
+        };
+        self.long_lived = holders
+            .iter()
+            .filter(|h| self.plan.is_long_lived(h))
+            .cloned()
+            .collect();
+        self.resolved = resolved;
+        self.holders = holders;
+        Continue(self.long_lived.clone())
+    }
+
+    fn waiting(&mut self, holders: Vec<Holder>, wait: Duration) {
+        (self.guard.on_event)(Event::Waiting {
+            holders: &holders,
+            next_look: wait,
+        });
+        self.guard.report.blockers = holders;
+    }
+
+    async fn attempt(&mut self, number: u32, remaining: Duration) -> ControlFlow<Self::End, Lost> {
+        let guard = &mut *self.guard;
+        guard.report.attempts += 1;
+        // The first attempt of a unit may run a moment past the deadline;
+        // later ones stop at it.
+        let budget = match number {
+            1 => remaining.max(FIRST_ATTEMPT_FLOOR),
+            _ => remaining,
+        };
+        guard.attempt_until = Instant::now() + budget;
+        let nowait = self.in_transaction && self.nowait_losses < NOWAIT_TRIES;
+        let lock_wait = (!nowait).then(|| {
+            let fallback = number.saturating_sub(self.nowait_losses + 1);
+            policy::fallback_lock_wait(fallback, &self.holders, guard.policy.lock_timeout)
+        });
+        if number > 1 || !guard.quiet_first_attempts {
+            (guard.on_event)(Event::Attempt { number, nowait });
+        }
+        let outcome = if self.in_transaction {
+            let finish_sql = self.finish.map(|f| f(number, self.started.elapsed()));
+            let sql = attempt::Sql {
+                start: self.start,
+                finish: finish_sql.as_deref(),
+            };
+            guard
+                .attempt_transaction(self.steps, &self.resolved, lock_wait, sql)
+                .await
+        } else {
+            guard.attempt_single(&self.steps[0]).await
+        };
+        match outcome {
+            Err(e) => Break(Err(e)),
+            Ok(Attempt::Done) => {
+                guard.report.blockers.clear();
+                Break(Ok(number))
+            }
+            Ok(Attempt::Busy) => {
+                (guard.on_event)(Event::LostRace {
+                    number,
+                    watch: &Watch::default(),
+                });
+                Continue(Lost::default())
+            }
+            Ok(Attempt::LostRace(watch)) => {
+                if nowait {
+                    self.nowait_losses += 1;
+                }
+                (guard.on_event)(Event::LostRace {
+                    number,
+                    watch: &watch,
+                });
+                self.plan.waited_for(&watch);
+                Continue(Lost { quick: nowait })
+            }
+        }
+    }
+
+    fn give_up(&mut self, reason: String) -> Self::End {
+        let (holders, long_lived) = (
+            std::mem::take(&mut self.holders),
+            std::mem::take(&mut self.long_lived),
+        );
+        Err(self.guard.give_up(holders, long_lived, &reason))
+    }
+
+    async fn pause(&mut self, d: Duration) -> ControlFlow<Self::End> {
+        match self.guard.sleep(d).await {
+            Ok(()) => Continue(()),
+            Err(e) => Break(Err(e)),
+        }
     }
 }

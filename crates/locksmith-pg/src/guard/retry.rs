@@ -2,9 +2,14 @@
 //! follow, as a state machine without I/O: after each look, [`Retry::next`]
 //! says whether to make an attempt, wait without queueing (how long, never
 //! past the deadline) or give up (why); after a lost attempt,
-//! [`Retry::lost`] says how long to back off. The callers do the looking,
-//! the attempting and the sleeping.
+//! [`Retry::lost`] says how long to back off.
+//!
+//! [`drive`] is the one loop around it: look → attempt, wait or give up →
+//! back off → look again. A [`Unit`] (a guarded transaction or statement, a
+//! wrapped command's run) says what looking, attempting and pausing mean
+//! for it; it must not loop on its own.
 
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
@@ -103,6 +108,56 @@ impl Retry {
             self.backoff.next_delay()
         };
         delay.min(self.remaining())
+    }
+}
+
+/// An attempt that lost its lock race: the unit goes on after a back-off.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lost {
+    /// Lost to `NOWAIT`: nobody was made to wait, so look again at once.
+    pub quick: bool,
+}
+
+/// What one retried piece of work does at each turn of [`drive`]. Each
+/// method either goes on (`Continue`) or ends the unit with its `End`
+/// (done, given up, failed or interrupted: `Break`).
+pub(crate) trait Unit {
+    /// How the unit ends.
+    type End;
+    /// Looks before an attempt: the long-lived sessions in the way now.
+    async fn look(&mut self) -> ControlFlow<Self::End, Vec<Holder>>;
+    /// Long-lived `holders` are in the way: about to wait `wait` without
+    /// queueing (record them, say so).
+    fn waiting(&mut self, holders: Vec<Holder>, wait: Duration);
+    /// Makes attempt `number` with `remaining` time to the deadline.
+    async fn attempt(&mut self, number: u32, remaining: Duration) -> ControlFlow<Self::End, Lost>;
+    /// Still blocked for `reason`: the unit's end.
+    fn give_up(&mut self, reason: String) -> Self::End;
+    /// Sleeps `d` (an interrupt may end the unit).
+    async fn pause(&mut self, d: Duration) -> ControlFlow<Self::End>;
+}
+
+/// Runs `unit` under `retry` until it ends: the one retry loop.
+pub(crate) async fn drive<U: Unit>(retry: &mut Retry, unit: &mut U) -> U::End {
+    loop {
+        let holders = match unit.look().await {
+            Continue(holders) => holders,
+            Break(end) => return end,
+        };
+        let pause = match retry.next(&holders) {
+            Next::GiveUp(reason) => return unit.give_up(reason),
+            Next::Wait(wait) => {
+                unit.waiting(holders, wait);
+                wait
+            }
+            Next::Attempt(number) => match unit.attempt(number, retry.remaining()).await {
+                Continue(lost) => retry.lost(lost.quick),
+                Break(end) => return end,
+            },
+        };
+        if let Break(end) = unit.pause(pause).await {
+            return end;
+        }
     }
 }
 

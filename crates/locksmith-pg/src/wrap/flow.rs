@@ -6,6 +6,7 @@
 //! It must not decide anything [`Retry`] decides (when to attempt, wait or
 //! give up), nor phrase progress: it emits [`Event`]s.
 
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Instant;
 
 use locksmith_core::analysis::source::one_line;
@@ -19,7 +20,8 @@ use super::route::{self, Route};
 use super::warden::Warden;
 use super::{psql, Error, Event, Lost, Report, Wrapped};
 use crate::guard::backoff::growing_lock_wait;
-use crate::guard::retry::{Next, Retry};
+use crate::guard::look::Holder;
+use crate::guard::retry::{self, Retry};
 use crate::guard::sessions::{Scope, SessionWatchdog, SHORTEST_SEEN_WAIT};
 use crate::guard::{unless_interrupted, ConnectError, GuardReport, Interrupt};
 use crate::migrate::{RunReport, Status};
@@ -173,214 +175,251 @@ impl Run<'_> {
         &mut self,
         dog: &mut SessionWatchdog,
         interrupt: &mut tokio::sync::watch::Receiver<Option<Interrupt>>,
-        mut warden: Option<&mut Warden>,
+        warden: Option<&mut Warden>,
     ) -> Result<Report, Error> {
-        let wrapped = self.wrapped;
-        let policy = &wrapped.policy;
-        let emit = |e: Event<'_>| wrapped.emit(e);
-        dog.watch_replicas(&wrapped.replicas)
+        dog.watch_replicas(&self.wrapped.replicas)
             .await
             .map_err(Error::Replica)?;
+        let mut retry = Retry::new(&self.wrapped.policy, self.started);
+        let mut unit = Attempts {
+            run: self,
+            dog,
+            interrupt,
+            warden,
+        };
+        retry::drive(&mut retry, &mut unit).await
+    }
+}
+
+/// The wrapped command's attempts as a [`retry::Unit`]: looking is the
+/// watch's look at what an earlier attempt waited for, an attempt is one
+/// run of the command.
+struct Attempts<'r, 'a, 'w> {
+    run: &'r mut Run<'a>,
+    dog: &'r mut SessionWatchdog,
+    interrupt: &'r mut tokio::sync::watch::Receiver<Option<Interrupt>>,
+    warden: Option<&'w mut Warden>,
+}
+
+impl retry::Unit for Attempts<'_, '_, '_> {
+    type End = Result<Report, Error>;
+
+    async fn look(&mut self) -> ControlFlow<Self::End, Vec<Holder>> {
+        // Look before queueing: while long-lived sessions hold what an earlier
+        // attempt waited for, an attempt would only queue behind them. (Before
+        // the first attempt nothing is known yet: it learns the tables.)
+        if self.run.wanted.is_empty() {
+            return Continue(Vec::new());
+        }
+        let lock_timeout = self.run.wrapped.policy.lock_timeout;
+        let holders = self
+            .dog
+            .blocking_retry(&self.run.wanted, lock_timeout)
+            .await
+            .unwrap_or_default();
+        self.run.absorb(&self.dog.take());
+        Continue(holders)
+    }
+
+    fn waiting(&mut self, holders: Vec<Holder>, wait: std::time::Duration) {
+        self.run.wrapped.emit(Event::Waiting {
+            holders: &holders,
+            next_look: wait,
+        });
+        self.run.report.blockers = holders;
+    }
+
+    async fn attempt(
+        &mut self,
+        number: u32,
+        _remaining: std::time::Duration,
+    ) -> ControlFlow<Self::End, retry::Lost> {
+        let wrapped = self.run.wrapped;
+        let policy = &wrapped.policy;
+        let emit = |e: Event<'_>| wrapped.emit(e);
         let process_env = |name: &str| std::env::var(name).ok();
         let given_url = wrapped.database_url.as_deref();
-        let mut retry = Retry::new(policy, self.started);
-        loop {
-            // Look before queueing: while long-lived sessions hold what an earlier
-            // attempt waited for, an attempt would only queue behind them. (Before
-            // the first attempt nothing is known yet: it learns the tables.)
-            let holders = if self.wanted.is_empty() {
-                Vec::new()
+        let (dog, interrupt) = (&mut *self.dog, &mut *self.interrupt);
+        let warden = &mut self.warden;
+        let this = &mut *self.run;
+        this.report.attempts = number;
+        // Short waits first, growing to the budget: the first attempt knows
+        // nothing about who holds what, so it may make traffic wait very little
+        // (but long enough for the watch to see whom it waited for).
+        // Behind a pooler the watch alone bounds the waits, at the budget.
+        let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
+        let env = child_env(given_url, lock_wait, this.pooled, number, &process_env);
+        if this.pooled {
+            dog.rename(&env.app_name);
+        }
+        emit(Event::Attempt {
+            number,
+            command: &this.shown,
+            pooled: this.pooled,
+            lock_wait: if this.pooled {
+                policy.lock_timeout
             } else {
-                let holders = dog
-                    .blocking_retry(&self.wanted, policy.lock_timeout)
-                    .await
-                    .unwrap_or_default();
-                self.absorb(&dog.take());
-                holders
-            };
-            let number = match retry.next(&holders) {
-                Next::Attempt(number) => number,
-                Next::GiveUp(reason) => return Ok(self.finish(Status::Blocked, Some(reason))),
-                Next::Wait(wait) => {
-                    emit(Event::Waiting {
-                        holders: &holders,
-                        next_look: wait,
-                    });
-                    self.report.blockers = holders;
-                    if let Err(signal) =
-                        unless_interrupted(interrupt, tokio::time::sleep(wait)).await
-                    {
-                        return Ok(self.interrupted(signal));
-                    }
-                    continue;
-                }
-            };
-            self.report.attempts = number;
-            // Short waits first, growing to the budget: the first attempt knows
-            // nothing about who holds what, so it may make traffic wait very little
-            // (but long enough for the watch to see whom it waited for).
-            // Behind a pooler the watch alone bounds the waits, at the budget.
-            let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
-            let env = child_env(given_url, lock_wait, self.pooled, number, &process_env);
-            if self.pooled {
-                dog.rename(&env.app_name);
-            }
-            emit(Event::Attempt {
-                number,
-                command: &self.shown,
-                pooled: self.pooled,
-                lock_wait: if self.pooled {
-                    policy.lock_timeout
-                } else {
-                    lock_wait
+                lock_wait
+            },
+            application_name: &env.app_name,
+        });
+        let mark = match dog.mark().await {
+            Ok(mark) => mark,
+            Err(e) => return Break(Err(Error::Mark(e))),
+        };
+        // The deadline holds for the command too (a first attempt always gets the budget).
+        let stop_at = (this.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
+        let end = match attempt(
+            &this.cmd,
+            &env,
+            wrapped.stdout_to_stderr,
+            dog,
+            stop_at,
+            interrupt,
+            warden.as_deref_mut(),
+            &emit,
+        )
+        .await
+        {
+            Ok(end) => end,
+            Err(e) => return Break(Err(e)),
+        };
+        // Whatever happened, no lock request of the command's may stay queued.
+        let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
+        if let Some(warden) = warden.as_deref_mut() {
+            warden.idle();
+        }
+        let mut watch = dog.take();
+        let cleared_ok = matches!(cleared, Ok(Ok(_)));
+        if !cleared_ok {
+            // Say so rather than claim a clean end (e.g. every pooled backend busy).
+            watch.errors.push(format!(
+                "could not check that no lock request of the command's stayed queued on the server \
+                 ({}); look for application_name {} in pg_stat_activity{}",
+                match cleared {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the watch got no answer in time".to_string(),
                 },
-                application_name: &env.app_name,
-            });
-            let mark = dog.mark().await.map_err(Error::Mark)?;
-            // The deadline holds for the command too (a first attempt always gets the budget).
-            let stop_at =
-                (self.started + policy.deadline).max(Instant::now() + policy.lock_timeout);
-            let end = attempt(
-                &self.cmd,
-                &env,
-                wrapped.stdout_to_stderr,
-                dog,
-                stop_at,
-                interrupt,
-                warden.as_deref_mut(),
-                &emit,
-            )
-            .await?;
-            // Whatever happened, no lock request of the command's may stay queued.
-            let cleared = tokio::time::timeout(SIDECAR_BOUND, dog.cancel_lock_waits()).await;
-            if let Some(warden) = warden.as_deref_mut() {
-                warden.idle();
-            }
-            let mut watch = dog.take();
-            let cleared_ok = matches!(cleared, Ok(Ok(_)));
-            if !cleared_ok {
-                // Say so rather than claim a clean end (e.g. every pooled backend busy).
-                watch.errors.push(format!(
-                    "could not check that no lock request of the command's stayed queued on the server \
-                     ({}); look for application_name {} in pg_stat_activity{}",
-                    match cleared {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "the watch got no answer in time".to_string(),
-                    },
-                    env.app_name,
-                    if self.pooled && !self.direct {
-                        ", and give --direct-url so the watch never waits for a pooled connection"
+                env.app_name,
+                if this.pooled && !this.direct {
+                    ", and give --direct-url so the watch never waits for a pooled connection"
+                } else {
+                    ""
+                }
+            ));
+        }
+        this.absorb_cancels(number, &watch);
+        this.absorb(&watch);
+        if let Some(signal) = end.interrupted {
+            return Break(Ok(this.interrupted(signal)));
+        }
+        let shown = this.shown.clone();
+        if end.deadline_hit {
+            let committed = this.committed_since(dog, mark, &watch).await;
+            this.committed.clone_from(&committed);
+            let cancelled = if cleared_ok {
+                " and cancelled its statements on the server"
+            } else {
+                ""
+            };
+            let committed = match committed {
+                Some(what) => format!(
+                    "; part of its work was already committed ({what}): check the database before rerunning it"
+                ),
+                None => String::new(),
+            };
+            let unblocked = if this.report.blockers.is_empty() {
+                "; nothing was seen blocking it: if it just needs longer, raise --deadline"
+            } else {
+                ""
+            };
+            return Break(Ok(this.finish(
+                Status::Blocked,
+                Some(format!(
+                    "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
+                     locksmith stopped it{cancelled}{committed}{unblocked}",
+                    human(policy.deadline),
+                )),
+            )));
+        }
+        if !watch.held_too_long.is_empty() {
+            return Break(Ok(this.finish(
+                Status::HoldExceeded,
+                Some(format!(
+                    "`{shown}` held {} for longer than --max-hold {} while other sessions waited for it; \
+                     its statement was stopped on the server and the command was not rerun. \
+                     Run the slow statement online (`locksmith lint` prints how), or raise --max-hold",
+                    watch.held_too_long.join("; "),
+                    human(policy.max_hold)
+                )),
+            )));
+        }
+        // A statement that failed on a lock timeout, or that locksmith
+        // cancelled, did not run, whatever the command's exit code says
+        // (psql without ON_ERROR_STOP exits 0 after one).
+        let cancelled = !watch.cancelled.is_empty();
+        let lost_race = cancelled || end.lock_race_in_output;
+        let code = exit_code(end.status);
+        this.command_exit_code = Some(code);
+        if end.status.success() && !lost_race {
+            return Break(Ok(this.finish(Status::Applied, None)));
+        }
+        if !lost_race {
+            let meaning = psql::exit_code_meaning(&this.cmd, code);
+            return Break(Ok(this.finish(
+                Status::Failed,
+                Some(format!(
+                    "`{shown}` failed (not a lost lock race): {meaning}"
+                )),
+            )));
+        }
+        // A rerun repeats whatever the attempt committed before it lost.
+        if let Some(what) = this.committed_since(dog, mark, &watch).await {
+            this.committed = Some(what.clone());
+            let error = if end.status.success() {
+                // Nothing of the command's own says it failed: exit 1, never 0.
+                format!(
+                    "`{shown}` exited 0, but {} and did not run: NOT applied. Part of its \
+                     work was committed: {what}. Not rerunning it, since a rerun would \
+                     repeat that work; check the database, then run what is missing{}",
+                    Lost::statement(cancelled),
+                    if psql::is_psql(&this.cmd) {
+                        " (and let psql stop at a failed statement: do not set ON_ERROR_STOP off)"
                     } else {
                         ""
                     }
-                ));
-            }
-            self.absorb_cancels(number, &watch);
-            self.absorb(&watch);
-            if let Some(signal) = end.interrupted {
-                return Ok(self.interrupted(signal));
-            }
-            let shown = self.shown.clone();
-            if end.deadline_hit {
-                let committed = self.committed_since(dog, mark, &watch).await;
-                self.committed.clone_from(&committed);
-                let cancelled = if cleared_ok {
-                    " and cancelled its statements on the server"
-                } else {
-                    ""
-                };
-                let committed = match committed {
-                    Some(what) => format!(
-                        "; part of its work was already committed ({what}): check the database before rerunning it"
-                    ),
-                    None => String::new(),
-                };
-                let unblocked = if self.report.blockers.is_empty() {
-                    "; nothing was seen blocking it: if it just needs longer, raise --deadline"
-                } else {
-                    ""
-                };
-                return Ok(self.finish(
-                    Status::Blocked,
-                    Some(format!(
-                        "the deadline (--deadline {}) passed while `{shown}` ran (attempt {number}): \
-                         locksmith stopped it{cancelled}{committed}{unblocked}",
-                        human(policy.deadline),
-                    )),
-                ));
-            }
-            if !watch.held_too_long.is_empty() {
-                return Ok(self.finish(
-                    Status::HoldExceeded,
-                    Some(format!(
-                        "`{shown}` held {} for longer than --max-hold {} while other sessions waited for it; \
-                         its statement was stopped on the server and the command was not rerun. \
-                         Run the slow statement online (`locksmith lint` prints how), or raise --max-hold",
-                        watch.held_too_long.join("; "),
-                        human(policy.max_hold)
-                    )),
-                ));
-            }
-            // A statement that failed on a lock timeout, or that locksmith
-            // cancelled, did not run, whatever the command's exit code says
-            // (psql without ON_ERROR_STOP exits 0 after one).
-            let cancelled = !watch.cancelled.is_empty();
-            let lost_race = cancelled || end.lock_race_in_output;
-            let code = exit_code(end.status);
-            self.command_exit_code = Some(code);
-            if end.status.success() && !lost_race {
-                return Ok(self.finish(Status::Applied, None));
-            }
-            if !lost_race {
-                let meaning = psql::exit_code_meaning(&self.cmd, code);
-                return Ok(self.finish(
-                    Status::Failed,
-                    Some(format!(
-                        "`{shown}` failed (not a lost lock race): {meaning}"
-                    )),
-                ));
-            }
-            // A rerun repeats whatever the attempt committed before it lost.
-            if let Some(what) = self.committed_since(dog, mark, &watch).await {
-                self.committed = Some(what.clone());
-                let error = if end.status.success() {
-                    // Nothing of the command's own says it failed: exit 1, never 0.
-                    format!(
-                        "`{shown}` exited 0, but {} and did not run: NOT applied. Part of its \
-                         work was committed: {what}. Not rerunning it, since a rerun would \
-                         repeat that work; check the database, then run what is missing{}",
-                        Lost::statement(cancelled),
-                        if psql::is_psql(&self.cmd) {
-                            " (and let psql stop at a failed statement: do not set ON_ERROR_STOP off)"
-                        } else {
-                            ""
-                        }
-                    )
-                } else {
-                    format!(
-                        "`{shown}` lost a lock race after part of its work was committed: {what}. \
-                         Not rerunning it, since a rerun would repeat that work; check the database, \
-                         then rerun it ({})",
-                        psql::exit_code_meaning(&self.cmd, code)
-                    )
-                };
-                return Ok(self.finish(Status::Failed, Some(error)));
-            }
-            let how = match (end.status.success(), cancelled) {
-                (true, cancelled) => Lost::Exited0 { cancelled },
-                (false, false) => Lost::LockTimeout,
-                (false, true) => Lost::Cancelled,
+                )
+            } else {
+                format!(
+                    "`{shown}` lost a lock race after part of its work was committed: {what}. \
+                     Not rerunning it, since a rerun would repeat that work; check the database, \
+                     then rerun it ({})",
+                    psql::exit_code_meaning(&this.cmd, code)
+                )
             };
-            emit(Event::LostRace {
-                number,
-                how,
-                waited_for: &watch.blockers,
-            });
-            if let Err(signal) =
-                unless_interrupted(interrupt, tokio::time::sleep(retry.lost(false))).await
-            {
-                return Ok(self.interrupted(signal));
-            }
+            return Break(Ok(this.finish(Status::Failed, Some(error))));
+        }
+        let how = match (end.status.success(), cancelled) {
+            (true, cancelled) => Lost::Exited0 { cancelled },
+            (false, false) => Lost::LockTimeout,
+            (false, true) => Lost::Cancelled,
+        };
+        emit(Event::LostRace {
+            number,
+            how,
+            waited_for: &watch.blockers,
+        });
+        Continue(retry::Lost::default())
+    }
+
+    fn give_up(&mut self, reason: String) -> Self::End {
+        Ok(self.run.finish(Status::Blocked, Some(reason)))
+    }
+
+    async fn pause(&mut self, d: std::time::Duration) -> ControlFlow<Self::End> {
+        match unless_interrupted(self.interrupt, tokio::time::sleep(d)).await {
+            Ok(()) => Continue(()),
+            Err(signal) => Break(Ok(self.run.interrupted(signal))),
         }
     }
 }
