@@ -502,3 +502,23 @@ async fn an_identity_primary_key_changes_type_online() {
         5
     );
 }
+
+/// The referencing side (`payments.account_id int → bigint`: indexed,
+/// `NOT NULL`, a foreign key of its own) changes the same way: its foreign
+/// key re-added `NOT VALID` in the swap and validated after, to the plain
+/// statement's end state.
+#[tokio::test]
+async fn the_referencing_side_changes_type_online() {
+    const FK: &str = "ALTER TABLE payments ALTER COLUMN account_id TYPE bigint;\n";
+    let want = plain("retype_fk_plain", FK).await;
+    let (incident, admin) = staged("retype_fk").await;
+    let dir = folder(FK);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("VALIDATE CONSTRAINT payments_account_id_fkey"),
+        "{said}"
+    );
+    assert_eq!(schema(&admin).await, want);
+}
