@@ -522,3 +522,67 @@ async fn the_referencing_side_changes_type_online() {
     );
     assert_eq!(schema(&admin).await, want);
 }
+
+/// `--deadline` bounds each online step's wait for its locks, counted from
+/// that step: a change whose fill alone outlasts the deadline still waits
+/// out a session in the way of a later step (before, the deadline counted
+/// from the start of the run, and the first wait after it gave up at once).
+#[tokio::test]
+async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
+    let (incident, admin) = staged("retype_deadline").await;
+    let dir = folder(BALANCE);
+    let out_dir = tempfile::tempdir().unwrap();
+    let stderr = out_dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir_arg(dir.path()), "--online", "--deadline", "1s"])
+        .env("DATABASE_URL", &incident.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // Well into the fill, past the deadline, a session opens a transaction on the table.
+    let started = Instant::now();
+    loop {
+        let done = admin
+            .query_one(
+                "SELECT coalesce(max(rows_done), 0)::bigint FROM locksmith_online_steps WHERE NOT done AND unit >= 0",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        if done > 0 && started.elapsed() > Duration::from_millis(1200) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the fill ended first");
+        assert!(started.elapsed() < Duration::from_secs(60), "no fill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let holder = incident.admin.connect().await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM accounts WHERE id = 1")
+        .await
+        .unwrap();
+    // The next step that needs the table waits for it; then it goes away.
+    while !std::fs::read_to_string(&stderr)
+        .unwrap_or_default()
+        .contains("waiting for 1 session")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{status}: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    let status = child.wait().unwrap();
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
+    );
+}

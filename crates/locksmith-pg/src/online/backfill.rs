@@ -143,6 +143,8 @@ pub(super) async fn run(
                 guard.pause(PAUSE_LOOK).await?;
             }
             was_paused = false;
+            // Each batch waits for its locks at most --deadline, however long the fill runs.
+            guard.restart_deadline();
             let from = after
                 .as_ref()
                 .map(|a| format!("{k} > {} AND ", literal(a)))
