@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
+use locksmith_sandbox::wait;
 
 mod support;
 use support::{locksmith, query_i64, text};
@@ -524,63 +525,70 @@ async fn the_referencing_side_changes_type_online() {
 }
 
 /// `--deadline` bounds each online step's wait for its locks, counted from
-/// that step: a change whose fill alone outlasts the deadline still waits
-/// out a session in the way of a later step (before, the deadline counted
-/// from the start of the run, and the first wait after it gave up at once).
+/// that step: a change whose earlier steps outlast the deadline (here its
+/// fill, held by the pause file) still waits out a session in the way of a
+/// later step (before, the deadline counted from the start of the run, and
+/// the first wait after it gave up at once).
 #[tokio::test]
 async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
     let (incident, admin) = staged("retype_deadline").await;
     let dir = folder(BALANCE);
+    let pause = dir.path().join("pause");
+    std::fs::write(&pause, "").unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let stderr = out_dir.path().join("stderr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online", "--deadline", "1s"])
+        .args([
+            "apply",
+            dir_arg(dir.path()),
+            "--online",
+            "--deadline",
+            "1s",
+            "--pause-file",
+        ])
+        .arg(&pause)
         .env("DATABASE_URL", &incident.url)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    // Well into the fill, past the deadline, a session opens a transaction on the table.
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
     let started = Instant::now();
-    loop {
-        let done = admin
-            .query_one(
-                "SELECT coalesce(max(rows_done), 0)::bigint FROM locksmith_online_steps WHERE NOT done AND unit >= 0",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
-        if done > 0 && started.elapsed() > Duration::from_millis(1200) {
-            break;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the fill ended first");
-        assert!(started.elapsed() < Duration::from_secs(60), "no fill");
+    while !said().contains("paused: ") {
+        assert!(child.try_wait().unwrap().is_none(), "{}", said());
+        assert!(started.elapsed() < Duration::from_secs(60), "never paused");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A session in a transaction on the table, old enough to be waited out,
+    // and the run past its deadline; then the fill goes on.
     let holder = incident.admin.connect().await.unwrap();
     holder
         .batch_execute("BEGIN; SELECT count(*) FROM accounts WHERE id = 1")
         .await
         .unwrap();
+    wait::until(wait::BOUND, "an old transaction, the deadline passed", || async {
+        started.elapsed() > Duration::from_secs(2)
+            && query_i64(
+                &admin,
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND now() - xact_start > interval '1.5 s'",
+            )
+            .await
+                == 1
+    })
+    .await
+    .unwrap();
+    std::fs::remove_file(&pause).unwrap();
     // The next step that needs the table waits for it; then it goes away.
-    while !std::fs::read_to_string(&stderr)
-        .unwrap_or_default()
-        .contains("waiting for 1 session")
-    {
+    while !said().contains("waiting for 1 session") {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{status}: {}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
+            panic!("{status}: {}", said());
         }
         assert!(started.elapsed() < Duration::from_secs(60), "never waited");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     holder.batch_execute("COMMIT").await.unwrap();
     let status = child.wait().unwrap();
-    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "{said}");
+    assert_eq!(status.code(), Some(0), "{}", said());
     assert_eq!(
         query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         1

@@ -75,6 +75,11 @@ pub(super) async fn run(
 ) -> Result<u32, GuardError> {
     let client = guard.client();
     let Some(k) = key(client, &batch.table).await? else {
+        // A backfill that runs as its own statement outside a transaction
+        // (batched by heap pages, idempotent) does without a key.
+        if let (false, Some(s)) = (u.transactional, u.statements.first()) {
+            return guard.run_outside_transaction(&Step::from(s)).await;
+        }
         // Checked before anything ran; dropped since.
         return Err(Error::NotOnline(no_key(batch)).into());
     };
