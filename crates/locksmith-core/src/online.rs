@@ -25,6 +25,9 @@ pub struct OnlineStep {
     /// A query returning one boolean, true when an earlier, interrupted run
     /// already did this step; `None` when the step is idempotent as written.
     pub done_when: Option<String>,
+    /// The step as batches over the table's key, when the table has one (a
+    /// backfill); the statement is what runs on a table without one.
+    pub batch: Option<BatchedUpdate>,
 }
 
 /// What to do with one statement under `--online`.
@@ -52,6 +55,9 @@ pub struct Unit {
     pub transactional: bool,
     /// Set when the unit is one `UPDATE` run in batches over ranges of the
     /// table's key, each its own short transaction recorded as it commits.
+    /// When the unit's statement runs outside a transaction (a backfill `DO`
+    /// block, batched by heap pages), that statement is what runs on a table
+    /// without a key instead.
     pub batch: Option<BatchedUpdate>,
     /// Set when the unit is a type change that rewrites the table, still to
     /// be expanded into its shadow-column units ([`retype::units`]) from what
@@ -128,7 +134,7 @@ pub fn units(statements: &[Statement], pg_version: u32) -> Result<Option<Vec<Uni
                     transactional: step.statement.transactional,
                     statements: vec![step.statement],
                     done_when: step.done_when,
-                    batch: None,
+                    batch: step.batch,
                     retype: None,
                 }));
             }
@@ -266,6 +272,8 @@ struct DraftStep {
     /// Must run outside a transaction block although the analysis cannot
     /// tell (a `DO` block that commits its batches).
     outside_transaction: bool,
+    /// The same work as key-range batches, where the table has a key.
+    batch: Option<BatchedUpdate>,
 }
 
 impl From<(String, Option<String>)> for DraftStep {
@@ -274,6 +282,7 @@ impl From<(String, Option<String>)> for DraftStep {
             sql,
             done_when,
             outside_transaction: false,
+            batch: None,
         }
     }
 }
@@ -287,6 +296,7 @@ fn analysed(steps: Draft, pg_version: u32) -> Online {
         sql,
         done_when,
         outside_transaction,
+        batch,
     } in steps
     {
         let mut statement = match analyze_after(&before, &sql, pg_version) {
@@ -299,6 +309,7 @@ fn analysed(steps: Draft, pg_version: u32) -> Online {
         out.push(OnlineStep {
             statement,
             done_when,
+            batch,
         });
     }
     Online::Steps(out)

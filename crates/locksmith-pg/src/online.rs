@@ -129,6 +129,8 @@ pub async fn run_excluding(
                 None => false,
             };
         let steps: Vec<Step> = unit.statements.iter().map(Step::from).collect();
+        // --deadline bounds each step's wait for its locks, from its own start.
+        guard.restart_deadline();
         guard.emit(crate::guard::Event::OnlineStep {
             number: i + 1,
             of: units.len(),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
+use locksmith_sandbox::wait;
 
 mod support;
 use support::{locksmith, query_i64, text};
@@ -500,5 +501,96 @@ async fn an_identity_primary_key_changes_type_online() {
         )
         .await,
         5
+    );
+}
+
+/// The referencing side (`payments.account_id int → bigint`: indexed,
+/// `NOT NULL`, a foreign key of its own) changes the same way: its foreign
+/// key re-added `NOT VALID` in the swap and validated after, to the plain
+/// statement's end state.
+#[tokio::test]
+async fn the_referencing_side_changes_type_online() {
+    const FK: &str = "ALTER TABLE payments ALTER COLUMN account_id TYPE bigint;\n";
+    let want = plain("retype_fk_plain", FK).await;
+    let (incident, admin) = staged("retype_fk").await;
+    let dir = folder(FK);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("VALIDATE CONSTRAINT payments_account_id_fkey"),
+        "{said}"
+    );
+    assert_eq!(schema(&admin).await, want);
+}
+
+/// `--deadline` bounds each online step's wait for its locks, counted from
+/// that step: a change whose earlier steps outlast the deadline (here its
+/// fill, held by the pause file) still waits out a session in the way of a
+/// later step (before, the deadline counted from the start of the run, and
+/// the first wait after it gave up at once).
+#[tokio::test]
+async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
+    let (incident, admin) = staged("retype_deadline").await;
+    let dir = folder(BALANCE);
+    let pause = dir.path().join("pause");
+    std::fs::write(&pause, "").unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let stderr = out_dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args([
+            "apply",
+            dir_arg(dir.path()),
+            "--online",
+            "--deadline",
+            "1s",
+            "--pause-file",
+        ])
+        .arg(&pause)
+        .env("DATABASE_URL", &incident.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let started = Instant::now();
+    while !said().contains("paused: ") {
+        assert!(child.try_wait().unwrap().is_none(), "{}", said());
+        assert!(started.elapsed() < Duration::from_secs(60), "never paused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A session in a transaction on the table, old enough to be waited out,
+    // and the run past its deadline; then the fill goes on.
+    let holder = incident.admin.connect().await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM accounts WHERE id = 1")
+        .await
+        .unwrap();
+    wait::until(wait::BOUND, "an old transaction, the deadline passed", || async {
+        started.elapsed() > Duration::from_secs(2)
+            && query_i64(
+                &admin,
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND now() - xact_start > interval '1.5 s'",
+            )
+            .await
+                == 1
+    })
+    .await
+    .unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    // The next step that needs the table waits for it; then it goes away.
+    while !said().contains("waiting for 1 session") {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{status}: {}", said());
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", said());
+    assert_eq!(
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        1
     );
 }

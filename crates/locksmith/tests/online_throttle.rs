@@ -183,6 +183,23 @@ async fn a_lagging_standby_holds_the_backfill_until_it_catches_up() {
         )
         .await
         .unwrap();
+    // Received there, not replayed: the standby is behind before the run starts.
+    wait::until(
+        wait::BOUND,
+        "the standby to receive what it does not replay",
+        || async {
+            standby_client
+                .query_one(
+                    "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .unwrap();
     let dir = folder();
     let url = standby.url("throttle_lag");
     let (child, stderr, _out) = spawn(&incident.url, dir.path(), &["--replica", &url]);
@@ -193,4 +210,43 @@ async fn a_lagging_standby_holds_the_backfill_until_it_catches_up() {
         .await
         .unwrap();
     finished(child, &stderr, &admin).await;
+}
+
+/// The backfill of a volatile default is throttled the same way where the
+/// table has a key (its batches go over the key instead of heap pages).
+#[tokio::test]
+async fn a_volatile_defaults_backfill_is_throttled_too() {
+    let incident = Incident::stage_shared("throttle_default").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin.batch_execute(SETUP).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("1_token.sql"),
+        "ALTER TABLE accounts ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
+    )
+    .unwrap();
+    let pause = dir.path().join("pause");
+    std::fs::write(&pause, "").unwrap();
+    let (mut child, stderr, _out) = spawn(
+        &incident.url,
+        dir.path(),
+        &["--pause-file", pause.to_str().unwrap()],
+    );
+    paused(&stderr, "(--pause-file)").await;
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM accounts WHERE token IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    std::fs::remove_file(&pause).unwrap();
+    let status = child.wait().unwrap();
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{said}");
+    assert_eq!(
+        query_i64(&admin, "SELECT count(DISTINCT token) FROM accounts").await,
+        20_000
+    );
 }

@@ -425,6 +425,7 @@ fn lay_out(steps: &[Statement], in_tx: bool, place: &Where) -> String {
             .map(|s| OnlineStep {
                 statement: s.clone(),
                 done_when: None,
+                batch: None,
             })
             .collect();
         online::script(&online, in_tx)

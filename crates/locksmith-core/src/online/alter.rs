@@ -2,7 +2,7 @@
 //! `FOREIGN KEY`/`CHECK`, `SET NOT NULL`, a volatile default) and the catalog
 //! queries that tell whether an interrupted run already did a step.
 
-use super::{Draft, DraftStep, Pairs};
+use super::{BatchedUpdate, Draft, DraftStep, Pairs};
 use crate::analysis::{
     quote_ident, quote_qualified, split, AlterAction, ColumnDefault, ConstraintKind,
     ConstraintSummary,
@@ -101,6 +101,12 @@ $locksmith$",
             sql: backfill,
             done_when: None,
             outside_transaction: true,
+            // Throttled batches where the table has a key; idempotent, as is the DO block.
+            batch: Some(BatchedUpdate {
+                table: table.to_string(),
+                update: format!("UPDATE {t} SET {c} = DEFAULT"),
+                condition: Some(format!("{c} IS NULL")),
+            }),
         },
     ];
     if split.not_null {

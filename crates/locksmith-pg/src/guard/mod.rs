@@ -501,6 +501,13 @@ impl Guard {
         (self.on_event)(event);
     }
 
+    /// Starts the deadline over: an online step's wait for its locks is
+    /// bounded from that step's start, not from the run's (a long fill
+    /// before it is running work, which the deadline never bounds).
+    pub(crate) fn restart_deadline(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// When backfills wait between batches (`--max-lag`, `--max-active`, `--pause-file`).
     pub fn set_throttle(&mut self, throttle: crate::online::Throttle) {
         self.throttle = throttle;

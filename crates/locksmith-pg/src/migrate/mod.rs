@@ -557,7 +557,10 @@ impl Runner {
         for (&i, units) in decision.run.iter().zip(&units) {
             let p = &plan.migrations[i];
             for unit in units.iter().flatten() {
-                let Some(batch) = &unit.batch else { continue };
+                // (One that runs outside a transaction has its own way without a key.)
+                let Some(batch) = unit.batch.as_ref().filter(|_| unit.transactional) else {
+                    continue;
+                };
                 let why = match per_transaction {
                     true => Some(
                         "its batches resume from their own progress, which needs the session \

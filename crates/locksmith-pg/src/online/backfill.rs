@@ -75,6 +75,11 @@ pub(super) async fn run(
 ) -> Result<u32, GuardError> {
     let client = guard.client();
     let Some(k) = key(client, &batch.table).await? else {
+        // A backfill that runs as its own statement outside a transaction
+        // (batched by heap pages, idempotent) does without a key.
+        if let (false, Some(s)) = (u.transactional, u.statements.first()) {
+            return guard.run_outside_transaction(&Step::from(s)).await;
+        }
         // Checked before anything ran; dropped since.
         return Err(Error::NotOnline(no_key(batch)).into());
     };
@@ -143,6 +148,8 @@ pub(super) async fn run(
                 guard.pause(PAUSE_LOOK).await?;
             }
             was_paused = false;
+            // Each batch waits for its locks at most --deadline, however long the fill runs.
+            guard.restart_deadline();
             let from = after
                 .as_ref()
                 .map(|a| format!("{k} > {} AND ", literal(a)))
