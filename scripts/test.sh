@@ -20,7 +20,12 @@ fi
 # builds ship no pg_basebackup.
 newest=$(tr ':' '\n' <<<"$LOCKSMITH_PG_BINS" | grep -E '/18/' | head -n 1 || true)
 guard_tests=(-p pg-locksmith --test apply --test apply_blockers --test faults --test hold
-  --test online --test run_guard -p pg-locksmith-pg --test guard)
+  --test online --test online_retype --test online_batches --test run_guard
+  -p pg-locksmith-pg --test guard)
+# The online type change and batches on the oldest major too (catalogs differ:
+# PostgreSQL 18 keeps NOT NULL as constraints, 13 lacks what 14 added).
+oldest=$(tr ':' '\n' <<<"$LOCKSMITH_PG_BINS" | grep -E '/13/' | head -n 1 || true)
+online_tests=(-p pg-locksmith --test online --test online_retype --test online_batches)
 # The packaging tests (tests/ship.rs) build the wheel into this target dir,
 # which relinks target/*/locksmith: run alone and last, never while other
 # tests spawn that binary.
@@ -31,6 +36,10 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   if [[ -n "$newest" ]]; then
     echo "--- the guard's scenarios on PostgreSQL 18 ($newest)"
     LOCKSMITH_PG_BIN="$newest" cargo nextest run --locked --no-fail-fast "${guard_tests[@]}"
+  fi
+  if [[ -n "$oldest" ]]; then
+    echo "--- the online steps on PostgreSQL 13 ($oldest)"
+    LOCKSMITH_PG_BIN="$oldest" cargo nextest run --locked --no-fail-fast "${online_tests[@]}"
   fi
   echo "--- packaging: pip and pre-commit from PyPI, alone"
   cargo nextest run --locked --no-fail-fast "${ship[@]}"

@@ -35,6 +35,10 @@ pub struct ColumnFacts {
     /// The column is an identity column: how its sequence counts.
     #[serde(default)]
     pub identity: Option<IdentityFact>,
+    /// PostgreSQL 18 on: the name of the column's `NOT NULL` constraint,
+    /// which the swap gives back to the new column.
+    #[serde(default)]
+    pub not_null_constraint: Option<String>,
     /// The indexes that use the column.
     pub indexes: Vec<IndexFact>,
     /// `CHECK` and `FOREIGN KEY` constraints of the table that use the column.
@@ -265,6 +269,16 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
         swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"));
         swap.push(format!("ALTER TABLE {t} DROP CONSTRAINT {k}"));
     }
+    // PostgreSQL 18 names a NOT NULL constraint after the column it was set
+    // on (the shadow, for an identity): the column gets its old name back.
+    if let Some(name) = &facts.not_null_constraint {
+        swap.push(format!(
+            "DO $locksmith$\nDECLARE n name;\nBEGIN\n  SELECT conname INTO n FROM pg_constraint\n   WHERE conrelid = '{t_lit}'::regclass AND contype = 'n'\n     AND conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = '{t_lit}'::regclass AND attname = '{c_lit}')];\n  IF n IS NOT NULL AND n <> '{name_lit}' THEN\n    EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', '{t_lit}'::regclass, n, '{name_lit}');\n  END IF;\nEND\n$locksmith$",
+            t_lit = t.replace('\'', "''"),
+            c_lit = r.column.replace('\'', "''"),
+            name_lit = name.replace('\'', "''"),
+        ));
+    }
     for index in &facts.indexes {
         let shadow = quote_ident(&shadow_index(&index.name));
         let name = quote_ident(&index.name);
@@ -402,6 +416,7 @@ mod tests {
                 type_sql: "integer".into(),
             }),
             identity: None,
+            not_null_constraint: None,
             indexes: vec![IndexFact {
                 name: "accounts_pkey".into(),
                 definition: "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"

@@ -182,6 +182,7 @@ pub async fn read(client: &Connection, r: &Retyped) -> Result<ColumnFacts, Error
     facts.obstacles.extend(column.obstacles);
     facts.sequence = sequence(client, &table, &r.column).await?;
     facts.identity = identity(client, &table, &r.column).await?;
+    facts.not_null_constraint = not_null_constraint(client, &table, column.attnum).await?;
     facts.indexes = indexes(client, &table, column.attnum).await?;
     let (constraints, obstacles) = constraints(client, &table, column.attnum).await?;
     facts.constraints = constraints;
@@ -329,6 +330,24 @@ async fn indexes(client: &Connection, table: &str, attnum: i16) -> Result<Vec<In
         .collect())
 }
 
+/// PostgreSQL 18 on: the name of the column's `NOT NULL` constraint (none
+/// before: no such constraint exists there).
+async fn not_null_constraint(
+    client: &Connection,
+    table: &str,
+    attnum: i16,
+) -> Result<Option<String>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT conname::text FROM pg_constraint
+              WHERE conrelid = to_regclass($1) AND contype = 'n' AND conkey = ARRAY[$2::int2]",
+            &[&table, &attnum],
+        )
+        .await
+        .map_err(|e| Error::query(format!("reading the NOT NULL constraint of {table}"), e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 async fn constraints(
     client: &Connection,
     table: &str,
@@ -360,7 +379,9 @@ async fn constraints(
                 definition: r.get(2),
                 validated: r.get(3),
             }),
-            ("p" | "u", false) => {}
+            // PostgreSQL 18 keeps NOT NULL as a constraint too ('n'): the
+            // column's NOT NULL is carried by the steps (attnotnull).
+            ("p" | "u" | "n", false) => {}
             ("x", false) => obstacles.push(format!(
                 "the exclusion constraint {name} uses the column: it cannot be rebuilt beside the old one; change the type by hand"
             )),
