@@ -250,3 +250,50 @@ async fn a_volatile_defaults_backfill_is_throttled_too() {
         20_000
     );
 }
+
+#[tokio::test]
+async fn under_format_json_the_backfill_says_its_progress_as_json_lines_on_stderr() {
+    let incident = Incident::stage_shared("throttle_json").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    admin.batch_execute(SETUP).await.unwrap();
+    let dir = folder();
+    let pause = dir.path().join("pause");
+    std::fs::write(&pause, "").unwrap();
+    let (child, stderr, _out) = spawn(
+        &incident.url,
+        dir.path(),
+        &["--pause-file", pause.to_str().unwrap(), "--format", "json"],
+    );
+    let events = || {
+        std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "backfill")
+            .collect::<Vec<_>>()
+    };
+    wait::until(wait::BOUND, "a paused backfill event", || async {
+        events().iter().any(|e| {
+            e["paused"]
+                .as_str()
+                .is_some_and(|p| p.contains("--pause-file"))
+        })
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
+    });
+    let first = &events()[0];
+    assert_eq!(first["table"], "accounts", "{first}");
+    for key in ["rows_done", "rows_total", "rows_per_second"] {
+        assert!(first[key].is_number(), "{key}: {first}");
+    }
+    std::fs::remove_file(&pause).unwrap();
+    finished(child, &stderr, &admin).await;
+    let last = events().pop().unwrap();
+    assert!(last["paused"].is_null(), "{last}");
+    assert_eq!(last["rows_done"], 20000, "{last}");
+}

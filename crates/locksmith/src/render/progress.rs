@@ -1,7 +1,9 @@
 //! Live progress lines for guarded runs (`apply`, `run`, `demo`): one line
 //! per guard event on stderr, so stdout stays clean for reports and JSON;
 //! for a fleet (`apply --targets`), one status line redrawn in place
-//! ([`FleetProgress`]); `rehearse`'s load bar ([`LoadBar`]).
+//! ([`FleetProgress`]); `rehearse`'s load bar ([`LoadBar`]). A backfill's
+//! progress is a bar on a terminal, a line a second otherwise, and a JSON
+//! line on stderr under `--format json` ([`BackfillBar`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
@@ -53,9 +55,35 @@ impl EventLines {
     /// waiting lines throttled as in [`into_handler`](Self::into_handler).
     pub fn into_migrate_handler(self) -> impl FnMut(migrate::Event<'_>) + Send + 'static {
         let mut waiting = WaitingLines::default();
+        let mut backfill = BackfillBar::default();
         move |e| {
             if matches!(e, migrate::Event::Guard(Event::Waiting { .. })) && !waiting.due() {
                 return;
+            }
+            if let migrate::Event::Guard(Event::Backfill {
+                table,
+                rows_done,
+                rows_total,
+                rows_per_second,
+                paused,
+            }) = &e
+            {
+                let shown = backfill.show(
+                    &self,
+                    &Backfill {
+                        event: "backfill",
+                        table,
+                        rows_done: *rows_done,
+                        rows_total: *rows_total,
+                        rows_per_second: *rows_per_second,
+                        paused: *paused,
+                    },
+                );
+                if shown {
+                    return;
+                }
+            } else {
+                backfill.finish();
             }
             self.migrate(&e)
         }
@@ -331,6 +359,68 @@ fn finished(report: &TargetReport, style: Style) -> String {
             .unwrap_or_default(),
     };
     format!("{}: {status}{detail}", report.target)
+}
+
+/// One backfill progress event, as `--format json` writes it on stderr
+/// (a line each): `{"event": "backfill", "table", "rows_done",
+/// "rows_total", "rows_per_second", "paused"}`.
+#[derive(serde::Serialize)]
+struct Backfill<'a> {
+    event: &'static str,
+    table: &'a str,
+    rows_done: i64,
+    rows_total: i64,
+    rows_per_second: f64,
+    paused: Option<&'a str>,
+}
+
+/// A backfill's progress bar on a terminal, one per table as it fills.
+#[derive(Default)]
+struct BackfillBar {
+    bar: Option<(String, indicatif::ProgressBar)>,
+}
+
+impl BackfillBar {
+    /// Shows `b` as a JSON line (quiet) or a bar (a terminal): whether it
+    /// did; otherwise the caller prints it as a line.
+    fn show(&mut self, lines: &EventLines, b: &Backfill<'_>) -> bool {
+        if lines.quiet {
+            if let Ok(json) = serde_json::to_string(b) {
+                eprintln!("{json}");
+            }
+            return true;
+        }
+        if !lines.tty {
+            return false;
+        }
+        if self.bar.as_ref().is_some_and(|(table, _)| table != b.table) {
+            self.finish();
+        }
+        let (_, bar) = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "locksmith: {prefix} [{bar:30}] {pos}/~{len} rows, {msg}",
+            ) {
+                bar.set_style(style.progress_chars("#>-"));
+            }
+            bar.set_prefix(b.table.to_string());
+            (b.table.to_string(), bar)
+        });
+        bar.set_length(b.rows_total.max(b.rows_done).max(0) as u64);
+        bar.set_position(b.rows_done.max(0) as u64);
+        bar.set_message(match b.paused {
+            Some(why) => format!("paused: {why}"),
+            None => format!("{:.0} rows/s", b.rows_per_second),
+        });
+        true
+    }
+
+    /// The fill is over (another event came): the bar stays as it ended.
+    fn finish(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish();
+        }
+    }
 }
 
 /// `rehearse`'s load progress bar on stderr, drawn only on a terminal.
