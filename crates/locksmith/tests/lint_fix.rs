@@ -109,8 +109,10 @@ fn goose_statements(up: &str) -> Vec<String> {
     out
 }
 
-/// Runs the folder's migrations on `url` the way the tool does.
-async fn run_like_the_tool(url: &str, dir: &Path, runs: Runs) {
+/// Runs the folder's migrations on `url` the way the tool does, on one
+/// connection as the tools do; returns that connection's `lock_timeout`
+/// after the last one.
+async fn run_like_the_tool(url: &str, dir: &Path, runs: Runs) -> String {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -157,6 +159,8 @@ async fn run_like_the_tool(url: &str, dir: &Path, runs: Runs) {
             }
         }
     }
+    let row = client.query_one("SHOW lock_timeout", &[]).await.unwrap();
+    row.get(0)
 }
 
 /// The schema of the corpus tables: columns, constraints (validated or
@@ -228,7 +232,14 @@ async fn fix_reaches_the_same_schema(tool: &str, layout: Layout, runs: &[Runs]) 
         let want = schema(&original).await;
         assert!(want.contains("users_email_idx"), "{want}");
         let rewritten = database(tool).await;
-        run_like_the_tool(&rewritten, fixed.path(), how).await;
+        // The fix's lock_timeout bounds its own file only: left on the
+        // tool's connection, it would cut a later CREATE INDEX CONCURRENTLY
+        // short on a busy server and leave an invalid index behind.
+        let left = run_like_the_tool(&rewritten, fixed.path(), how).await;
+        assert_eq!(
+            left, "0",
+            "{tool} run as {how:?}: the fix's lock_timeout outlived its file"
+        );
         assert_eq!(schema(&rewritten).await, want, "{tool} run as {how:?}");
     }
     // apply runs the fixed folder as its tool would: the markers honoured.

@@ -445,7 +445,7 @@ fn lay_out(steps: &[Statement], in_tx: bool, place: &Where) -> String {
     let mut rest = units.as_slice();
     if let [first, ..] = rest {
         if first.transactional && (rest.len() == 1 || brief(first, steps)) {
-            out += &format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}';\n");
+            out += &format!("{};\n", local_lock_timeout());
             for s in &first.statements {
                 out += &format!("{s};\n");
             }
@@ -518,14 +518,23 @@ fn brief(unit: &Unit, steps: &[Statement]) -> bool {
     })
 }
 
-/// A transactional unit with `SET lock_timeout` first: its brief locks never
-/// queue for long. A unit outside a transaction stays one statement (the
-/// tools that send a file as one query would otherwise run it in a block).
+/// `SET LOCAL lock_timeout`, for a migration file its tool runs in one
+/// transaction: a plain `SET` would outlive the file on the tool's
+/// connection and bound a later file's `CREATE INDEX CONCURRENTLY` too,
+/// which then fails on a busy server and leaves an invalid index behind.
+pub(super) fn local_lock_timeout() -> String {
+    format!("SET LOCAL lock_timeout = '{SCRIPT_LOCK_TIMEOUT}'")
+}
+
+/// A transactional unit with `SET LOCAL lock_timeout` first: its brief
+/// locks never queue for long. A unit outside a transaction stays one
+/// statement (the tools that send a file as one query would otherwise run
+/// it in a block).
 pub fn with_timeout(unit: &Unit) -> Unit {
     if !unit.transactional {
         return unit.clone();
     }
-    let mut statements = vec![format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}'")];
+    let mut statements = vec![local_lock_timeout()];
     statements.extend(unit.statements.iter().cloned());
     Unit {
         statements,

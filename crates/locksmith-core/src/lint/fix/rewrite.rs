@@ -159,7 +159,7 @@ fn partition(items: Vec<Item>) -> Vec<Vec<Item>> {
 }
 
 /// The migration itself: its header and down section as they were, its up
-/// statements replaced by the first migration's items (with `SET
+/// statements replaced by the first migration's items (with `SET [LOCAL]
 /// lock_timeout` before the first fixed step in a transaction), and the
 /// tool's no-transaction marker when that is a step outside one.
 fn first_file(
@@ -173,7 +173,11 @@ fn first_file(
     let mut timeout_set = false;
     for (i, item) in items.iter().enumerate() {
         if item.fixed && item.transactional && !timeout_set {
-            body += &format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}';\n");
+            // In the tool's transaction, scoped to it (see `local_lock_timeout`).
+            body += &match m.no_transaction {
+                false => format!("{};\n", super::local_lock_timeout()),
+                true => format!("SET lock_timeout = '{SCRIPT_LOCK_TIMEOUT}';\n"),
+            };
             timeout_set = true;
         }
         let block = m.layout == Layout::Goose && item.sql.contains(';');

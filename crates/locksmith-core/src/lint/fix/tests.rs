@@ -102,7 +102,7 @@ fn missing_lock_timeout_alone_is_the_statement_under_a_timeout() {
     );
     assert_eq!(
         fix,
-        "SET lock_timeout = '2s';\nALTER TABLE users RENAME COLUMN a TO b;"
+        "SET LOCAL lock_timeout = '2s';\nALTER TABLE users RENAME COLUMN a TO b;"
     );
 }
 
