@@ -64,13 +64,43 @@ async fn scenario_s(
     policy: Option<GuardPolicy>,
     leak_first: Duration,
 ) -> Sample {
+    scenario(cluster, db, policy.map(How::Guard), leak_first).await
+}
+
+/// Who runs the migration in scenario S.
+enum How {
+    /// `apply`'s guard, in this process.
+    Guard(GuardPolicy),
+    /// `locksmith run -- psql -c ALTER`'s engine (`wrap::Wrapped`): the
+    /// tool keeps its own connection, the watch bounds its waits.
+    Run(GuardPolicy),
+}
+
+async fn scenario(cluster: &Cluster, db: &str, how: Option<How>, leak_first: Duration) -> Sample {
     let incident = Incident::stage(cluster, db).await.unwrap();
     let leaked = LeakedSessions::open(&incident.app, 3, TABLE).await.unwrap();
     let traffic = Traffic::start(incident.app.clone(), TrafficProfile::default());
     tokio::time::sleep(leak_first).await;
     let started = Instant::now();
-    let (attempts, longest_wait_ms) = match policy {
-        Some(policy) => {
+    let (attempts, longest_wait_ms) = match how {
+        Some(How::Run(policy)) => {
+            let psql = cluster.bin().tool("psql").display().to_string();
+            let command = [psql, incident.url.clone(), "-c".into(), MIGRATION.into()];
+            let report =
+                locksmith_pg::wrap::Wrapped::new(incident.admin.clone(), policy, Vec::new())
+                    .stdout_to_stderr(true)
+                    .run(&command)
+                    .await
+                    .unwrap();
+            eprintln!(
+                "S run ({} ms idle): {} attempts, status {:?}",
+                leak_first.as_millis(),
+                report.run.attempts,
+                report.run.status
+            );
+            (report.run.attempts, 0)
+        }
+        Some(How::Guard(policy)) => {
             let (_tx, rx) = watch::channel(None);
             let mut guard = Guard::connect(&incident.admin, policy, rx).await.unwrap();
             let _ = guard.run_transaction(&[step()], None).await;
@@ -236,6 +266,7 @@ async fn main() {
     let mut ddl = Vec::new();
     let (mut give_up, mut waited_out, mut quiet, mut terminate) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut wrapped = Vec::new();
     let (mut contend, mut baseline, mut orms) = (Vec::new(), Vec::new(), Vec::new());
     let give_up_policy = GuardPolicy {
         deadline: Duration::from_secs(5),
@@ -251,6 +282,17 @@ async fn main() {
                 &cluster,
                 &format!("s_{i}"),
                 Some(give_up_policy.clone()),
+                Duration::from_millis(500),
+            )
+            .await,
+        );
+        // The same under `run -- psql`: the tool's own connection, its waits
+        // bounded by lock_timeout and the session watch.
+        wrapped.push(
+            scenario(
+                &cluster,
+                &format!("r_{i}"),
+                Some(How::Run(give_up_policy.clone())),
                 Duration::from_millis(500),
             )
             .await,
@@ -321,6 +363,10 @@ async fn main() {
     section.push_str(&summary(
         "S, guard defaults, `--deadline 5s` (gives up; leakers idle 0.5 s at start)",
         &give_up,
+    ));
+    section.push_str(&summary(
+        "S, `locksmith run -- psql -c ALTER`, the same policy (gives up; leakers idle 0.5 s at start)",
+        &wrapped,
     ));
     section.push_str(&summary(
         "S, the same with the leakers idle 1.5 s at start (waited out from the first look)",
