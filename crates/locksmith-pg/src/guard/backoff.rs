@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::look::Holder;
+
 /// Delays `base · 2ⁿ`, capped, each scaled by a random factor in [0.5, 1.5).
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -41,6 +43,19 @@ pub const FIRST_LOCK_WAIT: Duration = Duration::from_millis(25);
 /// `first`, doubling each time, never more than `budget`.
 pub fn growing_lock_wait(first: Duration, n: u32, budget: Duration) -> Duration {
     first.saturating_mul(1u32 << n.min(20)).min(budget)
+}
+
+/// [`growing_lock_wait`], unless every session in the way now is idle in
+/// its transaction: such a holder ends it within milliseconds once its
+/// client wakes, or never, so a longer wait would only make traffic wait
+/// longer behind us; the wait then stays at `first`. The one rule for the
+/// guard's attempts and a wrapped tool's.
+pub fn lock_wait(first: Duration, n: u32, in_the_way: &[Holder], budget: Duration) -> Duration {
+    let all_idle = !in_the_way.is_empty()
+        && in_the_way
+            .iter()
+            .all(|h| h.session.is_idle_in_transaction());
+    growing_lock_wait(first, if all_idle { 0 } else { n }, budget)
 }
 
 #[cfg(test)]

@@ -165,15 +165,11 @@ impl Guard {
 }
 
 /// How long the `n`th (0-based) attempt that queues with `LOCK` (after the
-/// NOWAIT ones lost) may wait: briefly, growing towards the budget. A holder
-/// idle in its transaction ends it within milliseconds once its client
-/// wakes, or never: when every holder in the way is idle so, the wait does
-/// not grow (it would only make traffic wait longer behind us).
+/// NOWAIT ones lost) may wait: briefly, growing towards the budget, but not
+/// while only sessions idle in transaction are in the way
+/// ([`backoff::lock_wait`]).
 pub(super) fn fallback_lock_wait(n: u32, holders: &[Holder], budget: Duration) -> Duration {
-    let all_idle =
-        !holders.is_empty() && holders.iter().all(|h| h.session.is_idle_in_transaction());
-    let n = if all_idle { 0 } else { n };
-    backoff::growing_lock_wait(backoff::FIRST_LOCK_WAIT, n, budget)
+    backoff::lock_wait(backoff::FIRST_LOCK_WAIT, n, holders, budget)
 }
 
 /// Adds the holders of `more` not already in `holders` (one entry per

@@ -178,6 +178,17 @@ impl SessionWatch {
     }
 }
 
+/// Who is in the way of what a wrapped tool waited for, as a look before a
+/// retry finds them ([`SessionWatchdog::blocking_retry`]).
+#[derive(Debug, Clone, Default)]
+pub struct InTheWay {
+    /// On the primary, now (after the terminate policy): what decides how
+    /// long the next attempt may queue.
+    pub now: Vec<Holder>,
+    /// Those to wait out rather than race, the standbys' included.
+    pub long_lived: Vec<Holder>,
+}
+
 /// A running watch over the sessions named `application_name`. Stop it with
 /// [`SessionWatchdog::stop`]; dropping it stops the polling too.
 pub struct SessionWatchdog {
@@ -291,7 +302,7 @@ impl SessionWatchdog {
         &self,
         wanted: &[WantedLock],
         budget: Duration,
-    ) -> Result<Vec<Holder>, Error> {
+    ) -> Result<InTheWay, Error> {
         let targets: Vec<Resolved> = wanted
             .iter()
             .map(|w| Resolved {
@@ -303,16 +314,17 @@ impl SessionWatchdog {
             })
             .collect();
         let holders = look::conflicting_holders(&self.sidecar, &targets).await?;
-        let holders = terminate_eligible(
+        let now = terminate_eligible(
             &self.sidecar,
             holders,
             self.terminate_idle_after,
             &self.seen,
         )
         .await;
-        let mut long_lived: Vec<Holder> = holders
-            .into_iter()
+        let mut long_lived: Vec<Holder> = now
+            .iter()
             .filter(|h| h.is_long_lived(look::long_lived_after(budget)))
+            .cloned()
             .collect();
         // Relation oids are the primary's on a physical standby.
         let replayed: Vec<Resolved> = targets
@@ -320,7 +332,7 @@ impl SessionWatchdog {
             .filter(|t| t.mode == LockMode::AccessExclusive)
             .collect();
         if replayed.is_empty() {
-            return Ok(long_lived);
+            return Ok(InTheWay { now, long_lived });
         }
         for replica::Replica {
             name: server,
@@ -341,7 +353,7 @@ impl SessionWatchdog {
                 terminate_eligible(client, holders, self.terminate_idle_after, &self.seen).await;
             long_lived.extend(holders.into_iter().filter(replica::standby_waits_out));
         }
-        Ok(long_lived)
+        Ok(InTheWay { now, long_lived })
     }
 
     /// A mark to take before running the tool: see [`Self::committed_since`].

@@ -19,7 +19,7 @@ use super::preflight::over_max_hold;
 use super::route::{self, Route};
 use super::warden::Warden;
 use super::{psql, Error, Event, Lost, Report, Wrapped};
-use crate::guard::backoff::growing_lock_wait;
+use crate::guard::backoff::lock_wait;
 use crate::guard::look::Holder;
 use crate::guard::retry::{self, Retry};
 use crate::guard::sessions::{Scope, SessionWatchdog, SHORTEST_SEEN_WAIT};
@@ -186,6 +186,7 @@ impl Run<'_> {
             dog,
             interrupt,
             warden,
+            in_the_way: Vec::new(),
         };
         retry::drive(&mut retry, &mut unit).await
     }
@@ -199,6 +200,10 @@ struct Attempts<'r, 'a, 'w> {
     dog: &'r mut SessionWatchdog,
     interrupt: &'r mut tokio::sync::watch::Receiver<Option<Interrupt>>,
     warden: Option<&'w mut Warden>,
+    /// Who the last look found in the way on the primary: while only
+    /// sessions idle in transaction are, the next attempt's wait does not
+    /// grow ([`lock_wait`]).
+    in_the_way: Vec<Holder>,
 }
 
 impl retry::Unit for Attempts<'_, '_, '_> {
@@ -212,13 +217,14 @@ impl retry::Unit for Attempts<'_, '_, '_> {
             return Continue(Vec::new());
         }
         let lock_timeout = self.run.wrapped.policy.lock_timeout;
-        let holders = self
+        let in_the_way = self
             .dog
             .blocking_retry(&self.run.wanted, lock_timeout)
             .await
             .unwrap_or_default();
         self.run.absorb(&self.dog.take());
-        Continue(holders)
+        self.in_the_way = in_the_way.now;
+        Continue(in_the_way.long_lived)
     }
 
     fn waiting(&mut self, holders: Vec<Holder>, wait: std::time::Duration) {
@@ -247,7 +253,12 @@ impl retry::Unit for Attempts<'_, '_, '_> {
         // nothing about who holds what, so it may make traffic wait very little
         // (but long enough for the watch to see whom it waited for).
         // Behind a pooler the watch alone bounds the waits, at the budget.
-        let lock_wait = growing_lock_wait(SHORTEST_SEEN_WAIT, number - 1, policy.lock_timeout);
+        let lock_wait = lock_wait(
+            SHORTEST_SEEN_WAIT,
+            number - 1,
+            &self.in_the_way,
+            policy.lock_timeout,
+        );
         let env = child_env(given_url, lock_wait, this.pooled, number, &process_env);
         if this.pooled {
             dog.rename(&env.app_name);
