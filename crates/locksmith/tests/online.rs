@@ -3,7 +3,6 @@
 //! interruption without redoing finished steps, and what has no online form is
 //! refused before anything runs.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use locksmith_sandbox::incident::Incident;
 use serde_json::Value;
 
 mod support;
-use support::{locksmith, text};
+use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
     CREATE TABLE enrollments (id int, partner_id int, amount int);
@@ -58,14 +57,6 @@ async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
-async fn count(client: &locksmith_pg::Connection, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-fn dir_arg(dir: &Path) -> &str {
-    dir.to_str().unwrap()
-}
-
 #[tokio::test]
 async fn online_reaches_the_same_schema_as_the_plain_migration() {
     let (plain, plain_admin) = staged("online_plain").await;
@@ -99,11 +90,11 @@ async fn online_reaches_the_same_schema_as_the_plain_migration() {
         "helper checks dropped: {b:#?}"
     );
     assert_eq!(
-        count(&online_admin, "SELECT count(*) FROM locksmith_migrations").await,
+        query_i64(&online_admin, "SELECT count(*) FROM locksmith_migrations").await,
         1
     );
     assert_eq!(
-        count(&online_admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        query_i64(&online_admin, "SELECT count(*) FROM locksmith_online_steps").await,
         0
     );
 
@@ -131,14 +122,14 @@ async fn a_failed_step_resumes_where_it_stopped() {
     assert!(text(&out).contains("resume"), "{}", text(&out));
     // The steps before it are done and recorded; the migration is not.
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
         6
     );
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         0
     );
-    let index_before = count(
+    let index_before = query_i64(
         &admin,
         "SELECT 'unique_informal_name'::regclass::oid::bigint",
     )
@@ -161,7 +152,7 @@ async fn a_failed_step_resumes_where_it_stopped() {
         !progress.contains("online step 7 of 17 (done"),
         "{progress}"
     );
-    let index_after = count(
+    let index_after = query_i64(
         &admin,
         "SELECT 'unique_informal_name'::regclass::oid::bigint",
     )
@@ -171,11 +162,11 @@ async fn a_failed_step_resumes_where_it_stopped() {
         "the finished index build was not redone"
     );
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         1
     );
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
         0
     );
 }
@@ -214,10 +205,10 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         0
     );
-    let index_before = count(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
+    let index_before = query_i64(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
 
     let rerun = tempfile::tempdir().unwrap();
     std::fs::write(rerun.path().join("1_constraints.sql"), &sql).unwrap();
@@ -225,14 +216,14 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     // gone, holding the runner lock; the rerun waits for it, then resumes.
     let out = locksmith(&incident.url, &["apply", dir_arg(rerun.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let index_after = count(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
+    let index_after = query_i64(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
     assert_eq!(index_before, index_after, "finished steps were not redone");
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         1
     );
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
         0
     );
 }
@@ -270,7 +261,7 @@ async fn dry_run_prints_the_online_plan_and_runs_nothing() {
         text(&human)
     );
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
         )
@@ -292,7 +283,7 @@ async fn a_statement_without_online_form_is_refused_before_anything_runs() {
     assert!(said.contains("1_constraints.sql:2:1"), "{said}");
     assert!(said.contains("Split the ALTER TABLE"), "{said}");
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
         )
@@ -312,7 +303,7 @@ async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
         .batch_execute("ALTER TABLE enrollments ADD COLUMN total bigint")
         .await
         .unwrap();
-    let before = count(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await;
+    let before = query_i64(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await;
     let dir = folder(
         "CREATE TABLE notes (id int);\nALTER TABLE enrollments ALTER COLUMN total TYPE numeric;\n",
     );
@@ -324,7 +315,7 @@ async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
     assert!(said.contains("Nothing was run"), "{said}");
     // Nothing ran: no table, no rewrite, no history row.
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_class WHERE relname = 'notes'"
         )
@@ -332,11 +323,11 @@ async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
         0
     );
     assert_eq!(
-        count(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await,
+        query_i64(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await,
         before
     );
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'enrollments' AND column_name = 'total' AND data_type = 'bigint'"
         )
@@ -376,7 +367,7 @@ async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
         "took {took:?}: the steps did not run past the 1 s deadline, so this proves nothing"
     );
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_slow'::regclass AND indisvalid"
         )
@@ -384,7 +375,7 @@ async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
         1
     );
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'slow_positive' AND convalidated"
         )
@@ -402,7 +393,7 @@ async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
     );
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let before = count(
+    let before = query_i64(
         &online_admin,
         "SELECT pg_relation_filenode('enrollments')::bigint",
     )
@@ -413,14 +404,14 @@ async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
     assert_eq!(schema(&plain_admin).await, schema(&online_admin).await);
     // Every existing row got its own value, and the table was never rewritten.
     assert_eq!(
-        count(
+        query_i64(
             &online_admin,
             "SELECT count(DISTINCT token) FROM enrollments"
         )
         .await,
         5000
     );
-    let after = count(
+    let after = query_i64(
         &online_admin,
         "SELECT pg_relation_filenode('enrollments')::bigint",
     )
@@ -432,7 +423,7 @@ async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
         .await
         .unwrap();
     assert_eq!(
-        count(
+        query_i64(
             &online_admin,
             "SELECT count(*) FROM enrollments WHERE token IS NULL"
         )
@@ -537,7 +528,7 @@ async fn a_fault_at_any_step_needs_one_rerun() {
         let admin = incident.admin.connect().await.unwrap();
         assert_eq!(schema(&admin).await, want, "after a fault at step {after}");
         assert_eq!(
-            count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
             1
         );
     }
@@ -594,7 +585,7 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
     );
     assert!(said.contains("edited"), "{said}");
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_class WHERE relname = 'notes'"
         )
@@ -602,11 +593,11 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
         0
     );
     assert_eq!(
-        count(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         0
     );
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'enrollments' AND column_name = 'x'"
         )
@@ -641,7 +632,7 @@ async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
     // What it says is true: the constraint is there, not validated, and
     // rejects a new row; the statement it names removes it.
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'big' AND NOT convalidated"
         )
@@ -656,7 +647,7 @@ async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
     assert!(error.contains(remove), "{error}");
     admin.batch_execute(remove).await.unwrap();
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'big'"
         )
@@ -681,7 +672,7 @@ async fn splitting_a_files_own_transaction_is_said() {
         "{said}"
     );
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'unique_informal_name'"
         )
@@ -715,7 +706,7 @@ async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
         assert!(said.contains("ON ONLY events"), "{said}");
     }
     assert_eq!(
-        count(
+        query_i64(
             &admin,
             "SELECT count(*) FROM pg_class WHERE relname IN ('notes', 'events_at')"
         )

@@ -5,7 +5,6 @@
 //! locks that long. What batches would change (`UPDATE … FROM`, a table
 //! without a key) is refused before anything runs.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile, TrafficReport};
 use serde_json::Value;
 
 mod support;
-use support::{locksmith, query_i64, text};
+use support::{dir_arg, locksmith, query_i64, text};
 
 const ROWS: i64 = 300_000;
 
@@ -40,10 +39,6 @@ fn folder(sql: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("1_bump.sql"), sql).unwrap();
     dir
-}
-
-fn dir_arg(dir: &Path) -> &str {
-    dir.to_str().unwrap()
 }
 
 /// A writer adding 1 to one account at a time, spread over the whole table,

@@ -6,7 +6,6 @@
 //! the change naming its row, and what cannot be done online is refused
 //! before anything runs.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
 use locksmith_sandbox::wait;
 
 mod support;
-use support::{locksmith, query_i64, text};
+use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
     CREATE TABLE accounts (
@@ -61,10 +60,6 @@ fn folder(sql: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("1_retype.sql"), sql).unwrap();
     dir
-}
-
-fn dir_arg(dir: &Path) -> &str {
-    dir.to_str().unwrap()
 }
 
 /// Columns (type, NOT NULL, default), constraints (validated or not),

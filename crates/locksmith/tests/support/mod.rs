@@ -38,3 +38,8 @@ pub fn write(dir: &Path, files: &[(&str, &str)]) {
 pub async fn query_i64(client: &locksmith_pg::Connection, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
+
+/// A folder as a command-line argument.
+pub fn dir_arg(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
