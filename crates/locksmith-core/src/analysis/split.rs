@@ -24,25 +24,7 @@ pub struct AddedDefault {
 /// Takes apart `sql` when it is one `ALTER TABLE … ADD COLUMN` whose only
 /// constraints are a `DEFAULT` and `NOT NULL`; `None` otherwise.
 pub fn added_default(sql: &str) -> Option<AddedDefault> {
-    let parsed = pg_query::parse(sql, 0).ok()?;
-    let [raw] = parsed.protobuf.stmts.as_slice() else {
-        return None;
-    };
-    let Some(NodeEnum::AlterTableStmt(stmt)) = raw.stmt.as_ref()?.node.as_ref() else {
-        return None;
-    };
-    let [cmd] = stmt.cmds.as_slice() else {
-        return None;
-    };
-    let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else {
-        return None;
-    };
-    if cmd.subtype != T::AtAddColumn as i32 {
-        return None;
-    }
-    let Some(NodeEnum::ColumnDef(def)) = cmd.def.as_ref()?.node.as_ref() else {
-        return None;
-    };
+    let (stmt, cmd, def) = column_command(sql, T::AtAddColumn)?;
     let mut default = def.raw_default.clone();
     let mut not_null = def.is_not_null;
     for c in &def.constraints {
@@ -57,7 +39,7 @@ pub fn added_default(sql: &str) -> Option<AddedDefault> {
     }
     let default = default?;
 
-    let mut bare = (**def).clone();
+    let mut bare = def.clone();
     bare.constraints.clear();
     bare.raw_default = None;
     bare.is_not_null = false;
@@ -66,7 +48,7 @@ pub fn added_default(sql: &str) -> Option<AddedDefault> {
         def: Some(Box::new(protobuf::Node {
             node: Some(NodeEnum::ColumnDef(Box::new(bare))),
         })),
-        ..(**cmd).clone()
+        ..cmd.clone()
     })];
     let mut set = stmt.clone();
     set.cmds = vec![command(AlterTableCmd {
@@ -198,25 +180,7 @@ pub struct Retyped {
 /// Takes apart `sql` when it is one `ALTER TABLE … ALTER COLUMN … TYPE`;
 /// `None` otherwise.
 pub fn retyped(sql: &str) -> Option<Retyped> {
-    let parsed = pg_query::parse(sql, 0).ok()?;
-    let [raw] = parsed.protobuf.stmts.as_slice() else {
-        return None;
-    };
-    let Some(NodeEnum::AlterTableStmt(stmt)) = raw.stmt.as_ref()?.node.as_ref() else {
-        return None;
-    };
-    let [cmd] = stmt.cmds.as_slice() else {
-        return None;
-    };
-    let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else {
-        return None;
-    };
-    if cmd.subtype != T::AtAlterColumnType as i32 {
-        return None;
-    }
-    let Some(NodeEnum::ColumnDef(def)) = cmd.def.as_ref()?.node.as_ref() else {
-        return None;
-    };
+    let (stmt, cmd, def) = column_command(sql, T::AtAlterColumnType)?;
     let mut type_sql = def.type_name.as_ref().map(super::expr::type_sql)?;
     if let Some(collation) = &def.coll_clause {
         type_sql.push_str(&format!(
@@ -238,6 +202,34 @@ pub fn retyped(sql: &str) -> Option<Retyped> {
         type_sql,
         using,
     })
+}
+
+/// `sql` when it is one `ALTER TABLE` whose only subcommand is `subtype`
+/// on a column definition: the statement, the subcommand, the column.
+fn column_command(
+    sql: &str,
+    subtype: T,
+) -> Option<(protobuf::AlterTableStmt, AlterTableCmd, protobuf::ColumnDef)> {
+    let parsed = pg_query::parse(sql, 0).ok()?;
+    let [raw] = parsed.protobuf.stmts.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::AlterTableStmt(stmt)) = raw.stmt.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    let [cmd] = stmt.cmds.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else {
+        return None;
+    };
+    if cmd.subtype != subtype as i32 {
+        return None;
+    }
+    let Some(NodeEnum::ColumnDef(def)) = cmd.def.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    Some((stmt.clone(), (**cmd).clone(), (**def).clone()))
 }
 
 /// An expression as the deparser prints it: as a select list, the one way
