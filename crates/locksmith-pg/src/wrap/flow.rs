@@ -111,6 +111,12 @@ impl Wrapped {
             },
             _ => None,
         };
+        // What the plan says the command will lock, so the first attempt is
+        // looked for like every later one: never raced into long-lived holders.
+        let wanted = match &plan {
+            Some(plan) => plan.wanted(&route.sidecar).await.map_err(Error::PlanRead)?,
+            None => Vec::new(),
+        };
         let scope = if pooled {
             Scope::Pooled
         } else {
@@ -147,7 +153,7 @@ impl Wrapped {
                 pooler_addr,
                 ..GuardReport::default()
             },
-            wanted: Vec::new(),
+            wanted,
             errors: Vec::new(),
             cancels: Vec::new(),
             command_exit_code: None,
@@ -210,9 +216,9 @@ impl retry::Unit for Attempts<'_, '_, '_> {
     type End = Result<Report, Error>;
 
     async fn look(&mut self) -> ControlFlow<Self::End, Vec<Holder>> {
-        // Look before queueing: while long-lived sessions hold what an earlier
-        // attempt waited for, an attempt would only queue behind them. (Before
-        // the first attempt nothing is known yet: it learns the tables.)
+        // Look before queueing: while long-lived sessions hold what the plan
+        // or an earlier attempt says the command wants, an attempt would only
+        // queue behind them. (Without a plan the first attempt learns the tables.)
         if self.run.wanted.is_empty() {
             return Continue(Vec::new());
         }
