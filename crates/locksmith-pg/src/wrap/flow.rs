@@ -19,7 +19,7 @@ use super::preflight::over_max_hold;
 use super::route::{self, Route};
 use super::warden::Warden;
 use super::{psql, Error, Event, Lost, Report, Wrapped};
-use crate::guard::backoff::lock_wait;
+use crate::guard::backoff::{lock_wait, FIRST_LOCK_WAIT};
 use crate::guard::look::Holder;
 use crate::guard::retry::{self, Retry};
 use crate::guard::sessions::{Scope, SessionWatchdog, SHORTEST_SEEN_WAIT};
@@ -255,12 +255,18 @@ impl retry::Unit for Attempts<'_, '_, '_> {
         let warden = &mut self.warden;
         let this = &mut *self.run;
         this.report.attempts = number;
-        // Short waits first, growing to the budget: the first attempt knows
-        // nothing about who holds what, so it may make traffic wait very little
-        // (but long enough for the watch to see whom it waited for).
-        // Behind a pooler the watch alone bounds the waits, at the budget.
+        // Short waits first, growing to the budget. Once the tables are known
+        // (from the plan, or what an earlier attempt waited for) the look names
+        // who is in the way, and attempts start at the guard's first wait;
+        // before that an attempt waits long enough for the watch to see whom
+        // it waited for. Behind a pooler the watch alone bounds the waits, at
+        // the budget.
+        let first = match this.wanted.is_empty() {
+            true => SHORTEST_SEEN_WAIT,
+            false => FIRST_LOCK_WAIT,
+        };
         let lock_wait = lock_wait(
-            SHORTEST_SEEN_WAIT,
+            first,
             number - 1,
             &self.in_the_way,
             policy.lock_timeout,
