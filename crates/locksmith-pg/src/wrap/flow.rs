@@ -265,12 +265,7 @@ impl retry::Unit for Attempts<'_, '_, '_> {
             true => SHORTEST_SEEN_WAIT,
             false => FIRST_LOCK_WAIT,
         };
-        let lock_wait = lock_wait(
-            first,
-            number - 1,
-            &self.in_the_way,
-            policy.lock_timeout,
-        );
+        let lock_wait = lock_wait(first, number - 1, &self.in_the_way, policy.lock_timeout);
         let env = child_env(given_url, lock_wait, this.pooled, number, &process_env);
         if this.pooled {
             dog.rename(&env.app_name);
