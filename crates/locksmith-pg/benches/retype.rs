@@ -443,8 +443,10 @@ struct Pause {
     filled_at_pause: i64,
     filled_after_lag: i64,
     filled_at_resume: i64,
-    /// WAL the primary wrote while replay was paused.
+    /// WAL the primary wrote while replay was paused, and of it, after the
+    /// first `max_lag` (while the fill should be paused).
     wal_bytes: i64,
+    wal_after_lag: i64,
     paused_for: Duration,
     /// From the resume until the fill's next batch committed.
     went_on_after: Duration,
@@ -485,9 +487,11 @@ async fn pause_replay(
     let filled_at_pause = rows_filled(&primary).await;
     tokio::time::sleep_until((at + max_lag).into()).await;
     let filled_after_lag = rows_filled(&primary).await;
+    let wal_at_lag = lsn(&primary).await;
     tokio::time::sleep_until((at + REPLAY_PAUSE).into()).await;
     let filled_at_resume = rows_filled(&primary).await;
     let wal_bytes = wal_since(&primary, &wal_from).await;
+    let wal_after_lag = wal_since(&primary, &wal_at_lag).await;
     standby
         .batch_execute("SELECT pg_wal_replay_resume()")
         .await
@@ -507,6 +511,7 @@ async fn pause_replay(
         filled_after_lag,
         filled_at_resume,
         wal_bytes,
+        wal_after_lag,
         paused_for,
         went_on_after: resumed.elapsed(),
     }
@@ -553,8 +558,11 @@ fn pause_table(
         .find(|p| p.at >= pause.at && p.paused.is_some());
     let paused_events = events.iter().filter(|p| p.paused.is_some()).count();
     let one_batch = online.ran.rows_per_second.unwrap_or(0.0) * 0.1;
-    let traffic_wal = baseline.wal_bytes as f64 * pause.paused_for.as_secs_f64()
-        / (baseline.took_ms.max(1) as f64 / 1000.0);
+    // What the traffic alone writes in `seconds`, at the baseline's rate.
+    let traffic_wal = |seconds: f64| {
+        (baseline.wal_bytes as f64 * seconds / (baseline.took_ms.max(1) as f64 / 1000.0)) as i64
+    };
+    let after_lag = pause.paused_for.saturating_sub(max_lag);
     let mut t = String::from("| while the standby's replay was paused | |\n|---|---|\n");
     let mut line = |what: &str, value: String| t.push_str(&format!("| {what} | {value} |\n"));
     line(
@@ -565,7 +573,7 @@ fn pause_table(
         "the fill's first paused event, after the replay paused",
         match first_paused {
             Some(p) => format!(
-                "{} (at {} rows): \"{}\"",
+                "{} (at {} rows of its table): \"{}\"",
                 human(p.at - pause.at),
                 p.rows_done,
                 p.paused.as_deref().unwrap_or_default()
@@ -587,9 +595,11 @@ fn pause_table(
     line(
         "WAL written on the primary meanwhile",
         format!(
-            "{} (the traffic alone, at the baseline's rate: {}; the whole online run: {})",
+            "{}, of which {} in the last {} (the traffic alone, at the baseline's rate: {}); the whole online run: {}",
             mb(pause.wal_bytes),
-            mb(traffic_wal as i64),
+            mb(pause.wal_after_lag),
+            human(after_lag),
+            mb(traffic_wal(after_lag.as_secs_f64())),
             mb(online.wal_bytes)
         ),
     );
