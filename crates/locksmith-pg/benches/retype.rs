@@ -205,7 +205,17 @@ struct Row {
     lost: i64,
     wal_bytes: i64,
     ran: Ran,
-    bigint: bool,
+    /// The changed columns after the run: type, NOT NULL, default.
+    after: String,
+}
+
+impl Row {
+    /// Whether every changed column is `bigint` now.
+    fn bigint(&self) -> bool {
+        self.after
+            .split("; ")
+            .all(|c| c.split(' ').nth(1) == Some("bigint"))
+    }
 }
 
 /// A fresh copy of the loaded database `template`.
@@ -278,12 +288,12 @@ async fn rows_filled(client: &Connection) -> i64 {
 }
 
 /// One window: traffic, then `run` after [`EDGE`], then [`EDGE`] more; the
-/// ledger checked against the tables, `column` (`table.column`) checked to be `bigint`.
+/// ledger checked against the tables, the changed `columns` (`table`, `column`) read after.
 async fn window<F, Fut>(
     label: String,
     settings: &ConnectionSettings,
     rows: i32,
-    column: (&str, &str),
+    columns: &[(&str, &str)],
     run: F,
 ) -> Row
 where
@@ -310,15 +320,23 @@ where
         .await
         .unwrap()
         .get(0);
-    let bigint: bool = client
-        .query_one(
-            "SELECT format_type(atttypid, atttypmod) = 'bigint' FROM pg_attribute
-              WHERE attrelid = $1::text::regclass AND attname = $2",
-            &[&column.0, &column.1],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let mut after = Vec::new();
+    for (table, column) in columns {
+        let described: String = client
+            .query_one(
+                "SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                        || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+                        || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+                   FROM pg_attribute a
+                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE a.attrelid = $1::text::regclass AND a.attname = $2",
+                &[table, column],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        after.push(described);
+    }
     let (updates, inserts) = (
         seen.updates.load(Ordering::Relaxed) as i64,
         seen.inserts.load(Ordering::Relaxed) as i64,
@@ -333,7 +351,7 @@ where
         lost: (updates - balance).abs() + (i64::from(rows) + inserts - payments).abs(),
         wal_bytes,
         ran,
-        bigint,
+        after: after.join("; "),
     }
 }
 
@@ -608,7 +626,7 @@ fn pause_table(
         format!(
             "{} later; {paused_events} paused events in all; the migration finished: {}",
             human(pause.went_on_after),
-            if online.bigint { "yes" } else { "no" }
+            if online.bigint() { "yes" } else { "no" }
         ),
     );
     t
@@ -674,8 +692,8 @@ async fn size(
     })
     .await
     .unwrap();
-    let key = ("payments", "account_id");
-    let non_key = ("accounts", "balance");
+    let key: &[(&str, &str)] = &[("accounts", "id"), ("payments", "account_id")];
+    let non_key: &[(&str, &str)] = &[("accounts", "balance")];
     let mut out = Vec::new();
     let mut notes = Vec::new();
 
@@ -705,7 +723,7 @@ async fn size(
                 non_key,
             ),
         ] {
-            let name = format!("{loaded}_plain_{}", column.1);
+            let name = format!("{loaded}_plain_{}", column[0].1);
             let plain = copy(cluster, &loaded, &name).await;
             let plain_client = plain.connect().await.unwrap();
             out.push(
@@ -720,7 +738,8 @@ async fn size(
         }
     }
 
-    let online_runs: &[(&str, &str, (&str, &str))] = match mode {
+    type Run<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let online_runs: &[Run] = match mode {
         Mode::SideBySide => &[
             ("`apply --online`, key on both tables", KEY, key),
             ("`apply --online`, `accounts.balance`", NON_KEY, non_key),
@@ -729,7 +748,7 @@ async fn size(
         Mode::Standby => &[],
     };
     for &(label, sql, column) in online_runs {
-        let name = format!("{loaded}_online_{}", column.1);
+        let name = format!("{loaded}_online_{}", column[0].1);
         let on = copy(cluster, &loaded, &name).await;
         out.push(
             window(label.into(), &on, rows, column, || async {
@@ -880,13 +899,13 @@ async fn main() {
         );
         section.push_str(&format!(
             "**{rows} rows** each (loaded in {:.1} s)\n\n\
-             | run | time | worst read | worst write | over baseline (read / write) | writes | failed | lost | WAL | fill rows/s | bigint |\n\
+             | run | time | worst read | worst write | over baseline (read / write) | writes | failed | lost | WAL | fill rows/s | columns after |\n\
              |---|---|---|---|---|---|---|---|---|---|---|\n",
             measured.load_ms as f64 / 1000.0,
         ));
         for r in &measured.rows {
             section.push_str(&format!(
-                "| {} | {} ms | {} ms | {} ms | {:+} / {:+} ms | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} ms | {} ms | {} ms | {:+} / {:+} ms | {} | {} | {} | {} | {} | `{}` |\n",
                 r.label,
                 r.took_ms,
                 r.worst_read_ms,
@@ -901,7 +920,7 @@ async fn main() {
                     .rows_per_second
                     .map(|r| format!("{r:.0}"))
                     .unwrap_or_else(|| "–".into()),
-                if r.bigint { "yes" } else { "no" },
+                r.after,
             ));
             eprintln!(
                 "{rows} rows: {} took {} ms, worst read {} ms, worst write {} ms, lost {}",
