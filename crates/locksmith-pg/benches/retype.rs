@@ -107,6 +107,28 @@ struct Seen {
     updates: AtomicU64,
     inserts: AtomicU64,
     failed: AtomicU64,
+    /// What failed, each message once (the first few).
+    errors: Mutex<Vec<String>>,
+}
+
+impl Seen {
+    /// Counts a failed request (`what`: the statement, `why`: the error or
+    /// the row count it returned instead of one).
+    fn fail(&self, what: &str, why: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let message = format!("{what}: {why}");
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 3 && !errors.contains(&message) {
+            errors.push(message);
+        }
+    }
+}
+
+/// A request's error as the server said it, else as the client did.
+fn error(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
 }
 
 /// Four writers (an update of one account's balance, then a payment for
@@ -144,12 +166,18 @@ impl Traffic {
                     seen.worst_write_ms
                         .fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
                     match updated {
-                        Ok(1) => seen.updates.fetch_add(1, Ordering::Relaxed),
-                        _ => seen.failed.fetch_add(1, Ordering::Relaxed),
+                        Ok(1) => {
+                            seen.updates.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(n) => seen.fail("UPDATE", format!("{n} rows")),
+                        Err(e) => seen.fail("UPDATE", error(&e)),
                     };
                     match inserted {
-                        Ok(1) => seen.inserts.fetch_add(1, Ordering::Relaxed),
-                        _ => seen.failed.fetch_add(1, Ordering::Relaxed),
+                        Ok(1) => {
+                            seen.inserts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(n) => seen.fail("INSERT", format!("{n} rows")),
+                        Err(e) => seen.fail("INSERT", error(&e)),
                     };
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -161,12 +189,11 @@ impl Traffic {
             while !stop2.load(Ordering::Relaxed) {
                 let id = 1 + fastrand::i32(0..rows);
                 let t = Instant::now();
-                if client
+                if let Err(e) = client
                     .query_one("SELECT balance FROM accounts WHERE id = $1", &[&id])
                     .await
-                    .is_err()
                 {
-                    seen2.failed.fetch_add(1, Ordering::Relaxed);
+                    seen2.fail("SELECT", error(&e));
                 }
                 seen2
                     .worst_read_ms
@@ -202,6 +229,8 @@ struct Row {
     worst_write_ms: u64,
     writes: u64,
     failed: u64,
+    /// What failed (the first few distinct messages).
+    errors: Vec<String>,
     lost: i64,
     wal_bytes: i64,
     ran: Ran,
@@ -337,6 +366,7 @@ where
             .get(0);
         after.push(described);
     }
+    let errors = std::mem::take(&mut *seen.errors.lock().unwrap());
     let (updates, inserts) = (
         seen.updates.load(Ordering::Relaxed) as i64,
         seen.inserts.load(Ordering::Relaxed) as i64,
@@ -348,6 +378,7 @@ where
         worst_write_ms: seen.worst_write_ms.load(Ordering::Relaxed),
         writes: (updates + inserts) as u64,
         failed: seen.failed.load(Ordering::Relaxed),
+        errors,
         lost: (updates - balance).abs() + (i64::from(rows) + inserts - payments).abs(),
         wal_bytes,
         ran,
@@ -928,6 +959,17 @@ async fn main() {
             );
         }
         section.push('\n');
+        for r in measured.rows.iter().filter(|r| !r.errors.is_empty()) {
+            section.push_str(&format!(
+                "Failed requests of the run {}: {}.\n\n",
+                r.label,
+                r.errors
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
         for note in &measured.notes {
             section.push_str(note);
             section.push('\n');
