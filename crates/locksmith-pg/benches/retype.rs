@@ -64,6 +64,8 @@ const EDGE: Duration = Duration::from_secs(1);
 const BASELINE: Duration = Duration::from_secs(5);
 /// How long the standby's replay is paused in `standby` mode.
 const REPLAY_PAUSE: Duration = Duration::from_secs(10);
+/// How often the rows filled are read while replay is paused.
+const SAMPLE: Duration = Duration::from_millis(10);
 
 /// What `BENCH_RETYPE` asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -492,6 +494,11 @@ struct Pause {
     filled_at_pause: i64,
     filled_after_lag: i64,
     filled_at_resume: i64,
+    /// Batches committed after `max_lag` (increments of the rows filled,
+    /// read every [`SAMPLE`]: a batch takes longer than that).
+    batches_after_lag: usize,
+    /// The median batch committed between the pause and `max_lag`.
+    batch_before_lag: i64,
     /// WAL the primary wrote while replay was paused, and of it, after the
     /// first `max_lag` (while the fill should be paused).
     wal_bytes: i64,
@@ -534,11 +541,31 @@ async fn pause_replay(
     let at = Instant::now();
     let wal_from = lsn(&primary).await;
     let filled_at_pause = rows_filled(&primary).await;
-    tokio::time::sleep_until((at + max_lag).into()).await;
-    let filled_after_lag = rows_filled(&primary).await;
-    let wal_at_lag = lsn(&primary).await;
-    tokio::time::sleep_until((at + REPLAY_PAUSE).into()).await;
-    let filled_at_resume = rows_filled(&primary).await;
+    // Each batch's commit, as the rows filled grow: before `max_lag`, after it.
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut last = filled_at_pause;
+    let mut wal_at_lag = None;
+    let mut filled_after_lag = filled_at_pause;
+    while at.elapsed() < REPLAY_PAUSE {
+        tokio::time::sleep(SAMPLE).await;
+        if wal_at_lag.is_none() && at.elapsed() >= max_lag {
+            filled_after_lag = last;
+            wal_at_lag = Some(lsn(&primary).await);
+        }
+        let now = rows_filled(&primary).await;
+        if now > last {
+            if wal_at_lag.is_none() {
+                &mut before
+            } else {
+                &mut after
+            }
+            .push(now - last);
+            last = now;
+        }
+    }
+    let filled_at_resume = last;
+    let wal_at_lag = wal_at_lag.expect("REPLAY_PAUSE is longer than --max-lag");
+    before.sort_unstable();
     let wal_bytes = wal_since(&primary, &wal_from).await;
     let wal_after_lag = wal_since(&primary, &wal_at_lag).await;
     standby
@@ -559,6 +586,8 @@ async fn pause_replay(
         filled_at_pause,
         filled_after_lag,
         filled_at_resume,
+        batches_after_lag: after.len(),
+        batch_before_lag: before.get(before.len() / 2).copied().unwrap_or(0),
         wal_bytes,
         wal_after_lag,
         paused_for,
@@ -606,7 +635,6 @@ fn pause_table(
         .iter()
         .find(|p| p.at >= pause.at && p.paused.is_some());
     let paused_events = events.iter().filter(|p| p.paused.is_some()).count();
-    let one_batch = online.ran.rows_per_second.unwrap_or(0.0) * 0.1;
     // What the traffic alone writes in `seconds`, at the baseline's rate.
     let traffic_wal = |seconds: f64| {
         (baseline.wal_bytes as f64 * seconds / (baseline.took_ms.max(1) as f64 / 1000.0)) as i64
@@ -636,8 +664,10 @@ fn pause_table(
             human(max_lag)
         ),
         format!(
-            "{} (one batch at the best rate and the 100 ms batch target: about {one_batch:.0})",
-            pause.filled_at_resume - pause.filled_after_lag
+            "{} in {} batches (the median batch between the pause and then: {} rows)",
+            pause.filled_at_resume - pause.filled_after_lag,
+            pause.batches_after_lag,
+            pause.batch_before_lag
         ),
     );
     line("replay paused for", human(pause.paused_for));
@@ -904,7 +934,8 @@ async fn main() {
              the same machine watched as a replica (`--replica`, `--max-lag` 1 s, the default). \
              Once the first fill is a quarter done, the standby's replay is paused \
              (`pg_wal_replay_pause()`) for 10 s, then resumed. Rows filled are the batches' \
-             own records; WAL is `pg_current_wal_lsn()` differences on the primary."
+             own records (`locksmith_online_steps`), read every 10 ms while replay is paused, \
+             each growth one batch; WAL is `pg_current_wal_lsn()` differences on the primary."
         }
         Mode::Online => {
             "Key: `accounts.id` (serial primary key) and `payments.account_id` referencing it, \
