@@ -28,8 +28,11 @@ use crate::guard::{Event, Guard, GuardError, Step};
 use crate::{Connection, Error};
 
 /// How long one batch should hold its row locks: a writer that meets one of
-/// its rows waits about this long at most.
-const TARGET: Duration = Duration::from_millis(100);
+/// its rows waits about this long at most. Half of the 100 ms a request may
+/// be slowed (issue 21's goal): under load a batch overshoots its target,
+/// and at 100 ms writers waited 104–132 ms over the baseline (retype
+/// bench, 1M rows, load 6); the rate lost to the extra commits is small.
+const TARGET: Duration = Duration::from_millis(50);
 /// Keys in the first batch, before the rate is known.
 const FIRST_BATCH: i64 = 500;
 /// Bounds on a batch's keys, whatever the rate says.
