@@ -8,7 +8,7 @@ use locksmith_core::lock::LockMode;
 
 use super::backoff;
 use super::look::{self, Holder, Resolved, WaitedFor};
-use super::watchdog::Watch;
+use super::watcher::Watch;
 use super::{Event, Guard, GuardError, RelationLock, Step};
 use crate::prepared::NO_BACKEND;
 use crate::Error;
