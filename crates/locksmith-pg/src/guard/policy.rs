@@ -114,14 +114,7 @@ impl Guard {
             return Ok(());
         };
         if let Some(hidden) = holders.iter().find(|h| !h.session.is_visible()) {
-            // The policy depends on idle time, which this role cannot see.
-            return Err(GuardError::Failed(Error::Permission {
-                action: format!(
-                    "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
-                    hidden.session.pid
-                ),
-                needs: "pg_read_all_stats".into(),
-            }));
+            return Err(GuardError::Failed(hidden_from_policy(hidden)));
         }
         let mut kept = Vec::with_capacity(holders.len());
         for h in holders.drain(..) {
@@ -161,6 +154,19 @@ impl Guard {
             reason: reason.to_string(),
             holders: self.report.blockers.clone(),
         }
+    }
+}
+
+/// The terminate policy depends on idle time, which this role cannot see
+/// for `hidden`: what it takes to see it. The guard fails with it; the
+/// session watch reports it and leaves the session alone.
+pub(super) fn hidden_from_policy(hidden: &Holder) -> Error {
+    Error::Permission {
+        action: format!(
+            "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
+            hidden.session.pid
+        ),
+        needs: "pg_read_all_stats".into(),
     }
 }
 

@@ -28,8 +28,10 @@
 //!   retry can look before it queues), and how many sessions queue behind it:
 //!   the traffic it made wait;
 //! - under `terminate_idle_after`, a program's blockers that are idle in
-//!   transaction at least that long are terminated (the guard applies its
-//!   terminate policy in its look, with the permission check);
+//!   transaction at least that long are terminated; one whose state this
+//!   role may not see (no `pg_read_all_stats`) is left, and the account says
+//!   so, naming the grant (the guard applies its terminate policy in its
+//!   look, where the same missing grant fails the run);
 //! - under `max_hold`, the hold bound: a watched session holding a lock that
 //!   other sessions wait for is stopped once it has held it for `max_hold`:
 //!   a table lock that blocks reads or writes (`SHARE` and stronger, on a

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_postgres::Row;
 
 use super::super::look::{self, Holder, WaitedFor};
+use super::super::policy;
 use super::{Backend, CancelledWait, Limits, Scope, WantedLock, Watch, POLL, ROW_LOCKS};
 
 /// Whom a running loop watches.
@@ -626,6 +627,14 @@ pub(super) async fn terminate_eligible(
     };
     let mut kept = Vec::with_capacity(holders.len());
     for h in holders {
+        if !h.session.is_visible() {
+            // Never terminated unseen, and never silently: say which grant shows it.
+            seen.lock()
+                .unwrap()
+                .note_error(&policy::hidden_from_policy(&h));
+            kept.push(h);
+            continue;
+        }
         if !h.may_terminate(threshold) {
             kept.push(h);
             continue;
