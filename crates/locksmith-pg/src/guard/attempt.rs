@@ -229,7 +229,7 @@ impl Guard {
                 return Ok(Attempt::Done);
             }
             Some(Existing::Absent | Existing::Invalid(_)) => {}
-            None => return Ok(Attempt::LostRace(Watch::default())),
+            None => return Ok(Attempt::LostRace(Box::default())),
         }
         // A statement outside a transaction holds its locks only while it runs,
         // so its own timeout is the hold bound when those locks block traffic.
@@ -323,13 +323,13 @@ impl Guard {
     fn classify(&mut self, e: ExecError, watch: Watch) -> Result<Attempt, GuardError> {
         match e {
             ExecError::Interrupted(signal) => Err(GuardError::Interrupted(signal)),
-            ExecError::Deadline => Ok(Attempt::LostRace(watch)),
+            ExecError::Deadline => Ok(Attempt::LostRace(Box::new(watch))),
             ExecError::Sql(e) => {
                 let code = e.code();
                 if code == Some(&SqlState::LOCK_NOT_AVAILABLE)
                     || (code == Some(&SqlState::QUERY_CANCELED) && watch.stopped_any())
                 {
-                    Ok(Attempt::LostRace(watch))
+                    Ok(Attempt::LostRace(Box::new(watch)))
                 } else {
                     Err(GuardError::Failed(Error::query("a statement failed", e)))
                 }

@@ -382,7 +382,7 @@ struct Outside {
 /// How one attempt ended.
 enum Attempt {
     Done,
-    LostRace(Watch),
+    LostRace(Box<Watch>),
     /// The caller's `start` statement found its lock taken (`55P03`) before
     /// any table lock was asked for: back off as after a lost race, without
     /// counting it as a `NOWAIT` loss.

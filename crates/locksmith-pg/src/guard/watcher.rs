@@ -20,7 +20,7 @@
 //! blockers: the guard names its own in the look before its next attempt
 //! (from [`Watch::waited_for`]), a program's are described as [`Holder`]s
 //! while it waits. Every poll, for each watched session, one loop
-//! ([`poll`]):
+//! (`watcher::poll`):
 //! - a lock wait that outlives the budget (plus a small grace) is cancelled
 //!   on the server (`pg_cancel_backend`): the remedy that works even when the
 //!   client is stuck or its driver ignored `lock_timeout`;
@@ -124,7 +124,7 @@ pub const SHORTEST_SEEN_WAIT: Duration = Duration::from_millis(POLL.as_millis() 
 pub(crate) const XACT_MICROS: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
 
 /// The guard's own backend: its pid and, when the attempt is a transaction,
-/// when that transaction started ([`XACT_MICROS`]): then only that
+/// when that transaction started (`XACT_MICROS`): then only that
 /// transaction is looked at and signalled, never what the backend runs for
 /// someone else later (a pooled backend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
