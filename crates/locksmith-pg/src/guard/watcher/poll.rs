@@ -15,7 +15,7 @@ use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 use tokio_postgres::Row;
 
-use super::super::look::{self, Holder, WaitedFor};
+use super::super::look::{Holder, WaitedFor};
 use super::super::policy;
 use super::{Backend, CancelledWait, Limits, Scope, WantedLock, Watch, POLL, ROW_LOCKS};
 
@@ -613,9 +613,9 @@ async fn describe_wait(
     Ok((holders, wanted))
 }
 
-/// Applies the terminate policy to `holders`: those idle in transaction (or
-/// aborted) at least `threshold`, client backends, are terminated (re-checked
-/// in the terminating statement). Returns the ones left; records the rest.
+/// Applies the terminate policy ([`policy::terminate_idle`]) to `holders`
+/// under `threshold`: records whom it terminated and, never silently, why it
+/// could not (a grant missing). Returns the ones left.
 pub(super) async fn terminate_eligible(
     client: &Connection,
     holders: Vec<Holder>,
@@ -625,35 +625,19 @@ pub(super) async fn terminate_eligible(
     let Some(threshold) = threshold else {
         return holders;
     };
-    let mut kept = Vec::with_capacity(holders.len());
-    for h in holders {
-        if !h.session.is_visible() {
-            // Never terminated unseen, and never silently: say which grant shows it.
-            seen.lock()
-                .unwrap()
-                .note_error(&policy::hidden_from_policy(&h));
-            kept.push(h);
-            continue;
-        }
-        if !h.may_terminate(threshold) {
-            kept.push(h);
-            continue;
-        }
-        match look::terminate_if_still_idle(client, h.session.pid, threshold, h.other_database)
-            .await
+    let policed = policy::terminate_idle(client, holders, threshold).await;
+    let mut account = seen.lock().unwrap();
+    for h in policed.terminated {
+        if !account
+            .terminated
+            .iter()
+            .any(|t| t.session.pid == h.session.pid)
         {
-            Ok(true) => {
-                let mut s = seen.lock().unwrap();
-                if !s.terminated.iter().any(|t| t.session.pid == h.session.pid) {
-                    s.terminated.push(h);
-                }
-            }
-            Ok(false) => kept.push(h),
-            Err(e) => {
-                seen.lock().unwrap().note_error(&e);
-                kept.push(h);
-            }
+            account.terminated.push(h);
         }
     }
-    kept
+    if let Some(e) = &policed.failed {
+        account.note_error(e);
+    }
+    policed.kept
 }
