@@ -149,7 +149,8 @@ impl Guard {
 }
 
 /// What the terminate policy did to a list of holders.
-pub(super) struct Policed {
+#[derive(Default)]
+pub(crate) struct Policed {
     /// Those left in place.
     pub kept: Vec<Holder>,
     /// Those terminated.

@@ -482,33 +482,9 @@ impl Watcher {
             .filter(|h| h.is_long_lived(look::long_lived_after(budget)))
             .cloned()
             .collect();
-        // Relation oids are the primary's on a physical standby.
-        let replayed: Vec<Resolved> = targets
-            .into_iter()
-            .filter(|t| t.mode == LockMode::AccessExclusive)
-            .collect();
-        if replayed.is_empty() {
-            return Ok(InTheWay { now, long_lived });
-        }
-        for replica::Replica {
-            name: server,
-            client,
-        } in &self.standbys
-        {
-            let on_standby = |e: Error| Error::Replica {
-                server: server.clone(),
-                reason: e.to_string(),
-            };
-            let mut holders = look::conflicting_holders(client, &replayed)
-                .await
-                .map_err(on_standby)?;
-            for h in &mut holders {
-                h.server = Some(server.clone());
-            }
-            let holders =
-                poll::terminate_eligible(client, holders, terminate_idle_after, seen).await;
-            long_lived.extend(holders.into_iter().filter(replica::standby_waits_out));
-        }
+        let standbys = replica::in_the_way(&self.standbys, &targets, terminate_idle_after).await?;
+        let standbys = poll::record_policed(seen, standbys);
+        long_lived.extend(standbys.into_iter().filter(replica::standby_waits_out));
         Ok(InTheWay { now, long_lived })
     }
 

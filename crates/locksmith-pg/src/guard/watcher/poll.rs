@@ -625,7 +625,15 @@ pub(super) async fn terminate_eligible(
     let Some(threshold) = threshold else {
         return holders;
     };
-    let policed = policy::terminate_idle(client, holders, threshold).await;
+    record_policed(
+        seen,
+        policy::terminate_idle(client, holders, threshold).await,
+    )
+}
+
+/// Records what the terminate policy did in the account: whom it terminated
+/// and, never silently, why it could not. Returns the ones left.
+pub(super) fn record_policed(seen: &Mutex<Watch>, policed: policy::Policed) -> Vec<Holder> {
     let mut account = seen.lock().unwrap();
     for h in policed.terminated {
         if !account
