@@ -16,10 +16,10 @@
 //!   opens its own connections, so they are found by name.
 //!
 //! The two differ only in the `SELECT` that finds the watched sessions, in
-//! the condition each signal re-checks as it is sent, and in naming
-//! blockers: the guard names its own in the look before its next attempt
-//! (from [`Watch::waited_for`]), a program's are described as [`Holder`]s
-//! while it waits. Every poll, for each watched session, one loop
+//! the condition each signal re-checks as it is sent (and how a hold is
+//! stopped, below), and in naming blockers: the guard names its own in the
+//! look before its next attempt (from [`Watch::waited_for`]), a program's
+//! are described as [`Holder`]s while it waits. Every poll, for each watched session, one loop
 //! (`watcher::poll`):
 //! - a lock wait that outlives the budget (plus a small grace) is cancelled
 //!   on the server (`pg_cancel_backend`): the remedy that works even when the
@@ -28,10 +28,10 @@
 //!   retry can look before it queues), and how many sessions queue behind it:
 //!   the traffic it made wait;
 //! - under `terminate_idle_after`, a program's blockers that are idle in
-//!   transaction at least that long are terminated; one whose state this
-//!   role may not see (no `pg_read_all_stats`) is left, and the account says
-//!   so, naming the grant (the guard applies its terminate policy in its
-//!   look, where the same missing grant fails the run);
+//!   transaction at least that long are terminated (the guard's terminate
+//!   policy, `policy::terminate_idle`, which the guard applies in its look);
+//!   one whose state this role may not see (no `pg_read_all_stats`) is left,
+//!   and the account says so, naming the grant (the guard fails instead);
 //! - under `max_hold`, the hold bound: a watched session holding a lock that
 //!   other sessions wait for is stopped once it has held it for `max_hold`:
 //!   a table lock that blocks reads or writes (`SHARE` and stronger, on a
@@ -60,8 +60,9 @@
 //! retry too ([`Watcher::blocking_retry`]): their sessions holding a lock
 //! that conflicts with an `ACCESS EXCLUSIVE` lock the tool waited for (the
 //! only mode the standby replays), under the standby rule
-//! ([`replica::standby_waits_out`]) and the terminate policy. The first try
-//! knows no tables, so it cannot look.
+//! ([`replica::standby_waits_out`]) and the terminate policy: the guard's
+//! own standby look (`replica::in_the_way`). The first try knows no tables,
+//! so it cannot look.
 //!
 //! If the sidecar connection is lost, the watch goes blind but the watched
 //! sessions still carry `lock_timeout`: the server keeps bounding their waits.
@@ -91,8 +92,10 @@
 //!   wait over the budget on such a backend while the program still runs —
 //!   is a known limitation, said in `run`'s report.
 //!
-//! Every signal goes through [`crate::signal::send`]; this module decides
-//! whom to signal, never how.
+//! Every signal goes through [`crate::signal`]; this module decides whom to
+//! signal, never how. `trace` watches no traffic: it observes the locks of
+//! its own statement (`trace::waits`) and bounds its live run with the
+//! guard's look and server-side timeouts.
 
 mod poll;
 
