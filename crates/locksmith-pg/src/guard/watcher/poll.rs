@@ -62,21 +62,9 @@ impl Round<'_> {
 
     /// The watched sessions, and for each all the round needs.
     async fn query(&self, sidecar: &Connection) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM pg_stat_activity a
-             LEFT JOIN LATERAL (
-                 SELECT l.locktype,
-                     CASE WHEN l.database = (SELECT oid FROM pg_database
-                                             WHERE datname = current_database())
-                          THEN l.relation::regclass::text END AS relation
-                 FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted LIMIT 1
-             ) wl ON true
-             WHERE {}",
-            self.watched("a")
-        )
-        .replace(
+        let sql = format!("SELECT {COLUMNS} {FROM} WHERE {}", self.watched("a")).replace(
             "{outside}",
-            &format!("NOT coalesce({}, false)", self.watched("o")),
+            &format!("NOT coalesce({}, false)", self.watched("w")),
         );
         match self {
             Round::Backend(b) => sidecar.query(&sql, &[&b.pid, &b.xact]).await,
@@ -175,32 +163,47 @@ impl Round<'_> {
 /// lock, whom for (`pg_blocking_pids`, only when waiting) and each one's
 /// virtual transaction (to tell, later, whether a session our role may not
 /// inspect is still in the transaction that blocked it), how many sessions
-/// wait behind it, the server clock, the lock it waits on (`wl`), its
-/// transaction id, statement and transaction start, state; and for the hold
-/// bound: the traffic-blocking table locks it holds, whether a session
-/// outside the watch waits for it, how many wait on its row locks.
-/// `{outside}` is "`o` is not watched".
+/// wait behind it, the server clock, the lock it waits on, its transaction
+/// id, statement and transaction start, state; and for the hold bound: the
+/// traffic-blocking table locks it holds, how many sessions outside the
+/// watch wait for it, and how many of those on its row locks.
 const COLUMNS: &str = "a.pid, coalesce(a.wait_event_type = 'Lock', false),
     CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
-    (SELECT count(*) FROM pg_stat_activity w
-      WHERE w.wait_event_type = 'Lock' AND a.pid = ANY(pg_blocking_pids(w.pid))),
-    extract(epoch FROM clock_timestamp())::float8, wl.locktype, wl.relation,
+    q.behind, extract(epoch FROM clock_timestamp())::float8, lk.locktype, lk.relation,
     CASE WHEN a.wait_event_type = 'Lock' THEN ARRAY(
         SELECT (SELECT v.virtualtransaction FROM pg_locks v WHERE v.pid = b LIMIT 1)
         FROM unnest(pg_blocking_pids(a.pid)) WITH ORDINALITY AS u(b, i) ORDER BY i) END,
     a.backend_xid::text::bigint, a.query_start, coalesce(a.query, ''),
     (extract(epoch FROM a.xact_start) * 1000)::bigint, a.state,
-    (SELECT string_agg(DISTINCT l.mode || ' on ' || l.relation::regclass::text, ', ')
-       FROM pg_locks l JOIN pg_class c ON c.oid = l.relation AND c.relkind IN ('r', 'p', 'm', 'v')
-      WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
-        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')),
-    EXISTS (SELECT 1 FROM pg_stat_activity o
-             WHERE o.wait_event_type = 'Lock' AND o.pid <> a.pid AND {outside}
-               AND a.pid = ANY(pg_blocking_pids(o.pid))),
-    (SELECT count(*) FROM pg_locks r JOIN pg_stat_activity o ON o.pid = r.pid
-      WHERE NOT r.granted AND r.locktype IN ('transactionid', 'tuple') AND {outside}
-        AND a.pid = ANY(pg_blocking_pids(r.pid)))";
+    lk.holds, q.outside > 0, q.on_rows";
+
+/// Where [`COLUMNS`] come from: one pass over `a`'s locks (the one it waits
+/// for, the traffic-blocking table locks it holds) and one over the sessions
+/// waiting for it (a row lock wait shows as `transactionid` or `tuple`).
+/// `{outside}` is "`w` is not watched".
+const FROM: &str = "FROM pg_stat_activity a
+    LEFT JOIN LATERAL (
+        SELECT (array_agg(l.locktype) FILTER (WHERE NOT l.granted))[1] AS locktype,
+            (array_agg(CASE WHEN l.database = d.oid THEN l.relation::regclass::text END)
+                FILTER (WHERE NOT l.granted))[1] AS relation,
+            string_agg(DISTINCT l.mode || ' on ' || l.relation::regclass::text, ', ')
+                FILTER (WHERE l.granted AND l.locktype = 'relation' AND l.database = d.oid
+                    AND c.relkind IN ('r', 'p', 'm', 'v')
+                    AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
+                                   'AccessExclusiveLock')) AS holds
+        FROM pg_locks l
+        CROSS JOIN (SELECT oid FROM pg_database WHERE datname = current_database()) d
+        LEFT JOIN pg_class c ON c.oid = l.relation AND l.database = d.oid
+        WHERE l.pid = a.pid
+    ) lk ON true
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS behind,
+            count(*) FILTER (WHERE w.pid <> a.pid AND {outside}) AS outside,
+            count(*) FILTER (WHERE w.pid <> a.pid AND {outside}
+                               AND w.wait_event IN ('transactionid', 'tuple')) AS on_rows
+        FROM pg_stat_activity w
+        WHERE w.wait_event_type = 'Lock' AND a.pid = ANY(pg_blocking_pids(w.pid))
+    ) q ON true";
 
 /// One watched session as a round saw it.
 struct Session {
