@@ -132,26 +132,12 @@ async fn size(cluster: &Cluster, rows: u64) -> (Vec<Row>, Duration, String, Stri
     (out, load, probe, calibration)
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let sizes: Vec<u64> = std::env::var("BENCH_ROWS")
-        .unwrap_or_else(|_| "100000,1000000,10000000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("BENCH_ROWS: comma-separated row counts")
-        })
-        .collect();
+    let sizes = locksmith_sandbox::bench_doc::rows("100000,1000000,10000000");
     // A smaller WAL ceiling than the default 1 GB: the 10M-row rewrites
     // checkpoint as they go instead of holding gigabytes of WAL on disk.
     let cluster = Cluster::start_with(locksmith_sandbox::cluster::ClusterOptions {
@@ -159,7 +145,7 @@ async fn main() {
         ..Default::default()
     })
     .unwrap();
-    let load_before = load_average();
+    let load_before = locksmith_sandbox::bench_doc::load_average();
     let mut section = String::from("## estimate\n\n");
     section.push_str(
         "`cargo bench -p pg-locksmith-pg --bench estimate` (source: `crates/locksmith-pg/benches/estimate.rs`).\n",
@@ -199,7 +185,7 @@ async fn main() {
     }
     section.push_str(&format!(
         "Load average (1, 5, 15 min) before: {load_before}; after: {}. Worst factor: {worst:.2}.\n",
-        load_average()
+        locksmith_sandbox::bench_doc::load_average()
     ));
     print!("{section}");
     let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");

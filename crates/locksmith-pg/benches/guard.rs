@@ -134,14 +134,6 @@ async fn scenario(cluster: &Cluster, db: &str, how: Option<How>, leak_first: Dur
 /// The no-migration window of the baseline: the give-up rows' deadline.
 const BASELINE_WINDOW: Duration = Duration::from_secs(5);
 
-/// The 1-minute load average of this machine, as /proc/loadavg says.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
 async fn ddl_alone(cluster: &Cluster, db: &str) -> u64 {
     let incident = Incident::stage(cluster, db).await.unwrap();
     let client = incident.admin.connect().await.unwrap();
@@ -261,7 +253,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let load_before = load_average();
+    let load_before = locksmith_sandbox::bench_doc::load_average();
     let cluster = Cluster::start().unwrap();
     let mut ddl = Vec::new();
     let (mut give_up, mut waited_out, mut quiet, mut terminate) =
@@ -335,7 +327,7 @@ async fn main() {
         orms.push(orm(&cluster, &format!("o_{i}")).await);
         eprintln!("run {} of {RUNS} done", i + 1);
     }
-    let load_after = load_average();
+    let load_after = locksmith_sandbox::bench_doc::load_average();
     ddl.sort_unstable();
     let machine = format!(
         "{}, PostgreSQL {} (sandbox, fsync off), profile {}",
@@ -348,7 +340,7 @@ async fn main() {
     section.push_str("`cargo bench -p pg-locksmith-pg --bench guard` (source: `crates/locksmith-pg/benches/guard.rs`).\n");
     section.push_str(&format!(
         "Machine: {machine}. {RUNS} runs each; cells are median / max (in ms, but for attempts).\n\
-         Load average (1 min) at the start and the end of the run: {load_before} / {load_after}: the \
+         Load average (1, 5, 15 min) at the start and the end of the run: {load_before} / {load_after}: the \
          machine is shared with other agents' builds and tests, so compare each row with its \
          baseline row, measured in the same run, not with runs on a quiet machine.\n\n"
     ));

@@ -203,15 +203,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let sizes: Vec<u64> = std::env::var("BENCH_ROWS")
-        .unwrap_or_else(|_| "1000000,10000000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("BENCH_ROWS: comma-separated row counts")
-        })
-        .collect();
+    let sizes = locksmith_sandbox::bench_doc::rows("1000000,10000000");
     let cluster = Cluster::start().unwrap();
     let mut section = String::from("## hold\n\n");
     section.push_str(

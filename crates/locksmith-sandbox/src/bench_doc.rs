@@ -1,8 +1,45 @@
 //! `docs/benchmarks.md`, written by the benchmarks themselves: each owns one
 //! section between `<!-- name:start -->` and `<!-- name:end -->` and rewrites
 //! only that, so figures in the docs always come from a run, never by hand.
+//! Also what every benchmark reads and reports the same way: `BENCH_ROWS`,
+//! the machine, its load, the profile.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The table sizes to measure: `BENCH_ROWS` (comma-separated row counts,
+/// e.g. `100000,1000000`), else `default` (the same form).
+///
+/// # Panics
+/// When a count is not a number: a benchmark has no one to ask.
+pub fn rows(default: &str) -> Vec<u64> {
+    let given = std::env::var("BENCH_ROWS").unwrap_or_else(|_| default.into());
+    given
+        .split(',')
+        .map(|s| {
+            s.trim().parse().unwrap_or_else(|_| {
+                panic!(
+                    "BENCH_ROWS: comma-separated row counts (e.g. 100000,1000000), not {given:?}"
+                )
+            })
+        })
+        .collect()
+}
+
+/// The load average over 1, 5 and 15 minutes, as `/proc/loadavg` says
+/// (`"1.02 0.87 0.80"`), for a report to say how busy the machine was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The program `name` as found on `PATH`, or `None`: a benchmark that
+/// compares with a peer tool skips that row, saying so, when it is missing.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
 
 /// Replaces section `name` of the benchmarks file at `path` (created if absent).
 pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {

@@ -325,6 +325,9 @@ pub struct TraceArgs {
     /// With --database-url: the most one statement may run, and so hold its locks (the server stops it: statement_timeout)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration, allow_hyphen_values = true)]
     pub max_hold: std::time::Duration,
+    /// With --database-url: how long a blocked trace may wait out (without queueing) the sessions in its way and run again from the start, as the guard retries; 0s gives up at once
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration, allow_hyphen_values = true)]
+    pub deadline: std::time::Duration,
     /// SQL run (and committed, on the throwaway database) before the migration
     #[arg(long, value_name = "FILE")]
     pub setup: Option<std::path::PathBuf>,

@@ -24,10 +24,19 @@ async fn run_psql(url: &str, args: &[&str], sql: &str) -> Output {
 }
 
 /// `locksmith run ARGS -- psql -X PSQL_ARGS URL -f FILE`, off the runtime's thread.
+///
+/// Under `--lock-timeout 30s` unless ARGS give one: these tests are about
+/// races lost to a leaked session, and `run` (knowing psql's tables from its
+/// plan) waits out a holder idle longer than the lock timeout instead of
+/// racing it; how long the leaker has been idle when `run` first looks
+/// depends on the machine's load, so the lock timeout keeps it young.
 async fn run_psql_with(url: &str, args: &[&str], psql_args: &[&str], sql: &str) -> Output {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), sql).unwrap();
     let mut all: Vec<String> = vec!["run".into()];
+    if !args.contains(&"--lock-timeout") {
+        all.extend(["--lock-timeout".into(), "30s".into()]);
+    }
     all.extend(args.iter().map(|a| a.to_string()));
     all.extend(["--", PSQL, "-X"].iter().map(|a| a.to_string()));
     all.extend(psql_args.iter().map(|a| a.to_string()));
@@ -385,4 +394,85 @@ async fn a_wrapped_statement_whose_row_locks_writers_wait_on_past_max_hold_is_st
         waited < Duration::from_secs(20),
         "the writer waited {waited:?}"
     );
+}
+
+/// psql's script is planned from its own `-f` before it runs, so its first
+/// attempt is looked before like every later one: a leaker idle in its
+/// transaction past the long-lived threshold is waited out, never raced,
+/// and the ALTER never queues (nor traffic behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_is_planned_from_its_file_and_a_long_lived_leaker_is_never_raced() {
+    let incident = Incident::stage_shared("run_psql_plan").await.unwrap();
+    let admin = incident.admin.connect().await.unwrap();
+    let (_leaker, pid) = idle(
+        &incident,
+        "leaky-app",
+        "BEGIN; SELECT * FROM academic_partners LIMIT 1",
+    )
+    .await;
+    // Long-lived: idle in its transaction past the 1 s floor.
+    wait::until(wait::BOUND, "the leaker to be idle 1.5 s", || {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT clock_timestamp() - state_change > interval '1.5 s'
+                     FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    })
+    .await
+    .unwrap();
+    let out = run_psql(
+        &incident.url,
+        &[
+            "--format",
+            "json",
+            "--lock-timeout",
+            "200ms",
+            "--deadline",
+            "2s",
+        ],
+        "\\set x 1\nALTER TABLE academic_partners ADD COLUMN never_added text;\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "gave up: {}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["attempts"], 0, "never raced: {report}");
+    let blockers: Vec<i64> = report["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(blockers, [i64::from(pid)], "{report}");
+    let planned = &report["plan"]["statements"][0];
+    assert_eq!(planned["line"], 2, "the meta-command's line kept: {report}");
+    assert_eq!(planned["locks"][0]["relation"], "academic_partners");
+    assert_eq!(planned["locks"][0]["mode"], "AccessExclusiveLock");
+    assert_eq!(planned["blockers"][0]["pid"], i64::from(pid));
+    let column: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                            WHERE column_name = 'never_added')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!column, "nothing ran");
+    let queued: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0, "nothing left queued");
 }

@@ -182,3 +182,120 @@ async fn behind_a_session_idle_in_transaction_it_gives_up_within_the_budget() {
     assert_eq!(columns, 2);
     idle.batch_execute("COMMIT").await.unwrap();
 }
+
+/// With `--deadline`, a trace blocked by a session idle in transaction is a
+/// unit of the guard's retry loop: rolled back, it waits out the session
+/// without queueing and runs again from the start once it is gone, then
+/// traces every statement (and still commits nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_deadline_it_waits_out_the_session_and_traces_it_all() {
+    let (settings, url) = database("trace_live_retry").await;
+    let c = settings.connect().await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, total int);
+         INSERT INTO orders SELECT g, g FROM generate_series(1, 100) g;",
+    )
+    .await
+    .unwrap();
+    let idle = settings
+        .with_application_name("leaky-app")
+        .connect()
+        .await
+        .unwrap();
+    idle.batch_execute("BEGIN; SELECT * FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.sql"),
+        "ALTER TABLE orders ADD COLUMN note text;\nALTER TABLE orders ADD COLUMN tag text;\n",
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let read = reader(settings.clone(), "orders", stop.clone());
+    let child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args([
+            "trace",
+            "m.sql",
+            "--database-url",
+            &url,
+            "--format",
+            "json",
+            "--deadline",
+            "60s",
+        ])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The trace ran once, was blocked and rolled back, and now waits for the
+    // session: out of any transaction (it holds nothing while it waits), its
+    // last query the retry loop's look at pg_locks (before its first run its
+    // last query is `SELECT pg_backend_pid()`; during a run it is in a
+    // transaction).
+    locksmith_sandbox::wait::until(
+        locksmith_sandbox::wait::BOUND,
+        "the trace to be blocked, rolled back and waiting, holding nothing",
+        || {
+            let c = &c;
+            async move {
+                c.query_one(
+                    "SELECT count(*) FROM pg_stat_activity a
+                     WHERE a.application_name = 'locksmith trace' AND a.state = 'idle'
+                       AND a.xact_start IS NULL AND a.query LIKE '%pg_locks%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                    == 1
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let held: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'locksmith trace' AND l.locktype = 'relation'
+               AND l.relation = 'orders'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0, "nothing held on orders while waiting");
+    idle.batch_execute("COMMIT").await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let longest = read.await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = v["files"][0]["statements"].as_array().unwrap();
+    assert_eq!(s[0]["trace"]["method"], "transaction", "{text}");
+    assert_eq!(s[1]["trace"]["method"], "transaction", "{text}");
+    assert!(
+        longest < Duration::from_secs(1),
+        "a read waited {longest:?}"
+    );
+    let columns: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'orders' AND column_name IN ('note', 'tag')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 0, "rolled back: nothing committed");
+}

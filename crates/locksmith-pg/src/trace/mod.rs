@@ -22,8 +22,12 @@
 //! ([`look::holders`]) and gives up, naming them, rather than queue behind a
 //! long-lived one; each lock is asked for under a short `lock_timeout`, and
 //! each statement runs under a `statement_timeout` (`--max-hold`). A
-//! statement that would give up is not retried: the trace stops there and
-//! rolls back (the caller refuses big rewrites and scans before starting).
+//! statement that would give up ends that run of the trace, which rolls
+//! back; the whole trace is then one unit of the guard's retry loop
+//! ([`crate::guard::retry::drive`]): it waits out (without queueing) the
+//! long-lived sessions in that statement's way and runs again from the
+//! start, until `--deadline` (zero by default: give up at once). The
+//! caller refuses big rewrites and scans before starting.
 //! What this module must not do: commit on a live database, or judge the
 //! migration (lint does that; [`compare`] only states differences, and
 //! [`findings`] puts them, failures and statements not traced in lint's
@@ -44,6 +48,7 @@ mod waits;
 pub use findings::findings;
 
 use std::collections::HashMap;
+use std::ops::ControlFlow::{self, Break, Continue};
 
 use crate::Connection;
 use locksmith_core::analysis::{RelationLock, Statement, StatementKind, TransactionControl};
@@ -53,6 +58,7 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 
 use crate::guard::look::{self, Holder};
+use crate::guard::retry::{self, Retry};
 use crate::settings::CHECK_VANISHED_CLIENT_LOCALLY;
 use crate::{ConnectionSettings, Error};
 use catalog::{Constraint, Relation};
@@ -155,6 +161,9 @@ pub struct LiveLimits {
     pub lock_timeout: std::time::Duration,
     /// The most one statement may run, and so hold what it locked (`statement_timeout`).
     pub max_hold: std::time::Duration,
+    /// How long a blocked trace may wait out the sessions in its way and
+    /// start again (zero: give up at once).
+    pub deadline: std::time::Duration,
 }
 
 /// Where the migration runs.
@@ -170,12 +179,26 @@ pub enum Target {
 /// Traces the migration `files` in order (each analysed by lint's model,
 /// which it is compared with) after running `setup`. On a sandbox the setup
 /// and each file are committed, as a migration tool would; on a live
-/// database everything runs in one transaction that is rolled back.
+/// database everything runs in one transaction that is rolled back, as a
+/// unit of the guard's retry loop ([`LiveTrace`]).
 pub async fn trace(
     settings: &ConnectionSettings,
     target: Target,
     setup: &str,
     files: &[Vec<Statement>],
+) -> Result<Vec<Vec<StatementTrace>>, Error> {
+    trace_with(settings, target, setup, files, &|_, _| {}).await
+}
+
+/// [`trace`], calling `on_waiting` each time a blocked live trace waits
+/// out the long-lived sessions in its way (them, and how long until it
+/// looks again): for progress lines.
+pub async fn trace_with(
+    settings: &ConnectionSettings,
+    target: Target,
+    setup: &str,
+    files: &[Vec<Statement>],
+    on_waiting: &(dyn Fn(&[Holder], std::time::Duration) + Sync),
 ) -> Result<Vec<Vec<StatementTrace>>, Error> {
     let client = settings
         .with_application_name("locksmith trace")
@@ -189,46 +212,114 @@ pub async fn trace(
         in_transaction: false,
         held: HashMap::new(),
     };
-    if let Target::Live(limits) = target {
-        tracer.begin().await?;
-        // Never make the user's traffic wait long for a rehearsal.
-        tracer.exec(&limits_sql(limits)).await?;
-    }
-    if !setup.trim().is_empty() {
-        tracer
-            .client
-            .batch_execute(setup)
-            .await
-            .map_err(|e| Error::query("running the setup SQL", e))?;
-        if matches!(target, Target::Live(_)) {
-            tracer.held = tracer.held_locks().await?;
+    let Target::Live(limits) = target else {
+        return tracer.run(setup, files).await;
+    };
+    let policy = crate::guard::GuardPolicy {
+        lock_timeout: limits.lock_timeout,
+        deadline: limits.deadline,
+        max_attempts: u32::MAX,
+        ..Default::default()
+    };
+    let mut retry = Retry::new(&policy, std::time::Instant::now());
+    let mut unit = LiveTrace {
+        tracer,
+        setup,
+        files,
+        last: Vec::new(),
+        wanted: Vec::new(),
+        on_waiting,
+    };
+    retry::drive(&mut retry, &mut unit).await
+}
+
+/// A live trace as a unit of the guard's retry loop ([`retry::drive`]):
+/// an attempt is the whole trace, in its one transaction, rolled back; one
+/// that stopped at a blocked statement (a lost lock race, or a long-lived
+/// session in the way) holds nothing more once rolled back, so it is
+/// retried from the start after the look at that statement's locks finds
+/// nobody long-lived in the way, until `--deadline`. A retry never holds
+/// earlier statements' locks while it waits.
+struct LiveTrace<'a> {
+    tracer: Tracer<'a>,
+    setup: &'a str,
+    files: &'a [Vec<Statement>],
+    /// The last attempt's traces (the report when the trace gives up).
+    last: Vec<Vec<StatementTrace>>,
+    /// The locks of the statement the last attempt was blocked at.
+    wanted: Vec<RelationLock>,
+    on_waiting: &'a (dyn Fn(&[Holder], std::time::Duration) + Sync),
+}
+
+impl retry::Unit for LiveTrace<'_> {
+    type End = Result<Vec<Vec<StatementTrace>>, Error>;
+
+    async fn look(&mut self) -> ControlFlow<Self::End, Vec<Holder>> {
+        // The first attempt looks statement by statement, as it goes.
+        if self.wanted.is_empty() {
+            return Continue(Vec::new());
+        }
+        let Target::Live(limits) = self.tracer.target else {
+            return Continue(Vec::new());
+        };
+        let after = look::long_lived_after(limits.lock_timeout);
+        match look::holders(&self.tracer.client, &self.wanted).await {
+            Ok(holders) => Continue(
+                holders
+                    .into_iter()
+                    .filter(|h| h.is_long_lived(after))
+                    .collect(),
+            ),
+            Err(e) => Break(Err(e)),
         }
     }
-    let mut out = Vec::with_capacity(files.len());
-    let mut gave_up = false;
-    for statements in files {
-        let mut traces = Vec::with_capacity(statements.len());
-        for s in statements {
-            if gave_up {
-                traces.push(StatementTrace::not_traced(
-                    "not run: the trace gave up on an earlier statement that was blocked",
-                ));
-                continue;
+
+    fn waiting(&mut self, holders: Vec<Holder>, wait: std::time::Duration) {
+        (self.on_waiting)(&holders, wait);
+        // The report names who was in the way when it gave up.
+        if let Some(blocked) = self
+            .last
+            .iter_mut()
+            .flatten()
+            .find(|t| t.method == Method::Blocked)
+        {
+            blocked.blocked_by = holders;
+        }
+    }
+
+    async fn attempt(
+        &mut self,
+        _number: u32,
+        _remaining: std::time::Duration,
+    ) -> ControlFlow<Self::End, retry::Lost> {
+        let out = match self.tracer.run(self.setup, self.files).await {
+            Ok(out) => out,
+            Err(e) => return Break(Err(e)),
+        };
+        let blocked = self
+            .files
+            .iter()
+            .flatten()
+            .zip(out.iter().flatten())
+            .find(|(_, t)| t.method == Method::Blocked);
+        match blocked {
+            Some((s, _)) => {
+                self.wanted = s.locks.clone();
+                self.last = out;
+                Continue(retry::Lost::default())
             }
-            let t = tracer.statement(s).await?;
-            gave_up = t.method == Method::Blocked;
-            traces.push(t);
+            None => Break(Ok(out)),
         }
-        if tracer.in_transaction && target == Target::Sandbox {
-            tracer.exec("COMMIT").await?;
-            tracer.in_transaction = false;
-        }
-        out.push(traces);
     }
-    if tracer.in_transaction {
-        tracer.exec("ROLLBACK").await?;
+
+    fn give_up(&mut self, _reason: String) -> Self::End {
+        Ok(std::mem::take(&mut self.last))
     }
-    Ok(out)
+
+    async fn pause(&mut self, d: std::time::Duration) -> ControlFlow<Self::End> {
+        tokio::time::sleep(d).await;
+        Continue(())
+    }
 }
 
 struct Tracer<'a> {
@@ -248,6 +339,57 @@ struct Before {
 }
 
 impl Tracer<'_> {
+    /// One run of the whole migration: on a live target in one transaction,
+    /// rolled back; a statement blocked there ends the run (the rest are
+    /// reported as not run).
+    async fn run(
+        &mut self,
+        setup: &str,
+        files: &[Vec<Statement>],
+    ) -> Result<Vec<Vec<StatementTrace>>, Error> {
+        let target = self.target;
+        if let Target::Live(limits) = target {
+            self.begin().await?;
+            // Never make the user's traffic wait long for a rehearsal.
+            self.exec(&limits_sql(limits)).await?;
+        }
+        if !setup.trim().is_empty() {
+            self.client
+                .batch_execute(setup)
+                .await
+                .map_err(|e| Error::query("running the setup SQL", e))?;
+            if matches!(target, Target::Live(_)) {
+                self.held = self.held_locks().await?;
+            }
+        }
+        let mut out = Vec::with_capacity(files.len());
+        let mut gave_up = false;
+        for statements in files {
+            let mut traces = Vec::with_capacity(statements.len());
+            for s in statements {
+                if gave_up {
+                    traces.push(StatementTrace::not_traced(
+                        "not run: the trace gave up on an earlier statement that was blocked",
+                    ));
+                    continue;
+                }
+                let t = self.statement(s).await?;
+                gave_up = t.method == Method::Blocked;
+                traces.push(t);
+            }
+            if self.in_transaction && target == Target::Sandbox {
+                self.exec("COMMIT").await?;
+                self.in_transaction = false;
+            }
+            out.push(traces);
+        }
+        if self.in_transaction {
+            self.exec("ROLLBACK").await?;
+            self.in_transaction = false;
+        }
+        Ok(out)
+    }
+
     async fn exec(&self, sql: &str) -> Result<(), Error> {
         self.client
             .batch_execute(sql)

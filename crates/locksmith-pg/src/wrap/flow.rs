@@ -19,7 +19,7 @@ use super::preflight::over_max_hold;
 use super::route::{self, Route};
 use super::warden::Warden;
 use super::{psql, Error, Event, Lost, Report, Wrapped};
-use crate::guard::backoff::lock_wait;
+use crate::guard::backoff::{lock_wait, FIRST_LOCK_WAIT};
 use crate::guard::look::Holder;
 use crate::guard::retry::{self, Retry};
 use crate::guard::watcher::{Limits, Scope, Watched, Watcher, SHORTEST_SEEN_WAIT};
@@ -111,6 +111,12 @@ impl Wrapped {
             },
             _ => None,
         };
+        // What the plan says the command will lock, so the first attempt is
+        // looked for like every later one: never raced into long-lived holders.
+        let wanted = match &plan {
+            Some(plan) => plan.wanted(&route.sidecar).await.map_err(Error::PlanRead)?,
+            None => Vec::new(),
+        };
         let scope = if pooled {
             Scope::Pooled
         } else {
@@ -151,7 +157,7 @@ impl Wrapped {
                 pooler_addr,
                 ..GuardReport::default()
             },
-            wanted: Vec::new(),
+            wanted,
             errors: Vec::new(),
             cancels: Vec::new(),
             command_exit_code: None,
@@ -214,9 +220,9 @@ impl retry::Unit for Attempts<'_, '_, '_> {
     type End = Result<Report, Error>;
 
     async fn look(&mut self) -> ControlFlow<Self::End, Vec<Holder>> {
-        // Look before queueing: while long-lived sessions hold what an earlier
-        // attempt waited for, an attempt would only queue behind them. (Before
-        // the first attempt nothing is known yet: it learns the tables.)
+        // Look before queueing: while long-lived sessions hold what the plan
+        // or an earlier attempt says the command wants, an attempt would only
+        // queue behind them. (Without a plan the first attempt learns the tables.)
         if self.run.wanted.is_empty() {
             return Continue(Vec::new());
         }
@@ -253,16 +259,17 @@ impl retry::Unit for Attempts<'_, '_, '_> {
         let warden = &mut self.warden;
         let this = &mut *self.run;
         this.report.attempts = number;
-        // Short waits first, growing to the budget: the first attempt knows
-        // nothing about who holds what, so it may make traffic wait very little
-        // (but long enough for the watch to see whom it waited for).
-        // Behind a pooler the watch alone bounds the waits, at the budget.
-        let lock_wait = lock_wait(
-            SHORTEST_SEEN_WAIT,
-            number - 1,
-            &self.in_the_way,
-            policy.lock_timeout,
-        );
+        // Short waits first, growing to the budget. Once the tables are known
+        // (from the plan, or what an earlier attempt waited for) the look names
+        // who is in the way, and attempts start at the guard's first wait;
+        // before that an attempt waits long enough for the watch to see whom
+        // it waited for. Behind a pooler the watch alone bounds the waits, at
+        // the budget.
+        let first = match this.wanted.is_empty() {
+            true => SHORTEST_SEEN_WAIT,
+            false => FIRST_LOCK_WAIT,
+        };
+        let lock_wait = lock_wait(first, number - 1, &self.in_the_way, policy.lock_timeout);
         let env = child_env(given_url, lock_wait, this.pooled, number, &process_env);
         if this.pooled {
             dog.rename(&env.app_name);

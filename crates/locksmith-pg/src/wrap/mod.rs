@@ -248,7 +248,7 @@ pub enum Error {
     #[error("--sql-from: {0}; nothing was run")]
     SqlFrom(String),
     /// A plan was asked for, and this command has no source of SQL.
-    #[error("no plan for `{0}`: locksmith reads the SQL of `alembic upgrade` itself; for another tool, name a command that prints it with --sql-from")]
+    #[error("no plan for `{0}`: locksmith reads the SQL of `alembic upgrade` and of `psql -c`/`-f` itself; for another tool, name a command that prints it with --sql-from")]
     NoSqlSource(String),
     /// A plan was asked for, and it could not be read.
     #[error("no plan: {0}")]

@@ -8,9 +8,10 @@
 //! Where the SQL comes from ([`SqlSource`]): for `alembic upgrade TARGET`
 //! (argv[0] named `alembic`, or `python -m alembic`), alembic's offline mode,
 //! `alembic upgrade CURRENT:TARGET --sql`, CURRENT read from the database's
-//! `alembic_version` table (from the base when there is none); for any
-//! other tool, a command the user names (`--sql-from`), run through `sh -c`.
-//! Either runs with the environment the real run gets.
+//! `alembic_version` table (from the base when there is none); for psql,
+//! its own `-c`/`-f` arguments ([`super::psql::script`]); for any other
+//! tool, a command the user names (`--sql-from`), run through `sh -c`.
+//! A command runs with the environment the real run gets.
 //!
 //! It must not change anything, nor queue for a lock: the SQL command is the
 //! user's (or alembic's offline mode, which sends nothing), and every read
@@ -28,7 +29,9 @@ use crate::throughput::{Calibration, Sizes};
 use locksmith_core::online::{self, Online};
 use serde::Serialize;
 
-use super::env::ChildEnv;
+use super::env::{shown_command, ChildEnv};
+use super::psql;
+use crate::guard::watcher::WantedLock;
 use crate::guard::{look, Holder};
 use crate::{Connection, Error};
 
@@ -46,14 +49,20 @@ pub enum SqlSource {
     },
     /// A command that prints the SQL (`--sql-from`), run through `sh -c`.
     Command(String),
+    /// psql's own script: its `-c` and `-f` arguments, read here.
+    Psql(Vec<psql::Part>),
 }
 
 impl SqlSource {
     /// The source for `command`: `sql_from` when given, else alembic's
-    /// offline mode for an alembic upgrade; `None` for any other tool.
+    /// offline mode for an alembic upgrade, psql's script for a psql that
+    /// does not read its standard input; `None` for any other tool.
     pub fn for_command(command: &[String], sql_from: Option<&str>) -> Option<SqlSource> {
         if let Some(cmd) = sql_from {
             return Some(SqlSource::Command(cmd.to_string()));
+        }
+        if let Some(parts) = psql::script(command) {
+            return Some(SqlSource::Psql(parts));
         }
         let name = |a: &String| {
             Path::new(a)
@@ -108,9 +117,37 @@ impl SqlSource {
         })
     }
 
-    /// The command that prints the SQL, given alembic's current revision.
-    pub fn argv(&self, current: Option<&str>) -> Vec<String> {
+    /// The SQL `command` will send and what it was read from (shown in the
+    /// plan), or why it cannot be had. Alembic's current revision is read
+    /// over `client`; a command runs with `env`.
+    pub async fn read(
+        &self,
+        client: &Connection,
+        command: &[String],
+        env: &ChildEnv,
+    ) -> Result<Result<(String, String), NoSql>, Error> {
+        let current = match self {
+            SqlSource::Psql(parts) => {
+                let sql = psql::script_sql(parts).map_err(|why| NoSql { why });
+                return Ok(sql.map(|sql| (shown_command(command), sql)));
+            }
+            SqlSource::Alembic { .. } => match alembic_current(client).await? {
+                Ok(current) => current,
+                Err(no) => return Ok(Err(no)),
+            },
+            SqlSource::Command(_) => None,
+        };
+        let argv = self.argv(current.as_deref());
+        Ok(read_sql(&argv, env)
+            .await
+            .map(|sql| (shown_command(&argv), sql)))
+    }
+
+    /// The command that prints the SQL, given alembic's current revision
+    /// (psql's script is read, not printed: its own command).
+    fn argv(&self, current: Option<&str>) -> Vec<String> {
         match self {
+            SqlSource::Psql(_) => Vec::new(),
             SqlSource::Alembic { head, rest, target } => {
                 let range = match current {
                     Some(current) if !target.contains(':') => format!("{current}:{target}"),
@@ -137,6 +174,28 @@ pub struct RunPlan {
     /// Where the hold estimates' rates come from: this server's probe, or
     /// the conservative defaults and why.
     pub calibration: Calibration,
+}
+
+impl RunPlan {
+    /// The locks its statements take, on the relations that exist now
+    /// (partitions and children included), as the session watch's look
+    /// before an attempt takes them.
+    pub async fn wanted(&self, client: &Connection) -> Result<Vec<WantedLock>, Error> {
+        let locks: Vec<RelationLock> = self
+            .statements
+            .iter()
+            .flat_map(|s| s.locks.iter().cloned())
+            .collect();
+        Ok(look::resolve(client, &locks)
+            .await?
+            .into_iter()
+            .map(|r| WantedLock {
+                relation: r.name,
+                oid: r.oid,
+                mode: r.mode,
+            })
+            .collect())
+    }
 }
 
 /// One statement of a [`RunPlan`].
@@ -263,7 +322,7 @@ pub async fn alembic_current(client: &Connection) -> Result<Result<Option<String
 /// Runs `argv` with the run's environment and returns what it printed on
 /// stdout, or why it failed (its exit status and the end of its stderr).
 pub async fn read_sql(argv: &[String], env: &ChildEnv) -> Result<String, NoSql> {
-    let shown = super::env::shown_command(argv);
+    let shown = shown_command(argv);
     let out = env
         .command(argv, Stdio::null())
         .output()

@@ -83,20 +83,12 @@ impl Wrapped {
             }));
         };
         let work = async {
-            let current = match source {
-                SqlSource::Alembic { .. } => match plan::alembic_current(client).await? {
-                    Ok(current) => current,
-                    Err(no) => return Ok(Err(no)),
-                },
-                SqlSource::Command(_) => None,
-            };
-            let argv = source.argv(current.as_deref());
-            let sql = match plan::read_sql(&argv, env).await {
-                Ok(sql) => sql,
+            let (shown, sql) = match source.read(client, command, env).await? {
+                Ok(read) => read,
                 Err(no) => return Ok(Err(no)),
             };
             let major = crate::trace::catalog::server_major(client).await?;
-            plan::plan(client, shown_command(&argv), &sql, major).await
+            plan::plan(client, shown, &sql, major).await
         };
         match unless_interrupted(interrupt, work).await {
             Ok(planned) => planned.map_err(Error::PlanRead),

@@ -17,6 +17,11 @@
 //! found); 2 the connection went bad in a non-interactive session; 3 a
 //! statement of the script failed with `ON_ERROR_STOP` set. That 3 is not
 //! locksmith's "gave up blocked" 3: [`exit_code_meaning`] says which.
+//!
+//! A psql's SQL is in its arguments (`-c SQL`, `-f FILE`, in order), so
+//! `run` can plan it before it runs ([`script`]) without asking any
+//! command. Meta-commands (`\set`, `\timing`, …) are psql's, not the
+//! server's: their lines are blanked, keeping line numbers.
 
 use std::path::Path;
 
@@ -55,6 +60,121 @@ pub fn psqlrc_setting_it(cmd: &[String], env: &dyn Fn(&str) -> Option<String>) -
         .or_else(|| env("HOME").map(|home| format!("{home}/.psqlrc")))?;
     let text = std::fs::read_to_string(&path).ok()?;
     text.contains(ON_ERROR_STOP).then_some(path)
+}
+
+/// One part of a psql script, in the order psql runs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// `-c SQL` / `--command=SQL`.
+    Command(String),
+    /// `-f FILE` / `--file=FILE`, relative to the directory psql starts in.
+    File(String),
+}
+
+/// psql's short options that take a value (its getopt string
+/// `aAbc:d:eEf:F:h:HlL:no:p:P:qR:sStT:U:vVwWxXz?01`, `-v` being `--set`).
+const SHORT_WITH_VALUE: &str = "cdfFhLopPRTUv";
+
+/// psql's long options that take a value when not given as `--name=value`.
+const LONG_WITH_VALUE: &[&str] = &[
+    "--command",
+    "--dbname",
+    "--file",
+    "--field-separator",
+    "--host",
+    "--log-file",
+    "--output",
+    "--port",
+    "--pset",
+    "--record-separator",
+    "--set",
+    "--table-attr",
+    "--username",
+    "--variable",
+];
+
+/// The script a psql command runs, read from its arguments: `None` when it
+/// is not psql, or reads SQL from its standard input (no `-c`/`-f`, or
+/// `-f -`), which `run` cannot read ahead.
+pub fn script(cmd: &[String]) -> Option<Vec<Part>> {
+    if !is_psql(cmd) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut args = cmd[1..].iter();
+    let mut push = |option: char, value: &str| match option {
+        'c' => parts.push(Part::Command(value.to_string())),
+        _ => parts.push(Part::File(value.to_string())),
+    };
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, value) = match long.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (long, None),
+            };
+            let value = match value {
+                Some(v) => Some(v),
+                None if LONG_WITH_VALUE.contains(&arg.as_str()) => Some(args.next()?.clone()),
+                None => None,
+            };
+            match (name, value) {
+                ("command", Some(v)) => push('c', &v),
+                ("file", Some(v)) => push('f', &v),
+                _ => {}
+            }
+            continue;
+        }
+        let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            continue; // the database name or user name
+        };
+        // Clustered short options (`-Xqf m.sql`): the first one taking a
+        // value takes the rest of the word, or the next argument.
+        for (i, c) in flags.char_indices() {
+            if SHORT_WITH_VALUE.contains(c) {
+                let rest = &flags[i + c.len_utf8()..];
+                let value = if rest.is_empty() {
+                    args.next()?.clone()
+                } else {
+                    rest.to_string()
+                };
+                if c == 'c' || c == 'f' {
+                    push(c, &value);
+                }
+                break;
+            }
+        }
+    }
+    let from_stdin = parts.is_empty() || parts.contains(&Part::File("-".into()));
+    (!from_stdin).then_some(parts)
+}
+
+/// The SQL of a psql script, its files read from the current directory:
+/// each meta-command line blanked (so lines keep their numbers), the parts
+/// one after another. A file that cannot be read is the error.
+pub fn script_sql(parts: &[Part]) -> Result<String, String> {
+    let mut sql = String::new();
+    for part in parts {
+        let text = match part {
+            Part::Command(text) => text.clone(),
+            Part::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+            }
+        };
+        for line in text.lines() {
+            if !line.trim_start().starts_with('\\') {
+                sql.push_str(line);
+            }
+            sql.push('\n');
+        }
+        // psql ends a `-c` (and a file) at its end: never run on into the next part.
+        if !sql.trim_end().ends_with(';') {
+            sql.push_str(";\n");
+        }
+    }
+    Ok(sql)
 }
 
 /// Whose the exit code passed through is: the command's, and for a 3, not
@@ -132,6 +252,70 @@ mod tests {
         assert_eq!(
             psqlrc_setting_it(&cmd(&["psql", "-f", "m.sql"]), &none),
             None
+        );
+    }
+
+    #[test]
+    fn the_script_is_read_from_its_arguments() {
+        let c = |s: &str| Part::Command(s.into());
+        let f = |s: &str| Part::File(s.into());
+        for (argv, parts) in [
+            (
+                &["psql", "postgres://h/db", "-f", "m.sql"][..],
+                vec![f("m.sql")],
+            ),
+            (&["psql", "-1", "-Xqfm.sql", "db"], vec![f("m.sql")]),
+            (
+                &[
+                    "psql",
+                    "-v",
+                    "x=1",
+                    "-c",
+                    "SELECT 1",
+                    "--file=b.sql",
+                    "-U",
+                    "u",
+                ],
+                vec![c("SELECT 1"), f("b.sql")],
+            ),
+            (
+                &["psql", "--command", "ALTER TABLE t ADD c int", "-h", "-f"],
+                vec![c("ALTER TABLE t ADD c int")],
+            ),
+        ] {
+            assert_eq!(script(&cmd(argv)), Some(parts), "{argv:?}");
+        }
+        for stdin in [
+            &["psql", "db"][..],
+            &["psql", "-f", "-"],
+            &["psql", "-f"],
+            &["alembic", "upgrade", "head"],
+        ] {
+            assert_eq!(script(&cmd(stdin)), None, "{stdin:?}");
+        }
+    }
+
+    #[test]
+    fn meta_commands_are_blanked_keeping_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.sql");
+        std::fs::write(
+            &file,
+            "\\set ON_ERROR_STOP on\nALTER TABLE t\n  ADD c int;\n",
+        )
+        .unwrap();
+        let parts = [
+            Part::File(file.display().to_string()),
+            Part::Command("SELECT 1".into()),
+        ];
+        assert_eq!(
+            script_sql(&parts).unwrap(),
+            "\nALTER TABLE t\n  ADD c int;\nSELECT 1\n;\n"
+        );
+        let missing = script_sql(&[Part::File("/nonexistent/m.sql".into())]).unwrap_err();
+        assert!(
+            missing.starts_with("cannot read /nonexistent/m.sql"),
+            "{missing}"
         );
     }
 

@@ -24,9 +24,12 @@ use locksmith_sandbox::bin_dir::BinDir;
 use locksmith_sandbox::cluster::{Cluster, ClusterOptions};
 use miette::miette;
 
-use crate::cli::TraceArgs;
+use crate::cli::{LintFormat, TraceArgs};
 use crate::exit::{CmdResult, Failure, Outcome};
 use crate::render::lint::{LintedFile, Traced};
+use crate::render::progress::EventLines;
+use crate::render::style::Style;
+use locksmith_pg::guard::Event;
 
 pub async fn run(args: TraceArgs) -> CmdResult {
     let config = super::lint::load_config(args.config.as_deref())?;
@@ -53,6 +56,7 @@ pub async fn run(args: TraceArgs) -> CmdResult {
             Target::Live(LiveLimits {
                 lock_timeout: args.lock_timeout,
                 max_hold: args.max_hold,
+                deadline: args.deadline,
             }),
         ),
         None => {
@@ -99,7 +103,12 @@ pub async fn run(args: TraceArgs) -> CmdResult {
     if let Target::Live(limits) = target {
         refuse_long_holds(&settings, &setup, &files, version, limits).await?;
     }
-    let traces = trace::trace(&settings, target, &setup, &models).await?;
+    // The guard's waiting line, on stderr (none under a machine format).
+    let lines = EventLines::new(args.format != LintFormat::Human, Style::detect());
+    let waiting = |holders: &[locksmith_pg::guard::Holder], next_look: std::time::Duration| {
+        lines.print(&Event::Waiting { holders, next_look });
+    };
+    let traces = trace::trace_with(&settings, target, &setup, &models, &waiting).await?;
     for ((file, model), traces) in files.iter_mut().zip(models).zip(traces) {
         let Ok(report) = &mut file.result else {
             continue;
