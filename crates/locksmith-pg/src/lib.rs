@@ -42,8 +42,9 @@
 //!   connections (`locksmith run -- alembic upgrade head`): its environment,
 //!   the watch over its sessions, attempts and retries, a [`wrap::Report`].
 //! - [`guard`]: runs DDL within a lock budget: look, `LOCK … NOWAIT`, bounded
-//!   retries, the watchdog; and, for a tool that keeps its own connections
-//!   (`locksmith run`), the session watch.
+//!   retries, the session watch (one, [`guard::watcher`]) over its own
+//!   backend and, for a tool that keeps its own connections (`locksmith
+//!   run`), over the tool's sessions.
 //! - [`history`]: the history table and the runner lock.
 //! - [`foreign`]: other migration tools' history tables, for adopting a database.
 //! - [`online`]: a migration's online plan, step by step under the guard, resumably.

@@ -3,8 +3,9 @@
 //! transaction and releasing every lock it holds).
 //!
 //! The one place locksmith signals a session: `top`'s keys `c` and `k`, the
-//! guard's watchdog (a lock wait over the budget), its terminate policy (a
-//! blocker idle in transaction), and `run`'s session watch. Every signal is
+//! session watch (`guard::watcher`: a lock wait over the budget, a hold past
+//! `max_hold`, a wrapped tool's blockers idle in transaction), and the
+//! guard's terminate policy (a blocker idle in transaction). Every signal is
 //! one statement that re-checks, as it signals, that the backend is still
 //! what the caller saw ([`Condition`]): a session that woke up, or a pooled
 //! backend handed to another client, is left alone. This module only sends

@@ -301,49 +301,53 @@ async fn a_row_lock_blocker_is_reported_with_its_lock_type() {
     );
 }
 
+/// Runs `tool_sql` through `run --max-hold 500ms` while, once `held` (a
+/// count on the admin connection) is positive, the app sends `request`,
+/// which waits for the tool's hold. Returns the report and how long the
+/// request waited; asserts `run` stopped the tool (exit 3, `hold_exceeded`).
+async fn stopped_holding(
+    incident: &Incident,
+    tool_sql: &'static str,
+    held: &str,
+    request: &str,
+) -> (Value, Duration) {
+    let url = incident.url.clone();
+    let run = tokio::spawn(async move {
+        run_psql(&url, &["--format", "json", "--max-hold", "500ms"], tool_sql).await
+    });
+    let admin = incident.admin.connect().await.unwrap();
+    wait::until(wait::BOUND, "the tool to hold its lock", || async {
+        admin.query_one(held, &[]).await.unwrap().get::<_, i64>(0) > 0
+    })
+    .await
+    .unwrap();
+    let app = incident.app.connect().await.unwrap();
+    let asked = Instant::now();
+    app.batch_execute(request).await.unwrap();
+    let waited = asked.elapsed();
+    let out = run.await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "hold_exceeded", "{report}");
+    (report, waited)
+}
+
 /// `--max-hold` for a wrapped tool: a statement that holds a lock blocking
 /// traffic past the budget while requests wait is stopped on the server,
 /// and `run` says so (exit 3, status `hold_exceeded`) instead of rerunning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrapped_statement_holding_past_max_hold_is_stopped() {
     let incident = Incident::stage_shared("run_max_hold").await.unwrap();
-    let url = incident.url.clone();
-    let run = tokio::spawn(async move {
-        run_psql(
-            &url,
-            &["--format", "json", "--max-hold", "500ms"],
-            "BEGIN;\nLOCK TABLE academic_partners IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(60);\nCOMMIT;\n",
-        )
-        .await
-    });
-    // A request arrives once the tool holds the lock, and waits behind it.
-    let admin = incident.admin.connect().await.unwrap();
-    wait::until(wait::BOUND, "the tool to hold its lock", || async {
-        admin
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                 WHERE l.granted AND l.mode = 'AccessExclusiveLock'
-                   AND a.application_name LIKE 'locksmith-run-%'
-                   AND l.relation = 'academic_partners'::regclass",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            > 0
-    })
-    .await
-    .unwrap();
-    let app = incident.app.connect().await.unwrap();
-    let asked = Instant::now();
-    app.query_one("SELECT count(*) FROM academic_partners", &[])
-        .await
-        .unwrap();
-    let waited = asked.elapsed();
-    let out = run.await.unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["status"], "hold_exceeded", "{report}");
+    let (report, waited) = stopped_holding(
+        &incident,
+        "BEGIN;\nLOCK TABLE academic_partners IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(60);\nCOMMIT;\n",
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE l.granted AND l.mode = 'AccessExclusiveLock'
+           AND a.application_name LIKE 'locksmith-run-%'
+           AND l.relation = 'academic_partners'::regclass",
+        "SELECT count(*) FROM academic_partners",
+    )
+    .await;
     let error = report["error"].as_str().unwrap();
     assert!(
         error.contains("AccessExclusiveLock on academic_partners"),
@@ -353,6 +357,42 @@ async fn a_wrapped_statement_holding_past_max_hold_is_stopped() {
     assert!(
         waited < Duration::from_secs(20),
         "the request waited {waited:?}"
+    );
+}
+
+/// `--max-hold` counts row locks for a wrapped tool as it does for `apply`
+/// (one hold bound in the one session watch): a statement whose row locks a
+/// writer has waited on past the budget is stopped, though no table lock
+/// shows it, and `run` says so (exit 3, `hold_exceeded`, "row locks").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_statement_whose_row_locks_writers_wait_on_past_max_hold_is_stopped() {
+    let incident = Incident::stage_shared("run_max_hold_rows").await.unwrap();
+    let (report, waited) = stopped_holding(
+        &incident,
+        "BEGIN;\nUPDATE academic_partners SET informal_name = 'seven' WHERE id = 7;\n\
+         SELECT pg_sleep(60);\nCOMMIT;\n",
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name LIKE 'locksmith-run-%' AND backend_xid IS NOT NULL
+           AND query LIKE '%pg_sleep%'",
+        "UPDATE academic_partners SET informal_name = 'VII' WHERE id = 7",
+    )
+    .await;
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("held row locks"), "{error}");
+    // The tool's update was rolled back; the writer's stands.
+    let admin = incident.admin.connect().await.unwrap();
+    let name: String = admin
+        .query_one(
+            "SELECT informal_name FROM academic_partners WHERE id = 7",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "VII");
+    assert!(
+        waited < Duration::from_secs(20),
+        "the writer waited {waited:?}"
     );
 }
 

@@ -440,3 +440,55 @@ async fn apply_as_a_role_without_pg_read_all_stats_waits_out_a_hidden_row_lock_h
         "once it blocked us, it is waited out, not raced again: {report}"
     );
 }
+
+/// `run --terminate-idle-after` as a role that cannot see the blockers'
+/// state: as for `apply`, never terminated on a guess and never silently
+/// left in place; the report names the grant that shows them.
+#[tokio::test]
+async fn run_as_a_role_without_pg_read_all_stats_says_the_terminate_policy_cannot_see_its_blockers()
+{
+    let incident = Incident::stage_shared("hidden-run").await.unwrap();
+    let deployer = deployer_owns_the_table(&incident).await;
+    let leaked = LeakedSessions::open(&incident.app.with_application_name("leaky-app"), 1, TABLE)
+        .await
+        .unwrap();
+    let out = locksmith(
+        &deployer,
+        &[
+            "run",
+            "--terminate-idle-after",
+            "0s",
+            "--lock-timeout",
+            "300ms",
+            "--deadline",
+            "3s",
+            "--format",
+            "json",
+            "--",
+            "/usr/lib/postgresql/15/bin/psql",
+            "-X",
+            &deployer,
+            "-c",
+            "ALTER TABLE academic_partners ADD COLUMN nickname text",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["terminated"], Value::Array(vec![]), "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("pg_read_all_stats") && error.contains("--terminate-idle-after"),
+        "{report}"
+    );
+    let admin = incident.admin.connect().await.unwrap();
+    let alive = count(
+        &admin,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {}",
+            leaked.pids()[0]
+        ),
+    )
+    .await;
+    assert_eq!(alive, 1, "the hidden session was left alone");
+}

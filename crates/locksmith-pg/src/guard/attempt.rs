@@ -11,7 +11,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::index_build::Existing;
 use super::look::Resolved;
-use super::watchdog::{Watch, Watchdog, Watched, XACT_MICROS};
+use super::watcher::{Backend, Limits, Watch, Watcher, XACT_MICROS};
 use super::{next_interrupt, Attempt, Event, Guard, GuardError, Interrupt, RelationLock, Step};
 use crate::settings::CHECK_VANISHED_CLIENT_LOCALLY;
 use crate::{Connection, Error};
@@ -114,12 +114,7 @@ impl Guard {
             !self.replicas.is_empty() && order.iter().any(|r| r.mode == LockMode::AccessExclusive);
         // Row locks block writers too, though no table lock shows it: the
         // watchdog stops us once writers have waited on them for max_hold.
-        let dog = Watchdog::start_holding(
-            self.sidecar.clone(),
-            watched,
-            self.policy.lock_timeout,
-            Some(self.policy.max_hold),
-        );
+        let dog = Watcher::backend(self.sidecar.clone(), watched, self.watch_limits());
         let mut result = Ok(());
         let mut held_since = None;
         let mut over_hold = None;
@@ -179,16 +174,22 @@ impl Guard {
                 self.send_lock_record();
             }
         }
-        let watch = dog.finish().await;
+        let watch = dog.stop().await;
         self.note(&watch);
         // Writers waited on our row locks past max_hold: stopped, unless the COMMIT got through.
-        if watch.held_too_long && (result.is_err() || last + 1 < sql.len()) {
+        if !watch.held_too_long.is_empty() && (result.is_err() || last + 1 < sql.len()) {
             let _ = self.client.batch_execute("ROLLBACK").await;
             let step = last.saturating_sub(1).min(steps.len().saturating_sub(1));
-            return Err(self.hold_exceeded(step, row_locks(steps)));
+            let locks = if watch.held_rows {
+                row_locks(steps)
+            } else {
+                held
+            };
+            return Err(self.hold_exceeded(step, locks));
         }
         // A cancel by the watchdog (a lock wait over budget) is a lost race, not a long hold.
-        if let Some((step, _)) = over_hold.filter(|&(_, timed_out)| !(timed_out && watch.cancelled))
+        if let Some((step, _)) =
+            over_hold.filter(|&(_, timed_out)| !(timed_out && watch.stopped_any()))
         {
             let _ = self.client.batch_execute("ROLLBACK").await;
             return Err(self.hold_exceeded(step.min(steps.len().saturating_sub(1)), held));
@@ -228,7 +229,7 @@ impl Guard {
                 return Ok(Attempt::Done);
             }
             Some(Existing::Absent | Existing::Invalid(_)) => {}
-            None => return Ok(Attempt::LostRace(Watch::default())),
+            None => return Ok(Attempt::LostRace(Box::default())),
         }
         // A statement outside a transaction holds its locks only while it runs,
         // so its own timeout is the hold bound when those locks block traffic.
@@ -254,16 +255,11 @@ impl Guard {
             .batch_execute(&timeouts)
             .await
             .map_err(|e| Error::query("setting timeouts", e))?;
-        let watched = Watched {
+        let watched = Backend {
             pid: self.outside_pid(),
             xact: None,
         };
-        let dog = Watchdog::start_holding(
-            self.sidecar.clone(),
-            watched,
-            self.policy.lock_timeout,
-            Some(self.policy.max_hold),
-        );
+        let dog = Watcher::backend(self.sidecar.clone(), watched, self.watch_limits());
         let started = Instant::now();
         // Its lock waits are bounded by lock_timeout and the watchdog, its
         // hold by --max-hold: the deadline, which bounds waiting, does not
@@ -272,19 +268,24 @@ impl Guard {
             .bounded(true, &step.sql, false, false)
             .await
             .map(|_| ());
-        let watch = dog.finish().await;
+        let watch = dog.stop().await;
         self.note(&watch);
         let _ = self
             .outside_client()
             .batch_execute("RESET lock_timeout; RESET statement_timeout")
             .await;
         if let (Err(e), HoldLeft::Bounded(left)) = (&result, bound) {
-            if is_own_timeout(e, started, left) && !watch.cancelled {
+            if is_own_timeout(e, started, left) && !watch.stopped_any() {
                 return Err(self.hold_exceeded(0, held));
             }
         }
-        if result.is_err() && watch.held_too_long {
-            return Err(self.hold_exceeded(0, row_locks(std::slice::from_ref(step))));
+        if result.is_err() && !watch.held_too_long.is_empty() {
+            let locks = if watch.held_rows {
+                row_locks(std::slice::from_ref(step))
+            } else {
+                held
+            };
+            return Err(self.hold_exceeded(0, locks));
         }
         match result {
             Ok(()) => Ok(Attempt::Done),
@@ -299,6 +300,18 @@ impl Guard {
         }
     }
 
+    /// What the watch of an attempt enforces: the budget on lock waits, the
+    /// hold bound on locks others wait for (row locks above all: table locks
+    /// are bounded by `statement_timeout` first). Blockers are the look's to
+    /// terminate.
+    fn watch_limits(&self) -> Limits {
+        Limits {
+            budget: self.policy.lock_timeout,
+            terminate_idle_after: None,
+            max_hold: Some(self.policy.max_hold),
+        }
+    }
+
     fn note(&mut self, watch: &Watch) {
         self.report.max_queued_behind = self.report.max_queued_behind.max(watch.max_queued_behind);
         self.report.longest_wait_ms = self
@@ -310,13 +323,13 @@ impl Guard {
     fn classify(&mut self, e: ExecError, watch: Watch) -> Result<Attempt, GuardError> {
         match e {
             ExecError::Interrupted(signal) => Err(GuardError::Interrupted(signal)),
-            ExecError::Deadline => Ok(Attempt::LostRace(watch)),
+            ExecError::Deadline => Ok(Attempt::LostRace(Box::new(watch))),
             ExecError::Sql(e) => {
                 let code = e.code();
                 if code == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                    || (code == Some(&SqlState::QUERY_CANCELED) && watch.cancelled)
+                    || (code == Some(&SqlState::QUERY_CANCELED) && watch.stopped_any())
                 {
-                    Ok(Attempt::LostRace(watch))
+                    Ok(Attempt::LostRace(Box::new(watch)))
                 } else {
                     Err(GuardError::Failed(Error::query("a statement failed", e)))
                 }
@@ -393,7 +406,7 @@ impl Guard {
 
 /// The backend and transaction start the opening batch reported (its last
 /// row). Should it be missing, nothing is watched: never a guess.
-fn watched_backend(rows: &[SimpleQueryMessage]) -> Watched {
+fn watched_backend(rows: &[SimpleQueryMessage]) -> Backend {
     let row = rows.iter().rev().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => {
             Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?))
@@ -401,11 +414,11 @@ fn watched_backend(rows: &[SimpleQueryMessage]) -> Watched {
         _ => None,
     });
     match row {
-        Some((pid, xact)) => Watched {
+        Some((pid, xact)) => Backend {
             pid,
             xact: Some(xact),
         },
-        None => Watched {
+        None => Backend {
             pid: 0,
             xact: Some(0),
         },
@@ -453,7 +466,7 @@ fn row_locks(steps: &[Step]) -> Vec<RelationLock> {
 
 /// Whether `e` is the server's `statement_timeout` we set to `bound`: a
 /// `57014` after about that long. (A cancel by the watchdog or by an
-/// interrupt comes as another `ExecError`, or with `watch.cancelled` set.)
+/// interrupt comes as another `ExecError`, or with `watch.stopped_any()`.)
 fn is_own_timeout(e: &ExecError, started: Instant, bound: Duration) -> bool {
     matches!(e, ExecError::Sql(e) if e.code() == Some(&SqlState::QUERY_CANCELED))
         && started.elapsed() + Duration::from_millis(5) >= bound.mul_f64(0.9)

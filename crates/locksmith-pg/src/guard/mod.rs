@@ -17,7 +17,7 @@
 //!    then `LOCK … NOWAIT` in a fixed order, the statements, the history row,
 //!    `COMMIT`. After a few NOWAIT
 //!    losses to a stream of short transactions, the `LOCK` waits at most the
-//!    budget instead. A [`watchdog`] on a second connection cancels any lock
+//!    budget instead. A [`watcher`] on a second connection cancels any lock
 //!    wait that outlives the budget, and only while that backend still runs
 //!    the attempt's own transaction.
 //! 3. **Retry** on `55P03` with backoff and jitter until `max_attempts` or
@@ -37,8 +37,9 @@
 //! ([`replica`]).
 //!
 //! For a migration tool that keeps its own connections (`locksmith run`),
-//! [`sessions`] watches its sessions by `application_name` instead: the same
-//! cancel-over-budget and terminate policy, applied from outside.
+//! the same [`watcher`] finds its sessions by `application_name` instead: the
+//! same cancel-over-budget and hold bound, and the terminate policy, applied
+//! from outside.
 //!
 //! Embedding it in your own runner (a sqlx or refinery migrator, a deploy
 //! job): analyse the SQL, hand the guard the steps, record your history row
@@ -79,8 +80,7 @@ pub mod look;
 mod policy;
 pub mod replica;
 pub mod retry;
-pub mod sessions;
-pub mod watchdog;
+pub mod watcher;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,7 +97,7 @@ pub use look::Holder;
 use look::Resolved;
 use retry::{Lost, Retry};
 use std::ops::ControlFlow::{self, Break, Continue};
-use watchdog::Watch;
+use watcher::Watch;
 
 /// How patient the guard is, and what it may do to blockers.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,7 +382,7 @@ struct Outside {
 /// How one attempt ended.
 enum Attempt {
     Done,
-    LostRace(Watch),
+    LostRace(Box<Watch>),
     /// The caller's `start` statement found its lock taken (`55P03`) before
     /// any table lock was asked for: back off as after a lost race, without
     /// counting it as a `NOWAIT` loss.

@@ -8,10 +8,10 @@ use locksmith_core::lock::LockMode;
 
 use super::backoff;
 use super::look::{self, Holder, Resolved, WaitedFor};
-use super::watchdog::Watch;
+use super::watcher::Watch;
 use super::{Event, Guard, GuardError, RelationLock, Step};
 use crate::prepared::NO_BACKEND;
-use crate::Error;
+use crate::{Connection, Error};
 
 /// Before a concurrent build, a holder idle in transaction this long counts as
 /// long-lived: the build waits for it within `lock_timeout` at most, and
@@ -114,34 +114,18 @@ impl Guard {
             return Ok(());
         };
         if let Some(hidden) = holders.iter().find(|h| !h.session.is_visible()) {
-            // The policy depends on idle time, which this role cannot see.
-            return Err(GuardError::Failed(Error::Permission {
-                action: format!(
-                    "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
-                    hidden.session.pid
-                ),
-                needs: "pg_read_all_stats".into(),
-            }));
+            return Err(GuardError::Failed(hidden_from_policy(hidden)));
         }
-        let mut kept = Vec::with_capacity(holders.len());
-        for h in holders.drain(..) {
-            if h.may_terminate(threshold)
-                && look::terminate_if_still_idle(
-                    &self.sidecar,
-                    h.session.pid,
-                    threshold,
-                    h.other_database,
-                )
-                .await?
-            {
-                (self.on_event)(Event::Terminated(&h));
-                self.report.terminated.push(h);
-            } else {
-                kept.push(h);
-            }
+        let policed = terminate_idle(&self.sidecar, std::mem::take(holders), threshold).await;
+        for h in policed.terminated {
+            (self.on_event)(Event::Terminated(&h));
+            self.report.terminated.push(h);
         }
-        *holders = kept;
-        Ok(())
+        *holders = policed.kept;
+        match policed.failed {
+            Some(e) => Err(GuardError::Failed(e)),
+            None => Ok(()),
+        }
     }
 
     /// Gives up, naming who is in the way now: the long-lived holders, else
@@ -161,6 +145,75 @@ impl Guard {
             reason: reason.to_string(),
             holders: self.report.blockers.clone(),
         }
+    }
+}
+
+/// What the terminate policy did to a list of holders.
+#[derive(Default)]
+pub(crate) struct Policed {
+    /// Those left in place.
+    pub kept: Vec<Holder>,
+    /// Those terminated.
+    pub terminated: Vec<Holder>,
+    /// Why the rest were not tried: the first termination that failed (the
+    /// others would fail alike, e.g. without `pg_signal_backend`).
+    pub failed: Option<Error>,
+}
+
+/// The terminate policy, for the guard's look and the session watch alike:
+/// each of `holders` that is a client backend idle in transaction (or
+/// aborted) at least `threshold` is terminated, re-checked in the
+/// terminating statement. One whose state this role may not see is never
+/// terminated on a guess: left, with [`hidden_from_policy`] as the failure
+/// (the guard refuses before, the watch reports it).
+pub(super) async fn terminate_idle(
+    client: &Connection,
+    holders: Vec<Holder>,
+    threshold: Duration,
+) -> Policed {
+    let mut policed = Policed {
+        kept: Vec::with_capacity(holders.len()),
+        terminated: Vec::new(),
+        failed: None,
+    };
+    for h in holders {
+        if policed.failed.is_some() {
+            policed.kept.push(h);
+            continue;
+        }
+        if !h.session.is_visible() {
+            policed.failed = Some(hidden_from_policy(&h));
+            policed.kept.push(h);
+            continue;
+        }
+        if !h.may_terminate(threshold) {
+            policed.kept.push(h);
+            continue;
+        }
+        match look::terminate_if_still_idle(client, h.session.pid, threshold, h.other_database)
+            .await
+        {
+            Ok(true) => policed.terminated.push(h),
+            Ok(false) => policed.kept.push(h),
+            Err(e) => {
+                policed.failed = Some(e);
+                policed.kept.push(h);
+            }
+        }
+    }
+    policed
+}
+
+/// The terminate policy depends on idle time, which this role cannot see
+/// for `hidden`: what it takes to see it. The guard fails with it; the
+/// session watch reports it and leaves the session alone.
+pub(super) fn hidden_from_policy(hidden: &Holder) -> Error {
+    Error::Permission {
+        action: format!(
+            "see whether blocking session {} is idle in transaction (needed by --terminate-idle-after)",
+            hidden.session.pid
+        ),
+        needs: "pg_read_all_stats".into(),
     }
 }
 

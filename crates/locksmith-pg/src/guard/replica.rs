@@ -27,7 +27,10 @@
 use crate::Connection;
 use locksmith_core::lock::LockMode;
 
+use std::time::Duration;
+
 use super::look::{self, Holder, Resolved};
+use super::policy::{terminate_idle, Policed};
 use super::{Event, Guard, GuardError};
 use crate::{ConnectionSettings, Error};
 
@@ -61,53 +64,78 @@ impl Guard {
 
     /// Standby sessions holding a lock that conflicts with the plan's
     /// `ACCESS EXCLUSIVE` locks, after the terminate policy: each named with
-    /// its server.
+    /// its server ([`in_the_way`]).
     pub(super) async fn replica_holders(
         &mut self,
         resolved: &[Resolved],
     ) -> Result<Vec<Holder>, GuardError> {
-        let replayed: Vec<Resolved> = resolved
-            .iter()
-            .filter(|r| r.mode == LockMode::AccessExclusive)
-            .cloned()
-            .collect();
-        if replayed.is_empty() || self.replicas.is_empty() {
-            return Ok(Vec::new());
+        let threshold = self.policy.terminate_idle_after;
+        let policed = in_the_way(&self.replicas, resolved, threshold)
+            .await
+            .map_err(GuardError::Failed)?;
+        for h in policed.terminated {
+            (self.on_event)(Event::Terminated(&h));
+            self.report.terminated.push(h);
         }
-        let mut all = Vec::new();
-        for i in 0..self.replicas.len() {
-            let replica = &self.replicas[i];
-            let mut holders = look::conflicting_holders(&replica.client, &replayed)
-                .await
-                .map_err(|e| on_replica(&replica.name, e))?;
-            for h in &mut holders {
-                h.server = Some(replica.name.clone());
-            }
-            let Some(threshold) = self.policy.terminate_idle_after else {
-                all.extend(holders);
-                continue;
-            };
-            for h in holders {
-                let replica = &self.replicas[i];
-                if h.may_terminate(threshold)
-                    && look::terminate_if_still_idle(
-                        &replica.client,
-                        h.session.pid,
-                        threshold,
-                        false,
-                    )
-                    .await
-                    .map_err(|e| on_replica(&replica.name, e))?
-                {
-                    (self.on_event)(Event::Terminated(&h));
-                    self.report.terminated.push(h);
-                } else {
-                    all.push(h);
-                }
-            }
+        match policed.failed {
+            Some(e) => Err(GuardError::Failed(e)),
+            None => Ok(policed.kept),
         }
-        Ok(all)
     }
+}
+
+/// Each standby's sessions holding a lock that conflicts with the `ACCESS
+/// EXCLUSIVE` locks among `targets` (the only mode a standby replays;
+/// relation oids are the primary's on a physical standby), each named with
+/// its server, after the terminate policy under `threshold`: the one standby
+/// look of the guard and of `run`'s session watch. A standby that cannot be
+/// read is an error naming it, and so is a termination that failed there
+/// (`failed`: a refused signal, or a session whose state the role may not
+/// see, as on the primary).
+pub(crate) async fn in_the_way(
+    replicas: &[Replica],
+    targets: &[Resolved],
+    threshold: Option<Duration>,
+) -> Result<Policed, Error> {
+    let replayed: Vec<Resolved> = targets
+        .iter()
+        .filter(|r| r.mode == LockMode::AccessExclusive)
+        .cloned()
+        .collect();
+    let mut all = Policed::default();
+    if replayed.is_empty() {
+        return Ok(all);
+    }
+    for replica in replicas {
+        // Named with the standby; a missing grant stays one, of the standby's role.
+        let named = |e: Error| match e {
+            Error::Permission { action, needs } => Error::Permission {
+                action: format!("{action} on standby {}", replica.name),
+                needs,
+            },
+            e => Error::Replica {
+                server: replica.name.clone(),
+                reason: e.to_string(),
+            },
+        };
+        let mut holders = look::conflicting_holders(&replica.client, &replayed)
+            .await
+            .map_err(named)?;
+        for h in &mut holders {
+            h.server = Some(replica.name.clone());
+        }
+        let Some(threshold) = threshold else {
+            all.kept.extend(holders);
+            continue;
+        };
+        let policed = terminate_idle(&replica.client, holders, threshold).await;
+        all.kept.extend(policed.kept);
+        all.terminated.extend(policed.terminated);
+        if all.failed.is_none() {
+            all.failed = policed.failed.map(named);
+        }
+    }
+    Ok(all)
 }
 
 impl Guard {
@@ -194,13 +222,6 @@ pub const LOOK_AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_mil
 /// transaction, which may stay so for ever): worth looking again soon.
 pub fn comes_and_goes(h: &Holder) -> bool {
     h.server.is_some() && !h.session.is_idle_in_transaction()
-}
-
-fn on_replica(server: &str, e: Error) -> GuardError {
-    GuardError::Failed(Error::Replica {
-        server: server.to_string(),
-        reason: e.to_string(),
-    })
 }
 
 /// How many standbys stream from the primary `client` is connected to: a

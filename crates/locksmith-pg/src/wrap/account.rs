@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::plan::RunPlan;
 use super::{CancelRecord, Event, PoolerReport, Report, Wrapped};
-use crate::guard::sessions::{SessionWatch, SessionWatchdog, WantedLock};
+use crate::guard::watcher::{WantedLock, Watch, Watcher};
 use crate::guard::{GuardReport, Holder, Interrupt};
 use crate::migrate::{MigrationRecord, RunReport, Status};
 
@@ -46,9 +46,9 @@ impl Run<'_> {
     /// What the attempt since `mark` committed, as the watch saw it.
     pub(super) async fn committed_since(
         &self,
-        dog: &SessionWatchdog,
+        dog: &Watcher,
         mark: i64,
-        watch: &SessionWatch,
+        watch: &Watch,
     ) -> Option<String> {
         dog.committed_since(mark, &watch.xids)
             .await
@@ -56,7 +56,7 @@ impl Run<'_> {
     }
 
     /// Records and announces the statements the watch cancelled in `attempt`.
-    pub(super) fn absorb_cancels(&mut self, attempt: u32, watch: &SessionWatch) {
+    pub(super) fn absorb_cancels(&mut self, attempt: u32, watch: &Watch) {
         for wait in &watch.cancels {
             self.wrapped.emit(Event::Cancelled(wait));
             self.cancels.push(CancelRecord {
@@ -67,7 +67,7 @@ impl Run<'_> {
     }
 
     /// Folds what the watchdog saw into the run's account, announcing terminations.
-    pub(super) fn absorb(&mut self, watch: &SessionWatch) {
+    pub(super) fn absorb(&mut self, watch: &Watch) {
         for h in &watch.terminated {
             self.wrapped.emit(Event::Terminated(h));
             self.report.terminated.push(h.clone());

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::env::ChildEnv;
 use super::warden::Warden;
 use super::{process, Error, Event};
-use crate::guard::sessions::SessionWatchdog;
+use crate::guard::watcher::Watcher;
 use crate::guard::{next_interrupt, Interrupt};
 
 /// How long a statement of the watch may take when the command has ended or
@@ -42,7 +42,7 @@ pub(crate) async fn attempt(
     cmd: &[String],
     env: &ChildEnv,
     stdout_to_stderr: bool,
-    dog: &SessionWatchdog,
+    dog: &Watcher,
     stop_at: Instant,
     interrupt: &mut watch::Receiver<Option<Interrupt>>,
     warden: Option<&mut Warden>,
@@ -109,7 +109,7 @@ async fn stop_child(
     child: &mut tokio::process::Child,
     pid: Option<u32>,
     signal: Interrupt,
-    dog: &SessionWatchdog,
+    dog: &Watcher,
 ) -> std::io::Result<ExitStatus> {
     let mut sent = false;
     if let Some(pid) = pid {

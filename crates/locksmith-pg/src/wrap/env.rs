@@ -61,7 +61,7 @@ impl ChildEnv {
 /// it is (the pooler would refuse or drop ours) and `PGAPPNAME` is always
 /// ours, one per `attempt`: the watch finds the command's pooled sessions by
 /// that name alone, so it must be one no application uses (and no backend
-/// an earlier attempt left under its name: see [`crate::guard::sessions::SessionWatchdog::rename`]).
+/// an earlier attempt left under its name: see [`crate::guard::watcher::Watcher::rename`]).
 pub fn child_env(
     given_url: Option<&str>,
     lock_wait: Duration,

@@ -22,7 +22,7 @@ use super::{psql, Error, Event, Lost, Report, Wrapped};
 use crate::guard::backoff::{lock_wait, FIRST_LOCK_WAIT};
 use crate::guard::look::Holder;
 use crate::guard::retry::{self, Retry};
-use crate::guard::sessions::{Scope, SessionWatchdog, SHORTEST_SEEN_WAIT};
+use crate::guard::watcher::{Limits, Scope, Watched, Watcher, SHORTEST_SEEN_WAIT};
 use crate::guard::{unless_interrupted, ConnectError, GuardReport, Interrupt};
 use crate::migrate::{RunReport, Status};
 
@@ -124,13 +124,17 @@ impl Wrapped {
         };
         let pooler = route.report(&env.app_name);
         let (direct, pooler_addr) = (route.direct, route.pooler_addr.clone());
-        let starting = SessionWatchdog::start(
+        let starting = Watcher::start(
             route.sidecar,
-            &env.app_name,
-            scope,
-            policy.lock_timeout,
-            policy.terminate_idle_after,
-            Some(policy.max_hold),
+            Watched::Program {
+                application_name: env.app_name.clone(),
+                scope,
+            },
+            Limits {
+                budget: policy.lock_timeout,
+                terminate_idle_after: policy.terminate_idle_after,
+                max_hold: Some(policy.max_hold),
+            },
         );
         let mut dog = match unless_interrupted(&interrupt, starting).await {
             Ok(started) => started.map_err(Error::Watch)?,
@@ -179,7 +183,7 @@ impl Wrapped {
 impl Run<'_> {
     pub(super) async fn attempts(
         &mut self,
-        dog: &mut SessionWatchdog,
+        dog: &mut Watcher,
         interrupt: &mut tokio::sync::watch::Receiver<Option<Interrupt>>,
         warden: Option<&mut Warden>,
     ) -> Result<Report, Error> {
@@ -203,7 +207,7 @@ impl Run<'_> {
 /// run of the command.
 struct Attempts<'r, 'a, 'w> {
     run: &'r mut Run<'a>,
-    dog: &'r mut SessionWatchdog,
+    dog: &'r mut Watcher,
     interrupt: &'r mut tokio::sync::watch::Receiver<Option<Interrupt>>,
     warden: Option<&'w mut Warden>,
     /// Who the last look found in the way on the primary: while only

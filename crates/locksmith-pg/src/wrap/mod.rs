@@ -8,7 +8,7 @@
 //! given URL when the tool has none), psql is told to stop at a failed
 //! statement ([`psql`]), and [`route`] decides whether a pooler is in
 //! between. A second connection watches the tool's sessions
-//! ([`SessionWatchdog`](crate::guard::sessions::SessionWatchdog)): a lock
+//! ([`Watcher`](crate::guard::watcher::Watcher)): a lock
 //! wait over the budget is cancelled on the server, the sessions it waited
 //! for are named. Behind a pooler `PGOPTIONS` is left alone (the pooler
 //! would refuse or drop it), the watch alone bounds the waits, and a
@@ -76,7 +76,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::guard::sessions::CancelledWait;
+use crate::guard::watcher::CancelledWait;
 use crate::guard::{GuardPolicy, Holder, Interrupt};
 use crate::{ConnectionSettings, ErrorKind, Pooler};
 pub use plan::RunPlan;

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::env::{shown_command, ChildEnv};
 use super::psql;
-use crate::guard::sessions::WantedLock;
+use crate::guard::watcher::WantedLock;
 use crate::guard::{look, Holder};
 use crate::{Connection, Error};
 

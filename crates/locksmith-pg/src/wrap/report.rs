@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::plan::RunPlan;
 use super::route::PoolerReport;
-use crate::guard::sessions::CancelledWait;
+use crate::guard::watcher::CancelledWait;
 use crate::migrate::RunReport;
 
 /// The report of a wrapped run.

@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead};
 use super::child::SIDECAR_BOUND;
 use super::route::Route;
 use super::{process, Event};
-use crate::guard::sessions::{Scope, SessionWatchdog};
+use crate::guard::watcher::{Limits, Scope, Watched, Watcher};
 use crate::guard::Interrupt;
 use crate::ConnectionSettings;
 
@@ -163,16 +163,18 @@ async fn cancel_statements(
     pid: Option<u32>,
 ) -> Result<u64, String> {
     let route = Route::open(settings).await.map_err(|e| e.to_string())?;
-    let dog = SessionWatchdog::start(
-        route.sidecar,
-        name,
-        Scope::Pooled,
-        SIDECAR_BOUND,
-        None,
-        None,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let pooled = Watched::Program {
+        application_name: name.to_string(),
+        scope: Scope::Pooled,
+    };
+    let limits = Limits {
+        budget: SIDECAR_BOUND,
+        terminate_idle_after: None,
+        max_hold: None,
+    };
+    let dog = Watcher::start(route.sidecar, pooled, limits)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut cancelled = cancel_all(&dog).await?;
     let since = Instant::now();
     while pid.is_some_and(process::alive) {
@@ -191,7 +193,7 @@ async fn cancel_statements(
 }
 
 /// Cancels every running statement of the watched sessions, bounded in time.
-async fn cancel_all(dog: &SessionWatchdog) -> Result<u64, String> {
+async fn cancel_all(dog: &Watcher) -> Result<u64, String> {
     match tokio::time::timeout(SIDECAR_BOUND, dog.cancel_all()).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(e.to_string()),
