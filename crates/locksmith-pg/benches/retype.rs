@@ -106,6 +106,8 @@ impl Mode {
 struct Seen {
     worst_read_ms: AtomicU64,
     worst_write_ms: AtomicU64,
+    /// When the worst write began.
+    worst_write_began: Mutex<Option<Instant>>,
     updates: AtomicU64,
     inserts: AtomicU64,
     failed: AtomicU64,
@@ -165,8 +167,10 @@ impl Traffic {
                             &[&id],
                         )
                         .await;
-                    seen.worst_write_ms
-                        .fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    let took = t.elapsed().as_millis() as u64;
+                    if seen.worst_write_ms.fetch_max(took, Ordering::Relaxed) < took {
+                        *seen.worst_write_began.lock().unwrap() = Some(t);
+                    }
                     match updated {
                         Ok(1) => {
                             seen.updates.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +226,8 @@ struct Ran {
     rows_per_second: Option<f64>,
     /// Why the run did not finish, for the note under the table.
     failed: Option<String>,
+    /// When each online step began, and which (online runs).
+    steps: Vec<(Instant, String)>,
 }
 
 struct Row {
@@ -238,6 +244,8 @@ struct Row {
     ran: Ran,
     /// The changed columns after the run: type, NOT NULL, default.
     after: String,
+    /// The online step running when the worst write began.
+    worst_write_during: Option<String>,
 }
 
 impl Row {
@@ -369,6 +377,13 @@ where
         after.push(described);
     }
     let errors = std::mem::take(&mut *seen.errors.lock().unwrap());
+    let began = *seen.worst_write_began.lock().unwrap();
+    let worst_write_during = began.filter(|_| !ran.steps.is_empty()).map(|began| {
+        match ran.steps.iter().rev().find(|(at, _)| *at <= began) {
+            Some((_, step)) => step.clone(),
+            None => "before the first step".to_string(),
+        }
+    });
     let (updates, inserts) = (
         seen.updates.load(Ordering::Relaxed) as i64,
         seen.inserts.load(Ordering::Relaxed) as i64,
@@ -385,6 +400,7 @@ where
         wal_bytes,
         ran,
         after: after.join("; "),
+        worst_write_during,
     }
 }
 
@@ -409,6 +425,8 @@ async fn online(
     let plan = Plan::new(dir.path(), migrate::read_folder(dir.path()).unwrap(), None).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let kept = seen.clone();
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let stepped = steps.clone();
     let policy = Policy {
         online: true,
         replicas,
@@ -416,6 +434,17 @@ async fn online(
     };
     let report = Runner::new(settings.clone(), policy)
         .on_event(move |e| {
+            if let Event::Guard(GuardEvent::OnlineStep {
+                number, of, sql, ..
+            }) = e
+            {
+                let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                let sql: String = sql.chars().take(70).collect();
+                stepped
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), format!("step {number} of {of} (`{sql}…`)")));
+            }
             if let Event::Guard(GuardEvent::Backfill {
                 rows_done,
                 rows_per_second,
@@ -437,6 +466,7 @@ async fn online(
         .unwrap();
     assert_eq!(report.status, Status::Applied, "{:?}", report.error);
     let events = std::mem::take(&mut *seen.lock().unwrap());
+    let taken = std::mem::take(&mut *steps.lock().unwrap());
     let best = events
         .iter()
         .map(|p| p.rows_per_second)
@@ -447,6 +477,7 @@ async fn online(
         Ran {
             rows_per_second: best,
             failed: None,
+            steps: taken,
         },
         events,
     )
@@ -481,6 +512,7 @@ async fn reshape(program: &std::path::Path, url: &str) -> Ran {
         return Ran {
             rows_per_second: None,
             failed: Some(format!("`reshape {}` failed ({why})", args.join(" "))),
+            ..Ran::default()
         };
     }
     Ran::default()
@@ -1011,6 +1043,14 @@ async fn main() {
                     .collect::<Vec<_>>()
                     .join("; ")
             ));
+        }
+        for r in &measured.rows {
+            if let Some(step) = &r.worst_write_during {
+                section.push_str(&format!(
+                    "The worst write of the run {} began during {step}.\n\n",
+                    r.label
+                ));
+            }
         }
         for note in &measured.notes {
             section.push_str(note);
