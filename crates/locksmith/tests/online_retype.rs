@@ -63,7 +63,7 @@ fn folder(sql: &str) -> tempfile::TempDir {
 }
 
 /// Columns (type, NOT NULL, default), constraints (validated or not),
-/// indexes, sequences (type, owner), triggers and functions of both tables,
+/// indexes (valid or not), sequences (type, owner), triggers and functions of both tables,
 /// as the catalog prints them.
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     let rows = client
@@ -77,7 +77,8 @@ async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
              SELECT format('%s %s %s valid=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated)
                FROM pg_constraint WHERE conrelid IN ('accounts'::regclass, 'payments'::regclass)
              UNION ALL
-             SELECT indexdef FROM pg_indexes WHERE tablename IN ('accounts', 'payments')
+             SELECT format('%s valid=%s', pg_get_indexdef(indexrelid), indisvalid)
+               FROM pg_index WHERE indrelid IN ('accounts'::regclass, 'payments'::regclass)
              UNION ALL
              SELECT format('sequence %s %s owned by %s', s.sequencename, s.data_type,
                            pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid))
@@ -588,4 +589,38 @@ async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
         query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
         1
     );
+}
+
+/// Indexes that use the column in an expression or their predicate (a
+/// unique one too) are built again on the shadow column, `CONCURRENTLY`,
+/// and take the old names in the swap: the end state is the plain
+/// statement's, names, definitions, every index valid (before, the change
+/// was refused).
+#[tokio::test]
+async fn expression_and_partial_indexes_are_rebuilt_to_the_plain_statements_schema() {
+    let setup = format!(
+        "{SETUP}
+         CREATE INDEX accounts_balance_text ON accounts ((balance::text));
+         CREATE INDEX accounts_rich ON accounts (id) WHERE balance > 900;
+         CREATE UNIQUE INDEX accounts_id_balance ON accounts ((id::bigint * 1000 + balance)) WHERE balance >= 0;"
+    );
+    let want = plain_with("retype_expr_plain", &setup, BALANCE).await;
+    let (incident, admin) = staged_with("retype_expr", &setup).await;
+    let dir = folder(BALANCE);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    for built in [
+        "CREATE INDEX CONCURRENTLY accounts_rich_locksmith_new",
+        "CREATE UNIQUE INDEX CONCURRENTLY accounts_id_balance_locksmith_new",
+        "CREATE INDEX CONCURRENTLY accounts_balance_text_locksmith_new",
+    ] {
+        assert!(said.contains(built), "{built}: {said}");
+    }
+    assert!(
+        want.iter().any(|l| l
+            == "CREATE INDEX accounts_rich ON public.accounts USING btree (id) WHERE (balance > 900) valid=t"),
+        "{want:#?}"
+    );
+    assert_eq!(schema(&admin).await, want);
 }

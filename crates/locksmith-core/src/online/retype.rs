@@ -187,21 +187,24 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
     // Marks the fill of this change: a value that does not convert undoes it ([`undo`]).
     fill.retype = Some(r.clone());
     units.push(fill);
-    // 4. Its indexes, built beside the old ones without blocking writes.
+    // 4. Its indexes, built beside the old ones without blocking writes,
+    //    expressions and predicates over the shadow as the plain statement
+    //    would parse them again over the new type.
     for index in &facts.indexes {
         let name = shadow_index(&index.name);
-        let Some(sql) = crate::analysis::index_copy::on_shadow_column(
+        let sql = crate::analysis::index_copy::on_shadow_column(
             &index.definition,
             &r.column,
             &names.shadow,
             &name,
-        ) else {
-            return Err(format!(
-                "the index {} uses the column in an expression or its WHERE ({}): drop it in a \
+        )
+        .map_err(|why| {
+            format!(
+                "the index {} ({}) cannot be built again on the shadow column: {why}; drop it in a \
                  migration before this one and create it again after, or change the type by hand",
                 index.name, index.definition
-            ));
-        };
+            )
+        })?;
         units.push(unit(
             vec![sql],
             Some(valid_index_exists(&sibling(&r.table, &name))),
