@@ -714,3 +714,274 @@ async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
         0
     );
 }
+
+/// An index, a foreign key added `NOT VALID`, its `VALIDATE`: three online steps.
+const INDEX_AND_FK: &str = "\
+CREATE INDEX enrollments_amount ON enrollments (amount);
+ALTER TABLE enrollments ADD CONSTRAINT enrollments_partner_fk FOREIGN KEY (partner_id) REFERENCES academic_partners (id);
+";
+
+/// `apply --online --abort` after a run stopped after step 1 (the index
+/// built; the foreign key's lock stayed taken) and after step 2 (the key
+/// added `NOT VALID`; its validation failed): each finished step is taken
+/// back, last first, the progress forgotten, the schema as before; then
+/// `apply --online` applies the migration from its start (before, abort
+/// refused anything but a type change).
+#[tokio::test]
+async fn abort_after_each_step_takes_it_back_and_a_rerun_applies_it() {
+    for stop in [1, 2] {
+        let (incident, admin) = staged(&format!("online_abort_step_{stop}")).await;
+        let before = schema(&admin).await;
+        let dir = folder(INDEX_AND_FK);
+        let holder = incident.admin.connect().await.unwrap();
+        let out = if stop == 1 {
+            // A writer of academic_partners in an open transaction: the
+            // foreign key's lock stays taken.
+            holder
+                .batch_execute("BEGIN; UPDATE academic_partners SET name = name WHERE id = 1")
+                .await
+                .unwrap();
+            let out = locksmith(
+                &incident.url,
+                &["apply", dir_arg(dir.path()), "--online", "--deadline", "2s"],
+            );
+            assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+            out
+        } else {
+            // A row no partner has: the validation fails.
+            admin
+                .batch_execute("INSERT INTO enrollments VALUES (9999, 9999, 1)")
+                .await
+                .unwrap();
+            let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            out
+        };
+        assert_eq!(
+            query_i64(
+                &admin,
+                "SELECT count(*) FROM locksmith_online_steps WHERE done"
+            )
+            .await,
+            stop,
+            "{}",
+            text(&out)
+        );
+        let abort = locksmith(
+            &incident.url,
+            &[
+                "apply",
+                dir_arg(dir.path()),
+                "--online",
+                "--abort",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+        let report: Value = serde_json::from_slice(&abort.stdout).unwrap();
+        assert_eq!(report["status"], "aborted", "{report}");
+        assert_eq!(report["migration"], "1 constraints", "{report}");
+        assert!(report["message"]
+            .as_str()
+            .unwrap()
+            .contains("still pending"));
+        let removed: Vec<&str> = report["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let mut want = vec!["DROP INDEX CONCURRENTLY IF EXISTS enrollments_amount"];
+        if stop == 2 {
+            want.insert(
+                0,
+                "ALTER TABLE enrollments DROP CONSTRAINT IF EXISTS enrollments_partner_fk",
+            );
+        }
+        assert_eq!(removed[..removed.len() - 1], want[..], "{report}");
+        assert_eq!(schema(&admin).await, before, "stop {stop}");
+        assert_eq!(
+            query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
+            0
+        );
+        assert_eq!(
+            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+            0
+        );
+        // The cause dealt with, the migration applies from its first step.
+        holder.batch_execute("ROLLBACK").await.ok();
+        admin
+            .batch_execute("DELETE FROM enrollments WHERE id = 9999")
+            .await
+            .unwrap();
+        let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("online step 1 of 3: CREATE INDEX CONCURRENTLY"));
+        assert!(!text(&out).contains("skipped"), "{}", text(&out));
+        assert_eq!(
+            query_i64(
+                &admin,
+                "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_amount'::regclass AND indisvalid"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            query_i64(
+                &admin,
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'enrollments_partner_fk' AND convalidated"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
+            1
+        );
+    }
+}
+
+/// kill -9 while the first step's concurrent build runs (its function
+/// sleeps on one row), the server session ended too: an invalid index is
+/// left and nothing is recorded. `--abort` finds the build cut off, drops
+/// the index, and the migration then applies from its start.
+#[tokio::test]
+async fn kill_9_inside_a_concurrent_build_then_abort_drops_its_invalid_index() {
+    let (incident, admin) = staged("online_abort_kill").await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION slow_id(id int) RETURNS int IMMUTABLE LANGUAGE plpgsql
+               AS $$ BEGIN IF id = 1 THEN PERFORM pg_sleep(30); END IF; RETURN id; END $$;",
+        )
+        .await
+        .unwrap();
+    let before = schema(&admin).await;
+    let dir = folder(&format!(
+        "CREATE INDEX enrollments_slow ON enrollments (slow_id(id));\n{INDEX_AND_FK}"
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir_arg(dir.path()), "--online"])
+        .env("DATABASE_URL", &incident.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let building = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY enrollments_slow%' AND state = 'active'";
+    let started = Instant::now();
+    while query_i64(&admin, building).await == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(started.elapsed() < Duration::from_secs(60), "never built");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The killed run's server session builds on until it notices: ended here.
+    admin
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY enrollments_slow%'")
+        .await
+        .unwrap();
+    while query_i64(&admin, building).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still building"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_slow'::regclass AND NOT indisvalid"
+        )
+        .await,
+        1
+    );
+    let abort = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert!(
+        text(&abort).contains("was removed (2 statements)"),
+        "{}",
+        text(&abort)
+    );
+    assert_eq!(schema(&admin).await, before);
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION slow_id(id int) RETURNS int IMMUTABLE LANGUAGE sql AS $$ SELECT id $$",
+        )
+        .await
+        .unwrap();
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid IN ('enrollments_slow'::regclass, 'enrollments_amount'::regclass) AND indisvalid"
+        )
+        .await,
+        2
+    );
+}
+
+/// A batched `UPDATE` that committed batches cannot be taken back: `--abort`
+/// refuses before anything runs, naming the step, and says what to do (the
+/// other steps' inverses included); nothing is undone. Finishing works:
+/// the rerun goes on after the committed batches, each row updated once.
+#[tokio::test]
+async fn abort_refuses_a_batched_update_that_changed_rows() {
+    let (incident, admin) = staged("online_abort_update").await;
+    // Row 4900 cannot take the update until `stopper` goes: the batches
+    // before it commit, its batch fails.
+    admin
+        .batch_execute(
+            "ALTER TABLE enrollments ADD PRIMARY KEY (id);
+             ALTER TABLE enrollments ADD CONSTRAINT stopper CHECK (id <> 4900 OR amount < 2);",
+        )
+        .await
+        .unwrap();
+    let sum = "SELECT sum(amount)::bigint FROM enrollments";
+    let before = query_i64(&admin, sum).await;
+    let dir = folder(
+        "CREATE INDEX enrollments_amount ON enrollments (amount);\nUPDATE enrollments SET amount = amount + 1;\n",
+    );
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(query_i64(&admin, sum).await > before, "no batch committed");
+    let steps = "SELECT count(*) FROM locksmith_online_steps";
+    let progress = query_i64(&admin, steps).await;
+    let abort = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(abort.status.code(), Some(2), "{}", text(&abort));
+    let said = text(&abort);
+    for part in [
+        "cannot abort: step 2 of 2 (`UPDATE enrollments SET amount = amount + 1`)",
+        "a batched UPDATE that already changed rows",
+        "apply --online",
+        "Nothing was undone",
+        "DROP INDEX CONCURRENTLY IF EXISTS enrollments_amount; DELETE FROM locksmith_online_steps WHERE version = 1",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    // Nothing was undone: the index and the progress are there.
+    assert_eq!(query_i64(&admin, steps).await, progress);
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_amount'::regclass"
+        )
+        .await,
+        1
+    );
+    admin
+        .batch_execute("ALTER TABLE enrollments DROP CONSTRAINT stopper")
+        .await
+        .unwrap();
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(query_i64(&admin, sum).await, before + 5000);
+    assert_eq!(query_i64(&admin, steps).await, 0);
+}
