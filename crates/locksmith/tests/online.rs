@@ -6,10 +6,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use locksmith_sandbox::incident::Incident;
 use serde_json::Value;
 
 mod support;
+use support::online::{assert_finished, assert_not_applied, folder, progress, staged, staged_on};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
@@ -25,18 +25,8 @@ ALTER TABLE enrollments ALTER COLUMN amount SET NOT NULL;
 ALTER TABLE enrollments ADD PRIMARY KEY (id);
 ";
 
-async fn staged(hint: &str) -> (Incident, locksmith_pg::Connection) {
-    let incident = Incident::stage_shared(hint).await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
-    (incident, admin)
-}
-
-fn folder(sql: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("1_constraints.sql"), sql).unwrap();
-    dir
-}
+/// The one migration file of these tests.
+const FILE: &str = "1_constraints.sql";
 
 /// Columns, constraints and indexes of the two tables, as the catalog renders them.
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
@@ -59,9 +49,9 @@ async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
 
 #[tokio::test]
 async fn online_reaches_the_same_schema_as_the_plain_migration() {
-    let (plain, plain_admin) = staged("online_plain").await;
-    let (online, online_admin) = staged("online_online").await;
-    let dir = folder(MIGRATION);
+    let (plain, plain_admin) = staged("online_plain", SETUP).await;
+    let (online, online_admin) = staged("online_online", SETUP).await;
+    let dir = folder(FILE, MIGRATION);
 
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -89,14 +79,7 @@ async fn online_reaches_the_same_schema_as_the_plain_migration() {
         !b.iter().any(|l| l.contains("not_null_check")),
         "helper checks dropped: {b:#?}"
     );
-    assert_eq!(
-        query_i64(&online_admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&online_admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&online_admin, 1).await;
 
     let again = locksmith(&online.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
@@ -109,13 +92,13 @@ async fn online_reaches_the_same_schema_as_the_plain_migration() {
 
 #[tokio::test]
 async fn a_failed_step_resumes_where_it_stopped() {
-    let (incident, admin) = staged("online_resume").await;
+    let (incident, admin) = staged("online_resume", SETUP).await;
     // A row that breaks the CHECK: its validation step fails.
     admin
         .batch_execute("UPDATE enrollments SET amount = -1 WHERE id = 7")
         .await
         .unwrap();
-    let dir = folder(MIGRATION);
+    let dir = folder(FILE, MIGRATION);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("online step 7 of 17"), "{}", text(&out));
@@ -125,10 +108,7 @@ async fn a_failed_step_resumes_where_it_stopped() {
         query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
         6
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
     let index_before = query_i64(
         &admin,
         "SELECT 'unique_informal_name'::regclass::oid::bigint",
@@ -161,22 +141,15 @@ async fn a_failed_step_resumes_where_it_stopped() {
         index_before, index_after,
         "the finished index build was not redone"
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 #[tokio::test]
 async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
-    let (incident, admin) = staged("online_kill").await;
+    let (incident, admin) = staged("online_kill", SETUP).await;
     // A slow statement kept as written after the index steps: the kill lands there.
     let sql = format!("{MIGRATION}SELECT pg_sleep(8);\n");
-    let dir = folder(&sql);
+    let dir = folder(FILE, &sql);
     let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
         .args(["apply", dir_arg(dir.path()), "--online"])
         .env("DATABASE_URL", &incident.url)
@@ -187,12 +160,7 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     // Every online step before the sleep is recorded: 2 (unique) + 1 + 2 + 2 + 4 + 6 (primary key) = 17.
     let started = Instant::now();
     loop {
-        // (An error until the first run creates the table.)
-        let done = admin
-            .query_one("SELECT count(*) FROM locksmith_online_steps", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
+        let done = progress(&admin, "SELECT count(*) FROM locksmith_online_steps").await;
         if done >= 17 {
             break;
         }
@@ -204,10 +172,7 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
     let index_before = query_i64(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
 
     let rerun = tempfile::tempdir().unwrap();
@@ -218,20 +183,13 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let index_after = query_i64(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
     assert_eq!(index_before, index_after, "finished steps were not redone");
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 #[tokio::test]
 async fn dry_run_prints_the_online_plan_and_runs_nothing() {
-    let (incident, admin) = staged("online_dry").await;
-    let dir = folder(MIGRATION);
+    let (incident, admin) = staged("online_dry", SETUP).await;
+    let dir = folder(FILE, MIGRATION);
     let out = locksmith(
         &incident.url,
         &[
@@ -272,8 +230,9 @@ async fn dry_run_prints_the_online_plan_and_runs_nothing() {
 
 #[tokio::test]
 async fn a_statement_without_online_form_is_refused_before_anything_runs() {
-    let (incident, admin) = staged("online_refuse").await;
+    let (incident, admin) = staged("online_refuse", SETUP).await;
     let dir = folder(
+        FILE,
         "ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\n\
          ALTER TABLE enrollments ALTER COLUMN amount TYPE bigint, ADD COLUMN note text;\n",
     );
@@ -298,13 +257,14 @@ async fn a_statement_without_online_form_is_refused_before_anything_runs() {
 /// anything runs because the table has no key to fill it in batches over.
 #[tokio::test]
 async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
-    let (incident, admin) = staged("online_type_live").await;
+    let (incident, admin) = staged("online_type_live", SETUP).await;
     admin
         .batch_execute("ALTER TABLE enrollments ADD COLUMN total bigint")
         .await
         .unwrap();
     let before = query_i64(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await;
     let dir = folder(
+        FILE,
         "CREATE TABLE notes (id int);\nALTER TABLE enrollments ALTER COLUMN total TYPE numeric;\n",
     );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
@@ -342,7 +302,7 @@ async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
 /// and started again by every rerun).
 #[tokio::test]
 async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
-    let (incident, admin) = staged("online_deadline").await;
+    let (incident, admin) = staged("online_deadline", SETUP).await;
     // A scan of the 5000 rows takes about 1.5 s: each step runs past the deadline.
     admin
         .batch_execute(
@@ -352,6 +312,7 @@ async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
         .await
         .unwrap();
     let dir = folder(
+        FILE,
         "CREATE INDEX enrollments_slow ON enrollments (slow(amount));\n\
          ALTER TABLE enrollments ADD CONSTRAINT slow_positive CHECK (slow(amount) > 0);\n",
     );
@@ -386,9 +347,10 @@ async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
 
 #[tokio::test]
 async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
-    let (plain, plain_admin) = staged("online_default_plain").await;
-    let (online, online_admin) = staged("online_default_online").await;
+    let (plain, plain_admin) = staged("online_default_plain", SETUP).await;
+    let (online, online_admin) = staged("online_default_online", SETUP).await;
     let dir = folder(
+        FILE,
         "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
     );
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
@@ -443,7 +405,7 @@ async fn online_reaches_the_same_schema_on_every_version() {
     bins.extend(BinDir::find(None).ok());
     bins.sort_by_key(|b| b.major);
     bins.dedup_by_key(|b| b.major);
-    let dir = folder(MIGRATION);
+    let dir = folder(FILE, MIGRATION);
     for bin in bins {
         let major = bin.major;
         let cluster = Cluster::start_with(ClusterOptions {
@@ -454,9 +416,7 @@ async fn online_reaches_the_same_schema_on_every_version() {
         let mut schemas = Vec::new();
         for online in [false, true] {
             let db = format!("versions_{online}");
-            let incident = Incident::stage(&cluster, &db).await.unwrap();
-            let admin = incident.admin.connect().await.unwrap();
-            admin.batch_execute(SETUP).await.unwrap();
+            let (incident, admin) = staged_on(&cluster, &db, SETUP).await;
             let version = major.to_string();
             let mut args = vec!["apply", dir_arg(dir.path()), "--pg-version", &version];
             if online {
@@ -475,8 +435,8 @@ async fn online_reaches_the_same_schema_on_every_version() {
 /// always finishes, and the schema is the plain migration's.
 #[tokio::test]
 async fn a_fault_at_any_step_needs_one_rerun() {
-    let (plain, plain_admin) = staged("online_faults_plain").await;
-    let dir = folder(MIGRATION);
+    let (plain, plain_admin) = staged("online_faults_plain", SETUP).await;
+    let dir = folder(FILE, MIGRATION);
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let want = schema(&plain_admin).await;
@@ -485,9 +445,7 @@ async fn a_fault_at_any_step_needs_one_rerun() {
     for (i, after) in [0_i64, 3, 7, 11, 15].into_iter().enumerate() {
         let restart = i % 2 == 1;
         let db = format!("faults_{i}");
-        let incident = Incident::stage(&cluster, &db).await.unwrap();
-        let admin = incident.admin.connect().await.unwrap();
-        admin.batch_execute(SETUP).await.unwrap();
+        let (incident, admin) = staged_on(&cluster, &db, SETUP).await;
         let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
             .args(["apply", dir_arg(dir.path()), "--online"])
             .env("DATABASE_URL", &incident.url)
@@ -498,11 +456,7 @@ async fn a_fault_at_any_step_needs_one_rerun() {
         // Wait until that many steps are recorded, or the run has ended.
         let started = Instant::now();
         loop {
-            let done = admin
-                .query_one("SELECT count(*) FROM locksmith_online_steps", &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0);
+            let done = progress(&admin, "SELECT count(*) FROM locksmith_online_steps").await;
             if done >= after || child.try_wait().unwrap().is_some() {
                 break;
             }
@@ -527,10 +481,7 @@ async fn a_fault_at_any_step_needs_one_rerun() {
         );
         let admin = incident.admin.connect().await.unwrap();
         assert_eq!(schema(&admin).await, want, "after a fault at step {after}");
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-            1
-        );
+        assert_finished(&admin, 1).await;
     }
 }
 
@@ -538,8 +489,9 @@ async fn a_fault_at_any_step_needs_one_rerun() {
 /// several lines, and cut with "…" nobody could check what it does.
 #[tokio::test]
 async fn the_dry_run_shows_a_backfill_whole() {
-    let (incident, _admin) = staged("online_dry_backfill").await;
+    let (incident, _admin) = staged("online_dry_backfill", SETUP).await;
     let dir = folder(
+        FILE,
         "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
     );
     let out = locksmith(
@@ -560,8 +512,9 @@ async fn the_dry_run_shows_a_backfill_whole() {
 /// skipped as "done" and the migration recorded as applied without it).
 #[tokio::test]
 async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
-    let (incident, admin) = staged("online_edited").await;
+    let (incident, admin) = staged("online_edited", SETUP).await;
     let dir = folder(
+        FILE,
         "CREATE INDEX enrollments_amount ON enrollments (amount);\n\
          ALTER TABLE enrollments ADD COLUMN x int DEFAULT 1/0;\n",
     );
@@ -592,10 +545,7 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
         .await,
         0
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
     assert_eq!(
         query_i64(
             &admin,
@@ -611,8 +561,11 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
 /// statement that removes it, instead of claiming a roll back.
 #[tokio::test]
 async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
-    let (incident, admin) = staged("online_validate_fails").await;
-    let dir = folder("ALTER TABLE enrollments ADD CONSTRAINT big CHECK (amount > 5);\n");
+    let (incident, admin) = staged("online_validate_fails", SETUP).await;
+    let dir = folder(
+        FILE,
+        "ALTER TABLE enrollments ADD CONSTRAINT big CHECK (amount > 5);\n",
+    );
     let out = locksmith(
         &incident.url,
         &["apply", dir_arg(dir.path()), "--online", "--format", "json"],
@@ -660,8 +613,9 @@ async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
 /// online steps without a word.
 #[tokio::test]
 async fn splitting_a_files_own_transaction_is_said() {
-    let (incident, admin) = staged("online_split").await;
+    let (incident, admin) = staged("online_split", SETUP).await;
     let dir = folder(
+        FILE,
         "BEGIN;\nALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\nCOMMIT;\n",
     );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
@@ -686,7 +640,7 @@ async fn splitting_a_files_own_transaction_is_said() {
 /// dry run included, with the partition-by-partition way.
 #[tokio::test]
 async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
-    let (incident, admin) = staged("online_partitioned").await;
+    let (incident, admin) = staged("online_partitioned", SETUP).await;
     admin
         .batch_execute(
             "CREATE TABLE events (id int, at date) PARTITION BY RANGE (at);
@@ -694,7 +648,10 @@ async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
         )
         .await
         .unwrap();
-    let dir = folder("CREATE TABLE notes (id int);\nCREATE INDEX events_at ON events (at);\n");
+    let dir = folder(
+        FILE,
+        "CREATE TABLE notes (id int);\nCREATE INDEX events_at ON events (at);\n",
+    );
     for extra in [None, Some("--dry-run")] {
         let mut args = vec!["apply", dir_arg(dir.path()), "--online"];
         args.extend(extra);
@@ -730,9 +687,9 @@ ALTER TABLE enrollments ADD CONSTRAINT enrollments_partner_fk FOREIGN KEY (partn
 #[tokio::test]
 async fn abort_after_each_step_takes_it_back_and_a_rerun_applies_it() {
     for stop in [1, 2] {
-        let (incident, admin) = staged(&format!("online_abort_step_{stop}")).await;
+        let (incident, admin) = staged(&format!("online_abort_step_{stop}"), SETUP).await;
         let before = schema(&admin).await;
-        let dir = folder(INDEX_AND_FK);
+        let dir = folder(FILE, INDEX_AND_FK);
         let holder = incident.admin.connect().await.unwrap();
         let out = if stop == 1 {
             // A writer of academic_partners in an open transaction: the
@@ -801,14 +758,7 @@ async fn abort_after_each_step_takes_it_back_and_a_rerun_applies_it() {
         }
         assert_eq!(removed[..removed.len() - 1], want[..], "{report}");
         assert_eq!(schema(&admin).await, before, "stop {stop}");
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-            0
-        );
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-            0
-        );
+        assert_finished(&admin, 0).await;
         // The cause dealt with, the migration applies from its first step.
         holder.batch_execute("ROLLBACK").await.ok();
         admin
@@ -835,10 +785,7 @@ async fn abort_after_each_step_takes_it_back_and_a_rerun_applies_it() {
             .await,
             1
         );
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-            1
-        );
+        assert_finished(&admin, 1).await;
     }
 }
 
@@ -848,7 +795,7 @@ async fn abort_after_each_step_takes_it_back_and_a_rerun_applies_it() {
 /// the index, and the migration then applies from its start.
 #[tokio::test]
 async fn kill_9_inside_a_concurrent_build_then_abort_drops_its_invalid_index() {
-    let (incident, admin) = staged("online_abort_kill").await;
+    let (incident, admin) = staged("online_abort_kill", SETUP).await;
     admin
         .batch_execute(
             "CREATE FUNCTION slow_id(id int) RETURNS int IMMUTABLE LANGUAGE plpgsql
@@ -857,9 +804,10 @@ async fn kill_9_inside_a_concurrent_build_then_abort_drops_its_invalid_index() {
         .await
         .unwrap();
     let before = schema(&admin).await;
-    let dir = folder(&format!(
-        "CREATE INDEX enrollments_slow ON enrollments (slow_id(id));\n{INDEX_AND_FK}"
-    ));
+    let dir = folder(
+        FILE,
+        &format!("CREATE INDEX enrollments_slow ON enrollments (slow_id(id));\n{INDEX_AND_FK}"),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
         .args(["apply", dir_arg(dir.path()), "--online"])
         .env("DATABASE_URL", &incident.url)
@@ -931,7 +879,7 @@ async fn kill_9_inside_a_concurrent_build_then_abort_drops_its_invalid_index() {
 /// the rerun goes on after the committed batches, each row updated once.
 #[tokio::test]
 async fn abort_refuses_a_batched_update_that_changed_rows() {
-    let (incident, admin) = staged("online_abort_update").await;
+    let (incident, admin) = staged("online_abort_update", SETUP).await;
     // Row 4900 cannot take the update until `stopper` goes: the batches
     // before it commit, its batch fails.
     admin
@@ -944,6 +892,7 @@ async fn abort_refuses_a_batched_update_that_changed_rows() {
     let sum = "SELECT sum(amount)::bigint FROM enrollments";
     let before = query_i64(&admin, sum).await;
     let dir = folder(
+        FILE,
         "CREATE INDEX enrollments_amount ON enrollments (amount);\nUPDATE enrollments SET amount = amount + 1;\n",
     );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);

@@ -9,11 +9,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
 use locksmith_sandbox::wait;
 
 mod support;
+use support::online::{assert_finished, assert_not_applied, folder, staged};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
@@ -45,22 +45,8 @@ const SETUP_IDENTITY: &str = "
     INSERT INTO payments (account_id) SELECT 1 + i % 20000 FROM generate_series(1, 2000) AS i;
     ANALYZE accounts; ANALYZE payments;";
 
-async fn staged(hint: &str) -> (Incident, locksmith_pg::Connection) {
-    staged_with(hint, SETUP).await
-}
-
-async fn staged_with(hint: &str, setup: &str) -> (Incident, locksmith_pg::Connection) {
-    let incident = Incident::stage_shared(hint).await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(setup).await.unwrap();
-    (incident, admin)
-}
-
-fn folder(sql: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("1_retype.sql"), sql).unwrap();
-    dir
-}
+/// The one migration file of these tests.
+const FILE: &str = "1_retype.sql";
 
 /// Columns (type, NOT NULL, default), constraints (validated or not),
 /// indexes (valid or not), sequences (type, owner), triggers and functions of both tables,
@@ -103,8 +89,8 @@ async fn plain(hint: &str, sql: &str) -> Vec<String> {
 }
 
 async fn plain_with(hint: &str, setup: &str, sql: &str) -> Vec<String> {
-    let (incident, admin) = staged_with(hint, setup).await;
-    let dir = folder(sql);
+    let (incident, admin) = staged(hint, setup).await;
+    let dir = folder(FILE, sql);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     schema(&admin).await
@@ -113,7 +99,7 @@ async fn plain_with(hint: &str, setup: &str, sql: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_non_key_column_changes_type_online_to_the_plain_statements_schema_keeping_writes() {
     let want = plain("retype_balance_plain", BALANCE).await;
-    let (incident, admin) = staged("retype_balance").await;
+    let (incident, admin) = staged("retype_balance", SETUP).await;
     let before = query_i64(&admin, "SELECT sum(balance)::bigint FROM accounts").await;
     // Writers during the change: each update adds 1, each insert a row of balance 1.
     let traffic = Traffic::start(
@@ -136,7 +122,7 @@ async fn a_non_key_column_changes_type_online_to_the_plain_statements_schema_kee
             gateway_timeout: Duration::from_secs(30),
         },
     );
-    let dir = folder(BALANCE);
+    let dir = folder(FILE, BALANCE);
     let url = incident.url.clone();
     let d = dir_arg(dir.path()).to_string();
     let out = tokio::task::spawn_blocking(move || locksmith(&url, &["apply", &d, "--online"]))
@@ -161,17 +147,14 @@ async fn a_non_key_column_changes_type_online_to_the_plain_statements_schema_kee
         query_i64(&admin, "SELECT sum(balance)::bigint FROM accounts").await,
         before + writes.requests as i64
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 #[tokio::test]
 async fn a_primary_key_referenced_by_a_foreign_key_changes_type_online() {
     let mut want = plain("retype_id_plain", ID).await;
-    let (incident, admin) = staged("retype_id").await;
-    let dir = folder(ID);
+    let (incident, admin) = staged("retype_id", SETUP).await;
+    let dir = folder(FILE, ID);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The one difference, on purpose: the sequence is widened with its column.
@@ -222,8 +205,8 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
         ("SELECT count(*) FROM locksmith_online_steps WHERE done", 5),
     ];
     for (n, (progress, at)) in faults.into_iter().enumerate() {
-        let (incident, admin) = staged(&format!("retype_kill_{n}")).await;
-        let dir = folder(ID);
+        let (incident, admin) = staged(&format!("retype_kill_{n}"), SETUP).await;
+        let dir = folder(FILE, ID);
         let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
             .args(["apply", dir_arg(dir.path()), "--online"])
             .env("DATABASE_URL", &incident.url)
@@ -233,12 +216,7 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
             .unwrap();
         let started = Instant::now();
         loop {
-            // (An error until the run creates the table.)
-            let done = admin
-                .query_one(progress, &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0);
+            let done = support::online::progress(&admin, progress).await;
             if done >= at {
                 break;
             }
@@ -254,11 +232,7 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-            0,
-            "fault {n}"
-        );
+        assert_not_applied(&admin).await;
         let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
         assert_eq!(out.status.code(), Some(0), "fault {n}: {}", text(&out));
         assert_eq!(schema(&admin).await, want, "fault {n}");
@@ -274,13 +248,16 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
 /// trigger, no progress): the table is as it was.
 #[tokio::test]
 async fn a_value_that_does_not_convert_names_its_row_and_leaves_nothing_behind() {
-    let (incident, admin) = staged("retype_bad_value").await;
+    let (incident, admin) = staged("retype_bad_value", SETUP).await;
     admin
         .batch_execute("ALTER TABLE accounts ALTER COLUMN note SET DEFAULT '0'; UPDATE accounts SET note = id::text; UPDATE accounts SET note = 'seven' WHERE id = 777")
         .await
         .unwrap();
     let before = schema(&admin).await;
-    let dir = folder("ALTER TABLE accounts ALTER COLUMN note TYPE int USING note::int;\n");
+    let dir = folder(
+        FILE,
+        "ALTER TABLE accounts ALTER COLUMN note TYPE int USING note::int;\n",
+    );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
@@ -291,26 +268,19 @@ async fn a_value_that_does_not_convert_names_its_row_and_leaves_nothing_behind()
     assert!(said.contains("rows where \"id\" = 777"), "{said}");
     assert!(said.contains("undone"), "{said}");
     assert_eq!(schema(&admin).await, before);
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_finished(&admin, 0).await;
 }
 
 /// A view on the column is refused before anything runs, saying what to do.
 #[tokio::test]
 async fn a_dependent_view_is_refused_before_anything_runs() {
-    let (incident, admin) = staged("retype_view").await;
+    let (incident, admin) = staged("retype_view", SETUP).await;
     admin
         .batch_execute("CREATE VIEW rich AS SELECT id FROM accounts WHERE balance > 900")
         .await
         .unwrap();
     let before = schema(&admin).await;
-    let dir = folder(BALANCE);
+    let dir = folder(FILE, BALANCE);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
@@ -325,7 +295,7 @@ async fn a_dependent_view_is_refused_before_anything_runs() {
 /// now, and finishes.
 #[tokio::test]
 async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
-    let (incident, admin) = staged("retype_after_swap").await;
+    let (incident, admin) = staged("retype_after_swap", SETUP).await;
     admin
         .batch_execute(
             "CREATE FUNCTION slow_check(id bigint) RETURNS boolean IMMUTABLE LANGUAGE plpgsql
@@ -334,7 +304,7 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         )
         .await
         .unwrap();
-    let dir = folder(ID);
+    let dir = folder(FILE, ID);
     let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
         .args(["apply", dir_arg(dir.path()), "--online"])
         .env("DATABASE_URL", &incident.url)
@@ -391,14 +361,7 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         .await,
         2
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 /// `apply --online --abort` after a run stopped inside the fill (held there
@@ -408,9 +371,9 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
 #[tokio::test]
 async fn abort_before_the_swap_leaves_the_table_as_it_was() {
     let want = plain("retype_abort_plain", BALANCE).await;
-    let (incident, admin) = staged("retype_abort").await;
+    let (incident, admin) = staged("retype_abort", SETUP).await;
     let before = schema(&admin).await;
-    let dir = folder(BALANCE);
+    let dir = folder(FILE, BALANCE);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -446,10 +409,7 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("was removed"), "{}", text(&out));
     assert_eq!(schema(&admin).await, before);
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 0).await;
     let again = locksmith(
         &incident.url,
         &["apply", dir_arg(dir.path()), "--online", "--abort"],
@@ -472,8 +432,8 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
 #[tokio::test]
 async fn an_identity_primary_key_changes_type_online() {
     let want = plain_with("retype_identity_plain", SETUP_IDENTITY, ID).await;
-    let (incident, admin) = staged_with("retype_identity", SETUP_IDENTITY).await;
-    let dir = folder(ID);
+    let (incident, admin) = staged("retype_identity", SETUP_IDENTITY).await;
+    let dir = folder(FILE, ID);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(schema(&admin).await, want);
@@ -508,8 +468,8 @@ async fn an_identity_primary_key_changes_type_online() {
 async fn the_referencing_side_changes_type_online() {
     const FK: &str = "ALTER TABLE payments ALTER COLUMN account_id TYPE bigint;\n";
     let want = plain("retype_fk_plain", FK).await;
-    let (incident, admin) = staged("retype_fk").await;
-    let dir = folder(FK);
+    let (incident, admin) = staged("retype_fk", SETUP).await;
+    let dir = folder(FILE, FK);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stderr);
@@ -527,8 +487,8 @@ async fn the_referencing_side_changes_type_online() {
 /// the first wait after it gave up at once).
 #[tokio::test]
 async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
-    let (incident, admin) = staged("retype_deadline").await;
-    let dir = folder(BALANCE);
+    let (incident, admin) = staged("retype_deadline", SETUP).await;
+    let dir = folder(FILE, BALANCE);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
     let out_dir = tempfile::tempdir().unwrap();
@@ -585,10 +545,7 @@ async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
     holder.batch_execute("COMMIT").await.unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{}", said());
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
+    assert_finished(&admin, 1).await;
 }
 
 /// Indexes that use the column in an expression or their predicate (a
@@ -605,8 +562,8 @@ async fn expression_and_partial_indexes_are_rebuilt_to_the_plain_statements_sche
          CREATE UNIQUE INDEX accounts_id_balance ON accounts ((id::bigint * 1000 + balance)) WHERE balance >= 0;"
     );
     let want = plain_with("retype_expr_plain", &setup, BALANCE).await;
-    let (incident, admin) = staged_with("retype_expr", &setup).await;
-    let dir = folder(BALANCE);
+    let (incident, admin) = staged("retype_expr", &setup).await;
+    let dir = folder(FILE, BALANCE);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stderr);
