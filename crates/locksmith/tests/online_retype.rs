@@ -49,7 +49,7 @@ const SETUP_IDENTITY: &str = "
 const FILE: &str = "1_retype.sql";
 
 /// Columns (type, NOT NULL, default), constraints (validated or not),
-/// indexes (valid or not), sequences (type, owner), triggers and functions of both tables,
+/// indexes (valid or not) and their columns' names, sequences (type, owner), triggers and functions of both tables,
 /// as the catalog prints them.
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     let rows = client
@@ -71,6 +71,9 @@ async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
                FROM pg_sequences s
                JOIN pg_depend d ON d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass
                 AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+             UNION ALL
+             SELECT format('index column %s.%s', attrelid::regclass, attname) FROM pg_attribute
+              WHERE attrelid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('accounts'::regclass, 'payments'::regclass))
              UNION ALL
              SELECT format('trigger %s', tgname) FROM pg_trigger WHERE NOT tgisinternal
              UNION ALL

@@ -19,7 +19,7 @@ use super::alter::{default_name, sibling, valid_index_exists};
 use super::Unit;
 use crate::analysis::split::{BatchedUpdate, Retyped};
 use crate::analysis::{analyze, quote_ident, quote_qualified};
-use crate::quote::split_qualified;
+use crate::quote::{literal, split_qualified};
 
 /// What the server says about the column a type change rewrites.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +294,17 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
                 sibling(&r.table, &shadow_index(&index.name))
             ),
         });
+        // An index column takes its name from the table column it was built
+        // on (a key, or a cast of it) and keeps it when that column is
+        // renamed: the plain statement's index says `id`, the shadow's
+        // `id_locksmith_new` until renamed here (run through EXECUTE: the
+        // guard locks tables, and this names an index).
+        swap.push(format!(
+            "DO $locksmith$\nBEGIN\n  IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = {index_lit}::regclass AND attname = {shadow_lit}) THEN\n    EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', {index_lit}::regclass, {shadow_lit}, {column_lit});\n  END IF;\nEND\n$locksmith$",
+            index_lit = literal(&sibling(&r.table, &index.name)),
+            shadow_lit = literal(&names.shadow),
+            column_lit = literal(&r.column),
+        ));
     }
     let mut validate = Vec::new();
     for con in facts.constraints.iter().chain(&facts.referenced_by) {
