@@ -32,6 +32,9 @@ const SETUP: &str = "
     );
     CREATE INDEX payments_account ON payments (account_id);
     INSERT INTO payments (account_id, amount) SELECT 1 + i % 100000, i FROM generate_series(1, 20000) AS i;
+    COMMENT ON CONSTRAINT accounts_pkey ON accounts IS 'one per account';
+    COMMENT ON INDEX accounts_pkey IS 'by id';
+    COMMENT ON CONSTRAINT payments_account_id_fkey ON payments IS 'pays an account';
     ANALYZE accounts; ANALYZE payments;";
 
 const BALANCE: &str = "ALTER TABLE accounts ALTER COLUMN balance TYPE bigint;\n";
@@ -60,10 +63,12 @@ async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE attrelid IN ('accounts'::regclass, 'payments'::regclass) AND attnum > 0 AND NOT attisdropped
              UNION ALL
-             SELECT format('%s %s %s valid=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated)
+             SELECT format('%s %s %s valid=%s comment=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated,
+                           obj_description(oid, 'pg_constraint'))
                FROM pg_constraint WHERE conrelid IN ('accounts'::regclass, 'payments'::regclass)
              UNION ALL
-             SELECT format('%s valid=%s', pg_get_indexdef(indexrelid), indisvalid)
+             SELECT format('%s valid=%s replica identity=%s clustered=%s comment=%s', pg_get_indexdef(indexrelid),
+                           indisvalid, indisreplident, indisclustered, obj_description(indexrelid, 'pg_class'))
                FROM pg_index WHERE indrelid IN ('accounts'::regclass, 'payments'::regclass)
              UNION ALL
              SELECT format('sequence %s %s owned by %s', s.sequencename, s.data_type,
@@ -555,14 +560,20 @@ async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
 /// unique one too) are built again on the shadow column, `CONCURRENTLY`,
 /// and take the old names in the swap: the end state is the plain
 /// statement's, names, definitions, every index valid (before, the change
-/// was refused).
+/// was refused), with what the plain statement keeps of the old indexes:
+/// a comment, the replica identity, the index the table is clustered on.
 #[tokio::test]
 async fn expression_and_partial_indexes_are_rebuilt_to_the_plain_statements_schema() {
     let setup = format!(
         "{SETUP}
          CREATE INDEX accounts_balance_text ON accounts ((balance::text));
          CREATE INDEX accounts_rich ON accounts (id) WHERE balance > 900;
-         CREATE UNIQUE INDEX accounts_id_balance ON accounts ((id::bigint * 1000 + balance)) WHERE balance >= 0;"
+         CREATE UNIQUE INDEX accounts_id_balance ON accounts ((id::bigint * 1000 + balance)) WHERE balance >= 0;
+         COMMENT ON INDEX accounts_rich IS 'the rich ones';
+         CREATE UNIQUE INDEX accounts_balance_id ON accounts (balance, id);
+         ALTER TABLE accounts REPLICA IDENTITY USING INDEX accounts_balance_id;
+         ALTER TABLE accounts CLUSTER ON accounts_balance;
+         COMMENT ON CONSTRAINT accounts_balance_check ON accounts IS 'never below zero';"
     );
     let want = plain_with("retype_expr_plain", &setup, BALANCE).await;
     let (incident, admin) = staged("retype_expr", &setup).await;
@@ -579,7 +590,7 @@ async fn expression_and_partial_indexes_are_rebuilt_to_the_plain_statements_sche
     }
     assert!(
         want.iter().any(|l| l
-            == "CREATE INDEX accounts_rich ON public.accounts USING btree (id) WHERE (balance > 900) valid=t"),
+            == "CREATE INDEX accounts_rich ON public.accounts USING btree (id) WHERE (balance > 900) valid=t replica identity=f clustered=f comment=the rich ones"),
         "{want:#?}"
     );
     assert_eq!(schema(&admin).await, want);

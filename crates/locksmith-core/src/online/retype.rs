@@ -83,6 +83,24 @@ pub struct IndexFact {
     pub definition: String,
     /// `PRIMARY KEY` or `UNIQUE` when the index backs that constraint (of the same name).
     pub constraint: Option<String>,
+    /// Its comment, and its constraint's: the plain statement keeps both.
+    #[serde(default)]
+    pub comments: Comments,
+    /// The table's replica identity (`REPLICA IDENTITY USING INDEX`).
+    #[serde(default)]
+    pub replica_identity: bool,
+    /// The index the table is clustered on (`CLUSTER ON`).
+    #[serde(default)]
+    pub clustered: bool,
+}
+
+/// The comments on an index and on the constraint it backs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comments {
+    /// `COMMENT ON INDEX`.
+    pub index: Option<String>,
+    /// `COMMENT ON CONSTRAINT`.
+    pub constraint: Option<String>,
 }
 
 /// A constraint, as `pg_get_constraintdef` prints it.
@@ -96,6 +114,9 @@ pub struct ConstraintFact {
     pub definition: String,
     /// Already validated (re-added `NOT VALID`, then validated again).
     pub validated: bool,
+    /// Its comment: the plain statement keeps it.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// The names a type change of `column` uses for its shadow objects.
@@ -294,6 +315,28 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
                 sibling(&r.table, &shadow_index(&index.name))
             ),
         });
+        // What the plain statement carries over from the old index.
+        if let Some(comment) = &index.comments.index {
+            swap.push(format!(
+                "COMMENT ON INDEX {} IS {}",
+                sibling(&r.table, &index.name),
+                literal(comment)
+            ));
+        }
+        if let (Some(comment), Some(_)) = (&index.comments.constraint, &index.constraint) {
+            swap.push(format!(
+                "COMMENT ON CONSTRAINT {name} ON {t} IS {}",
+                literal(comment)
+            ));
+        }
+        if index.replica_identity {
+            swap.push(format!(
+                "ALTER TABLE {t} REPLICA IDENTITY USING INDEX {name}"
+            ));
+        }
+        if index.clustered {
+            swap.push(format!("ALTER TABLE {t} CLUSTER ON {name}"));
+        }
         // An index column takes its name from the table column it was built
         // on (a key, or a cast of it) and keeps it when that column is
         // renamed: the plain statement's index says `id`, the shadow's
@@ -314,6 +357,14 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
             con.table,
             quote_ident(&con.name)
         ));
+        if let Some(comment) = &con.comment {
+            swap.push(format!(
+                "COMMENT ON CONSTRAINT {} ON {} IS {}",
+                quote_ident(&con.name),
+                con.table,
+                literal(comment)
+            ));
+        }
         if con.validated {
             validate.push(format!(
                 "ALTER TABLE {} VALIDATE CONSTRAINT {}",
@@ -436,6 +487,7 @@ mod tests {
                 definition: "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
                     .into(),
                 constraint: Some("PRIMARY KEY".into()),
+                ..IndexFact::default()
             }],
             constraints: vec![],
             referenced_by: vec![ConstraintFact {
@@ -443,6 +495,7 @@ mod tests {
                 name: "payments_account_id_fkey".into(),
                 definition: "FOREIGN KEY (account_id) REFERENCES accounts(id)".into(),
                 validated: true,
+                comment: None,
             }],
             obstacles: vec![],
         };

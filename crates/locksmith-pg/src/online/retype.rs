@@ -300,11 +300,13 @@ async fn identity(
 }
 
 async fn indexes(client: &Connection, table: &str, attnum: i16) -> Result<Vec<IndexFact>, Error> {
-    // The indexes that use the column (as a key, in INCLUDE, an expression or the predicate), with the PRIMARY KEY or UNIQUE constraint each backs.
+    // The indexes that use the column (as a key, in INCLUDE, an expression or the predicate), with the PRIMARY KEY or UNIQUE constraint each backs, their comments, and whether the table's replica identity or CLUSTER ON names it.
     let rows = client
         .query(
             "SELECT i.relname::text, pg_get_indexdef(i.oid),
-                    CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE' END
+                    CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE' END,
+                    obj_description(i.oid, 'pg_class'), obj_description(con.oid, 'pg_constraint'),
+                    x.indisreplident, x.indisclustered
                FROM pg_index x
                JOIN pg_class i ON i.oid = x.indexrelid
                LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = x.indrelid
@@ -326,6 +328,12 @@ async fn indexes(client: &Connection, table: &str, attnum: i16) -> Result<Vec<In
             name: r.get(0),
             definition: r.get(1),
             constraint: r.get(2),
+            comments: locksmith_core::online::retype::Comments {
+                index: r.get(3),
+                constraint: r.get(4),
+            },
+            replica_identity: r.get(5),
+            clustered: r.get(6),
         })
         .collect())
 }
@@ -357,7 +365,7 @@ async fn constraints(
     let rows = client
         .query(
             "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), convalidated,
-                    contype::text, condeferrable
+                    contype::text, condeferrable, obj_description(oid, 'pg_constraint')
                FROM pg_constraint
               WHERE conrelid = to_regclass($1) AND $2 = ANY(conkey)
               ORDER BY conname",
@@ -378,6 +386,7 @@ async fn constraints(
                 name,
                 definition: r.get(2),
                 validated: r.get(3),
+                comment: r.get(6),
             }),
             // PostgreSQL 18 keeps NOT NULL as a constraint too ('n'): the
             // column's NOT NULL is carried by the steps (attnotnull).
@@ -401,7 +410,8 @@ async fn referenced_by(
     // Foreign keys that reference the column.
     let rows = client
         .query(
-            "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), convalidated
+            "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), convalidated,
+                    obj_description(oid, 'pg_constraint')
                FROM pg_constraint
               WHERE contype = 'f' AND confrelid = to_regclass($1) AND $2 = ANY(confkey)
               ORDER BY conrelid::regclass::text, conname",
@@ -416,6 +426,7 @@ async fn referenced_by(
             name: r.get(1),
             definition: r.get(2),
             validated: r.get(3),
+            comment: r.get(4),
         })
         .collect())
 }
