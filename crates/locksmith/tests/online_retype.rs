@@ -33,6 +33,8 @@ const SETUP: &str = "
     CREATE INDEX payments_account ON payments (account_id);
     INSERT INTO payments (account_id, amount) SELECT 1 + i % 100000, i FROM generate_series(1, 20000) AS i;
     COMMENT ON CONSTRAINT accounts_pkey ON accounts IS 'one per account';
+    COMMENT ON COLUMN accounts.id IS 'the account';
+    COMMENT ON COLUMN accounts.balance IS 'in cents';
     COMMENT ON INDEX accounts_pkey IS 'by id';
     COMMENT ON CONSTRAINT payments_account_id_fkey ON payments IS 'pays an account';
     ANALYZE accounts; ANALYZE payments;";
@@ -57,9 +59,9 @@ const FILE: &str = "1_retype.sql";
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     let rows = client
         .query(
-            "SELECT format('%s.%s %s not null=%s default=%s identity=%s', attrelid::regclass, attname,
+            "SELECT format('%s.%s %s not null=%s default=%s identity=%s comment=%s', attrelid::regclass, attname,
                            format_type(atttypid, atttypmod), attnotnull, pg_get_expr(d.adbin, d.adrelid),
-                           attidentity)
+                           attidentity, col_description(attrelid, attnum))
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE attrelid IN ('accounts'::regclass, 'payments'::regclass) AND attnum > 0 AND NOT attisdropped
              UNION ALL
@@ -293,6 +295,25 @@ async fn a_dependent_view_is_refused_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("view rich depends on the column"), "{said}");
+    assert!(said.contains("Nothing was run"), "{said}");
+    assert_eq!(schema(&admin).await, before);
+}
+
+/// Column privileges (`GRANT SELECT (balance)`) would go with the old
+/// column: refused before anything runs, saying what to do.
+#[tokio::test]
+async fn column_privileges_are_refused_before_anything_runs() {
+    let (incident, admin) = staged("retype_column_grant", SETUP).await;
+    admin
+        .batch_execute("GRANT SELECT (balance) ON accounts TO PUBLIC")
+        .await
+        .unwrap();
+    let before = schema(&admin).await;
+    let dir = folder(FILE, BALANCE);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("balance has column privileges"), "{said}");
     assert!(said.contains("Nothing was run"), "{said}");
     assert_eq!(schema(&admin).await, before);
 }

@@ -30,6 +30,9 @@ pub struct ColumnFacts {
     pub not_null: bool,
     /// Its default (`pg_get_expr`), if any.
     pub default: Option<String>,
+    /// Its comment, which the plain statement keeps.
+    #[serde(default)]
+    pub comment: Option<String>,
     /// The sequence the column owns (a serial), if any.
     pub sequence: Option<OwnedSequence>,
     /// The column is an identity column: how its sequence counts.
@@ -289,6 +292,9 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
     }
     swap.push(format!("ALTER TABLE {t} DROP COLUMN {c}"));
     swap.push(format!("ALTER TABLE {t} RENAME COLUMN {s} TO {c}"));
+    if let Some(comment) = &facts.comment {
+        swap.push(format!("COMMENT ON COLUMN {t}.{c} IS {}", literal(comment)));
+    }
     if facts.not_null {
         swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"));
         swap.push(format!("ALTER TABLE {t} DROP CONSTRAINT {k}"));
@@ -476,6 +482,7 @@ mod tests {
             type_sql: "integer".into(),
             not_null: true,
             default: Some("nextval('accounts_id_seq'::regclass)".into()),
+            comment: None,
             sequence: Some(OwnedSequence {
                 name: "public.accounts_id_seq".into(),
                 type_sql: "integer".into(),

@@ -177,6 +177,7 @@ pub async fn read(client: &Connection, r: &Retyped) -> Result<ColumnFacts, Error
         type_sql: column.type_sql,
         not_null: column.not_null,
         default: column.default,
+        comment: column.comment,
         ..ColumnFacts::default()
     };
     facts.obstacles.extend(column.obstacles);
@@ -198,18 +199,20 @@ struct Column {
     type_sql: String,
     not_null: bool,
     default: Option<String>,
+    comment: Option<String>,
     attnum: i16,
     obstacles: Vec<String>,
 }
 
 async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, Error> {
-    // The column's type, NOT NULL, default, and what about it or its table has no online form.
+    // The column's type, NOT NULL, default, comment, and what about it or its table has no online form.
     let row = client
         .query_opt(
             "SELECT format_type(a.atttypid, a.atttypmod), a.attnotnull,
                     pg_get_expr(d.adbin, d.adrelid), a.attnum,
                     a.attgenerated <> '', a.attidentity <> '', c.relkind::text,
-                    EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
+                    EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid),
+                    col_description(a.attrelid, a.attnum), a.attacl IS NOT NULL
                FROM pg_attribute a
                JOIN pg_class c ON c.oid = a.attrelid
                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -223,6 +226,7 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
             type_sql: String::new(),
             not_null: false,
             default: None,
+            comment: None,
             attnum: 0,
             obstacles: vec![format!(
                 "{table} has no column {name} (yet): a type change planned online needs the column to exist when it is planned"
@@ -233,6 +237,11 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
     if row.get::<_, bool>(4) {
         obstacles.push(format!(
             "{name} is a generated column: its values come from its expression, not from a copy; change it by hand (drop and add it again) in a migration of its own"
+        ));
+    }
+    if row.get::<_, bool>(9) {
+        obstacles.push(format!(
+            "{name} has column privileges (GRANT … ({name}) ON {table}), which would go with the old column: revoke them in a migration before this one and grant them again after, or change the type by hand"
         ));
     }
     match row.get::<_, String>(6).as_str() {
@@ -248,6 +257,7 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
         type_sql: row.get(0),
         not_null: row.get(1),
         default: row.get(2),
+        comment: row.get(8),
         attnum: row.get(3),
         obstacles,
     })
