@@ -399,10 +399,36 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
 /// then applies from the start.
 #[tokio::test]
 async fn abort_before_the_swap_leaves_the_table_as_it_was() {
-    let want = plain("retype_abort_plain", BALANCE).await;
-    let (incident, admin) = staged("retype_abort", SETUP).await;
+    abort_inside_the_fill("retype_abort", BALANCE).await;
+}
+
+/// The same with a concurrent index build before the type change in the
+/// migration: `--abort` removes the type change's shadow objects and then
+/// drops the index the first step built (before, it refused: "steps other
+/// than the type change are done").
+#[tokio::test]
+async fn abort_takes_back_an_index_built_before_the_type_change_too() {
+    let sql = format!("CREATE INDEX payments_amount ON payments (amount);\n{BALANCE}");
+    let removed = abort_inside_the_fill("retype_abort_index", &sql).await;
+    let drop = "DROP INDEX CONCURRENTLY IF EXISTS payments_amount";
+    let shadow = "ALTER TABLE accounts DROP COLUMN IF EXISTS balance_locksmith_new";
+    let at = |sql: &str| {
+        removed
+            .find(sql)
+            .unwrap_or_else(|| panic!("{sql}: {removed}"))
+    };
+    assert!(at(shadow) < at(drop), "{removed}");
+}
+
+/// Runs the migration `sql` (a type change of `accounts.balance` in it)
+/// until its fill is held by the pause file, kills it, aborts: the schema is
+/// as before, nothing is left to abort, and the migration then applies from
+/// its start to the plain statement's schema. What `--abort` said.
+async fn abort_inside_the_fill(hint: &str, sql: &str) -> String {
+    let want = plain(&format!("{hint}_plain"), sql).await;
+    let (incident, admin) = staged(hint, SETUP).await;
     let before = schema(&admin).await;
-    let dir = folder(FILE, BALANCE);
+    let dir = folder(FILE, sql);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
@@ -433,10 +459,22 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
 
     let out = locksmith(
         &incident.url,
-        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+        &[
+            "apply",
+            dir_arg(dir.path()),
+            "--online",
+            "--abort",
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("was removed"), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["message"].as_str().unwrap().contains("was removed"),
+        "{report}"
+    );
+    let said = report["removed"].to_string();
     assert_eq!(schema(&admin).await, before);
     assert_finished(&admin, 0).await;
     let again = locksmith(
@@ -453,6 +491,7 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(schema(&admin).await, want);
+    said
 }
 
 /// An identity primary key (Django's `AutoField`) goes to `bigint` the same
