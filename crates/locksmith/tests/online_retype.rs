@@ -35,6 +35,8 @@ const SETUP: &str = "
     COMMENT ON CONSTRAINT accounts_pkey ON accounts IS 'one per account';
     COMMENT ON COLUMN accounts.id IS 'the account';
     COMMENT ON COLUMN accounts.balance IS 'in cents';
+    ALTER TABLE accounts ALTER COLUMN balance SET STATISTICS 500;
+    ALTER TABLE accounts ALTER COLUMN balance SET (n_distinct = 1000);
     COMMENT ON INDEX accounts_pkey IS 'by id';
     COMMENT ON CONSTRAINT payments_account_id_fkey ON payments IS 'pays an account';
     ANALYZE accounts; ANALYZE payments;";
@@ -59,9 +61,10 @@ const FILE: &str = "1_retype.sql";
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     let rows = client
         .query(
-            "SELECT format('%s.%s %s not null=%s default=%s identity=%s comment=%s', attrelid::regclass, attname,
-                           format_type(atttypid, atttypmod), attnotnull, pg_get_expr(d.adbin, d.adrelid),
-                           attidentity, col_description(attrelid, attnum))
+            "SELECT format('%s.%s %s not null=%s default=%s identity=%s comment=%s statistics=%s options=%s',
+                           attrelid::regclass, attname, format_type(atttypid, atttypmod), attnotnull,
+                           pg_get_expr(d.adbin, d.adrelid), attidentity, col_description(attrelid, attnum),
+                           attstattarget, attoptions)
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE attrelid IN ('accounts'::regclass, 'payments'::regclass) AND attnum > 0 AND NOT attisdropped
              UNION ALL

@@ -33,6 +33,12 @@ pub struct ColumnFacts {
     /// Its comment, which the plain statement keeps.
     #[serde(default)]
     pub comment: Option<String>,
+    /// Its statistics target, when set (`SET STATISTICS`), which the plain statement keeps.
+    #[serde(default)]
+    pub statistics: Option<i32>,
+    /// Its options (`SET (n_distinct = …)`), as `name=value, …`, which the plain statement keeps.
+    #[serde(default)]
+    pub options: Option<String>,
     /// The sequence the column owns (a serial), if any.
     pub sequence: Option<OwnedSequence>,
     /// The column is an identity column: how its sequence counts.
@@ -295,6 +301,14 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
     if let Some(comment) = &facts.comment {
         swap.push(format!("COMMENT ON COLUMN {t}.{c} IS {}", literal(comment)));
     }
+    if let Some(target) = facts.statistics {
+        swap.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} SET STATISTICS {target}"
+        ));
+    }
+    if let Some(options) = &facts.options {
+        swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET ({options})"));
+    }
     if facts.not_null {
         swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"));
         swap.push(format!("ALTER TABLE {t} DROP CONSTRAINT {k}"));
@@ -483,6 +497,8 @@ mod tests {
             not_null: true,
             default: Some("nextval('accounts_id_seq'::regclass)".into()),
             comment: None,
+            statistics: None,
+            options: None,
             sequence: Some(OwnedSequence {
                 name: "public.accounts_id_seq".into(),
                 type_sql: "integer".into(),

@@ -178,6 +178,8 @@ pub async fn read(client: &Connection, r: &Retyped) -> Result<ColumnFacts, Error
         not_null: column.not_null,
         default: column.default,
         comment: column.comment,
+        statistics: column.statistics,
+        options: column.options,
         ..ColumnFacts::default()
     };
     facts.obstacles.extend(column.obstacles);
@@ -200,19 +202,23 @@ struct Column {
     not_null: bool,
     default: Option<String>,
     comment: Option<String>,
+    statistics: Option<i32>,
+    options: Option<String>,
     attnum: i16,
     obstacles: Vec<String>,
 }
 
 async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, Error> {
-    // The column's type, NOT NULL, default, comment, and what about it or its table has no online form.
+    // The column's type, NOT NULL, default, comment, statistics target and options, and what about it or its table has no online form.
     let row = client
         .query_opt(
             "SELECT format_type(a.atttypid, a.atttypmod), a.attnotnull,
                     pg_get_expr(d.adbin, d.adrelid), a.attnum,
                     a.attgenerated <> '', a.attidentity <> '', c.relkind::text,
                     EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid),
-                    col_description(a.attrelid, a.attnum), a.attacl IS NOT NULL
+                    col_description(a.attrelid, a.attnum), a.attacl IS NOT NULL,
+                    CASE WHEN a.attstattarget >= 0 THEN a.attstattarget::int END,
+                    array_to_string(a.attoptions, ', ')
                FROM pg_attribute a
                JOIN pg_class c ON c.oid = a.attrelid
                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -227,6 +233,8 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
             not_null: false,
             default: None,
             comment: None,
+            statistics: None,
+            options: None,
             attnum: 0,
             obstacles: vec![format!(
                 "{table} has no column {name} (yet): a type change planned online needs the column to exist when it is planned"
@@ -258,6 +266,8 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
         not_null: row.get(1),
         default: row.get(2),
         comment: row.get(8),
+        statistics: row.get(10),
+        options: row.get(11),
         attnum: row.get(3),
         obstacles,
     })
