@@ -3,13 +3,14 @@
 //! interruption without redoing finished steps, and what has no online form is
 //! refused before anything runs.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
-use support::online::{assert_finished, assert_not_applied, folder, progress, staged, staged_on};
+use support::online::{
+    assert_finished, assert_not_applied, folder, progress, spawn_online, staged, staged_on,
+};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
@@ -150,13 +151,7 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     // A slow statement kept as written after the index steps: the kill lands there.
     let sql = format!("{MIGRATION}SELECT pg_sleep(8);\n");
     let dir = folder(FILE, &sql);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     // Every online step before the sleep is recorded: 2 (unique) + 1 + 2 + 2 + 4 + 6 (primary key) = 17.
     let started = Instant::now();
     loop {
@@ -446,13 +441,7 @@ async fn a_fault_at_any_step_needs_one_rerun() {
         let restart = i % 2 == 1;
         let db = format!("faults_{i}");
         let (incident, admin) = staged_on(&cluster, &db, SETUP).await;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-            .args(["apply", dir_arg(dir.path()), "--online"])
-            .env("DATABASE_URL", &incident.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_online(&incident.url, dir.path(), &[]);
         // Wait until that many steps are recorded, or the run has ended.
         let started = Instant::now();
         loop {
@@ -808,13 +797,7 @@ async fn kill_9_inside_a_concurrent_build_then_abort_drops_its_invalid_index() {
         FILE,
         &format!("CREATE INDEX enrollments_slow ON enrollments (slow_id(id));\n{INDEX_AND_FK}"),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     let building = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY enrollments_slow%' AND state = 'active'";
     let started = Instant::now();
     while query_i64(&admin, building).await == 0 {

@@ -5,7 +5,6 @@
 //! locks that long. What batches would change (`UPDATE … FROM`, a table
 //! without a key) is refused before anything runs.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::Incident;
@@ -13,7 +12,9 @@ use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile, TrafficReport};
 use serde_json::Value;
 
 mod support;
-use support::online::{assert_finished, assert_not_applied, folder, progress, staged};
+use support::online::{
+    assert_finished, assert_not_applied, folder, progress, spawn_online, staged,
+};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const ROWS: i64 = 300_000;
@@ -157,13 +158,7 @@ async fn max_hold_stops_a_whole_table_update_that_makes_writers_wait() {
 async fn kill_9_mid_batches_then_one_rerun_updates_each_row_once() {
     let (incident, admin) = staged("batches_kill", SETUP).await;
     let dir = folder(FILE, BUMP);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     let started = Instant::now();
     loop {
         let done = progress(

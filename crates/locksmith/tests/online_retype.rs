@@ -13,7 +13,7 @@ use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
 use locksmith_sandbox::wait;
 
 mod support;
-use support::online::{assert_finished, assert_not_applied, folder, staged};
+use support::online::{assert_finished, assert_not_applied, folder, spawn_online, staged};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
@@ -220,13 +220,7 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
     for (n, (progress, at)) in faults.into_iter().enumerate() {
         let (incident, admin) = staged(&format!("retype_kill_{n}"), SETUP).await;
         let dir = folder(FILE, ID);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-            .args(["apply", dir_arg(dir.path()), "--online"])
-            .env("DATABASE_URL", &incident.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_online(&incident.url, dir.path(), &[]);
         let started = Instant::now();
         loop {
             let done = support::online::progress(&admin, progress).await;
@@ -337,13 +331,7 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         .await
         .unwrap();
     let dir = folder(FILE, ID);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     let started = Instant::now();
     loop {
         let swapped = admin
@@ -434,14 +422,11 @@ async fn abort_inside_the_fill(hint: &str, sql: &str) -> String {
     let dir = folder(FILE, sql);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online", "--pause-file"])
-        .arg(&pause)
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_online(
+        &incident.url,
+        dir.path(),
+        &["--pause-file", pause.to_str().unwrap()],
+    );
     // Held before the fill's first batch: the shadow column and trigger are there.
     let started = Instant::now();
     while query_i64(

@@ -10,6 +10,7 @@
 //! back would lose or invent something: a batched `UPDATE` that changed
 //! rows, a column added (writers may have filled it), a type change past
 //! its swap (finishing, `apply --online`, is the way out there).
+
 use serde::Serialize;
 
 use locksmith_core::analysis::split::retyped;

@@ -69,3 +69,16 @@ pub async fn progress(admin: &Connection, sql: &str) -> i64 {
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(0)
 }
+
+/// `locksmith apply DIR --online EXTRA…` against `url` in the background,
+/// its output discarded: a run to interrupt.
+pub fn spawn_online(url: &str, dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_locksmith"))
+        .args(["apply", dir.to_str().unwrap(), "--online"])
+        .args(extra)
+        .env("DATABASE_URL", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
