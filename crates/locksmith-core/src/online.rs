@@ -428,6 +428,7 @@ pub fn script(steps: &[OnlineStep], in_transaction_block: bool) -> String {
 
 mod alter;
 pub mod retype;
+pub mod undo;
 
 pub(crate) use alter::default_name;
 #[cfg(test)]

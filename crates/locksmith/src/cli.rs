@@ -173,7 +173,7 @@ pub struct ApplyArgs {
     pub online: bool,
     #[command(flatten)]
     pub throttle: ThrottleArgs,
-    /// With --online: remove an unfinished online type change (shadow column, trigger, progress) before its swap, leaving the table as it was; the migration stays pending
+    /// With --online: take back what an unfinished online migration did (indexes built, constraints added NOT VALID, a type change before its swap), last step first, and forget its progress; the migration stays pending. Refuses what cannot be taken back (an UPDATE that changed rows)
     #[arg(long, requires = "online", conflicts_with_all = ["dry_run", "targets"])]
     pub abort: bool,
     /// Adopt a database another tool built: record every migration up to VERSION as applied without running it, then apply the rest.

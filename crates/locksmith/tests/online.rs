@@ -3,13 +3,14 @@
 //! interruption without redoing finished steps, and what has no online form is
 //! refused before anything runs.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use locksmith_sandbox::incident::Incident;
 use serde_json::Value;
 
 mod support;
+use support::online::{
+    assert_finished, assert_not_applied, folder, progress, spawn_online, staged, staged_on,
+};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
@@ -25,18 +26,8 @@ ALTER TABLE enrollments ALTER COLUMN amount SET NOT NULL;
 ALTER TABLE enrollments ADD PRIMARY KEY (id);
 ";
 
-async fn staged(hint: &str) -> (Incident, locksmith_pg::Connection) {
-    let incident = Incident::stage_shared(hint).await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
-    (incident, admin)
-}
-
-fn folder(sql: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("1_constraints.sql"), sql).unwrap();
-    dir
-}
+/// The one migration file of these tests.
+const FILE: &str = "1_constraints.sql";
 
 /// Columns, constraints and indexes of the two tables, as the catalog renders them.
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
@@ -59,9 +50,9 @@ async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
 
 #[tokio::test]
 async fn online_reaches_the_same_schema_as_the_plain_migration() {
-    let (plain, plain_admin) = staged("online_plain").await;
-    let (online, online_admin) = staged("online_online").await;
-    let dir = folder(MIGRATION);
+    let (plain, plain_admin) = staged("online_plain", SETUP).await;
+    let (online, online_admin) = staged("online_online", SETUP).await;
+    let dir = folder(FILE, MIGRATION);
 
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -89,14 +80,7 @@ async fn online_reaches_the_same_schema_as_the_plain_migration() {
         !b.iter().any(|l| l.contains("not_null_check")),
         "helper checks dropped: {b:#?}"
     );
-    assert_eq!(
-        query_i64(&online_admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&online_admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&online_admin, 1).await;
 
     let again = locksmith(&online.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
@@ -109,13 +93,13 @@ async fn online_reaches_the_same_schema_as_the_plain_migration() {
 
 #[tokio::test]
 async fn a_failed_step_resumes_where_it_stopped() {
-    let (incident, admin) = staged("online_resume").await;
+    let (incident, admin) = staged("online_resume", SETUP).await;
     // A row that breaks the CHECK: its validation step fails.
     admin
         .batch_execute("UPDATE enrollments SET amount = -1 WHERE id = 7")
         .await
         .unwrap();
-    let dir = folder(MIGRATION);
+    let dir = folder(FILE, MIGRATION);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("online step 7 of 17"), "{}", text(&out));
@@ -125,10 +109,7 @@ async fn a_failed_step_resumes_where_it_stopped() {
         query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
         6
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
     let index_before = query_i64(
         &admin,
         "SELECT 'unique_informal_name'::regclass::oid::bigint",
@@ -161,38 +142,20 @@ async fn a_failed_step_resumes_where_it_stopped() {
         index_before, index_after,
         "the finished index build was not redone"
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 #[tokio::test]
 async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
-    let (incident, admin) = staged("online_kill").await;
+    let (incident, admin) = staged("online_kill", SETUP).await;
     // A slow statement kept as written after the index steps: the kill lands there.
     let sql = format!("{MIGRATION}SELECT pg_sleep(8);\n");
-    let dir = folder(&sql);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let dir = folder(FILE, &sql);
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     // Every online step before the sleep is recorded: 2 (unique) + 1 + 2 + 2 + 4 + 6 (primary key) = 17.
     let started = Instant::now();
     loop {
-        // (An error until the first run creates the table.)
-        let done = admin
-            .query_one("SELECT count(*) FROM locksmith_online_steps", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
+        let done = progress(&admin, "SELECT count(*) FROM locksmith_online_steps").await;
         if done >= 17 {
             break;
         }
@@ -204,10 +167,7 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
     let index_before = query_i64(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
 
     let rerun = tempfile::tempdir().unwrap();
@@ -218,20 +178,13 @@ async fn kill_9_mid_plan_then_one_rerun_finishes_without_redoing_steps() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let index_after = query_i64(&admin, "SELECT 'enrollments_pkey'::regclass::oid::bigint").await;
     assert_eq!(index_before, index_after, "finished steps were not redone");
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 #[tokio::test]
 async fn dry_run_prints_the_online_plan_and_runs_nothing() {
-    let (incident, admin) = staged("online_dry").await;
-    let dir = folder(MIGRATION);
+    let (incident, admin) = staged("online_dry", SETUP).await;
+    let dir = folder(FILE, MIGRATION);
     let out = locksmith(
         &incident.url,
         &[
@@ -272,8 +225,9 @@ async fn dry_run_prints_the_online_plan_and_runs_nothing() {
 
 #[tokio::test]
 async fn a_statement_without_online_form_is_refused_before_anything_runs() {
-    let (incident, admin) = staged("online_refuse").await;
+    let (incident, admin) = staged("online_refuse", SETUP).await;
     let dir = folder(
+        FILE,
         "ALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\n\
          ALTER TABLE enrollments ALTER COLUMN amount TYPE bigint, ADD COLUMN note text;\n",
     );
@@ -298,13 +252,14 @@ async fn a_statement_without_online_form_is_refused_before_anything_runs() {
 /// anything runs because the table has no key to fill it in batches over.
 #[tokio::test]
 async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
-    let (incident, admin) = staged("online_type_live").await;
+    let (incident, admin) = staged("online_type_live", SETUP).await;
     admin
         .batch_execute("ALTER TABLE enrollments ADD COLUMN total bigint")
         .await
         .unwrap();
     let before = query_i64(&admin, "SELECT pg_relation_filenode('enrollments')::bigint").await;
     let dir = folder(
+        FILE,
         "CREATE TABLE notes (id int);\nALTER TABLE enrollments ALTER COLUMN total TYPE numeric;\n",
     );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
@@ -342,7 +297,7 @@ async fn a_rewriting_type_change_known_only_to_the_server_is_refused_online() {
 /// and started again by every rerun).
 #[tokio::test]
 async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
-    let (incident, admin) = staged("online_deadline").await;
+    let (incident, admin) = staged("online_deadline", SETUP).await;
     // A scan of the 5000 rows takes about 1.5 s: each step runs past the deadline.
     admin
         .batch_execute(
@@ -352,6 +307,7 @@ async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
         .await
         .unwrap();
     let dir = folder(
+        FILE,
         "CREATE INDEX enrollments_slow ON enrollments (slow(amount));\n\
          ALTER TABLE enrollments ADD CONSTRAINT slow_positive CHECK (slow(amount) > 0);\n",
     );
@@ -386,9 +342,10 @@ async fn online_steps_that_block_no_traffic_outlive_the_deadline() {
 
 #[tokio::test]
 async fn a_volatile_default_is_backfilled_in_batches_to_the_same_result() {
-    let (plain, plain_admin) = staged("online_default_plain").await;
-    let (online, online_admin) = staged("online_default_online").await;
+    let (plain, plain_admin) = staged("online_default_plain", SETUP).await;
+    let (online, online_admin) = staged("online_default_online", SETUP).await;
     let dir = folder(
+        FILE,
         "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
     );
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
@@ -443,7 +400,7 @@ async fn online_reaches_the_same_schema_on_every_version() {
     bins.extend(BinDir::find(None).ok());
     bins.sort_by_key(|b| b.major);
     bins.dedup_by_key(|b| b.major);
-    let dir = folder(MIGRATION);
+    let dir = folder(FILE, MIGRATION);
     for bin in bins {
         let major = bin.major;
         let cluster = Cluster::start_with(ClusterOptions {
@@ -454,9 +411,7 @@ async fn online_reaches_the_same_schema_on_every_version() {
         let mut schemas = Vec::new();
         for online in [false, true] {
             let db = format!("versions_{online}");
-            let incident = Incident::stage(&cluster, &db).await.unwrap();
-            let admin = incident.admin.connect().await.unwrap();
-            admin.batch_execute(SETUP).await.unwrap();
+            let (incident, admin) = staged_on(&cluster, &db, SETUP).await;
             let version = major.to_string();
             let mut args = vec!["apply", dir_arg(dir.path()), "--pg-version", &version];
             if online {
@@ -475,8 +430,8 @@ async fn online_reaches_the_same_schema_on_every_version() {
 /// always finishes, and the schema is the plain migration's.
 #[tokio::test]
 async fn a_fault_at_any_step_needs_one_rerun() {
-    let (plain, plain_admin) = staged("online_faults_plain").await;
-    let dir = folder(MIGRATION);
+    let (plain, plain_admin) = staged("online_faults_plain", SETUP).await;
+    let dir = folder(FILE, MIGRATION);
     let out = locksmith(&plain.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let want = schema(&plain_admin).await;
@@ -485,24 +440,12 @@ async fn a_fault_at_any_step_needs_one_rerun() {
     for (i, after) in [0_i64, 3, 7, 11, 15].into_iter().enumerate() {
         let restart = i % 2 == 1;
         let db = format!("faults_{i}");
-        let incident = Incident::stage(&cluster, &db).await.unwrap();
-        let admin = incident.admin.connect().await.unwrap();
-        admin.batch_execute(SETUP).await.unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-            .args(["apply", dir_arg(dir.path()), "--online"])
-            .env("DATABASE_URL", &incident.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (incident, admin) = staged_on(&cluster, &db, SETUP).await;
+        let mut child = spawn_online(&incident.url, dir.path(), &[]);
         // Wait until that many steps are recorded, or the run has ended.
         let started = Instant::now();
         loop {
-            let done = admin
-                .query_one("SELECT count(*) FROM locksmith_online_steps", &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0);
+            let done = progress(&admin, "SELECT count(*) FROM locksmith_online_steps").await;
             if done >= after || child.try_wait().unwrap().is_some() {
                 break;
             }
@@ -527,10 +470,7 @@ async fn a_fault_at_any_step_needs_one_rerun() {
         );
         let admin = incident.admin.connect().await.unwrap();
         assert_eq!(schema(&admin).await, want, "after a fault at step {after}");
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-            1
-        );
+        assert_finished(&admin, 1).await;
     }
 }
 
@@ -538,8 +478,9 @@ async fn a_fault_at_any_step_needs_one_rerun() {
 /// several lines, and cut with "…" nobody could check what it does.
 #[tokio::test]
 async fn the_dry_run_shows_a_backfill_whole() {
-    let (incident, _admin) = staged("online_dry_backfill").await;
+    let (incident, _admin) = staged("online_dry_backfill", SETUP).await;
     let dir = folder(
+        FILE,
         "ALTER TABLE enrollments ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid();\n",
     );
     let out = locksmith(
@@ -560,8 +501,9 @@ async fn the_dry_run_shows_a_backfill_whole() {
 /// skipped as "done" and the migration recorded as applied without it).
 #[tokio::test]
 async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
-    let (incident, admin) = staged("online_edited").await;
+    let (incident, admin) = staged("online_edited", SETUP).await;
     let dir = folder(
+        FILE,
         "CREATE INDEX enrollments_amount ON enrollments (amount);\n\
          ALTER TABLE enrollments ADD COLUMN x int DEFAULT 1/0;\n",
     );
@@ -592,10 +534,7 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
         .await,
         0
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
     assert_eq!(
         query_i64(
             &admin,
@@ -611,8 +550,11 @@ async fn an_online_migration_edited_after_a_failure_is_not_resumed_blindly() {
 /// statement that removes it, instead of claiming a roll back.
 #[tokio::test]
 async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
-    let (incident, admin) = staged("online_validate_fails").await;
-    let dir = folder("ALTER TABLE enrollments ADD CONSTRAINT big CHECK (amount > 5);\n");
+    let (incident, admin) = staged("online_validate_fails", SETUP).await;
+    let dir = folder(
+        FILE,
+        "ALTER TABLE enrollments ADD CONSTRAINT big CHECK (amount > 5);\n",
+    );
     let out = locksmith(
         &incident.url,
         &["apply", dir_arg(dir.path()), "--online", "--format", "json"],
@@ -660,8 +602,9 @@ async fn a_failed_validate_says_what_it_left_and_how_to_remove_it() {
 /// online steps without a word.
 #[tokio::test]
 async fn splitting_a_files_own_transaction_is_said() {
-    let (incident, admin) = staged("online_split").await;
+    let (incident, admin) = staged("online_split", SETUP).await;
     let dir = folder(
+        FILE,
         "BEGIN;\nALTER TABLE academic_partners ADD CONSTRAINT unique_informal_name UNIQUE (informal_name);\nCOMMIT;\n",
     );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
@@ -686,7 +629,7 @@ async fn splitting_a_files_own_transaction_is_said() {
 /// dry run included, with the partition-by-partition way.
 #[tokio::test]
 async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
-    let (incident, admin) = staged("online_partitioned").await;
+    let (incident, admin) = staged("online_partitioned", SETUP).await;
     admin
         .batch_execute(
             "CREATE TABLE events (id int, at date) PARTITION BY RANGE (at);
@@ -694,7 +637,10 @@ async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
         )
         .await
         .unwrap();
-    let dir = folder("CREATE TABLE notes (id int);\nCREATE INDEX events_at ON events (at);\n");
+    let dir = folder(
+        FILE,
+        "CREATE TABLE notes (id int);\nCREATE INDEX events_at ON events (at);\n",
+    );
     for extra in [None, Some("--dry-run")] {
         let mut args = vec!["apply", dir_arg(dir.path()), "--online"];
         args.extend(extra);
@@ -713,4 +659,261 @@ async fn a_concurrent_build_on_a_partitioned_table_is_refused_up_front() {
         .await,
         0
     );
+}
+
+/// An index, a foreign key added `NOT VALID`, its `VALIDATE`: three online steps.
+const INDEX_AND_FK: &str = "\
+CREATE INDEX enrollments_amount ON enrollments (amount);
+ALTER TABLE enrollments ADD CONSTRAINT enrollments_partner_fk FOREIGN KEY (partner_id) REFERENCES academic_partners (id);
+";
+
+/// `apply --online --abort` after a run stopped after step 1 (the index
+/// built; the foreign key's lock stayed taken) and after step 2 (the key
+/// added `NOT VALID`; its validation failed): each finished step is taken
+/// back, last first, the progress forgotten, the schema as before; then
+/// `apply --online` applies the migration from its start (before, abort
+/// refused anything but a type change).
+#[tokio::test]
+async fn abort_after_each_step_takes_it_back_and_a_rerun_applies_it() {
+    for stop in [1, 2] {
+        let (incident, admin) = staged(&format!("online_abort_step_{stop}"), SETUP).await;
+        let before = schema(&admin).await;
+        let dir = folder(FILE, INDEX_AND_FK);
+        let holder = incident.admin.connect().await.unwrap();
+        let out = if stop == 1 {
+            // A writer of academic_partners in an open transaction: the
+            // foreign key's lock stays taken.
+            holder
+                .batch_execute("BEGIN; UPDATE academic_partners SET name = name WHERE id = 1")
+                .await
+                .unwrap();
+            let out = locksmith(
+                &incident.url,
+                &["apply", dir_arg(dir.path()), "--online", "--deadline", "2s"],
+            );
+            assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+            out
+        } else {
+            // A row no partner has: the validation fails.
+            admin
+                .batch_execute("INSERT INTO enrollments VALUES (9999, 9999, 1)")
+                .await
+                .unwrap();
+            let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            out
+        };
+        assert_eq!(
+            query_i64(
+                &admin,
+                "SELECT count(*) FROM locksmith_online_steps WHERE done"
+            )
+            .await,
+            stop,
+            "{}",
+            text(&out)
+        );
+        let abort = locksmith(
+            &incident.url,
+            &[
+                "apply",
+                dir_arg(dir.path()),
+                "--online",
+                "--abort",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+        let report: Value = serde_json::from_slice(&abort.stdout).unwrap();
+        assert_eq!(report["status"], "aborted", "{report}");
+        assert_eq!(report["migration"], "1 constraints", "{report}");
+        assert!(report["message"]
+            .as_str()
+            .unwrap()
+            .contains("still pending"));
+        let removed: Vec<&str> = report["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let mut want = vec!["DROP INDEX CONCURRENTLY IF EXISTS enrollments_amount"];
+        if stop == 2 {
+            want.insert(
+                0,
+                "ALTER TABLE enrollments DROP CONSTRAINT IF EXISTS enrollments_partner_fk",
+            );
+        }
+        assert_eq!(removed[..removed.len() - 1], want[..], "{report}");
+        assert_eq!(schema(&admin).await, before, "stop {stop}");
+        assert_finished(&admin, 0).await;
+        // The cause dealt with, the migration applies from its first step.
+        holder.batch_execute("ROLLBACK").await.ok();
+        admin
+            .batch_execute("DELETE FROM enrollments WHERE id = 9999")
+            .await
+            .unwrap();
+        let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("online step 1 of 3: CREATE INDEX CONCURRENTLY"));
+        assert!(!text(&out).contains("skipped"), "{}", text(&out));
+        assert_eq!(
+            query_i64(
+                &admin,
+                "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_amount'::regclass AND indisvalid"
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            query_i64(
+                &admin,
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'enrollments_partner_fk' AND convalidated"
+            )
+            .await,
+            1
+        );
+        assert_finished(&admin, 1).await;
+    }
+}
+
+/// kill -9 while the first step's concurrent build runs (its function
+/// sleeps on one row), the server session ended too: an invalid index is
+/// left and nothing is recorded. `--abort` finds the build cut off, drops
+/// the index, and the migration then applies from its start.
+#[tokio::test]
+async fn kill_9_inside_a_concurrent_build_then_abort_drops_its_invalid_index() {
+    let (incident, admin) = staged("online_abort_kill", SETUP).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION slow_id(id int) RETURNS int IMMUTABLE LANGUAGE plpgsql
+               AS $$ BEGIN IF id = 1 THEN PERFORM pg_sleep(30); END IF; RETURN id; END $$;",
+        )
+        .await
+        .unwrap();
+    let before = schema(&admin).await;
+    let dir = folder(
+        FILE,
+        &format!("CREATE INDEX enrollments_slow ON enrollments (slow_id(id));\n{INDEX_AND_FK}"),
+    );
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
+    let building = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY enrollments_slow%' AND state = 'active'";
+    let started = Instant::now();
+    while query_i64(&admin, building).await == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(started.elapsed() < Duration::from_secs(60), "never built");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The killed run's server session builds on until it notices: ended here.
+    admin
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY enrollments_slow%'")
+        .await
+        .unwrap();
+    while query_i64(&admin, building).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still building"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_slow'::regclass AND NOT indisvalid"
+        )
+        .await,
+        1
+    );
+    let abort = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert!(
+        text(&abort).contains("was removed (2 statements)"),
+        "{}",
+        text(&abort)
+    );
+    assert_eq!(schema(&admin).await, before);
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION slow_id(id int) RETURNS int IMMUTABLE LANGUAGE sql AS $$ SELECT id $$",
+        )
+        .await
+        .unwrap();
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid IN ('enrollments_slow'::regclass, 'enrollments_amount'::regclass) AND indisvalid"
+        )
+        .await,
+        2
+    );
+}
+
+/// A batched `UPDATE` that committed batches cannot be taken back: `--abort`
+/// refuses before anything runs, naming the step, and says what to do (the
+/// other steps' inverses included); nothing is undone. Finishing works:
+/// the rerun goes on after the committed batches, each row updated once.
+#[tokio::test]
+async fn abort_refuses_a_batched_update_that_changed_rows() {
+    let (incident, admin) = staged("online_abort_update", SETUP).await;
+    // Row 4900 cannot take the update until `stopper` goes: the batches
+    // before it commit, its batch fails.
+    admin
+        .batch_execute(
+            "ALTER TABLE enrollments ADD PRIMARY KEY (id);
+             ALTER TABLE enrollments ADD CONSTRAINT stopper CHECK (id <> 4900 OR amount < 2);",
+        )
+        .await
+        .unwrap();
+    let sum = "SELECT sum(amount)::bigint FROM enrollments";
+    let before = query_i64(&admin, sum).await;
+    let dir = folder(
+        FILE,
+        "CREATE INDEX enrollments_amount ON enrollments (amount);\nUPDATE enrollments SET amount = amount + 1;\n",
+    );
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(query_i64(&admin, sum).await > before, "no batch committed");
+    let steps = "SELECT count(*) FROM locksmith_online_steps";
+    let progress = query_i64(&admin, steps).await;
+    let abort = locksmith(
+        &incident.url,
+        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+    );
+    assert_eq!(abort.status.code(), Some(2), "{}", text(&abort));
+    let said = text(&abort);
+    for part in [
+        "cannot abort: step 2 of 2 (`UPDATE enrollments SET amount = amount + 1`)",
+        "a batched UPDATE that already changed rows",
+        "apply --online",
+        "Nothing was undone",
+        "DROP INDEX CONCURRENTLY IF EXISTS enrollments_amount; DELETE FROM locksmith_online_steps WHERE version = 1",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    // Nothing was undone: the index and the progress are there.
+    assert_eq!(query_i64(&admin, steps).await, progress);
+    assert_eq!(
+        query_i64(
+            &admin,
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 'enrollments_amount'::regclass"
+        )
+        .await,
+        1
+    );
+    admin
+        .batch_execute("ALTER TABLE enrollments DROP CONSTRAINT stopper")
+        .await
+        .unwrap();
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(query_i64(&admin, sum).await, before + 5000);
+    assert_eq!(query_i64(&admin, steps).await, 0);
 }

@@ -5,7 +5,6 @@
 //! locks that long. What batches would change (`UPDATE … FROM`, a table
 //! without a key) is refused before anything runs.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use locksmith_sandbox::incident::Incident;
@@ -13,6 +12,9 @@ use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile, TrafficReport};
 use serde_json::Value;
 
 mod support;
+use support::online::{
+    assert_finished, assert_not_applied, folder, progress, spawn_online, staged,
+};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const ROWS: i64 = 300_000;
@@ -28,18 +30,8 @@ const SETUP: &str = "
 const BUMP: &str =
     "UPDATE accounts SET balance = balance + 1000 + 0 * length(md5(repeat(id::text, 600)));\n";
 
-async fn staged(hint: &str) -> (Incident, locksmith_pg::Connection) {
-    let incident = Incident::stage_shared(hint).await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
-    (incident, admin)
-}
-
-fn folder(sql: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("1_bump.sql"), sql).unwrap();
-    dir
-}
+/// The one migration file of these tests.
+const FILE: &str = "1_bump.sql";
 
 /// A writer adding 1 to one account at a time, spread over the whole table,
 /// every request timed: what an application sees while the UPDATE runs.
@@ -88,8 +80,8 @@ fn committed(report: &TrafficReport) -> i64 {
 
 #[tokio::test]
 async fn a_whole_table_update_runs_in_batches_and_writers_wait_one_batch_at_most() {
-    let (incident, admin) = staged("batches_writers").await;
-    let dir = folder(BUMP);
+    let (incident, admin) = staged("batches_writers", SETUP).await;
+    let dir = folder(FILE, BUMP);
     let started = Instant::now();
     let (out, writes) = under_writes(&incident, &["apply", dir_arg(dir.path()), "--online"]).await;
     let took = started.elapsed();
@@ -112,14 +104,7 @@ async fn a_whole_table_update_runs_in_batches_and_writers_wait_one_batch_at_most
         query_i64(&admin, "SELECT sum(balance)::bigint FROM accounts").await,
         ROWS * 1000 + committed(&writes)
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
+    assert_finished(&admin, 1).await;
 }
 
 /// Without `--online`, the same UPDATE runs as written, and `--max-hold`
@@ -128,8 +113,8 @@ async fn a_whole_table_update_runs_in_batches_and_writers_wait_one_batch_at_most
 /// waited for all of it).
 #[tokio::test]
 async fn max_hold_stops_a_whole_table_update_that_makes_writers_wait() {
-    let (incident, admin) = staged("batches_max_hold").await;
-    let dir = folder(BUMP);
+    let (incident, admin) = staged("batches_max_hold", SETUP).await;
+    let dir = folder(FILE, BUMP);
     let (out, writes) = under_writes(
         &incident,
         &[
@@ -164,36 +149,23 @@ async fn max_hold_stops_a_whole_table_update_that_makes_writers_wait() {
         query_i64(&admin, "SELECT sum(balance)::bigint FROM accounts").await,
         committed(&writes)
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_not_applied(&admin).await;
 }
 
 /// kill -9 in the middle of the batches, then one rerun: it goes on after
 /// the last committed batch, and no row gets its 1000 twice.
 #[tokio::test]
 async fn kill_9_mid_batches_then_one_rerun_updates_each_row_once() {
-    let (incident, admin) = staged("batches_kill").await;
-    let dir = folder(BUMP);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (incident, admin) = staged("batches_kill", SETUP).await;
+    let dir = folder(FILE, BUMP);
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     let started = Instant::now();
     loop {
-        // (An error until the first run creates the table.)
-        let done = admin
-            .query_one(
-                "SELECT coalesce(max(rows_done), 0)::bigint FROM locksmith_online_steps WHERE NOT done",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0);
+        let done = progress(
+            &admin,
+            "SELECT coalesce(max(rows_done), 0)::bigint FROM locksmith_online_steps WHERE NOT done",
+        )
+        .await;
         if done >= 20_000 {
             break;
         }
@@ -225,21 +197,14 @@ async fn kill_9_mid_batches_then_one_rerun_updates_each_row_once() {
         .await,
         0
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 /// What batches would change, or cannot range over, is refused with why and
 /// what to do, before anything runs.
 #[tokio::test]
 async fn an_update_batches_would_change_is_refused_before_anything_runs() {
-    let (incident, admin) = staged("batches_refused").await;
+    let (incident, admin) = staged("batches_refused", SETUP).await;
     admin
         .batch_execute(
             "CREATE TABLE ledger (account int, amount int); INSERT INTO ledger VALUES (1, 5)",
@@ -256,7 +221,7 @@ async fn an_update_batches_would_change_is_refused_before_anything_runs() {
             "has no single-column primary key",
         ),
     ] {
-        let dir = folder(&format!("CREATE TABLE notes (id int);\n{sql}"));
+        let dir = folder(FILE, &format!("CREATE TABLE notes (id int);\n{sql}"));
         let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
         assert_eq!(out.status.code(), Some(2), "{sql}: {}", text(&out));
         let said = text(&out);
@@ -281,8 +246,8 @@ async fn an_update_batches_would_change_is_refused_before_anything_runs() {
 /// The dry run says the UPDATE runs in batches (human and JSON), and runs nothing.
 #[tokio::test]
 async fn the_dry_run_says_an_update_runs_in_batches() {
-    let (incident, admin) = staged("batches_dry").await;
-    let dir = folder(BUMP);
+    let (incident, admin) = staged("batches_dry", SETUP).await;
+    let dir = folder(FILE, BUMP);
     let out = locksmith(
         &incident.url,
         &["apply", dir_arg(dir.path()), "--online", "--dry-run"],

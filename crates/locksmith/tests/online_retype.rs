@@ -9,11 +9,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::traffic::{Query, Traffic, TrafficProfile};
 use locksmith_sandbox::wait;
 
 mod support;
+use support::online::{assert_finished, assert_not_applied, folder, spawn_online, staged};
 use support::{dir_arg, locksmith, query_i64, text};
 
 const SETUP: &str = "
@@ -32,6 +32,13 @@ const SETUP: &str = "
     );
     CREATE INDEX payments_account ON payments (account_id);
     INSERT INTO payments (account_id, amount) SELECT 1 + i % 100000, i FROM generate_series(1, 20000) AS i;
+    COMMENT ON CONSTRAINT accounts_pkey ON accounts IS 'one per account';
+    COMMENT ON COLUMN accounts.id IS 'the account';
+    COMMENT ON COLUMN accounts.balance IS 'in cents';
+    ALTER TABLE accounts ALTER COLUMN balance SET STATISTICS 500;
+    ALTER TABLE accounts ALTER COLUMN balance SET (n_distinct = 1000);
+    COMMENT ON INDEX accounts_pkey IS 'by id';
+    COMMENT ON CONSTRAINT payments_account_id_fkey ON payments IS 'pays an account';
     ANALYZE accounts; ANALYZE payments;";
 
 const BALANCE: &str = "ALTER TABLE accounts ALTER COLUMN balance TYPE bigint;\n";
@@ -45,45 +52,38 @@ const SETUP_IDENTITY: &str = "
     INSERT INTO payments (account_id) SELECT 1 + i % 20000 FROM generate_series(1, 2000) AS i;
     ANALYZE accounts; ANALYZE payments;";
 
-async fn staged(hint: &str) -> (Incident, locksmith_pg::Connection) {
-    staged_with(hint, SETUP).await
-}
-
-async fn staged_with(hint: &str, setup: &str) -> (Incident, locksmith_pg::Connection) {
-    let incident = Incident::stage_shared(hint).await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(setup).await.unwrap();
-    (incident, admin)
-}
-
-fn folder(sql: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("1_retype.sql"), sql).unwrap();
-    dir
-}
+/// The one migration file of these tests.
+const FILE: &str = "1_retype.sql";
 
 /// Columns (type, NOT NULL, default), constraints (validated or not),
-/// indexes, sequences (type, owner), triggers and functions of both tables,
+/// indexes (valid or not) and their columns' names, sequences (type, owner), triggers and functions of both tables,
 /// as the catalog prints them.
 async fn schema(client: &locksmith_pg::Connection) -> Vec<String> {
     let rows = client
         .query(
-            "SELECT format('%s.%s %s not null=%s default=%s identity=%s', attrelid::regclass, attname,
-                           format_type(atttypid, atttypmod), attnotnull, pg_get_expr(d.adbin, d.adrelid),
-                           attidentity)
+            "SELECT format('%s.%s %s not null=%s default=%s identity=%s comment=%s statistics=%s options=%s',
+                           attrelid::regclass, attname, format_type(atttypid, atttypmod), attnotnull,
+                           pg_get_expr(d.adbin, d.adrelid), attidentity, col_description(attrelid, attnum),
+                           attstattarget, attoptions)
                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE attrelid IN ('accounts'::regclass, 'payments'::regclass) AND attnum > 0 AND NOT attisdropped
              UNION ALL
-             SELECT format('%s %s %s valid=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated)
+             SELECT format('%s %s %s valid=%s comment=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated,
+                           obj_description(oid, 'pg_constraint'))
                FROM pg_constraint WHERE conrelid IN ('accounts'::regclass, 'payments'::regclass)
              UNION ALL
-             SELECT indexdef FROM pg_indexes WHERE tablename IN ('accounts', 'payments')
+             SELECT format('%s valid=%s replica identity=%s clustered=%s comment=%s', pg_get_indexdef(indexrelid),
+                           indisvalid, indisreplident, indisclustered, obj_description(indexrelid, 'pg_class'))
+               FROM pg_index WHERE indrelid IN ('accounts'::regclass, 'payments'::regclass)
              UNION ALL
              SELECT format('sequence %s %s owned by %s', s.sequencename, s.data_type,
                            pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid))
                FROM pg_sequences s
                JOIN pg_depend d ON d.objid = format('%I.%I', s.schemaname, s.sequencename)::regclass
                 AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+             UNION ALL
+             SELECT format('index column %s.%s', attrelid::regclass, attname) FROM pg_attribute
+              WHERE attrelid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('accounts'::regclass, 'payments'::regclass))
              UNION ALL
              SELECT format('trigger %s', tgname) FROM pg_trigger WHERE NOT tgisinternal
              UNION ALL
@@ -102,8 +102,8 @@ async fn plain(hint: &str, sql: &str) -> Vec<String> {
 }
 
 async fn plain_with(hint: &str, setup: &str, sql: &str) -> Vec<String> {
-    let (incident, admin) = staged_with(hint, setup).await;
-    let dir = folder(sql);
+    let (incident, admin) = staged(hint, setup).await;
+    let dir = folder(FILE, sql);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path())]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     schema(&admin).await
@@ -112,7 +112,7 @@ async fn plain_with(hint: &str, setup: &str, sql: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_non_key_column_changes_type_online_to_the_plain_statements_schema_keeping_writes() {
     let want = plain("retype_balance_plain", BALANCE).await;
-    let (incident, admin) = staged("retype_balance").await;
+    let (incident, admin) = staged("retype_balance", SETUP).await;
     let before = query_i64(&admin, "SELECT sum(balance)::bigint FROM accounts").await;
     // Writers during the change: each update adds 1, each insert a row of balance 1.
     let traffic = Traffic::start(
@@ -135,7 +135,7 @@ async fn a_non_key_column_changes_type_online_to_the_plain_statements_schema_kee
             gateway_timeout: Duration::from_secs(30),
         },
     );
-    let dir = folder(BALANCE);
+    let dir = folder(FILE, BALANCE);
     let url = incident.url.clone();
     let d = dir_arg(dir.path()).to_string();
     let out = tokio::task::spawn_blocking(move || locksmith(&url, &["apply", &d, "--online"]))
@@ -160,17 +160,14 @@ async fn a_non_key_column_changes_type_online_to_the_plain_statements_schema_kee
         query_i64(&admin, "SELECT sum(balance)::bigint FROM accounts").await,
         before + writes.requests as i64
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 #[tokio::test]
 async fn a_primary_key_referenced_by_a_foreign_key_changes_type_online() {
     let mut want = plain("retype_id_plain", ID).await;
-    let (incident, admin) = staged("retype_id").await;
-    let dir = folder(ID);
+    let (incident, admin) = staged("retype_id", SETUP).await;
+    let dir = folder(FILE, ID);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The one difference, on purpose: the sequence is widened with its column.
@@ -221,23 +218,12 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
         ("SELECT count(*) FROM locksmith_online_steps WHERE done", 5),
     ];
     for (n, (progress, at)) in faults.into_iter().enumerate() {
-        let (incident, admin) = staged(&format!("retype_kill_{n}")).await;
-        let dir = folder(ID);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-            .args(["apply", dir_arg(dir.path()), "--online"])
-            .env("DATABASE_URL", &incident.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (incident, admin) = staged(&format!("retype_kill_{n}"), SETUP).await;
+        let dir = folder(FILE, ID);
+        let mut child = spawn_online(&incident.url, dir.path(), &[]);
         let started = Instant::now();
         loop {
-            // (An error until the run creates the table.)
-            let done = admin
-                .query_one(progress, &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0);
+            let done = support::online::progress(&admin, progress).await;
             if done >= at {
                 break;
             }
@@ -253,11 +239,7 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(
-            query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-            0,
-            "fault {n}"
-        );
+        assert_not_applied(&admin).await;
         let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
         assert_eq!(out.status.code(), Some(0), "fault {n}: {}", text(&out));
         assert_eq!(schema(&admin).await, want, "fault {n}");
@@ -273,13 +255,16 @@ async fn kill_9_at_step_boundaries_and_inside_the_fill_needs_one_rerun() {
 /// trigger, no progress): the table is as it was.
 #[tokio::test]
 async fn a_value_that_does_not_convert_names_its_row_and_leaves_nothing_behind() {
-    let (incident, admin) = staged("retype_bad_value").await;
+    let (incident, admin) = staged("retype_bad_value", SETUP).await;
     admin
         .batch_execute("ALTER TABLE accounts ALTER COLUMN note SET DEFAULT '0'; UPDATE accounts SET note = id::text; UPDATE accounts SET note = 'seven' WHERE id = 777")
         .await
         .unwrap();
     let before = schema(&admin).await;
-    let dir = folder("ALTER TABLE accounts ALTER COLUMN note TYPE int USING note::int;\n");
+    let dir = folder(
+        FILE,
+        "ALTER TABLE accounts ALTER COLUMN note TYPE int USING note::int;\n",
+    );
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
@@ -290,30 +275,42 @@ async fn a_value_that_does_not_convert_names_its_row_and_leaves_nothing_behind()
     assert!(said.contains("rows where \"id\" = 777"), "{said}");
     assert!(said.contains("undone"), "{said}");
     assert_eq!(schema(&admin).await, before);
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        0
-    );
+    assert_finished(&admin, 0).await;
 }
 
 /// A view on the column is refused before anything runs, saying what to do.
 #[tokio::test]
 async fn a_dependent_view_is_refused_before_anything_runs() {
-    let (incident, admin) = staged("retype_view").await;
+    let (incident, admin) = staged("retype_view", SETUP).await;
     admin
         .batch_execute("CREATE VIEW rich AS SELECT id FROM accounts WHERE balance > 900")
         .await
         .unwrap();
     let before = schema(&admin).await;
-    let dir = folder(BALANCE);
+    let dir = folder(FILE, BALANCE);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("view rich depends on the column"), "{said}");
+    assert!(said.contains("Nothing was run"), "{said}");
+    assert_eq!(schema(&admin).await, before);
+}
+
+/// Column privileges (`GRANT SELECT (balance)`) would go with the old
+/// column: refused before anything runs, saying what to do.
+#[tokio::test]
+async fn column_privileges_are_refused_before_anything_runs() {
+    let (incident, admin) = staged("retype_column_grant", SETUP).await;
+    admin
+        .batch_execute("GRANT SELECT (balance) ON accounts TO PUBLIC")
+        .await
+        .unwrap();
+    let before = schema(&admin).await;
+    let dir = folder(FILE, BALANCE);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("balance has column privileges"), "{said}");
     assert!(said.contains("Nothing was run"), "{said}");
     assert_eq!(schema(&admin).await, before);
 }
@@ -324,7 +321,7 @@ async fn a_dependent_view_is_refused_before_anything_runs() {
 /// now, and finishes.
 #[tokio::test]
 async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
-    let (incident, admin) = staged("retype_after_swap").await;
+    let (incident, admin) = staged("retype_after_swap", SETUP).await;
     admin
         .batch_execute(
             "CREATE FUNCTION slow_check(id bigint) RETURNS boolean IMMUTABLE LANGUAGE plpgsql
@@ -333,14 +330,8 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         )
         .await
         .unwrap();
-    let dir = folder(ID);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online"])
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let dir = folder(FILE, ID);
+    let mut child = spawn_online(&incident.url, dir.path(), &[]);
     let started = Instant::now();
     loop {
         let swapped = admin
@@ -390,14 +381,7 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
         .await,
         2
     );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
-    );
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
-    );
+    assert_finished(&admin, 1).await;
 }
 
 /// `apply --online --abort` after a run stopped inside the fill (held there
@@ -406,20 +390,43 @@ async fn kill_9_after_the_swap_then_one_rerun_finishes_from_the_kept_facts() {
 /// then applies from the start.
 #[tokio::test]
 async fn abort_before_the_swap_leaves_the_table_as_it_was() {
-    let want = plain("retype_abort_plain", BALANCE).await;
-    let (incident, admin) = staged("retype_abort").await;
+    abort_inside_the_fill("retype_abort", BALANCE).await;
+}
+
+/// The same with a concurrent index build before the type change in the
+/// migration: `--abort` removes the type change's shadow objects and then
+/// drops the index the first step built (before, it refused: "steps other
+/// than the type change are done").
+#[tokio::test]
+async fn abort_takes_back_an_index_built_before_the_type_change_too() {
+    let sql = format!("CREATE INDEX payments_amount ON payments (amount);\n{BALANCE}");
+    let removed = abort_inside_the_fill("retype_abort_index", &sql).await;
+    let drop = "DROP INDEX CONCURRENTLY IF EXISTS payments_amount";
+    let shadow = "ALTER TABLE accounts DROP COLUMN IF EXISTS balance_locksmith_new";
+    let at = |sql: &str| {
+        removed
+            .find(sql)
+            .unwrap_or_else(|| panic!("{sql}: {removed}"))
+    };
+    assert!(at(shadow) < at(drop), "{removed}");
+}
+
+/// Runs the migration `sql` (a type change of `accounts.balance` in it)
+/// until its fill is held by the pause file, kills it, aborts: the schema is
+/// as before, nothing is left to abort, and the migration then applies from
+/// its start to the plain statement's schema. What `--abort` said.
+async fn abort_inside_the_fill(hint: &str, sql: &str) -> String {
+    let want = plain(&format!("{hint}_plain"), sql).await;
+    let (incident, admin) = staged(hint, SETUP).await;
     let before = schema(&admin).await;
-    let dir = folder(BALANCE);
+    let dir = folder(FILE, sql);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_locksmith"))
-        .args(["apply", dir_arg(dir.path()), "--online", "--pause-file"])
-        .arg(&pause)
-        .env("DATABASE_URL", &incident.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_online(
+        &incident.url,
+        dir.path(),
+        &["--pause-file", pause.to_str().unwrap()],
+    );
     // Held before the fill's first batch: the shadow column and trigger are there.
     let started = Instant::now();
     while query_i64(
@@ -440,15 +447,24 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
 
     let out = locksmith(
         &incident.url,
-        &["apply", dir_arg(dir.path()), "--online", "--abort"],
+        &[
+            "apply",
+            dir_arg(dir.path()),
+            "--online",
+            "--abort",
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("was removed"), "{}", text(&out));
-    assert_eq!(schema(&admin).await, before);
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_online_steps").await,
-        0
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["message"].as_str().unwrap().contains("was removed"),
+        "{report}"
     );
+    let said = report["removed"].to_string();
+    assert_eq!(schema(&admin).await, before);
+    assert_finished(&admin, 0).await;
     let again = locksmith(
         &incident.url,
         &["apply", dir_arg(dir.path()), "--online", "--abort"],
@@ -463,6 +479,7 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(schema(&admin).await, want);
+    said
 }
 
 /// An identity primary key (Django's `AutoField`) goes to `bigint` the same
@@ -471,8 +488,8 @@ async fn abort_before_the_swap_leaves_the_table_as_it_was() {
 #[tokio::test]
 async fn an_identity_primary_key_changes_type_online() {
     let want = plain_with("retype_identity_plain", SETUP_IDENTITY, ID).await;
-    let (incident, admin) = staged_with("retype_identity", SETUP_IDENTITY).await;
-    let dir = folder(ID);
+    let (incident, admin) = staged("retype_identity", SETUP_IDENTITY).await;
+    let dir = folder(FILE, ID);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(schema(&admin).await, want);
@@ -507,8 +524,8 @@ async fn an_identity_primary_key_changes_type_online() {
 async fn the_referencing_side_changes_type_online() {
     const FK: &str = "ALTER TABLE payments ALTER COLUMN account_id TYPE bigint;\n";
     let want = plain("retype_fk_plain", FK).await;
-    let (incident, admin) = staged("retype_fk").await;
-    let dir = folder(FK);
+    let (incident, admin) = staged("retype_fk", SETUP).await;
+    let dir = folder(FILE, FK);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stderr);
@@ -526,8 +543,8 @@ async fn the_referencing_side_changes_type_online() {
 /// the first wait after it gave up at once).
 #[tokio::test]
 async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
-    let (incident, admin) = staged("retype_deadline").await;
-    let dir = folder(BALANCE);
+    let (incident, admin) = staged("retype_deadline", SETUP).await;
+    let dir = folder(FILE, BALANCE);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
     let out_dir = tempfile::tempdir().unwrap();
@@ -584,8 +601,45 @@ async fn the_deadline_bounds_each_steps_wait_not_the_whole_change() {
     holder.batch_execute("COMMIT").await.unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{}", said());
-    assert_eq!(
-        query_i64(&admin, "SELECT count(*) FROM locksmith_migrations").await,
-        1
+    assert_finished(&admin, 1).await;
+}
+
+/// Indexes that use the column in an expression or their predicate (a
+/// unique one too) are built again on the shadow column, `CONCURRENTLY`,
+/// and take the old names in the swap: the end state is the plain
+/// statement's, names, definitions, every index valid (before, the change
+/// was refused), with what the plain statement keeps of the old indexes:
+/// a comment, the replica identity, the index the table is clustered on.
+#[tokio::test]
+async fn expression_and_partial_indexes_are_rebuilt_to_the_plain_statements_schema() {
+    let setup = format!(
+        "{SETUP}
+         CREATE INDEX accounts_balance_text ON accounts ((balance::text));
+         CREATE INDEX accounts_rich ON accounts (id) WHERE balance > 900;
+         CREATE UNIQUE INDEX accounts_id_balance ON accounts ((id::bigint * 1000 + balance)) WHERE balance >= 0;
+         COMMENT ON INDEX accounts_rich IS 'the rich ones';
+         CREATE UNIQUE INDEX accounts_balance_id ON accounts (balance, id);
+         ALTER TABLE accounts REPLICA IDENTITY USING INDEX accounts_balance_id;
+         ALTER TABLE accounts CLUSTER ON accounts_balance;
+         COMMENT ON CONSTRAINT accounts_balance_check ON accounts IS 'never below zero';"
     );
+    let want = plain_with("retype_expr_plain", &setup, BALANCE).await;
+    let (incident, admin) = staged("retype_expr", &setup).await;
+    let dir = folder(FILE, BALANCE);
+    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    for built in [
+        "CREATE INDEX CONCURRENTLY accounts_rich_locksmith_new",
+        "CREATE UNIQUE INDEX CONCURRENTLY accounts_id_balance_locksmith_new",
+        "CREATE INDEX CONCURRENTLY accounts_balance_text_locksmith_new",
+    ] {
+        assert!(said.contains(built), "{built}: {said}");
+    }
+    assert!(
+        want.iter().any(|l| l
+            == "CREATE INDEX accounts_rich ON public.accounts USING btree (id) WHERE (balance > 900) valid=t replica identity=f clustered=f comment=the rich ones"),
+        "{want:#?}"
+    );
+    assert_eq!(schema(&admin).await, want);
 }

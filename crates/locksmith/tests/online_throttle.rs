@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use locksmith_sandbox::incident::Incident;
 use locksmith_sandbox::{wait, Cluster};
 
 mod support;
+use support::online::{folder, staged, staged_on};
 use support::query_i64;
 
 const SETUP: &str = "
@@ -18,15 +18,7 @@ const SETUP: &str = "
     INSERT INTO accounts SELECT i, 0 FROM generate_series(1, 20000) AS i;
     ANALYZE accounts;";
 
-fn folder() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("1_bump.sql"),
-        "UPDATE accounts SET balance = balance + 1000;\n",
-    )
-    .unwrap();
-    dir
-}
+const BUMP: &str = "UPDATE accounts SET balance = balance + 1000;\n";
 
 /// `apply DIR --online EXTRA…` in the background, its stderr into a file.
 fn spawn(url: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf, tempfile::TempDir) {
@@ -84,10 +76,8 @@ async fn rows_done(admin: &locksmith_pg::Connection) -> i64 {
 
 #[tokio::test]
 async fn a_pause_file_holds_the_backfill_until_it_is_removed() {
-    let incident = Incident::stage_shared("throttle_file").await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
-    let dir = folder();
+    let (incident, admin) = staged("throttle_file", SETUP).await;
+    let dir = folder("1_bump.sql", BUMP);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
     let (child, stderr, _out) = spawn(
@@ -107,9 +97,7 @@ async fn a_pause_file_holds_the_backfill_until_it_is_removed() {
 
 #[tokio::test]
 async fn busy_backends_over_max_active_hold_the_backfill() {
-    let incident = Incident::stage_shared("throttle_active").await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
+    let (incident, admin) = staged("throttle_active", SETUP).await;
     // Two sessions busy with a long query: over --max-active 1.
     let mut busy = Vec::new();
     for _ in 0..2 {
@@ -133,7 +121,7 @@ async fn busy_backends_over_max_active_hold_the_backfill() {
     })
     .await
     .unwrap();
-    let dir = folder();
+    let dir = folder("1_bump.sql", BUMP);
     let (child, stderr, _out) = spawn(&incident.url, dir.path(), &["--max-active", "1"]);
     paused(&stderr, "backends are active (over --max-active 1)").await;
     assert_eq!(rows_done(&admin).await, 0);
@@ -155,9 +143,7 @@ async fn busy_backends_over_max_active_hold_the_backfill() {
 #[tokio::test]
 async fn a_lagging_standby_holds_the_backfill_until_it_catches_up() {
     let primary = Cluster::start().unwrap();
-    let incident = Incident::stage(&primary, "throttle_lag").await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
+    let (incident, admin) = staged_on(&primary, "throttle_lag", SETUP).await;
     let standby = primary.start_standby(&[]).unwrap();
     let replica = standby.settings("throttle_lag", "test");
     wait::until(wait::BOUND, "the standby to replay the table", || async {
@@ -200,7 +186,7 @@ async fn a_lagging_standby_holds_the_backfill_until_it_catches_up() {
     )
     .await
     .unwrap();
-    let dir = folder();
+    let dir = folder("1_bump.sql", BUMP);
     let url = standby.url("throttle_lag");
     let (child, stderr, _out) = spawn(&incident.url, dir.path(), &["--replica", &url]);
     paused(&stderr, "behind (over --max-lag 1.0s)").await;
@@ -216,9 +202,7 @@ async fn a_lagging_standby_holds_the_backfill_until_it_catches_up() {
 /// table has a key (its batches go over the key instead of heap pages).
 #[tokio::test]
 async fn a_volatile_defaults_backfill_is_throttled_too() {
-    let incident = Incident::stage_shared("throttle_default").await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
+    let (incident, admin) = staged("throttle_default", SETUP).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("1_token.sql"),
@@ -253,10 +237,8 @@ async fn a_volatile_defaults_backfill_is_throttled_too() {
 
 #[tokio::test]
 async fn under_format_json_the_backfill_says_its_progress_as_json_lines_on_stderr() {
-    let incident = Incident::stage_shared("throttle_json").await.unwrap();
-    let admin = incident.admin.connect().await.unwrap();
-    admin.batch_execute(SETUP).await.unwrap();
-    let dir = folder();
+    let (incident, admin) = staged("throttle_json", SETUP).await;
+    let dir = folder("1_bump.sql", BUMP);
     let pause = dir.path().join("pause");
     std::fs::write(&pause, "").unwrap();
     let (child, stderr, _out) = spawn(

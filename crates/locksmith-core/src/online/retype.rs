@@ -19,7 +19,7 @@ use super::alter::{default_name, sibling, valid_index_exists};
 use super::Unit;
 use crate::analysis::split::{BatchedUpdate, Retyped};
 use crate::analysis::{analyze, quote_ident, quote_qualified};
-use crate::quote::split_qualified;
+use crate::quote::{literal, split_qualified};
 
 /// What the server says about the column a type change rewrites.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,15 @@ pub struct ColumnFacts {
     pub not_null: bool,
     /// Its default (`pg_get_expr`), if any.
     pub default: Option<String>,
+    /// Its comment, which the plain statement keeps.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Its statistics target, when set (`SET STATISTICS`), which the plain statement keeps.
+    #[serde(default)]
+    pub statistics: Option<i32>,
+    /// Its options (`SET (n_distinct = …)`), as `name=value, …`, which the plain statement keeps.
+    #[serde(default)]
+    pub options: Option<String>,
     /// The sequence the column owns (a serial), if any.
     pub sequence: Option<OwnedSequence>,
     /// The column is an identity column: how its sequence counts.
@@ -83,6 +92,24 @@ pub struct IndexFact {
     pub definition: String,
     /// `PRIMARY KEY` or `UNIQUE` when the index backs that constraint (of the same name).
     pub constraint: Option<String>,
+    /// Its comment, and its constraint's: the plain statement keeps both.
+    #[serde(default)]
+    pub comments: Comments,
+    /// The table's replica identity (`REPLICA IDENTITY USING INDEX`).
+    #[serde(default)]
+    pub replica_identity: bool,
+    /// The index the table is clustered on (`CLUSTER ON`).
+    #[serde(default)]
+    pub clustered: bool,
+}
+
+/// The comments on an index and on the constraint it backs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comments {
+    /// `COMMENT ON INDEX`.
+    pub index: Option<String>,
+    /// `COMMENT ON CONSTRAINT`.
+    pub constraint: Option<String>,
 }
 
 /// A constraint, as `pg_get_constraintdef` prints it.
@@ -96,6 +123,9 @@ pub struct ConstraintFact {
     pub definition: String,
     /// Already validated (re-added `NOT VALID`, then validated again).
     pub validated: bool,
+    /// Its comment: the plain statement keeps it.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// The names a type change of `column` uses for its shadow objects.
@@ -187,21 +217,24 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
     // Marks the fill of this change: a value that does not convert undoes it ([`undo`]).
     fill.retype = Some(r.clone());
     units.push(fill);
-    // 4. Its indexes, built beside the old ones without blocking writes.
+    // 4. Its indexes, built beside the old ones without blocking writes,
+    //    expressions and predicates over the shadow as the plain statement
+    //    would parse them again over the new type.
     for index in &facts.indexes {
         let name = shadow_index(&index.name);
-        let Some(sql) = crate::analysis::index_copy::on_shadow_column(
+        let sql = crate::analysis::index_copy::on_shadow_column(
             &index.definition,
             &r.column,
             &names.shadow,
             &name,
-        ) else {
-            return Err(format!(
-                "the index {} uses the column in an expression or its WHERE ({}): drop it in a \
+        )
+        .map_err(|why| {
+            format!(
+                "the index {} ({}) cannot be built again on the shadow column: {why}; drop it in a \
                  migration before this one and create it again after, or change the type by hand",
                 index.name, index.definition
-            ));
-        };
+            )
+        })?;
         units.push(unit(
             vec![sql],
             Some(valid_index_exists(&sibling(&r.table, &name))),
@@ -265,6 +298,17 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
     }
     swap.push(format!("ALTER TABLE {t} DROP COLUMN {c}"));
     swap.push(format!("ALTER TABLE {t} RENAME COLUMN {s} TO {c}"));
+    if let Some(comment) = &facts.comment {
+        swap.push(format!("COMMENT ON COLUMN {t}.{c} IS {}", literal(comment)));
+    }
+    if let Some(target) = facts.statistics {
+        swap.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} SET STATISTICS {target}"
+        ));
+    }
+    if let Some(options) = &facts.options {
+        swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET ({options})"));
+    }
     if facts.not_null {
         swap.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"));
         swap.push(format!("ALTER TABLE {t} DROP CONSTRAINT {k}"));
@@ -291,6 +335,39 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
                 sibling(&r.table, &shadow_index(&index.name))
             ),
         });
+        // What the plain statement carries over from the old index.
+        if let Some(comment) = &index.comments.index {
+            swap.push(format!(
+                "COMMENT ON INDEX {} IS {}",
+                sibling(&r.table, &index.name),
+                literal(comment)
+            ));
+        }
+        if let (Some(comment), Some(_)) = (&index.comments.constraint, &index.constraint) {
+            swap.push(format!(
+                "COMMENT ON CONSTRAINT {name} ON {t} IS {}",
+                literal(comment)
+            ));
+        }
+        if index.replica_identity {
+            swap.push(format!(
+                "ALTER TABLE {t} REPLICA IDENTITY USING INDEX {name}"
+            ));
+        }
+        if index.clustered {
+            swap.push(format!("ALTER TABLE {t} CLUSTER ON {name}"));
+        }
+        // An index column takes its name from the table column it was built
+        // on (a key, or a cast of it) and keeps it when that column is
+        // renamed: the plain statement's index says `id`, the shadow's
+        // `id_locksmith_new` until renamed here (run through EXECUTE: the
+        // guard locks tables, and this names an index).
+        swap.push(format!(
+            "DO $locksmith$\nBEGIN\n  IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = {index_lit}::regclass AND attname = {shadow_lit}) THEN\n    EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', {index_lit}::regclass, {shadow_lit}, {column_lit});\n  END IF;\nEND\n$locksmith$",
+            index_lit = literal(&sibling(&r.table, &index.name)),
+            shadow_lit = literal(&names.shadow),
+            column_lit = literal(&r.column),
+        ));
     }
     let mut validate = Vec::new();
     for con in facts.constraints.iter().chain(&facts.referenced_by) {
@@ -300,6 +377,14 @@ pub fn units(r: &Retyped, facts: &ColumnFacts, pg_version: u32) -> Result<Vec<Un
             con.table,
             quote_ident(&con.name)
         ));
+        if let Some(comment) = &con.comment {
+            swap.push(format!(
+                "COMMENT ON CONSTRAINT {} ON {} IS {}",
+                quote_ident(&con.name),
+                con.table,
+                literal(comment)
+            ));
+        }
         if con.validated {
             validate.push(format!(
                 "ALTER TABLE {} VALIDATE CONSTRAINT {}",
@@ -411,6 +496,9 @@ mod tests {
             type_sql: "integer".into(),
             not_null: true,
             default: Some("nextval('accounts_id_seq'::regclass)".into()),
+            comment: None,
+            statistics: None,
+            options: None,
             sequence: Some(OwnedSequence {
                 name: "public.accounts_id_seq".into(),
                 type_sql: "integer".into(),
@@ -422,6 +510,7 @@ mod tests {
                 definition: "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"
                     .into(),
                 constraint: Some("PRIMARY KEY".into()),
+                ..IndexFact::default()
             }],
             constraints: vec![],
             referenced_by: vec![ConstraintFact {
@@ -429,6 +518,7 @@ mod tests {
                 name: "payments_account_id_fkey".into(),
                 definition: "FOREIGN KEY (account_id) REFERENCES accounts(id)".into(),
                 validated: true,
+                comment: None,
             }],
             obstacles: vec![],
         };

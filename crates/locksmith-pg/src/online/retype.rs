@@ -177,6 +177,9 @@ pub async fn read(client: &Connection, r: &Retyped) -> Result<ColumnFacts, Error
         type_sql: column.type_sql,
         not_null: column.not_null,
         default: column.default,
+        comment: column.comment,
+        statistics: column.statistics,
+        options: column.options,
         ..ColumnFacts::default()
     };
     facts.obstacles.extend(column.obstacles);
@@ -198,18 +201,24 @@ struct Column {
     type_sql: String,
     not_null: bool,
     default: Option<String>,
+    comment: Option<String>,
+    statistics: Option<i32>,
+    options: Option<String>,
     attnum: i16,
     obstacles: Vec<String>,
 }
 
 async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, Error> {
-    // The column's type, NOT NULL, default, and what about it or its table has no online form.
+    // The column's type, NOT NULL, default, comment, statistics target and options, and what about it or its table has no online form.
     let row = client
         .query_opt(
             "SELECT format_type(a.atttypid, a.atttypmod), a.attnotnull,
                     pg_get_expr(d.adbin, d.adrelid), a.attnum,
                     a.attgenerated <> '', a.attidentity <> '', c.relkind::text,
-                    EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
+                    EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid),
+                    col_description(a.attrelid, a.attnum), a.attacl IS NOT NULL,
+                    CASE WHEN a.attstattarget >= 0 THEN a.attstattarget::int END,
+                    array_to_string(a.attoptions, ', ')
                FROM pg_attribute a
                JOIN pg_class c ON c.oid = a.attrelid
                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -223,6 +232,9 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
             type_sql: String::new(),
             not_null: false,
             default: None,
+            comment: None,
+            statistics: None,
+            options: None,
             attnum: 0,
             obstacles: vec![format!(
                 "{table} has no column {name} (yet): a type change planned online needs the column to exist when it is planned"
@@ -233,6 +245,11 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
     if row.get::<_, bool>(4) {
         obstacles.push(format!(
             "{name} is a generated column: its values come from its expression, not from a copy; change it by hand (drop and add it again) in a migration of its own"
+        ));
+    }
+    if row.get::<_, bool>(9) {
+        obstacles.push(format!(
+            "{name} has column privileges (GRANT … ({name}) ON {table}), which would go with the old column: revoke them in a migration before this one and grant them again after, or change the type by hand"
         ));
     }
     match row.get::<_, String>(6).as_str() {
@@ -248,6 +265,9 @@ async fn column(client: &Connection, table: &str, name: &str) -> Result<Column, 
         type_sql: row.get(0),
         not_null: row.get(1),
         default: row.get(2),
+        comment: row.get(8),
+        statistics: row.get(10),
+        options: row.get(11),
         attnum: row.get(3),
         obstacles,
     })
@@ -300,11 +320,13 @@ async fn identity(
 }
 
 async fn indexes(client: &Connection, table: &str, attnum: i16) -> Result<Vec<IndexFact>, Error> {
-    // The indexes that use the column (as a key, in INCLUDE, an expression or the predicate), with the PRIMARY KEY or UNIQUE constraint each backs.
+    // The indexes that use the column (as a key, in INCLUDE, an expression or the predicate), with the PRIMARY KEY or UNIQUE constraint each backs, their comments, and whether the table's replica identity or CLUSTER ON names it.
     let rows = client
         .query(
             "SELECT i.relname::text, pg_get_indexdef(i.oid),
-                    CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE' END
+                    CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE' END,
+                    obj_description(i.oid, 'pg_class'), obj_description(con.oid, 'pg_constraint'),
+                    x.indisreplident, x.indisclustered
                FROM pg_index x
                JOIN pg_class i ON i.oid = x.indexrelid
                LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = x.indrelid
@@ -326,6 +348,12 @@ async fn indexes(client: &Connection, table: &str, attnum: i16) -> Result<Vec<In
             name: r.get(0),
             definition: r.get(1),
             constraint: r.get(2),
+            comments: locksmith_core::online::retype::Comments {
+                index: r.get(3),
+                constraint: r.get(4),
+            },
+            replica_identity: r.get(5),
+            clustered: r.get(6),
         })
         .collect())
 }
@@ -357,7 +385,7 @@ async fn constraints(
     let rows = client
         .query(
             "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), convalidated,
-                    contype::text, condeferrable
+                    contype::text, condeferrable, obj_description(oid, 'pg_constraint')
                FROM pg_constraint
               WHERE conrelid = to_regclass($1) AND $2 = ANY(conkey)
               ORDER BY conname",
@@ -378,6 +406,7 @@ async fn constraints(
                 name,
                 definition: r.get(2),
                 validated: r.get(3),
+                comment: r.get(6),
             }),
             // PostgreSQL 18 keeps NOT NULL as a constraint too ('n'): the
             // column's NOT NULL is carried by the steps (attnotnull).
@@ -401,7 +430,8 @@ async fn referenced_by(
     // Foreign keys that reference the column.
     let rows = client
         .query(
-            "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), convalidated
+            "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid), convalidated,
+                    obj_description(oid, 'pg_constraint')
                FROM pg_constraint
               WHERE contype = 'f' AND confrelid = to_regclass($1) AND $2 = ANY(confkey)
               ORDER BY conrelid::regclass::text, conname",
@@ -416,6 +446,7 @@ async fn referenced_by(
             name: r.get(1),
             definition: r.get(2),
             validated: r.get(3),
+            comment: r.get(4),
         })
         .collect())
 }

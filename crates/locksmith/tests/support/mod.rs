@@ -43,3 +43,5 @@ pub async fn query_i64(client: &locksmith_pg::Connection, sql: &str) -> i64 {
 pub fn dir_arg(dir: &Path) -> &str {
     dir.to_str().unwrap()
 }
+
+pub mod online;
