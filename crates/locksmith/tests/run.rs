@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use locksmith_pg::ConnectionSettings;
 use locksmith_sandbox::incident::{Incident, TABLE};
 use locksmith_sandbox::traffic::LeakedSessions;
+use locksmith_sandbox::wait;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
 
@@ -348,6 +349,26 @@ async fn gives_up_cleanly_naming_the_leakers() {
     let (incident, leaked, admin) = stage(&cluster, &project).await;
     let url = cluster.url("incident");
     let probe = StallProbe::start(&incident.app.with_application_name("web-request")).await;
+    // Long-lived: the leakers idle in their transactions past the 1 s floor
+    // (look::LONG_LIVED_FLOOR) before locksmith first looks.
+    let leaker_pids = leaked.pids().to_vec();
+    wait::until(wait::BOUND, "the leakers to be idle 1.5 s", || {
+        let (admin, pids) = (&admin, &leaker_pids);
+        async move {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE pid = ANY($1) AND clock_timestamp() - state_change > interval '1.5 s'",
+                    &[pids],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == pids.len() as i64
+        }
+    })
+    .await
+    .unwrap();
 
     let mut args = vec![
         "--format",
@@ -370,9 +391,8 @@ async fn gives_up_cleanly_naming_the_leakers() {
     assert_eq!(ran.code, 3, "gave up: exit 3");
     let report: Value = serde_json::from_str(&ran.stdout).expect("stdout is only the JSON report");
     assert_eq!(report["status"], "blocked");
-    // Reading alembic's plan (python's start alone) outlasts the 200 ms that
-    // make an idle-in-transaction holder long-lived: the look before the
-    // first attempt finds the leakers, and alembic never queues behind them.
+    // The look before the first attempt (the plan names the table) finds the
+    // long-lived leakers, and alembic never queues behind them.
     assert_eq!(report["attempts"], 0, "never raced the leakers");
     assert_eq!(
         pids(&report, "blockers"),
@@ -745,6 +765,23 @@ async fn races_a_young_blocker_and_waits_out_a_long_lived_one() {
     // command runs once its transaction ended, never racing it. The transaction ends only
     // once locksmith says it waits for it (a fixed delay raced the command's start-up on
     // a loaded machine).
+    wait::until(wait::BOUND, "the slow request to be idle 1.5 s", || {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slow-request'
+                       AND clock_timestamp() - state_change > interval '1.5 s'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        }
+    })
+    .await
+    .unwrap();
     let mut args = vec!["--format", "json", "--database-url", &url, "--"];
     args.extend(alembic.iter().map(String::as_str));
     let started = Instant::now();
