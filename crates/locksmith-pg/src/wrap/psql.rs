@@ -21,7 +21,9 @@
 //! A psql's SQL is in its arguments (`-c SQL`, `-f FILE`, in order), so
 //! `run` can plan it before it runs ([`script`]) without asking any
 //! command. Meta-commands (`\set`, `\timing`, …) are psql's, not the
-//! server's: their lines are blanked, keeping line numbers.
+//! server's: their lines are blanked, keeping line numbers; a script that
+//! includes files (`\i`), runs printed SQL (`\gexec`) or branches (`\if`)
+//! has no plan (its SQL cannot be known ahead), and runs as without one.
 
 use std::path::Path;
 
@@ -164,8 +166,11 @@ pub fn script_sql(parts: &[Part]) -> Result<String, String> {
             }
         };
         for line in text.lines() {
-            if !line.trim_start().starts_with('\\') {
+            let meta = line.trim_start();
+            if !meta.starts_with('\\') {
                 sql.push_str(line);
+            } else if let Some(why) = unplannable(meta) {
+                return Err(format!("the script {why} (`{}`)", meta.trim_end()));
             }
             sql.push('\n');
         }
@@ -175,6 +180,20 @@ pub fn script_sql(parts: &[Part]) -> Result<String, String> {
         }
     }
     Ok(sql)
+}
+
+/// Why a meta-command makes the script's SQL unknowable ahead: it reads
+/// other files, runs what a query prints, or runs statements conditionally.
+fn unplannable(meta: &str) -> Option<&'static str> {
+    let command = meta.split_whitespace().next().unwrap_or_default();
+    match command {
+        "\\i" | "\\ir" | "\\include" | "\\include_relative" => {
+            Some("includes another file, which is not read ahead")
+        }
+        "\\gexec" => Some("runs SQL that a query prints (\\gexec)"),
+        "\\if" | "\\elif" => Some("runs statements conditionally (\\if)"),
+        _ => None,
+    }
 }
 
 /// Whose the exit code passed through is: the command's, and for a 3, not
@@ -312,6 +331,14 @@ mod tests {
             script_sql(&parts).unwrap(),
             "\nALTER TABLE t\n  ADD c int;\nSELECT 1\n;\n"
         );
+        for (script, why) in [
+            ("\\i other.sql\n", "includes another file"),
+            ("SELECT 'ALTER TABLE t ADD c int' \\gexec\n\\gexec\n", "\\gexec"),
+            ("\\if :big\nALTER TABLE t ADD c int;\n\\endif\n", "conditionally"),
+        ] {
+            let error = script_sql(&[Part::Command(script.into())]).unwrap_err();
+            assert!(error.contains(why), "{script}: {error}");
+        }
         let missing = script_sql(&[Part::File("/nonexistent/m.sql".into())]).unwrap_err();
         assert!(
             missing.starts_with("cannot read /nonexistent/m.sql"),
