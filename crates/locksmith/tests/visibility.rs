@@ -492,3 +492,73 @@ async fn run_as_a_role_without_pg_read_all_stats_says_the_terminate_policy_canno
     .await;
     assert_eq!(alive, 1, "the hidden session was left alone");
 }
+
+/// `run` sees a prepared transaction too. With psql's plan, the look before
+/// the first attempt finds it: never raced. Without a plan (a command run
+/// through `sh`), the first attempt's brief wait is seen blocked by "pid 0",
+/// named by its gid, and waited out from then on.
+#[tokio::test]
+async fn run_names_a_prepared_transaction_by_its_gid_and_never_races_it_twice() {
+    let cluster = cluster_with_two_phase_commit();
+    let incident = Incident::stage(&cluster, "prepared_run").await.unwrap();
+    prepare_reader(&incident).await;
+    let admin = incident.admin.connect().await.unwrap();
+    let psql = cluster.bin().tool("psql").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "m.sql",
+            "ALTER TABLE academic_partners ADD COLUMN country text;\n",
+        )],
+    );
+    let file = dir.path().join("m.sql").display().to_string();
+
+    let run = |command: &[&str]| {
+        let mut args = vec!["run", "--deadline", "2s", "--format", "json", "--"];
+        args.extend(command);
+        locksmith(&incident.url, &args)
+    };
+    let planned = run(&[&psql, "-X", &incident.url, "-f", &file]);
+    assert_eq!(planned.status.code(), Some(3), "{}", text(&planned));
+    let report = json(&planned);
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(report["attempts"], 0, "never raced: {report}");
+    assert_eq!(report["blockers"][0]["prepared"]["gid"], GID, "{report}");
+
+    let script = format!("{psql} -X -v ON_ERROR_STOP=1 \"$DATABASE_URL\" -f {file}");
+    let unplanned = run(&["sh", "-c", &script]);
+    assert_eq!(unplanned.status.code(), Some(3), "{}", text(&unplanned));
+    let report = json(&unplanned);
+    assert_eq!(report["status"], "blocked", "{report}");
+    assert_eq!(
+        report["attempts"], 1,
+        "raced once to learn the table, then waited out: {report}"
+    );
+    let blockers = report["blockers"].as_array().unwrap();
+    assert_eq!(blockers.len(), 1, "{report}");
+    assert_eq!(blockers[0]["prepared"]["gid"], GID, "{report}");
+    assert!(!text(&unplanned).contains("pid 0"), "{}", text(&unplanned));
+
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'country'"
+        )
+        .await,
+        0,
+        "nothing ran"
+    );
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM pg_locks WHERE NOT granted").await,
+        0,
+        "nothing left queued"
+    );
+    admin
+        .batch_execute(&format!(
+            "ROLLBACK PREPARED {}",
+            locksmith_core::quote::literal(GID)
+        ))
+        .await
+        .unwrap();
+}

@@ -477,7 +477,9 @@ impl Watcher {
             .collect();
         let terminate_idle_after = self.limits.terminate_idle_after;
         let seen = &self.shared.seen;
-        let holders = look::conflicting_holders(&self.sidecar, &targets).await?;
+        let mut holders = look::conflicting_holders(&self.sidecar, &targets).await?;
+        // Prepared transactions hold locks with no session: long-lived, never raced.
+        holders.extend(look::prepared_holders(&self.sidecar, &targets, &[]).await?);
         let now =
             poll::terminate_eligible(&self.sidecar, holders, terminate_idle_after, seen).await;
         let mut long_lived: Vec<Holder> = now

@@ -33,7 +33,7 @@ pub fn findings(kind: &StatementKind, t: &StatementTrace) -> Vec<Finding> {
         });
     }
     if t.method == Method::Blocked {
-        let names: Vec<String> = t.blocked_by.iter().map(|h| h.session.label()).collect();
+        let names: Vec<String> = t.blocked_by.iter().map(|h| h.label()).collect();
         out.push(Finding {
             rule: NOT_TRACED,
             severity: Severity::Error,

@@ -333,8 +333,14 @@ mod tests {
         );
         for (script, why) in [
             ("\\i other.sql\n", "includes another file"),
-            ("SELECT 'ALTER TABLE t ADD c int' \\gexec\n\\gexec\n", "\\gexec"),
-            ("\\if :big\nALTER TABLE t ADD c int;\n\\endif\n", "conditionally"),
+            (
+                "SELECT 'ALTER TABLE t ADD c int' \\gexec\n\\gexec\n",
+                "\\gexec",
+            ),
+            (
+                "\\if :big\nALTER TABLE t ADD c int;\n\\endif\n",
+                "conditionally",
+            ),
         ] {
             let error = script_sql(&[Part::Command(script.into())]).unwrap_err();
             assert!(error.contains(why), "{script}: {error}");

@@ -78,7 +78,7 @@ pub fn event(event: &Event<'_>) -> String {
     let labels = |holders: &[Holder]| {
         holders
             .iter()
-            .map(|h| h.session.label())
+            .map(|h| h.label())
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -15,7 +15,7 @@ use locksmith_core::lock::LockMode;
 use tokio::sync::watch;
 use tokio_postgres::Row;
 
-use super::super::look::{Holder, WaitedFor};
+use super::super::look::{self, Holder, WaitedFor};
 use super::super::policy;
 use super::{Backend, CancelledWait, Limits, Scope, WantedLock, Watch, POLL, ROW_LOCKS};
 
@@ -424,18 +424,22 @@ pub(super) async fn run(
                 .copied()
                 .filter(|b| !watched.contains(b))
                 .collect();
+            let waited_for: Vec<WaitedFor> = s
+                .waited_for(row)
+                .into_iter()
+                .filter(|w| outside.contains(&w.pid))
+                .collect();
             {
                 let mut account = shared.seen.lock().unwrap();
                 account.longest_wait = account.longest_wait.max(waited);
-                for w in s.waited_for(row) {
-                    if outside.contains(&w.pid) {
-                        account.note_waited_for(w);
-                    }
+                for w in &waited_for {
+                    account.note_waited_for(w.clone());
                 }
             }
             let mut blockers = Vec::new();
             if round.describes() {
-                if let Ok((holders, wanted)) = describe_wait(&sidecar, s.pid, &outside).await {
+                let described = describe_wait(&sidecar, s.pid, &outside, &waited_for).await;
+                if let Ok((holders, wanted)) = described {
                     {
                         let mut account = shared.seen.lock().unwrap();
                         if let Some(w) = wanted {
@@ -544,6 +548,7 @@ async fn describe_wait(
     client: &Connection,
     waiter: i32,
     blocking: &[i32],
+    waited_for: &[WaitedFor],
 ) -> Result<(Vec<Holder>, Option<WantedLock>), Error> {
     // The relation lock the waiter is queued for, in our database.
     let wanted = client
@@ -600,7 +605,7 @@ async fn describe_wait(
         )
         .await
         .map_err(|e| Error::query("describing the sessions a watched session waits for", e))?;
-    let holders = rows
+    let mut holders: Vec<Holder> = rows
         .iter()
         .map(|row| Holder {
             session: SessionSummary::from_row(row, 0),
@@ -613,6 +618,8 @@ async fn describe_wait(
             prepared: None,
         })
         .collect();
+    // "pid 0" is a prepared transaction: no session to describe, named by its gid.
+    holders.extend(look::prepared_holders(client, &[], waited_for).await?);
     Ok((holders, wanted))
 }
 
