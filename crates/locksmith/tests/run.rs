@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use locksmith_pg::ConnectionSettings;
 use locksmith_sandbox::incident::{Incident, TABLE};
 use locksmith_sandbox::traffic::LeakedSessions;
-use locksmith_sandbox::wait;
 use locksmith_sandbox::Cluster;
 use serde_json::Value;
+
+mod support;
 
 const CONSTRAINT: &str = "unique_informal_name_academic_partner";
 
@@ -349,26 +350,8 @@ async fn gives_up_cleanly_naming_the_leakers() {
     let (incident, leaked, admin) = stage(&cluster, &project).await;
     let url = cluster.url("incident");
     let probe = StallProbe::start(&incident.app.with_application_name("web-request")).await;
-    // Long-lived: the leakers idle in their transactions past the 1 s floor
-    // (look::LONG_LIVED_FLOOR) before locksmith first looks.
-    let leaker_pids = leaked.pids().to_vec();
-    wait::until(wait::BOUND, "the leakers to be idle 1.5 s", || {
-        let (admin, pids) = (&admin, &leaker_pids);
-        async move {
-            admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE pid = ANY($1) AND clock_timestamp() - state_change > interval '1.5 s'",
-                    &[pids],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == pids.len() as i64
-        }
-    })
-    .await
-    .unwrap();
+    // Long-lived before locksmith first looks.
+    support::idle_past_long_lived(&admin, leaked.pids()).await;
 
     let mut args = vec![
         "--format",
@@ -726,6 +709,11 @@ async fn races_a_young_blocker_and_waits_out_a_long_lived_one() {
         .connect()
         .await
         .unwrap();
+    let slow_pid: i32 = slow
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     slow.batch_execute("BEGIN; SELECT count(*) FROM academic_partners")
         .await
         .unwrap();
@@ -765,23 +753,7 @@ async fn races_a_young_blocker_and_waits_out_a_long_lived_one() {
     // command runs once its transaction ended, never racing it. The transaction ends only
     // once locksmith says it waits for it (a fixed delay raced the command's start-up on
     // a loaded machine).
-    wait::until(wait::BOUND, "the slow request to be idle 1.5 s", || {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slow-request'
-                       AND clock_timestamp() - state_change > interval '1.5 s'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 1
-        }
-    })
-    .await
-    .unwrap();
+    support::idle_past_long_lived(&admin, &[slow_pid]).await;
     let mut args = vec!["--format", "json", "--database-url", &url, "--"];
     args.extend(alembic.iter().map(String::as_str));
     let started = Instant::now();

@@ -410,23 +410,7 @@ async fn psql_is_planned_from_its_file_and_a_long_lived_leaker_is_never_raced() 
         "BEGIN; SELECT * FROM academic_partners LIMIT 1",
     )
     .await;
-    // Long-lived: idle in its transaction past the 1 s floor.
-    wait::until(wait::BOUND, "the leaker to be idle 1.5 s", || {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one(
-                    "SELECT clock_timestamp() - state_change > interval '1.5 s'
-                     FROM pg_stat_activity WHERE pid = $1",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get::<_, bool>(0)
-        }
-    })
-    .await
-    .unwrap();
+    support::idle_past_long_lived(&admin, &[pid]).await;
     let out = run_psql(
         &incident.url,
         &[

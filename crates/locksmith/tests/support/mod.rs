@@ -45,3 +45,30 @@ pub fn dir_arg(dir: &Path) -> &str {
 }
 
 pub mod online;
+
+/// Waits (polling, bounded by `wait::BOUND`) until each session of `pids`
+/// has been idle in its transaction for over 1.5 s: past the 1 s floor at
+/// which the guard's look calls a holder long-lived
+/// (`look::LONG_LIVED_FLOOR`), so a test need not guess how fast locksmith
+/// gets to its first look.
+pub async fn idle_past_long_lived(client: &locksmith_pg::Connection, pids: &[i32]) {
+    locksmith_sandbox::wait::until(
+        locksmith_sandbox::wait::BOUND,
+        "the sessions to be idle 1.5 s",
+        || async {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE pid = ANY($1) AND state LIKE 'idle in transaction%'
+                       AND clock_timestamp() - state_change > interval '1.5 s'",
+                    &[&pids],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == pids.len() as i64
+        },
+    )
+    .await
+    .unwrap();
+}
