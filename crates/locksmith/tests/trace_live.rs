@@ -49,6 +49,53 @@ async fn database(hint: &str) -> (locksmith_pg::ConnectionSettings, String) {
     (settings, cluster.url(&name))
 }
 
+/// A database with 100 `orders`, a session idle in a transaction that read
+/// one of them (so it holds `ACCESS SHARE` on the table), and a folder with
+/// `m.sql` adding two columns to it.
+struct Blocked {
+    settings: locksmith_pg::ConnectionSettings,
+    url: String,
+    admin: locksmith_pg::Connection,
+    idle: locksmith_pg::Connection,
+    idle_pid: i32,
+    dir: tempfile::TempDir,
+}
+
+async fn orders_behind_an_idle_session(hint: &str) -> Blocked {
+    let (settings, url) = database(hint).await;
+    let admin = settings.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, total int);
+             INSERT INTO orders SELECT g, g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    let idle = settings.connect().await.unwrap();
+    let idle_pid: i32 = idle
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    idle.batch_execute("BEGIN; SELECT * FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.sql"),
+        "ALTER TABLE orders ADD COLUMN note text;\nALTER TABLE orders ADD COLUMN tag text;\n",
+    )
+    .unwrap();
+    Blocked {
+        settings,
+        url,
+        admin,
+        idle,
+        idle_pid,
+        dir,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewrite_of_a_big_table_is_refused_before_anything_runs() {
     let (settings, url) = database("trace_live_big").await;
@@ -101,29 +148,14 @@ async fn a_rewrite_of_a_big_table_is_refused_before_anything_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_session_idle_in_transaction_it_gives_up_within_the_budget() {
-    let (settings, url) = database("trace_live_blocked").await;
-    let c = settings.connect().await.unwrap();
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, total int);
-         INSERT INTO orders SELECT g, g FROM generate_series(1, 100) g;",
-    )
-    .await
-    .unwrap();
-    let idle = settings.connect().await.unwrap();
-    idle.batch_execute("BEGIN; SELECT * FROM orders WHERE id = 1")
-        .await
-        .unwrap();
-    let idle_pid: i32 = idle
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("m.sql"),
-        "ALTER TABLE orders ADD COLUMN note text;\nALTER TABLE orders ADD COLUMN tag text;\n",
-    )
-    .unwrap();
+    let Blocked {
+        settings,
+        url,
+        admin: c,
+        idle,
+        idle_pid,
+        dir,
+    } = orders_behind_an_idle_session("trace_live_blocked").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let read = reader(settings.clone(), "orders", stop.clone());
@@ -189,28 +221,14 @@ async fn behind_a_session_idle_in_transaction_it_gives_up_within_the_budget() {
 /// traces every statement (and still commits nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_deadline_it_waits_out_the_session_and_traces_it_all() {
-    let (settings, url) = database("trace_live_retry").await;
-    let c = settings.connect().await.unwrap();
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, total int);
-         INSERT INTO orders SELECT g, g FROM generate_series(1, 100) g;",
-    )
-    .await
-    .unwrap();
-    let idle = settings
-        .with_application_name("leaky-app")
-        .connect()
-        .await
-        .unwrap();
-    idle.batch_execute("BEGIN; SELECT * FROM orders WHERE id = 1")
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("m.sql"),
-        "ALTER TABLE orders ADD COLUMN note text;\nALTER TABLE orders ADD COLUMN tag text;\n",
-    )
-    .unwrap();
+    let Blocked {
+        settings,
+        url,
+        admin: c,
+        idle,
+        dir,
+        ..
+    } = orders_behind_an_idle_session("trace_live_retry").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let read = reader(settings.clone(), "orders", stop.clone());
