@@ -278,41 +278,43 @@ async fn a_value_that_does_not_convert_names_its_row_and_leaves_nothing_behind()
     assert_finished(&admin, 0).await;
 }
 
-/// A view on the column is refused before anything runs, saying what to do.
-#[tokio::test]
-async fn a_dependent_view_is_refused_before_anything_runs() {
-    let (incident, admin) = staged("retype_view", SETUP).await;
-    admin
-        .batch_execute("CREATE VIEW rich AS SELECT id FROM accounts WHERE balance > 900")
-        .await
-        .unwrap();
+/// `setup` on the staged tables makes the `balance` type change impossible
+/// online: `apply --online` refuses it before anything runs (exit 2),
+/// saying `why`, and the schema is as it was.
+async fn refused_before_anything_runs(hint: &str, setup: &str, why: &str) {
+    let (incident, admin) = staged(hint, SETUP).await;
+    admin.batch_execute(setup).await.unwrap();
     let before = schema(&admin).await;
     let dir = folder(FILE, BALANCE);
     let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("view rich depends on the column"), "{said}");
+    assert!(said.contains(why), "{said}");
     assert!(said.contains("Nothing was run"), "{said}");
     assert_eq!(schema(&admin).await, before);
+}
+
+/// A view on the column is refused before anything runs, saying what to do.
+#[tokio::test]
+async fn a_dependent_view_is_refused_before_anything_runs() {
+    refused_before_anything_runs(
+        "retype_view",
+        "CREATE VIEW rich AS SELECT id FROM accounts WHERE balance > 900",
+        "view rich depends on the column",
+    )
+    .await;
 }
 
 /// Column privileges (`GRANT SELECT (balance)`) would go with the old
 /// column: refused before anything runs, saying what to do.
 #[tokio::test]
 async fn column_privileges_are_refused_before_anything_runs() {
-    let (incident, admin) = staged("retype_column_grant", SETUP).await;
-    admin
-        .batch_execute("GRANT SELECT (balance) ON accounts TO PUBLIC")
-        .await
-        .unwrap();
-    let before = schema(&admin).await;
-    let dir = folder(FILE, BALANCE);
-    let out = locksmith(&incident.url, &["apply", dir_arg(dir.path()), "--online"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let said = text(&out);
-    assert!(said.contains("balance has column privileges"), "{said}");
-    assert!(said.contains("Nothing was run"), "{said}");
-    assert_eq!(schema(&admin).await, before);
+    refused_before_anything_runs(
+        "retype_column_grant",
+        "GRANT SELECT (balance) ON accounts TO PUBLIC",
+        "balance has column privileges",
+    )
+    .await;
 }
 
 /// kill -9 after the swap, while a check re-added `NOT VALID` is being
