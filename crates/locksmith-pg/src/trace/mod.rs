@@ -223,6 +223,7 @@ pub async fn trace_with(
     };
     let mut retry = Retry::new(&policy, std::time::Instant::now());
     let mut unit = LiveTrace {
+        limits,
         tracer,
         setup,
         files,
@@ -241,6 +242,7 @@ pub async fn trace_with(
 /// nobody long-lived in the way, until `--deadline`. A retry never holds
 /// earlier statements' locks while it waits.
 struct LiveTrace<'a> {
+    limits: LiveLimits,
     tracer: Tracer<'a>,
     setup: &'a str,
     files: &'a [Vec<Statement>],
@@ -259,10 +261,7 @@ impl retry::Unit for LiveTrace<'_> {
         if self.wanted.is_empty() {
             return Continue(Vec::new());
         }
-        let Target::Live(limits) = self.tracer.target else {
-            return Continue(Vec::new());
-        };
-        let after = look::long_lived_after(limits.lock_timeout);
+        let after = look::long_lived_after(self.limits.lock_timeout);
         match look::holders(&self.tracer.client, &self.wanted).await {
             Ok(holders) => Continue(
                 holders
